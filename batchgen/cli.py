@@ -1,0 +1,418 @@
+"""Command line: a thin click layer over the library. Data goes to stdout, progress and messages
+to stderr. Nothing imports this module; it holds the program's only ``asyncio.run``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .client import DEFAULT_API_BASE, Client, Secret
+from .errors import BatchgenError, LedgerError, ManifestError
+from .export import write_csv, write_json
+from .ledger import Ledger, Transition, ledger_url
+from .manifest import Manifest
+from .scheduler import EXIT_OK, EXIT_USAGE, RunOptions, RunResult, execute, prepare
+from .simulator import SimConfig, Simulator
+from .signals import stop_on_signals
+
+T = TypeVar("T")
+EXIT_CODES_HELP = """
+\b
+Exit codes:
+  0  every job of the manifest is done
+  1  some jobs failed or are in doubt (see `batchgen export`, `batchgen resolve`)
+  2  bad input or usage (nothing was submitted)
+  3  stopped before every job finished (signal, retries exhausted, task timeout): re-run to resume
+  4  the API refused the key (401) or the balance is too low (402): submission stopped
+  5  another `batchgen run` holds this ledger
+"""
+
+
+def _run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _echo_err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _fail(e: BatchgenError) -> None:
+    if isinstance(e, ManifestError):
+        _echo_err(f"error: the manifest has {len(e.problems) + e.truncated} problem(s):")
+        for line in str(e).splitlines():
+            _echo_err(f"  {line}")
+    else:
+        _echo_err(f"error: {e}")
+    sys.exit(e.exit_code)
+
+
+def ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--ledger", envvar="BATCHGEN_LEDGER", default=None, metavar="PATH|URL",
+                        help="Ledger: a SQLite file path or a SQLAlchemy URL (env BATCHGEN_LEDGER; default ./batchgen.db).")(f)
+
+
+def format_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(f)
+    return f
+
+
+def _open_ledger(url: str | None) -> Ledger:
+    try:
+        return Ledger(url)
+    except LedgerError as e:
+        _fail(e)
+        raise  # unreachable
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="batchgen")
+def cli() -> None:
+    """batchgen: run manifests of paid video generations (foxapi grok-imagine) crash-safely.
+
+    Every state change is recorded in a ledger before and after each paid request, so an
+    interrupted run resumes without paying twice. The API key is read from the environment
+    variable BATCHGEN_API_KEY only."""
+
+
+# ---------------------------------------------------------------------------------- plan
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@ledger_option
+@format_options
+def plan(manifest: Path, ledger: str | None, as_json: bool) -> None:
+    """Validate and expand MANIFEST without sending anything; compare with the ledger.
+
+    Prints how many jobs are new, already done, in flight, failed or in doubt, and the total
+    seconds of video per model and resolution. Exit code 2 when the manifest is invalid."""
+    try:
+        m = Manifest(manifest)
+        keys: list[str] = []
+        seconds: dict[tuple[str, str], int] = defaultdict(int)
+        jobs_by: dict[tuple[str, str], int] = defaultdict(int)
+        for job in m.expand():
+            keys.append(job.key)
+            dur = job.request.get("duration")
+            group = (job.model, str(job.request.get("resolution", "-")))
+            jobs_by[group] += 1
+            seconds[group] += int(dur) if isinstance(dur, int) else 0
+        m.check()
+    except BatchgenError as e:
+        _fail(e)
+    states: dict[str, str] = {}
+    url = ledger_url(ledger)
+    if not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists():
+        led = _open_ledger(ledger)
+        states = led.states_by_key(keys)
+        led.close()
+    buckets = {"new": 0, "done": 0, "in_flight": 0, "failed": 0, "in_doubt": 0, "cancelled": 0, "queued": 0}
+    for k in keys:
+        s = states.get(k)
+        if s is None:
+            buckets["new"] += 1
+        elif s in ("submitting", "submitted", "rendering", "completed"):
+            buckets["in_flight"] += 1
+        else:
+            buckets[s] += 1
+    per = [{"model": mo, "resolution": r, "jobs": jobs_by[(mo, r)], "seconds": seconds[(mo, r)]}
+           for (mo, r) in sorted(jobs_by)]
+    doc = {"manifest": str(manifest), "jobs": len(keys), "states": buckets, "video": per, "warnings": m.warnings}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for w in m.warnings:
+        _echo_err(f"warning: {w}")
+    click.echo(f"{manifest}: {len(keys)} job(s)")
+    click.echo("  " + "  ".join(f"{k.replace('_', ' ')}={v}" for k, v in buckets.items()))
+    click.echo(f"  to submit: {buckets['new'] + buckets['queued']}")
+    for p in per:
+        click.echo(f"  {p['model']:<34} {p['resolution']:>5}  {p['jobs']:>7} job(s)  {p['seconds']:>9} s of video")
+
+
+# ---------------------------------------------------------------------------------- run
+def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
+    types = {f.name: f.type for f in fields(SimConfig)}
+    out: dict[str, Any] = {}
+    for item in values:
+        k, sep, v = item.partition("=")
+        if not sep or k not in types:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(types))}")
+        out[k] = None if v.lower() in ("none", "null") else json.loads(v) if v[:1].isdigit() or v[:1] in "-." else v
+    return out
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
+              show_default=True, help="Directory for the videos.")
+@ledger_option
+@click.option("--api-base", envvar="BATCHGEN_API_BASE", default=DEFAULT_API_BASE, show_default=True,
+              help="API base URL (env BATCHGEN_API_BASE).")
+@click.option("--concurrency", type=click.IntRange(1, 10000), default=8, show_default=True,
+              help="Jobs in flight at once (from create until the file is downloaded).")
+@click.option("--rpm", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="API requests per minute, creates and polls together (0 = unlimited).")
+@click.option("--poll-min", type=click.FloatRange(min=0.01), default=2.0, show_default=True,
+              help="Shortest pause between two polls of one task (seconds).")
+@click.option("--task-timeout", type=click.FloatRange(min=1), default=7200.0, show_default=True,
+              help="Stop polling a task after this many seconds (its id stays recorded).")
+@click.option("--retry-failed", is_flag=True,
+              help="Resubmit jobs whose task failed for a retryable reason (timeout, generation_failed, "
+                   "model_unavailable…), up to --max-attempts creates per job. Each is a new paid task.")
+@click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--simulate", is_flag=True, help="Start the embedded simulator and run against it (no key needed).")
+@click.option("--sim-set", multiple=True, metavar="KEY=VALUE", help="Simulator knob for --simulate (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concurrency: int, rpm: float,
+        poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, simulate: bool,
+        sim_set: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+    """Submit, poll and download every job of MANIFEST; resume whatever an earlier run left.
+
+    Jobs that already have a task id are polled, never resubmitted; finished files are not
+    downloaded again; a job whose create may or may not have reached the API (timeout, 5xx,
+    crash mid-request) becomes `in_doubt` and waits for `batchgen resolve`. The first
+    SIGINT/SIGTERM stops submitting and records what is in flight; a second exits at once."""
+    key = os.environ.get("BATCHGEN_API_KEY")
+    if not key and not simulate:
+        _echo_err("error: set BATCHGEN_API_KEY in the environment (it is never read from the command line)")
+        sys.exit(EXIT_USAGE)
+    opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
+                      task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
+                      progress_every=0 if quiet else 10.0)
+    sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
+    code = run_to_exit(manifest, ledger, opts, api_base, Secret(key or "sk-simulated"), sim_cfg, as_json, quiet)
+    sys.exit(code)
+
+
+def run_to_exit(manifest: Path, ledger: str | None, opts: RunOptions, api_base: str, key: Secret,
+                sim_cfg: SimConfig | None, as_json: bool, quiet: bool) -> int:
+    led = _open_ledger(ledger)
+    try:
+        try:
+            prepared = prepare(led, Manifest(manifest), opts)
+        except BatchgenError as e:
+            _fail(e)
+        if not quiet:
+            _echo_err(f"run {prepared.run_id}: {prepared.total} job(s) in {manifest}")
+            if prepared.requeued:
+                _echo_err(f"  {prepared.requeued} failed job(s) requeued by --retry-failed")
+            for j in prepared.in_doubt_found:
+                _echo_err(f"  IN DOUBT: job {j['name']} ({j['key'][:12]}) was mid-create when the last run stopped")
+        result = _run(_execute(led, prepared, opts, api_base, key, sim_cfg, quiet))
+    finally:
+        led.close()
+    _print_result(result, as_json)
+    return result.exit_code
+
+
+async def _execute(led: Ledger, prepared: Any, opts: RunOptions, api_base: str, key: Secret,
+                   sim_cfg: SimConfig | None, quiet: bool) -> RunResult:
+    sim = None
+    if sim_cfg is not None:
+        sim = Simulator(sim_cfg)
+        api_base = await sim.start()
+    stop = asyncio.Event()
+    try:
+        with stop_on_signals(stop, quiet=quiet):
+            async with Client(api_base, key, limit=max(10, opts.concurrency * 2)) as client:
+                return await execute(led, prepared, opts, client, stop, log=(lambda m: None) if quiet else None)
+    finally:
+        if sim is not None:
+            await sim.stop()
+
+
+def _print_result(r: RunResult, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(r.as_dict(), indent=2))
+        return
+    counts = "  ".join(f"{k}={v}" for k, v in sorted(r.counts.items()))
+    _echo_err(f"run {r.run_id} finished in {r.elapsed:.1f}s: {counts}")
+    _echo_err(f"  requests={r.requests} polls={r.polls} throttled(429)={r.throttled} ledger commits={r.commits}")
+    for j in r.failed[:20]:
+        _echo_err(f"  FAILED   {j['name']} ({j['key'][:12]}): {j['error_code']}: {j['error_message']}")
+    if len(r.failed) > 20:
+        _echo_err(f"  … {len(r.failed) - 20} more failed (batchgen export)")
+    for j in r.in_doubt:
+        _echo_err(f"  IN DOUBT {j['name']} ({j['key'][:12]}): {j['error_code']} — "
+                  f"batchgen resolve {j['key'][:12]} --adopt TASK_ID | --resubmit | --abandon")
+    if r.reason:
+        _echo_err(f"  stopped: {r.reason}")
+
+
+# ---------------------------------------------------------------------------------- export
+@cli.command()
+@ledger_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of stdout.")
+@click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
+@click.option("--json", "as_json", is_flag=True, help="JSON array instead of CSV.")
+def export(ledger: str | None, output: Path | None, run_id: int | None, as_json: bool) -> None:
+    """Export one row per job, in manifest order, as CSV (default) or JSON.
+
+    Text cells that a spreadsheet would treat as a formula (= + - @ tab CR LF) are prefixed
+    with an apostrophe."""
+    led = _open_ledger(ledger)
+    try:
+        rows = led.iter_export(run_id)
+        if output is None:
+            n = (write_json if as_json else write_csv)(rows, sys.stdout)
+        else:
+            tmp = output.with_name(output.name + ".tmp")
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                n = (write_json if as_json else write_csv)(rows, f)
+            os.replace(tmp, output)
+        _echo_err(f"exported {n} job(s)" + (f" to {output}" if output else ""))
+    finally:
+        led.close()
+
+
+# ---------------------------------------------------------------------------------- resolve
+@cli.command()
+@click.argument("job")
+@ledger_option
+@click.option("--resubmit", "action", flag_value="resubmit", help="Queue it again: the next run creates a new (paid) task.")
+@click.option("--abandon", "action", flag_value="abandon", help="Give it up: marked cancelled, never submitted again.")
+@click.option("--adopt", "task_id", default=None, metavar="TASK_ID",
+              help="The create did happen and this is its task id: poll and download it.")
+def resolve(job: str, ledger: str | None, action: str | None, task_id: str | None) -> None:
+    """Settle an in-doubt JOB (id, key or key prefix) — recorded in the event log.
+
+    A job is in doubt when its create may have reached the API but no task id came back
+    (timeout, reset, 5xx, crash mid-request). The API has no way to look the task up, so a
+    human decides: adopt the task id (from the provider's console), resubmit (risking a
+    second charge) or abandon."""
+    chosen = [a for a in (action, "adopt" if task_id else None) if a]
+    if len(chosen) != 1:
+        _echo_err("error: give exactly one of --resubmit, --abandon, --adopt TASK_ID")
+        sys.exit(EXIT_USAGE)
+    led = _open_ledger(ledger)
+    try:
+        j = led.job(job)
+        if j is None:
+            _echo_err(f"error: no job {job!r} in the ledger")
+            sys.exit(EXIT_USAGE)
+        if j["state"] != "in_doubt":
+            _echo_err(f"error: job {j['name']} ({j['key'][:12]}) is {j['state']}, not in_doubt")
+            sys.exit(EXIT_USAGE)
+        if chosen[0] == "adopt":
+            assert task_id is not None
+            other = led.job(task_id)
+            if other is not None:
+                _echo_err(f"error: task {task_id} already belongs to job {other['name']} ({other['key'][:12]})")
+                sys.exit(EXIT_USAGE)
+            t = Transition(j["id"], "submitted", ("in_doubt",), {"submitted_at": time.time(), "error_code": None,
+                           "error_message": None, "estimated_time": None}, task_id=task_id,
+                           detail="resolved by operator: adopted task")
+        elif chosen[0] == "resubmit":
+            t = Transition(j["id"], "queued", ("in_doubt",), {"error_code": None, "error_message": None},
+                           detail="resolved by operator: resubmit")
+        else:
+            t = Transition(j["id"], "cancelled", ("in_doubt",), {"error_code": "abandoned",
+                           "error_message": "abandoned by operator while in doubt"}, detail="resolved by operator: abandon")
+        if not led.apply([t])[0]:
+            _echo_err("error: the job changed state meanwhile; nothing done")
+            sys.exit(1)
+        _echo_err(f"job {j['name']} ({j['key'][:12]}): {chosen[0]} recorded"
+                  + ("; run the manifest again to continue" if chosen[0] != "abandon" else ""))
+    except LedgerError as e:
+        _fail(e)
+    finally:
+        led.close()
+
+
+# ---------------------------------------------------------------------------------- db
+@cli.group()
+def db() -> None:
+    """Ledger maintenance."""
+
+
+@db.command("upgrade")
+@ledger_option
+def db_upgrade(ledger: str | None) -> None:
+    """Apply the ledger's migrations (also done automatically on open)."""
+    led = _open_ledger(ledger)
+    led.close()
+    _echo_err(f"ledger {led!r} is up to date")
+
+
+# ---------------------------------------------------------------------------------- simulator
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8787, show_default=True, help="0 picks a free port.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Simulator knob, e.g. --set p429=0.1 --set render_min=0.5 (repeatable).")
+def simulator(host: str, port: int, sets: tuple[str, ...]) -> None:
+    """Run the foxapi simulator until interrupted. Prints its base URL on stdout.
+
+    Ground truth (every create accepted, file hashes) is at GET /_sim/ground-truth; knobs
+    can be changed at run time with POST /_sim/config."""
+    cfg = SimConfig(**_parse_sets(sets))
+
+    async def serve() -> None:
+        sim = Simulator(cfg)
+        url = await sim.start(host, port)
+        click.echo(url)
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        with stop_on_signals(stop, quiet=True):
+            await stop.wait()
+        await sim.stop()
+
+    _run(serve())
+
+
+# ---------------------------------------------------------------------------------- demo
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
+              show_default=True)
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Default: manifests/example.yaml.")
+def demo(out_dir: Path, manifest: Path | None) -> None:
+    """Run the example manifest against the embedded simulator: real files, ledger, results CSV."""
+    manifest = manifest or _example_manifest()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ledger = str(out_dir / "batchgen.db")
+    opts = RunOptions(out_dir=out_dir / "videos", concurrency=8, rpm=600, poll_min=0.2, progress_every=5.0)
+    cfg = SimConfig(seed=7, render_min=2.0, render_max=6.0, p429=0.03, retry_after=0.5)
+    _echo_err(f"demo: {manifest} → {out_dir}/ (simulated API, nothing is billed)")
+    code = run_to_exit(manifest, ledger, opts, "", Secret("sk-demo"), cfg, False, False)
+    led = _open_ledger(ledger)
+    try:
+        with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
+            n = write_csv(led.iter_export(), f)
+    finally:
+        led.close()
+    videos = sorted((out_dir / "videos").rglob("*.mp4"))
+    _echo_err(f"demo: {len(videos)} video(s) in {out_dir / 'videos'}, {n} row(s) in {out_dir / 'results.csv'}, "
+              f"ledger {ledger}")
+    sys.exit(code)
+
+
+def _example_manifest() -> Path:
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        p = base / "manifests" / "example.yaml"
+        if p.is_file():
+            return p
+    raise click.UsageError("manifests/example.yaml not found; pass --manifest")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except BatchgenError as e:  # pragma: no cover - commands handle their own
+        _fail(e)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,344 @@
+"""foxapi client: create, poll, download. Knows nothing of the ledger.
+
+Every HTTP status and transport exception is classified in exactly one place (``classify_status``
+and ``classify_exception``) into the classes of ``errors.ErrorClass``. The table (reference §6.2,
+reliability notes):
+
+================================================  ========  ======================================
+outcome                                           create    poll
+================================================  ========  ======================================
+connect refused / DNS / TLS / connect timeout     SAFE      SAFE
+429, 503, 422 service_unavailable_error           SAFE      SAFE
+400, 403, 404, 422 (validation, unsupported…)     FATAL     FATAL (404: after a grace period)
+401                                               FATAL_RUN FATAL_RUN
+402                                               NO_FUNDS  SAFE (polling costs nothing)
+500, 502, 504, other 5xx                          AMBIGUOUS SAFE
+timeout / reset / disconnect after sending        AMBIGUOUS SAFE
+2xx without a parseable task id                   AMBIGUOUS SAFE
+================================================  ========  ======================================
+
+The API key lives in a ``Secret`` that never prints; downloads use a second session that has no
+Authorization header at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from . import crash
+from .errors import ApiError, DownloadError, ErrorClass
+from .files import AtomicFile, looks_like_mp4
+
+DEFAULT_API_BASE = "https://api.foxapi.cc"
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+MAX_DOWNLOAD_BYTES = 2 * 1024**3
+_VIDEO_TYPES = ("video/", "application/octet-stream", "binary/octet-stream")
+
+
+class Secret:
+    """An API key that does not leak through repr/str/format/tracebacks/pickling."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Secret cannot be pickled")
+
+
+@dataclass(slots=True)
+class TaskInfo:
+    """What a create or poll told us about a task, in every shape the reference lists."""
+
+    task_id: str
+    status: str
+    progress: int = 0
+    estimated_time: float | None = None
+    urls: list[str] = field(default_factory=list)
+    error_code: str | None = None
+    error_message: str | None = None
+    credits: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+# ------------------------------------------------------------------------ classification
+def classify_status(op: str, status: int, err_type: str | None = None, err_code: str | None = None) -> ErrorClass:
+    """The single table for non-2xx statuses. ``op`` is "create" or "poll"."""
+    if status == 401:
+        return ErrorClass.FATAL_RUN
+    if status == 402:
+        return ErrorClass.NO_FUNDS if op == "create" else ErrorClass.SAFE
+    if status == 429 or status == 503:
+        return ErrorClass.SAFE
+    if status == 422 and (err_type == "service_unavailable_error" or err_code == "service_unavailable"):
+        return ErrorClass.SAFE
+    if 400 <= status < 500:
+        return ErrorClass.FATAL
+    if status >= 500:
+        return ErrorClass.AMBIGUOUS if op == "create" else ErrorClass.SAFE
+    return ErrorClass.AMBIGUOUS if op == "create" else ErrorClass.SAFE  # 1xx/3xx: unexpected
+
+
+def classify_exception(op: str, exc: BaseException) -> ErrorClass:
+    """Transport failures: did the request possibly reach the server?"""
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return ErrorClass.SAFE  # never connected: nothing was sent
+    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return ErrorClass.FATAL
+    return ErrorClass.AMBIGUOUS if op == "create" else ErrorClass.SAFE
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, dt.timestamp() - (now if now is not None else time.time()))
+
+
+def parse_task(doc: Any) -> TaskInfo:
+    """Accept the current (results[] of objects), old (output{url, urls[]}) and evolink (results
+    of bare strings) task shapes. Raises ValueError when there is no usable id/status."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
+        raise ValueError("task document has no id")
+    status = str(doc.get("status") or "").lower()
+    if not status:
+        raise ValueError("task document has no status")
+    urls: list[str] = []
+    results = doc.get("results")
+    if isinstance(results, list):
+        for r in results:
+            if isinstance(r, str):
+                urls.append(r)
+            elif isinstance(r, dict) and isinstance(r.get("url"), str):
+                urls.append(r["url"])
+    output = doc.get("output")
+    if not urls and isinstance(output, dict):
+        if isinstance(output.get("urls"), list):
+            urls.extend(u for u in output["urls"] if isinstance(u, str))
+        elif isinstance(output.get("url"), str):
+            urls.append(output["url"])
+    err = doc.get("error") if isinstance(doc.get("error"), dict) else {}
+    info = doc.get("task_info") if isinstance(doc.get("task_info"), dict) else {}
+    usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else {}
+    est = info.get("estimated_time")
+    credits = usage.get("credits_reserved")
+    progress = doc.get("progress")
+    return TaskInfo(
+        task_id=doc["id"], status=status,
+        progress=int(progress) if isinstance(progress, (int, float)) else 0,
+        estimated_time=float(est) if isinstance(est, (int, float)) and est >= 0 else None,
+        urls=urls,
+        error_code=str(err["code"]) if err.get("code") is not None else None,
+        error_message=str(err["message"])[:500] if err.get("message") is not None else None,
+        credits=float(credits) if isinstance(credits, (int, float)) else None,
+    )
+
+
+# ------------------------------------------------------------------------ URL policy
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_result_url(url: str, *, origin_loopback: bool) -> None:
+    """https only; http only to loopback (the simulator). Literal private, link-local, reserved
+    addresses are refused, and loopback only when the chain started on loopback."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme not in ("https", "http") or not host:
+        raise DownloadError(f"result URL scheme {parts.scheme!r} refused", permanent=True, code="url_refused")
+    loop = _is_loopback_host(host)
+    if parts.scheme == "http" and not loop:
+        raise DownloadError("plain-http result URL refused (https only)", permanent=True, code="url_refused")
+    if loop and not origin_loopback:
+        raise DownloadError("redirect to a loopback address refused", permanent=True, code="url_refused")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return
+    if not ip.is_loopback and (ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified):
+        raise DownloadError(f"result URL points at a non-public address {ip}", permanent=True, code="url_refused")
+
+
+# ------------------------------------------------------------------------ client
+SessionFactory = Callable[..., aiohttp.ClientSession]
+
+
+class Client:
+    """Thin async API wrapper. ``session_factory`` is the transport seam: tests may pass one that
+    builds sessions on a fake connector."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: Secret,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        download_timeout: float = 600.0,
+        max_download_bytes: int = MAX_DOWNLOAD_BYTES,
+        session_factory: SessionFactory = aiohttp.ClientSession,
+        limit: int = 100,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+        self._factory = session_factory
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        self._dl_timeout = aiohttp.ClientTimeout(total=download_timeout, sock_connect=connect_timeout, sock_read=read_timeout)
+        self.max_download_bytes = max_download_bytes
+        self._limit = limit
+        self._api: aiohttp.ClientSession | None = None
+        self._dl: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Client:
+        # The key is set on the API session only; the download session never sees it.
+        self._api = self._factory(
+            connector=aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=15),
+            timeout=self._timeout,
+            headers={"Authorization": f"Bearer {self._key.reveal()}", "User-Agent": "batchgen"},
+        )
+        self._dl = self._factory(
+            connector=aiohttp.TCPConnector(limit=self._limit), timeout=self._dl_timeout,
+            headers={"User-Agent": "batchgen"}, auto_decompress=False,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for s in (self._api, self._dl):
+            if s is not None:
+                await s.close()
+
+    @property
+    def api(self) -> aiohttp.ClientSession:
+        assert self._api is not None, "use `async with Client(...)`"
+        return self._api
+
+    async def _call(self, op: str, method: str, path: str, body: bytes | None = None,
+                    params: dict[str, str] | None = None) -> Any:
+        url = self.base_url + path
+        try:
+            async with self.api.request(method, url, data=body, params=params,
+                                        headers={"Content-Type": "application/json"} if body is not None else None) as r:
+                raw = await r.read()
+                if 200 <= r.status < 300:
+                    try:
+                        return json.loads(raw)
+                    except ValueError:
+                        raise ApiError(classify_status(op, 599) if op == "create" else ErrorClass.SAFE,
+                                       f"unparseable {r.status} response ({len(raw)} bytes)", status=r.status,
+                                       code="unparseable_response") from None
+                err_type = err_code = None
+                msg = raw[:300].decode("utf-8", "replace")
+                try:
+                    doc = json.loads(raw)
+                    e = doc.get("error") if isinstance(doc, dict) else None
+                    if isinstance(e, dict):
+                        err_type = e.get("type") if isinstance(e.get("type"), str) else None
+                        err_code = str(e["code"]) if e.get("code") is not None else None
+                        msg = str(e.get("message") or msg)[:300]
+                except ValueError:
+                    pass
+                raise ApiError(classify_status(op, r.status, err_type, err_code), f"HTTP {r.status}: {msg}",
+                               status=r.status, code=err_code or err_type or f"http_{r.status}",
+                               retry_after=parse_retry_after(r.headers.get("Retry-After")))
+        except ApiError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise ApiError(classify_exception(op, e), f"{type(e).__name__}: {e}"[:300],
+                           code="transport_" + type(e).__name__) from None
+
+    async def create(self, request: dict[str, Any]) -> TaskInfo:
+        body = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode()
+        crash.point("before_post")
+        doc = await self._call("create", "POST", "/v1/videos/generations", body)
+        crash.point("after_response_before_record")
+        try:
+            return parse_task(doc)
+        except ValueError as e:
+            raise ApiError(ErrorClass.AMBIGUOUS, f"2xx without a usable task: {e}", code="unparseable_response") from None
+
+    async def get_task(self, task_id: str, *, sync_upstream: bool = False) -> TaskInfo:
+        doc = await self._call("poll", "GET", f"/v1/tasks/{task_id}",
+                               params={"sync_upstream": "true"} if sync_upstream else None)
+        try:
+            info = parse_task(doc)
+        except ValueError as e:
+            raise ApiError(ErrorClass.SAFE, f"unusable task document: {e}", code="unparseable_response") from None
+        if info.task_id != task_id:
+            raise ApiError(ErrorClass.SAFE, f"asked for {task_id}, got {info.task_id}", code="wrong_task")
+        return info
+
+    async def download(self, url: str, final: Path) -> tuple[int, str]:
+        """Fetch ``url`` into ``final`` atomically; return (bytes, sha256). Raises DownloadError."""
+        assert self._dl is not None, "use `async with Client(...)`"
+        origin_loopback = _is_loopback_host(urlsplit(url).hostname or "")
+        for _hop in range(6):
+            check_result_url(url, origin_loopback=origin_loopback)
+            try:
+                async with self._dl.get(url, allow_redirects=False) as r:
+                    if r.status in (301, 302, 303, 307, 308) and "Location" in r.headers:
+                        url = urljoin(url, r.headers["Location"])
+                        continue
+                    if r.status in (403, 404, 410):
+                        raise DownloadError(f"HTTP {r.status} (expired or missing result)", permanent=True, code=f"download_http_{r.status}")
+                    if r.status != 200:
+                        raise DownloadError(f"HTTP {r.status} on download")
+                    ctype = r.headers.get("Content-Type", "").lower()
+                    if ctype and not ctype.startswith(_VIDEO_TYPES):
+                        raise DownloadError(f"content type {ctype!r} is not a video", permanent=True, code="not_video")
+                    length = r.headers.get("Content-Length")
+                    expected = int(length) if length and length.isdigit() else None
+                    if expected is not None and expected > self.max_download_bytes:
+                        raise DownloadError(f"result is {expected} bytes, over the {self.max_download_bytes} cap", permanent=True, code="too_large")
+                    with AtomicFile(final) as f:
+                        async for chunk in r.content.iter_chunked(1 << 16):
+                            f.write(chunk)
+                            if f.size > self.max_download_bytes:
+                                raise DownloadError("result exceeds the size cap", permanent=True, code="too_large")
+                            crash.point("mid_download")
+                        if expected is not None and f.size != expected:
+                            raise DownloadError(f"truncated: {f.size} of {expected} bytes")
+                        if f.size == 0 or not looks_like_mp4(f.head):
+                            raise DownloadError("file is not an MP4 (no ftyp box)", permanent=True, code="not_mp4")
+                        f.commit()
+                        return f.size, f.sha256.hexdigest()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                raise DownloadError(f"{type(e).__name__}: {e}"[:300]) from None
+            except OSError as e:
+                raise DownloadError(f"cannot write {final.name}: {e.strerror}", code="disk_error") from None
+        raise DownloadError("too many redirects", permanent=True, code="url_refused")

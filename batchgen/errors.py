@@ -1,0 +1,98 @@
+"""One exception tree for batchgen; lower-library errors are translated into it at one boundary each
+(``client`` for aiohttp, ``ledger`` for SQLAlchemy, ``manifest`` for YAML/CSV)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class BatchgenError(Exception):
+    """Base of every error batchgen raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(BatchgenError):
+    exit_code = 2
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the input: where it is and what is wrong."""
+
+    file: str
+    where: str  # "row 12", "line 4", "jobs[3]" …
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        loc = f"{self.file}: {self.where}"
+        if self.field:
+            loc += f", field '{self.field}'"
+        return f"{loc}: {self.message}"
+
+
+class ManifestError(BatchgenError):
+    """Bad input; carries every problem found so the user fixes them all in one go."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem], *, truncated: int = 0) -> None:
+        self.problems = problems
+        self.truncated = truncated
+        lines = [str(p) for p in problems]
+        if truncated:
+            lines.append(f"… and {truncated} more problem(s)")
+        super().__init__("\n".join(lines))
+
+
+class LedgerError(BatchgenError):
+    pass
+
+
+class LedgerBusy(LedgerError):
+    """Another process holds the ledger's writer lock."""
+
+    exit_code = 5
+
+
+class ErrorClass(enum.Enum):
+    """How a failed request may be retried. See ``client.classify`` for the table."""
+
+    SAFE = "safe"  # nothing was done remotely: retry with backoff
+    AMBIGUOUS = "ambiguous"  # a create may or may not exist: never retry automatically
+    FATAL = "fatal"  # this job cannot succeed as is
+    FATAL_RUN = "fatal_run"  # nothing can succeed (401) – stop the run
+    NO_FUNDS = "no_funds"  # 402: stop submitting, keep polling what is paid for
+
+
+class ApiError(BatchgenError):
+    def __init__(
+        self,
+        klass: ErrorClass,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.klass = klass
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.klass.value}, status={self.status}, code={self.code!r}, {self.args[0]!r})"
+
+
+class DownloadError(BatchgenError):
+    """A result file could not be fetched or failed verification.
+
+    ``permanent`` marks failures retrying cannot fix (refused URL, expired link)."""
+
+    def __init__(self, message: str, *, permanent: bool = False, code: str = "download_failed") -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.code = code

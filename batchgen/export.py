@@ -1,0 +1,68 @@
+"""Results export: CSV (spreadsheet-safe) and JSON, one row per job in manifest order."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+COLUMNS = ["job_key", "name", "row", "model", "prompt", "params", "state", "task_id", "result_url",
+           "output_path", "bytes", "sha256", "credits", "attempts", "polls", "error_code", "error_message",
+           "submitted_at", "completed_at", "done_at"]
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def neutralise(cell: Any) -> Any:
+    """A text cell that a spreadsheet would read as a formula gets a leading apostrophe (OWASP
+    CSV-injection advice). Numbers stay numbers."""
+    if isinstance(cell, str) and cell.startswith(_FORMULA_START):
+        return "'" + cell
+    return cell
+
+
+def _iso(t: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None
+
+
+def to_record(j: dict[str, Any]) -> dict[str, Any]:
+    req = json.loads(j["request"])
+    prompt = req.pop("prompt", None)
+    req.pop("model", None)
+    return {
+        "job_key": j["key"], "name": j["name"], "row": j["source"], "model": j["model"], "prompt": prompt,
+        "params": json.dumps(req, sort_keys=True, ensure_ascii=False), "state": j["state"],
+        "task_id": j["task_id"], "result_url": j["result_url"], "output_path": j["output_path"],
+        "bytes": j["bytes"], "sha256": j["sha256"], "credits": j["credits"], "attempts": j["attempts"],
+        "polls": j["polls"], "error_code": j["error_code"], "error_message": j["error_message"],
+        "submitted_at": _iso(j["submitted_at"]), "completed_at": _iso(j["completed_at"]), "done_at": _iso(j["done_at"]),
+    }
+
+
+def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    w = csv.writer(out)
+    w.writerow(COLUMNS)
+    n = 0
+    for j in rows:
+        rec = to_record(j)
+        w.writerow([neutralise(rec[c]) if rec[c] is not None else "" for c in COLUMNS])
+        n += 1
+    return n
+
+
+def iter_json(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    yield "["
+    first = True
+    for j in rows:
+        yield ("\n" if first else ",\n") + json.dumps(to_record(j), ensure_ascii=False)
+        first = False
+    yield "\n]\n"
+
+
+def write_json(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    n = 0
+    for chunk in iter_json(rows):
+        out.write(chunk)
+        n += 1
+    return max(0, n - 2)

@@ -1,0 +1,407 @@
+"""The ledger: every SQL statement batchgen runs lives in this module.
+
+SQLite (default) is opened in WAL mode with ``synchronous=FULL`` (a lost ``submitting`` or
+``submitted`` row is an orphaned paid task, so no commit may be lost even on power failure),
+and every write transaction starts with ``BEGIN IMMEDIATE`` (a deferred read-then-write
+transaction can fail with "database is locked" regardless of the busy timeout). Migrations are
+applied on open. The API is synchronous; the scheduler calls it from one dedicated thread
+(``Writer``) so the event loop never blocks on an fsync and commits are grouped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from . import crash
+from .errors import LedgerBusy, LedgerError
+from .manifest import Job
+from .schema import ACTIVE, events, jobs, runs
+
+DEFAULT_LEDGER = "batchgen.db"
+RETRYABLE_TASK_CODES = frozenset({"timeout", "generation_failed", "model_unavailable", "generation_timeout",
+                                  "service_error", "service_unavailable", "resource_exhausted",
+                                  "generation_failed_no_content"})
+
+
+def ledger_url(value: str | None) -> str:
+    """``--ledger`` / BATCHGEN_LEDGER take a file path or a SQLAlchemy URL."""
+    value = value or os.environ.get("BATCHGEN_LEDGER") or DEFAULT_LEDGER
+    if "://" in value:
+        return value
+    return "sqlite:///" + str(Path(value).expanduser().absolute())
+
+
+def _migrations_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    packaged = here / "_alembic"  # where the wheel puts the top-level alembic/ folder
+    return packaged if packaged.is_dir() else here.parent / "alembic"
+
+
+def make_engine(url: str) -> Engine:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, future=True)
+    db = u.database
+    if db and db != ":memory:":
+        path = Path(db)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # The ledger holds task ids and result URLs: owner-only from the first byte.
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's own is wrong)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def upgrade(engine: Engine) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        conn.rollback()
+    if current == head:
+        return
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+@dataclass(slots=True)
+class Transition:
+    """One state change of one job: ``UPDATE … WHERE state IN expect`` plus an event row.
+    ``ok`` is False afterwards when the job was not in an expected state (someone else moved it)."""
+
+    job_id: int
+    to: str
+    expect: tuple[str, ...]
+    values: dict[str, Any] = field(default_factory=dict)
+    detail: str | None = None
+    task_id: str | None = None
+    event: bool = True
+
+
+def _row(r: Any) -> dict[str, Any]:
+    return dict(r._mapping)
+
+
+class Ledger:
+    def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
+        self.url = ledger_url(url)
+        self._safe_url = make_url(self.url).render_as_string(hide_password=True)
+        try:
+            self.engine = make_engine(self.url)
+            if migrate:
+                upgrade(self.engine)
+        except SQLAlchemyError as e:
+            raise LedgerError(f"cannot open ledger {self._safe_url}: {e.__class__.__name__}: {str(e).splitlines()[0]}") from None
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._lock_fd: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Ledger({self._safe_url!r})"
+
+    def close(self) -> None:
+        self.release_lock()
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ single writer
+    def acquire_lock(self) -> None:
+        """One ``batchgen run`` per SQLite ledger: orphan detection (``submitting`` → in doubt)
+        is only right when no other process can be mid-create. flock is released by the kernel
+        when the process dies, kill -9 included."""
+        if not self.is_sqlite or self._lock_fd is not None:
+            return
+        path = make_url(self.url).database + ".lock"
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LedgerBusy(f"another batchgen run is using this ledger ({path} is locked)") from None
+        self._lock_fd = fd
+
+    def release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------ runs
+    def start_run(self, manifest: str, manifest_sha256: str, options: dict[str, Any], total: int) -> int:
+        with self.engine.begin() as c:
+            return int(c.execute(insert(runs).values(
+                manifest=manifest, manifest_sha256=manifest_sha256, started_at=time.time(), status="running",
+                host=socket.gethostname(), pid=os.getpid(), options=json.dumps(options, sort_keys=True), jobs_total=total,
+            )).inserted_primary_key[0])
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(update(runs).where(runs.c.id == run_id).values(finished_at=time.time(), status=status))
+
+    def latest_run(self) -> dict[str, Any] | None:
+        with self._read() as c:
+            r = c.execute(select(runs).order_by(runs.c.id.desc()).limit(1)).first()
+            return _row(r) if r else None
+
+    # ------------------------------------------------------------ jobs from a manifest
+    def _insert(self) -> Any:
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as ins
+        else:
+            from sqlalchemy.dialects.postgresql import insert as ins
+        return ins(jobs)
+
+    def upsert_jobs(self, run_id: int, batch: Sequence[Job]) -> None:
+        """Insert new jobs as ``queued``; for known keys only move them to this run (their state,
+        task id and files are untouched: that is what makes re-running a manifest safe)."""
+        if not batch:
+            return
+        now = time.time()
+        stmt = self._insert()
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[jobs.c.key],
+            set_={"run_id": stmt.excluded.run_id, "seq": stmt.excluded.seq, "name": stmt.excluded.name,
+                  "source": stmt.excluded.source, "output": stmt.excluded.output, "updated_at": now},
+        )
+        rows = [{"key": j.key, "run_id": run_id, "seq": j.seq, "name": j.name, "source": j.source,
+                 "model": j.model, "request": json.dumps(j.request, sort_keys=True, ensure_ascii=False),
+                 "output": j.output, "take": j.take, "state": "queued", "created_at": now, "updated_at": now}
+                for j in batch]
+        with self.engine.begin() as c:
+            c.execute(stmt, rows)
+
+    def states_by_key(self, keys: Iterable[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        keys = list(keys)
+        with self._read() as c:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                out.update({k: s for k, s in c.execute(select(jobs.c.key, jobs.c.state).where(jobs.c.key.in_(chunk)))})
+        return out
+
+    # ------------------------------------------------------------ reads
+    def _read(self) -> Any:
+        return self.engine.connect().execution_options(readonly=True)
+
+    def queued_page(self, run_id: int, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        with self._read() as c:
+            rows = c.execute(select(jobs).where(jobs.c.run_id == run_id, jobs.c.state == "queued",
+                                                jobs.c.seq > after_seq).order_by(jobs.c.seq).limit(limit))
+            return [_row(r) for r in rows]
+
+    def active_jobs(self) -> list[dict[str, Any]]:
+        with self._read() as c:
+            return [_row(r) for r in c.execute(select(jobs).where(jobs.c.state.in_(ACTIVE)).order_by(jobs.c.id))]
+
+    def job(self, ref: str | int) -> dict[str, Any] | None:
+        """A job by id, full key, key prefix (≥ 6 chars) or task id."""
+        with self._read() as c:
+            if isinstance(ref, int) or str(ref).isdigit():
+                r = c.execute(select(jobs).where(jobs.c.id == int(ref))).first()
+                if r:
+                    return _row(r)
+            s = str(ref)
+            r = c.execute(select(jobs).where(jobs.c.task_id == s)).first()
+            if r:
+                return _row(r)
+            if len(s) >= 6:
+                found = c.execute(select(jobs).where(jobs.c.key.like(s.lower() + "%")).limit(2)).all()
+                if len(found) == 1:
+                    return _row(found[0])
+                if len(found) > 1:
+                    raise LedgerError(f"job key prefix {s!r} is ambiguous")
+        return None
+
+    def jobs_in_state(self, state: str) -> list[dict[str, Any]]:
+        with self._read() as c:
+            return [_row(r) for r in c.execute(select(jobs).where(jobs.c.state == state).order_by(jobs.c.id))]
+
+    def counts(self, run_id: int | None = None) -> dict[str, int]:
+        q = select(jobs.c.state, func.count()).group_by(jobs.c.state)
+        if run_id is not None:
+            q = q.where(jobs.c.run_id == run_id)
+        with self._read() as c:
+            return {s: int(n) for s, n in c.execute(q)}
+
+    def iter_export(self, run_id: int | None = None, batch: int = 2000) -> Iterator[dict[str, Any]]:
+        q = select(jobs).order_by(jobs.c.run_id, jobs.c.seq, jobs.c.id)
+        if run_id is not None:
+            q = q.where(jobs.c.run_id == run_id)
+        with self._read() as c:
+            for r in c.execution_options(yield_per=batch).execute(q):
+                yield _row(r)
+
+    def events_for(self, job_id: int) -> list[dict[str, Any]]:
+        with self._read() as c:
+            return [_row(r) for r in c.execute(select(events).where(events.c.job_id == job_id).order_by(events.c.id))]
+
+    def known_task_ids(self) -> set[str]:
+        """Every task id the ledger ever recorded (current and superseded by a retry)."""
+        with self._read() as c:
+            ids = {t for (t,) in c.execute(select(events.c.task_id).where(events.c.task_id.is_not(None)))}
+            ids.update(t for (t,) in c.execute(select(jobs.c.task_id).where(jobs.c.task_id.is_not(None))))
+        return ids
+
+    # ------------------------------------------------------------ writes
+    def apply(self, batch: Sequence[Transition]) -> list[bool]:
+        """Apply transitions in one transaction (group commit). If one of them violates a
+        constraint the batch is retried one by one, so a bad one cannot sink the others."""
+        try:
+            with self.engine.begin() as c:
+                results = [self._apply_one(c, t) for t in batch]
+            crash.point("after_commit")
+            return results
+        except IntegrityError:
+            if len(batch) == 1:
+                raise
+        out = []
+        for t in batch:
+            try:
+                with self.engine.begin() as c:
+                    out.append(self._apply_one(c, t))
+            except IntegrityError as e:
+                raise LedgerError(f"job {t.job_id} → {t.to}: {str(e.orig).splitlines()[0]}") from None
+        return out
+
+    @staticmethod
+    def _apply_one(c: Connection, t: Transition) -> bool:
+        now = time.time()
+        vals = {**t.values, "state": t.to, "updated_at": now}
+        if t.task_id is not None:
+            vals["task_id"] = t.task_id
+        res = c.execute(update(jobs).where(jobs.c.id == t.job_id, jobs.c.state.in_(t.expect)).values(**vals))
+        if res.rowcount != 1:
+            return False
+        if t.event:
+            from_state = t.expect[0] if len(t.expect) == 1 else None
+            c.execute(insert(events).values(job_id=t.job_id, at=now, from_state=from_state, to_state=t.to,
+                                            task_id=t.task_id, detail=t.detail))
+        return True
+
+    def orphans_to_in_doubt(self) -> list[dict[str, Any]]:
+        """Jobs left in ``submitting`` by a process that died mid-create: the POST may or may not
+        have made a (billed) task and nothing can tell, so they are never resubmitted silently."""
+        stuck = self.jobs_in_state("submitting")
+        if stuck:
+            self.apply([Transition(j["id"], "in_doubt", ("submitting",),
+                                   {"error_code": "interrupted_create", "error_message":
+                                    "the process stopped between recording the intent and recording the task id"},
+                                   detail="found in submitting at start-up") for j in stuck])
+        return stuck
+
+    def requeue_retryable_failures(self, run_id: int, max_attempts: int) -> int:
+        with self._read() as c:
+            rows = c.execute(select(jobs.c.id, jobs.c.error_code, jobs.c.attempts).where(
+                jobs.c.run_id == run_id, jobs.c.state == "failed", jobs.c.retryable.is_(True))).all()
+        ts = [Transition(i, "queued", ("failed",), {"task_id": None, "retryable": None},
+                         detail=f"--retry-failed after {code}") for i, code, att in rows if att < max_attempts]
+        if ts:
+            self.apply(ts)
+        return len(ts)
+
+    def check_integrity(self) -> str:
+        if not self.is_sqlite:
+            return "ok"
+        with self._read() as c:
+            return str(c.exec_driver_sql("PRAGMA integrity_check").scalar())
+
+
+class Writer:
+    """Asynchronous front of the ledger: one thread, grouped commits.
+
+    ``await writer.apply(t)`` returns once ``t`` is durably committed. Transitions that arrive
+    while a commit is in progress are committed together in the next transaction, so an fsync
+    is paid per batch, not per job, while each caller still waits for its own durability."""
+
+    def __init__(self, ledger: Ledger, max_batch: int = 512) -> None:
+        self.ledger = ledger
+        self.max_batch = max_batch
+        self.commits = 0
+        self.transitions = 0
+        self._pending: list[tuple[Transition, asyncio.Future[bool]]] = []
+        self._wake = asyncio.Event()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def __aenter__(self) -> Writer:
+        self._task = asyncio.create_task(self._loop(), name="ledger-writer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._pool.shutdown(wait=True)
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run any ledger method on the ledger thread (keeps SQLite on one thread)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def apply(self, t: Transition) -> bool:
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((t, fut))
+        self._wake.set()
+        # shield: if the caller is cancelled, the write still completes and is still awaited by
+        # the loop; the caller just stops waiting for it.
+        return await asyncio.shield(fut)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                try:
+                    results = await loop.run_in_executor(self._pool, self.ledger.apply, [t for t, _ in batch])
+                except (SQLAlchemyError, LedgerError, OSError) as e:
+                    err = e if isinstance(e, LedgerError) else LedgerError(f"ledger write failed: {e}")
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(err)
+                    continue
+                self.commits += 1
+                self.transitions += len(batch)
+                for (_, fut), ok in zip(batch, results):
+                    if not fut.done():
+                        fut.set_result(ok)
+            if self._closing and not self._pending:
+                return
+
+
+__all__ = ["Ledger", "Writer", "Transition", "ledger_url", "make_engine", "upgrade", "OperationalError"]

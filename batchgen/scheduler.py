@@ -1,0 +1,489 @@
+"""The scheduler: the only module that knows both the client and the ledger.
+
+Per job: ``queued → submitting`` (intent, committed durably *before* the POST) ``→ submitted``
+(task id, committed right after the response) ``→ rendering → completed`` (result URL)
+``→ done`` (file renamed into place, sha256 recorded). Side exits: ``failed``, ``in_doubt``
+(the create's outcome is unknowable: never resubmitted automatically) and ``cancelled``.
+
+Polls are scheduled from the task's ``estimated_time`` and reported progress, not a fixed tight
+loop. Creates and polls share one request budget; a 429 pauses every caller for Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import crash
+from .budget import RequestBudget, backoff
+from .client import Client, TaskInfo
+from .errors import ApiError, DownloadError, ErrorClass
+from .files import remove_stale_temp_files, resolve_inside
+from .ledger import RETRYABLE_TASK_CODES, Ledger, Transition, Writer
+from .manifest import Manifest
+
+RESULT_TTL = 24 * 3600.0
+INSERT_BATCH = 1000
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # some jobs failed or are in doubt
+EXIT_USAGE = 2  # bad input / usage
+EXIT_UNFINISHED = 3  # stopped (signal, retries exhausted, task timeout) before every job finished
+EXIT_API_REFUSED = 4  # 401 (key refused) or 402 (insufficient balance): submission stopped
+EXIT_LEDGER_BUSY = 5  # another run holds the ledger
+
+
+@dataclass
+class RunOptions:
+    out_dir: Path
+    concurrency: int = 8  # jobs in flight (from create until downloaded)
+    rpm: float | None = 60.0  # API requests per minute (creates + polls)
+    poll_min: float = 2.0
+    poll_max: float = 60.0
+    task_timeout: float = 2 * 3600.0  # stop polling a task after this (its id stays recorded)
+    submit_retries: int = 8  # SAFE create failures before a job is left queued for the next run
+    download_retries: int = 6
+    poll_404_grace: float = 60.0
+    retry_failed: bool = False
+    max_attempts: int = 3  # creates per job, for --retry-failed
+    progress_every: float = 10.0  # seconds between plain progress lines; 0 = none
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    counts: dict[str, int]
+    in_doubt: list[dict[str, Any]]
+    failed: list[dict[str, Any]]
+    reason: str | None  # why the run stopped early, if it did
+    exit_code: int
+    requests: int = 0
+    polls: int = 0
+    throttled: int = 0
+    commits: int = 0
+    elapsed: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "counts": self.counts, "reason": self.reason, "exit_code": self.exit_code,
+                "requests": self.requests, "polls": self.polls, "throttled": self.throttled,
+                "ledger_commits": self.commits, "elapsed_s": round(self.elapsed, 3),
+                "in_doubt": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"]} for j in self.in_doubt],
+                "failed": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"],
+                            "message": j["error_message"]} for j in self.failed]}
+
+
+@dataclass
+class _Job:
+    id: int
+    key: str
+    name: str
+    state: str
+    request: dict[str, Any]
+    output: str
+    attempts: int
+    task_id: str | None = None
+    polls: int = 0
+    progress: int = 0
+    estimated_time: float | None = None
+    submitted_at: float | None = None
+    result_url: str | None = None
+    result_at: float | None = None
+    poll_errors: int = 0
+    retry_after: float | None = None
+
+    @classmethod
+    def from_row(cls, r: dict[str, Any]) -> _Job:
+        return cls(id=r["id"], key=r["key"], name=r["name"], state=r["state"], request=json.loads(r["request"]),
+                   output=r["output"], attempts=r["attempts"], task_id=r["task_id"], polls=r["polls"] or 0,
+                   progress=r["progress"] or 0, estimated_time=r["estimated_time"], submitted_at=r["submitted_at"],
+                   result_url=r["result_url"], result_at=r["result_at"])
+
+
+# ------------------------------------------------------------------------------ preparation
+@dataclass
+class Prepared:
+    run_id: int
+    total: int
+    in_doubt_found: list[dict[str, Any]]
+    requeued: int
+
+
+def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
+    """Validate the whole manifest (nothing is recorded if it is bad), take the single-writer
+    lock, record the run and its jobs, and turn jobs a dead process left mid-create into
+    ``in_doubt``. Synchronous: runs before the event loop starts."""
+    total = manifest.validate()
+    ledger.acquire_lock()
+    digest = hashlib.sha256(manifest.path.read_bytes()).hexdigest()
+    run_id = ledger.start_run(str(manifest.path.resolve()), digest, {
+        "out": str(opts.out_dir), "concurrency": opts.concurrency, "rpm": opts.rpm}, total)
+    batch = []
+    for job in manifest.expand():
+        batch.append(job)
+        if len(batch) >= INSERT_BATCH:
+            ledger.upsert_jobs(run_id, batch)
+            batch.clear()
+    ledger.upsert_jobs(run_id, batch)
+    in_doubt = ledger.orphans_to_in_doubt()
+    requeued = ledger.requeue_retryable_failures(run_id, opts.max_attempts) if opts.retry_failed else 0
+    remove_stale_temp_files(opts.out_dir)
+    return Prepared(run_id, total, in_doubt, requeued)
+
+
+# ------------------------------------------------------------------------------ scheduler
+class Scheduler:
+    def __init__(self, writer: Writer, client: Client, opts: RunOptions, stop: asyncio.Event,
+                 *, log: Callable[[str], None] | None = None) -> None:
+        self.w = writer
+        self.client = client
+        self.opts = opts
+        self.stop = stop
+        self.budget = RequestBudget(opts.rpm)
+        self.log = log or (lambda msg: print(f"batchgen: {msg}", file=sys.stderr))
+        self.reason: str | None = None
+        self.no_submit = False  # set by 402/401: no new creates
+        self.fatal = False  # 401: nothing works
+        self.unfinished = False  # something was left for the next run (retries exhausted, timeout)
+        self.polls = 0
+        self._inflight = 0
+        self._slot_freed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.live: dict[str, int] = {}
+
+    # -------------------------------------------------------------- orchestration
+    async def run(self, run_id: int) -> None:
+        for row in await self.w.call(self.w.ledger.active_jobs):
+            self._spawn(_Job.from_row(row))
+        after = 0
+        reporter = asyncio.create_task(self._report()) if self.opts.progress_every > 0 else None
+        try:
+            while not self.stop.is_set() and not self.no_submit:
+                page = await self.w.call(self.w.ledger.queued_page, run_id, after, 500)
+                if not page:
+                    break
+                for row in page:
+                    after = row["seq"]
+                    while self._inflight >= self.opts.concurrency and not self.stop.is_set():
+                        self._slot_freed.clear()
+                        await self._wait(self._slot_freed.wait(), None)
+                    if self.stop.is_set() or self.no_submit:
+                        break
+                    self._spawn(_Job.from_row(row))
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+        finally:
+            if reporter:
+                reporter.cancel()
+
+    def _spawn(self, job: _Job) -> None:
+        self._inflight += 1
+        t = asyncio.create_task(self._drive(job), name=f"job-{job.id}")
+        self._tasks.add(t)
+        t.add_done_callback(self._done)
+
+    def _done(self, t: asyncio.Task[None]) -> None:
+        self._tasks.discard(t)
+        self._inflight -= 1
+        self._slot_freed.set()
+        if not t.cancelled() and t.exception() is not None:
+            exc = t.exception()
+            self.log(f"internal error in {t.get_name()}: {exc!r}")
+            self.unfinished = True
+
+    async def _wait(self, aw: Any, timeout: float | None) -> bool:
+        """Wait for ``aw`` (or ``timeout`` seconds when aw is None) unless stop is set first.
+        Returns True when stopped."""
+        if self.stop.is_set():
+            if asyncio.iscoroutine(aw):
+                aw.close()
+            return True
+        stop_w = asyncio.ensure_future(self.stop.wait())
+        main = asyncio.ensure_future(aw if aw is not None else asyncio.sleep(max(0.0, timeout or 0.0)))
+        try:
+            await asyncio.wait({stop_w, main}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (stop_w, main):
+                if not f.done():
+                    f.cancel()
+        return self.stop.is_set() and not main.done()
+
+    async def _report(self) -> None:
+        start = time.monotonic()
+        while True:
+            await asyncio.sleep(self.opts.progress_every)
+            self.log(f"{time.monotonic() - start:.0f}s in flight={self._inflight} requests={self.budget.used} "
+                     f"polls={self.polls} throttled={self.budget.throttled} " +
+                     " ".join(f"{k}={v}" for k, v in sorted(self.live.items())))
+
+    def _count(self, what: str) -> None:
+        self.live[what] = self.live.get(what, 0) + 1
+
+    # -------------------------------------------------------------- one job
+    async def _drive(self, job: _Job) -> None:
+        if job.state == "queued":
+            if not await self._submit(job):
+                return
+        if job.state in ("submitted", "rendering"):
+            await self._poll_until_terminal(job)
+        if job.state == "completed":
+            await self._download(job)
+
+    async def _submit(self, job: _Job) -> bool:
+        for attempt in range(self.opts.submit_retries):
+            if self.stop.is_set() or self.no_submit:
+                return False
+            await self.budget.acquire()
+            if self.stop.is_set() or self.no_submit:
+                return False
+            # Invariant 1: the intent is durable before any byte of the create is sent.
+            if not await self.w.apply(Transition(job.id, "submitting", ("queued",), {
+                    "attempts": job.attempts + 1, "error_code": None, "error_message": None},
+                    detail=f"create attempt {job.attempts + 1}")):
+                return False  # moved by someone else (e.g. cancelled)
+            job.attempts += 1
+            job.state = "submitting"
+            crash.point("after_intent")
+            # Shielded: a stop request must never separate a create from the record of its outcome.
+            outcome = await asyncio.shield(self._create_and_record(job))
+            if outcome != "retry":
+                return outcome == "submitted"
+            await self._wait(None, max(job.retry_after or 0.0, backoff(attempt, 1.0, 60.0)))
+        self.unfinished = True
+        self.log(f"job {job.name} ({job.key[:12]}): create kept failing; left queued for the next run")
+        return False
+
+    async def _create_and_record(self, job: _Job) -> str:
+        try:
+            info = await self.client.create(job.request)
+        except ApiError as e:
+            return await self._create_failed(job, e)
+        job.task_id = info.task_id
+        job.submitted_at = time.time()
+        job.estimated_time = info.estimated_time
+        try:
+            ok = await self.w.apply(Transition(job.id, "submitted", ("submitting",), {
+                "remote_status": info.status, "progress": info.progress, "estimated_time": info.estimated_time,
+                "credits": info.credits, "submitted_at": job.submitted_at}, task_id=info.task_id,
+                detail=f"estimated_time={info.estimated_time}"))
+        except Exception as e:
+            # The task exists and is paid for: make sure a human can adopt it.
+            self.log(f"job {job.name} ({job.key[:12]}) got task {info.task_id} but recording it failed ({e}); "
+                     f"after fixing the ledger: batchgen resolve {job.key[:12]} --adopt {info.task_id}")
+            raise
+        crash.point("after_record")
+        if not ok:
+            self.log(f"job {job.key[:12]} changed state during create; task {info.task_id} not recorded")
+            return "gone"
+        job.state = "submitted"
+        self._count("submitted")
+        return "submitted"
+
+    async def _create_failed(self, job: _Job, e: ApiError) -> str:
+        err = {"error_code": e.code, "error_message": str(e)[:500]}
+        if e.klass is ErrorClass.AMBIGUOUS:
+            await self.w.apply(Transition(job.id, "in_doubt", ("submitting",), err, detail="ambiguous create: " + str(e)[:200]))
+            job.state = "in_doubt"
+            self._count("in_doubt")
+            self.log(f"job {job.name} ({job.key[:12]}) is IN DOUBT: {e} — settle with `batchgen resolve`")
+            return "in_doubt"
+        if e.klass is ErrorClass.FATAL:
+            await self.w.apply(Transition(job.id, "failed", ("submitting",), {**err, "retryable": False},
+                                          detail="create rejected: " + str(e)[:200]))
+            job.state = "failed"
+            self._count("failed")
+            return "failed"
+        # SAFE, NO_FUNDS, FATAL_RUN: the API did not create anything; back to the queue.
+        await self.w.apply(Transition(job.id, "queued", ("submitting",), err, detail="create refused: " + str(e)[:200]))
+        job.state = "queued"
+        if e.klass is ErrorClass.NO_FUNDS and not self.no_submit:
+            self.no_submit = True
+            self.reason = "insufficient balance (HTTP 402): submission stopped; in-flight tasks are still polled"
+            self.log(self.reason)
+        elif e.klass is ErrorClass.FATAL_RUN:
+            self.no_submit = self.fatal = True
+            self.reason = f"API key refused ({e}); stopping"
+            self.log(self.reason)
+            self.stop.set()
+        if e.status == 429:
+            self.budget.throttle(e.retry_after)
+        job.retry_after = e.retry_after
+        return "retry" if e.klass is ErrorClass.SAFE else "stopped"
+
+    # -------------------------------------------------------------- polling
+    def _next_poll_delay(self, job: _Job) -> float:
+        o = self.opts
+        elapsed = time.time() - (job.submitted_at or time.time())
+        if job.poll_errors:
+            return max(job.retry_after or 0.0, backoff(job.poll_errors, o.poll_min, o.poll_max))
+        est = job.estimated_time
+        floor = max(0.02, min(o.poll_min, est * 0.25)) if est is not None else o.poll_min
+        if job.polls == 0 and est is not None:
+            d = est * 1.05 - elapsed
+        elif 0 < job.progress < 100 and elapsed > 0:
+            d = elapsed * (100 - job.progress) / job.progress * 1.05
+        elif est is not None and elapsed < est:
+            d = est - elapsed
+        else:
+            d = o.poll_min * 1.5 ** min(job.polls, 10)
+        return min(o.poll_max, max(floor, d)) * random.uniform(1.0, 1.1)
+
+    async def _poll_until_terminal(self, job: _Job) -> None:
+        assert job.task_id is not None
+        while True:
+            if await self._wait(None, self._next_poll_delay(job)):
+                return
+            elapsed = time.time() - (job.submitted_at or time.time())
+            if elapsed > self.opts.task_timeout:
+                self.unfinished = True
+                self.log(f"job {job.name}: task {job.task_id} unfinished after {elapsed:.0f}s; "
+                         "stopped polling (the id is kept; re-run to resume)")
+                return
+            await self.budget.acquire()
+            stuck = job.estimated_time is not None and elapsed > max(600.0, 3 * job.estimated_time)
+            try:
+                info = await self.client.get_task(job.task_id, sync_upstream=stuck and job.polls % 5 == 4)
+            except ApiError as e:
+                if await self._poll_failed(job, e, elapsed):
+                    return
+                continue
+            self.polls += 1
+            job.polls += 1
+            job.poll_errors = 0
+            if info.estimated_time is not None:
+                job.estimated_time = info.estimated_time
+            job.progress = info.progress
+            if await self._observe(job, info):
+                return
+
+    async def _poll_failed(self, job: _Job, e: ApiError, elapsed: float) -> bool:
+        """Returns True when polling this job must stop."""
+        if e.klass is ErrorClass.FATAL_RUN:
+            self.no_submit = self.fatal = True
+            self.reason = f"API key refused while polling ({e}); stopping"
+            self.stop.set()
+            return True
+        if e.klass is ErrorClass.FATAL and not (e.status == 404 and elapsed < self.opts.poll_404_grace):
+            await self.w.apply(Transition(job.id, "failed", ("submitted", "rendering"), {
+                "error_code": "task_not_found" if e.status == 404 else e.code, "error_message": str(e)[:500],
+                "retryable": False, "polls": job.polls}, detail="poll failed: " + str(e)[:200]))
+            job.state = "failed"
+            self._count("failed")
+            return True
+        if e.status == 429:
+            self.budget.throttle(e.retry_after)
+        job.poll_errors += 1
+        job.retry_after = e.retry_after
+        return False
+
+    async def _observe(self, job: _Job, info: TaskInfo) -> bool:
+        """Record what a poll saw. Returns True when the task is terminal."""
+        base = {"remote_status": info.status, "progress": info.progress, "polls": job.polls}
+        if info.credits is not None:
+            base["credits"] = info.credits
+        if info.status == "completed":
+            if not info.urls:
+                await self.w.apply(Transition(job.id, "failed", ("submitted", "rendering"), {
+                    **base, "error_code": "no_result_url", "error_message": "completed without a result URL",
+                    "retryable": False}, detail="completed without results"))
+                job.state = "failed"
+                return True
+            job.result_url, job.result_at = info.urls[0], time.time()
+            extra = f" (+{len(info.urls) - 1} more URL(s) not downloaded)" if len(info.urls) > 1 else ""
+            await self.w.apply(Transition(job.id, "completed", ("submitted", "rendering"), {
+                **base, "result_url": job.result_url, "result_at": job.result_at,
+                "completed_at": job.result_at}, detail=f"after {job.polls} poll(s){extra}"))
+            job.state = "completed"
+            return True
+        if info.status in ("failed", "cancelled"):
+            code = info.error_code or ("cancelled_remotely" if info.status == "cancelled" else "unknown_error")
+            await self.w.apply(Transition(job.id, "failed", ("submitted", "rendering"), {
+                **base, "error_code": code, "error_message": info.error_message or info.status,
+                "retryable": code in RETRYABLE_TASK_CODES or info.status == "cancelled"},
+                detail=f"task {info.status}: {code}"))
+            job.state = "failed"
+            self._count("failed")
+            return True
+        if info.status not in ("pending", "processing"):
+            self.log(f"task {job.task_id}: unknown status {info.status!r}, still polling")
+        if job.state == "submitted" and info.status != "pending":
+            await self.w.apply(Transition(job.id, "rendering", ("submitted",), base, detail=info.status))
+            job.state = "rendering"
+        return False
+
+    # -------------------------------------------------------------- download
+    async def _download(self, job: _Job) -> None:
+        assert job.result_url is not None
+        try:
+            final = resolve_inside(self.opts.out_dir, job.output)
+        except ValueError as e:
+            await self._download_failed(job, "bad_output_path", str(e))
+            return
+        for attempt in range(self.opts.download_retries):
+            if job.result_at is not None and time.time() - job.result_at > RESULT_TTL:
+                await self._download_failed(job, "result_expired", "the result URL is older than 24 h")
+                return
+            dl = asyncio.ensure_future(self.client.download(job.result_url, final))
+            if await self._wait(dl, None):
+                return  # stopped: the download was cancelled and its temp file removed
+            try:
+                size, sha = dl.result()
+            except DownloadError as e:
+                if e.permanent:
+                    await self._download_failed(job, e.code, str(e))
+                    return
+                self.log(f"job {job.name}: download attempt {attempt + 1} failed: {e}")
+                if await self._wait(None, backoff(attempt + 1, 1.0, 30.0)):
+                    return
+                continue
+            crash.point("after_rename_before_record")
+            await self.w.apply(Transition(job.id, "done", ("completed",), {
+                "output_path": str(final), "sha256": sha, "bytes": size, "done_at": time.time(),
+                "error_code": None, "error_message": None}, detail=f"{size} bytes sha256={sha[:16]}"))
+            job.state = "done"
+            self._count("done")
+            return
+        self.unfinished = True
+        self.log(f"job {job.name}: download still failing; left for the next run (URL valid 24 h)")
+
+    async def _download_failed(self, job: _Job, code: str, message: str) -> None:
+        await self.w.apply(Transition(job.id, "failed", ("completed",), {
+            "error_code": code, "error_message": message[:500], "retryable": False}, detail="download: " + message[:200]))
+        job.state = "failed"
+        self._count("failed")
+
+
+# ------------------------------------------------------------------------------ one call
+async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, client: Client, stop: asyncio.Event,
+                  *, log: Callable[[str], None] | None = None) -> RunResult:
+    """Run a prepared run to completion (or until stopped) and summarise it."""
+    started = time.monotonic()
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    async with Writer(ledger) as w:
+        sched = Scheduler(w, client, opts, stop, log=log)
+        await sched.run(prepared.run_id)
+        counts = await w.call(ledger.counts, prepared.run_id)
+        in_doubt = [j for j in await w.call(ledger.jobs_in_state, "in_doubt") if j["run_id"] == prepared.run_id]
+        failed = [j for j in await w.call(ledger.jobs_in_state, "failed") if j["run_id"] == prepared.run_id]
+        active_left = sum(counts.get(s, 0) for s in ("queued", "submitting", "submitted", "rendering", "completed"))
+        if sched.fatal or sched.no_submit:
+            code = EXIT_API_REFUSED
+        elif active_left or sched.unfinished:
+            code = EXIT_UNFINISHED
+            sched.reason = sched.reason or ("stopped by signal" if stop.is_set() else "some jobs are unfinished")
+        elif in_doubt or failed:
+            code = EXIT_FAILED
+        else:
+            code = EXIT_OK
+        status = {EXIT_OK: "finished", EXIT_FAILED: "finished", EXIT_UNFINISHED: "interrupted"}.get(code, "stopped")
+        await w.call(ledger.finish_run, prepared.run_id, status)
+        return RunResult(prepared.run_id, counts, in_doubt, failed, sched.reason, code, requests=sched.budget.used,
+                         polls=sched.polls, throttled=sched.budget.throttled, commits=w.commits,
+                         elapsed=time.monotonic() - started)

@@ -1,0 +1,85 @@
+"""Ledger tables (SQLAlchemy Core). Alembic migrations in ``alembic/versions`` create exactly
+these; ``alembic check`` compares the two."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean, CheckConstraint, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+)
+
+STATES = ("queued", "submitting", "submitted", "rendering", "completed", "done", "failed", "in_doubt", "cancelled")
+ACTIVE = ("submitted", "rendering", "completed")  # a task exists and work remains
+TERMINAL = ("done", "failed", "cancelled")
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("manifest", Text, nullable=False),
+    Column("manifest_sha256", String(64), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("status", String(16), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("jobs_total", Integer, nullable=False, server_default="0"),
+    Column("options", Text, nullable=False, server_default="{}"),
+)
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("output", Text, nullable=False),
+    Column("take", Text),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("task_id", String(100), unique=True),
+    Column("remote_status", String(32)),
+    Column("progress", Integer, nullable=False, server_default="0"),
+    Column("polls", Integer, nullable=False, server_default="0"),
+    Column("estimated_time", Float),
+    Column("result_url", Text),
+    Column("result_at", Float),
+    Column("output_path", Text),
+    Column("sha256", String(64)),
+    Column("bytes", Integer),
+    Column("credits", Float),
+    Column("error_code", String(100)),
+    Column("error_message", Text),
+    Column("retryable", Boolean),
+    Column("created_at", Float, nullable=False),
+    Column("submitted_at", Float),
+    Column("completed_at", Float),
+    Column("done_at", Float),
+    Column("updated_at", Float, nullable=False),
+    CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in STATES) + ")", name="state"),
+    Index("ix_jobs_state", "state"),
+    Index("ix_jobs_run_id_seq", "run_id", "seq"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("from_state", String(16)),
+    Column("to_state", String(16), nullable=False),
+    Column("task_id", String(100)),
+    Column("detail", Text),
+    Index("ix_events_job_id", "job_id"),
+    Index("ix_events_task_id", "task_id"),
+)

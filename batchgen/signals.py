@@ -1,0 +1,41 @@
+"""Graceful shutdown: the first SIGINT/SIGTERM sets a stop event (stop submitting, finish
+recording what is in flight); a second one exits at once. Everything already committed to the
+ledger survives either way."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def stop_on_signals(stop: asyncio.Event, *, quiet: bool = False) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    sigs = (signal.SIGINT, signal.SIGTERM)
+
+    def handler(signum: int) -> None:
+        if stop.is_set():
+            if not quiet:
+                print("batchgen: second signal, exiting now (re-run to resume)", file=sys.stderr)
+            os._exit(130)
+        if not quiet:
+            print(f"batchgen: {signal.Signals(signum).name} received, finishing in-flight records "
+                  "(send again to exit at once)", file=sys.stderr)
+        stop.set()
+
+    installed = []
+    for s in sigs:
+        try:
+            loop.add_signal_handler(s, handler, s)
+            installed.append(s)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (e.g. tests) – the caller's stop event still works
+    try:
+        yield
+    finally:
+        for s in installed:
+            loop.remove_signal_handler(s)

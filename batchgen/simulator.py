@@ -1,0 +1,413 @@
+"""A local stand-in for the foxapi video API (reference: shared/reference/foxapi-video-api.md).
+
+Implements ``POST /v1/videos/generations``, ``GET /v1/tasks/{id}`` and the result files, with
+seeded fault injection, and keeps ground truth (every create it accepted, every file's sha256)
+at ``GET /_sim/ground-truth`` so tests can count duplicate and orphaned creates.
+
+It deliberately imports nothing from the rest of batchgen: its own copy of the request schema is
+an independent oracle for the client's validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import re
+import secrets
+import string
+import struct
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from aiohttp import web
+
+_AR = ("16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16")
+# model -> field -> (kind, required, choices-or-range, default)
+_SCHEMA: dict[str, dict[str, tuple[str, bool, Any, Any]]] = {
+    "grok-imagine-text-to-video": {
+        "prompt": ("prompt", True, 4096, None), "duration": ("int", False, (1, 15), 6),
+        "aspect_ratio": ("enum", False, _AR, "16:9"), "resolution": ("enum", False, ("480p", "720p"), "720p")},
+    "grok-imagine-image-to-video": {
+        "prompt": ("prompt", True, 4096, None), "image_url": ("url", True, None, None),
+        "duration": ("int", False, (1, 15), 6), "aspect_ratio": ("enum", False, ("auto",) + _AR, "auto"),
+        "resolution": ("enum", False, ("480p", "720p"), "720p")},
+    "grok-imagine-reference-to-video": {
+        "prompt": ("prompt", True, 4096, None), "reference_image_urls": ("urls", True, (1, 7), None),
+        "duration": ("int", False, (1, 10), 8), "aspect_ratio": ("enum", False, _AR, "16:9"),
+        "resolution": ("enum", False, ("480p", "720p"), "480p")},
+    "grok-imagine-edit-video": {
+        "prompt": ("prompt", True, 4096, None), "video_url": ("url", True, None, None),
+        "resolution": ("enum", False, ("auto", "480p", "720p"), "auto")},
+    "grok-imagine-video-extension": {
+        "prompt": ("prompt", True, 4096, None), "video_url": ("url", True, None, None),
+        "duration": ("int", False, (2, 10), 6)},
+}
+_FAIL_CODES = ("generation_failed", "timeout", "model_unavailable", "content_policy_violation")
+
+
+@dataclass
+class SimConfig:
+    """Every knob of the simulator. Probabilities are per request; times are seconds."""
+
+    seed: int = 0
+    api_key: str | None = None  # None: any non-empty Bearer token is accepted
+    render_min: float = 2.0
+    render_max: float = 6.0
+    estimate_noise: float = 0.15  # estimated_time = render time × U(1-n, 1+n)
+    latency: float = 0.0  # added to every API response
+    rpm_limit: float | None = None  # token bucket per key; over it → 429 + Retry-After
+    p429: float = 0.0
+    retry_after: float = 1.0
+    p5xx_before: float = 0.0  # 500/502/503 and nothing created
+    p500_after: float = 0.0  # create: task created, then 500 (ambiguous)
+    p_drop_after: float = 0.0  # create: task created, then the connection is dropped (ambiguous)
+    p_drop_before: float = 0.0  # create: connection dropped, nothing created (ambiguous to client)
+    p_malformed: float = 0.0  # 200 with a body that is not JSON (create: the task exists)
+    p_fail: float = 0.0  # task ends failed
+    p_cancel: float = 0.0  # task ends cancelled
+    p_truncate: float = 0.0  # result download cut short
+    p_poll_404: float = 0.0  # poll answers 404 (unknown task), as an eventually consistent store might
+    file_min: int = 4096
+    file_max: int = 16384
+    result_ttl: float = 24 * 3600.0
+    balance: float | None = None  # credits; None = unlimited; exhausted → 402
+    credits_per_second: float = 1.0
+
+    def update(self, values: dict[str, Any]) -> None:
+        names = {f.name for f in fields(self)}
+        for k, v in values.items():
+            if k not in names:
+                raise KeyError(k)
+            setattr(self, k, v)
+
+
+@dataclass
+class _Task:
+    id: str
+    model: str
+    body_sha256: str
+    created: float
+    render: float
+    estimate: float
+    outcome: str  # completed | failed | cancelled
+    fail_code: str | None
+    credits: float
+    file_size: int
+    file_sha256: str = ""
+    polls: int = 0
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    creates_accepted: int = 0
+    polls: int = 0
+    downloads: int = 0
+    status: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+
+    def bump(self, table: dict[str, int], key: str) -> None:
+        table[key] = table.get(key, 0) + 1
+
+
+def canonical_sha256(body: Any) -> str:
+    """Hash of a request body in canonical JSON: how ground truth identifies a job's request."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+
+def mp4_bytes(task_id: str, size: int) -> bytes:
+    """A small, deterministic file that passes an MP4 signature check: an ``ftyp`` box followed
+    by an ``mdat`` box of seeded noise."""
+    ftyp = b"ftyp" + b"isom" + struct.pack(">I", 0x200) + b"isomiso2avc1mp41"
+    ftyp = struct.pack(">I", len(ftyp) + 4) + ftyp
+    payload = random.Random(task_id).randbytes(max(0, size - len(ftyp) - 8))
+    return ftyp + struct.pack(">I", len(payload) + 8) + b"mdat" + payload
+
+
+class Simulator:
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self.rng = random.Random(self.config.seed)
+        self.tasks: dict[str, _Task] = {}
+        self.counters = Counters()
+        self.spent = 0.0
+        self._bucket: dict[str, tuple[float, float]] = {}
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+        self.app = web.Application(client_max_size=2 * 1024 * 1024)
+        self.app.router.add_post("/v1/videos/generations", self._create)
+        self.app.router.add_get("/v1/tasks/{task_id}", self._get_task)
+        self.app.router.add_get("/files/{task_id}.mp4", self._file)
+        self.app.router.add_get("/_sim/ground-truth", self._ground_truth)
+        self.app.router.add_get("/_sim/stats", self._stats)
+        self.app.router.add_post("/_sim/config", self._set_config)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        self.base_url = f"http://{host}:{sock.getsockname()[1]}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ------------------------------------------------------------------ helpers
+    def _chance(self, p: float, name: str) -> bool:
+        if p > 0 and self.rng.random() < p:
+            self.counters.bump(self.counters.faults, name)
+            return True
+        return False
+
+    def _error(self, status: int, message: str, type_: str, code: str | None = None,
+               headers: dict[str, str] | None = None) -> web.Response:
+        err: dict[str, Any] = {"message": message, "type": type_}
+        if code:
+            err["code"] = code
+        self.counters.bump(self.counters.status, str(status))
+        return web.json_response({"error": err}, status=status, headers=headers)
+
+    def _rate_limited(self, key: str) -> float | None:
+        """Token bucket per key; returns seconds to wait when empty."""
+        rpm = self.config.rpm_limit
+        if not rpm:
+            return None
+        now = time.monotonic()
+        rate = rpm / 60.0
+        burst = max(1.0, rate)  # at most a second's worth at once
+        tokens, last = self._bucket.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens >= 1:
+            self._bucket[key] = (tokens - 1, now)
+            return None
+        self._bucket[key] = (tokens, now)
+        return (1 - tokens) / rate
+
+    async def _gate(self, request: web.Request) -> tuple[str | None, web.Response | None]:
+        """Common front: latency, auth, rate limits, injected 429. Returns (key, error response)."""
+        self.counters.requests += 1
+        if self.config.latency:
+            await asyncio.sleep(self.config.latency)
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            return None, self._error(401, "Missing API key", "authentication_error")
+        key = auth[7:].strip()
+        if self.config.api_key is not None and key != self.config.api_key:
+            return None, self._error(401, "Invalid API key", "authentication_error")
+        wait = self._rate_limited(key)
+        if wait is not None:
+            self.counters.bump(self.counters.faults, "rate_limit")
+            return key, self._error(429, "Rate limit exceeded", "rate_limit_error",
+                                    headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        if self._chance(self.config.p429, "429"):
+            return key, self._error(429, "Rate limit exceeded", "rate_limit_error",
+                                    headers={"Retry-After": f"{self.config.retry_after:g}"})
+        return key, None
+
+    def _new_id(self) -> str:
+        suffix = "".join(self.rng.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+        tid = f"task-unified-{int(time.time())}-{suffix}"
+        return tid if tid not in self.tasks else self._new_id()
+
+    @staticmethod
+    def validate(body: Any) -> tuple[int, str, str, str | None] | None:
+        """(status, message, type, code) of the rejection, or None when the body is acceptable."""
+        if not isinstance(body, dict):
+            return 400, "Request body must be a JSON object", "invalid_request_error", None
+        model = body.get("model")
+        schema = _SCHEMA.get(model) if isinstance(model, str) else None
+        if schema is None:
+            return 422, f"Unknown model: {model!r}", "invalid_request_error", None
+        extra = sorted(set(body) - set(schema) - {"model"})
+        if extra:
+            return (422, f"No available channel supports: {', '.join(extra)}", "invalid_request_error",
+                    "unsupported_advanced_options")
+        for name, (kind, required, rule, _default) in schema.items():
+            v = body.get(name)
+            if v is None:
+                if required:
+                    return 422, f"{name} is required", "invalid_request_error", None
+                continue
+            ok = True
+            if kind == "prompt":
+                ok = isinstance(v, str) and 0 < len(v) <= rule
+            elif kind == "int":
+                ok = isinstance(v, int) and not isinstance(v, bool) and rule[0] <= v <= rule[1]
+            elif kind == "enum":
+                ok = v in rule
+            elif kind == "url":
+                ok = isinstance(v, str) and v.startswith(("http://", "https://"))
+            elif kind == "urls":
+                ok = (isinstance(v, list) and rule[0] <= len(v) <= rule[1]
+                      and all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in v))
+            if not ok:
+                return 422, f"Invalid value for {name}: {v!r}", "invalid_request_error", None
+        if "reference_image_urls" in body:
+            n = len(body["reference_image_urls"])
+            for m in re.finditer(r"@Image(\d+)", body["prompt"]):
+                if not 1 <= int(m.group(1)) <= n:
+                    return 422, f"prompt refers to @Image{m.group(1)} beyond {n} images", "invalid_request_error", None
+        return None
+
+    def _task_view(self, t: _Task, now: float) -> dict[str, Any]:
+        elapsed = now - t.created
+        scaled = self.config.render_max < 10  # sub-10 s renders: report fractional estimates
+        est = round(t.estimate, 2) if scaled else int(round(t.estimate))
+        doc: dict[str, Any] = {
+            "id": t.id, "object": "video.generation.task", "type": "video", "model": t.model,
+            "created": int(t.created), "results": None, "error": None,
+            "usage": {"credits_reserved": t.credits, "user_group": "default"},
+            "task_info": {"can_cancel": elapsed < t.render, "estimated_time": est},
+        }
+        if elapsed < t.render * 0.1:
+            doc.update(status="pending", progress=0)
+        elif elapsed < t.render:
+            doc.update(status="processing", progress=min(99, int(100 * elapsed / t.render)))
+        elif t.outcome == "completed":
+            doc.update(status="completed", progress=100,
+                       results=[{"url": f"{self.base_url}/files/{t.id}.mp4", "width": 854, "height": 480}])
+        elif t.outcome == "failed":
+            doc.update(status="failed", progress=100,
+                       error={"code": t.fail_code, "message": f"simulated {t.fail_code}", "type": "task_error"})
+        else:
+            doc.update(status="cancelled", progress=100)
+        return doc
+
+    # ------------------------------------------------------------------ endpoints
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        key, err = await self._gate(request)
+        if err is not None:
+            return err
+        c = self.config
+        if self._chance(c.p_drop_before, "drop_before"):
+            _drop(request)
+            return web.Response(status=500)
+        if self._chance(c.p5xx_before, "5xx_before"):
+            status = self.rng.choice((500, 502, 503))
+            msg = "No available channel for this model" if status == 503 else "Upstream error"
+            return self._error(status, msg, "service_unavailable_error" if status == 503 else "server_error")
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return self._error(400, "Malformed JSON body", "invalid_request_error")
+        bad = self.validate(body)
+        if bad is not None:
+            return self._error(bad[0], bad[1], bad[2], bad[3])
+        duration = body.get("duration") or _SCHEMA[body["model"]].get("duration", (0, 0, 0, 6))[3] or 6
+        credits = float(duration) * c.credits_per_second * (1.4 if body.get("resolution") == "720p" else 1.0)
+        if c.balance is not None and self.spent + credits > c.balance:
+            return self._error(402, "Insufficient balance, please top up", "insufficient_quota")
+        self.spent += credits
+        render = self.rng.uniform(c.render_min, c.render_max)
+        r = self.rng.random()
+        outcome, code = "completed", None
+        if r < c.p_fail:
+            outcome, code = "failed", self.rng.choice(_FAIL_CODES)
+            self.counters.bump(self.counters.faults, "task_failed")
+        elif r < c.p_fail + c.p_cancel:
+            outcome = "cancelled"
+            self.counters.bump(self.counters.faults, "task_cancelled")
+        t = _Task(
+            id=self._new_id(), model=body["model"], body_sha256=canonical_sha256(body), created=time.time(),
+            render=render, estimate=render * self.rng.uniform(1 - c.estimate_noise, 1 + c.estimate_noise),
+            outcome=outcome, fail_code=code, credits=credits, file_size=self.rng.randint(c.file_min, c.file_max))
+        self.tasks[t.id] = t
+        self.counters.creates_accepted += 1
+        if self._chance(c.p500_after, "500_after"):
+            return self._error(500, "Internal server error", "server_error")
+        if self._chance(c.p_drop_after, "drop_after"):
+            _drop(request)
+            return web.Response(status=500)
+        if self._chance(c.p_malformed, "malformed_create"):
+            return web.Response(status=200, text='{"id": "task-unified-', content_type="application/json")
+        doc = self._task_view(t, t.created)
+        doc.update(status="pending", progress=0, results=None, error=None)
+        self.counters.bump(self.counters.status, "200")
+        return web.json_response(doc)
+
+    async def _get_task(self, request: web.Request) -> web.StreamResponse:
+        _key, err = await self._gate(request)
+        if err is not None:
+            return err
+        self.counters.polls += 1
+        c = self.config
+        if self._chance(c.p5xx_before, "5xx_poll"):
+            return self._error(self.rng.choice((500, 502, 503)), "Upstream error", "server_error")
+        t = self.tasks.get(request.match_info["task_id"])
+        if t is None or self._chance(c.p_poll_404, "poll_404"):
+            return self._error(404, "Task not found", "not_found")
+        if self._chance(c.p_malformed, "malformed_poll"):
+            return web.Response(status=200, text="<html>502 Bad Gateway</html>", content_type="text/html")
+        t.polls += 1
+        self.counters.bump(self.counters.status, "200")
+        return web.json_response(self._task_view(t, time.time()))
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        self.counters.downloads += 1
+        if "Authorization" in request.headers:
+            # The real CDN would ignore it; we count it so tests catch a leaked key.
+            self.counters.bump(self.counters.faults, "download_with_authorization")
+        t = self.tasks.get(request.match_info["task_id"])
+        now = time.time()
+        if t is None or t.outcome != "completed" or now - t.created < t.render:
+            return web.Response(status=404, text="Not Found")
+        if now - (t.created + t.render) > self.config.result_ttl:
+            return web.Response(status=403, text="Link expired")
+        data = mp4_bytes(t.id, t.file_size)
+        t.file_sha256 = hashlib.sha256(data).hexdigest()
+        resp = web.StreamResponse(headers={"Content-Type": "video/mp4", "Content-Length": str(len(data))})
+        await resp.prepare(request)
+        if self._chance(self.config.p_truncate, "truncate"):
+            await resp.write(data[: len(data) // 2])
+            _drop(request)
+            return resp
+        await resp.write(data)
+        await resp.write_eof()
+        return resp
+
+    # ------------------------------------------------------------------ admin
+    def ground_truth(self) -> dict[str, Any]:
+        return {
+            "creates": [
+                {"task_id": t.id, "body_sha256": t.body_sha256, "model": t.model, "created": t.created,
+                 "outcome": t.outcome, "credits": t.credits, "polls": t.polls,
+                 "file_sha256": mp4_sha256(t.id, t.file_size) if t.outcome == "completed" else None}
+                for t in self.tasks.values()
+            ],
+            "counters": asdict(self.counters),
+        }
+
+    async def _ground_truth(self, request: web.Request) -> web.Response:
+        return web.json_response(self.ground_truth())
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(asdict(self.counters))
+
+    async def _set_config(self, request: web.Request) -> web.Response:
+        try:
+            self.config.update(await request.json())
+        except (ValueError, KeyError) as e:
+            return web.json_response({"error": {"message": f"bad config: {e}", "type": "invalid_request_error"}}, status=400)
+        return web.json_response(asdict(self.config))
+
+
+def mp4_sha256(task_id: str, size: int) -> str:
+    return hashlib.sha256(mp4_bytes(task_id, size)).hexdigest()
+
+
+def _drop(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
+def random_key() -> str:
+    return "sk-sim-" + secrets.token_hex(8)
