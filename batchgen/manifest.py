@@ -105,6 +105,7 @@ class Manifest:
         self.matrix: dict[str, list[Any]] = {}
         self.output_template: str | None = None
         self.problems: list[Problem] = []
+        self._seen: set[str] = set()
         self.truncated = 0
         self.warnings: list[str] = []
         self._jobs_yaml: list[tuple[int, dict[str, Any]]] = []
@@ -113,10 +114,15 @@ class Manifest:
 
     # ---------------------------------------------------------------- loading
     def _problem(self, where: str, fld: str | None, msg: str, file: str | None = None) -> None:
+        problem = Problem(file or str(self.path), where, fld, msg)
+        sig = str(problem)
+        if sig in self._seen:  # the same row fails the same way for every matrix combination
+            return
+        self._seen.add(sig)
         if len(self.problems) >= MAX_PROBLEMS:
             self.truncated += 1
             return
-        self.problems.append(Problem(file or str(self.path), where, fld, msg))
+        self.problems.append(problem)
 
     def _warn(self, msg: str) -> None:
         if msg not in self.warnings and len(self.warnings) < MAX_PROBLEMS:

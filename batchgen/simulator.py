@@ -303,7 +303,7 @@ class Simulator:
         if bad is not None:
             return self._error(bad[0], bad[1], bad[2], bad[3])
         duration = body.get("duration") or _SCHEMA[body["model"]].get("duration", (0, 0, 0, 6))[3] or 6
-        credits = float(duration) * c.credits_per_second * (1.4 if body.get("resolution") == "720p" else 1.0)
+        credits = round(float(duration) * c.credits_per_second * (1.4 if body.get("resolution") == "720p" else 1.0), 2)
         if c.balance is not None and self.spent + credits > c.balance:
             return self._error(402, "Insufficient balance, please top up", "insufficient_quota")
         self.spent += credits

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from batchgen.errors import LedgerBusy
+from batchgen.ledger import Ledger, Transition, Writer
+from batchgen.manifest import Job
+
+
+def _job(i: int) -> Job:
+    return Job(key=f"{i:064x}", seq=i, name=f"j{i}", source=f"row {i}", model="m", request={"model": "m", "i": i},
+               output=f"j{i}.mp4")
+
+
+@pytest.fixture
+def led(tmp_path):
+    l = Ledger(str(tmp_path / "l.db"))
+    yield l
+    l.close()
+
+
+def test_sqlite_settings_and_file_mode(led, tmp_path):
+    with led.engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    assert stat.S_IMODE(os.stat(tmp_path / "l.db").st_mode) == 0o600
+
+
+def test_state_check_and_unique_task_id(led):
+    run = led.start_run("m.yaml", "0" * 64, {}, 2)
+    led.upsert_jobs(run, [_job(1), _job(2)])
+    with pytest.raises(IntegrityError):
+        with led.engine.begin() as c:
+            c.execute(text("UPDATE jobs SET state='bogus' WHERE id=1"))
+    assert led.apply([Transition(1, "submitting", ("queued",))]) == [True]
+    assert led.apply([Transition(1, "submitted", ("submitting",), task_id="task-a")]) == [True]
+    led.apply([Transition(2, "submitting", ("queued",))])
+    with pytest.raises(Exception, match="UNIQUE"):
+        led.apply([Transition(2, "submitted", ("submitting",), task_id="task-a")])
+    assert led.job(2)["state"] == "submitting"  # the failed transition left no trace
+    # a transition from an unexpected state is refused, not forced
+    assert led.apply([Transition(1, "queued", ("submitting",))]) == [False]
+
+
+def test_upsert_keeps_progress_and_events_are_appended(led):
+    r1 = led.start_run("m.yaml", "0" * 64, {}, 1)
+    led.upsert_jobs(r1, [_job(1)])
+    led.apply([Transition(1, "submitting", ("queued",)), Transition(1, "submitted", ("submitting",), task_id="t1")])
+    r2 = led.start_run("m.yaml", "0" * 64, {}, 1)
+    led.upsert_jobs(r2, [_job(1)])
+    j = led.job(1)
+    assert j["state"] == "submitted" and j["task_id"] == "t1" and j["run_id"] == r2
+    assert [e["to_state"] for e in led.events_for(1)] == ["submitting", "submitted"]
+    assert led.known_task_ids() == {"t1"}
+
+
+def test_orphans_become_in_doubt(led):
+    run = led.start_run("m.yaml", "0" * 64, {}, 1)
+    led.upsert_jobs(run, [_job(1)])
+    led.apply([Transition(1, "submitting", ("queued",))])
+    assert [j["id"] for j in led.orphans_to_in_doubt()] == [1]
+    assert led.job(1)["state"] == "in_doubt"
+
+
+def test_single_writer_lock(tmp_path):
+    a, b = Ledger(str(tmp_path / "l.db")), Ledger(str(tmp_path / "l.db"))
+    try:
+        a.acquire_lock()
+        with pytest.raises(LedgerBusy):
+            b.acquire_lock()
+        a.release_lock()
+        b.acquire_lock()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_writer_groups_commits_and_each_caller_waits_for_its_own(led):
+    run = led.start_run("m.yaml", "0" * 64, {}, 200)
+    led.upsert_jobs(run, [_job(i) for i in range(1, 201)])
+
+    async def main():
+        async with Writer(led) as w:
+            results = await asyncio.gather(*(w.apply(Transition(i, "submitting", ("queued",))) for i in range(1, 201)))
+            return results, w.commits
+
+    results, commits = asyncio.run(main())
+    assert all(results)
+    assert commits < 200  # grouped
+    assert led.counts() == {"submitting": 200}
