@@ -77,7 +77,7 @@ def write_csv_manifest(path: Path, n: int, *, model: str = "grok-imagine-text-to
     return path
 
 
-def check_invariants(truth: dict[str, Any], ledger_path: Path, out_dir: Path) -> dict[str, int]:
+def check_invariants(truth: dict[str, Any], ledger_path: Path | str, out_dir: Path) -> dict[str, int]:
     """The money invariants, checked against the simulator's ground truth:
     - no create is unknown to the ledger unless its job is in doubt;
     - a job that is not in doubt was created at most once per recorded task id (no duplicates);
@@ -135,3 +135,33 @@ def check_invariants(truth: dict[str, Any], ledger_path: Path, out_dir: Path) ->
     assert not leftovers, f"temp files left: {leftovers}"
     return {"jobs": len(jobs), "done": done, "creates": len(creates), "unknown_in_doubt": unknown,
             "duplicates": duplicates, "in_doubt": sum(j["state"] == "in_doubt" for j in jobs)}
+
+
+PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_url():
+    """A private schema in the `test` database of the local PostgreSQL server. In CI (CI=true)
+    an unreachable server is a failure, never a silent skip."""
+    import os
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(PG_BASE)
+    try:
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+    except Exception as e:  # noqa: BLE001 - any connection problem
+        engine.dispose()
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required in CI: {e}")
+        pytest.skip(f"PostgreSQL not reachable: {e}")
+    schema = "bg_" + secrets.token_hex(4)
+    with engine.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    with engine.begin() as c:
+        c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()

@@ -210,3 +210,34 @@ def test_help_documents_exit_codes():
     r = CliRunner().invoke(cli, ["run", "--help"])
     for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 "):
         assert f"  {code}" in r.output
+
+
+def test_retry_failed_resubmits_only_retryable_failures_up_to_the_cap(sim_factory, tmp_path):
+    sim = sim_factory(seed=9, p_fail=1.0)
+    m = write_csv_manifest(tmp_path / "m.csv", 24)
+    r = run_cli(run_args(sim, m, tmp_path, "--json"))
+    assert r.exit_code == 1 and json.loads(r.stdout)["counts"] == {"failed": 24}
+    led = Ledger(str(tmp_path / "l.db"))
+    failed = led.jobs_in_state("failed")
+    led.close()
+    retryable = [j for j in failed if j["retryable"]]
+    assert 0 < len(retryable) < 24  # content_policy_violation is not retryable
+    sim.set(p_fail=0.0)
+    r = run_cli(run_args(sim, m, tmp_path, "--retry-failed", "--max-attempts", "1"))
+    assert len(sim.truth()["creates"]) == 24  # the cap (1 create per job) is already reached
+    r = run_cli(run_args(sim, m, tmp_path, "--retry-failed", "--json"))
+    counts = json.loads(r.stdout)["counts"]
+    assert counts == {"done": len(retryable), "failed": 24 - len(retryable)}
+    assert len(sim.truth()["creates"]) == 24 + len(retryable)
+    stats = check_invariants(sim.truth(), tmp_path / "l.db", tmp_path / "out")
+    assert stats["duplicates"] == 0
+
+
+def test_simulate_flag_runs_the_embedded_simulator(tmp_path):
+    m = write_csv_manifest(tmp_path / "m.csv", 4)
+    r = CliRunner().invoke(cli, ["run", str(m), "--simulate", "--sim-set", "render_max=0.2", "--sim-set", "render_min=0.05",
+                                 "--ledger", str(tmp_path / "l.db"), "--out", str(tmp_path / "o"), "--poll-min", "0.05",
+                                 "-q", "--json"], env={"BATCHGEN_API_KEY": ""})
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["counts"] == {"done": 4}
+    assert len(list((tmp_path / "o").glob("*.mp4"))) == 4

@@ -1,0 +1,109 @@
+"""kill -9 the runner at random moments and at every named crash point, re-run until finished,
+and check the money invariants against the simulator's ground truth."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from batchgen.ledger import Ledger
+from conftest import check_invariants, write_csv_manifest
+
+pytestmark = pytest.mark.slow
+
+CRASH_POINTS = [
+    ("after_intent", 1), ("before_post", 3), ("after_response_before_record", 2), ("after_record", 5),
+    ("after_commit", 7), ("mid_download", 2), ("after_download_before_rename", 1),
+    ("after_rename_before_record", 3), ("after_response_before_record", 38),  # near the last job
+]
+AMBIGUOUS_POINTS = {"after_intent", "before_post", "after_response_before_record"}
+
+
+def _cmd(sim_url: str, manifest: Path, tmp: Path) -> list[str]:
+    return [sys.executable, "-m", "batchgen", "run", str(manifest), "--api-base", sim_url,
+            "--ledger", str(tmp / "l.db"), "--out", str(tmp / "out"), "--concurrency", "8",
+            "--rpm", "0", "--poll-min", "0.05", "-q"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "BATCHGEN_CRASH_AT"}
+    env.update(BATCHGEN_API_KEY="sk-kill-test", **extra)
+    return env
+
+
+def _finish(cmd: list[str]) -> int:
+    for _ in range(10):
+        rc = subprocess.run(cmd, env=_env(), timeout=300, capture_output=True).returncode
+        if rc in (0, 1):
+            return rc
+    return rc
+
+
+def _final_checks(sim, tmp_path: Path, n_jobs: int, min_in_doubt: int) -> None:
+    stats = check_invariants(sim.truth(), tmp_path / "l.db", tmp_path / "out")
+    assert stats["duplicates"] == 0
+    led = Ledger(str(tmp_path / "l.db"))
+    counts = led.counts()
+    led.close()
+    assert set(counts) <= {"done", "in_doubt"}, counts
+    assert counts.get("in_doubt", 0) >= min_in_doubt
+    assert stats["done"] + stats["in_doubt"] == n_jobs
+
+
+def test_kill_minus_9_at_named_points(sim_factory, tmp_path):
+    sim = sim_factory(seed=11, render_min=0.2, render_max=0.8, p429=0.05, retry_after=0.05, p_truncate=0.05)
+    manifest = write_csv_manifest(tmp_path / "m.csv", 40)
+    cmd = _cmd(sim.url, manifest, tmp_path)
+    crashed_ambiguous = 0
+    for name, n in CRASH_POINTS:
+        rc = subprocess.run(cmd, env=_env(BATCHGEN_CRASH_AT=f"{name}:{n}"), timeout=120,
+                            capture_output=True).returncode
+        assert rc in (137, 0, 1), (name, rc)
+        if rc == 137 and name in AMBIGUOUS_POINTS:
+            crashed_ambiguous += 1
+    assert crashed_ambiguous >= 3
+    assert _finish(cmd) in (0, 1)
+    _final_checks(sim, tmp_path, 40, crashed_ambiguous)
+
+
+def test_kill_minus_9_at_random_moments(sim_factory, tmp_path):
+    sim = sim_factory(seed=5, render_min=0.5, render_max=1.5, p429=0.05, retry_after=0.05, p_truncate=0.05)
+    manifest = write_csv_manifest(tmp_path / "m.csv", 150)
+    cmd = _cmd(sim.url, manifest, tmp_path)
+    rng = random.Random(1234)
+    kills = 0
+    for _ in range(10):
+        p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.5, 2.5))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait(60)
+    assert kills >= 6
+    assert _finish(cmd) in (0, 1)
+    _final_checks(sim, tmp_path, 150, 0)
+
+
+def test_sigterm_drains_gracefully(sim_factory, tmp_path):
+    sim = sim_factory(render_min=1.0, render_max=2.0)
+    manifest = write_csv_manifest(tmp_path / "m.csv", 30)
+    p = subprocess.Popen(_cmd(sim.url, manifest, tmp_path), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(2.0)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 3, err.decode()
+    led = Ledger(str(tmp_path / "l.db"))
+    counts = led.counts()
+    led.close()
+    assert "submitting" not in counts and "in_doubt" not in counts  # every create in flight was recorded
+    rc = subprocess.run(_cmd(sim.url, manifest, tmp_path), env=_env(), timeout=120, capture_output=True).returncode
+    assert rc == 0
+    stats = check_invariants(sim.truth(), tmp_path / "l.db", tmp_path / "out")
+    assert stats["done"] == 30 and stats["creates"] == 30
