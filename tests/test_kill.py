@@ -107,3 +107,26 @@ def test_sigterm_drains_gracefully(sim_factory, tmp_path):
     assert rc == 0
     stats = check_invariants(sim.truth(), tmp_path / "l.db", tmp_path / "out")
     assert stats["done"] == 30 and stats["creates"] == 30
+
+
+def test_second_signal_exits_at_once(sim_factory, tmp_path):
+    sim = sim_factory(latency=4.0)  # creates in flight for 4 s: the first signal waits for them
+    manifest = write_csv_manifest(tmp_path / "m.csv", 10)
+    p = subprocess.Popen(_cmd(sim.url, manifest, tmp_path), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until creates are in flight
+        if sim.truth()["counters"]["requests"] >= 4:
+            break
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    t = time.monotonic()
+    p.communicate(timeout=30)
+    assert p.returncode == 130 and time.monotonic() - t < 5
+    # it died mid-create: the next run finds those jobs in `submitting`, puts them in doubt, lists them
+    sim.set(latency=0.0)
+    r = subprocess.run(_cmd(sim.url, manifest, tmp_path), env=_env(), capture_output=True, timeout=60)
+    assert r.returncode == 1 and b"IN DOUBT" in r.stderr
+    stats = check_invariants(sim.truth(), tmp_path / "l.db", tmp_path / "out")
+    assert stats["in_doubt"] >= 1 and stats["done"] + stats["in_doubt"] == 10
