@@ -38,11 +38,12 @@ import aiohttp
 
 from . import crash
 from .errors import ApiError, DownloadError, ErrorClass
-from .files import AtomicFile, looks_like_mp4
+from .files import AtomicFile, DirSyncer, in_thread, looks_like_mp4
 
 DEFAULT_API_BASE = "https://api.foxapi.cc"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
+SPILL_BYTES = 4 * 1024 * 1024  # buffered in memory, then written by a worker thread
 _VIDEO_TYPES = ("video/", "application/octet-stream", "binary/octet-stream")
 
 
@@ -224,6 +225,7 @@ class Client:
         self._limit = limit
         self._api: aiohttp.ClientSession | None = None
         self._dl: aiohttp.ClientSession | None = None
+        self._dirs = DirSyncer()
 
     async def __aenter__(self) -> Client:
         # The key is set on the API session only; the download session never sees it.
@@ -326,17 +328,24 @@ class Client:
                     if expected is not None and expected > self.max_download_bytes:
                         raise DownloadError(f"result is {expected} bytes, over the {self.max_download_bytes} cap", permanent=True, code="too_large")
                     with AtomicFile(final) as f:
+                        buf = bytearray()
                         async for chunk in r.content.iter_chunked(1 << 16):
-                            f.write(chunk)
-                            if f.size > self.max_download_bytes:
+                            buf += chunk
+                            if f.size + len(buf) > self.max_download_bytes:
                                 raise DownloadError("result exceeds the size cap", permanent=True, code="too_large")
+                            if len(buf) >= SPILL_BYTES:
+                                await in_thread(f.write, bytes(buf))
+                                buf.clear()
                             crash.point("mid_download")
+                        if buf:
+                            await in_thread(f.write, bytes(buf))
                         if expected is not None and f.size != expected:
                             raise DownloadError(f"truncated: {f.size} of {expected} bytes")
                         if f.size == 0 or not looks_like_mp4(f.head):
                             raise DownloadError("file is not an MP4 (no ftyp box)", permanent=True, code="not_mp4")
-                        f.commit()
-                        return f.size, f.sha256.hexdigest()
+                        await in_thread(f.commit)
+                    await self._dirs.sync(final.parent)
+                    return f.size, f.sha256.hexdigest()
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 raise DownloadError(f"{type(e).__name__}: {e}"[:300]) from None
             except OSError as e:

@@ -3,15 +3,19 @@ and the checks a downloaded video must pass before it reaches its final path."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 from . import crash
 
 MP4_BRANDS_BOX = b"ftyp"
+T = TypeVar("T")
 
 
 def resolve_inside(out_dir: str | os.PathLike[str], relative: str) -> Path:
@@ -24,6 +28,25 @@ def resolve_inside(out_dir: str | os.PathLike[str], relative: str) -> Path:
     if root != target and root not in target.parents:
         raise ValueError(f"output name {relative!r} escapes the output directory {root}")
     return target
+
+
+class OutputDir:
+    """``resolve_inside`` for many files: each parent folder is resolved once. The file name
+    itself is never followed: a rename replaces a symlink rather than writing through it."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self._parents: dict[str, Path] = {}
+
+    def path(self, relative: str) -> Path:
+        head, _, name = relative.rpartition("/")
+        parent = self._parents.get(head)
+        if parent is None:
+            parent = resolve_inside(self.root, head) if head else self.root
+            self._parents[head] = parent
+        if not name or name in (".", "..") or "\x00" in name or "\\" in name:
+            raise ValueError(f"output name {relative!r} has no valid file name")
+        return parent / name
 
 
 def looks_like_mp4(head: bytes) -> bool:
@@ -44,7 +67,7 @@ def fsync_dir(path: Path) -> None:
 
 class AtomicFile:
     """Write to a sibling temp file created with O_EXCL; ``commit()`` fsyncs and renames it onto
-    the final path. Leaving the block without ``commit()`` (any error, a cancel) removes the temp
+    the final path (the caller then fsyncs the directory, see ``DirSyncer``). Leaving the block without ``commit()`` (any error, a cancel) removes the temp
     file, so a final path only ever holds a complete, verified file."""
 
     def __init__(self, final: Path) -> None:
@@ -57,11 +80,16 @@ class AtomicFile:
         self._done = False
 
     def __enter__(self) -> AtomicFile:
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
         return self
 
+    def open(self) -> None:
+        """Create the temp file (blocking: call it from a worker thread, see ``in_thread``)."""
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+
     def write(self, chunk: bytes) -> None:
+        if self._fd is None:
+            self.open()
         assert self._fd is not None
         if len(self.head) < 64:
             self.head += chunk[: 64 - len(self.head)]
@@ -73,6 +101,8 @@ class AtomicFile:
         self.sha256.update(chunk)
 
     def commit(self) -> None:
+        if self._fd is None:
+            self.open()
         assert self._fd is not None
         os.fsync(self._fd)
         os.close(self._fd)
@@ -80,7 +110,6 @@ class AtomicFile:
         crash.point("after_download_before_rename")
         os.replace(self.tmp, self.final)
         self._done = True
-        fsync_dir(self.final.parent)
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._fd is not None:
@@ -91,6 +120,39 @@ class AtomicFile:
                 os.unlink(self.tmp)
             except FileNotFoundError:
                 pass
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking file work (write, fsync, rename) off the event loop. If the caller is
+    cancelled meanwhile, still wait for the thread: the file must not be closed or unlinked
+    under a thread that is writing or renaming it."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.wait({fut})
+        raise
+
+
+class DirSyncer:
+    """Coalesces directory fsyncs: a rename is durable once its directory is fsynced *after*
+    it; one fsync started after several renames covers them all. With thousands of files
+    landing in one folder this turns one fsync per file into one per batch."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Path, asyncio.Lock] = {}
+        self._requested: dict[Path, int] = {}
+        self._synced: dict[Path, int] = {}
+
+    async def sync(self, directory: Path) -> None:
+        mine = self._requested[directory] = self._requested.get(directory, 0) + 1
+        lock = self._locks.setdefault(directory, asyncio.Lock())
+        async with lock:
+            if self._synced.get(directory, 0) >= mine:
+                return  # an fsync that started after our rename already covered it
+            target = self._requested[directory]
+            await in_thread(fsync_dir, directory)
+            self._synced[directory] = max(self._synced.get(directory, 0), target)
 
 
 def remove_stale_temp_files(out_dir: Path) -> int:

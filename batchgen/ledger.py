@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
@@ -281,7 +281,7 @@ class Ledger:
         constraint the batch is retried one by one, so a bad one cannot sink the others."""
         try:
             with self.engine.begin() as c:
-                results = [self._apply_one(c, t) for t in batch]
+                results = self._apply_many(c, batch)
             crash.point("after_commit")
             return results
         except IntegrityError:
@@ -291,25 +291,48 @@ class Ledger:
         for t in batch:
             try:
                 with self.engine.begin() as c:
-                    out.append(self._apply_one(c, t))
+                    out.extend(self._apply_many(c, [t]))
             except IntegrityError as e:
                 raise LedgerError(f"job {t.job_id} → {t.to}: {str(e.orig).splitlines()[0]}") from None
         return out
 
     @staticmethod
-    def _apply_one(c: Connection, t: Transition) -> bool:
+    def _apply_many(c: Connection, batch: Sequence[Transition]) -> list[bool]:
+        """Check every job's current state once, then one executemany UPDATE per shape of
+        transition and one executemany INSERT for the events: per-statement overhead, not per
+        job, is what dominates a busy run. Runs inside the caller's (IMMEDIATE) transaction, so
+        the states read cannot change before the updates."""
         now = time.time()
-        vals = {**t.values, "state": t.to, "updated_at": now}
-        if t.task_id is not None:
-            vals["task_id"] = t.task_id
-        res = c.execute(update(jobs).where(jobs.c.id == t.job_id, jobs.c.state.in_(t.expect)).values(**vals))
-        if res.rowcount != 1:
-            return False
-        if t.event:
-            from_state = t.expect[0] if len(t.expect) == 1 else None
-            c.execute(insert(events).values(job_id=t.job_id, at=now, from_state=from_state, to_state=t.to,
-                                            task_id=t.task_id, detail=t.detail))
-        return True
+        ids = [t.job_id for t in batch]
+        if len(set(ids)) != len(ids):
+            # Two moves of one job: grouping could reorder them, so apply strictly in order.
+            return [r for t in batch for r in Ledger._apply_many(c, [t])]
+        current: dict[int, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for job_id, state in c.execute(select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(chunk))):
+                current[job_id] = state
+        results: list[bool] = []
+        groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        event_rows: list[dict[str, Any]] = []
+        for t in batch:
+            ok = current.get(t.job_id) in t.expect
+            results.append(ok)
+            if not ok:
+                continue
+            vals = {**t.values, "state": t.to, "updated_at": now}
+            if t.task_id is not None:
+                vals["task_id"] = t.task_id
+            groups.setdefault((t.to, tuple(sorted(vals))), []).append({"_id": t.job_id, **vals})
+            if t.event:
+                event_rows.append({"job_id": t.job_id, "at": now, "to_state": t.to, "task_id": t.task_id,
+                                   "from_state": t.expect[0] if len(t.expect) == 1 else None, "detail": t.detail})
+        for (_to, cols), rows in groups.items():
+            stmt = update(jobs).where(jobs.c.id == bindparam("_id")).values({k: bindparam(k) for k in cols})
+            c.execute(stmt, rows)
+        if event_rows:
+            c.execute(insert(events), event_rows)
+        return results
 
     def orphans_to_in_doubt(self) -> list[dict[str, Any]]:
         """Jobs left in ``submitting`` by a process that died mid-create: the POST may or may not
@@ -352,10 +375,12 @@ class Writer:
         self.commits = 0
         self.transitions = 0
         self._pending: list[tuple[Transition, asyncio.Future[bool]]] = []
+        self._outstanding: set[asyncio.Future[bool]] = set()
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.error: BaseException | None = None  # first failed write; the scheduler stops submitting
 
     async def __aenter__(self) -> Writer:
         self._task = asyncio.create_task(self._loop(), name="ledger-writer")
@@ -372,13 +397,34 @@ class Writer:
         """Run any ledger method on the ledger thread (keeps SQLite on one thread)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def apply(self, t: Transition) -> bool:
+    def submit(self, t: Transition) -> asyncio.Future[bool]:
+        """Queue a transition; the future resolves once it is committed. Transitions are applied
+        in the order they were submitted, so a job's later moves never overtake earlier ones."""
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((t, fut))
+        self._outstanding.add(fut)
+        fut.add_done_callback(self._outstanding.discard)
         self._wake.set()
-        # shield: if the caller is cancelled, the write still completes and is still awaited by
-        # the loop; the caller just stops waiting for it.
-        return await asyncio.shield(fut)
+        return fut
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is committed (or failed)."""
+        if self._outstanding:
+            await asyncio.wait(set(self._outstanding))
+
+    async def apply(self, t: Transition) -> bool:
+        # shield: if the caller is cancelled, the write still completes; the caller just stops
+        # waiting for it.
+        return await asyncio.shield(self.submit(t))
+
+    def record(self, t: Transition) -> None:
+        """Queue a transition without waiting for its commit. For moves whose loss in a crash is
+        recovered by redoing idempotent work (re-poll, re-download); never for an intent."""
+        self.submit(t).add_done_callback(self._check)
+
+    def _check(self, fut: asyncio.Future[bool]) -> None:
+        if not fut.cancelled() and fut.exception() is not None and self.error is None:
+            self.error = fut.exception()
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -391,6 +437,7 @@ class Writer:
                     results = await loop.run_in_executor(self._pool, self.ledger.apply, [t for t, _ in batch])
                 except (SQLAlchemyError, LedgerError, OSError) as e:
                     err = e if isinstance(e, LedgerError) else LedgerError(f"ledger write failed: {e}")
+                    self.error = self.error or err
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(err)

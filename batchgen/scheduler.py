@@ -26,7 +26,7 @@ from . import crash
 from .budget import RequestBudget, backoff
 from .client import Client, TaskInfo
 from .errors import ApiError, DownloadError, ErrorClass
-from .files import remove_stale_temp_files, resolve_inside
+from .files import OutputDir, remove_stale_temp_files
 from .ledger import RETRYABLE_TASK_CODES, Ledger, Transition, Writer
 from .manifest import Manifest
 
@@ -157,6 +157,7 @@ class Scheduler:
         self._slot_freed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.live: dict[str, int] = {}
+        self._out = OutputDir(opts.out_dir)
 
     # -------------------------------------------------------------- orchestration
     async def run(self, run_id: int) -> None:
@@ -238,6 +239,10 @@ class Scheduler:
 
     async def _submit(self, job: _Job) -> bool:
         for attempt in range(self.opts.submit_retries):
+            if self.w.error is not None and not self.no_submit:
+                self.no_submit = True
+                self.reason = f"the ledger cannot be written ({self.w.error}); submission stopped"
+                self.log(self.reason)
             if self.stop.is_set() or self.no_submit:
                 return False
             await self.budget.acquire()
@@ -268,23 +273,27 @@ class Scheduler:
         job.task_id = info.task_id
         job.submitted_at = time.time()
         job.estimated_time = info.estimated_time
-        try:
-            ok = await self.w.apply(Transition(job.id, "submitted", ("submitting",), {
-                "remote_status": info.status, "progress": info.progress, "estimated_time": info.estimated_time,
-                "credits": info.credits, "submitted_at": job.submitted_at}, task_id=info.task_id,
-                detail=f"estimated_time={info.estimated_time}"))
-        except Exception as e:
-            # The task exists and is paid for: make sure a human can adopt it.
-            self.log(f"job {job.name} ({job.key[:12]}) got task {info.task_id} but recording it failed ({e}); "
-                     f"after fixing the ledger: batchgen resolve {job.key[:12]} --adopt {info.task_id}")
-            raise
+        # Queued at once, not awaited: the writer applies it before anything later of this job,
+        # and waiting would add a commit to every job's latency without making a crash safer.
+        fut = self.w.submit(Transition(job.id, "submitted", ("submitting",), {
+            "remote_status": info.status, "progress": info.progress, "estimated_time": info.estimated_time,
+            "credits": info.credits, "submitted_at": job.submitted_at}, task_id=info.task_id,
+            detail=f"estimated_time={info.estimated_time}"))
+        fut.add_done_callback(lambda f, job=job, tid=info.task_id: self._task_recorded(f, job, tid))
         crash.point("after_record")
-        if not ok:
-            self.log(f"job {job.key[:12]} changed state during create; task {info.task_id} not recorded")
-            return "gone"
         job.state = "submitted"
         self._count("submitted")
         return "submitted"
+
+    def _task_recorded(self, fut: asyncio.Future[bool], job: _Job, task_id: str) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is None and fut.result():
+            return
+        # The task exists and is paid for: make sure a human can adopt it.
+        self.w.error = self.w.error or exc or RuntimeError("state changed under the scheduler")
+        self.log(f"job {job.name} ({job.key[:12]}) got task {task_id} but recording it failed "
+                 f"({exc or 'the job changed state meanwhile'}); it will be in doubt: "
+                 f"batchgen resolve {job.key[:12]} --adopt {task_id}")
 
     async def _create_failed(self, job: _Job, e: ApiError) -> str:
         err = {"error_code": e.code, "error_message": str(e)[:500]}
@@ -397,7 +406,7 @@ class Scheduler:
                 return True
             job.result_url, job.result_at = info.urls[0], time.time()
             extra = f" (+{len(info.urls) - 1} more URL(s) not downloaded)" if len(info.urls) > 1 else ""
-            await self.w.apply(Transition(job.id, "completed", ("submitted", "rendering"), {
+            self.w.record(Transition(job.id, "completed", ("submitted", "rendering"), {
                 **base, "result_url": job.result_url, "result_at": job.result_at,
                 "completed_at": job.result_at}, detail=f"after {job.polls} poll(s){extra}"))
             job.state = "completed"
@@ -414,7 +423,7 @@ class Scheduler:
         if info.status not in ("pending", "processing"):
             self.log(f"task {job.task_id}: unknown status {info.status!r}, still polling")
         if job.state == "submitted" and info.status != "pending":
-            await self.w.apply(Transition(job.id, "rendering", ("submitted",), base, detail=info.status))
+            self.w.record(Transition(job.id, "rendering", ("submitted",), base, detail=info.status))
             job.state = "rendering"
         return False
 
@@ -422,7 +431,7 @@ class Scheduler:
     async def _download(self, job: _Job) -> None:
         assert job.result_url is not None
         try:
-            final = resolve_inside(self.opts.out_dir, job.output)
+            final = self._out.path(job.output)
         except ValueError as e:
             await self._download_failed(job, "bad_output_path", str(e))
             return
@@ -444,7 +453,7 @@ class Scheduler:
                     return
                 continue
             crash.point("after_rename_before_record")
-            await self.w.apply(Transition(job.id, "done", ("completed",), {
+            self.w.record(Transition(job.id, "done", ("completed",), {
                 "output_path": str(final), "sha256": sha, "bytes": size, "done_at": time.time(),
                 "error_code": None, "error_message": None}, detail=f"{size} bytes sha256={sha[:16]}"))
             job.state = "done"
@@ -469,6 +478,7 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, client: 
     async with Writer(ledger) as w:
         sched = Scheduler(w, client, opts, stop, log=log)
         await sched.run(prepared.run_id)
+        await w.flush()
         counts = await w.call(ledger.counts, prepared.run_id)
         in_doubt = [j for j in await w.call(ledger.jobs_in_state, "in_doubt") if j["run_id"] == prepared.run_id]
         failed = [j for j in await w.call(ledger.jobs_in_state, "failed") if j["run_id"] == prepared.run_id]
