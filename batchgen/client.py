@@ -337,13 +337,13 @@ class Client:
                                 await in_thread(f.write, bytes(buf))
                                 buf.clear()
                             crash.point("mid_download")
-                        if buf:
-                            await in_thread(f.write, bytes(buf))
-                        if expected is not None and f.size != expected:
-                            raise DownloadError(f"truncated: {f.size} of {expected} bytes")
-                        if f.size == 0 or not looks_like_mp4(f.head):
+                        total = f.size + len(buf)
+                        head = f.head if f.size else bytes(buf[:64])
+                        if expected is not None and total != expected:
+                            raise DownloadError(f"truncated: {total} of {expected} bytes")
+                        if total == 0 or not looks_like_mp4(head):
                             raise DownloadError("file is not an MP4 (no ftyp box)", permanent=True, code="not_mp4")
-                        await in_thread(f.commit)
+                        await in_thread(f.finish, bytes(buf))
                     await self._dirs.sync(final.parent)
                     return f.size, f.sha256.hexdigest()
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:

@@ -100,6 +100,12 @@ class AtomicFile:
         self.size += len(chunk)
         self.sha256.update(chunk)
 
+    def finish(self, rest: bytes) -> None:
+        """Write the last buffered bytes and commit, in one trip to a worker thread."""
+        if rest:
+            self.write(rest)
+        self.commit()
+
     def commit(self) -> None:
         if self._fd is None:
             self.open()

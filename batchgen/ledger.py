@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
@@ -112,6 +112,16 @@ class Transition:
     detail: str | None = None
     task_id: str | None = None
     event: bool = True
+
+
+_JOB_COLUMNS = frozenset(jobs.c.keys())
+
+
+def _placeholder(c: Connection) -> Any:
+    """Named parameter syntax of the driver (sqlite3 takes :name, psycopg %(name)s)."""
+    if c.dialect.paramstyle in ("pyformat", "format"):
+        return lambda name: f"%({name})s"
+    return lambda name: f":{name}"
 
 
 def _row(r: Any) -> dict[str, Any]:
@@ -298,40 +308,55 @@ class Ledger:
 
     @staticmethod
     def _apply_many(c: Connection, batch: Sequence[Transition]) -> list[bool]:
-        """Check every job's current state once, then one executemany UPDATE per shape of
-        transition and one executemany INSERT for the events: per-statement overhead, not per
-        job, is what dominates a busy run. Runs inside the caller's (IMMEDIATE) transaction, so
-        the states read cannot change before the updates."""
+        """Check every job's current state once, then write each job once and every event row:
+        one driver-level executemany per shape of UPDATE plus one for the events. Per-statement
+        overhead, not per-job work, dominates a busy run, so this is the hot path's shape.
+
+        Several moves of one job in a batch are checked in order and merged into one UPDATE (its
+        final state and values); each still gets its own event row. Runs inside the caller's
+        transaction: BEGIN IMMEDIATE on SQLite, and the states are read FOR UPDATE on PostgreSQL,
+        so they cannot change before the writes."""
         now = time.time()
-        ids = [t.job_id for t in batch]
-        if len(set(ids)) != len(ids):
-            # Two moves of one job: grouping could reorder them, so apply strictly in order.
-            return [r for t in batch for r in Ledger._apply_many(c, [t])]
+        ids = list(dict.fromkeys(t.job_id for t in batch))
         current: dict[int, str] = {}
         for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            for job_id, state in c.execute(select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(chunk))):
+            q = select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(ids[i : i + 500]))
+            if c.dialect.name == "postgresql":
+                q = q.with_for_update()
+            for job_id, state in c.execute(q):
                 current[job_id] = state
         results: list[bool] = []
-        groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        merged: dict[int, dict[str, Any]] = {}
         event_rows: list[dict[str, Any]] = []
         for t in batch:
-            ok = current.get(t.job_id) in t.expect
+            before = current.get(t.job_id)
+            ok = before in t.expect
             results.append(ok)
             if not ok:
                 continue
-            vals = {**t.values, "state": t.to, "updated_at": now}
+            current[t.job_id] = t.to
+            vals = merged.setdefault(t.job_id, {})
+            vals.update(t.values)
+            vals["state"] = t.to
+            vals["updated_at"] = now
             if t.task_id is not None:
                 vals["task_id"] = t.task_id
-            groups.setdefault((t.to, tuple(sorted(vals))), []).append({"_id": t.job_id, **vals})
             if t.event:
-                event_rows.append({"job_id": t.job_id, "at": now, "to_state": t.to, "task_id": t.task_id,
-                                   "from_state": t.expect[0] if len(t.expect) == 1 else None, "detail": t.detail})
-        for (_to, cols), rows in groups.items():
-            stmt = update(jobs).where(jobs.c.id == bindparam("_id")).values({k: bindparam(k) for k in cols})
-            c.execute(stmt, rows)
+                event_rows.append({"job_id": t.job_id, "at": now, "from_state": before, "to_state": t.to,
+                                   "task_id": t.task_id, "detail": t.detail})
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for job_id, vals in merged.items():
+            groups.setdefault(tuple(sorted(vals)), []).append({**vals, "_id": job_id})
+        ph = _placeholder(c)
+        for cols, rows in groups.items():
+            unknown = set(cols) - _JOB_COLUMNS
+            if unknown:
+                raise LedgerError(f"unknown job column(s) {sorted(unknown)}")
+            c.exec_driver_sql(f"UPDATE jobs SET {', '.join(f'{k} = {ph(k)}' for k in cols)} WHERE id = {ph('_id')}", rows)
         if event_rows:
-            c.execute(insert(events), event_rows)
+            cols = ("job_id", "at", "from_state", "to_state", "task_id", "detail")
+            c.exec_driver_sql(f"INSERT INTO events ({', '.join(cols)}) VALUES ({', '.join(ph(k) for k in cols)})",
+                              event_rows)
         return results
 
     def orphans_to_in_doubt(self) -> list[dict[str, Any]]:

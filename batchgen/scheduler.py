@@ -158,6 +158,8 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self.live: dict[str, int] = {}
         self._out = OutputDir(opts.out_dir)
+        self._sleepers: set[asyncio.Future[None]] = set()
+        self._downloading: set[asyncio.Task[Any]] = set()
 
     # -------------------------------------------------------------- orchestration
     async def run(self, run_id: int) -> None:
@@ -165,6 +167,7 @@ class Scheduler:
             self._spawn(_Job.from_row(row))
         after = 0
         reporter = asyncio.create_task(self._report()) if self.opts.progress_every > 0 else None
+        watcher = asyncio.create_task(self._watch_stop())
         try:
             while not self.stop.is_set() and not self.no_submit:
                 page = await self.w.call(self.w.ledger.queued_page, run_id, after, 500)
@@ -174,13 +177,14 @@ class Scheduler:
                     after = row["seq"]
                     while self._inflight >= self.opts.concurrency and not self.stop.is_set():
                         self._slot_freed.clear()
-                        await self._wait(self._slot_freed.wait(), None)
+                        await self._slot_freed.wait()
                     if self.stop.is_set() or self.no_submit:
                         break
                     self._spawn(_Job.from_row(row))
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
         finally:
+            watcher.cancel()
             if reporter:
                 reporter.cancel()
 
@@ -199,22 +203,28 @@ class Scheduler:
             self.log(f"internal error in {t.get_name()}: {exc!r}")
             self.unfinished = True
 
-    async def _wait(self, aw: Any, timeout: float | None) -> bool:
-        """Wait for ``aw`` (or ``timeout`` seconds when aw is None) unless stop is set first.
-        Returns True when stopped."""
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped (the stop watcher wakes every sleeper). True when stopped."""
         if self.stop.is_set():
-            if asyncio.iscoroutine(aw):
-                aw.close()
             return True
-        stop_w = asyncio.ensure_future(self.stop.wait())
-        main = asyncio.ensure_future(aw if aw is not None else asyncio.sleep(max(0.0, timeout or 0.0)))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(max(0.0, seconds), _resolve, fut)
+        self._sleepers.add(fut)
         try:
-            await asyncio.wait({stop_w, main}, return_when=asyncio.FIRST_COMPLETED)
+            await fut
         finally:
-            for f in (stop_w, main):
-                if not f.done():
-                    f.cancel()
-        return self.stop.is_set() and not main.done()
+            self._sleepers.discard(fut)
+            handle.cancel()
+        return self.stop.is_set()
+
+    async def _watch_stop(self) -> None:
+        await self.stop.wait()
+        for fut in list(self._sleepers):
+            _resolve(fut)
+        self._slot_freed.set()
+        for task in list(self._downloading):
+            task.cancel()  # the temp file is removed; the job stays `completed` for the next run
 
     async def _report(self) -> None:
         start = time.monotonic()
@@ -260,7 +270,7 @@ class Scheduler:
             outcome = await asyncio.shield(self._create_and_record(job))
             if outcome != "retry":
                 return outcome == "submitted"
-            await self._wait(None, max(job.retry_after or 0.0, backoff(attempt, 1.0, 60.0)))
+            await self._sleep(max(job.retry_after or 0.0, backoff(attempt, 1.0, 60.0)))
         self.unfinished = True
         self.log(f"job {job.name} ({job.key[:12]}): create kept failing; left queued for the next run")
         return False
@@ -347,7 +357,7 @@ class Scheduler:
     async def _poll_until_terminal(self, job: _Job) -> None:
         assert job.task_id is not None
         while True:
-            if await self._wait(None, self._next_poll_delay(job)):
+            if await self._sleep(self._next_poll_delay(job)):
                 return
             elapsed = time.time() - (job.submitted_at or time.time())
             if elapsed > self.opts.task_timeout:
@@ -439,19 +449,27 @@ class Scheduler:
             if job.result_at is not None and time.time() - job.result_at > RESULT_TTL:
                 await self._download_failed(job, "result_expired", "the result URL is older than 24 h")
                 return
-            dl = asyncio.ensure_future(self.client.download(job.result_url, final))
-            if await self._wait(dl, None):
-                return  # stopped: the download was cancelled and its temp file removed
+            if self.stop.is_set():
+                return
+            me = asyncio.current_task()
+            assert me is not None
+            self._downloading.add(me)
             try:
-                size, sha = dl.result()
+                size, sha = await self.client.download(job.result_url, final)
+            except asyncio.CancelledError:
+                if self.stop.is_set():
+                    return  # stopped: the temp file is gone, the job stays `completed`
+                raise
             except DownloadError as e:
                 if e.permanent:
                     await self._download_failed(job, e.code, str(e))
                     return
                 self.log(f"job {job.name}: download attempt {attempt + 1} failed: {e}")
-                if await self._wait(None, backoff(attempt + 1, 1.0, 30.0)):
+                if await self._sleep(backoff(attempt + 1, 1.0, 30.0)):
                     return
                 continue
+            finally:
+                self._downloading.discard(me)
             crash.point("after_rename_before_record")
             self.w.record(Transition(job.id, "done", ("completed",), {
                 "output_path": str(final), "sha256": sha, "bytes": size, "done_at": time.time(),
@@ -467,6 +485,11 @@ class Scheduler:
             "error_code": code, "error_message": message[:500], "retryable": False}, detail="download: " + message[:200]))
         job.state = "failed"
         self._count("failed")
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 # ------------------------------------------------------------------------------ one call
