@@ -343,8 +343,7 @@ class Client:
                             raise DownloadError(f"truncated: {total} of {expected} bytes")
                         if total == 0 or not looks_like_mp4(head):
                             raise DownloadError("file is not an MP4 (no ftyp box)", permanent=True, code="not_mp4")
-                        await in_thread(f.finish, bytes(buf))
-                    await self._dirs.sync(final.parent)
+                        await in_thread(f.finish, bytes(buf), self._dirs)
                     return f.size, f.sha256.hexdigest()
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 raise DownloadError(f"{type(e).__name__}: {e}"[:300]) from None

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import secrets
+import itertools
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +17,7 @@ from . import crash
 
 MP4_BRANDS_BOX = b"ftyp"
 T = TypeVar("T")
+_temp_ids = itertools.count()
 
 
 def resolve_inside(out_dir: str | os.PathLike[str], relative: str) -> Path:
@@ -67,12 +69,14 @@ def fsync_dir(path: Path) -> None:
 
 class AtomicFile:
     """Write to a sibling temp file created with O_EXCL; ``commit()`` fsyncs and renames it onto
-    the final path (the caller then fsyncs the directory, see ``DirSyncer``). Leaving the block without ``commit()`` (any error, a cancel) removes the temp
-    file, so a final path only ever holds a complete, verified file."""
+    the final path (``finish()`` also fsyncs the directory, see ``DirSyncer``). Leaving the block
+    without committing (any error, a cancel) removes the temp file, so a final path only ever
+    holds a complete, verified file."""
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        self.tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
+        # Unique per process and call; O_EXCL makes a clash an error, never an overwrite.
+        self.tmp = final.with_name(f".{final.name}.{os.getpid()}-{next(_temp_ids)}.part")
         self.size = 0
         self.sha256 = hashlib.sha256()
         self.head = b""
@@ -100,11 +104,13 @@ class AtomicFile:
         self.size += len(chunk)
         self.sha256.update(chunk)
 
-    def finish(self, rest: bytes) -> None:
-        """Write the last buffered bytes and commit, in one trip to a worker thread."""
+    def finish(self, rest: bytes, dirs: DirSyncer) -> None:
+        """Write the last buffered bytes, commit, and make the rename durable — in one trip to
+        a worker thread."""
         if rest:
             self.write(rest)
         self.commit()
+        dirs.sync(self.final.parent)
 
     def commit(self) -> None:
         if self._fd is None:
@@ -141,23 +147,27 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
 
 
 class DirSyncer:
-    """Coalesces directory fsyncs: a rename is durable once its directory is fsynced *after*
-    it; one fsync started after several renames covers them all. With thousands of files
-    landing in one folder this turns one fsync per file into one per batch."""
+    """Coalesces directory fsyncs (thread-safe; called from the worker thread that renamed).
+    A rename is durable once its directory is fsynced *after* it; one fsync that starts after
+    several renames covers them all, so thousands of files landing in one folder cost one
+    directory fsync per batch instead of one per file."""
 
     def __init__(self) -> None:
-        self._locks: dict[Path, asyncio.Lock] = {}
+        self._mu = threading.Lock()
+        self._locks: dict[Path, threading.Lock] = {}
         self._requested: dict[Path, int] = {}
         self._synced: dict[Path, int] = {}
 
-    async def sync(self, directory: Path) -> None:
-        mine = self._requested[directory] = self._requested.get(directory, 0) + 1
-        lock = self._locks.setdefault(directory, asyncio.Lock())
-        async with lock:
+    def sync(self, directory: Path) -> None:
+        with self._mu:
+            mine = self._requested[directory] = self._requested.get(directory, 0) + 1
+            lock = self._locks.setdefault(directory, threading.Lock())
+        with lock:
             if self._synced.get(directory, 0) >= mine:
                 return  # an fsync that started after our rename already covered it
-            target = self._requested[directory]
-            await in_thread(fsync_dir, directory)
+            with self._mu:
+                target = self._requested[directory]
+            fsync_dir(directory)
             self._synced[directory] = max(self._synced.get(directory, 0), target)
 
 
