@@ -18,6 +18,7 @@ import click
 
 from . import __version__
 from .client import DEFAULT_API_BASE, Client, Secret
+from .cost import PriceTable
 from .errors import BatchgenError, LedgerError, ManifestError
 from .export import write_csv, write_json
 from .ledger import Ledger, Transition, ledger_url
@@ -34,8 +35,9 @@ Exit codes:
   1  some jobs failed or are in doubt (see `batchgen export`, `batchgen resolve`)
   2  bad input or usage (nothing was submitted)
   3  stopped before every job finished (signal, retries exhausted, task timeout): re-run to resume
-  4  the API refused the key (401) or the balance is too low (402): submission stopped
+  4  the balance is too low (HTTP 402): submission stopped, paid tasks collected
   5  another `batchgen run` holds this ledger
+  6  the API refused the key (HTTP 401)
 """
 
 
@@ -60,6 +62,11 @@ def _fail(e: BatchgenError) -> None:
 def ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--ledger", envvar="BATCHGEN_LEDGER", default=None, metavar="PATH|URL",
                         help="Ledger: a SQLite file path or a SQLAlchemy URL (env BATCHGEN_LEDGER; default ./batchgen.db).")(f)
+
+
+def prices_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--prices", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                        help="Price table overriding the shipped placeholder (YAML, see batchgen/prices.yaml).")(f)
 
 
 def format_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,23 +96,29 @@ def cli() -> None:
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @ledger_option
+@prices_option
 @format_options
-def plan(manifest: Path, ledger: str | None, as_json: bool) -> None:
+def plan(manifest: Path, ledger: str | None, prices: Path | None, as_json: bool) -> None:
     """Validate and expand MANIFEST without sending anything; compare with the ledger.
 
-    Prints how many jobs are new, already done, in flight, failed or in doubt, and the total
-    seconds of video per model and resolution. Exit code 2 when the manifest is invalid."""
+    Prints how many jobs are new, already done, in flight, failed or in doubt, the total
+    seconds of video and the estimated credits per model and resolution (from the price
+    table: placeholders unless you pass --prices). Exit code 2 when the manifest is invalid."""
     try:
+        table = PriceTable.load(prices)
         m = Manifest(manifest)
         keys: list[str] = []
-        seconds: dict[tuple[str, str], int] = defaultdict(int)
+        seconds: dict[tuple[str, str], float] = defaultdict(float)
         jobs_by: dict[tuple[str, str], int] = defaultdict(int)
+        credits: dict[tuple[str, str], float | None] = {}
         for job in m.expand():
             keys.append(job.key)
-            dur = job.request.get("duration")
             group = (job.model, str(job.request.get("resolution", "-")))
             jobs_by[group] += 1
-            seconds[group] += int(dur) if isinstance(dur, int) else 0
+            seconds[group] += table.seconds(job.request)
+            est = table.estimate(job.request)
+            prev = credits.get(group, 0.0)
+            credits[group] = None if est is None or prev is None else prev + est
         m.check()
     except BatchgenError as e:
         _fail(e)
@@ -124,9 +137,13 @@ def plan(manifest: Path, ledger: str | None, as_json: bool) -> None:
             buckets["in_flight"] += 1
         else:
             buckets[s] += 1
-    per = [{"model": mo, "resolution": r, "jobs": jobs_by[(mo, r)], "seconds": seconds[(mo, r)]}
+    per = [{"model": mo, "resolution": r, "jobs": jobs_by[(mo, r)], "seconds": seconds[(mo, r)],
+            "credits_estimated": None if credits[(mo, r)] is None else round(credits[(mo, r)] or 0.0, 4)}
            for (mo, r) in sorted(jobs_by)]
-    doc = {"manifest": str(manifest), "jobs": len(keys), "states": buckets, "video": per, "warnings": m.warnings}
+    total = sum(p["credits_estimated"] or 0.0 for p in per)
+    doc = {"manifest": str(manifest), "jobs": len(keys), "states": buckets, "video": per,
+           "credits_estimated_total": round(total, 4), "credits_unit": table.unit,
+           "prices": str(prices) if prices else "shipped placeholder table", "warnings": m.warnings}
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -136,7 +153,9 @@ def plan(manifest: Path, ledger: str | None, as_json: bool) -> None:
     click.echo("  " + "  ".join(f"{k.replace('_', ' ')}={v}" for k, v in buckets.items()))
     click.echo(f"  to submit: {buckets['new'] + buckets['queued']}")
     for p in per:
-        click.echo(f"  {p['model']:<34} {p['resolution']:>5}  {p['jobs']:>7} job(s)  {p['seconds']:>9} s of video")
+        est = "no price" if p["credits_estimated"] is None else f"~{p['credits_estimated']:g} {table.unit}"
+        click.echo(f"  {p['model']:<34} {p['resolution']:>5}  {p['jobs']:>7} job(s)  {p['seconds']:>9g} s of video  {est}")
+    click.echo(f"  estimated total: ~{total:g} {table.unit} for all jobs ({doc['prices']})")
 
 
 # ---------------------------------------------------------------------------------- run
@@ -170,13 +189,16 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
               help="Resubmit jobs whose task failed for a retryable reason (timeout, generation_failed, "
                    "model_unavailable…), up to --max-attempts creates per job. Each is a new paid task.")
 @click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--max-credits", type=click.FloatRange(min=0), default=None,
+              help="Stop submitting before this run's estimated credits (price table) would pass N.")
+@prices_option
 @click.option("--simulate", is_flag=True, help="Start the embedded simulator and run against it (no key needed).")
 @click.option("--sim-set", multiple=True, metavar="KEY=VALUE", help="Simulator knob for --simulate (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concurrency: int, rpm: float,
-        poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, simulate: bool,
-        sim_set: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+        poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
+        prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Submit, poll and download every job of MANIFEST; resume whatever an earlier run left.
 
     Jobs that already have a task id are polled, never resubmitted; finished files are not
@@ -187,9 +209,13 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concur
     if not key and not simulate:
         _echo_err("error: set BATCHGEN_API_KEY in the environment (it is never read from the command line)")
         sys.exit(EXIT_USAGE)
+    try:
+        table = PriceTable.load(prices)
+    except BatchgenError as e:
+        _fail(e)
     opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
-                      progress_every=0 if quiet else 10.0)
+                      max_credits=max_credits, prices=table, progress_every=0 if quiet else 10.0)
     sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
     code = run_to_exit(manifest, ledger, opts, api_base, Secret(key or "sk-simulated"), sim_cfg, as_json, quiet)
     sys.exit(code)

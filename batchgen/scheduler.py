@@ -25,6 +25,7 @@ from typing import Any
 from . import crash
 from .budget import RequestBudget, backoff
 from .client import Client, TaskInfo
+from .cost import PriceTable
 from .errors import ApiError, DownloadError, ErrorClass
 from .files import OutputDir, remove_stale_temp_files
 from .ledger import RETRYABLE_TASK_CODES, Ledger, Transition, Writer
@@ -37,8 +38,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # some jobs failed or are in doubt
 EXIT_USAGE = 2  # bad input / usage
 EXIT_UNFINISHED = 3  # stopped (signal, retries exhausted, task timeout) before every job finished
-EXIT_API_REFUSED = 4  # 401 (key refused) or 402 (insufficient balance): submission stopped
+EXIT_NO_FUNDS = 4  # 402 insufficient balance: submission stopped, paid tasks still collected
 EXIT_LEDGER_BUSY = 5  # another run holds the ledger
+EXIT_KEY_REFUSED = 6  # 401: the API refused the key
 
 
 @dataclass
@@ -54,6 +56,8 @@ class RunOptions:
     poll_404_grace: float = 60.0
     retry_failed: bool = False
     max_attempts: int = 3  # creates per job, for --retry-failed
+    max_credits: float | None = None  # stop submitting before this run's estimated spend passes it
+    prices: PriceTable = field(default_factory=PriceTable.load)
     progress_every: float = 10.0  # seconds between plain progress lines; 0 = none
 
 
@@ -70,11 +74,13 @@ class RunResult:
     throttled: int = 0
     commits: int = 0
     elapsed: float = 0.0
+    credits_estimated: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "counts": self.counts, "reason": self.reason, "exit_code": self.exit_code,
                 "requests": self.requests, "polls": self.polls, "throttled": self.throttled,
                 "ledger_commits": self.commits, "elapsed_s": round(self.elapsed, 3),
+                "credits_estimated": round(self.credits_estimated, 4),
                 "in_doubt": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"]} for j in self.in_doubt],
                 "failed": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"],
                             "message": j["error_message"]} for j in self.failed]}
@@ -149,8 +155,10 @@ class Scheduler:
         self.budget = RequestBudget(opts.rpm)
         self.log = log or (lambda msg: print(f"batchgen: {msg}", file=sys.stderr))
         self.reason: str | None = None
-        self.no_submit = False  # set by 402/401: no new creates
+        self.no_submit = False  # no new creates (402, 401, credit cap, ledger failure)
         self.fatal = False  # 401: nothing works
+        self.halt_code: int | None = None  # exit code of a run-wide refusal (402, 401)
+        self.committed_credits = 0.0  # estimated credits of the creates this run sent
         self.unfinished = False  # something was left for the next run (retries exhausted, timeout)
         self.polls = 0
         self._inflight = 0
@@ -255,25 +263,40 @@ class Scheduler:
                 self.log(self.reason)
             if self.stop.is_set() or self.no_submit:
                 return False
-            await self.budget.acquire()
-            if self.stop.is_set() or self.no_submit:
+            est = self.opts.prices.estimate(job.request) or 0.0
+            cap = self.opts.max_credits
+            if cap is not None and self.committed_credits + est > cap:
+                if not self.no_submit:
+                    self.no_submit = self.unfinished = True
+                    self.reason = (f"credit cap reached: {self.committed_credits:g} estimated for this run's creates, "
+                                   f"the next would pass --max-credits {cap:g}")
+                    self.log(self.reason)
                 return False
-            # Invariant 1: the intent is durable before any byte of the create is sent.
-            if not await self.w.apply(Transition(job.id, "submitting", ("queued",), {
-                    "attempts": job.attempts + 1, "error_code": None, "error_message": None},
-                    detail=f"create attempt {job.attempts + 1}")):
-                return False  # moved by someone else (e.g. cancelled)
-            job.attempts += 1
-            job.state = "submitting"
-            crash.point("after_intent")
-            # Shielded: a stop request must never separate a create from the record of its outcome.
-            outcome = await asyncio.shield(self._create_and_record(job))
+            self.committed_credits += est  # reserved before any await, so concurrent jobs see it
+            outcome = await self._attempt_create(job)
+            if outcome in ("retry", "stopped", "failed", "gone"):
+                self.committed_credits -= est  # nothing was created
             if outcome != "retry":
                 return outcome == "submitted"
             await self._sleep(max(job.retry_after or 0.0, backoff(attempt, 1.0, 60.0)))
         self.unfinished = True
         self.log(f"job {job.name} ({job.key[:12]}): create kept failing; left queued for the next run")
         return False
+
+    async def _attempt_create(self, job: _Job) -> str:
+        await self.budget.acquire()
+        if self.stop.is_set() or self.no_submit:
+            return "gone"
+        # Invariant 1: the intent is durable before any byte of the create is sent.
+        if not await self.w.apply(Transition(job.id, "submitting", ("queued",), {
+                "attempts": job.attempts + 1, "error_code": None, "error_message": None},
+                detail=f"create attempt {job.attempts + 1}")):
+            return "gone"  # moved by someone else (e.g. cancelled)
+        job.attempts += 1
+        job.state = "submitting"
+        crash.point("after_intent")
+        # Shielded: a stop request must never separate a create from the record of its outcome.
+        return await asyncio.shield(self._create_and_record(job))
 
     async def _create_and_record(self, job: _Job) -> str:
         try:
@@ -322,12 +345,14 @@ class Scheduler:
         # SAFE, NO_FUNDS, FATAL_RUN: the API did not create anything; back to the queue.
         await self.w.apply(Transition(job.id, "queued", ("submitting",), err, detail="create refused: " + str(e)[:200]))
         job.state = "queued"
-        if e.klass is ErrorClass.NO_FUNDS and not self.no_submit:
+        if e.klass is ErrorClass.NO_FUNDS and self.halt_code is None:
             self.no_submit = True
+            self.halt_code = EXIT_NO_FUNDS
             self.reason = "insufficient balance (HTTP 402): submission stopped; in-flight tasks are still polled"
             self.log(self.reason)
         elif e.klass is ErrorClass.FATAL_RUN:
             self.no_submit = self.fatal = True
+            self.halt_code = EXIT_KEY_REFUSED
             self.reason = f"API key refused ({e}); stopping"
             self.log(self.reason)
             self.stop.set()
@@ -386,6 +411,7 @@ class Scheduler:
         """Returns True when polling this job must stop."""
         if e.klass is ErrorClass.FATAL_RUN:
             self.no_submit = self.fatal = True
+            self.halt_code = EXIT_KEY_REFUSED
             self.reason = f"API key refused while polling ({e}); stopping"
             self.stop.set()
             return True
@@ -506,8 +532,8 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, client: 
         in_doubt = [j for j in await w.call(ledger.jobs_in_state, "in_doubt") if j["run_id"] == prepared.run_id]
         failed = [j for j in await w.call(ledger.jobs_in_state, "failed") if j["run_id"] == prepared.run_id]
         active_left = sum(counts.get(s, 0) for s in ("queued", "submitting", "submitted", "rendering", "completed"))
-        if sched.fatal or sched.no_submit:
-            code = EXIT_API_REFUSED
+        if sched.halt_code is not None:
+            code = sched.halt_code
         elif active_left or sched.unfinished:
             code = EXIT_UNFINISHED
             sched.reason = sched.reason or ("stopped by signal" if stop.is_set() else "some jobs are unfinished")
@@ -519,4 +545,4 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, client: 
         await w.call(ledger.finish_run, prepared.run_id, status)
         return RunResult(prepared.run_id, counts, in_doubt, failed, sched.reason, code, requests=sched.budget.used,
                          polls=sched.polls, throttled=sched.budget.throttled, commits=w.commits,
-                         elapsed=time.monotonic() - started)
+                         elapsed=time.monotonic() - started, credits_estimated=sched.committed_credits)

@@ -4,7 +4,7 @@ these; ``alembic check`` compares the two."""
 from __future__ import annotations
 
 from sqlalchemy import (
-    Boolean, CheckConstraint, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+    Boolean, CheckConstraint, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, false,
 )
 
 STATES = ("queued", "submitting", "submitted", "rendering", "completed", "done", "failed", "in_doubt", "cancelled")
@@ -31,6 +31,8 @@ runs = Table(
     Column("pid", Integer, nullable=False),
     Column("jobs_total", Integer, nullable=False, server_default="0"),
     Column("options", Text, nullable=False, server_default="{}"),
+    # Set by `batchgen stop` (any terminal or machine); the running scheduler drains on seeing it.
+    Column("stop_requested", Boolean, nullable=False, server_default=false()),
 )
 
 jobs = Table(
@@ -82,4 +84,15 @@ events = Table(
     Column("detail", Text),
     Index("ix_events_job_id", "job_id"),
     Index("ix_events_task_id", "task_id"),
+)
+
+uploads = Table(
+    # Local reference images, uploaded once and reused while their URL is fresh (keyed by content).
+    "uploads", metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("file_id", String(100)),
+    Column("url", Text, nullable=False),
+    Column("uploaded_at", Float, nullable=False),
 )

@@ -9,8 +9,40 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from batchgen.errors import LedgerBusy
-from batchgen.ledger import Ledger, Transition, Writer
+from batchgen.ledger import Ledger, Transition, Writer, _migrations_dir
 from batchgen.manifest import Job
+
+
+def _head() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def test_migrate_on_open_upgrades_an_old_ledger_and_keeps_its_data(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from batchgen.ledger import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    with engine.begin() as c:
+        cfg.attributes["connection"] = c
+        command.upgrade(cfg, "0001")
+        c.execute(text("INSERT INTO runs (manifest, manifest_sha256, started_at, status, host, pid) "
+                       "VALUES ('m', 'x', 1, 'finished', 'h', 1)"))
+    engine.dispose()
+    led = Ledger(str(tmp_path / "old.db"))
+    try:
+        run = led.latest_run()
+        assert run["manifest"] == "m" and run["stop_requested"] in (False, 0)
+    finally:
+        led.close()
 
 
 def _job(i: int) -> Job:
@@ -30,7 +62,7 @@ def test_sqlite_settings_and_file_mode(led, tmp_path):
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == _head()
     assert stat.S_IMODE(os.stat(tmp_path / "l.db").st_mode) == 0o600
 
 

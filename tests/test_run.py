@@ -138,7 +138,7 @@ def test_wrong_key_stops_the_run(sim_factory, tmp_path):
     sim = sim_factory(api_key="sk-the-right-one")
     m = write_csv_manifest(tmp_path / "m.csv", 5)
     r = run_cli(run_args(sim, m, tmp_path))
-    assert r.exit_code == 4 and "refused" in r.stderr
+    assert r.exit_code == 6 and "refused" in r.stderr
     assert sim.truth()["creates"] == []
     led = Ledger(str(tmp_path / "l.db"))
     assert led.counts() == {"queued": 5}
@@ -201,6 +201,17 @@ def test_plan_counts_and_seconds(tmp_path):
     doc = json.loads(r.stdout)
     assert doc["jobs"] == 4 and doc["states"]["new"] == 4
     assert {(v["resolution"], v["seconds"]) for v in doc["video"]} == {("480p", 8), ("720p", 8)}
+    # placeholder prices: 1.0/s at 480p, 1.4/s at 720p
+    assert {(v["resolution"], v["credits_estimated"]) for v in doc["video"]} == {("480p", 8.0), ("720p", 11.2)}
+    assert doc["credits_estimated_total"] == pytest.approx(19.2)
+    prices = tmp_path / "p.yaml"
+    prices.write_text("per_second: {grok-imagine-text-to-video: {480p: 2, 720p: 3}}\n")
+    doc = json.loads(run_cli(["plan", str(m), "--ledger", str(tmp_path / "none.db"), "--json", "--prices", str(prices)]).stdout)
+    assert doc["credits_estimated_total"] == pytest.approx(40.0)
+    veo = tmp_path / "veo.csv"
+    veo.write_text("model,prompt\nveo-3.1,hello\n")
+    doc = json.loads(run_cli(["plan", str(veo), "--ledger", str(tmp_path / "none.db"), "--json"]).stdout)
+    assert doc["video"][0]["credits_estimated"] is None
     assert not (tmp_path / "none.db").exists()  # plan never creates a ledger
     text = run_cli(["plan", str(m), "--ledger", str(tmp_path / "none.db")])
     assert "4 job(s)" in text.stdout
@@ -208,7 +219,7 @@ def test_plan_counts_and_seconds(tmp_path):
 
 def test_help_documents_exit_codes():
     r = CliRunner().invoke(cli, ["run", "--help"])
-    for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 "):
+    for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 "):
         assert f"  {code}" in r.output
 
 
@@ -241,3 +252,14 @@ def test_simulate_flag_runs_the_embedded_simulator(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["counts"] == {"done": 4}
     assert len(list((tmp_path / "o").glob("*.mp4"))) == 4
+
+
+def test_max_credits_stops_submission_before_the_cap(sim, tmp_path):
+    m = write_csv_manifest(tmp_path / "m.csv", 20)  # text-to-video 720p, durations 1..10 → 1.4 credits/s
+    r = run_cli(run_args(sim, m, tmp_path, "--max-credits", "40", "--json"))
+    s = json.loads(r.stdout)
+    assert r.exit_code == 3 and "credit cap" in s["reason"]
+    assert s["credits_estimated"] <= 40
+    created = sim.truth()["creates"]
+    assert sum(c["credits"] for c in created) <= 40 and len(created) < 20
+    assert s["counts"]["done"] == len(created)
