@@ -1,27 +1,49 @@
-"""The request budget shared by creates and polls: a leaky bucket (aiolimiter) plus a global
-pause that a 429's Retry-After sets, so one throttle slows every caller instead of each caller
+"""The request budget shared by creates and polls.
+
+A leaky bucket (aiolimiter) paces requests at ``rpm``; a 429 pauses *every* caller until its
+Retry-After and cuts the rate (multiplicative decrease), which then recovers slowly (additive
+increase) while no 429 arrives — so one throttle slows the whole run instead of each caller
 hammering the API on its own schedule."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import time
 
 from aiolimiter import AsyncLimiter
 
+DECREASE = 0.7  # rate × this on a 429
+FLOOR = 0.1  # never below 10% of the configured rate
+RECOVER_EVERY = 15.0  # seconds without a 429 between two recovery steps
+RECOVER_STEP = 0.05  # + 5% of the configured rate per step
+
 
 class RequestBudget:
     def __init__(self, rpm: float | None) -> None:
         self.rpm = rpm
+        self.factor = 1.0
         self._limiter: AsyncLimiter | None = None
+        self._set_rate()
+        self._not_before = 0.0
+        self._last_change = time.monotonic()
+        self._recent: collections.deque[float] = collections.deque()
+        self.used = 0
+        self.throttled = 0
+
+    @property
+    def current_rpm(self) -> float | None:
+        return None if not self.rpm else self.rpm * self.factor
+
+    def _set_rate(self) -> None:
+        rpm = self.current_rpm
         if rpm:
             # Burst of at most one second's worth: the server's own bucket is unlikely to allow more.
             burst = max(1.0, round(rpm / 60.0))
+            # A new limiter rather than mutating the old one's private rate; callers already
+            # waiting on the old one finish on it (at most --concurrency of them).
             self._limiter = AsyncLimiter(burst, 60.0 * burst / rpm)
-        self._not_before = 0.0
-        self.used = 0
-        self.throttled = 0
 
     async def acquire(self) -> None:
         while True:
@@ -29,15 +51,40 @@ class RequestBudget:
             if wait <= 0:
                 break
             await asyncio.sleep(wait)
+        self._maybe_recover()
         if self._limiter is not None:
             await self._limiter.acquire()
         self.used += 1
+        now = time.monotonic()
+        self._recent.append(now)
+        while self._recent and self._recent[0] < now - 60.0:
+            self._recent.popleft()
+
+    def last_minute(self) -> int:
+        """Requests sent in the last 60 seconds."""
+        cutoff = time.monotonic() - 60.0
+        return sum(1 for t in self._recent if t >= cutoff)
 
     def throttle(self, retry_after: float | None) -> None:
-        """A 429: everybody waits for Retry-After (or a short jittered pause without one)."""
+        """A 429: everybody waits for Retry-After (or a short jittered pause without one) and the
+        rate drops."""
         self.throttled += 1
         pause = retry_after if retry_after is not None else 1.0 + random.random()
-        self._not_before = max(self._not_before, time.monotonic() + pause)
+        now = time.monotonic()
+        self._not_before = max(self._not_before, now + pause)
+        if self.rpm and self.factor > FLOOR and now - self._last_change > min(pause, 1.0):
+            self.factor = max(FLOOR, self.factor * DECREASE)
+            self._last_change = now
+            self._set_rate()
+
+    def _maybe_recover(self) -> None:
+        if self.factor >= 1.0:
+            return
+        now = time.monotonic()
+        if now - self._last_change >= RECOVER_EVERY and now >= self._not_before:
+            self.factor = min(1.0, self.factor + RECOVER_STEP)
+            self._last_change = now
+            self._set_rate()
 
 
 def backoff(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:

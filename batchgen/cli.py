@@ -20,7 +20,10 @@ from . import __version__
 from .client import DEFAULT_API_BASE, Client, Secret
 from .cost import PriceTable
 from .errors import BatchgenError, LedgerError, ManifestError
+from . import logs
 from .export import write_csv, write_json
+from .progress import Display
+from .report import render as render_report
 from .ledger import Ledger, Transition, ledger_url
 from .manifest import Manifest
 from .scheduler import EXIT_OK, EXIT_USAGE, RunOptions, RunResult, execute, prepare
@@ -195,17 +198,27 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--simulate", is_flag=True, help="Start the embedded simulator and run against it (no key needed).")
 @click.option("--sim-set", multiple=True, metavar="KEY=VALUE", help="Simulator knob for --simulate (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr (warnings and the summary still appear).")
+@click.option("--progress-every", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Seconds between plain progress lines when stderr is not a terminal (cron).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object per line (stderr messages and --log-file).")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append every event (each job state change, warnings) to this file.")
 def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concurrency: int, rpm: float,
         poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
-        prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+        prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool,
+        progress_every: float, log_format: str, log_file: Path | None) -> None:
     """Submit, poll and download every job of MANIFEST; resume whatever an earlier run left.
 
     Jobs that already have a task id are polled, never resubmitted; finished files are not
     downloaded again; a job whose create may or may not have reached the API (timeout, 5xx,
     crash mid-request) becomes `in_doubt` and waits for `batchgen resolve`. The first
-    SIGINT/SIGTERM stops submitting and records what is in flight; a second exits at once."""
+    SIGINT/SIGTERM (or `batchgen stop`) stops submitting and records what is in flight; a
+    second signal exits at once. The API has no cancel: tasks already created run to the end
+    and are collected by the next run."""
     key = os.environ.get("BATCHGEN_API_KEY")
+    logs.setup(fmt=log_format, file=log_file, quiet=quiet, secrets=[key or ""])
     if not key and not simulate:
         _echo_err("error: set BATCHGEN_API_KEY in the environment (it is never read from the command line)")
         sys.exit(EXIT_USAGE)
@@ -215,14 +228,15 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concur
         _fail(e)
     opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
-                      max_credits=max_credits, prices=table, progress_every=0 if quiet else 10.0)
+                      max_credits=max_credits, prices=table)
     sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
-    code = run_to_exit(manifest, ledger, opts, api_base, Secret(key or "sk-simulated"), sim_cfg, as_json, quiet)
+    display = Display(quiet=quiet, every=progress_every, force_plain=log_format == "json")
+    code = run_to_exit(manifest, ledger, opts, api_base, Secret(key or "sk-simulated"), sim_cfg, as_json, quiet, display)
     sys.exit(code)
 
 
 def run_to_exit(manifest: Path, ledger: str | None, opts: RunOptions, api_base: str, key: Secret,
-                sim_cfg: SimConfig | None, as_json: bool, quiet: bool) -> int:
+                sim_cfg: SimConfig | None, as_json: bool, quiet: bool, display: Display) -> int:
     led = _open_ledger(ledger)
     try:
         try:
@@ -235,7 +249,7 @@ def run_to_exit(manifest: Path, ledger: str | None, opts: RunOptions, api_base: 
                 _echo_err(f"  {prepared.requeued} failed job(s) requeued by --retry-failed")
             for j in prepared.in_doubt_found:
                 _echo_err(f"  IN DOUBT: job {j['name']} ({j['key'][:12]}) was mid-create when the last run stopped")
-        result = _run(_execute(led, prepared, opts, api_base, key, sim_cfg, quiet))
+        result = _run(_execute(led, prepared, opts, api_base, key, sim_cfg, quiet, display))
     finally:
         led.close()
     _print_result(result, as_json)
@@ -243,7 +257,7 @@ def run_to_exit(manifest: Path, ledger: str | None, opts: RunOptions, api_base: 
 
 
 async def _execute(led: Ledger, prepared: Any, opts: RunOptions, api_base: str, key: Secret,
-                   sim_cfg: SimConfig | None, quiet: bool) -> RunResult:
+                   sim_cfg: SimConfig | None, quiet: bool, display: Display) -> RunResult:
     sim = None
     if sim_cfg is not None:
         sim = Simulator(sim_cfg)
@@ -252,7 +266,7 @@ async def _execute(led: Ledger, prepared: Any, opts: RunOptions, api_base: str, 
     try:
         with stop_on_signals(stop, quiet=quiet):
             async with Client(api_base, key, limit=max(10, opts.concurrency * 2)) as client:
-                return await execute(led, prepared, opts, client, stop, log=(lambda m: None) if quiet else None)
+                return await execute(led, prepared, opts, client, stop, display=display)
     finally:
         if sim is not None:
             await sim.stop()
@@ -264,7 +278,8 @@ def _print_result(r: RunResult, as_json: bool) -> None:
         return
     counts = "  ".join(f"{k}={v}" for k, v in sorted(r.counts.items()))
     _echo_err(f"run {r.run_id} finished in {r.elapsed:.1f}s: {counts}")
-    _echo_err(f"  requests={r.requests} polls={r.polls} throttled(429)={r.throttled} ledger commits={r.commits}")
+    _echo_err(f"  requests={r.requests} polls={r.polls} throttled(429)={r.throttled} ledger commits={r.commits} "
+              f"credits reserved={r.credits_reserved:g} (estimated {r.credits_estimated:g})")
     for j in r.failed[:20]:
         _echo_err(f"  FAILED   {j['name']} ({j['key'][:12]}): {j['error_code']}: {j['error_message']}")
     if len(r.failed) > 20:
@@ -357,6 +372,132 @@ def resolve(job: str, ledger: str | None, action: str | None, task_id: str | Non
         led.close()
 
 
+# ---------------------------------------------------------------------------------- status
+@cli.command()
+@ledger_option
+@prices_option
+@click.option("--expiring-within", "hours", type=click.FloatRange(min=0), default=6.0, show_default=True,
+              help="List undownloaded results whose 24 h URL expires within this many hours.")
+@click.option("--runs", "n_runs", type=click.IntRange(1, 1000), default=10, show_default=True)
+@format_options
+def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, as_json: bool) -> None:
+    """Runs in the ledger with per-state counts, the oldest unfinished jobs, in-doubt jobs with
+    the credits at risk, and results about to expire undownloaded."""
+    from .scheduler import RESULT_TTL
+
+    table = PriceTable.load(prices)
+    led = _open_ledger(ledger)
+    try:
+        runs_ = led.runs(n_runs)
+        oldest = led.unfinished(10)
+        doubt = led.jobs_in_state("in_doubt")
+        expiring = led.expiring(hours * 3600, RESULT_TTL)
+    finally:
+        led.close()
+    now = time.time()
+
+    def brief(j: dict[str, Any]) -> dict[str, Any]:
+        return {"id": j["id"], "key": j["key"][:12], "name": j["name"], "state": j["state"], "task_id": j["task_id"],
+                "error": j["error_code"]}
+
+    at_risk = [dict(brief(j), credits_at_risk=table.estimate(json.loads(j["request"]))) for j in doubt]
+    doc = {
+        "runs": [{"id": r["id"], "manifest": r["manifest"], "status": r["status"], "started_at": r["started_at"],
+                  "finished_at": r["finished_at"], "host": r["host"], "pid": r["pid"],
+                  "stop_requested": bool(r["stop_requested"]), "jobs": r["jobs_total"], "counts": r["counts"]}
+                 for r in runs_],
+        "oldest_unfinished": [dict(brief(j), age_s=round(now - (j["submitted_at"] or j["created_at"]))) for j in oldest],
+        "in_doubt": at_risk,
+        "credits_at_risk": round(sum(x["credits_at_risk"] or 0 for x in at_risk), 4),
+        "expiring": [dict(brief(j), expires_in_s=round(j["result_at"] + RESULT_TTL - now)) for j in expiring],
+    }
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title="runs", title_justify="left")
+    for col in ("run", "status", "started", "jobs", "counts", "manifest"):
+        t.add_column(col)
+    for r in doc["runs"]:
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"]))
+        st = r["status"] + (" (stop requested)" if r["stop_requested"] and r["status"] == "running" else "")
+        t.add_row(str(r["id"]), st, started, str(r["jobs"]),
+                  " ".join(f"{k}={v}" for k, v in sorted(r["counts"].items())), r["manifest"])
+    con.print(t)
+    for title, rows, extra in (("oldest unfinished jobs", doc["oldest_unfinished"], "age_s"),
+                               (f"in doubt (credits at risk ≈ {doc['credits_at_risk']:g})", doc["in_doubt"], "credits_at_risk"),
+                               (f"results expiring within {hours:g} h, not downloaded", doc["expiring"], "expires_in_s")):
+        if not rows:
+            con.print(f"{title}: none")
+            continue
+        t = Table(title=title, title_justify="left")
+        for col in ("id", "key", "name", "state", "task id", "error", extra):
+            t.add_column(col)
+        for j in rows:
+            t.add_row(*(str(j[k] if j[k] is not None else "") for k in ("id", "key", "name", "state", "task_id", "error", extra)))
+        con.print(t)
+
+
+# ---------------------------------------------------------------------------------- report
+@cli.command()
+@ledger_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+              show_default=True)
+@click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
+@click.option("--title", default="batchgen report", show_default=True)
+def report(ledger: str | None, output: Path, run_id: int | None, title: str) -> None:
+    """Write one self-contained HTML report: tiles, failures by code, timing and poll histograms,
+    and a filterable job table with an inline player per downloaded clip (paths relative to the
+    report, so keep it next to the videos' folder when moving it)."""
+    led = _open_ledger(ledger)
+    try:
+        run_row = next((r for r in led.runs(1000) if r["id"] == run_id), None) if run_id else led.latest_run()
+        summary = render_report(led.iter_export(run_id), output, title=title, run=run_row)
+    finally:
+        led.close()
+    _echo_err(f"report: {summary['jobs']} job(s) → {output}")
+
+
+# ---------------------------------------------------------------------------------- stop / cancel
+@cli.command()
+@ledger_option
+@click.option("--run", "run_id", type=int, default=None, help="Default: the latest running run.")
+def stop(ledger: str | None, run_id: int | None) -> None:
+    """Ask a running `batchgen run` to drain, from any terminal or machine sharing the ledger.
+
+    It stops submitting, records what is in flight and exits (code 3); re-run to resume.
+    Same effect as SIGTERM to its process."""
+    led = _open_ledger(ledger)
+    try:
+        target = run_id or next((r["id"] for r in led.runs(50) if r["status"] == "running"), None)
+        if target is None or not led.request_stop(target):
+            _echo_err("error: no running run" + (f" {run_id}" if run_id else "") + " in this ledger")
+            sys.exit(EXIT_USAGE)
+    finally:
+        led.close()
+    _echo_err(f"stop requested for run {target}; it drains within a few seconds")
+
+
+@cli.command()
+@ledger_option
+@click.option("--run", "run_id", type=int, required=True, help="The run whose unsubmitted jobs to cancel.")
+def cancel(ledger: str | None, run_id: int) -> None:
+    """Mark the run's jobs that were never submitted as cancelled: no run will submit them.
+
+    The API has no cancel endpoint, so tasks already created cannot be stopped: they finish,
+    are billed, and are still polled and downloaded by the next run. Use `batchgen stop` to
+    halt a running process."""
+    led = _open_ledger(ledger)
+    try:
+        n = led.cancel_queued(run_id)
+    finally:
+        led.close()
+    _echo_err(f"run {run_id}: {n} unsubmitted job(s) cancelled")
+
+
 # ---------------------------------------------------------------------------------- db
 @cli.group()
 def db() -> None:
@@ -409,19 +550,21 @@ def demo(out_dir: Path, manifest: Path | None) -> None:
     manifest = manifest or _example_manifest()
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = str(out_dir / "batchgen.db")
-    opts = RunOptions(out_dir=out_dir / "videos", concurrency=8, rpm=600, poll_min=0.2, progress_every=5.0)
+    logs.setup()
+    opts = RunOptions(out_dir=out_dir / "videos", concurrency=8, rpm=600, poll_min=0.2)
     cfg = SimConfig(seed=7, render_min=2.0, render_max=6.0, p429=0.03, retry_after=0.5)
     _echo_err(f"demo: {manifest} → {out_dir}/ (simulated API, nothing is billed)")
-    code = run_to_exit(manifest, ledger, opts, "", Secret("sk-demo"), cfg, False, False)
+    code = run_to_exit(manifest, ledger, opts, "", Secret("sk-demo"), cfg, False, False, Display(every=5.0))
     led = _open_ledger(ledger)
     try:
         with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
             n = write_csv(led.iter_export(), f)
+        render_report(led.iter_export(), out_dir / "report.html", title="batchgen demo", run=led.latest_run())
     finally:
         led.close()
     videos = sorted((out_dir / "videos").rglob("*.mp4"))
     _echo_err(f"demo: {len(videos)} video(s) in {out_dir / 'videos'}, {n} row(s) in {out_dir / 'results.csv'}, "
-              f"ledger {ledger}")
+              f"report {out_dir / 'report.html'}, ledger {ledger}")
     sys.exit(code)
 
 

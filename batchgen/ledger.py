@@ -181,6 +181,55 @@ class Ledger:
         with self.engine.begin() as c:
             c.execute(update(runs).where(runs.c.id == run_id).values(finished_at=time.time(), status=status))
 
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest runs, each with its per-state job counts."""
+        with self._read() as c:
+            rows = [_row(r) for r in c.execute(select(runs).order_by(runs.c.id.desc()).limit(limit))]
+            ids = [r["id"] for r in rows]
+            counts: dict[int, dict[str, int]] = {}
+            if ids:
+                q = select(jobs.c.run_id, jobs.c.state, func.count()).where(jobs.c.run_id.in_(ids)).group_by(
+                    jobs.c.run_id, jobs.c.state)
+                for run_id, state, n in c.execute(q):
+                    counts.setdefault(run_id, {})[state] = int(n)
+        for r in rows:
+            r["counts"] = counts.get(r["id"], {})
+        return rows
+
+    def request_stop(self, run_id: int) -> bool:
+        with self.engine.begin() as c:
+            return c.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running")
+                             .values(stop_requested=True)).rowcount == 1
+
+    def stop_requested(self, run_id: int) -> bool:
+        with self._read() as c:
+            return bool(c.execute(select(runs.c.stop_requested).where(runs.c.id == run_id)).scalar())
+
+    def unfinished(self, limit: int = 10) -> list[dict[str, Any]]:
+        """Oldest jobs that are neither finished nor waiting for a human."""
+        with self._read() as c:
+            q = (select(jobs).where(jobs.c.state.in_(("queued", "submitting") + ACTIVE))
+                 .order_by(func.coalesce(jobs.c.submitted_at, jobs.c.created_at), jobs.c.id).limit(limit))
+            return [_row(r) for r in c.execute(q)]
+
+    def expiring(self, within_s: float, ttl_s: float) -> list[dict[str, Any]]:
+        """Completed jobs whose result URL expires within ``within_s`` and that are not downloaded."""
+        cutoff = time.time() - ttl_s + within_s
+        with self._read() as c:
+            q = select(jobs).where(jobs.c.state == "completed", jobs.c.result_at <= cutoff).order_by(jobs.c.result_at)
+            return [_row(r) for r in c.execute(q)]
+
+    def cancel_queued(self, run_id: int) -> int:
+        """Mark the run's never-submitted jobs cancelled (in batches; each gets an event)."""
+        with self._read() as c:
+            ids = [i for (i,) in c.execute(select(jobs.c.id).where(jobs.c.run_id == run_id, jobs.c.state == "queued"))]
+        done = 0
+        for i in range(0, len(ids), 1000):
+            done += sum(self.apply([Transition(j, "cancelled", ("queued",), {"error_code": "cancelled",
+                        "error_message": "cancelled by operator before submission"}, detail="batchgen cancel")
+                        for j in ids[i : i + 1000]]))
+        return done
+
     def latest_run(self) -> dict[str, Any] | None:
         with self._read() as c:
             r = c.execute(select(runs).order_by(runs.c.id.desc()).limit(1)).first()

@@ -12,26 +12,30 @@ loop. Creates and polls share one request budget; a 429 pauses every caller for 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import crash
+from . import crash, logs
 from .budget import RequestBudget, backoff
 from .client import Client, TaskInfo
 from .cost import PriceTable
 from .errors import ApiError, DownloadError, ErrorClass
 from .files import OutputDir, remove_stale_temp_files
 from .ledger import RETRYABLE_TASK_CODES, Ledger, Transition, Writer
+from .logs import events
 from .manifest import Manifest
+from .progress import Display, Snapshot
 
 RESULT_TTL = 24 * 3600.0
+# ledger state → what the progress display calls it
+_DISPLAY = {"submitted": "rendering", "completed": "downloading"}
 INSERT_BATCH = 1000
 
 EXIT_OK = 0
@@ -58,7 +62,7 @@ class RunOptions:
     max_attempts: int = 3  # creates per job, for --retry-failed
     max_credits: float | None = None  # stop submitting before this run's estimated spend passes it
     prices: PriceTable = field(default_factory=PriceTable.load)
-    progress_every: float = 10.0  # seconds between plain progress lines; 0 = none
+    stop_check_every: float = 2.0  # seconds between looks at the ledger's stop flag
 
 
 @dataclass
@@ -75,12 +79,14 @@ class RunResult:
     commits: int = 0
     elapsed: float = 0.0
     credits_estimated: float = 0.0
+    credits_reserved: float = 0.0  # usage.credits_reserved of the tasks this run saw
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "counts": self.counts, "reason": self.reason, "exit_code": self.exit_code,
                 "requests": self.requests, "polls": self.polls, "throttled": self.throttled,
                 "ledger_commits": self.commits, "elapsed_s": round(self.elapsed, 3),
                 "credits_estimated": round(self.credits_estimated, 4),
+                "credits_reserved": round(self.credits_reserved, 4),
                 "in_doubt": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"]} for j in self.in_doubt],
                 "failed": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"],
                             "message": j["error_message"]} for j in self.failed]}
@@ -104,13 +110,14 @@ class _Job:
     result_at: float | None = None
     poll_errors: int = 0
     retry_after: float | None = None
+    credits: float = 0.0
 
     @classmethod
     def from_row(cls, r: dict[str, Any]) -> _Job:
         return cls(id=r["id"], key=r["key"], name=r["name"], state=r["state"], request=json.loads(r["request"]),
                    output=r["output"], attempts=r["attempts"], task_id=r["task_id"], polls=r["polls"] or 0,
                    progress=r["progress"] or 0, estimated_time=r["estimated_time"], submitted_at=r["submitted_at"],
-                   result_url=r["result_url"], result_at=r["result_at"])
+                   result_url=r["result_url"], result_at=r["result_at"], credits=r["credits"] or 0.0)
 
 
 # ------------------------------------------------------------------------------ preparation
@@ -147,13 +154,18 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
 # ------------------------------------------------------------------------------ scheduler
 class Scheduler:
     def __init__(self, writer: Writer, client: Client, opts: RunOptions, stop: asyncio.Event,
-                 *, log: Callable[[str], None] | None = None) -> None:
+                 *, log: Callable[[str], None] | None = None, display: Display | None = None) -> None:
         self.w = writer
         self.client = client
         self.opts = opts
         self.stop = stop
         self.budget = RequestBudget(opts.rpm)
-        self.log = log or (lambda msg: print(f"batchgen: {msg}", file=sys.stderr))
+        self.log = log or logs.log.warning
+        self.display = display or Display(quiet=True)
+        self.states: dict[str, int] = {}
+        self.credits_seen = 0.0
+        self._done_times: collections.deque[float] = collections.deque()
+        self._started = time.monotonic()
         self.reason: str | None = None
         self.no_submit = False  # no new creates (402, 401, credit cap, ledger failure)
         self.fatal = False  # 401: nothing works
@@ -164,18 +176,28 @@ class Scheduler:
         self._inflight = 0
         self._slot_freed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.live: dict[str, int] = {}
         self._out = OutputDir(opts.out_dir)
         self._sleepers: set[asyncio.Future[None]] = set()
         self._downloading: set[asyncio.Task[Any]] = set()
 
     # -------------------------------------------------------------- orchestration
     async def run(self, run_id: int) -> None:
-        for row in await self.w.call(self.w.ledger.active_jobs):
+        active = await self.w.call(self.w.ledger.active_jobs)
+        for state, n in (await self.w.call(self.w.ledger.counts, run_id)).items():
+            self.states[_DISPLAY.get(state, state)] = self.states.get(_DISPLAY.get(state, state), 0) + n
+        for row in active:
+            if row["run_id"] != run_id:
+                d = _DISPLAY.get(row["state"], row["state"])
+                self.states[d] = self.states.get(d, 0) + 1
+        # Results closest to their 24 h expiry are downloaded first, before anything new is sent.
+        active.sort(key=lambda r: (r["state"] != "completed", r["result_at"] or 0.0, r["id"]))
+        for row in active:
             self._spawn(_Job.from_row(row))
         after = 0
-        reporter = asyncio.create_task(self._report()) if self.opts.progress_every > 0 else None
+        self.display.start()
+        reporter = asyncio.create_task(self._report())
         watcher = asyncio.create_task(self._watch_stop())
+        flag = asyncio.create_task(self._watch_ledger_stop(run_id))
         try:
             while not self.stop.is_set() and not self.no_submit:
                 page = await self.w.call(self.w.ledger.queued_page, run_id, after, 500)
@@ -192,9 +214,9 @@ class Scheduler:
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
         finally:
-            watcher.cancel()
-            if reporter:
-                reporter.cancel()
+            for t in (watcher, flag, reporter):
+                t.cancel()
+            self.display.stop(self.snapshot())
 
     def _spawn(self, job: _Job) -> None:
         self._inflight += 1
@@ -235,15 +257,40 @@ class Scheduler:
             task.cancel()  # the temp file is removed; the job stays `completed` for the next run
 
     async def _report(self) -> None:
-        start = time.monotonic()
         while True:
-            await asyncio.sleep(self.opts.progress_every)
-            self.log(f"{time.monotonic() - start:.0f}s in flight={self._inflight} requests={self.budget.used} "
-                     f"polls={self.polls} throttled={self.budget.throttled} " +
-                     " ".join(f"{k}={v}" for k, v in sorted(self.live.items())))
+            await asyncio.sleep(self.display.interval)
+            self.display.update(self.snapshot())
 
-    def _count(self, what: str) -> None:
-        self.live[what] = self.live.get(what, 0) + 1
+    async def _watch_ledger_stop(self, run_id: int) -> None:
+        """`batchgen stop` sets a flag in the ledger (works from any terminal or machine)."""
+        while not self.stop.is_set():
+            await asyncio.sleep(self.opts.stop_check_every)
+            if await self.w.call(self.w.ledger.stop_requested, run_id):
+                self.log("stop requested through the ledger (batchgen stop): draining")
+                self.reason = "stopped by `batchgen stop`"
+                self.stop.set()
+
+    def _move(self, job: _Job, state: str) -> None:
+        """Every local state change: live counts for the display and one event record."""
+        before = _DISPLAY.get(job.state, job.state)
+        after = _DISPLAY.get(state, state)
+        if before != after:
+            self.states[before] = self.states.get(before, 0) - 1
+            self.states[after] = self.states.get(after, 0) + 1
+        if state == "done":
+            self._done_times.append(time.monotonic())
+        events.info("%s %s → %s", job.name, job.state, state, extra={"event": {
+            "event": "state", "job": job.key, "name": job.name, "from": job.state, "to": state,
+            "task_id": job.task_id, "attempts": job.attempts, "polls": job.polls}})
+        job.state = state
+
+    def snapshot(self) -> Snapshot:
+        now = time.monotonic()
+        while self._done_times and self._done_times[0] < now - 60:
+            self._done_times.popleft()
+        return Snapshot(states=dict(self.states), elapsed=now - self._started, done_last_minute=len(self._done_times),
+                        requests_last_minute=self.budget.last_minute(), budget_rpm=self.budget.current_rpm,
+                        throttled=self.budget.throttled, credits=self.credits_seen, in_flight=self._inflight)
 
     # -------------------------------------------------------------- one job
     async def _drive(self, job: _Job) -> None:
@@ -293,7 +340,7 @@ class Scheduler:
                 detail=f"create attempt {job.attempts + 1}")):
             return "gone"  # moved by someone else (e.g. cancelled)
         job.attempts += 1
-        job.state = "submitting"
+        self._move(job, "submitting")
         crash.point("after_intent")
         # Shielded: a stop request must never separate a create from the record of its outcome.
         return await asyncio.shield(self._create_and_record(job))
@@ -305,6 +352,7 @@ class Scheduler:
             return await self._create_failed(job, e)
         job.task_id = info.task_id
         job.submitted_at = time.time()
+        self._saw_credits(job, info.credits)
         job.estimated_time = info.estimated_time
         # Queued at once, not awaited: the writer applies it before anything later of this job,
         # and waiting would add a commit to every job's latency without making a crash safer.
@@ -314,8 +362,7 @@ class Scheduler:
             detail=f"estimated_time={info.estimated_time}"))
         fut.add_done_callback(lambda f, job=job, tid=info.task_id: self._task_recorded(f, job, tid))
         crash.point("after_record")
-        job.state = "submitted"
-        self._count("submitted")
+        self._move(job, "submitted")
         return "submitted"
 
     def _task_recorded(self, fut: asyncio.Future[bool], job: _Job, task_id: str) -> None:
@@ -328,23 +375,26 @@ class Scheduler:
                  f"({exc or 'the job changed state meanwhile'}); it will be in doubt: "
                  f"batchgen resolve {job.key[:12]} --adopt {task_id}")
 
+    def _saw_credits(self, job: _Job, credits: float | None) -> None:
+        if credits is not None:
+            self.credits_seen += credits - job.credits
+            job.credits = credits
+
     async def _create_failed(self, job: _Job, e: ApiError) -> str:
         err = {"error_code": e.code, "error_message": str(e)[:500]}
         if e.klass is ErrorClass.AMBIGUOUS:
             await self.w.apply(Transition(job.id, "in_doubt", ("submitting",), err, detail="ambiguous create: " + str(e)[:200]))
-            job.state = "in_doubt"
-            self._count("in_doubt")
+            self._move(job, "in_doubt")
             self.log(f"job {job.name} ({job.key[:12]}) is IN DOUBT: {e} — settle with `batchgen resolve`")
             return "in_doubt"
         if e.klass is ErrorClass.FATAL:
             await self.w.apply(Transition(job.id, "failed", ("submitting",), {**err, "retryable": False},
                                           detail="create rejected: " + str(e)[:200]))
-            job.state = "failed"
-            self._count("failed")
+            self._move(job, "failed")
             return "failed"
         # SAFE, NO_FUNDS, FATAL_RUN: the API did not create anything; back to the queue.
         await self.w.apply(Transition(job.id, "queued", ("submitting",), err, detail="create refused: " + str(e)[:200]))
-        job.state = "queued"
+        self._move(job, "queued")
         if e.klass is ErrorClass.NO_FUNDS and self.halt_code is None:
             self.no_submit = True
             self.halt_code = EXIT_NO_FUNDS
@@ -419,8 +469,7 @@ class Scheduler:
             await self.w.apply(Transition(job.id, "failed", ("submitted", "rendering"), {
                 "error_code": "task_not_found" if e.status == 404 else e.code, "error_message": str(e)[:500],
                 "retryable": False, "polls": job.polls}, detail="poll failed: " + str(e)[:200]))
-            job.state = "failed"
-            self._count("failed")
+            self._move(job, "failed")
             return True
         if e.status == 429:
             self.budget.throttle(e.retry_after)
@@ -433,19 +482,20 @@ class Scheduler:
         base = {"remote_status": info.status, "progress": info.progress, "polls": job.polls}
         if info.credits is not None:
             base["credits"] = info.credits
+            self._saw_credits(job, info.credits)
         if info.status == "completed":
             if not info.urls:
                 await self.w.apply(Transition(job.id, "failed", ("submitted", "rendering"), {
                     **base, "error_code": "no_result_url", "error_message": "completed without a result URL",
                     "retryable": False}, detail="completed without results"))
-                job.state = "failed"
+                self._move(job, "failed")
                 return True
             job.result_url, job.result_at = info.urls[0], time.time()
             extra = f" (+{len(info.urls) - 1} more URL(s) not downloaded)" if len(info.urls) > 1 else ""
             self.w.record(Transition(job.id, "completed", ("submitted", "rendering"), {
                 **base, "result_url": job.result_url, "result_at": job.result_at,
                 "completed_at": job.result_at}, detail=f"after {job.polls} poll(s){extra}"))
-            job.state = "completed"
+            self._move(job, "completed")
             return True
         if info.status in ("failed", "cancelled"):
             code = info.error_code or ("cancelled_remotely" if info.status == "cancelled" else "unknown_error")
@@ -453,14 +503,13 @@ class Scheduler:
                 **base, "error_code": code, "error_message": info.error_message or info.status,
                 "retryable": code in RETRYABLE_TASK_CODES or info.status == "cancelled"},
                 detail=f"task {info.status}: {code}"))
-            job.state = "failed"
-            self._count("failed")
+            self._move(job, "failed")
             return True
         if info.status not in ("pending", "processing"):
             self.log(f"task {job.task_id}: unknown status {info.status!r}, still polling")
         if job.state == "submitted" and info.status != "pending":
             self.w.record(Transition(job.id, "rendering", ("submitted",), base, detail=info.status))
-            job.state = "rendering"
+            self._move(job, "rendering")
         return False
 
     # -------------------------------------------------------------- download
@@ -500,8 +549,7 @@ class Scheduler:
             self.w.record(Transition(job.id, "done", ("completed",), {
                 "output_path": str(final), "sha256": sha, "bytes": size, "done_at": time.time(),
                 "error_code": None, "error_message": None}, detail=f"{size} bytes sha256={sha[:16]}"))
-            job.state = "done"
-            self._count("done")
+            self._move(job, "done")
             return
         self.unfinished = True
         self.log(f"job {job.name}: download still failing; left for the next run (URL valid 24 h)")
@@ -509,8 +557,7 @@ class Scheduler:
     async def _download_failed(self, job: _Job, code: str, message: str) -> None:
         await self.w.apply(Transition(job.id, "failed", ("completed",), {
             "error_code": code, "error_message": message[:500], "retryable": False}, detail="download: " + message[:200]))
-        job.state = "failed"
-        self._count("failed")
+        self._move(job, "failed")
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -520,12 +567,12 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 # ------------------------------------------------------------------------------ one call
 async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, client: Client, stop: asyncio.Event,
-                  *, log: Callable[[str], None] | None = None) -> RunResult:
+                  *, log: Callable[[str], None] | None = None, display: Display | None = None) -> RunResult:
     """Run a prepared run to completion (or until stopped) and summarise it."""
     started = time.monotonic()
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     async with Writer(ledger) as w:
-        sched = Scheduler(w, client, opts, stop, log=log)
+        sched = Scheduler(w, client, opts, stop, log=log, display=display)
         await sched.run(prepared.run_id)
         await w.flush()
         counts = await w.call(ledger.counts, prepared.run_id)
@@ -545,4 +592,5 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, client: 
         await w.call(ledger.finish_run, prepared.run_id, status)
         return RunResult(prepared.run_id, counts, in_doubt, failed, sched.reason, code, requests=sched.budget.used,
                          polls=sched.polls, throttled=sched.budget.throttled, commits=w.commits,
-                         elapsed=time.monotonic() - started, credits_estimated=sched.committed_credits)
+                         elapsed=time.monotonic() - started, credits_estimated=sched.committed_credits,
+                         credits_reserved=sched.credits_seen)

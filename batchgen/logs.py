@@ -1,0 +1,74 @@
+"""Logging: operator messages to stderr, per-job events (every state change) to ``--log-file``,
+as text or one JSON object per line (``--log-format json``). A filter masks the API key in
+every record, as a second line of defence behind ``client.Secret``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("batchgen")
+events = logging.getLogger("batchgen.events")  # one record per job state change
+
+
+class Redact(logging.Filter):
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def _clean(self, v: Any) -> Any:
+        if isinstance(v, str):
+            for s in self.secrets:
+                v = v.replace(s, "***")
+        return v
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._clean(record.getMessage())
+        record.args = None
+        ev = getattr(record, "event", None)
+        if isinstance(ev, dict):
+            record.event = {k: self._clean(v) for k, v in ev.items()}
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                               + f".{int(record.msecs):03d}Z", "level": record.levelname.lower(),
+                               "logger": record.name, "msg": record.getMessage()}
+        ev = getattr(record, "event", None)
+        if isinstance(ev, dict):
+            doc.update(ev)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+class _NotEvents(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("batchgen.events")
+
+
+def setup(*, fmt: str = "text", file: Path | None = None, quiet: bool = False, secrets: list[str] | None = None) -> None:
+    """(Re)configure batchgen's loggers; safe to call more than once (tests)."""
+    redact = Redact(secrets or [])
+    log.handlers.clear()
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter("batchgen: %(message)s")
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING if quiet else logging.INFO)
+    err.addFilter(_NotEvents())
+    err.addFilter(redact)
+    err.setFormatter(formatter)
+    log.addHandler(err)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(file, encoding="utf-8")
+        fh.setLevel(logging.INFO)
+        fh.addFilter(redact)
+        fh.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(fh)

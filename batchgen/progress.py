@@ -1,0 +1,113 @@
+"""Live progress on stderr: a rich table on a terminal, a plain line every ``every`` seconds when
+stderr is not a TTY (cron, CI), nothing when quiet. The scheduler hands over a ``Snapshot``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+STATE_ORDER = ("queued", "submitting", "rendering", "downloading", "done", "failed", "in_doubt", "cancelled")
+
+
+@dataclass
+class Snapshot:
+    states: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    done_last_minute: int = 0
+    requests_last_minute: int = 0
+    budget_rpm: float | None = None
+    throttled: int = 0
+    credits: float = 0.0
+    in_flight: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return sum(self.states.get(s, 0) for s in ("queued", "submitting", "rendering", "downloading"))
+
+    def eta_seconds(self) -> float | None:
+        rate = self.done_last_minute / 60.0 if self.elapsed >= 60 else (
+            self.states.get("done", 0) / self.elapsed if self.elapsed > 0 else 0.0)
+        return self.remaining / rate if rate > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        eta = self.eta_seconds()
+        return {"states": {s: self.states.get(s, 0) for s in STATE_ORDER}, "elapsed_s": round(self.elapsed, 1),
+                "jobs_per_min": self.done_last_minute, "requests_per_min": self.requests_last_minute,
+                "budget_rpm": self.budget_rpm, "throttled": self.throttled, "credits": round(self.credits, 4),
+                "in_flight": self.in_flight, "eta_s": None if eta is None else round(eta)}
+
+
+def _fmt_eta(s: float | None) -> str:
+    if s is None:
+        return "—"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def line(snap: Snapshot) -> str:
+    d = snap.as_dict()
+    states = " ".join(f"{k}={v}" for k, v in d["states"].items() if v)
+    budget = f"/{d['budget_rpm']:.0f}" if d["budget_rpm"] else ""
+    return (f"{d['elapsed_s']:.0f}s {states} | {d['jobs_per_min']} jobs/min, "
+            f"{d['requests_per_min']}{budget} req/min, 429s={d['throttled']}, credits={d['credits']:g}, "
+            f"ETA {_fmt_eta(snap.eta_seconds())}")
+
+
+class Display:
+    """Chooses the rendering once: rich live table on a TTY, plain lines otherwise."""
+
+    def __init__(self, *, quiet: bool = False, every: float = 30.0, stream: IO[str] | None = None,
+                 force_plain: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.every = every
+        self.rich = not quiet and not force_plain and self.stream.isatty()
+        self._live: Any = None
+        self._last = 0.0
+
+    @property
+    def interval(self) -> float:
+        """How often the scheduler should call ``update``."""
+        return 0.5 if self.rich else self.every
+
+    def start(self) -> None:
+        if self.rich:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(console=Console(file=self.stream), refresh_per_second=4, transient=False)
+            self._live.start()
+
+    def update(self, snap: Snapshot) -> None:
+        if self.quiet:
+            return
+        if self._live is not None:
+            self._live.update(self._table(snap))
+            return
+        now = time.monotonic()
+        if now - self._last >= self.every * 0.9:
+            self._last = now
+            print(f"batchgen: {line(snap)}", file=self.stream, flush=True)
+
+    def stop(self, snap: Snapshot | None = None) -> None:
+        if self._live is not None:
+            if snap is not None:
+                self._live.update(self._table(snap))
+            self._live.stop()
+            self._live = None
+
+    @staticmethod
+    def _table(snap: Snapshot) -> Any:
+        from rich.table import Table
+
+        d = snap.as_dict()
+        t = Table(title=f"batchgen — {d['elapsed_s']:.0f}s, {snap.in_flight} in flight", title_justify="left")
+        for s in STATE_ORDER:
+            t.add_column(s.replace("_", " "), justify="right")
+        t.add_row(*(str(d["states"][s]) for s in STATE_ORDER))
+        budget = f" / {d['budget_rpm']:.0f}" if d["budget_rpm"] else ""
+        t.caption = (f"{d['jobs_per_min']} jobs/min · {d['requests_per_min']}{budget} requests/min · "
+                     f"429s {d['throttled']} · credits {d['credits']:g} · ETA {_fmt_eta(snap.eta_seconds())}")
+        return t
