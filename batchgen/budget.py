@@ -18,6 +18,7 @@ DECREASE = 0.7  # rate × this on a 429
 FLOOR = 0.1  # never below 10% of the configured rate
 RECOVER_EVERY = 15.0  # seconds without a 429 between two recovery steps
 RECOVER_STEP = 0.05  # + 5% of the configured rate per step
+HEADROOM = 0.98  # pace a little under the limit: network jitter then meets a server bucket with slack
 
 
 class RequestBudget:
@@ -27,7 +28,8 @@ class RequestBudget:
         self._limiter: AsyncLimiter | None = None
         self._set_rate()
         self._not_before = 0.0
-        self._last_change = time.monotonic()
+        self._last_change = time.monotonic()  # last rate change, for recovery pacing
+        self._last_cut = float("-inf")
         self._recent: collections.deque[float] = collections.deque()
         self.used = 0
         self.throttled = 0
@@ -39,11 +41,11 @@ class RequestBudget:
     def _set_rate(self) -> None:
         rpm = self.current_rpm
         if rpm:
-            # Burst of at most one second's worth: the server's own bucket is unlikely to allow more.
-            burst = max(1.0, round(rpm / 60.0))
+            # Smooth pacing (no burst) just under the limit: a burst meets the server's bucket
+            # exactly as full as ours, and any jitter then turns into 429s.
             # A new limiter rather than mutating the old one's private rate; callers already
             # waiting on the old one finish on it (at most --concurrency of them).
-            self._limiter = AsyncLimiter(burst, 60.0 * burst / rpm)
+            self._limiter = AsyncLimiter(1, 60.0 / (rpm * HEADROOM))
 
     async def acquire(self) -> None:
         while True:
@@ -72,9 +74,10 @@ class RequestBudget:
         pause = retry_after if retry_after is not None else 1.0 + random.random()
         now = time.monotonic()
         self._not_before = max(self._not_before, now + pause)
-        if self.rpm and self.factor > FLOOR and now - self._last_change > min(pause, 1.0):
+        # One cut per burst: the 429s of requests already in flight all report the same overload.
+        if self.rpm and self.factor > FLOOR and now - self._last_cut > min(pause, 1.0):
             self.factor = max(FLOOR, self.factor * DECREASE)
-            self._last_change = now
+            self._last_change = self._last_cut = now
             self._set_rate()
 
     def _maybe_recover(self) -> None:
