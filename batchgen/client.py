@@ -305,6 +305,34 @@ class Client:
             raise ApiError(ErrorClass.SAFE, f"asked for {task_id}, got {info.task_id}", code="wrong_task")
         return info
 
+    async def upload(self, path: Path, file_name: str) -> str:
+        """``POST /v1/files/upload/stream``; returns the file's public URL. An upload creates no
+        billed task, so every failure but a refusal (4xx) is retryable."""
+        data = await in_thread(path.read_bytes)
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename=file_name, content_type="application/octet-stream")
+        form.add_field("file_name", file_name)
+        try:
+            async with self.api.post(self.base_url + "/v1/files/upload/stream", data=form) as r:
+                raw = await r.read()
+                if r.status != 200:
+                    klass = classify_status("upload", r.status)
+                    raise ApiError(ErrorClass.SAFE if klass is ErrorClass.AMBIGUOUS else klass,
+                                   f"upload HTTP {r.status}: {raw[:200].decode('utf-8', 'replace')}", status=r.status,
+                                   code="file_too_large" if r.status == 413 else f"upload_http_{r.status}",
+                                   retry_after=parse_retry_after(r.headers.get("Retry-After")))
+                doc = json.loads(raw)
+        except ApiError:
+            raise
+        except ValueError:
+            raise ApiError(ErrorClass.SAFE, "unparseable upload response", code="unparseable_response") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise ApiError(ErrorClass.SAFE, f"{type(e).__name__}: {e}"[:300], code="transport_" + type(e).__name__) from None
+        url = doc.get("url") if isinstance(doc, dict) else None
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise ApiError(ErrorClass.SAFE, "upload response without a URL", code="unparseable_response")
+        return url
+
     async def download(self, url: str, final: Path) -> tuple[int, str]:
         """Fetch ``url`` into ``final`` atomically; return (bytes, sha256). Raises DownloadError."""
         assert self._dl is not None, "use `async with Client(...)`"

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from . import crash
 from .errors import LedgerBusy, LedgerError
 from .manifest import Job
-from .schema import ACTIVE, events, jobs, runs
+from .schema import ACTIVE, events, jobs, runs, uploads
 
 DEFAULT_LEDGER = "batchgen.db"
 RETRYABLE_TASK_CODES = frozenset({"timeout", "generation_failed", "model_unavailable", "generation_timeout",
@@ -230,18 +230,31 @@ class Ledger:
                         for j in ids[i : i + 1000]]))
         return done
 
+    def upload_url(self, sha256: str, newer_than: float) -> str | None:
+        with self._read() as c:
+            return c.execute(select(uploads.c.url).where(uploads.c.sha256 == sha256,
+                                                         uploads.c.uploaded_at > newer_than)).scalar()
+
+    def record_upload(self, sha256: str, path: str, size: int, url: str) -> None:
+        stmt = self._insert_into(uploads).values(sha256=sha256, path=path, size=size, url=url, uploaded_at=time.time())
+        stmt = stmt.on_conflict_do_update(index_elements=[uploads.c.sha256], set_={
+            "path": stmt.excluded.path, "size": stmt.excluded.size, "url": stmt.excluded.url,
+            "uploaded_at": stmt.excluded.uploaded_at})
+        with self.engine.begin() as c:
+            c.execute(stmt)
+
     def latest_run(self) -> dict[str, Any] | None:
         with self._read() as c:
             r = c.execute(select(runs).order_by(runs.c.id.desc()).limit(1)).first()
             return _row(r) if r else None
 
     # ------------------------------------------------------------ jobs from a manifest
-    def _insert(self) -> Any:
+    def _insert_into(self, table: Any) -> Any:
         if self.is_sqlite:
             from sqlalchemy.dialects.sqlite import insert as ins
         else:
             from sqlalchemy.dialects.postgresql import insert as ins
-        return ins(jobs)
+        return ins(table)
 
     def upsert_jobs(self, run_id: int, batch: Sequence[Job]) -> None:
         """Insert new jobs as ``queued``; for known keys only move them to this run (their state,
@@ -249,7 +262,7 @@ class Ledger:
         if not batch:
             return
         now = time.time()
-        stmt = self._insert()
+        stmt = self._insert_into(jobs)
         stmt = stmt.on_conflict_do_update(
             index_elements=[jobs.c.key],
             set_={"run_id": stmt.excluded.run_id, "seq": stmt.excluded.seq, "name": stmt.excluded.name,

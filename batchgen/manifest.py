@@ -42,6 +42,10 @@ from . import specs
 from .errors import ManifestError, Problem
 
 MAX_YAML_BYTES = 10 * 1024 * 1024
+MAX_LOCAL_INPUT = 50 * 1024 * 1024  # a local reference image/video to upload
+# Local inputs are sent to a third party: only media files, only from the manifest's own folder
+# tree, so a manifest from elsewhere cannot upload ~/.ssh/id_rsa as a "reference image".
+LOCAL_INPUT_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".mp4", ".mov", ".webm"})
 MAX_CSV_LINE = 1024 * 1024
 MAX_PROBLEMS = 200
 META_FIELDS = frozenset({"name", "take", "output"})
@@ -109,6 +113,9 @@ class Manifest:
         self.truncated = 0
         self.warnings: list[str] = []
         self._jobs_yaml: list[tuple[int, dict[str, Any]]] = []
+        # Local input files named in media fields: sha256 → path (content-addressed, hashed once).
+        self.local_files: dict[str, Path] = {}
+        self._hashed: dict[Path, str] = {}
         self._rows_csv: Path | None = None
         self._load()
 
@@ -323,6 +330,12 @@ class Manifest:
         if errors:
             return None
         model = model.strip()
+        for f in specs.MEDIA_FIELDS & resolved.keys():
+            try:
+                resolved[f] = self._localise(resolved[f], Path(row.file).parent)
+            except _TemplateError as e:
+                self._problem(row.where, f, str(e), file=row.file)
+                return None
         spec = specs.MODELS.get(model)
         used_vars = _template_vars(raw)
         params: dict[str, Any] = {}
@@ -370,6 +383,42 @@ class Manifest:
             return None
         return Job(key, seq, name, row.where if row.file == str(self.path) else f"{Path(row.file).name} {row.where}",
                    model, request, output, take)
+
+
+    def _localise(self, value: Any, base: Path) -> Any:
+        """Local file paths in media fields → ``upload:sha256:<hex>``: the job key then follows
+        the file's content, not where it lies, and the scheduler uploads it once, just in time."""
+        if isinstance(value, list):
+            return [self._localise(v, base) for v in value]
+        if not isinstance(value, str) or not value.strip():
+            return value
+        v = value.strip()
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", v) or v.startswith(specs.UPLOAD_PREFIX):
+            return v  # a URL (its scheme is checked by validation)
+        path = base / v
+        try:
+            st = path.stat()
+        except OSError:
+            raise _TemplateError(f"{v!r} is neither an http(s) URL nor a readable local file") from None
+        if not path.is_file():
+            raise _TemplateError(f"{v!r} is not a file")
+        root = self.path.resolve().parent
+        if root not in path.resolve().parents:
+            raise _TemplateError(f"local input {v!r} must be inside the manifest's folder {root}")
+        if path.suffix.lower() not in LOCAL_INPUT_SUFFIXES:
+            raise _TemplateError(f"local input {v!r} must be an image or video ({', '.join(sorted(LOCAL_INPUT_SUFFIXES))})")
+        if st.st_size > MAX_LOCAL_INPUT:
+            raise _TemplateError(f"{v!r} is {st.st_size} bytes; local inputs are limited to {MAX_LOCAL_INPUT}")
+        key = path.resolve()
+        digest = self._hashed.get(key)
+        if digest is None:
+            h = hashlib.sha256()
+            with open(key, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            digest = self._hashed[key] = h.hexdigest()
+        self.local_files.setdefault(digest, key)
+        return specs.UPLOAD_PREFIX + digest
 
 
 # -------------------------------------------------------------------- helpers

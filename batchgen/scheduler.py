@@ -32,6 +32,7 @@ from .ledger import RETRYABLE_TASK_CODES, Ledger, Transition, Writer
 from .logs import events
 from .manifest import Manifest
 from .progress import Display, Snapshot
+from .specs import MEDIA_FIELDS, UPLOAD_PREFIX
 
 RESULT_TTL = 24 * 3600.0
 # ledger state → what the progress display calls it
@@ -63,6 +64,8 @@ class RunOptions:
     max_credits: float | None = None  # stop submitting before this run's estimated spend passes it
     prices: PriceTable = field(default_factory=PriceTable.load)
     stop_check_every: float = 2.0  # seconds between looks at the ledger's stop flag
+    local_files: dict[str, Path] = field(default_factory=dict)  # sha256 → path, from the manifest
+    upload_reuse: float = 6 * 3600.0  # reuse an uploaded file's URL for this long
 
 
 @dataclass
@@ -147,6 +150,7 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
     ledger.upsert_jobs(run_id, batch)
     in_doubt = ledger.orphans_to_in_doubt()
     requeued = ledger.requeue_retryable_failures(run_id, opts.max_attempts) if opts.retry_failed else 0
+    opts.local_files = dict(manifest.local_files)
     remove_stale_temp_files(opts.out_dir)
     return Prepared(run_id, total, in_doubt, requeued)
 
@@ -178,6 +182,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._out = OutputDir(opts.out_dir)
         self._sleepers: set[asyncio.Future[None]] = set()
+        self._uploads: dict[str, asyncio.Future[str]] = {}
         self._downloading: set[asyncio.Task[Any]] = set()
 
     # -------------------------------------------------------------- orchestration
@@ -331,6 +336,24 @@ class Scheduler:
         return False
 
     async def _attempt_create(self, job: _Job) -> str:
+        try:
+            request = await self._materialise(job.request)
+        except ApiError as e:
+            if e.klass is ErrorClass.FATAL:  # e.g. 413: this input cannot be uploaded
+                await self.w.apply(Transition(job.id, "failed", ("queued",), {
+                    "error_code": e.code, "error_message": str(e)[:500], "retryable": False}, detail="upload refused"))
+                self._move(job, "failed")
+                return "failed"
+            if e.klass is ErrorClass.FATAL_RUN:
+                self.no_submit = self.fatal = True
+                self.halt_code = EXIT_KEY_REFUSED
+                self.reason = f"API key refused ({e}); stopping"
+                self.stop.set()
+                return "stopped"
+            if e.status == 429:
+                self.budget.throttle(e.retry_after)
+            job.retry_after = e.retry_after
+            return "retry"
         await self.budget.acquire()
         if self.stop.is_set() or self.no_submit:
             return "gone"
@@ -343,11 +366,43 @@ class Scheduler:
         self._move(job, "submitting")
         crash.point("after_intent")
         # Shielded: a stop request must never separate a create from the record of its outcome.
-        return await asyncio.shield(self._create_and_record(job))
+        return await asyncio.shield(self._create_and_record(job, request))
 
-    async def _create_and_record(self, job: _Job) -> str:
+    async def _materialise(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Replace ``upload:sha256:`` placeholders by the URL of the uploaded file (uploaded once
+        per content and reused while fresh; concurrent jobs share one upload)."""
+        out = dict(request)
+        for k in MEDIA_FIELDS & request.keys():
+            v = request[k]
+            if isinstance(v, list):
+                out[k] = [await self._upload_url(x) if isinstance(x, str) and x.startswith(UPLOAD_PREFIX) else x for x in v]
+            elif isinstance(v, str) and v.startswith(UPLOAD_PREFIX):
+                out[k] = await self._upload_url(v)
+        return out
+
+    async def _upload_url(self, placeholder: str) -> str:
+        sha = placeholder.split(":")[-1]
+        fut = self._uploads.get(sha)
+        if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
+            fut = self._uploads[sha] = asyncio.ensure_future(self._upload_once(sha))
+        return await asyncio.shield(fut)
+
+    async def _upload_once(self, sha: str) -> str:
+        url = await self.w.call(self.w.ledger.upload_url, sha, time.time() - self.opts.upload_reuse)
+        if url:
+            return url
+        path = self.opts.local_files.get(sha)
+        if path is None:
+            raise ApiError(ErrorClass.FATAL, f"local input {sha[:12]} is not in the current manifest", code="input_missing")
+        await self.budget.acquire()
+        url = await self.client.upload(path, path.name)
+        await self.w.call(self.w.ledger.record_upload, sha, str(path), path.stat().st_size, url)
+        logs.log.info(f"uploaded {path.name} ({sha[:12]})")
+        return url
+
+    async def _create_and_record(self, job: _Job, request: dict[str, Any]) -> str:
         try:
-            info = await self.client.create(job.request)
+            info = await self.client.create(request)
         except ApiError as e:
             return await self._create_failed(job, e)
         job.task_id = info.task_id

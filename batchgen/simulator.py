@@ -75,6 +75,8 @@ class SimConfig:
     file_max: int = 16384
     result_ttl: float = 24 * 3600.0
     balance: float | None = None  # credits; None = unlimited; exhausted → 402
+    upload_max_bytes: int = 10 * 1024 * 1024  # larger uploads → 413
+    storage_cap: int = 64 * 1024 * 1024  # per key; full → evict oldest (auto_cleanup) or 403
     credits_per_second: float = 1.0
 
     def update(self, values: dict[str, Any]) -> None:
@@ -107,6 +109,7 @@ class Counters:
     creates_accepted: int = 0
     polls: int = 0
     downloads: int = 0
+    uploads: int = 0
     status: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
 
@@ -142,6 +145,8 @@ class Simulator:
         self.app.router.add_post("/v1/videos/generations", self._create)
         self.app.router.add_get("/v1/tasks/{task_id}", self._get_task)
         self.app.router.add_get("/files/{task_id}.mp4", self._file)
+        self.app.router.add_post("/v1/files/upload/stream", self._upload)
+        self.uploaded: dict[str, tuple[int, float, str]] = {}  # file id → (size, created, sha256)
         self.app.router.add_get("/_sim/ground-truth", self._ground_truth)
         self.app.router.add_get("/_sim/stats", self._stats)
         self.app.router.add_post("/_sim/config", self._set_config)
@@ -374,6 +379,50 @@ class Simulator:
         await resp.write_eof()
         return resp
 
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/files/upload/stream`` (reference §5.3): multipart ``file``, optional
+        ``file_name`` and ``auto_cleanup`` (default true)."""
+        _key, err = await self._gate(request)
+        if err is not None:
+            return err
+        c = self.config
+        data, name, auto_cleanup = None, None, True
+        try:
+            reader = await request.multipart()
+            async for part in reader:
+                if part.name == "file":
+                    name = name or part.filename
+                    buf = bytearray()
+                    while chunk := await part.read_chunk(1 << 16):
+                        buf += chunk
+                        if len(buf) > c.upload_max_bytes:
+                            return self._error(413, "File too large", "file_too_large_error")
+                    data = bytes(buf)
+                elif part.name == "file_name":
+                    name = (await part.text()) or name
+                elif part.name == "auto_cleanup":
+                    auto_cleanup = (await part.text()).strip().lower() not in ("false", "0")
+        except (ValueError, AssertionError):
+            return self._error(400, "Expected multipart/form-data", "invalid_request_error")
+        if data is None:
+            return self._error(400, "file is required", "invalid_request_error")
+        used = sum(size for size, _, _ in self.uploaded.values())
+        if used + len(data) > c.storage_cap:
+            if not auto_cleanup:
+                return self._error(403, "Storage full", "permission_error")
+            for fid in sorted(self.uploaded, key=lambda f: self.uploaded[f][1]):
+                if used + len(data) <= c.storage_cap:
+                    break
+                used -= self.uploaded.pop(fid)[0]
+                self.counters.bump(self.counters.faults, "upload_evicted")
+        fid = f"file-{int(time.time())}-{self.rng.getrandbits(24):06x}"
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name or "upload.bin")
+        self.uploaded[fid] = (len(data), time.time(), hashlib.sha256(data).hexdigest())
+        self.counters.uploads += 1
+        self.counters.bump(self.counters.status, "200")
+        return web.json_response({"id": fid, "filename": safe, "url": f"{self.base_url}/uploads/{fid}/{safe}",
+                                  "size": len(data), "created": int(time.time())})
+
     # ------------------------------------------------------------------ admin
     def ground_truth(self) -> dict[str, Any]:
         return {
@@ -384,6 +433,7 @@ class Simulator:
                 for t in self.tasks.values()
             ],
             "counters": asdict(self.counters),
+            "uploads": [{"id": f, "size": v[0], "sha256": v[2]} for f, v in self.uploaded.items()],
         }
 
     async def _ground_truth(self, request: web.Request) -> web.Response:

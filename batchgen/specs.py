@@ -118,7 +118,13 @@ def coerce(name: str, spec: FieldSpec | None, value: Any) -> Any:
     return value
 
 
+UPLOAD_PREFIX = "upload:sha256:"  # a local file, uploaded just before the create (see manifest.py)
+MEDIA_FIELDS = frozenset({"image_url", "video_url", "reference_image_urls"})
+
+
 def _url_ok(v: Any) -> bool:
+    if isinstance(v, str) and v.startswith(UPLOAD_PREFIX):
+        return re.fullmatch(r"[0-9a-f]{64}", v[len(UPLOAD_PREFIX):]) is not None
     return isinstance(v, str) and re.match(r"^https?://[^\s/]+", v) is not None
 
 
