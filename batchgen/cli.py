@@ -26,7 +26,7 @@ from .progress import Display
 from .report import render as render_report
 from .ledger import Ledger, Transition, ledger_url
 from .manifest import Manifest
-from .scheduler import EXIT_OK, EXIT_USAGE, RunOptions, RunResult, execute, prepare
+from .scheduler import EXIT_USAGE, RunOptions, RunResult, execute, prepare
 from .simulator import SimConfig, Simulator
 from .signals import stop_on_signals
 
@@ -230,9 +230,13 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concur
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
                       max_credits=max_credits, prices=table)
     sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
-    display = Display(quiet=quiet, every=progress_every, force_plain=log_format == "json")
+    display = Display(quiet=quiet, every=progress_every, emit=_json_progress if log_format == "json" else None)
     code = run_to_exit(manifest, ledger, opts, api_base, Secret(key or "sk-simulated"), sim_cfg, as_json, quiet, display)
     sys.exit(code)
+
+
+def _json_progress(snap: Any) -> None:
+    logs.log.info("progress", extra={"event": {"event": "progress", **snap.as_dict()}})
 
 
 def run_to_exit(manifest: Path, ledger: str | None, opts: RunOptions, api_base: str, key: Secret,

@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
+from . import crash
+
 COLUMNS = ["job_key", "name", "row", "model", "prompt", "params", "state", "task_id", "result_url",
            "output_path", "bytes", "sha256", "credits", "attempts", "polls", "error_code", "error_message",
            "submitted_at", "completed_at", "done_at"]
@@ -48,6 +50,7 @@ def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
         rec = to_record(j)
         w.writerow([neutralise(rec[c]) if rec[c] is not None else "" for c in COLUMNS])
         n += 1
+        crash.point("mid_export")
     return n
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from . import crash
 from .errors import LedgerBusy, LedgerError
-from .manifest import Job
+from .manifest import Job, canonical_json
 from .schema import ACTIVE, events, jobs, runs, uploads
 
 DEFAULT_LEDGER = "batchgen.db"
@@ -196,6 +196,15 @@ class Ledger:
             r["counts"] = counts.get(r["id"], {})
         return rows
 
+    def close_dead_runs(self) -> int:
+        """With the SQLite writer lock held, no other run can be alive: any still marked
+        ``running`` died (kill -9, power loss). Mark them so `status` and `stop` stay truthful."""
+        if not self.is_sqlite or self._lock_fd is None:
+            return 0
+        with self.engine.begin() as c:
+            return c.execute(update(runs).where(runs.c.status == "running")
+                             .values(status="died", finished_at=time.time())).rowcount
+
     def request_stop(self, run_id: int) -> bool:
         with self.engine.begin() as c:
             return c.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running")
@@ -256,9 +265,39 @@ class Ledger:
             from sqlalchemy.dialects.postgresql import insert as ins
         return ins(table)
 
+    def record_run(self, manifest: str, manifest_sha256: str, options: dict[str, Any], jobs_: Iterable[Job],
+                   check: Any, batch: int = 2000) -> tuple[int, int]:
+        """Record a run and its jobs in ONE transaction while the manifest streams by, then call
+        ``check()`` (which raises on any problem found during expansion): a bad manifest rolls
+        everything back, so nothing is recorded for it, and a good one is expanded only once."""
+        with self.engine.begin() as c:
+            run_id = int(c.execute(insert(runs).values(
+                manifest=manifest, manifest_sha256=manifest_sha256, started_at=time.time(), status="running",
+                host=socket.gethostname(), pid=os.getpid(), options=json.dumps(options, sort_keys=True),
+            )).inserted_primary_key[0])
+            n = 0
+            chunk: list[Job] = []
+            for job in jobs_:
+                chunk.append(job)
+                if len(chunk) >= batch:
+                    self._upsert(c, run_id, chunk)
+                    n += len(chunk)
+                    chunk = []
+            self._upsert(c, run_id, chunk)
+            n += len(chunk)
+            check()
+            c.execute(update(runs).where(runs.c.id == run_id).values(jobs_total=n))
+        return run_id, n
+
     def upsert_jobs(self, run_id: int, batch: Sequence[Job]) -> None:
-        """Insert new jobs as ``queued``; for known keys only move them to this run (their state,
-        task id and files are untouched: that is what makes re-running a manifest safe)."""
+        with self.engine.begin() as c:
+            self._upsert(c, run_id, batch)
+
+    def _upsert(self, c: Connection, run_id: int, batch: Sequence[Job]) -> None:
+        """Insert new jobs as ``queued``; known keys only move to this run (their state, task id
+        and files are untouched: that is what makes re-running a manifest safe). Jobs already
+        ``done`` are not rewritten at all: resuming a mostly finished 100k-job manifest then
+        costs an index lookup per row, not a row rewrite."""
         if not batch:
             return
         now = time.time()
@@ -267,13 +306,13 @@ class Ledger:
             index_elements=[jobs.c.key],
             set_={"run_id": stmt.excluded.run_id, "seq": stmt.excluded.seq, "name": stmt.excluded.name,
                   "source": stmt.excluded.source, "output": stmt.excluded.output, "updated_at": now},
+            where=jobs.c.state != "done",
         )
         rows = [{"key": j.key, "run_id": run_id, "seq": j.seq, "name": j.name, "source": j.source,
-                 "model": j.model, "request": json.dumps(j.request, sort_keys=True, ensure_ascii=False),
+                 "model": j.model, "request": j.request_json or canonical_json(j.request),
                  "output": j.output, "take": j.take, "state": "queued", "created_at": now, "updated_at": now}
                 for j in batch]
-        with self.engine.begin() as c:
-            c.execute(stmt, rows)
+        c.execute(stmt, rows)
 
     def states_by_key(self, keys: Iterable[str]) -> dict[str, str]:
         out: dict[str, str] = {}

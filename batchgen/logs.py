@@ -57,6 +57,8 @@ def setup(*, fmt: str = "text", file: Path | None = None, quiet: bool = False, s
     log.handlers.clear()
     log.setLevel(logging.INFO)
     log.propagate = False
+    # Per-job events only go to a log file; without one, skip building them on the hot path.
+    events.setLevel(logging.INFO if file is not None else logging.WARNING)
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter("batchgen: %(message)s")
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.WARNING if quiet else logging.INFO)

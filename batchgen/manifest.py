@@ -26,13 +26,14 @@ This module imports nothing from the scheduler, the client or the ledger.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import itertools
 import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,6 +48,7 @@ MAX_LOCAL_INPUT = 50 * 1024 * 1024  # a local reference image/video to upload
 # tree, so a manifest from elsewhere cannot upload ~/.ssh/id_rsa as a "reference image".
 LOCAL_INPUT_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".mp4", ".mov", ".webm"})
 MAX_CSV_LINE = 1024 * 1024
+MAX_YAML_DEPTH = 32
 MAX_PROBLEMS = 200
 META_FIELDS = frozenset({"name", "take", "output"})
 TOP_LEVEL = frozenset({"defaults", "jobs", "matrix", "rows", "output"})
@@ -54,6 +56,7 @@ _TEMPLATE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,195}\.mp4")
 _WINDOWS_RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)]
 )
@@ -69,6 +72,7 @@ class Job:
     request: dict[str, Any]
     output: str  # relative path under --out
     take: str | None = None
+    request_json: str = ""  # canonical JSON of ``request`` (what the ledger stores)
 
 
 @dataclass
@@ -78,17 +82,27 @@ class _Row:
     values: dict[str, Any]
 
 
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def job_key(request: dict[str, Any], take: str | None) -> str:
-    doc: dict[str, Any] = {"request": request}
-    if take is not None:
-        doc["take"] = take
-    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """sha256 of ``{"request": <request>, "take": <take>}`` in canonical JSON (take omitted when
+    None)."""
+    return _key_from_json(canonical_json(request), take)
+
+
+def _key_from_json(request_json: str, take: str | None) -> str:
+    # Byte-identical to canonical_json({"request": request, "take": take}): "request" < "take".
+    tail = "" if take is None else ',"take":' + canonical_json(take)
+    return hashlib.sha256(('{"request":' + request_json + tail + "}").encode()).hexdigest()
 
 
 class _NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors/aliases: they are how 'billion laughs' bombs are built,
     and a render manifest has no need for them (use ``defaults``/``matrix`` instead)."""
+
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
@@ -96,7 +110,16 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, "YAML aliases (*name) are not allowed in manifests", event.start_mark
             )
-        return super().compose_node(parent, index)
+        # A manifest is a few levels deep; thousands of nested brackets are an attack on the
+        # parser's recursion, refused before it gets expensive.
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 class Manifest:
@@ -164,6 +187,9 @@ class Manifest:
             mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
             where = f"line {mark.line + 1}" if mark else "file"
             self._problem(where, None, f"invalid YAML: {getattr(e, 'problem', None) or e}")
+            self._fail_now()
+        except RecursionError:
+            self._problem("file", None, "invalid YAML: nested too deeply")
             self._fail_now()
         finally:
             loader.dispose()
@@ -267,7 +293,7 @@ class Manifest:
                 if len(cells) != len(header):
                     self._problem(where, None, f"has {len(cells)} cells, the header has {len(header)}", file=str(path))
                     continue
-                values = {h: (c if c.strip() != "" else None) for h, c in zip(header, cells)}
+                values = {h: (c if c and not c.isspace() else None) for h, c in zip(header, cells)}
                 yield _Row(where, str(path), values)
 
     # ---------------------------------------------------------------- expansion
@@ -318,6 +344,9 @@ class Manifest:
         resolved: dict[str, Any] = {}
         errors: list[tuple[str, str]] = []
         for k, v in raw.items():
+            if not _has_template(v):
+                resolved[k] = v  # the common case: nothing to render
+                continue
             try:
                 resolved[k] = _render_value(v, raw, {k})
             except _TemplateError as e:
@@ -330,7 +359,7 @@ class Manifest:
         if errors:
             return None
         model = model.strip()
-        for f in specs.MEDIA_FIELDS & resolved.keys():
+        for f in specs.MEDIA_FIELDS.intersection(resolved):
             try:
                 resolved[f] = self._localise(resolved[f], Path(row.file).parent)
             except _TemplateError as e:
@@ -368,7 +397,8 @@ class Manifest:
             return None
         take = resolved.get("take")
         take = None if take is None else str(take)
-        key = job_key(request, take)
+        request_json = canonical_json(request)
+        key = _key_from_json(request_json, take)
         name = resolved.get("name")
         name = str(name) if name is not None else f"job{seq:05d}"
         template = resolved.get("output") if "output" in row.values else self.output_template
@@ -382,7 +412,7 @@ class Manifest:
             self._problem(row.where, "output", str(e), file=row.file)
             return None
         return Job(key, seq, name, row.where if row.file == str(self.path) else f"{Path(row.file).name} {row.where}",
-                   model, request, output, take)
+                   model, request, output, take, request_json)
 
 
     def _localise(self, value: Any, base: Path) -> Any:
@@ -451,12 +481,27 @@ def _combos(matrix: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, vals)) for vals in itertools.product(*(matrix[k] for k in keys))]
 
 
+def _has_template(v: Any) -> bool:
+    if isinstance(v, str):
+        return "{" in v
+    return isinstance(v, list) and any(isinstance(x, str) and "{" in x for x in v)
+
+
+@functools.lru_cache(maxsize=4096)
+def _vars_in(s: str) -> frozenset[str]:
+    return frozenset(m.group(1).strip() for m in _TEMPLATE.finditer(s) if m.group(1))
+
+
 def _template_vars(raw: dict[str, Any]) -> set[str]:
     out: set[str] = set()
     for v in raw.values():
-        for s in (v if isinstance(v, list) else [v]):
-            if isinstance(s, str) and "{" in s:
-                out.update(m.group(1) for m in _TEMPLATE.finditer(s) if m.group(1))
+        if isinstance(v, str):
+            if "{" in v:
+                out |= _vars_in(v)
+        elif isinstance(v, list):
+            for s in v:
+                if isinstance(s, str) and "{" in s:
+                    out |= _vars_in(s)
     return out
 
 
@@ -508,10 +553,12 @@ def safe_output_name(template: str, ctx: dict[str, Any]) -> str:
     def lookup(name: str) -> str:
         if name not in ctx or ctx[name] is None:
             raise _TemplateError(f"output template refers to {{{name}}}, which this job does not have")
-        v = _UNSAFE.sub("_", str(ctx[name])).strip("._-")[:80]
-        return v or "_"
+        v = _UNSAFE.sub("_", str(ctx[name])).strip("._-")[:80] or "_"
+        return v + "_" if v.split(".")[0].upper() in _WINDOWS_RESERVED else v
 
     name = render(template, lookup)
+    if _PLAIN_NAME.fullmatch(name) and name.split(".")[0].upper() not in _WINDOWS_RESERVED:
+        return name  # one plain segment ending in .mp4: the checks below would all pass
     if "\x00" in name or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
         raise ValueError(f"output name {name!r} must be a relative path")
     segments = name.split("/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -59,11 +60,13 @@ class Display:
     """Chooses the rendering once: rich live table on a TTY, plain lines otherwise."""
 
     def __init__(self, *, quiet: bool = False, every: float = 30.0, stream: IO[str] | None = None,
-                 force_plain: bool = False) -> None:
+                 emit: Callable[[Snapshot], None] | None = None) -> None:
+        """``emit`` replaces the plain line (e.g. a JSON log record) and disables the rich table."""
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.every = every
-        self.rich = not quiet and not force_plain and self.stream.isatty()
+        self.emit = emit
+        self.rich = not quiet and emit is None and self.stream.isatty()
         self._live: Any = None
         self._last = 0.0
 
@@ -89,7 +92,10 @@ class Display:
         now = time.monotonic()
         if now - self._last >= self.every * 0.9:
             self._last = now
-            print(f"batchgen: {line(snap)}", file=self.stream, flush=True)
+            if self.emit is not None:
+                self.emit(snap)
+            else:
+                print(f"batchgen: {line(snap)}", file=self.stream, flush=True)
 
     def stop(self, snap: Snapshot | None = None) -> None:
         if self._live is not None:

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import hashlib
 import json
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -37,7 +38,6 @@ from .specs import MEDIA_FIELDS, UPLOAD_PREFIX
 RESULT_TTL = 24 * 3600.0
 # ledger state → what the progress display calls it
 _DISPLAY = {"submitted": "rendering", "completed": "downloading"}
-INSERT_BATCH = 1000
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # some jobs failed or are in doubt
@@ -133,21 +133,19 @@ class Prepared:
 
 
 def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
-    """Validate the whole manifest (nothing is recorded if it is bad), take the single-writer
-    lock, record the run and its jobs, and turn jobs a dead process left mid-create into
-    ``in_doubt``. Synchronous: runs before the event loop starts."""
-    total = manifest.validate()
+    """Take the single-writer lock, expand and validate the whole manifest while recording the
+    run and its jobs in one transaction (rolled back — nothing recorded — if the manifest has any
+    problem), and turn jobs a dead process left mid-create into ``in_doubt``. Synchronous: runs
+    before the event loop starts, so no create can precede validation."""
     ledger.acquire_lock()
+    ledger.close_dead_runs()
     digest = hashlib.sha256(manifest.path.read_bytes()).hexdigest()
-    run_id = ledger.start_run(str(manifest.path.resolve()), digest, {
-        "out": str(opts.out_dir), "concurrency": opts.concurrency, "rpm": opts.rpm}, total)
-    batch = []
-    for job in manifest.expand():
-        batch.append(job)
-        if len(batch) >= INSERT_BATCH:
-            ledger.upsert_jobs(run_id, batch)
-            batch.clear()
-    ledger.upsert_jobs(run_id, batch)
+    try:
+        run_id, total = ledger.record_run(str(manifest.path.resolve()), digest, {
+            "out": str(opts.out_dir), "concurrency": opts.concurrency, "rpm": opts.rpm}, manifest.expand(), manifest.check)
+    except BaseException:
+        ledger.release_lock()
+        raise
     in_doubt = ledger.orphans_to_in_doubt()
     requeued = ledger.requeue_retryable_failures(run_id, opts.max_attempts) if opts.retry_failed else 0
     opts.local_files = dict(manifest.local_files)
@@ -186,9 +184,10 @@ class Scheduler:
         self._downloading: set[asyncio.Task[Any]] = set()
 
     # -------------------------------------------------------------- orchestration
-    async def run(self, run_id: int) -> None:
+    async def run(self, run_id: int, total: int = 0) -> None:
         active = await self.w.call(self.w.ledger.active_jobs)
-        for state, n in (await self.w.call(self.w.ledger.counts, run_id)).items():
+        counts = _with_skipped_done(await self.w.call(self.w.ledger.counts, run_id), total)
+        for state, n in counts.items():
             self.states[_DISPLAY.get(state, state)] = self.states.get(_DISPLAY.get(state, state), 0) + n
         for row in active:
             if row["run_id"] != run_id:
@@ -284,9 +283,10 @@ class Scheduler:
             self.states[after] = self.states.get(after, 0) + 1
         if state == "done":
             self._done_times.append(time.monotonic())
-        events.info("%s %s → %s", job.name, job.state, state, extra={"event": {
-            "event": "state", "job": job.key, "name": job.name, "from": job.state, "to": state,
-            "task_id": job.task_id, "attempts": job.attempts, "polls": job.polls}})
+        if events.isEnabledFor(logging.INFO):
+            events.info("%s %s → %s", job.name, job.state, state, extra={"event": {
+                "event": "state", "job": job.key, "name": job.name, "from": job.state, "to": state,
+                "task_id": job.task_id, "attempts": job.attempts, "polls": job.polls}})
         job.state = state
 
     def snapshot(self) -> Snapshot:
@@ -357,6 +357,7 @@ class Scheduler:
         await self.budget.acquire()
         if self.stop.is_set() or self.no_submit:
             return "gone"
+        crash.point("before_intent")
         # Invariant 1: the intent is durable before any byte of the create is sent.
         if not await self.w.apply(Transition(job.id, "submitting", ("queued",), {
                 "attempts": job.attempts + 1, "error_code": None, "error_message": None},
@@ -416,13 +417,13 @@ class Scheduler:
             "credits": info.credits, "submitted_at": job.submitted_at}, task_id=info.task_id,
             detail=f"estimated_time={info.estimated_time}"))
         fut.add_done_callback(lambda f, job=job, tid=info.task_id: self._task_recorded(f, job, tid))
-        crash.point("after_record")
         self._move(job, "submitted")
         return "submitted"
 
     def _task_recorded(self, fut: asyncio.Future[bool], job: _Job, task_id: str) -> None:
         exc = None if fut.cancelled() else fut.exception()
         if exc is None and fut.result():
+            crash.point("after_record")  # the task id is durable
             return
         # The task exists and is paid for: make sure a human can adopt it.
         self.w.error = self.w.error or exc or RuntimeError("state changed under the scheduler")
@@ -594,6 +595,16 @@ class Scheduler:
                 if e.permanent:
                     await self._download_failed(job, e.code, str(e))
                     return
+                if e.code == "disk_error":
+                    # A full or read-only disk does not heal within a backoff, and every new
+                    # task would be paid for with nowhere to put it: stop submitting, keep the
+                    # result `completed` (URL valid 24 h) for the next run.
+                    if not self.no_submit:
+                        self.no_submit = True
+                        self.reason = f"cannot write to the output folder ({e}); submission stopped"
+                        self.log(self.reason)
+                    self.unfinished = True
+                    return
                 self.log(f"job {job.name}: download attempt {attempt + 1} failed: {e}")
                 if await self._sleep(backoff(attempt + 1, 1.0, 30.0)):
                     return
@@ -615,6 +626,15 @@ class Scheduler:
         self._move(job, "failed")
 
 
+def _with_skipped_done(counts: dict[str, int], total: int) -> dict[str, int]:
+    """The upsert leaves jobs that were already done in their earlier run (see Ledger._upsert):
+    every job of the manifest not counted in this run is one of them."""
+    skipped = total - sum(counts.values())
+    if skipped > 0:
+        counts = {**counts, "done": counts.get("done", 0) + skipped}
+    return counts
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -628,9 +648,9 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, client: 
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     async with Writer(ledger) as w:
         sched = Scheduler(w, client, opts, stop, log=log, display=display)
-        await sched.run(prepared.run_id)
+        await sched.run(prepared.run_id, prepared.total)
         await w.flush()
-        counts = await w.call(ledger.counts, prepared.run_id)
+        counts = _with_skipped_done(await w.call(ledger.counts, prepared.run_id), prepared.total)
         in_doubt = [j for j in await w.call(ledger.jobs_in_state, "in_doubt") if j["run_id"] == prepared.run_id]
         failed = [j for j in await w.call(ledger.jobs_in_state, "failed") if j["run_id"] == prepared.run_id]
         active_left = sum(counts.get(s, 0) for s in ("queued", "submitting", "submitted", "rendering", "completed"))

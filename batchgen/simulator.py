@@ -62,6 +62,10 @@ class SimConfig:
     rpm_limit: float | None = None  # token bucket per key; over it → 429 + Retry-After
     p429: float = 0.0
     retry_after: float = 1.0
+    p_burst: float = 0.0  # starts a 429 burst: every request refused for burst_seconds
+    burst_seconds: float = 2.0
+    p_slow: float = 0.0  # the response (API or file) is delayed by slow_seconds
+    slow_seconds: float = 1.0
     p5xx_before: float = 0.0  # 500/502/503 and nothing created
     p500_after: float = 0.0  # create: task created, then 500 (ambiguous)
     p_drop_after: float = 0.0  # create: task created, then the connection is dropped (ambiguous)
@@ -139,6 +143,9 @@ class Simulator:
         self.counters = Counters()
         self.spent = 0.0
         self._bucket: dict[str, tuple[float, float]] = {}
+        self._burst_until = 0.0
+        # create-path faults with the request-body hash, so audits can tie them to jobs
+        self.fault_log: list[dict[str, Any]] = []
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.app = web.Application(client_max_size=2 * 1024 * 1024)
@@ -213,9 +220,18 @@ class Simulator:
             self.counters.bump(self.counters.faults, "rate_limit")
             return key, self._error(429, "Rate limit exceeded", "rate_limit_error",
                                     headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        now = time.monotonic()
+        if now >= self._burst_until and self._chance(self.config.p_burst, "burst"):
+            self._burst_until = now + self.config.burst_seconds
+        if now < self._burst_until:
+            self.counters.bump(self.counters.faults, "burst_429")
+            return key, self._error(429, "Rate limit exceeded", "rate_limit_error",
+                                    headers={"Retry-After": f"{max(0.1, self._burst_until - now):.1f}"})
         if self._chance(self.config.p429, "429"):
             return key, self._error(429, "Rate limit exceeded", "rate_limit_error",
                                     headers={"Retry-After": f"{self.config.retry_after:g}"})
+        if self._chance(self.config.p_slow, "slow"):
+            await asyncio.sleep(self.config.slow_seconds)
         return key, None
 
     def _new_id(self) -> str:
@@ -293,17 +309,23 @@ class Simulator:
         if err is not None:
             return err
         c = self.config
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._error(400, "Malformed JSON body", "invalid_request_error")
+        sha = canonical_sha256(body)
         if self._chance(c.p_drop_before, "drop_before"):
+            self.fault_log.append({"fault": "drop_before", "body_sha256": sha, "created": False})
             _drop(request)
             return web.Response(status=500)
         if self._chance(c.p5xx_before, "5xx_before"):
             status = self.rng.choice((500, 502, 503))
+            self.counters.bump(self.counters.faults, f"5xx_before_{status}")
+            if status != 503:  # 503 "no channel" is a clean refusal; 500/502 leave the client in doubt
+                self.fault_log.append({"fault": f"{status}_before", "body_sha256": sha, "created": False})
             msg = "No available channel for this model" if status == 503 else "Upstream error"
             return self._error(status, msg, "service_unavailable_error" if status == 503 else "server_error")
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            return self._error(400, "Malformed JSON body", "invalid_request_error")
         bad = self.validate(body)
         if bad is not None:
             return self._error(bad[0], bad[1], bad[2], bad[3])
@@ -327,13 +349,15 @@ class Simulator:
             outcome=outcome, fail_code=code, credits=credits, file_size=self.rng.randint(c.file_min, c.file_max))
         self.tasks[t.id] = t
         self.counters.creates_accepted += 1
-        if self._chance(c.p500_after, "500_after"):
-            return self._error(500, "Internal server error", "server_error")
-        if self._chance(c.p_drop_after, "drop_after"):
-            _drop(request)
-            return web.Response(status=500)
-        if self._chance(c.p_malformed, "malformed_create"):
-            return web.Response(status=200, text='{"id": "task-unified-', content_type="application/json")
+        for knob, name in ((c.p500_after, "500_after"), (c.p_drop_after, "drop_after"), (c.p_malformed, "malformed_create")):
+            if self._chance(knob, name):
+                self.fault_log.append({"fault": name, "body_sha256": sha, "created": True, "task_id": t.id})
+                if name == "500_after":
+                    return self._error(500, "Internal server error", "server_error")
+                if name == "drop_after":
+                    _drop(request)
+                    return web.Response(status=500)
+                return web.Response(status=200, text='{"id": "task-unified-', content_type="application/json")
         doc = self._task_view(t, t.created)
         doc.update(status="pending", progress=0, results=None, error=None)
         self.counters.bump(self.counters.status, "200")
@@ -371,6 +395,13 @@ class Simulator:
         t.file_sha256 = hashlib.sha256(data).hexdigest()
         resp = web.StreamResponse(headers={"Content-Type": "video/mp4", "Content-Length": str(len(data))})
         await resp.prepare(request)
+        if self._chance(self.config.p_slow, "slow_body"):
+            half = len(data) // 2  # half now, the rest after a pause: a slow, not a cut, body
+            await resp.write(data[:half])
+            await asyncio.sleep(self.config.slow_seconds)
+            await resp.write(data[half:])
+            await resp.write_eof()
+            return resp
         if self._chance(self.config.p_truncate, "truncate"):
             await resp.write(data[: len(data) // 2])
             _drop(request)
@@ -434,6 +465,7 @@ class Simulator:
             ],
             "counters": asdict(self.counters),
             "uploads": [{"id": f, "size": v[0], "sha256": v[2]} for f, v in self.uploaded.items()],
+            "fault_log": self.fault_log,
         }
 
     async def _ground_truth(self, request: web.Request) -> web.Response:

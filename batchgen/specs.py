@@ -104,6 +104,8 @@ def coerce(name: str, spec: FieldSpec | None, value: Any) -> Any:
         return value
     if spec.kind == "int" and isinstance(value, str):
         s = value.strip()
+        if s.isdigit():
+            return int(s)
         if re.fullmatch(r"[+-]?\d+", s):
             return int(s)
         if re.fullmatch(r"[+-]?\d+\.0*", s):

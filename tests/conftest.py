@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import threading
 import urllib.request
@@ -10,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from batchgen.ledger import Ledger
-from batchgen.simulator import SimConfig, Simulator, canonical_sha256
+from batchgen.audit import audit
+from batchgen.simulator import SimConfig, Simulator
 
 
 class SimThread:
@@ -78,63 +77,11 @@ def write_csv_manifest(path: Path, n: int, *, model: str = "grok-imagine-text-to
 
 
 def check_invariants(truth: dict[str, Any], ledger_path: Path | str, out_dir: Path) -> dict[str, int]:
-    """The money invariants, checked against the simulator's ground truth:
-    - no create is unknown to the ledger unless its job is in doubt;
-    - a job that is not in doubt was created at most once per recorded task id (no duplicates);
-    - every done file is at its path, hashes to what the ledger says and to what was served;
-    - no temp file is left and the SQLite file passes integrity_check."""
-    led = Ledger(str(ledger_path))
-    try:
-        jobs = list(led.iter_export())
-        known = led.known_task_ids()
-        assert led.check_integrity() == "ok"
-        task_ids_per_job: dict[int, set[str]] = {}
-        for j in jobs:
-            ids = {e["task_id"] for e in led.events_for(j["id"]) if e["task_id"]}
-            if j["task_id"]:
-                ids.add(j["task_id"])
-            task_ids_per_job[j["id"]] = ids
-    finally:
-        led.close()
-    by_body: dict[str, list[dict[str, Any]]] = {}
-    for j in jobs:
-        by_body.setdefault(canonical_sha256(json.loads(j["request"])), []).append(j)
-    creates = truth["creates"]
-    served = {c["task_id"]: c for c in creates}
-    creates_per_body: dict[str, int] = {}
-    unknown = 0
-    for c in creates:
-        creates_per_body[c["body_sha256"]] = creates_per_body.get(c["body_sha256"], 0) + 1
-        owners = by_body.get(c["body_sha256"], [])
-        assert owners, f"create {c['task_id']} matches no job in the ledger"
-        if c["task_id"] not in known:
-            unknown += 1
-            assert any(o["state"] == "in_doubt" for o in owners), \
-                f"create {c['task_id']} is unknown to the ledger and its job is not in doubt: {[o['state'] for o in owners]}"
-    duplicates = 0
-    for body, owners in by_body.items():
-        if any(o["state"] == "in_doubt" for o in owners):
-            continue
-        recorded = sum(len(task_ids_per_job[o["id"]]) for o in owners)
-        extra = creates_per_body.get(body, 0) - recorded
-        assert extra <= 0, f"{extra} duplicate create(s) for job(s) {[o['name'] for o in owners]}"
-        duplicates += max(0, extra)
-    for tid in known:
-        assert tid in served, f"ledger task id {tid} was never created by the API"
-    done = 0
-    for j in jobs:
-        if j["state"] != "done":
-            continue
-        done += 1
-        p = Path(j["output_path"])
-        data = p.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        assert sha == j["sha256"] and len(data) == j["bytes"], f"{p} differs from the ledger"
-        assert sha == served[j["task_id"]]["file_sha256"], f"{p} differs from what the API served"
-    leftovers = list(out_dir.rglob("*.part")) if out_dir.exists() else []
-    assert not leftovers, f"temp files left: {leftovers}"
-    return {"jobs": len(jobs), "done": done, "creates": len(creates), "unknown_in_doubt": unknown,
-            "duplicates": duplicates, "in_doubt": sum(j["state"] == "in_doubt" for j in jobs)}
+    """Assert the money invariants (batchgen.audit) against the simulator's ground truth."""
+    a = audit(truth, ledger_path, out_dir)
+    assert a.ok, a.violations
+    return {"jobs": a.jobs, "done": a.done, "creates": a.creates, "unknown_in_doubt": a.unknown_in_doubt,
+            "duplicates": a.duplicates, "in_doubt": a.in_doubt}
 
 
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

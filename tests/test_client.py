@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import pickle
-from pathlib import Path
 
 import aiohttp
 import pytest

@@ -1,0 +1,127 @@
+"""Chaos soak: many jobs across seeds against a simulator injecting every fault it knows, while
+`batchgen run` is killed with SIGKILL at random moments and restarted, then audited.
+
+    .venv/bin/python bench/chaos.py                 # 4 seeds × 2,500 jobs, 50 kills each
+    .venv/bin/python bench/chaos.py --seeds 1 --jobs 300 --kills 10    # a quick look
+
+Figures per seed and in total: jobs, faults injected, kills, duplicate creates, lost task ids
+(creates unknown to the ledger outside in-doubt jobs), corrupt files, in-doubt jobs — and where
+each in-doubt job comes from: an ambiguous create the simulator injected, or a kill between the
+intent and the task id. Every injected ambiguous create must leave its job in doubt (it is never
+resubmitted), and every in-doubt job must be explained by one of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import PY, ROOT, Sim, csv_manifest  # noqa: E402
+
+from batchgen.audit import audit  # noqa: E402
+from batchgen.ledger import Ledger  # noqa: E402
+from batchgen.simulator import canonical_sha256  # noqa: E402
+
+FAULTS = dict(p429=0.02, retry_after=0.2, p_burst=0.002, burst_seconds=1.0, p5xx_before=0.02, p500_after=0.005,
+              p_drop_after=0.005, p_drop_before=0.005, p_malformed=0.005, p_slow=0.01, slow_seconds=0.5,
+              p_truncate=0.03, p_fail=0.03, render_min=0.1, render_max=0.5, file_min=2048, file_max=8192)
+AMBIGUOUS = {"500_after", "drop_after", "malformed_create", "drop_before", "500_before", "502_before"}
+
+
+def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path) -> dict[str, Any]:
+    manifest = csv_manifest(tmp / "m.csv", jobs)
+    cmd = [PY, "-m", "batchgen", "run", str(manifest), "--ledger", str(tmp / "l.db"), "--out", str(tmp / "out"),
+           "--concurrency", "16", "--rpm", "0", "--poll-min", "0.05", "-q"]
+    env = {"BATCHGEN_API_KEY": "sk-chaos", "PATH": "/usr/bin:/bin"}
+    rng = random.Random(seed)
+    kills = runs = 0
+    with Sim(seed=seed, **FAULTS) as sim:
+        args = cmd + ["--api-base", sim.url]
+        rc = None
+        while kills < kills_wanted:
+            p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            runs += 1
+            try:
+                rc = p.wait(rng.uniform(0.8, 3.0))
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+                kills += 1
+                continue
+            if rc in (0, 1):
+                break  # finished before the kills ran out
+        for _ in range(20):
+            rc = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, timeout=900).returncode
+            runs += 1
+            if rc in (0, 1):
+                break
+        truth = sim.truth()
+    a = audit(truth, tmp / "l.db", tmp / "out")
+    led = Ledger(str(tmp / "l.db"))
+    try:
+        rows = list(led.iter_export())
+    finally:
+        led.close()
+    body_of = {j["id"]: canonical_sha256(json.loads(j["request"])) for j in rows}
+    ambiguous_bodies = {f["body_sha256"] for f in truth["fault_log"] if f["fault"] in AMBIGUOUS}
+    doubt = [j for j in rows if j["state"] == "in_doubt"]
+    from_faults = sum(1 for j in doubt if body_of[j["id"]] in ambiguous_bodies)
+    from_kills = sum(1 for j in doubt if body_of[j["id"]] not in ambiguous_bodies and j["error_code"] == "interrupted_create")
+    unexplained = len(doubt) - from_faults - from_kills
+    not_in_doubt = sum(1 for j in rows if body_of[j["id"]] in ambiguous_bodies and j["state"] != "in_doubt")
+    faults = truth["counters"]["faults"]
+    return {"seed": seed, "jobs": len(rows), "runs": runs, "kills": kills, "final_rc": rc,
+            "faults_injected": sum(v for k, v in faults.items() if k != "download_with_authorization"),
+            "ambiguous_injected": len(ambiguous_bodies), "done": a.done,
+            "failed": a.states.get("failed", 0), "in_doubt": a.in_doubt, "in_doubt_from_faults": from_faults,
+            "in_doubt_from_kills": from_kills, "in_doubt_unexplained": unexplained,
+            "ambiguous_not_in_doubt": not_in_doubt, "duplicates": a.duplicates, "lost_task_ids": a.unknown,
+            "invented_task_ids": a.invented, "corrupt_files": a.corrupt_files, "temp_files": a.temp_files,
+            "integrity": a.integrity, "audit_ok": a.ok, "fault_counts": faults}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--jobs", type=int, default=2500, help="jobs per seed")
+    ap.add_argument("--kills", type=int, default=50, help="SIGKILLs per seed (fewer if the seed finishes first)")
+    a = ap.parse_args()
+    t = time.monotonic()
+    results = []
+    for seed in range(1, a.seeds + 1):
+        with tempfile.TemporaryDirectory() as d:
+            r = soak(seed, a.jobs, a.kills, Path(d))
+        results.append(r)
+        print(json.dumps({k: v for k, v in r.items() if k != "fault_counts"}), flush=True)
+    keys = ["jobs", "kills", "faults_injected", "ambiguous_injected", "done", "failed", "in_doubt", "in_doubt_from_faults",
+            "in_doubt_from_kills", "in_doubt_unexplained", "ambiguous_not_in_doubt", "duplicates", "lost_task_ids",
+            "invented_task_ids", "corrupt_files", "temp_files"]
+    total = {k: sum(r[k] for r in results) for k in keys}
+    faults: dict[str, int] = {}
+    for r in results:
+        for k, v in r["fault_counts"].items():
+            faults[k] = faults.get(k, 0) + v
+    print(f"\nchaos soak: {a.seeds} seed(s) in {time.monotonic() - t:.0f}s")
+    for k in keys:
+        print(f"  {k:<24} {total[k]}")
+    print("  faults by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(faults.items())))
+    bad = [k for k in ("duplicates", "lost_task_ids", "invented_task_ids", "corrupt_files", "temp_files",
+                       "in_doubt_unexplained", "ambiguous_not_in_doubt") if total[k]]
+    bad += [f"seed {r['seed']} integrity {r['integrity']}" for r in results if r["integrity"] != "ok"]
+    print("RESULT: " + ("all invariants held" if not bad else "VIOLATED: " + ", ".join(bad)))
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

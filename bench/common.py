@@ -1,0 +1,73 @@
+"""Helpers shared by the benchmarks: the simulator in its own process, measured child processes,
+CSV manifests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+class Sim:
+    """The simulator in its own process (so it does not share a core's event loop with the
+    code being measured)."""
+
+    def __init__(self, **knobs: Any) -> None:
+        sets = [a for k, v in knobs.items() for a in ("--set", f"{k}={v}")]
+        self.proc = subprocess.Popen([PY, "-m", "batchgen", "simulator", "--port", "0", *sets],
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        assert self.url.startswith("http"), self.url
+
+    def stats(self) -> dict[str, Any]:
+        return json.loads(urllib.request.urlopen(self.url + "/_sim/stats", timeout=30).read())
+
+    def truth(self) -> dict[str, Any]:
+        return json.loads(urllib.request.urlopen(self.url + "/_sim/ground-truth", timeout=120).read())
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def __enter__(self) -> Sim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def child(cmd: list[str], *, stop_after: float | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a command; wall time, exit code, stdout and its own peak RSS (os.wait4)."""
+    t = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+                         env={**os.environ, "BATCHGEN_API_KEY": "sk-bench", **(env or {})})
+    if stop_after is not None:
+        try:
+            p.wait(stop_after)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGTERM)
+    out = p.stdout.read() if p.stdout else b""
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return {"rc": p.returncode, "wall": time.monotonic() - t, "rss_mb": ru.ru_maxrss / 1024, "stdout": out.decode()}
+
+
+def csv_manifest(path: Path, n: int, model: str = "grok-imagine-text-to-video") -> Path:
+    with open(path, "w") as f:
+        f.write("name,model,prompt,duration\n")
+        for i in range(n):
+            f.write(f"clip{i:06d},{model},bench clip {i} of a lighthouse at dusk,{1 + i % 10}\n")
+    return path
