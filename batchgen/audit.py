@@ -2,8 +2,9 @@
 
 The money invariants, each counted rather than asserted so tests and the chaos soak share them:
 
-* every create the API accepted is known to the ledger, unless its job is in doubt;
-* a job that is not in doubt was created exactly once per task id it recorded (no duplicates);
+* every create the API accepted is known to the ledger, unless its job is or was in doubt (an
+  operator who resubmits an in-doubt job knowingly risks a second task);
+* a job never in doubt was created exactly once per task id it recorded (no duplicates);
 * every task id in the ledger was really created by the API (nothing invented);
 * every ``done`` file is at its path, and its sha256 equals the ledger's and what the API served;
 * no temp file is left in the output folder, and SQLite's integrity check passes.
@@ -54,8 +55,15 @@ def audit(truth: dict[str, Any], ledger: str | Path, out_dir: Path) -> Audit:
         rows = list(led.iter_export())
         known = led.known_task_ids()
         a.integrity = led.check_integrity()
-        ids_per_job = {j["id"]: ({e["task_id"] for e in led.events_for(j["id"]) if e["task_id"]}
-                                 | ({j["task_id"]} if j["task_id"] else set())) for j in rows}
+        ids_per_job: dict[int, set[str]] = {}
+        # In doubt now or before an operator settled it (resolve); `submitting` is a dead process's
+        # create in flight, which the next start turns into in_doubt.
+        doubted: set[int] = set()
+        for j in rows:
+            evs = led.events_for(j["id"])
+            ids_per_job[j["id"]] = {e["task_id"] for e in evs if e["task_id"]} | ({j["task_id"]} if j["task_id"] else set())
+            if j["state"] in ("in_doubt", "submitting") or any(e["to_state"] == "in_doubt" for e in evs):
+                doubted.add(j["id"])
     finally:
         led.close()
     if a.integrity != "ok":
@@ -77,13 +85,13 @@ def audit(truth: dict[str, Any], ledger: str | Path, out_dir: Path) -> Audit:
         owners = by_body.get(c["body_sha256"], [])
         if c["task_id"] in known:
             continue
-        if any(o["state"] == "in_doubt" for o in owners):
+        if any(o["id"] in doubted for o in owners):
             a.unknown_in_doubt += 1
         else:
             a.unknown += 1
             a.violations.append(f"create {c['task_id']} is unknown to the ledger and no job of it is in doubt")
     for body, owners in by_body.items():
-        if any(o["state"] == "in_doubt" for o in owners):
+        if any(o["id"] in doubted for o in owners):
             continue
         extra = per_body.get(body, 0) - sum(len(ids_per_job[o["id"]]) for o in owners)
         if extra > 0:

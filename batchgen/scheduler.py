@@ -59,6 +59,7 @@ class RunOptions:
     submit_retries: int = 8  # SAFE create failures before a job is left queued for the next run
     download_retries: int = 6
     poll_404_grace: float = 60.0
+    retry_base: float = 1.0  # seconds: base of the jittered exponential backoff of create/download retries
     retry_failed: bool = False
     max_attempts: int = 3  # creates per job, for --retry-failed
     max_credits: float | None = None  # stop submitting before this run's estimated spend passes it
@@ -330,7 +331,7 @@ class Scheduler:
                 self.committed_credits -= est  # nothing was created
             if outcome != "retry":
                 return outcome == "submitted"
-            await self._sleep(max(job.retry_after or 0.0, backoff(attempt, 1.0, 60.0)))
+            await self._sleep(max(job.retry_after or 0.0, backoff(attempt, self.opts.retry_base, 60.0)))
         self.unfinished = True
         self.log(f"job {job.name} ({job.key[:12]}): create kept failing; left queued for the next run")
         return False
@@ -606,7 +607,7 @@ class Scheduler:
                     self.unfinished = True
                     return
                 self.log(f"job {job.name}: download attempt {attempt + 1} failed: {e}")
-                if await self._sleep(backoff(attempt + 1, 1.0, 30.0)):
+                if await self._sleep(backoff(attempt + 1, self.opts.retry_base, 30.0)):
                     return
                 continue
             finally:

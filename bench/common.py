@@ -24,7 +24,7 @@ class Sim:
     def __init__(self, **knobs: Any) -> None:
         sets = [a for k, v in knobs.items() for a in ("--set", f"{k}={v}")]
         self.proc = subprocess.Popen([PY, "-m", "batchgen", "simulator", "--port", "0", *sets],
-                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
         assert self.url.startswith("http"), self.url

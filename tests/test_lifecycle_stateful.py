@@ -1,0 +1,231 @@
+"""Stateful property test of the job life cycle: hypothesis drives the real Scheduler and Ledger
+against an in-memory fake API (the client seam) through runs with random faults, crashes at a
+random API call (the ledger is frozen there, exactly as if the process had died) followed by a
+restart, and operator resolutions of in-doubt jobs. After every step the money invariants of
+batchgen.audit must hold."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from batchgen.audit import audit
+from batchgen.client import TaskInfo
+from batchgen.errors import ApiError, DownloadError, ErrorClass
+from batchgen.files import AtomicFile
+from batchgen.ledger import Ledger, Transition
+from batchgen.manifest import Manifest
+from batchgen.scheduler import RunOptions, execute, prepare
+from batchgen.simulator import canonical_sha256, mp4_bytes
+from conftest import write_csv_manifest
+
+N_JOBS = 5
+P = st.sampled_from([0.0, 0.0, 0.2, 0.5])
+
+
+class _Dead(Exception):
+    pass
+
+
+class FreezableLedger(Ledger):
+    """After ``frozen`` is set, writes are lost, as they would be in a process that died."""
+
+    frozen = False
+
+    def apply(self, batch):  # type: ignore[override]
+        if self.frozen:
+            return [False] * len(batch)
+        return super().apply(batch)
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        if not self.frozen:
+            super().finish_run(run_id, status)
+
+
+class FakeAPI:
+    """In-memory API with scripted faults and ground truth (every create it accepted)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.faults: dict[str, float] = {}
+        self.crash_at: int | None = None
+        self.crash_after_call = False
+        self.calls = 0
+        self.dead = False
+        self.on_crash: Any = None
+
+    # ----------------------------------------------------------------- crash model
+    def _call(self) -> None:
+        if self.dead:
+            raise _Dead()
+        self.calls += 1
+
+    def _maybe_die(self, after: bool) -> None:
+        if self.crash_at is not None and self.calls >= self.crash_at and after == self.crash_after_call:
+            self.dead = True
+            self.on_crash()
+            raise ApiError(ErrorClass.SAFE, "the process died here", code="dead")
+
+    def _p(self, name: str) -> bool:
+        return self.rng.random() < self.faults.get(name, 0.0)
+
+    # ----------------------------------------------------------------- client interface
+    async def create(self, request: dict[str, Any]) -> TaskInfo:
+        try:
+            self._call()
+        except _Dead:
+            raise ApiError(ErrorClass.SAFE, "dead", code="dead") from None
+        self._maybe_die(after=False)
+        if self._p("429"):
+            raise ApiError(ErrorClass.SAFE, "HTTP 429", status=429, code="rate_limit_error", retry_after=0.0)
+        if self._p("ambiguous_before"):
+            raise ApiError(ErrorClass.AMBIGUOUS, "reset before the server saw it", code="transport_reset")
+        tid = f"task-fake-{len(self.tasks):05d}"
+        self.tasks[tid] = {"body": canonical_sha256(request), "polls_left": self.rng.randint(0, 2),
+                           "outcome": "failed" if self._p("task_failed") else "completed",
+                           "size": self.rng.randint(500, 3000)}
+        self._maybe_die(after=True)
+        if self._p("ambiguous_after"):
+            raise ApiError(ErrorClass.AMBIGUOUS, "HTTP 500 after create", status=500, code="server_error")
+        return TaskInfo(task_id=tid, status="pending", estimated_time=0.0, credits=1.0)
+
+    async def get_task(self, task_id: str, *, sync_upstream: bool = False) -> TaskInfo:
+        try:
+            self._call()
+        except _Dead:
+            raise ApiError(ErrorClass.SAFE, "dead", code="dead") from None
+        self._maybe_die(after=False)
+        if self._p("poll_error"):
+            raise ApiError(ErrorClass.SAFE, "HTTP 503", status=503, code="service_unavailable_error")
+        t = self.tasks[task_id]
+        if t["polls_left"] > 0:
+            t["polls_left"] -= 1
+            return TaskInfo(task_id=task_id, status="processing", progress=50, estimated_time=0.0, credits=1.0)
+        if t["outcome"] == "failed":
+            return TaskInfo(task_id=task_id, status="failed", error_code="generation_failed", error_message="x", credits=1.0)
+        return TaskInfo(task_id=task_id, status="completed", progress=100, urls=[f"https://cdn.test/{task_id}.mp4"], credits=1.0)
+
+    async def download(self, url: str, final: Path) -> tuple[int, str]:
+        try:
+            self._call()
+            self._maybe_die(after=False)
+        except (_Dead, ApiError):
+            raise DownloadError("dead") from None
+        if self._p("download_error"):
+            raise DownloadError("connection reset mid-body")
+        tid = url.rsplit("/", 1)[1][:-4]
+        data = mp4_bytes(tid, self.tasks[tid]["size"])
+        with AtomicFile(final) as f:
+            f.write(data)
+            f.commit()
+        try:
+            self._maybe_die(after=True)  # renamed, never recorded
+        except ApiError:
+            raise DownloadError("dead") from None
+        return len(data), hashlib.sha256(data).hexdigest()
+
+    async def upload(self, path: Path, file_name: str) -> str:  # pragma: no cover - no local inputs here
+        raise AssertionError("unused")
+
+    def truth(self) -> dict[str, Any]:
+        return {"creates": [{"task_id": tid, "body_sha256": t["body"],
+                             "file_sha256": hashlib.sha256(mp4_bytes(tid, t["size"])).hexdigest()
+                             if t["outcome"] == "completed" else None} for tid, t in self.tasks.items()]}
+
+
+class JobLifecycle(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="bg-stateful-"))
+        self.manifest = write_csv_manifest(self.dir / "m.csv", N_JOBS)
+        self.api = FakeAPI(seed=len(str(self.dir)))
+        self.runs = 0
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _opts(self, retry_failed: bool) -> RunOptions:
+        return RunOptions(out_dir=self.dir / "out", concurrency=3, rpm=None, poll_min=0.01, task_timeout=30,
+                          submit_retries=3, download_retries=2, retry_base=0.001, retry_failed=retry_failed,
+                          stop_check_every=0.05)
+
+    @rule(p429=P, amb_before=P, amb_after=P, failed=P, poll_error=P, dl_error=P,
+          crash=st.one_of(st.none(), st.integers(1, 25)), crash_after_call=st.booleans(), retry_failed=st.booleans())
+    def run(self, p429, amb_before, amb_after, failed, poll_error, dl_error, crash, crash_after_call, retry_failed):
+        api = self.api
+        api.faults = {"429": p429, "ambiguous_before": amb_before, "ambiguous_after": amb_after,
+                      "task_failed": failed, "poll_error": poll_error, "download_error": dl_error}
+        api.dead = False
+        api.calls = 0
+        api.crash_at = crash
+        api.crash_after_call = crash_after_call
+        led = FreezableLedger(str(self.dir / "l.db"))
+        stop = asyncio.Event()
+
+        def die() -> None:
+            led.frozen = True
+            stop.set()
+
+        api.on_crash = die
+        try:
+            opts = self._opts(retry_failed)
+            prepared = prepare(led, Manifest(self.manifest), opts)
+
+            async def main() -> None:
+                await asyncio.wait_for(execute(led, prepared, opts, api, stop), 60)  # type: ignore[arg-type]
+
+            asyncio.run(main())
+        finally:
+            led.close()
+        self.runs += 1
+
+    @rule(data=st.data())
+    def resolve_in_doubt(self, data):
+        led = Ledger(str(self.dir / "l.db"))
+        try:
+            doubt = led.jobs_in_state("in_doubt")
+            if not doubt:
+                return
+            j = data.draw(st.sampled_from(doubt))
+            action = data.draw(st.sampled_from(["adopt", "resubmit", "abandon"]))
+            body = canonical_sha256(json.loads(j["request"]))
+            known = led.known_task_ids()
+            orphan = next((tid for tid, t in self.api.tasks.items() if t["body"] == body and tid not in known), None)
+            if action == "adopt" and orphan:
+                t = Transition(j["id"], "submitted", ("in_doubt",), {"submitted_at": 1.0}, task_id=orphan,
+                               detail="resolved by operator: adopted task")
+            elif action == "abandon":
+                t = Transition(j["id"], "cancelled", ("in_doubt",), {"error_code": "abandoned"},
+                               detail="resolved by operator: abandon")
+            else:
+                t = Transition(j["id"], "queued", ("in_doubt",), {}, detail="resolved by operator: resubmit")
+            assert led.apply([t]) == [True]
+        finally:
+            led.close()
+
+    @invariant()
+    def money_invariants(self):
+        if not (self.dir / "l.db").exists():
+            return
+        a = audit(self.api.truth(), self.dir / "l.db", self.dir / "nonexistent-out-for-temp-check")
+        assert a.unknown == 0, a.violations
+        assert a.duplicates == 0, a.violations
+        assert a.invented == 0, a.violations
+        assert a.corrupt_files == 0, a.violations
+        assert a.integrity == "ok"
+
+
+JobLifecycle.TestCase.settings = settings(max_examples=50, stateful_step_count=6, deadline=None,
+                                          suppress_health_check=[HealthCheck.too_slow])
+TestJobLifecycle = JobLifecycle.TestCase
