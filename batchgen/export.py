@@ -28,7 +28,19 @@ def _iso(t: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None
 
 
+def _cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if v.__class__ is str and v[:1] in _FORMULA_FIRST:
+        return "'" + v
+    return v
+
+
+_FORMULA_FIRST = frozenset(_FORMULA_START)
+
+
 def to_record(j: dict[str, Any]) -> dict[str, Any]:
+    """One export row; its keys are COLUMNS, in order."""
     req = json.loads(j["request"])
     prompt = req.pop("prompt", None)
     req.pop("model", None)
@@ -47,8 +59,7 @@ def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     w.writerow(COLUMNS)
     n = 0
     for j in rows:
-        rec = to_record(j)
-        w.writerow([neutralise(rec[c]) if rec[c] is not None else "" for c in COLUMNS])
+        w.writerow([_cell(v) for v in to_record(j).values()])  # to_record's keys are COLUMNS, in order
         n += 1
         crash.point("mid_export")
     return n
