@@ -115,6 +115,7 @@ class Transition:
 
 
 _JOB_COLUMNS = frozenset(jobs.c.keys())
+_PG_LOCK_KEY = 0x62617463  # "batc": with the schema's hash, the advisory lock of a PostgreSQL ledger
 
 
 def _placeholder(c: Connection) -> Any:
@@ -140,6 +141,7 @@ class Ledger:
             raise LedgerError(f"cannot open ledger {self._safe_url}: {e.__class__.__name__}: {str(e).splitlines()[0]}") from None
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._lock_fd: int | None = None
+        self._pg_lock: Connection | None = None
 
     def __repr__(self) -> str:
         return f"Ledger({self._safe_url!r})"
@@ -150,10 +152,23 @@ class Ledger:
 
     # ------------------------------------------------------------ single writer
     def acquire_lock(self) -> None:
-        """One ``batchgen run`` per SQLite ledger: orphan detection (``submitting`` → in doubt)
-        is only right when no other process can be mid-create. flock is released by the kernel
-        when the process dies, kill -9 included."""
-        if not self.is_sqlite or self._lock_fd is not None:
+        """One ``batchgen run`` per ledger: orphan detection (``submitting`` → in doubt) is only
+        right when no other process can be mid-create. SQLite: an flock, released by the kernel
+        when the process dies, kill -9 included. PostgreSQL: a session advisory lock on a
+        connection held for the run, released by the server when that connection dies
+        (several cooperating workers need leases instead: not implemented yet)."""
+        if not self.is_sqlite:
+            if self._pg_lock is None:
+                conn = self.engine.connect()
+                got = conn.exec_driver_sql("SELECT pg_try_advisory_lock(%(k)s, hashtext(current_schema()))",
+                                           {"k": _PG_LOCK_KEY}).scalar()
+                conn.commit()
+                if not got:
+                    conn.close()
+                    raise LedgerBusy("another batchgen run is using this PostgreSQL ledger (advisory lock held)")
+                self._pg_lock = conn
+            return
+        if self._lock_fd is not None:
             return
         path = make_url(self.url).database + ".lock"
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
@@ -168,6 +183,9 @@ class Ledger:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        if self._pg_lock is not None:
+            self._pg_lock.close()  # ends the session, which releases the advisory lock
+            self._pg_lock = None
 
     # ------------------------------------------------------------ runs
     def start_run(self, manifest: str, manifest_sha256: str, options: dict[str, Any], total: int) -> int:
@@ -197,9 +215,9 @@ class Ledger:
         return rows
 
     def close_dead_runs(self) -> int:
-        """With the SQLite writer lock held, no other run can be alive: any still marked
-        ``running`` died (kill -9, power loss). Mark them so `status` and `stop` stay truthful."""
-        if not self.is_sqlite or self._lock_fd is None:
+        """With the writer lock held, no other run can be alive: any still marked ``running``
+        died (kill -9, power loss). Mark them so `status` and `stop` stay truthful."""
+        if self._lock_fd is None and self._pg_lock is None:
             return 0
         with self.engine.begin() as c:
             return c.execute(update(runs).where(runs.c.status == "running")

@@ -53,3 +53,18 @@ def test_constraints_on_postgres(pg_url):
         assert led.orphans_to_in_doubt()[0]["id"] == ids[1]
     finally:
         led.close()
+
+
+def test_second_run_on_a_postgres_ledger_is_refused_and_the_lock_dies_with_its_holder(pg_url):
+    from batchgen.errors import LedgerBusy
+
+    a, b = Ledger(pg_url), Ledger(pg_url)
+    try:
+        a.acquire_lock()
+        with pytest.raises(LedgerBusy):
+            b.acquire_lock()
+        a.close()  # as a killed process's connection would: the server releases the lock
+        b.acquire_lock()
+    finally:
+        a.close()
+        b.close()
