@@ -169,7 +169,13 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
         k, sep, v = item.partition("=")
         if not sep or k not in types:
             raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(types))}")
-        out[k] = None if v.lower() in ("none", "null") else json.loads(v) if v[:1].isdigit() or v[:1] in "-." else v
+        if v.lower() in ("none", "null"):
+            out[k] = None
+            continue
+        try:
+            out[k] = json.loads(v) if v else v  # numbers; anything else stays a string
+        except ValueError:
+            out[k] = v
     return out
 
 

@@ -13,13 +13,13 @@ from . import crash
 COLUMNS = ["job_key", "name", "row", "model", "prompt", "params", "state", "task_id", "result_url",
            "output_path", "bytes", "sha256", "credits", "attempts", "polls", "error_code", "error_message",
            "submitted_at", "completed_at", "done_at"]
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+_FORMULA_FIRST = frozenset("=+-@\t\r\n")
 
 
 def neutralise(cell: Any) -> Any:
     """A text cell that a spreadsheet would read as a formula gets a leading apostrophe (OWASP
     CSV-injection advice). Numbers stay numbers."""
-    if isinstance(cell, str) and cell.startswith(_FORMULA_START):
+    if cell.__class__ is str and cell[:1] in _FORMULA_FIRST:
         return "'" + cell
     return cell
 
@@ -27,16 +27,6 @@ def neutralise(cell: Any) -> Any:
 def _iso(t: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None
 
-
-def _cell(v: Any) -> Any:
-    if v is None:
-        return ""
-    if v.__class__ is str and v[:1] in _FORMULA_FIRST:
-        return "'" + v
-    return v
-
-
-_FORMULA_FIRST = frozenset(_FORMULA_START)
 
 
 def to_record(j: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +49,8 @@ def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     w.writerow(COLUMNS)
     n = 0
     for j in rows:
-        w.writerow([_cell(v) for v in to_record(j).values()])  # to_record's keys are COLUMNS, in order
+        # to_record's keys are COLUMNS, in order
+        w.writerow(["" if v is None else neutralise(v) for v in to_record(j).values()])
         n += 1
         crash.point("mid_export")
     return n
