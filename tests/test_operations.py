@@ -327,3 +327,14 @@ def test_oversized_upload_fails_the_job_not_the_run(sim_factory, tmp_path):
     assert r.exit_code == 1 and s["counts"] == {"failed": 2}
     assert {f["error"] for f in s["failed"]} == {"file_too_large"}
     assert sim.truth()["creates"] == []
+
+
+def test_json_log_format_makes_progress_json_too(sim_factory, tmp_path):
+    sim = sim_factory(render_min=1.5, render_max=2.5)
+    m = write_csv_manifest(tmp_path / "m.csv", 4)
+    r = run_cli(run_args(sim, m, tmp_path, "--log-format", "json", "--progress-every", "1"))
+    assert r.exit_code == 0
+    progress = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    progress = [p for p in progress if p.get("event") == "progress"]
+    assert progress and all({"states", "eta_s", "requests_per_min", "credits"} <= p.keys() for p in progress)
+    assert not any(line.startswith("batchgen: ") and "jobs/min" in line for line in r.stderr.splitlines())
