@@ -505,21 +505,32 @@ def _template_vars(raw: dict[str, Any]) -> set[str]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_template(template: str) -> tuple[tuple[bool, str], ...]:
+    """Template → ((is_placeholder, text), …), parsed once per distinct template: the same few
+    templates are rendered for every row of a 100k-row manifest."""
+    parts: list[tuple[bool, str]] = []
+    pos = 0
+    for m in _TEMPLATE.finditer(template):
+        if m.start() > pos:
+            parts.append((False, template[pos : m.start()]))
+        if m.group(0) in ("{{", "}}"):
+            parts.append((False, m.group(0)[0]))
+        else:
+            name = m.group(1).strip()
+            if not _VAR.match(name):
+                raise _TemplateError(f"bad template placeholder {{{m.group(1)}}}: use {{field_name}}")
+            parts.append((True, name))
+        pos = m.end()
+    if pos < len(template):
+        parts.append((False, template[pos:]))
+    return tuple(parts)
+
+
 def render(template: str, lookup: Any) -> str:
     """Replace ``{name}`` by ``lookup(name)``; ``{{``/``}}`` are literal braces. Only bare
     identifiers are allowed, so a manifest cannot reach attributes the way str.format could."""
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "{{":
-            return "{"
-        if m.group(0) == "}}":
-            return "}"
-        name = m.group(1).strip()
-        if not _VAR.match(name):
-            raise _TemplateError(f"bad template placeholder {{{m.group(1)}}}: use {{field_name}}")
-        return str(lookup(name))
-
-    return _TEMPLATE.sub(sub, template)
+    return "".join(str(lookup(text)) if is_var else text for is_var, text in _parse_template(template))
 
 
 def _render_value(v: Any, raw: dict[str, Any], stack: set[str], depth: int = 0) -> Any:
