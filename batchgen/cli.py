@@ -12,23 +12,25 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from . import __version__
-from .client import DEFAULT_API_BASE, Client, Secret
-from .cost import PriceTable
-from .errors import BatchgenError, LedgerError, ManifestError
-from . import logs
+from . import __version__, logs
+from .errors import EXIT_USAGE, BatchgenError, LedgerError, ManifestError
 from .export import write_csv, write_json
-from .progress import Display
-from .report import render as render_report
 from .ledger import Ledger, Transition, ledger_url
 from .manifest import Manifest
-from .scheduler import EXIT_USAGE, RunOptions, RunResult, execute, prepare
-from .simulator import SimConfig, Simulator
-from .signals import stop_on_signals
+
+# The client (aiohttp), the simulator, the scheduler, rich and the report are imported by the
+# commands that use them: `export`, `status` or `plan` need not pay for them at start-up.
+if TYPE_CHECKING:
+    from .client import Secret
+    from .progress import Display
+    from .scheduler import RunOptions, RunResult
+    from .simulator import SimConfig
+
+DEFAULT_API_BASE = "https://api.foxapi.cc"
 
 T = TypeVar("T")
 EXIT_CODES_HELP = """
@@ -65,6 +67,12 @@ def _fail(e: BatchgenError) -> None:
 def ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--ledger", envvar="BATCHGEN_LEDGER", default=None, metavar="PATH|URL",
                         help="Ledger: a SQLite file path or a SQLAlchemy URL (env BATCHGEN_LEDGER; default ./batchgen.db).")(f)
+
+
+def _prices(path: Path | None) -> Any:
+    from .cost import PriceTable
+
+    return PriceTable.load(path)
 
 
 def prices_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -108,7 +116,7 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, as_json: bool)
     seconds of video and the estimated credits per model and resolution (from the price
     table: placeholders unless you pass --prices). Exit code 2 when the manifest is invalid."""
     try:
-        table = PriceTable.load(prices)
+        table = _prices(prices)
         m = Manifest(manifest)
         keys: list[str] = []
         seconds: dict[tuple[str, str], float] = defaultdict(float)
@@ -163,6 +171,8 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, as_json: bool)
 
 # ---------------------------------------------------------------------------------- run
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
+    from .simulator import SimConfig
+
     types = {f.name: f.type for f in fields(SimConfig)}
     out: dict[str, Any] = {}
     for item in values:
@@ -223,13 +233,18 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concur
     SIGINT/SIGTERM (or `batchgen stop`) stops submitting and records what is in flight; a
     second signal exits at once. The API has no cancel: tasks already created run to the end
     and are collected by the next run."""
+    from .client import Secret
+    from .progress import Display
+    from .scheduler import RunOptions
+    from .simulator import SimConfig
+
     key = os.environ.get("BATCHGEN_API_KEY")
     logs.setup(fmt=log_format, file=log_file, quiet=quiet, secrets=[key or ""])
     if not key and not simulate:
         _echo_err("error: set BATCHGEN_API_KEY in the environment (it is never read from the command line)")
         sys.exit(EXIT_USAGE)
     try:
-        table = PriceTable.load(prices)
+        table = _prices(prices)
     except BatchgenError as e:
         _fail(e)
     opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
@@ -247,6 +262,8 @@ def _json_progress(snap: Any) -> None:
 
 def run_to_exit(manifest: Path, ledger: str | None, opts: RunOptions, api_base: str, key: Secret,
                 sim_cfg: SimConfig | None, as_json: bool, quiet: bool, display: Display) -> int:
+    from .scheduler import prepare
+
     led = _open_ledger(ledger)
     try:
         try:
@@ -268,6 +285,11 @@ def run_to_exit(manifest: Path, ledger: str | None, opts: RunOptions, api_base: 
 
 async def _execute(led: Ledger, prepared: Any, opts: RunOptions, api_base: str, key: Secret,
                    sim_cfg: SimConfig | None, quiet: bool, display: Display) -> RunResult:
+    from .client import Client
+    from .scheduler import execute
+    from .signals import stop_on_signals
+    from .simulator import Simulator
+
     sim = None
     if sim_cfg is not None:
         sim = Simulator(sim_cfg)
@@ -395,7 +417,7 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
     the credits at risk, and results about to expire undownloaded."""
     from .scheduler import RESULT_TTL
 
-    table = PriceTable.load(prices)
+    table = _prices(prices)
     led = _open_ledger(ledger)
     try:
         runs_ = led.runs(n_runs)
@@ -462,6 +484,8 @@ def report(ledger: str | None, output: Path, run_id: int | None, title: str) -> 
     """Write one self-contained HTML report: tiles, failures by code, timing and poll histograms,
     and a filterable job table with an inline player per downloaded clip (paths relative to the
     report, so keep it next to the videos' folder when moving it)."""
+    from .report import render as render_report
+
     led = _open_ledger(ledger)
     try:
         run_row = next((r for r in led.runs(1000) if r["id"] == run_id), None) if run_id else led.latest_run()
@@ -534,6 +558,9 @@ def simulator(host: str, port: int, sets: tuple[str, ...]) -> None:
 
     Ground truth (every create accepted, file hashes) is at GET /_sim/ground-truth; knobs
     can be changed at run time with POST /_sim/config."""
+    from .signals import stop_on_signals
+    from .simulator import SimConfig, Simulator
+
     cfg = SimConfig(**_parse_sets(sets))
 
     async def serve() -> None:
@@ -557,6 +584,12 @@ def simulator(host: str, port: int, sets: tuple[str, ...]) -> None:
               help="Default: manifests/example.yaml.")
 def demo(out_dir: Path, manifest: Path | None) -> None:
     """Run the example manifest against the embedded simulator: real files, ledger, results CSV."""
+    from .client import Secret
+    from .progress import Display
+    from .report import render as render_report
+    from .scheduler import RunOptions
+    from .simulator import SimConfig
+
     manifest = manifest or _example_manifest()
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = str(out_dir / "batchgen.db")

@@ -7,6 +7,16 @@ import enum
 from dataclasses import dataclass
 
 
+# Exit codes of `batchgen run` (documented in its --help and the README).
+EXIT_OK = 0
+EXIT_FAILED = 1  # some jobs failed or are in doubt
+EXIT_USAGE = 2  # bad input / usage
+EXIT_UNFINISHED = 3  # stopped (signal, stop, retries exhausted, timeout, credit cap, full disk) early
+EXIT_NO_FUNDS = 4  # 402 insufficient balance: submission stopped, paid tasks still collected
+EXIT_LEDGER_BUSY = 5  # another run holds the ledger
+EXIT_KEY_REFUSED = 6  # 401: the API refused the key
+
+
 class BatchgenError(Exception):
     """Base of every error batchgen raises on purpose."""
 
@@ -54,7 +64,7 @@ class LedgerError(BatchgenError):
 class LedgerBusy(LedgerError):
     """Another process holds the ledger's writer lock."""
 
-    exit_code = 5
+    exit_code = EXIT_LEDGER_BUSY
 
 
 class ErrorClass(enum.Enum):

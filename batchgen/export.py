@@ -36,7 +36,8 @@ def to_record(j: dict[str, Any]) -> dict[str, Any]:
     req.pop("model", None)
     return {
         "job_key": j["key"], "name": j["name"], "row": j["source"], "model": j["model"], "prompt": prompt,
-        "params": json.dumps(req, sort_keys=True, ensure_ascii=False), "state": j["state"],
+        # The ledger stores canonical (key-sorted) JSON, so the order is already stable.
+        "params": json.dumps(req, ensure_ascii=False), "state": j["state"],
         "task_id": j["task_id"], "result_url": j["result_url"], "output_path": j["output_path"],
         "bytes": j["bytes"], "sha256": j["sha256"], "credits": j["credits"], "attempts": j["attempts"],
         "polls": j["polls"], "error_code": j["error_code"], "error_message": j["error_message"],

@@ -27,7 +27,9 @@ from . import crash, logs
 from .budget import RequestBudget, backoff
 from .client import Client, TaskInfo
 from .cost import PriceTable
-from .errors import ApiError, DownloadError, ErrorClass
+from .errors import (
+    EXIT_FAILED, EXIT_KEY_REFUSED, EXIT_NO_FUNDS, EXIT_OK, EXIT_UNFINISHED, ApiError, DownloadError, ErrorClass,
+)
 from .files import OutputDir, remove_stale_temp_files
 from .ledger import RETRYABLE_TASK_CODES, Ledger, Transition, Writer
 from .logs import events
@@ -39,13 +41,6 @@ RESULT_TTL = 24 * 3600.0
 # ledger state → what the progress display calls it
 _DISPLAY = {"submitted": "rendering", "completed": "downloading"}
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # some jobs failed or are in doubt
-EXIT_USAGE = 2  # bad input / usage
-EXIT_UNFINISHED = 3  # stopped (signal, retries exhausted, task timeout) before every job finished
-EXIT_NO_FUNDS = 4  # 402 insufficient balance: submission stopped, paid tasks still collected
-EXIT_LEDGER_BUSY = 5  # another run holds the ledger
-EXIT_KEY_REFUSED = 6  # 401: the API refused the key
 
 
 @dataclass
