@@ -33,10 +33,6 @@ N_JOBS = 5
 P = st.sampled_from([0.0, 0.0, 0.2, 0.5])
 
 
-class _Dead(Exception):
-    pass
-
-
 class FreezableLedger(Ledger):
     """After ``frozen`` is set, writes are lost, as they would be in a process that died."""
 
@@ -66,10 +62,12 @@ class FakeAPI:
         self.on_crash: Any = None
 
     # ----------------------------------------------------------------- crash model
-    def _call(self) -> None:
+    def _begin(self) -> None:
+        """Every API call: refused once the process is dead, and the crash may strike first."""
         if self.dead:
-            raise _Dead()
+            raise ApiError(ErrorClass.SAFE, "dead", code="dead")
         self.calls += 1
+        self._maybe_die(after=False)
 
     def _maybe_die(self, after: bool) -> None:
         if self.crash_at is not None and self.calls >= self.crash_at and after == self.crash_after_call:
@@ -82,11 +80,7 @@ class FakeAPI:
 
     # ----------------------------------------------------------------- client interface
     async def create(self, request: dict[str, Any]) -> TaskInfo:
-        try:
-            self._call()
-        except _Dead:
-            raise ApiError(ErrorClass.SAFE, "dead", code="dead") from None
-        self._maybe_die(after=False)
+        self._begin()
         if self._p("429"):
             raise ApiError(ErrorClass.SAFE, "HTTP 429", status=429, code="rate_limit_error", retry_after=0.0)
         if self._p("ambiguous_before"):
@@ -101,11 +95,7 @@ class FakeAPI:
         return TaskInfo(task_id=tid, status="pending", estimated_time=0.0, credits=1.0)
 
     async def get_task(self, task_id: str, *, sync_upstream: bool = False) -> TaskInfo:
-        try:
-            self._call()
-        except _Dead:
-            raise ApiError(ErrorClass.SAFE, "dead", code="dead") from None
-        self._maybe_die(after=False)
+        self._begin()
         if self._p("poll_error"):
             raise ApiError(ErrorClass.SAFE, "HTTP 503", status=503, code="service_unavailable_error")
         t = self.tasks[task_id]
@@ -118,10 +108,9 @@ class FakeAPI:
 
     async def download(self, url: str, final: Path) -> tuple[int, str]:
         try:
-            self._call()
-            self._maybe_die(after=False)
-        except (_Dead, ApiError):
-            raise DownloadError("dead") from None
+            self._begin()
+        except ApiError:
+            raise DownloadError("dead") from None  # the real client raises DownloadError here
         if self._p("download_error"):
             raise DownloadError("connection reset mid-body")
         tid = url.rsplit("/", 1)[1][:-4]
