@@ -108,8 +108,9 @@ def cli() -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @ledger_option
 @prices_option
+@click.option("--explain", is_flag=True, help="One line per job: what a run would do with it, and why.")
 @format_options
-def plan(manifest: Path, ledger: str | None, prices: Path | None, as_json: bool) -> None:
+def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool, as_json: bool) -> None:
     """Validate and expand MANIFEST without sending anything; compare with the ledger.
 
     Prints how many jobs are new, already done, in flight, failed or in doubt, the total
@@ -119,11 +120,14 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, as_json: bool)
         table = _prices(prices)
         m = Manifest(manifest)
         keys: list[str] = []
+        rows: list[tuple[str, str, str]] = []  # (key, name, source) for --explain
         seconds: dict[tuple[str, str], float] = defaultdict(float)
         jobs_by: dict[tuple[str, str], int] = defaultdict(int)
         credits: dict[tuple[str, str], float | None] = {}
         for job in m.expand():
             keys.append(job.key)
+            if explain:
+                rows.append((job.key, job.name, job.source))
             group = (job.model, str(job.request.get("resolution", "-")))
             jobs_by[group] += 1
             seconds[group] += table.seconds(job.request)
@@ -133,15 +137,15 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, as_json: bool)
         m.check()
     except BatchgenError as e:
         _fail(e)
-    states: dict[str, str] = {}
+    known: dict[str, dict[str, Any]] = {}
     url = ledger_url(ledger)
     if not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists():
         led = _open_ledger(ledger)
-        states = led.states_by_key(keys)
+        known = led.states_by_key(keys)
         led.close()
     buckets = {"new": 0, "done": 0, "in_flight": 0, "failed": 0, "in_doubt": 0, "cancelled": 0, "queued": 0}
     for k in keys:
-        s = states.get(k)
+        s = known[k]["state"] if k in known else None
         if s is None:
             buckets["new"] += 1
         elif s in ("submitting", "submitted", "rendering", "completed"):
@@ -155,9 +159,14 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, as_json: bool)
     doc = {"manifest": str(manifest), "jobs": len(keys), "states": buckets, "video": per,
            "credits_estimated_total": round(total, 4), "credits_unit": table.unit,
            "prices": str(prices) if prices else "shipped placeholder table", "warnings": m.warnings}
+    if explain:
+        doc["explain"] = [{"key": k[:12], "name": n, "row": src, "action": a, "reason": r}
+                          for k, n, src in rows for a, r in [_why(known.get(k))]]
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
+    for e in doc.get("explain", []):
+        click.echo(f"{e['action']:<9} {e['name']} ({e['key']}, {e['row']}): {e['reason']}")
     for w in m.warnings:
         _echo_err(f"warning: {w}")
     click.echo(f"{manifest}: {len(keys)} job(s)")
@@ -167,6 +176,28 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, as_json: bool)
         est = "no price" if p["credits_estimated"] is None else f"~{p['credits_estimated']:g} {table.unit}"
         click.echo(f"  {p['model']:<34} {p['resolution']:>5}  {p['jobs']:>7} job(s)  {p['seconds']:>9g} s of video  {est}")
     click.echo(f"  estimated total: ~{total:g} {table.unit} for all jobs ({doc['prices']})")
+
+
+def _why(j: dict[str, Any] | None) -> tuple[str, str]:
+    """What `run` would do with a job, and why (the plan's dry-run reasons)."""
+    if j is None:
+        return "submit", "new: no job with this exact request in the ledger"
+    s = j["state"]
+    if s == "queued":
+        return "submit", f"queued, never created ({j['attempts']} earlier attempt(s) refused cleanly)"
+    if s == "done":
+        return "skip", f"done: {j['output_path']}"
+    if s in ("submitted", "rendering"):
+        return "poll", f"task {j['task_id']} is rendering: polled, never resubmitted"
+    if s == "completed":
+        return "download", f"task {j['task_id']} finished: its result is downloaded"
+    if s in ("submitting", "in_doubt"):
+        return "hold", "in doubt: the create may exist; settle with `batchgen resolve`"
+    if s == "failed":
+        if j["retryable"]:
+            return "hold", f"failed ({j['error_code']}), retryable: resubmitted only with --retry-failed"
+        return "hold", f"failed ({j['error_code']}): change the request to try again"
+    return "skip", f"{s} by an operator"
 
 
 # ---------------------------------------------------------------------------------- run

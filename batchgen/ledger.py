@@ -334,13 +334,16 @@ class Ledger:
                 for j in batch]
         c.exec_driver_sql(sql, rows)
 
-    def states_by_key(self, keys: Iterable[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def states_by_key(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """What the ledger knows of these job keys: state, task id, attempts, error, file."""
+        out: dict[str, dict[str, Any]] = {}
         keys = list(keys)
+        cols = (jobs.c.key, jobs.c.state, jobs.c.task_id, jobs.c.attempts, jobs.c.error_code, jobs.c.retryable,
+                jobs.c.output_path)
         with self._read() as c:
             for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                out.update({k: s for k, s in c.execute(select(jobs.c.key, jobs.c.state).where(jobs.c.key.in_(chunk)))})
+                for r in c.execute(select(*cols).where(jobs.c.key.in_(keys[i : i + 500]))):
+                    out[r.key] = _row(r)
         return out
 
     # ------------------------------------------------------------ reads

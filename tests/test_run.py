@@ -40,6 +40,14 @@ def test_happy_path_then_rerun_submits_nothing(sim, tmp_path):
     assert sim.truth()["counters"]["downloads"] == 30
     plan = run_cli(["plan", str(m), "--ledger", str(tmp_path / "l.db"), "--json"])
     assert json.loads(plan.stdout)["states"]["done"] == 30
+    # --explain: one reason per job; a new row is the only thing that would be submitted
+    with open(m, "a") as f:
+        f.write("extra,grok-imagine-text-to-video,A brand new clip,3\n")
+    doc = json.loads(run_cli(["plan", str(m), "--ledger", str(tmp_path / "l.db"), "--json", "--explain"]).stdout)
+    actions = [e["action"] for e in doc["explain"]]
+    assert actions == ["skip"] * 30 + ["submit"] and "new" in doc["explain"][-1]["reason"]
+    text = run_cli(["plan", str(m), "--ledger", str(tmp_path / "l.db"), "--explain"]).stdout
+    assert "skip      shot0000" in text and "submit    extra" in text
 
 
 def test_faults_every_job_ends_done_or_failed_with_a_reason(sim_factory, tmp_path):
@@ -79,6 +87,8 @@ def test_in_doubt_resolution(sim, tmp_path):
     doubt = led.jobs_in_state("in_doubt")
     led.close()
     assert len(doubt) == 3
+    doc = json.loads(run_cli(["plan", str(m), "--ledger", str(tmp_path / "l.db"), "--json", "--explain"]).stdout)
+    assert {(e["action"], "batchgen resolve" in e["reason"]) for e in doc["explain"]} == {("hold", True)}
     # a second run does not touch them
     r = run_cli(run_args(sim, m, tmp_path))
     assert r.exit_code == 1 and len(sim.truth()["creates"]) == 3
