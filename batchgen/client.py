@@ -27,6 +27,7 @@ import asyncio
 import email.utils
 import ipaddress
 import json
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+import aiohttp.abc
 
 from . import crash
 from .errors import ApiError, DownloadError, ErrorClass
@@ -196,6 +198,32 @@ def check_result_url(url: str, *, origin_loopback: bool) -> None:
         raise DownloadError(f"result URL points at a non-public address {ip}", permanent=True, code="url_refused")
 
 
+def _public(addr: str) -> bool:
+    ip = ipaddress.ip_address(addr.split("%")[0])
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified)
+
+
+class PublicOnlyResolver(aiohttp.abc.AbstractResolver):
+    """DNS for the download session: a result host whose name resolves to a private, loopback or
+    link-local address is refused (DNS rebinding, or an internal host behind a public-looking
+    name). Literal IPs never reach a resolver; ``check_result_url`` handles those, and the
+    simulator's loopback URLs. ``localhost`` by name is allowed, for local test servers."""
+
+    def __init__(self, inner: aiohttp.abc.AbstractResolver | None = None) -> None:
+        self._inner = inner or aiohttp.ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        infos = await self._inner.resolve(host, port, family)
+        ok = [i for i in infos if host == "localhost" or _public(i["host"])]
+        if not ok:
+            raise OSError(f"{host} resolves only to non-public addresses; refused")
+        return ok
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 # ------------------------------------------------------------------------ client
 SessionFactory = Callable[..., aiohttp.ClientSession]
 
@@ -235,7 +263,7 @@ class Client:
             headers={"Authorization": f"Bearer {self._key.reveal()}", "User-Agent": "batchgen"},
         )
         self._dl = self._factory(
-            connector=aiohttp.TCPConnector(limit=self._limit), timeout=self._dl_timeout,
+            connector=aiohttp.TCPConnector(limit=self._limit, resolver=PublicOnlyResolver()), timeout=self._dl_timeout,
             headers={"User-Agent": "batchgen"}, auto_decompress=False,
         )
         return self

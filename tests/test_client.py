@@ -218,3 +218,29 @@ def test_download_refusals_leave_nothing(tmp_path, kind, permanent):
             await runner.cleanup()
     asyncio.run(main())
     assert list(tmp_path.iterdir()) == []  # neither the final file nor a temp file
+
+
+def test_download_hosts_resolving_to_private_addresses_are_refused():
+    from batchgen.client import PublicOnlyResolver
+
+    class Fake(aiohttp.abc.AbstractResolver):
+        def __init__(self, answers):
+            self.answers = answers
+
+        async def resolve(self, host, port=0, family=0):
+            return [{"hostname": host, "host": a, "port": port, "family": family, "proto": 0, "flags": 0}
+                    for a in self.answers[host]]
+
+        async def close(self):
+            pass
+
+    r = PublicOnlyResolver(Fake({"cdn.example.com": ["93.184.216.34"], "evil.example.com": ["10.0.0.7", "127.0.0.1"],
+                                 "mixed.example.com": ["169.254.169.254", "93.184.216.35"], "localhost": ["127.0.0.1"]}))
+
+    async def main():
+        assert [i["host"] for i in await r.resolve("cdn.example.com")] == ["93.184.216.34"]
+        assert [i["host"] for i in await r.resolve("mixed.example.com")] == ["93.184.216.35"]
+        assert [i["host"] for i in await r.resolve("localhost")] == ["127.0.0.1"]
+        with pytest.raises(OSError, match="non-public"):
+            await r.resolve("evil.example.com")
+    asyncio.run(main())
