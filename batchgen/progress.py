@@ -27,15 +27,24 @@ class Snapshot:
     def remaining(self) -> int:
         return sum(self.states.get(s, 0) for s in ("queued", "submitting", "rendering", "downloading"))
 
+    def _per_min(self, last_minute: int) -> float:
+        """A per-minute rate: the last minute's count, extrapolated during the first minute."""
+        if self.elapsed >= 60:
+            return float(last_minute)
+        return last_minute * 60.0 / self.elapsed if self.elapsed > 0 else 0.0
+
+    def rate_per_min(self) -> float:
+        return self._per_min(self.done_last_minute)
+
     def eta_seconds(self) -> float | None:
-        rate = self.done_last_minute / 60.0 if self.elapsed >= 60 else (
-            self.states.get("done", 0) / self.elapsed if self.elapsed > 0 else 0.0)
+        rate = self.rate_per_min() / 60.0
         return self.remaining / rate if rate > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
         eta = self.eta_seconds()
         return {"states": {s: self.states.get(s, 0) for s in STATE_ORDER}, "elapsed_s": round(self.elapsed, 1),
-                "jobs_per_min": self.done_last_minute, "requests_per_min": self.requests_last_minute,
+                "jobs_per_min": round(self.rate_per_min()),
+                "requests_per_min": round(self._per_min(self.requests_last_minute)),
                 "budget_rpm": self.budget_rpm, "throttled": self.throttled, "credits": round(self.credits, 4),
                 "in_flight": self.in_flight, "eta_s": None if eta is None else round(eta)}
 
