@@ -39,7 +39,8 @@ Exit codes:
   0  every job of the manifest is done
   1  some jobs failed or are in doubt (see `batchgen export`, `batchgen resolve`)
   2  bad input or usage (nothing was submitted)
-  3  stopped before every job finished (signal, retries exhausted, task timeout): re-run to resume
+  3  stopped before every job finished (signal or `batchgen stop`, retries exhausted,
+     task timeout, --max-credits reached, output disk full): re-run to resume
   4  the balance is too low (HTTP 402): submission stopped, paid tasks collected
   5  another `batchgen run` holds this ledger
   6  the API refused the key (HTTP 401)
