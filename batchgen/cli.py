@@ -520,7 +520,7 @@ def report(ledger: str | None, output: Path, run_id: int | None, title: str) -> 
 
     led = _open_ledger(ledger)
     try:
-        run_row = next((r for r in led.runs(1000) if r["id"] == run_id), None) if run_id else led.latest_run()
+        run_row = led.run(run_id)
         summary = render_report(led.iter_export(run_id), output, title=title, run=run_row)
     finally:
         led.close()
@@ -634,7 +634,7 @@ def demo(out_dir: Path, manifest: Path | None) -> None:
     try:
         with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
             n = write_csv(led.iter_export(), f)
-        render_report(led.iter_export(), out_dir / "report.html", title="batchgen demo", run=led.latest_run())
+        render_report(led.iter_export(), out_dir / "report.html", title="batchgen demo", run=led.run())
     finally:
         led.close()
     videos = sorted((out_dir / "videos").rglob("*.mp4"))

@@ -178,6 +178,12 @@ def _is_loopback_host(host: str) -> bool:
         return False
 
 
+def _public(addr: str) -> bool:
+    ip = ipaddress.ip_address(addr.split("%")[0])
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified)
+
+
 def check_result_url(url: str, *, origin_loopback: bool) -> None:
     """https only; http only to loopback (the simulator). Literal private, link-local, reserved
     addresses are refused, and loopback only when the chain started on loopback."""
@@ -194,14 +200,8 @@ def check_result_url(url: str, *, origin_loopback: bool) -> None:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return
-    if not ip.is_loopback and (ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified):
+    if not ip.is_loopback and not _public(str(ip)):
         raise DownloadError(f"result URL points at a non-public address {ip}", permanent=True, code="url_refused")
-
-
-def _public(addr: str) -> bool:
-    ip = ipaddress.ip_address(addr.split("%")[0])
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
-                or ip.is_unspecified)
 
 
 class PublicOnlyResolver(aiohttp.abc.AbstractResolver):

@@ -190,10 +190,14 @@ class Ledger:
     # ------------------------------------------------------------ runs
     def start_run(self, manifest: str, manifest_sha256: str, options: dict[str, Any], total: int) -> int:
         with self.engine.begin() as c:
-            return int(c.execute(insert(runs).values(
-                manifest=manifest, manifest_sha256=manifest_sha256, started_at=time.time(), status="running",
-                host=socket.gethostname(), pid=os.getpid(), options=json.dumps(options, sort_keys=True), jobs_total=total,
-            )).inserted_primary_key[0])
+            return self._insert_run(c, manifest, manifest_sha256, options, total)
+
+    @staticmethod
+    def _insert_run(c: Connection, manifest: str, manifest_sha256: str, options: dict[str, Any], total: int) -> int:
+        return int(c.execute(insert(runs).values(
+            manifest=manifest, manifest_sha256=manifest_sha256, started_at=time.time(), status="running",
+            host=socket.gethostname(), pid=os.getpid(), options=json.dumps(options, sort_keys=True), jobs_total=total,
+        )).inserted_primary_key[0])
 
     def finish_run(self, run_id: int, status: str) -> None:
         with self.engine.begin() as c:
@@ -270,9 +274,13 @@ class Ledger:
         with self.engine.begin() as c:
             c.execute(stmt)
 
-    def latest_run(self) -> dict[str, Any] | None:
+    def run(self, run_id: int | None = None) -> dict[str, Any] | None:
+        """One run by id, or the newest when ``run_id`` is None."""
+        q = select(runs).order_by(runs.c.id.desc()).limit(1)
+        if run_id is not None:
+            q = q.where(runs.c.id == run_id)
         with self._read() as c:
-            r = c.execute(select(runs).order_by(runs.c.id.desc()).limit(1)).first()
+            r = c.execute(q).first()
             return _row(r) if r else None
 
     # ------------------------------------------------------------ jobs from a manifest
@@ -289,10 +297,7 @@ class Ledger:
         ``check()`` (which raises on any problem found during expansion): a bad manifest rolls
         everything back, so nothing is recorded for it, and a good one is expanded only once."""
         with self.engine.begin() as c:
-            run_id = int(c.execute(insert(runs).values(
-                manifest=manifest, manifest_sha256=manifest_sha256, started_at=time.time(), status="running",
-                host=socket.gethostname(), pid=os.getpid(), options=json.dumps(options, sort_keys=True),
-            )).inserted_primary_key[0])
+            run_id = self._insert_run(c, manifest, manifest_sha256, options, 0)
             n = 0
             chunk: list[Job] = []
             for job in jobs_:

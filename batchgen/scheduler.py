@@ -135,7 +135,8 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
     before the event loop starts, so no create can precede validation."""
     ledger.acquire_lock()
     ledger.close_dead_runs()
-    digest = hashlib.sha256(manifest.path.read_bytes()).hexdigest()
+    with open(manifest.path, "rb") as f:  # streamed: a CSV manifest may be large
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     try:
         run_id, total = ledger.record_run(str(manifest.path.resolve()), digest, {
             "out": str(opts.out_dir), "concurrency": opts.concurrency, "rpm": opts.rpm}, manifest.expand(), manifest.check)
@@ -160,13 +161,12 @@ class Scheduler:
         self.budget = RequestBudget(opts.rpm)
         self.log = log or logs.log.warning
         self.display = display or Display(quiet=True)
-        self.states: dict[str, int] = {}
+        self.states: collections.Counter[str] = collections.Counter()  # display state → jobs
         self.credits_seen = 0.0
         self._done_times: collections.deque[float] = collections.deque()
         self._started = time.monotonic()
         self.reason: str | None = None
         self.no_submit = False  # no new creates (402, 401, credit cap, ledger failure)
-        self.fatal = False  # 401: nothing works
         self.halt_code: int | None = None  # exit code of a run-wide refusal (402, 401)
         self.committed_credits = 0.0  # estimated credits of the creates this run sent
         self.unfinished = False  # something was left for the next run (retries exhausted, timeout)
@@ -184,11 +184,10 @@ class Scheduler:
         active = await self.w.call(self.w.ledger.active_jobs)
         counts = _with_skipped_done(await self.w.call(self.w.ledger.counts, run_id), total)
         for state, n in counts.items():
-            self.states[_DISPLAY.get(state, state)] = self.states.get(_DISPLAY.get(state, state), 0) + n
+            self.states[_DISPLAY.get(state, state)] += n
         for row in active:
-            if row["run_id"] != run_id:
-                d = _DISPLAY.get(row["state"], row["state"])
-                self.states[d] = self.states.get(d, 0) + 1
+            if row["run_id"] != run_id:  # paid tasks of earlier runs, collected by this one
+                self.states[_DISPLAY.get(row["state"], row["state"])] += 1
         # Results closest to their 24 h expiry are downloaded first, before anything new is sent.
         active.sort(key=lambda r: (r["state"] != "completed", r["result_at"] or 0.0, r["id"]))
         for row in active:
@@ -275,8 +274,8 @@ class Scheduler:
         before = _DISPLAY.get(job.state, job.state)
         after = _DISPLAY.get(state, state)
         if before != after:
-            self.states[before] = self.states.get(before, 0) - 1
-            self.states[after] = self.states.get(after, 0) + 1
+            self.states[before] -= 1
+            self.states[after] += 1
         if state == "done":
             self._done_times.append(time.monotonic())
         if events.isEnabledFor(logging.INFO):
@@ -341,10 +340,7 @@ class Scheduler:
                 self._move(job, "failed")
                 return "failed"
             if e.klass is ErrorClass.FATAL_RUN:
-                self.no_submit = self.fatal = True
-                self.halt_code = EXIT_KEY_REFUSED
-                self.reason = f"API key refused ({e}); stopping"
-                self.stop.set()
+                self._key_refused(e, "uploading")
                 return "stopped"
             if e.status == 429:
                 self.budget.throttle(e.retry_after)
@@ -427,6 +423,16 @@ class Scheduler:
                  f"({exc or 'the job changed state meanwhile'}); it will be in doubt: "
                  f"batchgen resolve {job.key[:12]} --adopt {task_id}")
 
+    def _key_refused(self, e: ApiError, while_: str) -> None:
+        """401: nothing can succeed with this key, so the whole run stops (exit 6)."""
+        if self.halt_code == EXIT_KEY_REFUSED:
+            return
+        self.no_submit = True
+        self.halt_code = EXIT_KEY_REFUSED
+        self.reason = f"API key refused while {while_} ({e}); stopping"
+        self.log(self.reason)
+        self.stop.set()
+
     def _saw_credits(self, job: _Job, credits: float | None) -> None:
         if credits is not None:
             self.credits_seen += credits - job.credits
@@ -453,11 +459,7 @@ class Scheduler:
             self.reason = "insufficient balance (HTTP 402): submission stopped; in-flight tasks are still polled"
             self.log(self.reason)
         elif e.klass is ErrorClass.FATAL_RUN:
-            self.no_submit = self.fatal = True
-            self.halt_code = EXIT_KEY_REFUSED
-            self.reason = f"API key refused ({e}); stopping"
-            self.log(self.reason)
-            self.stop.set()
+            self._key_refused(e, "creating")
         if e.status == 429:
             self.budget.throttle(e.retry_after)
         job.retry_after = e.retry_after
@@ -512,10 +514,7 @@ class Scheduler:
     async def _poll_failed(self, job: _Job, e: ApiError, elapsed: float) -> bool:
         """Returns True when polling this job must stop."""
         if e.klass is ErrorClass.FATAL_RUN:
-            self.no_submit = self.fatal = True
-            self.halt_code = EXIT_KEY_REFUSED
-            self.reason = f"API key refused while polling ({e}); stopping"
-            self.stop.set()
+            self._key_refused(e, "polling")
             return True
         if e.klass is ErrorClass.FATAL and not (e.status == 404 and elapsed < self.opts.poll_404_grace):
             await self.w.apply(Transition(job.id, "failed", ("submitted", "rendering"), {

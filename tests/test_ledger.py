@@ -39,7 +39,7 @@ def test_migrate_on_open_upgrades_an_old_ledger_and_keeps_its_data(tmp_path):
     engine.dispose()
     led = Ledger(str(tmp_path / "old.db"))
     try:
-        run = led.latest_run()
+        run = led.run()
         assert run["manifest"] == "m" and run["stop_requested"] in (False, 0)
     finally:
         led.close()

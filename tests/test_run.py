@@ -121,7 +121,7 @@ def test_bad_manifest_exit_2_and_nothing_recorded(sim, tmp_path):
     assert r.exit_code == 2
     assert "row 1 (line 2), field 'duration'" in r.stderr and "row 2 (line 3), field 'prompt'" in r.stderr
     led = Ledger(str(tmp_path / "l.db"))
-    assert led.counts() == {"done": 2} and led.latest_run()["id"] == 1
+    assert led.counts() == {"done": 2} and led.run()["id"] == 1
     led.close()
     assert len(sim.truth()["creates"]) == 2
 
