@@ -47,6 +47,17 @@ class RequestBudget:
             # waiting on the old one finish on it (at most --concurrency of them).
             self._limiter = AsyncLimiter(1, 60.0 / (rpm * HEADROOM))
 
+    def set_rpm(self, rpm: float | None) -> None:
+        """A new configured rate, e.g. this worker's share of a budget several workers split."""
+        if rpm != self.rpm:
+            self.rpm = rpm
+            self._set_rate()
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (a joining worker waits until the others have cut their
+        shares)."""
+        self._not_before = max(self._not_before, time.monotonic() + seconds)
+
     async def acquire(self) -> None:
         while True:
             wait = self._not_before - time.monotonic()

@@ -7,7 +7,10 @@ import asyncio
 import hashlib
 import os
 import itertools
+import re
+import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +21,8 @@ from . import crash
 MP4_BRANDS_BOX = b"ftyp"
 T = TypeVar("T")
 _temp_ids = itertools.count()
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+STALE_TEMP_AGE = 3600.0  # a temp file nobody wrote to for an hour belongs to no live download
 
 
 def resolve_inside(out_dir: str | os.PathLike[str], relative: str) -> Path:
@@ -75,8 +80,10 @@ class AtomicFile:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        # Unique per process and call; O_EXCL makes a clash an error, never an overwrite.
-        self.tmp = final.with_name(f".{final.name}.{os.getpid()}-{next(_temp_ids)}.part")
+        # Unique per host, process and call; O_EXCL makes a clash an error, never an overwrite.
+        # Host and pid let a starting worker tell its dead predecessors' leftovers from the
+        # downloads of a live worker sharing the folder (remove_stale_temp_files).
+        self.tmp = final.with_name(f".{final.name}.{_HOST}-{os.getpid()}-{next(_temp_ids)}.part")
         self.size = 0
         self.sha256 = hashlib.sha256()
         self.head = b""
@@ -172,14 +179,35 @@ class DirSyncer:
 
 
 def remove_stale_temp_files(out_dir: Path) -> int:
-    """Temp files left by a killed process (``.name.xxxx.part``); they are never final files."""
+    """Temp files left by a killed process (``.name.host-pid-n.part``); they are never final
+    files. Several workers may share ``out_dir`` (PostgreSQL ledger), so a temp file is only
+    removed when its writer is known dead: this host and a pid that no longer exists, or no
+    write for an hour (another host's leftover, or a pid reused since)."""
     n = 0
     if not out_dir.is_dir():
         return 0
+    now = time.time()
     for p in out_dir.rglob(".*.part"):
+        m = _TEMP_OWNER.search(p.name)
         try:
+            dead_here = m is not None and m["host"] == _HOST and not _pid_alive(int(m["pid"]))
+            if not dead_here and now - p.stat().st_mtime < STALE_TEMP_AGE:
+                continue
             p.unlink()
             n += 1
         except OSError:
             pass
     return n
+
+
+_TEMP_OWNER = re.compile(r"\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-\d+\.part$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

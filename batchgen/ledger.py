@@ -6,6 +6,13 @@ and every write transaction starts with ``BEGIN IMMEDIATE`` (a deferred read-the
 transaction can fail with "database is locked" regardless of the busy timeout). Migrations are
 applied on open. The API is synchronous; the scheduler calls it from one dedicated thread
 (``Writer``) so the event loop never blocks on an fsync and commits are grouped.
+
+PostgreSQL ledgers are *cooperative*: several ``batchgen run`` processes (workers, one ``runs``
+row each) share them. A worker claims queued jobs with ``FOR UPDATE SKIP LOCKED`` (a lease:
+``jobs.worker_id``), moves only jobs it holds, and keeps its lease alive with a heartbeat
+stamped by the server's clock. A worker whose heartbeat goes stale is declared dead by any live
+one, which takes over its paid tasks (to poll and download, never to resubmit) and turns its
+mid-create jobs into ``in_doubt``, exactly what a restart does on SQLite.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, and_, create_engine, event, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
@@ -112,10 +119,17 @@ class Transition:
     detail: str | None = None
     task_id: str | None = None
     event: bool = True
+    owner: int | None = None  # cooperative ledgers: the move only applies if this worker holds the job
 
 
 _JOB_COLUMNS = frozenset(jobs.c.keys())
-_PG_LOCK_KEY = 0x62617463  # "batc": with the schema's hash, the advisory lock of a PostgreSQL ledger
+# PostgreSQL errors after which the whole transaction is simply tried again: two workers locked
+# rows in different orders (deadlock), or a serialisation conflict.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def _retryable(e: BaseException) -> bool:
+    return getattr(getattr(e, "orig", None), "sqlstate", None) in _RETRY_SQLSTATES
 
 
 def _placeholder(c: Connection) -> Any:
@@ -140,8 +154,9 @@ class Ledger:
         except SQLAlchemyError as e:
             raise LedgerError(f"cannot open ledger {self._safe_url}: {e.__class__.__name__}: {str(e).splitlines()[0]}") from None
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        # One process per SQLite ledger (flock); any number of workers per PostgreSQL ledger.
+        self.cooperative = not self.is_sqlite
         self._lock_fd: int | None = None
-        self._pg_lock: Connection | None = None
 
     def __repr__(self) -> str:
         return f"Ledger({self._safe_url!r})"
@@ -152,23 +167,11 @@ class Ledger:
 
     # ------------------------------------------------------------ single writer
     def acquire_lock(self) -> None:
-        """One ``batchgen run`` per ledger: orphan detection (``submitting`` → in doubt) is only
-        right when no other process can be mid-create. SQLite: an flock, released by the kernel
-        when the process dies, kill -9 included. PostgreSQL: a session advisory lock on a
-        connection held for the run, released by the server when that connection dies
-        (several cooperating workers need leases instead: not implemented yet)."""
-        if not self.is_sqlite:
-            if self._pg_lock is None:
-                conn = self.engine.connect()
-                got = conn.exec_driver_sql("SELECT pg_try_advisory_lock(%(k)s, hashtext(current_schema()))",
-                                           {"k": _PG_LOCK_KEY}).scalar()
-                conn.commit()
-                if not got:
-                    conn.close()
-                    raise LedgerBusy("another batchgen run is using this PostgreSQL ledger (advisory lock held)")
-                self._pg_lock = conn
-            return
-        if self._lock_fd is not None:
+        """One ``batchgen run`` per SQLite ledger: orphan detection (``submitting`` → in doubt)
+        is only right when no other process can be mid-create. An flock, released by the kernel
+        when the process dies, kill -9 included. PostgreSQL ledgers take no lock: their workers
+        coordinate through leases (see the module docstring)."""
+        if self.cooperative or self._lock_fd is not None:
             return
         path = make_url(self.url).database + ".lock"
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
@@ -183,21 +186,23 @@ class Ledger:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-        if self._pg_lock is not None:
-            self._pg_lock.close()  # ends the session, which releases the advisory lock
-            self._pg_lock = None
 
     # ------------------------------------------------------------ runs
     def start_run(self, manifest: str, manifest_sha256: str, options: dict[str, Any], total: int) -> int:
         with self.engine.begin() as c:
             return self._insert_run(c, manifest, manifest_sha256, options, total)
 
-    @staticmethod
-    def _insert_run(c: Connection, manifest: str, manifest_sha256: str, options: dict[str, Any], total: int) -> int:
+    def _insert_run(self, c: Connection, manifest: str, manifest_sha256: str, options: dict[str, Any], total: int) -> int:
         return int(c.execute(insert(runs).values(
             manifest=manifest, manifest_sha256=manifest_sha256, started_at=time.time(), status="running",
             host=socket.gethostname(), pid=os.getpid(), options=json.dumps(options, sort_keys=True), jobs_total=total,
+            heartbeat_at=self._now(),
         )).inserted_primary_key[0])
+
+    def _now(self) -> Any:
+        """Heartbeats use the database server's clock: workers on several machines then need no
+        synchronised clocks to agree on who is stale."""
+        return time.time() if self.is_sqlite else func.extract("epoch", func.clock_timestamp())
 
     def finish_run(self, run_id: int, status: str) -> None:
         with self.engine.begin() as c:
@@ -214,14 +219,22 @@ class Ledger:
                     jobs.c.run_id, jobs.c.state)
                 for run_id, state, n in c.execute(q):
                     counts.setdefault(run_id, {})[state] = int(n)
+            held: dict[int, int] = {}
+            if ids:
+                q = select(jobs.c.worker_id, func.count()).where(jobs.c.worker_id.in_(ids)).group_by(jobs.c.worker_id)
+                held = {w: int(n) for w, n in c.execute(q)}
+            now = c.execute(select(self._now())).scalar() if not self.is_sqlite else time.time()
         for r in rows:
             r["counts"] = counts.get(r["id"], {})
+            r["held"] = held.get(r["id"], 0)  # jobs leased to this run (cooperative ledgers)
+            r["heartbeat_age_s"] = None if r["heartbeat_at"] is None else round(float(now) - r["heartbeat_at"], 1)
         return rows
 
     def close_dead_runs(self) -> int:
         """With the writer lock held, no other run can be alive: any still marked ``running``
-        died (kill -9, power loss). Mark them so `status` and `stop` stay truthful."""
-        if self._lock_fd is None and self._pg_lock is None:
+        died (kill -9, power loss). Mark them so `status` and `stop` stay truthful. (Cooperative
+        ledgers find dead workers by their heartbeat instead: ``reclaim``.)"""
+        if self._lock_fd is None:
             return 0
         with self.engine.begin() as c:
             return c.execute(update(runs).where(runs.c.status == "running")
@@ -309,7 +322,8 @@ class Ledger:
             self._upsert(c, run_id, chunk)
             n += len(chunk)
             check()
-            c.execute(update(runs).where(runs.c.id == run_id).values(jobs_total=n))
+            # Stamped again at commit: recording a huge manifest may take longer than a lease.
+            c.execute(update(runs).where(runs.c.id == run_id).values(jobs_total=n, heartbeat_at=self._now()))
         return run_id, n
 
     def upsert_jobs(self, run_id: int, batch: Sequence[Job]) -> None:
@@ -384,9 +398,12 @@ class Ledger:
                     raise LedgerError(f"job key prefix {s!r} is ambiguous")
         return None
 
-    def jobs_in_state(self, state: str) -> list[dict[str, Any]]:
+    def jobs_in_state(self, state: str, manifest_sha256: str | None = None) -> list[dict[str, Any]]:
+        q = select(jobs).where(jobs.c.state == state).order_by(jobs.c.id)
+        if manifest_sha256 is not None:
+            q = q.where(jobs.c.run_id.in_(select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256)))
         with self._read() as c:
-            return [_row(r) for r in c.execute(select(jobs).where(jobs.c.state == state).order_by(jobs.c.id))]
+            return [_row(r) for r in c.execute(q)]
 
     def counts(self, run_id: int | None = None) -> dict[str, int]:
         q = select(jobs.c.state, func.count()).group_by(jobs.c.state)
@@ -424,12 +441,24 @@ class Ledger:
         return ids
 
     # ------------------------------------------------------------ writes
+    def _retrying(self, fn: Any, *args: Any, readonly: bool = False) -> Any:
+        """Run ``fn(conn, *args)`` in one transaction, again (up to 5 times) if PostgreSQL
+        aborted it for a deadlock or serialisation conflict with another worker."""
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as c:
+                    return fn(c, *args)
+            except OperationalError as e:
+                if not _retryable(e) or attempt == 4:
+                    raise
+                time.sleep(0.01 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
     def apply(self, batch: Sequence[Transition]) -> list[bool]:
         """Apply transitions in one transaction (group commit). If one of them violates a
         constraint the batch is retried one by one, so a bad one cannot sink the others."""
         try:
-            with self.engine.begin() as c:
-                results = self._apply_many(c, batch)
+            results = self._retrying(self._apply_many, batch)
             crash.point("after_commit")
             return results
         except IntegrityError:
@@ -438,8 +467,7 @@ class Ledger:
         out = []
         for t in batch:
             try:
-                with self.engine.begin() as c:
-                    out.extend(self._apply_many(c, [t]))
+                out.extend(self._retrying(self._apply_many, [t]))
             except IntegrityError as e:
                 raise LedgerError(f"job {t.job_id} → {t.to}: {str(e.orig).splitlines()[0]}") from None
         return out
@@ -453,22 +481,26 @@ class Ledger:
         Several moves of one job in a batch are checked in order and merged into one UPDATE (its
         final state and values); each still gets its own event row. Runs inside the caller's
         transaction: BEGIN IMMEDIATE on SQLite, and the states are read FOR UPDATE on PostgreSQL,
-        so they cannot change before the writes."""
+        so they cannot change before the writes. A transition with an ``owner`` also requires
+        the job's lease to be that worker's (cooperative ledgers)."""
         now = time.time()
-        ids = list(dict.fromkeys(t.job_id for t in batch))
+        # Sorted: workers locking overlapping rows in one order cannot deadlock each other.
+        ids = sorted(set(t.job_id for t in batch))
         current: dict[int, str] = {}
+        holder: dict[int, int | None] = {}
         for i in range(0, len(ids), 500):
-            q = select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(ids[i : i + 500]))
+            q = select(jobs.c.id, jobs.c.state, jobs.c.worker_id).where(jobs.c.id.in_(ids[i : i + 500]))
             if c.dialect.name == "postgresql":
-                q = q.with_for_update()
-            for job_id, state in c.execute(q):
+                q = q.order_by(jobs.c.id).with_for_update()
+            for job_id, state, worker in c.execute(q):
                 current[job_id] = state
+                holder[job_id] = worker
         results: list[bool] = []
         merged: dict[int, dict[str, Any]] = {}
         event_rows: list[dict[str, Any]] = []
         for t in batch:
             before = current.get(t.job_id)
-            ok = before in t.expect
+            ok = before in t.expect and (t.owner is None or holder.get(t.job_id) == t.owner)
             results.append(ok)
             if not ok:
                 continue
@@ -518,6 +550,105 @@ class Ledger:
             self.apply(ts)
         return len(ts)
 
+    # ------------------------------------------------------------ cooperative workers (PostgreSQL)
+    def heartbeat(self, worker: int) -> bool:
+        """Refresh this worker's lease. False when another worker has declared it dead (its
+        heartbeat went stale: paused, partitioned): it must stop, its jobs are someone else's."""
+        with self.engine.begin() as c:
+            return c.execute(update(runs).where(runs.c.id == worker, runs.c.status == "running")
+                             .values(heartbeat_at=self._now())).rowcount == 1
+
+    def live_workers(self, lease_s: float) -> int:
+        """Workers (runs) alive now: ``running`` with a heartbeat fresher than the lease."""
+        with self._read() as c:
+            return int(c.execute(select(func.count()).select_from(runs).where(
+                runs.c.status == "running", runs.c.heartbeat_at >= self._now() - lease_s)).scalar() or 0)
+
+    def claim(self, worker: int, manifest_sha256: str, limit: int) -> list[dict[str, Any]]:
+        """Lease up to ``limit`` queued jobs of this manifest, in manifest order, to ``worker``.
+
+        ``FOR UPDATE SKIP LOCKED``: concurrent claims by other workers pass over the rows this
+        one is taking instead of waiting for them, so each job goes to exactly one worker. Jobs
+        leased to a worker that is no longer running (finished, stopped, declared dead) are free.
+        """
+        def go(c: Connection) -> list[dict[str, Any]]:
+            holder_alive = exists().where(runs.c.id == jobs.c.worker_id, runs.c.status == "running")
+            pick = (select(jobs.c.id)
+                    .where(jobs.c.state == "queued",
+                           jobs.c.run_id.in_(select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256)),
+                           # not == worker: a job this worker gave up on (create kept failing)
+                           # stays with it until it leaves, instead of being retried in a loop
+                           or_(jobs.c.worker_id.is_(None), ~holder_alive))
+                    .order_by(jobs.c.seq).limit(limit).with_for_update(skip_locked=True))
+            ids = [i for (i,) in c.execute(pick)]
+            if not ids:
+                return []
+            rows = c.execute(update(jobs).where(jobs.c.id.in_(ids)).values(worker_id=worker).returning(*jobs.c))
+            return sorted((_row(r) for r in rows), key=lambda r: r["seq"])
+        return self._retrying(go)
+
+    def reclaim(self, worker: int, lease_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Take over what dead workers left. Returns (jobs now held by ``worker``, jobs put in doubt).
+
+        In one transaction: running workers whose heartbeat is older than the lease are marked
+        ``died``; jobs that have a task (submitted, rendering, completed) and no live holder are
+        leased to ``worker`` — to be polled and downloaded, never resubmitted; jobs left in
+        ``submitting`` by a holder that is gone become ``in_doubt``, since nothing can tell
+        whether its create reached the API."""
+        def go(c: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            stale = (update(runs).where(runs.c.status == "running", runs.c.id != worker,
+                                        or_(runs.c.heartbeat_at.is_(None), runs.c.heartbeat_at < self._now() - lease_s))
+                     .values(status="died", finished_at=time.time()))
+            c.execute(stale)
+            holder_alive = exists().where(runs.c.id == jobs.c.worker_id, runs.c.status == "running")
+            orphaned = and_(jobs.c.worker_id.is_distinct_from(worker), or_(jobs.c.worker_id.is_(None), ~holder_alive))
+            q = (select(jobs.c.id, jobs.c.state).where(jobs.c.state.in_(ACTIVE + ("submitting",)), orphaned)
+                 .order_by(jobs.c.id).with_for_update(skip_locked=True))
+            found = c.execute(q).all()
+            active = [i for i, st in found if st != "submitting"]
+            stuck = [i for i, st in found if st == "submitting"]
+            adopted: list[dict[str, Any]] = []
+            if active:
+                c.execute(update(jobs).where(jobs.c.id.in_(active)).values(worker_id=worker))
+            if stuck:
+                self._apply_many(c, [Transition(i, "in_doubt", ("submitting",), {
+                    "error_code": "interrupted_create", "worker_id": None, "error_message":
+                    "the worker holding it stopped between recording the intent and recording the task id"},
+                    detail=f"worker gone mid-create; found by worker {worker}") for i in stuck])
+            if active:
+                adopted = [_row(r) for r in c.execute(select(jobs).where(jobs.c.id.in_(active)).order_by(jobs.c.id))]
+            doubt = [_row(r) for r in c.execute(select(jobs).where(jobs.c.id.in_(stuck)))] if stuck else []
+            return adopted, doubt
+        return self._retrying(go)
+
+    def release(self, worker: int) -> int:
+        """A worker leaving hands back the jobs it still holds (queued, or with a task to poll)."""
+        with self.engine.begin() as c:
+            return c.execute(update(jobs).where(jobs.c.worker_id == worker, jobs.c.state.in_(("queued",) + ACTIVE))
+                             .values(worker_id=None)).rowcount
+
+    def held(self, worker: int) -> list[dict[str, Any]]:
+        """Jobs with a task that this worker holds (its share of the paid work to collect)."""
+        with self._read() as c:
+            return [_row(r) for r in c.execute(select(jobs).where(jobs.c.worker_id == worker,
+                                                                   jobs.c.state.in_(ACTIVE)).order_by(jobs.c.id))]
+
+    def pending_elsewhere(self, worker: int, manifest_sha256: str) -> int:
+        """Jobs of this manifest that still need work and that ``worker`` does not hold: while
+        there are any, a worker stays to take over if their holder dies."""
+        q = (select(func.count()).select_from(jobs).where(
+            jobs.c.run_id.in_(select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256)),
+            jobs.c.state.in_(("queued", "submitting") + ACTIVE), jobs.c.worker_id.is_distinct_from(worker)))
+        with self._read() as c:
+            return int(c.execute(q).scalar() or 0)
+
+    def scope_counts(self, manifest_sha256: str) -> dict[str, int]:
+        """Per-state counts of every job recorded for this manifest (by any worker's run)."""
+        q = (select(jobs.c.state, func.count()).where(jobs.c.run_id.in_(
+            select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256))).group_by(jobs.c.state))
+        with self._read() as c:
+            return {s: int(n) for s, n in c.execute(q)}
+
     def check_integrity(self) -> str:
         if not self.is_sqlite:
             return "ok"
@@ -532,8 +663,9 @@ class Writer:
     while a commit is in progress are committed together in the next transaction, so an fsync
     is paid per batch, not per job, while each caller still waits for its own durability."""
 
-    def __init__(self, ledger: Ledger, max_batch: int = 512) -> None:
+    def __init__(self, ledger: Ledger, max_batch: int = 512, *, owner: int | None = None) -> None:
         self.ledger = ledger
+        self.owner = owner  # cooperative ledgers: every transition requires this worker's lease
         self.max_batch = max_batch
         self.commits = 0
         self.transitions = 0
@@ -560,10 +692,19 @@ class Writer:
         """Run any ledger method on the ledger thread (keeps SQLite on one thread)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    async def read(self, fn: Any, *args: Any) -> Any:
+        """A ledger call that need not queue behind the writes: PostgreSQL's pooled connections
+        serve it from another thread (heartbeats, claims); SQLite keeps everything on one."""
+        if self.ledger.is_sqlite:
+            return await self.call(fn, *args)
+        return await asyncio.to_thread(fn, *args)
+
     def submit(self, t: Transition) -> asyncio.Future[bool]:
         """Queue a transition; the future resolves once it is committed. Transitions are applied
         in the order they were submitted, so a job's later moves never overtake earlier ones."""
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if t.owner is None:
+            t.owner = self.owner
         self._pending.append((t, fut))
         self._outstanding.add(fut)
         fut.add_done_callback(self._outstanding.discard)

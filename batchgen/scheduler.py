@@ -31,6 +31,8 @@ from .errors import (
     EXIT_FAILED, EXIT_KEY_REFUSED, EXIT_NO_FUNDS, EXIT_OK, EXIT_UNFINISHED, ApiError, DownloadError, ErrorClass,
 )
 from .files import OutputDir, remove_stale_temp_files
+from sqlalchemy.exc import SQLAlchemyError
+
 from .ledger import RETRYABLE_TASK_CODES, Ledger, Transition, Writer
 from .logs import events
 from .manifest import Manifest
@@ -62,6 +64,8 @@ class RunOptions:
     stop_check_every: float = 2.0  # seconds between looks at the ledger's stop flag
     local_files: dict[str, Path] = field(default_factory=dict)  # sha256 → path, from the manifest
     upload_reuse: float = 6 * 3600.0  # reuse an uploaded file's URL for this long
+    heartbeat: float = 5.0  # cooperative (PostgreSQL) ledgers: seconds between lease renewals
+    lease: float = 30.0  # a worker silent this long is dead: its jobs are taken over
 
 
 @dataclass
@@ -126,13 +130,17 @@ class Prepared:
     total: int
     in_doubt_found: list[dict[str, Any]]
     requeued: int
+    manifest_sha256: str = ""
+    cooperative: bool = False  # one of several workers on a PostgreSQL ledger; run_id is its worker id
 
 
 def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
-    """Take the single-writer lock, expand and validate the whole manifest while recording the
-    run and its jobs in one transaction (rolled back — nothing recorded — if the manifest has any
-    problem), and turn jobs a dead process left mid-create into ``in_doubt``. Synchronous: runs
-    before the event loop starts, so no create can precede validation."""
+    """Take the single-writer lock (SQLite), expand and validate the whole manifest while
+    recording the run and its jobs in one transaction (rolled back — nothing recorded — if the
+    manifest has any problem), and turn jobs a dead process left mid-create into ``in_doubt``.
+    On a cooperative (PostgreSQL) ledger the run is this worker: "dead process" means a worker
+    whose heartbeat is stale, and only its jobs are touched. Synchronous: runs before the event
+    loop starts, so no create can precede validation."""
     ledger.acquire_lock()
     ledger.close_dead_runs()
     with open(manifest.path, "rb") as f:  # streamed: a CSV manifest may be large
@@ -143,11 +151,14 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
     except BaseException:
         ledger.release_lock()
         raise
-    in_doubt = ledger.orphans_to_in_doubt()
+    if ledger.cooperative:
+        _adopted, in_doubt = ledger.reclaim(run_id, opts.lease)  # adopted jobs are loaded by run()
+    else:
+        in_doubt = ledger.orphans_to_in_doubt()
     requeued = ledger.requeue_retryable_failures(run_id, opts.max_attempts) if opts.retry_failed else 0
     opts.local_files = dict(manifest.local_files)
     remove_stale_temp_files(opts.out_dir)
-    return Prepared(run_id, total, in_doubt, requeued)
+    return Prepared(run_id, total, in_doubt, requeued, digest, ledger.cooperative)
 
 
 # ------------------------------------------------------------------------------ scheduler
@@ -155,6 +166,7 @@ class Scheduler:
     def __init__(self, writer: Writer, client: Client, opts: RunOptions, stop: asyncio.Event,
                  *, log: Callable[[str], None] | None = None, display: Display | None = None) -> None:
         self.w = writer
+        self.worker = writer.owner  # this worker's id on a cooperative ledger, else None
         self.client = client
         self.opts = opts
         self.stop = stop
@@ -180,42 +192,134 @@ class Scheduler:
         self._downloading: set[asyncio.Task[Any]] = set()
 
     # -------------------------------------------------------------- orchestration
-    async def run(self, run_id: int, total: int = 0) -> None:
-        active = await self.w.call(self.w.ledger.active_jobs)
-        counts = _with_skipped_done(await self.w.call(self.w.ledger.counts, run_id), total)
+    async def run(self, run_id: int, total: int = 0, manifest_sha256: str = "") -> None:
+        led = self.w.ledger
+        if self.worker is not None:  # cooperative: what this worker holds, counts of the whole manifest
+            active = await self.w.read(led.held, self.worker)
+            counts = _with_skipped_done(await self.w.read(led.scope_counts, manifest_sha256), total)
+        else:
+            active = await self.w.call(led.active_jobs)
+            counts = _with_skipped_done(await self.w.call(led.counts, run_id), total)
         for state, n in counts.items():
             self.states[_DISPLAY.get(state, state)] += n
         for row in active:
-            if row["run_id"] != run_id:  # paid tasks of earlier runs, collected by this one
+            if row["run_id"] != run_id and self.worker is None:  # paid tasks of earlier runs, collected by this one
                 self.states[_DISPLAY.get(row["state"], row["state"])] += 1
         # Results closest to their 24 h expiry are downloaded first, before anything new is sent.
         active.sort(key=lambda r: (r["state"] != "completed", r["result_at"] or 0.0, r["id"]))
         for row in active:
             self._spawn(_Job.from_row(row))
-        after = 0
         self.display.start()
-        reporter = asyncio.create_task(self._report())
-        watcher = asyncio.create_task(self._watch_stop())
-        flag = asyncio.create_task(self._watch_ledger_stop(run_id))
+        helpers = [asyncio.create_task(self._report()), asyncio.create_task(self._watch_stop()),
+                   asyncio.create_task(self._watch_ledger_stop(run_id))]
         try:
-            while not self.stop.is_set() and not self.no_submit:
-                page = await self.w.call(self.w.ledger.queued_page, run_id, after, 500)
-                if not page:
-                    break
-                for row in page:
-                    after = row["seq"]
-                    while self._inflight >= self.opts.concurrency and not self.stop.is_set():
-                        self._slot_freed.clear()
-                        await self._slot_freed.wait()
-                    if self.stop.is_set() or self.no_submit:
-                        break
-                    self._spawn(_Job.from_row(row))
+            if self.worker is not None:
+                await self._share_budget(first=True)
+                helpers.append(asyncio.create_task(self._heartbeat(total, manifest_sha256)))
+                await self._feed_claims(manifest_sha256)
+            else:
+                await self._feed_pages(run_id)
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
         finally:
-            for t in (watcher, flag, reporter):
+            for t in helpers:
                 t.cancel()
             self.display.stop(self.snapshot())
+
+    async def _wait_for_slot(self) -> None:
+        while self._inflight >= self.opts.concurrency and not self.stop.is_set():
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    async def _feed_pages(self, run_id: int) -> None:
+        """Single-process ledger: page through this run's queued jobs in manifest order."""
+        after = 0
+        while not self.stop.is_set() and not self.no_submit:
+            page = await self.w.call(self.w.ledger.queued_page, run_id, after, 500)
+            if not page:
+                return
+            for row in page:
+                after = row["seq"]
+                await self._wait_for_slot()
+                if self.stop.is_set() or self.no_submit:
+                    return
+                self._spawn(_Job.from_row(row))
+
+    async def _feed_claims(self, manifest_sha256: str) -> None:
+        """Cooperative ledger: lease queued jobs as slots free up (never more than can start now,
+        so other workers get the rest), and stay while other workers still hold unfinished jobs
+        of this manifest: if one dies, its tasks are ours to collect (see _heartbeat)."""
+        assert self.worker is not None
+        led = self.w.ledger
+        while not self.stop.is_set() and not self.no_submit:
+            await self._wait_for_slot()
+            if self.stop.is_set() or self.no_submit:
+                return
+            free = self.opts.concurrency - self._inflight
+            rows = await self.w.read(led.claim, self.worker, manifest_sha256, min(free, 256))
+            for row in rows:
+                self._spawn(_Job.from_row(row))
+            if rows:
+                continue
+            if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, manifest_sha256):
+                return
+            self._slot_freed.clear()
+            try:  # a slot freeing up, or time for another look (a dead worker's jobs freed by _heartbeat)
+                await asyncio.wait_for(self._slot_freed.wait(), self.opts.heartbeat)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _share_budget(self, first: bool = False) -> None:
+        """Workers split --rpm evenly by the number alive. A joining worker waits one heartbeat
+        before its first request so that every other worker has cut its share by then."""
+        if not self.opts.rpm:
+            return
+        n = max(1, await self.w.read(self.w.ledger.live_workers, self.opts.lease))
+        self.budget.set_rpm(self.opts.rpm / n)
+        if first and n > 1:
+            self.budget.hold(self.opts.heartbeat)
+
+    async def _heartbeat(self, total: int, manifest_sha256: str) -> None:
+        """Renew this worker's lease, re-split the budget, take over dead workers' jobs and
+        refresh the manifest-wide counts the display shows."""
+        assert self.worker is not None
+        led = self.w.ledger
+        last_ok = time.monotonic()
+        while not self.stop.is_set():
+            await asyncio.sleep(self.opts.heartbeat)
+            try:
+                if not await self.w.read(led.heartbeat, self.worker):
+                    self._halt("this worker's lease was taken over (its heartbeat went stale); stopping")
+                    return
+                last_ok = time.monotonic()
+                await self._share_budget()
+                adopted, doubt = await self.w.read(led.reclaim, self.worker, self.opts.lease)
+                counts = _with_skipped_done(await self.w.read(led.scope_counts, manifest_sha256), total)
+            except SQLAlchemyError as e:
+                self.log(f"heartbeat failed: {e.__class__.__name__}: {str(e).splitlines()[0]}")
+                if time.monotonic() - last_ok > self.opts.lease / 2 and not self.no_submit:
+                    # Others will soon call this worker dead and take its jobs: stop creating.
+                    self.no_submit = self.unfinished = True
+                    self.reason = "cannot renew this worker's lease; submission stopped"
+                    self.log(self.reason)
+                continue
+            for j in doubt:
+                self.log(f"job {j['name']} ({j['key'][:12]}) is IN DOUBT: its worker died mid-create — "
+                         "settle with `batchgen resolve`")
+            if adopted:
+                self.log(f"took over {len(adopted)} job(s) with tasks from a worker that stopped")
+            # Counts first: adopted jobs are already in them, _spawn does not move them.
+            self.states.clear()
+            for state, n in counts.items():
+                self.states[_DISPLAY.get(state, state)] += n
+            for row in adopted:
+                self._spawn(_Job.from_row(row))
+
+    def _halt(self, reason: str) -> None:
+        self.no_submit = self.unfinished = True
+        self.reason = reason
+        self.log(reason)
+        self.stop.set()
 
     def _spawn(self, job: _Job) -> None:
         self._inflight += 1
@@ -641,13 +745,20 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, client: 
     """Run a prepared run to completion (or until stopped) and summarise it."""
     started = time.monotonic()
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    async with Writer(ledger) as w:
+    coop = prepared.cooperative
+    async with Writer(ledger, owner=prepared.run_id if coop else None) as w:
         sched = Scheduler(w, client, opts, stop, log=log, display=display)
-        await sched.run(prepared.run_id, prepared.total)
+        await sched.run(prepared.run_id, prepared.total, prepared.manifest_sha256)
         await w.flush()
-        counts = _with_skipped_done(await w.call(ledger.counts, prepared.run_id), prepared.total)
-        in_doubt = [j for j in await w.call(ledger.jobs_in_state, "in_doubt") if j["run_id"] == prepared.run_id]
-        failed = [j for j in await w.call(ledger.jobs_in_state, "failed") if j["run_id"] == prepared.run_id]
+        if coop:  # the outcome of the whole manifest, whichever worker did each job
+            await w.call(ledger.release, prepared.run_id)
+            counts = _with_skipped_done(await w.call(ledger.scope_counts, prepared.manifest_sha256), prepared.total)
+            in_doubt = await w.call(ledger.jobs_in_state, "in_doubt", prepared.manifest_sha256)
+            failed = await w.call(ledger.jobs_in_state, "failed", prepared.manifest_sha256)
+        else:
+            counts = _with_skipped_done(await w.call(ledger.counts, prepared.run_id), prepared.total)
+            in_doubt = [j for j in await w.call(ledger.jobs_in_state, "in_doubt") if j["run_id"] == prepared.run_id]
+            failed = [j for j in await w.call(ledger.jobs_in_state, "failed") if j["run_id"] == prepared.run_id]
         active_left = sum(counts.get(s, 0) for s in ("queued", "submitting", "submitted", "rendering", "completed"))
         if sched.halt_code is not None:
             code = sched.halt_code

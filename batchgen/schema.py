@@ -33,6 +33,9 @@ runs = Table(
     Column("options", Text, nullable=False, server_default="{}"),
     # Set by `batchgen stop` (any terminal or machine); the running scheduler drains on seeing it.
     Column("stop_requested", Boolean, nullable=False, server_default=false()),
+    # PostgreSQL ledgers: every `batchgen run` process is a worker whose liveness is this
+    # timestamp (the database server's clock, so machines need not agree on the time).
+    Column("heartbeat_at", Float),
 )
 
 jobs = Table(
@@ -68,9 +71,13 @@ jobs = Table(
     Column("completed_at", Float),
     Column("done_at", Float),
     Column("updated_at", Float, nullable=False),
+    # The worker (run) holding the job's lease; valid while that run is `running` with a fresh
+    # heartbeat. NULL on SQLite, where one process owns the whole ledger.
+    Column("worker_id", Integer, ForeignKey("runs.id")),
     CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in STATES) + ")", name="state"),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_run_id_seq", "run_id", "seq"),
+    Index("ix_jobs_worker_id", "worker_id"),
 )
 
 events = Table(

@@ -55,16 +55,66 @@ def test_constraints_on_postgres(pg_url):
         led.close()
 
 
-def test_second_run_on_a_postgres_ledger_is_refused_and_the_lock_dies_with_its_holder(pg_url):
-    from batchgen.errors import LedgerBusy
+def _record(led: Ledger, digest: str, n: int) -> int:
+    from batchgen.manifest import Job
 
-    a, b = Ledger(pg_url), Ledger(pg_url)
+    jobs = [Job(f"{digest[:8]}{i:056x}", i, f"j{i}", "r", "m", {"i": i}, f"j{i}.mp4") for i in range(1, n + 1)]
+    run_id, _ = led.record_run("m.csv", digest, {}, jobs, lambda: None)
+    return run_id
+
+
+def test_claims_are_disjoint_under_concurrency_and_only_the_holder_moves_a_job(pg_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    led = Ledger(pg_url)
     try:
-        a.acquire_lock()
-        with pytest.raises(LedgerBusy):
-            b.acquire_lock()
-        a.close()  # as a killed process's connection would: the server releases the lock
-        b.acquire_lock()
+        workers = [_record(led, "a" * 64, 300) for _ in range(3)]  # three workers join one manifest
+
+        def take(w: int) -> list[int]:
+            got: list[int] = []
+            while rows := led.claim(w, "a" * 64, 7):
+                got += [r["id"] for r in rows]
+            return got
+
+        with ThreadPoolExecutor(3) as pool:
+            shares = list(pool.map(take, workers))
+        everything = [i for share in shares for i in share]
+        assert len(everything) == 300 and len(set(everything)) == 300  # each job leased exactly once
+        assert all(shares)  # and the work was spread (each worker got some)
+        mine, theirs = shares[0][0], shares[1][0]
+        ok = led.apply([Transition(mine, "submitting", ("queued",), owner=workers[0]),
+                        Transition(theirs, "submitting", ("queued",), owner=workers[0])])
+        assert ok == [True, False]  # a worker cannot move a job another worker holds
+        assert led.claim(workers[2], "b" * 64, 10) == []  # another manifest's jobs are not ours
     finally:
-        a.close()
-        b.close()
+        led.close()
+
+
+def test_a_dead_workers_jobs_are_taken_over_and_its_mid_create_jobs_put_in_doubt(pg_url):
+    from sqlalchemy import update
+
+    from batchgen.schema import runs
+
+    led = Ledger(pg_url)
+    try:
+        a = _record(led, "c" * 64, 4)
+        b = _record(led, "c" * 64, 4)
+        ids = [r["id"] for r in led.claim(a, "c" * 64, 4)]
+        assert len(ids) == 4 and led.claim(b, "c" * 64, 4) == []
+        led.apply([Transition(ids[0], "submitting", ("queued",), owner=a),
+                   Transition(ids[1], "submitting", ("queued",), owner=a),
+                   Transition(ids[1], "submitted", ("submitting",), task_id="t-1", owner=a)])
+        assert led.reclaim(b, lease_s=30) == ([], [])  # a is alive: nothing to take
+        assert led.live_workers(30) == 2 and led.pending_elsewhere(b, "c" * 64) == 4
+        with led.engine.begin() as c:  # a's heartbeat goes stale, as after kill -9
+            c.execute(update(runs).where(runs.c.id == a).values(heartbeat_at=runs.c.heartbeat_at - 60))
+        adopted, doubt = led.reclaim(b, lease_s=30)
+        assert [j["id"] for j in adopted] == [ids[1]] and adopted[0]["task_id"] == "t-1"  # polled, not resubmitted
+        assert [j["id"] for j in doubt] == [ids[0]] and led.job(ids[0])["state"] == "in_doubt"
+        assert led.run(a)["status"] == "died" and led.live_workers(30) == 1
+        assert not led.heartbeat(a)  # a, if only paused, learns it lost its lease
+        assert sorted(r["id"] for r in led.claim(b, "c" * 64, 10)) == ids[2:]  # its queued jobs are free
+        assert led.apply([Transition(ids[2], "submitting", ("queued",), owner=a)]) == [False]
+        assert led.release(b) == 3 and led.held(b) == []
+    finally:
+        led.close()
