@@ -253,10 +253,15 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
               help="json: one JSON object per line (stderr messages and --log-file).")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Append every event (each job state change, warnings) to this file.")
+@click.option("--heartbeat", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="PostgreSQL ledger: seconds between this worker's lease renewals.")
+@click.option("--lease-timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="PostgreSQL ledger: a worker silent this long is dead; live workers take over its jobs.")
 def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concurrency: int, rpm: float,
         poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
         prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool,
-        progress_every: float, log_format: str, log_file: Path | None) -> None:
+        progress_every: float, log_format: str, log_file: Path | None, heartbeat: float,
+        lease_timeout: float) -> None:
     """Submit, poll and download every job of MANIFEST; resume whatever an earlier run left.
 
     Jobs that already have a task id are polled, never resubmitted; finished files are not
@@ -264,7 +269,12 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concur
     crash mid-request) becomes `in_doubt` and waits for `batchgen resolve`. The first
     SIGINT/SIGTERM (or `batchgen stop`) stops submitting and records what is in flight; a
     second signal exits at once. The API has no cancel: tasks already created run to the end
-    and are collected by the next run."""
+    and are collected by the next run.
+
+    On a PostgreSQL ledger any number of `batchgen run` processes (one or many machines) may
+    work on one manifest: each is a worker that leases jobs, they split --rpm between them, and
+    a worker that dies has its tasks taken over by the others after --lease-timeout. A SQLite
+    ledger allows one run at a time (exit 5 otherwise)."""
     from .client import Secret
     from .progress import Display
     from .scheduler import RunOptions
@@ -281,7 +291,7 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concur
         _fail(e)
     opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
-                      max_credits=max_credits, prices=table)
+                      max_credits=max_credits, prices=table, heartbeat=heartbeat, lease=lease_timeout)
     sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
     display = Display(quiet=quiet, every=progress_every, emit=_json_progress if log_format == "json" else None)
     code = run_to_exit(manifest, ledger, opts, api_base, Secret(key or "sk-simulated"), sim_cfg, as_json, quiet, display)
@@ -303,7 +313,8 @@ def run_to_exit(manifest: Path, ledger: str | None, opts: RunOptions, api_base: 
         except BatchgenError as e:
             _fail(e)
         if not quiet:
-            _echo_err(f"run {prepared.run_id}: {prepared.total} job(s) in {manifest}")
+            worker = " (worker on a shared PostgreSQL ledger)" if prepared.cooperative else ""
+            _echo_err(f"run {prepared.run_id}{worker}: {prepared.total} job(s) in {manifest}")
             if prepared.requeued:
                 _echo_err(f"  {prepared.requeued} failed job(s) requeued by --retry-failed")
             for j in prepared.in_doubt_found:
@@ -468,7 +479,8 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
     doc = {
         "runs": [{"id": r["id"], "manifest": r["manifest"], "status": r["status"], "started_at": r["started_at"],
                   "finished_at": r["finished_at"], "host": r["host"], "pid": r["pid"],
-                  "stop_requested": bool(r["stop_requested"]), "jobs": r["jobs_total"], "counts": r["counts"]}
+                  "stop_requested": bool(r["stop_requested"]), "jobs": r["jobs_total"], "counts": r["counts"],
+                  "heartbeat_age_s": r["heartbeat_age_s"], "held": r["held"]}
                  for r in runs_],
         "oldest_unfinished": [dict(brief(j), age_s=round(now - (j["submitted_at"] or j["created_at"]))) for j in oldest],
         "in_doubt": at_risk,
@@ -483,12 +495,15 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
 
     con = Console()
     t = Table(title="runs", title_justify="left")
-    for col in ("run", "status", "started", "jobs", "counts", "manifest"):
+    for col in ("run", "status", "started", "worker", "jobs", "counts", "manifest"):
         t.add_column(col)
     for r in doc["runs"]:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"]))
         st = r["status"] + (" (stop requested)" if r["stop_requested"] and r["status"] == "running" else "")
-        t.add_row(str(r["id"]), st, started, str(r["jobs"]),
+        worker = f"{r['host']}:{r['pid']}"
+        if r["status"] == "running" and r["heartbeat_age_s"] is not None:
+            worker += f" ♥ {r['heartbeat_age_s']:g}s ago, holds {r['held']}"
+        t.add_row(str(r["id"]), st, started, worker, str(r["jobs"]),
                   " ".join(f"{k}={v}" for k, v in sorted(r["counts"].items())), r["manifest"])
     con.print(t)
     for title, rows, extra in (("oldest unfinished jobs", doc["oldest_unfinished"], "age_s"),
@@ -531,20 +546,25 @@ def report(ledger: str | None, output: Path, run_id: int | None, title: str) -> 
 @cli.command()
 @ledger_option
 @click.option("--run", "run_id", type=int, default=None, help="Default: the latest running run.")
-def stop(ledger: str | None, run_id: int | None) -> None:
+@click.option("--all", "all_runs", is_flag=True, help="Every running run (all workers of a PostgreSQL ledger).")
+def stop(ledger: str | None, run_id: int | None, all_runs: bool) -> None:
     """Ask a running `batchgen run` to drain, from any terminal or machine sharing the ledger.
 
     It stops submitting, records what is in flight and exits (code 3); re-run to resume.
     Same effect as SIGTERM to its process."""
+    if run_id is not None and all_runs:
+        raise click.UsageError("--run and --all exclude each other")
     led = _open_ledger(ledger)
     try:
-        target = run_id or next((r["id"] for r in led.runs(50) if r["status"] == "running"), None)
-        if target is None or not led.request_stop(target):
+        running = [r["id"] for r in led.runs(1000) if r["status"] == "running"]
+        targets = [run_id] if run_id is not None else running if all_runs else running[:1]
+        targets = [t for t in targets if led.request_stop(t)]
+        if not targets:
             _echo_err("error: no running run" + (f" {run_id}" if run_id else "") + " in this ledger")
             sys.exit(EXIT_USAGE)
     finally:
         led.close()
-    _echo_err(f"stop requested for run {target}; it drains within a few seconds")
+    _echo_err(f"stop requested for run(s) {', '.join(map(str, targets))}; they drain within a few seconds")
 
 
 @cli.command()

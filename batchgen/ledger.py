@@ -103,6 +103,13 @@ def upgrade(engine: Engine) -> None:
     if current == head:
         return
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Workers starting together on a new schema: one migrates, the others wait for it
+            # here and then find the schema current (transactional DDL, lock freed at commit).
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s, hashtext(current_schema()))",
+                                 {"k": _MIGRATION_LOCK})
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
@@ -123,6 +130,7 @@ class Transition:
 
 
 _JOB_COLUMNS = frozenset(jobs.c.keys())
+_MIGRATION_LOCK = 0x62617463  # "batc": with the schema's hash, serialises migrations on PostgreSQL
 # PostgreSQL errors after which the whole transaction is simply tried again: two workers locked
 # rows in different orders (deadlock), or a serialisation conflict.
 _RETRY_SQLSTATES = frozenset({"40P01", "40001"})

@@ -308,6 +308,8 @@ class Scheduler:
                          "settle with `batchgen resolve`")
             if adopted:
                 self.log(f"took over {len(adopted)} job(s) with tasks from a worker that stopped")
+            if adopted or doubt:  # a worker died: its half-written downloads (if on this host) go
+                await asyncio.to_thread(remove_stale_temp_files, self.opts.out_dir)
             # Counts first: adopted jobs are already in them, _spawn does not move them.
             self.states.clear()
             for state, n in counts.items():
@@ -752,6 +754,7 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, client: 
         await w.flush()
         if coop:  # the outcome of the whole manifest, whichever worker did each job
             await w.call(ledger.release, prepared.run_id)
+            await asyncio.to_thread(remove_stale_temp_files, opts.out_dir)  # of workers that died meanwhile
             counts = _with_skipped_done(await w.call(ledger.scope_counts, prepared.manifest_sha256), prepared.total)
             in_doubt = await w.call(ledger.jobs_in_state, "in_doubt", prepared.manifest_sha256)
             failed = await w.call(ledger.jobs_in_state, "failed", prepared.manifest_sha256)

@@ -71,9 +71,10 @@ jobs = Table(
     Column("completed_at", Float),
     Column("done_at", Float),
     Column("updated_at", Float, nullable=False),
-    # The worker (run) holding the job's lease; valid while that run is `running` with a fresh
-    # heartbeat. NULL on SQLite, where one process owns the whole ledger.
-    Column("worker_id", Integer, ForeignKey("runs.id")),
+    # The worker (a runs.id) holding the job's lease; valid while that run is `running` with a
+    # fresh heartbeat. NULL on SQLite, where one process owns the whole ledger. No foreign key:
+    # adding one would make SQLite rebuild the whole jobs table on upgrade.
+    Column("worker_id", Integer),
     CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in STATES) + ")", name="state"),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_run_id_seq", "run_id", "seq"),

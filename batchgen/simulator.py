@@ -116,6 +116,9 @@ class Counters:
     uploads: int = 0
     status: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
+    # API requests per wall-clock second (unix seconds as keys): lets tests check a request
+    # budget shared by several client processes.
+    per_second: dict[str, int] = field(default_factory=dict)
 
     def bump(self, table: dict[str, int], key: str) -> None:
         table[key] = table.get(key, 0) + 1
@@ -207,6 +210,7 @@ class Simulator:
     async def _gate(self, request: web.Request) -> tuple[str | None, web.Response | None]:
         """Common front: latency, auth, rate limits, injected 429. Returns (key, error response)."""
         self.counters.requests += 1
+        self.counters.bump(self.counters.per_second, str(int(time.time())))
         if self.config.latency:
             await asyncio.sleep(self.config.latency)
         auth = request.headers.get("Authorization", "")

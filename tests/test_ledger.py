@@ -36,13 +36,31 @@ def test_migrate_on_open_upgrades_an_old_ledger_and_keeps_its_data(tmp_path):
         command.upgrade(cfg, "0001")
         c.execute(text("INSERT INTO runs (manifest, manifest_sha256, started_at, status, host, pid) "
                        "VALUES ('m', 'x', 1, 'finished', 'h', 1)"))
+        c.execute(text("INSERT INTO jobs (key, run_id, seq, name, source, model, request, output, state, task_id, "
+                       "created_at, updated_at) VALUES ('k', 1, 1, 'n', 's', 'm', '{}', 'o.mp4', 'submitted', 't-1', 1, 1)"))
     engine.dispose()
     led = Ledger(str(tmp_path / "old.db"))
     try:
         run = led.run()
-        assert run["manifest"] == "m" and run["stop_requested"] in (False, 0)
+        assert run["manifest"] == "m" and run["stop_requested"] in (False, 0) and run["heartbeat_at"] is None
+        job = led.job("t-1")
+        assert job["state"] == "submitted" and job["worker_id"] is None  # data kept
+        with pytest.raises(IntegrityError):  # and its constraints
+            with led.engine.begin() as c:
+                c.execute(text("UPDATE jobs SET state='bogus'"))
     finally:
         led.close()
+
+
+def test_migrations_match_models_on_sqlite(tmp_path, monkeypatch):
+    from alembic import command
+    from alembic.config import Config
+
+    Ledger(str(tmp_path / "c.db")).close()  # migrate on open
+    monkeypatch.setenv("BATCHGEN_LEDGER", str(tmp_path / "c.db"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    command.check(cfg)  # raises if the models and the migrations disagree
 
 
 def _job(i: int) -> Job:

@@ -36,6 +36,15 @@ def test_run_resume_and_export_on_postgres(pg_url, sim_factory, tmp_path):
     assert stats["done"] == 25 and stats["duplicates"] == 0
     e = CliRunner().invoke(cli, ["export", "--ledger", pg_url, "--json"])
     assert len(json.loads(e.stdout)) == 25
+    # status, CSV export and report read a PostgreSQL ledger exactly as a SQLite one.
+    st = CliRunner().invoke(cli, ["status", "--ledger", pg_url, "--json"])
+    doc = json.loads(st.stdout)
+    assert [r["status"] for r in doc["runs"]] == ["finished", "finished"] and doc["in_doubt"] == []
+    assert doc["runs"][1]["counts"] == {"done": 25} and doc["runs"][0]["held"] == 0
+    csv_out = CliRunner().invoke(cli, ["export", "--ledger", pg_url])
+    assert csv_out.exit_code == 0 and len(csv_out.stdout.strip().splitlines()) == 26
+    rep = CliRunner().invoke(cli, ["report", "--ledger", pg_url, "-o", str(tmp_path / "r.html")])
+    assert rep.exit_code == 0 and "shot0024" in (tmp_path / "r.html").read_text()
 
 
 def test_constraints_on_postgres(pg_url):
@@ -116,5 +125,20 @@ def test_a_dead_workers_jobs_are_taken_over_and_its_mid_create_jobs_put_in_doubt
         assert sorted(r["id"] for r in led.claim(b, "c" * 64, 10)) == ids[2:]  # its queued jobs are free
         assert led.apply([Transition(ids[2], "submitting", ("queued",), owner=a)]) == [False]
         assert led.release(b) == 3 and led.held(b) == []
+    finally:
+        led.close()
+
+
+def test_stop_all_asks_every_worker_to_drain(pg_url):
+    led = Ledger(pg_url)
+    try:
+        workers = [_record(led, "d" * 64, 2) for _ in range(2)]
+    finally:
+        led.close()
+    r = CliRunner().invoke(cli, ["stop", "--all", "--ledger", pg_url])
+    assert r.exit_code == 0, r.output
+    led = Ledger(pg_url)
+    try:
+        assert all(led.stop_requested(w) for w in workers)
     finally:
         led.close()

@@ -27,8 +27,9 @@ def upgrade() -> None:
     sa.Column('uploaded_at', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('sha256', name=op.f('pk_uploads'))
     )
-    with op.batch_alter_table('runs', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('stop_requested', sa.Boolean(), server_default=sa.false(), nullable=False))
+    # Plain ADD COLUMN, not a batch rebuild: rebuilding `runs` on SQLite trips the foreign key
+    # from jobs.run_id (PRAGMA foreign_keys=ON cannot be lifted inside the migration's transaction).
+    op.add_column('runs', sa.Column('stop_requested', sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 

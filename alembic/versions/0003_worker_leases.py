@@ -18,18 +18,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('runs', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('heartbeat_at', sa.Float(), nullable=True))
-    with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('worker_id', sa.Integer(), nullable=True))
-        batch_op.create_index('ix_jobs_worker_id', ['worker_id'], unique=False)
-        batch_op.create_foreign_key(batch_op.f('fk_jobs_worker_id_runs'), 'runs', ['worker_id'], ['id'])
+    # Plain ADD COLUMN (no batch rebuild): instant on SQLite even for a ledger of 100k jobs.
+    op.add_column('runs', sa.Column('heartbeat_at', sa.Float(), nullable=True))
+    op.add_column('jobs', sa.Column('worker_id', sa.Integer(), nullable=True))
+    op.create_index('ix_jobs_worker_id', 'jobs', ['worker_id'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_jobs_worker_id', table_name='jobs')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f('fk_jobs_worker_id_runs'), type_='foreignkey')
-        batch_op.drop_index('ix_jobs_worker_id')
         batch_op.drop_column('worker_id')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_column('heartbeat_at')
