@@ -42,7 +42,7 @@ Exit codes:
   3  stopped before every job finished (signal or `batchgen stop`, retries exhausted,
      task timeout, --max-credits reached, output disk full): re-run to resume
   4  the balance is too low (HTTP 402): submission stopped, paid tasks collected
-  5  another `batchgen run` holds this ledger
+  5  another `batchgen run` holds this SQLite ledger (PostgreSQL: several may run)
   6  the API refused the key (HTTP 401)
 """
 

@@ -264,8 +264,9 @@ class Scheduler:
             if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, manifest_sha256):
                 return
             self._slot_freed.clear()
-            try:  # a slot freeing up, or time for another look (a dead worker's jobs freed by _heartbeat)
-                await asyncio.wait_for(self._slot_freed.wait(), self.opts.heartbeat)
+            try:  # a slot freeing up, or time for another look (other workers finishing, a dead
+                # worker's jobs freed by _heartbeat); short, since the manifest's end is seen here
+                await asyncio.wait_for(self._slot_freed.wait(), min(self.opts.heartbeat, 0.5))
             except asyncio.TimeoutError:
                 pass
 
@@ -370,7 +371,7 @@ class Scheduler:
         """`batchgen stop` sets a flag in the ledger (works from any terminal or machine)."""
         while not self.stop.is_set():
             await asyncio.sleep(self.opts.stop_check_every)
-            if await self.w.call(self.w.ledger.stop_requested, run_id):
+            if await self.w.read(self.w.ledger.stop_requested, run_id):
                 self.log("stop requested through the ledger (batchgen stop): draining")
                 self.reason = "stopped by `batchgen stop`"
                 self.stop.set()

@@ -16,7 +16,7 @@ from batchgen.ledger import Ledger
 from batchgen.simulator import canonical_sha256
 from conftest import check_invariants, write_csv_manifest
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 RPM = 6000.0  # the simulated API's limit, and the budget given to the workers together
