@@ -285,6 +285,9 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concur
     if not key and not simulate:
         _echo_err("error: set BATCHGEN_API_KEY in the environment (it is never read from the command line)")
         sys.exit(EXIT_USAGE)
+    if lease_timeout < 2 * heartbeat:
+        raise click.BadParameter(f"must be at least twice --heartbeat ({heartbeat:g} s), or live workers "
+                                 "would be taken for dead", param_hint="--lease-timeout")
     try:
         table = _prices(prices)
     except BatchgenError as e:
