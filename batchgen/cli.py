@@ -318,6 +318,8 @@ def run_to_exit(manifest: Path, ledger: str | None, opts: RunOptions, api_base: 
         if not quiet:
             worker = " (worker on a shared PostgreSQL ledger)" if prepared.cooperative else ""
             _echo_err(f"run {prepared.run_id}{worker}: {prepared.total} job(s) in {manifest}")
+            if prepared.reused_from is not None:
+                _echo_err(f"  manifest unchanged since run {prepared.reused_from}: its validated jobs are reused")
             if prepared.requeued:
                 _echo_err(f"  {prepared.requeued} failed job(s) requeued by --retry-failed")
             for j in prepared.in_doubt_found:

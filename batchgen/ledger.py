@@ -316,7 +316,8 @@ class Ledger:
                    check: Any, batch: int = 2000) -> tuple[int, int]:
         """Record a run and its jobs in ONE transaction while the manifest streams by, then call
         ``check()`` (which raises on any problem found during expansion): a bad manifest rolls
-        everything back, so nothing is recorded for it, and a good one is expanded only once."""
+        everything back, so nothing is recorded for it, and a good one is expanded only once.
+        ``check()`` may return options to add to the run's (known only after expansion)."""
         with self.engine.begin() as c:
             run_id = self._insert_run(c, manifest, manifest_sha256, options, 0)
             n = 0
@@ -329,10 +330,34 @@ class Ledger:
                     chunk = []
             self._upsert(c, run_id, chunk)
             n += len(chunk)
-            check()
+            extra = check() or {}
             # Stamped again at commit: recording a huge manifest may take longer than a lease.
-            c.execute(update(runs).where(runs.c.id == run_id).values(jobs_total=n, heartbeat_at=self._now()))
+            c.execute(update(runs).where(runs.c.id == run_id).values(
+                jobs_total=n, heartbeat_at=self._now(), options=json.dumps({**options, **extra}, sort_keys=True)))
         return run_id, n
+
+    def reuse_run(self, manifest: str, manifest_sha256: str, inputs_sha256: str,
+                  options: dict[str, Any]) -> tuple[int, int, int] | None:
+        """Start a run of a manifest whose exact inputs (``inputs_sha256``: its bytes, its rows
+        CSV, the expansion code) an earlier run already validated and recorded, without expanding
+        it again: the jobs are the same, so only the unfinished ones move to the new run. Returns
+        (run id, jobs, earlier run id), or None to take the full path — no earlier run with these
+        inputs, or the manifest's jobs in the ledger no longer number what it recorded (some
+        moved to another manifest's run since)."""
+        with self.engine.begin() as c:
+            earlier = c.execute(select(runs.c.id, runs.c.jobs_total, runs.c.options).where(
+                runs.c.manifest_sha256 == manifest_sha256).order_by(runs.c.id.desc()).limit(50)).all()
+            match = next((r for r in earlier if json.loads(r.options).get("inputs_sha256") == inputs_sha256), None)
+            if match is None:
+                return None
+            scope = select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256)
+            n = int(c.execute(select(func.count()).select_from(jobs).where(jobs.c.run_id.in_(scope))).scalar() or 0)
+            if n != match.jobs_total:
+                return None
+            run_id = self._insert_run(c, manifest, manifest_sha256, {**options, "inputs_sha256": inputs_sha256}, n)
+            c.execute(update(jobs).where(jobs.c.run_id.in_(scope), jobs.c.run_id != run_id, jobs.c.state != "done")
+                      .values(run_id=run_id, updated_at=time.time()))
+        return run_id, n, int(match.id)
 
     def upsert_jobs(self, run_id: int, batch: Sequence[Job]) -> None:
         with self.engine.begin() as c:

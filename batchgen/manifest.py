@@ -75,6 +75,16 @@ class Job:
     request_json: str = ""  # canonical JSON of ``request`` (what the ledger stores)
 
 
+@functools.lru_cache(maxsize=1)
+def _expander_sha256() -> str:
+    """The expansion code itself (this module and the model specs): another version may expand
+    the same manifest differently."""
+    h = hashlib.sha256()
+    for mod in (__file__, specs.__file__):
+        h.update(Path(mod).read_bytes())
+    return h.hexdigest()
+
+
 @dataclass
 class _Row:
     where: str
@@ -82,8 +92,9 @@ class _Row:
     values: dict[str, Any]
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# One encoder for every call: json.dumps with non-default options builds a new one each time,
+# which was a tenth of the per-row cost of expanding a large manifest.
+canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def job_key(request: dict[str, Any], take: str | None) -> str:
@@ -325,6 +336,16 @@ class Manifest:
     def check(self) -> None:
         if self.problems:
             raise ManifestError(self.problems, truncated=self.truncated)
+
+    def inputs_sha256(self) -> str:
+        """What an expansion depends on, local media files aside (a manifest naming any is never
+        reused, see scheduler.prepare): the manifest's bytes, its rows CSV's bytes and the code
+        that expands them. Equal digests → equal jobs, so a validated expansion can be reused."""
+        h = hashlib.sha256(_expander_sha256().encode())
+        for p in dict.fromkeys(x for x in (self.path, self._rows_csv) if x is not None):
+            with open(p, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+        return h.hexdigest()
 
     def validate(self) -> int:
         """Expand fully, discarding jobs; return the count or raise ManifestError."""

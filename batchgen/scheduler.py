@@ -132,6 +132,7 @@ class Prepared:
     requeued: int
     manifest_sha256: str = ""
     cooperative: bool = False  # one of several workers on a PostgreSQL ledger; run_id is its worker id
+    reused_from: int | None = None  # the earlier run whose validated expansion of these same inputs was reused
 
 
 def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
@@ -145,9 +146,23 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
     ledger.close_dead_runs()
     with open(manifest.path, "rb") as f:  # streamed: a CSV manifest may be large
         digest = hashlib.file_digest(f, "sha256").hexdigest()
+    options = {"out": str(opts.out_dir), "concurrency": opts.concurrency, "rpm": opts.rpm}
+    inputs = manifest.inputs_sha256()
+    reused_from = None
+
+    def finish() -> dict[str, Any]:
+        manifest.check()
+        # Reusable by a later run only if nothing but the hashed inputs shaped the jobs.
+        return {} if manifest.local_files else {"inputs_sha256": inputs}
+
     try:
-        run_id, total = ledger.record_run(str(manifest.path.resolve()), digest, {
-            "out": str(opts.out_dir), "concurrency": opts.concurrency, "rpm": opts.rpm}, manifest.expand(), manifest.check)
+        # Resuming an unchanged manifest (the nightly retry) skips expanding and re-recording
+        # 100k rows: an earlier run validated exactly these inputs and recorded their jobs.
+        reused = ledger.reuse_run(str(manifest.path.resolve()), digest, inputs, options)
+        if reused is not None:
+            run_id, total, reused_from = reused
+        else:
+            run_id, total = ledger.record_run(str(manifest.path.resolve()), digest, options, manifest.expand(), finish)
     except BaseException:
         ledger.release_lock()
         raise
@@ -158,7 +173,7 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
     requeued = ledger.requeue_retryable_failures(run_id, opts.max_attempts) if opts.retry_failed else 0
     opts.local_files = dict(manifest.local_files)
     remove_stale_temp_files(opts.out_dir)
-    return Prepared(run_id, total, in_doubt, requeued, digest, ledger.cooperative)
+    return Prepared(run_id, total, in_doubt, requeued, digest, ledger.cooperative, reused_from)
 
 
 # ------------------------------------------------------------------------------ scheduler

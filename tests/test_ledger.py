@@ -146,3 +146,82 @@ def test_writer_groups_commits_and_each_caller_waits_for_its_own(led):
     assert all(results)
     assert commits < 200  # grouped
     assert led.counts() == {"submitting": 200}
+
+
+# ------------------------------------------------------------------ reusing a validated expansion
+def _prepare(led, path, out):
+    from batchgen.manifest import Manifest
+    from batchgen.scheduler import RunOptions, prepare
+
+    p = prepare(led, Manifest(path), RunOptions(out_dir=out))
+    led.release_lock()
+    return p
+
+
+def test_an_unchanged_manifest_is_not_expanded_again_and_its_unfinished_jobs_move_to_the_new_run(tmp_path):
+    from conftest import write_csv_manifest
+
+    m = write_csv_manifest(tmp_path / "m.csv", 30)
+    led = Ledger(str(tmp_path / "l.db"))
+    try:
+        first = _prepare(led, m, tmp_path / "out")
+        assert first.reused_from is None and first.total == 30
+        ids = [j["id"] for j in led.iter_export()]
+        led.apply([Transition(i, "cancelled", ("queued",)) for i in ids[:5]])
+        with led.engine.begin() as c:  # five done, as a finished run would leave them
+            c.execute(text("UPDATE jobs SET state = 'done' WHERE id IN (:a, :b, :c, :d, :e)"),
+                      dict(zip("abcde", ids[5:10])))
+        second = _prepare(led, m, tmp_path / "out")
+        assert second.reused_from == first.run_id and second.total == 30
+        rows = {j["id"]: j for j in led.iter_export()}
+        assert all(rows[i]["run_id"] == first.run_id for i in ids[5:10])  # done rows are not rewritten
+        assert all(rows[i]["run_id"] == second.run_id for i in ids[:5] + ids[10:])
+        assert led.counts(second.run_id) == {"cancelled": 5, "queued": 20}
+        # the chain continues: a third run reuses the second's
+        assert _prepare(led, m, tmp_path / "out").reused_from == second.run_id
+    finally:
+        led.close()
+
+
+def test_changed_inputs_or_moved_jobs_take_the_full_path(tmp_path, monkeypatch):
+    from batchgen import manifest as manifest_mod
+    from conftest import write_csv_manifest
+
+    d = tmp_path / "m"
+    d.mkdir()
+    rows = write_csv_manifest(d / "rows.csv", 10)
+    y = d / "m.yaml"
+    y.write_text("defaults: {duration: 5}\nrows: rows.csv\n")
+    led = Ledger(str(tmp_path / "l.db"))
+    try:
+        assert _prepare(led, y, tmp_path / "out").reused_from is None
+        assert _prepare(led, y, tmp_path / "out").reused_from is not None
+        write_csv_manifest(rows, 12)  # the YAML is unchanged, its rows CSV is not
+        p = _prepare(led, y, tmp_path / "out")
+        assert p.reused_from is None and p.total == 12
+        monkeypatch.setattr(manifest_mod, "_expander_sha256", lambda: "another batchgen version")
+        assert _prepare(led, y, tmp_path / "out").reused_from is None
+        # A job of this manifest recorded since by another manifest's run: recount by expanding.
+        other = write_csv_manifest(tmp_path / "other.csv", 1)
+        _prepare(led, other, tmp_path / "out")
+        assert _prepare(led, y, tmp_path / "out").reused_from is None
+        assert led.counts(led.run()["id"]).get("queued") == 12
+    finally:
+        led.close()
+
+
+def test_a_manifest_naming_local_files_is_always_expanded_again(tmp_path):
+    d = tmp_path / "m"
+    (d / "refs").mkdir(parents=True)
+    (d / "refs" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
+    y = d / "m.yaml"
+    y.write_text("defaults: {model: grok-imagine-reference-to-video, duration: 5}\n"
+                 "jobs:\n  - {name: a, prompt: 'a @image1 scene', reference_image_urls: [refs/a.png]}\n")
+    led = Ledger(str(tmp_path / "l.db"))
+    try:
+        _prepare(led, y, tmp_path / "out")
+        (d / "refs" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"1" * 64)  # same path, new content
+        p = _prepare(led, y, tmp_path / "out")
+        assert p.reused_from is None and len(list(led.iter_export())) == 2  # a new job for the new image
+    finally:
+        led.close()
