@@ -29,6 +29,7 @@ import ipaddress
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +255,10 @@ class Client:
         self._api: aiohttp.ClientSession | None = None
         self._dl: aiohttp.ClientSession | None = None
         self._dirs = DirSyncer()
+        # Finishing a file is mostly waiting for fsync. The loop's default pool (cpu+4 threads)
+        # had every thread in fsync during a busy run; a pool sized to the connections lets the
+        # fsyncs overlap (+5% jobs/s in the 2-core throughput benchmark).
+        self._files = ThreadPoolExecutor(min(64, max(8, limit)), thread_name_prefix="files")
 
     async def __aenter__(self) -> Client:
         # The key is set on the API session only; the download session never sees it.
@@ -272,6 +277,7 @@ class Client:
         for s in (self._api, self._dl):
             if s is not None:
                 await s.close()
+        self._files.shutdown(wait=True)
 
     @property
     def api(self) -> aiohttp.ClientSession:
@@ -390,7 +396,7 @@ class Client:
                             if f.size + len(buf) > self.max_download_bytes:
                                 raise DownloadError("result exceeds the size cap", permanent=True, code="too_large")
                             if len(buf) >= SPILL_BYTES:
-                                await in_thread(f.write, bytes(buf))
+                                await in_thread(f.write, bytes(buf), pool=self._files)
                                 buf.clear()
                             crash.point("mid_download")
                         total = f.size + len(buf)
@@ -399,7 +405,7 @@ class Client:
                             raise DownloadError(f"truncated: {total} of {expected} bytes")
                         if total == 0 or not looks_like_mp4(head):
                             raise DownloadError("file is not an MP4 (no ftyp box)", permanent=True, code="not_mp4")
-                        await in_thread(f.finish, bytes(buf), self._dirs)
+                        await in_thread(f.finish, bytes(buf), self._dirs, pool=self._files)
                     return f.size, f.sha256.hexdigest()
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 raise DownloadError(f"{type(e).__name__}: {e}"[:300]) from None

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -141,11 +142,11 @@ class AtomicFile:
                 pass
 
 
-async def in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run blocking file work (write, fsync, rename) off the event loop. If the caller is
-    cancelled meanwhile, still wait for the thread: the file must not be closed or unlinked
-    under a thread that is writing or renaming it."""
-    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+async def in_thread(fn: Callable[..., T], *args: Any, pool: Executor | None = None) -> T:
+    """Run blocking file work (write, fsync, rename) off the event loop, on ``pool`` (default:
+    the loop's). If the caller is cancelled meanwhile, still wait for the thread: the file must
+    not be closed or unlinked under a thread that is writing or renaming it."""
+    fut = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
