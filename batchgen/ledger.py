@@ -730,7 +730,10 @@ class Writer:
         serve it from another thread (heartbeats, claims); SQLite keeps everything on one."""
         if self.ledger.is_sqlite:
             return await self.call(fn, *args)
-        return await asyncio.to_thread(fn, *args)
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except SQLAlchemyError as e:  # translated here, as the write path does: callers see LedgerError
+            raise LedgerError(f"{e.__class__.__name__}: {str(e).splitlines()[0]}") from None
 
     def submit(self, t: Transition) -> asyncio.Future[bool]:
         """Queue a transition; the future resolves once it is committed. Transitions are applied

@@ -29,10 +29,9 @@ from .client import Client, TaskInfo
 from .cost import PriceTable
 from .errors import (
     EXIT_FAILED, EXIT_KEY_REFUSED, EXIT_NO_FUNDS, EXIT_OK, EXIT_UNFINISHED, ApiError, DownloadError, ErrorClass,
+    LedgerError,
 )
 from .files import OutputDir, remove_stale_temp_files
-from sqlalchemy.exc import SQLAlchemyError
-
 from .ledger import RETRYABLE_TASK_CODES, Ledger, Transition, Writer
 from .logs import events
 from .manifest import Manifest
@@ -305,19 +304,19 @@ class Scheduler:
             await asyncio.sleep(self.opts.heartbeat)
             try:
                 if not await self.w.read(led.heartbeat, self.worker):
-                    self._halt("this worker's lease was taken over (its heartbeat went stale); stopping")
+                    self._stop_submitting("this worker's lease was taken over (its heartbeat went stale); stopping",
+                                          unfinished=True)
+                    self.stop.set()
                     return
                 last_ok = time.monotonic()
                 await self._share_budget()
                 adopted, doubt = await self.w.read(led.reclaim, self.worker, self.opts.lease)
                 counts = _with_skipped_done(await self.w.read(led.scope_counts, manifest_sha256), total)
-            except SQLAlchemyError as e:
-                self.log(f"heartbeat failed: {e.__class__.__name__}: {str(e).splitlines()[0]}")
-                if time.monotonic() - last_ok > self.opts.lease / 2 and not self.no_submit:
+            except LedgerError as e:
+                self.log(f"heartbeat failed: {e}")
+                if time.monotonic() - last_ok > self.opts.lease / 2:
                     # Others will soon call this worker dead and take its jobs: stop creating.
-                    self.no_submit = self.unfinished = True
-                    self.reason = "cannot renew this worker's lease; submission stopped"
-                    self.log(self.reason)
+                    self._stop_submitting("cannot renew this worker's lease; submission stopped", unfinished=True)
                 continue
             for j in doubt:
                 self.log(f"job {j['name']} ({j['key'][:12]}) is IN DOUBT: its worker died mid-create — "
@@ -333,11 +332,15 @@ class Scheduler:
             for row in adopted:
                 self._spawn(_Job.from_row(row))
 
-    def _halt(self, reason: str) -> None:
-        self.no_submit = self.unfinished = True
+    def _stop_submitting(self, reason: str, *, unfinished: bool = False) -> None:
+        """No new creates from now on; tasks in flight are still collected. The first reason is
+        the one reported."""
+        self.unfinished = self.unfinished or unfinished
+        if self.no_submit:
+            return
+        self.no_submit = True
         self.reason = reason
         self.log(reason)
-        self.stop.set()
 
     def _spawn(self, job: _Job) -> None:
         self._inflight += 1
@@ -426,20 +429,15 @@ class Scheduler:
 
     async def _submit(self, job: _Job) -> bool:
         for attempt in range(self.opts.submit_retries):
-            if self.w.error is not None and not self.no_submit:
-                self.no_submit = True
-                self.reason = f"the ledger cannot be written ({self.w.error}); submission stopped"
-                self.log(self.reason)
+            if self.w.error is not None:
+                self._stop_submitting(f"the ledger cannot be written ({self.w.error}); submission stopped")
             if self.stop.is_set() or self.no_submit:
                 return False
             est = self.opts.prices.estimate(job.request) or 0.0
             cap = self.opts.max_credits
             if cap is not None and self.committed_credits + est > cap:
-                if not self.no_submit:
-                    self.no_submit = self.unfinished = True
-                    self.reason = (f"credit cap reached: {self.committed_credits:g} estimated for this run's creates, "
-                                   f"the next would pass --max-credits {cap:g}")
-                    self.log(self.reason)
+                self._stop_submitting(f"credit cap reached: {self.committed_credits:g} estimated for this run's "
+                                      f"creates, the next would pass --max-credits {cap:g}", unfinished=True)
                 return False
             self.committed_credits += est  # reserved before any await, so concurrent jobs see it
             outcome = await self._attempt_create(job)
@@ -716,11 +714,8 @@ class Scheduler:
                     # A full or read-only disk does not heal within a backoff, and every new
                     # task would be paid for with nowhere to put it: stop submitting, keep the
                     # result `completed` (URL valid 24 h) for the next run.
-                    if not self.no_submit:
-                        self.no_submit = True
-                        self.reason = f"cannot write to the output folder ({e}); submission stopped"
-                        self.log(self.reason)
-                    self.unfinished = True
+                    self._stop_submitting(f"cannot write to the output folder ({e}); submission stopped",
+                                          unfinished=True)
                     return
                 self.log(f"job {job.name}: download attempt {attempt + 1} failed: {e}")
                 if await self._sleep(backoff(attempt + 1, self.opts.retry_base, 30.0)):
