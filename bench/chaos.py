@@ -3,6 +3,8 @@
 
     .venv/bin/python bench/chaos.py                 # 4 seeds × 2,500 jobs, 50 kills each
     .venv/bin/python bench/chaos.py --seeds 1 --jobs 300 --kills 10    # a quick look
+    .venv/bin/python bench/chaos.py --workers 3     # 3 cooperating workers on PostgreSQL, one
+                                                    # of them killed (and replaced) each time
 
 Figures per seed and in total: jobs, faults injected, kills, duplicate creates, lost task ids
 (creates unknown to the ledger outside in-doubt jobs), corrupt files, in-doubt jobs — and where
@@ -14,13 +16,16 @@ resubmitted), and every in-doubt job must be explained by one of the two.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +44,37 @@ FAULTS = dict(p429=0.02, retry_after=0.2, p_burst=0.002, burst_seconds=1.0, p5xx
 AMBIGUOUS = {"500_after", "drop_after", "malformed_create", "drop_before", "500_before", "502_before"}
 
 
-def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path) -> dict[str, Any]:
+def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path, workers: int = 1, ledger: str | None = None) -> dict[str, Any]:
     manifest = csv_manifest(tmp / "m.csv", jobs)
-    cmd = [PY, "-m", "batchgen", "run", str(manifest), "--ledger", str(tmp / "l.db"), "--out", str(tmp / "out"),
-           "--concurrency", "16", "--rpm", "0", "--poll-min", "0.05", "-q"]
+    ledger = ledger or str(tmp / "l.db")
+    cmd = [PY, "-m", "batchgen", "run", str(manifest), "--ledger", ledger, "--out", str(tmp / "out"),
+           "--concurrency", "16", "--rpm", "0", "--poll-min", "0.05", "-q", "--heartbeat", "0.5", "--lease-timeout", "2"]
     env = {"BATCHGEN_API_KEY": "sk-chaos", "PATH": "/usr/bin:/bin"}
     rng = random.Random(seed)
     kills = runs = 0
     with Sim(seed=seed, **FAULTS) as sim:
         args = cmd + ["--api-base", sim.url]
         rc = None
-        while kills < kills_wanted:
+        if workers > 1:  # a pool of cooperating workers: kill one at random, start a replacement
+            pool: list[subprocess.Popen[bytes]] = []
+            while kills < kills_wanted:
+                if any(p.poll() in (0, 1) for p in pool):
+                    break  # a worker left on its own: the manifest is finished
+                pool = [p for p in pool if p.poll() is None]
+                while len(pool) < workers:
+                    pool.append(subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL))
+                    runs += 1
+                time.sleep(rng.uniform(0.8, 3.0))
+                live = [p for p in pool if p.poll() is None]
+                if live:
+                    victim = rng.choice(live)
+                    victim.send_signal(signal.SIGKILL)
+                    victim.wait()
+                    kills += 1
+            for p in pool:
+                p.wait()
+        while workers == 1 and kills < kills_wanted:
             p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             runs += 1
             try:
@@ -67,8 +92,8 @@ def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path) -> dict[str, Any]:
             if rc in (0, 1):
                 break
         truth = sim.truth()
-    a = audit(truth, tmp / "l.db", tmp / "out")
-    led = Ledger(str(tmp / "l.db"))
+    a = audit(truth, ledger, tmp / "out")
+    led = Ledger(ledger)
     try:
         rows = list(led.iter_export())
     finally:
@@ -93,17 +118,40 @@ def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path) -> dict[str, Any]:
             "integrity": a.integrity, "audit_ok": a.ok, "fault_counts": faults}
 
 
+@contextlib.contextmanager
+def pg_schema(wanted: bool) -> Iterator[str | None]:
+    """A fresh schema in the local PostgreSQL server's `test` database (dropped afterwards)."""
+    if not wanted:
+        yield None
+        return
+    from sqlalchemy import create_engine, text
+
+    base = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    schema = "chaos_" + secrets.token_hex(4)
+    engine = create_engine(base)
+    with engine.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--jobs", type=int, default=2500, help="jobs per seed")
     ap.add_argument("--kills", type=int, default=50, help="SIGKILLs per seed (fewer if the seed finishes first)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="N > 1: N cooperating workers on the local PostgreSQL server (database test)")
     a = ap.parse_args()
     t = time.monotonic()
     results = []
     for seed in range(1, a.seeds + 1):
-        with tempfile.TemporaryDirectory() as d:
-            r = soak(seed, a.jobs, a.kills, Path(d))
+        with tempfile.TemporaryDirectory() as d, pg_schema(a.workers > 1) as url:
+            r = soak(seed, a.jobs, a.kills, Path(d), a.workers, url)
         results.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "fault_counts"}), flush=True)
     keys = ["jobs", "kills", "faults_injected", "ambiguous_injected", "done", "failed", "in_doubt", "in_doubt_from_faults",
