@@ -474,7 +474,7 @@ class Ledger:
         return ids
 
     # ------------------------------------------------------------ writes
-    def _retrying(self, fn: Any, *args: Any, readonly: bool = False) -> Any:
+    def _retrying(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(conn, *args)`` in one transaction, again (up to 5 times) if PostgreSQL
         aborted it for a deadlock or serialisation conflict with another worker."""
         for attempt in range(5):
