@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import random
 import re
@@ -163,6 +164,9 @@ class Simulator:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        # A client killed mid-request (the crash tests do it on purpose) is not a server error:
+        # without this, aiohttp prints a traceback for every such disconnect.
+        logging.getLogger("aiohttp.server").addFilter(_client_gone)
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -484,6 +488,11 @@ class Simulator:
         except (ValueError, KeyError) as e:
             return web.json_response({"error": {"message": f"bad config: {e}", "type": "invalid_request_error"}}, status=400)
         return web.json_response(asdict(self.config))
+
+
+def _client_gone(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, (ConnectionResetError, BrokenPipeError))
 
 
 def mp4_sha256(task_id: str, size: int) -> str:
