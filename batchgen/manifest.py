@@ -77,9 +77,9 @@ class Job:
 
 @functools.lru_cache(maxsize=1)
 def _expander_sha256() -> str:
-    """The expansion code itself (this module and the model specs): another version may expand
-    the same manifest differently."""
-    h = hashlib.sha256()
+    """The expansion code itself (this module, the model specs, the YAML parser's version):
+    another version may expand the same manifest differently."""
+    h = hashlib.sha256(yaml.__version__.encode())
     for mod in (__file__, specs.__file__):
         h.update(Path(mod).read_bytes())
     return h.hexdigest()
