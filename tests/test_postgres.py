@@ -73,14 +73,18 @@ def _record(led: Ledger, digest: str, n: int) -> int:
 
 
 def test_claims_are_disjoint_under_concurrency_and_only_the_holder_moves_a_job(pg_url):
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     led = Ledger(pg_url)
     try:
         workers = [_record(led, "a" * 64, 300) for _ in range(3)]  # three workers join one manifest
 
+        start = threading.Barrier(3)
+
         def take(w: int) -> list[int]:
             got: list[int] = []
+            start.wait()  # all three claim at once
             while rows := led.claim(w, "a" * 64, 7):
                 got += [r["id"] for r in rows]
             return got
