@@ -151,6 +151,25 @@ def _row(r: Any) -> dict[str, Any]:
     return dict(r._mapping)
 
 
+def _runs_of(manifest_sha256: str) -> Any:
+    """Ids of every run recorded for this manifest: its jobs, whichever worker recorded them last."""
+    return select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256)
+
+
+def _holder_alive() -> Any:
+    """The job's lease belongs to a run that is still running."""
+    return exists().where(runs.c.id == jobs.c.worker_id, runs.c.status == "running")
+
+
+def _interrupted_create(ids: Iterable[int], who: str, detail: str) -> list[Transition]:
+    """``submitting`` → ``in_doubt`` for jobs whose creator stopped mid-create: the POST may or
+    may not have made a (billed) task and nothing can tell, so they are never resubmitted."""
+    return [Transition(i, "in_doubt", ("submitting",), {
+        "error_code": "interrupted_create", "worker_id": None,
+        "error_message": f"{who} stopped between recording the intent and recording the task id"},
+        detail=detail) for i in ids]
+
+
 class Ledger:
     def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
         self.url = ledger_url(url)
@@ -350,7 +369,7 @@ class Ledger:
             match = next((r for r in earlier if json.loads(r.options).get("inputs_sha256") == inputs_sha256), None)
             if match is None:
                 return None
-            scope = select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256)
+            scope = _runs_of(manifest_sha256)
             n = int(c.execute(select(func.count()).select_from(jobs).where(jobs.c.run_id.in_(scope))).scalar() or 0)
             if n != match.jobs_total:
                 return None
@@ -434,7 +453,7 @@ class Ledger:
     def jobs_in_state(self, state: str, manifest_sha256: str | None = None) -> list[dict[str, Any]]:
         q = select(jobs).where(jobs.c.state == state).order_by(jobs.c.id)
         if manifest_sha256 is not None:
-            q = q.where(jobs.c.run_id.in_(select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256)))
+            q = q.where(jobs.c.run_id.in_(_runs_of(manifest_sha256)))
         with self._read() as c:
             return [_row(r) for r in c.execute(q)]
 
@@ -567,10 +586,7 @@ class Ledger:
         have made a (billed) task and nothing can tell, so they are never resubmitted silently."""
         stuck = self.jobs_in_state("submitting")
         if stuck:
-            self.apply([Transition(j["id"], "in_doubt", ("submitting",),
-                                   {"error_code": "interrupted_create", "error_message":
-                                    "the process stopped between recording the intent and recording the task id"},
-                                   detail="found in submitting at start-up") for j in stuck])
+            self.apply(_interrupted_create((j["id"] for j in stuck), "the process", "found in submitting at start-up"))
         return stuck
 
     def requeue_retryable_failures(self, run_id: int, max_attempts: int) -> int:
@@ -605,13 +621,11 @@ class Ledger:
         leased to a worker that is no longer running (finished, stopped, declared dead) are free.
         """
         def go(c: Connection) -> list[dict[str, Any]]:
-            holder_alive = exists().where(runs.c.id == jobs.c.worker_id, runs.c.status == "running")
             pick = (select(jobs.c.id)
-                    .where(jobs.c.state == "queued",
-                           jobs.c.run_id.in_(select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256)),
+                    .where(jobs.c.state == "queued", jobs.c.run_id.in_(_runs_of(manifest_sha256)),
                            # not == worker: a job this worker gave up on (create kept failing)
                            # stays with it until it leaves, instead of being retried in a loop
-                           or_(jobs.c.worker_id.is_(None), ~holder_alive))
+                           or_(jobs.c.worker_id.is_(None), ~_holder_alive()))
                     .order_by(jobs.c.seq).limit(limit).with_for_update(skip_locked=True))
             ids = [i for (i,) in c.execute(pick)]
             if not ids:
@@ -633,8 +647,7 @@ class Ledger:
                                         or_(runs.c.heartbeat_at.is_(None), runs.c.heartbeat_at < self._now() - lease_s))
                      .values(status="died", finished_at=time.time()))
             c.execute(stale)
-            holder_alive = exists().where(runs.c.id == jobs.c.worker_id, runs.c.status == "running")
-            orphaned = and_(jobs.c.worker_id.is_distinct_from(worker), or_(jobs.c.worker_id.is_(None), ~holder_alive))
+            orphaned = and_(jobs.c.worker_id.is_distinct_from(worker), or_(jobs.c.worker_id.is_(None), ~_holder_alive()))
             q = (select(jobs.c.id, jobs.c.state).where(jobs.c.state.in_(ACTIVE + ("submitting",)), orphaned)
                  .order_by(jobs.c.id).with_for_update(skip_locked=True))
             found = c.execute(q).all()
@@ -644,10 +657,8 @@ class Ledger:
             if active:
                 c.execute(update(jobs).where(jobs.c.id.in_(active)).values(worker_id=worker))
             if stuck:
-                self._apply_many(c, [Transition(i, "in_doubt", ("submitting",), {
-                    "error_code": "interrupted_create", "worker_id": None, "error_message":
-                    "the worker holding it stopped between recording the intent and recording the task id"},
-                    detail=f"worker gone mid-create; found by worker {worker}") for i in stuck])
+                self._apply_many(c, _interrupted_create(stuck, "the worker holding it",
+                                                        f"worker gone mid-create; found by worker {worker}"))
             if active:
                 adopted = [_row(r) for r in c.execute(select(jobs).where(jobs.c.id.in_(active)).order_by(jobs.c.id))]
             doubt = [_row(r) for r in c.execute(select(jobs).where(jobs.c.id.in_(stuck)))] if stuck else []
@@ -670,15 +681,15 @@ class Ledger:
         """Jobs of this manifest that still need work and that ``worker`` does not hold: while
         there are any, a worker stays to take over if their holder dies."""
         q = (select(func.count()).select_from(jobs).where(
-            jobs.c.run_id.in_(select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256)),
+            jobs.c.run_id.in_(_runs_of(manifest_sha256)),
             jobs.c.state.in_(("queued", "submitting") + ACTIVE), jobs.c.worker_id.is_distinct_from(worker)))
         with self._read() as c:
             return int(c.execute(q).scalar() or 0)
 
     def scope_counts(self, manifest_sha256: str) -> dict[str, int]:
         """Per-state counts of every job recorded for this manifest (by any worker's run)."""
-        q = (select(jobs.c.state, func.count()).where(jobs.c.run_id.in_(
-            select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256))).group_by(jobs.c.state))
+        q = (select(jobs.c.state, func.count()).where(jobs.c.run_id.in_(_runs_of(manifest_sha256)))
+             .group_by(jobs.c.state))
         with self._read() as c:
             return {s: int(n) for s, n in c.execute(q)}
 

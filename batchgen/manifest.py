@@ -151,6 +151,7 @@ class Manifest:
         self.local_files: dict[str, Path] = {}
         self._hashed: dict[Path, str] = {}
         self._rows_csv: Path | None = None
+        self._digests: dict[Path, bytes] = {}
         self._load()
 
     # ---------------------------------------------------------------- loading
@@ -343,9 +344,20 @@ class Manifest:
         that expands them. Equal digests → equal jobs, so a validated expansion can be reused."""
         h = hashlib.sha256(_expander_sha256().encode())
         for p in dict.fromkeys(x for x in (self.path, self._rows_csv) if x is not None):
-            with open(p, "rb") as f:
-                h.update(hashlib.file_digest(f, "sha256").digest())
+            h.update(self._file_digest(p))
         return h.hexdigest()
+
+    def sha256(self) -> str:
+        """sha256 of the manifest file's bytes (hex): how the ledger tells runs of it apart."""
+        return self._file_digest(self.path).hex()
+
+    def _file_digest(self, path: Path) -> bytes:
+        # Streamed (a CSV manifest may be large) and read once per file however often asked.
+        digest = self._digests.get(path)
+        if digest is None:
+            with open(path, "rb") as f:
+                digest = self._digests[path] = hashlib.file_digest(f, "sha256").digest()
+        return digest
 
     def validate(self) -> int:
         """Expand fully, discarding jobs; return the count or raise ManifestError."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import json
 import logging
 import random
@@ -143,8 +142,7 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
     loop starts, so no create can precede validation."""
     ledger.acquire_lock()
     ledger.close_dead_runs()
-    with open(manifest.path, "rb") as f:  # streamed: a CSV manifest may be large
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    digest = manifest.sha256()
     options = {"out": str(opts.out_dir), "concurrency": opts.concurrency, "rpm": opts.rpm}
     inputs = manifest.inputs_sha256()
     reused_from = None
@@ -214,8 +212,7 @@ class Scheduler:
         else:
             active = await self.w.call(led.active_jobs)
             counts = _with_skipped_done(await self.w.call(led.counts, run_id), total)
-        for state, n in counts.items():
-            self.states[_DISPLAY.get(state, state)] += n
+        self._show_counts(counts)
         for row in active:
             if row["run_id"] != run_id and self.worker is None:  # paid tasks of earlier runs, collected by this one
                 self.states[_DISPLAY.get(row["state"], row["state"])] += 1
@@ -326,11 +323,15 @@ class Scheduler:
             if adopted or doubt:  # a worker died: its half-written downloads (if on this host) go
                 await asyncio.to_thread(remove_stale_temp_files, self.opts.out_dir)
             # Counts first: adopted jobs are already in them, _spawn does not move them.
-            self.states.clear()
-            for state, n in counts.items():
-                self.states[_DISPLAY.get(state, state)] += n
+            self._show_counts(counts)
             for row in adopted:
                 self._spawn(_Job.from_row(row))
+
+    def _show_counts(self, counts: dict[str, int]) -> None:
+        """Replace the live per-state counts of the display by counts read from the ledger."""
+        self.states.clear()
+        for state, n in counts.items():
+            self.states[_DISPLAY.get(state, state)] += n
 
     def _stop_submitting(self, reason: str, *, unfinished: bool = False) -> None:
         """No new creates from now on; tasks in flight are still collected. The first reason is

@@ -19,20 +19,18 @@ import argparse
 import contextlib
 import json
 import random
-import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PY, ROOT, Sim, csv_manifest  # noqa: E402
+from common import PY, ROOT, Sim, csv_manifest, pg_schema  # noqa: E402
 
 from batchgen.audit import audit  # noqa: E402
 from batchgen.ledger import Ledger  # noqa: E402
@@ -118,27 +116,6 @@ def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path, workers: int = 1, l
             "integrity": a.integrity, "audit_ok": a.ok, "fault_counts": faults}
 
 
-@contextlib.contextmanager
-def pg_schema(wanted: bool) -> Iterator[str | None]:
-    """A fresh schema in the local PostgreSQL server's `test` database (dropped afterwards)."""
-    if not wanted:
-        yield None
-        return
-    from sqlalchemy import create_engine, text
-
-    base = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    schema = "chaos_" + secrets.token_hex(4)
-    engine = create_engine(base)
-    with engine.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as c:
-            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=4)
@@ -150,7 +127,8 @@ def main() -> None:
     t = time.monotonic()
     results = []
     for seed in range(1, a.seeds + 1):
-        with tempfile.TemporaryDirectory() as d, pg_schema(a.workers > 1) as url:
+        with tempfile.TemporaryDirectory() as d, (pg_schema("chaos") if a.workers > 1
+                                                  else contextlib.nullcontext(None)) as url:
             r = soak(seed, a.jobs, a.kills, Path(d), a.workers, url)
         results.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "fault_counts"}), flush=True)

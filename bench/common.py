@@ -1,15 +1,18 @@
 """Helpers shared by the benchmarks: the simulator in its own process, measured child processes,
-CSV manifests."""
+CSV manifests, throwaway PostgreSQL schemas."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +74,24 @@ def csv_manifest(path: Path, n: int, model: str = "grok-imagine-text-to-video") 
         for i in range(n):
             f.write(f"clip{i:06d},{model},bench clip {i} of a lighthouse at dusk,{1 + i % 10}\n")
     return path
+
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def pg_schema(prefix: str) -> Iterator[str]:
+    """A ledger URL on a fresh schema of the local PostgreSQL server's `test` database (dropped
+    afterwards)."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"{prefix}_{secrets.token_hex(4)}"
+    engine = create_engine(PG)
+    with engine.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{PG}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()

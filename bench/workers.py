@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -30,10 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PY, ROOT, Sim, csv_manifest  # noqa: E402
+from common import PG, PY, ROOT, Sim, csv_manifest, pg_schema  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def commits(engine: Any) -> int:
@@ -43,32 +40,24 @@ def commits(engine: Any) -> int:
 
 
 def measure(workers: int, jobs: int, knobs: dict[str, Any], conc: int, engine: Any, tmp: Path) -> dict[str, Any]:
-    schema = "bench_" + secrets.token_hex(4)
-    with engine.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    url = f"{PG}?options=-csearch_path%3D{schema}"
     manifest = csv_manifest(tmp / f"m{workers}.csv", jobs)
-    try:
-        with Sim(**knobs) as sim:
-            before, t = commits(engine), time.monotonic()
-            procs = [subprocess.Popen([PY, "-m", "batchgen", "run", str(manifest), "--api-base", sim.url, "--ledger", url,
-                                       "--out", str(tmp / f"out{workers}"), "--rpm", "0", "--concurrency", str(conc),
-                                       "--poll-min", "0.05", "-q", "--json"],
-                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                      env={**os.environ, "BATCHGEN_API_KEY": "sk-bench"}) for _ in range(workers)]
-            outs = [p.communicate()[0] for p in procs]
-            wall = time.monotonic() - t
-            time.sleep(0.6)  # let the last backends' statistics reach pg_stat_database
-            txns = commits(engine) - before
-            truth = sim.truth()
-        done = json.loads(outs[-1])["counts"].get("done", 0)
-        creates = len(truth["creates"])
-        assert done == jobs and creates == jobs, (done, creates, [p.returncode for p in procs])
-        return {"workers": workers, "jobs_per_min": jobs / wall * 60, "txn_per_s": txns / wall, "wall_s": wall,
-                "requests_per_job": truth["counters"]["requests"] / jobs}
-    finally:
-        with engine.begin() as c:
-            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    with pg_schema("bench") as url, Sim(**knobs) as sim:
+        before, t = commits(engine), time.monotonic()
+        procs = [subprocess.Popen([PY, "-m", "batchgen", "run", str(manifest), "--api-base", sim.url, "--ledger", url,
+                                   "--out", str(tmp / f"out{workers}"), "--rpm", "0", "--concurrency", str(conc),
+                                   "--poll-min", "0.05", "-q", "--json"],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                  env={**os.environ, "BATCHGEN_API_KEY": "sk-bench"}) for _ in range(workers)]
+        outs = [p.communicate()[0] for p in procs]
+        wall = time.monotonic() - t
+        time.sleep(0.6)  # let the last backends' statistics reach pg_stat_database
+        txns = commits(engine) - before
+        truth = sim.truth()
+    done = json.loads(outs[-1])["counts"].get("done", 0)
+    creates = len(truth["creates"])
+    assert done == jobs and creates == jobs, (done, creates, [p.returncode for p in procs])
+    return {"workers": workers, "jobs_per_min": jobs / wall * 60, "txn_per_s": txns / wall, "wall_s": wall,
+            "requests_per_job": truth["counters"]["requests"] / jobs}
 
 
 def main() -> None:
