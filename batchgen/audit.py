@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .jobs import JobRow, JobState, request_sha256
 from .ledger import Ledger
-from .simulator import canonical_sha256
+
+S = JobState
 
 
 @dataclass
@@ -62,7 +64,7 @@ def audit(truth: dict[str, Any], ledger: str | Path, out_dir: Path) -> Audit:
         for j in rows:
             evs = led.events_for(j["id"])
             ids_per_job[j["id"]] = {e["task_id"] for e in evs if e["task_id"]} | ({j["task_id"]} if j["task_id"] else set())
-            if j["state"] in ("in_doubt", "submitting") or any(e["to_state"] == "in_doubt" for e in evs):
+            if j["state"] in (S.IN_DOUBT, S.SUBMITTING) or any(e["to_state"] == S.IN_DOUBT for e in evs):
                 doubted.add(j["id"])
     finally:
         led.close()
@@ -71,11 +73,11 @@ def audit(truth: dict[str, Any], ledger: str | Path, out_dir: Path) -> Audit:
     a.jobs = len(rows)
     for j in rows:
         a.states[j["state"]] = a.states.get(j["state"], 0) + 1
-    a.done = a.states.get("done", 0)
-    a.in_doubt = a.states.get("in_doubt", 0)
-    by_body: dict[str, list[dict[str, Any]]] = {}
+    a.done = a.states.get(S.DONE, 0)
+    a.in_doubt = a.states.get(S.IN_DOUBT, 0)
+    by_body: dict[str, list[JobRow]] = {}
     for j in rows:
-        by_body.setdefault(canonical_sha256(json.loads(j["request"])), []).append(j)
+        by_body.setdefault(request_sha256(json.loads(j["request"])), []).append(j)
     creates = truth["creates"]
     a.creates = len(creates)
     served = {c["task_id"]: c for c in creates}
@@ -102,7 +104,7 @@ def audit(truth: dict[str, Any], ledger: str | Path, out_dir: Path) -> Audit:
             a.invented += 1
             a.violations.append(f"ledger task id {tid} was never created by the API")
     for j in rows:
-        if j["state"] != "done":
+        if j["state"] != S.DONE or j["output_path"] is None:
             continue
         p = Path(j["output_path"])
         try:

@@ -1,100 +1,101 @@
-"""Command line: a thin click layer over the library. Data goes to stdout, progress and messages
-to stderr. Nothing imports this module; it holds the program's only ``asyncio.run``."""
+"""Command line: click only, over the library (``runner`` runs manifests, ``operations`` does
+everything around runs). Data goes to stdout, progress and messages to stderr. Every
+``BatchgenError`` a command raises ends here, in one handler (``_Cli.invoke``), as one line
+(or the list of a manifest's problems) and its documented exit code. Nothing imports this
+module."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from . import __version__, logs
-from .errors import EXIT_USAGE, BatchgenError, LedgerError, ManifestError
-from .export import write_csv, write_json
-from .ledger import Ledger, Transition, ledger_url
-from .manifest import Manifest
+from . import __version__, logs, operations
+from .errors import EXIT_ENVIRONMENT, BatchgenError, ManifestError, UsageError
+from .jobs import short_key
 
 # The client (aiohttp), the simulator, the scheduler, rich and the report are imported by the
 # commands that use them: `export`, `status` or `plan` need not pay for them at start-up.
 if TYPE_CHECKING:
-    from .client import Secret
-    from .progress import Display
-    from .scheduler import RunOptions, RunResult
-    from .simulator import SimConfig
+    from .cost import PriceTable
+    from .progress import Snapshot
+    from .runner import RunResult
 
-DEFAULT_API_BASE = "https://api.foxapi.cc"
-
-T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CODES_HELP = """
 \b
 Exit codes:
   0  every job of the manifest is done
   1  some jobs failed or are in doubt (see `batchgen export`, `batchgen resolve`)
-  2  bad input or usage (nothing was submitted)
+  2  bad input or usage (nothing was submitted), or no ledger where one was expected
   3  stopped before every job finished (signal or `batchgen stop`, retries exhausted,
      task timeout, --max-credits reached, output disk full): re-run to resume
   4  the balance is too low (HTTP 402): submission stopped, paid tasks collected
   5  another `batchgen run` holds this SQLite ledger (PostgreSQL: several may run)
   6  the API refused the key (HTTP 401)
+  7  the ledger or a file cannot be used (read-only, locked, corrupt, disk full)
 """
-
-
-def _run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 def _echo_err(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def _fail(e: BatchgenError) -> None:
+def _report_error(e: BatchgenError) -> None:
     if isinstance(e, ManifestError):
         _echo_err(f"error: the manifest has {len(e.problems) + e.truncated} problem(s):")
         for line in str(e).splitlines():
             _echo_err(f"  {line}")
     else:
         _echo_err(f"error: {e}")
-    sys.exit(e.exit_code)
 
 
-def ledger_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--ledger", envvar="BATCHGEN_LEDGER", default=None, metavar="PATH|URL",
-                        help="Ledger: a SQLite file path or a SQLAlchemy URL (env BATCHGEN_LEDGER; default ./batchgen.db).")(f)
+class _Cli(click.Group):
+    """The one place where errors become exit codes: a ``BatchgenError`` prints its message and
+    exits with its ``exit_code``; an ``OSError`` that escaped a command (a folder that cannot be
+    created, a full disk) is an environment failure, printed as one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BatchgenError as e:
+            _report_error(e)
+            ctx.exit(e.exit_code)
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            _echo_err(f"error: {e.strerror or e}{where}")
+            ctx.exit(EXIT_ENVIRONMENT)
 
 
-def _prices(path: Path | None) -> Any:
+# ---------------------------------------------------------------------------------- shared options
+def ledger_option(f: F) -> F:
+    return click.option("--ledger", default=None, metavar="PATH|URL",
+                        help="Ledger: a SQLite file path or a SQLAlchemy URL (env BATCHGEN_LEDGER; "
+                             "default ./batchgen.db).")(f)
+
+
+def prices_option(f: F) -> F:
+    return click.option("--prices", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                        help="Price table overriding the shipped placeholder (YAML, see batchgen/prices.yaml).")(f)
+
+
+def format_options(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(f)
+
+
+def _prices(path: Path | None) -> PriceTable:
     from .cost import PriceTable
 
     return PriceTable.load(path)
 
 
-def prices_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--prices", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-                        help="Price table overriding the shipped placeholder (YAML, see batchgen/prices.yaml).")(f)
-
-
-def format_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(f)
-    return f
-
-
-def _open_ledger(url: str | None) -> Ledger:
-    try:
-        return Ledger(url)
-    except LedgerError as e:
-        _fail(e)
-        raise  # unreachable
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="batchgen")
 def cli() -> None:
     """batchgen: run manifests of paid video generations (foxapi grok-imagine) crash-safely.
@@ -117,88 +118,22 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool,
     Prints how many jobs are new, already done, in flight, failed or in doubt, the total
     seconds of video and the estimated credits per model and resolution (from the price
     table: placeholders unless you pass --prices). Exit code 2 when the manifest is invalid."""
-    try:
-        table = _prices(prices)
-        m = Manifest(manifest)
-        keys: list[str] = []
-        rows: list[tuple[str, str, str]] = []  # (key, name, source) for --explain
-        seconds: dict[tuple[str, str], float] = defaultdict(float)
-        jobs_by: dict[tuple[str, str], int] = defaultdict(int)
-        credits: dict[tuple[str, str], float | None] = {}
-        for job in m.expand():
-            keys.append(job.key)
-            if explain:
-                rows.append((job.key, job.name, job.source))
-            group = (job.model, str(job.request.get("resolution", "-")))
-            jobs_by[group] += 1
-            seconds[group] += table.seconds(job.request)
-            est = table.estimate(job.request)
-            prev = credits.get(group, 0.0)
-            credits[group] = None if est is None or prev is None else prev + est
-        m.check()
-    except BatchgenError as e:
-        _fail(e)
-    known: dict[str, dict[str, Any]] = {}
-    url = ledger_url(ledger)
-    if not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists():
-        led = _open_ledger(ledger)
-        known = led.states_by_key(keys)
-        led.close()
-    buckets = {"new": 0, "done": 0, "in_flight": 0, "failed": 0, "in_doubt": 0, "cancelled": 0, "queued": 0}
-    for k in keys:
-        s = known[k]["state"] if k in known else None
-        if s is None:
-            buckets["new"] += 1
-        elif s in ("submitting", "submitted", "rendering", "completed"):
-            buckets["in_flight"] += 1
-        else:
-            buckets[s] += 1
-    per = [{"model": mo, "resolution": r, "jobs": jobs_by[(mo, r)], "seconds": seconds[(mo, r)],
-            "credits_estimated": None if credits[(mo, r)] is None else round(credits[(mo, r)] or 0.0, 4)}
-           for (mo, r) in sorted(jobs_by)]
-    total = sum(p["credits_estimated"] or 0.0 for p in per)
-    doc = {"manifest": str(manifest), "jobs": len(keys), "states": buckets, "video": per,
-           "credits_estimated_total": round(total, 4), "credits_unit": table.unit,
-           "prices": str(prices) if prices else "shipped placeholder table", "warnings": m.warnings}
-    if explain:
-        doc["explain"] = [{"key": k[:12], "name": n, "row": src, "action": a, "reason": r}
-                          for k, n, src in rows for a, r in [_why(known.get(k))]]
+    doc = operations.plan(manifest, ledger=ledger, prices=_prices(prices), explain=explain)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
     for e in doc.get("explain", []):
         click.echo(f"{e['action']:<9} {e['name']} ({e['key']}, {e['row']}): {e['reason']}")
-    for w in m.warnings:
+    for w in doc["warnings"]:
         _echo_err(f"warning: {w}")
-    click.echo(f"{manifest}: {len(keys)} job(s)")
-    click.echo("  " + "  ".join(f"{k.replace('_', ' ')}={v}" for k, v in buckets.items()))
-    click.echo(f"  to submit: {buckets['new'] + buckets['queued']}")
-    for p in per:
-        est = "no price" if p["credits_estimated"] is None else f"~{p['credits_estimated']:g} {table.unit}"
+    unit = doc["credits_unit"]
+    click.echo(f"{manifest}: {doc['jobs']} job(s)")
+    click.echo("  " + "  ".join(f"{k.replace('_', ' ')}={v}" for k, v in doc["states"].items()))
+    click.echo(f"  to submit: {doc['to_submit']}")
+    for p in doc["video"]:
+        est = "no price" if p["credits_estimated"] is None else f"~{p['credits_estimated']:g} {unit}"
         click.echo(f"  {p['model']:<34} {p['resolution']:>5}  {p['jobs']:>7} job(s)  {p['seconds']:>9g} s of video  {est}")
-    click.echo(f"  estimated total: ~{total:g} {table.unit} for all jobs ({doc['prices']})")
-
-
-def _why(j: dict[str, Any] | None) -> tuple[str, str]:
-    """What `run` would do with a job, and why (the plan's dry-run reasons)."""
-    if j is None:
-        return "submit", "new: no job with this exact request in the ledger"
-    s = j["state"]
-    if s == "queued":
-        return "submit", f"queued, never created ({j['attempts']} earlier attempt(s) refused cleanly)"
-    if s == "done":
-        return "skip", f"done: {j['output_path']}"
-    if s in ("submitted", "rendering"):
-        return "poll", f"task {j['task_id']} is rendering: polled, never resubmitted"
-    if s == "completed":
-        return "download", f"task {j['task_id']} finished: its result is downloaded"
-    if s in ("submitting", "in_doubt"):
-        return "hold", "in doubt: the create may exist; settle with `batchgen resolve`"
-    if s == "failed":
-        if j["retryable"]:
-            return "hold", f"failed ({j['error_code']}), retryable: resubmitted only with --retry-failed"
-        return "hold", f"failed ({j['error_code']}): change the request to try again"
-    return "skip", f"{s} by an operator"
+    click.echo(f"  estimated total: ~{doc['credits_estimated_total']:g} {unit} for all jobs ({doc['prices']})")
 
 
 # ---------------------------------------------------------------------------------- run
@@ -226,8 +161,8 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
               show_default=True, help="Directory for the videos.")
 @ledger_option
-@click.option("--api-base", envvar="BATCHGEN_API_BASE", default=DEFAULT_API_BASE, show_default=True,
-              help="API base URL (env BATCHGEN_API_BASE).")
+@click.option("--api-base", envvar="BATCHGEN_API_BASE", default=None,
+              help="API base URL (env BATCHGEN_API_BASE; default https://api.foxapi.cc).")
 @click.option("--concurrency", type=click.IntRange(1, 10000), default=8, show_default=True,
               help="Jobs in flight at once (from create until the file is downloaded).")
 @click.option("--rpm", type=click.FloatRange(min=0), default=60.0, show_default=True,
@@ -257,7 +192,7 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
               help="PostgreSQL ledger: seconds between this worker's lease renewals.")
 @click.option("--lease-timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="PostgreSQL ledger: a worker silent this long is dead; live workers take over its jobs.")
-def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concurrency: int, rpm: float,
+def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None, concurrency: int, rpm: float,
         poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
         prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool,
         progress_every: float, log_format: str, log_file: Path | None, heartbeat: float,
@@ -275,81 +210,30 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str, concur
     work on one manifest: each is a worker that leases jobs, they split --rpm between them, and
     a worker that dies has its tasks taken over by the others after --lease-timeout. A SQLite
     ledger allows one run at a time (exit 5 otherwise)."""
-    from .client import Secret
+    from .client import api_key_from_env
     from .progress import Display
+    from .runner import run as run_manifest
     from .scheduler import RunOptions
     from .simulator import SimConfig
 
-    key = os.environ.get("BATCHGEN_API_KEY")
-    logs.setup(fmt=log_format, file=log_file, quiet=quiet, secrets=[key or ""])
-    if not key and not simulate:
-        _echo_err("error: set BATCHGEN_API_KEY in the environment (it is never read from the command line)")
-        sys.exit(EXIT_USAGE)
+    key = api_key_from_env()
+    logs.setup(fmt=log_format, file=log_file, quiet=quiet, secrets=[key.reveal() if key else ""])
     if lease_timeout < 2 * heartbeat:
         raise click.BadParameter(f"must be at least twice --heartbeat ({heartbeat:g} s), or live workers "
                                  "would be taken for dead", param_hint="--lease-timeout")
-    try:
-        table = _prices(prices)
-    except BatchgenError as e:
-        _fail(e)
     opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
-                      max_credits=max_credits, prices=table, heartbeat=heartbeat, lease=lease_timeout)
+                      max_credits=max_credits, prices=_prices(prices), heartbeat=heartbeat, lease=lease_timeout)
     sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
     display = Display(quiet=quiet, every=progress_every, emit=_json_progress if log_format == "json" else None)
-    code = run_to_exit(manifest, ledger, opts, api_base, Secret(key or "sk-simulated"), sim_cfg, as_json, quiet, display)
-    sys.exit(code)
-
-
-def _json_progress(snap: Any) -> None:
-    logs.log.info("progress", extra={"event": {"event": "progress", **snap.as_dict()}})
-
-
-def run_to_exit(manifest: Path, ledger: str | None, opts: RunOptions, api_base: str, key: Secret,
-                sim_cfg: SimConfig | None, as_json: bool, quiet: bool, display: Display) -> int:
-    from .scheduler import prepare
-
-    led = _open_ledger(ledger)
-    try:
-        try:
-            prepared = prepare(led, Manifest(manifest), opts)
-        except BatchgenError as e:
-            _fail(e)
-        if not quiet:
-            worker = " (worker on a shared PostgreSQL ledger)" if prepared.cooperative else ""
-            _echo_err(f"run {prepared.run_id}{worker}: {prepared.total} job(s) in {manifest}")
-            if prepared.reused_from is not None:
-                _echo_err(f"  manifest unchanged since run {prepared.reused_from}: its validated jobs are reused")
-            if prepared.requeued:
-                _echo_err(f"  {prepared.requeued} failed job(s) requeued by --retry-failed")
-            for j in prepared.in_doubt_found:
-                _echo_err(f"  IN DOUBT: job {j['name']} ({j['key'][:12]}) was mid-create when the last run stopped")
-        result = _run(_execute(led, prepared, opts, api_base, key, sim_cfg, quiet, display))
-    finally:
-        led.close()
+    result = run_manifest(manifest, ledger=ledger, api_base=api_base, api_key=key, simulate=sim_cfg, options=opts,
+                          display=display)
     _print_result(result, as_json)
-    return result.exit_code
+    sys.exit(result.exit_code)
 
 
-async def _execute(led: Ledger, prepared: Any, opts: RunOptions, api_base: str, key: Secret,
-                   sim_cfg: SimConfig | None, quiet: bool, display: Display) -> RunResult:
-    from .client import Client
-    from .scheduler import execute
-    from .signals import stop_on_signals
-    from .simulator import Simulator
-
-    sim = None
-    if sim_cfg is not None:
-        sim = Simulator(sim_cfg)
-        api_base = await sim.start()
-    stop = asyncio.Event()
-    try:
-        with stop_on_signals(stop, quiet=quiet):
-            async with Client(api_base, key, limit=max(10, opts.concurrency * 2)) as client:
-                return await execute(led, prepared, opts, client, stop, display=display)
-    finally:
-        if sim is not None:
-            await sim.stop()
+def _json_progress(snap: Snapshot) -> None:
+    logs.log.info("progress", extra={"event": {"event": "progress", **snap.as_dict()}})
 
 
 def _print_result(r: RunResult, as_json: bool) -> None:
@@ -361,12 +245,13 @@ def _print_result(r: RunResult, as_json: bool) -> None:
     _echo_err(f"  requests={r.requests} polls={r.polls} throttled(429)={r.throttled} ledger commits={r.commits} "
               f"credits reserved={r.credits_reserved:g} (estimated {r.credits_estimated:g})")
     for j in r.failed[:20]:
-        _echo_err(f"  FAILED   {j['name']} ({j['key'][:12]}): {j['error_code']}: {j['error_message']}")
+        _echo_err(f"  FAILED   {j['name']} ({short_key(j['key'])}): {j['error_code']}: {j['error_message']}")
     if len(r.failed) > 20:
         _echo_err(f"  … {len(r.failed) - 20} more failed (batchgen export)")
     for j in r.in_doubt:
-        _echo_err(f"  IN DOUBT {j['name']} ({j['key'][:12]}): {j['error_code']} — "
-                  f"batchgen resolve {j['key'][:12]} --adopt TASK_ID | --resubmit | --abandon")
+        k = short_key(j["key"])
+        _echo_err(f"  IN DOUBT {j['name']} ({k}): {j['error_code']} — "
+                  f"batchgen resolve {k} --adopt TASK_ID | --resubmit | --abandon")
     if r.reason:
         _echo_err(f"  stopped: {r.reason}")
 
@@ -383,19 +268,8 @@ def export(ledger: str | None, output: Path | None, run_id: int | None, as_json:
 
     Text cells that a spreadsheet would treat as a formula (= + - @ tab CR LF) are prefixed
     with an apostrophe."""
-    led = _open_ledger(ledger)
-    try:
-        rows = led.iter_export(run_id)
-        if output is None:
-            n = (write_json if as_json else write_csv)(rows, sys.stdout)
-        else:
-            tmp = output.with_name(output.name + ".tmp")
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                n = (write_json if as_json else write_csv)(rows, f)
-            os.replace(tmp, output)
-        _echo_err(f"exported {n} job(s)" + (f" to {output}" if output else ""))
-    finally:
-        led.close()
+    n = operations.export(ledger, output, run_id=run_id, fmt="json" if as_json else "csv")
+    _echo_err(f"exported {n} job(s)" + (f" to {output}" if output else ""))
 
 
 # ---------------------------------------------------------------------------------- resolve
@@ -415,41 +289,11 @@ def resolve(job: str, ledger: str | None, action: str | None, task_id: str | Non
     second charge) or abandon."""
     chosen = [a for a in (action, "adopt" if task_id else None) if a]
     if len(chosen) != 1:
-        _echo_err("error: give exactly one of --resubmit, --abandon, --adopt TASK_ID")
-        sys.exit(EXIT_USAGE)
-    led = _open_ledger(ledger)
-    try:
-        j = led.job(job)
-        if j is None:
-            _echo_err(f"error: no job {job!r} in the ledger")
-            sys.exit(EXIT_USAGE)
-        if j["state"] != "in_doubt":
-            _echo_err(f"error: job {j['name']} ({j['key'][:12]}) is {j['state']}, not in_doubt")
-            sys.exit(EXIT_USAGE)
-        if chosen[0] == "adopt":
-            assert task_id is not None
-            other = led.job(task_id)
-            if other is not None:
-                _echo_err(f"error: task {task_id} already belongs to job {other['name']} ({other['key'][:12]})")
-                sys.exit(EXIT_USAGE)
-            t = Transition(j["id"], "submitted", ("in_doubt",), {"submitted_at": time.time(), "error_code": None,
-                           "error_message": None, "estimated_time": None}, task_id=task_id,
-                           detail="resolved by operator: adopted task")
-        elif chosen[0] == "resubmit":
-            t = Transition(j["id"], "queued", ("in_doubt",), {"error_code": None, "error_message": None},
-                           detail="resolved by operator: resubmit")
-        else:
-            t = Transition(j["id"], "cancelled", ("in_doubt",), {"error_code": "abandoned",
-                           "error_message": "abandoned by operator while in doubt"}, detail="resolved by operator: abandon")
-        if not led.apply([t])[0]:
-            _echo_err("error: the job changed state meanwhile; nothing done")
-            sys.exit(1)
-        _echo_err(f"job {j['name']} ({j['key'][:12]}): {chosen[0]} recorded"
-                  + ("; run the manifest again to continue" if chosen[0] != "abandon" else ""))
-    except LedgerError as e:
-        _fail(e)
-    finally:
-        led.close()
+        raise UsageError("give exactly one of --resubmit, --abandon, --adopt TASK_ID")
+    done = operations.resolve(ledger, job, "adopt" if task_id else "resubmit" if action == "resubmit" else "abandon",
+                              task_id=task_id)
+    _echo_err(f"job {done['name']} ({short_key(done['key'])}): {done['action']} recorded"
+              + ("; run the manifest again to continue" if done["action"] != "abandon" else ""))
 
 
 # ---------------------------------------------------------------------------------- status
@@ -463,35 +307,7 @@ def resolve(job: str, ledger: str | None, action: str | None, task_id: str | Non
 def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, as_json: bool) -> None:
     """Runs in the ledger with per-state counts, the oldest unfinished jobs, in-doubt jobs with
     the credits at risk, and results about to expire undownloaded."""
-    from .scheduler import RESULT_TTL
-
-    table = _prices(prices)
-    led = _open_ledger(ledger)
-    try:
-        runs_ = led.runs(n_runs)
-        oldest = led.unfinished(10)
-        doubt = led.jobs_in_state("in_doubt")
-        expiring = led.expiring(hours * 3600, RESULT_TTL)
-    finally:
-        led.close()
-    now = time.time()
-
-    def brief(j: dict[str, Any]) -> dict[str, Any]:
-        return {"id": j["id"], "key": j["key"][:12], "name": j["name"], "state": j["state"], "task_id": j["task_id"],
-                "error": j["error_code"]}
-
-    at_risk = [dict(brief(j), credits_at_risk=table.estimate(json.loads(j["request"]))) for j in doubt]
-    doc = {
-        "runs": [{"id": r["id"], "manifest": r["manifest"], "status": r["status"], "started_at": r["started_at"],
-                  "finished_at": r["finished_at"], "host": r["host"], "pid": r["pid"],
-                  "stop_requested": bool(r["stop_requested"]), "jobs": r["jobs_total"], "counts": r["counts"],
-                  "heartbeat_age_s": r["heartbeat_age_s"], "held": r["held"]}
-                 for r in runs_],
-        "oldest_unfinished": [dict(brief(j), age_s=round(now - (j["submitted_at"] or j["created_at"]))) for j in oldest],
-        "in_doubt": at_risk,
-        "credits_at_risk": round(sum(x["credits_at_risk"] or 0 for x in at_risk), 4),
-        "expiring": [dict(brief(j), expires_in_s=round(j["result_at"] + RESULT_TTL - now)) for j in expiring],
-    }
+    doc = operations.status(ledger, prices=_prices(prices), expiring_within_h=hours, runs=n_runs)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -536,14 +352,7 @@ def report(ledger: str | None, output: Path, run_id: int | None, title: str) -> 
     """Write one self-contained HTML report: tiles, failures by code, timing and poll histograms,
     and a filterable job table with an inline player per downloaded clip (paths relative to the
     report, so keep it next to the videos' folder when moving it)."""
-    from .report import render as render_report
-
-    led = _open_ledger(ledger)
-    try:
-        run_row = led.run(run_id)
-        summary = render_report(led.iter_export(run_id), output, title=title, run=run_row)
-    finally:
-        led.close()
+    summary = operations.report(ledger, output, run_id=run_id, title=title)
     _echo_err(f"report: {summary['jobs']} job(s) → {output}")
 
 
@@ -557,18 +366,7 @@ def stop(ledger: str | None, run_id: int | None, all_runs: bool) -> None:
 
     It stops submitting, records what is in flight and exits (code 3); re-run to resume.
     Same effect as SIGTERM to its process."""
-    if run_id is not None and all_runs:
-        raise click.UsageError("--run and --all exclude each other")
-    led = _open_ledger(ledger)
-    try:
-        running = [r["id"] for r in led.runs(1000) if r["status"] == "running"]
-        targets = [run_id] if run_id is not None else running if all_runs else running[:1]
-        targets = [t for t in targets if led.request_stop(t)]
-        if not targets:
-            _echo_err("error: no running run" + (f" {run_id}" if run_id else "") + " in this ledger")
-            sys.exit(EXIT_USAGE)
-    finally:
-        led.close()
+    targets = operations.stop(ledger, run_id=run_id, all_runs=all_runs)
     _echo_err(f"stop requested for run(s) {', '.join(map(str, targets))}; they drain within a few seconds")
 
 
@@ -581,11 +379,7 @@ def cancel(ledger: str | None, run_id: int) -> None:
     The API has no cancel endpoint, so tasks already created cannot be stopped: they finish,
     are billed, and are still polled and downloaded by the next run. Use `batchgen stop` to
     halt a running process."""
-    led = _open_ledger(ledger)
-    try:
-        n = led.cancel_queued(run_id)
-    finally:
-        led.close()
+    n = operations.cancel(ledger, run_id)
     _echo_err(f"run {run_id}: {n} unsubmitted job(s) cancelled")
 
 
@@ -599,9 +393,7 @@ def db() -> None:
 @ledger_option
 def db_upgrade(ledger: str | None) -> None:
     """Apply the ledger's migrations (also done automatically on open)."""
-    led = _open_ledger(ledger)
-    led.close()
-    _echo_err(f"ledger {led!r} is up to date")
+    _echo_err(f"ledger {operations.upgrade(ledger)} is up to date")
 
 
 # ---------------------------------------------------------------------------------- simulator
@@ -615,22 +407,14 @@ def simulator(host: str, port: int, sets: tuple[str, ...]) -> None:
 
     Ground truth (every create accepted, file hashes) is at GET /_sim/ground-truth; knobs
     can be changed at run time with POST /_sim/config."""
-    from .signals import stop_on_signals
-    from .simulator import SimConfig, Simulator
+    from .runner import serve_simulator
+    from .simulator import SimConfig
 
-    cfg = SimConfig(**_parse_sets(sets))
-
-    async def serve() -> None:
-        sim = Simulator(cfg)
-        url = await sim.start(host, port)
+    def ready(url: str) -> None:
         click.echo(url)
         sys.stdout.flush()
-        stop = asyncio.Event()
-        with stop_on_signals(stop, quiet=True):
-            await stop.wait()
-        await sim.stop()
 
-    _run(serve())
+    serve_simulator(SimConfig(**_parse_sets(sets)), host, port, on_ready=ready)
 
 
 # ---------------------------------------------------------------------------------- demo
@@ -641,31 +425,16 @@ def simulator(host: str, port: int, sets: tuple[str, ...]) -> None:
               help="Default: manifests/example.yaml.")
 def demo(out_dir: Path, manifest: Path | None) -> None:
     """Run the example manifest against the embedded simulator: real files, ledger, results CSV."""
-    from .client import Secret
-    from .progress import Display
-    from .report import render as render_report
-    from .scheduler import RunOptions
-    from .simulator import SimConfig
+    from .runner import demo as run_demo
 
-    manifest = manifest or _example_manifest()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ledger = str(out_dir / "batchgen.db")
     logs.setup()
-    opts = RunOptions(out_dir=out_dir / "videos", concurrency=8, rpm=600, poll_min=0.2)
-    cfg = SimConfig(seed=7, render_min=2.0, render_max=6.0, p429=0.03, retry_after=0.5)
+    manifest = manifest or _example_manifest()
     _echo_err(f"demo: {manifest} → {out_dir}/ (simulated API, nothing is billed)")
-    code = run_to_exit(manifest, ledger, opts, "", Secret("sk-demo"), cfg, False, False, Display(every=5.0))
-    led = _open_ledger(ledger)
-    try:
-        with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
-            n = write_csv(led.iter_export(), f)
-        render_report(led.iter_export(), out_dir / "report.html", title="batchgen demo", run=led.run())
-    finally:
-        led.close()
-    videos = sorted((out_dir / "videos").rglob("*.mp4"))
-    _echo_err(f"demo: {len(videos)} video(s) in {out_dir / 'videos'}, {n} row(s) in {out_dir / 'results.csv'}, "
-              f"report {out_dir / 'report.html'}, ledger {ledger}")
-    sys.exit(code)
+    result, paths = run_demo(manifest, out_dir)
+    _print_result(result, False)
+    _echo_err(f"demo: {paths['videos']} video(s) in {out_dir / 'videos'}, {paths['rows']} row(s) in "
+              f"{paths['csv']}, report {paths['report']}, ledger {paths['ledger']}")
+    sys.exit(result.exit_code)
 
 
 def _example_manifest() -> Path:
@@ -673,14 +442,11 @@ def _example_manifest() -> Path:
         p = base / "manifests" / "example.yaml"
         if p.is_file():
             return p
-    raise click.UsageError("manifests/example.yaml not found; pass --manifest")
+    raise UsageError("manifests/example.yaml not found; pass --manifest")
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except BatchgenError as e:  # pragma: no cover - commands handle their own
-        _fail(e)
+    cli(standalone_mode=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,11 +29,11 @@ import ipaddress
 import json
 import socket
 import time
+import os
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -48,6 +48,9 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
 SPILL_BYTES = 4 * 1024 * 1024  # buffered in memory, then written by a worker thread
 _VIDEO_TYPES = ("video/", "application/octet-stream", "binary/octet-stream")
+
+
+API_KEY_ENV = "BATCHGEN_API_KEY"
 
 
 class Secret:
@@ -68,6 +71,13 @@ class Secret:
 
     def __reduce__(self) -> Any:
         raise TypeError("Secret cannot be pickled")
+
+
+def api_key_from_env() -> Secret | None:
+    """The API key, from the environment variable BATCHGEN_API_KEY: read here and nowhere else,
+    and never from the command line (argv is visible to every user of the machine)."""
+    value = os.environ.get(API_KEY_ENV, "").strip()
+    return Secret(value) if value else None
 
 
 @dataclass(slots=True)
@@ -130,6 +140,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, dt.timestamp() - (now if now is not None else time.time()))
 
 
+def _object(v: Any) -> dict[str, Any]:
+    """A JSON object of the response, or an empty one when it is absent or of another type."""
+    return v if isinstance(v, dict) else {}
+
+
 def parse_task(doc: Any) -> TaskInfo:
     """Accept the current (results[] of objects), old (output{url, urls[]}) and evolink (results
     of bare strings) task shapes. Raises ValueError when there is no usable id/status."""
@@ -152,9 +167,9 @@ def parse_task(doc: Any) -> TaskInfo:
             urls.extend(u for u in output["urls"] if isinstance(u, str))
         elif isinstance(output.get("url"), str):
             urls.append(output["url"])
-    err = doc.get("error") if isinstance(doc.get("error"), dict) else {}
-    info = doc.get("task_info") if isinstance(doc.get("task_info"), dict) else {}
-    usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else {}
+    err = _object(doc.get("error"))
+    info = _object(doc.get("task_info"))
+    usage = _object(doc.get("usage"))
     est = info.get("estimated_time")
     credits = usage.get("credits_reserved")
     progress = doc.get("progress")
@@ -226,12 +241,24 @@ class PublicOnlyResolver(aiohttp.abc.AbstractResolver):
 
 
 # ------------------------------------------------------------------------ client
-SessionFactory = Callable[..., aiohttp.ClientSession]
+class Api(Protocol):
+    """What the scheduler needs from an API: the seam between the two. ``Client`` implements it
+    over HTTP; tests implement it in memory (tests/test_lifecycle_stateful.py). Every method
+    raises ``ApiError`` (classified, see ``classify_status``) or, for downloads,
+    ``DownloadError``; nothing from the HTTP library crosses it."""
+
+    async def create(self, request: dict[str, Any]) -> TaskInfo: ...
+
+    async def get_task(self, task_id: str, *, sync_upstream: bool = False) -> TaskInfo: ...
+
+    async def upload(self, path: Path, file_name: str) -> str: ...
+
+    async def download(self, url: str, final: Path) -> tuple[int, str]: ...
 
 
 class Client:
-    """Thin async API wrapper. ``session_factory`` is the transport seam: tests may pass one that
-    builds sessions on a fake connector."""
+    """The foxapi ``Api`` over aiohttp: one session with the key for the API, one without it for
+    result downloads."""
 
     def __init__(
         self,
@@ -242,12 +269,10 @@ class Client:
         read_timeout: float = 60.0,
         download_timeout: float = 600.0,
         max_download_bytes: int = MAX_DOWNLOAD_BYTES,
-        session_factory: SessionFactory = aiohttp.ClientSession,
         limit: int = 100,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = api_key
-        self._factory = session_factory
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._dl_timeout = aiohttp.ClientTimeout(total=download_timeout, sock_connect=connect_timeout, sock_read=read_timeout)
         self.max_download_bytes = max_download_bytes
@@ -262,12 +287,12 @@ class Client:
 
     async def __aenter__(self) -> Client:
         # The key is set on the API session only; the download session never sees it.
-        self._api = self._factory(
+        self._api = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=15),
             timeout=self._timeout,
             headers={"Authorization": f"Bearer {self._key.reveal()}", "User-Agent": "batchgen"},
         )
-        self._dl = self._factory(
+        self._dl = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._limit, resolver=PublicOnlyResolver()), timeout=self._dl_timeout,
             headers={"User-Agent": "batchgen"}, auto_decompress=False,
         )

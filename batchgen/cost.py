@@ -17,13 +17,16 @@ class PriceTable:
     per_second: dict[str, dict[str, float]] = field(default_factory=dict)
     assumed_seconds: dict[str, float] = field(default_factory=dict)
     unit: str = "credits"
+    source: str = "shipped placeholder table"  # where the numbers came from, for plan's output
 
     @classmethod
     def load(cls, override: str | Path | None = None) -> PriceTable:
         base = yaml.safe_load(resources.files("batchgen").joinpath("prices.yaml").read_text())
-        table = cls(_floats2(base.get("per_second", {})), _floats(base.get("assumed_seconds", {})), base.get("unit", "credits"))
+        table = cls(_floats2(base.get("per_second", {})), _floats(base.get("assumed_seconds", {})),
+                    str(base.get("unit", "credits")))
         if override is not None:
             path = Path(override)
+            table.source = str(path)
             try:
                 doc = yaml.safe_load(path.read_text())
                 table.per_second.update(_floats2(doc.get("per_second", {})))

@@ -1,5 +1,16 @@
 """One exception tree for batchgen; lower-library errors are translated into it at one boundary each
-(``client`` for aiohttp, ``ledger`` for SQLAlchemy, ``manifest`` for YAML/CSV)."""
+(``client`` for aiohttp, ``ledger`` for SQLAlchemy and the database drivers, ``manifest`` for
+YAML/CSV). The command line maps ``exit_code`` to the process's exit status in one handler::
+
+    BatchgenError                 exit 1
+    ├── UsageError                exit 2   bad option or argument
+    ├── ManifestError             exit 2   every problem of a manifest, each with file/row/field
+    ├── LedgerError               exit 7   the ledger cannot be used (read-only, locked, corrupt, full disk…)
+    │   ├── LedgerMissing         exit 2   a command that only reads named a ledger that does not exist
+    │   └── LedgerBusy            exit 5   another run holds this SQLite ledger
+    ├── ApiError                  (classified by ErrorClass; a run turns it into job states)
+    └── DownloadError             (a result file could not be fetched or failed its checks)
+"""
 
 from __future__ import annotations
 
@@ -15,6 +26,7 @@ EXIT_UNFINISHED = 3  # stopped (signal, stop, retries exhausted, timeout, credit
 EXIT_NO_FUNDS = 4  # 402 insufficient balance: submission stopped, paid tasks still collected
 EXIT_LEDGER_BUSY = 5  # another run holds the ledger
 EXIT_KEY_REFUSED = 6  # 401: the API refused the key
+EXIT_ENVIRONMENT = 7  # the ledger cannot be used: missing folder, read-only, locked, corrupt, disk full
 
 
 class BatchgenError(Exception):
@@ -58,7 +70,15 @@ class ManifestError(BatchgenError):
 
 
 class LedgerError(BatchgenError):
-    pass
+    """The ledger cannot be opened, read or written; the message names the ledger and the cause."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class LedgerMissing(LedgerError):
+    """A command that only reads was pointed at a ledger that does not exist."""
+
+    exit_code = EXIT_USAGE
 
 
 class LedgerBusy(LedgerError):

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from . import crash
+from .jobs import JobRow
 
 COLUMNS = ["job_key", "name", "row", "model", "prompt", "params", "state", "task_id", "result_url",
            "output_path", "bytes", "sha256", "credits", "attempts", "polls", "error_code", "error_message",
@@ -29,7 +30,7 @@ def _iso(t: float | None) -> str | None:
 
 
 
-def to_record(j: dict[str, Any]) -> dict[str, Any]:
+def to_record(j: JobRow) -> dict[str, Any]:
     """One export row; its keys are COLUMNS, in order."""
     req = json.loads(j["request"])
     prompt = req.pop("prompt", None)
@@ -45,7 +46,7 @@ def to_record(j: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+def write_csv(rows: Iterable[JobRow], out: IO[str]) -> int:
     w = csv.writer(out)
     w.writerow(COLUMNS)
     n = 0
@@ -57,7 +58,7 @@ def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     return n
 
 
-def iter_json(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+def iter_json(rows: Iterable[JobRow]) -> Iterator[str]:
     yield "["
     first = True
     for j in rows:
@@ -66,7 +67,7 @@ def iter_json(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     yield "\n]\n"
 
 
-def write_json(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+def write_json(rows: Iterable[JobRow], out: IO[str]) -> int:
     n = 0
     for chunk in iter_json(rows):
         out.write(chunk)

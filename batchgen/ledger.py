@@ -19,24 +19,34 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
+import inspect
 import json
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from sqlalchemy import Engine, and_, create_engine, event, exists, func, insert, or_, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from . import crash
-from .errors import LedgerBusy, LedgerError
-from .manifest import Job, canonical_json
-from .schema import ACTIVE, events, jobs, runs, uploads
+from .errors import LedgerBusy, LedgerError, LedgerMissing
+from .jobs import ACTIVE, Job, JobRow, JobState, RunStatus, allowed, canonical_json
+from .schema import events, jobs, runs, uploads
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = JobState
+# SQL IN lists of states, in a fixed order (stable statements for the driver's cache).
+_ACTIVE = sorted(ACTIVE)
+_UNFINISHED = [S.QUEUED, S.SUBMITTING, *_ACTIVE]
 
 DEFAULT_LEDGER = "batchgen.db"
 RETRYABLE_TASK_CODES = frozenset({"timeout", "generation_failed", "model_unavailable", "generation_timeout",
@@ -45,7 +55,9 @@ RETRYABLE_TASK_CODES = frozenset({"timeout", "generation_failed", "model_unavail
 
 
 def ledger_url(value: str | None) -> str:
-    """``--ledger`` / BATCHGEN_LEDGER take a file path or a SQLAlchemy URL."""
+    """The ledger to use: ``value`` (``--ledger``), else the environment variable
+    BATCHGEN_LEDGER (read here and nowhere else), else ``./batchgen.db``. A file path or a
+    SQLAlchemy URL."""
     value = value or os.environ.get("BATCHGEN_LEDGER") or DEFAULT_LEDGER
     if "://" in value:
         return value
@@ -58,13 +70,17 @@ def _migrations_dir() -> Path:
     return packaged if packaged.is_dir() else here.parent / "alembic"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for the ledger at ``url``. ``create=False`` (commands that only read) refuses a
+    SQLite file that does not exist instead of creating it and its folders."""
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, future=True)
     db = u.database
     if db and db != ":memory:":
         path = Path(db)
+        if not create and not path.is_file():
+            raise LedgerMissing(f"no ledger at {path} (give --ledger or BATCHGEN_LEDGER; `batchgen run` creates one)")
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             # The ledger holds task ids and result URLs: owner-only from the first byte.
@@ -114,19 +130,85 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+# ---------------------------------------------------------------------- the error boundary
+# SQLite's own words for what goes wrong with a ledger file, and what they mean to an operator.
+_CAUSES = (
+    ("unable to open database file", "cannot open it (missing folder, or no permission)"),
+    ("readonly database", "it is read-only"),
+    ("database is locked", "it is locked by another process"),
+    ("file is not a database", "it is not a ledger (corrupt, or another kind of file)"),
+    ("database disk image is malformed", "it is corrupt (restore a backup)"),
+    ("database or disk is full", "the disk is full"),
+    ("disk i/o error", "a disk I/O error"),
+)
+
+
+def _cause(e: BaseException) -> str:
+    """One line naming what went wrong, in words an operator acts on."""
+    orig = getattr(e, "orig", None) or e
+    text = (getattr(orig, "strerror", None) or str(orig) or type(orig).__name__).splitlines()[0]
+    low = text.lower()
+    for needle, meaning in _CAUSES:
+        if needle in low:
+            return f"{meaning} ({text})"
+    return f"{type(orig).__name__}: {text}"
+
+
+def _translating(safe_url: Callable[[Any], str], fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` with SQLAlchemy, driver and OS errors turned into ``LedgerError`` (the one
+    boundary between the database libraries and batchgen, as httpx's ``map_exceptions``).
+    Generator methods are translated while they are iterated."""
+
+    def translate(self: Any, e: BaseException) -> LedgerError:
+        return LedgerError(f"ledger {safe_url(self)}: {_cause(e)}")
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args: P.args, **kwargs: P.kwargs) -> Any:
+            try:
+                yield from cast(Iterator[Any], fn(*args, **kwargs))
+            except (SQLAlchemyError, OSError) as e:
+                raise translate(args[0], e) from None
+        return cast(Callable[P, R], gen)
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (SQLAlchemyError, OSError) as e:
+            raise translate(args[0], e) from None
+    return wrapper
+
+
+def error_boundary(cls: type[R]) -> type[R]:
+    """Class decorator: every public method (and ``__init__``) of ``cls`` raises only
+    ``LedgerError`` for database and file-system failures. Applied to the class rather than
+    method by method, so a method added later cannot forget it."""
+    for name, member in list(vars(cls).items()):
+        if (name == "__init__" or not name.startswith("_")) and inspect.isfunction(member):
+            setattr(cls, name, _translating(lambda self: getattr(self, "_safe_url", "?"), member))
+    return cls
+
+
 @dataclass(slots=True)
 class Transition:
     """One state change of one job: ``UPDATE … WHERE state IN expect`` plus an event row.
-    ``ok`` is False afterwards when the job was not in an expected state (someone else moved it)."""
+    ``ok`` is False afterwards when the job was not in an expected state (someone else moved it).
+    A move that ``jobs.TRANSITIONS`` does not allow is refused here, when it is built."""
 
     job_id: int
-    to: str
-    expect: tuple[str, ...]
+    to: JobState
+    expect: tuple[JobState, ...]
     values: dict[str, Any] = field(default_factory=dict)
     detail: str | None = None
     task_id: str | None = None
     event: bool = True
     owner: int | None = None  # cooperative ledgers: the move only applies if this worker holds the job
+
+    def __post_init__(self) -> None:
+        for before in self.expect:
+            if not allowed(before, self.to):
+                raise ValueError(f"job {self.job_id}: {before} → {self.to} is not an allowed move")
 
 
 _JOB_COLUMNS = frozenset(jobs.c.keys())
@@ -147,7 +229,11 @@ def _placeholder(c: Connection) -> Any:
     return lambda name: f":{name}"
 
 
-def _row(r: Any) -> dict[str, Any]:
+def _row(r: Any) -> JobRow:
+    return cast(JobRow, dict(r._mapping))
+
+
+def _plain(r: Any) -> dict[str, Any]:
     return dict(r._mapping)
 
 
@@ -158,29 +244,38 @@ def _runs_of(manifest_sha256: str) -> Any:
 
 def _holder_alive() -> Any:
     """The job's lease belongs to a run that is still running."""
-    return exists().where(runs.c.id == jobs.c.worker_id, runs.c.status == "running")
+    return exists().where(runs.c.id == jobs.c.worker_id, runs.c.status == RunStatus.RUNNING)
 
 
 def _interrupted_create(ids: Iterable[int], who: str, detail: str) -> list[Transition]:
     """``submitting`` → ``in_doubt`` for jobs whose creator stopped mid-create: the POST may or
     may not have made a (billed) task and nothing can tell, so they are never resubmitted."""
-    return [Transition(i, "in_doubt", ("submitting",), {
+    return [Transition(i, S.IN_DOUBT, (S.SUBMITTING,), {
         "error_code": "interrupted_create", "worker_id": None,
         "error_message": f"{who} stopped between recording the intent and recording the task id"},
         detail=detail) for i in ids]
 
 
+@error_boundary
 class Ledger:
-    def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
+    """The ledger at ``url`` (see ``ledger_url``), migrated to the current schema on open.
+    ``create=False`` (what commands that only read use) refuses a ledger that does not exist
+    (``LedgerMissing``) instead of creating an empty one. Every public method raises
+    ``LedgerError`` for database, driver and file-system failures (``error_boundary``)."""
+
+    def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool = True) -> None:
         self.url = ledger_url(url)
         self._safe_url = make_url(self.url).render_as_string(hide_password=True)
-        try:
-            self.engine = make_engine(self.url)
-            if migrate:
-                upgrade(self.engine)
-        except SQLAlchemyError as e:
-            raise LedgerError(f"cannot open ledger {self._safe_url}: {e.__class__.__name__}: {str(e).splitlines()[0]}") from None
+        self.engine = make_engine(self.url, create=create)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.created = False  # this open made a new, empty ledger
+        if not create and not self.is_sqlite and not sa_inspect(self.engine).has_table("runs"):
+            self.engine.dispose()
+            raise LedgerMissing(f"no ledger in {self._safe_url} (no batchgen tables; `batchgen run` creates them)")
+        if migrate:
+            with self.engine.connect() as c:
+                self.created = not sa_inspect(c).has_table("runs")
+            upgrade(self.engine)
         # One process per SQLite ledger (flock); any number of workers per PostgreSQL ledger.
         self.cooperative = not self.is_sqlite
         self._lock_fd: int | None = None
@@ -200,7 +295,7 @@ class Ledger:
         coordinate through leases (see the module docstring)."""
         if self.cooperative or self._lock_fd is not None:
             return
-        path = make_url(self.url).database + ".lock"
+        path = f"{make_url(self.url).database}.lock"
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -220,11 +315,13 @@ class Ledger:
             return self._insert_run(c, manifest, manifest_sha256, options, total)
 
     def _insert_run(self, c: Connection, manifest: str, manifest_sha256: str, options: dict[str, Any], total: int) -> int:
-        return int(c.execute(insert(runs).values(
-            manifest=manifest, manifest_sha256=manifest_sha256, started_at=time.time(), status="running",
+        key = c.execute(insert(runs).values(
+            manifest=manifest, manifest_sha256=manifest_sha256, started_at=time.time(), status=RunStatus.RUNNING,
             host=socket.gethostname(), pid=os.getpid(), options=json.dumps(options, sort_keys=True), jobs_total=total,
             heartbeat_at=self._now(),
-        )).inserted_primary_key[0])
+        )).inserted_primary_key
+        assert key is not None
+        return int(key[0])
 
     def _now(self) -> Any:
         """Heartbeats use the database server's clock: workers on several machines then need no
@@ -238,7 +335,7 @@ class Ledger:
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest runs, each with its per-state job counts."""
         with self._read() as c:
-            rows = [_row(r) for r in c.execute(select(runs).order_by(runs.c.id.desc()).limit(limit))]
+            rows = [_plain(r) for r in c.execute(select(runs).order_by(runs.c.id.desc()).limit(limit))]
             ids = [r["id"] for r in rows]
             counts: dict[int, dict[str, int]] = {}
             if ids:
@@ -264,47 +361,48 @@ class Ledger:
         if self._lock_fd is None:
             return 0
         with self.engine.begin() as c:
-            return c.execute(update(runs).where(runs.c.status == "running")
-                             .values(status="died", finished_at=time.time())).rowcount
+            return c.execute(update(runs).where(runs.c.status == RunStatus.RUNNING)
+                             .values(status=RunStatus.DIED, finished_at=time.time())).rowcount
 
     def request_stop(self, run_id: int) -> bool:
         with self.engine.begin() as c:
-            return c.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running")
+            return c.execute(update(runs).where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING)
                              .values(stop_requested=True)).rowcount == 1
 
     def stop_requested(self, run_id: int) -> bool:
         with self._read() as c:
             return bool(c.execute(select(runs.c.stop_requested).where(runs.c.id == run_id)).scalar())
 
-    def unfinished(self, limit: int = 10) -> list[dict[str, Any]]:
+    def unfinished(self, limit: int = 10) -> list[JobRow]:
         """Oldest jobs that are neither finished nor waiting for a human."""
         with self._read() as c:
-            q = (select(jobs).where(jobs.c.state.in_(("queued", "submitting") + ACTIVE))
+            q = (select(jobs).where(jobs.c.state.in_(_UNFINISHED))
                  .order_by(func.coalesce(jobs.c.submitted_at, jobs.c.created_at), jobs.c.id).limit(limit))
             return [_row(r) for r in c.execute(q)]
 
-    def expiring(self, within_s: float, ttl_s: float) -> list[dict[str, Any]]:
+    def expiring(self, within_s: float, ttl_s: float) -> list[JobRow]:
         """Completed jobs whose result URL expires within ``within_s`` and that are not downloaded."""
         cutoff = time.time() - ttl_s + within_s
         with self._read() as c:
-            q = select(jobs).where(jobs.c.state == "completed", jobs.c.result_at <= cutoff).order_by(jobs.c.result_at)
+            q = select(jobs).where(jobs.c.state == S.COMPLETED, jobs.c.result_at <= cutoff).order_by(jobs.c.result_at)
             return [_row(r) for r in c.execute(q)]
 
     def cancel_queued(self, run_id: int) -> int:
         """Mark the run's never-submitted jobs cancelled (in batches; each gets an event)."""
         with self._read() as c:
-            ids = [i for (i,) in c.execute(select(jobs.c.id).where(jobs.c.run_id == run_id, jobs.c.state == "queued"))]
+            ids = [i for (i,) in c.execute(select(jobs.c.id).where(jobs.c.run_id == run_id, jobs.c.state == S.QUEUED))]
         done = 0
         for i in range(0, len(ids), 1000):
-            done += sum(self.apply([Transition(j, "cancelled", ("queued",), {"error_code": "cancelled",
+            done += sum(self.apply([Transition(j, S.CANCELLED, (S.QUEUED,), {"error_code": "cancelled",
                         "error_message": "cancelled by operator before submission"}, detail="batchgen cancel")
                         for j in ids[i : i + 1000]]))
         return done
 
     def upload_url(self, sha256: str, newer_than: float) -> str | None:
         with self._read() as c:
-            return c.execute(select(uploads.c.url).where(uploads.c.sha256 == sha256,
-                                                         uploads.c.uploaded_at > newer_than)).scalar()
+            url = c.execute(select(uploads.c.url).where(uploads.c.sha256 == sha256,
+                                                        uploads.c.uploaded_at > newer_than)).scalar()
+            return None if url is None else str(url)
 
     def record_upload(self, sha256: str, path: str, size: int, url: str) -> None:
         stmt = self._insert_into(uploads).values(sha256=sha256, path=path, size=size, url=url, uploaded_at=time.time())
@@ -321,15 +419,13 @@ class Ledger:
             q = q.where(runs.c.id == run_id)
         with self._read() as c:
             r = c.execute(q).first()
-            return _row(r) if r else None
+            return _plain(r) if r else None
 
     # ------------------------------------------------------------ jobs from a manifest
     def _insert_into(self, table: Any) -> Any:
-        if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as ins
-        else:
-            from sqlalchemy.dialects.postgresql import insert as ins
-        return ins(table)
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
 
     def record_run(self, manifest: str, manifest_sha256: str, options: dict[str, Any], jobs_: Iterable[Job],
                    check: Any, batch: int = 2000) -> tuple[int, int]:
@@ -374,7 +470,7 @@ class Ledger:
             if n != match.jobs_total:
                 return None
             run_id = self._insert_run(c, manifest, manifest_sha256, {**options, "inputs_sha256": inputs_sha256}, n)
-            c.execute(update(jobs).where(jobs.c.run_id.in_(scope), jobs.c.run_id != run_id, jobs.c.state != "done")
+            c.execute(update(jobs).where(jobs.c.run_id.in_(scope), jobs.c.run_id != run_id, jobs.c.state != S.DONE)
                       .values(run_id=run_id, updated_at=time.time()))
         return run_id, n, int(match.id)
 
@@ -398,10 +494,10 @@ class Ledger:
         # itself here (100k rows on resume). Same SQL on SQLite and PostgreSQL.
         sql = (f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join(ph(k) for k in cols)}) "
                f"ON CONFLICT (key) DO UPDATE SET {', '.join(f'{k} = excluded.{k}' for k in moved)} "
-               "WHERE jobs.state <> 'done'")
+               f"WHERE jobs.state <> '{S.DONE.value}'")
         rows = [{"key": j.key, "run_id": run_id, "seq": j.seq, "name": j.name, "source": j.source,
                  "model": j.model, "request": j.request_json or canonical_json(j.request),
-                 "output": j.output, "take": j.take, "state": "queued", "created_at": now, "updated_at": now}
+                 "output": j.output, "take": j.take, "state": S.QUEUED, "created_at": now, "updated_at": now}
                 for j in batch]
         c.exec_driver_sql(sql, rows)
 
@@ -414,24 +510,24 @@ class Ledger:
         with self._read() as c:
             for i in range(0, len(keys), 500):
                 for r in c.execute(select(*cols).where(jobs.c.key.in_(keys[i : i + 500]))):
-                    out[r.key] = _row(r)
+                    out[r.key] = _plain(r)
         return out
 
     # ------------------------------------------------------------ reads
     def _read(self) -> Any:
         return self.engine.connect().execution_options(readonly=True)
 
-    def queued_page(self, run_id: int, after_seq: int, limit: int) -> list[dict[str, Any]]:
+    def queued_page(self, run_id: int, after_seq: int, limit: int) -> list[JobRow]:
         with self._read() as c:
-            rows = c.execute(select(jobs).where(jobs.c.run_id == run_id, jobs.c.state == "queued",
+            rows = c.execute(select(jobs).where(jobs.c.run_id == run_id, jobs.c.state == S.QUEUED,
                                                 jobs.c.seq > after_seq).order_by(jobs.c.seq).limit(limit))
             return [_row(r) for r in rows]
 
-    def active_jobs(self) -> list[dict[str, Any]]:
+    def active_jobs(self) -> list[JobRow]:
         with self._read() as c:
-            return [_row(r) for r in c.execute(select(jobs).where(jobs.c.state.in_(ACTIVE)).order_by(jobs.c.id))]
+            return [_row(r) for r in c.execute(select(jobs).where(jobs.c.state.in_(_ACTIVE)).order_by(jobs.c.id))]
 
-    def job(self, ref: str | int) -> dict[str, Any] | None:
+    def job(self, ref: str | int) -> JobRow | None:
         """A job by id, full key, key prefix (≥ 6 chars) or task id."""
         with self._read() as c:
             if isinstance(ref, int) or str(ref).isdigit():
@@ -450,7 +546,7 @@ class Ledger:
                     raise LedgerError(f"job key prefix {s!r} is ambiguous")
         return None
 
-    def jobs_in_state(self, state: str, manifest_sha256: str | None = None) -> list[dict[str, Any]]:
+    def jobs_in_state(self, state: str, manifest_sha256: str | None = None) -> list[JobRow]:
         q = select(jobs).where(jobs.c.state == state).order_by(jobs.c.id)
         if manifest_sha256 is not None:
             q = q.where(jobs.c.run_id.in_(_runs_of(manifest_sha256)))
@@ -464,7 +560,7 @@ class Ledger:
         with self._read() as c:
             return {s: int(n) for s, n in c.execute(q)}
 
-    def iter_export(self, run_id: int | None = None, batch: int = 2000) -> Iterator[dict[str, Any]]:
+    def iter_export(self, run_id: int | None = None, batch: int = 2000) -> Iterator[JobRow]:
         """Every job (or one run's) in manifest order, streamed; plain dicts built from the
         driver's tuples (100k rows: the ORM-free path is several times faster)."""
         names = list(jobs.c.keys())
@@ -479,11 +575,11 @@ class Ledger:
                 sql + " ORDER BY run_id, seq, id", params)
             for chunk in result.partitions(batch):
                 for r in chunk:
-                    yield dict(zip(names, r))
+                    yield cast(JobRow, dict(zip(names, r)))
 
     def events_for(self, job_id: int) -> list[dict[str, Any]]:
         with self._read() as c:
-            return [_row(r) for r in c.execute(select(events).where(events.c.job_id == job_id).order_by(events.c.id))]
+            return [_plain(r) for r in c.execute(select(events).where(events.c.job_id == job_id).order_by(events.c.id))]
 
     def known_task_ids(self) -> set[str]:
         """Every task id the ledger ever recorded (current and superseded by a retry)."""
@@ -493,13 +589,13 @@ class Ledger:
         return ids
 
     # ------------------------------------------------------------ writes
-    def _retrying(self, fn: Any, *args: Any) -> Any:
+    def _retrying(self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(conn, *args)`` in one transaction, again (up to 5 times) if PostgreSQL
         aborted it for a deadlock or serialisation conflict with another worker."""
         for attempt in range(5):
             try:
                 with self.engine.begin() as c:
-                    return fn(c, *args)
+                    return fn(c, *args, **kwargs)
             except OperationalError as e:
                 if not _retryable(e) or attempt == 4:
                     raise
@@ -581,10 +677,10 @@ class Ledger:
                               event_rows)
         return results
 
-    def orphans_to_in_doubt(self) -> list[dict[str, Any]]:
+    def orphans_to_in_doubt(self) -> list[JobRow]:
         """Jobs left in ``submitting`` by a process that died mid-create: the POST may or may not
         have made a (billed) task and nothing can tell, so they are never resubmitted silently."""
-        stuck = self.jobs_in_state("submitting")
+        stuck = self.jobs_in_state(S.SUBMITTING)
         if stuck:
             self.apply(_interrupted_create((j["id"] for j in stuck), "the process", "found in submitting at start-up"))
         return stuck
@@ -592,8 +688,8 @@ class Ledger:
     def requeue_retryable_failures(self, run_id: int, max_attempts: int) -> int:
         with self._read() as c:
             rows = c.execute(select(jobs.c.id, jobs.c.error_code, jobs.c.attempts).where(
-                jobs.c.run_id == run_id, jobs.c.state == "failed", jobs.c.retryable.is_(True))).all()
-        ts = [Transition(i, "queued", ("failed",), {"task_id": None, "retryable": None},
+                jobs.c.run_id == run_id, jobs.c.state == S.FAILED, jobs.c.retryable.is_(True))).all()
+        ts = [Transition(i, S.QUEUED, (S.FAILED,), {"task_id": None, "retryable": None},
                          detail=f"--retry-failed after {code}") for i, code, att in rows if att < max_attempts]
         if ts:
             self.apply(ts)
@@ -604,25 +700,25 @@ class Ledger:
         """Refresh this worker's lease. False when another worker has declared it dead (its
         heartbeat went stale: paused, partitioned): it must stop, its jobs are someone else's."""
         with self.engine.begin() as c:
-            return c.execute(update(runs).where(runs.c.id == worker, runs.c.status == "running")
+            return c.execute(update(runs).where(runs.c.id == worker, runs.c.status == RunStatus.RUNNING)
                              .values(heartbeat_at=self._now())).rowcount == 1
 
     def live_workers(self, lease_s: float) -> int:
         """Workers (runs) alive now: ``running`` with a heartbeat fresher than the lease."""
         with self._read() as c:
             return int(c.execute(select(func.count()).select_from(runs).where(
-                runs.c.status == "running", runs.c.heartbeat_at >= self._now() - lease_s)).scalar() or 0)
+                runs.c.status == RunStatus.RUNNING, runs.c.heartbeat_at >= self._now() - lease_s)).scalar() or 0)
 
-    def claim(self, worker: int, manifest_sha256: str, limit: int) -> list[dict[str, Any]]:
+    def claim(self, worker: int, manifest_sha256: str, limit: int) -> list[JobRow]:
         """Lease up to ``limit`` queued jobs of this manifest, in manifest order, to ``worker``.
 
         ``FOR UPDATE SKIP LOCKED``: concurrent claims by other workers pass over the rows this
         one is taking instead of waiting for them, so each job goes to exactly one worker. Jobs
         leased to a worker that is no longer running (finished, stopped, declared dead) are free.
         """
-        def go(c: Connection) -> list[dict[str, Any]]:
+        def go(c: Connection) -> list[JobRow]:
             pick = (select(jobs.c.id)
-                    .where(jobs.c.state == "queued", jobs.c.run_id.in_(_runs_of(manifest_sha256)),
+                    .where(jobs.c.state == S.QUEUED, jobs.c.run_id.in_(_runs_of(manifest_sha256)),
                            # not == worker: a job this worker gave up on (create kept failing)
                            # stays with it until it leaves, instead of being retried in a loop
                            or_(jobs.c.worker_id.is_(None), ~_holder_alive()))
@@ -634,7 +730,7 @@ class Ledger:
             return sorted((_row(r) for r in rows), key=lambda r: r["seq"])
         return self._retrying(go)
 
-    def reclaim(self, worker: int, lease_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def reclaim(self, worker: int, lease_s: float) -> tuple[list[JobRow], list[JobRow]]:
         """Take over what dead workers left. Returns (jobs now held by ``worker``, jobs put in doubt).
 
         In one transaction: running workers whose heartbeat is older than the lease are marked
@@ -642,18 +738,18 @@ class Ledger:
         leased to ``worker`` — to be polled and downloaded, never resubmitted; jobs left in
         ``submitting`` by a holder that is gone become ``in_doubt``, since nothing can tell
         whether its create reached the API."""
-        def go(c: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            stale = (update(runs).where(runs.c.status == "running", runs.c.id != worker,
+        def go(c: Connection) -> tuple[list[JobRow], list[JobRow]]:
+            stale = (update(runs).where(runs.c.status == RunStatus.RUNNING, runs.c.id != worker,
                                         or_(runs.c.heartbeat_at.is_(None), runs.c.heartbeat_at < self._now() - lease_s))
-                     .values(status="died", finished_at=time.time()))
+                     .values(status=RunStatus.DIED, finished_at=time.time()))
             c.execute(stale)
             orphaned = and_(jobs.c.worker_id.is_distinct_from(worker), or_(jobs.c.worker_id.is_(None), ~_holder_alive()))
-            q = (select(jobs.c.id, jobs.c.state).where(jobs.c.state.in_(ACTIVE + ("submitting",)), orphaned)
+            q = (select(jobs.c.id, jobs.c.state).where(jobs.c.state.in_([*_ACTIVE, S.SUBMITTING]), orphaned)
                  .order_by(jobs.c.id).with_for_update(skip_locked=True))
             found = c.execute(q).all()
-            active = [i for i, st in found if st != "submitting"]
-            stuck = [i for i, st in found if st == "submitting"]
-            adopted: list[dict[str, Any]] = []
+            active = [i for i, st in found if st != S.SUBMITTING]
+            stuck = [i for i, st in found if st == S.SUBMITTING]
+            adopted: list[JobRow] = []
             if active:
                 c.execute(update(jobs).where(jobs.c.id.in_(active)).values(worker_id=worker))
             if stuck:
@@ -668,21 +764,21 @@ class Ledger:
     def release(self, worker: int) -> int:
         """A worker leaving hands back the jobs it still holds (queued, or with a task to poll)."""
         with self.engine.begin() as c:
-            return c.execute(update(jobs).where(jobs.c.worker_id == worker, jobs.c.state.in_(("queued",) + ACTIVE))
+            return c.execute(update(jobs).where(jobs.c.worker_id == worker, jobs.c.state.in_([S.QUEUED, *_ACTIVE]))
                              .values(worker_id=None)).rowcount
 
-    def held(self, worker: int) -> list[dict[str, Any]]:
+    def held(self, worker: int) -> list[JobRow]:
         """Jobs with a task that this worker holds (its share of the paid work to collect)."""
         with self._read() as c:
             return [_row(r) for r in c.execute(select(jobs).where(jobs.c.worker_id == worker,
-                                                                   jobs.c.state.in_(ACTIVE)).order_by(jobs.c.id))]
+                                                                   jobs.c.state.in_(_ACTIVE)).order_by(jobs.c.id))]
 
     def pending_elsewhere(self, worker: int, manifest_sha256: str) -> int:
         """Jobs of this manifest that still need work and that ``worker`` does not hold: while
         there are any, a worker stays to take over if their holder dies."""
         q = (select(func.count()).select_from(jobs).where(
             jobs.c.run_id.in_(_runs_of(manifest_sha256)),
-            jobs.c.state.in_(("queued", "submitting") + ACTIVE), jobs.c.worker_id.is_distinct_from(worker)))
+            jobs.c.state.in_(_UNFINISHED), jobs.c.worker_id.is_distinct_from(worker)))
         with self._read() as c:
             return int(c.execute(q).scalar() or 0)
 
@@ -712,7 +808,6 @@ class Writer:
         self.owner = owner  # cooperative ledgers: every transition requires this worker's lease
         self.max_batch = max_batch
         self.commits = 0
-        self.transitions = 0
         self._pending: list[tuple[Transition, asyncio.Future[bool]]] = []
         self._outstanding: set[asyncio.Future[bool]] = set()
         self._wake = asyncio.Event()
@@ -732,19 +827,16 @@ class Writer:
             await self._task
         self._pool.shutdown(wait=True)
 
-    async def call(self, fn: Any, *args: Any) -> Any:
+    async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run any ledger method on the ledger thread (keeps SQLite on one thread)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
-    async def read(self, fn: Any, *args: Any) -> Any:
+    async def read(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """A ledger call that need not queue behind the writes: PostgreSQL's pooled connections
         serve it from another thread (heartbeats, claims); SQLite keeps everything on one."""
         if self.ledger.is_sqlite:
-            return await self.call(fn, *args)
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except SQLAlchemyError as e:  # translated here, as the write path does: callers see LedgerError
-            raise LedgerError(f"{e.__class__.__name__}: {str(e).splitlines()[0]}") from None
+            return await self.call(fn, *args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     def submit(self, t: Transition) -> asyncio.Future[bool]:
         """Queue a transition; the future resolves once it is committed. Transitions are applied
@@ -786,15 +878,13 @@ class Writer:
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
                 try:
                     results = await loop.run_in_executor(self._pool, self.ledger.apply, [t for t, _ in batch])
-                except (SQLAlchemyError, LedgerError, OSError) as e:
-                    err = e if isinstance(e, LedgerError) else LedgerError(f"ledger write failed: {e}")
+                except LedgerError as err:  # Ledger.apply raises nothing else (error_boundary)
                     self.error = self.error or err
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(err)
                     continue
                 self.commits += 1
-                self.transitions += len(batch)
                 for (_, fut), ok in zip(batch, results):
                     if not fut.done():
                         fut.set_result(ok)

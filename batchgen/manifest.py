@@ -29,7 +29,6 @@ import csv
 import functools
 import hashlib
 import itertools
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -39,8 +38,10 @@ from typing import IO, Any
 
 import yaml
 
+from . import jobs as jobs_module
 from . import specs
 from .errors import ManifestError, Problem
+from .jobs import Job, canonical_json, key_from_json, short_key
 
 MAX_YAML_BYTES = 10 * 1024 * 1024
 MAX_LOCAL_INPUT = 50 * 1024 * 1024  # a local reference image/video to upload
@@ -62,25 +63,12 @@ _WINDOWS_RESERVED = frozenset(
 )
 
 
-@dataclass(slots=True)
-class Job:
-    key: str
-    seq: int  # position in the expanded manifest: exports follow it
-    name: str
-    source: str  # "shots.csv row 12 (line 13)" – where the row came from, for humans
-    model: str
-    request: dict[str, Any]
-    output: str  # relative path under --out
-    take: str | None = None
-    request_json: str = ""  # canonical JSON of ``request`` (what the ledger stores)
-
-
 @functools.lru_cache(maxsize=1)
 def _expander_sha256() -> str:
     """The expansion code itself (this module, the model specs, the YAML parser's version):
     another version may expand the same manifest differently."""
     h = hashlib.sha256(yaml.__version__.encode())
-    for mod in (__file__, specs.__file__):
+    for mod in (__file__, specs.__file__, jobs_module.__file__):
         h.update(Path(mod).read_bytes())
     return h.hexdigest()
 
@@ -90,23 +78,6 @@ class _Row:
     where: str
     file: str
     values: dict[str, Any]
-
-
-# One encoder for every call: json.dumps with non-default options builds a new one each time,
-# which was a tenth of the per-row cost of expanding a large manifest.
-canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-
-
-def job_key(request: dict[str, Any], take: str | None) -> str:
-    """sha256 of ``{"request": <request>, "take": <take>}`` in canonical JSON (take omitted when
-    None)."""
-    return _key_from_json(canonical_json(request), take)
-
-
-def _key_from_json(request_json: str, take: str | None) -> str:
-    # Byte-identical to canonical_json({"request": request, "take": take}): "request" < "take".
-    tail = "" if take is None else ',"take":' + canonical_json(take)
-    return hashlib.sha256(('{"request":' + request_json + tail + "}").encode()).hexdigest()
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -324,7 +295,7 @@ class Manifest:
                     continue
                 first = keys.get(job.key)
                 if first is not None:
-                    self._problem(row.where, None, f"is the identical request as {first} (same job key {job.key[:12]}); give each a distinct `take:` to render it more than once", file=row.file)
+                    self._problem(row.where, None, f"is the identical request as {first} (same job key {short_key(job.key)}); give each a distinct `take:` to render it more than once", file=row.file)
                     continue
                 keys[job.key] = row.where
                 prev = outputs.get(job.output)
@@ -431,13 +402,13 @@ class Manifest:
         take = resolved.get("take")
         take = None if take is None else str(take)
         request_json = canonical_json(request)
-        key = _key_from_json(request_json, take)
+        key = key_from_json(request_json, take)
         name = resolved.get("name")
         name = str(name) if name is not None else f"job{seq:05d}"
         template = resolved.get("output") if "output" in row.values else self.output_template
         if template is None:
             template = "{name}-{matrix}.mp4" if self.matrix else "{name}.mp4"
-        ctx = {**resolved, **request, "name": name, "key": key[:12], "seq": seq,
+        ctx = {**resolved, **request, "name": name, "key": short_key(key), "seq": seq,
                "matrix": "-".join(str(combo[k]) for k in self.matrix) if combo else ""}
         try:
             output = safe_output_name(str(template), ctx)
@@ -617,6 +588,3 @@ def safe_output_name(template: str, ctx: dict[str, Any]) -> str:
         raise ValueError(f"output name {name!r} must end in .mp4")
     return name
 
-
-def load(path: str | os.PathLike[str]) -> Manifest:
-    return Manifest(path)

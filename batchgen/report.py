@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .jobs import JobRow
+
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#f6f7f9}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}.muted{color:#667}
@@ -78,12 +80,12 @@ def _histogram(values: list[float], *, bins: int = 12, unit: str = "s", title: s
             f"height='{h}' viewBox='0 0 {w} {h}'>{''.join(bars)}{axis}</svg></figure>")
 
 
-def render(rows: Iterable[dict[str, Any]], report_path: Path, *, title: str = "batchgen report",
+def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen report",
            run: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the report; return the summary figures it shows."""
     base = report_path.resolve().parent
     states: Counter[str] = Counter()
-    failures: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    failures: dict[str, list[JobRow]] = defaultdict(list)
     timings: list[float] = []
     polls: list[float] = []
     credits = 0.0

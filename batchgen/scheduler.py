@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import logging
 import random
@@ -20,27 +21,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import crash, logs
 from .budget import RequestBudget, backoff
-from .client import Client, TaskInfo
+from .client import Api, TaskInfo
 from .cost import PriceTable
-from .errors import (
-    EXIT_FAILED, EXIT_KEY_REFUSED, EXIT_NO_FUNDS, EXIT_OK, EXIT_UNFINISHED, ApiError, DownloadError, ErrorClass,
-    LedgerError,
-)
+from .errors import EXIT_KEY_REFUSED, EXIT_NO_FUNDS, ApiError, DownloadError, ErrorClass, LedgerError
 from .files import OutputDir, remove_stale_temp_files
-from .ledger import RETRYABLE_TASK_CODES, Ledger, Transition, Writer
+from .jobs import JobRow, JobState, short_key
+from .ledger import RETRYABLE_TASK_CODES, Transition, Writer
 from .logs import events
-from .manifest import Manifest
 from .progress import Display, Snapshot
 from .specs import MEDIA_FIELDS, UPLOAD_PREFIX
 
+S = JobState
 RESULT_TTL = 24 * 3600.0
 # ledger state → what the progress display calls it
-_DISPLAY = {"submitted": "rendering", "completed": "downloading"}
-
+_DISPLAY: dict[str, str] = {S.SUBMITTED: "rendering", S.COMPLETED: "downloading"}
+# What one create attempt came to (see Scheduler._attempt_create).
+CreateOutcome = Literal["submitted", "in_doubt", "failed", "retry", "stopped", "gone"]
+# A job polled as `submitted` may have been recorded `rendering` meanwhile (and vice versa).
+_POLLED = (S.SUBMITTED, S.RENDERING)
 
 
 @dataclass
@@ -67,38 +69,13 @@ class RunOptions:
 
 
 @dataclass
-class RunResult:
-    run_id: int
-    counts: dict[str, int]
-    in_doubt: list[dict[str, Any]]
-    failed: list[dict[str, Any]]
-    reason: str | None  # why the run stopped early, if it did
-    exit_code: int
-    requests: int = 0
-    polls: int = 0
-    throttled: int = 0
-    commits: int = 0
-    elapsed: float = 0.0
-    credits_estimated: float = 0.0
-    credits_reserved: float = 0.0  # usage.credits_reserved of the tasks this run saw
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "counts": self.counts, "reason": self.reason, "exit_code": self.exit_code,
-                "requests": self.requests, "polls": self.polls, "throttled": self.throttled,
-                "ledger_commits": self.commits, "elapsed_s": round(self.elapsed, 3),
-                "credits_estimated": round(self.credits_estimated, 4),
-                "credits_reserved": round(self.credits_reserved, 4),
-                "in_doubt": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"]} for j in self.in_doubt],
-                "failed": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"],
-                            "message": j["error_message"]} for j in self.failed]}
-
-
-@dataclass
 class _Job:
+    """The scheduler's working copy of one job in flight (built from its ledger row)."""
+
     id: int
     key: str
     name: str
-    state: str
+    state: JobState
     request: dict[str, Any]
     output: str
     attempts: int
@@ -113,69 +90,21 @@ class _Job:
     retry_after: float | None = None
     credits: float = 0.0
 
+    @property
+    def short(self) -> str:
+        return short_key(self.key)
+
     @classmethod
-    def from_row(cls, r: dict[str, Any]) -> _Job:
-        return cls(id=r["id"], key=r["key"], name=r["name"], state=r["state"], request=json.loads(r["request"]),
+    def from_row(cls, r: JobRow) -> _Job:
+        return cls(id=r["id"], key=r["key"], name=r["name"], state=JobState(r["state"]), request=json.loads(r["request"]),
                    output=r["output"], attempts=r["attempts"], task_id=r["task_id"], polls=r["polls"] or 0,
                    progress=r["progress"] or 0, estimated_time=r["estimated_time"], submitted_at=r["submitted_at"],
                    result_url=r["result_url"], result_at=r["result_at"], credits=r["credits"] or 0.0)
 
 
-# ------------------------------------------------------------------------------ preparation
-@dataclass
-class Prepared:
-    run_id: int
-    total: int
-    in_doubt_found: list[dict[str, Any]]
-    requeued: int
-    manifest_sha256: str = ""
-    cooperative: bool = False  # one of several workers on a PostgreSQL ledger; run_id is its worker id
-    reused_from: int | None = None  # the earlier run whose validated expansion of these same inputs was reused
-
-
-def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
-    """Take the single-writer lock (SQLite), expand and validate the whole manifest while
-    recording the run and its jobs in one transaction (rolled back — nothing recorded — if the
-    manifest has any problem), and turn jobs a dead process left mid-create into ``in_doubt``.
-    On a cooperative (PostgreSQL) ledger the run is this worker: "dead process" means a worker
-    whose heartbeat is stale, and only its jobs are touched. Synchronous: runs before the event
-    loop starts, so no create can precede validation."""
-    ledger.acquire_lock()
-    ledger.close_dead_runs()
-    digest = manifest.sha256()
-    options = {"out": str(opts.out_dir), "concurrency": opts.concurrency, "rpm": opts.rpm}
-    inputs = manifest.inputs_sha256()
-    reused_from = None
-
-    def finish() -> dict[str, Any]:
-        manifest.check()
-        # Reusable by a later run only if nothing but the hashed inputs shaped the jobs.
-        return {} if manifest.local_files else {"inputs_sha256": inputs}
-
-    try:
-        # Resuming an unchanged manifest (the nightly retry) skips expanding and re-recording
-        # 100k rows: an earlier run validated exactly these inputs and recorded their jobs.
-        reused = ledger.reuse_run(str(manifest.path.resolve()), digest, inputs, options)
-        if reused is not None:
-            run_id, total, reused_from = reused
-        else:
-            run_id, total = ledger.record_run(str(manifest.path.resolve()), digest, options, manifest.expand(), finish)
-    except BaseException:
-        ledger.release_lock()
-        raise
-    if ledger.cooperative:
-        _adopted, in_doubt = ledger.reclaim(run_id, opts.lease)  # adopted jobs are loaded by run()
-    else:
-        in_doubt = ledger.orphans_to_in_doubt()
-    requeued = ledger.requeue_retryable_failures(run_id, opts.max_attempts) if opts.retry_failed else 0
-    opts.local_files = dict(manifest.local_files)
-    remove_stale_temp_files(opts.out_dir)
-    return Prepared(run_id, total, in_doubt, requeued, digest, ledger.cooperative, reused_from)
-
-
 # ------------------------------------------------------------------------------ scheduler
 class Scheduler:
-    def __init__(self, writer: Writer, client: Client, opts: RunOptions, stop: asyncio.Event,
+    def __init__(self, writer: Writer, client: Api, opts: RunOptions, stop: asyncio.Event,
                  *, log: Callable[[str], None] | None = None, display: Display | None = None) -> None:
         self.w = writer
         self.worker = writer.owner  # this worker's id on a cooperative ledger, else None
@@ -208,16 +137,16 @@ class Scheduler:
         led = self.w.ledger
         if self.worker is not None:  # cooperative: what this worker holds, counts of the whole manifest
             active = await self.w.read(led.held, self.worker)
-            counts = _with_skipped_done(await self.w.read(led.scope_counts, manifest_sha256), total)
+            counts = with_skipped_done(await self.w.read(led.scope_counts, manifest_sha256), total)
         else:
             active = await self.w.call(led.active_jobs)
-            counts = _with_skipped_done(await self.w.call(led.counts, run_id), total)
+            counts = with_skipped_done(await self.w.call(led.counts, run_id), total)
         self._show_counts(counts)
         for row in active:
             if row["run_id"] != run_id and self.worker is None:  # paid tasks of earlier runs, collected by this one
                 self.states[_DISPLAY.get(row["state"], row["state"])] += 1
         # Results closest to their 24 h expiry are downloaded first, before anything new is sent.
-        active.sort(key=lambda r: (r["state"] != "completed", r["result_at"] or 0.0, r["id"]))
+        active.sort(key=lambda r: (r["state"] != S.COMPLETED, r["result_at"] or 0.0, r["id"]))
         for row in active:
             self._spawn(_Job.from_row(row))
         self.display.start()
@@ -308,7 +237,7 @@ class Scheduler:
                 last_ok = time.monotonic()
                 await self._share_budget()
                 adopted, doubt = await self.w.read(led.reclaim, self.worker, self.opts.lease)
-                counts = _with_skipped_done(await self.w.read(led.scope_counts, manifest_sha256), total)
+                counts = with_skipped_done(await self.w.read(led.scope_counts, manifest_sha256), total)
             except LedgerError as e:
                 self.log(f"heartbeat failed: {e}")
                 if time.monotonic() - last_ok > self.opts.lease / 2:
@@ -316,7 +245,7 @@ class Scheduler:
                     self._stop_submitting("cannot renew this worker's lease; submission stopped", unfinished=True)
                 continue
             for j in doubt:
-                self.log(f"job {j['name']} ({j['key'][:12]}) is IN DOUBT: its worker died mid-create — "
+                self.log(f"job {j['name']} ({short_key(j['key'])}) is IN DOUBT: its worker died mid-create — "
                          "settle with `batchgen resolve`")
             if adopted:
                 self.log(f"took over {len(adopted)} job(s) with tasks from a worker that stopped")
@@ -395,14 +324,14 @@ class Scheduler:
                 self.reason = "stopped by `batchgen stop`"
                 self.stop.set()
 
-    def _move(self, job: _Job, state: str) -> None:
+    def _move(self, job: _Job, state: JobState) -> None:
         """Every local state change: live counts for the display and one event record."""
         before = _DISPLAY.get(job.state, job.state)
         after = _DISPLAY.get(state, state)
         if before != after:
             self.states[before] -= 1
             self.states[after] += 1
-        if state == "done":
+        if state == S.DONE:
             self._done_times.append(time.monotonic())
         if events.isEnabledFor(logging.INFO):
             events.info("%s %s → %s", job.name, job.state, state, extra={"event": {
@@ -420,13 +349,29 @@ class Scheduler:
 
     # -------------------------------------------------------------- one job
     async def _drive(self, job: _Job) -> None:
-        if job.state == "queued":
+        if job.state == S.QUEUED:
             if not await self._submit(job):
                 return
-        if job.state in ("submitted", "rendering"):
+        if job.state in _POLLED:
             await self._poll_until_terminal(job)
-        if job.state == "completed":
+        if job.state == S.COMPLETED:
             await self._download(job)
+
+    async def _fail(self, job: _Job, code: str | None, message: str, *, detail: str, retryable: bool = False,
+                    values: dict[str, Any] | None = None) -> None:
+        """The job failed for good (until an operator or --retry-failed says otherwise)."""
+        expect = _POLLED if job.state in _POLLED else (job.state,)
+        await self.w.apply(Transition(job.id, S.FAILED, expect, {
+            **(values or {}), "error_code": code, "error_message": message[:500], "retryable": retryable},
+            detail=detail[:220]))
+        self._move(job, S.FAILED)
+
+    def _refused(self, job: _Job, e: ApiError) -> None:
+        """A request the API turned away without doing anything: a 429 slows every caller down
+        (Retry-After honoured), and this job waits at least its Retry-After before trying again."""
+        if e.status == 429:
+            self.budget.throttle(e.retry_after)
+        job.retry_after = e.retry_after
 
     async def _submit(self, job: _Job) -> bool:
         for attempt in range(self.opts.submit_retries):
@@ -448,36 +393,32 @@ class Scheduler:
                 return outcome == "submitted"
             await self._sleep(max(job.retry_after or 0.0, backoff(attempt, self.opts.retry_base, 60.0)))
         self.unfinished = True
-        self.log(f"job {job.name} ({job.key[:12]}): create kept failing; left queued for the next run")
+        self.log(f"job {job.name} ({job.short}): create kept failing; left queued for the next run")
         return False
 
-    async def _attempt_create(self, job: _Job) -> str:
+    async def _attempt_create(self, job: _Job) -> CreateOutcome:
         try:
             request = await self._materialise(job.request)
         except ApiError as e:
             if e.klass is ErrorClass.FATAL:  # e.g. 413: this input cannot be uploaded
-                await self.w.apply(Transition(job.id, "failed", ("queued",), {
-                    "error_code": e.code, "error_message": str(e)[:500], "retryable": False}, detail="upload refused"))
-                self._move(job, "failed")
+                await self._fail(job, e.code, str(e), detail="upload refused")
                 return "failed"
             if e.klass is ErrorClass.FATAL_RUN:
                 self._key_refused(e, "uploading")
                 return "stopped"
-            if e.status == 429:
-                self.budget.throttle(e.retry_after)
-            job.retry_after = e.retry_after
+            self._refused(job, e)
             return "retry"
         await self.budget.acquire()
         if self.stop.is_set() or self.no_submit:
             return "gone"
         crash.point("before_intent")
         # Invariant 1: the intent is durable before any byte of the create is sent.
-        if not await self.w.apply(Transition(job.id, "submitting", ("queued",), {
+        if not await self.w.apply(Transition(job.id, S.SUBMITTING, (S.QUEUED,), {
                 "attempts": job.attempts + 1, "error_code": None, "error_message": None},
                 detail=f"create attempt {job.attempts + 1}")):
             return "gone"  # moved by someone else (e.g. cancelled)
         job.attempts += 1
-        self._move(job, "submitting")
+        self._move(job, S.SUBMITTING)
         crash.point("after_intent")
         # Shielded: a stop request must never separate a create from the record of its outcome.
         return await asyncio.shield(self._create_and_record(job, request))
@@ -507,14 +448,15 @@ class Scheduler:
             return url
         path = self.opts.local_files.get(sha)
         if path is None:
-            raise ApiError(ErrorClass.FATAL, f"local input {sha[:12]} is not in the current manifest", code="input_missing")
+            raise ApiError(ErrorClass.FATAL, f"local input {short_key(sha)} is not in the current manifest",
+                           code="input_missing")
         await self.budget.acquire()
         url = await self.client.upload(path, path.name)
         await self.w.call(self.w.ledger.record_upload, sha, str(path), path.stat().st_size, url)
-        logs.log.info(f"uploaded {path.name} ({sha[:12]})")
+        logs.log.info(f"uploaded {path.name} ({short_key(sha)})")
         return url
 
-    async def _create_and_record(self, job: _Job, request: dict[str, Any]) -> str:
+    async def _create_and_record(self, job: _Job, request: dict[str, Any]) -> CreateOutcome:
         try:
             info = await self.client.create(request)
         except ApiError as e:
@@ -525,24 +467,24 @@ class Scheduler:
         job.estimated_time = info.estimated_time
         # Queued at once, not awaited: the writer applies it before anything later of this job,
         # and waiting would add a commit to every job's latency without making a crash safer.
-        fut = self.w.submit(Transition(job.id, "submitted", ("submitting",), {
+        fut = self.w.submit(Transition(job.id, S.SUBMITTED, (S.SUBMITTING,), {
             "remote_status": info.status, "progress": info.progress, "estimated_time": info.estimated_time,
             "credits": info.credits, "submitted_at": job.submitted_at}, task_id=info.task_id,
             detail=f"estimated_time={info.estimated_time}"))
-        fut.add_done_callback(lambda f, job=job, tid=info.task_id: self._task_recorded(f, job, tid))
-        self._move(job, "submitted")
+        fut.add_done_callback(functools.partial(self._task_recorded, job=job, task_id=info.task_id))
+        self._move(job, S.SUBMITTED)
         return "submitted"
 
-    def _task_recorded(self, fut: asyncio.Future[bool], job: _Job, task_id: str) -> None:
+    def _task_recorded(self, fut: asyncio.Future[bool], *, job: _Job, task_id: str) -> None:
         exc = None if fut.cancelled() else fut.exception()
         if exc is None and fut.result():
             crash.point("after_record")  # the task id is durable
             return
         # The task exists and is paid for: make sure a human can adopt it.
         self.w.error = self.w.error or exc or RuntimeError("state changed under the scheduler")
-        self.log(f"job {job.name} ({job.key[:12]}) got task {task_id} but recording it failed "
+        self.log(f"job {job.name} ({job.short}) got task {task_id} but recording it failed "
                  f"({exc or 'the job changed state meanwhile'}); it will be in doubt: "
-                 f"batchgen resolve {job.key[:12]} --adopt {task_id}")
+                 f"batchgen resolve {job.short} --adopt {task_id}")
 
     def _key_refused(self, e: ApiError, while_: str) -> None:
         """401: nothing can succeed with this key, so the whole run stops (exit 6)."""
@@ -559,21 +501,20 @@ class Scheduler:
             self.credits_seen += credits - job.credits
             job.credits = credits
 
-    async def _create_failed(self, job: _Job, e: ApiError) -> str:
+    async def _create_failed(self, job: _Job, e: ApiError) -> CreateOutcome:
         err = {"error_code": e.code, "error_message": str(e)[:500]}
         if e.klass is ErrorClass.AMBIGUOUS:
-            await self.w.apply(Transition(job.id, "in_doubt", ("submitting",), err, detail="ambiguous create: " + str(e)[:200]))
-            self._move(job, "in_doubt")
-            self.log(f"job {job.name} ({job.key[:12]}) is IN DOUBT: {e} — settle with `batchgen resolve`")
+            await self.w.apply(Transition(job.id, S.IN_DOUBT, (S.SUBMITTING,), err,
+                                          detail="ambiguous create: " + str(e)[:200]))
+            self._move(job, S.IN_DOUBT)
+            self.log(f"job {job.name} ({job.short}) is IN DOUBT: {e} — settle with `batchgen resolve`")
             return "in_doubt"
         if e.klass is ErrorClass.FATAL:
-            await self.w.apply(Transition(job.id, "failed", ("submitting",), {**err, "retryable": False},
-                                          detail="create rejected: " + str(e)[:200]))
-            self._move(job, "failed")
+            await self._fail(job, e.code, str(e), detail="create rejected: " + str(e))
             return "failed"
         # SAFE, NO_FUNDS, FATAL_RUN: the API did not create anything; back to the queue.
-        await self.w.apply(Transition(job.id, "queued", ("submitting",), err, detail="create refused: " + str(e)[:200]))
-        self._move(job, "queued")
+        await self.w.apply(Transition(job.id, S.QUEUED, (S.SUBMITTING,), err, detail="create refused: " + str(e)[:200]))
+        self._move(job, S.QUEUED)
         if e.klass is ErrorClass.NO_FUNDS and self.halt_code is None:
             self.no_submit = True
             self.halt_code = EXIT_NO_FUNDS
@@ -581,13 +522,15 @@ class Scheduler:
             self.log(self.reason)
         elif e.klass is ErrorClass.FATAL_RUN:
             self._key_refused(e, "creating")
-        if e.status == 429:
-            self.budget.throttle(e.retry_after)
-        job.retry_after = e.retry_after
+        self._refused(job, e)
         return "retry" if e.klass is ErrorClass.SAFE else "stopped"
 
     # -------------------------------------------------------------- polling
     def _next_poll_delay(self, job: _Job) -> float:
+        """Seconds until the next poll of ``job``: at its ``estimated_time`` first, then from its
+        reported progress, then growing geometrically; after an error, jittered backoff (at
+        least its Retry-After). Bounded by --poll-min (or a quarter of a short estimate) and
+        poll_max, with +0–10 % jitter so polls of jobs created together spread out."""
         o = self.opts
         elapsed = time.time() - (job.submitted_at or time.time())
         if job.poll_errors:
@@ -638,50 +581,41 @@ class Scheduler:
             self._key_refused(e, "polling")
             return True
         if e.klass is ErrorClass.FATAL and not (e.status == 404 and elapsed < self.opts.poll_404_grace):
-            await self.w.apply(Transition(job.id, "failed", ("submitted", "rendering"), {
-                "error_code": "task_not_found" if e.status == 404 else e.code, "error_message": str(e)[:500],
-                "retryable": False, "polls": job.polls}, detail="poll failed: " + str(e)[:200]))
-            self._move(job, "failed")
+            await self._fail(job, "task_not_found" if e.status == 404 else e.code, str(e),
+                             detail="poll failed: " + str(e), values={"polls": job.polls})
             return True
-        if e.status == 429:
-            self.budget.throttle(e.retry_after)
+        self._refused(job, e)
         job.poll_errors += 1
-        job.retry_after = e.retry_after
         return False
 
     async def _observe(self, job: _Job, info: TaskInfo) -> bool:
         """Record what a poll saw. Returns True when the task is terminal."""
-        base = {"remote_status": info.status, "progress": info.progress, "polls": job.polls}
+        base: dict[str, Any] = {"remote_status": info.status, "progress": info.progress, "polls": job.polls}
         if info.credits is not None:
             base["credits"] = info.credits
             self._saw_credits(job, info.credits)
         if info.status == "completed":
             if not info.urls:
-                await self.w.apply(Transition(job.id, "failed", ("submitted", "rendering"), {
-                    **base, "error_code": "no_result_url", "error_message": "completed without a result URL",
-                    "retryable": False}, detail="completed without results"))
-                self._move(job, "failed")
+                await self._fail(job, "no_result_url", "completed without a result URL",
+                                 detail="completed without results", values=base)
                 return True
             job.result_url, job.result_at = info.urls[0], time.time()
             extra = f" (+{len(info.urls) - 1} more URL(s) not downloaded)" if len(info.urls) > 1 else ""
-            self.w.record(Transition(job.id, "completed", ("submitted", "rendering"), {
+            self.w.record(Transition(job.id, S.COMPLETED, _POLLED, {
                 **base, "result_url": job.result_url, "result_at": job.result_at,
                 "completed_at": job.result_at}, detail=f"after {job.polls} poll(s){extra}"))
-            self._move(job, "completed")
+            self._move(job, S.COMPLETED)
             return True
         if info.status in ("failed", "cancelled"):
             code = info.error_code or ("cancelled_remotely" if info.status == "cancelled" else "unknown_error")
-            await self.w.apply(Transition(job.id, "failed", ("submitted", "rendering"), {
-                **base, "error_code": code, "error_message": info.error_message or info.status,
-                "retryable": code in RETRYABLE_TASK_CODES or info.status == "cancelled"},
-                detail=f"task {info.status}: {code}"))
-            self._move(job, "failed")
+            await self._fail(job, code, info.error_message or info.status, detail=f"task {info.status}: {code}",
+                             retryable=code in RETRYABLE_TASK_CODES or info.status == "cancelled", values=base)
             return True
         if info.status not in ("pending", "processing"):
             self.log(f"task {job.task_id}: unknown status {info.status!r}, still polling")
-        if job.state == "submitted" and info.status != "pending":
-            self.w.record(Transition(job.id, "rendering", ("submitted",), base, detail=info.status))
-            self._move(job, "rendering")
+        if job.state == S.SUBMITTED and info.status != "pending":
+            self.w.record(Transition(job.id, S.RENDERING, (S.SUBMITTED,), base, detail=info.status))
+            self._move(job, S.RENDERING)
         return False
 
     # -------------------------------------------------------------- download
@@ -690,11 +624,12 @@ class Scheduler:
         try:
             final = self._out.path(job.output)
         except ValueError as e:
-            await self._download_failed(job, "bad_output_path", str(e))
+            await self._fail(job, "bad_output_path", str(e), detail="download: " + str(e))
             return
         for attempt in range(self.opts.download_retries):
             if job.result_at is not None and time.time() - job.result_at > RESULT_TTL:
-                await self._download_failed(job, "result_expired", "the result URL is older than 24 h")
+                await self._fail(job, "result_expired", "the result URL is older than 24 h",
+                                 detail="download: the result URL is older than 24 h")
                 return
             if self.stop.is_set():
                 return
@@ -709,7 +644,7 @@ class Scheduler:
                 raise
             except DownloadError as e:
                 if e.permanent:
-                    await self._download_failed(job, e.code, str(e))
+                    await self._fail(job, e.code, str(e), detail="download: " + str(e))
                     return
                 if e.code == "disk_error":
                     # A full or read-only disk does not heal within a backoff, and every new
@@ -725,68 +660,24 @@ class Scheduler:
             finally:
                 self._downloading.discard(me)
             crash.point("after_rename_before_record")
-            self.w.record(Transition(job.id, "done", ("completed",), {
+            self.w.record(Transition(job.id, S.DONE, (S.COMPLETED,), {
                 "output_path": str(final), "sha256": sha, "bytes": size, "done_at": time.time(),
                 "error_code": None, "error_message": None}, detail=f"{size} bytes sha256={sha[:16]}"))
-            self._move(job, "done")
+            self._move(job, S.DONE)
             return
         self.unfinished = True
         self.log(f"job {job.name}: download still failing; left for the next run (URL valid 24 h)")
 
-    async def _download_failed(self, job: _Job, code: str, message: str) -> None:
-        await self.w.apply(Transition(job.id, "failed", ("completed",), {
-            "error_code": code, "error_message": message[:500], "retryable": False}, detail="download: " + message[:200]))
-        self._move(job, "failed")
 
-
-def _with_skipped_done(counts: dict[str, int], total: int) -> dict[str, int]:
+def with_skipped_done(counts: dict[str, int], total: int) -> dict[str, int]:
     """The upsert leaves jobs that were already done in their earlier run (see Ledger._upsert):
     every job of the manifest not counted in this run is one of them."""
     skipped = total - sum(counts.values())
     if skipped > 0:
-        counts = {**counts, "done": counts.get("done", 0) + skipped}
+        counts = {**counts, S.DONE: counts.get(S.DONE, 0) + skipped}
     return counts
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-# ------------------------------------------------------------------------------ one call
-async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, client: Client, stop: asyncio.Event,
-                  *, log: Callable[[str], None] | None = None, display: Display | None = None) -> RunResult:
-    """Run a prepared run to completion (or until stopped) and summarise it."""
-    started = time.monotonic()
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
-    coop = prepared.cooperative
-    async with Writer(ledger, owner=prepared.run_id if coop else None) as w:
-        sched = Scheduler(w, client, opts, stop, log=log, display=display)
-        await sched.run(prepared.run_id, prepared.total, prepared.manifest_sha256)
-        await w.flush()
-        if coop:  # the outcome of the whole manifest, whichever worker did each job
-            await w.call(ledger.release, prepared.run_id)
-            await asyncio.to_thread(remove_stale_temp_files, opts.out_dir)  # of workers that died meanwhile
-            counts = _with_skipped_done(await w.call(ledger.scope_counts, prepared.manifest_sha256), prepared.total)
-            in_doubt = await w.call(ledger.jobs_in_state, "in_doubt", prepared.manifest_sha256)
-            failed = await w.call(ledger.jobs_in_state, "failed", prepared.manifest_sha256)
-        else:
-            counts = _with_skipped_done(await w.call(ledger.counts, prepared.run_id), prepared.total)
-            in_doubt = [j for j in await w.call(ledger.jobs_in_state, "in_doubt") if j["run_id"] == prepared.run_id]
-            failed = [j for j in await w.call(ledger.jobs_in_state, "failed") if j["run_id"] == prepared.run_id]
-        active_left = sum(counts.get(s, 0) for s in ("queued", "submitting", "submitted", "rendering", "completed"))
-        if sched.halt_code is not None:
-            code = sched.halt_code
-        elif active_left or sched.unfinished:
-            code = EXIT_UNFINISHED
-            sched.reason = sched.reason or ("stopped by signal" if stop.is_set() else "some jobs are unfinished")
-        elif in_doubt or failed:
-            code = EXIT_FAILED
-        else:
-            code = EXIT_OK
-        status = {EXIT_OK: "finished", EXIT_FAILED: "finished", EXIT_UNFINISHED: "interrupted"}.get(code, "stopped")
-        await w.call(ledger.finish_run, prepared.run_id, status)
-        return RunResult(prepared.run_id, counts, in_doubt, failed, sched.reason, code, requests=sched.budget.used,
-                         polls=sched.polls, throttled=sched.budget.throttled, commits=w.commits,
-                         elapsed=time.monotonic() - started, credits_estimated=sched.committed_credits,
-                         credits_reserved=sched.credits_seen)

@@ -7,9 +7,8 @@ from sqlalchemy import (
     Boolean, CheckConstraint, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, false,
 )
 
-STATES = ("queued", "submitting", "submitted", "rendering", "completed", "done", "failed", "in_doubt", "cancelled")
-ACTIVE = ("submitted", "rendering", "completed")  # a task exists and work remains
-TERMINAL = ("done", "failed", "cancelled")
+from .jobs import STATES
+
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -75,7 +74,7 @@ jobs = Table(
     # fresh heartbeat. NULL on SQLite, where one process owns the whole ledger. No foreign key:
     # adding one would make SQLite rebuild the whole jobs table on upgrade.
     Column("worker_id", Integer),
-    CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in STATES) + ")", name="state"),
+    CheckConstraint("state IN (" + ", ".join(f"'{s.value}'" for s in STATES) + ")", name="state"),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_run_id_seq", "run_id", "seq"),
     Index("ix_jobs_worker_id", "worker_id"),

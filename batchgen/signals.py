@@ -13,9 +13,11 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def stop_on_signals(stop: asyncio.Event, *, quiet: bool = False) -> Iterator[None]:
+def stop_on_signals(stop: asyncio.Event, *, quiet: bool = False, enabled: bool = True) -> Iterator[None]:
+    """Within the block, SIGINT/SIGTERM set ``stop`` (a second one exits at once). ``enabled=False``
+    installs nothing: a program embedding batchgen keeps its own signal handling."""
     loop = asyncio.get_running_loop()
-    sigs = (signal.SIGINT, signal.SIGTERM)
+    sigs = (signal.SIGINT, signal.SIGTERM) if enabled else ()
 
     def handler(signum: int) -> None:
         if stop.is_set():
@@ -27,7 +29,7 @@ def stop_on_signals(stop: asyncio.Event, *, quiet: bool = False) -> Iterator[Non
                   "(send again to exit at once)", file=sys.stderr)
         stop.set()
 
-    installed = []
+    installed: list[signal.Signals] = []
     for s in sigs:
         try:
             loop.add_signal_handler(s, handler, s)

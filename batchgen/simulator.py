@@ -17,14 +17,13 @@ import logging
 import math
 import random
 import re
-import secrets
 import string
 import struct
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 _AR = ("16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16")
 # model -> field -> (kind, required, choices-or-range, default)
@@ -429,6 +428,8 @@ class Simulator:
         try:
             reader = await request.multipart()
             async for part in reader:
+                if not isinstance(part, BodyPartReader):
+                    continue  # a nested multipart: not something this endpoint takes
                 if part.name == "file":
                     name = name or part.filename
                     buf = bytearray()
@@ -503,6 +504,3 @@ def _drop(request: web.Request) -> None:
     if request.transport is not None:
         request.transport.abort()
 
-
-def random_key() -> str:
-    return "sk-sim-" + secrets.token_hex(8)

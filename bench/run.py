@@ -150,7 +150,8 @@ def resume(n: int) -> None:
     print(f"\n[5] resume a {n}-job ledger with 90% done; export it")
     from batchgen.ledger import Ledger
     from batchgen.manifest import Manifest
-    from batchgen.scheduler import RunOptions, prepare
+    from batchgen.runner import prepare
+    from batchgen.scheduler import RunOptions
     from sqlalchemy import text
 
     with tempfile.TemporaryDirectory() as d:

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from batchgen.errors import LedgerBusy
 from batchgen.ledger import Ledger, Transition, Writer, _migrations_dir
-from batchgen.manifest import Job
+from batchgen.jobs import Job
 
 
 def _head() -> str:
@@ -151,7 +151,8 @@ def test_writer_groups_commits_and_each_caller_waits_for_its_own(led):
 # ------------------------------------------------------------------ reusing a validated expansion
 def _prepare(led, path, out):
     from batchgen.manifest import Manifest
-    from batchgen.scheduler import RunOptions, prepare
+    from batchgen.runner import prepare
+    from batchgen.scheduler import RunOptions
 
     p = prepare(led, Manifest(path), RunOptions(out_dir=out))
     led.release_lock()

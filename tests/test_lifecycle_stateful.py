@@ -25,8 +25,10 @@ from batchgen.errors import ApiError, DownloadError, ErrorClass
 from batchgen.files import AtomicFile
 from batchgen.ledger import Ledger, Transition
 from batchgen.manifest import Manifest
-from batchgen.scheduler import RunOptions, execute, prepare
-from batchgen.simulator import canonical_sha256, mp4_bytes
+from batchgen.runner import execute, prepare
+from batchgen.scheduler import RunOptions
+from batchgen.jobs import request_sha256 as canonical_sha256
+from batchgen.simulator import mp4_bytes
 from conftest import write_csv_manifest
 
 N_JOBS = 5

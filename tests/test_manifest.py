@@ -7,7 +7,8 @@ import pytest
 
 from batchgen import specs
 from batchgen.errors import ManifestError
-from batchgen.manifest import Manifest, job_key, safe_output_name
+from batchgen.jobs import job_key
+from batchgen.manifest import Manifest, safe_output_name
 
 R2V = "grok-imagine-reference-to-video"
 IMG = "https://img.example.com/a.png"

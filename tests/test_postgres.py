@@ -48,7 +48,7 @@ def test_run_resume_and_export_on_postgres(pg_url, sim_factory, tmp_path):
 
 
 def test_constraints_on_postgres(pg_url):
-    from batchgen.manifest import Job
+    from batchgen.jobs import Job
 
     led = Ledger(pg_url)
     try:
@@ -65,7 +65,7 @@ def test_constraints_on_postgres(pg_url):
 
 
 def _record(led: Ledger, digest: str, n: int) -> int:
-    from batchgen.manifest import Job
+    from batchgen.jobs import Job
 
     jobs = [Job(f"{digest[:8]}{i:056x}", i, f"j{i}", "r", "m", {"i": i}, f"j{i}.mp4") for i in range(1, n + 1)]
     run_id, _ = led.record_run("m.csv", digest, {}, jobs, lambda: None)

@@ -1,0 +1,162 @@
+"""The job vocabulary every module speaks: what a job is, how it is keyed, its states and the
+moves between them, and the shape of its ledger row.
+
+A job's life (one row in the ledger's ``jobs`` table, every move appended to ``events``)::
+
+    queued → submitting → submitted → rendering → completed → done
+                 │   (intent committed       (task id      (URL)    (file renamed into place,
+                 │    before the POST)        committed)              sha256 + bytes recorded)
+                 ├→ in_doubt   the create may or may not exist: never resubmitted automatically
+                 └→ failed     with error code, message, and whether a retry could help
+
+This module imports nothing else of batchgen: the manifest, the ledger, the scheduler and the
+exports all build on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypedDict
+
+
+class JobState(StrEnum):
+    """A job's state in the ledger. Members are ``str``: they compare equal to, and are stored
+    as, their plain names."""
+
+    QUEUED = "queued"  # recorded, never created (or a create that was refused cleanly)
+    SUBMITTING = "submitting"  # intent committed; the create may be on the wire
+    SUBMITTED = "submitted"  # task id committed; the task is pending upstream
+    RENDERING = "rendering"  # the API reports the task as processing
+    COMPLETED = "completed"  # the task finished; its result URL (valid 24 h) is recorded
+    DONE = "done"  # the file is in place, its sha256 recorded
+    FAILED = "failed"  # with error code, message and whether a retry could help
+    IN_DOUBT = "in_doubt"  # the create's outcome is unknowable: a human settles it
+    CANCELLED = "cancelled"  # by an operator; never submitted again
+
+
+class RunStatus(StrEnum):
+    """A run's (a worker's, on PostgreSQL) status in the ledger's ``runs`` table."""
+
+    RUNNING = "running"
+    FINISHED = "finished"  # every job ended (done, failed, in doubt or cancelled)
+    INTERRUPTED = "interrupted"  # stopped with work left: signal, `batchgen stop`, timeouts, caps
+    STOPPED = "stopped"  # halted by the API: key refused (401) or balance too low (402)
+    DIED = "died"  # the process vanished (kill -9, power loss, a worker's stale heartbeat)
+
+
+S = JobState
+STATES: tuple[JobState, ...] = tuple(JobState)
+# A task exists upstream and work remains: poll it, download it, never create it again.
+ACTIVE: frozenset[JobState] = frozenset({S.SUBMITTED, S.RENDERING, S.COMPLETED})
+# Work a run still has to do (in_doubt is not here: it waits for a human, not for a run).
+UNFINISHED: frozenset[JobState] = frozenset({S.QUEUED, S.SUBMITTING}) | ACTIVE
+TERMINAL: frozenset[JobState] = frozenset({S.DONE, S.FAILED, S.CANCELLED})
+
+# Every move the ledger accepts. A move not listed here is a bug, refused when the transition
+# is built (see ledger.Transition), long before it could reach the database.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    S.QUEUED: frozenset({S.SUBMITTING, S.FAILED, S.CANCELLED}),  # failed: a local input refused (413)
+    # queued: the API refused the create cleanly (429, 503, 402), nothing was created
+    S.SUBMITTING: frozenset({S.SUBMITTED, S.IN_DOUBT, S.FAILED, S.QUEUED}),
+    S.SUBMITTED: frozenset({S.RENDERING, S.COMPLETED, S.FAILED}),
+    S.RENDERING: frozenset({S.COMPLETED, S.FAILED}),
+    S.COMPLETED: frozenset({S.DONE, S.FAILED}),
+    S.DONE: frozenset(),
+    S.FAILED: frozenset({S.QUEUED}),  # --retry-failed: a new, separately paid create
+    S.IN_DOUBT: frozenset({S.SUBMITTED, S.QUEUED, S.CANCELLED}),  # resolve: adopt / resubmit / abandon
+    S.CANCELLED: frozenset(),
+}
+
+
+def allowed(before: str, after: str) -> bool:
+    """Whether the ledger may move a job from ``before`` to ``after``."""
+    return after in TRANSITIONS.get(JobState(before), frozenset())
+
+
+def short_key(key: str) -> str:
+    """The 12 hex digits of a job key that people read, type and pass to ``resolve``."""
+    return key[:12]
+
+
+# One encoder for every call: json.dumps with non-default options builds a new one each time,
+# which was a tenth of the per-row cost of expanding a large manifest.
+canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def job_key(request: dict[str, Any], take: str | None) -> str:
+    """sha256 of ``{"request": <request>, "take": <take>}`` in canonical JSON (take omitted when
+    None): the job's identity. Renaming or reordering rows keeps it; changing anything that
+    changes the video does not."""
+    return key_from_json(canonical_json(request), take)
+
+
+def key_from_json(request_json: str, take: str | None) -> str:
+    """``job_key`` for a request already in canonical JSON (the hot path of expansion)."""
+    # Byte-identical to canonical_json({"request": request, "take": take}): "request" < "take".
+    tail = "" if take is None else ',"take":' + canonical_json(take)
+    return hashlib.sha256(('{"request":' + request_json + tail + "}").encode()).hexdigest()
+
+
+def request_sha256(request: dict[str, Any]) -> str:
+    """sha256 of a request body in canonical JSON: how an API's ground truth (the simulator's)
+    names the request it received, so audits can tie creates to jobs."""
+    return hashlib.sha256(canonical_json(request).encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Job:
+    """A job as the manifest expands it, before the ledger has seen it."""
+
+    key: str
+    seq: int  # position in the expanded manifest: exports follow it
+    name: str
+    source: str  # "shots.csv row 12 (line 13)" – where the row came from, for humans
+    model: str
+    request: dict[str, Any]
+    output: str  # relative path under --out
+    take: str | None = None
+    request_json: str = ""  # canonical JSON of ``request`` (what the ledger stores)
+
+
+class JobRow(TypedDict):
+    """A job as the ledger stores it (``schema.jobs``), as every read returns it."""
+
+    id: int
+    key: str
+    run_id: int
+    seq: int
+    name: str
+    source: str
+    model: str
+    request: str  # canonical JSON
+    output: str
+    take: str | None
+    state: str  # a JobState value
+    attempts: int
+    task_id: str | None
+    remote_status: str | None
+    progress: int
+    polls: int
+    estimated_time: float | None
+    result_url: str | None
+    result_at: float | None
+    output_path: str | None
+    sha256: str | None
+    bytes: int | None
+    credits: float | None
+    error_code: str | None
+    error_message: str | None
+    retryable: bool | None
+    created_at: float
+    submitted_at: float | None
+    completed_at: float | None
+    done_at: float | None
+    updated_at: float
+    worker_id: int | None
+
+
+__all__ = ["ACTIVE", "Job", "JobRow", "JobState", "RunStatus", "STATES", "TERMINAL", "TRANSITIONS", "UNFINISHED", "allowed",
+           "canonical_json", "job_key", "key_from_json", "request_sha256", "short_key"]

@@ -1,0 +1,264 @@
+"""What an operator does around runs — plan, status, resolve, cancel, stop, export, report — as
+functions over a ledger that return plain data (dicts and lists of JSON-able values). The
+command line formats them; a script can use them as they are.
+
+Commands that only read open the ledger with ``create=False``: a mistyped ``--ledger`` is an
+error (``LedgerMissing``), never a new empty ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from .cost import PriceTable
+from .errors import BatchgenError, UsageError
+from .export import to_record, write_csv, write_json
+from .jobs import ACTIVE, JobRow, JobState, RunStatus, short_key
+from .ledger import Ledger, Transition, ledger_url
+from .manifest import Manifest
+
+S = JobState
+RESULT_TTL = 24 * 3600.0  # foxapi's result URLs live 24 h (reference §1)
+Resolution = Literal["adopt", "resubmit", "abandon"]
+
+
+@contextmanager
+def open_ledger(ledger: str | Ledger | None, *, create: bool = False) -> Iterator[Ledger]:
+    """An open ledger for the block (closed after it unless the caller passed one in)."""
+    if isinstance(ledger, Ledger):
+        yield ledger
+        return
+    led = Ledger(ledger, create=create)
+    try:
+        yield led
+    finally:
+        led.close()
+
+
+# ---------------------------------------------------------------------------------- plan
+def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: PriceTable | None = None,
+         explain: bool = False) -> dict[str, Any]:
+    """Validate and expand ``manifest`` without sending anything and compare it with the ledger
+    (if there is one): jobs per state bucket, seconds of video and estimated credits per model
+    and resolution, warnings, and with ``explain`` one entry per job saying what a run would do
+    with it and why. Raises ``ManifestError`` with every problem of an invalid manifest."""
+    table = prices or PriceTable.load()
+    m = Manifest(manifest)
+    keys: list[str] = []
+    rows: list[tuple[str, str, str, str]] = []  # (key, name, source, output) for explain
+    seconds: dict[tuple[str, str], float] = defaultdict(float)
+    jobs_by: dict[tuple[str, str], int] = defaultdict(int)
+    credits: dict[tuple[str, str], float | None] = {}
+    for job in m.expand():
+        keys.append(job.key)
+        if explain:
+            rows.append((job.key, job.name, job.source, job.output))
+        group = (job.model, str(job.request.get("resolution", "-")))
+        jobs_by[group] += 1
+        seconds[group] += table.seconds(job.request)
+        est = table.estimate(job.request)
+        prev = credits.get(group, 0.0)
+        credits[group] = None if est is None or prev is None else prev + est
+    m.check()
+    known: dict[str, dict[str, Any]] = {}
+    if isinstance(ledger, Ledger) or _ledger_exists(ledger):
+        with open_ledger(ledger) as led:
+            known = led.states_by_key(keys)
+    buckets = {"new": 0, "done": 0, "in_flight": 0, "failed": 0, "in_doubt": 0, "cancelled": 0, "queued": 0}
+    for k in keys:
+        s = known[k]["state"] if k in known else None
+        if s is None:
+            buckets["new"] += 1
+        elif s == S.SUBMITTING or s in ACTIVE:
+            buckets["in_flight"] += 1
+        else:
+            buckets[s] += 1
+    per: list[dict[str, Any]] = [
+        {"model": mo, "resolution": r, "jobs": jobs_by[(mo, r)], "seconds": seconds[(mo, r)],
+         "credits_estimated": None if credits[(mo, r)] is None else round(credits[(mo, r)] or 0.0, 4)}
+        for (mo, r) in sorted(jobs_by)]
+    total = sum(p["credits_estimated"] or 0.0 for p in per)
+    doc: dict[str, Any] = {
+        "manifest": str(manifest), "jobs": len(keys), "states": buckets, "video": per,
+        "to_submit": buckets["new"] + buckets["queued"], "credits_estimated_total": round(total, 4),
+        "credits_unit": table.unit, "prices": table.source, "warnings": list(m.warnings)}
+    if explain:
+        doc["explain"] = [{"key": short_key(k), "name": n, "row": src, "output": out, "action": a, "reason": r}
+                          for k, n, src, out in rows for a, r in [why(known.get(k))]]
+    return doc
+
+
+def _ledger_exists(ledger: str | None) -> bool:
+    url = ledger_url(ledger)
+    return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
+
+
+def why(j: dict[str, Any] | None) -> tuple[str, str]:
+    """What ``run`` would do with a job in this ledger state, and why (the plan's dry-run reasons)."""
+    if j is None:
+        return "submit", "new: no job with this exact request in the ledger"
+    s = j["state"]
+    if s == S.QUEUED:
+        return "submit", f"queued, never created ({j['attempts']} earlier attempt(s) refused cleanly)"
+    if s == S.DONE:
+        return "skip", f"done: {j['output_path']}"
+    if s in (S.SUBMITTED, S.RENDERING):
+        return "poll", f"task {j['task_id']} is rendering: polled, never resubmitted"
+    if s == S.COMPLETED:
+        return "download", f"task {j['task_id']} finished: its result is downloaded"
+    if s in (S.SUBMITTING, S.IN_DOUBT):
+        return "hold", "in doubt: the create may exist; settle with `batchgen resolve`"
+    if s == S.FAILED:
+        if j["retryable"]:
+            return "hold", f"failed ({j['error_code']}), retryable: resubmitted only with --retry-failed"
+        return "hold", f"failed ({j['error_code']}): change the request to try again"
+    return "skip", f"{s} by an operator"
+
+
+# ---------------------------------------------------------------------------------- status
+def _brief(j: JobRow) -> dict[str, Any]:
+    return {"id": j["id"], "key": short_key(j["key"]), "name": j["name"], "state": j["state"],
+            "task_id": j["task_id"], "error": j["error_code"]}
+
+
+def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = None, expiring_within_h: float = 6.0,
+           runs: int = 10) -> dict[str, Any]:
+    """Runs with per-state counts (and, on PostgreSQL, each worker's heartbeat and held jobs),
+    the oldest unfinished jobs, in-doubt jobs with the credits at risk, and results whose 24 h
+    URL expires within ``expiring_within_h`` hours undownloaded."""
+    table = prices or PriceTable.load()
+    with open_ledger(ledger) as led:
+        runs_ = led.runs(runs)
+        oldest = led.unfinished(10)
+        doubt = led.jobs_in_state(S.IN_DOUBT)
+        expiring = led.expiring(expiring_within_h * 3600, RESULT_TTL)
+    now = time.time()
+    at_risk = [dict(_brief(j), credits_at_risk=table.estimate(json.loads(j["request"]))) for j in doubt]
+    return {
+        "runs": [{"id": r["id"], "manifest": r["manifest"], "status": r["status"], "started_at": r["started_at"],
+                  "finished_at": r["finished_at"], "host": r["host"], "pid": r["pid"],
+                  "stop_requested": bool(r["stop_requested"]), "jobs": r["jobs_total"], "counts": r["counts"],
+                  "heartbeat_age_s": r["heartbeat_age_s"], "held": r["held"]}
+                 for r in runs_],
+        "oldest_unfinished": [dict(_brief(j), age_s=round(now - (j["submitted_at"] or j["created_at"])))
+                              for j in oldest],
+        "in_doubt": at_risk,
+        "credits_at_risk": round(sum(x["credits_at_risk"] or 0 for x in at_risk), 4),
+        "expiring": [dict(_brief(j), expires_in_s=round((j["result_at"] or now) + RESULT_TTL - now))
+                     for j in expiring],
+    }
+
+
+# ---------------------------------------------------------------------------------- resolve
+def resolve(ledger: str | Ledger | None, job: str, action: Resolution, *, task_id: str | None = None) -> dict[str, Any]:
+    """Settle an in-doubt job (id, key, key prefix of ≥ 6 characters, or task id): ``adopt`` the
+    task id an operator found in the provider's console (it is then polled and downloaded),
+    ``resubmit`` it (the next run creates a new, paid task) or ``abandon`` it. Recorded in the
+    event log. Raises ``UsageError`` for an unknown job, one that is not in doubt, or a task id
+    that another job already has."""
+    with open_ledger(ledger) as led:
+        j = led.job(job)
+        if j is None:
+            raise UsageError(f"no job {job!r} in the ledger")
+        label = f"{j['name']} ({short_key(j['key'])})"
+        if j["state"] != S.IN_DOUBT:
+            raise UsageError(f"job {label} is {j['state']}, not in_doubt")
+        if action == "adopt":
+            if not task_id:
+                raise UsageError("--adopt needs the task id")
+            other = led.job(task_id)
+            if other is not None:
+                raise UsageError(f"task {task_id} already belongs to job {other['name']} ({short_key(other['key'])})")
+            t = Transition(j["id"], S.SUBMITTED, (S.IN_DOUBT,), {"submitted_at": time.time(), "error_code": None,
+                           "error_message": None, "estimated_time": None}, task_id=task_id,
+                           detail="resolved by operator: adopted task")
+        elif action == "resubmit":
+            t = Transition(j["id"], S.QUEUED, (S.IN_DOUBT,), {"error_code": None, "error_message": None},
+                           detail="resolved by operator: resubmit")
+        else:
+            t = Transition(j["id"], S.CANCELLED, (S.IN_DOUBT,), {"error_code": "abandoned",
+                           "error_message": "abandoned by operator while in doubt"}, detail="resolved by operator: abandon")
+        if not led.apply([t])[0]:
+            raise BatchgenError("the job changed state meanwhile; nothing done")
+    return {"id": j["id"], "key": j["key"], "name": j["name"], "action": action, "task_id": task_id}
+
+
+# ---------------------------------------------------------------------------------- stop / cancel
+def stop(ledger: str | Ledger | None = None, *, run_id: int | None = None, all_runs: bool = False) -> list[int]:
+    """Ask running runs to drain (the latest, ``run_id``, or every one with ``all_runs``),
+    through a flag in the ledger that works from any terminal or machine. Returns the runs
+    asked; raises ``UsageError`` when there is none to ask."""
+    if run_id is not None and all_runs:
+        raise UsageError("--run and --all exclude each other")
+    with open_ledger(ledger) as led:
+        running = [r["id"] for r in led.runs(1000) if r["status"] == RunStatus.RUNNING]
+        targets = [run_id] if run_id is not None else running if all_runs else running[:1]
+        targets = [t for t in targets if led.request_stop(t)]
+    if not targets:
+        raise UsageError("no running run" + (f" {run_id}" if run_id else "") + " in this ledger")
+    return targets
+
+
+def cancel(ledger: str | Ledger | None, run_id: int) -> int:
+    """Mark run ``run_id``'s never-submitted jobs cancelled; returns how many."""
+    with open_ledger(ledger) as led:
+        return led.cancel_queued(run_id)
+
+
+# ---------------------------------------------------------------------------------- export / report
+def export(ledger: str | Ledger | None = None, output: Path | IO[str] | None = None, *, run_id: int | None = None,
+           fmt: Literal["csv", "json"] = "csv") -> int:
+    """Write one row per job (or run ``run_id``'s), in manifest order, to ``output`` (a path,
+    written atomically, or an open text stream); returns the number of rows."""
+    writer: Callable[[Any, IO[str]], int] = write_json if fmt == "json" else write_csv
+    with open_ledger(ledger) as led:
+        rows = led.iter_export(run_id)
+        if output is None or not isinstance(output, Path):
+            return writer(rows, output or sys.stdout)
+        tmp = output.with_name(output.name + ".tmp")
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                n = writer(rows, f)
+            os.replace(tmp, output)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise UsageError(f"cannot write {output}: {e.strerror}") from None
+        return n
+
+
+def results(ledger: str | Ledger | None = None, *, run_id: int | None = None) -> Iterator[dict[str, Any]]:
+    """One record per job (or run ``run_id``'s), in manifest order: the rows ``export --json``
+    writes (name, state, task id, output path, sha256, credits, error, …), streamed."""
+    with open_ledger(ledger) as led:
+        for j in led.iter_export(run_id):
+            yield to_record(j)
+
+
+def report(ledger: str | Ledger | None = None, output: Path = Path("report.html"), *, run_id: int | None = None,
+           title: str = "batchgen report") -> dict[str, Any]:
+    """Write the self-contained HTML report; returns the summary figures it shows."""
+    from .report import render
+
+    with open_ledger(ledger) as led:
+        try:
+            return render(led.iter_export(run_id), output, title=title, run=led.run(run_id))
+        except OSError as e:
+            raise UsageError(f"cannot write {output}: {e.strerror}") from None
+
+
+def upgrade(ledger: str | None = None) -> str:
+    """Apply the ledger's migrations (creating it if need be); returns its printable name."""
+    with open_ledger(ledger, create=True) as led:
+        return repr(led)
+
+
+__all__ = ["cancel", "export", "open_ledger", "plan", "report", "resolve", "results", "status", "stop", "upgrade",
+           "why"]

@@ -1,0 +1,274 @@
+"""Running a manifest: the library's front door.
+
+``run(manifest, …)`` does everything ``batchgen run`` does and returns a ``RunResult``: it opens
+the ledger, validates and records the manifest (``prepare``), starts the embedded simulator when
+asked, opens the HTTP client, installs the signal handlers and drives the scheduler
+(``execute``). The command line is a thin layer over it; so are the benchmarks.
+
+This module holds the program's only ``asyncio.run`` (``_sync``): everything below it is
+asynchronous, everything above it is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import logs
+from .client import DEFAULT_API_BASE, Api, Client, Secret, api_key_from_env
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, UsageError
+from .files import remove_stale_temp_files
+from .jobs import JobRow, JobState, RunStatus, short_key
+from .ledger import Ledger, Writer
+from .manifest import Manifest
+from .progress import Display
+from .scheduler import RunOptions, Scheduler, with_skipped_done
+from .signals import stop_on_signals
+from .simulator import SimConfig, Simulator
+
+T = TypeVar("T")
+S = JobState
+log = logs.log
+
+
+@dataclass
+class Prepared:
+    """A run recorded in the ledger, its manifest validated, ready to execute."""
+
+    run_id: int
+    total: int
+    in_doubt_found: list[JobRow]
+    requeued: int
+    manifest_sha256: str = ""
+    cooperative: bool = False  # one of several workers on a PostgreSQL ledger; run_id is its worker id
+    reused_from: int | None = None  # the earlier run whose validated expansion of these same inputs was reused
+    warnings: list[str] = field(default_factory=list)  # what the manifest's expansion warned about
+
+
+@dataclass
+class RunResult:
+    """How a run ended: per-state counts of its manifest, the jobs that need a human, why it
+    stopped early (if it did) and the exit code ``batchgen run`` returns for it."""
+
+    run_id: int
+    counts: dict[str, int]
+    in_doubt: list[JobRow]
+    failed: list[JobRow]
+    reason: str | None  # why the run stopped early, if it did
+    exit_code: int
+    requests: int = 0
+    polls: int = 0
+    throttled: int = 0
+    commits: int = 0
+    elapsed: float = 0.0
+    credits_estimated: float = 0.0
+    credits_reserved: float = 0.0  # usage.credits_reserved of the tasks this run saw
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "counts": self.counts, "reason": self.reason, "exit_code": self.exit_code,
+                "requests": self.requests, "polls": self.polls, "throttled": self.throttled,
+                "ledger_commits": self.commits, "elapsed_s": round(self.elapsed, 3),
+                "credits_estimated": round(self.credits_estimated, 4),
+                "credits_reserved": round(self.credits_reserved, 4),
+                "in_doubt": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"]}
+                             for j in self.in_doubt],
+                "failed": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"],
+                            "message": j["error_message"]} for j in self.failed]}
+
+
+# ------------------------------------------------------------------------------ preparation
+def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
+    """Take the single-writer lock (SQLite), expand and validate the whole manifest while
+    recording the run and its jobs in one transaction (rolled back — nothing recorded — if the
+    manifest has any problem), and turn jobs a dead process left mid-create into ``in_doubt``.
+    On a cooperative (PostgreSQL) ledger the run is this worker: "dead process" means a worker
+    whose heartbeat is stale, and only its jobs are touched. Synchronous: runs before the event
+    loop starts, so no create can precede validation."""
+    ledger.acquire_lock()
+    ledger.close_dead_runs()
+    digest = manifest.sha256()
+    options = {"out": str(opts.out_dir), "concurrency": opts.concurrency, "rpm": opts.rpm}
+    inputs = manifest.inputs_sha256()
+    reused_from = None
+
+    def finish() -> dict[str, Any]:
+        manifest.check()
+        # Reusable by a later run only if nothing but the hashed inputs shaped the jobs.
+        return {} if manifest.local_files else {"inputs_sha256": inputs}
+
+    try:
+        # Resuming an unchanged manifest (the nightly retry) skips expanding and re-recording
+        # 100k rows: an earlier run validated exactly these inputs and recorded their jobs.
+        reused = ledger.reuse_run(str(manifest.path.resolve()), digest, inputs, options)
+        if reused is not None:
+            run_id, total, reused_from = reused
+        else:
+            run_id, total = ledger.record_run(str(manifest.path.resolve()), digest, options, manifest.expand(), finish)
+    except BaseException:
+        ledger.release_lock()
+        raise
+    if ledger.cooperative:
+        _adopted, in_doubt = ledger.reclaim(run_id, opts.lease)  # adopted jobs are loaded by run()
+    else:
+        in_doubt = ledger.orphans_to_in_doubt()
+    requeued = ledger.requeue_retryable_failures(run_id, opts.max_attempts) if opts.retry_failed else 0
+    opts.local_files = dict(manifest.local_files)
+    remove_stale_temp_files(opts.out_dir)
+    return Prepared(run_id, total, in_doubt, requeued, digest, ledger.cooperative, reused_from,
+                    list(manifest.warnings))
+
+
+# ------------------------------------------------------------------------------ execution
+async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api, stop: asyncio.Event,
+                  *, log: Callable[[str], None] | None = None, display: Display | None = None) -> RunResult:
+    """Run a prepared run to completion (or until stopped) against ``api`` and summarise it."""
+    started = time.monotonic()
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    coop = prepared.cooperative
+    async with Writer(ledger, owner=prepared.run_id if coop else None) as w:
+        sched = Scheduler(w, api, opts, stop, log=log, display=display)
+        await sched.run(prepared.run_id, prepared.total, prepared.manifest_sha256)
+        await w.flush()
+        if coop:  # the outcome of the whole manifest, whichever worker did each job
+            await w.call(ledger.release, prepared.run_id)
+            await asyncio.to_thread(remove_stale_temp_files, opts.out_dir)  # of workers that died meanwhile
+            counts = with_skipped_done(await w.call(ledger.scope_counts, prepared.manifest_sha256), prepared.total)
+            in_doubt = await w.call(ledger.jobs_in_state, S.IN_DOUBT, prepared.manifest_sha256)
+            failed = await w.call(ledger.jobs_in_state, S.FAILED, prepared.manifest_sha256)
+        else:
+            counts = with_skipped_done(await w.call(ledger.counts, prepared.run_id), prepared.total)
+            in_doubt = [j for j in await w.call(ledger.jobs_in_state, S.IN_DOUBT) if j["run_id"] == prepared.run_id]
+            failed = [j for j in await w.call(ledger.jobs_in_state, S.FAILED) if j["run_id"] == prepared.run_id]
+        active_left = sum(counts.get(s, 0) for s in (S.QUEUED, S.SUBMITTING, S.SUBMITTED, S.RENDERING, S.COMPLETED))
+        if sched.halt_code is not None:
+            code = sched.halt_code
+        elif active_left or sched.unfinished:
+            code = EXIT_UNFINISHED
+            sched.reason = sched.reason or ("stopped by signal" if stop.is_set() else "some jobs are unfinished")
+        elif in_doubt or failed:
+            code = EXIT_FAILED
+        else:
+            code = EXIT_OK
+        status = {EXIT_OK: RunStatus.FINISHED, EXIT_FAILED: RunStatus.FINISHED,
+                  EXIT_UNFINISHED: RunStatus.INTERRUPTED}.get(code, RunStatus.STOPPED)
+        await w.call(ledger.finish_run, prepared.run_id, status)
+        return RunResult(prepared.run_id, counts, in_doubt, failed, sched.reason, code, requests=sched.budget.used,
+                         polls=sched.polls, throttled=sched.budget.throttled, commits=w.commits,
+                         elapsed=time.monotonic() - started, credits_estimated=sched.committed_credits,
+                         credits_reserved=sched.credits_seen)
+
+
+# ------------------------------------------------------------------------------ one call
+def run(manifest: str | Path | Manifest, *, out_dir: str | Path = "out", ledger: str | Ledger | None = None,
+        api_base: str | None = None, api_key: Secret | str | None = None, simulate: SimConfig | bool | None = None,
+        options: RunOptions | None = None, display: Display | None = None,
+        handle_signals: bool = True) -> RunResult:
+    """Submit, poll and download every job of ``manifest``; resume whatever an earlier run of it
+    left in the ledger. Returns how the run ended (``RunResult.exit_code`` is what ``batchgen
+    run`` exits with).
+
+    ``ledger``: a path, a SQLAlchemy URL or an open ``Ledger`` (default: BATCHGEN_LEDGER, else
+    ``./batchgen.db``). ``api_key``: default the environment variable BATCHGEN_API_KEY.
+    ``simulate``: run against the embedded simulator (``True`` or a ``SimConfig``) — nothing is
+    billed. ``options``: concurrency, request budget, credit cap… (``out_dir`` fills its
+    ``out_dir`` when it is not given). Raises ``ManifestError`` (nothing recorded) for a bad
+    manifest, ``UsageError`` without an API key, ``LedgerError`` when the ledger cannot be used."""
+    sim_cfg = SimConfig() if simulate is True else (simulate or None)
+    key = Secret(api_key) if isinstance(api_key, str) else api_key or api_key_from_env()
+    if key is None:
+        if sim_cfg is None:
+            raise UsageError("set BATCHGEN_API_KEY in the environment (it is never read from the command line)")
+        key = Secret("sk-simulated")
+    opts = options or RunOptions(out_dir=Path(out_dir))
+    m = manifest if isinstance(manifest, Manifest) else Manifest(manifest)
+    led = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
+    try:
+        prepared = prepare(led, m, opts)
+        _announce(prepared, m)
+        return _sync(_execute(led, prepared, opts, api_base or DEFAULT_API_BASE, key, sim_cfg, display,
+                              handle_signals))
+    finally:
+        if not isinstance(ledger, Ledger):
+            led.close()
+
+
+def _announce(p: Prepared, m: Manifest) -> None:
+    """What a person (or cron's log) should know before the run starts spending."""
+    worker = " (worker on a shared PostgreSQL ledger)" if p.cooperative else ""
+    log.info(f"run {p.run_id}{worker}: {p.total} job(s) in {m.path}")
+    for w in p.warnings:
+        log.warning(f"warning: {w}")
+    if p.reused_from is not None:
+        log.info(f"  manifest unchanged since run {p.reused_from}: its validated jobs are reused")
+    if p.requeued:
+        log.info(f"  {p.requeued} failed job(s) requeued by --retry-failed")
+    for j in p.in_doubt_found:
+        log.warning(f"  IN DOUBT: job {j['name']} ({short_key(j['key'])}) was mid-create when the last run stopped")
+
+
+async def _execute(led: Ledger, prepared: Prepared, opts: RunOptions, api_base: str, key: Secret,
+                   sim_cfg: SimConfig | None, display: Display | None, handle_signals: bool) -> RunResult:
+    sim = None
+    if sim_cfg is not None:
+        sim = Simulator(sim_cfg)
+        api_base = await sim.start()
+    stop = asyncio.Event()
+    quiet = display is None or display.quiet
+    try:
+        with stop_on_signals(stop, quiet=quiet, enabled=handle_signals):
+            async with Client(api_base, key, limit=max(10, opts.concurrency * 2)) as client:
+                return await execute(led, prepared, opts, client, stop, display=display)
+    finally:
+        if sim is not None:
+            await sim.stop()
+
+
+def serve_simulator(config: SimConfig, host: str = "127.0.0.1", port: int = 0,
+                    on_ready: Callable[[str], None] | None = None) -> None:
+    """Run the simulator until SIGINT/SIGTERM; ``on_ready`` gets its base URL."""
+
+    async def serve() -> None:
+        sim = Simulator(config)
+        url = await sim.start(host, port)
+        if on_ready is not None:
+            on_ready(url)
+        stop = asyncio.Event()
+        with stop_on_signals(stop, quiet=True):
+            await stop.wait()
+        await sim.stop()
+
+    _sync(serve())
+
+
+def demo(manifest: str | Path, out_dir: str | Path) -> tuple[RunResult, dict[str, Any]]:
+    """Run ``manifest`` against the embedded simulator into ``out_dir``: videos under
+    ``videos/``, the ledger ``batchgen.db``, ``results.csv`` and ``report.html``."""
+    from . import operations
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ledger = str(out / "batchgen.db")
+    opts = RunOptions(out_dir=out / "videos", concurrency=8, rpm=600, poll_min=0.2)
+    cfg = SimConfig(seed=7, render_min=2.0, render_max=6.0, p429=0.03, retry_after=0.5)
+    result = run(manifest, ledger=ledger, simulate=cfg, api_key=Secret("sk-demo"), options=opts,
+                 display=Display(every=5.0))
+    rows = operations.export(ledger, out / "results.csv")
+    operations.report(ledger, out / "report.html", title="batchgen demo")
+    return result, {"videos": sum(1 for _ in (out / "videos").rglob("*.mp4")), "rows": rows,
+                    "csv": out / "results.csv", "report": out / "report.html", "ledger": ledger}
+
+
+def _sync(coro: Coroutine[Any, Any, T]) -> T:
+    """The program's only ``asyncio.run``."""
+    return asyncio.run(coro)
+
+
+__all__ = ["DEFAULT_API_BASE", "Prepared", "RunResult", "demo", "execute", "prepare", "run", "serve_simulator"]
