@@ -6,15 +6,20 @@ A manifest is either a CSV file (one job a row, header = field names) or a YAML 
     matrix: {aspect_ratio: ["16:9", "9:16"]}      # cartesian product applied to every row
     output: "{name}-{aspect_ratio}.mp4"            # file-name template (default below)
     rows: shots.csv                                 # optional, rows from a CSV next to the YAML
+    unvalidated_models: [some-new-model]            # optional: send these models' fields unchecked
     jobs:
       - {name: harbour, subject: a lighthouse, prompt: "A {subject} at dusk, @Image1", ...}
 
-Precedence: defaults < row < matrix; a field set by both a row and the matrix is an error.
-``{field}`` in any string field (and in ``output``) is replaced by that field's value. Fields
-that are neither request fields nor meta fields are template variables; they are never sent.
+Precedence: defaults < row < matrix; a field set by both a row and the matrix is an error. An
+empty CSV cell or a YAML ``null`` means "not set here": ``defaults`` apply (so one CSV can mix
+models). ``{field}`` in a request field, ``name``, ``take`` or ``output`` is replaced by that
+field's value. Fields that are neither request fields nor meta fields are template variables;
+they are never sent, and text in them that no template uses is never parsed as a template.
 
 Meta fields (not sent to the API): ``name``, ``take`` (distinguishes deliberate repeats of the
-same request) and ``output``.
+same request) and ``output``. A CSV written by ``batchgen export --raw`` can be fed back as
+rows: its ``params`` column (a JSON object of request fields) is expanded and its result
+columns are ignored, so the round trip gives the same job keys.
 
 The job key is sha256 of the canonical JSON of the *effective* request (model + every parameter
 after defaults) plus ``take``: renaming a row or reordering the manifest never resubmits, while
@@ -25,10 +30,13 @@ This module imports nothing from the scheduler, the client or the ledger.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import difflib
 import functools
 import hashlib
 import itertools
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -39,9 +47,10 @@ from typing import IO, Any
 import yaml
 
 from . import jobs as jobs_module
-from . import specs
+from . import names, specs, yamlsafe
 from .errors import ManifestError, Problem
 from .jobs import Job, canonical_json, key_from_json, short_key
+from .names import TemplateError
 
 MAX_YAML_BYTES = 10 * 1024 * 1024
 MAX_LOCAL_INPUT = 50 * 1024 * 1024  # a local reference image/video to upload
@@ -49,26 +58,24 @@ MAX_LOCAL_INPUT = 50 * 1024 * 1024  # a local reference image/video to upload
 # tree, so a manifest from elsewhere cannot upload ~/.ssh/id_rsa as a "reference image".
 LOCAL_INPUT_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".mp4", ".mov", ".webm"})
 MAX_CSV_LINE = 1024 * 1024
-MAX_YAML_DEPTH = 32
 MAX_PROBLEMS = 200
 META_FIELDS = frozenset({"name", "take", "output"})
-TOP_LEVEL = frozenset({"defaults", "jobs", "matrix", "rows", "output"})
-_TEMPLATE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
-_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,195}\.mp4")
-_WINDOWS_RESERVED = frozenset(
-    ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)]
-)
+TOP_LEVEL = frozenset({"defaults", "jobs", "matrix", "rows", "output", "unvalidated_models"})
+# Columns `batchgen export` adds that are results, not request fields: a results CSV fed back
+# as rows ignores them (recognised by its job_key column).
+RESULT_COLUMNS = frozenset({"job_key", "row", "state", "task_id", "result_url", "output_path", "bytes", "sha256",
+                            "credits", "attempts", "polls", "error_code", "error_message", "submitted_at",
+                            "completed_at", "done_at"})
+PARAMS_COLUMN = "params"
+NEWLINE = b"\n"
 
 
 @functools.lru_cache(maxsize=1)
 def _expander_sha256() -> str:
-    """The expansion code itself (this module, the model specs, the YAML parser's version):
-    another version may expand the same manifest differently."""
+    """The expansion code itself (this module, its helpers, the model specs, the YAML parser's
+    version): another version may expand the same manifest differently."""
     h = hashlib.sha256(yaml.__version__.encode())
-    for mod in (__file__, specs.__file__, jobs_module.__file__):
+    for mod in (__file__, specs.__file__, jobs_module.__file__, names.__file__, yamlsafe.__file__):
         h.update(Path(mod).read_bytes())
     return h.hexdigest()
 
@@ -77,31 +84,13 @@ def _expander_sha256() -> str:
 class _Row:
     where: str
     file: str
-    values: dict[str, Any]
+    values: dict[str, Any]  # only the fields this row sets (never None)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors/aliases: they are how 'billion laughs' bombs are built,
-    and a render manifest has no need for them (use ``defaults``/``matrix`` instead)."""
-
-    _depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.constructor.ConstructorError(
-                None, None, "YAML aliases (*name) are not allowed in manifests", event.start_mark
-            )
-        # A manifest is a few levels deep; thousands of nested brackets are an attack on the
-        # parser's recursion, refused before it gets expensive.
-        self._depth += 1
-        try:
-            if self._depth > MAX_YAML_DEPTH:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+class _BadLine(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 class Manifest:
@@ -113,19 +102,23 @@ class Manifest:
         self.defaults: dict[str, Any] = {}
         self.matrix: dict[str, list[Any]] = {}
         self.output_template: str | None = None
+        self.unvalidated_models: frozenset[str] = frozenset()
         self.problems: list[Problem] = []
         self._seen: set[str] = set()
         self.truncated = 0
-        self.warnings: list[str] = []
+        # warning text → (first row it applies to, how many rows); shown once each
+        self._warned: dict[str, tuple[str | None, int]] = {}
         self._jobs_yaml: list[tuple[int, dict[str, Any]]] = []
+        self._matrix_line = 0
         # Local input files named in media fields: sha256 → path (content-addressed, hashed once).
         self.local_files: dict[str, Path] = {}
         self._hashed: dict[Path, str] = {}
         self._rows_csv: Path | None = None
         self._digests: dict[Path, bytes] = {}
+        self._expanded = 0
         self._load()
 
-    # ---------------------------------------------------------------- loading
+    # ---------------------------------------------------------------- problems and warnings
     def _problem(self, where: str, fld: str | None, msg: str, file: str | None = None) -> None:
         problem = Problem(file or str(self.path), where, fld, msg)
         sig = str(problem)
@@ -137,17 +130,34 @@ class Manifest:
             return
         self.problems.append(problem)
 
-    def _warn(self, msg: str) -> None:
-        if msg not in self.warnings and len(self.warnings) < MAX_PROBLEMS:
-            self.warnings.append(msg)
+    def _warn(self, msg: str, row: _Row | None = None) -> None:
+        where = None if row is None else f"{row.file}: {row.where}"
+        first, n = self._warned.get(msg, (where, 0))
+        if n < 1_000_000:
+            self._warned[msg] = (first, n + (row is not None or n == 0))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Each distinct warning once, naming the first row it concerns and how many more."""
+        out = []
+        for msg, (first, n) in self._warned.items():
+            if first is None:
+                out.append(msg)
+            else:
+                more = f" (and {n - 1} more row(s))" if n > 1 else ""
+                out.append(f"{first}{more}: {msg}")
+        return out
 
     def _fail_now(self) -> None:
         raise ManifestError(self.problems, truncated=self.truncated)
 
+    # ---------------------------------------------------------------- loading
     def _load(self) -> None:
         p = self.path
         try:
             size = p.stat().st_size
+            if not p.is_file():
+                raise IsADirectoryError(21, "is not a file")
         except OSError as e:
             self._problem("file", None, f"cannot read: {e.strerror}")
             self._fail_now()
@@ -158,102 +168,120 @@ class Manifest:
             self._problem("file", None, f"is {size} bytes; YAML manifests are limited to {MAX_YAML_BYTES} (put rows in a CSV: `rows: file.csv`)")
             self._fail_now()
         try:
-            text = p.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
-            self._problem("file", None, f"cannot read as UTF-8: {e}")
+            text = p.read_bytes().decode("utf-8-sig")
+        except OSError as e:
+            self._problem("file", None, f"cannot read: {e.strerror}")
             self._fail_now()
-        loader = _NoAliasLoader(text)
-        try:
-            node = loader.get_single_node()
-            doc = loader.construct_document(node) if node is not None else None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-            where = f"line {mark.line + 1}" if mark else "file"
-            self._problem(where, None, f"invalid YAML: {getattr(e, 'problem', None) or e}")
+        except UnicodeDecodeError as e:
+            self._problem(_line_of_byte(p, e.start), None, f"is not UTF-8 text (byte 0x{e.object[e.start]:02x})")
             self._fail_now()
-        except RecursionError:
-            self._problem("file", None, "invalid YAML: nested too deeply")
-            self._fail_now()
-        finally:
-            loader.dispose()
-        if not isinstance(doc, dict):
+        doc, problems = yamlsafe.load(text)
+        for yp in problems:
+            where = f"line {yp.line}" + (f", column {yp.column}" if yp.column else "")
+            self._problem(where, yp.field, yp.message)
+        if doc is None and not problems:
+            self._problem("file", None, "the manifest is empty (it needs `jobs:` and/or `rows:`)")
+        elif doc is not None and not isinstance(doc, yamlsafe.Mapping):
             self._problem("line 1", None, "a YAML manifest must be a mapping with `jobs:` and/or `rows:`")
+        elif doc is not None:
+            self._read_top_level(doc)
+        if self.problems:
             self._fail_now()
-        lines = {k.value: v for k, v in node.value}  # key -> value node, for line numbers
+
+    def _read_top_level(self, doc: yamlsafe.Mapping) -> None:
+        def line(key: str) -> str:
+            return f"line {doc.key_lines.get(key, 1)}"
+
         for k in doc:
             if k not in TOP_LEVEL:
-                self._problem(f"line {_line(lines.get(k))}", str(k), f"unknown top-level key (allowed: {', '.join(sorted(TOP_LEVEL))})")
+                hint = difflib.get_close_matches(k, sorted(TOP_LEVEL), n=1, cutoff=0.7)
+                self._problem(line(k), k, "unknown top-level key" + (f"; did you mean '{hint[0]}'?" if hint else "")
+                              + f" (allowed: {', '.join(sorted(TOP_LEVEL))})")
         d = doc.get("defaults") or {}
         if not isinstance(d, dict):
-            self._problem(f"line {_line(lines.get('defaults'))}", "defaults", "must be a mapping")
+            self._problem(line("defaults"), "defaults", "must be a mapping of field: value")
         else:
-            self.defaults = d
+            self.defaults = {k: v for k, v in d.items() if v is not None}
         m = doc.get("matrix") or {}
         if not isinstance(m, dict) or not all(isinstance(v, list) and v for v in m.values()):
-            self._problem(f"line {_line(lines.get('matrix'))}", "matrix", "must map field names to non-empty lists")
+            self._problem(line("matrix"), "matrix", "must map field names to non-empty lists")
         else:
             self.matrix = m
+            self._matrix_line = doc.key_lines.get("matrix", 1)
         out = doc.get("output")
         if out is not None and not isinstance(out, str):
-            self._problem(f"line {_line(lines.get('output'))}", "output", "must be a string template")
-        self.output_template = out
-        jobs = doc.get("jobs") or []
-        if not isinstance(jobs, list):
-            self._problem(f"line {_line(lines.get('jobs'))}", "jobs", "must be a list of rows")
+            self._problem(line("output"), "output", "must be a string template")
+        self.output_template = out if isinstance(out, str) else None
+        models = doc.get("unvalidated_models") or []
+        if not isinstance(models, list) or not all(isinstance(x, str) and x.strip() for x in models):
+            self._problem(line("unvalidated_models"), "unvalidated_models", "must be a list of model names")
+        else:
+            self.unvalidated_models = frozenset(x.strip() for x in models)
+        jobs = doc.get("jobs")
+        if jobs is None:
             jobs = []
-        items = lines["jobs"].value if "jobs" in lines and isinstance(jobs, list) and jobs else []
+        if not isinstance(jobs, list):
+            self._problem(line("jobs"), "jobs", "must be a list of rows")
+            jobs = []
+        item_lines = getattr(jobs, "item_lines", [])
         for i, row in enumerate(jobs):
-            line = items[i].start_mark.line + 1 if i < len(items) else 0
+            ln = item_lines[i] if i < len(item_lines) else 0
             if not isinstance(row, dict):
-                self._problem(f"jobs[{i}] (line {line})", None, "each job must be a mapping of field: value")
+                self._problem(f"jobs[{i}] (line {ln})", None, "each job must be a mapping of field: value")
                 continue
-            self._jobs_yaml.append((line, row))
+            self._jobs_yaml.append((ln, row))
         rows = doc.get("rows")
         if rows is not None:
             if not isinstance(rows, str):
-                self._problem(f"line {_line(lines.get('rows'))}", "rows", "must be a CSV file name")
+                self._problem(line("rows"), "rows", "must be a CSV file name")
             else:
-                rp = (p.parent / rows)
+                rp = self.path.parent / rows
                 if not rp.is_file():
-                    self._problem(f"line {_line(lines.get('rows'))}", "rows", f"CSV file not found: {rp}")
+                    self._problem(line("rows"), "rows", f"CSV file not found: {rp}")
                 else:
                     self._rows_csv = rp
-        if not self._jobs_yaml and self._rows_csv is None and not self.problems:
-            self._problem("file", "jobs", "the manifest has no jobs (`jobs:` list or `rows: file.csv`)")
-        if self.problems:
-            self._fail_now()
 
     # ---------------------------------------------------------------- rows
     def _rows(self) -> Iterator[_Row]:
         for i, (line, row) in enumerate(self._jobs_yaml):
-            yield _Row(f"jobs[{i}] (line {line})", str(self.path), row)
+            yield _Row(f"jobs[{i}] (line {line})", str(self.path), {k: v for k, v in row.items() if v is not None})
         if self._rows_csv is not None:
             yield from self._csv_rows(self._rows_csv)
 
     def _csv_rows(self, path: Path) -> Iterator[_Row]:
+        file = str(path)
         try:
-            f = open(path, encoding="utf-8-sig", newline="")
+            f = open(path, "rb")
         except OSError as e:
-            self._problem("file", None, f"cannot read: {e.strerror}", file=str(path))
+            self._problem("file", None, f"cannot read: {e.strerror}", file=file)
             return
         with f:
-            lines = _bounded_lines(f, MAX_CSV_LINE)
-            reader = csv.reader(lines)
+            # strict: a stray quote (`"b"c`) is an error, not silently `bc`, and a quote that
+            # never closes is reported where it opened instead of swallowing the rows below it.
+            reader = csv.reader(_csv_lines(f), strict=True)
             try:
-                header = next(reader)
+                header = [h.strip() for h in next(reader)]
             except StopIteration:
-                self._problem("line 1", None, "empty CSV (a header row of field names is required)", file=str(path))
+                self._problem("line 1", None, "empty CSV (a header row of field names is required)", file=file)
                 return
-            except (csv.Error, _LineTooLong, UnicodeDecodeError) as e:
-                self._problem("line 1", None, f"unreadable CSV header: {e}", file=str(path))
+            except _BadLine as e:
+                self._problem(f"line {e.line}", None, str(e), file=file)
                 return
-            header = [h.strip() for h in header]
+            except csv.Error as e:
+                self._problem("line 1", None, f"unreadable CSV header: {e}", file=file)
+                return
+            if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
+                sep = "semicolons" if ";" in header[0] else "tabs"
+                self._problem("line 1", None, f"the header is separated by {sep}; batchgen reads comma-separated "
+                                              "CSV (save it as CSV with commas)", file=file)
+                return
             seen: set[str] = set()
             for h in header:
                 if not h or h in seen:
-                    self._problem("line 1", h or None, "header names must be unique and non-empty", file=str(path))
+                    self._problem("line 1", h or None, "header names must be unique and non-empty", file=file)
                     return
                 seen.add(h)
+            ignored = RESULT_COLUMNS & seen if "job_key" in seen else frozenset()
             n = 0
             prev_line = reader.line_num
             while True:
@@ -261,57 +289,93 @@ class Manifest:
                     cells = next(reader)
                 except StopIteration:
                     break
-                except (csv.Error, UnicodeDecodeError) as e:
-                    self._problem(f"line {prev_line + 1}", None, f"malformed CSV: {e}", file=str(path))
+                except _BadLine as e:
+                    self._problem(f"line {e.line}", None, str(e), file=file)
                     return
-                except _LineTooLong:
-                    self._problem(f"line {prev_line + 1}", None, f"line longer than {MAX_CSV_LINE} bytes", file=str(path))
+                except csv.Error as e:
+                    msg = str(e)
+                    if "unexpected end of data" in msg:
+                        msg = (f"a quoted cell opened on line {prev_line + 1} is never closed (a missing \" "
+                               "swallows every row below it)")
+                    self._problem(f"line {prev_line + 1}", None, f"malformed CSV: {msg}", file=file)
                     return
                 line = prev_line + 1
+                span = reader.line_num - prev_line
                 prev_line = reader.line_num
                 if not cells or all(not c.strip() for c in cells):
                     continue
                 n += 1
-                where = f"row {n} (line {line})"
+                where = f"row {n} (line {line})" if span == 1 else f"row {n} (lines {line}–{line + span - 1})"
                 if len(cells) != len(header):
-                    self._problem(where, None, f"has {len(cells)} cells, the header has {len(header)}", file=str(path))
+                    self._problem(where, None, f"has {len(cells)} cells, the header has {len(header)}", file=file)
                     continue
-                values = {h: (c if c and not c.isspace() else None) for h, c in zip(header, cells)}
-                yield _Row(where, str(path), values)
+                values = {h: c for h, c in zip(header, cells) if c and not c.isspace() and h not in ignored}
+                if PARAMS_COLUMN in values and not self._expand_params(values, where, file):
+                    continue
+                yield _Row(where, file, values)
+
+    def _expand_params(self, values: dict[str, Any], where: str, file: str) -> bool:
+        """The ``params`` column of an exported results CSV: a JSON object of request fields."""
+        try:
+            params = json.loads(values.pop(PARAMS_COLUMN))
+        except ValueError as e:
+            self._problem(where, PARAMS_COLUMN, f"is not JSON ({e})", file=file)
+            return False
+        if not isinstance(params, dict):
+            self._problem(where, PARAMS_COLUMN, "must be a JSON object of request fields", file=file)
+            return False
+        for k, v in params.items():
+            if k in values:
+                self._problem(where, k, f"is set both by its own column and by `{PARAMS_COLUMN}`", file=file)
+                return False
+            if v is not None:
+                values[k] = v
+        return True
 
     # ---------------------------------------------------------------- expansion
     def expand(self) -> Iterator[Job]:
         """Yield every valid job in manifest order. Invalid rows are recorded in ``problems``
         (and skipped); duplicate keys and output names are detected across the whole stream."""
         keys: dict[str, str] = {}
-        outputs: dict[str, str] = {}
+        outputs: dict[str, tuple[str, bool]] = {}
         combos = _combos(self.matrix)
         seq = 0
+        self._expanded = 0
         for row in self._rows():
             for combo in combos:
                 seq += 1
-                job = self._make_job(row, combo, seq)
-                if job is None:
+                made = self._make_job(row, combo, seq)
+                if made is None:
                     continue
+                job, reduced = made
                 first = keys.get(job.key)
                 if first is not None:
-                    self._problem(row.where, None, f"is the identical request as {first} (same job key {short_key(job.key)}); give each a distinct `take:` to render it more than once", file=row.file)
+                    self._problem(row.where, None, f"is the identical request as {first} (same job key "
+                                  f"{short_key(job.key)}); give each a distinct `take:` to render it more than once",
+                                  file=row.file)
                     continue
                 keys[job.key] = row.where
                 prev = outputs.get(job.output)
                 if prev is not None:
-                    self._problem(row.where, "output", f"file name {job.output!r} is also used by {prev}; make the `output` template unique", file=row.file)
+                    why = (" (values in file names are reduced to letters, digits, '.', '_' and '-' and cut to "
+                           f"{names.VALUE_CHARS} characters, which made them equal)") if reduced or prev[1] else ""
+                    self._problem(row.where, "output", f"file name {job.output!r} is also used by {prev[0]}{why}; "
+                                  "make the `output` template unique", file=row.file)
                     continue
-                outputs[job.output] = row.where
+                outputs[job.output] = (row.where, reduced)
+                self._expanded += 1
                 yield job
 
     def check(self) -> None:
+        """Raise ``ManifestError`` with every problem found (call after a full expansion)."""
+        if not self.problems and not self._expanded:
+            self._problem("file", "jobs", "the manifest has no jobs (`jobs:` list or rows in the CSV)")
         if self.problems:
             raise ManifestError(self.problems, truncated=self.truncated)
 
     def inputs_sha256(self) -> str:
         """What an expansion depends on, local media files aside (a manifest naming any is never
-        reused, see scheduler.prepare): the manifest's bytes, its rows CSV's bytes and the code
+        reused, see runner.prepare): the manifest's bytes, its rows CSV's bytes and the code
         that expands them. Equal digests → equal jobs, so a validated expansion can be reused."""
         h = hashlib.sha256(_expander_sha256().encode())
         for p in dict.fromkeys(x for x in (self.path, self._rows_csv) if x is not None):
@@ -336,88 +400,158 @@ class Manifest:
         self.check()
         return n
 
-    def _make_job(self, row: _Row, combo: dict[str, Any], seq: int) -> Job | None:
-        bad = False
-        for k in row.values:
-            if k in combo:
-                self._problem(row.where, k, "is set both by the row and by the matrix", file=row.file)
-                bad = True
-        if bad:
+    # ---------------------------------------------------------------- one job
+    def _make_job(self, row: _Row, combo: dict[str, Any], seq: int) -> tuple[Job, bool] | None:
+        """The job of one row × one matrix combination, or None (its problems recorded)."""
+        clash = [k for k in row.values if k in combo]
+        for k in clash:
+            self._problem(row.where, k, "is set both by the row and by the matrix", file=row.file)
+        if clash:
             return None
         raw: dict[str, Any] = {**self.defaults, **row.values, **combo}
-        resolved: dict[str, Any] = {}
-        errors: list[tuple[str, str]] = []
-        for k, v in raw.items():
-            if not _has_template(v):
-                resolved[k] = v  # the common case: nothing to render
-                continue
-            try:
-                resolved[k] = _render_value(v, raw, {k})
-            except _TemplateError as e:
-                errors.append((k, str(e)))
-        model = resolved.get("model")
-        if not isinstance(model, str) or not model.strip():
-            errors.append(("model", "is required (set it in `defaults` or per row)"))
-        for f, msg in errors:
-            self._problem(row.where, f, msg, file=row.file)
-        if errors:
+        model = self._model(raw, row)
+        if model is None:
             return None
-        model = model.strip()
-        for f in specs.MEDIA_FIELDS.intersection(resolved):
+        spec = specs.MODELS.get(model)
+        used = self._used_vars(raw, row)
+        params = self._request_fields(raw, row, model, spec, used)
+        if params is None:
+            return None
+        for f in specs.MEDIA_FIELDS.intersection(params):
             try:
-                resolved[f] = self._localise(resolved[f], Path(row.file).parent)
-            except _TemplateError as e:
+                params[f] = self._localise(params[f], Path(row.file).parent)
+            except TemplateError as e:
                 self._problem(row.where, f, str(e), file=row.file)
                 return None
-        spec = specs.MODELS.get(model)
-        used_vars = _template_vars(raw)
-        params: dict[str, Any] = {}
-        for k, v in resolved.items():
-            if k in META_FIELDS or k == "model":
-                continue
-            if spec is not None and k not in spec.fields:
-                if k in specs.ALL_FIELDS:
-                    if k in row.values:  # a default for another model is fine; a row asking for it is not
-                        self._problem(row.where, k, f"is not a field of {model}", file=row.file)
-                        bad = True
-                    continue
-                if k not in used_vars and k not in self.matrix:
-                    hint = specs.suggest(k)
-                    if hint:
-                        self._problem(row.where, k, f"is not a field of {model}; did you mean '{hint}'?", file=row.file)
-                        bad = True
-                    else:
-                        self._warn(f"{row.file}: field '{k}' is not a request field of {model} and no template uses it; it is ignored")
-                continue
-            if spec is None and (k in used_vars or k in self.matrix) and k not in specs.ALL_FIELDS:
-                continue  # template variable, not a request field
-            params[k] = v
-        if spec is None:
-            self._warn(f"model '{model}' is not known to batchgen: its fields are sent unvalidated")
         request, errs = specs.normalise(model, params)
         for f, msg in errs:
             self._problem(row.where, f, msg, file=row.file)
-        if errs or bad:
+        if errs:
             return None
-        take = resolved.get("take")
+        take = self._rendered(raw, "take", row)
         take = None if take is None else str(take)
         request_json = canonical_json(request)
         key = key_from_json(request_json, take)
-        name = resolved.get("name")
+        name = self._rendered(raw, "name", row)
         name = str(name) if name is not None else f"job{seq:05d}"
-        template = resolved.get("output") if "output" in row.values else self.output_template
+        made = self._output_name(raw, row, combo, request, name, key, seq)
+        if made is None:
+            return None
+        output, reduced = made
+        source = row.where if row.file == str(self.path) else f"{Path(row.file).name} {row.where}"
+        return Job(key, seq, name, source, model, request, output, take, request_json), reduced
+
+    def _model(self, raw: dict[str, Any], row: _Row) -> str | None:
+        model = self._rendered(raw, "model", row)
+        if not isinstance(model, str) or not model.strip():
+            if model is not _FAILED:
+                self._problem(row.where, "model", "is required (set it in `defaults` or per row)", file=row.file)
+            return None
+        model = model.strip()
+        if model in specs.MODELS:
+            return model
+        if model in self.unvalidated_models:
+            self._warn(f"model '{model}' is not known to batchgen: its fields are sent unvalidated "
+                       "(listed under `unvalidated_models`)")
+            return model
+        hint = difflib.get_close_matches(model, sorted(specs.MODELS), n=1, cutoff=0.6)
+        self._problem(row.where, "model", f"unknown model {model!r}" + (f"; did you mean '{hint[0]}'?" if hint else "")
+                      + " (batchgen validates " + ", ".join(sorted(specs.MODELS)) + "; to send another model's "
+                      "fields unchecked, list it under `unvalidated_models:`)", file=row.file)
+        return None
+
+    def _used_vars(self, raw: dict[str, Any], row: _Row) -> set[str]:
+        """Fields some template of this job refers to: its request fields' templates, ``name``,
+        ``take`` and the output template (the row's or the manifest's)."""
+        used: set[str] = set()
+        for v in raw.values():
+            for s in (v if isinstance(v, list) else [v]):
+                if isinstance(s, str) and "{" in s:
+                    used |= names.template_vars(s)
+        template = raw.get("output") if "output" in row.values else self.output_template
+        if isinstance(template, str):
+            used |= names.template_vars(template)
+        return used
+
+    def _request_fields(self, raw: dict[str, Any], row: _Row, model: str, spec: specs.ModelSpec | None,
+                        used: set[str]) -> dict[str, Any] | None:
+        """The fields this job sends, rendered; the rest are template variables (checked for
+        typos and for being used at all). None when a field is wrong."""
+        params: dict[str, Any] = {}
+        bad = False
+        for k in raw:
+            if k in META_FIELDS or k == "model":
+                continue
+            if spec is None:  # an unvalidated model: every field no template uses is sent
+                if k in used and k not in specs.ALL_FIELDS:
+                    continue
+            elif k not in spec.fields:
+                if self._not_a_field(k, raw, row, model, used):
+                    bad = True
+                continue
+            value = self._rendered(raw, k, row)
+            if value is _FAILED:
+                bad = True
+                continue
+            params[k] = value
+        return None if bad else params
+
+    def _not_a_field(self, k: str, raw: dict[str, Any], row: _Row, model: str, used: set[str]) -> bool:
+        """``k`` is not a request field of ``model``: fine as a template variable or a default
+        meant for other models; a problem (returns True) when a row or the matrix asks for it
+        or it looks like a typo of a request field."""
+        if k in self.matrix and k not in used:
+            self._problem(f"line {self._matrix_line}", k, f"matrix field '{k}' is not a request field of {model} "
+                          "and no template uses it: every combination would make the same request", file=str(self.path))
+            return True
+        if k in specs.ALL_FIELDS:
+            if k in row.values:  # a default for another model is fine; a row asking for it is not
+                self._problem(row.where, k, f"is not a field of {model}", file=row.file)
+                return True
+            return False
+        if k in used or k in self.matrix:
+            return False
+        hint = specs.suggest(k)
+        if hint:
+            self._problem(row.where, k, f"is not a field of {model}; did you mean '{hint}'?", file=row.file)
+            return True
+        if k in row.values or k in self.defaults:
+            self._warn(f"field '{k}' is not a request field of {model} and no template uses it; it is ignored",
+                       row if k in row.values else None)
+        return False
+
+    def _rendered(self, raw: dict[str, Any], k: str, row: _Row) -> Any:
+        """``raw[k]`` with its templates rendered (None when unset, ``_FAILED`` after a problem)."""
+        v = raw.get(k)
+        if not _has_template(v):
+            return v
+        try:
+            return _render_value(v, raw, {k})
+        except TemplateError as e:
+            self._problem(row.where, k, str(e), file=row.file)
+            return _FAILED
+
+    def _output_name(self, raw: dict[str, Any], row: _Row, combo: dict[str, Any], request: dict[str, Any],
+                     name: str, key: str, seq: int) -> tuple[str, bool] | None:
+        template = raw.get("output") if "output" in row.values else self.output_template
         if template is None:
             template = "{name}-{matrix}.mp4" if self.matrix else "{name}.mp4"
-        ctx = {**resolved, **request, "name": name, "key": short_key(key), "seq": seq,
-               "matrix": "-".join(str(combo[k]) for k in self.matrix) if combo else ""}
+        fixed = {**request, "name": name, "key": short_key(key), "seq": seq,
+                 "matrix": "-".join(str(combo[k]) for k in self.matrix) if combo else ""}
+
+        def get(k: str) -> Any:
+            if k in fixed:
+                return fixed[k]
+            value = self._rendered(raw, k, row)  # a template variable: rendered only when used
+            if value is _FAILED:
+                raise TemplateError(f"output template refers to {{{k}}}, which could not be rendered")
+            return value
+
         try:
-            output = safe_output_name(str(template), ctx)
-        except (_TemplateError, ValueError) as e:
+            return names.render_output_name(str(template), get)
+        except (TemplateError, ValueError) as e:
             self._problem(row.where, "output", str(e), file=row.file)
             return None
-        return Job(key, seq, name, row.where if row.file == str(self.path) else f"{Path(row.file).name} {row.where}",
-                   model, request, output, take, request_json)
-
 
     def _localise(self, value: Any, base: Path) -> Any:
         """Local file paths in media fields → ``upload:sha256:<hex>``: the job key then follows
@@ -432,17 +566,17 @@ class Manifest:
         path = base / v
         try:
             st = path.stat()
-        except OSError:
-            raise _TemplateError(f"{v!r} is neither an http(s) URL nor a readable local file") from None
+        except (OSError, ValueError):
+            raise TemplateError(f"{v!r} is neither an http(s) URL nor a readable local file") from None
         if not path.is_file():
-            raise _TemplateError(f"{v!r} is not a file")
+            raise TemplateError(f"{v!r} is not a file")
         root = self.path.resolve().parent
         if root not in path.resolve().parents:
-            raise _TemplateError(f"local input {v!r} must be inside the manifest's folder {root}")
+            raise TemplateError(f"local input {v!r} must be inside the manifest's folder {root}")
         if path.suffix.lower() not in LOCAL_INPUT_SUFFIXES:
-            raise _TemplateError(f"local input {v!r} must be an image or video ({', '.join(sorted(LOCAL_INPUT_SUFFIXES))})")
+            raise TemplateError(f"local input {v!r} must be an image or video ({', '.join(sorted(LOCAL_INPUT_SUFFIXES))})")
         if st.st_size > MAX_LOCAL_INPUT:
-            raise _TemplateError(f"{v!r} is {st.st_size} bytes; local inputs are limited to {MAX_LOCAL_INPUT}")
+            raise TemplateError(f"{v!r} is {st.st_size} bytes; local inputs are limited to {MAX_LOCAL_INPUT}")
         key = path.resolve()
         digest = self._hashed.get(key)
         if digest is None:
@@ -456,26 +590,36 @@ class Manifest:
 
 
 # -------------------------------------------------------------------- helpers
-class _TemplateError(ValueError):
-    pass
+_FAILED: Any = object()  # a field whose rendering failed (its problem is already recorded)
 
 
-class _LineTooLong(Exception):
-    pass
-
-
-def _line(node: Any) -> int:
-    return node.start_mark.line + 1 if node is not None else 1
-
-
-def _bounded_lines(f: IO[str], limit: int) -> Iterator[str]:
+def _csv_lines(f: IO[bytes]) -> Iterator[str]:
+    """The file's lines, decoded one by one: a bad byte is reported on its own line (a text
+    stream decodes ahead in chunks and would blame an earlier one), and an overlong line is
+    refused before it is held."""
+    n = 0
     while True:
-        line = f.readline(limit + 1)
-        if not line:
+        raw = f.readline(MAX_CSV_LINE + 1)
+        if not raw:
             return
-        if len(line) > limit:
-            raise _LineTooLong()
-        yield line
+        n += 1
+        if len(raw) > MAX_CSV_LINE:
+            raise _BadLine(n, f"line longer than {MAX_CSV_LINE} bytes")
+        if n == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _BadLine(n, f"is not UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line; save the "
+                              "file as UTF-8)") from None
+
+
+def _line_of_byte(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f"line {f.read(offset).count(NEWLINE) + 1}"
+    except OSError:
+        return "file"
 
 
 def _combos(matrix: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -491,100 +635,28 @@ def _has_template(v: Any) -> bool:
     return isinstance(v, list) and any(isinstance(x, str) and "{" in x for x in v)
 
 
-@functools.lru_cache(maxsize=4096)
-def _vars_in(s: str) -> frozenset[str]:
-    return frozenset(m.group(1).strip() for m in _TEMPLATE.finditer(s) if m.group(1))
-
-
-def _template_vars(raw: dict[str, Any]) -> set[str]:
-    out: set[str] = set()
-    for v in raw.values():
-        if isinstance(v, str):
-            if "{" in v:
-                out |= _vars_in(v)
-        elif isinstance(v, list):
-            for s in v:
-                if isinstance(s, str) and "{" in s:
-                    out |= _vars_in(s)
-    return out
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_template(template: str) -> tuple[tuple[bool, str], ...]:
-    """Template → ((is_placeholder, text), …), parsed once per distinct template: the same few
-    templates are rendered for every row of a 100k-row manifest."""
-    parts: list[tuple[bool, str]] = []
-    pos = 0
-    for m in _TEMPLATE.finditer(template):
-        if m.start() > pos:
-            parts.append((False, template[pos : m.start()]))
-        if m.group(0) in ("{{", "}}"):
-            parts.append((False, m.group(0)[0]))
-        else:
-            name = m.group(1).strip()
-            if not _VAR.match(name):
-                raise _TemplateError(f"bad template placeholder {{{m.group(1)}}}: use {{field_name}}")
-            parts.append((True, name))
-        pos = m.end()
-    if pos < len(template):
-        parts.append((False, template[pos:]))
-    return tuple(parts)
-
-
-def render(template: str, lookup: Any) -> str:
-    """Replace ``{name}`` by ``lookup(name)``; ``{{``/``}}`` are literal braces. Only bare
-    identifiers are allowed, so a manifest cannot reach attributes the way str.format could."""
-    return "".join(str(lookup(text)) if is_var else text for is_var, text in _parse_template(template))
-
-
 def _render_value(v: Any, raw: dict[str, Any], stack: set[str], depth: int = 0) -> Any:
     if isinstance(v, list):
         return [_render_value(x, raw, stack, depth) for x in v]
     if not isinstance(v, str) or "{" not in v:
         return v
     if depth > 8:
-        raise _TemplateError("templates nest too deeply")
+        raise TemplateError("templates nest too deeply")
 
     def lookup(name: str) -> Any:
         if name not in raw:
-            raise _TemplateError(f"template refers to {{{name}}}, which is not a field of this row")
+            raise TemplateError(f"template refers to {{{name}}}, which is not a field of this row")
         if name in stack:
-            raise _TemplateError(f"template refers to itself through {{{name}}}")
+            raise TemplateError(f"template refers to itself through {{{name}}}")
         val = _render_value(raw[name], raw, stack | {name}, depth + 1)
         if val is None:
-            raise _TemplateError(f"template refers to {{{name}}}, which is empty")
-        if isinstance(val, list):
-            raise _TemplateError(f"template refers to list field {{{name}}}")
+            raise TemplateError(f"template refers to {{{name}}}, which is empty")
+        if isinstance(val, (list, dict)):
+            raise TemplateError(f"template refers to list field {{{name}}}")
         return val
 
-    return render(v, lookup)
+    return names.render(v, lookup)
 
 
-def safe_output_name(template: str, ctx: dict[str, Any]) -> str:
-    """Render an output file name. Substituted values are reduced to ``[A-Za-z0-9._-]`` so a
-    prompt cannot smuggle ``/`` or ``..``; the template itself may use ``/`` for sub-folders, but
-    every segment must be plain, so the result always stays inside the output directory."""
-
-    def lookup(name: str) -> str:
-        if name not in ctx or ctx[name] is None:
-            raise _TemplateError(f"output template refers to {{{name}}}, which this job does not have")
-        v = _UNSAFE.sub("_", str(ctx[name])).strip("._-")[:80] or "_"
-        return v + "_" if v.split(".")[0].upper() in _WINDOWS_RESERVED else v
-
-    name = render(template, lookup)
-    if _PLAIN_NAME.fullmatch(name) and name.split(".")[0].upper() not in _WINDOWS_RESERVED:
-        return name  # one plain segment ending in .mp4: the checks below would all pass
-    if "\x00" in name or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
-        raise ValueError(f"output name {name!r} must be a relative path")
-    segments = name.split("/")
-    for seg in segments:
-        if seg in ("", ".", "..") or not _SEGMENT.match(seg):
-            raise ValueError(f"output name {name!r}: segment {seg!r} may only use letters, digits, '.', '_', '-' and may not be '..' or start with '.'")
-        if seg.split(".")[0].upper() in _WINDOWS_RESERVED:
-            raise ValueError(f"output name {name!r}: {seg!r} is a reserved device name")
-        if len(seg) > 200:
-            raise ValueError(f"output name segment is {len(seg)} characters; the limit is 200")
-    if not name.lower().endswith(".mp4"):
-        raise ValueError(f"output name {name!r} must end in .mp4")
-    return name
-
+# Kept importable from here: tests and older scripts call manifest.safe_output_name.
+safe_output_name = names.safe_output_name

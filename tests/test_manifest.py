@@ -154,12 +154,17 @@ def test_yaml_errors_name_the_line(tmp_path):
         Manifest(write(tmp_path / "t.yaml", "jobz: []\n"))
 
 
-def test_typo_is_an_error_unknown_field_a_warning_unknown_model_passes(tmp_path):
+def test_typo_is_an_error_unknown_field_a_warning_unknown_model_only_when_declared(tmp_path):
     with pytest.raises(ManifestError, match="did you mean 'aspect_ratio'"):
         Manifest(write(tmp_path / "a.csv", f"model,prompt,reference_image_urls,aspect_ration\n{R2V},x,{IMG},9:16\n")).validate()
     m = Manifest(write(tmp_path / "b.csv", f"model,prompt,reference_image_urls,notes\n{R2V},x,{IMG},for the client\n"))
-    assert m.validate() == 1 and any("notes" in w for w in m.warnings)
-    u = Manifest(write(tmp_path / "c.csv", "model,prompt,seed\nveo-3.1,hello,42\n"))
+    assert m.validate() == 1 and any("notes" in w and "row 1 (line 2)" in w for w in m.warnings)
+    # an unknown model is an error (with a did-you-mean), unless the manifest declares it
+    with pytest.raises(ManifestError, match="unknown model 'grok-imagine-refrence-to-video'; did you mean "
+                                            "'grok-imagine-reference-to-video'"):
+        Manifest(write(tmp_path / "typo.csv", f"model,prompt,reference_image_urls\ngrok-imagine-refrence-to-video,x,{IMG}\n")).validate()
+    write(tmp_path / "c.csv", "model,prompt,seed\nveo-3.1,hello,42\n")
+    u = Manifest(write(tmp_path / "c.yaml", "unvalidated_models: [veo-3.1]\nrows: c.csv\n"))
     [job] = list(u.expand())
     assert job.request == {"model": "veo-3.1", "prompt": "hello", "seed": "42"}
     assert any("veo-3.1" in w for w in u.warnings)
