@@ -262,13 +262,17 @@ def _print_result(r: RunResult, as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of stdout.")
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
-@click.option("--json", "as_json", is_flag=True, help="JSON array instead of CSV.")
-def export(ledger: str | None, output: Path | None, run_id: int | None, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="JSON array instead of CSV (exact; params as an object).")
+@click.option("--raw", is_flag=True,
+              help="CSV cells exactly as recorded (no apostrophe before = + - @): for programs, and to feed "
+                   "the file back as `rows:` with the same job keys. Not for opening in a spreadsheet.")
+def export(ledger: str | None, output: Path | None, run_id: int | None, as_json: bool, raw: bool) -> None:
     """Export one row per job, in manifest order, as CSV (default) or JSON.
 
-    Text cells that a spreadsheet would treat as a formula (= + - @ tab CR LF) are prefixed
-    with an apostrophe."""
-    n = operations.export(ledger, output, run_id=run_id, fmt="json" if as_json else "csv")
+    By default, text cells that a spreadsheet would treat as a formula (= + - @ tab CR LF)
+    are prefixed with an apostrophe (safe to open in Excel/LibreOffice/Sheets); --raw keeps
+    them exact."""
+    n = operations.export(ledger, output, run_id=run_id, fmt="json" if as_json else "csv", raw=raw)
     _echo_err(f"exported {n} job(s)" + (f" to {output}" if output else ""))
 
 

@@ -1,4 +1,10 @@
-"""Results export: CSV (spreadsheet-safe) and JSON, one row per job in manifest order."""
+"""Results export: CSV and JSON, one row per job in manifest order.
+
+CSV is spreadsheet-safe by default: a text cell a spreadsheet would run as a formula (``= + - @``,
+tab, CR, LF first) gets a leading apostrophe. ``raw=True`` writes cells exactly as recorded, for
+programs and for feeding the file back to batchgen as ``rows:`` (the round trip gives the same
+job keys: ``params`` holds every request field as JSON, result columns are ignored on the way
+back). JSON is always exact, with ``params`` as an object."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from typing import IO, Any
 from . import crash
 from .jobs import JobRow
 
-COLUMNS = ["job_key", "name", "row", "model", "prompt", "params", "state", "task_id", "result_url",
+COLUMNS = ["job_key", "name", "take", "row", "model", "prompt", "params", "state", "task_id", "result_url",
            "output_path", "bytes", "sha256", "credits", "attempts", "polls", "error_code", "error_message",
            "submitted_at", "completed_at", "done_at"]
 _FORMULA_FIRST = frozenset("=+-@\t\r\n")
@@ -36,9 +42,9 @@ def to_record(j: JobRow) -> dict[str, Any]:
     prompt = req.pop("prompt", None)
     req.pop("model", None)
     return {
-        "job_key": j["key"], "name": j["name"], "row": j["source"], "model": j["model"], "prompt": prompt,
+        "job_key": j["key"], "name": j["name"], "take": j["take"], "row": j["source"], "model": j["model"],
         # The ledger stores canonical (key-sorted) JSON, so the order is already stable.
-        "params": json.dumps(req, ensure_ascii=False), "state": j["state"],
+        "prompt": prompt, "params": req, "state": j["state"],
         "task_id": j["task_id"], "result_url": j["result_url"], "output_path": j["output_path"],
         "bytes": j["bytes"], "sha256": j["sha256"], "credits": j["credits"], "attempts": j["attempts"],
         "polls": j["polls"], "error_code": j["error_code"], "error_message": j["error_message"],
@@ -46,16 +52,22 @@ def to_record(j: JobRow) -> dict[str, Any]:
     }
 
 
-def write_csv(rows: Iterable[JobRow], out: IO[str]) -> int:
+def write_csv(rows: Iterable[JobRow], out: IO[str], *, raw: bool = False) -> int:
     w = csv.writer(out)
     w.writerow(COLUMNS)
     n = 0
+    cell = _same if raw else neutralise
     for j in rows:
-        # to_record's keys are COLUMNS, in order
-        w.writerow(["" if v is None else neutralise(v) for v in to_record(j).values()])
+        rec = to_record(j)  # its keys are COLUMNS, in order
+        rec["params"] = json.dumps(rec["params"], ensure_ascii=False)
+        w.writerow(["" if v is None else cell(v) for v in rec.values()])
         n += 1
         crash.point("mid_export")
     return n
+
+
+def _same(cell: Any) -> Any:
+    return cell
 
 
 def iter_json(rows: Iterable[JobRow]) -> Iterator[str]:

@@ -8,6 +8,7 @@ error (``LedgerMissing``), never a new empty ledger.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -215,10 +216,12 @@ def cancel(ledger: str | Ledger | None, run_id: int) -> int:
 
 # ---------------------------------------------------------------------------------- export / report
 def export(ledger: str | Ledger | None = None, output: Path | IO[str] | None = None, *, run_id: int | None = None,
-           fmt: Literal["csv", "json"] = "csv") -> int:
+           fmt: Literal["csv", "json"] = "csv", raw: bool = False) -> int:
     """Write one row per job (or run ``run_id``'s), in manifest order, to ``output`` (a path,
-    written atomically, or an open text stream); returns the number of rows."""
-    writer: Callable[[Any, IO[str]], int] = write_json if fmt == "json" else write_csv
+    written atomically, or an open text stream); returns the number of rows. CSV cells a
+    spreadsheet would run as formulas get a leading apostrophe unless ``raw``."""
+    writer: Callable[[Any, IO[str]], int] = (
+        write_json if fmt == "json" else functools.partial(write_csv, raw=raw))
     with open_ledger(ledger) as led:
         rows = led.iter_export(run_id)
         if output is None or not isinstance(output, Path):
