@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from . import operations
+    from . import audit, operations
     from .client import Api, Secret, TaskInfo
     from .cost import PriceTable
     from .errors import (
         ApiError, BatchgenError, DownloadError, ErrorClass, LedgerBusy, LedgerError, LedgerMissing, ManifestError,
         Problem, UsageError,
     )
-    from .jobs import Job, JobRow, JobState, RunStatus, job_key, short_key
+    from .jobs import Job, JobRow, JobState, RunStatus, job_key, request_sha256, short_key
     from .ledger import Ledger
     from .manifest import Manifest
     from .runner import Prepared, RunResult, execute, prepare, run
@@ -39,11 +39,11 @@ if TYPE_CHECKING:
 
 # name → module that defines it (PEP 562 lazy attributes)
 _EXPORTS = {
-    "operations": "", "Api": "client", "Secret": "client", "TaskInfo": "client", "PriceTable": "cost",
+    "audit": "", "operations": "", "Api": "client", "Secret": "client", "TaskInfo": "client", "PriceTable": "cost",
     "ApiError": "errors", "BatchgenError": "errors", "DownloadError": "errors", "ErrorClass": "errors",
     "LedgerBusy": "errors", "LedgerError": "errors", "LedgerMissing": "errors", "ManifestError": "errors",
     "Problem": "errors", "UsageError": "errors", "Job": "jobs", "JobRow": "jobs", "JobState": "jobs",
-    "RunStatus": "jobs", "job_key": "jobs", "short_key": "jobs", "Ledger": "ledger", "Manifest": "manifest",
+    "RunStatus": "jobs", "job_key": "jobs", "request_sha256": "jobs", "short_key": "jobs", "Ledger": "ledger", "Manifest": "manifest",
     "Prepared": "runner", "RunResult": "runner", "execute": "runner", "prepare": "runner", "run": "runner",
     "RunOptions": "scheduler", "SimConfig": "simulator", "Simulator": "simulator",
 }
@@ -51,7 +51,7 @@ __all__ = [
     "Api", "ApiError", "BatchgenError", "DownloadError", "ErrorClass", "Job", "JobRow", "JobState", "Ledger",
     "LedgerBusy", "LedgerError", "LedgerMissing", "Manifest", "ManifestError", "Prepared", "PriceTable", "Problem",
     "RunOptions", "RunResult", "RunStatus", "Secret", "SimConfig", "Simulator", "TaskInfo", "UsageError",
-    "__version__", "execute", "job_key", "operations", "prepare", "run", "short_key",
+    "__version__", "audit", "execute", "job_key", "operations", "prepare", "request_sha256", "run", "short_key",
 ]
 
 

@@ -143,15 +143,28 @@ _CAUSES = (
 )
 
 
-def _cause(e: BaseException) -> str:
+def _cause(e: BaseException, url: str | None = None) -> str:
     """One line naming what went wrong, in words an operator acts on."""
     orig = getattr(e, "orig", None) or e
     text = (getattr(orig, "strerror", None) or str(orig) or type(orig).__name__).splitlines()[0]
     low = text.lower()
+    folder = _sqlite_folder(url)
+    if folder is not None and ("readonly" in low or "unable to open" in low or "read-only" in low):
+        try:  # SQLite says "unable to open" for a read-only file system too (WAL needs its -shm file)
+            if os.statvfs(folder).f_flag & os.ST_RDONLY:
+                return f"its folder {folder} is on a read-only file system ({text})"
+        except OSError:
+            return f"its folder {folder} does not exist or cannot be read ({text})"
     for needle, meaning in _CAUSES:
         if needle in low:
             return f"{meaning} ({text})"
     return f"{type(orig).__name__}: {text}"
+
+
+def _sqlite_folder(url: str | None) -> Path | None:
+    if not url or not url.startswith("sqlite:///"):
+        return None
+    return Path(make_url(url).database or ".").parent
 
 
 def _translating(safe_url: Callable[[Any], str], fn: Callable[P, R]) -> Callable[P, R]:
@@ -160,7 +173,7 @@ def _translating(safe_url: Callable[[Any], str], fn: Callable[P, R]) -> Callable
     Generator methods are translated while they are iterated."""
 
     def translate(self: Any, e: BaseException) -> LedgerError:
-        return LedgerError(f"ledger {safe_url(self)}: {_cause(e)}")
+        return LedgerError(f"ledger {safe_url(self)}: {_cause(e, getattr(self, 'url', None))}")
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)

@@ -69,7 +69,7 @@ class RunOptions:
 
 
 @dataclass
-class _Job:
+class LiveJob:
     """The scheduler's working copy of one job in flight (built from its ledger row)."""
 
     id: int
@@ -95,7 +95,7 @@ class _Job:
         return short_key(self.key)
 
     @classmethod
-    def from_row(cls, r: JobRow) -> _Job:
+    def from_row(cls, r: JobRow) -> LiveJob:
         return cls(id=r["id"], key=r["key"], name=r["name"], state=JobState(r["state"]), request=json.loads(r["request"]),
                    output=r["output"], attempts=r["attempts"], task_id=r["task_id"], polls=r["polls"] or 0,
                    progress=r["progress"] or 0, estimated_time=r["estimated_time"], submitted_at=r["submitted_at"],
@@ -148,7 +148,7 @@ class Scheduler:
         # Results closest to their 24 h expiry are downloaded first, before anything new is sent.
         active.sort(key=lambda r: (r["state"] != S.COMPLETED, r["result_at"] or 0.0, r["id"]))
         for row in active:
-            self._spawn(_Job.from_row(row))
+            self._spawn(LiveJob.from_row(row))
         self.display.start()
         helpers = [asyncio.create_task(self._report()), asyncio.create_task(self._watch_stop()),
                    asyncio.create_task(self._watch_ledger_stop(run_id))]
@@ -183,7 +183,7 @@ class Scheduler:
                 await self._wait_for_slot()
                 if self.stop.is_set() or self.no_submit:
                     return
-                self._spawn(_Job.from_row(row))
+                self._spawn(LiveJob.from_row(row))
 
     async def _feed_claims(self, manifest_sha256: str) -> None:
         """Cooperative ledger: lease queued jobs as slots free up (never more than can start now,
@@ -198,7 +198,7 @@ class Scheduler:
             free = self.opts.concurrency - self._inflight
             rows = await self.w.read(led.claim, self.worker, manifest_sha256, min(free, 256))
             for row in rows:
-                self._spawn(_Job.from_row(row))
+                self._spawn(LiveJob.from_row(row))
             if rows:
                 continue
             if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, manifest_sha256):
@@ -254,7 +254,7 @@ class Scheduler:
             # Counts first: adopted jobs are already in them, _spawn does not move them.
             self._show_counts(counts)
             for row in adopted:
-                self._spawn(_Job.from_row(row))
+                self._spawn(LiveJob.from_row(row))
 
     def _show_counts(self, counts: dict[str, int]) -> None:
         """Replace the live per-state counts of the display by counts read from the ledger."""
@@ -272,7 +272,7 @@ class Scheduler:
         self.reason = reason
         self.log(reason)
 
-    def _spawn(self, job: _Job) -> None:
+    def _spawn(self, job: LiveJob) -> None:
         self._inflight += 1
         t = asyncio.create_task(self._drive(job), name=f"job-{job.id}")
         self._tasks.add(t)
@@ -324,7 +324,7 @@ class Scheduler:
                 self.reason = "stopped by `batchgen stop`"
                 self.stop.set()
 
-    def _move(self, job: _Job, state: JobState) -> None:
+    def _move(self, job: LiveJob, state: JobState) -> None:
         """Every local state change: live counts for the display and one event record."""
         before = _DISPLAY.get(job.state, job.state)
         after = _DISPLAY.get(state, state)
@@ -348,7 +348,7 @@ class Scheduler:
                         throttled=self.budget.throttled, credits=self.credits_seen, in_flight=self._inflight)
 
     # -------------------------------------------------------------- one job
-    async def _drive(self, job: _Job) -> None:
+    async def _drive(self, job: LiveJob) -> None:
         if job.state == S.QUEUED:
             if not await self._submit(job):
                 return
@@ -357,7 +357,7 @@ class Scheduler:
         if job.state == S.COMPLETED:
             await self._download(job)
 
-    async def _fail(self, job: _Job, code: str | None, message: str, *, detail: str, retryable: bool = False,
+    async def _fail(self, job: LiveJob, code: str | None, message: str, *, detail: str, retryable: bool = False,
                     values: dict[str, Any] | None = None) -> None:
         """The job failed for good (until an operator or --retry-failed says otherwise)."""
         expect = _POLLED if job.state in _POLLED else (job.state,)
@@ -366,14 +366,14 @@ class Scheduler:
             detail=detail[:220]))
         self._move(job, S.FAILED)
 
-    def _refused(self, job: _Job, e: ApiError) -> None:
+    def _refused(self, job: LiveJob, e: ApiError) -> None:
         """A request the API turned away without doing anything: a 429 slows every caller down
         (Retry-After honoured), and this job waits at least its Retry-After before trying again."""
         if e.status == 429:
             self.budget.throttle(e.retry_after)
         job.retry_after = e.retry_after
 
-    async def _submit(self, job: _Job) -> bool:
+    async def _submit(self, job: LiveJob) -> bool:
         for attempt in range(self.opts.submit_retries):
             if self.w.error is not None:
                 self._stop_submitting(f"the ledger cannot be written ({self.w.error}); submission stopped")
@@ -396,7 +396,7 @@ class Scheduler:
         self.log(f"job {job.name} ({job.short}): create kept failing; left queued for the next run")
         return False
 
-    async def _attempt_create(self, job: _Job) -> CreateOutcome:
+    async def _attempt_create(self, job: LiveJob) -> CreateOutcome:
         try:
             request = await self._materialise(job.request)
         except ApiError as e:
@@ -456,7 +456,7 @@ class Scheduler:
         logs.log.info(f"uploaded {path.name} ({short_key(sha)})")
         return url
 
-    async def _create_and_record(self, job: _Job, request: dict[str, Any]) -> CreateOutcome:
+    async def _create_and_record(self, job: LiveJob, request: dict[str, Any]) -> CreateOutcome:
         try:
             info = await self.client.create(request)
         except ApiError as e:
@@ -475,7 +475,7 @@ class Scheduler:
         self._move(job, S.SUBMITTED)
         return "submitted"
 
-    def _task_recorded(self, fut: asyncio.Future[bool], *, job: _Job, task_id: str) -> None:
+    def _task_recorded(self, fut: asyncio.Future[bool], *, job: LiveJob, task_id: str) -> None:
         exc = None if fut.cancelled() else fut.exception()
         if exc is None and fut.result():
             crash.point("after_record")  # the task id is durable
@@ -496,12 +496,12 @@ class Scheduler:
         self.log(self.reason)
         self.stop.set()
 
-    def _saw_credits(self, job: _Job, credits: float | None) -> None:
+    def _saw_credits(self, job: LiveJob, credits: float | None) -> None:
         if credits is not None:
             self.credits_seen += credits - job.credits
             job.credits = credits
 
-    async def _create_failed(self, job: _Job, e: ApiError) -> CreateOutcome:
+    async def _create_failed(self, job: LiveJob, e: ApiError) -> CreateOutcome:
         err = {"error_code": e.code, "error_message": str(e)[:500]}
         if e.klass is ErrorClass.AMBIGUOUS:
             await self.w.apply(Transition(job.id, S.IN_DOUBT, (S.SUBMITTING,), err,
@@ -526,28 +526,10 @@ class Scheduler:
         return "retry" if e.klass is ErrorClass.SAFE else "stopped"
 
     # -------------------------------------------------------------- polling
-    def _next_poll_delay(self, job: _Job) -> float:
-        """Seconds until the next poll of ``job``: at its ``estimated_time`` first, then from its
-        reported progress, then growing geometrically; after an error, jittered backoff (at
-        least its Retry-After). Bounded by --poll-min (or a quarter of a short estimate) and
-        poll_max, with +0–10 % jitter so polls of jobs created together spread out."""
-        o = self.opts
-        elapsed = time.time() - (job.submitted_at or time.time())
-        if job.poll_errors:
-            return max(job.retry_after or 0.0, backoff(job.poll_errors, o.poll_min, o.poll_max))
-        est = job.estimated_time
-        floor = max(0.02, min(o.poll_min, est * 0.25)) if est is not None else o.poll_min
-        if job.polls == 0 and est is not None:
-            d = est * 1.05 - elapsed
-        elif 0 < job.progress < 100 and elapsed > 0:
-            d = elapsed * (100 - job.progress) / job.progress * 1.05
-        elif est is not None and elapsed < est:
-            d = est - elapsed
-        else:
-            d = o.poll_min * 1.5 ** min(job.polls, 10)
-        return min(o.poll_max, max(floor, d)) * random.uniform(1.0, 1.1)
+    def _next_poll_delay(self, job: LiveJob) -> float:
+        return poll_delay(job, self.opts, time.time())
 
-    async def _poll_until_terminal(self, job: _Job) -> None:
+    async def _poll_until_terminal(self, job: LiveJob) -> None:
         assert job.task_id is not None
         while True:
             if await self._sleep(self._next_poll_delay(job)):
@@ -575,7 +557,7 @@ class Scheduler:
             if await self._observe(job, info):
                 return
 
-    async def _poll_failed(self, job: _Job, e: ApiError, elapsed: float) -> bool:
+    async def _poll_failed(self, job: LiveJob, e: ApiError, elapsed: float) -> bool:
         """Returns True when polling this job must stop."""
         if e.klass is ErrorClass.FATAL_RUN:
             self._key_refused(e, "polling")
@@ -588,7 +570,7 @@ class Scheduler:
         job.poll_errors += 1
         return False
 
-    async def _observe(self, job: _Job, info: TaskInfo) -> bool:
+    async def _observe(self, job: LiveJob, info: TaskInfo) -> bool:
         """Record what a poll saw. Returns True when the task is terminal."""
         base: dict[str, Any] = {"remote_status": info.status, "progress": info.progress, "polls": job.polls}
         if info.credits is not None:
@@ -619,7 +601,7 @@ class Scheduler:
         return False
 
     # -------------------------------------------------------------- download
-    async def _download(self, job: _Job) -> None:
+    async def _download(self, job: LiveJob) -> None:
         assert job.result_url is not None
         try:
             final = self._out.path(job.output)
@@ -667,6 +649,27 @@ class Scheduler:
             return
         self.unfinished = True
         self.log(f"job {job.name}: download still failing; left for the next run (URL valid 24 h)")
+
+
+def poll_delay(job: LiveJob, o: RunOptions, now: float, jitter: Callable[[], float] | None = None) -> float:
+    """Seconds until the next poll of ``job``: at its ``estimated_time`` first, then from its
+    reported progress, then growing geometrically; after an error, jittered backoff (at least
+    its Retry-After). Bounded by --poll-min (or a quarter of a short estimate) and poll_max,
+    times 1.0–1.1 (``jitter``) so polls of jobs created together spread out."""
+    elapsed = now - (job.submitted_at or now)
+    if job.poll_errors:
+        return max(job.retry_after or 0.0, backoff(job.poll_errors, o.poll_min, o.poll_max))
+    est = job.estimated_time
+    floor = max(0.02, min(o.poll_min, est * 0.25)) if est is not None else o.poll_min
+    if job.polls == 0 and est is not None:
+        d = est * 1.05 - elapsed
+    elif 0 < job.progress < 100 and elapsed > 0:
+        d = elapsed * (100 - job.progress) / job.progress * 1.05
+    elif est is not None and elapsed < est:
+        d = est - elapsed
+    else:
+        d = o.poll_min * 1.5 ** min(job.polls, 10)
+    return min(o.poll_max, max(floor, d)) * (jitter() if jitter else random.uniform(1.0, 1.1))
 
 
 def with_skipped_done(counts: dict[str, int], total: int) -> dict[str, int]:

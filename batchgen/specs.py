@@ -33,11 +33,6 @@ class ModelSpec:
     name: str
     fields: dict[str, FieldSpec] = field(default_factory=dict)
 
-    def output_seconds(self, params: dict[str, Any]) -> int | None:
-        """Seconds of video the job asks for (None when it follows the input, e.g. edit-video)."""
-        d = params.get("duration")
-        return int(d) if isinstance(d, int) else None
-
 
 def _prompt(max_len: int | None = PROMPT_MAX) -> FieldSpec:
     # t2v/i2v pages state no maximum; upstream xAI's is 4096 (reference §2.1), so we apply it.
@@ -92,7 +87,6 @@ MODELS: dict[str, ModelSpec] = {
     ),
 }
 
-LIST_FIELDS = frozenset({"reference_image_urls"})
 ALL_FIELDS = frozenset(f for m in MODELS.values() for f in m.fields)
 
 

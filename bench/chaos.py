@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PY, ROOT, Sim, csv_manifest, pg_schema  # noqa: E402
 
-from batchgen.audit import audit  # noqa: E402
-from batchgen.ledger import Ledger  # noqa: E402
-from batchgen.simulator import canonical_sha256  # noqa: E402
+import batchgen  # noqa: E402
+
 
 FAULTS = dict(p429=0.02, retry_after=0.2, p_burst=0.002, burst_seconds=1.0, p5xx_before=0.02, p500_after=0.005,
               p_drop_after=0.005, p_drop_before=0.005, p_malformed=0.005, p_slow=0.01, slow_seconds=0.5,
@@ -90,13 +89,13 @@ def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path, workers: int = 1, l
             if rc in (0, 1):
                 break
         truth = sim.truth()
-    a = audit(truth, ledger, tmp / "out")
-    led = Ledger(ledger)
+    a = batchgen.audit.audit(truth, ledger, tmp / "out")
+    led = batchgen.Ledger(ledger)
     try:
         rows = list(led.iter_export())
     finally:
         led.close()
-    body_of = {j["id"]: canonical_sha256(json.loads(j["request"])) for j in rows}
+    body_of = {j["id"]: batchgen.request_sha256(json.loads(j["request"])) for j in rows}
     ambiguous_bodies = {f["body_sha256"] for f in truth["fault_log"] if f["fault"] in AMBIGUOUS}
     doubt = [j for j in rows if j["state"] == "in_doubt"]
     from_faults = sum(1 for j in doubt if body_of[j["id"]] in ambiguous_bodies)

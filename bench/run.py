@@ -112,12 +112,12 @@ def rate_limit(n: int, rpm: int) -> None:
 
 def memory(n: int) -> None:
     print(f"\n[4] memory and expansion, {n}-row CSV manifest")
-    from batchgen.manifest import Manifest
+    import batchgen
 
     with tempfile.TemporaryDirectory() as d:
         m = csv_manifest(Path(d) / "big.csv", n)
         t = time.monotonic()
-        count = Manifest(m).validate()
+        count = batchgen.Manifest(m).validate()
         rate = count / (time.monotonic() - t)
         row("expansion + validation (rows/s)", f"{rate:.0f}", ">= 50000", rate >= 50000)
         p = child([PY, "-m", "batchgen", "plan", str(m), "--ledger", str(Path(d) / "none.db"), "--json"])
@@ -148,17 +148,14 @@ def first_create(sim: Sim, m: Path, tmp: Path) -> float | None:
 
 def resume(n: int) -> None:
     print(f"\n[5] resume a {n}-job ledger with 90% done; export it")
-    from batchgen.ledger import Ledger
-    from batchgen.manifest import Manifest
-    from batchgen.runner import prepare
-    from batchgen.scheduler import RunOptions
+    import batchgen
     from sqlalchemy import text
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         m = csv_manifest(tmp / "big.csv", n)
-        led = Ledger(str(tmp / "l.db"))
-        prepare(led, Manifest(m), RunOptions(out_dir=tmp / "out"))
+        led = batchgen.Ledger(str(tmp / "l.db"))
+        batchgen.prepare(led, batchgen.Manifest(m), batchgen.RunOptions(out_dir=tmp / "out"))
         with led.engine.begin() as c:
             c.execute(text("UPDATE jobs SET state='done', task_id='task-done-' || id, sha256=printf('%064d', id), "
                            "bytes=1000, output_path='/x/' || id || '.mp4', done_at=1.0 WHERE seq <= :k"),

@@ -8,9 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from batchgen.audit import audit
+from batchgen.cli import cli
 from batchgen.simulator import SimConfig, Simulator
+
+KEY = "sk-canary-ops-98765"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def run_cli(args, **env):
+    """`batchgen ARGS` in-process, with a canary API key in the environment."""
+    return CliRunner().invoke(cli, args, env={"BATCHGEN_API_KEY": KEY, **env}, catch_exceptions=False)
+
+
+def run_args(sim, manifest, tmp_path, *extra):
+    return ["run", str(manifest), "--api-base", sim.url, "--ledger", str(tmp_path / "l.db"), "--out",
+            str(tmp_path / "out"), "--concurrency", "16", "--rpm", "0", "--poll-min", "0.05", *extra]
 
 
 class SimThread:
@@ -61,6 +76,31 @@ def sim_factory():
     yield make
     for s in started:
         s.stop()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount a tmpfs with the given options (``size=40k``, ``ro``…); unmounted afterwards. In CI
+    (CI=true) a mount that fails is a failure, never a skip."""
+    import os
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        mnt = tmp_path / f"tmpfs{len(mounted)}"
+        mnt.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True, text=True)
+        if r.returncode != 0:
+            if os.environ.get("CI"):
+                pytest.fail(f"cannot mount a tmpfs: {r.stderr}")
+            pytest.skip(f"cannot mount a tmpfs: {r.stderr}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 @pytest.fixture

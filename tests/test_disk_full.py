@@ -4,7 +4,6 @@ task is paid for, the results stay collectable, and the run completes when space
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
@@ -16,18 +15,11 @@ from conftest import check_invariants, write_csv_manifest
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs for the disk-full test: {r.stderr}")
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+def small_disk(tmpfs):
+    return tmpfs("size=40k")
 
 
+@pytest.mark.tmpfs
 def test_disk_full_then_space_returns(sim_factory, tmp_path, small_disk):
     sim = sim_factory(file_min=12000, file_max=14000)  # three files fit in 40k, not twelve
     m = write_csv_manifest(tmp_path / "m.csv", 12)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from batchgen.audit import audit
-from batchgen.client import TaskInfo
+from batchgen.client import Api, TaskInfo
 from batchgen.errors import ApiError, DownloadError, ErrorClass
 from batchgen.files import AtomicFile
 from batchgen.ledger import Ledger, Transition
@@ -50,7 +50,7 @@ class FreezableLedger(Ledger):
             super().finish_run(run_id, status)
 
 
-class FakeAPI:
+class FakeAPI(Api):
     """In-memory API with scripted faults and ground truth (every create it accepted)."""
 
     def __init__(self, seed: int) -> None:

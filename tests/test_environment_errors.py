@@ -1,0 +1,61 @@
+"""Environmental failures end in one line naming the cause and a documented exit code, never a
+Python traceback (issue 10): a missing ledger (2), a ledger or output folder that cannot be
+created, a read-only file system, a corrupt ledger (7)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import run_cli, write_csv_manifest
+
+
+def one_line_error(r, code: int, *needles: str) -> str:
+    assert r.exit_code == code, (r.exit_code, r.output)
+    assert "Traceback" not in r.output
+    lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def test_commands_that_only_read_never_create_a_ledger(tmp_path):
+    missing = tmp_path / "nowhere" / "l.db"
+    for cmd in (["status"], ["export"], ["report", "-o", str(tmp_path / "r.html")], ["stop"], ["cancel", "--run", "1"],
+                ["resolve", "abcdef", "--abandon"]):
+        one_line_error(run_cli([*cmd, "--ledger", str(missing)]), 2, "no ledger at", str(missing))
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_ledger_or_output_folder_that_cannot_be_created(sim, tmp_path):
+    m = write_csv_manifest(tmp_path / "m.csv", 2)
+    (tmp_path / "afile").write_text("x")
+    one_line_error(run_cli(["run", str(m), "--api-base", sim.url, "--ledger", str(tmp_path / "afile" / "l.db")]),
+                   7, "ledger", "afile")
+    one_line_error(run_cli(["run", str(m), "--api-base", sim.url, "--ledger", str(tmp_path / "l.db"),
+                            "--out", str(tmp_path / "afile" / "out")]), 7, "afile")
+
+
+def test_a_corrupt_ledger(tmp_path):
+    bad = tmp_path / "l.db"
+    bad.write_bytes(b"this is not a database" * 500)
+    for cmd in (["status"], ["export"], ["db", "upgrade"]):
+        one_line_error(run_cli([*cmd, "--ledger", str(bad)]), 7, "not a ledger")
+
+
+@pytest.mark.tmpfs
+def test_a_read_only_file_system(sim, tmp_path, tmpfs):
+    mnt = tmpfs("size=4m")
+    m = write_csv_manifest(tmp_path / "m.csv", 2)
+    args = ["run", str(m), "--api-base", sim.url, "--ledger", str(mnt / "l.db"), "--out", str(tmp_path / "out"),
+            "--rpm", "0", "--poll-min", "0.05", "-q"]
+    assert run_cli(args).exit_code == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+    m2 = write_csv_manifest(tmp_path / "m2.csv", 2, prefix="other")
+    one_line_error(run_cli([*args[:1], str(m2), *args[2:]]), 7, "read-only")
+    # SQLite's WAL needs its -shm file even to read: a clear line, not a traceback
+    one_line_error(run_cli(["status", "--ledger", str(mnt / "l.db")]), 7, "read-only")
+    one_line_error(run_cli([*args[:1], str(m2), *args[2:4], "--ledger", str(tmp_path / "l2.db"), "--out",
+                            str(mnt / "out")]), 7, "Read-only")

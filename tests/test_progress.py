@@ -1,0 +1,63 @@
+"""Live progress: a rich table on a terminal, plain or JSON lines otherwise, nothing when quiet."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from batchgen.progress import Display, Snapshot
+from conftest import run_args, run_cli, write_csv_manifest
+
+
+# ------------------------------------------------------------------ progress
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_rich_on_a_terminal_plain_otherwise_nothing_when_quiet(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: no column is abbreviated
+    snap = Snapshot(states={"queued": 5, "rendering": 3, "done": 12, "failed": 1}, elapsed=120.0, done_last_minute=6,
+                    requests_last_minute=40, budget_rpm=60.0, throttled=2, credits=33.6, in_flight=3)
+    tty = _Tty()
+    d = Display(stream=tty)
+    assert d.rich
+    d.start()
+    d.update(snap)
+    d.stop(snap)
+    out = tty.getvalue()
+    for word in ("queued", "rendering", "downloading", "done", "failed", "in doubt", "jobs/min", "40 / 60", "credits 33.6", "ETA"):
+        assert word in out, word
+    assert snap.eta_seconds() == pytest.approx(80.0)  # 8 left at 6 jobs/min
+    plain = io.StringIO()
+    d = Display(stream=plain, every=1.0)
+    assert not d.rich
+    d.update(snap)
+    assert "queued=5" in plain.getvalue() and "ETA 1m20s" in plain.getvalue() and "40/60 req/min" in plain.getvalue()
+    quiet = io.StringIO()
+    Display(stream=quiet, quiet=True).update(snap)
+    assert quiet.getvalue() == ""
+
+
+def test_run_prints_plain_progress_lines_when_not_a_tty(sim_factory, tmp_path):
+    sim = sim_factory(render_min=1.5, render_max=2.5)
+    m = write_csv_manifest(tmp_path / "m.csv", 6)
+    r = run_cli(run_args(sim, m, tmp_path, "--progress-every", "1"))
+    assert r.exit_code == 0
+    lines = [l for l in r.stderr.splitlines() if "jobs/min" in l]
+    assert len(lines) >= 1 and "rendering=" in r.stderr
+
+
+
+
+def test_json_log_format_makes_progress_json_too(sim_factory, tmp_path):
+    sim = sim_factory(render_min=1.5, render_max=2.5)
+    m = write_csv_manifest(tmp_path / "m.csv", 4)
+    r = run_cli(run_args(sim, m, tmp_path, "--log-format", "json", "--progress-every", "1"))
+    assert r.exit_code == 0
+    progress = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    progress = [p for p in progress if p.get("event") == "progress"]
+    assert progress and all({"states", "eta_s", "requests_per_min", "credits"} <= p.keys() for p in progress)
+    assert not any(line.startswith("batchgen: ") and "jobs/min" in line for line in r.stderr.splitlines())
