@@ -48,6 +48,13 @@ def _echo_err(msg: str) -> None:
 
 
 def _report_error(e: BatchgenError) -> None:
+    if logs.FORMAT == "json":  # --log-format json: every stderr line is a JSON object
+        if isinstance(e, ManifestError):
+            _echo_err(logs.json_line("error", f"the manifest has {len(e.problems) + e.truncated} problem(s)",
+                                     event="error", exit_code=e.exit_code, problems=[str(p) for p in e.problems]))
+        else:
+            _echo_err(logs.json_line("error", str(e), event="error", exit_code=e.exit_code))
+        return
     if isinstance(e, ManifestError):
         _echo_err(f"error: the manifest has {len(e.problems) + e.truncated} problem(s):")
         for line in str(e).splitlines():
@@ -103,6 +110,7 @@ def cli() -> None:
     Every state change is recorded in a ledger before and after each paid request, so an
     interrupted run resumes without paying twice. The API key is read from the environment
     variable BATCHGEN_API_KEY only."""
+    logs.setup()  # plain text on stderr unless a command asks for more (run --log-format json)
 
 
 # ---------------------------------------------------------------------------------- plan
@@ -123,7 +131,7 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool,
         click.echo(json.dumps(doc, indent=2))
         return
     for e in doc.get("explain", []):
-        click.echo(f"{e['action']:<9} {e['name']} ({e['key']}, {e['row']}): {e['reason']}")
+        click.echo(f"{e['action']:<9} {e['output']} ({e['name']}, {e['key']}, {e['row']}): {e['reason']}")
     for w in doc["warnings"]:
         _echo_err(f"warning: {w}")
     unit = doc["credits_unit"]
@@ -158,15 +166,15 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
-              show_default=True, help="Directory for the videos.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
+              show_default=True, help="Directory for the videos (created if missing).")
 @ledger_option
 @click.option("--api-base", envvar="BATCHGEN_API_BASE", default=None,
               help="API base URL (env BATCHGEN_API_BASE; default https://api.foxapi.cc).")
 @click.option("--concurrency", type=click.IntRange(1, 10000), default=8, show_default=True,
               help="Jobs in flight at once (from create until the file is downloaded).")
 @click.option("--rpm", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="API requests per minute, creates and polls together (0 = unlimited).")
+              help="API requests per minute, creates, polls and uploads together (0 = unlimited).")
 @click.option("--poll-min", type=click.FloatRange(min=0.01), default=2.0, show_default=True,
               help="Shortest pause between two polls of one task (seconds).")
 @click.option("--task-timeout", type=click.FloatRange(min=1), default=7200.0, show_default=True,
@@ -174,7 +182,8 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--retry-failed", is_flag=True,
               help="Resubmit jobs whose task failed for a retryable reason (timeout, generation_failed, "
                    "model_unavailable…), up to --max-attempts creates per job. Each is a new paid task.")
-@click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Creates per job at most, counting the first (with --retry-failed).")
 @click.option("--max-credits", type=click.FloatRange(min=0), default=None,
               help="Stop submitting before this run's estimated credits (price table) would pass N.")
 @prices_option
@@ -192,11 +201,14 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
               help="PostgreSQL ledger: seconds between this worker's lease renewals.")
 @click.option("--lease-timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="PostgreSQL ledger: a worker silent this long is dead; live workers take over its jobs.")
+@click.option("--outage-window", type=click.FloatRange(min=1), default=180.0, show_default=True,
+              help="Stop (exit 3, task ids kept) when the API has not answered at all for this many seconds "
+                   "(connection refused, DNS, TLS, timeouts).")
 def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None, concurrency: int, rpm: float,
         poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
         prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool,
         progress_every: float, log_format: str, log_file: Path | None, heartbeat: float,
-        lease_timeout: float) -> None:
+        lease_timeout: float, outage_window: float) -> None:
     """Submit, poll and download every job of MANIFEST; resume whatever an earlier run left.
 
     Jobs that already have a task id are polled, never resubmitted; finished files are not
@@ -223,7 +235,8 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
                                  "would be taken for dead", param_hint="--lease-timeout")
     opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
-                      max_credits=max_credits, prices=_prices(prices), heartbeat=heartbeat, lease=lease_timeout)
+                      max_credits=max_credits, prices=_prices(prices), heartbeat=heartbeat, lease=lease_timeout,
+                      outage_window=outage_window)
     sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
     display = Display(quiet=quiet, every=progress_every, emit=_json_progress if log_format == "json" else None)
     result = run_manifest(manifest, ledger=ledger, api_base=api_base, api_key=key, simulate=sim_cfg, options=opts,
@@ -239,6 +252,9 @@ def _json_progress(snap: Snapshot) -> None:
 def _print_result(r: RunResult, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(r.as_dict(), indent=2))
+        return
+    if logs.FORMAT == "json":
+        _echo_err(logs.json_line("info", f"run {r.run_id} finished", event="summary", **r.as_dict()))
         return
     counts = "  ".join(f"{k}={v}" for k, v in sorted(r.counts.items()))
     _echo_err(f"run {r.run_id} finished in {r.elapsed:.1f}s: {counts}")
@@ -306,7 +322,8 @@ def resolve(job: str, ledger: str | None, action: str | None, task_id: str | Non
 @prices_option
 @click.option("--expiring-within", "hours", type=click.FloatRange(min=0), default=6.0, show_default=True,
               help="List undownloaded results whose 24 h URL expires within this many hours.")
-@click.option("--runs", "n_runs", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--runs", "n_runs", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="How many of the newest runs to list.")
 @format_options
 def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, as_json: bool) -> None:
     """Runs in the ledger with per-state counts, the oldest unfinished jobs, in-doubt jobs with
@@ -349,9 +366,9 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
 @cli.command()
 @ledger_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
-              show_default=True)
+              show_default=True, help="The HTML file to write (keep it beside the videos' folder: links are relative).")
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
-@click.option("--title", default="batchgen report", show_default=True)
+@click.option("--title", default="batchgen report", show_default=True, help="Page title and heading.")
 def report(ledger: str | None, output: Path, run_id: int | None, title: str) -> None:
     """Write one self-contained HTML report: tiles, failures by code, timing and poll histograms,
     and a filterable job table with an inline player per downloaded clip (paths relative to the
@@ -423,8 +440,8 @@ def simulator(host: str, port: int, sets: tuple[str, ...]) -> None:
 
 # ---------------------------------------------------------------------------------- demo
 @cli.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
-              show_default=True)
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
+              show_default=True, help="Directory for the demo's videos, ledger, results.csv and report.html.")
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Default: manifests/example.yaml.")
 def demo(out_dir: Path, manifest: Path | None) -> None:

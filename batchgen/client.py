@@ -125,6 +125,25 @@ def classify_exception(op: str, exc: BaseException) -> ErrorClass:
     return ErrorClass.AMBIGUOUS if op == "create" else ErrorClass.SAFE
 
 
+def describe_transport(exc: BaseException) -> str:
+    """Why no HTTP answer came back, in the words an operator looks for first."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS lookup failed for {exc.host}"
+    if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError,
+                        aiohttp.ClientSSLError)):
+        return f"TLS handshake failed ({str(exc)[:120]})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        errno_ = getattr(exc.os_error, "errno", None)
+        if errno_ == 111 or "refused" in str(exc).lower():
+            return f"connection refused by {exc.host}:{exc.port}"
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc.os_error})"
+    if isinstance(exc, (aiohttp.ConnectionTimeoutError, aiohttp.SocketTimeoutError, asyncio.TimeoutError)):
+        return "timed out waiting for the API"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the API closed the connection without answering"
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     if not value:
         return None
@@ -340,8 +359,9 @@ class Client:
         except ApiError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            raise ApiError(classify_exception(op, e), f"{type(e).__name__}: {e}"[:300],
-                           code="transport_" + type(e).__name__) from None
+            cause = describe_transport(e)
+            raise ApiError(classify_exception(op, e), cause[:300], code="transport_" + type(e).__name__,
+                           unreachable=cause) from None
 
     async def create(self, request: dict[str, Any]) -> TaskInfo:
         body = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode()
@@ -386,7 +406,9 @@ class Client:
         except ValueError:
             raise ApiError(ErrorClass.SAFE, "unparseable upload response", code="unparseable_response") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            raise ApiError(ErrorClass.SAFE, f"{type(e).__name__}: {e}"[:300], code="transport_" + type(e).__name__) from None
+            cause = describe_transport(e)
+            raise ApiError(ErrorClass.SAFE, cause[:300], code="transport_" + type(e).__name__,
+                           unreachable=cause) from None
         url = doc.get("url") if isinstance(doc, dict) else None
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise ApiError(ErrorClass.SAFE, "upload response without a URL", code="unparseable_response")

@@ -106,12 +106,16 @@ class ApiError(BatchgenError):
         status: int | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        unreachable: str | None = None,
     ) -> None:
         super().__init__(message)
         self.klass = klass
         self.status = status
         self.code = code
         self.retry_after = retry_after
+        # No HTTP answer came back: why, in words ("connection refused by api.example:443",
+        # "DNS lookup failed", "TLS handshake failed", "timed out"). None when the API answered.
+        self.unreachable = unreachable
 
     def __repr__(self) -> str:
         return f"ApiError({self.klass.value}, status={self.status}, code={self.code!r}, {self.args[0]!r})"

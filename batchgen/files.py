@@ -191,7 +191,7 @@ def remove_stale_temp_files(out_dir: Path) -> int:
     for p in out_dir.rglob(".*.part"):
         m = _TEMP_OWNER.search(p.name)
         try:
-            dead_here = m is not None and m["host"] == _HOST and not _pid_alive(int(m["pid"]))
+            dead_here = m is not None and m["host"] == _HOST and not pid_alive(int(m["pid"]))
             if not dead_here and now - p.stat().st_mtime < STALE_TEMP_AGE:
                 continue
             p.unlink()
@@ -204,7 +204,8 @@ def remove_stale_temp_files(out_dir: Path) -> int:
 _TEMP_OWNER = re.compile(r"\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-\d+\.part$")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -156,6 +156,7 @@ class JobRow(TypedDict):
     done_at: float | None
     updated_at: float
     worker_id: int | None
+    api: str | None
 
 
 __all__ = ["ACTIVE", "Job", "JobRow", "JobState", "RunStatus", "STATES", "TERMINAL", "TRANSITIONS", "UNFINISHED", "allowed",

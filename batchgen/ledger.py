@@ -37,7 +37,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from . import crash
-from .errors import LedgerBusy, LedgerError, LedgerMissing
+from .files import pid_alive
+from .errors import LedgerBusy, LedgerError, LedgerMissing, UsageError
 from .jobs import ACTIVE, Job, JobRow, JobState, RunStatus, allowed, canonical_json
 from .schema import events, jobs, runs, uploads
 
@@ -49,16 +50,17 @@ _ACTIVE = sorted(ACTIVE)
 _UNFINISHED = [S.QUEUED, S.SUBMITTING, *_ACTIVE]
 
 DEFAULT_LEDGER = "batchgen.db"
+DEFAULT_SIM_LEDGER = "batchgen-sim.db"  # --simulate and its placeholder videos never share the real ledger
 RETRYABLE_TASK_CODES = frozenset({"timeout", "generation_failed", "model_unavailable", "generation_timeout",
                                   "service_error", "service_unavailable", "resource_exhausted",
                                   "generation_failed_no_content"})
 
 
-def ledger_url(value: str | None) -> str:
+def ledger_url(value: str | None, *, simulated: bool = False) -> str:
     """The ledger to use: ``value`` (``--ledger``), else the environment variable
-    BATCHGEN_LEDGER (read here and nowhere else), else ``./batchgen.db``. A file path or a
-    SQLAlchemy URL."""
-    value = value or os.environ.get("BATCHGEN_LEDGER") or DEFAULT_LEDGER
+    BATCHGEN_LEDGER (read here and nowhere else), else ``./batchgen.db`` (``./batchgen-sim.db``
+    for runs against the embedded simulator). A file path or a SQLAlchemy URL."""
+    value = value or os.environ.get("BATCHGEN_LEDGER") or (DEFAULT_SIM_LEDGER if simulated else DEFAULT_LEDGER)
     if "://" in value:
         return value
     return "sqlite:///" + str(Path(value).expanduser().absolute())
@@ -276,11 +278,15 @@ class Ledger:
     (``LedgerMissing``) instead of creating an empty one. Every public method raises
     ``LedgerError`` for database, driver and file-system failures (``error_boundary``)."""
 
-    def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool = True) -> None:
-        self.url = ledger_url(url)
+    def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool = True,
+                 simulated: bool = False) -> None:
+        self.url = ledger_url(url, simulated=simulated)
         self._safe_url = make_url(self.url).render_as_string(hide_password=True)
         self.engine = make_engine(self.url, create=create)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        db = make_url(self.url).database
+        # The ledger's file (SQLite), for files kept beside it; None for a server database.
+        self.path: Path | None = Path(db) if self.is_sqlite and db and db != ":memory:" else None
         self.created = False  # this open made a new, empty ledger
         if not create and not self.is_sqlite and not sa_inspect(self.engine).has_table("runs"):
             self.engine.dispose()
@@ -295,6 +301,10 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({self._safe_url!r})"
+
+    def __str__(self) -> str:
+        """The file's path (SQLite) or the URL without its password: for messages."""
+        return str(self.path) if self.path is not None else self._safe_url
 
     def close(self) -> None:
         self.release_lock()
@@ -376,6 +386,35 @@ class Ledger:
         with self.engine.begin() as c:
             return c.execute(update(runs).where(runs.c.status == RunStatus.RUNNING)
                              .values(status=RunStatus.DIED, finished_at=time.time())).rowcount
+
+    def reap_dead_runs(self) -> int:
+        """Runs still marked ``running`` whose process is gone, found without the writer lock:
+        on SQLite a run's process is on this machine (the ledger is a local file), so a pid
+        that no longer exists is a run that crashed. Marked ``died`` so `status` and `stop`
+        tell the truth. (PostgreSQL workers are judged by their heartbeat: ``reclaim``.)"""
+        if not self.is_sqlite:
+            return 0
+        host = socket.gethostname()
+        with self._read() as c:
+            rows = c.execute(select(runs.c.id, runs.c.pid).where(runs.c.status == RunStatus.RUNNING,
+                                                                  runs.c.host == host)).all()
+        dead = [i for i, pid in rows if not pid_alive(pid)]
+        if not dead:
+            return 0
+        with self.engine.begin() as c:
+            return c.execute(update(runs).where(runs.c.id.in_(dead), runs.c.status == RunStatus.RUNNING)
+                             .values(status=RunStatus.DIED, finished_at=time.time())).rowcount
+
+    def foreign_tasks(self, api: str) -> tuple[str, int] | None:
+        """(the other API, how many jobs) when this ledger holds tasks or files that belong to
+        another API than ``api`` — a simulated run's placeholders seen from a real one, say."""
+        q = (select(jobs.c.api, func.count()).where(
+            jobs.c.api.is_not(None), jobs.c.api != api,
+            jobs.c.state.in_([S.SUBMITTING, *_ACTIVE, S.DONE, S.IN_DOUBT]))
+            .group_by(jobs.c.api).order_by(func.count().desc()).limit(1))
+        with self._read() as c:
+            row = c.execute(q).first()
+        return None if row is None else (str(row[0]), int(row[1]))
 
     def request_stop(self, run_id: int) -> bool:
         with self.engine.begin() as c:
@@ -556,7 +595,7 @@ class Ledger:
                 if len(found) == 1:
                     return _row(found[0])
                 if len(found) > 1:
-                    raise LedgerError(f"job key prefix {s!r} is ambiguous")
+                    raise UsageError(f"job key prefix {s!r} matches more than one job; give more characters")
         return None
 
     def jobs_in_state(self, state: str, manifest_sha256: str | None = None) -> list[JobRow]:

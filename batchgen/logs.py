@@ -46,6 +46,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to whatever ``sys.stderr`` is when a record arrives: while rich's live
+    table runs it redirects stderr, so log lines print above the table instead of tearing it
+    (and leaving stale copies of it on the terminal)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+FORMAT = "text"  # the format of the last setup(): the CLI writes its own errors and summary in it
+
+
+def json_line(level: str, msg: str, **fields: Any) -> str:
+    """One JSON log line, as JsonFormatter writes them (for output outside a logger)."""
+    return json.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": level,
+                       "logger": "batchgen", "msg": msg, **fields}, ensure_ascii=False, default=str)
+
+
 class _NotEvents(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.name.startswith("batchgen.events")
@@ -53,6 +76,8 @@ class _NotEvents(logging.Filter):
 
 def setup(*, fmt: str = "text", file: Path | None = None, quiet: bool = False, secrets: list[str] | None = None) -> None:
     """(Re)configure batchgen's loggers; safe to call more than once (tests)."""
+    global FORMAT
+    FORMAT = fmt
     redact = Redact(secrets or [])
     log.handlers.clear()
     log.setLevel(logging.INFO)
@@ -60,7 +85,7 @@ def setup(*, fmt: str = "text", file: Path | None = None, quiet: bool = False, s
     # Per-job events only go to a log file; without one, skip building them on the hot path.
     events.setLevel(logging.INFO if file is not None else logging.WARNING)
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter("batchgen: %(message)s")
-    err = logging.StreamHandler(sys.stderr)
+    err = _Stderr()
     err.setLevel(logging.WARNING if quiet else logging.INFO)
     err.addFilter(_NotEvents())
     err.addFilter(redact)

@@ -118,8 +118,11 @@ def why(j: dict[str, Any] | None) -> tuple[str, str]:
     if s in (S.SUBMITTING, S.IN_DOUBT):
         return "hold", "in doubt: the create may exist; settle with `batchgen resolve`"
     if s == S.FAILED:
+        if j["error_code"] == "result_expired":
+            return "hold", ("failed (result_expired): its paid result expired undownloaded; `run --retry-failed` "
+                            "renders it again (a new paid task)")
         if j["retryable"]:
-            return "hold", f"failed ({j['error_code']}), retryable: resubmitted only with --retry-failed"
+            return "hold", f"failed ({j['error_code']}), retryable: resubmitted (a new paid task) only with --retry-failed"
         return "hold", f"failed ({j['error_code']}): change the request to try again"
     return "skip", f"{s} by an operator"
 
@@ -137,6 +140,7 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
     URL expires within ``expiring_within_h`` hours undownloaded."""
     table = prices or PriceTable.load()
     with open_ledger(ledger) as led:
+        led.reap_dead_runs()  # a crashed run must not look alive
         runs_ = led.runs(runs)
         oldest = led.unfinished(10)
         doubt = led.jobs_in_state(S.IN_DOUBT)
@@ -165,8 +169,12 @@ def resolve(ledger: str | Ledger | None, job: str, action: Resolution, *, task_i
     ``resubmit`` it (the next run creates a new, paid task) or ``abandon`` it. Recorded in the
     event log. Raises ``UsageError`` for an unknown job, one that is not in doubt, or a task id
     that another job already has."""
+    ref = job.strip()
+    if not ref.isdigit() and len(ref) < 6 and not ref.startswith("task-"):
+        raise UsageError(f"{job!r} is too short to name a job: give its id, its task id or at least 6 characters "
+                         "of its key (as `batchgen status` and the run summary print them)")
     with open_ledger(ledger) as led:
-        j = led.job(job)
+        j = led.job(ref)
         if j is None:
             raise UsageError(f"no job {job!r} in the ledger")
         label = f"{j['name']} ({short_key(j['key'])})"
@@ -200,6 +208,7 @@ def stop(ledger: str | Ledger | None = None, *, run_id: int | None = None, all_r
     if run_id is not None and all_runs:
         raise UsageError("--run and --all exclude each other")
     with open_ledger(ledger) as led:
+        led.reap_dead_runs()  # asking a crashed run to stop would answer "stop requested" to nobody
         running = [r["id"] for r in led.runs(1000) if r["status"] == RunStatus.RUNNING]
         targets = [run_id] if run_id is not None else running if all_runs else running[:1]
         targets = [t for t in targets if led.request_stop(t)]
@@ -211,6 +220,8 @@ def stop(ledger: str | Ledger | None = None, *, run_id: int | None = None, all_r
 def cancel(ledger: str | Ledger | None, run_id: int) -> int:
     """Mark run ``run_id``'s never-submitted jobs cancelled; returns how many."""
     with open_ledger(ledger) as led:
+        if led.run(run_id) is None:
+            raise UsageError(f"no run {run_id} in this ledger (`batchgen status` lists the runs)")
         return led.cancel_queued(run_id)
 
 
@@ -260,7 +271,7 @@ def report(ledger: str | Ledger | None = None, output: Path = Path("report.html"
 def upgrade(ledger: str | None = None) -> str:
     """Apply the ledger's migrations (creating it if need be); returns its printable name."""
     with open_ledger(ledger, create=True) as led:
-        return repr(led)
+        return str(led)
 
 
 __all__ = ["cancel", "export", "open_ledger", "plan", "report", "resolve", "results", "status", "stop", "upgrade",

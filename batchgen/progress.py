@@ -9,7 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-STATE_ORDER = ("queued", "submitting", "rendering", "downloading", "done", "failed", "in_doubt", "cancelled")
+from .jobs import STATES, UNFINISHED
+
+# The ledger's own state names, in life-cycle order: the table, the plain lines, the JSON
+# records, `status` and the run summary all say the same thing.
+STATE_ORDER: tuple[str, ...] = tuple(s.value for s in STATES)
 
 
 @dataclass
@@ -25,7 +29,7 @@ class Snapshot:
 
     @property
     def remaining(self) -> int:
-        return sum(self.states.get(s, 0) for s in ("queued", "submitting", "rendering", "downloading"))
+        return sum(self.states.get(s, 0) for s in UNFINISHED)
 
     def _per_min(self, last_minute: int) -> float:
         """A per-minute rate: the last minute's count, extrapolated during the first minute."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from . import logs
 from .client import DEFAULT_API_BASE, Api, Client, Secret, api_key_from_env
@@ -94,6 +95,14 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
     loop starts, so no create can precede validation."""
     ledger.acquire_lock()
     ledger.close_dead_runs()
+    foreign = ledger.foreign_tasks(opts.api) if opts.api else None
+    if foreign is not None:
+        ledger.release_lock()
+        other, n = foreign
+        raise UsageError(
+            f"this ledger holds {n} job(s) whose tasks or files belong to another API ({_shown(other)}); a run "
+            f"against {_shown(opts.api)} would take them as its own or poll task ids that do not exist there. "
+            "Use another --ledger (runs with --simulate default to ./batchgen-sim.db)")
     digest = manifest.sha256()
     options = {"out": str(opts.out_dir), "concurrency": opts.concurrency, "rpm": opts.rpm}
     inputs = manifest.inputs_sha256()
@@ -188,20 +197,36 @@ def run(manifest: str | Path | Manifest, *, out_dir: str | Path = "out", ledger:
             raise UsageError("set BATCHGEN_API_KEY in the environment (it is never read from the command line)")
         key = Secret("sk-simulated")
     opts = options or RunOptions(out_dir=Path(out_dir))
+    api_base = api_base or DEFAULT_API_BASE
+    opts.api = api_identity(api_base, sim_cfg is not None)
     m = manifest if isinstance(manifest, Manifest) else Manifest(manifest)
-    led = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
+    led = ledger if isinstance(ledger, Ledger) else Ledger(ledger, simulated=sim_cfg is not None)
     try:
         prepared = prepare(led, m, opts)
-        _announce(prepared, m)
-        return _sync(_execute(led, prepared, opts, api_base or DEFAULT_API_BASE, key, sim_cfg, display,
-                              handle_signals))
+        _announce(prepared, m, led)
+        return _sync(_execute(led, prepared, opts, api_base, key, sim_cfg, display, handle_signals))
     finally:
         if not isinstance(ledger, Ledger):
             led.close()
 
 
-def _announce(p: Prepared, m: Manifest) -> None:
+def api_identity(api_base: str, simulated: bool) -> str:
+    """Which API a task belongs to, as recorded per job: the embedded simulator, or the
+    normalised base URL (scheme and host lower-cased, no trailing slash)."""
+    if simulated:
+        return "simulator"
+    u = urlsplit(api_base.strip())
+    return f"{u.scheme.lower()}://{u.netloc.lower()}{u.path.rstrip('/')}"
+
+
+def _shown(api: str) -> str:
+    return "the embedded simulator (--simulate)" if api == "simulator" else api
+
+
+def _announce(p: Prepared, m: Manifest, led: Ledger) -> None:
     """What a person (or cron's log) should know before the run starts spending."""
+    if led.created:
+        log.warning(f"new ledger {led}: nothing recorded yet, every job is new")
     worker = " (worker on a shared PostgreSQL ledger)" if p.cooperative else ""
     log.info(f"run {p.run_id}{worker}: {p.total} job(s) in {m.path}")
     for w in p.warnings:
@@ -218,8 +243,13 @@ async def _execute(led: Ledger, prepared: Prepared, opts: RunOptions, api_base: 
                    sim_cfg: SimConfig | None, display: Display | None, handle_signals: bool) -> RunResult:
     sim = None
     if sim_cfg is not None:
-        sim = Simulator(sim_cfg)
-        api_base = await sim.start()
+        # Its tasks persist next to a SQLite ledger, so an interrupted --simulate run resumes.
+        state = led.path.with_name(led.path.name + ".sim.jsonl") if led.path is not None else None
+        sim = Simulator(sim_cfg, state_file=state)
+        try:
+            api_base = await sim.start(port=sim.saved_port or 0)  # its result URLs name the port
+        except OSError:
+            api_base = await sim.start()
     stop = asyncio.Event()
     quiet = display is None or display.quiet
     try:
@@ -271,4 +301,4 @@ def _sync(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-__all__ = ["DEFAULT_API_BASE", "Prepared", "RunResult", "demo", "execute", "prepare", "run", "serve_simulator"]
+__all__ = ["DEFAULT_API_BASE", "Prepared", "RunResult", "api_identity", "demo", "execute", "prepare", "run", "serve_simulator"]

@@ -37,8 +37,8 @@ from .specs import MEDIA_FIELDS, UPLOAD_PREFIX
 
 S = JobState
 RESULT_TTL = 24 * 3600.0
-# ledger state → what the progress display calls it
-_DISPLAY: dict[str, str] = {S.SUBMITTED: "rendering", S.COMPLETED: "downloading"}
+# Download answers meaning the result is gone (expired link, removed file).
+_GONE = frozenset({"download_http_403", "download_http_404", "download_http_410"})
 # What one create attempt came to (see Scheduler._attempt_create).
 CreateOutcome = Literal["submitted", "in_doubt", "failed", "retry", "stopped", "gone"]
 # A job polled as `submitted` may have been recorded `rendering` meanwhile (and vice versa).
@@ -66,6 +66,8 @@ class RunOptions:
     upload_reuse: float = 6 * 3600.0  # reuse an uploaded file's URL for this long
     heartbeat: float = 5.0  # cooperative (PostgreSQL) ledgers: seconds between lease renewals
     lease: float = 30.0  # a worker silent this long is dead: its jobs are taken over
+    outage_window: float = 180.0  # no answer from the API for this long: stop, keep task ids for the next run
+    api: str = ""  # identity of the API tasks are created on (runner.api_identity), recorded per job
 
 
 @dataclass
@@ -102,14 +104,64 @@ class LiveJob:
                    result_url=r["result_url"], result_at=r["result_at"], credits=r["credits"] or 0.0)
 
 
+# ------------------------------------------------------------------------------ API health
+class ApiWatch(Api):
+    """The ``Api`` the scheduler uses: the real one, watched. Any HTTP answer (even an error)
+    means the API is there; a request that got no answer at all (refused, DNS, TLS, timeout)
+    starts an outage, or continues one. ``outage`` is (since, cause) while nothing answers."""
+
+    def __init__(self, inner: Api, on_outage: Callable[[str], None]) -> None:
+        self.inner = inner
+        self.on_outage = on_outage
+        self.outage: tuple[float, str] | None = None
+
+    def _saw(self, e: ApiError | None) -> None:
+        if e is None or e.unreachable is None:
+            self.outage = None
+            return
+        if self.outage is None:
+            self.outage = (time.monotonic(), e.unreachable)
+            self.on_outage(e.unreachable)
+
+    async def create(self, request: dict[str, Any]) -> TaskInfo:
+        try:
+            info = await self.inner.create(request)
+        except ApiError as e:
+            self._saw(e)
+            raise
+        self._saw(None)
+        return info
+
+    async def get_task(self, task_id: str, *, sync_upstream: bool = False) -> TaskInfo:
+        try:
+            info = await self.inner.get_task(task_id, sync_upstream=sync_upstream)
+        except ApiError as e:
+            self._saw(e)
+            raise
+        self._saw(None)
+        return info
+
+    async def upload(self, path: Path, file_name: str) -> str:
+        try:
+            url = await self.inner.upload(path, file_name)
+        except ApiError as e:
+            self._saw(e)
+            raise
+        self._saw(None)
+        return url
+
+    async def download(self, url: str, final: Path) -> tuple[int, str]:
+        return await self.inner.download(url, final)  # the CDN, not the API: says nothing of its health
+
+
 # ------------------------------------------------------------------------------ scheduler
 class Scheduler:
     def __init__(self, writer: Writer, client: Api, opts: RunOptions, stop: asyncio.Event,
                  *, log: Callable[[str], None] | None = None, display: Display | None = None) -> None:
         self.w = writer
         self.worker = writer.owner  # this worker's id on a cooperative ledger, else None
-        self.client = client
         self.opts = opts
+        self.client = ApiWatch(client, self._outage_started)
         self.stop = stop
         self.budget = RequestBudget(opts.rpm)
         self.log = log or logs.log.warning
@@ -144,14 +196,14 @@ class Scheduler:
         self._show_counts(counts)
         for row in active:
             if row["run_id"] != run_id and self.worker is None:  # paid tasks of earlier runs, collected by this one
-                self.states[_DISPLAY.get(row["state"], row["state"])] += 1
+                self.states[row["state"]] += 1
         # Results closest to their 24 h expiry are downloaded first, before anything new is sent.
         active.sort(key=lambda r: (r["state"] != S.COMPLETED, r["result_at"] or 0.0, r["id"]))
         for row in active:
             self._spawn(LiveJob.from_row(row))
         self.display.start()
         helpers = [asyncio.create_task(self._report()), asyncio.create_task(self._watch_stop()),
-                   asyncio.create_task(self._watch_ledger_stop(run_id))]
+                   asyncio.create_task(self._watch_ledger_stop(run_id)), asyncio.create_task(self._watch_outage())]
         try:
             if self.worker is not None:
                 await self._share_budget(first=True)
@@ -259,8 +311,7 @@ class Scheduler:
     def _show_counts(self, counts: dict[str, int]) -> None:
         """Replace the live per-state counts of the display by counts read from the ledger."""
         self.states.clear()
-        for state, n in counts.items():
-            self.states[_DISPLAY.get(state, state)] += n
+        self.states.update(counts)
 
     def _stop_submitting(self, reason: str, *, unfinished: bool = False) -> None:
         """No new creates from now on; tasks in flight are still collected. The first reason is
@@ -324,13 +375,27 @@ class Scheduler:
                 self.reason = "stopped by `batchgen stop`"
                 self.stop.set()
 
+    def _outage_started(self, cause: str) -> None:
+        self.log(f"the API does not answer: {cause}; retrying — the run stops if it stays silent for "
+                 f"{self.opts.outage_window:g} s (task ids are kept)")
+
+    async def _watch_outage(self) -> None:
+        """Nothing answering for the whole outage window: more retries only burn the night.
+        Stop (exit 3) with the cause; every task id is in the ledger for the next run."""
+        every = min(1.0, self.opts.outage_window / 4)
+        while not self.stop.is_set():
+            await asyncio.sleep(every)
+            outage = self.client.outage
+            if outage is not None and time.monotonic() - outage[0] >= self.opts.outage_window:
+                self._stop_submitting(f"no answer from the API for {self.opts.outage_window:g} s ({outage[1]}); "
+                                      "stopped — re-run when it is back (task ids are kept)", unfinished=True)
+                self.stop.set()
+                return
+
     def _move(self, job: LiveJob, state: JobState) -> None:
         """Every local state change: live counts for the display and one event record."""
-        before = _DISPLAY.get(job.state, job.state)
-        after = _DISPLAY.get(state, state)
-        if before != after:
-            self.states[before] -= 1
-            self.states[after] += 1
+        self.states[job.state] -= 1
+        self.states[state] += 1
         if state == S.DONE:
             self._done_times.append(time.monotonic())
         if events.isEnabledFor(logging.INFO):
@@ -414,7 +479,7 @@ class Scheduler:
         crash.point("before_intent")
         # Invariant 1: the intent is durable before any byte of the create is sent.
         if not await self.w.apply(Transition(job.id, S.SUBMITTING, (S.QUEUED,), {
-                "attempts": job.attempts + 1, "error_code": None, "error_message": None},
+                "attempts": job.attempts + 1, "error_code": None, "error_message": None, "api": self.opts.api},
                 detail=f"create attempt {job.attempts + 1}")):
             return "gone"  # moved by someone else (e.g. cancelled)
         job.attempts += 1
@@ -608,10 +673,10 @@ class Scheduler:
         except ValueError as e:
             await self._fail(job, "bad_output_path", str(e), detail="download: " + str(e))
             return
+        repolled = False
         for attempt in range(self.opts.download_retries):
             if job.result_at is not None and time.time() - job.result_at > RESULT_TTL:
-                await self._fail(job, "result_expired", "the result URL is older than 24 h",
-                                 detail="download: the result URL is older than 24 h")
+                await self._result_lost(job, "the result URL is older than 24 h")
                 return
             if self.stop.is_set():
                 return
@@ -625,6 +690,14 @@ class Scheduler:
                     return  # stopped: the temp file is gone, the job stays `completed`
                 raise
             except DownloadError as e:
+                if e.code in _GONE and not repolled:
+                    # Expired or removed: the task may serve a fresh URL (sync_upstream asks
+                    # the API to refresh it from the provider). One look, then it is lost.
+                    repolled = True
+                    if await self._fresh_url(job):
+                        continue
+                    await self._result_lost(job, f"the result URL answered {e}")
+                    return
                 if e.permanent:
                     await self._fail(job, e.code, str(e), detail="download: " + str(e))
                     return
@@ -649,6 +722,26 @@ class Scheduler:
             return
         self.unfinished = True
         self.log(f"job {job.name}: download still failing; left for the next run (URL valid 24 h)")
+
+    async def _fresh_url(self, job: LiveJob) -> bool:
+        """Re-poll a completed task once; True when it now serves another result URL."""
+        assert job.task_id is not None
+        await self.budget.acquire()
+        try:
+            info = await self.client.get_task(job.task_id, sync_upstream=True)
+        except ApiError:
+            return False
+        self.polls += 1
+        if info.status == "completed" and info.urls and info.urls[0] != job.result_url:
+            job.result_url, job.result_at = info.urls[0], time.time()
+            return True
+        return False
+
+    async def _result_lost(self, job: LiveJob, why: str) -> None:
+        """A paid result that can no longer be fetched: failed, but retryable — `run
+        --retry-failed` renders it again as a new paid task."""
+        await self._fail(job, "result_expired", f"{why}; the paid result is lost — `batchgen run --retry-failed` "
+                         "renders it again (a new paid task)", detail="download: " + why, retryable=True)
 
 
 def poll_delay(job: LiveJob, o: RunOptions, now: float, jitter: Callable[[], float] | None = None) -> float:

@@ -74,6 +74,9 @@ jobs = Table(
     # fresh heartbeat. NULL on SQLite, where one process owns the whole ledger. No foreign key:
     # adding one would make SQLite rebuild the whole jobs table on upgrade.
     Column("worker_id", Integer),
+    # The API the job's task was created on (`api_identity`: "simulator" for the embedded one,
+    # else the base URL): a run against another API must not treat it as its own.
+    Column("api", String(255)),
     CheckConstraint("state IN (" + ", ".join(f"'{s.value}'" for s in STATES) + ")", name="state"),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_run_id_seq", "run_id", "seq"),

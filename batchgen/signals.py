@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from .logs import log
 
 
 @contextmanager
@@ -22,11 +23,11 @@ def stop_on_signals(stop: asyncio.Event, *, quiet: bool = False, enabled: bool =
     def handler(signum: int) -> None:
         if stop.is_set():
             if not quiet:
-                print("batchgen: second signal, exiting now (re-run to resume)", file=sys.stderr)
+                log.warning("second signal, exiting now (re-run to resume)")
             os._exit(130)
         if not quiet:
-            print(f"batchgen: {signal.Signals(signum).name} received, finishing in-flight records "
-                  "(send again to exit at once)", file=sys.stderr)
+            log.warning(f"{signal.Signals(signum).name} received, finishing in-flight records "
+                        "(send again to exit at once)")
         stop.set()
 
     installed: list[signal.Signals] = []

@@ -21,6 +21,7 @@ import string
 import struct
 import time
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -139,7 +140,12 @@ def mp4_bytes(task_id: str, size: int) -> bytes:
 
 
 class Simulator:
-    def __init__(self, config: SimConfig | None = None) -> None:
+    """The fake API. ``state_file`` (JSON lines, appended once per accepted create) keeps its
+    tasks across restarts, so a run against the embedded simulator can be interrupted and
+    resumed like a real one; ``saved_port`` is the port it last listened on (result URLs
+    name it)."""
+
+    def __init__(self, config: SimConfig | None = None, *, state_file: Path | None = None) -> None:
         self.config = config or SimConfig()
         self.rng = random.Random(self.config.seed)
         self.tasks: dict[str, _Task] = {}
@@ -160,6 +166,32 @@ class Simulator:
         self.app.router.add_get("/_sim/ground-truth", self._ground_truth)
         self.app.router.add_get("/_sim/stats", self._stats)
         self.app.router.add_post("/_sim/config", self._set_config)
+        self.state_file = state_file
+        self.saved_port: int | None = None
+        if state_file is not None:
+            self._load_state(state_file)
+
+    def _load_state(self, path: Path) -> None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return
+        for line in lines:
+            try:
+                doc = json.loads(line)
+                if "task" in doc:
+                    t = _Task(**doc["task"])
+                    self.tasks[t.id] = t
+                    self.spent += t.credits
+                elif "port" in doc:
+                    self.saved_port = int(doc["port"])
+            except (ValueError, TypeError):
+                continue  # a line cut short by a kill: that create's client never got its id either
+
+    def _save(self, doc: dict[str, Any]) -> None:
+        if self.state_file is not None:
+            with open(self.state_file, "a", encoding="utf-8") as f:
+                f.write(json.dumps(doc) + "\n")
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -172,6 +204,8 @@ class Simulator:
         await site.start()
         sock = site._server.sockets[0]  # type: ignore[union-attr]
         self.base_url = f"http://{host}:{sock.getsockname()[1]}"
+        if sock.getsockname()[1] != self.saved_port:
+            self._save({"port": sock.getsockname()[1]})
         return self.base_url
 
     async def stop(self) -> None:
@@ -355,6 +389,7 @@ class Simulator:
             render=render, estimate=render * self.rng.uniform(1 - c.estimate_noise, 1 + c.estimate_noise),
             outcome=outcome, fail_code=code, credits=credits, file_size=self.rng.randint(c.file_min, c.file_max))
         self.tasks[t.id] = t
+        self._save({"task": asdict(t)})
         self.counters.creates_accepted += 1
         for knob, name in ((c.p500_after, "500_after"), (c.p_drop_after, "drop_after"), (c.p_malformed, "malformed_create")):
             if self._chance(knob, name):

@@ -53,6 +53,8 @@ class SimThread:
         return self
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return  # already stopped (a test may kill the API mid-run)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 

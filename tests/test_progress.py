@@ -28,7 +28,9 @@ def test_progress_rich_on_a_terminal_plain_otherwise_nothing_when_quiet(monkeypa
     d.update(snap)
     d.stop(snap)
     out = tty.getvalue()
-    for word in ("queued", "rendering", "downloading", "done", "failed", "in doubt", "jobs/min", "40 / 60", "credits 33.6", "ETA"):
+    # the ledger's own state names, as the summary, `status` and the JSON records use them
+    for word in ("queued", "submitting", "submitted", "rendering", "completed", "done", "failed", "in doubt",
+                 "cancelled", "jobs/min", "40 / 60", "credits 33.6", "ETA"):
         assert word in out, word
     assert snap.eta_seconds() == pytest.approx(80.0)  # 8 left at 6 jobs/min
     plain = io.StringIO()
@@ -47,7 +49,7 @@ def test_run_prints_plain_progress_lines_when_not_a_tty(sim_factory, tmp_path):
     r = run_cli(run_args(sim, m, tmp_path, "--progress-every", "1"))
     assert r.exit_code == 0
     lines = [l for l in r.stderr.splitlines() if "jobs/min" in l]
-    assert len(lines) >= 1 and "rendering=" in r.stderr
+    assert len(lines) >= 1 and ("submitted=" in r.stderr or "rendering=" in r.stderr)
 
 
 
