@@ -96,6 +96,15 @@ def format_options(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(f)
 
 
+def quiet_option(f: F) -> F:
+    return click.option("-q", "--quiet", is_flag=True, help="No confirmation line on stderr (errors still appear).")(f)
+
+
+def _done(quiet: bool, msg: str) -> None:
+    if not quiet:
+        _echo_err(msg)
+
+
 def _prices(path: Path | None) -> PriceTable:
     from .cost import PriceTable
 
@@ -282,14 +291,15 @@ def _print_result(r: RunResult, as_json: bool) -> None:
 @click.option("--raw", is_flag=True,
               help="CSV cells exactly as recorded (no apostrophe before = + - @): for programs, and to feed "
                    "the file back as `rows:` with the same job keys. Not for opening in a spreadsheet.")
-def export(ledger: str | None, output: Path | None, run_id: int | None, as_json: bool, raw: bool) -> None:
+@quiet_option
+def export(ledger: str | None, output: Path | None, run_id: int | None, as_json: bool, raw: bool, quiet: bool) -> None:
     """Export one row per job, in manifest order, as CSV (default) or JSON.
 
     By default, text cells that a spreadsheet would treat as a formula (= + - @ tab CR LF)
     are prefixed with an apostrophe (safe to open in Excel/LibreOffice/Sheets); --raw keeps
     them exact."""
     n = operations.export(ledger, output, run_id=run_id, fmt="json" if as_json else "csv", raw=raw)
-    _echo_err(f"exported {n} job(s)" + (f" to {output}" if output else ""))
+    _done(quiet, f"exported {n} job(s)" + (f" to {output}" if output else ""))
 
 
 # ---------------------------------------------------------------------------------- resolve
@@ -300,7 +310,8 @@ def export(ledger: str | None, output: Path | None, run_id: int | None, as_json:
 @click.option("--abandon", "action", flag_value="abandon", help="Give it up: marked cancelled, never submitted again.")
 @click.option("--adopt", "task_id", default=None, metavar="TASK_ID",
               help="The create did happen and this is its task id: poll and download it.")
-def resolve(job: str, ledger: str | None, action: str | None, task_id: str | None) -> None:
+@quiet_option
+def resolve(job: str, ledger: str | None, action: str | None, task_id: str | None, quiet: bool) -> None:
     """Settle an in-doubt JOB (id, key or key prefix) — recorded in the event log.
 
     A job is in doubt when its create may have reached the API but no task id came back
@@ -312,7 +323,7 @@ def resolve(job: str, ledger: str | None, action: str | None, task_id: str | Non
         raise UsageError("give exactly one of --resubmit, --abandon, --adopt TASK_ID")
     done = operations.resolve(ledger, job, "adopt" if task_id else "resubmit" if action == "resubmit" else "abandon",
                               task_id=task_id)
-    _echo_err(f"job {done['name']} ({short_key(done['key'])}): {done['action']} recorded"
+    _done(quiet, f"job {done['name']} ({short_key(done['key'])}): {done['action']} recorded"
               + ("; run the manifest again to continue" if done["action"] != "abandon" else ""))
 
 
@@ -369,12 +380,13 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
               show_default=True, help="The HTML file to write (keep it beside the videos' folder: links are relative).")
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
 @click.option("--title", default="batchgen report", show_default=True, help="Page title and heading.")
-def report(ledger: str | None, output: Path, run_id: int | None, title: str) -> None:
+@quiet_option
+def report(ledger: str | None, output: Path, run_id: int | None, title: str, quiet: bool) -> None:
     """Write one self-contained HTML report: tiles, failures by code, timing and poll histograms,
     and a filterable job table with an inline player per downloaded clip (paths relative to the
     report, so keep it next to the videos' folder when moving it)."""
     summary = operations.report(ledger, output, run_id=run_id, title=title)
-    _echo_err(f"report: {summary['jobs']} job(s) → {output}")
+    _done(quiet, f"report: {summary['jobs']} job(s) → {output}")
 
 
 # ---------------------------------------------------------------------------------- stop / cancel
@@ -382,26 +394,28 @@ def report(ledger: str | None, output: Path, run_id: int | None, title: str) -> 
 @ledger_option
 @click.option("--run", "run_id", type=int, default=None, help="Default: the latest running run.")
 @click.option("--all", "all_runs", is_flag=True, help="Every running run (all workers of a PostgreSQL ledger).")
-def stop(ledger: str | None, run_id: int | None, all_runs: bool) -> None:
+@quiet_option
+def stop(ledger: str | None, run_id: int | None, all_runs: bool, quiet: bool) -> None:
     """Ask a running `batchgen run` to drain, from any terminal or machine sharing the ledger.
 
     It stops submitting, records what is in flight and exits (code 3); re-run to resume.
     Same effect as SIGTERM to its process."""
     targets = operations.stop(ledger, run_id=run_id, all_runs=all_runs)
-    _echo_err(f"stop requested for run(s) {', '.join(map(str, targets))}; they drain within a few seconds")
+    _done(quiet, f"stop requested for run(s) {', '.join(map(str, targets))}; they drain within a few seconds")
 
 
 @cli.command()
 @ledger_option
 @click.option("--run", "run_id", type=int, required=True, help="The run whose unsubmitted jobs to cancel.")
-def cancel(ledger: str | None, run_id: int) -> None:
+@quiet_option
+def cancel(ledger: str | None, run_id: int, quiet: bool) -> None:
     """Mark the run's jobs that were never submitted as cancelled: no run will submit them.
 
     The API has no cancel endpoint, so tasks already created cannot be stopped: they finish,
     are billed, and are still polled and downloaded by the next run. Use `batchgen stop` to
     halt a running process."""
     n = operations.cancel(ledger, run_id)
-    _echo_err(f"run {run_id}: {n} unsubmitted job(s) cancelled")
+    _done(quiet, f"run {run_id}: {n} unsubmitted job(s) cancelled")
 
 
 # ---------------------------------------------------------------------------------- db
@@ -412,9 +426,11 @@ def db() -> None:
 
 @db.command("upgrade")
 @ledger_option
-def db_upgrade(ledger: str | None) -> None:
+@quiet_option
+def db_upgrade(ledger: str | None, quiet: bool) -> None:
     """Apply the ledger's migrations (also done automatically on open)."""
-    _echo_err(f"ledger {operations.upgrade(ledger)} is up to date")
+    name = operations.upgrade(ledger)
+    _done(quiet, f"ledger {name} is up to date")
 
 
 # ---------------------------------------------------------------------------------- simulator

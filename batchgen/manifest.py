@@ -185,8 +185,13 @@ class Manifest:
             self._problem("line 1", None, "a YAML manifest must be a mapping with `jobs:` and/or `rows:`")
         elif doc is not None:
             self._read_top_level(doc)
-        if self.problems:
+        if doc is None or not isinstance(doc, yamlsafe.Mapping) or (self.problems and not self._has_rows()):
             self._fail_now()
+        # Otherwise the problems so far (a duplicate key, a key that is not text) are reported
+        # with everything expansion finds: one pass shows all of them.
+
+    def _has_rows(self) -> bool:
+        return bool(self._jobs_yaml) or self._rows_csv is not None
 
     def _read_top_level(self, doc: yamlsafe.Mapping) -> None:
         def line(key: str) -> str:

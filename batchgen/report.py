@@ -29,7 +29,8 @@ th,td{padding:6px 8px;border-bottom:1px solid #e4e6ea;text-align:left;vertical-a
 th{background:#eef0f3;position:sticky;top:0}td.prompt{max-width:360px}video{width:220px;border-radius:4px}
 .state{font-weight:600}.s-done{color:#18794e}.s-failed{color:#c62828}.s-in_doubt{color:#b26a00}
 .controls{margin:8px 0;display:flex;gap:8px}input,select{font:inherit;padding:4px 8px}
-svg text{font:11px system-ui,sans-serif;fill:#445}.bar{fill:#4a6fd1}
+svg text{font:11px system-ui,sans-serif;fill:#445}svg text.axis{font-style:italic}.bar{fill:#4a6fd1}
+a.path{font-size:12px;word-break:break-all}
 """
 
 _JS = """
@@ -55,7 +56,7 @@ def _e(v: Any) -> str:
     return html.escape("" if v is None else str(v), quote=True)
 
 
-def _histogram(values: list[float], *, bins: int = 12, unit: str = "s", title: str) -> str:
+def _histogram(values: list[float], *, bins: int = 12, unit: str = "s", title: str, x_label: str) -> str:
     if not values:
         return f"<p class='muted'>{_e(title)}: no data yet.</p>"
     lo, hi = min(values), max(values)
@@ -64,7 +65,7 @@ def _histogram(values: list[float], *, bins: int = 12, unit: str = "s", title: s
     for v in values:
         counts[min(bins - 1, int((v - lo) / width))] += 1
     top = max(counts)
-    w, h, pad = 560, 160, 24
+    w, h, pad = 560, 180, 30
     bw = (w - 2 * pad) / bins
     bars = []
     for i, c in enumerate(counts):
@@ -74,8 +75,12 @@ def _histogram(values: list[float], *, bins: int = 12, unit: str = "s", title: s
                     f"<title>{lo + i * width:.1f}–{lo + (i + 1) * width:.1f}{unit}: {c}</title></rect>")
         if c:
             bars.append(f"<text x='{x + bw / 2 - 4:.1f}' y='{y - 3:.1f}'>{c}</text>")
-    axis = (f"<text x='{pad}' y='{h - 6}'>{lo:.1f}{unit}</text>"
-            f"<text x='{w - pad - 40}' y='{h - 6}'>{hi:.1f}{unit}</text>")
+    axis = (f"<line x1='{pad}' y1='{h - pad}' x2='{w - pad}' y2='{h - pad}' stroke='#889'/>"
+            f"<text x='{pad}' y='{h - pad + 14}'>{lo:.1f}{unit}</text>"
+            f"<text x='{w - pad}' y='{h - pad + 14}' text-anchor='end'>{hi:.1f}{unit}</text>"
+            f"<text x='{w / 2:.0f}' y='{h - 2}' text-anchor='middle' class='axis'>{_e(x_label)}</text>"
+            f"<text x='10' y='{h / 2:.0f}' text-anchor='middle' class='axis' "
+            f"transform='rotate(-90 10 {h / 2:.0f})'>jobs</text>")
     return (f"<figure><figcaption>{_e(title)}</figcaption><svg role='img' aria-label='{_e(title)}' width='{w}' "
             f"height='{h}' viewBox='0 0 {w} {h}'>{''.join(bars)}{axis}</svg></figure>")
 
@@ -89,13 +94,19 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
     timings: list[float] = []
     polls: list[float] = []
     credits = 0.0
+    by_model: Counter[str] = Counter()
+    by_model_done: Counter[str] = Counter()
+    by_model_credits: dict[str, float] = defaultdict(float)
     seconds_done = 0.0
     body_rows: list[str] = []
     for j in rows:
         req = json.loads(j["request"])
         states[j["state"]] += 1
+        by_model[j["model"]] += 1
+        by_model_done[j["model"]] += j["state"] == "done"
         if j["credits"]:
             credits += float(j["credits"])
+            by_model_credits[j["model"]] += float(j["credits"])
         if j["submitted_at"] and j["completed_at"]:
             timings.append(j["completed_at"] - j["submitted_at"])
         if j["task_id"]:
@@ -108,7 +119,8 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
                 seconds_done += req["duration"]
             rel = os.path.relpath(j["output_path"], base)
             src = "/".join(quote(part) for part in Path(rel).parts)
-            video = f"<video controls preload='metadata' src='{_e(src)}'></video>"
+            video = (f"<video controls preload='metadata' src='{_e(src)}'></video>"
+                     f"<br><a class='muted path' href='{_e(src)}'>{_e(rel)}</a>")
         params = ", ".join(f"{k}={v}" for k, v in req.items() if k not in ("model", "prompt", "reference_image_urls"))
         err = f"{j['error_code']}: {j['error_message']}" if j["error_code"] else ""
         body_rows.append(
@@ -142,8 +154,12 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
 <h2>Failures by error code</h2>
 {"<table id='failures'><thead><tr><th>code</th><th>jobs</th><th>message (first)</th><th>jobs</th></tr></thead><tbody>" + fail_html + "</tbody></table>" if failures else "<p class='muted' id='failures'>No failures.</p>"}
 <h2>Timings</h2>
-{_histogram(timings, title="submit → complete (seconds)")}
-{_histogram(polls, unit="", title="polls per job", bins=max(1, min(12, int(max(polls or [1])))))}
+{_histogram(timings, title="submit → complete (seconds)", x_label="seconds from create to completed")}
+{_histogram(polls, unit="", title="polls per job", bins=max(1, min(12, int(max(polls or [1])))), x_label="polls of one task")}
+<h2>Credits by model</h2>
+<table id='by-model'><thead><tr><th>model</th><th>jobs</th><th>done</th><th>credits</th></tr></thead><tbody>
+{"".join(f"<tr><td>{_e(mo)}</td><td>{n}</td><td>{by_model_done[mo]}</td><td>{by_model_credits[mo]:g}</td></tr>" for mo, n in sorted(by_model.items()))}
+</tbody></table>
 <h2>Jobs (<span id="shown">{total}</span> shown)</h2>
 <div class="controls"><input id="q" type="search" placeholder="filter: name, prompt, error…" aria-label="filter">
 <select id="state" aria-label="state"><option value="">all states</option>{options}</select></div>
