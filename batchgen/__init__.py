@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from . import audit, operations
+    from . import audit, media, operations
     from .client import Api, Secret, TaskInfo
     from .cost import PriceTable
     from .errors import (
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 # name → module that defines it (PEP 562 lazy attributes)
 _EXPORTS = {
-    "audit": "", "operations": "", "Api": "client", "Secret": "client", "TaskInfo": "client", "PriceTable": "cost",
+    "audit": "", "media": "", "operations": "", "Api": "client", "Secret": "client", "TaskInfo": "client", "PriceTable": "cost",
     "ApiError": "errors", "BatchgenError": "errors", "DownloadError": "errors", "ErrorClass": "errors",
     "LedgerBusy": "errors", "LedgerError": "errors", "LedgerMissing": "errors", "ManifestError": "errors",
     "Problem": "errors", "UsageError": "errors", "Job": "jobs", "JobRow": "jobs", "JobState": "jobs",
@@ -51,7 +51,7 @@ __all__ = [
     "Api", "ApiError", "BatchgenError", "DownloadError", "ErrorClass", "Job", "JobRow", "JobState", "Ledger",
     "LedgerBusy", "LedgerError", "LedgerMissing", "Manifest", "ManifestError", "Prepared", "PriceTable", "Problem",
     "RunOptions", "RunResult", "RunStatus", "Secret", "SimConfig", "Simulator", "TaskInfo", "UsageError",
-    "__version__", "audit", "execute", "job_key", "operations", "prepare", "request_sha256", "run", "short_key",
+    "__version__", "audit", "execute", "media", "job_key", "operations", "prepare", "request_sha256", "run", "short_key",
 ]
 
 

@@ -32,7 +32,8 @@ EXIT_CODES_HELP = """
 \b
 Exit codes:
   0  every job of the manifest is done
-  1  some jobs failed or are in doubt (see `batchgen export`, `batchgen resolve`)
+  1  some jobs failed or are in doubt, or a delivered clip is not what was asked
+     (see `batchgen export`, `batchgen resolve`, `batchgen verify`)
   2  bad input or usage (nothing was submitted), or no ledger where one was expected
   3  stopped before every job finished (signal or `batchgen stop`, retries exhausted,
      task timeout, --max-credits reached, output disk full): re-run to resume
@@ -213,11 +214,18 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--outage-window", type=click.FloatRange(min=1), default=180.0, show_default=True,
               help="Stop (exit 3, task ids kept) when the API has not answered at all for this many seconds "
                    "(connection refused, DNS, TLS, timeouts).")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Inspect every delivered clip (duration, size, aspect ratio, audio, decodable) against its request.")
+@click.option("--on-mismatch", type=click.Choice(["keep", "fail"]), default="keep", show_default=True,
+              help="A clip that is not what was asked: keep it and flag it, or fail the job (retryable: "
+                   "--retry-failed renders it again, a new paid task).")
+@click.option("--pictures/--no-pictures", default=True, show_default=True,
+              help="A poster frame and a 3×3 contact sheet per clip, under OUT/.batchgen/ (used by the report).")
 def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None, concurrency: int, rpm: float,
         poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
         prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool,
         progress_every: float, log_format: str, log_file: Path | None, heartbeat: float,
-        lease_timeout: float, outage_window: float) -> None:
+        lease_timeout: float, outage_window: float, verify: bool, on_mismatch: str, pictures: bool) -> None:
     """Submit, poll and download every job of MANIFEST; resume whatever an earlier run left.
 
     Jobs that already have a task id are polled, never resubmitted; finished files are not
@@ -245,7 +253,7 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
     opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
                       max_credits=max_credits, prices=_prices(prices), heartbeat=heartbeat, lease=lease_timeout,
-                      outage_window=outage_window)
+                      outage_window=outage_window, verify=verify, on_mismatch=on_mismatch, pictures=pictures)
     sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
     display = Display(quiet=quiet, every=progress_every, emit=_json_progress if log_format == "json" else None)
     result = run_manifest(manifest, ledger=ledger, api_base=api_base, api_key=key, simulate=sim_cfg, options=opts,
@@ -273,6 +281,11 @@ def _print_result(r: RunResult, as_json: bool) -> None:
         _echo_err(f"  FAILED   {j['name']} ({short_key(j['key'])}): {j['error_code']}: {j['error_message']}")
     if len(r.failed) > 20:
         _echo_err(f"  … {len(r.failed) - 20} more failed (batchgen export)")
+    if r.verified:
+        _echo_err("  verified clips: " + "  ".join(f"{k}={v}" for k, v in sorted(r.verified.items())))
+    for j in r.not_as_asked[:20]:
+        _echo_err(f"  NOT AS ASKED {j['name']} ({short_key(j['key'])}): {j['verify']}: {j['verify_detail']} "
+                  f"— {j['output_path']}")
     for j in r.in_doubt:
         k = short_key(j["key"])
         _echo_err(f"  IN DOUBT {j['name']} ({k}): {j['error_code']} — "
@@ -359,6 +372,10 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
         t.add_row(str(r["id"]), st, started, worker, str(r["jobs"]),
                   " ".join(f"{k}={v}" for k, v in sorted(r["counts"].items())), r["manifest"])
     con.print(t)
+    if doc["verified"]:
+        con.print("verified clips: " + "  ".join(f"{k}={v}" for k, v in sorted(doc["verified"].items())))
+    for j in doc["not_as_asked"]:
+        con.print(f"  not as asked: {j['name']} ({j['key']}): {j['verify']}: {j['detail']}")
     for title, rows, extra in (("oldest unfinished jobs", doc["oldest_unfinished"], "age_s"),
                                (f"in doubt (credits at risk ≈ {doc['credits_at_risk']:g})", doc["in_doubt"], "credits_at_risk"),
                                (f"results expiring within {hours:g} h, not downloaded", doc["expiring"], "expires_in_s")):
@@ -373,6 +390,32 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
         con.print(t)
 
 
+# ---------------------------------------------------------------------------------- verify
+@cli.command()
+@ledger_option
+@click.option("--run", "run_id", type=int, default=None, help="Only the clips of this run.")
+@click.option("--pictures/--no-pictures", default=True, show_default=True,
+              help="Redraw each clip's poster frame and contact sheet.")
+@format_options
+def verify(ledger: str | None, run_id: int | None, pictures: bool, as_json: bool) -> None:
+    """Re-check every delivered clip against the ledger and its request.
+
+    A file that is gone is `missing`; one whose size or sha256 differs from what was delivered
+    is `changed`; the others are read again (duration, size, aspect ratio, resolution, audio,
+    first and last frame) and recorded `ok`, `mismatch` (naming what differs) or
+    `undecodable`. Exit code 1 when any clip is not ok."""
+    doc = operations.verify(ledger, run_id=run_id, pictures=pictures)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(f"{doc['checked']} clip(s): " + ("  ".join(f"{k}={v}" for k, v in sorted(doc["counts"].items()))
+                                                    or "nothing delivered yet"))
+        for j in doc["not_as_asked"]:
+            click.echo(f"  {j['verify'].upper():<12} {j['name']} ({j['key']}): {j['detail']} — {j['output_path']}")
+    if doc["not_as_asked"]:
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------------------------- report
 @cli.command()
 @ledger_option
@@ -380,12 +423,16 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
               show_default=True, help="The HTML file to write (keep it beside the videos' folder: links are relative).")
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
 @click.option("--title", default="batchgen report", show_default=True, help="Page title and heading.")
+@click.option("--compare", metavar="FIELD", default=None,
+              help="Open in the comparison view: one row per base job, one column per value of FIELD "
+                   "(a matrix field such as aspect_ratio, or model, or take).")
 @quiet_option
-def report(ledger: str | None, output: Path, run_id: int | None, title: str, quiet: bool) -> None:
+def report(ledger: str | None, output: Path, run_id: int | None, title: str, compare: str | None, quiet: bool) -> None:
     """Write one self-contained HTML report: tiles, failures by code, timing and poll histograms,
-    and a filterable job table with an inline player per downloaded clip (paths relative to the
-    report, so keep it next to the videos' folder when moving it)."""
-    summary = operations.report(ledger, output, run_id=run_id, title=title)
+    credits by model, and every job — filterable, a page at a time, each delivered clip with its
+    poster frame, contact sheet, measurements and verification (paths relative to the report,
+    so keep it next to the videos' folder when moving it). 100,000 jobs make a few MB."""
+    summary = operations.report(ledger, output, run_id=run_id, title=title, compare=compare)
     _done(quiet, f"report: {summary['jobs']} job(s) → {output}")
 
 

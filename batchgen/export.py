@@ -19,7 +19,8 @@ from .jobs import JobRow
 
 COLUMNS = ["job_key", "name", "take", "row", "model", "prompt", "params", "state", "task_id", "result_url",
            "output_path", "bytes", "sha256", "credits", "attempts", "polls", "error_code", "error_message",
-           "submitted_at", "completed_at", "done_at"]
+           "submitted_at", "completed_at", "done_at", "verify", "verify_detail", "duration_s", "width", "height",
+           "fps", "codec", "audio", "poster", "contact_sheet"]
 _FORMULA_FIRST = frozenset("=+-@\t\r\n")
 
 
@@ -49,6 +50,11 @@ def to_record(j: JobRow) -> dict[str, Any]:
         "bytes": j["bytes"], "sha256": j["sha256"], "credits": j["credits"], "attempts": j["attempts"],
         "polls": j["polls"], "error_code": j["error_code"], "error_message": j["error_message"],
         "submitted_at": _iso(j["submitted_at"]), "completed_at": _iso(j["completed_at"]), "done_at": _iso(j["done_at"]),
+        # what the delivered file measured (batchgen verify, media.py)
+        "verify": j["verify"], "verify_detail": j["verify_detail"],
+        "duration_s": None if j["m_duration"] is None else round(j["m_duration"], 3), "width": j["m_width"],
+        "height": j["m_height"], "fps": j["m_fps"], "codec": j["m_codec"], "audio": j["m_audio"],
+        "poster": j["poster"], "contact_sheet": j["sheet"],
     }
 
 

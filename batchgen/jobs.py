@@ -64,7 +64,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.SUBMITTED: frozenset({S.RENDERING, S.COMPLETED, S.FAILED}),
     S.RENDERING: frozenset({S.COMPLETED, S.FAILED}),
     S.COMPLETED: frozenset({S.DONE, S.FAILED}),
-    S.DONE: frozenset(),
+    S.DONE: frozenset({S.FAILED}),  # the delivered clip is not what was asked (--on-mismatch fail)
     S.FAILED: frozenset({S.QUEUED}),  # --retry-failed: a new, separately paid create
     S.IN_DOUBT: frozenset({S.SUBMITTED, S.QUEUED, S.CANCELLED}),  # resolve: adopt / resubmit / abandon
     S.CANCELLED: frozenset(),
@@ -72,8 +72,9 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 
 
 def allowed(before: str, after: str) -> bool:
-    """Whether the ledger may move a job from ``before`` to ``after``."""
-    return after in TRANSITIONS.get(JobState(before), frozenset())
+    """Whether the ledger may move a job from ``before`` to ``after`` (staying put, to record
+    more about the job, is always allowed)."""
+    return before == after or after in TRANSITIONS.get(JobState(before), frozenset())
 
 
 def short_key(key: str) -> str:
@@ -157,6 +158,17 @@ class JobRow(TypedDict):
     updated_at: float
     worker_id: int | None
     api: str | None
+    verify: str | None  # ok | mismatch | undecodable | missing | changed | unchecked (media.py)
+    verify_detail: str | None
+    m_duration: float | None
+    m_width: int | None
+    m_height: int | None
+    m_fps: float | None
+    m_codec: str | None
+    m_audio: bool | None
+    poster: str | None
+    sheet: str | None
+    verified_at: float | None
 
 
 __all__ = ["ACTIVE", "Job", "JobRow", "JobState", "RunStatus", "STATES", "TERMINAL", "TRANSITIONS", "UNFINISHED", "allowed",

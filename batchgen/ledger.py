@@ -416,6 +416,32 @@ class Ledger:
             row = c.execute(q).first()
         return None if row is None else (str(row[0]), int(row[1]))
 
+    def unverified(self, manifest_sha256: str) -> list[JobRow]:
+        """Done jobs of this manifest whose file was never inspected (a crash between the
+        rename and the verification): the next run verifies them."""
+        q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.verify.is_(None), jobs.c.output_path.is_not(None),
+                                jobs.c.run_id.in_(_runs_of(manifest_sha256))).order_by(jobs.c.id))
+        with self._read() as c:
+            return [_row(r) for r in c.execute(q)]
+
+    def not_as_asked(self, manifest_sha256: str | None = None, limit: int = 1000) -> list[JobRow]:
+        """Delivered clips whose verification found them wrong (mismatch, undecodable, missing,
+        changed), newest first."""
+        q = (select(jobs).where(jobs.c.verify.in_(["mismatch", "undecodable", "missing", "changed"]))
+             .order_by(jobs.c.verified_at.desc()).limit(limit))
+        if manifest_sha256 is not None:
+            q = q.where(jobs.c.run_id.in_(_runs_of(manifest_sha256)))
+        with self._read() as c:
+            return [_row(r) for r in c.execute(q)]
+
+    def verify_counts(self, manifest_sha256: str | None = None) -> dict[str, int]:
+        """Delivered clips per verification outcome (of one manifest, or the whole ledger)."""
+        q = select(jobs.c.verify, func.count()).where(jobs.c.verify.is_not(None)).group_by(jobs.c.verify)
+        if manifest_sha256 is not None:
+            q = q.where(jobs.c.run_id.in_(_runs_of(manifest_sha256)))
+        with self._read() as c:
+            return {str(v): int(n) for v, n in c.execute(q)}
+
     def request_stop(self, run_id: int) -> bool:
         with self.engine.begin() as c:
             return c.execute(update(runs).where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING)

@@ -65,7 +65,8 @@ TOP_LEVEL = frozenset({"defaults", "jobs", "matrix", "rows", "output", "unvalida
 # as rows ignores them (recognised by its job_key column).
 RESULT_COLUMNS = frozenset({"job_key", "row", "state", "task_id", "result_url", "output_path", "bytes", "sha256",
                             "credits", "attempts", "polls", "error_code", "error_message", "submitted_at",
-                            "completed_at", "done_at"})
+                            "completed_at", "done_at", "verify", "verify_detail", "duration_s", "width", "height",
+                            "fps", "codec", "audio", "poster", "contact_sheet"})
 PARAMS_COLUMN = "params"
 NEWLINE = b"\n"
 

@@ -145,6 +145,8 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         oldest = led.unfinished(10)
         doubt = led.jobs_in_state(S.IN_DOUBT)
         expiring = led.expiring(expiring_within_h * 3600, RESULT_TTL)
+        verified = led.verify_counts()
+        wrong = led.not_as_asked(limit=20)
     now = time.time()
     at_risk = [dict(_brief(j), credits_at_risk=table.estimate(json.loads(j["request"]))) for j in doubt]
     return {
@@ -159,6 +161,9 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         "credits_at_risk": round(sum(x["credits_at_risk"] or 0 for x in at_risk), 4),
         "expiring": [dict(_brief(j), expires_in_s=round((j["result_at"] or now) + RESULT_TTL - now))
                      for j in expiring],
+        "verified": verified,
+        "not_as_asked": [dict(_brief(j), verify=j["verify"], detail=j["verify_detail"], output_path=j["output_path"])
+                         for j in wrong],
     }
 
 
@@ -257,15 +262,59 @@ def results(ledger: str | Ledger | None = None, *, run_id: int | None = None) ->
 
 
 def report(ledger: str | Ledger | None = None, output: Path = Path("report.html"), *, run_id: int | None = None,
-           title: str = "batchgen report") -> dict[str, Any]:
-    """Write the self-contained HTML report; returns the summary figures it shows."""
+           title: str = "batchgen report", compare: str | None = None) -> dict[str, Any]:
+    """Write the self-contained HTML report (``compare``: open it in the comparison view by that
+    field — a matrix field, ``model`` or ``take``); returns the summary figures it shows."""
     from .report import render
 
     with open_ledger(ledger) as led:
         try:
-            return render(led.iter_export(run_id), output, title=title, run=led.run(run_id))
+            return render(led.iter_export(run_id), output, title=title, run=led.run(run_id), compare=compare)
         except OSError as e:
             raise UsageError(f"cannot write {output}: {e.strerror}") from None
+
+
+def verify(ledger: str | Ledger | None = None, *, run_id: int | None = None, workers: int | None = None,
+           pictures: bool = True) -> dict[str, Any]:
+    """Re-check every delivered clip (or run ``run_id``'s): missing, changed since it was
+    delivered (size or sha256), or read again and compared with its request; the outcome,
+    measurements and pictures are recorded. Returns counts per outcome and the clips that are
+    not what was asked."""
+    from . import media
+
+    with open_ledger(ledger) as led:
+        rows = [j for j in led.iter_export(run_id) if j["state"] == S.DONE and j["output_path"]]
+        futures = []
+        with media.pool(workers) as pool:
+            for j in rows:
+                assert j["output_path"] is not None
+                poster, sheet = media.picture_paths(j["output_path"], j["output"]) if pictures else (None, None)
+                futures.append(pool.submit(media.check_file, j["output_path"], j["sha256"], j["bytes"], poster, sheet))
+            counts: dict[str, int] = defaultdict(int)
+            wrong: list[dict[str, Any]] = []
+            batch: list[Transition] = []
+            for j, fut in zip(rows, futures):
+                m = fut.result()
+                if "gone" in m:
+                    outcome, diffs = m["gone"], [m["detail"]]
+                    values: dict[str, Any] = {"verify": outcome, "verify_detail": m["detail"], "verified_at": time.time()}
+                else:
+                    outcome, diffs = media.compare(m, json.loads(j["request"]), j["model"])
+                    values = {"verify": outcome, "verify_detail": "; ".join(diffs)[:1000] or None,
+                              "m_duration": m["duration"], "m_width": m["width"], "m_height": m["height"],
+                              "m_fps": m["fps"], "m_codec": m["codec"], "m_audio": m["audio"], "poster": m["poster"],
+                              "sheet": m["sheet"], "verified_at": time.time()}
+                counts[outcome] += 1
+                if outcome != media.OK:
+                    wrong.append(dict(_brief(j), verify=outcome, detail="; ".join(diffs), output_path=j["output_path"]))
+                batch.append(Transition(j["id"], S.DONE, (S.DONE,), values, event=outcome != j["verify"],
+                                        detail=f"batchgen verify: {outcome}"))
+                if len(batch) >= 500:
+                    led.apply(batch)
+                    batch = []
+            if batch:
+                led.apply(batch)
+    return {"checked": len(rows), "counts": dict(counts), "not_as_asked": wrong}
 
 
 def upgrade(ledger: str | None = None) -> str:
@@ -275,4 +324,4 @@ def upgrade(ledger: str | None = None) -> str:
 
 
 __all__ = ["cancel", "export", "open_ledger", "plan", "report", "resolve", "results", "status", "stop", "upgrade",
-           "why"]
+           "verify", "why"]

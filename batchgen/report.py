@@ -1,7 +1,16 @@
-"""One self-contained HTML report: summary tiles, failures by error code, timing and poll
-histograms, and a filterable job table with an inline player per downloaded clip (relative
-paths, so the report can be moved together with the videos). Every value from the ledger is
-HTML-escaped: prompts and names are user text."""
+"""One self-contained HTML report that scales: summary tiles, failures by error code, timing and
+poll histograms, credits by model, and every job — rendered in the browser, a page at a time,
+from compact data embedded in the page (string tables, one short array per job), so 100,000
+jobs make a page of a few MB that opens at once and filters without stalling.
+
+Each delivered clip shows its poster frame (the player loads nothing until asked:
+``preload="none"``), its contact sheet on demand (lazy image), what verification measured and
+its outcome. ``compare=FIELD`` lays the same data out for A/B comparison: one row per base job
+(its request without FIELD), one column per value of FIELD (a matrix field, ``model`` or
+``take``). Paths are relative to the report, so keep it next to the videos' folder. Every value
+from the ledger reaches the page as JSON data and is inserted as text, never as markup: prompts
+and names are user text.
+"""
 
 from __future__ import annotations
 
@@ -14,40 +23,147 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from .jobs import JobRow
+
+PROMPT_CHARS = 160  # the table shows a prompt's start; the export has all of it
+MESSAGE_CHARS = 160
+# Row layout of the embedded data (see _JS: the same order).
+_FIELDS = ("name", "key", "state", "model", "params", "prompt", "polls", "credits", "error", "message", "output",
+           "verify", "detail", "duration", "width", "height", "poster", "sheet")
+COMPARE_MAX_VALUES = 12  # a field offered for comparison has 2..12 distinct values
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#f6f7f9}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}.muted{color:#667}
 .tiles{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0}.tile{background:#fff;border-radius:8px;padding:12px 16px;
 min-width:120px;box-shadow:0 1px 2px #0002}.tile b{display:block;font-size:24px}.tile.done b{color:#18794e}
-.tile.failed b{color:#c62828}.tile.in_doubt b{color:#b26a00}
+.tile.failed b{color:#c62828}.tile.in_doubt b{color:#b26a00}.tile.mismatch b{color:#8e24aa}
 table{border-collapse:collapse;background:#fff;width:100%;box-shadow:0 1px 2px #0002}
 th,td{padding:6px 8px;border-bottom:1px solid #e4e6ea;text-align:left;vertical-align:top}
-th{background:#eef0f3;position:sticky;top:0}td.prompt{max-width:360px}video{width:220px;border-radius:4px}
+th{background:#eef0f3;position:sticky;top:0}td.prompt{max-width:340px}video{width:240px;max-height:240px;object-fit:contain;border-radius:4px;background:#111}
 .state{font-weight:600}.s-done{color:#18794e}.s-failed{color:#c62828}.s-in_doubt{color:#b26a00}
-.controls{margin:8px 0;display:flex;gap:8px}input,select{font:inherit;padding:4px 8px}
+.v{display:inline-block;border-radius:4px;padding:0 5px;font-size:12px;margin-top:4px}.v-ok{background:#e3f4ea;color:#18794e}
+.v-mismatch,.v-undecodable,.v-missing,.v-changed{background:#f6e3f6;color:#8e24aa}
+.controls{margin:8px 0;display:flex;gap:8px;flex-wrap:wrap;align-items:center}input,select,button{font:inherit;padding:4px 8px}
 svg text{font:11px system-ui,sans-serif;fill:#445}svg text.axis{font-style:italic}.bar{fill:#4a6fd1}
-a.path{font-size:12px;word-break:break-all}
+a.path{font-size:12px;word-break:break-all}details img{width:240px;display:block;margin-top:4px}
+td.cell{min-width:250px}.spec{font-size:12px;color:#556}
 """
 
-_JS = """
+_JS = r"""
 (function(){
-  const q=document.getElementById('q'), st=document.getElementById('state');
-  const rows=[...document.querySelectorAll('#jobs tbody tr')];
-  function apply(){
-    const text=q.value.toLowerCase(), want=st.value; let shown=0;
-    for(const r of rows){
-      const ok=(!want||r.dataset.state===want)&&(!text||r.textContent.toLowerCase().includes(text));
-      r.style.display=ok?'':'none'; if(ok) shown++;
-    }
-    document.getElementById('shown').textContent=shown;
+  const D = JSON.parse(document.getElementById('data').textContent);
+  const S = D.strings, F = D.fields, rows = D.rows, col = {};
+  F.forEach((f, i) => col[f] = i);
+  const str = i => i === null || i === undefined ? '' : S[i];
+  const get = (r, f) => r[col[f]];
+  const $ = id => document.getElementById(id);
+  const q = $('q'), st = $('state'), vf = $('verify'), cmp = $('compare'), PAGE = 50;
+  let page = 0, shown = [];  // indexes into rows
+  function el(tag, attrs, text){ const e = document.createElement(tag);
+    for (const k in (attrs || {})) e.setAttribute(k, attrs[k]); if (text !== undefined) e.textContent = text; return e; }
+  function media(r){
+    const box = el('div'), out = str(get(r, 'output'));
+    if (!out) return box;
+    const v = el('video', {controls: '', preload: 'none', src: D.base + out});
+    if (get(r, 'poster')) v.setAttribute('poster', D.base + D.pictures + out + '.poster.jpg');
+    box.append(v);
+    if (get(r, 'sheet')) { const d = el('details'); d.append(el('summary', {}, 'contact sheet'));
+      d.append(el('img', {loading: 'lazy', alt: 'contact sheet', src: D.base + D.pictures + out + '.sheet.jpg'})); box.append(d); }
+    const a = el('a', {class: 'muted path', href: D.base + out}, out); box.append(el('br')); box.append(a);
+    return box;
   }
-  const h=new URLSearchParams(location.hash.slice(1));
-  if(h.get('state')) st.value=h.get('state'); if(h.get('q')) q.value=h.get('q');
-  q.addEventListener('input',apply); st.addEventListener('change',apply); apply();
+  function spec(r){
+    const box = el('div', {class: 'spec'}), v = str(get(r, 'verify'));
+    if (get(r, 'width')) box.append(el('div', {}, get(r, 'width') + '×' + get(r, 'height') + ' · ' + get(r, 'duration') + ' s'));
+    if (v) { box.append(el('span', {class: 'v v-' + v}, v)); const d = str(get(r, 'detail')); if (d) box.append(el('div', {}, d)); }
+    return box;
+  }
+  function matches(r, text, want, wantV){
+    if (want && str(get(r, 'state')) !== want) return false;
+    if (wantV && str(get(r, 'verify')) !== wantV) return false;
+    if (!text) return true;
+    return [get(r, 'name'), get(r, 'key'), str(get(r, 'prompt')), str(get(r, 'error')), str(get(r, 'message')),
+            str(get(r, 'output'))].some(s => (s || '').toLowerCase().includes(text));
+  }
+  function renderRows(){
+    const tb = $('rows'); tb.textContent = '';
+    for (const i of shown.slice(page * PAGE, (page + 1) * PAGE)) {
+      const r = rows[i], tr = el('tr', {'data-state': str(get(r, 'state'))});
+      const n = el('td'); n.append(el('div', {}, get(r, 'name'))); n.append(el('span', {class: 'muted'}, get(r, 'key')));
+      tr.append(n);
+      tr.append(el('td', {class: 'state s-' + str(get(r, 'state'))}, str(get(r, 'state'))));
+      const m = el('td'); m.append(el('div', {}, str(get(r, 'model')))); m.append(el('span', {class: 'muted'}, str(get(r, 'params'))));
+      tr.append(m);
+      tr.append(el('td', {class: 'prompt'}, str(get(r, 'prompt'))));
+      tr.append(el('td', {}, get(r, 'polls'))); tr.append(el('td', {}, get(r, 'credits') === null ? '' : get(r, 'credits')));
+      const e = str(get(r, 'error')); tr.append(el('td', {}, e ? e + ': ' + str(get(r, 'message')) : ''));
+      const c = el('td'); c.append(spec(r)); tr.append(c);
+      const v = el('td'); v.append(media(r)); tr.append(v);
+      tb.append(tr);
+    }
+  }
+  function renderCompare(field){
+    const C = D.columns[field], groups = new Map(), values = [];
+    if (!C) return 0;
+    for (const i of shown) {
+      const g = C.g[i], val = str(C.v[i]);
+      if (g === null || g === undefined) continue;
+      if (!groups.has(g)) groups.set(g, {});
+      groups.get(g)[val] = rows[i];
+      if (!values.includes(val)) values.push(val);
+    }
+    values.sort();
+    const head = $('cmp-head'); head.textContent = '';
+    const hr = el('tr'); hr.append(el('th', {}, 'job')); values.forEach(v => hr.append(el('th', {}, field + ' = ' + v)));
+    head.append(hr);
+    const tb = $('cmp-rows'); tb.textContent = '';
+    const keys = [...groups.keys()];
+    for (const g of keys.slice(page * PAGE, (page + 1) * PAGE)) {
+      const cells = groups.get(g), any = cells[Object.keys(cells)[0]];
+      const tr = el('tr'); const n = el('td'); n.append(el('div', {}, get(any, 'name')));
+      n.append(el('div', {class: 'muted prompt'}, str(get(any, 'prompt')))); tr.append(n);
+      for (const v of values) {
+        const td = el('td', {class: 'cell'}); const r = cells[v];
+        if (r) { td.append(media(r)); td.append(spec(r)); td.append(el('div', {class: 'spec'},
+                 str(get(r, 'state')) + (get(r, 'credits') === null ? '' : ' · ' + get(r, 'credits') + ' credits'))); }
+        else td.append(el('span', {class: 'muted'}, '—'));
+        tr.append(td);
+      }
+      tb.append(tr);
+    }
+    return keys.length;
+  }
+  function apply(keepPage){
+    const t0 = performance.now();
+    const text = q.value.toLowerCase(), want = st.value, wantV = vf.value, field = cmp.value;
+    shown = [];
+    for (let i = 0; i < rows.length; i++) if (matches(rows[i], text, want, wantV)) shown.push(i);
+    if (!keepPage) page = 0;
+    $('jobs').hidden = !!field; $('comparison').hidden = !field;
+    const total = field ? renderCompare(field) : (renderRows(), shown.length);
+    const pages = Math.max(1, Math.ceil(total / PAGE));
+    if (page >= pages) { page = pages - 1; return apply(true); }
+    $('shown').textContent = shown.length;
+    $('page').textContent = 'page ' + (page + 1) + ' of ' + pages;
+    $('prev').disabled = page === 0; $('next').disabled = page >= pages - 1;
+    const h = new URLSearchParams();
+    if (want) h.set('state', want); if (text) h.set('q', q.value); if (wantV) h.set('verify', wantV); if (field) h.set('compare', field);
+    history.replaceState(null, '', h.toString() ? '#' + h.toString() : location.pathname);
+    document.body.setAttribute('data-apply-ms', Math.round(performance.now() - t0));
+  }
+  const h = new URLSearchParams(location.hash.slice(1));
+  if (h.get('state')) st.value = h.get('state'); if (h.get('q')) q.value = h.get('q');
+  if (h.get('verify')) vf.value = h.get('verify'); if (h.get('compare')) cmp.value = h.get('compare');
+  else if (D.compare) cmp.value = D.compare;
+  let timer = null;
+  q.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(() => apply(false), 120); });
+  [st, vf, cmp].forEach(x => x.addEventListener('change', () => apply(false)));
+  $('prev').addEventListener('click', () => { page--; apply(true); });
+  $('next').addEventListener('click', () => { page++; apply(true); });
+  apply(false);
+  document.body.setAttribute('data-ready-ms', Math.round(performance.now()));  // since navigation start
 })();
 """
 
@@ -85,12 +201,36 @@ def _histogram(values: list[float], *, bins: int = 12, unit: str = "s", title: s
             f"height='{h}' viewBox='0 0 {w} {h}'>{''.join(bars)}{axis}</svg></figure>")
 
 
+class _Strings:
+    """A string table: each distinct string once in the page, rows carry its index."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.items: list[str] = []
+
+    def __call__(self, s: str | None) -> int | None:
+        if s is None or s == "":
+            return None
+        i = self.index.get(s)
+        if i is None:
+            i = self.index[s] = len(self.items)
+            self.items.append(s)
+        return i
+
+
+def _cut(s: str | None, n: int) -> str | None:
+    return s if s is None or len(s) <= n else s[: n - 1] + "…"
+
+
 def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen report",
-           run: dict[str, Any] | None = None) -> dict[str, Any]:
+           run: dict[str, Any] | None = None, compare: str | None = None) -> dict[str, Any]:
     """Write the report; return the summary figures it shows."""
-    base = report_path.resolve().parent
+    base_dir = report_path.resolve().parent
+    strings = _Strings()
     states: Counter[str] = Counter()
-    failures: dict[str, list[JobRow]] = defaultdict(list)
+    verified: Counter[str] = Counter()
+    failures: dict[str, list[str]] = defaultdict(list)
+    failure_msg: dict[str, str] = {}
     timings: list[float] = []
     polls: list[float] = []
     credits = 0.0
@@ -98,12 +238,18 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
     by_model_done: Counter[str] = Counter()
     by_model_credits: dict[str, float] = defaultdict(float)
     seconds_done = 0.0
-    body_rows: list[str] = []
+    out_root: str | None = None
+    data: list[list[Any]] = []
+    # comparison: per field, each job's request without that field (hashed) and the field's value
+    rest_hash: dict[str, list[int | None]] = {}
+    field_value: dict[str, list[str | None]] = {}
+    distinct: dict[str, set[str]] = defaultdict(set)
     for j in rows:
         req = json.loads(j["request"])
-        states[j["state"]] += 1
+        state = j["state"]
+        states[state] += 1
         by_model[j["model"]] += 1
-        by_model_done[j["model"]] += j["state"] == "done"
+        by_model_done[j["model"]] += state == "done"
         if j["credits"]:
             credits += float(j["credits"])
             by_model_credits[j["model"]] += float(j["credits"])
@@ -111,41 +257,83 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
             timings.append(j["completed_at"] - j["submitted_at"])
         if j["task_id"]:
             polls.append(float(j["polls"] or 0))
-        if j["state"] in ("failed", "in_doubt") and j["error_code"]:
-            failures[j["error_code"]].append(j)
-        video = ""
-        if j["state"] == "done" and j["output_path"]:
+        if state in ("failed", "in_doubt") and j["error_code"]:
+            failures[j["error_code"]].append(j["name"])
+            failure_msg.setdefault(j["error_code"], j["error_message"] or "")
+        if j["verify"]:
+            verified[j["verify"]] += 1
+        output = None
+        if state == "done" and j["output_path"]:
             if isinstance(req.get("duration"), int):
                 seconds_done += req["duration"]
-            rel = os.path.relpath(j["output_path"], base)
-            src = "/".join(quote(part) for part in Path(rel).parts)
-            video = (f"<video controls preload='metadata' src='{_e(src)}'></video>"
-                     f"<br><a class='muted path' href='{_e(src)}'>{_e(rel)}</a>")
-        params = ", ".join(f"{k}={v}" for k, v in req.items() if k not in ("model", "prompt", "reference_image_urls"))
-        err = f"{j['error_code']}: {j['error_message']}" if j["error_code"] else ""
-        body_rows.append(
-            f"<tr data-state='{_e(j['state'])}'><td>{_e(j['name'])}<br><span class='muted'>{_e(j['key'][:12])}</span></td>"
-            f"<td class='state s-{_e(j['state'])}'>{_e(j['state'])}</td><td>{_e(j['model'])}<br>"
-            f"<span class='muted'>{_e(params)}</span></td><td class='prompt'>{_e(req.get('prompt'))}</td>"
-            f"<td>{_e(j['polls'])}</td><td>{_e(j['credits'])}</td><td>{_e(err)}</td><td>{video}</td></tr>")
+            if out_root is None and j["output_path"].endswith(j["output"]):
+                out_root = j["output_path"][: -len(j["output"])]
+            output = j["output"] if out_root and j["output_path"] == out_root + j["output"] else \
+                os.path.relpath(j["output_path"], out_root or base_dir)
+        prompt = req.pop("prompt", None)
+        model = req.pop("model", None)
+        params = ", ".join(f"{k}={v}" for k, v in req.items() if k != "reference_image_urls")
+        full = {**req, "prompt": prompt, "model": model, "take": j["take"]}
+        items = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in full.items()))
+        for f in [*req, "model", "take"]:
+            if f not in rest_hash:
+                rest_hash[f], field_value[f] = [None] * len(data), [None] * len(data)
+            rest_hash[f].append(hash(tuple(kv for kv in items if kv[0] != f)))
+            v = "" if full.get(f) is None else str(full[f])
+            field_value[f].append(v)
+            if len(distinct[f]) <= COMPARE_MAX_VALUES:
+                distinct[f].add(v)
+        for f in rest_hash:
+            if len(rest_hash[f]) < len(data) + 1:
+                rest_hash[f].append(None)
+                field_value[f].append(None)
+        data.append([
+            j["name"], j["key"][:12], strings(state), strings(j["model"]), strings(params),
+            strings(_cut(prompt, PROMPT_CHARS)), j["polls"] or 0, j["credits"], strings(j["error_code"]),
+            strings(_cut(j["error_message"], MESSAGE_CHARS)), strings(output), strings(j["verify"]),
+            strings(_cut(j["verify_detail"], MESSAGE_CHARS)),
+            None if j["m_duration"] is None else round(j["m_duration"], 2), j["m_width"], j["m_height"],
+            1 if j["poster"] else 0, 1 if j["sheet"] else 0,
+        ])
+    comparable = sorted(f for f, vs in distinct.items()
+                        if f == compare or 2 <= len(vs) <= COMPARE_MAX_VALUES)
+    columns: dict[str, dict[str, list[int | None]]] = {}
+    for f in comparable:  # small group ids and string-table values, one column per field
+        ids: dict[int, int] = {}
+        columns[f] = {"g": [None if h is None else ids.setdefault(h, len(ids)) for h in rest_hash[f]],
+                      "v": [None if v is None else strings(v) if v else strings("—") for v in field_value[f]]}
+    base = ""
+    if out_root is not None:
+        rel = os.path.relpath(out_root, base_dir)
+        base = "" if rel == "." else "/".join(Path(rel).parts) + "/"
+    payload = {"fields": list(_FIELDS), "strings": strings.items, "rows": data, "base": base,
+               "pictures": ".batchgen/", "compare": compare, "columns": columns}
+    # Every "<" escaped: no user text inside the data block can end it or change how the HTML
+    # parser reads it (JSON.parse turns \u003c back into "<").
+    blob = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     total = sum(states.values())
     med = statistics.median(timings) if timings else None
+    not_as_asked = sum(n for v, n in verified.items() if v not in ("ok", "unchecked"))
     tiles = [("jobs", total, ""), ("done", states["done"], "done"), ("failed", states["failed"], "failed"),
              ("in doubt", states["in_doubt"], "in_doubt"),
              ("unfinished", sum(states[s] for s in ("queued", "submitting", "submitted", "rendering", "completed")), ""),
-             ("cancelled", states["cancelled"], ""), ("credits", f"{credits:g}", ""),
-             ("video seconds", f"{seconds_done:g}", ""),
+             ("cancelled", states["cancelled"], ""), ("not as asked", not_as_asked, "mismatch"),
+             ("credits", f"{credits:g}", ""), ("video seconds", f"{seconds_done:g}", ""),
              ("median submit→complete", f"{med:.1f}s" if med is not None else "—", "")]
     tile_html = "".join(f"<div class='tile {c}'><b>{_e(v)}</b>{_e(k)}</div>" for k, v, c in tiles)
     fail_html = "".join(
-        f"<tr><td>{_e(code)}</td><td>{len(js)}</td><td>{_e(js[0]['error_message'])}</td>"
-        f"<td>{_e(', '.join(x['name'] for x in js[:8]))}{' …' if len(js) > 8 else ''}</td></tr>"
-        for code, js in sorted(failures.items(), key=lambda kv: -len(kv[1])))
+        f"<tr><td>{_e(code)}</td><td>{len(names)}</td><td>{_e(failure_msg[code])}</td>"
+        f"<td>{_e(', '.join(names[:8]))}{' …' if len(names) > 8 else ''}</td></tr>"
+        for code, names in sorted(failures.items(), key=lambda kv: -len(kv[1])))
     options = "".join(f"<option value='{_e(s)}'>{_e(s)} ({n})</option>" for s, n in sorted(states.items()))
+    v_options = "".join(f"<option value='{_e(s)}'>{_e(s)} ({n})</option>" for s, n in sorted(verified.items()))
+    c_options = "".join(f"<option value='{_e(f)}'>{_e(f)}</option>" for f in comparable)
     run_line = ""
     if run:
         run_line = (f"run {run['id']} · {_e(run['manifest'])} · started "
                     f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run['started_at']))} · {_e(run['status'])}")
+    by_model_html = "".join(f"<tr><td>{_e(mo)}</td><td>{n}</td><td>{by_model_done[mo]}</td>"
+                            f"<td>{by_model_credits[mo]:g}</td></tr>" for mo, n in sorted(by_model.items()))
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{_e(title)}</title><style>{_CSS}</style></head><body>
@@ -158,19 +346,22 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
 {_histogram(polls, unit="", title="polls per job", bins=max(1, min(12, int(max(polls or [1])))), x_label="polls of one task")}
 <h2>Credits by model</h2>
 <table id='by-model'><thead><tr><th>model</th><th>jobs</th><th>done</th><th>credits</th></tr></thead><tbody>
-{"".join(f"<tr><td>{_e(mo)}</td><td>{n}</td><td>{by_model_done[mo]}</td><td>{by_model_credits[mo]:g}</td></tr>" for mo, n in sorted(by_model.items()))}
-</tbody></table>
+{by_model_html}</tbody></table>
 <h2>Jobs (<span id="shown">{total}</span> shown)</h2>
-<div class="controls"><input id="q" type="search" placeholder="filter: name, prompt, error…" aria-label="filter">
-<select id="state" aria-label="state"><option value="">all states</option>{options}</select></div>
+<div class="controls"><input id="q" type="search" placeholder="filter: name, prompt, error, key…" aria-label="filter">
+<select id="state" aria-label="state"><option value="">all states</option>{options}</select>
+<select id="verify" aria-label="verification"><option value="">any verification</option>{v_options}</select>
+<label>compare by <select id="compare" aria-label="compare by"><option value="">— (one row per job)</option>{c_options}</select></label>
+<button id="prev" type="button">‹ previous</button><span id="page" class="muted"></span><button id="next" type="button">next ›</button></div>
 <table id="jobs"><thead><tr><th>name</th><th>state</th><th>model / params</th><th>prompt</th><th>polls</th>
-<th>credits</th><th>error</th><th>video</th></tr></thead><tbody>
-{"".join(body_rows)}
-</tbody></table>
+<th>credits</th><th>error</th><th>measured</th><th>video</th></tr></thead><tbody id="rows"></tbody></table>
+<table id="comparison" hidden><thead id="cmp-head"></thead><tbody id="cmp-rows"></tbody></table>
+<script type="application/json" id="data">{blob}</script>
 <script>{_JS}</script></body></html>
 """
     tmp = report_path.with_name(report_path.name + ".tmp")
     tmp.write_text(doc, encoding="utf-8")
     os.replace(tmp, report_path)
-    return {"jobs": total, "states": dict(states), "credits": credits, "failures": {k: len(v) for k, v in failures.items()},
-            "median_submit_to_complete_s": med}
+    return {"jobs": total, "states": dict(states), "credits": credits,
+            "failures": {k: len(v) for k, v in failures.items()}, "verified": dict(verified),
+            "median_submit_to_complete_s": med, "bytes": len(doc.encode())}

@@ -68,6 +68,8 @@ class RunResult:
     elapsed: float = 0.0
     credits_estimated: float = 0.0
     credits_reserved: float = 0.0  # usage.credits_reserved of the tasks this run saw
+    verified: dict[str, int] = field(default_factory=dict)  # the manifest's clips per verification outcome
+    not_as_asked: list[JobRow] = field(default_factory=list)  # clips verification found wrong
 
     @property
     def ok(self) -> bool:
@@ -81,6 +83,10 @@ class RunResult:
                 "credits_reserved": round(self.credits_reserved, 4),
                 "in_doubt": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"]}
                              for j in self.in_doubt],
+                "verified": self.verified,
+                "not_as_asked": [{"id": j["id"], "key": j["key"], "name": j["name"], "verify": j["verify"],
+                                  "detail": j["verify_detail"], "output_path": j["output_path"]}
+                                 for j in self.not_as_asked],
                 "failed": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"],
                             "message": j["error_message"]} for j in self.failed]}
 
@@ -166,13 +172,17 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
             code = EXIT_FAILED
         else:
             code = EXIT_OK
+        verified = await w.call(ledger.verify_counts, prepared.manifest_sha256)
+        wrong = await w.call(ledger.not_as_asked, prepared.manifest_sha256, 200)
+        if code == EXIT_OK and wrong:
+            code = EXIT_FAILED  # every job ended, but not every clip is what was asked
         status = {EXIT_OK: RunStatus.FINISHED, EXIT_FAILED: RunStatus.FINISHED,
                   EXIT_UNFINISHED: RunStatus.INTERRUPTED}.get(code, RunStatus.STOPPED)
         await w.call(ledger.finish_run, prepared.run_id, status)
         return RunResult(prepared.run_id, counts, in_doubt, failed, sched.reason, code, requests=sched.budget.used,
                          polls=sched.polls, throttled=sched.budget.throttled, commits=w.commits,
                          elapsed=time.monotonic() - started, credits_estimated=sched.committed_credits,
-                         credits_reserved=sched.credits_seen)
+                         credits_reserved=sched.credits_seen, verified=verified, not_as_asked=wrong)
 
 
 # ------------------------------------------------------------------------------ one call

@@ -18,12 +18,14 @@ import json
 import logging
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import crash, logs
+from . import crash, logs, media
 from .budget import RequestBudget, backoff
 from .client import Api, TaskInfo
 from .cost import PriceTable
@@ -68,6 +70,9 @@ class RunOptions:
     lease: float = 30.0  # a worker silent this long is dead: its jobs are taken over
     outage_window: float = 180.0  # no answer from the API for this long: stop, keep task ids for the next run
     api: str = ""  # identity of the API tasks are created on (runner.api_identity), recorded per job
+    verify: bool = True  # inspect every delivered clip (media.py) in a worker process
+    on_mismatch: str = "keep"  # keep (and flag) | fail (retryable: --retry-failed renders it again)
+    pictures: bool = True  # a poster frame and a contact sheet per clip, under <out>/.batchgen/
 
 
 @dataclass
@@ -77,6 +82,7 @@ class LiveJob:
     id: int
     key: str
     name: str
+    model: str
     state: JobState
     request: dict[str, Any]
     output: str
@@ -98,7 +104,8 @@ class LiveJob:
 
     @classmethod
     def from_row(cls, r: JobRow) -> LiveJob:
-        return cls(id=r["id"], key=r["key"], name=r["name"], state=JobState(r["state"]), request=json.loads(r["request"]),
+        return cls(id=r["id"], key=r["key"], name=r["name"], model=r["model"], state=JobState(r["state"]),
+                   request=json.loads(r["request"]),
                    output=r["output"], attempts=r["attempts"], task_id=r["task_id"], polls=r["polls"] or 0,
                    progress=r["progress"] or 0, estimated_time=r["estimated_time"], submitted_at=r["submitted_at"],
                    result_url=r["result_url"], result_at=r["result_at"], credits=r["credits"] or 0.0)
@@ -183,6 +190,9 @@ class Scheduler:
         self._sleepers: set[asyncio.Future[None]] = set()
         self._uploads: dict[str, asyncio.Future[str]] = {}
         self._downloading: set[asyncio.Task[Any]] = set()
+        self._verifying: set[asyncio.Task[None]] = set()
+        self._media_pool: ProcessPoolExecutor | None = None
+        self.verified: collections.Counter[str] = collections.Counter()  # this run's outcomes
 
     # -------------------------------------------------------------- orchestration
     async def run(self, run_id: int, total: int = 0, manifest_sha256: str = "") -> None:
@@ -201,6 +211,10 @@ class Scheduler:
         active.sort(key=lambda r: (r["state"] != S.COMPLETED, r["result_at"] or 0.0, r["id"]))
         for row in active:
             self._spawn(LiveJob.from_row(row))
+        if self.opts.verify:  # clips a crash left unverified (renamed into place, never inspected)
+            for row in await self.w.read(led.unverified, manifest_sha256):
+                if row["output_path"]:
+                    self._start_verify(LiveJob.from_row(row), Path(row["output_path"]))
         self.display.start()
         helpers = [asyncio.create_task(self._report()), asyncio.create_task(self._watch_stop()),
                    asyncio.create_task(self._watch_ledger_stop(run_id)), asyncio.create_task(self._watch_outage())]
@@ -213,9 +227,13 @@ class Scheduler:
                 await self._feed_pages(run_id)
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
+            while self._verifying:  # a clip's verdict belongs in this run's summary
+                await asyncio.wait(set(self._verifying))
         finally:
             for t in helpers:
                 t.cancel()
+            if self._media_pool is not None:
+                self._media_pool.shutdown(wait=True, cancel_futures=True)
             self.display.stop(self.snapshot())
 
     async def _wait_for_slot(self) -> None:
@@ -719,9 +737,46 @@ class Scheduler:
                 "output_path": str(final), "sha256": sha, "bytes": size, "done_at": time.time(),
                 "error_code": None, "error_message": None}, detail=f"{size} bytes sha256={sha[:16]}"))
             self._move(job, S.DONE)
+            if self.opts.verify:
+                self._start_verify(job, final)
             return
         self.unfinished = True
         self.log(f"job {job.name}: download still failing; left for the next run (URL valid 24 h)")
+
+    # -------------------------------------------------------------- verification
+    def _start_verify(self, job: LiveJob, final: Path) -> None:
+        """Inspect the clip off the event loop; neither submitting nor polling waits for it."""
+        t = asyncio.create_task(self._verify(job, final), name=f"verify-{job.id}")
+        self._verifying.add(t)
+        t.add_done_callback(self._verifying.discard)
+
+    async def _verify(self, job: LiveJob, final: Path) -> None:
+        crash.point("before_verify")  # the file is in place and recorded, its verdict not yet
+        if self._media_pool is None:
+            self._media_pool = media.pool()
+        poster, sheet = media.picture_paths(str(final), job.output) if self.opts.pictures else (None, None)
+        try:
+            measured = await asyncio.get_running_loop().run_in_executor(
+                self._media_pool, media.inspect, str(final), poster, sheet)
+        except (BrokenProcessPool, OSError, RuntimeError) as e:  # left unverified: the next run retries
+            self.log(f"job {job.name}: could not verify {final.name} ({e}); the next run will")
+            return
+        outcome, diffs = media.compare(measured, job.request, job.model)
+        self.verified[outcome] += 1
+        values: dict[str, Any] = {
+            "verify": outcome, "verify_detail": "; ".join(diffs)[:1000] or None, "m_duration": measured["duration"],
+            "m_width": measured["width"], "m_height": measured["height"], "m_fps": measured["fps"],
+            "m_codec": measured["codec"], "m_audio": measured["audio"], "poster": measured["poster"],
+            "sheet": measured["sheet"], "verified_at": time.time()}
+        if outcome == media.OK:
+            self.w.record(Transition(job.id, S.DONE, (S.DONE,), values, event=False))
+            return
+        self.log(f"job {job.name} ({job.short}): {outcome}: {'; '.join(diffs)}")
+        if self.opts.on_mismatch == "fail":
+            await self._fail(job, f"verify_{outcome}", f"the delivered clip is {outcome}: {'; '.join(diffs)}",
+                             detail=f"verification: {outcome}", retryable=True, values=values)
+        else:
+            self.w.record(Transition(job.id, S.DONE, (S.DONE,), values, detail=f"verification: {outcome}"))
 
     async def _fresh_url(self, job: LiveJob) -> bool:
         """Re-poll a completed task once; True when it now serves another result URL."""

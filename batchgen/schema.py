@@ -77,6 +77,19 @@ jobs = Table(
     # The API the job's task was created on (`api_identity`: "simulator" for the embedded one,
     # else the base URL): a run against another API must not treat it as its own.
     Column("api", String(255)),
+    # Verification of the delivered file (media.py): outcome ok | mismatch | undecodable |
+    # missing | changed | unchecked, what differs, what was measured, and its pictures.
+    Column("verify", String(16)),
+    Column("verify_detail", Text),
+    Column("m_duration", Float),
+    Column("m_width", Integer),
+    Column("m_height", Integer),
+    Column("m_fps", Float),
+    Column("m_codec", String(32)),
+    Column("m_audio", Boolean),
+    Column("poster", Text),
+    Column("sheet", Text),
+    Column("verified_at", Float),
     CheckConstraint("state IN (" + ", ".join(f"'{s.value}'" for s in STATES) + ")", name="state"),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_run_id_seq", "run_id", "seq"),

@@ -19,6 +19,7 @@ import random
 import re
 import string
 import struct
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -83,6 +84,16 @@ class SimConfig:
     upload_max_bytes: int = 10 * 1024 * 1024  # larger uploads → 413
     storage_cap: int = 64 * 1024 * 1024  # per key; full → evict oldest (auto_cleanup) or 403
     credits_per_second: float = 1.0
+    # Result files: "real" = decodable H.264 MP4s (PyAV) whose duration and frame size follow
+    # the request, with an AAC track when `audio`; "stub" = tiny signature-only files (fast,
+    # for throughput benchmarks). The p_* knobs serve wrong ones, for verification tests.
+    media: str = "real"
+    audio: bool = True
+    fps: int = 24
+    p_short: float = 0.0  # half the asked duration
+    p_wrong_aspect: float = 0.0  # width and height swapped
+    p_undecodable: float = 0.0  # a valid `ftyp` box, then garbage
+    p_no_audio: float = 0.0  # no audio track
 
     def update(self, values: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}
@@ -106,6 +117,12 @@ class _Task:
     file_size: int
     file_sha256: str = ""
     polls: int = 0
+    # what the result file is (media="real"): frame size, seconds, audio, and a fault variant
+    width: int = 854
+    height: int = 480
+    seconds: float = 6.0
+    audio: bool = True
+    variant: str | None = None  # short | wrong_aspect | undecodable | no_audio
 
 
 @dataclass
@@ -320,6 +337,45 @@ class Simulator:
                     return 422, f"prompt refers to @Image{m.group(1)} beyond {n} images", "invalid_request_error", None
         return None
 
+    def _media_plan(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What the result file of this request will be: its size follows resolution and
+        aspect_ratio, its length the duration (the model's default when unset); a fault knob
+        may make it wrong in one way."""
+        c = self.config
+        schema = _SCHEMA[body["model"]]
+        res = body.get("resolution") or (schema["resolution"][3] if "resolution" in schema else "480p")
+        short = 720 if res == "720p" else 480
+        ratio = body.get("aspect_ratio") or (schema["aspect_ratio"][3] if "aspect_ratio" in schema else "16:9")
+        a, b = (16, 9) if ratio == "auto" or ":" not in str(ratio) else (int(x) for x in str(ratio).split(":"))
+        if a >= b:
+            w, h = _even(short * a / b), short
+        else:
+            w, h = short, _even(short * b / a)
+        seconds = float(body.get("duration") or (schema["duration"][3] if "duration" in schema else 6))
+        variant = None
+        for knob, name in ((c.p_short, "short"), (c.p_wrong_aspect, "wrong_aspect"), (c.p_undecodable, "undecodable"),
+                           (c.p_no_audio, "no_audio")):
+            if self._chance(knob, name):
+                variant = name
+                break
+        if variant == "short":
+            seconds = max(1.0, seconds / 2)
+        if variant == "wrong_aspect" and w != h:
+            w, h = h, w
+        return {"width": w, "height": h, "seconds": seconds, "audio": c.audio and variant != "no_audio",
+                "variant": variant}
+
+    async def _result_bytes(self, t: _Task) -> bytes:
+        if self.config.media == "stub":
+            return mp4_bytes(t.id, t.file_size)
+        key = (t.width, t.height, t.seconds, t.audio, self.config.fps)
+        data = _MEDIA_CACHE.get(key)
+        if data is None:
+            data = await asyncio.to_thread(_cached_mp4, key)
+        if t.variant == "undecodable":
+            return _corrupt(data)
+        return data
+
     def _task_view(self, t: _Task, now: float) -> dict[str, Any]:
         elapsed = now - t.created
         scaled = self.config.render_max < 10  # sub-10 s renders: report fractional estimates
@@ -336,7 +392,7 @@ class Simulator:
             doc.update(status="processing", progress=min(99, int(100 * elapsed / t.render)))
         elif t.outcome == "completed":
             doc.update(status="completed", progress=100,
-                       results=[{"url": f"{self.base_url}/files/{t.id}.mp4", "width": 854, "height": 480}])
+                       results=[{"url": f"{self.base_url}/files/{t.id}.mp4", "width": t.width, "height": t.height}])
         elif t.outcome == "failed":
             doc.update(status="failed", progress=100,
                        error={"code": t.fail_code, "message": f"simulated {t.fail_code}", "type": "task_error"})
@@ -387,7 +443,8 @@ class Simulator:
         t = _Task(
             id=self._new_id(), model=body["model"], body_sha256=canonical_sha256(body), created=time.time(),
             render=render, estimate=render * self.rng.uniform(1 - c.estimate_noise, 1 + c.estimate_noise),
-            outcome=outcome, fail_code=code, credits=credits, file_size=self.rng.randint(c.file_min, c.file_max))
+            outcome=outcome, fail_code=code, credits=credits, file_size=self.rng.randint(c.file_min, c.file_max),
+            **self._media_plan(body))
         self.tasks[t.id] = t
         self._save({"task": asdict(t)})
         self.counters.creates_accepted += 1
@@ -433,7 +490,7 @@ class Simulator:
             return web.Response(status=404, text="Not Found")
         if now - (t.created + t.render) > self.config.result_ttl:
             return web.Response(status=403, text="Link expired")
-        data = mp4_bytes(t.id, t.file_size)
+        data = await self._result_bytes(t)
         t.file_sha256 = hashlib.sha256(data).hexdigest()
         resp = web.StreamResponse(headers={"Content-Type": "video/mp4", "Content-Length": str(len(data))})
         await resp.prepare(request)
@@ -504,7 +561,11 @@ class Simulator:
             "creates": [
                 {"task_id": t.id, "body_sha256": t.body_sha256, "model": t.model, "created": t.created,
                  "outcome": t.outcome, "credits": t.credits, "polls": t.polls,
-                 "file_sha256": mp4_sha256(t.id, t.file_size) if t.outcome == "completed" else None}
+                 "file_sha256": (t.file_sha256 or (mp4_sha256(t.id, t.file_size) if self.config.media == "stub" else None))
+                 if t.outcome == "completed" else None,
+                 "media": {"width": t.width, "height": t.height, "seconds": t.seconds, "audio": t.audio,
+                           "variant": t.variant},
+                 "render_s": t.render, "ready_at": t.created + t.render}
                 for t in self.tasks.values()
             ],
             "counters": asdict(self.counters),
@@ -529,6 +590,72 @@ class Simulator:
 def _client_gone(record: logging.LogRecord) -> bool:
     exc = record.exc_info[1] if record.exc_info else None
     return not isinstance(exc, (ConnectionResetError, BrokenPipeError))
+
+
+_MEDIA_CACHE: dict[tuple[int, int, float, bool, int], bytes] = {}
+_MEDIA_LOCK = threading.Lock()
+
+
+def _even(x: float) -> int:
+    return max(2, int(round(x / 2)) * 2)
+
+
+def _cached_mp4(key: tuple[int, int, float, bool, int]) -> bytes:
+    """One encode per (width, height, seconds, audio, fps), shared by every simulator of the
+    process: real renders differ by task, but a test needs only the right shape."""
+    with _MEDIA_LOCK:
+        data = _MEDIA_CACHE.get(key)
+        if data is None:
+            data = _MEDIA_CACHE[key] = render_mp4(*key)
+        return data
+
+
+def render_mp4(width: int, height: int, seconds: float, audio: bool = True, fps: int = 24) -> bytes:
+    """A real, decodable H.264 MP4 (AAC mono when ``audio``): a coloured field with a bar that
+    crosses it, so first, middle and last frames differ. Encoded fast (ultrafast, still image)."""
+    import io
+
+    import av
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as c:
+        v = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "tune": "stillimage", "g": str(fps)})
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        a = c.add_stream("aac", rate=16000) if audio else None
+        if a is not None:
+            a.layout = "mono"
+        n = max(1, int(round(seconds * fps)))
+        base = Image.new("RGB", (width, height), (38, 84, 150))
+        for i in range(n):
+            img = base.copy()
+            x = int(i * width / n)
+            img.paste((230, 140, 40), (x, 0, min(width, x + max(2, width // 12)), height))
+            frame = av.VideoFrame.from_image(img)  # type: ignore[no-untyped-call]
+            frame.pts = i
+            for p in v.encode(frame):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        if a is not None:
+            rate, total, pts = 16000, int(seconds * 16000), 0
+            while pts < total:
+                k = min(1024, total - pts)
+                af = av.AudioFrame(format="s16", layout="mono", samples=k)
+                af.planes[0].update(bytes(af.planes[0].buffer_size))
+                af.sample_rate, af.pts = rate, pts
+                pts += k
+                for p in a.encode(af):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
+    return buf.getvalue()
+
+
+def _corrupt(data: bytes) -> bytes:
+    """Keeps the leading ``ftyp`` box (so a signature check passes) and zeroes the rest."""
+    head = int.from_bytes(data[:4], "big")
+    return data[:head] + bytes(len(data) - head)
 
 
 def mp4_sha256(task_id: str, size: int) -> str:

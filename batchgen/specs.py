@@ -32,6 +32,12 @@ class FieldSpec:
 class ModelSpec:
     name: str
     fields: dict[str, FieldSpec] = field(default_factory=dict)
+    # Verification (media.compare): the request's `duration` is the output's length (not so for
+    # edit-video and video-extension, whose output follows their input); seconds of slack
+    # beyond one frame; whether the model promises an audio track (None: not documented).
+    duration_is_output: bool = True
+    duration_tolerance: float = 0.0
+    audio: bool | None = None
 
 
 def _prompt(max_len: int | None = PROMPT_MAX) -> FieldSpec:
@@ -76,6 +82,7 @@ MODELS: dict[str, ModelSpec] = {
             "video_url": FieldSpec("url", required=True),
             "resolution": FieldSpec("str", default="auto", choices=("auto", "480p", "720p")),
         },
+        duration_is_output=False,  # follows the input, cut to 8 s (reference §2.4)
     ),
     "grok-imagine-video-extension": ModelSpec(
         "grok-imagine-video-extension",
@@ -84,6 +91,7 @@ MODELS: dict[str, ModelSpec] = {
             "video_url": FieldSpec("url", required=True),
             "duration": FieldSpec("int", default=6, min=2, max=10),
         },
+        duration_is_output=False,  # `duration` is the added segment; the output is input + it (§2.5)
     ),
 }
 

@@ -25,6 +25,9 @@ class Sim:
     code being measured)."""
 
     def __init__(self, **knobs: Any) -> None:
+        # Tiny signature-only files unless a scenario asks for real video: most scenarios
+        # measure the runner's loop, not FFmpeg.
+        knobs = {"media": "stub", **knobs}
         sets = [a for k, v in knobs.items() for a in ("--set", f"{k}={v}")]
         self.proc = subprocess.Popen([PY, "-m", "batchgen", "simulator", "--port", "0", *sets],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)

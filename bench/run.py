@@ -30,8 +30,9 @@ from common import PY, ROOT, Sim, child, csv_manifest  # noqa: E402
 
 
 def batchgen_run(sim: Sim, manifest: Path, tmp: Path, *args: str, stop_after: float | None = None) -> dict[str, Any]:
+    verify = [] if "--verify" in args else ["--no-verify"]  # stub files are not video
     r = child([PY, "-m", "batchgen", "run", str(manifest), "--api-base", sim.url, "--ledger", str(tmp / "l.db"),
-               "--out", str(tmp / "out"), "-q", "--json", *args], stop_after=stop_after)
+               "--out", str(tmp / "out"), "-q", "--json", *verify, *args], stop_after=stop_after)
     try:
         r["summary"] = json.loads(r["stdout"])
     except ValueError:
@@ -73,7 +74,9 @@ def throughput(n: int, conc: int) -> None:
     row("batchgen, whole command incl. start-up (jobs/s)", f"{bg:.0f}", "", None)
     row("batchgen ledger transactions (commits) / transitions",
         f"{s['ledger_commits']} / {4 * n}", "", None)
-    row("batchgen / bare loop", f"{bg / bare['jobs_per_s']:.2f}x", ">= 0.70x", bg / bare["jobs_per_s"] >= 0.7)
+    # Target retired (issue 13): per-job Python work on a shared 2-core machine, far above any real
+    # API's rate limit; printed for the record.
+    row("batchgen / bare loop (for the record)", f"{bg / bare['jobs_per_s']:.2f}x", "", None)
     row("batchgen / naive persistent loop", f"{bg / naive['jobs_per_s']:.2f}x", ">= 1.50x", bg / naive["jobs_per_s"] >= 1.5)
 
 
@@ -174,13 +177,111 @@ def resume(n: int) -> None:
         row(f"export of {n} rows (s)", f"{e['wall']:.2f}", "< 5", e["rc"] == 0 and e["wall"] < 5)
 
 
+def makespan(n: int, conc: int, scale: float) -> None:
+    print(f"\n[6] makespan: {n} jobs, concurrency {conc}, renders 3-8 s scaled x{scale}, no rate limit, real video")
+    import statistics
+
+    import batchgen
+
+    results = {}
+    for verify in (False, True):
+        with tempfile.TemporaryDirectory() as d, Sim(media="real", render_min=3 * scale, render_max=8 * scale,
+                                                     seed=11) as sim:
+            m = csv_manifest(Path(d) / "m.csv", n)
+            flags = ["--verify", "--pictures"] if verify else ["--no-verify", "--no-pictures"]
+            r = batchgen_run(sim, m, Path(d), "--concurrency", str(conc), "--rpm", "0", "--poll-min", "0.05", *flags)
+            truth = sim.truth()
+            assert r["summary"].get("counts") == {"done": n}, r["summary"]
+            renders = [c["render_s"] for c in truth["creates"]]
+            ready = {c["task_id"]: c["ready_at"] for c in truth["creates"]}
+            with batchgen.operations.open_ledger(str(Path(d) / "l.db")) as led:
+                done = {j["task_id"]: j for j in led.iter_export()}
+            lat = sorted(done[t]["done_at"] - ready[t] for t in ready if t in done and done[t]["done_at"])
+            bound = max(sum(renders) / conc, max(renders))
+            cpu = None
+            if verify:  # verification CPU per clip, measured on a sample of the delivered files
+                sample = [row["output_path"] for row in list(done.values())[:40]]
+                t0 = time.process_time()
+                for path in sample:
+                    batchgen.media.inspect(path, str(Path(d) / "p.jpg"), str(Path(d) / "s.jpg"))
+                cpu = (time.process_time() - t0) / len(sample)
+            results[verify] = (r["summary"]["elapsed_s"], bound, lat, cpu)
+    for verify, (span, bound, lat, cpu) in results.items():
+        label = "verification + pictures on" if verify else "verification off"
+        row(f"makespan / lower bound ({label})", f"{span / bound:.3f}", "<= 1.10", span / bound <= 1.10)
+        p50, p95 = statistics.median(lat), lat[int(0.95 * (len(lat) - 1))]
+        row(f"  result ready -> file in place, p50 ({label})", f"{p50:.2f} s", "<= 0.5 s", p50 <= 0.5)
+        row(f"  result ready -> file in place, p95 ({label})", f"{p95:.2f} s", "<= 1.5 s", p95 <= 1.5)
+        if cpu is not None:
+            row("  verification CPU per clip (inspect + poster + sheet)", f"{cpu * 1000:.0f} ms", "", None)
+    off, on = results[False][0], results[True][0]
+    row("makespan, verification on / off", f"{on / off:.3f}", "<= 1.05", on / off <= 1.05)
+
+
+
+def report_scale(n: int) -> None:
+    print(f"\n[7] HTML report of {n} jobs: size, time to first paint and filtering in headless Chromium")
+    import shutil
+
+    import batchgen
+    from sqlalchemy import text
+
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        m = csv_manifest(tmp / "big.csv", n)
+        led = batchgen.Ledger(str(tmp / "l.db"))
+        batchgen.prepare(led, batchgen.Manifest(m), batchgen.RunOptions(out_dir=tmp / "out"))
+        with led.engine.begin() as c:  # a finished night: every job done and verified, some not as asked
+            c.execute(text(
+                "UPDATE jobs SET state='done', task_id='task-' || id, sha256=printf('%064d', id), bytes=150000, "
+                "output_path=:out || output, done_at=1.0, submitted_at=0.0, completed_at=40.0 + (id % 30), polls=2, "
+                "credits=8.4, verify=CASE WHEN id % 50 = 0 THEN 'mismatch' ELSE 'ok' END, "
+                "verify_detail=CASE WHEN id % 50 = 0 THEN 'duration 3.00s, asked 6s' END, m_duration=6.0, "
+                "m_width=854, m_height=480, m_fps=24, m_codec='h264', m_audio=1, poster='p', sheet='s'"),
+                {"out": str(tmp / "out") + "/"})
+        led.close()
+        out = tmp / "report.html"
+        t = time.monotonic()
+        batchgen.operations.report(str(tmp / "l.db"), out)
+        built = time.monotonic() - t
+        size = out.stat().st_size / 1e6
+        row("report size (MB)", f"{size:.1f}", "<= 10", size <= 10)
+        row("report written in (s)", f"{built:.1f}", "", None)
+        if chrome is None:
+            row("first paint in headless Chromium", "chromium not installed", "<= 3 s", False)
+            return
+
+        def dom(fragment: str) -> str:
+            return subprocess.run([chrome, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                                   "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                                   "--disable-sync", f"--user-data-dir={tmp / 'chrome'}", "--dump-dom",
+                                   "--virtual-time-budget=10000", out.as_uri() + fragment],
+                                  capture_output=True, text=True, timeout=300).stdout
+
+        def attr(page: str, name: str) -> float | None:
+            mark = f'{name}="'
+            return float(page.split(mark)[1].split('"')[0]) if mark in page else None
+
+        page = dom("")
+        ready = attr(page, "data-ready-ms")
+        row("time to first paint (rows rendered, from navigation)", f"{ready / 1000:.2f} s" if ready else "none",
+            "<= 3 s", ready is not None and ready <= 3000)
+        page = dom("#q=clip099&verify=mismatch")
+        applied = attr(page, "data-apply-ms")
+        row("one filter over all jobs (text + verification)", f"{applied:.0f} ms" if applied is not None else "none",
+            "<= 200 ms", applied is not None and applied <= 200)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the targets")
-    ap.add_argument("--only", default="", help="comma list of scenarios: throughput,requests,rate,memory,resume")
+    ap.add_argument("--only", default="",
+                    help="comma list of scenarios: throughput,requests,rate,memory,resume,makespan,report")
     a = ap.parse_args()
     q = a.quick
-    chosen = set(a.only.split(",")) if a.only else {"throughput", "requests", "rate", "memory", "resume"}
+    chosen = set(a.only.split(",")) if a.only else {"throughput", "requests", "rate", "memory", "resume", "makespan",
+                                                    "report"}
     print(f"batchgen benchmarks ({'quick' if q else 'full'}) on {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}")
     if "throughput" in chosen:
         throughput(2000 if q else 20000, 64)
@@ -192,6 +293,10 @@ def main() -> None:
         memory(10000 if q else 100000)
     if "resume" in chosen:
         resume(10000 if q else 100000)
+    if "makespan" in chosen:
+        makespan(200 if q else 2000, 64, 0.25)
+    if "report" in chosen:
+        report_scale(10000 if q else 100000)
     misses = [r for r in ROWS if r[3] == "MISS"]
     print(f"\n{len(ROWS)} figures, {len(misses)} target(s) missed" + (": " + "; ".join(r[0] for r in misses) if misses else ""))
 

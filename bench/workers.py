@@ -43,7 +43,7 @@ def measure(workers: int, jobs: int, knobs: dict[str, Any], conc: int, engine: A
     manifest = csv_manifest(tmp / f"m{workers}.csv", jobs)
     with pg_schema("bench") as url, Sim(**knobs) as sim:
         before, t = commits(engine), time.monotonic()
-        procs = [subprocess.Popen([PY, "-m", "batchgen", "run", str(manifest), "--api-base", sim.url, "--ledger", url,
+        procs = [subprocess.Popen([PY, "-m", "batchgen", "run", str(manifest), "--no-verify", "--api-base", sim.url, "--ledger", url,
                                    "--out", str(tmp / f"out{workers}"), "--rpm", "0", "--concurrency", str(conc),
                                    "--poll-min", "0.05", "-q", "--json"],
                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

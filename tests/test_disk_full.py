@@ -21,10 +21,10 @@ def small_disk(tmpfs):
 
 @pytest.mark.tmpfs
 def test_disk_full_then_space_returns(sim_factory, tmp_path, small_disk):
-    sim = sim_factory(file_min=12000, file_max=14000)  # three files fit in 40k, not twelve
+    sim = sim_factory(media="stub", file_min=12000, file_max=14000)  # three files fit in 40k, not twelve
     m = write_csv_manifest(tmp_path / "m.csv", 12)
     args = ["run", str(m), "--api-base", sim.url, "--ledger", str(tmp_path / "l.db"), "--out", str(small_disk),
-            "--concurrency", "4", "--rpm", "0", "--poll-min", "0.05", "-q", "--json"]
+            "--concurrency", "4", "--rpm", "0", "--poll-min", "0.05", "-q", "--json", "--no-verify"]  # stub files are not video
     env = {"BATCHGEN_API_KEY": "sk-disk"}
     r = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
     s = json.loads(r.stdout)

@@ -15,7 +15,7 @@ OPTS = RunOptions(out_dir=Path("out"), poll_min=2.0, poll_max=60.0)
 
 
 def job(**kw) -> LiveJob:
-    base = dict(id=1, key="k" * 64, name="a", state=JobState.SUBMITTED, request={}, output="a.mp4", attempts=1,
+    base = dict(id=1, key="k" * 64, name="a", model="grok-imagine-text-to-video", state=JobState.SUBMITTED, request={}, output="a.mp4", attempts=1,
                 task_id="task-1", submitted_at=NOW)
     return LiveJob(**{**base, **kw})
 

@@ -45,20 +45,33 @@ def test_status_lists_runs_in_doubt_with_credits_and_expiring_results(sim_factor
 
 
 class _Collect(HTMLParser):
+    """External resources (there must be none) and the embedded job data."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.videos: list[str] = []
-        self.rows = 0
-        self.scripts = 0
+        self.external = 0
+        self._in_data = False
+        self.data_text = ""
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "video":
-            self.videos.append(a["src"])
-        if tag == "tr" and "data-state" in a:
-            self.rows += 1
-        if tag in ("script", "link", "img") and (a.get("src") or a.get("href")):
-            self.scripts += 1  # external resources: there must be none
+        if tag in ("script", "link", "img", "video") and (a.get("src") or a.get("href")):
+            self.external += 1
+        self._in_data = tag == "script" and a.get("id") == "data"
+
+    def handle_endtag(self, tag):
+        self._in_data = False
+
+    def handle_data(self, data):
+        if self._in_data:
+            self.data_text += data
+
+
+def _page_data(page: str) -> dict:
+    p = _Collect()
+    p.feed(page)
+    assert p.external == 0  # one self-contained file
+    return json.loads(p.data_text)
 
 
 def test_report_is_self_contained_and_escapes_user_text(sim_factory, tmp_path):
@@ -70,15 +83,18 @@ def test_report_is_self_contained_and_escapes_user_text(sim_factory, tmp_path):
     out = tmp_path / "report.html"
     assert run_cli(["report", "--ledger", str(tmp_path / "l.db"), "-o", str(out)]).exit_code == 0
     page = out.read_text()
-    assert "<script>alert(" not in page and "&lt;script&gt;alert(" in page
-    p = _Collect()
-    p.feed(page)
+    assert "<script>alert(" not in page  # user text is data, never markup
+    data = _page_data(page)
+    col = {f: i for i, f in enumerate(data["fields"])}
+    assert len(data["rows"]) == 12
+    assert {data["strings"][r[col["prompt"]]] for r in data["rows"]} == {f"<script>alert({i})</script> clip" for i in range(12)}
     led = Ledger(str(tmp_path / "l.db"))
     done = led.jobs_in_state("done")
     led.close()
-    assert p.rows == 12 and p.scripts == 0
-    assert sorted(p.videos) == sorted(os.path.relpath(j["output_path"], tmp_path) for j in done)
-    assert all((tmp_path / v).is_file() for v in p.videos)
+    videos = sorted(data["base"] + data["strings"][r[col["output"]]] for r in data["rows"] if r[col["output"]] is not None)
+    assert videos == sorted(os.path.relpath(j["output_path"], tmp_path) for j in done)
+    assert all((tmp_path / v).is_file() for v in videos)
+    assert all(r[col["poster"]] == 1 for r in data["rows"] if r[col["output"]] is not None)
     assert "Failures by error code" in page and "submit → complete" in page and "polls per job" in page
 
 
@@ -92,23 +108,34 @@ def _chrome(*args: str, url: str, user_dir: Path) -> subprocess.CompletedProcess
                            f"--user-data-dir={user_dir}", *args, url], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.chromium
-def test_report_renders_in_headless_chromium(sim_factory, tmp_path):
+def _need_chromium() -> None:
     if _chromium() is None:
         if os.environ.get("CI"):
             pytest.fail("Debian's chromium is required in CI (.ci/run installs it)")
         pytest.skip("chromium not installed")
+
+
+@pytest.mark.chromium
+def test_report_renders_in_headless_chromium(sim_factory, tmp_path):
+    _need_chromium()
     _mixed_ledger(sim_factory, tmp_path)
     out = tmp_path / "report.html"
     run_cli(["report", "--ledger", str(tmp_path / "l.db"), "-o", str(out)])
     dom = _chrome("--dump-dom", "--virtual-time-budget=3000", url=out.as_uri() + "#state=failed",
                   user_dir=tmp_path / "chrome1").stdout
-    assert "id=\"tiles\"" in dom and "<video" in dom
+    assert "id=\"tiles\"" in dom and "data-ready-ms" in dom
     shown = dom.split('id="shown">')[1].split("<")[0]
     led = Ledger(str(tmp_path / "l.db"))
     n_failed = len(led.jobs_in_state("failed"))
+    n_done = len(led.jobs_in_state("done"))
     led.close()
     assert int(shown) == n_failed > 0  # the #state=failed filter ran in the browser
+    assert dom.count('data-state="failed"') == n_failed
+    everything = _chrome("--dump-dom", "--virtual-time-budget=3000", url=out.as_uri(), user_dir=tmp_path / "chrome3").stdout
+    # every delivered clip: a player that loads nothing until asked, with its poster frame
+    table = everything.split('id="rows"')[1].split("</tbody>")[0]
+    assert table.count('preload="none"') == n_done and table.count(".poster.jpg") == n_done
+    assert table.count("<details>") == n_done  # each with its contact sheet, loaded when opened
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"
     shot.unlink(missing_ok=True)
@@ -117,3 +144,25 @@ def test_report_renders_in_headless_chromium(sim_factory, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
+@pytest.mark.chromium
+def test_report_compare_view_puts_matrix_values_side_by_side(sim, tmp_path):
+    _need_chromium()
+    m = tmp_path / "m.yaml"
+    m.write_text("defaults: {model: grok-imagine-text-to-video, duration: 2}\n"
+                 "matrix: {aspect_ratio: ['16:9', '9:16']}\n"
+                 "jobs:\n  - {name: harbour, prompt: a harbour}\n  - {name: rooftop, prompt: a rooftop}\n"
+                 "  - {name: forest, prompt: a forest}\n")
+    assert run_cli(run_args(sim, m, tmp_path, "-q")).exit_code == 0
+    out = tmp_path / "compare.html"
+    assert run_cli(["report", "--ledger", str(tmp_path / "l.db"), "-o", str(out), "--compare", "aspect_ratio"]).exit_code == 0
+    dom = _chrome("--dump-dom", "--virtual-time-budget=3000", url=out.as_uri(), user_dir=tmp_path / "c1").stdout
+    table = dom.split('id="cmp-rows"')[1].split("</tbody>")[0]
+    assert table.count("<tr>") == 3 and table.count("<video") == 6  # one row per shot, one column per ratio
+    assert "aspect_ratio = 16:9" in dom and "aspect_ratio = 9:16" in dom
+    assert "1280×720" in table and "720×1280" in table  # measured specs in each cell (720p by default)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report-compare.png"
+    shot.unlink(missing_ok=True)
+    _chrome(f"--screenshot={shot}", "--window-size=1280,1000", "--hide-scrollbars", url=out.as_uri(),
+            user_dir=tmp_path / "c2")
+    assert shot.is_file()

@@ -25,7 +25,7 @@ RPM = 6000.0  # the simulated API's limit, and the budget given to the workers t
 def _worker(manifest: Path, pg_url: str, out: Path, api: str, log: Path, concurrency: int = 16) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "batchgen", "run", str(manifest), "--ledger", pg_url, "--out", str(out),
            "--api-base", api, "--rpm", str(RPM), "--concurrency", str(concurrency), "--poll-min", "0.05",
-           "--heartbeat", "0.5", "--lease-timeout", "3", "-q", "--json"]
+           "--heartbeat", "0.5", "--lease-timeout", "3", "-q", "--json", "--no-verify"]  # leases, not media
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
                             env={**os.environ, "BATCHGEN_API_KEY": "sk-workers"})
 
@@ -38,7 +38,7 @@ def _max_window(per_second: dict[str, int], width: int) -> int:
 
 def test_three_workers_two_killed_every_job_done_once_within_one_budget(pg_url, sim_factory, tmp_path):
     # latency: creates stay in flight long enough for a kill to catch one (→ in doubt)
-    sim = sim_factory(seed=4, rpm_limit=RPM, render_min=0.05, render_max=0.4, latency=0.05)
+    sim = sim_factory(seed=4, rpm_limit=RPM, render_min=0.05, render_max=0.4, latency=0.05, media="stub")
     manifest = write_csv_manifest(tmp_path / "m.csv", 2000)
     out = tmp_path / "out"
     procs = [_worker(manifest, pg_url, out, sim.url, tmp_path / f"w{i}.log") for i in range(3)]

@@ -1,0 +1,261 @@
+"""Know what you got: read each delivered clip, compare it with what was asked, draw its pictures.
+
+``inspect`` opens a file with PyAV (FFmpeg is bundled in its wheels): container, video codec,
+duration, width × height, frame rate, whether there is an audio track; it decodes the first
+and the last frame (a truncated or corrupt file fails here, where the ``ftyp`` check alone
+would pass it) and, when asked, writes a poster frame and a 3×3 contact sheet as small JPEGs
+(Pillow). It is CPU work, meant for a worker process (see ``scheduler``), and returns plain
+data so it crosses the process boundary cheaply.
+
+``compare`` turns the measurement and the effective request into an outcome: ``ok``,
+``mismatch`` (naming each field: duration, aspect_ratio, resolution, audio) or ``undecodable``.
+Imports nothing else of batchgen but the model specs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import specs
+
+OK, MISMATCH, UNDECODABLE = "ok", "mismatch", "undecodable"
+MISSING, CHANGED, UNCHECKED = "missing", "changed", "unchecked"  # set by `batchgen verify` / migration 0005
+POSTER_WIDTH = 320
+SHEET_GRID = 3  # 3 × 3 frames
+SHEET_THUMB_WIDTH = 200
+# Resolution classes by the short side of the frame (a "720p" 9:16 video is 720 × 1280).
+RESOLUTION_CLASSES = {"360p": 360, "480p": 480, "720p": 720, "1080p": 1080, "1440p": 1440, "2160p": 2160}
+
+
+def worker_init(parent: int) -> None:
+    """Initializer of the worker processes that run ``inspect``: they must not outlive the run
+    (a kill -9 of batchgen would leave them blocked on their queue forever) nor hold its
+    stdout/stderr open (whoever reads those — cron, a test — would wait on them)."""
+    import threading
+    import time
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)  # the run is gone: so is this worker
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def pool(workers: int | None = None) -> Any:
+    """A process pool for ``inspect``: spawned (the caller has threads a fork would copy
+    mid-operation), one worker per core but one, each tied to this process's life."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers or max(1, (os.cpu_count() or 2) - 1),
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=worker_init, initargs=(os.getpid(),))
+
+
+@dataclass
+class Measured:
+    """What a file is, as read from it. ``error`` is set (and the rest may be None) when it
+    could not be read or decoded."""
+
+    container: str | None = None
+    codec: str | None = None
+    duration: float | None = None  # seconds of video (frames ÷ frame rate when known)
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    audio: bool | None = None
+    error: str | None = None
+    poster: str | None = None
+    sheet: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def inspect(path: str, poster: str | None = None, sheet: str | None = None) -> dict[str, Any]:
+    """Measure ``path`` (and write its pictures); a plain dict of ``Measured``. Never raises for
+    a bad file: the error is the measurement."""
+    import av
+
+    m = Measured()
+    try:
+        with av.open(path) as c:
+            names = c.format.name.split(",") if c.format is not None else []
+            m.container = "mp4" if "mp4" in names else (names[0] if names else None)
+            if not c.streams.video:
+                m.error = "no video stream"
+                return m.as_dict()
+            vs = c.streams.video[0]
+            m.codec = vs.codec_context.name
+            m.width, m.height = vs.codec_context.width, vs.codec_context.height
+            m.fps = float(vs.average_rate) if vs.average_rate else None
+            m.audio = bool(c.streams.audio)
+            m.duration = _duration(c, vs)
+            times = _sheet_times(m.duration)
+            frames = _frames(c, vs, times)  # first, evenly spaced ones, last
+    except Exception as e:  # noqa: BLE001 - any decoder failure means "undecodable"
+        m.error = f"{type(e).__name__}: {(getattr(e, 'strerror', None) or str(e))[:200]}"
+        return m.as_dict()
+    if len(frames) < 2:
+        m.error = "fewer than two frames could be decoded"
+        return m.as_dict()
+    try:
+        if poster:
+            _save_jpeg(frames[0], poster, POSTER_WIDTH)
+            m.poster = poster
+        if sheet:
+            _save_sheet(frames[1:-1] or frames, sheet)
+            m.sheet = sheet
+    except OSError:
+        m.poster = m.sheet = None  # pictures are a convenience (a full disk, say): the measurement stands
+    return m.as_dict()
+
+
+def check_file(path: str, sha256: str | None, size: int | None, poster: str | None = None,
+               sheet: str | None = None) -> dict[str, Any]:
+    """``inspect``, after making sure the file is the one delivered: ``{"gone": "missing"}`` when
+    it is not there, ``{"gone": "changed"}`` when its size or sha256 differ from the ledger's."""
+    import hashlib
+
+    try:
+        st = os.stat(path)
+        if size is not None and st.st_size != size:
+            return {"gone": CHANGED, "detail": f"{st.st_size} bytes, delivered {size}"}
+        if sha256 is not None:
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            if digest != sha256:
+                return {"gone": CHANGED, "detail": f"sha256 {digest[:12]}…, delivered {sha256[:12]}…"}
+    except FileNotFoundError:
+        return {"gone": MISSING, "detail": "the file is no longer there"}
+    except OSError as e:
+        return {"gone": MISSING, "detail": f"cannot read it: {e.strerror}"}
+    return inspect(path, poster, sheet)
+
+
+def picture_paths(output_path: str, output: str) -> tuple[str, str]:
+    """Where a clip's poster and contact sheet live: ``<out>/.batchgen/<output>.poster.jpg``."""
+    root = output_path[: -len(output)] if output_path.endswith(output) else str(Path(output_path).parent) + "/"
+    base = Path(root) / ".batchgen" / output
+    return f"{base}.poster.jpg", f"{base}.sheet.jpg"
+
+
+def _duration(c: Any, vs: Any) -> float | None:
+    if vs.frames and vs.average_rate:
+        return float(vs.frames / vs.average_rate)
+    if vs.duration is not None and vs.time_base is not None:
+        return float(vs.duration * vs.time_base)
+    return float(c.duration / 1_000_000) if c.duration else None
+
+
+def _sheet_times(duration: float | None) -> list[float]:
+    n = SHEET_GRID * SHEET_GRID
+    d = duration or 0.0
+    return [d * (i + 0.5) / n for i in range(n)]
+
+
+def _frames(c: Any, vs: Any, times: list[float]) -> list[Any]:
+    """Decoded images: the first frame, one near each of ``times``, and the last frame."""
+    images = []
+    it = c.decode(vs)
+    images.append(next(it).to_image())
+    for t in times:  # the keyframe at or before t (a second apart in typical outputs) is close enough
+        c.seek(int(t / vs.time_base), stream=vs, any_frame=False, backward=True)
+        frame = next(c.decode(vs), None)
+        if frame is not None:
+            images.append(frame.to_image())
+    # The last frame: seek close to the end, then decode to the end of the stream.
+    end = times[-1] if times else 0.0
+    c.seek(int(end / vs.time_base), stream=vs, any_frame=False, backward=True)
+    last = None
+    for frame in c.decode(vs):
+        last = frame
+    if last is None:
+        raise ValueError("the last frame could not be decoded")
+    images.append(last.to_image())
+    return images
+
+
+def _save_jpeg(image: Any, path: str, width: int) -> None:
+    img = image.convert("RGB")
+    if img.width > width:
+        img = img.resize((width, max(1, round(img.height * width / img.width))))
+    _write_atomic(path, img)
+
+
+def _save_sheet(images: list[Any], path: str) -> None:
+    from PIL import Image
+
+    thumbs = []
+    for im in images[: SHEET_GRID * SHEET_GRID]:
+        im = im.convert("RGB")
+        thumbs.append(im.resize((SHEET_THUMB_WIDTH, max(1, round(im.height * SHEET_THUMB_WIDTH / im.width)))))
+    tw, th = thumbs[0].size
+    gap = 3
+    sheet = Image.new("RGB", (tw * SHEET_GRID + gap * (SHEET_GRID + 1), th * SHEET_GRID + gap * (SHEET_GRID + 1)),
+                      (20, 20, 24))
+    for i, t in enumerate(thumbs):
+        sheet.paste(t, (gap + (i % SHEET_GRID) * (tw + gap), gap + (i // SHEET_GRID) * (th + gap)))
+    _write_atomic(path, sheet)
+
+
+def _write_atomic(path: str, img: Any) -> None:
+    """Pictures are derived data (a re-verify redraws them): temp + rename, no fsync."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    img.save(tmp, "JPEG", quality=78, optimize=True)
+    os.replace(tmp, p)
+
+
+# ------------------------------------------------------------------ comparison
+def expected_duration(request: dict[str, Any], model: str) -> float | None:
+    """Seconds of video the request asks for, when the request alone decides it (not for
+    edit-video or video-extension, whose output follows their input)."""
+    spec = specs.MODELS.get(model)
+    if spec is None or not spec.duration_is_output:
+        return None
+    d = request.get("duration")
+    return float(d) if isinstance(d, int) and not isinstance(d, bool) else None
+
+
+def compare(measured: dict[str, Any], request: dict[str, Any], model: str) -> tuple[str, list[str]]:
+    """(outcome, [what differs]) of a measured clip against its effective request."""
+    if measured.get("error"):
+        return UNDECODABLE, [str(measured["error"])]
+    diffs: list[str] = []
+    spec = specs.MODELS.get(model)
+    want = expected_duration(request, model)
+    got = measured.get("duration")
+    fps = measured.get("fps") or 24.0
+    if want is not None and got is not None:
+        tolerance = max(1.0 / fps, spec.duration_tolerance if spec else 0.0) + 1e-6
+        if abs(got - want) > tolerance:
+            diffs.append(f"duration {got:.2f}s, asked {want:g}s")
+    w, h = measured.get("width"), measured.get("height")
+    ratio = request.get("aspect_ratio")
+    if w and h and isinstance(ratio, str) and ":" in ratio:
+        a, _, b = ratio.partition(":")
+        try:
+            asked = float(a) / float(b)
+        except (ValueError, ZeroDivisionError):
+            asked = None
+        if asked and abs(math.log((w / h) / asked)) > 0.03:  # 854×480 is "16:9"
+            diffs.append(f"aspect_ratio {w}×{h}, asked {ratio}")
+    res = request.get("resolution")
+    if w and h and isinstance(res, str) and res in RESOLUTION_CLASSES:
+        got_class = min(RESOLUTION_CLASSES, key=lambda k: abs(RESOLUTION_CLASSES[k] - min(w, h)))
+        if got_class != res:
+            diffs.append(f"resolution {got_class} ({w}×{h}), asked {res}")
+    if spec is not None and spec.audio and measured.get("audio") is False:
+        diffs.append("audio: no audio track, the model promises one")
+    return (MISMATCH if diffs else OK), diffs

@@ -1,0 +1,119 @@
+"""Know what you got (issue 13): every delivered clip is read back with PyAV and compared with
+its request — ok, mismatch (naming the field) or undecodable — recorded, exported, summarised,
+resumable after a crash, re-checkable with `batchgen verify`, with a poster and a contact sheet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchgen import media, specs
+from batchgen.ledger import Ledger
+from conftest import KEY, run_args, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+T2V = "grok-imagine-text-to-video"
+
+
+def manifest(path: Path, n: int = 3) -> Path:
+    path.write_text("name,model,prompt,duration,aspect_ratio,resolution\n"
+                    + "".join(f"v{i},{T2V},clip {i},{2 + i % 3},16:9,480p\n" for i in range(n)))
+    return path
+
+
+def rows(tmp_path: Path) -> list[dict]:
+    led = Ledger(str(tmp_path / "l.db"), create=False)
+    try:
+        return [dict(j) for j in led.iter_export()]
+    finally:
+        led.close()
+
+
+@pytest.mark.parametrize("knob,outcome,field", [
+    ({}, "ok", None),
+    ({"p_short": 1.0}, "mismatch", "duration"),
+    ({"p_wrong_aspect": 1.0}, "mismatch", "aspect_ratio"),
+    ({"p_undecodable": 1.0}, "undecodable", None),
+])
+def test_each_outcome_end_to_end(sim_factory, tmp_path, knob, outcome, field):
+    sim = sim_factory(**knob)
+    r = run_cli(run_args(sim, manifest(tmp_path / "m.csv"), tmp_path))
+    assert r.exit_code == (0 if outcome == "ok" else 1), r.output
+    jobs = rows(tmp_path)
+    assert {j["state"] for j in jobs} == {"done"} and {j["verify"] for j in jobs} == {outcome}
+    if outcome == "ok":
+        assert all(j["m_width"] == 854 and j["m_height"] == 480 and j["m_codec"] == "h264" and j["m_audio"]
+                   and abs(j["m_duration"] - json.loads(j["request"])["duration"]) < 0.05 for j in jobs)
+        for j in jobs:  # a small JPEG poster and contact sheet next to the videos, in a hidden folder
+            for pic in (j["poster"], j["sheet"]):
+                assert "/.batchgen/" in pic and Path(pic).read_bytes()[:3] == b"\xff\xd8\xff"
+                assert Path(pic).stat().st_size < 60_000
+        assert "verified clips: ok=3" in r.stderr
+    else:
+        assert all(field is None or j["verify_detail"].startswith(field) for j in jobs)
+        assert r.stderr.count("NOT AS ASKED") == 3
+    export = json.loads(run_cli(["export", "--ledger", str(tmp_path / "l.db"), "--json"]).stdout)
+    assert {e["verify"] for e in export} == {outcome} and all("duration_s" in e for e in export)
+    status = json.loads(run_cli(["status", "--ledger", str(tmp_path / "l.db"), "--json"]).stdout)
+    assert status["verified"] == {outcome: 3}
+
+
+def test_on_mismatch_fail_makes_the_job_retryable(sim_factory, tmp_path):
+    sim = sim_factory(p_short=1.0)
+    m = manifest(tmp_path / "m.csv", 2)
+    r = run_cli(run_args(sim, m, tmp_path, "--on-mismatch", "fail"))
+    assert r.exit_code == 1
+    jobs = rows(tmp_path)
+    assert {(j["state"], j["error_code"], j["retryable"]) for j in jobs} == {("failed", "verify_mismatch", True)}
+    sim.set(p_short=0.0)
+    r = run_cli(run_args(sim, m, tmp_path, "--on-mismatch", "fail", "--retry-failed"))
+    assert r.exit_code == 0, r.output
+    assert {(j["state"], j["verify"]) for j in rows(tmp_path)} == {("done", "ok")}
+    assert len(sim.truth()["creates"]) == 4
+
+
+def test_a_crash_before_verification_is_verified_on_the_next_run(sim, tmp_path):
+    m = manifest(tmp_path / "m.csv", 3)
+    env = {**os.environ, "BATCHGEN_API_KEY": KEY, "BATCHGEN_CRASH_AT": "before_verify"}
+    p = subprocess.run([sys.executable, "-m", "batchgen", *run_args(sim, m, tmp_path, "-q")], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 137, p.stderr
+    r = run_cli(run_args(sim, m, tmp_path))
+    assert r.exit_code == 0, r.output
+    assert {(j["state"], j["verify"]) for j in rows(tmp_path)} == {("done", "ok")}
+    assert len(sim.truth()["creates"]) == 3  # verifying never re-renders
+
+
+def test_verify_notices_files_changed_or_deleted(sim, tmp_path):
+    run_cli(run_args(sim, manifest(tmp_path / "m.csv", 3), tmp_path, "-q"))
+    a, b, c = sorted(rows(tmp_path), key=lambda j: j["name"])
+    Path(a["output_path"]).unlink()
+    Path(b["output_path"]).write_bytes(Path(b["output_path"]).read_bytes()[:-10] + b"0123456789")
+    r = run_cli(["verify", "--ledger", str(tmp_path / "l.db")])
+    assert r.exit_code == 1
+    assert "missing=1" in r.stdout and "changed=1" in r.stdout and "ok=1" in r.stdout
+    got = {j["name"]: j["verify"] for j in rows(tmp_path)}
+    assert got == {a["name"]: "missing", b["name"]: "changed", c["name"]: "ok"}
+
+
+def test_compare_checks_resolution_class_and_promised_audio(monkeypatch):
+    m = {"duration": 6.0, "width": 1280, "height": 720, "fps": 24.0, "audio": False, "error": None}
+    assert media.compare(m, {"duration": 6, "aspect_ratio": "16:9", "resolution": "720p"}, T2V) == ("ok", [])
+    outcome, diffs = media.compare(m, {"duration": 6, "aspect_ratio": "16:9", "resolution": "480p"}, T2V)
+    assert outcome == "mismatch" and diffs == ["resolution 720p (1280×720), asked 480p"]
+    # 9:16 at 720p is 720×1280: the class is the short side
+    tall = dict(m, width=720, height=1280)
+    assert media.compare(tall, {"duration": 6, "aspect_ratio": "9:16", "resolution": "720p"}, T2V) == ("ok", [])
+    # one frame of slack on the duration, no more
+    assert media.compare(dict(m, duration=6.04), {"duration": 6}, T2V)[0] == "ok"
+    assert media.compare(dict(m, duration=6.2), {"duration": 6}, T2V)[0] == "mismatch"
+    # edit-video follows its input: its duration is not checked
+    assert media.compare(dict(m, duration=3.0), {"resolution": "720p"}, "grok-imagine-edit-video") == ("ok", [])
+    spec = specs.MODELS[T2V]
+    monkeypatch.setitem(specs.MODELS, T2V, specs.ModelSpec(spec.name, spec.fields, audio=True))
+    assert media.compare(m, {"duration": 6}, T2V) == ("mismatch", ["audio: no audio track, the model promises one"])
