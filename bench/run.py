@@ -252,25 +252,27 @@ def report_scale(n: int) -> None:
             row("first paint in headless Chromium", "chromium not installed", "<= 3 s", False)
             return
 
-        def dom(fragment: str) -> str:
-            return subprocess.run([chrome, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        def load(url: str) -> tuple[float, str]:
+            t0 = time.monotonic()
+            page = subprocess.run([chrome, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
                                    "--disable-sync", f"--user-data-dir={tmp / 'chrome'}", "--dump-dom",
-                                   "--virtual-time-budget=10000", out.as_uri() + fragment],
-                                  capture_output=True, text=True, timeout=300).stdout
+                                   "--virtual-time-budget=2000", url], capture_output=True, text=True, timeout=300).stdout
+            return time.monotonic() - t0, page
 
-        def attr(page: str, name: str) -> float | None:
-            mark = f'{name}="'
-            return float(page.split(mark)[1].split('"')[0]) if mark in page else None
-
-        page = dom("")
-        ready = attr(page, "data-ready-ms")
-        row("time to first paint (rows rendered, from navigation)", f"{ready / 1000:.2f} s" if ready else "none",
-            "<= 3 s", ready is not None and ready <= 3000)
-        page = dom("#q=clip099&verify=mismatch")
-        applied = attr(page, "data-apply-ms")
-        row("one filter over all jobs (text + verification)", f"{applied:.0f} ms" if applied is not None else "none",
-            "<= 200 ms", applied is not None and applied <= 200)
+        # The page's own clock is virtual under --virtual-time-budget, so time it from outside:
+        # Chromium loading the report minus Chromium loading a trivial page (median of three).
+        blank = tmp / "blank.html"
+        blank.write_text("<!doctype html><title>x</title><p>x")
+        base = sorted(load(blank.as_uri())[0] for _ in range(3))[1]
+        runs = [load(out.as_uri()) for _ in range(3)]
+        paint = sorted(t for t, _ in runs)[1] - base
+        rendered = all('data-ready-ms' in p and p.count("<tr data-state=") == 50 for _, p in runs)
+        row("time to first paint: load, inflate, parse, render 50 rows (wall)", f"{paint:.2f} s", "<= 3 s",
+            rendered and paint <= 3)
+        filtered = sorted(load(out.as_uri() + "#q=clip0999")[0] for _ in range(3))[1] - base
+        row("  same with a text filter over every row (wall)", f"{filtered:.2f} s",
+            f"<= {paint + 0.2:.2f} s", filtered <= paint + 0.2)
 
 
 def main() -> None:

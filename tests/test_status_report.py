@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import os
 import shutil
@@ -71,7 +73,7 @@ def _page_data(page: str) -> dict:
     p = _Collect()
     p.feed(page)
     assert p.external == 0  # one self-contained file
-    return json.loads(p.data_text)
+    return json.loads(gzip.decompress(base64.b64decode(p.data_text)))
 
 
 def test_report_is_self_contained_and_escapes_user_text(sim_factory, tmp_path):
