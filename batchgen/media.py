@@ -52,11 +52,12 @@ def worker_init(parent: int) -> None:
 
 def pool(workers: int | None = None) -> Any:
     """A process pool for ``inspect``: spawned (the caller has threads a fork would copy
-    mid-operation), one worker per core but one, each tied to this process's life."""
+    mid-operation), one worker per core (the run itself mostly waits on the network), each tied
+    to this process's life."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(workers or max(1, (os.cpu_count() or 2) - 1),
+    return ProcessPoolExecutor(workers or max(1, os.cpu_count() or 1),
                                mp_context=multiprocessing.get_context("spawn"),
                                initializer=worker_init, initargs=(os.getpid(),))
 
@@ -100,20 +101,16 @@ def inspect(path: str, poster: str | None = None, sheet: str | None = None) -> d
             m.fps = float(vs.average_rate) if vs.average_rate else None
             m.audio = bool(c.streams.audio)
             m.duration = _duration(c, vs)
-            times = _sheet_times(m.duration)
-            frames = _frames(c, vs, times)  # first, evenly spaced ones, last
+            first, thumbs = _frames(c, vs, _sheet_times(m.duration) if sheet else [])
     except Exception as e:  # noqa: BLE001 - any decoder failure means "undecodable"
         m.error = f"{type(e).__name__}: {(getattr(e, 'strerror', None) or str(e))[:200]}"
         return m.as_dict()
-    if len(frames) < 2:
-        m.error = "fewer than two frames could be decoded"
-        return m.as_dict()
     try:
         if poster:
-            _save_jpeg(frames[0], poster, POSTER_WIDTH)
+            _write_atomic(poster, first)
             m.poster = poster
-        if sheet:
-            _save_sheet(frames[1:-1] or frames, sheet)
+        if sheet and thumbs:
+            _save_sheet(thumbs, sheet)
             m.sheet = sheet
     except OSError:
         m.poster = m.sheet = None  # pictures are a convenience (a full disk, say): the measurement stands
@@ -163,42 +160,42 @@ def _sheet_times(duration: float | None) -> list[float]:
     return [d * (i + 0.5) / n for i in range(n)]
 
 
-def _frames(c: Any, vs: Any, times: list[float]) -> list[Any]:
-    """Decoded images: the first frame, one near each of ``times``, and the last frame."""
-    images = []
-    it = c.decode(vs)
-    images.append(next(it).to_image())
-    for t in times:  # the keyframe at or before t (a second apart in typical outputs) is close enough
-        c.seek(int(t / vs.time_base), stream=vs, any_frame=False, backward=True)
-        frame = next(c.decode(vs), None)
-        if frame is not None:
-            images.append(frame.to_image())
-    # The last frame: seek close to the end, then decode to the end of the stream.
-    end = times[-1] if times else 0.0
+def _size(vs: Any, width: int) -> tuple[int, int]:
+    w, h = vs.codec_context.width, vs.codec_context.height
+    return (w, h) if w <= width else (width, max(2, round(h * width / w / 2) * 2))
+
+
+def _frames(c: Any, vs: Any, times: list[float]) -> tuple[Any, list[Any]]:
+    """The first frame as a poster-sized image, a thumbnail near each of ``times`` (keyframes:
+    the one at or before each time), and the last frame decoded (its decoding is the check that
+    the file is whole). FFmpeg scales while converting: full-size RGB frames were most of the cost."""
+    pw, ph = _size(vs, POSTER_WIDTH)
+    first = next(c.decode(vs)).to_image(width=pw, height=ph)
+    thumbs = []
+    if times:
+        vs.codec_context.skip_frame = "NONKEY"
+        for t in times:
+            c.seek(int(t / vs.time_base), stream=vs, any_frame=False, backward=True)
+            frame = next(c.decode(vs), None)
+            if frame is not None:
+                tw, th = _size(vs, SHEET_THUMB_WIDTH)
+                thumbs.append(frame.to_image(width=tw, height=th))
+        vs.codec_context.skip_frame = "DEFAULT"
+    # The last frame: seek close to the end, then decode every frame to the end of the stream.
+    end = max(0.0, (_duration(c, vs) or 0.0) - 1.5)
     c.seek(int(end / vs.time_base), stream=vs, any_frame=False, backward=True)
     last = None
     for frame in c.decode(vs):
         last = frame
     if last is None:
         raise ValueError("the last frame could not be decoded")
-    images.append(last.to_image())
-    return images
+    return first, thumbs
 
 
-def _save_jpeg(image: Any, path: str, width: int) -> None:
-    img = image.convert("RGB")
-    if img.width > width:
-        img = img.resize((width, max(1, round(img.height * width / img.width))))
-    _write_atomic(path, img)
-
-
-def _save_sheet(images: list[Any], path: str) -> None:
+def _save_sheet(thumbs: list[Any], path: str) -> None:
     from PIL import Image
 
-    thumbs = []
-    for im in images[: SHEET_GRID * SHEET_GRID]:
-        im = im.convert("RGB")
-        thumbs.append(im.resize((SHEET_THUMB_WIDTH, max(1, round(im.height * SHEET_THUMB_WIDTH / im.width)))))
+    thumbs = [t.convert("RGB") for t in thumbs[: SHEET_GRID * SHEET_GRID]]
     tw, th = thumbs[0].size
     gap = 3
     sheet = Image.new("RGB", (tw * SHEET_GRID + gap * (SHEET_GRID + 1), th * SHEET_GRID + gap * (SHEET_GRID + 1)),
@@ -213,7 +210,7 @@ def _write_atomic(path: str, img: Any) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    img.save(tmp, "JPEG", quality=78, optimize=True)
+    img.convert("RGB").save(tmp, "JPEG", quality=78)
     os.replace(tmp, p)
 
 

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
 import json
 import threading
 import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +157,33 @@ def pg_url():
     with engine.begin() as c:
         c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     engine.dispose()
+
+
+class _Collect(HTMLParser):
+    """External resources (there must be none) and the embedded job data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.external = 0
+        self._in_data = False
+        self.data_text = ""
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("script", "link", "img", "video") and (a.get("src") or a.get("href")):
+            self.external += 1
+        self._in_data = tag == "script" and a.get("id") == "data"
+
+    def handle_endtag(self, tag):
+        self._in_data = False
+
+    def handle_data(self, data):
+        if self._in_data:
+            self.data_text += data
+
+
+def page_data(page: str) -> dict:
+    p = _Collect()
+    p.feed(page)
+    assert p.external == 0  # one self-contained file
+    return json.loads(gzip.decompress(base64.b64decode(p.data_text)))

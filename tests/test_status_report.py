@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import gzip
 import json
 import os
 import shutil
 import subprocess
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from batchgen.ledger import Ledger
-from conftest import ARTIFACTS, run_args, run_cli, write_csv_manifest
+from conftest import ARTIFACTS, page_data, run_args, run_cli, write_csv_manifest
 
 
 # ------------------------------------------------------------------ status / report
@@ -46,36 +43,6 @@ def test_status_lists_runs_in_doubt_with_credits_and_expiring_results(sim_factor
     assert "runs" in text.stdout and "in doubt" in text.stdout and "expiring" in text.stdout
 
 
-class _Collect(HTMLParser):
-    """External resources (there must be none) and the embedded job data."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.external = 0
-        self._in_data = False
-        self.data_text = ""
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag in ("script", "link", "img", "video") and (a.get("src") or a.get("href")):
-            self.external += 1
-        self._in_data = tag == "script" and a.get("id") == "data"
-
-    def handle_endtag(self, tag):
-        self._in_data = False
-
-    def handle_data(self, data):
-        if self._in_data:
-            self.data_text += data
-
-
-def _page_data(page: str) -> dict:
-    p = _Collect()
-    p.feed(page)
-    assert p.external == 0  # one self-contained file
-    return json.loads(gzip.decompress(base64.b64decode(p.data_text)))
-
-
 def test_report_is_self_contained_and_escapes_user_text(sim_factory, tmp_path):
     sim = sim_factory(seed=4, p_fail=0.25)
     m = tmp_path / "m.csv"
@@ -86,7 +53,7 @@ def test_report_is_self_contained_and_escapes_user_text(sim_factory, tmp_path):
     assert run_cli(["report", "--ledger", str(tmp_path / "l.db"), "-o", str(out)]).exit_code == 0
     page = out.read_text()
     assert "<script>alert(" not in page  # user text is data, never markup
-    data = _page_data(page)
+    data = page_data(page)
     col = {f: i for i, f in enumerate(data["fields"])}
     assert len(data["rows"]) == 12
     assert {data["strings"][r[col["prompt"]]] for r in data["rows"]} == {f"<script>alert({i})</script> clip" for i in range(12)}
