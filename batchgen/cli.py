@@ -41,6 +41,9 @@ Exit codes:
   5  another `batchgen run` holds this SQLite ledger (PostgreSQL: several may run)
   6  the API refused the key (HTTP 401)
   7  the ledger or a file cannot be used (read-only, locked, corrupt, disk full)
+  8  --deliver: the destination refused (credentials, missing bucket) before anything
+     was submitted, or clips are rendered and kept locally but not all delivered
+     (the next run delivers them without rendering them again)
 """
 
 
@@ -97,6 +100,12 @@ def format_options(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(f)
 
 
+def models_option(f: F) -> F:
+    return click.option("--models", "models_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="A models file (YAML, the shape of the shipped models.yaml; README: Adding a model) adding or "
+                             "replacing catalog entries; a manifest's `models:` key adds more.")(f)
+
+
 def quiet_option(f: F) -> F:
     return click.option("-q", "--quiet", is_flag=True, help="No confirmation line on stderr (errors still appear).")(f)
 
@@ -129,14 +138,22 @@ def cli() -> None:
 @ledger_option
 @prices_option
 @click.option("--explain", is_flag=True, help="One line per job: what a run would do with it, and why.")
+@click.option("--diff", "show_diff", is_flag=True,
+              help="Instead: what changed since the ledger last ran MANIFEST, with the credit delta (batchgen diff).")
+@models_option
 @format_options
-def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool, as_json: bool) -> None:
+def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool, show_diff: bool,
+         models_file: Path | None, as_json: bool) -> None:
     """Validate and expand MANIFEST without sending anything; compare with the ledger.
 
     Prints how many jobs are new, already done, in flight, failed or in doubt, the total
     seconds of video and the estimated credits per model and resolution (from the price
     table: placeholders unless you pass --prices). Exit code 2 when the manifest is invalid."""
-    doc = operations.plan(manifest, ledger=ledger, prices=_prices(prices), explain=explain)
+    cat = operations.catalog(models_file)
+    if show_diff:
+        _print_diff(operations.diff(manifest, ledger=ledger, prices=_prices(prices), catalog=cat), manifest, as_json)
+        return
+    doc = operations.plan(manifest, ledger=ledger, prices=_prices(prices), explain=explain, catalog=cat)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -152,6 +169,96 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool,
         est = "no price" if p["credits_estimated"] is None else f"~{p['credits_estimated']:g} {unit}"
         click.echo(f"  {p['model']:<34} {p['resolution']:>5}  {p['jobs']:>7} job(s)  {p['seconds']:>9g} s of video  {est}")
     click.echo(f"  estimated total: ~{doc['credits_estimated_total']:g} {unit} for all jobs ({doc['prices']})")
+
+
+# ---------------------------------------------------------------------------------- diff
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@ledger_option
+@prices_option
+@models_option
+@format_options
+def diff(manifest: Path, ledger: str | None, prices: Path | None, models_file: Path | None, as_json: bool) -> None:
+    """What changed in MANIFEST since the ledger last ran it, and what tonight will cost.
+
+    Jobs added, removed, changed (matched by output path, then name; naming the request
+    fields that changed, e.g. `duration 6→8`) and unchanged (how many are done), with the
+    estimated credits of the last expansion, of this one, the delta, and tonight's spend (the
+    jobs a run would submit). Sends nothing. Same as `batchgen plan MANIFEST --diff`."""
+    _print_diff(operations.diff(manifest, ledger=ledger, prices=_prices(prices),
+                                catalog=operations.catalog(models_file)), manifest, as_json)
+
+
+def _print_diff(doc: dict[str, Any], manifest: Path, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for w in doc["warnings"]:
+        _echo_err(f"warning: {w}")
+    last = doc["last_run"]
+    against = (f"run {last['id']} ({time.strftime('%Y-%m-%d %H:%M', time.localtime(last['started_at']))}, "
+               f"{last['status']})" if last else "an empty ledger (never run)")
+    done = f" ({doc['unchanged_done']} done)" if doc["unchanged"] else ""
+    click.echo(f"{manifest} against {against}: {len(doc['added'])} added, {len(doc['removed'])} removed, "
+               f"{len(doc['changed'])} changed, {doc['unchanged']} unchanged{done}")
+    c = doc["credits"]
+
+    def cr(v: float | None) -> str:
+        return "no price" if v is None else f"{v:g} {c['unit']}"
+
+    for j in doc["added"]:
+        click.echo(f"  + {j['output']}  ({j['name']}, {j['model']})  {cr(j['credits'])}")
+    for j in doc["removed"]:
+        click.echo(f"  - {j['output']}  ({j['name']}, was {j['state']})  {cr(j['credits'])}")
+    for j in doc["changed"]:
+        click.echo(f"  ~ {j['output']}  ({j['name']}): {', '.join(j['fields'])}  "
+                   f"{cr(j['credits_before'])} → {cr(j['credits'])}")
+    click.echo(f"credits (estimated): last {c['last']:g} → now {c['now']:g} ({c['delta']:+g} {c['unit']}); "
+               f"tonight's spend ~{c['tonight']:g} {c['unit']} for the jobs a run would submit"
+               + (f" ({c['unpriced_jobs']} without a price)" if c["unpriced_jobs"] else ""))
+
+
+# ---------------------------------------------------------------------------------- models
+@cli.command()
+@click.argument("names", nargs=-1)
+@models_option
+@format_options
+def models(names: tuple[str, ...], models_file: Path | None, as_json: bool) -> None:
+    """The model catalog batchgen validates against: each model's fields (type, default,
+    allowed values), rules, output length and audio. NAMES: only these models (a prefix such
+    as `veo-3.1` matches the family).
+
+    Entries come from the shipped models.yaml; --models FILE (or a manifest's `models:`) adds
+    or replaces entries, so a model the provider changes is usable without a new release."""
+    docs = operations.models(operations.catalog(models_file))
+    if names:
+        docs = [d for d in docs if any(d["model"] == n or d["model"].startswith(n) for n in names)]
+        if not docs:
+            raise UsageError(f"no model in the catalog matches {', '.join(names)} (`batchgen models` lists them)")
+    if as_json:
+        click.echo(json.dumps(docs, indent=2))
+        return
+    for d in docs:
+        audio = {True: "audio", False: "no audio", None: "audio not documented"}.get(d["audio"], f"audio if {d['audio']}")
+        out = {"duration": "output = duration", "input": "output follows the input"}.get(
+            str(d["output_seconds"]), f"output {d['output_seconds']} s")
+        click.echo(f"{d['model']}  ({out}; {audio}{'; open: unlisted fields pass with a warning' if d['open'] else ''})")
+        for f in d["fields"]:
+            bits = [f["type"] + (" required" if f["required"] else "")]
+            if f["default"] is not None:
+                bits.append(f"default {f['default']}")
+            if f["allowed"] is not None:
+                bits.append("one of " + ", ".join(map(str, f["allowed"])) if isinstance(f["allowed"], list)
+                            else str(f["allowed"]))
+            if f["auto"] is not None:
+                bits.append(f"{f['auto']} = the model decides")
+            if f["max_len"]:
+                bits.append(f"≤ {f['max_len']} chars")
+            click.echo(f"    {f['name']:<22} {'; '.join(bits)}")
+        for r in d["rules"]:
+            click.echo(f"    rule: {r}")
+        if d["doc"]:
+            click.echo(f"    doc: {d['doc']}")
 
 
 # ---------------------------------------------------------------------------------- run
@@ -221,11 +328,29 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
                    "--retry-failed renders it again, a new paid task).")
 @click.option("--pictures/--no-pictures", default=True, show_default=True,
               help="A poster frame and a 3×3 contact sheet per clip, under OUT/.batchgen/ (used by the report).")
+@click.option("--deliver", "deliver_to", metavar="s3://BUCKET/PREFIX/", default=None,
+              help="Upload each finished (and verified) clip and its pictures there; overrides the manifest's "
+                   "`deliver:`. Credentials and region the standard AWS way (environment, AWS_PROFILE).")
+@click.option("--deliver-endpoint", metavar="URL", default=None,
+              help="Endpoint of an S3-compatible store (MinIO, R2, B2, Ceph…); default AWS_ENDPOINT_URL_S3 or AWS.")
+@click.option("--prune-local", is_flag=True,
+              help="With --deliver: remove the local clip and its pictures once the store holds them.")
+@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
+              help="apprise URL (slack://…, mailto://…, ntfy://…, json://host/path …) that gets one message "
+                   "when the run ends (repeatable). A failed notification never fails the run.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Prometheus text file (node_exporter textfile collector), rewritten atomically every "
+                   "--progress-every seconds and at the end.")
+@click.option("--report", "report_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the HTML report there when the run ends (named in the notification).")
+@models_option
 def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None, concurrency: int, rpm: float,
         poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
         prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool,
         progress_every: float, log_format: str, log_file: Path | None, heartbeat: float,
-        lease_timeout: float, outage_window: float, verify: bool, on_mismatch: str, pictures: bool) -> None:
+        lease_timeout: float, outage_window: float, verify: bool, on_mismatch: str, pictures: bool,
+        deliver_to: str | None, deliver_endpoint: str | None, prune_local: bool, notify_urls: tuple[str, ...],
+        metrics_file: Path | None, report_to: Path | None, models_file: Path | None) -> None:
     """Submit, poll and download every job of MANIFEST; resume whatever an earlier run left.
 
     Jobs that already have a task id are polled, never resubmitted; finished files are not
@@ -238,7 +363,11 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
     On a PostgreSQL ledger any number of `batchgen run` processes (one or many machines) may
     work on one manifest: each is a worker that leases jobs, they split --rpm between them, and
     a worker that dies has its tasks taken over by the others after --lease-timeout. A SQLite
-    ledger allows one run at a time (exit 5 otherwise)."""
+    ledger allows one run at a time (exit 5 otherwise).
+
+    With --deliver (or `deliver:` in the manifest) every finished clip also goes to an S3 or
+    S3-compatible bucket, checked before the first create; re-runs deliver what is missing
+    from the local files, never from the API again."""
     from .client import api_key_from_env
     from .progress import Display
     from .runner import run as run_manifest
@@ -253,13 +382,27 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
     opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
                       max_credits=max_credits, prices=_prices(prices), heartbeat=heartbeat, lease=lease_timeout,
-                      outage_window=outage_window, verify=verify, on_mismatch=on_mismatch, pictures=pictures)
+                      outage_window=outage_window, verify=verify, on_mismatch=on_mismatch, pictures=pictures,
+                      prune_local=prune_local, metrics_file=metrics_file, metrics_every=progress_every)
+    if prune_local and not deliver_to and not _manifest_delivers(manifest):
+        raise click.BadParameter("only with --deliver (or `deliver:` in the manifest): local files are removed "
+                                 "only once the store holds them", param_hint="--prune-local")
     sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
     display = Display(quiet=quiet, every=progress_every, emit=_json_progress if log_format == "json" else None)
     result = run_manifest(manifest, ledger=ledger, api_base=api_base, api_key=key, simulate=sim_cfg, options=opts,
-                          display=display)
+                          display=display, deliver=deliver_to, deliver_endpoint=deliver_endpoint,
+                          notify_urls=notify_urls, report=report_to, catalog=operations.catalog(models_file))
     _print_result(result, as_json)
     sys.exit(result.exit_code)
+
+
+def _manifest_delivers(manifest: Path) -> bool:
+    try:
+        from .manifest import Manifest
+
+        return Manifest(manifest).deliver is not None
+    except BatchgenError:
+        return False  # the run reports the manifest's problems itself
 
 
 def _json_progress(snap: Snapshot) -> None:
@@ -290,6 +433,10 @@ def _print_result(r: RunResult, as_json: bool) -> None:
         k = short_key(j["key"])
         _echo_err(f"  IN DOUBT {j['name']} ({k}): {j['error_code']} — "
                   f"batchgen resolve {k} --adopt TASK_ID | --resubmit | --abandon")
+    if r.delivery:
+        d = r.delivery
+        _echo_err(f"  delivered to {d['destination']}: {d['delivered']} clip(s) ({d['delivered_now']} by this run), "
+                  f"{d['undelivered']} not yet" + (f" — {d['error']}" if d.get("error") else ""))
     if r.reason:
         _echo_err(f"  stopped: {r.reason}")
 
@@ -396,20 +543,24 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
 @click.option("--run", "run_id", type=int, default=None, help="Only the clips of this run.")
 @click.option("--pictures/--no-pictures", default=True, show_default=True,
               help="Redraw each clip's poster frame and contact sheet.")
+@models_option
 @format_options
-def verify(ledger: str | None, run_id: int | None, pictures: bool, as_json: bool) -> None:
+def verify(ledger: str | None, run_id: int | None, pictures: bool, models_file: Path | None, as_json: bool) -> None:
     """Re-check every delivered clip against the ledger and its request.
 
     A file that is gone is `missing`; one whose size or sha256 differs from what was delivered
     is `changed`; the others are read again (duration, size, aspect ratio, resolution, audio,
     first and last frame) and recorded `ok`, `mismatch` (naming what differs) or
-    `undecodable`. Exit code 1 when any clip is not ok."""
-    doc = operations.verify(ledger, run_id=run_id, pictures=pictures)
+    `undecodable`. Clips removed by `run --prune-local` after delivery are counted apart.
+    Exit code 1 when any clip is not ok."""
+    doc = operations.verify(ledger, run_id=run_id, pictures=pictures, catalog=operations.catalog(models_file))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
         click.echo(f"{doc['checked']} clip(s): " + ("  ".join(f"{k}={v}" for k, v in sorted(doc["counts"].items()))
                                                     or "nothing delivered yet"))
+        if doc["pruned"]:
+            click.echo(f"  {doc['pruned']} clip(s) not checked: removed locally after delivery (--prune-local)")
         for j in doc["not_as_asked"]:
             click.echo(f"  {j['verify'].upper():<12} {j['name']} ({j['key']}): {j['detail']} — {j['output_path']}")
     if doc["not_as_asked"]:

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from .errors import Problem, UsageError
+from .specs import SHIPPED, Catalog
 
 
 @dataclass
@@ -18,6 +19,7 @@ class PriceTable:
     assumed_seconds: dict[str, float] = field(default_factory=dict)
     unit: str = "credits"
     source: str = "shipped placeholder table"  # where the numbers came from, for plan's output
+    catalog: Catalog = field(default_factory=lambda: SHIPPED)  # for "auto" durations and fixed outputs
 
     @classmethod
     def load(cls, override: str | Path | None = None) -> PriceTable:
@@ -36,10 +38,19 @@ class PriceTable:
         return table
 
     def seconds(self, request: dict[str, Any]) -> float:
+        """Seconds to budget for: the request's duration, its model's maximum for an "auto"
+        duration (-1: the model decides, so the worst case counts against --max-credits), a
+        model's fixed output length, else the table's assumed seconds (edit/extend models)."""
+        model = str(request.get("model"))
+        spec = self.catalog.get(model)
+        if spec is not None and spec.output_seconds != "input":
+            s = spec.seconds(request)
+            if s is not None:
+                return s
         d = request.get("duration")
-        if isinstance(d, (int, float)):
+        if isinstance(d, (int, float)) and not isinstance(d, bool) and d >= 0:
             return float(d)
-        return self.assumed_seconds.get(str(request.get("model")), 0.0)
+        return self.assumed_seconds.get(model, 0.0)
 
     def estimate(self, request: dict[str, Any]) -> float | None:
         """Estimated credits of one task, or None when the model has no price."""

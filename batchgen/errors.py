@@ -27,6 +27,20 @@ EXIT_NO_FUNDS = 4  # 402 insufficient balance: submission stopped, paid tasks st
 EXIT_LEDGER_BUSY = 5  # another run holds the ledger
 EXIT_KEY_REFUSED = 6  # 401: the API refused the key
 EXIT_ENVIRONMENT = 7  # the ledger cannot be used: missing folder, read-only, locked, corrupt, disk full
+EXIT_DELIVERY = 8  # --deliver: the destination refused (credentials, missing bucket) or clips are still undelivered
+
+# What each exit code means, in words (notifications, metrics help).
+EXIT_MEANINGS = {
+    EXIT_OK: "every job of the manifest is done",
+    EXIT_FAILED: "some jobs failed or are in doubt, or a clip is not what was asked",
+    EXIT_USAGE: "bad input or usage: nothing was submitted",
+    EXIT_UNFINISHED: "stopped before every job finished: re-run to resume",
+    EXIT_NO_FUNDS: "the balance is too low (HTTP 402): submission stopped",
+    EXIT_LEDGER_BUSY: "another run holds the ledger",
+    EXIT_KEY_REFUSED: "the API refused the key (HTTP 401)",
+    EXIT_ENVIRONMENT: "the ledger or a file cannot be used",
+    EXIT_DELIVERY: "clips are rendered and kept locally but not all delivered to object storage",
+}
 
 
 class BatchgenError(Exception):
@@ -85,6 +99,17 @@ class LedgerBusy(LedgerError):
     """Another process holds the ledger's writer lock."""
 
     exit_code = EXIT_LEDGER_BUSY
+
+
+class DeliveryError(BatchgenError):
+    """The delivery destination cannot be used (credentials refused, bucket missing, store
+    unreachable) or refused one object. ``fatal``: nothing more can be delivered this run."""
+
+    exit_code = EXIT_DELIVERY
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
 
 
 class ErrorClass(enum.Enum):

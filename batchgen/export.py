@@ -20,7 +20,7 @@ from .jobs import JobRow
 COLUMNS = ["job_key", "name", "take", "row", "model", "prompt", "params", "state", "task_id", "result_url",
            "output_path", "bytes", "sha256", "credits", "attempts", "polls", "error_code", "error_message",
            "submitted_at", "completed_at", "done_at", "verify", "verify_detail", "duration_s", "width", "height",
-           "fps", "codec", "audio", "poster", "contact_sheet"]
+           "fps", "codec", "audio", "poster", "contact_sheet", "delivered_url", "delivered_at"]
 _FORMULA_FIRST = frozenset("=+-@\t\r\n")
 
 
@@ -55,6 +55,8 @@ def to_record(j: JobRow) -> dict[str, Any]:
         "duration_s": None if j["m_duration"] is None else round(j["m_duration"], 3), "width": j["m_width"],
         "height": j["m_height"], "fps": j["m_fps"], "codec": j["m_codec"], "audio": j["m_audio"],
         "poster": j["poster"], "contact_sheet": j["sheet"],
+        # where --deliver put it (object storage)
+        "delivered_url": j["delivered_url"], "delivered_at": _iso(j["delivered_at"]),
     }
 
 

@@ -169,6 +169,11 @@ class JobRow(TypedDict):
     poster: str | None
     sheet: str | None
     verified_at: float | None
+    delivered_url: str | None
+    delivered_etag: str | None
+    delivered_at: float | None
+    delivery_error: str | None
+    pruned_at: float | None
 
 
 __all__ = ["ACTIVE", "Job", "JobRow", "JobState", "RunStatus", "STATES", "TERMINAL", "TRANSITIONS", "UNFINISHED", "allowed",

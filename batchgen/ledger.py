@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from sqlalchemy import Engine, and_, create_engine, event, exists, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, case, create_engine, event, exists, func, insert, or_, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -40,7 +40,7 @@ from . import crash
 from .files import pid_alive
 from .errors import LedgerBusy, LedgerError, LedgerMissing, UsageError
 from .jobs import ACTIVE, Job, JobRow, JobState, RunStatus, allowed, canonical_json
-from .schema import events, jobs, runs, uploads
+from .schema import events, jobs, manifest_jobs, runs, uploads
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -64,6 +64,11 @@ def ledger_url(value: str | None, *, simulated: bool = False) -> str:
     if "://" in value:
         return value
     return "sqlite:///" + str(Path(value).expanduser().absolute())
+
+
+def safe_ledger_url(value: str | None, *, simulated: bool = False) -> str:
+    """``ledger_url`` as a message may show it: a database URL without its password."""
+    return make_url(ledger_url(value, simulated=simulated)).render_as_string(hide_password=True)
 
 
 def _migrations_dir() -> Path:
@@ -351,9 +356,19 @@ class Ledger:
         synchronised clocks to agree on who is stale."""
         return time.time() if self.is_sqlite else func.extract("epoch", func.clock_timestamp())
 
-    def finish_run(self, run_id: int, status: str) -> None:
+    def finish_run(self, run_id: int, status: str, exit_code: int | None = None) -> None:
         with self.engine.begin() as c:
-            c.execute(update(runs).where(runs.c.id == run_id).values(finished_at=time.time(), status=status))
+            c.execute(update(runs).where(runs.c.id == run_id).values(finished_at=time.time(), status=status,
+                                                                     exit_code=exit_code))
+
+    def last_success(self, manifest: str | None = None) -> float | None:
+        """When a run (of this manifest path) last ended with exit code 0."""
+        q = select(func.max(runs.c.finished_at)).where(runs.c.exit_code == 0)
+        if manifest is not None:
+            q = q.where(runs.c.manifest == manifest)
+        with self._read() as c:
+            v = c.execute(q).scalar()
+        return None if v is None else float(v)
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest runs, each with its per-state job counts."""
@@ -423,6 +438,53 @@ class Ledger:
                                 jobs.c.run_id.in_(_runs_of(manifest_sha256))).order_by(jobs.c.id))
         with self._read() as c:
             return [_row(r) for r in c.execute(q)]
+
+    def undelivered(self, manifest_sha256: str, *, verified_only: bool) -> list[JobRow]:
+        """Done jobs of this manifest whose clip is not (yet) at the delivery destination: the
+        run delivers them from the local file (never from the API again). With verification
+        on, only clips already verified (the others are delivered once verified)."""
+        q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.delivered_url.is_(None), jobs.c.pruned_at.is_(None),
+                                jobs.c.output_path.is_not(None), jobs.c.run_id.in_(_runs_of(manifest_sha256)))
+             .order_by(jobs.c.id))
+        if verified_only:
+            q = q.where(jobs.c.verify.is_not(None))
+        with self._read() as c:
+            return [_row(r) for r in c.execute(q)]
+
+    def delivery_counts(self, manifest_sha256: str | None = None) -> dict[str, int]:
+        """Done clips delivered to object storage and not (yet) delivered."""
+        delivered = func.sum(case((jobs.c.delivered_url.is_not(None), 1), else_=0))
+        q = select(delivered, func.count()).where(jobs.c.state == S.DONE)
+        if manifest_sha256 is not None:
+            q = q.where(jobs.c.run_id.in_(_runs_of(manifest_sha256)))
+        with self._read() as c:
+            d, n = c.execute(q).one()
+        return {"delivered": int(d or 0), "undelivered": int(n or 0) - int(d or 0)}
+
+    def last_run_of(self, manifest: str) -> dict[str, Any] | None:
+        """The newest run of this manifest path (id, times, status, exit code, jobs)."""
+        with self._read() as c:
+            r = c.execute(select(runs.c.id, runs.c.started_at, runs.c.finished_at, runs.c.status, runs.c.exit_code,
+                                 runs.c.jobs_total).where(runs.c.manifest == manifest)
+                          .order_by(runs.c.id.desc()).limit(1)).first()
+        return None if r is None else _plain(r)
+
+    def manifest_members(self, manifest: str) -> list[JobRow] | None:
+        """The jobs this manifest path expanded to when last recorded (None: not known — a
+        ledger written before batchgen recorded it)."""
+        q = (select(jobs).join(manifest_jobs, manifest_jobs.c.key == jobs.c.key)
+             .where(manifest_jobs.c.manifest == manifest).order_by(jobs.c.seq, jobs.c.id))
+        with self._read() as c:
+            rows = [_row(r) for r in c.execute(q)]
+            if rows:
+                return rows
+            last = c.execute(select(runs.c.manifest_sha256).where(runs.c.manifest == manifest)
+                             .order_by(runs.c.id.desc()).limit(1)).scalar()
+            if last is None:
+                return None
+            # Older ledgers: the jobs recorded by runs of that manifest's last version.
+            return [_row(r) for r in c.execute(select(jobs).where(jobs.c.run_id.in_(_runs_of(last)))
+                                                .order_by(jobs.c.seq, jobs.c.id))]
 
     def not_as_asked(self, manifest_sha256: str | None = None, limit: int = 1000) -> list[JobRow]:
         """Delivered clips whose verification found them wrong (mismatch, undecodable, missing,
@@ -513,15 +575,18 @@ class Ledger:
         ``check()`` may return options to add to the run's (known only after expansion)."""
         with self.engine.begin() as c:
             run_id = self._insert_run(c, manifest, manifest_sha256, options, 0)
+            c.execute(manifest_jobs.delete().where(manifest_jobs.c.manifest == manifest))
             n = 0
             chunk: list[Job] = []
             for job in jobs_:
                 chunk.append(job)
                 if len(chunk) >= batch:
                     self._upsert(c, run_id, chunk)
+                    self._add_members(c, manifest, chunk)
                     n += len(chunk)
                     chunk = []
             self._upsert(c, run_id, chunk)
+            self._add_members(c, manifest, chunk)
             n += len(chunk)
             extra = check() or {}
             # Stamped again at commit: recording a huge manifest may take longer than a lease.
@@ -551,6 +616,13 @@ class Ledger:
             c.execute(update(jobs).where(jobs.c.run_id.in_(scope), jobs.c.run_id != run_id, jobs.c.state != S.DONE)
                       .values(run_id=run_id, updated_at=time.time()))
         return run_id, n, int(match.id)
+
+    def _add_members(self, c: Connection, manifest: str, batch: Sequence[Job]) -> None:
+        """This manifest's job set (`batchgen diff`) as recorded now; the caller deleted the old."""
+        if batch:
+            ph = _placeholder(c)
+            c.exec_driver_sql(f"INSERT INTO manifest_jobs (manifest, key) VALUES ({ph('manifest')}, {ph('key')}) "
+                              "ON CONFLICT DO NOTHING", [{"manifest": manifest, "key": j.key} for j in batch])
 
     def upsert_jobs(self, run_id: int, batch: Sequence[Job]) -> None:
         with self.engine.begin() as c:

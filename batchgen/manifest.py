@@ -7,6 +7,7 @@ A manifest is either a CSV file (one job a row, header = field names) or a YAML 
     output: "{name}-{aspect_ratio}.mp4"            # file-name template (default below)
     rows: shots.csv                                 # optional, rows from a CSV next to the YAML
     unvalidated_models: [some-new-model]            # optional: send these models' fields unchecked
+    deliver: "s3://renders/nightly/"                # optional: upload finished clips there
     jobs:
       - {name: harbour, subject: a lighthouse, prompt: "A {subject} at dusk, @Image1", ...}
 
@@ -60,13 +61,15 @@ LOCAL_INPUT_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bm
 MAX_CSV_LINE = 1024 * 1024
 MAX_PROBLEMS = 200
 META_FIELDS = frozenset({"name", "take", "output"})
-TOP_LEVEL = frozenset({"defaults", "jobs", "matrix", "rows", "output", "unvalidated_models"})
+TOP_LEVEL = frozenset({"defaults", "jobs", "matrix", "rows", "output", "unvalidated_models", "deliver", "models",
+                       "per_model"})
 # Columns `batchgen export` adds that are results, not request fields: a results CSV fed back
 # as rows ignores them (recognised by its job_key column).
 RESULT_COLUMNS = frozenset({"job_key", "row", "state", "task_id", "result_url", "output_path", "bytes", "sha256",
                             "credits", "attempts", "polls", "error_code", "error_message", "submitted_at",
                             "completed_at", "done_at", "verify", "verify_detail", "duration_s", "width", "height",
-                            "fps", "codec", "audio", "poster", "contact_sheet"})
+                            "fps", "codec", "audio", "poster", "contact_sheet", "delivered_url",
+                            "delivered_at"})
 PARAMS_COLUMN = "params"
 NEWLINE = b"\n"
 
@@ -76,9 +79,19 @@ def _expander_sha256() -> str:
     """The expansion code itself (this module, its helpers, the model specs, the YAML parser's
     version): another version may expand the same manifest differently."""
     h = hashlib.sha256(yaml.__version__.encode())
-    for mod in (__file__, specs.__file__, jobs_module.__file__, names.__file__, yamlsafe.__file__):
+    for mod in (__file__, specs.__file__, jobs_module.__file__, names.__file__, yamlsafe.__file__,
+                str(Path(specs.__file__).with_name("models.yaml"))):
         h.update(Path(mod).read_bytes())
     return h.hexdigest()
+
+
+def _plain(v: Any) -> Any:
+    """A parsed YAML value as plain dicts and lists (the catalog keeps no line numbers)."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
 
 
 @dataclass
@@ -98,12 +111,18 @@ class Manifest:
     """A loaded (not yet expanded) manifest. ``expand()`` streams jobs; problems accumulate in
     ``problems`` and warnings in ``warnings``. Call ``check()`` after a full expansion."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], catalog: specs.Catalog | None = None) -> None:
         self.path = Path(path)
+        # The models this manifest is validated against: the shipped catalog, the user's
+        # --models file, and the manifest's own `models:` (a file or inline entries).
+        self.catalog = catalog or specs.SHIPPED
+        self.per_model: dict[str, dict[str, Any]] = {}
+        self._model_files: list[Path] = []
         self.defaults: dict[str, Any] = {}
         self.matrix: dict[str, list[Any]] = {}
         self.output_template: str | None = None
         self.unvalidated_models: frozenset[str] = frozenset()
+        self.deliver: str | None = None  # `deliver: s3://bucket/prefix/` (run --deliver overrides it)
         self.problems: list[Problem] = []
         self._seen: set[str] = set()
         self.truncated = 0
@@ -191,6 +210,39 @@ class Manifest:
         # Otherwise the problems so far (a duplicate key, a key that is not text) are reported
         # with everything expansion finds: one pass shows all of them.
 
+    def _read_models(self, doc: yamlsafe.Mapping, line: Any) -> None:
+        """``models:`` (a catalog file next to the manifest, or inline entries) and
+        ``per_model:`` (model → fields applied to that model's jobs only)."""
+        models = doc.get("models")
+        if isinstance(models, str):
+            path = (self.path.parent / models).resolve()
+            try:
+                self.catalog = self.catalog.extended(specs.read_file(path), str(path))
+                self._model_files.append(path)
+            except specs.CatalogError as e:
+                self._problem(line("models"), "models", str(e))
+        elif isinstance(models, dict):
+            try:
+                self.catalog = self.catalog.extended(specs.parse_entries(_plain(models), str(self.path)),
+                                                     f"{self.path} (models:)")
+            except specs.CatalogError as e:
+                self._problem(line("models"), "models", str(e).removeprefix(f"{self.path}: "))
+        elif models is not None:
+            self._problem(line("models"), "models", "must be a models file name or a mapping of model entries")
+        per = doc.get("per_model")
+        if per is None:
+            return
+        if not isinstance(per, dict) or not all(isinstance(v, dict) for v in per.values()):
+            self._problem(line("per_model"), "per_model", "must map model names to {field: value} mappings")
+            return
+        for model, values in per.items():
+            if model not in self.catalog.models and model not in (doc.get("unvalidated_models") or []):
+                hint = difflib.get_close_matches(str(model), sorted(self.catalog.models), n=1, cutoff=0.6)
+                self._problem(line("per_model"), "per_model", f"unknown model {model!r}"
+                              + (f"; did you mean '{hint[0]}'?" if hint else ""))
+                continue
+            self.per_model[str(model)] = {k: v for k, v in values.items() if v is not None}
+
     def _has_rows(self) -> bool:
         return bool(self._jobs_yaml) or self._rows_csv is not None
 
@@ -223,6 +275,12 @@ class Manifest:
             self._problem(line("unvalidated_models"), "unvalidated_models", "must be a list of model names")
         else:
             self.unvalidated_models = frozenset(x.strip() for x in models)
+        self._read_models(doc, line)
+        dest = doc.get("deliver")
+        if dest is not None and not (isinstance(dest, str) and dest.strip().startswith("s3://")):
+            self._problem(line("deliver"), "deliver", "must be an s3://bucket/prefix/ URL (quoted)")
+        elif dest is not None:
+            self.deliver = dest.strip()
         jobs = doc.get("jobs")
         if jobs is None:
             jobs = []
@@ -381,9 +439,11 @@ class Manifest:
 
     def inputs_sha256(self) -> str:
         """What an expansion depends on, local media files aside (a manifest naming any is never
-        reused, see runner.prepare): the manifest's bytes, its rows CSV's bytes and the code
-        that expands them. Equal digests → equal jobs, so a validated expansion can be reused."""
+        reused, see runner.prepare): the manifest's bytes, its rows CSV's bytes, the model
+        catalog and the code that expands them. Equal digests → equal jobs, so a validated
+        expansion can be reused."""
         h = hashlib.sha256(_expander_sha256().encode())
+        h.update(repr(sorted((k, repr(v)) for k, v in self.catalog.models.items())).encode())
         for p in dict.fromkeys(x for x in (self.path, self._rows_csv) if x is not None):
             h.update(self._file_digest(p))
         return h.hexdigest()
@@ -418,20 +478,30 @@ class Manifest:
         model = self._model(raw, row)
         if model is None:
             return None
-        spec = specs.MODELS.get(model)
+        if model in self.per_model:  # model-specific fields: above `defaults`, below rows and the matrix
+            raw = {**self.defaults, **self.per_model[model], **row.values, **combo}
+        # Listed under `unvalidated_models`: sent unchecked, even when the catalog knows it.
+        spec = None if model in self.unvalidated_models else self.catalog.get(model)
         used = self._used_vars(raw, row)
         params = self._request_fields(raw, row, model, spec, used)
         if params is None:
             return None
-        for f in specs.MEDIA_FIELDS.intersection(params):
+        for f in self.catalog.media_fields.intersection(params):
             try:
                 params[f] = self._localise(params[f], Path(row.file).parent)
             except TemplateError as e:
                 self._problem(row.where, f, str(e), file=row.file)
                 return None
-        request, errs = specs.normalise(model, params)
+        errs: list[tuple[str, str]] = []
+        warns: list[tuple[str, str]] = []
+        if spec is None:
+            request = {"model": model, **{k: v for k, v in params.items() if v is not None}}
+        else:
+            request, errs, warns = self.catalog.normalise(model, params)
         for f, msg in errs:
             self._problem(row.where, f, msg, file=row.file)
+        for f, msg in warns:
+            self._warn(f"{model}: field '{f}' {msg}", row)
         if errs:
             return None
         take = self._rendered(raw, "take", row)
@@ -454,16 +524,16 @@ class Manifest:
                 self._problem(row.where, "model", "is required (set it in `defaults` or per row)", file=row.file)
             return None
         model = model.strip()
-        if model in specs.MODELS:
+        if model in self.catalog.models and model not in self.unvalidated_models:
             return model
         if model in self.unvalidated_models:
             self._warn(f"model '{model}' is not known to batchgen: its fields are sent unvalidated "
                        "(listed under `unvalidated_models`)")
             return model
-        hint = difflib.get_close_matches(model, sorted(specs.MODELS), n=1, cutoff=0.6)
+        hint = difflib.get_close_matches(model, sorted(self.catalog.models), n=1, cutoff=0.6)
         self._problem(row.where, "model", f"unknown model {model!r}" + (f"; did you mean '{hint[0]}'?" if hint else "")
-                      + " (batchgen validates " + ", ".join(sorted(specs.MODELS)) + "; to send another model's "
-                      "fields unchecked, list it under `unvalidated_models:`)", file=row.file)
+                      + " (`batchgen models` lists the catalog; add an entry with --models FILE or `models:`, "
+                      "or list it under `unvalidated_models:` to send its fields unchecked)", file=row.file)
         return None
 
     def _used_vars(self, raw: dict[str, Any], row: _Row) -> set[str]:
@@ -489,12 +559,19 @@ class Manifest:
             if k in META_FIELDS or k == "model":
                 continue
             if spec is None:  # an unvalidated model: every field no template uses is sent
-                if k in used and k not in specs.ALL_FIELDS:
+                if k in used and k not in self.catalog.all_fields:
                     continue
             elif k not in spec.fields:
-                if self._not_a_field(k, raw, row, model, used):
+                if (spec.open and k not in used and k not in self.catalog.all_fields and k not in self.matrix
+                        and self.catalog.suggest(k) is None):
+                    # The model's page names fields the catalog could not read: sent as given.
+                    self._warn(f"field '{k}' is not in the catalog entry of {model}; it is sent as given "
+                               "(check the provider's page)", row if k in row.values else None)
+                elif self._not_a_field(k, raw, row, model, used):
                     bad = True
-                continue
+                    continue
+                else:
+                    continue
             value = self._rendered(raw, k, row)
             if value is _FAILED:
                 bad = True
@@ -510,14 +587,15 @@ class Manifest:
             self._problem(f"line {self._matrix_line}", k, f"matrix field '{k}' is not a request field of {model} "
                           "and no template uses it: every combination would make the same request", file=str(self.path))
             return True
-        if k in specs.ALL_FIELDS:
+        if k in self.catalog.all_fields:
             if k in row.values:  # a default for another model is fine; a row asking for it is not
-                self._problem(row.where, k, f"is not a field of {model}", file=row.file)
+                self._problem(row.where, k, f"is not a field of {model} (fields for some models only go under "
+                              "`per_model:`)", file=row.file)
                 return True
             return False
         if k in used or k in self.matrix:
             return False
-        hint = specs.suggest(k)
+        hint = self.catalog.suggest(k)
         if hint:
             self._problem(row.where, k, f"is not a field of {model}; did you mean '{hint}'?", file=row.file)
             return True

@@ -28,7 +28,7 @@ POSTER_WIDTH = 320
 SHEET_GRID = 3  # 3 × 3 frames
 SHEET_THUMB_WIDTH = 200
 # Resolution classes by the short side of the frame (a "720p" 9:16 video is 720 × 1280).
-RESOLUTION_CLASSES = {"360p": 360, "480p": 480, "720p": 720, "1080p": 1080, "1440p": 1440, "2160p": 2160}
+RESOLUTION_CLASSES = {"360p": 360, "480p": 480, "720p": 720, "1080p": 1080, "1440p": 1440, "2160p": 2160, "4k": 2160}
 
 
 def worker_init(parent: int) -> None:
@@ -215,23 +215,27 @@ def _write_atomic(path: str, img: Any) -> None:
 
 
 # ------------------------------------------------------------------ comparison
-def expected_duration(request: dict[str, Any], model: str) -> float | None:
+def expected_duration(request: dict[str, Any], spec: specs.ModelSpec | None) -> float | None:
     """Seconds of video the request asks for, when the request alone decides it (not for
-    edit-video or video-extension, whose output follows their input)."""
-    spec = specs.MODELS.get(model)
+    edit/extend models, whose output follows their input, nor for an "auto" duration)."""
     if spec is None or not spec.duration_is_output:
         return None
     d = request.get("duration")
+    fs = spec.fields.get("duration")
+    if fs is not None and fs.auto is not None and d == fs.auto:
+        return None  # the model decides
     return float(d) if isinstance(d, int) and not isinstance(d, bool) else None
 
 
-def compare(measured: dict[str, Any], request: dict[str, Any], model: str) -> tuple[str, list[str]]:
-    """(outcome, [what differs]) of a measured clip against its effective request."""
+def compare(measured: dict[str, Any], request: dict[str, Any], model: str,
+            catalog: specs.Catalog | None = None) -> tuple[str, list[str]]:
+    """(outcome, [what differs]) of a measured clip against its effective request (the model's
+    entry from ``catalog``, default the shipped one)."""
     if measured.get("error"):
         return UNDECODABLE, [str(measured["error"])]
     diffs: list[str] = []
-    spec = specs.MODELS.get(model)
-    want = expected_duration(request, model)
+    spec = (catalog or specs.SHIPPED).get(model)
+    want = expected_duration(request, spec)
     got = measured.get("duration")
     fps = measured.get("fps") or 24.0
     if want is not None and got is not None:
@@ -239,7 +243,7 @@ def compare(measured: dict[str, Any], request: dict[str, Any], model: str) -> tu
         if abs(got - want) > tolerance:
             diffs.append(f"duration {got:.2f}s, asked {want:g}s")
     w, h = measured.get("width"), measured.get("height")
-    ratio = request.get("aspect_ratio")
+    ratio = request.get(spec.aspect_field if spec else "aspect_ratio")
     if w and h and isinstance(ratio, str) and ":" in ratio:
         a, _, b = ratio.partition(":")
         try:
@@ -253,6 +257,6 @@ def compare(measured: dict[str, Any], request: dict[str, Any], model: str) -> tu
         got_class = min(RESOLUTION_CLASSES, key=lambda k: abs(RESOLUTION_CLASSES[k] - min(w, h)))
         if got_class != res:
             diffs.append(f"resolution {got_class} ({w}×{h}), asked {res}")
-    if spec is not None and spec.audio and measured.get("audio") is False:
+    if spec is not None and spec.promises_audio(request) and measured.get("audio") is False:
         diffs.append("audio: no audio track, the model promises one")
     return (MISMATCH if diffs else OK), diffs

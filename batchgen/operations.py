@@ -25,6 +25,7 @@ from .export import to_record, write_csv, write_json
 from .jobs import ACTIVE, JobRow, JobState, RunStatus, short_key
 from .ledger import Ledger, Transition, ledger_url
 from .manifest import Manifest
+from .specs import Catalog, CatalogError, ModelSpec, read_file
 
 S = JobState
 RESULT_TTL = 24 * 3600.0  # foxapi's result URLs live 24 h (reference §1)
@@ -46,13 +47,14 @@ def open_ledger(ledger: str | Ledger | None, *, create: bool = False) -> Iterato
 
 # ---------------------------------------------------------------------------------- plan
 def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: PriceTable | None = None,
-         explain: bool = False) -> dict[str, Any]:
+         explain: bool = False, catalog: Catalog | None = None) -> dict[str, Any]:
     """Validate and expand ``manifest`` without sending anything and compare it with the ledger
     (if there is one): jobs per state bucket, seconds of video and estimated credits per model
     and resolution, warnings, and with ``explain`` one entry per job saying what a run would do
     with it and why. Raises ``ManifestError`` with every problem of an invalid manifest."""
     table = prices or PriceTable.load()
-    m = Manifest(manifest)
+    m = Manifest(manifest, catalog)
+    table.catalog = m.catalog
     keys: list[str] = []
     rows: list[tuple[str, str, str, str]] = []  # (key, name, source, output) for explain
     seconds: dict[tuple[str, str], float] = defaultdict(float)
@@ -95,6 +97,137 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
         doc["explain"] = [{"key": short_key(k), "name": n, "row": src, "output": out, "action": a, "reason": r}
                           for k, n, src, out in rows for a, r in [why(known.get(k))]]
     return doc
+
+
+def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
+         prices: PriceTable | None = None, catalog: Catalog | None = None) -> dict[str, Any]:
+    """Compare ``manifest`` with what the ledger last ran for it (the jobs its path expanded to
+    when last recorded): jobs added, removed, changed (matched by output path, then name; the
+    request fields that changed) and unchanged (how many of them are done), with estimated
+    credits: the last expansion's total, this one's, the delta, and tonight's spend (the jobs a
+    plain run would submit: new or queued). Sends nothing, records nothing."""
+    table = prices or PriceTable.load()
+    m = Manifest(manifest, catalog)
+    table.catalog = m.catalog
+    new = list(m.expand())
+    m.check()
+    path = str(m.path.resolve())
+    old: list[JobRow] | None = None
+    known: dict[str, dict[str, Any]] = {}
+    last_run: dict[str, Any] | None = None
+    if isinstance(ledger, Ledger) or _ledger_exists(ledger):
+        with open_ledger(ledger) as led:
+            old = led.manifest_members(path)
+            known = led.states_by_key([j.key for j in new])
+            last_run = led.last_run_of(path)
+    old = old or []
+    new_keys = {j.key for j in new}
+    old_by_key = {j["key"]: j for j in old}
+    gone = {j["key"]: j for j in old if j["key"] not in new_keys}
+    by_output = {j["output"]: j for j in gone.values()}
+    by_name = {j["name"]: j for j in gone.values()}
+
+    def est(request: dict[str, Any]) -> float | None:
+        e = table.estimate(request)
+        return None if e is None else round(e, 4)
+
+    added: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    unchanged = unchanged_done = 0
+    tonight = 0.0
+    unpriced = 0
+    for j in new:
+        credits = est(j.request)
+        state = known.get(j.key, {})
+        if state.get("state") in (None, S.QUEUED):  # a run would pay for it (not failed, in doubt, cancelled)
+            tonight += credits or 0.0
+            unpriced += credits is None
+        if j.key in old_by_key:
+            unchanged += 1
+            unchanged_done += state.get("state") == S.DONE
+            continue
+        before = by_output.get(j.output) or by_name.get(j.name)
+        if before is None or before["key"] not in gone:
+            added.append({"name": j.name, "output": j.output, "model": j.model, "key": short_key(j.key),
+                          "credits": credits})
+            continue
+        del gone[before["key"]]
+        was = json.loads(before["request"])
+        changed.append({"name": j.name, "output": j.output, "key": short_key(j.key),
+                        "was_key": short_key(before["key"]), "fields": _changes(was, j.request, before["take"], j.take),
+                        "credits_before": est(was), "credits": credits})
+    removed = [{"name": j["name"], "output": j["output"], "model": j["model"], "key": short_key(j["key"]),
+                "state": j["state"], "credits": est(json.loads(j["request"]))} for j in gone.values()]
+    last_total = sum(e or 0.0 for e in (est(json.loads(j["request"])) for j in old))
+    new_total = sum(e or 0.0 for e in (est(j.request) for j in new))
+    return {
+        "manifest": str(manifest), "last_run": last_run, "known": bool(old),
+        "added": added, "removed": removed, "changed": changed, "unchanged": unchanged,
+        "unchanged_done": unchanged_done,
+        "credits": {"last": round(last_total, 4), "now": round(new_total, 4), "delta": round(new_total - last_total, 4),
+                    "tonight": round(tonight, 4), "unpriced_jobs": unpriced, "unit": table.unit},
+        "warnings": list(m.warnings)}
+
+
+def _changes(was: dict[str, Any], now: dict[str, Any], take_was: str | None, take_now: str | None) -> list[str]:
+    """The request fields that differ, as ``duration 6→8`` (short values) or just ``prompt``."""
+    out = []
+    for k in sorted(set(was) | set(now)):
+        a, b = was.get(k), now.get(k)
+        if a == b:
+            continue
+        if isinstance(a, str | int | float | None) and isinstance(b, str | int | float | None) and \
+                len(str(a)) <= 24 and len(str(b)) <= 24:
+            out.append(f"{k} {'(unset)' if a is None else a}→{'(unset)' if b is None else b}")
+        else:
+            out.append(k)
+    if take_was != take_now:
+        out.append(f"take {take_was or '(none)'}→{take_now or '(none)'}")
+    return out
+
+
+def catalog(models_file: str | Path | None = None) -> Catalog:
+    """The shipped model catalog, with a user's models file (``--models``) added on top."""
+    from .specs import SHIPPED
+
+    if models_file is None:
+        return SHIPPED
+    try:
+        return SHIPPED.extended(read_file(models_file), str(models_file))
+    except CatalogError as e:
+        raise UsageError(str(e)) from None
+
+
+def models(cat: Catalog | None = None) -> list[dict[str, Any]]:
+    """The catalog as data: each model with its fields (type, default, allowed values), rules,
+    how long its output is, whether it promises audio, and where it came from."""
+    cat = cat or catalog()
+    return [_model_doc(spec) for spec in sorted(cat.models.values(), key=lambda s: s.name)]
+
+
+def _model_doc(spec: ModelSpec) -> dict[str, Any]:
+    fields = []
+    for name, f in spec.fields.items():
+        allowed = (list(f.choices) if f.choices else f"{f.min}-{f.max}" if f.min is not None or f.max is not None
+                   else None)
+        if f.kind == "urls" or f.kind == "list":
+            allowed = f"{f.min or 0}-{f.max} items" if f.max is not None else None
+        fields.append({"name": name, "type": f.kind, "required": f.required, "default": f.default,
+                       "allowed": allowed, "auto": f.auto, "max_len": f.max_len})
+    rules = []
+    for r in spec.rules:
+        if r.count:
+            rules.append(", ".join(f"{k}: {lo}-{hi} items" for k, lo, hi in r.count)
+                         + " when " + ", ".join(f"{k}={v}" for k, v in r.when))
+        if r.one_of:
+            rules.append("exactly one of " + ", ".join(r.one_of))
+        if r.total:
+            rules.append(f"{' + '.join(r.total)} ≤ {r.max} items" + (" (warning)" if r.warn else ""))
+        if r.if_set:
+            rules.append(f"{r.if_set} needs {' or '.join(r.requires_any)}")
+    rules += [f"{marker}N names an item of {field}" for marker, field in spec.refs]
+    return {"model": spec.name, "fields": fields, "rules": rules,
+            "output_seconds": spec.output_seconds, "audio": spec.audio, "open": spec.open, "doc": spec.doc}
 
 
 def _ledger_exists(ledger: str | None) -> bool:
@@ -275,7 +408,7 @@ def report(ledger: str | Ledger | None = None, output: Path = Path("report.html"
 
 
 def verify(ledger: str | Ledger | None = None, *, run_id: int | None = None, workers: int | None = None,
-           pictures: bool = True) -> dict[str, Any]:
+           pictures: bool = True, catalog: Catalog | None = None) -> dict[str, Any]:
     """Re-check every delivered clip (or run ``run_id``'s): missing, changed since it was
     delivered (size or sha256), or read again and compared with its request; the outcome,
     measurements and pictures are recorded. Returns counts per outcome and the clips that are
@@ -283,7 +416,9 @@ def verify(ledger: str | Ledger | None = None, *, run_id: int | None = None, wor
     from . import media
 
     with open_ledger(ledger) as led:
-        rows = [j for j in led.iter_export(run_id) if j["state"] == S.DONE and j["output_path"]]
+        done = [j for j in led.iter_export(run_id) if j["state"] == S.DONE and j["output_path"]]
+        # Removed on purpose once delivered (run --prune-local): the store holds them, not this disk.
+        rows = [j for j in done if not j["pruned_at"]]
         futures = []
         with media.pool(workers) as pool:
             for j in rows:
@@ -299,7 +434,7 @@ def verify(ledger: str | Ledger | None = None, *, run_id: int | None = None, wor
                     outcome, diffs = m["gone"], [m["detail"]]
                     values: dict[str, Any] = {"verify": outcome, "verify_detail": m["detail"], "verified_at": time.time()}
                 else:
-                    outcome, diffs = media.compare(m, json.loads(j["request"]), j["model"])
+                    outcome, diffs = media.compare(m, json.loads(j["request"]), j["model"], catalog)
                     values = {"verify": outcome, "verify_detail": "; ".join(diffs)[:1000] or None,
                               "m_duration": m["duration"], "m_width": m["width"], "m_height": m["height"],
                               "m_fps": m["fps"], "m_codec": m["codec"], "m_audio": m["audio"], "poster": m["poster"],
@@ -314,7 +449,7 @@ def verify(ledger: str | Ledger | None = None, *, run_id: int | None = None, wor
                     batch = []
             if batch:
                 led.apply(batch)
-    return {"checked": len(rows), "counts": dict(counts), "not_as_asked": wrong}
+    return {"checked": len(rows), "counts": dict(counts), "not_as_asked": wrong, "pruned": len(done) - len(rows)}
 
 
 def upgrade(ledger: str | None = None) -> str:
@@ -323,5 +458,5 @@ def upgrade(ledger: str | None = None) -> str:
         return str(led)
 
 
-__all__ = ["cancel", "export", "open_ledger", "plan", "report", "resolve", "results", "status", "stop", "upgrade",
+__all__ = ["cancel", "catalog", "diff", "export", "models", "open_ledger", "plan", "report", "resolve", "results", "status", "stop", "upgrade",
            "verify", "why"]

@@ -32,7 +32,7 @@ PROMPT_CHARS = 160  # the table shows a prompt's start; the export has all of it
 MESSAGE_CHARS = 160
 # Row layout of the embedded data (see _JS: the same order).
 _FIELDS = ("name", "key", "state", "model", "params", "prompt", "polls", "credits", "error", "message", "output",
-           "verify", "detail", "duration", "width", "height", "poster", "sheet")
+           "verify", "detail", "duration", "width", "height", "poster", "sheet", "delivered", "pruned")
 COMPARE_MAX_VALUES = 12  # a field offered for comparison has 2..12 distinct values
 
 _CSS = """
@@ -70,14 +70,18 @@ _JS = r"""
   function el(tag, attrs, text){ const e = document.createElement(tag);
     for (const k in (attrs || {})) e.setAttribute(k, attrs[k]); if (text !== undefined) e.textContent = text; return e; }
   function media(r){
-    const box = el('div'), out = str(get(r, 'output'));
+    const box = el('div'), out = str(get(r, 'output')), dest = str(get(r, 'delivered'));
     if (!out) return box;
+    const url = dest && (dest.endsWith('/') ? dest + out : dest);
+    if (get(r, 'pruned')) { box.append(el('div', {class: 'muted'}, 'delivered; local copy removed'));
+      box.append(el('div', {class: 'path'}, url)); return box; }
     const v = el('video', {controls: '', preload: 'none', src: D.base + out});
     if (get(r, 'poster')) v.setAttribute('poster', D.base + D.pictures + out + '.poster.jpg');
     box.append(v);
     if (get(r, 'sheet')) { const d = el('details'); d.append(el('summary', {}, 'contact sheet'));
       d.append(el('img', {loading: 'lazy', alt: 'contact sheet', src: D.base + D.pictures + out + '.sheet.jpg'})); box.append(d); }
     const a = el('a', {class: 'muted path', href: D.base + out}, out); box.append(el('br')); box.append(a);
+    if (url) box.append(el('div', {class: 'muted path', title: 'delivered to object storage'}, '→ ' + url));
     return box;
   }
   function spec(r){
@@ -224,6 +228,12 @@ class _Strings:
         return i
 
 
+def _delivered_prefix(url: str | None, output: str | None) -> str | None:
+    if url and output and url.endswith("/" + output):
+        return url[: -len(output)]
+    return url
+
+
 def _cut(s: str | None, n: int) -> str | None:
     return s if s is None or len(s) <= n else s[: n - 1] + "…"
 
@@ -284,7 +294,13 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
         for f in [*req, "model", "take"]:
             if f not in rest_hash:
                 rest_hash[f], field_value[f] = [None] * len(data), [None] * len(data)
-            rest_hash[f].append(hash(tuple(kv for kv in items if kv[0] != f)))
+            if f == "model":
+                # Models take different fields (per_model: resolution, audio…), so "the same
+                # shot on another model" is the same row, take, prompt and aspect ratio.
+                rest_hash[f].append(hash((j["source"], j["take"], prompt,
+                                          full.get("aspect_ratio", full.get("ratio")))))
+            else:
+                rest_hash[f].append(hash(tuple(kv for kv in items if kv[0] != f)))
             v = "" if full.get(f) is None else str(full[f])
             field_value[f].append(v)
             if len(distinct[f]) <= COMPARE_MAX_VALUES:
@@ -300,6 +316,9 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
             strings(_cut(j["verify_detail"], MESSAGE_CHARS)),
             None if j["m_duration"] is None else round(j["m_duration"], 2), j["m_width"], j["m_height"],
             1 if j["poster"] else 0, 1 if j["sheet"] else 0,
+            # the object URL (--deliver); its common prefix when it ends with the output name, so
+            # that 100k delivered clips share one string
+            strings(_delivered_prefix(j["delivered_url"], output)), 1 if j["pruned_at"] else 0,
         ])
     comparable = sorted(f for f, vs in distinct.items()
                         if f == compare or 2 <= len(vs) <= COMPARE_MAX_VALUES)

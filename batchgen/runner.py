@@ -12,24 +12,27 @@ asynchronous, everything above it is not.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from . import logs
+from . import logs, metrics, notify
 from .client import DEFAULT_API_BASE, Api, Client, Secret, api_key_from_env
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, UsageError
+from .deliver import Store, open_store
+from .errors import EXIT_DELIVERY, EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, BatchgenError, UsageError
 from .files import remove_stale_temp_files
 from .jobs import JobRow, JobState, RunStatus, short_key
-from .ledger import Ledger, Writer
+from .ledger import Ledger, Writer, safe_ledger_url
 from .manifest import Manifest
 from .progress import Display
 from .scheduler import RunOptions, Scheduler, with_skipped_done
 from .signals import stop_on_signals
 from .simulator import SimConfig, Simulator
+from .specs import Catalog
 
 T = TypeVar("T")
 S = JobState
@@ -48,6 +51,8 @@ class Prepared:
     cooperative: bool = False  # one of several workers on a PostgreSQL ledger; run_id is its worker id
     reused_from: int | None = None  # the earlier run whose validated expansion of these same inputs was reused
     warnings: list[str] = field(default_factory=list)  # what the manifest's expansion warned about
+    manifest: str = ""  # its resolved path
+    started_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -70,6 +75,11 @@ class RunResult:
     credits_reserved: float = 0.0  # usage.credits_reserved of the tasks this run saw
     verified: dict[str, int] = field(default_factory=dict)  # the manifest's clips per verification outcome
     not_as_asked: list[JobRow] = field(default_factory=list)  # clips verification found wrong
+    delivery: dict[str, Any] = field(default_factory=dict)  # --deliver: destination, delivered, undelivered, error
+    manifest: str = ""
+    started_at: float = 0.0  # wall clock
+    credits_at_risk: float = 0.0  # estimated credits of in-doubt jobs
+    expiring: int = 0  # completed results not downloaded yet (their URL expires 24 h after completion)
 
     @property
     def ok(self) -> bool:
@@ -88,7 +98,9 @@ class RunResult:
                                   "detail": j["verify_detail"], "output_path": j["output_path"]}
                                  for j in self.not_as_asked],
                 "failed": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"],
-                            "message": j["error_message"]} for j in self.failed]}
+                            "message": j["error_message"]} for j in self.failed],
+                "manifest": self.manifest, "credits_at_risk": round(self.credits_at_risk, 4),
+                "expiring": self.expiring, "delivery": self.delivery}
 
 
 # ------------------------------------------------------------------------------ preparation
@@ -136,9 +148,11 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
         in_doubt = ledger.orphans_to_in_doubt()
     requeued = ledger.requeue_retryable_failures(run_id, opts.max_attempts) if opts.retry_failed else 0
     opts.local_files = dict(manifest.local_files)
+    opts.catalog = manifest.catalog
+    opts.prices.catalog = manifest.catalog
     remove_stale_temp_files(opts.out_dir)
     return Prepared(run_id, total, in_doubt, requeued, digest, ledger.cooperative, reused_from,
-                    list(manifest.warnings))
+                    list(manifest.warnings), str(manifest.path.resolve()))
 
 
 # ------------------------------------------------------------------------------ execution
@@ -150,7 +164,12 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
     coop = prepared.cooperative
     async with Writer(ledger, owner=prepared.run_id if coop else None) as w:
         sched = Scheduler(w, api, opts, stop, log=log, display=display)
-        await sched.run(prepared.run_id, prepared.total, prepared.manifest_sha256)
+        watch = asyncio.create_task(_write_metrics_while(sched, prepared, opts)) if opts.metrics_file else None
+        try:
+            await sched.run(prepared.run_id, prepared.total, prepared.manifest_sha256)
+        finally:
+            if watch is not None:
+                watch.cancel()
         await w.flush()
         if coop:  # the outcome of the whole manifest, whichever worker did each job
             await w.call(ledger.release, prepared.run_id)
@@ -176,20 +195,70 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
         wrong = await w.call(ledger.not_as_asked, prepared.manifest_sha256, 200)
         if code == EXIT_OK and wrong:
             code = EXIT_FAILED  # every job ended, but not every clip is what was asked
+        delivery: dict[str, Any] = {}
+        if opts.deliver is not None:
+            left = await w.call(ledger.delivery_counts, prepared.manifest_sha256)
+            delivery = {"destination": str(opts.deliver.destination), "delivered": left["delivered"],
+                        "undelivered": left["undelivered"], "delivered_now": sched.delivered,
+                        "error": sched.delivery_broken}
+            if code == EXIT_OK and (left["undelivered"] or sched.delivery_broken):
+                code = EXIT_DELIVERY  # every clip rendered and kept locally; not all of them delivered
         status = {EXIT_OK: RunStatus.FINISHED, EXIT_FAILED: RunStatus.FINISHED,
                   EXIT_UNFINISHED: RunStatus.INTERRUPTED}.get(code, RunStatus.STOPPED)
-        await w.call(ledger.finish_run, prepared.run_id, status)
-        return RunResult(prepared.run_id, counts, in_doubt, failed, sched.reason, code, requests=sched.budget.used,
+        await w.call(ledger.finish_run, prepared.run_id, status, code)
+        result = RunResult(prepared.run_id, counts, in_doubt, failed, sched.reason, code, requests=sched.budget.used,
                          polls=sched.polls, throttled=sched.budget.throttled, commits=w.commits,
                          elapsed=time.monotonic() - started, credits_estimated=sched.committed_credits,
-                         credits_reserved=sched.credits_seen, verified=verified, not_as_asked=wrong)
+                         credits_reserved=sched.credits_seen, verified=verified, not_as_asked=wrong,
+                         delivery=delivery, manifest=prepared.manifest, started_at=prepared.started_at,
+                         credits_at_risk=sum(opts.prices.estimate(json.loads(j["request"])) or 0.0 for j in in_doubt),
+                         expiring=counts.get(S.COMPLETED, 0))
+        if opts.metrics_file is not None:
+            last_ok = await w.call(ledger.last_success, prepared.manifest)
+            await asyncio.to_thread(_write_metrics, opts.metrics_file, _final_metrics(result, opts, last_ok))
+        return result
+
+
+def _live_metrics(sched: Scheduler, prepared: Prepared, opts: RunOptions) -> metrics.RunMetrics:
+    snap = sched.snapshot()
+    return metrics.RunMetrics(
+        manifest=prepared.manifest, run_id=prepared.run_id, running=True, started_at=prepared.started_at,
+        states=dict(snap.states), requests=sched.budget.used, polls=sched.polls, throttled=sched.budget.throttled,
+        credits_reserved=sched.credits_seen, credits_estimated=sched.committed_credits, max_credits=opts.max_credits,
+        in_doubt=snap.states.get(S.IN_DOUBT, 0), verified=dict(sched.verified),
+        delivered=sched.delivered if opts.deliver is not None else None,
+        undelivered=sched.undelivered if opts.deliver is not None else None)
+
+
+def _final_metrics(r: RunResult, opts: RunOptions, last_success: float | None) -> metrics.RunMetrics:
+    return metrics.RunMetrics(
+        manifest=r.manifest, run_id=r.run_id, running=False, started_at=r.started_at, states=dict(r.counts),
+        requests=r.requests, polls=r.polls, throttled=r.throttled, credits_reserved=r.credits_reserved,
+        credits_estimated=r.credits_estimated, max_credits=opts.max_credits, in_doubt=len(r.in_doubt),
+        exit_code=r.exit_code, finished_at=time.time(), last_success=last_success, verified=dict(r.verified),
+        delivered=r.delivery.get("delivered"), undelivered=r.delivery.get("undelivered"))
+
+
+def _write_metrics(path: Path, m: metrics.RunMetrics) -> None:
+    try:
+        metrics.write(path, m)
+    except OSError as e:  # monitoring never fails the run; the next write may succeed
+        log.warning(f"cannot write --metrics-file {path}: {e.strerror or e}")
+
+
+async def _write_metrics_while(sched: Scheduler, prepared: Prepared, opts: RunOptions) -> None:
+    assert opts.metrics_file is not None
+    while True:
+        await asyncio.to_thread(_write_metrics, opts.metrics_file, _live_metrics(sched, prepared, opts))
+        await asyncio.sleep(opts.metrics_every)
 
 
 # ------------------------------------------------------------------------------ one call
 def run(manifest: str | Path | Manifest, *, out_dir: str | Path = "out", ledger: str | Ledger | None = None,
         api_base: str | None = None, api_key: Secret | str | None = None, simulate: SimConfig | bool | None = None,
         options: RunOptions | None = None, display: Display | None = None,
-        handle_signals: bool = True) -> RunResult:
+        handle_signals: bool = True, deliver: str | Store | None = None, deliver_endpoint: str | None = None,
+        notify_urls: Sequence[str] = (), report: str | Path | None = None, catalog: Catalog | None = None) -> RunResult:
     """Submit, poll and download every job of ``manifest``; resume whatever an earlier run of it
     left in the ledger. Returns how the run ended (``RunResult.exit_code`` is what ``batchgen
     run`` exits with).
@@ -198,8 +267,41 @@ def run(manifest: str | Path | Manifest, *, out_dir: str | Path = "out", ledger:
     ``./batchgen.db``). ``api_key``: default the environment variable BATCHGEN_API_KEY.
     ``simulate``: run against the embedded simulator (``True`` or a ``SimConfig``) — nothing is
     billed. ``options``: concurrency, request budget, credit cap… (``out_dir`` fills its
-    ``out_dir`` when it is not given). Raises ``ManifestError`` (nothing recorded) for a bad
-    manifest, ``UsageError`` without an API key, ``LedgerError`` when the ledger cannot be used."""
+    ``out_dir`` when it is not given). ``deliver``: an ``s3://bucket/prefix/`` URL (default: the
+    manifest's ``deliver:``) or a ``Store``; checked before anything is submitted. Raises
+    ``ManifestError`` (nothing recorded) for a bad manifest, ``UsageError`` without an API key,
+    ``DeliveryError`` when the destination refuses, ``LedgerError`` when the ledger cannot be used.
+    ``report``: write the HTML report there when the run ends. ``notify_urls``: apprise URLs
+    that get one message when the run ends (or cannot start); a failed message is only logged.
+    ``catalog``: the models to validate against (default the shipped catalog; see
+    ``operations.catalog`` for adding a models file)."""
+    where = _safe_ledger(ledger, simulated=bool(simulate))
+    try:
+        result = _run(manifest, out_dir=out_dir, ledger=ledger, api_base=api_base, api_key=api_key,
+                      simulate=simulate, options=options, display=display, handle_signals=handle_signals,
+                      deliver=deliver, deliver_endpoint=deliver_endpoint, report=report, catalog=catalog)
+    except BatchgenError as e:  # the run could not start (or the ledger failed): say so too
+        if notify_urls:
+            summary = {"exit_code": e.exit_code, "error": str(e).splitlines()[0][:500], "manifest": str(manifest)}
+            notify.send(notify_urls, *notify.compose(summary, ledger=where))
+        raise
+    if notify_urls:
+        notify.send(notify_urls, *notify.compose(result.as_dict(), ledger=where, report=str(report) if report else None,
+                                                 max_credits=options.max_credits if options else None))
+    return result
+
+
+def _safe_ledger(ledger: str | Ledger | None, *, simulated: bool) -> str:
+    """The ledger as a message may name it (a database URL without its password)."""
+    if isinstance(ledger, Ledger):
+        return str(ledger)
+    return safe_ledger_url(ledger, simulated=simulated)
+
+
+def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | Ledger | None, api_base: str | None,
+         api_key: Secret | str | None, simulate: SimConfig | bool | None, options: RunOptions | None,
+         display: Display | None, handle_signals: bool, deliver: str | Store | None, deliver_endpoint: str | None,
+         report: str | Path | None, catalog: Catalog | None) -> RunResult:
     sim_cfg = SimConfig() if simulate is True else (simulate or None)
     key = Secret(api_key) if isinstance(api_key, str) else api_key or api_key_from_env()
     if key is None:
@@ -209,12 +311,22 @@ def run(manifest: str | Path | Manifest, *, out_dir: str | Path = "out", ledger:
     opts = options or RunOptions(out_dir=Path(out_dir))
     api_base = api_base or DEFAULT_API_BASE
     opts.api = api_identity(api_base, sim_cfg is not None)
-    m = manifest if isinstance(manifest, Manifest) else Manifest(manifest)
+    m = manifest if isinstance(manifest, Manifest) else Manifest(manifest, catalog)
+    deliver = deliver or m.deliver
+    if deliver is not None:
+        store = open_store(deliver, endpoint_url=deliver_endpoint) if isinstance(deliver, str) else deliver
+        store.check()  # credentials and bucket, before anything is paid for
+        opts.deliver = store
     led = ledger if isinstance(ledger, Ledger) else Ledger(ledger, simulated=sim_cfg is not None)
     try:
         prepared = prepare(led, m, opts)
         _announce(prepared, m, led)
-        return _sync(_execute(led, prepared, opts, api_base, key, sim_cfg, display, handle_signals))
+        result = _sync(_execute(led, prepared, opts, api_base, key, sim_cfg, display, handle_signals))
+        if report is not None:
+            from . import operations
+
+            operations.report(led, Path(report))
+        return result
     finally:
         if not isinstance(ledger, Ledger):
             led.close()

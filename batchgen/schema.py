@@ -35,6 +35,8 @@ runs = Table(
     # PostgreSQL ledgers: every `batchgen run` process is a worker whose liveness is this
     # timestamp (the database server's clock, so machines need not agree on the time).
     Column("heartbeat_at", Float),
+    # What `batchgen run` exited with (errors.EXIT_*); NULL while running or for runs that died.
+    Column("exit_code", Integer),
 )
 
 jobs = Table(
@@ -90,6 +92,13 @@ jobs = Table(
     Column("poster", Text),
     Column("sheet", Text),
     Column("verified_at", Float),
+    # Delivery to object storage (deliver.py): the object's URL and ETag once it is there with
+    # this file's sha256, else the last reason it is not; pruned_at when the local copy was removed.
+    Column("delivered_url", Text),
+    Column("delivered_etag", String(100)),
+    Column("delivered_at", Float),
+    Column("delivery_error", Text),
+    Column("pruned_at", Float),
     CheckConstraint("state IN (" + ", ".join(f"'{s.value}'" for s in STATES) + ")", name="state"),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_run_id_seq", "run_id", "seq"),
@@ -118,4 +127,12 @@ uploads = Table(
     Column("file_id", String(100)),
     Column("url", Text, nullable=False),
     Column("uploaded_at", Float, nullable=False),
+)
+
+manifest_jobs = Table(
+    # The jobs a manifest (its resolved path) expanded to when last recorded: what
+    # `batchgen diff` compares tonight's expansion with. Replaced whenever the manifest changes.
+    "manifest_jobs", metadata,
+    Column("manifest", Text, primary_key=True),
+    Column("key", String(64), primary_key=True),
 )

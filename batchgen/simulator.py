@@ -48,6 +48,51 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool, Any, Any]]] = {
         "prompt": ("prompt", True, 4096, None), "video_url": ("url", True, None, None),
         "duration": ("int", False, (2, 10), 6)},
 }
+_VEO_RES = ("720p", "1080p", "4k")
+_VEO_AR = ("16:9", "9:16")
+_VEO_GEN = ("text-to-video", "image-to-video", "first-last-frame", "reference-to-video")
+# The other foxapi video families (docs.foxapi.cc video-series pages). "choice": a set of allowed
+# values (ints too); "auto" ints: (min, max, auto value); "bool", "list", "object": type only.
+_VEO = {"prompt": ("prompt", True, 100_000, None), "generation_type": ("enum", False, _VEO_GEN, "text-to-video"),
+        "image_urls": ("urls", False, (0, 3), None), "aspect_ratio": ("enum", False, _VEO_AR, "16:9"),
+        "duration": ("choice", False, (4, 6, 8), 8), "resolution": ("enum", False, _VEO_RES, "1080p"),
+        "generate_audio": ("bool", False, None, True), "negative_prompt": ("prompt", False, 100_000, None),
+        "seed": ("int", False, (0, 4294967295), None)}
+_VEO_I2V = {"prompt": ("prompt", True, 100_000, None), "image_url": ("url", True, None, None),
+            "aspect_ratio": ("enum", False, _VEO_AR, "16:9"), "duration": ("choice", False, (4, 6, 8), 8),
+            "resolution": ("enum", False, _VEO_RES, "1080p"), "generate_audio": ("bool", False, None, True)}
+_VEO_REF = {"prompt": ("prompt", True, 100_000, None), "reference_image_urls": ("urls", True, (1, 3), None),
+            "aspect_ratio": ("enum", False, _VEO_AR, "16:9"), "duration": ("choice", False, (8,), 8),
+            "resolution": ("enum", False, _VEO_RES, "1080p"), "generate_audio": ("bool", False, None, True),
+            "reference_type": ("enum", False, ("ASSET", "STYLE"), None)}
+_VEO_EXT = {"prompt": ("prompt", True, 100_000, None), "video_url": ("url", False, None, None),
+            "video": ("url", False, None, None), "aspect_ratio": ("enum", False, _VEO_AR, "16:9"),
+            "generate_audio": ("bool", False, None, True), "advanced": ("object", False, None, None),
+            "duration": ("fixed", False, None, 7)}
+_SORA = {"prompt": ("prompt", True, 5000, None), "image_urls": ("urls", False, (0, 1), None),
+         "aspect_ratio": ("enum", False, _VEO_AR, "16:9"), "duration": ("choice", False, (4, 8, 12, 16, 20), 4),
+         "resolution": ("enum", False, ("720p", "1080p"), "720p"), "character_ids": ("list", False, None, None)}
+_SEEDANCE = {"prompt": ("prompt", True, 5000, None), "resolution": ("enum", False, ("480p", "720p"), "720p"),
+             "ratio": ("enum", False, ("adaptive", "16:9", "4:3", "1:1", "3:4", "9:16", "21:9"), "adaptive"),
+             "duration": ("auto", False, (4, 15, -1), 5), "generate_audio": ("bool", False, None, True),
+             "seed": ("int", False, (-1, 4294967295), None), "image_urls": ("urls", False, (0, 9), None),
+             "video_urls": ("urls", False, (0, 3), None), "audio_urls": ("urls", False, (0, 3), None)}
+_KLING = {"prompt": ("prompt", False, 2500, None), "multi_prompt": ("list", False, None, None),
+          "resolution": ("enum", False, _VEO_RES, "720p"), "generate_audio": ("bool", False, None, False),
+          "start_image_url": ("url", False, None, None), "end_image_url": ("url", False, None, None),
+          "image_urls": ("urls", False, (0, 4), None), "elements": ("list", False, None, None),
+          "aspect_ratio": ("enum", False, ("16:9", "9:16", "1:1"), "16:9"), "duration": ("int", False, (3, 15), 5)}
+_SCHEMA.update({
+    "veo-3.1": _VEO, "veo-3.1-fast": _VEO, "veo-3.1-image-to-video": _VEO_I2V, "veo-3.1-fast-image-to-video": _VEO_I2V,
+    "veo-3.1-lite-image-to-video": {**_VEO_I2V, "resolution": ("enum", False, ("720p", "1080p"), "1080p")},
+    "veo-3.1-reference-to-video": _VEO_REF,
+    "veo-3.1-fast-reference-to-video": {k: v for k, v in _VEO_REF.items() if k != "reference_type"},
+    "veo-3.1-extend": _VEO_EXT, "veo-3.1-extend-fast": _VEO_EXT, "sora-2": _SORA, "sora-2-pro": _SORA,
+    "seedance-2.0-reference-to-video": _SEEDANCE, "seedance-2.0-fast-reference-to-video": _SEEDANCE,
+    "kling-o3-reference-to-video": _KLING,
+})
+# Models whose pages name more optional fields than the table holds: unknown fields are accepted.
+_OPEN = frozenset(m for m in _SCHEMA if not m.startswith(("grok-", "seedance-")))
 _FAIL_CODES = ("generation_failed", "timeout", "model_unavailable", "content_policy_violation")
 
 
@@ -307,7 +352,7 @@ class Simulator:
         if schema is None:
             return 422, f"Unknown model: {model!r}", "invalid_request_error", None
         extra = sorted(set(body) - set(schema) - {"model"})
-        if extra:
+        if extra and model not in _OPEN:
             return (422, f"No available channel supports: {', '.join(extra)}", "invalid_request_error",
                     "unsupported_advanced_options")
         for name, (kind, required, rule, _default) in schema.items():
@@ -321,6 +366,16 @@ class Simulator:
                 ok = isinstance(v, str) and 0 < len(v) <= rule
             elif kind == "int":
                 ok = isinstance(v, int) and not isinstance(v, bool) and rule[0] <= v <= rule[1]
+            elif kind == "choice":
+                ok = isinstance(v, int) and not isinstance(v, bool) and v in rule
+            elif kind == "auto":
+                ok = isinstance(v, int) and not isinstance(v, bool) and (rule[0] <= v <= rule[1] or v == rule[2])
+            elif kind == "bool":
+                ok = isinstance(v, bool)
+            elif kind == "list":
+                ok = isinstance(v, list)
+            elif kind == "fixed":
+                ok = False  # not a request field (veo extend adds a fixed 7 s)
             elif kind == "enum":
                 ok = v in rule
             elif kind == "url":
@@ -330,11 +385,22 @@ class Simulator:
                       and all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in v))
             if not ok:
                 return 422, f"Invalid value for {name}: {v!r}", "invalid_request_error", None
-        if "reference_image_urls" in body:
-            n = len(body["reference_image_urls"])
+        images = body.get("reference_image_urls", body.get("image_urls"))
+        if isinstance(images, list) and isinstance(body.get("prompt"), str):
+            n = len(images)
             for m in re.finditer(r"@Image(\d+)", body["prompt"]):
                 if not 1 <= int(m.group(1)) <= n:
                     return 422, f"prompt refers to @Image{m.group(1)} beyond {n} images", "invalid_request_error", None
+        assert isinstance(model, str)  # a known model: checked above
+        if model.startswith("veo-3.1-extend") and sum(1 for k in ("video_url", "video") if body.get(k)) != 1:
+            return 422, "video_url is required", "invalid_request_error", None
+        if model.startswith("kling-") and not (body.get("prompt") or body.get("multi_prompt")):
+            return 422, "prompt or multi_prompt is required", "invalid_request_error", None
+        if model.startswith("veo-3.1") and "generation_type" in schema:
+            want = {"text-to-video": (0, 0), "image-to-video": (1, 1), "first-last-frame": (2, 2),
+                    "reference-to-video": (1, 3)}[body.get("generation_type") or "text-to-video"]
+            if not want[0] <= len(body.get("image_urls") or []) <= want[1]:
+                return 422, "image_urls does not match generation_type", "invalid_request_error", None
         return None
 
     def _media_plan(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -344,14 +410,17 @@ class Simulator:
         c = self.config
         schema = _SCHEMA[body["model"]]
         res = body.get("resolution") or (schema["resolution"][3] if "resolution" in schema else "480p")
-        short = 720 if res == "720p" else 480
-        ratio = body.get("aspect_ratio") or (schema["aspect_ratio"][3] if "aspect_ratio" in schema else "16:9")
-        a, b = (16, 9) if ratio == "auto" or ":" not in str(ratio) else (int(x) for x in str(ratio).split(":"))
+        short = {"720p": 720, "1080p": 1080, "4k": 2160}.get(res, 480)
+        ar_field = "ratio" if "ratio" in schema else "aspect_ratio"
+        ratio = body.get(ar_field) or (schema[ar_field][3] if ar_field in schema else "16:9")
+        a, b = (16, 9) if ":" not in str(ratio) else (int(x) for x in str(ratio).split(":"))
         if a >= b:
             w, h = _even(short * a / b), short
         else:
             w, h = short, _even(short * b / a)
         seconds = float(body.get("duration") or (schema["duration"][3] if "duration" in schema else 6))
+        if seconds < 0:  # "auto": the model decides
+            seconds = 5.0
         variant = None
         for knob, name in ((c.p_short, "short"), (c.p_wrong_aspect, "wrong_aspect"), (c.p_undecodable, "undecodable"),
                            (c.p_no_audio, "no_audio")):
@@ -362,7 +431,9 @@ class Simulator:
             seconds = max(1.0, seconds / 2)
         if variant == "wrong_aspect" and w != h:
             w, h = h, w
-        return {"width": w, "height": h, "seconds": seconds, "audio": c.audio and variant != "no_audio",
+        asked_audio = body.get("generate_audio", schema["generate_audio"][3] if "generate_audio" in schema else True)
+        return {"width": w, "height": h, "seconds": seconds,
+                "audio": c.audio and variant != "no_audio" and asked_audio is not False,
                 "variant": variant}
 
     async def _result_bytes(self, t: _Task) -> bytes:
@@ -427,6 +498,8 @@ class Simulator:
         if bad is not None:
             return self._error(bad[0], bad[1], bad[2], bad[3])
         duration = body.get("duration") or _SCHEMA[body["model"]].get("duration", (0, 0, 0, 6))[3] or 6
+        if duration < 0:  # "auto"
+            duration = 15
         credits = round(float(duration) * c.credits_per_second * (1.4 if body.get("resolution") == "720p" else 1.0), 2)
         if c.balance is not None and self.spent + credits > c.balance:
             return self._error(402, "Insufficient balance, please top up", "insufficient_quota")

@@ -1,113 +1,293 @@
-"""Request schemas of the grok-imagine video family, and local validation.
+"""Model specs as data, and local validation.
 
-Every number here comes from ``shared/reference/foxapi-video-api.md`` §2. Validating locally
-before anything is sent is the cheapest way to not pay for a request the API would reject (or,
-worse, accept with a default the user did not mean).
+The catalog is ``models.yaml`` (shipped beside this module; its header documents the entry
+shape). ``Catalog.load(extra)`` adds or replaces entries from a user's file or a manifest's
+inline ``models:`` mapping, so a model the provider adds or changes is usable the day its page
+changes. Validating locally before anything is sent is the cheapest way to not pay for a
+request the API would reject (or, worse, accept with a default the user did not mean).
+
+Imports nothing of batchgen: the manifest, verification (media.py) and the cost estimate read it.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
-ASPECT_RATIOS = ("16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16")
+import yaml
+
 PROMPT_MAX = 4096
-_IMAGE_REF = re.compile(r"@Image(\d+)")
+ASPECT_RATIOS = ("16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16")
+UPLOAD_PREFIX = "upload:sha256:"  # a local file, uploaded just before the create (see manifest.py)
+_KINDS = {"text": "str", "enum": "str", "str": "str", "int": "int", "bool": "bool", "url": "url", "urls": "urls",
+          "list": "list", "object": "object"}
+_RULE_KEYS = ({"when", "count"}, {"one_of"}, {"total", "max"}, {"requires_any", "if_set"})
+_ENTRY_KEYS = frozenset({"doc", "fields", "rules", "refs", "output_seconds", "duration_tolerance", "audio",
+                         "aspect_field", "open"})
+_FIELD_KEYS = frozenset({"type", "required", "default", "choices", "min", "max", "max_len", "auto"})
+
+
+class CatalogError(ValueError):
+    """A models file that does not describe models: where and what."""
 
 
 @dataclass(frozen=True)
 class FieldSpec:
-    kind: str  # "str", "int", "url", "urls"
+    kind: str  # "str", "int", "bool", "url", "urls", "list", "object"
     required: bool = False
     default: Any = None
-    choices: tuple[str, ...] | None = None
+    choices: tuple[Any, ...] | None = None
     min: int | None = None
     max: int | None = None
     max_len: int | None = None
+    auto: int | None = None  # an int meaning "the model decides" (budgeted at max)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A constraint across fields (see models.yaml). ``warn``: a warning, not a refusal."""
+
+    when: tuple[tuple[str, Any], ...] = ()
+    count: tuple[tuple[str, int, int], ...] = ()
+    one_of: tuple[str, ...] = ()
+    total: tuple[str, ...] = ()
+    max: int | None = None
+    requires_any: tuple[str, ...] = ()
+    if_set: str | None = None
+    warn: bool = False
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     fields: dict[str, FieldSpec] = field(default_factory=dict)
-    # Verification (media.compare): the request's `duration` is the output's length (not so for
-    # edit-video and video-extension, whose output follows their input); seconds of slack
-    # beyond one frame; whether the model promises an audio track (None: not documented).
-    duration_is_output: bool = True
-    duration_tolerance: float = 0.0
-    audio: bool | None = None
+    rules: tuple[Rule, ...] = ()
+    refs: tuple[tuple[str, str], ...] = ()  # ("@Image", "image_urls"): @ImageN names an item of it
+    # How long the output is: "duration" (the request's field), a fixed number of seconds, or
+    # "input" (edit/extend: follows the input video, so neither checked nor priced from it).
+    output_seconds: str | float = "duration"
+    duration_tolerance: float = 0.0  # seconds of slack beyond one frame (verification)
+    audio: bool | str | None = None  # promised audio: True/False, None (not documented), or a bool field
+    aspect_field: str = "aspect_ratio"
+    open: bool = False  # unknown fields pass through with a warning (pages we could not fully read)
+    doc: str | None = None
+
+    @property
+    def duration_is_output(self) -> bool:
+        return self.output_seconds == "duration"
+
+    def promises_audio(self, request: Mapping[str, Any]) -> bool | None:
+        if isinstance(self.audio, str):
+            v = request.get(self.audio, self.fields[self.audio].default if self.audio in self.fields else None)
+            return v if isinstance(v, bool) else None
+        return self.audio
+
+    def seconds(self, request: Mapping[str, Any]) -> float | None:
+        """Seconds of video the request asks for (an "auto" duration counts as its maximum), or
+        None when the output follows an input."""
+        if isinstance(self.output_seconds, int | float):
+            return float(self.output_seconds)
+        if self.output_seconds != "duration":
+            return None
+        d = request.get("duration")
+        fs = self.fields.get("duration")
+        if fs is not None and fs.auto is not None and d == fs.auto:
+            return float(fs.max if fs.max is not None else max(fs.choices or (0,)))
+        return float(d) if isinstance(d, int | float) and not isinstance(d, bool) else None
 
 
-def _prompt(max_len: int | None = PROMPT_MAX) -> FieldSpec:
-    # t2v/i2v pages state no maximum; upstream xAI's is 4096 (reference §2.1), so we apply it.
-    return FieldSpec("str", required=True, max_len=max_len)
+# ------------------------------------------------------------------------------ parsing
+def _field(model: str, name: str, d: Any, where: str) -> FieldSpec:
+    if not isinstance(d, dict) or d.get("type") not in _KINDS:
+        raise CatalogError(f"{where}: model {model!r}, field {name!r}: needs `type:` one of {', '.join(_KINDS)}")
+    unknown = set(d) - _FIELD_KEYS
+    if unknown:
+        raise CatalogError(f"{where}: model {model!r}, field {name!r}: unknown key(s) {', '.join(sorted(unknown))}")
+    choices = d.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        raise CatalogError(f"{where}: model {model!r}, field {name!r}: `choices` must be a list")
+    for k in ("min", "max", "max_len", "auto"):
+        if d.get(k) is not None and (not isinstance(d[k], int) or isinstance(d[k], bool)):
+            raise CatalogError(f"{where}: model {model!r}, field {name!r}: `{k}` must be an integer")
+    if d["type"] == "enum" and not choices:
+        raise CatalogError(f"{where}: model {model!r}, field {name!r}: an enum needs `choices`")
+    return FieldSpec(_KINDS[d["type"]], bool(d.get("required", False)), d.get("default"),
+                     tuple(choices) if choices is not None else None, d.get("min"), d.get("max"), d.get("max_len"),
+                     d.get("auto"))
 
 
-MODELS: dict[str, ModelSpec] = {
-    "grok-imagine-text-to-video": ModelSpec(
-        "grok-imagine-text-to-video",
-        {
-            "prompt": _prompt(),
-            "duration": FieldSpec("int", default=6, min=1, max=15),
-            "aspect_ratio": FieldSpec("str", default="16:9", choices=ASPECT_RATIOS),
-            "resolution": FieldSpec("str", default="720p", choices=("480p", "720p")),
-        },
-    ),
-    "grok-imagine-image-to-video": ModelSpec(
-        "grok-imagine-image-to-video",
-        {
-            "prompt": _prompt(),
-            "image_url": FieldSpec("url", required=True),
-            "duration": FieldSpec("int", default=6, min=1, max=15),
-            "aspect_ratio": FieldSpec("str", default="auto", choices=("auto", *ASPECT_RATIOS)),
-            "resolution": FieldSpec("str", default="720p", choices=("480p", "720p")),
-        },
-    ),
-    "grok-imagine-reference-to-video": ModelSpec(
-        "grok-imagine-reference-to-video",
-        {
-            "prompt": _prompt(),
-            "reference_image_urls": FieldSpec("urls", required=True, min=1, max=7),
-            "duration": FieldSpec("int", default=8, min=1, max=10),
-            "aspect_ratio": FieldSpec("str", default="16:9", choices=ASPECT_RATIOS),
-            "resolution": FieldSpec("str", default="480p", choices=("480p", "720p")),
-        },
-    ),
-    "grok-imagine-edit-video": ModelSpec(
-        "grok-imagine-edit-video",
-        {
-            "prompt": _prompt(),
-            "video_url": FieldSpec("url", required=True),
-            "resolution": FieldSpec("str", default="auto", choices=("auto", "480p", "720p")),
-        },
-        duration_is_output=False,  # follows the input, cut to 8 s (reference §2.4)
-    ),
-    "grok-imagine-video-extension": ModelSpec(
-        "grok-imagine-video-extension",
-        {
-            "prompt": _prompt(),
-            "video_url": FieldSpec("url", required=True),
-            "duration": FieldSpec("int", default=6, min=2, max=10),
-        },
-        duration_is_output=False,  # `duration` is the added segment; the output is input + it (§2.5)
-    ),
-}
-
-ALL_FIELDS = frozenset(f for m in MODELS.values() for f in m.fields)
+def _rule(model: str, r: Any, where: str) -> Rule:
+    keys = set(r) - {"warn"} if isinstance(r, dict) else set()
+    if not any(keys == shape for shape in _RULE_KEYS):
+        raise CatalogError(f"{where}: model {model!r}: a rule is one of {{when, count}}, {{one_of}}, "
+                           f"{{total, max}}, {{requires_any, if_set}}; got {r!r}")
+    assert isinstance(r, dict)
+    try:
+        return Rule(when=tuple((r.get("when") or {}).items()),
+                    count=tuple((k, int(v[0]), int(v[1])) for k, v in (r.get("count") or {}).items()),
+                    one_of=tuple(r.get("one_of") or ()), total=tuple(r.get("total") or ()), max=r.get("max"),
+                    requires_any=tuple(r.get("requires_any") or ()), if_set=r.get("if_set"),
+                    warn=bool(r.get("warn", False)))
+    except (TypeError, ValueError, IndexError, AttributeError) as e:
+        raise CatalogError(f"{where}: model {model!r}: malformed rule {r!r} ({e})") from None
 
 
-def coerce(name: str, spec: FieldSpec | None, value: Any) -> Any:
-    """Turn CSV strings into the field's type; leave anything unconvertible for validate()."""
-    if value is None:
-        return None
-    if spec is None:
+def parse_entries(doc: Any, where: str) -> dict[str, ModelSpec]:
+    """Model entries of a catalog document (the shipped file, a --models file, a manifest's
+    inline ``models:``)."""
+    if not isinstance(doc, dict):
+        raise CatalogError(f"{where}: a models file maps model names to entries")
+    out: dict[str, ModelSpec] = {}
+    for name, e in doc.items():
+        if not isinstance(name, str) or not isinstance(e, dict) or not isinstance(e.get("fields"), dict):
+            raise CatalogError(f"{where}: model {name!r}: an entry needs `fields:` (a mapping of field name to spec)")
+        unknown = set(e) - _ENTRY_KEYS
+        if unknown:
+            raise CatalogError(f"{where}: model {name!r}: unknown key(s) {', '.join(sorted(unknown))} "
+                               f"(allowed: {', '.join(sorted(_ENTRY_KEYS))})")
+        fields = {str(k): _field(name, str(k), v, where) for k, v in e["fields"].items()}
+        refs = e.get("refs") or {}
+        if not isinstance(refs, dict) or any(v not in fields for v in refs.values()):
+            raise CatalogError(f"{where}: model {name!r}: `refs` maps @Name to one of its list fields")
+        audio = e.get("audio")
+        if isinstance(audio, str) and audio not in fields:
+            raise CatalogError(f"{where}: model {name!r}: `audio: {audio}` names no field of it")
+        out_s = e.get("output_seconds", "duration")
+        if not (out_s in ("duration", "input") or isinstance(out_s, int | float)):
+            raise CatalogError(f"{where}: model {name!r}: output_seconds is duration, input or a number")
+        out[name] = ModelSpec(
+            name, fields, tuple(_rule(name, r, where) for r in e.get("rules") or []),
+            tuple((str(k), str(v)) for k, v in refs.items()), out_s, float(e.get("duration_tolerance", 0.0)),
+            audio, str(e.get("aspect_field", "aspect_ratio")), bool(e.get("open", False)), e.get("doc"))
+    return out
+
+
+def read_file(path: str | Path) -> dict[str, ModelSpec]:
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CatalogError(f"{p}: cannot read the models file: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise CatalogError(f"{p}: not valid YAML: {e}") from None
+    return parse_entries(doc, str(p))
+
+
+# ------------------------------------------------------------------------------ the catalog
+class Catalog:
+    """The models batchgen validates: the shipped entries plus the user's additions."""
+
+    def __init__(self, models: Mapping[str, ModelSpec], sources: Iterable[str] = ("shipped models.yaml",)) -> None:
+        self.models: dict[str, ModelSpec] = dict(models)
+        self.sources = list(sources)
+        self.all_fields = frozenset(f for m in self.models.values() for f in m.fields)
+        # Fields holding media URLs: a local file named there is uploaded first (manifest.py).
+        self.media_fields = frozenset(f for m in self.models.values() for f, s in m.fields.items()
+                                      if s.kind in ("url", "urls"))
+
+    @classmethod
+    def shipped(cls) -> Catalog:
+        text = resources.files("batchgen").joinpath("models.yaml").read_text(encoding="utf-8")
+        return cls(parse_entries(yaml.safe_load(text), "models.yaml"))
+
+    def extended(self, entries: Mapping[str, ModelSpec], source: str) -> Catalog:
+        """This catalog with ``entries`` added (an entry of the same name is replaced whole)."""
+        return Catalog({**self.models, **entries}, [*self.sources, source]) if entries else self
+
+    def get(self, model: str) -> ModelSpec | None:
+        return self.models.get(model)
+
+    def suggest(self, name: str) -> str | None:
+        """Closest known request field, to turn a typo into an error instead of a silent default."""
+        close = difflib.get_close_matches(name, sorted(self.all_fields | {"model"}), n=1, cutoff=0.8)
+        return close[0] if close else None
+
+    def normalise(self, model: str, params: dict[str, Any]
+                  ) -> tuple[dict[str, Any], list[tuple[str, str]], list[tuple[str, str]]]:
+        """Apply type coercion and the model's defaults; return (effective request, errors,
+        warnings), each a list of (field, message).
+
+        The effective request is what the job key hashes: two rows that differ only by spelling
+        a default explicitly are the same job, so re-running never pays twice for it."""
+        spec = self.models.get(model)
+        if spec is None:
+            return {"model": model, **{k: v for k, v in params.items() if v is not None}}, [], []
+        errors: list[tuple[str, str]] = []
+        warnings: list[tuple[str, str]] = []
+        out: dict[str, Any] = {"model": model}
+        for name, fs in spec.fields.items():
+            raw = params.get(name)
+            if raw == "" or raw == []:
+                raw = None
+            value = coerce(fs, raw)
+            if value is None:
+                if fs.required:
+                    errors.append((name, "is required"))
+                    continue
+                value = fs.default
+                if value is None:
+                    continue  # not sent: the API applies its own default
+            err = _check(fs, value)
+            if err:
+                errors.append((name, err))
+                continue
+            out[name] = value
+        if spec.open:  # fields the catalog does not list (the manifest warned): sent as given
+            out.update({k: v for k, v in params.items() if k not in spec.fields and v is not None})
+        for rule in spec.rules:
+            for f, msg in _broken(rule, out):
+                (warnings if rule.warn else errors).append((f, msg))
+        for marker, list_field in spec.refs:
+            n = len(out.get(list_field) or [])
+            for text_field in ("prompt",):
+                for m in re.finditer(re.escape(marker) + r"(\d+)", str(out.get(text_field) or "")):
+                    idx = int(m.group(1))
+                    if not 1 <= idx <= n:
+                        errors.append((text_field, f"refers to {marker}{idx} but {list_field} has {n} item(s)"))
+                        break
+        return out, errors, warnings
+
+
+def _set(v: Any) -> bool:
+    return v is not None and v != [] and v != ""
+
+
+def _broken(rule: Rule, req: Mapping[str, Any]) -> list[tuple[str, str]]:
+    if rule.when and not all(req.get(k) == v for k, v in rule.when):
+        return []
+    out: list[tuple[str, str]] = []
+    cond = " when " + ", ".join(f"{k} is {v}" for k, v in rule.when) if rule.when else ""
+    for f, lo, hi in rule.count:
+        n = len(req.get(f) or [])
+        if not lo <= n <= hi:
+            want = f"exactly {lo}" if lo == hi else f"{lo} to {hi}"
+            out.append((f, f"must have {want} item(s){cond}, got {n}"))
+    if rule.one_of:
+        given = [f for f in rule.one_of if _set(req.get(f))]
+        if len(given) != 1:
+            out.append((rule.one_of[0], f"set exactly one of {', '.join(rule.one_of)}"
+                                        + (f" (got {', '.join(given)})" if given else "")))
+    if rule.total and rule.max is not None:
+        n = sum(len(req.get(f) or []) for f in rule.total)
+        if n > rule.max:
+            out.append((rule.total[0], f"{' + '.join(rule.total)} hold {n} items; at most {rule.max}"))
+    if rule.if_set and _set(req.get(rule.if_set)) and not any(_set(req.get(f)) for f in rule.requires_any):
+        out.append((rule.if_set, f"needs {' or '.join(rule.requires_any)} too"))
+    return out
+
+
+# ------------------------------------------------------------------------------ values
+def coerce(spec: FieldSpec | None, value: Any) -> Any:
+    """Turn CSV strings into the field's type; leave anything unconvertible for _check()."""
+    if value is None or spec is None:
         return value
     if spec.kind == "int" and isinstance(value, str):
         s = value.strip()
-        if s.isdigit():
-            return int(s)
         if re.fullmatch(r"[+-]?\d+", s):
             return int(s)
         if re.fullmatch(r"[+-]?\d+\.0*", s):
@@ -115,15 +295,14 @@ def coerce(name: str, spec: FieldSpec | None, value: Any) -> Any:
         return value
     if spec.kind == "int" and isinstance(value, float) and value.is_integer():
         return int(value)
+    if spec.kind == "bool" and isinstance(value, str):
+        s = value.strip().lower()
+        return True if s in ("true", "yes", "1") else False if s in ("false", "no", "0") else value
     if spec.kind == "urls" and isinstance(value, str):
         return [p.strip() for p in value.split("|") if p.strip()]
-    if spec.kind in ("str", "url") and isinstance(value, str):
-        return value.strip() if spec.kind == "url" else value
+    if spec.kind == "url" and isinstance(value, str):
+        return value.strip()
     return value
-
-
-UPLOAD_PREFIX = "upload:sha256:"  # a local file, uploaded just before the create (see manifest.py)
-MEDIA_FIELDS = frozenset({"image_url", "video_url", "reference_image_urls"})
 
 
 def _url_ok(v: Any) -> bool:
@@ -132,48 +311,17 @@ def _url_ok(v: Any) -> bool:
     return isinstance(v, str) and re.match(r"^https?://[^\s/]+", v) is not None
 
 
-def normalise(model: str, params: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Apply type coercion and API defaults; return (effective request, [(field, error)]).
-
-    The effective request is what the job key hashes: two rows that differ only by spelling a
-    default explicitly are the same job, so re-running never pays twice for it.
-    """
-    spec = MODELS.get(model)
-    if spec is None:
-        return {"model": model, **{k: v for k, v in params.items() if v is not None}}, []
-    errors: list[tuple[str, str]] = []
-    out: dict[str, Any] = {"model": model}
-    for name, fs in spec.fields.items():
-        raw = params.get(name)
-        if raw == "" or raw == []:
-            raw = None
-        value = coerce(name, fs, raw)
-        if value is None:
-            if fs.required:
-                errors.append((name, "is required"))
-                continue
-            value = fs.default
-        err = _check(name, fs, value)
-        if err:
-            errors.append((name, err))
-            continue
-        out[name] = value
-    if "prompt" in out and "reference_image_urls" in out:
-        n = len(out["reference_image_urls"])
-        for m in _IMAGE_REF.finditer(out["prompt"]):
-            idx = int(m.group(1))
-            if idx < 1 or idx > n:
-                errors.append(("prompt", f"refers to @Image{idx} but only {n} reference image(s) are given"))
-                break
-    return out, errors
-
-
-def _check(name: str, fs: FieldSpec, v: Any) -> str | None:
+def _check(fs: FieldSpec, v: Any) -> str | None:
     if fs.kind == "int":
         if isinstance(v, bool) or not isinstance(v, int):
             return f"must be an integer, got {v!r}"
+        if fs.auto is not None and v == fs.auto:
+            return None
+        auto = f" (or {fs.auto}: the model decides)" if fs.auto is not None else ""
+        if fs.choices and v not in fs.choices:
+            return f"must be one of {', '.join(str(c) for c in fs.choices)}{auto}; got {v}"
         if fs.min is not None and v < fs.min or fs.max is not None and v > fs.max:
-            return f"must be between {fs.min} and {fs.max}, got {v}"
+            return f"must be between {fs.min} and {fs.max}{auto}, got {v}"
     elif fs.kind == "str":
         if not isinstance(v, str):
             return f"must be a string, got {type(v).__name__}"
@@ -183,6 +331,9 @@ def _check(name: str, fs: FieldSpec, v: Any) -> str | None:
             return f"is {len(v)} characters long; the maximum is {fs.max_len}"
         if fs.required and not v.strip():
             return "must not be empty"
+    elif fs.kind == "bool":
+        if not isinstance(v, bool):
+            return f"must be true or false, got {v!r}"
     elif fs.kind == "url":
         if not _url_ok(v):
             return f"must be an http(s) URL, got {v!r}"
@@ -190,14 +341,35 @@ def _check(name: str, fs: FieldSpec, v: Any) -> str | None:
         if not isinstance(v, list):
             return "must be a list of URLs"
         if fs.min is not None and len(v) < fs.min or fs.max is not None and len(v) > fs.max:
-            return f"must have {fs.min} to {fs.max} items, got {len(v)}"
+            return f"must have {fs.min or 0} to {fs.max} items, got {len(v)}"
         bad = [u for u in v if not _url_ok(u)]
         if bad:
             return f"must contain http(s) URLs, got {bad[0]!r}"
+    elif fs.kind == "list":
+        if not isinstance(v, list):
+            return f"must be a list, got {type(v).__name__}"
+        if fs.max is not None and len(v) > fs.max:
+            return f"must have at most {fs.max} items, got {len(v)}"
     return None
 
 
+# ------------------------------------------------------------------------------ shipped catalog
+SHIPPED = Catalog.shipped()
+MODELS = SHIPPED.models
+ALL_FIELDS = SHIPPED.all_fields
+MEDIA_FIELDS = SHIPPED.media_fields
+
+
+def normalise(model: str, params: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``Catalog.normalise`` on the shipped catalog, errors only (warnings are errors' lesser
+    kind: callers that show them use the catalog)."""
+    out, errors, _ = SHIPPED.normalise(model, params)
+    return out, errors
+
+
 def suggest(name: str) -> str | None:
-    """Closest known request field, to turn a typo into an error instead of a silent default."""
-    close = difflib.get_close_matches(name, sorted(ALL_FIELDS | {"model"}), n=1, cutoff=0.8)
-    return close[0] if close else None
+    return SHIPPED.suggest(name)
+
+
+__all__ = ["ALL_FIELDS", "MEDIA_FIELDS", "MODELS", "SHIPPED", "Catalog", "CatalogError", "FieldSpec", "ModelSpec",
+           "Rule", "coerce", "normalise", "read_file", "suggest"]

@@ -45,9 +45,9 @@ class FreezableLedger(Ledger):
             return [False] * len(batch)
         return super().apply(batch)
 
-    def finish_run(self, run_id: int, status: str) -> None:
+    def finish_run(self, run_id: int, status: str, exit_code: int | None = None) -> None:
         if not self.frozen:
-            super().finish_run(run_id, status)
+            super().finish_run(run_id, status, exit_code)
 
 
 class FakeAPI(Api):

@@ -1,4 +1,4 @@
-"""The poll schedule (scheduler.poll_delay): first poll at the task's estimate, then from its
+"""The poll schedule (scheduler.poll_delay): first poll just before the task's estimate, then from its
 reported progress, then geometric; backoff after errors; bounded; jittered by at most 10 %."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.jobs import JobState
-from batchgen.scheduler import LiveJob, RunOptions, poll_delay
+from batchgen.scheduler import FIRST_POLL_AT, LiveJob, RunOptions, poll_delay
 
 NOW = 1_000_000.0
 OPTS = RunOptions(out_dir=Path("out"), poll_min=2.0, poll_max=60.0)
@@ -24,8 +24,9 @@ def delay(j: LiveJob, now: float = NOW, opts: RunOptions = OPTS) -> float:
     return poll_delay(j, opts, now, jitter=lambda: 1.0)
 
 
-def test_first_poll_waits_for_the_estimate_plus_5_percent():
-    assert delay(job(estimated_time=40.0), NOW + 10) == pytest.approx(40 * 1.05 - 10)
+def test_first_poll_comes_just_before_the_estimate():
+    assert delay(job(estimated_time=40.0), NOW + 10) == pytest.approx(40 * FIRST_POLL_AT - 10)
+    assert FIRST_POLL_AT < 1.0  # then progress times the second poll
 
 
 def test_progress_extrapolates_the_remaining_time():
@@ -55,5 +56,5 @@ def test_errors_back_off_and_honour_retry_after():
 
 def test_jitter_stays_within_ten_percent():
     ds = [poll_delay(job(estimated_time=40.0), OPTS, NOW + 10) for _ in range(200)]
-    base = 40 * 1.05 - 10
+    base = 40 * FIRST_POLL_AT - 10
     assert all(base <= d <= base * 1.1 for d in ds) and len(set(ds)) > 100

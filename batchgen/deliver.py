@@ -1,0 +1,251 @@
+"""Delivery of finished clips to object storage (``run --deliver s3://bucket/prefix/``).
+
+A clip is delivered after it is ``done`` (and verified, when verification is on): the video
+goes to ``<prefix><output>``, its poster and contact sheet to ``<prefix>.batchgen/<output>…``.
+Each PUT carries the file's SHA-256 as the store's checksum (``x-amz-checksum-sha256``: S3 and
+most S3-compatible stores verify it and refuse a corrupted body) and as object metadata, and
+its MD5 as ``Content-MD5`` (verified by every S3 dialect). An S3 PUT is atomic: a process
+killed mid-upload leaves no object, never half of one, and the ledger records a clip as
+delivered only after the store acknowledged it. On resume, an object already there with the
+same SHA-256 and size is recorded without uploading it again.
+
+boto3 is synchronous: uploads run in a small thread pool (``Delivery``), off the event loop.
+Credentials, region and endpoint come the standard AWS way (environment variables, shared
+config/profile, instance role); ``--deliver-endpoint`` names an S3-compatible service. Neither
+credentials nor signed URLs are ever logged or recorded: messages name the bucket, the key and
+the store's error code only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Protocol
+from urllib.parse import urlsplit
+
+from . import crash
+from .errors import DeliveryError, UsageError
+
+CHUNK = 1024 * 1024
+# Store answers that no retry fixes: nothing more can be delivered with this configuration.
+_FATAL_CODES = frozenset({
+    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "ExpiredToken",
+    "InvalidToken", "AllAccessDisabled", "AccountProblem", "InvalidBucketName", "PermanentRedirect",
+    "AuthorizationHeaderMalformed", "403", "404", "301",
+})
+
+
+@dataclass(frozen=True)
+class Destination:
+    """``s3://bucket/prefix/`` parsed; the prefix always ends with "/" (or is empty)."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> Destination:
+        u = urlsplit(url.strip())
+        if u.scheme != "s3" or not u.netloc:
+            raise UsageError(f"--deliver {url!r}: expected s3://BUCKET/PREFIX/ (an S3 or S3-compatible store)")
+        if u.query or u.fragment:
+            raise UsageError(f"--deliver {url!r}: no ?query or #fragment in a destination")
+        prefix = u.path.lstrip("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        if any(part in ("..", ".") for part in PurePosixPath(prefix).parts):
+            raise UsageError(f"--deliver {url!r}: the prefix may not contain '.' or '..' segments")
+        return cls(u.netloc, prefix)
+
+    def key(self, relative: str) -> str:
+        return self.prefix + relative.lstrip("/")
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An object the store holds with the file's content."""
+
+    url: str
+    etag: str
+    size: int
+    uploaded: bool  # False: it was already there with the same checksum
+
+
+class Store(Protocol):
+    """The seam between the scheduler and an object store (tests may fake it)."""
+
+    destination: Destination
+
+    def check(self) -> None:
+        """Raise DeliveryError(fatal=True) when nothing can be delivered (bucket, credentials)."""
+
+    def put(self, path: Path, relative: str, sha256: str, content_type: str) -> Stored:
+        """Make ``<prefix><relative>`` hold ``path`` (whose content has this sha256)."""
+
+
+def file_digests(path: Path) -> tuple[int, str, bytes]:
+    """Size, sha256 (hex) and md5 (raw) of a file, read once."""
+    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            sha.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+    return size, sha.hexdigest(), md5.digest()
+
+
+class _CrashingReader:
+    """The file handed to the PUT; a test crash point fires once half of it was sent (the
+    store then holds no object: an S3 PUT is all or nothing)."""
+
+    def __init__(self, f: IO[bytes], size: int) -> None:
+        self._f, self._half, self._sent = f, size // 2, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        before, self._sent = self._sent, self._sent + len(data)
+        if before < self._half <= self._sent:
+            crash.point("mid_upload")
+        return data
+
+    def __getattr__(self, name: str) -> Any:  # seek/tell for botocore's retries and checksums
+        return getattr(self._f, name)
+
+
+class S3Store:
+    """An S3 or S3-compatible bucket through boto3 (one client, shared by the upload threads:
+    boto3 clients are thread-safe, sessions are not)."""
+
+    def __init__(self, destination: Destination, *, endpoint_url: str | None = None,
+                 region: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.destination = destination
+        self.endpoint = endpoint_url
+        session = boto3.session.Session()
+        cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
+                     # Send a checksum only where we ask for one (SHA-256 below): some
+                     # S3-compatible stores refuse the CRC32 trailer newer botocore adds.
+                     request_checksum_calculation="when_required", response_checksum_validation="when_required")
+        self._s3 = session.client("s3", endpoint_url=endpoint_url,
+                                  region_name=region or session.region_name or "us-east-1", config=cfg)
+
+    # -- errors: translated at this one boundary ------------------------------------------
+    def _where(self) -> str:
+        return f"{self.destination}" + (f" at {self.endpoint}" if self.endpoint else "")
+
+    def _error(self, e: Exception, doing: str) -> DeliveryError:
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        if isinstance(e, NoCredentialsError):
+            return DeliveryError(f"delivery to {self._where()}: no AWS credentials found (set AWS_ACCESS_KEY_ID/"
+                                 "AWS_SECRET_ACCESS_KEY or AWS_PROFILE)", fatal=True)
+        if isinstance(e, ClientError):
+            err = e.response.get("Error", {})
+            code = str(err.get("Code") or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or "")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            hint = {
+                "InvalidAccessKeyId": "the access key is not known to the store",
+                "SignatureDoesNotMatch": "the secret key is wrong",
+                "AccessDenied": "the credentials may not write there",
+                "403": "access denied: check the credentials and the bucket policy",
+                "NoSuchBucket": "the bucket does not exist",
+                "404": "the bucket does not exist",
+            }.get(code, str(err.get("Message") or "")[:200])
+            return DeliveryError(f"delivery to {self._where()}: {doing} refused ({code or status}): {hint}",
+                                 fatal=code in _FATAL_CODES)
+        if isinstance(e, BotoCoreError | OSError):
+            return DeliveryError(f"delivery to {self._where()}: {doing} failed: {type(e).__name__}: {e}"[:400])
+        raise e
+
+    # -- operations -------------------------------------------------------------------------
+    def check(self) -> None:
+        try:
+            self._s3.head_bucket(Bucket=self.destination.bucket)
+        except Exception as e:  # noqa: BLE001 — translated (or re-raised) by _error
+            err = self._error(e, "checking the bucket")
+            err.fatal = True  # before the first create: unreachable counts too
+            raise err from None
+
+    def _existing(self, key: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return dict(self._s3.head_object(Bucket=self.destination.bucket, Key=key, ChecksumMode="ENABLED"))
+        except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def put(self, path: Path, relative: str, sha256: str, content_type: str) -> Stored:
+        key = self.destination.key(relative)
+        url = self.destination.url(key)
+        size, sha_hex, md5 = file_digests(path)
+        if sha_hex != sha256:
+            raise DeliveryError(f"{path} changed since it was downloaded (sha256 {sha_hex[:12]}…, recorded "
+                                f"{sha256[:12]}…): not delivered; `batchgen verify` tells more")
+        sha_b64 = base64.b64encode(bytes.fromhex(sha256)).decode()
+        try:
+            head = self._existing(key)
+            if head is not None and head.get("ContentLength") == size and (
+                    head.get("ChecksumSHA256") == sha_b64 or head.get("Metadata", {}).get("sha256") == sha256):
+                return Stored(url, str(head.get("ETag", "")).strip('"'), size, uploaded=False)
+            with open(path, "rb") as f:
+                r = self._s3.put_object(
+                    Bucket=self.destination.bucket, Key=key, Body=_CrashingReader(f, size), ContentLength=size,
+                    ContentType=content_type, ContentMD5=base64.b64encode(md5).decode(),
+                    ChecksumSHA256=sha_b64, Metadata={"sha256": sha256})
+        except DeliveryError:
+            raise
+        except Exception as e:  # noqa: BLE001 — translated (or re-raised) by _error
+            raise self._error(e, f"uploading {key}") from None
+        etag = str(r.get("ETag", "")).strip('"')
+        # A single-part PUT's ETag is the body's MD5 on S3 and its compatibles (not under SSE-KMS,
+        # where it is opaque): one more end-to-end check where it applies.
+        if len(etag) == 32 and "-" not in etag and etag != md5.hex() and not r.get("SSEKMSKeyId"):
+            raise DeliveryError(f"delivery to {self._where()}: the store's ETag for {key} does not match the file")
+        return Stored(url, etag, size, uploaded=True)
+
+
+def open_store(url: str, *, endpoint_url: str | None = None) -> Store:
+    """The store for ``--deliver URL`` (``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` apply when no
+    endpoint is given, as in every AWS SDK)."""
+    dest = Destination.parse(url)
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    try:
+        return S3Store(dest, endpoint_url=endpoint)
+    except ImportError as e:  # pragma: no cover — boto3 is a dependency
+        raise UsageError(f"--deliver needs boto3: {e}") from None
+    except ValueError as e:  # botocore's own checks (a malformed endpoint URL)
+        raise UsageError(f"--deliver-endpoint {endpoint!r}: {e}") from None
+
+
+def deliver_clip(store: Store, output: str, path: Path, sha256: str, pictures: tuple[str | None, str | None],
+                 on_picture_error: Callable[[str], None] | None = None) -> Stored:
+    """The clip, then its pictures (a picture that cannot be read is skipped: the clip is what
+    was paid for). Runs in a worker thread."""
+    stored = store.put(path, output, sha256, "video/mp4")
+    for pic, suffix in zip(pictures, (".poster.jpg", ".sheet.jpg"), strict=True):
+        if not pic:
+            continue
+        try:
+            size, sha, _ = file_digests(Path(pic))
+        except OSError as e:
+            if on_picture_error is not None:
+                on_picture_error(f"{pic}: {e}")
+            continue
+        store.put(Path(pic), ".batchgen/" + output + suffix, sha, "image/jpeg")
+    return stored
+
+
+__all__ = ["Destination", "S3Store", "Store", "Stored", "deliver_clip", "file_digests", "open_store"]
