@@ -18,7 +18,7 @@ import click
 
 from . import __version__, logs, operations
 from .errors import EXIT_ENVIRONMENT, BatchgenError, ManifestError, UsageError
-from .jobs import short_key
+from .jobs import RunStatus, short_key
 
 # The client (aiohttp), the simulator, the scheduler, rich and the report are imported by the
 # commands that use them: `export`, `status` or `plan` need not pay for them at start-up.
@@ -512,9 +512,9 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
         t.add_column(col)
     for r in doc["runs"]:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"]))
-        st = r["status"] + (" (stop requested)" if r["stop_requested"] and r["status"] == "running" else "")
+        st = r["status"] + (" (stop requested)" if r["stop_requested"] and r["status"] == RunStatus.RUNNING else "")
         worker = f"{r['host']}:{r['pid']}"
-        if r["status"] == "running" and r["heartbeat_age_s"] is not None:
+        if r["status"] == RunStatus.RUNNING and r["heartbeat_age_s"] is not None:
             worker += f" ♥ {r['heartbeat_age_s']:g}s ago, holds {r['held']}"
         t.add_row(str(r["id"]), st, started, worker, str(r["jobs"]),
                   " ".join(f"{k}={v}" for k, v in sorted(r["counts"].items())), r["manifest"])

@@ -26,7 +26,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .jobs import JobRow
+from .jobs import UNFINISHED, JobRow, JobState
+
+S = JobState
 
 PROMPT_CHARS = 160  # the table shows a prompt's start; the export has all of it
 MESSAGE_CHARS = 160
@@ -265,7 +267,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
         state = j["state"]
         states[state] += 1
         by_model[j["model"]] += 1
-        by_model_done[j["model"]] += state == "done"
+        by_model_done[j["model"]] += state == S.DONE
         if j["credits"]:
             credits += float(j["credits"])
             by_model_credits[j["model"]] += float(j["credits"])
@@ -273,13 +275,13 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
             timings.append(j["completed_at"] - j["submitted_at"])
         if j["task_id"]:
             polls.append(float(j["polls"] or 0))
-        if state in ("failed", "in_doubt") and j["error_code"]:
+        if state in (S.FAILED, S.IN_DOUBT) and j["error_code"]:
             failures[j["error_code"]].append(j["name"])
             failure_msg.setdefault(j["error_code"], j["error_message"] or "")
         if j["verify"]:
             verified[j["verify"]] += 1
         output = None
-        if state == "done" and j["output_path"]:
+        if state == S.DONE and j["output_path"]:
             if isinstance(req.get("duration"), int):
                 seconds_done += req["duration"]
             if out_root is None and j["output_path"].endswith(j["output"]):
@@ -339,10 +341,10 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
     total = sum(states.values())
     med = statistics.median(timings) if timings else None
     not_as_asked = sum(n for v, n in verified.items() if v not in ("ok", "unchecked"))
-    tiles = [("jobs", total, ""), ("done", states["done"], "done"), ("failed", states["failed"], "failed"),
-             ("in doubt", states["in_doubt"], "in_doubt"),
-             ("unfinished", sum(states[s] for s in ("queued", "submitting", "submitted", "rendering", "completed")), ""),
-             ("cancelled", states["cancelled"], ""), ("not as asked", not_as_asked, "mismatch"),
+    tiles = [("jobs", total, ""), ("done", states[S.DONE], S.DONE), ("failed", states[S.FAILED], S.FAILED),
+             ("in doubt", states[S.IN_DOUBT], S.IN_DOUBT),
+             ("unfinished", sum(states[s] for s in UNFINISHED), ""),
+             ("cancelled", states[S.CANCELLED], ""), ("not as asked", not_as_asked, "mismatch"),
              ("credits", f"{credits:g}", ""), ("video seconds", f"{seconds_done:g}", ""),
              ("median submit→complete", f"{med:.1f}s" if med is not None else "—", "")]
     tile_html = "".join(f"<div class='tile {c}'><b>{_e(v)}</b>{_e(k)}</div>" for k, v, c in tiles)
