@@ -498,7 +498,8 @@ def resolve(job: str, ledger: str | None, action: str | None, task_id: str | Non
 @format_options
 def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, as_json: bool) -> None:
     """Runs in the ledger with per-state counts, the oldest unfinished jobs, in-doubt jobs with
-    the credits at risk, and results about to expire undownloaded."""
+    the credits at risk, results about to expire undownloaded, clips not as asked, and clips
+    not yet delivered to object storage (run --deliver)."""
     doc = operations.status(ledger, prices=_prices(prices), expiring_within_h=hours, runs=n_runs)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -523,6 +524,11 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
         con.print("verified clips: " + "  ".join(f"{k}={v}" for k, v in sorted(doc["verified"].items())))
     for j in doc["not_as_asked"]:
         con.print(f"  not as asked: {j['name']} ({j['key']}): {j['verify']}: {j['detail']}")
+    if doc["delivered"] or doc["not_delivered"]:
+        con.print(f"delivered to object storage: {doc['delivered']} clip(s)")
+    for j in doc["not_delivered"]:
+        con.print(f"  not delivered: {j['name']} ({j['key']}): {j['error']} — the next run delivers it from "
+                  f"{j['output_path']}", markup=False)
     for title, rows, extra in (("oldest unfinished jobs", doc["oldest_unfinished"], "age_s"),
                                (f"in doubt (credits at risk ≈ {doc['credits_at_risk']:g})", doc["in_doubt"], "credits_at_risk"),
                                (f"results expiring within {hours:g} h, not downloaded", doc["expiring"], "expires_in_s")):

@@ -469,6 +469,13 @@ class Ledger:
                           .order_by(runs.c.id.desc()).limit(1)).first()
         return None if r is None else _plain(r)
 
+    def delivery_problems(self, limit: int = 20) -> list[JobRow]:
+        """Done clips a run tried to deliver and could not (left for the next run), newest first."""
+        q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.delivered_url.is_(None),
+                                jobs.c.delivery_error.is_not(None)).order_by(jobs.c.updated_at.desc()).limit(limit))
+        with self._read() as c:
+            return [_row(r) for r in c.execute(q)]
+
     def manifest_members(self, manifest: str) -> list[JobRow] | None:
         """The jobs this manifest path expanded to when last recorded (None: not known — a
         ledger written before batchgen recorded it)."""

@@ -243,7 +243,8 @@ def compare(measured: dict[str, Any], request: dict[str, Any], model: str,
         if abs(got - want) > tolerance:
             diffs.append(f"duration {got:.2f}s, asked {want:g}s")
     w, h = measured.get("width"), measured.get("height")
-    ratio = request.get(spec.aspect_field if spec else "aspect_ratio")
+    ratio = request.get(spec.aspect_field) if spec else None
+    ratio = ratio or request.get("aspect_ratio")
     if w and h and isinstance(ratio, str) and ":" in ratio:
         a, _, b = ratio.partition(":")
         try:

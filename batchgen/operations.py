@@ -221,6 +221,8 @@ def _model_doc(spec: ModelSpec) -> dict[str, Any]:
                          + " when " + ", ".join(f"{k}={v}" for k, v in r.when))
         if r.one_of:
             rules.append("exactly one of " + ", ".join(r.one_of))
+        if r.at_most_one:
+            rules.append("at most one of " + ", ".join(r.at_most_one))
         if r.total:
             rules.append(f"{' + '.join(r.total)} ≤ {r.max} items" + (" (warning)" if r.warn else ""))
         if r.if_set:
@@ -269,8 +271,9 @@ def _brief(j: JobRow) -> dict[str, Any]:
 def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = None, expiring_within_h: float = 6.0,
            runs: int = 10) -> dict[str, Any]:
     """Runs with per-state counts (and, on PostgreSQL, each worker's heartbeat and held jobs),
-    the oldest unfinished jobs, in-doubt jobs with the credits at risk, and results whose 24 h
-    URL expires within ``expiring_within_h`` hours undownloaded."""
+    the oldest unfinished jobs, in-doubt jobs with the credits at risk, results whose 24 h URL
+    expires within ``expiring_within_h`` hours undownloaded, clips not as asked, and (with
+    --deliver) how many clips are in object storage and which ones a run could not deliver."""
     table = prices or PriceTable.load()
     with open_ledger(ledger) as led:
         led.reap_dead_runs()  # a crashed run must not look alive
@@ -280,6 +283,8 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         expiring = led.expiring(expiring_within_h * 3600, RESULT_TTL)
         verified = led.verify_counts()
         wrong = led.not_as_asked(limit=20)
+        delivery = led.delivery_counts()
+        undelivered = led.delivery_problems(20)
     now = time.time()
     at_risk = [dict(_brief(j), credits_at_risk=table.estimate(json.loads(j["request"]))) for j in doubt]
     return {
@@ -297,6 +302,9 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         "verified": verified,
         "not_as_asked": [dict(_brief(j), verify=j["verify"], detail=j["verify_detail"], output_path=j["output_path"])
                          for j in wrong],
+        # --deliver: clips in the store, and those a run could not deliver (the next run will)
+        "delivered": delivery["delivered"],
+        "not_delivered": [dict(_brief(j), error=j["delivery_error"], output_path=j["output_path"]) for j in undelivered],
     }
 
 

@@ -26,6 +26,8 @@ class Snapshot:
     throttled: int = 0
     credits: float = 0.0
     in_flight: int = 0
+    delivered: int | None = None  # --deliver: clips at the destination (this run), else None
+    undelivered: int = 0
 
     @property
     def remaining(self) -> int:
@@ -50,7 +52,8 @@ class Snapshot:
                 "jobs_per_min": round(self.rate_per_min()),
                 "requests_per_min": round(self._per_min(self.requests_last_minute)),
                 "budget_rpm": self.budget_rpm, "throttled": self.throttled, "credits": round(self.credits, 4),
-                "in_flight": self.in_flight, "eta_s": None if eta is None else round(eta)}
+                "in_flight": self.in_flight, "eta_s": None if eta is None else round(eta),
+                **({"delivered": self.delivered, "undelivered": self.undelivered} if self.delivered is not None else {})}
 
 
 def _fmt_eta(s: float | None) -> str:
@@ -60,13 +63,19 @@ def _fmt_eta(s: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _delivery(snap: Snapshot) -> str:
+    if snap.delivered is None:
+        return ""
+    return f", delivered {snap.delivered}" + (f" ({snap.undelivered} not)" if snap.undelivered else "")
+
+
 def line(snap: Snapshot) -> str:
     d = snap.as_dict()
     states = " ".join(f"{k}={v}" for k, v in d["states"].items() if v)
     budget = f"/{d['budget_rpm']:.0f}" if d["budget_rpm"] else ""
     return (f"{d['elapsed_s']:.0f}s {states} | {d['jobs_per_min']} jobs/min, "
             f"{d['requests_per_min']}{budget} req/min, 429s={d['throttled']}, credits={d['credits']:g}, "
-            f"ETA {_fmt_eta(snap.eta_seconds())}")
+            f"ETA {_fmt_eta(snap.eta_seconds())}" + _delivery(snap))
 
 
 class Display:
@@ -128,5 +137,6 @@ class Display:
         t.add_row(*(str(d["states"][s]) for s in STATE_ORDER))
         budget = f" / {d['budget_rpm']:.0f}" if d["budget_rpm"] else ""
         t.caption = (f"{d['jobs_per_min']} jobs/min · {d['requests_per_min']}{budget} requests/min · "
-                     f"429s {d['throttled']} · credits {d['credits']:g} · ETA {_fmt_eta(snap.eta_seconds())}")
+                     f"429s {d['throttled']} · credits {d['credits']:g} · ETA {_fmt_eta(snap.eta_seconds())}"
+                     + _delivery(snap).replace(",", " ·"))
         return t

@@ -452,7 +452,9 @@ class Scheduler:
             self._done_times.popleft()
         return Snapshot(states=dict(self.states), elapsed=now - self._started, done_last_minute=len(self._done_times),
                         requests_last_minute=self.budget.last_minute(), budget_rpm=self.budget.current_rpm,
-                        throttled=self.budget.throttled, credits=self.credits_seen, in_flight=self._inflight)
+                        throttled=self.budget.throttled, credits=self.credits_seen, in_flight=self._inflight,
+                        delivered=self.delivered if self.opts.deliver is not None else None,
+                        undelivered=self.undelivered)
 
     # -------------------------------------------------------------- one job
     async def _drive(self, job: LiveJob) -> None:

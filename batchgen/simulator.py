@@ -72,8 +72,9 @@ _VEO_EXT = {"prompt": ("prompt", True, 100_000, None), "video_url": ("url", Fals
 _SORA = {"prompt": ("prompt", True, 5000, None), "image_urls": ("urls", False, (0, 1), None),
          "aspect_ratio": ("enum", False, _VEO_AR, "16:9"), "duration": ("choice", False, (4, 8, 12, 16, 20), 4),
          "resolution": ("enum", False, ("720p", "1080p"), "720p"), "character_ids": ("list", False, None, None)}
-_SEEDANCE = {"prompt": ("prompt", True, 5000, None), "resolution": ("enum", False, ("480p", "720p"), "720p"),
-             "ratio": ("enum", False, ("adaptive", "16:9", "4:3", "1:1", "3:4", "9:16", "21:9"), "adaptive"),
+_SEEDANCE_AR = ("adaptive", "16:9", "4:3", "1:1", "3:4", "9:16", "21:9")
+_SEEDANCE = {"prompt": ("prompt", True, 5000, None), "resolution": ("enum", False, ("480p", "720p", "1080p"), "720p"),
+             "ratio": ("enum", False, _SEEDANCE_AR, "adaptive"), "aspect_ratio": ("enum", False, _SEEDANCE_AR, None),
              "duration": ("auto", False, (4, 15, -1), 5), "generate_audio": ("bool", False, None, True),
              "seed": ("int", False, (-1, 4294967295), None), "image_urls": ("urls", False, (0, 9), None),
              "video_urls": ("urls", False, (0, 3), None), "audio_urls": ("urls", False, (0, 3), None)}
@@ -88,7 +89,8 @@ _SCHEMA.update({
     "veo-3.1-reference-to-video": _VEO_REF,
     "veo-3.1-fast-reference-to-video": {k: v for k, v in _VEO_REF.items() if k != "reference_type"},
     "veo-3.1-extend": _VEO_EXT, "veo-3.1-extend-fast": _VEO_EXT, "sora-2": _SORA, "sora-2-pro": _SORA,
-    "seedance-2.0-reference-to-video": _SEEDANCE, "seedance-2.0-fast-reference-to-video": _SEEDANCE,
+    "seedance-2.0-reference-to-video": _SEEDANCE,
+    "seedance-2.0-fast-reference-to-video": {**_SEEDANCE, "resolution": ("enum", False, ("480p", "720p"), "720p")},
     "kling-o3-reference-to-video": _KLING,
 })
 # Models whose pages name more optional fields than the table holds: unknown fields are accepted.
@@ -411,7 +413,7 @@ class Simulator:
         schema = _SCHEMA[body["model"]]
         res = body.get("resolution") or (schema["resolution"][3] if "resolution" in schema else "480p")
         short = {"720p": 720, "1080p": 1080, "4k": 2160}.get(res, 480)
-        ar_field = "ratio" if "ratio" in schema else "aspect_ratio"
+        ar_field = "ratio" if "ratio" in schema and not body.get("aspect_ratio") else "aspect_ratio"
         ratio = body.get(ar_field) or (schema[ar_field][3] if ar_field in schema else "16:9")
         a, b = (16, 9) if ":" not in str(ratio) else (int(x) for x in str(ratio).split(":"))
         if a >= b:

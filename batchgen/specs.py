@@ -26,7 +26,7 @@ ASPECT_RATIOS = ("16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16")
 UPLOAD_PREFIX = "upload:sha256:"  # a local file, uploaded just before the create (see manifest.py)
 _KINDS = {"text": "str", "enum": "str", "str": "str", "int": "int", "bool": "bool", "url": "url", "urls": "urls",
           "list": "list", "object": "object"}
-_RULE_KEYS = ({"when", "count"}, {"one_of"}, {"total", "max"}, {"requires_any", "if_set"})
+_RULE_KEYS = ({"when", "count"}, {"one_of"}, {"at_most_one"}, {"total", "max"}, {"requires_any", "if_set"})
 _ENTRY_KEYS = frozenset({"doc", "fields", "rules", "refs", "output_seconds", "duration_tolerance", "audio",
                          "aspect_field", "open"})
 _FIELD_KEYS = frozenset({"type", "required", "default", "choices", "min", "max", "max_len", "auto"})
@@ -55,6 +55,7 @@ class Rule:
     when: tuple[tuple[str, Any], ...] = ()
     count: tuple[tuple[str, int, int], ...] = ()
     one_of: tuple[str, ...] = ()
+    at_most_one: tuple[str, ...] = ()
     total: tuple[str, ...] = ()
     max: int | None = None
     requires_any: tuple[str, ...] = ()
@@ -125,12 +126,13 @@ def _rule(model: str, r: Any, where: str) -> Rule:
     keys = set(r) - {"warn"} if isinstance(r, dict) else set()
     if not any(keys == shape for shape in _RULE_KEYS):
         raise CatalogError(f"{where}: model {model!r}: a rule is one of {{when, count}}, {{one_of}}, "
-                           f"{{total, max}}, {{requires_any, if_set}}; got {r!r}")
+                           f"{{at_most_one}}, {{total, max}}, {{requires_any, if_set}}; got {r!r}")
     assert isinstance(r, dict)
     try:
         return Rule(when=tuple((r.get("when") or {}).items()),
                     count=tuple((k, int(v[0]), int(v[1])) for k, v in (r.get("count") or {}).items()),
-                    one_of=tuple(r.get("one_of") or ()), total=tuple(r.get("total") or ()), max=r.get("max"),
+                    one_of=tuple(r.get("one_of") or ()), at_most_one=tuple(r.get("at_most_one") or ()),
+                    total=tuple(r.get("total") or ()), max=r.get("max"),
                     requires_any=tuple(r.get("requires_any") or ()), if_set=r.get("if_set"),
                     warn=bool(r.get("warn", False)))
     except (TypeError, ValueError, IndexError, AttributeError) as e:
@@ -272,6 +274,10 @@ def _broken(rule: Rule, req: Mapping[str, Any]) -> list[tuple[str, str]]:
         if len(given) != 1:
             out.append((rule.one_of[0], f"set exactly one of {', '.join(rule.one_of)}"
                                         + (f" (got {', '.join(given)})" if given else "")))
+    if rule.at_most_one:
+        given = [f for f in rule.at_most_one if _set(req.get(f))]
+        if len(given) > 1:
+            out.append((given[1], f"set at most one of {', '.join(rule.at_most_one)} (got {', '.join(given)})"))
     if rule.total and rule.max is not None:
         n = sum(len(req.get(f) or []) for f in rule.total)
         if n > rule.max:

@@ -5,6 +5,8 @@
     .venv/bin/python bench/chaos.py --seeds 1 --jobs 300 --kills 10    # a quick look
     .venv/bin/python bench/chaos.py --workers 3     # 3 cooperating workers on PostgreSQL, one
                                                     # of them killed (and replaced) each time
+    .venv/bin/python bench/chaos.py --deliver       # and every clip delivered to a local S3-compatible
+                                                    # server (moto, from the test extras)
 
 Figures per seed and in total: jobs, faults injected, kills, duplicate creates, lost task ids
 (creates unknown to the ledger outside in-doubt jobs), corrupt files, in-doubt jobs — and where
@@ -29,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from common import PY, ROOT, Sim, csv_manifest, pg_schema  # noqa: E402
 
@@ -41,12 +44,17 @@ FAULTS = dict(p429=0.02, retry_after=0.2, p_burst=0.002, burst_seconds=1.0, p5xx
 AMBIGUOUS = {"500_after", "drop_after", "malformed_create", "drop_before", "500_before", "502_before"}
 
 
-def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path, workers: int = 1, ledger: str | None = None) -> dict[str, Any]:
+def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path, workers: int = 1, ledger: str | None = None,
+         s3: Any = None) -> dict[str, Any]:
     manifest = csv_manifest(tmp / "m.csv", jobs)
     ledger = ledger or str(tmp / "l.db")
     cmd = [PY, "-m", "batchgen", "run", str(manifest), "--no-verify", "--ledger", ledger, "--out", str(tmp / "out"),
            "--concurrency", "16", "--rpm", "0", "--poll-min", "0.05", "-q", "--heartbeat", "0.5", "--lease-timeout", "2"]
     env = {"BATCHGEN_API_KEY": "sk-chaos", "PATH": "/usr/bin:/bin"}
+    prefix = f"chaos-{seed}/"
+    if s3 is not None:
+        cmd += ["--deliver", f"s3://{s3.BUCKET}/{prefix}"]
+        env.update(s3.env())
     rng = random.Random(seed)
     kills = runs = 0
     with Sim(seed=seed, **FAULTS) as sim:
@@ -103,7 +111,16 @@ def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path, workers: int = 1, l
     unexplained = len(doubt) - from_faults - from_kills
     not_in_doubt = sum(1 for j in rows if body_of[j["id"]] in ambiguous_bodies and j["state"] != "in_doubt")
     faults = truth["counters"]["faults"]
-    return {"seed": seed, "jobs": len(rows), "runs": runs, "kills": kills, "final_rc": rc,
+    delivery: dict[str, int] = {}
+    if s3 is not None:  # every done clip in the store, with the bytes the ledger recorded
+        objects = s3.objects(prefix)
+        done = [j for j in rows if j["state"] == "done"]
+        delivery = {"delivered": sum(1 for j in done if j["delivered_url"]),
+                    "undelivered": sum(1 for j in done if not j["delivered_url"]),
+                    "delivery_mismatch": sum(1 for j in done if j["delivered_url"] and (
+                        objects.get(prefix + j["output"], {}).get("sha256") != j["sha256"])),
+                    "stray_objects": len(set(objects) - {prefix + j["output"] for j in done})}
+    return {**delivery,"seed": seed, "jobs": len(rows), "runs": runs, "kills": kills, "final_rc": rc,
             # faulty responses: burst *starts* and the per-status split of 5xx_before are not extra
             "faults_injected": sum(v for k, v in faults.items()
                                    if k not in ("burst", "download_with_authorization") and not k.startswith("5xx_before_")),
@@ -122,18 +139,29 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=50, help="SIGKILLs per seed (fewer if the seed finishes first)")
     ap.add_argument("--workers", type=int, default=1,
                     help="N > 1: N cooperating workers on the local PostgreSQL server (database test)")
+    ap.add_argument("--deliver", action="store_true",
+                    help="run with --deliver to a local S3-compatible server (moto) and check every object")
     a = ap.parse_args()
+    s3 = None
+    if a.deliver:
+        from s3server import S3Server
+
+        s3 = S3Server()
     t = time.monotonic()
     results = []
     for seed in range(1, a.seeds + 1):
         with tempfile.TemporaryDirectory() as d, (pg_schema("chaos") if a.workers > 1
                                                   else contextlib.nullcontext(None)) as url:
-            r = soak(seed, a.jobs, a.kills, Path(d), a.workers, url)
+            r = soak(seed, a.jobs, a.kills, Path(d), a.workers, url, s3)
         results.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "fault_counts"}), flush=True)
+    if s3 is not None:
+        s3.stop()
     keys = ["jobs", "kills", "faults_injected", "ambiguous_injected", "done", "failed", "in_doubt", "in_doubt_from_faults",
             "in_doubt_from_kills", "in_doubt_unexplained", "ambiguous_not_in_doubt", "duplicates", "lost_task_ids",
             "invented_task_ids", "corrupt_files", "temp_files"]
+    if s3 is not None:
+        keys += ["delivered", "undelivered", "delivery_mismatch", "stray_objects"]
     total = {k: sum(r[k] for r in results) for k in keys}
     faults: dict[str, int] = {}
     for r in results:
@@ -144,7 +172,8 @@ def main() -> None:
         print(f"  {k:<24} {total[k]}")
     print("  faults by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(faults.items())))
     bad = [k for k in ("duplicates", "lost_task_ids", "invented_task_ids", "corrupt_files", "temp_files",
-                       "in_doubt_unexplained", "ambiguous_not_in_doubt") if total[k]]
+                       "in_doubt_unexplained", "ambiguous_not_in_doubt", "undelivered", "delivery_mismatch",
+                       "stray_objects") if total.get(k)]
     bad += [f"seed {r['seed']} integrity {r['integrity']}" for r in results if r["integrity"] != "ok"]
     print("RESULT: " + ("all invariants held" if not bad else "VIOLATED: " + ", ".join(bad)))
     sys.exit(1 if bad else 0)

@@ -104,6 +104,10 @@ def test_every_model_refuses_a_bad_value_naming_the_field(model, tmp_path):
      "refers to @Video2 but video_urls has 1 item(s)"),
     ({"model": "seedance-2.0-reference-to-video", "prompt": "x", "audio_urls": [VID]},
      "needs image_urls or video_urls too"),
+    ({"model": "seedance-2.0-reference-to-video", "prompt": "x", "ratio": "9:16", "aspect_ratio": "9:16"},
+     "set at most one of ratio, aspect_ratio"),
+    ({"model": "seedance-2.0-fast-reference-to-video", "prompt": "x", "resolution": "1080p"},
+     "must be one of 480p, 720p; got '1080p'"),
     ({"model": "kling-o3-reference-to-video", "prompt": "x", "multi_prompt": [{"prompt": "y", "duration": 5}]},
      "set exactly one of prompt, multi_prompt"),
     ({"model": "kling-o3-reference-to-video", "prompt": "x", "resolution": "2k"}, "must be one of 720p, 1080p, 4k"),
@@ -117,7 +121,7 @@ def test_documented_combinations(tmp_path, job, message):
 def test_auto_duration_is_budgeted_at_its_maximum_and_not_checked(tmp_path):
     [job], _ = _expand(tmp_path, "jobs:\n  - {name: a, model: seedance-2.0-reference-to-video, prompt: x, "
                                  f"image_urls: ['{IMG}'], duration: -1}}\n")
-    assert job.request["duration"] == -1 and job.request["ratio"] == "adaptive" and job.request["generate_audio"] is True
+    assert job.request["duration"] == -1 and job.request["generate_audio"] is True and "ratio" not in job.request
     table = PriceTable.load()
     assert table.seconds(job.request) == 15.0
     assert table.estimate(job.request) == pytest.approx(15 * 2.4)
@@ -125,6 +129,19 @@ def test_auto_duration_is_budgeted_at_its_maximum_and_not_checked(tmp_path):
 
     assert media.compare({"duration": 7.3, "width": 1280, "height": 720, "fps": 24, "audio": True},
                          job.request, job.model) == ("ok", [])
+
+
+def test_seedance_takes_either_aspect_field_as_its_en_and_zh_pages_do(tmp_path):
+    from batchgen import media
+
+    for field in ("ratio", "aspect_ratio"):  # en: ratio; zh: aspect_ratio
+        [job], _ = _expand(tmp_path, "jobs:\n  - {name: a, model: seedance-2.0-reference-to-video, prompt: x, "
+                                     f"resolution: 1080p, {field}: '9:16'}}\n")
+        assert job.request[field] == "9:16"
+        assert Simulator.validate(job.request) is None
+        tall = {"duration": 5.0, "width": 1080, "height": 1920, "fps": 24, "audio": True}
+        assert media.compare(tall, job.request, job.model) == ("ok", [])
+        assert media.compare(dict(tall, width=1920, height=1080), job.request, job.model)[0] == "mismatch"
 
 
 def test_open_models_pass_unlisted_fields_with_a_warning_but_typos_are_errors(tmp_path):

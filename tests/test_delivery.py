@@ -177,10 +177,16 @@ def test_store_failing_mid_run_keeps_clips_and_next_run_delivers(sim_factory, s3
     d = json.loads(r.stdout)["delivery"]
     assert d["undelivered"] == 3 and "NoSuchBucket" in d["error"]
     assert all(Path(row["output_path"]).exists() and row["delivery_error"] for row in _ledger_rows(tmp_path))
+    st = run_cli(["status", "--ledger", str(tmp_path / "l.db"), "--json"])
+    doc = json.loads(st.stdout)
+    assert doc["delivered"] == 0 and len(doc["not_delivered"]) == 3 and "NoSuchBucket" in doc["not_delivered"][0]["error"]
+    assert "not delivered: shot" in run_cli(["status", "--ledger", str(tmp_path / "l.db")]).stdout
     r = run_cli(run_args(sim, m, tmp_path, "--deliver", DEST), **s3.env())
     assert r.exit_code == 0, r.output
     _assert_delivered(s3, tmp_path, 3)
     assert len(sim.truth()["creates"]) == 3  # delivered from the local files, never rendered again
+    doc = json.loads(run_cli(["status", "--ledger", str(tmp_path / "l.db"), "--json"]).stdout)
+    assert doc["delivered"] == 3 and doc["not_delivered"] == []
 
 
 def test_prune_local_after_delivery(sim_factory, s3, tmp_path):

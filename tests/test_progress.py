@@ -63,3 +63,13 @@ def test_json_log_format_makes_progress_json_too(sim_factory, tmp_path):
     progress = [p for p in progress if p.get("event") == "progress"]
     assert progress and all({"states", "eta_s", "requests_per_min", "credits"} <= p.keys() for p in progress)
     assert not any(line.startswith("batchgen: ") and "jobs/min" in line for line in r.stderr.splitlines())
+
+
+def test_delivery_shows_in_the_progress_line_and_json_only_when_delivering():
+    from batchgen.progress import line
+
+    plain = Snapshot(states={"done": 4}, elapsed=10.0)
+    assert "delivered" not in line(plain) and "delivered" not in plain.as_dict()
+    snap = Snapshot(states={"done": 4}, elapsed=10.0, delivered=3, undelivered=1)
+    assert line(snap).endswith(", delivered 3 (1 not)")
+    assert snap.as_dict()["delivered"] == 3 and snap.as_dict()["undelivered"] == 1
