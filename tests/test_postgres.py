@@ -147,3 +147,22 @@ def test_stop_all_asks_every_worker_to_drain(pg_url):
         assert all(led.stop_requested(w) for w in workers)
     finally:
         led.close()
+
+
+def test_diff_and_delivery_on_postgres(pg_url, sim_factory, s3, tmp_path):
+    """The manifest membership behind `batchgen diff` and the delivery records on PostgreSQL."""
+    sim = sim_factory(seed=3)
+    m = write_csv_manifest(tmp_path / "m.csv", 4)
+    args = ["run", str(m), "--api-base", sim.url, "--ledger", pg_url, "--out", str(tmp_path / "out"),
+            "--rpm", "0", "--poll-min", "0.05", "-q", "--json", "--deliver", "s3://renders/pg/"]
+    env = {"BATCHGEN_API_KEY": "sk-pg", **s3.env()}
+    r = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["delivery"]["delivered"] == 4
+    write_csv_manifest(m, 6)  # two more shots
+    d = CliRunner().invoke(cli, ["diff", str(m), "--ledger", pg_url, "--json"])
+    doc = json.loads(d.stdout)
+    assert [j["name"] for j in doc["added"]] == ["shot0004", "shot0005"] and doc["unchanged_done"] == 4
+    assert doc["last_run"]["exit_code"] == 0 and doc["credits"]["tonight"] > 0
+    st = json.loads(CliRunner().invoke(cli, ["status", "--ledger", pg_url, "--json"]).stdout)
+    assert st["delivered"] == 4 and st["not_delivered"] == []
