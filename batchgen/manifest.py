@@ -592,6 +592,10 @@ class Manifest:
                 self._problem(row.where, k, f"is not a field of {model} (fields for some models only go under "
                               "`per_model:`)", file=row.file)
                 return True
+            if k in self.defaults and k not in self.per_model.get(model, {}):
+                # Never silent: the run must not quietly render something other than asked.
+                self._warn(f"`defaults` field '{k}' is not a field of {model}: not sent to its jobs "
+                           "(fields for some models only belong under `per_model:`)")
             return False
         if k in used or k in self.matrix:
             return False

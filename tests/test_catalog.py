@@ -181,6 +181,13 @@ def test_matrix_over_model_validates_each_combination_and_per_model_applies(tmp_
     with pytest.raises(ManifestError, match="is not a field of grok-imagine-text-to-video .*per_model"):
         _expand(tmp_path, "matrix: {model: [grok-imagine-text-to-video, veo-3.1-fast]}\n"
                           "jobs:\n  - {name: a, prompt: x, generate_audio: true}\n")
+    # set in `defaults`, it is not sent to the model that lacks it, and the run says so
+    jobs, m = _expand(tmp_path, "defaults: {generate_audio: true}\n"
+                                "matrix: {model: [grok-imagine-text-to-video, veo-3.1-fast]}\n"
+                                "jobs:\n  - {name: a, prompt: x}\n")
+    assert {j.model: "generate_audio" in j.request for j in jobs} == {"grok-imagine-text-to-video": False,
+                                                                     "veo-3.1-fast": True}
+    assert any("'generate_audio' is not a field of grok-imagine-text-to-video: not sent" in w for w in m.warnings)
     with pytest.raises(ManifestError, match="per_model.*unknown model 'sora-3'; did you mean 'sora-2'"):
         _expand(tmp_path, "per_model: {sora-3: {resolution: 720p}}\njobs:\n  - {name: a, model: sora-2, prompt: x}\n")
 
