@@ -20,7 +20,7 @@ import random
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -204,6 +204,7 @@ class Scheduler:
         self._media_pool: ProcessPoolExecutor | None = None
         self.verified: collections.Counter[str] = collections.Counter()  # this run's outcomes
         self._delivering: set[asyncio.Task[None]] = set()
+        self._delivery_started: set[int] = set()  # job ids
         self._deliver_pool: ThreadPoolExecutor | None = None
         self._deliver_slots = asyncio.Semaphore(max(1, opts.deliver_threads))
         self.delivered = 0  # clips this run delivered (or found already there)
@@ -227,14 +228,13 @@ class Scheduler:
         active.sort(key=lambda r: (r["state"] != S.COMPLETED, r["result_at"] or 0.0, r["id"]))
         for row in active:
             self._spawn(LiveJob.from_row(row))
-        if self.opts.verify:  # clips a crash left unverified (renamed into place, never inspected)
-            for row in await self.w.read(led.unverified, manifest_sha256):
-                if row["output_path"]:
-                    self._start_verify(LiveJob.from_row(row), Path(row["output_path"]))
-        if self.opts.deliver is not None:  # clips finished earlier, not (yet) at the destination
-            for row in await self.w.read(led.undelivered, manifest_sha256, verified_only=self.opts.verify):
-                if self.worker is None or Path(row["output_path"] or "").exists():
-                    self._start_delivery(LiveJob.from_row(row), Path(row["output_path"] or ""))
+        # Leftovers of earlier runs, looked for beside the feed (never before the first create):
+        # clips a crash left unverified, and clips not yet at the delivery destination. Tracked
+        # with the verifications and deliveries, which the end of the run waits for.
+        if self.opts.verify:
+            self._track(self._verifying, self._sweep_unverified(manifest_sha256))
+        elif self.opts.deliver is not None:
+            self._track(self._delivering, self._sweep_undelivered(manifest_sha256))
         self.display.start()
         helpers = [asyncio.create_task(self._report()), asyncio.create_task(self._watch_stop()),
                    asyncio.create_task(self._watch_ledger_stop(run_id)), asyncio.create_task(self._watch_outage())]
@@ -247,10 +247,10 @@ class Scheduler:
                 await self._feed_pages(run_id)
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
-            while self._verifying:  # a clip's verdict belongs in this run's summary
-                await asyncio.wait(set(self._verifying))
-            while self._delivering:  # uploads finish even after a stop: they are short and idempotent
-                await asyncio.wait(set(self._delivering))
+            while self._verifying or self._delivering:
+                # A clip's verdict belongs in this run's summary; uploads finish even after a
+                # stop (they are short and idempotent). Verifications may start deliveries.
+                await asyncio.wait(set(self._verifying) | set(self._delivering))
         finally:
             for t in helpers:
                 t.cancel()
@@ -259,6 +259,27 @@ class Scheduler:
             if self._deliver_pool is not None:
                 self._deliver_pool.shutdown(wait=True, cancel_futures=True)
             self.display.stop(self.snapshot())
+
+    @staticmethod
+    def _track(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
+        t = asyncio.create_task(coro)
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+
+    async def _sweep_unverified(self, manifest_sha256: str) -> None:
+        """Verify the clips a crash left unverified (renamed into place, never inspected), then
+        deliver what earlier runs left undelivered (verified clips only)."""
+        for row in await self.w.read(self.w.ledger.unverified, manifest_sha256):
+            if row["output_path"]:
+                self._start_verify(LiveJob.from_row(row), Path(row["output_path"]))
+        if self.opts.deliver is not None:
+            await self._sweep_undelivered(manifest_sha256)
+
+    async def _sweep_undelivered(self, manifest_sha256: str) -> None:
+        rows = await self.w.read(self.w.ledger.undelivered, manifest_sha256, verified_only=self.opts.verify)
+        for row in rows:
+            if self.worker is None or Path(row["output_path"] or "").exists():
+                self._start_delivery(LiveJob.from_row(row), Path(row["output_path"] or ""))
 
     async def _wait_for_slot(self) -> None:
         while self._inflight >= self.opts.concurrency and not self.stop.is_set():
@@ -813,8 +834,9 @@ class Scheduler:
     def _start_delivery(self, job: LiveJob, final: Path) -> None:
         """Upload a finished clip off the event loop (a few at a time); nothing waits for it
         but the end of the run."""
-        if self.opts.deliver is None:
-            return
+        if self.opts.deliver is None or job.id in self._delivery_started:
+            return  # (the start-of-run sweep and a verification finishing meanwhile may both ask)
+        self._delivery_started.add(job.id)
         if self.delivery_broken:
             self._not_delivered(job, f"not attempted: {self.delivery_broken}")
             return
