@@ -331,6 +331,7 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--deliver", "deliver_to", metavar="s3://BUCKET/PREFIX/", default=None,
               help="Upload each finished (and verified) clip and its pictures there; overrides the manifest's "
                    "`deliver:`. Credentials and region the standard AWS way (environment, AWS_PROFILE).")
+@click.option("--no-deliver", is_flag=True, help="Do not deliver this run, even if the manifest says `deliver:`.")
 @click.option("--deliver-endpoint", metavar="URL", default=None,
               help="Endpoint of an S3-compatible store (MinIO, R2, B2, Ceph…); default AWS_ENDPOINT_URL_S3 or AWS.")
 @click.option("--prune-local", is_flag=True,
@@ -349,7 +350,7 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
         prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool,
         progress_every: float, log_format: str, log_file: Path | None, heartbeat: float,
         lease_timeout: float, outage_window: float, verify: bool, on_mismatch: str, pictures: bool,
-        deliver_to: str | None, deliver_endpoint: str | None, prune_local: bool, notify_urls: tuple[str, ...],
+        deliver_to: str | None, no_deliver: bool, deliver_endpoint: str | None, prune_local: bool, notify_urls: tuple[str, ...],
         metrics_file: Path | None, report_to: Path | None, models_file: Path | None) -> None:
     """Submit, poll and download every job of MANIFEST; resume whatever an earlier run left.
 
@@ -384,13 +385,16 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
                       max_credits=max_credits, prices=_prices(prices), heartbeat=heartbeat, lease=lease_timeout,
                       outage_window=outage_window, verify=verify, on_mismatch=on_mismatch, pictures=pictures,
                       prune_local=prune_local, metrics_file=metrics_file, metrics_every=progress_every)
+    if no_deliver and (deliver_to or prune_local):
+        raise click.BadParameter("--no-deliver contradicts --deliver/--prune-local", param_hint="--no-deliver")
     if prune_local and not deliver_to and not _manifest_delivers(manifest):
         raise click.BadParameter("only with --deliver (or `deliver:` in the manifest): local files are removed "
                                  "only once the store holds them", param_hint="--prune-local")
     sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
     display = Display(quiet=quiet, every=progress_every, emit=_json_progress if log_format == "json" else None)
     result = run_manifest(manifest, ledger=ledger, api_base=api_base, api_key=key, simulate=sim_cfg, options=opts,
-                          display=display, deliver=deliver_to, deliver_endpoint=deliver_endpoint,
+                          display=display, deliver=False if no_deliver else deliver_to,
+                          deliver_endpoint=deliver_endpoint,
                           notify_urls=notify_urls, report=report_to, catalog=operations.catalog(models_file))
     _print_result(result, as_json)
     sys.exit(result.exit_code)

@@ -257,7 +257,7 @@ async def _write_metrics_while(sched: Scheduler, prepared: Prepared, opts: RunOp
 def run(manifest: str | Path | Manifest, *, out_dir: str | Path = "out", ledger: str | Ledger | None = None,
         api_base: str | None = None, api_key: Secret | str | None = None, simulate: SimConfig | bool | None = None,
         options: RunOptions | None = None, display: Display | None = None,
-        handle_signals: bool = True, deliver: str | Store | None = None, deliver_endpoint: str | None = None,
+        handle_signals: bool = True, deliver: str | Store | bool | None = None, deliver_endpoint: str | None = None,
         notify_urls: Sequence[str] = (), report: str | Path | None = None, catalog: Catalog | None = None) -> RunResult:
     """Submit, poll and download every job of ``manifest``; resume whatever an earlier run of it
     left in the ledger. Returns how the run ended (``RunResult.exit_code`` is what ``batchgen
@@ -268,7 +268,8 @@ def run(manifest: str | Path | Manifest, *, out_dir: str | Path = "out", ledger:
     ``simulate``: run against the embedded simulator (``True`` or a ``SimConfig``) — nothing is
     billed. ``options``: concurrency, request budget, credit cap… (``out_dir`` fills its
     ``out_dir`` when it is not given). ``deliver``: an ``s3://bucket/prefix/`` URL (default: the
-    manifest's ``deliver:``) or a ``Store``; checked before anything is submitted. Raises
+    manifest's ``deliver:``; ``False``: not even that) or a ``Store``; checked before anything is
+    submitted. Raises
     ``ManifestError`` (nothing recorded) for a bad manifest, ``UsageError`` without an API key,
     ``DeliveryError`` when the destination refuses, ``LedgerError`` when the ledger cannot be used.
     ``report``: write the HTML report there when the run ends. ``notify_urls``: apprise URLs
@@ -300,7 +301,7 @@ def _safe_ledger(ledger: str | Ledger | None, *, simulated: bool) -> str:
 
 def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | Ledger | None, api_base: str | None,
          api_key: Secret | str | None, simulate: SimConfig | bool | None, options: RunOptions | None,
-         display: Display | None, handle_signals: bool, deliver: str | Store | None, deliver_endpoint: str | None,
+         display: Display | None, handle_signals: bool, deliver: str | Store | bool | None, deliver_endpoint: str | None,
          report: str | Path | None, catalog: Catalog | None) -> RunResult:
     sim_cfg = SimConfig() if simulate is True else (simulate or None)
     key = Secret(api_key) if isinstance(api_key, str) else api_key or api_key_from_env()
@@ -312,8 +313,9 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
     api_base = api_base or DEFAULT_API_BASE
     opts.api = api_identity(api_base, sim_cfg is not None)
     m = manifest if isinstance(manifest, Manifest) else Manifest(manifest, catalog)
-    deliver = deliver or m.deliver
-    if deliver is not None:
+    if deliver is None or deliver is True:
+        deliver = m.deliver
+    if deliver is not None and deliver is not False:
         store = open_store(deliver, endpoint_url=deliver_endpoint) if isinstance(deliver, str) else deliver
         store.check()  # credentials and bucket, before anything is paid for
         opts.deliver = store

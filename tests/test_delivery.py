@@ -89,6 +89,10 @@ def test_manifest_deliver_key_and_no_verify(sim_factory, s3, tmp_path):
         'deliver: "s3://renders/nightly/"\n'
         "defaults: {model: grok-imagine-text-to-video, duration: 6}\n"
         "jobs:\n  - {name: a, prompt: a lighthouse}\n  - {name: b, prompt: a harbour}\n")
+    # --no-deliver overrides the manifest (no bucket check: wrong credentials do not matter)
+    r = run_cli(run_args(sim, tmp_path / "m.yaml", tmp_path, "--no-verify", "--no-deliver"),
+                **s3.env(AWS_SECRET_ACCESS_KEY="wrong"))
+    assert r.exit_code == 0 and "delivered to" not in r.output and s3.objects() == {}
     r = run_cli(run_args(sim, tmp_path / "m.yaml", tmp_path, "--no-verify"), **s3.env())
     assert r.exit_code == 0, r.output
     assert "delivered to s3://renders/nightly/: 2 clip(s)" in r.output
