@@ -290,7 +290,8 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
                 os.path.relpath(j["output_path"], out_root or base_dir)
         prompt = req.pop("prompt", None)
         model = req.pop("model", None)
-        params = ", ".join(f"{k}={v}" for k, v in req.items() if k != "reference_image_urls")
+        params = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in req.items()
+                           if k != "reference_image_urls")  # JSON spelling: true, not True
         full = {**req, "prompt": prompt, "model": model, "take": j["take"]}
         items = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in full.items()))
         for f in [*req, "model", "take"]:
