@@ -203,7 +203,7 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
                         "error": sched.delivery_broken}
             if code == EXIT_OK and (left["undelivered"] or sched.delivery_broken):
                 code = EXIT_DELIVERY  # every clip rendered and kept locally; not all of them delivered
-        status = {EXIT_OK: RunStatus.FINISHED, EXIT_FAILED: RunStatus.FINISHED,
+        status = {EXIT_OK: RunStatus.FINISHED, EXIT_FAILED: RunStatus.FINISHED, EXIT_DELIVERY: RunStatus.FINISHED,
                   EXIT_UNFINISHED: RunStatus.INTERRUPTED}.get(code, RunStatus.STOPPED)
         await w.call(ledger.finish_run, prepared.run_id, status, code)
         result = RunResult(prepared.run_id, counts, in_doubt, failed, sched.reason, code, requests=sched.budget.used,

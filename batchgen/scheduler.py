@@ -878,11 +878,11 @@ class Scheduler:
                 return
             crash.point("after_upload_before_record")
             # Awaited: a pruned local file must never be the only record of an undelivered clip.
-            await self.w.apply(Transition(job.id, S.DONE, (S.DONE,), {
+            recorded = await self.w.apply(Transition(job.id, S.DONE, (S.DONE,), {
                 "delivered_url": stored.url, "delivered_etag": stored.etag, "delivered_at": time.time(),
                 "delivery_error": None}, detail=f"delivered {stored.url}" + ("" if stored.uploaded else " (already there)")))
             self.delivered += 1
-            if self.opts.prune_local:
+            if self.opts.prune_local and recorded:
                 await asyncio.to_thread(_prune, final, job.poster, job.sheet)
                 self.w.record(Transition(job.id, S.DONE, (S.DONE,), {"pruned_at": time.time()},
                                          detail="local copy removed after delivery"))
