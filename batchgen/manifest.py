@@ -117,7 +117,6 @@ class Manifest:
         # --models file, and the manifest's own `models:` (a file or inline entries).
         self.catalog = catalog or specs.SHIPPED
         self.per_model: dict[str, dict[str, Any]] = {}
-        self._model_files: list[Path] = []
         self.defaults: dict[str, Any] = {}
         self.matrix: dict[str, list[Any]] = {}
         self.output_template: str | None = None
@@ -218,7 +217,6 @@ class Manifest:
             path = (self.path.parent / models).resolve()
             try:
                 self.catalog = self.catalog.extended(specs.read_file(path), str(path))
-                self._model_files.append(path)
             except specs.CatalogError as e:
                 self._problem(line("models"), "models", str(e))
         elif isinstance(models, dict):
