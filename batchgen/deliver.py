@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -31,6 +32,7 @@ from . import crash
 from .errors import DeliveryError, UsageError
 
 CHUNK = 1024 * 1024
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rules
 # Store answers that no retry fixes: nothing more can be delivered with this configuration.
 _FATAL_CODES = frozenset({
     "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "ExpiredToken",
@@ -53,6 +55,9 @@ class Destination:
             raise UsageError(f"--deliver {url!r}: expected s3://BUCKET/PREFIX/ (an S3 or S3-compatible store)")
         if u.query or u.fragment:
             raise UsageError(f"--deliver {url!r}: no ?query or #fragment in a destination")
+        if not _BUCKET.fullmatch(u.netloc) or ".." in u.netloc:
+            raise UsageError(f"--deliver {url!r}: {u.netloc!r} is not a valid bucket name (3-63 characters: "
+                             "lower-case letters, digits, '.' and '-')")
         prefix = u.path.lstrip("/")
         if prefix and not prefix.endswith("/"):
             prefix += "/"
@@ -165,7 +170,8 @@ class S3Store:
             return DeliveryError(f"delivery to {self._where()}: {doing} refused ({code or status}): {hint}",
                                  fatal=code in _FATAL_CODES)
         if isinstance(e, BotoCoreError | OSError):
-            return DeliveryError(f"delivery to {self._where()}: {doing} failed: {type(e).__name__}: {e}"[:400])
+            why = " ".join(str(e).split())  # one line
+            return DeliveryError(f"delivery to {self._where()}: {doing} failed: {type(e).__name__}: {why}"[:400])
         raise e
 
     # -- operations -------------------------------------------------------------------------

@@ -239,11 +239,17 @@ def _final_metrics(r: RunResult, opts: RunOptions, last_success: float | None) -
         delivered=r.delivery.get("delivered"), undelivered=r.delivery.get("undelivered"))
 
 
+_metrics_failing: set[Path] = set()
+
+
 def _write_metrics(path: Path, m: metrics.RunMetrics) -> None:
     try:
         metrics.write(path, m)
-    except OSError as e:  # monitoring never fails the run; the next write may succeed
-        log.warning(f"cannot write --metrics-file {path}: {e.strerror or e}")
+        _metrics_failing.discard(path)
+    except OSError as e:  # monitoring never fails the run; the next write may succeed (said once)
+        if path not in _metrics_failing:
+            _metrics_failing.add(path)
+            log.warning(f"cannot write --metrics-file {path}: {e.strerror or e}")
 
 
 async def _write_metrics_while(sched: Scheduler, prepared: Prepared, opts: RunOptions) -> None:

@@ -153,7 +153,7 @@ def test_missing_bucket_and_bad_destination(sim_factory, s3, tmp_path):
     m = write_csv_manifest(tmp_path / "m.csv", 2)
     r = run_cli(run_args(sim, m, tmp_path, "--deliver", "s3://no-such-bucket/x/"), **s3.env())
     assert r.exit_code == 8 and "the bucket does not exist" in r.output
-    for bad in ("https://renders/x", "s3:///x", "s3://renders/../x"):
+    for bad in ("https://renders/x", "s3:///x", "s3://renders/../x", "s3://Bad_Bucket!/x/", "s3://ab/x"):
         r = run_cli(run_args(sim, m, tmp_path, "--deliver", bad), **s3.env())
         assert r.exit_code == 2 and "--deliver" in r.output, (bad, r.output)
     r = run_cli(run_args(sim, m, tmp_path, "--prune-local"), **s3.env())
