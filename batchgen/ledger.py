@@ -257,9 +257,9 @@ def _plain(r: Any) -> dict[str, Any]:
     return dict(r._mapping)
 
 
-def _runs_of(manifest_sha256: str) -> Any:
-    """Ids of every run recorded for this manifest: its jobs, whichever worker recorded them last."""
-    return select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256)
+def _of_manifest(manifest_sha256: str) -> Any:
+    """The jobs of this manifest: recorded by any of its runs, whichever worker recorded them last."""
+    return jobs.c.run_id.in_(select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256))
 
 
 def _holder_alive() -> Any:
@@ -435,7 +435,7 @@ class Ledger:
         """Done jobs of this manifest whose file was never inspected (a crash between the
         rename and the verification): the next run verifies them."""
         q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.verify.is_(None), jobs.c.output_path.is_not(None),
-                                jobs.c.run_id.in_(_runs_of(manifest_sha256))).order_by(jobs.c.id))
+                                _of_manifest(manifest_sha256)).order_by(jobs.c.id))
         with self._read() as c:
             return [_row(r) for r in c.execute(q)]
 
@@ -444,7 +444,7 @@ class Ledger:
         run delivers them from the local file (never from the API again). With verification
         on, only clips already verified (the others are delivered once verified)."""
         q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.delivered_url.is_(None), jobs.c.pruned_at.is_(None),
-                                jobs.c.output_path.is_not(None), jobs.c.run_id.in_(_runs_of(manifest_sha256)))
+                                jobs.c.output_path.is_not(None), _of_manifest(manifest_sha256))
              .order_by(jobs.c.id))
         if verified_only:
             q = q.where(jobs.c.verify.is_not(None))
@@ -456,7 +456,7 @@ class Ledger:
         delivered = func.sum(case((jobs.c.delivered_url.is_not(None), 1), else_=0))
         q = select(delivered, func.count()).where(jobs.c.state == S.DONE)
         if manifest_sha256 is not None:
-            q = q.where(jobs.c.run_id.in_(_runs_of(manifest_sha256)))
+            q = q.where(_of_manifest(manifest_sha256))
         with self._read() as c:
             d, n = c.execute(q).one()
         return {"delivered": int(d or 0), "undelivered": int(n or 0) - int(d or 0)}
@@ -490,7 +490,7 @@ class Ledger:
             if last is None:
                 return None
             # Older ledgers: the jobs recorded by runs of that manifest's last version.
-            return [_row(r) for r in c.execute(select(jobs).where(jobs.c.run_id.in_(_runs_of(last)))
+            return [_row(r) for r in c.execute(select(jobs).where(_of_manifest(last))
                                                 .order_by(jobs.c.seq, jobs.c.id))]
 
     def not_as_asked(self, manifest_sha256: str | None = None, limit: int = 1000) -> list[JobRow]:
@@ -499,7 +499,7 @@ class Ledger:
         q = (select(jobs).where(jobs.c.verify.in_(["mismatch", "undecodable", "missing", "changed"]))
              .order_by(jobs.c.verified_at.desc()).limit(limit))
         if manifest_sha256 is not None:
-            q = q.where(jobs.c.run_id.in_(_runs_of(manifest_sha256)))
+            q = q.where(_of_manifest(manifest_sha256))
         with self._read() as c:
             return [_row(r) for r in c.execute(q)]
 
@@ -507,7 +507,7 @@ class Ledger:
         """Delivered clips per verification outcome (of one manifest, or the whole ledger)."""
         q = select(jobs.c.verify, func.count()).where(jobs.c.verify.is_not(None)).group_by(jobs.c.verify)
         if manifest_sha256 is not None:
-            q = q.where(jobs.c.run_id.in_(_runs_of(manifest_sha256)))
+            q = q.where(_of_manifest(manifest_sha256))
         with self._read() as c:
             return {str(v): int(n) for v, n in c.execute(q)}
 
@@ -615,12 +615,12 @@ class Ledger:
             match = next((r for r in earlier if json.loads(r.options).get("inputs_sha256") == inputs_sha256), None)
             if match is None:
                 return None
-            scope = _runs_of(manifest_sha256)
-            n = int(c.execute(select(func.count()).select_from(jobs).where(jobs.c.run_id.in_(scope))).scalar() or 0)
+            scope = _of_manifest(manifest_sha256)
+            n = int(c.execute(select(func.count()).select_from(jobs).where(scope)).scalar() or 0)
             if n != match.jobs_total:
                 return None
             run_id = self._insert_run(c, manifest, manifest_sha256, {**options, "inputs_sha256": inputs_sha256}, n)
-            c.execute(update(jobs).where(jobs.c.run_id.in_(scope), jobs.c.run_id != run_id, jobs.c.state != S.DONE)
+            c.execute(update(jobs).where(scope, jobs.c.run_id != run_id, jobs.c.state != S.DONE)
                       .values(run_id=run_id, updated_at=time.time()))
         return run_id, n, int(match.id)
 
@@ -706,7 +706,7 @@ class Ledger:
     def jobs_in_state(self, state: str, manifest_sha256: str | None = None) -> list[JobRow]:
         q = select(jobs).where(jobs.c.state == state).order_by(jobs.c.id)
         if manifest_sha256 is not None:
-            q = q.where(jobs.c.run_id.in_(_runs_of(manifest_sha256)))
+            q = q.where(_of_manifest(manifest_sha256))
         with self._read() as c:
             return [_row(r) for r in c.execute(q)]
 
@@ -875,7 +875,7 @@ class Ledger:
         """
         def go(c: Connection) -> list[JobRow]:
             pick = (select(jobs.c.id)
-                    .where(jobs.c.state == S.QUEUED, jobs.c.run_id.in_(_runs_of(manifest_sha256)),
+                    .where(jobs.c.state == S.QUEUED, _of_manifest(manifest_sha256),
                            # not == worker: a job this worker gave up on (create kept failing)
                            # stays with it until it leaves, instead of being retried in a loop
                            or_(jobs.c.worker_id.is_(None), ~_holder_alive()))
@@ -934,14 +934,14 @@ class Ledger:
         """Jobs of this manifest that still need work and that ``worker`` does not hold: while
         there are any, a worker stays to take over if their holder dies."""
         q = (select(func.count()).select_from(jobs).where(
-            jobs.c.run_id.in_(_runs_of(manifest_sha256)),
+            _of_manifest(manifest_sha256),
             jobs.c.state.in_(_UNFINISHED), jobs.c.worker_id.is_distinct_from(worker)))
         with self._read() as c:
             return int(c.execute(q).scalar() or 0)
 
     def scope_counts(self, manifest_sha256: str) -> dict[str, int]:
         """Per-state counts of every job recorded for this manifest (by any worker's run)."""
-        q = (select(jobs.c.state, func.count()).where(jobs.c.run_id.in_(_runs_of(manifest_sha256)))
+        q = (select(jobs.c.state, func.count()).where(_of_manifest(manifest_sha256))
              .group_by(jobs.c.state))
         with self._read() as c:
             return {s: int(n) for s, n in c.execute(q)}
