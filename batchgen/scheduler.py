@@ -261,8 +261,9 @@ class Scheduler:
             self.display.stop(self.snapshot())
 
     @staticmethod
-    def _track(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
-        t = asyncio.create_task(coro)
+    def _track(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None], name: str | None = None) -> None:
+        """Run ``coro`` as a task held in ``tasks`` until it ends (the end of the run waits for them)."""
+        t = asyncio.create_task(coro, name=name)
         tasks.add(t)
         t.add_done_callback(tasks.discard)
 
@@ -795,9 +796,7 @@ class Scheduler:
     # -------------------------------------------------------------- verification
     def _start_verify(self, job: LiveJob, final: Path) -> None:
         """Inspect the clip off the event loop; neither submitting nor polling waits for it."""
-        t = asyncio.create_task(self._verify(job, final), name=f"verify-{job.id}")
-        self._verifying.add(t)
-        t.add_done_callback(self._verifying.discard)
+        self._track(self._verifying, self._verify(job, final), f"verify-{job.id}")
 
     async def _verify(self, job: LiveJob, final: Path) -> None:
         crash.point("before_verify")  # the file is in place and recorded, its verdict not yet
@@ -840,9 +839,7 @@ class Scheduler:
         if self.delivery_broken:
             self._not_delivered(job, f"not attempted: {self.delivery_broken}")
             return
-        t = asyncio.create_task(self._deliver(job, final), name=f"deliver-{job.id}")
-        self._delivering.add(t)
-        t.add_done_callback(self._delivering.discard)
+        self._track(self._delivering, self._deliver(job, final), f"deliver-{job.id}")
 
     def _not_delivered(self, job: LiveJob, why: str) -> None:
         """Left for the next run (which delivers from the local file); the reason is recorded."""
