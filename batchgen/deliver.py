@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
-from . import crash
+from . import crash, media
 from .errors import DeliveryError, UsageError
 
 CHUNK = 1024 * 1024
@@ -93,8 +93,9 @@ class Store(Protocol):
     def check(self) -> None:
         """Raise DeliveryError(fatal=True) when nothing can be delivered (bucket, credentials)."""
 
-    def put(self, path: Path, relative: str, sha256: str, content_type: str) -> Stored:
-        """Make ``<prefix><relative>`` hold ``path`` (whose content has this sha256)."""
+    def put(self, path: Path, relative: str, sha256: str | None, content_type: str) -> Stored:
+        """Make ``<prefix><relative>`` hold ``path`` (whose content must still have ``sha256``, the
+        one recorded when it was downloaded; None: no record to hold it to)."""
 
 
 def file_digests(path: Path) -> tuple[int, str, bytes]:
@@ -193,11 +194,13 @@ class S3Store:
                 return None
             raise
 
-    def put(self, path: Path, relative: str, sha256: str, content_type: str) -> Stored:
+    def put(self, path: Path, relative: str, sha256: str | None, content_type: str) -> Stored:
         key = self.destination.key(relative)
         url = self.destination.url(key)
         size, sha_hex, md5 = file_digests(path)
-        if sha_hex != sha256:
+        if sha256 is None:
+            sha256 = sha_hex
+        elif sha_hex != sha256:
             raise DeliveryError(f"{path} changed since it was downloaded (sha256 {sha_hex[:12]}…, recorded "
                                 f"{sha256[:12]}…): not delivered; `batchgen verify` tells more")
         sha_b64 = base64.b64encode(bytes.fromhex(sha256)).decode()
@@ -241,16 +244,14 @@ def deliver_clip(store: Store, output: str, path: Path, sha256: str, pictures: t
     """The clip, then its pictures (a picture that cannot be read is skipped: the clip is what
     was paid for). Runs in a worker thread."""
     stored = store.put(path, output, sha256, "video/mp4")
-    for pic, suffix in zip(pictures, (".poster.jpg", ".sheet.jpg"), strict=True):
+    for pic, name in zip(pictures, media.picture_names(output), strict=True):
         if not pic:
             continue
         try:
-            size, sha, _ = file_digests(Path(pic))
-        except OSError as e:
+            store.put(Path(pic), name, None, "image/jpeg")
+        except OSError as e:  # reading the picture (the store's own errors are DeliveryErrors)
             if on_picture_error is not None:
                 on_picture_error(f"{pic}: {e}")
-            continue
-        store.put(Path(pic), ".batchgen/" + output + suffix, sha, "image/jpeg")
     return stored
 
 

@@ -139,11 +139,20 @@ def check_file(path: str, sha256: str | None, size: int | None, poster: str | No
     return inspect(path, poster, sheet)
 
 
+PICTURES_DIR = ".batchgen"  # under the output folder (the report and --deliver use the same layout)
+
+
+def picture_names(output: str) -> tuple[str, str]:
+    """A clip's poster and contact sheet relative to the output folder: ``.batchgen/<output>.poster.jpg``."""
+    base = f"{PICTURES_DIR}/{output}"
+    return f"{base}.poster.jpg", f"{base}.sheet.jpg"
+
+
 def picture_paths(output_path: str, output: str) -> tuple[str, str]:
     """Where a clip's poster and contact sheet live: ``<out>/.batchgen/<output>.poster.jpg``."""
     root = output_path[: -len(output)] if output_path.endswith(output) else str(Path(output_path).parent) + "/"
-    base = Path(root) / ".batchgen" / output
-    return f"{base}.poster.jpg", f"{base}.sheet.jpg"
+    poster, sheet = picture_names(output)
+    return str(Path(root) / poster), str(Path(root) / sheet)
 
 
 def _duration(c: Any, vs: Any) -> float | None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .jobs import UNFINISHED, JobRow, JobState
+from .media import PICTURES_DIR
 
 S = JobState
 
@@ -335,7 +336,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
         rel = os.path.relpath(out_root, base_dir)
         base = "" if rel == "." else "/".join(Path(rel).parts) + "/"
     payload = {"fields": list(_FIELDS), "strings": strings.items, "rows": data, "base": base,
-               "pictures": ".batchgen/", "compare": compare, "columns": columns}
+               "pictures": PICTURES_DIR + "/", "compare": compare, "columns": columns}
     # gzip + base64: a fifth of the size, and no user text can reach the HTML parser at all.
     blob = base64.b64encode(gzip.compress(json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
                                           .encode(), compresslevel=6, mtime=0)).decode()
