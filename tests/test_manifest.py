@@ -14,8 +14,12 @@ R2V = "grok-imagine-reference-to-video"
 IMG = "https://img.example.com/a.png"
 
 
+ASPECT_RATIOS = ("16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16")  # the reference, §2
+
+
 def norm(model: str, **params):
-    return specs.normalise(model, params)
+    request, errors, _warnings = specs.SHIPPED.normalise(model, params)
+    return request, errors
 
 
 # ------------------------------------------------------------------ documented limits, per model
@@ -31,7 +35,7 @@ def test_reference_to_video_defaults_and_limits():
     assert norm(R2V, prompt="x", reference_image_urls=[])[1] == [("reference_image_urls", "is required")]
     for d, ok in ((1, True), (10, True), (0, False), (11, False)):
         assert (norm(R2V, prompt="x", reference_image_urls=[IMG], duration=d)[1] == []) is ok, d
-    for ar in specs.ASPECT_RATIOS:
+    for ar in ASPECT_RATIOS:
         assert norm(R2V, prompt="x", reference_image_urls=[IMG], aspect_ratio=ar)[1] == []
     assert norm(R2V, prompt="x", reference_image_urls=[IMG], aspect_ratio="auto")[1][0][0] == "aspect_ratio"
     assert norm(R2V, prompt="x", reference_image_urls=[IMG], resolution="1080p")[1][0][0] == "resolution"

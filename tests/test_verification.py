@@ -114,6 +114,6 @@ def test_compare_checks_resolution_class_and_promised_audio(monkeypatch):
     assert media.compare(dict(m, duration=6.2), {"duration": 6}, T2V)[0] == "mismatch"
     # edit-video follows its input: its duration is not checked
     assert media.compare(dict(m, duration=3.0), {"resolution": "720p"}, "grok-imagine-edit-video") == ("ok", [])
-    spec = specs.MODELS[T2V]
-    monkeypatch.setitem(specs.MODELS, T2V, specs.ModelSpec(spec.name, spec.fields, audio=True))
+    spec = specs.SHIPPED.models[T2V]
+    monkeypatch.setitem(specs.SHIPPED.models, T2V, specs.ModelSpec(spec.name, spec.fields, audio=True))
     assert media.compare(m, {"duration": 6}, T2V) == ("mismatch", ["audio: no audio track, the model promises one"])
