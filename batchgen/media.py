@@ -117,6 +117,17 @@ def inspect(path: str, poster: str | None = None, sheet: str | None = None) -> d
     return m.as_dict()
 
 
+def record(measured: dict[str, Any], outcome: str, diffs: list[str]) -> dict[str, Any]:
+    """A verification as the ledger's job columns record it (outcome, what differs, what was
+    measured, the pictures, when)."""
+    import time
+
+    return {"verify": outcome, "verify_detail": "; ".join(diffs)[:1000] or None, "m_duration": measured["duration"],
+            "m_width": measured["width"], "m_height": measured["height"], "m_fps": measured["fps"],
+            "m_codec": measured["codec"], "m_audio": measured["audio"], "poster": measured["poster"],
+            "sheet": measured["sheet"], "verified_at": time.time()}
+
+
 def check_file(path: str, sha256: str | None, size: int | None, poster: str | None = None,
                sheet: str | None = None) -> dict[str, Any]:
     """``inspect``, after making sure the file is the one delivered: ``{"gone": "missing"}`` when

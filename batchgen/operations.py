@@ -443,10 +443,7 @@ def verify(ledger: str | Ledger | None = None, *, run_id: int | None = None, wor
                     values: dict[str, Any] = {"verify": outcome, "verify_detail": m["detail"], "verified_at": time.time()}
                 else:
                     outcome, diffs = media.compare(m, json.loads(j["request"]), j["model"], catalog)
-                    values = {"verify": outcome, "verify_detail": "; ".join(diffs)[:1000] or None,
-                              "m_duration": m["duration"], "m_width": m["width"], "m_height": m["height"],
-                              "m_fps": m["fps"], "m_codec": m["codec"], "m_audio": m["audio"], "poster": m["poster"],
-                              "sheet": m["sheet"], "verified_at": time.time()}
+                    values = media.record(m, outcome, diffs)
                 counts[outcome] += 1
                 if outcome != media.OK:
                     wrong.append(dict(_brief(j), verify=outcome, detail="; ".join(diffs), output_path=j["output_path"]))

@@ -811,11 +811,7 @@ class Scheduler:
             return
         outcome, diffs = media.compare(measured, job.request, job.model, self.opts.catalog)
         self.verified[outcome] += 1
-        values: dict[str, Any] = {
-            "verify": outcome, "verify_detail": "; ".join(diffs)[:1000] or None, "m_duration": measured["duration"],
-            "m_width": measured["width"], "m_height": measured["height"], "m_fps": measured["fps"],
-            "m_codec": measured["codec"], "m_audio": measured["audio"], "poster": measured["poster"],
-            "sheet": measured["sheet"], "verified_at": time.time()}
+        values = media.record(measured, outcome, diffs)
         job.poster, job.sheet = measured["poster"], measured["sheet"]
         if outcome == media.OK:
             self.w.record(Transition(job.id, S.DONE, (S.DONE,), values, event=False))
