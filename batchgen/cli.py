@@ -387,9 +387,6 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
                       prune_local=prune_local, metrics_file=metrics_file, metrics_every=progress_every)
     if no_deliver and (deliver_to or prune_local):
         raise click.BadParameter("--no-deliver contradicts --deliver/--prune-local", param_hint="--no-deliver")
-    if prune_local and not deliver_to and not _manifest_delivers(manifest):
-        raise click.BadParameter("only with --deliver (or `deliver:` in the manifest): local files are removed "
-                                 "only once the store holds them", param_hint="--prune-local")
     sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
     display = Display(quiet=quiet, every=progress_every, emit=_json_progress if log_format == "json" else None)
     result = run_manifest(manifest, ledger=ledger, api_base=api_base, api_key=key, simulate=sim_cfg, options=opts,
@@ -398,15 +395,6 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
                           notify_urls=notify_urls, report=report_to, catalog=operations.catalog(models_file))
     _print_result(result, as_json)
     sys.exit(result.exit_code)
-
-
-def _manifest_delivers(manifest: Path) -> bool:
-    try:
-        from .manifest import Manifest
-
-        return Manifest(manifest).deliver is not None
-    except BatchgenError:
-        return False  # the run reports the manifest's problems itself
 
 
 def _json_progress(snap: Snapshot) -> None:

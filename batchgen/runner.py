@@ -325,6 +325,9 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
         store = open_store(deliver, endpoint_url=deliver_endpoint) if isinstance(deliver, str) else deliver
         store.check()  # credentials and bucket, before anything is paid for
         opts.deliver = store
+    if opts.prune_local and opts.deliver is None:
+        raise UsageError("--prune-local only with --deliver (or `deliver:` in the manifest): local files are "
+                         "removed only once the store holds them")
     led = ledger if isinstance(ledger, Ledger) else Ledger(ledger, simulated=sim_cfg is not None)
     try:
         prepared = prepare(led, m, opts)
