@@ -496,8 +496,10 @@ class Manifest:
             request = {"model": model, **{k: v for k, v in params.items() if v is not None}}
         else:
             request, errs, warns = self.catalog.normalise(model, params)
+        # One row is several jobs when the matrix crosses models: say which model refuses it.
+        of_model = f" (for {model})" if "model" in self.matrix else ""
         for f, msg in errs:
-            self._problem(row.where, f, msg, file=row.file)
+            self._problem(row.where, f, msg + of_model, file=row.file)
         for f, msg in warns:
             self._warn(f"{model}: field '{f}' {msg}", row)
         if errs:

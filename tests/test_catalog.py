@@ -176,7 +176,7 @@ def test_matrix_over_model_validates_each_combination_and_per_model_applies(tmp_
     with pytest.raises(ManifestError) as e:
         _expand(tmp_path, "matrix: {model: [grok-imagine-text-to-video, sora-2]}\njobs:\n  - {name: a, prompt: x, "
                           "duration: 10}\n")
-    assert "must be one of 4, 8, 12, 16, 20; got 10" in str(e.value) and "jobs[0]" in str(e.value)
+    assert "must be one of 4, 8, 12, 16, 20; got 10 (for sora-2)" in str(e.value) and "jobs[0]" in str(e.value)
     # a field only some models take, set on a row: refused with the way out
     with pytest.raises(ManifestError, match="is not a field of grok-imagine-text-to-video .*per_model"):
         _expand(tmp_path, "matrix: {model: [grok-imagine-text-to-video, veo-3.1-fast]}\n"
