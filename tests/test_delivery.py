@@ -30,11 +30,17 @@ def _ledger_rows(tmp_path: Path) -> list[dict]:
         led.close()
 
 
-def _assert_delivered(s3, tmp_path: Path, n: int, *, pictures: bool = True) -> None:
-    """Every done clip is in the bucket with the file's bytes, and the ledger says so."""
+def _assert_delivered(s3, tmp_path: Path, n: int, *, pictures: bool = True, in_doubt_allowed: bool = False) -> None:
+    """Every done clip is in the bucket with the file's bytes, and the ledger says so. With
+    ``in_doubt_allowed`` (random kills: a kill mid-create leaves its job in doubt, never
+    resubmitted), the jobs that are not done are in doubt and none of them has an object."""
     objects = s3.objects("nightly/")
     rows = _ledger_rows(tmp_path)
-    assert len(rows) == n and all(r["state"] == "done" for r in rows)
+    assert len(rows) == n
+    if in_doubt_allowed:
+        assert all(r["state"] in ("done", "in_doubt") for r in rows)
+        rows = [r for r in rows if r["state"] == "done"]
+    assert all(r["state"] == "done" for r in rows)
     for r in rows:
         key = "nightly/" + r["output"]
         assert r["delivered_url"] == f"s3://renders/{key}", r
@@ -43,7 +49,7 @@ def _assert_delivered(s3, tmp_path: Path, n: int, *, pictures: bool = True) -> N
         if pictures:
             assert "nightly/.batchgen/" + r["output"] + ".poster.jpg" in objects
             assert "nightly/.batchgen/" + r["output"] + ".sheet.jpg" in objects
-    assert len([k for k in objects if k.endswith(".mp4")]) == n  # nothing else, no stray halves
+    assert len([k for k in objects if k.endswith(".mp4")]) == len(rows)  # nothing else, no stray halves
 
 
 def _subprocess_run(sim, manifest: Path, tmp_path: Path, s3, *extra: str, crash: str | None = None,
@@ -232,5 +238,7 @@ def test_kill_minus_9_with_delivery_on(sim_factory, s3, tmp_path):
         if _subprocess_run(sim, m, tmp_path, s3).returncode == 0:
             break
     stats = check_invariants(sim.truth(), tmp_path / "l.db", tmp_path / "out")
-    assert stats["duplicates"] == 0 and stats["done"] == 40
-    _assert_delivered(s3, tmp_path, 40)
+    # A kill between a job's intent and its task id leaves it in doubt (never resubmitted);
+    # how many depends on the machine's speed. Everything else is done and delivered.
+    assert stats["duplicates"] == 0 and stats["done"] + stats["in_doubt"] == 40 and stats["done"] > 0
+    _assert_delivered(s3, tmp_path, 40, in_doubt_allowed=True)
