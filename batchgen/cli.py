@@ -47,6 +47,10 @@ Exit codes:
 """
 
 
+_RECOVER_HINT = ("missing or changed files: `batchgen recover` fetches them again while their result URL is valid "
+                 "(free), or renders them again with --rerender (paid)")
+
+
 def _echo_err(msg: str) -> None:
     click.echo(msg, err=True)
 
@@ -421,6 +425,8 @@ def _print_result(r: RunResult, as_json: bool) -> None:
     for j in r.not_as_asked[:20]:
         _echo_err(f"  NOT AS ASKED {j['name']} ({short_key(j['key'])}): {j['verify']}: {j['verify_detail']} "
                   f"— {j['output_path']}")
+    if any(j["verify"] in ("missing", "changed") for j in r.not_as_asked):
+        _echo_err(f"  {_RECOVER_HINT}")
     for j in r.in_doubt:
         k = short_key(j["key"])
         _echo_err(f"  IN DOUBT {j['name']} ({k}): {j['error_code']} — "
@@ -516,10 +522,12 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
         con.print("verified clips: " + "  ".join(f"{k}={v}" for k, v in sorted(doc["verified"].items())))
     for j in doc["not_as_asked"]:
         con.print(f"  not as asked: {j['name']} ({j['key']}): {j['verify']}: {j['detail']}")
-    if doc["delivered"] or doc["not_delivered"]:
-        con.print(f"delivered to object storage: {doc['delivered']} clip(s)")
+    if doc["delivered"] or doc["undelivered"]:
+        con.print(f"delivered to object storage: {doc['delivered']} clip(s), {doc['undelivered']} not yet"
+                  + (" (`batchgen deliver`, or the next run of a manifest containing them, delivers them)"
+                     if doc["undelivered"] else ""), markup=False)
     for j in doc["not_delivered"]:
-        con.print(f"  not delivered: {j['name']} ({j['key']}): {j['error']} — the next run delivers it from "
+        con.print(f"  not delivered: {j['name']} ({j['key']}) to {j['destination']}: {j['error']} — kept at "
                   f"{j['output_path']}", markup=False)
     for title, rows, extra in (("oldest unfinished jobs", doc["oldest_unfinished"], "age_s"),
                                (f"in doubt (credits at risk ≈ {doc['credits_at_risk']:g})", doc["in_doubt"], "credits_at_risk"),
@@ -561,8 +569,97 @@ def verify(ledger: str | None, run_id: int | None, pictures: bool, models_file: 
             click.echo(f"  {doc['pruned']} clip(s) not checked: removed locally after delivery (--prune-local)")
         for j in doc["not_as_asked"]:
             click.echo(f"  {j['verify'].upper():<12} {j['name']} ({j['key']}): {j['detail']} — {j['output_path']}")
+        if any(j["verify"] in ("missing", "changed") for j in doc["not_as_asked"]):
+            click.echo(f"  {_RECOVER_HINT}")
     if doc["not_as_asked"]:
         sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------- deliver / recover
+@cli.command()
+@ledger_option
+@click.option("--to", "to", metavar="s3://BUCKET/PREFIX/", default=None,
+              help="Deliver there the done clips not delivered yet (of --manifest, or of the whole ledger), "
+                   "instead of only those a manifest asked to deliver.")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Only the clips of this manifest (its jobs when it was last run).")
+@click.option("--deliver-endpoint", metavar="URL", default=None,
+              help="S3-compatible endpoint (env AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL).")
+@click.option("--prune-local", is_flag=True, help="Remove each local clip (and its pictures) once the store holds it.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Verify clips that were never verified before delivering them.")
+@models_option
+@format_options
+@quiet_option
+def deliver(ledger: str | None, to: str | None, manifest: Path | None, deliver_endpoint: str | None,
+            prune_local: bool, verify: bool, models_file: Path | None, as_json: bool, quiet: bool) -> None:
+    """Deliver what the ledger owes, no manifest needed.
+
+    Every done clip that a manifest asked to deliver (`deliver:` or `run --deliver`) and that
+    its store does not hold yet — a store outage, a `--no-deliver` night, a manifest edited
+    since, a kill between upload and record — is uploaded from its local file to where it is
+    owed (an object already there with the same sha256 is recorded, not uploaded again).
+    Nothing is rendered or fetched again. Clips whose local file is missing or changed are
+    listed: `batchgen recover` gets them back. Exit code 8 when not every clip is delivered."""
+    from .errors import EXIT_DELIVERY
+
+    doc = operations.deliver(ledger, to=to, manifest=manifest, endpoint=deliver_endpoint, prune_local=prune_local,
+                             verify=verify, catalog=operations.catalog(models_file),
+                             log=(lambda m: None) if quiet or as_json else _echo_err)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for dest, n in sorted(doc["delivered_now"].items()):
+            click.echo(f"delivered {n} clip(s) to {dest}")
+        for dest, n in sorted(doc["already_there"].items()):
+            click.echo(f"{n} clip(s) already in {dest}: recorded, not uploaded again")
+        for j in doc["failed"] + doc["skipped"]:
+            click.echo(f"  not delivered: {j['name']} ({j['key']}): {j['error']}")
+        click.echo(f"the ledger: {doc['delivered']} clip(s) delivered, {doc['undelivered']} not yet")
+    if doc["undelivered"]:
+        sys.exit(EXIT_DELIVERY)
+
+
+@cli.command()
+@ledger_option
+@prices_option
+@click.option("--rerender", is_flag=True,
+              help="Also render again (new paid tasks, by the next run) the lost clips whose result URL expired.")
+@click.option("--yes", is_flag=True, help="With --rerender: confirm the spending the command announced.")
+@format_options
+@quiet_option
+def recover(ledger: str | None, prices: Path | None, rerender: bool, yes: bool, as_json: bool, quiet: bool) -> None:
+    """Get back done clips whose local file was deleted or changed.
+
+    A clip whose result URL is still valid (24 h after it was ready) is fetched again by the
+    next `batchgen run` — free. One whose URL expired can only be rendered again, as a new
+    paid task: `--rerender` says how many and the estimated credits, and queues them only
+    with `--yes`. A clip delivered to object storage is still there (named, not re-rendered).
+    Without options, sends back the free ones and lists the rest."""
+    table = _prices(prices)
+    found = operations.lost(ledger, prices=table)
+    if rerender and found["rerender"] and not yes:
+        n, cr = len(found["rerender"]), found["credits"]
+        raise UsageError(f"{n} lost clip(s) can only be rendered again: {n} new paid task(s), ≈ {cr:,.2f} credits "
+                         "(--prices). Re-run with --rerender --yes to queue them for the next run")
+    doc = operations.recover(ledger, rerender=rerender, prices=table)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    sent = doc["sent_back"]
+    if not (doc["refetch"] or doc["rerender"] or doc["in_store"]):
+        _done(quiet, "no lost clip: every done clip is on disk as downloaded (or delivered and pruned)")
+        return
+    if sent["refetch"]:
+        click.echo(f"{sent['refetch']} clip(s) will be fetched again by the next `batchgen run` (free: URL still valid)")
+    for j in doc["in_store"]:
+        click.echo(f"  {j['name']} ({j['key']}): lost locally, delivered at {j['delivered_url']}")
+    if doc["rerender"]:
+        verb = "queued to render again by the next run (paid)" if sent["rerender"] else \
+            "can only be rendered again (paid): `batchgen recover --rerender`"
+        click.echo(f"{len(doc['rerender'])} clip(s) whose result URL expired {verb}, ≈ {doc['credits']:,.2f} credits")
+        for j in doc["rerender"][:20]:
+            click.echo(f"  {j['name']} ({j['key']}): {j['verify'] or 'missing'} — {j['output_path']}")
 
 
 # ---------------------------------------------------------------------------------- report

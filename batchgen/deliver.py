@@ -22,6 +22,7 @@ import base64
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -255,4 +256,22 @@ def deliver_clip(store: Store, output: str, path: Path, sha256: str, pictures: t
     return stored
 
 
-__all__ = ["Destination", "S3Store", "Store", "Stored", "deliver_clip", "file_digests", "open_store"]
+def recorded(stored: Stored) -> dict[str, Any]:
+    """The ledger columns of a delivery the store acknowledged (the run and `batchgen deliver`)."""
+    return {"delivered_url": stored.url, "delivered_etag": stored.etag, "delivered_at": time.time(),
+            "delivery_error": None}
+
+
+def recorded_detail(stored: Stored) -> str:
+    return f"delivered {stored.url}" + ("" if stored.uploaded else " (already there)")
+
+
+def prune_local(*paths: Path | str | None) -> None:
+    """Remove the local copies of a delivered clip (``--prune-local``); already gone is fine."""
+    for p in paths:
+        if p:
+            Path(p).unlink(missing_ok=True)
+
+
+__all__ = ["Destination", "S3Store", "Store", "Stored", "deliver_clip", "file_digests", "open_store", "prune_local",
+           "recorded", "recorded_detail"]

@@ -64,7 +64,9 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.SUBMITTED: frozenset({S.RENDERING, S.COMPLETED, S.FAILED}),
     S.RENDERING: frozenset({S.COMPLETED, S.FAILED}),
     S.COMPLETED: frozenset({S.DONE, S.FAILED}),
-    S.DONE: frozenset({S.FAILED}),  # the delivered clip is not what was asked (--on-mismatch fail)
+    # failed: the delivered clip is not what was asked (--on-mismatch fail); completed / queued:
+    # `batchgen recover` of a clip whose file was lost (fetched again free / rendered again, paid)
+    S.DONE: frozenset({S.FAILED, S.COMPLETED, S.QUEUED}),
     S.FAILED: frozenset({S.QUEUED}),  # --retry-failed: a new, separately paid create
     S.IN_DOUBT: frozenset({S.SUBMITTED, S.QUEUED, S.CANCELLED}),  # resolve: adopt / resubmit / abandon
     S.CANCELLED: frozenset(),
@@ -174,6 +176,7 @@ class JobRow(TypedDict):
     delivered_at: float | None
     delivery_error: str | None
     pruned_at: float | None
+    deliver_to: str | None
 
 
 __all__ = ["ACTIVE", "Job", "JobRow", "JobState", "RunStatus", "STATES", "TERMINAL", "TRANSITIONS", "UNFINISHED", "allowed",

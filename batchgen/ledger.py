@@ -257,9 +257,29 @@ def _plain(r: Any) -> dict[str, Any]:
     return dict(r._mapping)
 
 
-def _of_manifest(manifest_sha256: str) -> Any:
-    """The jobs of this manifest: recorded by any of its runs, whichever worker recorded them last."""
-    return jobs.c.run_id.in_(select(runs.c.id).where(runs.c.manifest_sha256 == manifest_sha256))
+@dataclass(frozen=True)
+class Scope:
+    """What a manifest asks for: the jobs its resolved path expanded to when last recorded.
+
+    Scoped by membership (``manifest_jobs``), never by the bytes of the file: editing a
+    manifest (a comment, one new row) keeps every job it still contains in scope, so what an
+    earlier run left undelivered, unverified or not as asked is finished by the next run of it.
+    ``sha256`` (its content) also admits the jobs of runs of these very bytes, for ledgers
+    written before membership was recorded."""
+
+    manifest: str
+    sha256: str
+
+
+def _of_manifest(scope: Scope) -> Any:
+    """The jobs of this manifest (see ``Scope``), whichever run or worker recorded them last."""
+    return or_(jobs.c.key.in_(select(manifest_jobs.c.key).where(manifest_jobs.c.manifest == scope.manifest)),
+               jobs.c.run_id.in_(select(runs.c.id).where(runs.c.manifest_sha256 == scope.sha256)))
+
+
+def _owed() -> Any:
+    """Done clips that a manifest asked to deliver and that the store does not hold (yet)."""
+    return and_(jobs.c.state == S.DONE, jobs.c.deliver_to.is_not(None), jobs.c.delivered_url.is_(None))
 
 
 def _holder_alive() -> Any:
@@ -431,35 +451,67 @@ class Ledger:
             row = c.execute(q).first()
         return None if row is None else (str(row[0]), int(row[1]))
 
-    def unverified(self, manifest_sha256: str) -> list[JobRow]:
+    def unverified(self, scope: Scope) -> list[JobRow]:
         """Done jobs of this manifest whose file was never inspected (a crash between the
         rename and the verification): the next run verifies them."""
         q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.verify.is_(None), jobs.c.output_path.is_not(None),
-                                _of_manifest(manifest_sha256)).order_by(jobs.c.id))
+                                _of_manifest(scope)).order_by(jobs.c.id))
         with self._read() as c:
             return [_row(r) for r in c.execute(q)]
 
-    def undelivered(self, manifest_sha256: str, *, verified_only: bool) -> list[JobRow]:
-        """Done jobs of this manifest whose clip is not (yet) at the delivery destination: the
-        run delivers them from the local file (never from the API again). With verification
-        on, only clips already verified (the others are delivered once verified)."""
-        q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.delivered_url.is_(None), jobs.c.pruned_at.is_(None),
-                                jobs.c.output_path.is_not(None), _of_manifest(manifest_sha256))
+    def owe_delivery(self, scope: Scope | None, destination: str) -> int:
+        """Record that this manifest's clips are owed to ``destination`` (an ``s3://`` URL without
+        credentials): done or not, each is delivered there once done, by the next run of any
+        manifest that contains it or by ``batchgen deliver``. Clips already delivered keep
+        where they went."""
+        q = update(jobs).where(jobs.c.delivered_url.is_(None),
+                               or_(jobs.c.deliver_to.is_(None), jobs.c.deliver_to != destination))
+        if scope is not None:
+            q = q.where(_of_manifest(scope))
+        with self.engine.begin() as c:
+            return c.execute(q.values(deliver_to=destination)).rowcount
+
+    def lost_candidates(self) -> list[JobRow]:
+        """Done clips that should be on local disk (not removed after delivery on purpose)."""
+        q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.output_path.is_not(None), jobs.c.pruned_at.is_(None))
+             .order_by(jobs.c.seq, jobs.c.id))
+        with self._read() as c:
+            return [_row(r) for r in c.execute(q)]
+
+    def undelivered(self, scope: Scope | None = None, *, verified_only: bool) -> list[JobRow]:
+        """Done clips owed to a destination that the store does not hold yet (of this manifest,
+        or of the whole ledger), kept locally: delivered from the local file, never fetched
+        from the API again. With verification on, only clips already verified (the others are
+        delivered once verified)."""
+        q = (select(jobs).where(_owed(), jobs.c.pruned_at.is_(None), jobs.c.output_path.is_not(None))
              .order_by(jobs.c.id))
+        if scope is not None:
+            q = q.where(_of_manifest(scope))
         if verified_only:
             q = q.where(jobs.c.verify.is_not(None))
         with self._read() as c:
             return [_row(r) for r in c.execute(q)]
 
-    def delivery_counts(self, manifest_sha256: str | None = None) -> dict[str, int]:
-        """Done clips delivered to object storage and not (yet) delivered."""
+    def unpruned(self, scope: Scope) -> list[JobRow]:
+        """Delivered clips of this manifest whose local copy is still recorded as present: a
+        ``--prune-local`` run killed between recording the delivery and removing the file."""
+        q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.delivered_url.is_not(None), jobs.c.pruned_at.is_(None),
+                                jobs.c.output_path.is_not(None), _of_manifest(scope)).order_by(jobs.c.id))
+        with self._read() as c:
+            return [_row(r) for r in c.execute(q)]
+
+    def delivery_counts(self, scope: Scope | None = None) -> dict[str, int]:
+        """Done clips delivered to object storage, and clips owed to a destination but not (yet)
+        there — of one manifest or the whole ledger. The one count that the run's summary,
+        ``status``, the report, notifications and metrics show."""
         delivered = func.sum(case((jobs.c.delivered_url.is_not(None), 1), else_=0))
-        q = select(delivered, func.count()).where(jobs.c.state == S.DONE)
-        if manifest_sha256 is not None:
-            q = q.where(_of_manifest(manifest_sha256))
+        owed = func.sum(case((_owed(), 1), else_=0))
+        q = select(delivered, owed).where(jobs.c.state == S.DONE)
+        if scope is not None:
+            q = q.where(_of_manifest(scope))
         with self._read() as c:
             d, n = c.execute(q).one()
-        return {"delivered": int(d or 0), "undelivered": int(n or 0) - int(d or 0)}
+        return {"delivered": int(d or 0), "undelivered": int(n or 0)}
 
     def last_run_of(self, manifest: str) -> dict[str, Any] | None:
         """The newest run of this manifest path (id, times, status, exit code, jobs)."""
@@ -470,9 +522,9 @@ class Ledger:
         return None if r is None else _plain(r)
 
     def delivery_problems(self, limit: int = 20) -> list[JobRow]:
-        """Done clips a run tried to deliver and could not (left for the next run), newest first."""
-        q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.delivered_url.is_(None),
-                                jobs.c.delivery_error.is_not(None)).order_by(jobs.c.updated_at.desc()).limit(limit))
+        """Done clips owed to a destination and not there (a run could not deliver them, or no
+        run delivered yet: ``--no-deliver``), newest first."""
+        q = select(jobs).where(_owed()).order_by(jobs.c.updated_at.desc()).limit(limit)
         with self._read() as c:
             return [_row(r) for r in c.execute(q)]
 
@@ -490,24 +542,24 @@ class Ledger:
             if last is None:
                 return None
             # Older ledgers: the jobs recorded by runs of that manifest's last version.
-            return [_row(r) for r in c.execute(select(jobs).where(_of_manifest(last))
+            return [_row(r) for r in c.execute(select(jobs).where(_of_manifest(Scope(manifest, last)))
                                                 .order_by(jobs.c.seq, jobs.c.id))]
 
-    def not_as_asked(self, manifest_sha256: str | None = None, limit: int = 1000) -> list[JobRow]:
+    def not_as_asked(self, scope: Scope | None = None, limit: int = 1000) -> list[JobRow]:
         """Delivered clips whose verification found them wrong (mismatch, undecodable, missing,
         changed), newest first."""
         q = (select(jobs).where(jobs.c.verify.in_(["mismatch", "undecodable", "missing", "changed"]))
              .order_by(jobs.c.verified_at.desc()).limit(limit))
-        if manifest_sha256 is not None:
-            q = q.where(_of_manifest(manifest_sha256))
+        if scope is not None:
+            q = q.where(_of_manifest(scope))
         with self._read() as c:
             return [_row(r) for r in c.execute(q)]
 
-    def verify_counts(self, manifest_sha256: str | None = None) -> dict[str, int]:
+    def verify_counts(self, scope: Scope | None = None) -> dict[str, int]:
         """Delivered clips per verification outcome (of one manifest, or the whole ledger)."""
         q = select(jobs.c.verify, func.count()).where(jobs.c.verify.is_not(None)).group_by(jobs.c.verify)
-        if manifest_sha256 is not None:
-            q = q.where(_of_manifest(manifest_sha256))
+        if scope is not None:
+            q = q.where(_of_manifest(scope))
         with self._read() as c:
             return {str(v): int(n) for v, n in c.execute(q)}
 
@@ -615,7 +667,13 @@ class Ledger:
             match = next((r for r in earlier if json.loads(r.options).get("inputs_sha256") == inputs_sha256), None)
             if match is None:
                 return None
-            scope = _of_manifest(manifest_sha256)
+            # This path's recorded membership must be of these bytes too (it was edited and
+            # edited back: record it again, or its scope would be the other version's jobs).
+            last = c.execute(select(runs.c.manifest_sha256).where(runs.c.manifest == manifest)
+                             .order_by(runs.c.id.desc()).limit(1)).scalar()
+            if last not in (None, manifest_sha256):
+                return None
+            scope = _of_manifest(Scope(manifest, manifest_sha256))
             n = int(c.execute(select(func.count()).select_from(jobs).where(scope)).scalar() or 0)
             if n != match.jobs_total:
                 return None
@@ -663,7 +721,7 @@ class Ledger:
         out: dict[str, dict[str, Any]] = {}
         keys = list(keys)
         cols = (jobs.c.key, jobs.c.state, jobs.c.task_id, jobs.c.attempts, jobs.c.error_code, jobs.c.retryable,
-                jobs.c.output_path)
+                jobs.c.output_path, jobs.c.verify, jobs.c.pruned_at)
         with self._read() as c:
             for i in range(0, len(keys), 500):
                 for r in c.execute(select(*cols).where(jobs.c.key.in_(keys[i : i + 500]))):
@@ -703,10 +761,10 @@ class Ledger:
                     raise UsageError(f"job key prefix {s!r} matches more than one job; give more characters")
         return None
 
-    def jobs_in_state(self, state: str, manifest_sha256: str | None = None) -> list[JobRow]:
+    def jobs_in_state(self, state: str, scope: Scope | None = None) -> list[JobRow]:
         q = select(jobs).where(jobs.c.state == state).order_by(jobs.c.id)
-        if manifest_sha256 is not None:
-            q = q.where(_of_manifest(manifest_sha256))
+        if scope is not None:
+            q = q.where(_of_manifest(scope))
         with self._read() as c:
             return [_row(r) for r in c.execute(q)]
 
@@ -866,7 +924,7 @@ class Ledger:
             return int(c.execute(select(func.count()).select_from(runs).where(
                 runs.c.status == RunStatus.RUNNING, runs.c.heartbeat_at >= self._now() - lease_s)).scalar() or 0)
 
-    def claim(self, worker: int, manifest_sha256: str, limit: int) -> list[JobRow]:
+    def claim(self, worker: int, scope: Scope, limit: int) -> list[JobRow]:
         """Lease up to ``limit`` queued jobs of this manifest, in manifest order, to ``worker``.
 
         ``FOR UPDATE SKIP LOCKED``: concurrent claims by other workers pass over the rows this
@@ -875,7 +933,7 @@ class Ledger:
         """
         def go(c: Connection) -> list[JobRow]:
             pick = (select(jobs.c.id)
-                    .where(jobs.c.state == S.QUEUED, _of_manifest(manifest_sha256),
+                    .where(jobs.c.state == S.QUEUED, _of_manifest(scope),
                            # not == worker: a job this worker gave up on (create kept failing)
                            # stays with it until it leaves, instead of being retried in a loop
                            or_(jobs.c.worker_id.is_(None), ~_holder_alive()))
@@ -930,18 +988,18 @@ class Ledger:
             return [_row(r) for r in c.execute(select(jobs).where(jobs.c.worker_id == worker,
                                                                    jobs.c.state.in_(_ACTIVE)).order_by(jobs.c.id))]
 
-    def pending_elsewhere(self, worker: int, manifest_sha256: str) -> int:
+    def pending_elsewhere(self, worker: int, scope: Scope) -> int:
         """Jobs of this manifest that still need work and that ``worker`` does not hold: while
         there are any, a worker stays to take over if their holder dies."""
         q = (select(func.count()).select_from(jobs).where(
-            _of_manifest(manifest_sha256),
+            _of_manifest(scope),
             jobs.c.state.in_(_UNFINISHED), jobs.c.worker_id.is_distinct_from(worker)))
         with self._read() as c:
             return int(c.execute(q).scalar() or 0)
 
-    def scope_counts(self, manifest_sha256: str) -> dict[str, int]:
+    def scope_counts(self, scope: Scope) -> dict[str, int]:
         """Per-state counts of every job recorded for this manifest (by any worker's run)."""
-        q = (select(jobs.c.state, func.count()).where(_of_manifest(manifest_sha256))
+        q = (select(jobs.c.state, func.count()).where(_of_manifest(scope))
              .group_by(jobs.c.state))
         with self._read() as c:
             return {s: int(n) for s, n in c.execute(q)}

@@ -23,7 +23,7 @@ from .cost import PriceTable
 from .errors import BatchgenError, UsageError
 from .export import to_record, write_csv, write_json
 from .jobs import ACTIVE, JobRow, JobState, RunStatus, short_key
-from .ledger import Ledger, Transition, ledger_url
+from .ledger import Ledger, Scope, Transition, ledger_url
 from .manifest import Manifest
 from .specs import Catalog, CatalogError, ModelSpec, read_file
 
@@ -75,11 +75,13 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
     if isinstance(ledger, Ledger) or _ledger_exists(ledger):
         with open_ledger(ledger) as led:
             known = led.states_by_key(keys)
-    buckets = {"new": 0, "done": 0, "in_flight": 0, "failed": 0, "in_doubt": 0, "cancelled": 0, "queued": 0}
+    buckets = {"new": 0, "done": 0, "lost": 0, "in_flight": 0, "failed": 0, "in_doubt": 0, "cancelled": 0, "queued": 0}
     for k in keys:
         s = known[k]["state"] if k in known else None
         if s is None:
             buckets["new"] += 1
+        elif s == S.DONE and known[k]["verify"] in _LOST and not known[k]["pruned_at"]:
+            buckets["lost"] += 1  # done, but its file is gone or changed: `batchgen recover`
         elif s == S.SUBMITTING or s in ACTIVE:
             buckets["in_flight"] += 1
         else:
@@ -237,6 +239,9 @@ def _ledger_exists(ledger: str | None) -> bool:
     return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
 
 
+_LOST = ("missing", "changed")  # what `verify` recorded of a done clip's local file (media.MISSING/CHANGED)
+
+
 def why(j: dict[str, Any] | None) -> tuple[str, str]:
     """What ``run`` would do with a job in this ledger state, and why (the plan's dry-run reasons)."""
     if j is None:
@@ -244,6 +249,9 @@ def why(j: dict[str, Any] | None) -> tuple[str, str]:
     s = j["state"]
     if s == S.QUEUED:
         return "submit", f"queued, never created ({j['attempts']} earlier attempt(s) refused cleanly)"
+    if s == S.DONE and j.get("verify") in _LOST and not j.get("pruned_at"):
+        return "hold", (f"done, but its file is {j['verify']} ({j['output_path']}): `batchgen recover` fetches it "
+                        "again while its URL is valid (free), or renders it again with --rerender (paid)")
     if s == S.DONE:
         return "skip", f"done: {j['output_path']}"
     if s in (S.SUBMITTED, S.RENDERING):
@@ -304,7 +312,9 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
                          for j in wrong],
         # --deliver: clips in the store, and those a run could not deliver (the next run will)
         "delivered": delivery["delivered"],
-        "not_delivered": [dict(_brief(j), error=j["delivery_error"], output_path=j["output_path"]) for j in undelivered],
+        "undelivered": delivery["undelivered"],
+        "not_delivered": [dict(_brief(j), error=j["delivery_error"] or "not attempted yet", destination=j["deliver_to"],
+                               output_path=j["output_path"]) for j in undelivered],
     }
 
 
@@ -410,7 +420,8 @@ def report(ledger: str | Ledger | None = None, output: Path = Path("report.html"
 
     with open_ledger(ledger) as led:
         try:
-            return render(led.iter_export(run_id), output, title=title, run=led.run(run_id), compare=compare)
+            return render(led.iter_export(run_id), output, title=title, run=led.run(run_id), compare=compare,
+                          delivery=led.delivery_counts() if run_id is None else None)
         except OSError as e:
             raise UsageError(f"cannot write {output}: {e.strerror}") from None
 
@@ -423,38 +434,69 @@ def verify(ledger: str | Ledger | None = None, *, run_id: int | None = None, wor
     not what was asked."""
     from . import media
 
+    from .backlog import verify_rows
+
     with open_ledger(ledger) as led:
         done = [j for j in led.iter_export(run_id) if j["state"] == S.DONE and j["output_path"]]
         # Removed on purpose once delivered (run --prune-local): the store holds them, not this disk.
         rows = [j for j in done if not j["pruned_at"]]
-        futures = []
-        with media.pool(workers) as pool:
-            for j in rows:
-                assert j["output_path"] is not None
-                poster, sheet = media.picture_paths(j["output_path"], j["output"]) if pictures else (None, None)
-                futures.append(pool.submit(media.check_file, j["output_path"], j["sha256"], j["bytes"], poster, sheet))
-            counts: dict[str, int] = defaultdict(int)
-            wrong: list[dict[str, Any]] = []
-            batch: list[Transition] = []
-            for j, fut in zip(rows, futures):
-                m = fut.result()
-                if "gone" in m:
-                    outcome, diffs = m["gone"], [m["detail"]]
-                    values: dict[str, Any] = {"verify": outcome, "verify_detail": m["detail"], "verified_at": time.time()}
-                else:
-                    outcome, diffs = media.compare(m, json.loads(j["request"]), j["model"], catalog)
-                    values = media.record(m, outcome, diffs)
-                counts[outcome] += 1
-                if outcome != media.OK:
-                    wrong.append(dict(_brief(j), verify=outcome, detail="; ".join(diffs), output_path=j["output_path"]))
-                batch.append(Transition(j["id"], S.DONE, (S.DONE,), values, event=outcome != j["verify"],
-                                        detail=f"batchgen verify: {outcome}"))
-                if len(batch) >= 500:
-                    led.apply(batch)
-                    batch = []
-            if batch:
-                led.apply(batch)
+        counts, wrong = verify_rows(led, rows, workers=workers, pictures=pictures, catalog=catalog)
     return {"checked": len(rows), "counts": dict(counts), "not_as_asked": wrong, "pruned": len(done) - len(rows)}
+
+
+# ---------------------------------------------------------------------------------- deliver / recover
+def deliver(ledger: str | Ledger | None = None, *, to: str | None = None, manifest: str | Path | None = None,
+            endpoint: str | None = None, prune_local: bool = False, verify: bool = True,
+            catalog: Catalog | None = None, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Deliver every done clip that a manifest asked to deliver and that its store does not hold
+    yet, from the local files (nothing is rendered or fetched again). ``to``: deliver there the
+    clips of ``manifest`` (its jobs when it was last run), or of the whole ledger, that are not
+    delivered. Raises ``DeliveryError`` (exit 8) when a destination refuses before any upload."""
+    from . import backlog
+    from .deliver import open_store
+
+    with open_ledger(ledger) as led:
+        scope = None
+        if manifest is not None:
+            path = str(Path(manifest).resolve())
+            if led.manifest_members(path) is None:
+                raise UsageError(f"{manifest}: no run of this manifest is recorded in {led}")
+            scope = Scope(path, "")
+        out = backlog.deliver(led, to=to, scope=scope, prune_local=prune_local, verify=verify, catalog=catalog,
+                              open_store=lambda url: open_store(url, endpoint_url=endpoint), log=log)
+    return out.as_dict()
+
+
+def lost(ledger: str | Ledger | None = None, *, prices: PriceTable | None = None) -> dict[str, Any]:
+    """Done clips whose local file is gone or changed, by what getting each back costs:
+    ``refetch`` (result URL still valid: free), ``rerender`` (expired: a new paid task, with
+    the estimated ``credits``), ``in_store`` (delivered: the store holds it)."""
+    from . import backlog
+
+    with open_ledger(ledger) as led:
+        found = backlog.lost_clips(led, prices)
+    return _lost_doc(found)
+
+
+def recover(ledger: str | Ledger | None = None, *, rerender: bool = False,
+            prices: PriceTable | None = None) -> dict[str, Any]:
+    """Get lost clips back: the next run fetches again those whose result URL is still valid
+    (free) and, with ``rerender``, renders again those whose URL expired (paid). Returns what
+    was found (as ``lost``) and how many jobs were sent back."""
+    from . import backlog
+
+    with open_ledger(ledger) as led:
+        found = backlog.lost_clips(led, prices)
+        done = backlog.recover(led, found, rerender=rerender)
+    return {**_lost_doc(found), "sent_back": done}
+
+
+def _lost_doc(found: Any) -> dict[str, Any]:
+    def rows(js: list[JobRow]) -> list[dict[str, Any]]:
+        return [dict(_brief(j), output_path=j["output_path"], verify=j["verify"], delivered_url=j["delivered_url"])
+                for j in js]
+    return {"refetch": rows(found.refetch), "rerender": rows(found.rerender), "in_store": rows(found.in_store),
+            "credits": round(found.credits, 4)}
 
 
 def upgrade(ledger: str | None = None) -> str:
@@ -463,5 +505,5 @@ def upgrade(ledger: str | None = None) -> str:
         return str(led)
 
 
-__all__ = ["cancel", "catalog", "diff", "export", "models", "open_ledger", "plan", "report", "resolve", "results", "status", "stop", "upgrade",
+__all__ = ["cancel", "catalog", "deliver", "diff", "export", "lost", "models", "recover", "open_ledger", "plan", "report", "resolve", "results", "status", "stop", "upgrade",
            "verify", "why"]

@@ -242,8 +242,10 @@ def _cut(s: str | None, n: int) -> str | None:
 
 
 def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen report",
-           run: dict[str, Any] | None = None, compare: str | None = None) -> dict[str, Any]:
-    """Write the report; return the summary figures it shows."""
+           run: dict[str, Any] | None = None, compare: str | None = None,
+           delivery: dict[str, int] | None = None) -> dict[str, Any]:
+    """Write the report; return the summary figures it shows. ``delivery``: the ledger's
+    delivered / not yet delivered counts (``Ledger.delivery_counts``, what status shows)."""
     base_dir = report_path.resolve().parent
     strings = _Strings()
     states: Counter[str] = Counter()
@@ -349,6 +351,9 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
              ("cancelled", states[S.CANCELLED], ""), ("not as asked", not_as_asked, "mismatch"),
              ("credits", f"{credits:g}", ""), ("video seconds", f"{seconds_done:g}", ""),
              ("median submit→complete", f"{med:.1f}s" if med is not None else "—", "")]
+    if delivery and (delivery["delivered"] or delivery["undelivered"]):
+        tiles.insert(3, ("delivered", delivery["delivered"], ""))
+        tiles.insert(4, ("not yet delivered", delivery["undelivered"], S.FAILED if delivery["undelivered"] else ""))
     tile_html = "".join(f"<div class='tile {c}'><b>{_e(v)}</b>{_e(k)}</div>" for k, v, c in tiles)
     fail_html = "".join(
         f"<tr><td>{_e(code)}</td><td>{len(names)}</td><td>{_e(failure_msg[code])}</td>"
@@ -393,4 +398,4 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
     os.replace(tmp, report_path)
     return {"jobs": total, "states": dict(states), "credits": credits,
             "failures": {k: len(v) for k, v in failures.items()}, "verified": dict(verified),
-            "median_submit_to_complete_s": med, "bytes": len(doc.encode())}
+            "median_submit_to_complete_s": med, "bytes": len(doc.encode()), "delivery": delivery}

@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 
 from . import logs, metrics, notify
 from .client import DEFAULT_API_BASE, Api, Client, Secret, api_key_from_env
-from .deliver import Store, open_store
+from .deliver import Destination, Store, open_store
 from .errors import EXIT_DELIVERY, EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, BatchgenError, UsageError
 from .files import remove_stale_temp_files
 from .jobs import JobRow, JobState, RunStatus, short_key
-from .ledger import Ledger, Writer, safe_ledger_url
+from .ledger import Ledger, Scope, Writer, safe_ledger_url
 from .manifest import Manifest
 from .progress import Display
 from .scheduler import RunOptions, Scheduler, with_skipped_done
@@ -47,12 +47,16 @@ class Prepared:
     total: int
     in_doubt_found: list[JobRow]
     requeued: int
-    manifest_sha256: str = ""
+    scope: Scope = Scope("", "")  # what the manifest asks for (its jobs, whatever run recorded them)
     cooperative: bool = False  # one of several workers on a PostgreSQL ledger; run_id is its worker id
     reused_from: int | None = None  # the earlier run whose validated expansion of these same inputs was reused
     warnings: list[str] = field(default_factory=list)  # what the manifest's expansion warned about
-    manifest: str = ""  # its resolved path
     started_at: float = field(default_factory=time.time)
+
+    @property
+    def manifest(self) -> str:
+        """The manifest's resolved path."""
+        return self.scope.manifest
 
 
 @dataclass
@@ -150,9 +154,12 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
     opts.local_files = dict(manifest.local_files)
     opts.catalog = manifest.catalog
     opts.prices.catalog = manifest.catalog
+    scope = Scope(str(manifest.path.resolve()), digest)
+    if opts.deliver_owed is not None:  # the manifest's clips are owed there, even on a --no-deliver night
+        ledger.owe_delivery(scope, opts.deliver_owed)
     remove_stale_temp_files(opts.out_dir)
-    return Prepared(run_id, total, in_doubt, requeued, digest, ledger.cooperative, reused_from,
-                    list(manifest.warnings), str(manifest.path.resolve()))
+    return Prepared(run_id, total, in_doubt, requeued, scope, ledger.cooperative, reused_from,
+                    list(manifest.warnings))
 
 
 # ------------------------------------------------------------------------------ execution
@@ -166,7 +173,7 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
         sched = Scheduler(w, api, opts, stop, log=log, display=display)
         watch = asyncio.create_task(_write_metrics_while(sched, prepared, opts)) if opts.metrics_file else None
         try:
-            await sched.run(prepared.run_id, prepared.total, prepared.manifest_sha256)
+            await sched.run(prepared.run_id, prepared.total, prepared.scope)
         finally:
             if watch is not None:
                 watch.cancel()
@@ -174,9 +181,9 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
         if coop:  # the outcome of the whole manifest, whichever worker did each job
             await w.call(ledger.release, prepared.run_id)
             await asyncio.to_thread(remove_stale_temp_files, opts.out_dir)  # of workers that died meanwhile
-            counts = with_skipped_done(await w.call(ledger.scope_counts, prepared.manifest_sha256), prepared.total)
-            in_doubt = await w.call(ledger.jobs_in_state, S.IN_DOUBT, prepared.manifest_sha256)
-            failed = await w.call(ledger.jobs_in_state, S.FAILED, prepared.manifest_sha256)
+            counts = with_skipped_done(await w.call(ledger.scope_counts, prepared.scope), prepared.total)
+            in_doubt = await w.call(ledger.jobs_in_state, S.IN_DOUBT, prepared.scope)
+            failed = await w.call(ledger.jobs_in_state, S.FAILED, prepared.scope)
         else:
             counts = with_skipped_done(await w.call(ledger.counts, prepared.run_id), prepared.total)
             in_doubt = [j for j in await w.call(ledger.jobs_in_state, S.IN_DOUBT) if j["run_id"] == prepared.run_id]
@@ -191,13 +198,13 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
             code = EXIT_FAILED
         else:
             code = EXIT_OK
-        verified = await w.call(ledger.verify_counts, prepared.manifest_sha256)
-        wrong = await w.call(ledger.not_as_asked, prepared.manifest_sha256, 200)
+        verified = await w.call(ledger.verify_counts, prepared.scope)
+        wrong = await w.call(ledger.not_as_asked, prepared.scope, 200)
         if code == EXIT_OK and wrong:
             code = EXIT_FAILED  # every job ended, but not every clip is what was asked
         delivery: dict[str, Any] = {}
         if opts.deliver is not None:
-            left = await w.call(ledger.delivery_counts, prepared.manifest_sha256)
+            left = await w.call(ledger.delivery_counts, prepared.scope)
             delivery = {"destination": str(opts.deliver.destination), "delivered": left["delivered"],
                         "undelivered": left["undelivered"], "delivered_now": sched.delivered,
                         "error": sched.delivery_broken}
@@ -219,15 +226,16 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
         return result
 
 
-def _live_metrics(sched: Scheduler, prepared: Prepared, opts: RunOptions) -> metrics.RunMetrics:
+def _live_metrics(sched: Scheduler, prepared: Prepared, opts: RunOptions,
+                  delivery: dict[str, int]) -> metrics.RunMetrics:
     snap = sched.snapshot()
     return metrics.RunMetrics(
         manifest=prepared.manifest, run_id=prepared.run_id, running=True, started_at=prepared.started_at,
         states=dict(snap.states), requests=sched.budget.used, polls=sched.polls, throttled=sched.budget.throttled,
         credits_reserved=sched.credits_seen, credits_estimated=sched.committed_credits, max_credits=opts.max_credits,
         in_doubt=snap.states.get(S.IN_DOUBT, 0), verified=dict(sched.verified),
-        delivered=sched.delivered if opts.deliver is not None else None,
-        undelivered=sched.undelivered if opts.deliver is not None else None)
+        delivered=delivery["delivered"] if opts.deliver is not None else None,
+        undelivered=delivery["undelivered"] if opts.deliver is not None else None)
 
 
 def _final_metrics(r: RunResult, opts: RunOptions, last_success: float | None) -> metrics.RunMetrics:
@@ -255,7 +263,11 @@ def _write_metrics(path: Path, m: metrics.RunMetrics) -> None:
 async def _write_metrics_while(sched: Scheduler, prepared: Prepared, opts: RunOptions) -> None:
     assert opts.metrics_file is not None
     while True:
-        await asyncio.to_thread(_write_metrics, opts.metrics_file, _live_metrics(sched, prepared, opts))
+        # The ledger's count (the one the summary shows), not this run's tally: clips earlier
+        # runs delivered or left behind are in the bucket, or owed to it, too.
+        delivery = (await sched.w.read(sched.w.ledger.delivery_counts, prepared.scope) if opts.deliver is not None
+                    else {"delivered": 0, "undelivered": 0})
+        await asyncio.to_thread(_write_metrics, opts.metrics_file, _live_metrics(sched, prepared, opts, delivery))
         await asyncio.sleep(opts.metrics_every)
 
 
@@ -325,6 +337,9 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
         store = open_store(deliver, endpoint_url=deliver_endpoint) if isinstance(deliver, str) else deliver
         store.check()  # credentials and bucket, before anything is paid for
         opts.deliver = store
+        opts.deliver_owed = str(store.destination)
+    elif m.deliver:  # --no-deliver: not tonight, but the manifest's clips are still owed there
+        opts.deliver_owed = str(Destination.parse(m.deliver))
     if opts.prune_local and opts.deliver is None:
         raise UsageError("--prune-local only with --deliver (or `deliver:` in the manifest): local files are "
                          "removed only once the store holds them")

@@ -32,7 +32,7 @@ from .cost import PriceTable
 from .errors import EXIT_KEY_REFUSED, EXIT_NO_FUNDS, ApiError, DeliveryError, DownloadError, ErrorClass, LedgerError
 from .files import OutputDir, remove_stale_temp_files
 from .jobs import JobRow, JobState, short_key
-from .ledger import RETRYABLE_TASK_CODES, Transition, Writer
+from .ledger import RETRYABLE_TASK_CODES, Scope, Transition, Writer
 from .logs import events
 from .progress import Display, Snapshot
 from .specs import UPLOAD_PREFIX, Catalog
@@ -74,6 +74,9 @@ class RunOptions:
     on_mismatch: str = "keep"  # keep (and flag) | fail (retryable: --retry-failed renders it again)
     pictures: bool = True  # a poster frame and a contact sheet per clip, under <out>/.batchgen/
     deliver: deliver.Store | None = None  # upload each finished clip (and its pictures) there
+    # Where this manifest's clips are owed (recorded per job): the store's destination, or the
+    # manifest's `deliver:` on a --no-deliver night (delivered by a later run or `batchgen deliver`).
+    deliver_owed: str | None = None
     deliver_threads: int = 4  # uploads in flight
     prune_local: bool = False  # remove the local clip (and its pictures) once it is delivered
     metrics_file: Path | None = None  # Prometheus textfile, rewritten every metrics_every seconds
@@ -212,11 +215,11 @@ class Scheduler:
         self.delivery_broken: str | None = None  # the destination refused everything: why
 
     # -------------------------------------------------------------- orchestration
-    async def run(self, run_id: int, total: int = 0, manifest_sha256: str = "") -> None:
+    async def run(self, run_id: int, total: int, scope: Scope) -> None:
         led = self.w.ledger
         if self.worker is not None:  # cooperative: what this worker holds, counts of the whole manifest
             active = await self.w.read(led.held, self.worker)
-            counts = with_skipped_done(await self.w.read(led.scope_counts, manifest_sha256), total)
+            counts = with_skipped_done(await self.w.read(led.scope_counts, scope), total)
         else:
             active = await self.w.call(led.active_jobs)
             counts = with_skipped_done(await self.w.call(led.counts, run_id), total)
@@ -232,17 +235,17 @@ class Scheduler:
         # clips a crash left unverified, and clips not yet at the delivery destination. Tracked
         # with the verifications and deliveries, which the end of the run waits for.
         if self.opts.verify:
-            self._track(self._verifying, self._sweep_unverified(manifest_sha256))
+            self._track(self._verifying, self._sweep_unverified(scope))
         elif self.opts.deliver is not None:
-            self._track(self._delivering, self._sweep_undelivered(manifest_sha256))
+            self._track(self._delivering, self._sweep_undelivered(scope))
         self.display.start()
         helpers = [asyncio.create_task(self._report()), asyncio.create_task(self._watch_stop()),
                    asyncio.create_task(self._watch_ledger_stop(run_id)), asyncio.create_task(self._watch_outage())]
         try:
             if self.worker is not None:
                 await self._share_budget(first=True)
-                helpers.append(asyncio.create_task(self._heartbeat(total, manifest_sha256)))
-                await self._feed_claims(manifest_sha256)
+                helpers.append(asyncio.create_task(self._heartbeat(total, scope)))
+                await self._feed_claims(scope)
             else:
                 await self._feed_pages(run_id)
             while self._tasks:
@@ -267,20 +270,24 @@ class Scheduler:
         tasks.add(t)
         t.add_done_callback(tasks.discard)
 
-    async def _sweep_unverified(self, manifest_sha256: str) -> None:
+    async def _sweep_unverified(self, scope: Scope) -> None:
         """Verify the clips a crash left unverified (renamed into place, never inspected), then
         deliver what earlier runs left undelivered (verified clips only)."""
-        for row in await self.w.read(self.w.ledger.unverified, manifest_sha256):
+        for row in await self.w.read(self.w.ledger.unverified, scope):
             if row["output_path"]:
                 self._start_verify(LiveJob.from_row(row), Path(row["output_path"]))
         if self.opts.deliver is not None:
-            await self._sweep_undelivered(manifest_sha256)
+            await self._sweep_undelivered(scope)
 
-    async def _sweep_undelivered(self, manifest_sha256: str) -> None:
-        rows = await self.w.read(self.w.ledger.undelivered, manifest_sha256, verified_only=self.opts.verify)
+    async def _sweep_undelivered(self, scope: Scope) -> None:
+        rows = await self.w.read(self.w.ledger.undelivered, scope, verified_only=self.opts.verify)
         for row in rows:
             if self.worker is None or Path(row["output_path"] or "").exists():
                 self._start_delivery(LiveJob.from_row(row), Path(row["output_path"] or ""))
+        if self.opts.prune_local:
+            # Delivered and recorded, but the local copy outlived a kill before it was removed.
+            for row in await self.w.read(self.w.ledger.unpruned, scope):
+                await self._prune_delivered(LiveJob.from_row(row), Path(row["output_path"] or ""))
 
     async def _wait_for_slot(self) -> None:
         while self._inflight >= self.opts.concurrency and not self.stop.is_set():
@@ -301,7 +308,7 @@ class Scheduler:
                     return
                 self._spawn(LiveJob.from_row(row))
 
-    async def _feed_claims(self, manifest_sha256: str) -> None:
+    async def _feed_claims(self, scope: Scope) -> None:
         """Cooperative ledger: lease queued jobs as slots free up (never more than can start now,
         so other workers get the rest), and stay while other workers still hold unfinished jobs
         of this manifest: if one dies, its tasks are ours to collect (see _heartbeat)."""
@@ -312,12 +319,12 @@ class Scheduler:
             if self.stop.is_set() or self.no_submit:
                 return
             free = self.opts.concurrency - self._inflight
-            rows = await self.w.read(led.claim, self.worker, manifest_sha256, min(free, 256))
+            rows = await self.w.read(led.claim, self.worker, scope, min(free, 256))
             for row in rows:
                 self._spawn(LiveJob.from_row(row))
             if rows:
                 continue
-            if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, manifest_sha256):
+            if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, scope):
                 return
             self._slot_freed.clear()
             try:  # a slot freeing up, or time for another look (other workers finishing, a dead
@@ -336,7 +343,7 @@ class Scheduler:
         if first and n > 1:
             self.budget.hold(self.opts.heartbeat)
 
-    async def _heartbeat(self, total: int, manifest_sha256: str) -> None:
+    async def _heartbeat(self, total: int, scope: Scope) -> None:
         """Renew this worker's lease, re-split the budget, take over dead workers' jobs and
         refresh the manifest-wide counts the display shows."""
         assert self.worker is not None
@@ -353,7 +360,7 @@ class Scheduler:
                 last_ok = time.monotonic()
                 await self._share_budget()
                 adopted, doubt = await self.w.read(led.reclaim, self.worker, self.opts.lease)
-                counts = with_skipped_done(await self.w.read(led.scope_counts, manifest_sha256), total)
+                counts = with_skipped_done(await self.w.read(led.scope_counts, scope), total)
             except LedgerError as e:
                 self.log(f"heartbeat failed: {e}")
                 if time.monotonic() - last_ok > self.opts.lease / 2:
@@ -871,14 +878,18 @@ class Scheduler:
                 return
             crash.point("after_upload_before_record")
             # Awaited: a pruned local file must never be the only record of an undelivered clip.
-            recorded = await self.w.apply(Transition(job.id, S.DONE, (S.DONE,), {
-                "delivered_url": stored.url, "delivered_etag": stored.etag, "delivered_at": time.time(),
-                "delivery_error": None}, detail=f"delivered {stored.url}" + ("" if stored.uploaded else " (already there)")))
+            recorded = await self.w.apply(Transition(job.id, S.DONE, (S.DONE,), deliver.recorded(stored),
+                                                     detail=deliver.recorded_detail(stored)))
             self.delivered += 1
             if self.opts.prune_local and recorded:
-                await asyncio.to_thread(_prune, final, job.poster, job.sheet)
-                self.w.record(Transition(job.id, S.DONE, (S.DONE,), {"pruned_at": time.time()},
-                                         detail="local copy removed after delivery"))
+                await self._prune_delivered(job, final)
+
+    async def _prune_delivered(self, job: LiveJob, final: Path) -> None:
+        """Remove the local copy of a clip whose delivery is recorded (``--prune-local``)."""
+        crash.point("before_prune")
+        await asyncio.to_thread(deliver.prune_local, final, job.poster, job.sheet)
+        self.w.record(Transition(job.id, S.DONE, (S.DONE,), {"pruned_at": time.time()},
+                                 detail="local copy removed after delivery"))
 
     async def _fresh_url(self, job: LiveJob) -> bool:
         """Re-poll a completed task once; True when it now serves another result URL."""
@@ -928,12 +939,6 @@ def poll_delay(job: LiveJob, o: RunOptions, now: float, jitter: Callable[[], flo
     else:
         d = o.poll_min * 1.5 ** min(job.polls, 10)
     return min(o.poll_max, max(floor, d)) * (jitter() if jitter else random.uniform(1.0, 1.1))
-
-
-def _prune(*paths: Path | str | None) -> None:
-    for p in paths:
-        if p:
-            Path(p).unlink(missing_ok=True)
 
 
 def with_skipped_done(counts: dict[str, int], total: int) -> dict[str, int]:

@@ -99,6 +99,10 @@ jobs = Table(
     Column("delivered_at", Float),
     Column("delivery_error", Text),
     Column("pruned_at", Float),
+    # Where the clip is owed (an s3:// URL, no credentials): set for every job of a manifest
+    # that asks for delivery, done or not, so that a clip left undelivered is found by the next
+    # run of any manifest containing it, or by `batchgen deliver`, whatever was edited since.
+    Column("deliver_to", Text),
     CheckConstraint("state IN (" + ", ".join(f"'{s.value}'" for s in STATES) + ")", name="state"),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_run_id_seq", "run_id", "seq"),

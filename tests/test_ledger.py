@@ -202,11 +202,19 @@ def test_changed_inputs_or_moved_jobs_take_the_full_path(tmp_path, monkeypatch):
         assert p.reused_from is None and p.total == 12
         monkeypatch.setattr(manifest_mod, "_expander_sha256", lambda: "another batchgen version")
         assert _prepare(led, y, tmp_path / "out").reused_from is None
-        # A job of this manifest recorded since by another manifest's run: recount by expanding.
+        # A job of this manifest recorded since by another manifest's run is still one of its
+        # members (scope is membership, not the run that recorded it last): reused, and moved back.
         other = write_csv_manifest(tmp_path / "other.csv", 1)
         _prepare(led, other, tmp_path / "out")
-        assert _prepare(led, y, tmp_path / "out").reused_from is None
+        assert _prepare(led, y, tmp_path / "out").reused_from is not None
         assert led.counts(led.run()["id"]).get("queued") == 12
+        # Edited, then edited back: this path's membership is the other version's, so expand again.
+        y.write_text("defaults: {duration: 6}\nrows: rows.csv\n")
+        assert _prepare(led, y, tmp_path / "out").reused_from is None
+        y.write_text("defaults: {duration: 5}\nrows: rows.csv\n")
+        p = _prepare(led, y, tmp_path / "out")
+        assert p.reused_from is None and p.total == 12
+        assert len(led.manifest_members(str(y.resolve())) or []) == 12
     finally:
         led.close()
 

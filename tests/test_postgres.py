@@ -8,7 +8,7 @@ from alembic.config import Config
 from click.testing import CliRunner
 
 from batchgen.cli import cli
-from batchgen.ledger import Ledger, Transition, _migrations_dir
+from batchgen.ledger import Ledger, Scope, Transition, _migrations_dir
 from conftest import check_invariants, page_data, write_csv_manifest
 
 pytestmark = pytest.mark.postgres
@@ -86,7 +86,7 @@ def test_claims_are_disjoint_under_concurrency_and_only_the_holder_moves_a_job(p
         def take(w: int) -> list[int]:
             got: list[int] = []
             start.wait()  # all three claim at once
-            while rows := led.claim(w, "a" * 64, 7):
+            while rows := led.claim(w, Scope("", "a" * 64), 7):
                 got += [r["id"] for r in rows]
             return got
 
@@ -99,7 +99,7 @@ def test_claims_are_disjoint_under_concurrency_and_only_the_holder_moves_a_job(p
         ok = led.apply([Transition(mine, "submitting", ("queued",), owner=workers[0]),
                         Transition(theirs, "submitting", ("queued",), owner=workers[0])])
         assert ok == [True, False]  # a worker cannot move a job another worker holds
-        assert led.claim(workers[2], "b" * 64, 10) == []  # another manifest's jobs are not ours
+        assert led.claim(workers[2], Scope("", "b" * 64), 10) == []  # another manifest's jobs are not ours
     finally:
         led.close()
 
@@ -113,13 +113,13 @@ def test_a_dead_workers_jobs_are_taken_over_and_its_mid_create_jobs_put_in_doubt
     try:
         a = _record(led, "c" * 64, 4)
         b = _record(led, "c" * 64, 4)
-        ids = [r["id"] for r in led.claim(a, "c" * 64, 4)]
-        assert len(ids) == 4 and led.claim(b, "c" * 64, 4) == []
+        ids = [r["id"] for r in led.claim(a, Scope("", "c" * 64), 4)]
+        assert len(ids) == 4 and led.claim(b, Scope("", "c" * 64), 4) == []
         led.apply([Transition(ids[0], "submitting", ("queued",), owner=a),
                    Transition(ids[1], "submitting", ("queued",), owner=a),
                    Transition(ids[1], "submitted", ("submitting",), task_id="t-1", owner=a)])
         assert led.reclaim(b, lease_s=30) == ([], [])  # a is alive: nothing to take
-        assert led.live_workers(30) == 2 and led.pending_elsewhere(b, "c" * 64) == 4
+        assert led.live_workers(30) == 2 and led.pending_elsewhere(b, Scope("", "c" * 64)) == 4
         with led.engine.begin() as c:  # a's heartbeat goes stale, as after kill -9
             c.execute(update(runs).where(runs.c.id == a).values(heartbeat_at=runs.c.heartbeat_at - 60))
         adopted, doubt = led.reclaim(b, lease_s=30)
@@ -127,7 +127,7 @@ def test_a_dead_workers_jobs_are_taken_over_and_its_mid_create_jobs_put_in_doubt
         assert [j["id"] for j in doubt] == [ids[0]] and led.job(ids[0])["state"] == "in_doubt"
         assert led.run(a)["status"] == "died" and led.live_workers(30) == 1
         assert not led.heartbeat(a)  # a, if only paused, learns it lost its lease
-        assert sorted(r["id"] for r in led.claim(b, "c" * 64, 10)) == ids[2:]  # its queued jobs are free
+        assert sorted(r["id"] for r in led.claim(b, Scope("", "c" * 64), 10)) == ids[2:]  # its queued jobs are free
         assert led.apply([Transition(ids[2], "submitting", ("queued",), owner=a)]) == [False]
         assert led.release(b) == 3 and led.held(b) == []
     finally:
