@@ -267,21 +267,41 @@ def models(names: tuple[str, ...], models_file: Path | None, as_json: bool) -> N
 
 # ---------------------------------------------------------------------------------- run
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
+    """``--sim-set KEY=VALUE`` items as the simulator's typed knobs: every wrong one is named
+    (knob, value, the type it takes) before anything starts."""
+    import typing
+
     from .simulator import SimConfig
 
-    types = {f.name: f.type for f in fields(SimConfig)}
+    types = typing.get_type_hints(SimConfig)
     out: dict[str, Any] = {}
+    problems: list[str] = []
     for item in values:
         k, sep, v = item.partition("=")
         if not sep or k not in types:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(types))}")
-        if v.lower() in ("none", "null"):
+            problems.append(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(types))}")
+            continue
+        want = types[k]
+        allowed = typing.get_args(want) or (want,)  # float | None → (float, NoneType)
+        if v.lower() in ("none", "null") and type(None) in allowed:
             out[k] = None
             continue
         try:
-            out[k] = json.loads(v) if v else v  # numbers; anything else stays a string
+            value = json.loads(v)
         except ValueError:
-            out[k] = v
+            value = v
+        if str in allowed and not isinstance(value, str):
+            value = v
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, tuple(t for t in allowed if t is not type(None))) or \
+                (isinstance(value, bool) and bool not in allowed):
+            names = " or ".join("none" if t is type(None) else t.__name__ for t in allowed)
+            problems.append(f"{k}={v!r}: {k} takes {names}")
+            continue
+        out[k] = value
+    if problems:
+        raise click.BadParameter("; ".join(problems), param_hint="'--sim-set'")
     return out
 
 

@@ -66,6 +66,34 @@ def ledger_url(value: str | None, *, simulated: bool = False) -> str:
     return "sqlite:///" + str(Path(value).expanduser().absolute())
 
 
+def check_url(url: str) -> str | None:
+    """What stops ``url`` from opening as a ledger before anything else is tried, as one line
+    (None: nothing): an unparseable URL, an unknown database, a driver that is not installed."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return f"--ledger: {url.split('://')[0]}://… is not a database URL (a file path, or e.g. postgresql+psycopg://HOST/DB)"
+    shown = u.render_as_string(hide_password=True)
+    if u.drivername in ("postgres", "postgresql"):
+        return (f"--ledger {shown}: write postgresql+psycopg://… (the driver batchgen uses; "
+                "install it with pip install 'batchgen[postgres]')")
+    try:
+        dialect = u.get_dialect()
+    except NoSuchModuleError:
+        dialect = None
+    if dialect is None or u.get_backend_name() not in ("sqlite", "postgresql"):
+        return (f"--ledger {shown}: {u.drivername!r} is not a ledger database: a SQLite file path, or PostgreSQL "
+                "as postgresql+psycopg://…")
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        extra = " pip install 'batchgen[postgres]'" if u.get_backend_name() == "postgresql" else ""
+        return f"--ledger {shown}: its driver is not installed ({e.name or e}):{extra or ' install it'}"
+    return None
+
+
 def safe_ledger_url(value: str | None, *, simulated: bool = False) -> str:
     """``ledger_url`` as a message may show it: a database URL without its password."""
     return make_url(ledger_url(value, simulated=simulated)).render_as_string(hide_password=True)
@@ -653,11 +681,14 @@ class Ledger:
                 jobs_total=n, heartbeat_at=self._now(), options=json.dumps({**options, **extra}, sort_keys=True)))
         return run_id, n
 
-    def reuse_run(self, manifest: str, manifest_sha256: str, inputs_sha256: str,
-                  options: dict[str, Any]) -> tuple[int, int, int] | None:
+    def reuse_run(self, manifest: str, manifest_sha256: str, inputs_sha256: str, options: dict[str, Any],
+                  check_outputs: Callable[[Iterable[tuple[str, str]]], None] | None = None,
+                  ) -> tuple[int, int, int] | None:
         """Start a run of a manifest whose exact inputs (``inputs_sha256``: its bytes, its rows
         CSV, the expansion code) an earlier run already validated and recorded, without expanding
-        it again: the jobs are the same, so only the unfinished ones move to the new run. Returns
+        it again: the jobs are the same, so only the unfinished ones move to the new run.
+        ``check_outputs`` sees (output, source) of every job still to be written, inside the
+        transaction: it raises to refuse the run (the output folder changed since). Returns
         (run id, jobs, earlier run id), or None to take the full path — no earlier run with these
         inputs, or the manifest's jobs in the ledger no longer number what it recorded (some
         moved to another manifest's run since)."""
@@ -680,6 +711,9 @@ class Ledger:
             run_id = self._insert_run(c, manifest, manifest_sha256, {**options, "inputs_sha256": inputs_sha256}, n)
             c.execute(update(jobs).where(scope, jobs.c.run_id != run_id, jobs.c.state != S.DONE)
                       .values(run_id=run_id, updated_at=time.time()))
+            if check_outputs is not None:  # raises on a problem: nothing of this run is recorded
+                check_outputs((r.output, r.source) for r in c.execution_options(yield_per=5000).execute(
+                    select(jobs.c.output, jobs.c.source).where(scope, jobs.c.state.in_(_UNFINISHED))))
         return run_id, n, int(match.id)
 
     def _add_members(self, c: Connection, manifest: str, batch: Sequence[Job]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,9 +23,11 @@ from urllib.parse import urlsplit
 from . import logs, metrics, notify
 from .client import DEFAULT_API_BASE, Api, Client, Secret, api_key_from_env
 from .deliver import Destination, Store, open_store
-from .errors import EXIT_DELIVERY, EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, BatchgenError, UsageError
-from .files import remove_stale_temp_files
-from .jobs import JobRow, JobState, RunStatus, short_key
+from .errors import (
+    EXIT_DELIVERY, EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, BatchgenError, ManifestError, Problem, UsageError,
+)
+from .files import OutputDir, remove_stale_temp_files
+from .jobs import Job, JobRow, JobState, RunStatus, short_key
 from .ledger import Ledger, Scope, Writer, safe_ledger_url
 from .manifest import Manifest
 from .progress import Display
@@ -130,19 +132,22 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
     inputs = manifest.inputs_sha256()
     reused_from = None
 
+    outputs = OutputChecks(manifest, opts.out_dir)
+
     def finish() -> dict[str, Any]:
-        manifest.check()
+        outputs.raise_with(manifest)
         # Reusable by a later run only if nothing but the hashed inputs shaped the jobs.
         return {} if manifest.local_files else {"inputs_sha256": inputs}
 
     try:
         # Resuming an unchanged manifest (the nightly retry) skips expanding and re-recording
         # 100k rows: an earlier run validated exactly these inputs and recorded their jobs.
-        reused = ledger.reuse_run(str(manifest.path.resolve()), digest, inputs, options)
+        reused = ledger.reuse_run(str(manifest.path.resolve()), digest, inputs, options, outputs.check_all)
         if reused is not None:
             run_id, total, reused_from = reused
         else:
-            run_id, total = ledger.record_run(str(manifest.path.resolve()), digest, options, manifest.expand(), finish)
+            jobs = (outputs.checked(job) for job in manifest.expand())
+            run_id, total = ledger.record_run(str(manifest.path.resolve()), digest, options, jobs, finish)
     except BaseException:
         ledger.release_lock()
         raise
@@ -160,6 +165,52 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
     remove_stale_temp_files(opts.out_dir)
     return Prepared(run_id, total, in_doubt, requeued, scope, ledger.cooperative, reused_from,
                     list(manifest.warnings))
+
+
+class OutputChecks:
+    """Every clip's path resolved (symlinked folders included) inside ``--out`` before the run
+    records anything, so no task is paid for a clip that could not be written where asked.
+    Each distinct folder is resolved once (``OutputDir``)."""
+
+    LIMIT = 50  # problems listed; the rest counted
+
+    def __init__(self, manifest: Manifest, out_dir: Path) -> None:
+        self.file = manifest.path.name
+        self.out = OutputDir(out_dir)
+        self.problems: list[Problem] = []
+        self.more = 0
+
+    def check(self, output: str, source: str) -> None:
+        try:
+            self.out.path(output)
+        except (ValueError, RuntimeError, OSError) as e:  # escapes, a symlink loop, an unreadable folder
+            if len(self.problems) < self.LIMIT:
+                where = source.removeprefix(self.file + " ")  # CSV rows name their file: "shots.csv row 12"
+                self.problems.append(Problem(self.file, where, "output",
+                                             f"{output!r} would not land inside --out {self.out.root}: {e}"))
+            else:
+                self.more += 1
+
+    def checked(self, job: Job) -> Job:
+        self.check(job.output, job.source)
+        return job
+
+    def check_all(self, outputs: Iterable[tuple[str, str]]) -> None:
+        for output, source in outputs:
+            self.check(output, source)
+        if self.problems:
+            raise ManifestError(self.problems, truncated=self.more)
+
+    def raise_with(self, manifest: Manifest) -> None:
+        """The manifest's own problems and these, in one list (or nothing to say)."""
+        try:
+            manifest.check()
+        except ManifestError as e:
+            if not self.problems:
+                raise
+            raise ManifestError(e.problems + self.problems, truncated=e.truncated + self.more) from None
+        if self.problems:
+            raise ManifestError(self.problems, truncated=self.more)
 
 
 # ------------------------------------------------------------------------------ execution
