@@ -402,7 +402,10 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
         if report is not None:
             from . import operations
 
-            operations.report(led, Path(report))
+            try:
+                operations.report(led, Path(report))
+            except BatchgenError as e:  # the run paid and ended: its outcome stands, the report is a warning
+                log.warning(f"warning: the report was not written: {e}")
         return result
     finally:
         if not isinstance(ledger, Ledger):

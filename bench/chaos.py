@@ -8,6 +8,9 @@
     .venv/bin/python bench/chaos.py --deliver       # and every clip delivered to a local S3-compatible
                                                     # server (moto, from the test extras)
 
+The manifest is edited (a comment appended) before every restart, as a nightly user edits it
+between runs (--no-edit: never): what one run left undelivered must be finished by the next.
+
 Figures per seed and in total: jobs, faults injected, kills, duplicate creates, lost task ids
 (creates unknown to the ledger outside in-doubt jobs), corrupt files, in-doubt jobs — and where
 each in-doubt job comes from: an ambiguous create the simulator injected, or a kill between the
@@ -45,8 +48,18 @@ AMBIGUOUS = {"500_after", "drop_after", "malformed_create", "drop_before", "500_
 
 
 def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path, workers: int = 1, ledger: str | None = None,
-         s3: Any = None) -> dict[str, Any]:
-    manifest = csv_manifest(tmp / "m.csv", jobs)
+         s3: Any = None, edit: bool = True) -> dict[str, Any]:
+    rows_csv = csv_manifest(tmp / "m.csv", jobs)
+    # The nightly case: the manifest file is edited (a comment) before every restart, so its
+    # bytes never match the run that left work behind; what it asks for is unchanged.
+    manifest = tmp / "m.yaml"
+    manifest.write_text(f"rows: {rows_csv.name}\n")
+
+    def edited() -> None:
+        if edit:
+            with open(manifest, "a") as f:
+                f.write(f"# edited before start {runs + 1}\n")
+
     ledger = ledger or str(tmp / "l.db")
     cmd = [PY, "-m", "batchgen", "run", str(manifest), "--no-verify", "--ledger", ledger, "--out", str(tmp / "out"),
            "--concurrency", "16", "--rpm", "0", "--poll-min", "0.05", "-q", "--heartbeat", "0.5", "--lease-timeout", "2"]
@@ -67,6 +80,7 @@ def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path, workers: int = 1, l
                     break  # a worker left on its own: the manifest is finished
                 pool = [p for p in pool if p.poll() is None]
                 while len(pool) < workers:
+                    edited()
                     pool.append(subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                                  stderr=subprocess.DEVNULL))
                     runs += 1
@@ -80,6 +94,7 @@ def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path, workers: int = 1, l
             for p in pool:
                 p.wait()
         while workers == 1 and kills < kills_wanted:
+            edited()
             p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             runs += 1
             try:
@@ -91,9 +106,14 @@ def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path, workers: int = 1, l
                 continue
             if rc in (0, 1):
                 break  # finished before the kills ran out
+        summary: dict[str, Any] = {}
         for _ in range(20):
-            rc = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, timeout=900).returncode
+            edited()
+            done_run = subprocess.run(args + ["--json"], env=env, cwd=ROOT, capture_output=True, timeout=900)
+            rc = done_run.returncode
             runs += 1
+            with contextlib.suppress(ValueError):
+                summary = json.loads(done_run.stdout or b"{}")
             if rc in (0, 1):
                 break
         truth = sim.truth()
@@ -119,7 +139,10 @@ def soak(seed: int, jobs: int, kills_wanted: int, tmp: Path, workers: int = 1, l
                     "undelivered": sum(1 for j in done if not j["delivered_url"]),
                     "delivery_mismatch": sum(1 for j in done if j["delivered_url"] and (
                         objects.get(prefix + j["output"], {}).get("sha256") != j["sha256"])),
-                    "stray_objects": len(set(objects) - {prefix + j["output"] for j in done})}
+                    "stray_objects": len(set(objects) - {prefix + j["output"] for j in done}),
+                    # the last run's summary counts what the bucket holds (whatever was edited)
+                    "summary_not_bucket": abs((summary.get("delivery") or {}).get("delivered", -1)
+                                              - sum(1 for k in objects if k.endswith(".mp4")))}
     return {**delivery,"seed": seed, "jobs": len(rows), "runs": runs, "kills": kills, "final_rc": rc,
             # faulty responses: burst *starts* and the per-status split of 5xx_before are not extra
             "faults_injected": sum(v for k, v in faults.items()
@@ -141,6 +164,8 @@ def main() -> None:
                     help="N > 1: N cooperating workers on the local PostgreSQL server (database test)")
     ap.add_argument("--deliver", action="store_true",
                     help="run with --deliver to a local S3-compatible server (moto) and check every object")
+    ap.add_argument("--no-edit", action="store_true",
+                    help="do not edit the manifest (a comment) before each restart")
     a = ap.parse_args()
     s3 = None
     if a.deliver:
@@ -152,7 +177,7 @@ def main() -> None:
     for seed in range(1, a.seeds + 1):
         with tempfile.TemporaryDirectory() as d, (pg_schema("chaos") if a.workers > 1
                                                   else contextlib.nullcontext(None)) as url:
-            r = soak(seed, a.jobs, a.kills, Path(d), a.workers, url, s3)
+            r = soak(seed, a.jobs, a.kills, Path(d), a.workers, url, s3, edit=not a.no_edit)
         results.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "fault_counts"}), flush=True)
     if s3 is not None:
@@ -161,7 +186,7 @@ def main() -> None:
             "in_doubt_from_kills", "in_doubt_unexplained", "ambiguous_not_in_doubt", "duplicates", "lost_task_ids",
             "invented_task_ids", "corrupt_files", "temp_files"]
     if s3 is not None:
-        keys += ["delivered", "undelivered", "delivery_mismatch", "stray_objects"]
+        keys += ["delivered", "undelivered", "delivery_mismatch", "stray_objects", "summary_not_bucket"]
     total = {k: sum(r[k] for r in results) for k in keys}
     faults: dict[str, int] = {}
     for r in results:
@@ -173,7 +198,7 @@ def main() -> None:
     print("  faults by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(faults.items())))
     bad = [k for k in ("duplicates", "lost_task_ids", "invented_task_ids", "corrupt_files", "temp_files",
                        "in_doubt_unexplained", "ambiguous_not_in_doubt", "undelivered", "delivery_mismatch",
-                       "stray_objects") if total.get(k)]
+                       "stray_objects", "summary_not_bucket") if total.get(k)]
     bad += [f"seed {r['seed']} integrity {r['integrity']}" for r in results if r["integrity"] != "ok"]
     print("RESULT: " + ("all invariants held" if not bad else "VIOLATED: " + ", ".join(bad)))
     sys.exit(1 if bad else 0)
