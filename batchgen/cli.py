@@ -313,7 +313,8 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--api-base", envvar="BATCHGEN_API_BASE", default=None,
               help="API base URL (env BATCHGEN_API_BASE; default https://api.foxapi.cc).")
 @click.option("--concurrency", type=click.IntRange(1, 10000), default=8, show_default=True,
-              help="Jobs in flight at once (from create until the file is downloaded).")
+              help="Tasks rendering at the provider at once: a slot is held from the create until the result is "
+                   "ready. Downloads, verification and delivery run in their own bounded pools and hold no slot.")
 @click.option("--rpm", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="API requests per minute, creates, polls and uploads together (0 = unlimited).")
 @click.option("--poll-min", type=click.FloatRange(min=0.01), default=2.0, show_default=True,

@@ -16,7 +16,6 @@ import collections
 import functools
 import json
 import logging
-import random
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import crash, deliver, logs, media
+from . import crash, deliver, logs, media, polling
 from .budget import RequestBudget, backoff
 from .client import Api, TaskInfo
 from .cost import PriceTable
@@ -109,6 +108,7 @@ class LiveJob:
     sha256: str | None = None  # of the downloaded file
     poster: str | None = None
     sheet: str | None = None
+    holds_slot: bool = False  # counted in the scheduler's render slots (create → result ready)
 
     @property
     def short(self) -> str:
@@ -196,8 +196,10 @@ class Scheduler:
         self.committed_credits = 0.0  # estimated credits of the creates this run sent
         self.unfinished = False  # something was left for the next run (retries exhausted, timeout)
         self.polls = 0
-        self._inflight = 0
+        self.pace = polling.PaceBook()  # what this run learns of each model's render times
+        self._inflight = 0  # tasks holding a render slot (see _free_slot)
         self._slot_freed = asyncio.Event()
+        self._download_slots = asyncio.Semaphore(max(4, opts.concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
         self._out = OutputDir(opts.out_dir)
         self._sleepers: set[asyncio.Future[None]] = set()
@@ -396,14 +398,22 @@ class Scheduler:
 
     def _spawn(self, job: LiveJob) -> None:
         self._inflight += 1
+        job.holds_slot = True
         t = asyncio.create_task(self._drive(job), name=f"job-{job.id}")
         self._tasks.add(t)
-        t.add_done_callback(self._done)
+        t.add_done_callback(functools.partial(self._done, job))
 
-    def _done(self, t: asyncio.Task[None]) -> None:
+    def _free_slot(self, job: LiveJob) -> None:
+        """A render slot is a task rendering at the provider (create → result ready): once the
+        result is ready, the next task starts while this one is downloaded."""
+        if job.holds_slot:
+            job.holds_slot = False
+            self._inflight -= 1
+            self._slot_freed.set()
+
+    def _done(self, job: LiveJob, t: asyncio.Task[None]) -> None:
         self._tasks.discard(t)
-        self._inflight -= 1
-        self._slot_freed.set()
+        self._free_slot(job)
         if not t.cancelled() and t.exception() is not None:
             exc = t.exception()
             self.log(f"internal error in {t.get_name()}: {exc!r}")
@@ -493,7 +503,9 @@ class Scheduler:
         if job.state in _POLLED:
             await self._poll_until_terminal(job)
         if job.state == S.COMPLETED:
-            await self._download(job)
+            self._free_slot(job)
+            async with self._download_slots:  # downloads in their own bounded pool
+                await self._download(job)
 
     async def _fail(self, job: LiveJob, code: str | None, message: str, *, detail: str, retryable: bool = False,
                     values: dict[str, Any] | None = None) -> None:
@@ -664,7 +676,8 @@ class Scheduler:
 
     # -------------------------------------------------------------- polling
     def _next_poll_delay(self, job: LiveJob) -> float:
-        return poll_delay(job, self.opts, time.time())
+        return polling.poll_delay(job, time.time(), poll_min=self.opts.poll_min, poll_max=self.opts.poll_max,
+                                  book=self.pace)
 
     async def _poll_until_terminal(self, job: LiveJob) -> None:
         assert job.task_id is not None
@@ -691,6 +704,9 @@ class Scheduler:
             if info.estimated_time is not None:
                 job.estimated_time = info.estimated_time
             job.progress = info.progress
+            if info.status in ("completed", "pending", "processing"):  # how long this model's tasks take
+                self.pace.observe(job.model, job.estimated_time, time.time() - (job.submitted_at or time.time()),
+                                  done=info.status == "completed", progress=info.progress)
             if await self._observe(job, info):
                 return
 
@@ -910,35 +926,6 @@ class Scheduler:
         --retry-failed` renders it again as a new paid task."""
         await self._fail(job, "result_expired", f"{why}; the paid result is lost — `batchgen run --retry-failed` "
                          "renders it again (a new paid task)", detail="download: " + why, retryable=True)
-
-
-# The first poll comes a little before the task's estimate: estimates miss by ±15 % or so, and
-# a poll that finds the task still rendering learns its progress, from which the second poll
-# is timed to land just after the result is ready. Polling at or after the estimate instead
-# leaves every early result waiting (measured: 0.55 s p50 from ready to file for 3-8 s renders
-# with the first poll at 1.05 × the estimate; bench/run.py makespan).
-FIRST_POLL_AT = 0.9
-
-
-def poll_delay(job: LiveJob, o: RunOptions, now: float, jitter: Callable[[], float] | None = None) -> float:
-    """Seconds until the next poll of ``job``: just before its ``estimated_time`` first, then from its
-    reported progress, then growing geometrically; after an error, jittered backoff (at least
-    its Retry-After). Bounded by --poll-min (or a quarter of a short estimate) and poll_max,
-    times 1.0–1.1 (``jitter``) so polls of jobs created together spread out."""
-    elapsed = now - (job.submitted_at or now)
-    if job.poll_errors:
-        return max(job.retry_after or 0.0, backoff(job.poll_errors, o.poll_min, o.poll_max))
-    est = job.estimated_time
-    floor = max(0.02, min(o.poll_min, est * 0.25)) if est is not None else o.poll_min
-    if job.polls == 0 and est is not None:
-        d = est * FIRST_POLL_AT - elapsed
-    elif 0 < job.progress < 100 and elapsed > 0:
-        d = elapsed * (100 - job.progress) / job.progress * 1.05
-    elif est is not None and elapsed < est:
-        d = est - elapsed
-    else:
-        d = o.poll_min * 1.5 ** min(job.polls, 10)
-    return min(o.poll_max, max(floor, d)) * (jitter() if jitter else random.uniform(1.0, 1.1))
 
 
 def with_skipped_done(counts: dict[str, int], total: int) -> dict[str, int]:

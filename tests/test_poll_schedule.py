@@ -1,60 +1,109 @@
-"""The poll schedule (scheduler.poll_delay): first poll just before the task's estimate, then from its
-reported progress, then geometric; backoff after errors; bounded; jittered by at most 10 %."""
+"""The poll schedule (polling.poll_delay / PaceBook): first poll a little before the estimate
+while nothing is known, then placed from what this run learnt of the model (once per task when
+estimates hold, early with a progress-timed second poll when they scatter); progress
+extrapolation; geometric without estimate; backoff after errors; bounded; a jitter of a few
+milliseconds, never a fraction of the render."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import random
+from dataclasses import dataclass
 
 import pytest
 
-from batchgen.jobs import JobState
-from batchgen.scheduler import FIRST_POLL_AT, LiveJob, RunOptions, poll_delay
+from batchgen.polling import EARLY, EXPLORE_EVERY, PaceBook, poll_delay
 
 NOW = 1_000_000.0
-OPTS = RunOptions(out_dir=Path("out"), poll_min=2.0, poll_max=60.0)
+M = "grok-imagine-text-to-video"
 
 
-def job(**kw) -> LiveJob:
-    base = dict(id=1, key="k" * 64, name="a", model="grok-imagine-text-to-video", state=JobState.SUBMITTED, request={}, output="a.mp4", attempts=1,
-                task_id="task-1", submitted_at=NOW)
-    return LiveJob(**{**base, **kw})
+@dataclass
+class Task:
+    model: str = M
+    polls: int = 0
+    progress: int = 0
+    estimated_time: float | None = None
+    submitted_at: float | None = NOW
+    poll_errors: int = 0
+    retry_after: float | None = None
 
 
-def delay(j: LiveJob, now: float = NOW, opts: RunOptions = OPTS) -> float:
-    return poll_delay(j, opts, now, jitter=lambda: 1.0)
+def delay(t: Task, now: float = NOW, book: PaceBook | None = None, poll_min: float = 2.0) -> float:
+    return poll_delay(t, now, poll_min=poll_min, poll_max=60.0, book=book, jitter=lambda d: 0.0)
 
 
-def test_first_poll_comes_just_before_the_estimate():
-    assert delay(job(estimated_time=40.0), NOW + 10) == pytest.approx(40 * FIRST_POLL_AT - 10)
-    assert FIRST_POLL_AT < 1.0  # then progress times the second poll
+def test_first_poll_comes_just_before_the_estimate_while_nothing_is_known():
+    assert delay(Task(estimated_time=40.0), NOW + 10) == pytest.approx(40 * EARLY - 10)
+    assert delay(Task(estimated_time=40.0), NOW + 10, PaceBook()) == pytest.approx(40 * EARLY - 10)
 
 
 def test_progress_extrapolates_the_remaining_time():
     # 25 % after 20 s: 60 s left, +5 % = 63 s, capped at poll_max
-    assert delay(job(estimated_time=40.0, polls=1, progress=25), NOW + 20) == 60.0
-    assert delay(job(estimated_time=40.0, polls=1, progress=50), NOW + 20) == pytest.approx(21.0)
+    assert delay(Task(estimated_time=40.0, polls=1, progress=25), NOW + 20) == 60.0
+    assert delay(Task(estimated_time=40.0, polls=1, progress=50), NOW + 20) == pytest.approx(21.0)
 
 
 def test_past_the_estimate_without_progress_it_grows_geometrically_up_to_poll_max():
-    late = [delay(job(estimated_time=10.0, polls=n), NOW + 100) for n in (1, 2, 3, 4)]
+    late = [delay(Task(estimated_time=10.0, polls=n), NOW + 100) for n in (1, 2, 3, 4)]
     assert late == pytest.approx([2 * 1.5, 2 * 1.5 ** 2, 2 * 1.5 ** 3, 2 * 1.5 ** 4])
-    assert delay(job(estimated_time=10.0, polls=30), NOW + 100) == 60.0
+    assert delay(Task(estimated_time=10.0, polls=30), NOW + 100) == 60.0
 
 
 def test_never_below_the_floor_a_short_estimate_lowers_it():
-    assert delay(job(estimated_time=40.0), NOW + 100) == 2.0  # overdue: poll-min
-    assert delay(job(estimated_time=0.2), NOW + 5) == pytest.approx(0.05)  # a quarter of a 0.2 s estimate
-    assert delay(job(estimated_time=None, polls=0), NOW) == 2.0
+    assert delay(Task(estimated_time=40.0), NOW + 100) == 2.0  # overdue: poll-min
+    assert delay(Task(estimated_time=0.2), NOW + 5) == pytest.approx(0.05)  # a quarter of a 0.2 s estimate
+    assert delay(Task(estimated_time=None), NOW) == 2.0
 
 
 def test_errors_back_off_and_honour_retry_after():
     for _ in range(50):
-        d = poll_delay(job(poll_errors=3), OPTS, NOW)
+        d = poll_delay(Task(poll_errors=3), NOW, poll_min=2.0, poll_max=60.0)
         assert 0 <= d <= min(60.0, 2.0 * 2 ** 3)
-    assert poll_delay(job(poll_errors=1, retry_after=30.0), OPTS, NOW) >= 30.0
+    assert poll_delay(Task(poll_errors=1, retry_after=30.0), NOW, poll_min=2.0, poll_max=60.0) >= 30.0
 
 
-def test_jitter_stays_within_ten_percent():
-    ds = [poll_delay(job(estimated_time=40.0), OPTS, NOW + 10) for _ in range(200)]
-    base = 40 * FIRST_POLL_AT - 10
-    assert all(base <= d <= base * 1.1 for d in ds) and len(set(ds)) > 100
+def test_jitter_is_a_few_milliseconds_not_a_fraction_of_the_render():
+    ds = [poll_delay(Task(estimated_time=40.0), NOW + 10, poll_min=2.0, poll_max=60.0) for _ in range(200)]
+    base = 40 * EARLY - 10
+    assert all(base <= d <= base + 0.03 for d in ds) and len(set(ds)) > 100
+
+
+def _simulate(book: PaceBook, renders: list[tuple[float, float]], *, with_progress: bool = True) -> tuple[float, float]:
+    """Poll tasks (estimate, actual) one after another with the schedule; returns polls per task
+    and the mean lateness (poll that found it done minus its end)."""
+    polls = late = 0.0
+    for est, actual in renders:
+        t = Task(estimated_time=est)
+        now = NOW
+        while True:
+            now += delay(t, now, book, poll_min=0.05)  # as the benchmarks run
+            t.polls += 1
+            polls += 1
+            elapsed = now - NOW
+            done = elapsed >= actual
+            t.progress = 100 if done else (min(99, int(100 * elapsed / actual)) if with_progress else 0)
+            book.observe(M, est, elapsed, done=done, progress=t.progress)
+            if done:
+                late += elapsed - actual
+                break
+    return polls / len(renders), late / len(renders)
+
+
+@pytest.mark.parametrize("with_progress", [True, False])
+def test_exact_estimates_converge_to_one_poll_per_task(with_progress):
+    rng = random.Random(1)
+    tasks = [(e, e) for e in (rng.uniform(3, 8) for _ in range(400))]
+    book = PaceBook()
+    _simulate(book, tasks[:40], with_progress=with_progress)  # learning
+    polls, late = _simulate(book, tasks[40:], with_progress=with_progress)
+    assert polls <= 1 + 1.5 / EXPLORE_EVERY  # one poll, plus the occasional probe
+    assert late < 0.05  # seconds after the end, on average
+
+
+def test_noisy_estimates_degrade_to_an_early_poll_and_a_progress_timed_second():
+    rng = random.Random(2)
+    tasks = [(e, e * rng.uniform(0.85, 1.15)) for e in (rng.uniform(3, 8) for _ in range(400))]
+    book = PaceBook()
+    polls, late = _simulate(book, tasks)
+    assert not book.pace(M).holds()
+    assert polls <= 2.0 and late < 0.3

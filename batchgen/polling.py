@@ -1,0 +1,134 @@
+"""When to poll a task: a schedule that learns, per model, how long tasks take against their
+``estimated_time``.
+
+foxapi does not document how accurate ``estimated_time`` is. Each poll tells something: a task
+still rendering at ``t`` seconds took longer than ``t`` (a lower bound on its ratio
+``actual / estimate``), a task found completed at ``t`` took at most ``t`` (an upper bound),
+and a progress of ``p`` % at ``t`` predicts ``t × 100 / p``. ``Pace`` keeps the recent bounds
+of one model and picks the first poll of its next task from them:
+
+* **Estimates that hold** (every lower bound below every upper bound): the first poll goes at
+  the smallest upper bound seen — a moment known to come after the end — so each task is
+  polled once. Every ``EXPLORE_EVERY``-th task polls at the middle of the remaining gap instead
+  (bisection), so the schedule keeps closing in on the true end rather than staying late.
+* **Estimates that scatter** (bounds overlap across tasks): the first poll goes a little before
+  the lower end of what was seen (``EARLY``), where a still-rendering task reports its
+  progress, from which the second poll is timed to land just after the result is ready.
+* **No estimate, or past it without progress**: polls grow geometrically from ``--poll-min``.
+
+Jitter spreads polls of tasks created together by a few milliseconds; it never delays a poll
+by a fraction of the render. Errors back off with jitter and honour Retry-After (``budget``).
+Pure: no I/O, no clock of its own.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .budget import backoff
+
+EARLY = 0.9  # first poll at this fraction of the estimate while nothing is known (or it scatters)
+WINDOW = 64  # bounds kept per model: recent tasks speak for the next ones
+EXPLORE_EVERY = 8  # in the "estimates hold" regime, one first poll in eight probes the gap
+MIN_FOR_TRUST = 3  # upper bounds needed before a first poll is placed at one
+SPREAD_S = 0.03  # jitter: at most this many seconds, or 1 % of the delay if less
+# A poll placed at a known end comes this much after it: clocks, latency and rounding make
+# "exactly at the end" a race that a second poll would pay for.
+MARGIN_S = 0.02
+
+
+class Polled(Protocol):
+    """What the schedule reads of a task in flight (``scheduler.LiveJob``)."""
+
+    model: str
+    polls: int
+    progress: int
+    estimated_time: float | None
+    submitted_at: float | None
+    poll_errors: int
+    retry_after: float | None
+
+
+@dataclass
+class Pace:
+    """One model's recent evidence: bounds on ``actual / estimate``."""
+
+    lowers: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    uppers: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    firsts: int = 0  # first polls planned (every EXPLORE_EVERY-th explores)
+
+    def holds(self) -> bool:
+        """Whether the estimates look exact up to a constant: every bound consistent."""
+        return len(self.uppers) >= MIN_FOR_TRUST and max(self.lowers, default=0.0) < min(self.uppers)
+
+    def first_ratio(self) -> float:
+        """Where the first poll of the next task goes, as a fraction of its estimate."""
+        self.firsts += 1
+        if not self.holds():
+            return EARLY
+        hi = min(self.uppers)
+        lo = max(self.lowers) if self.lowers else hi * EARLY
+        if self.firsts % EXPLORE_EVERY == 0 and hi - lo > 0.002:
+            return (lo + hi) / 2
+        return hi
+
+    def known_end(self) -> float | None:
+        """A fraction of the estimate by which a task of this model has always been done."""
+        return min(self.uppers) if self.holds() else None
+
+
+class PaceBook:
+    """``Pace`` per model for one run, fed by every poll's outcome."""
+
+    def __init__(self) -> None:
+        self._by_model: dict[str, Pace] = {}
+
+    def pace(self, model: str) -> Pace:
+        p = self._by_model.get(model)
+        if p is None:
+            p = self._by_model[model] = Pace()
+        return p
+
+    def observe(self, model: str, estimate: float | None, elapsed: float, *, done: bool, progress: int = 0) -> None:
+        """What one poll saw, ``elapsed`` seconds after the task was created."""
+        if not estimate or estimate <= 0 or elapsed <= 0:
+            return
+        p = self.pace(model)
+        ratio = elapsed / estimate
+        if done:
+            p.uppers.append(ratio)
+        else:
+            p.lowers.append(ratio)
+
+
+def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, book: PaceBook | None = None,
+               jitter: Callable[[float], float] | None = None) -> float:
+    """Seconds until the next poll of ``job`` (see the module's docstring). ``jitter(d)`` returns
+    what to add to a delay ``d`` (default: up to ``SPREAD_S`` or 1 % of it)."""
+    elapsed = now - (job.submitted_at or now)
+    if job.poll_errors:
+        return max(job.retry_after or 0.0, backoff(job.poll_errors, poll_min, poll_max))
+    est = job.estimated_time
+    floor = max(0.02, min(poll_min, est * 0.25)) if est is not None else poll_min
+    pace = book.pace(job.model) if book is not None else None
+    end = pace.known_end() if pace is not None else None
+    if job.polls == 0 and est is not None:
+        ratio = pace.first_ratio() if pace is not None else EARLY
+        d = est * ratio - elapsed + (MARGIN_S if end is not None and ratio >= end else 0.0)
+    elif est is not None and end is not None and elapsed < est * end + MARGIN_S:
+        d = est * end - elapsed + MARGIN_S  # a probe came early: go to where tasks have always been done
+    elif 0 < job.progress < 100 and elapsed > 0:
+        d = elapsed * (100 - job.progress) / job.progress * 1.05
+    elif est is not None and elapsed < est:
+        d = est - elapsed
+    else:
+        d = poll_min * 1.5 ** min(job.polls, 10)
+    d = min(poll_max, max(floor, d))
+    return d + (jitter(d) if jitter is not None else random.uniform(0.0, min(SPREAD_S, d * 0.01)))
+
+
+__all__ = ["EARLY", "Pace", "PaceBook", "Polled", "poll_delay"]
