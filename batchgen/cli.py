@@ -58,13 +58,13 @@ def _echo_err(msg: str) -> None:
 def _report_error(e: BatchgenError) -> None:
     if logs.FORMAT == "json":  # --log-format json: every stderr line is a JSON object
         if isinstance(e, ManifestError):
-            _echo_err(logs.json_line("error", f"the manifest has {len(e.problems) + e.truncated} problem(s)",
+            _echo_err(logs.json_line("error", f"{e.subject} has {len(e.problems) + e.truncated} problem(s)",
                                      event="error", exit_code=e.exit_code, problems=[str(p) for p in e.problems]))
         else:
             _echo_err(logs.json_line("error", str(e), event="error", exit_code=e.exit_code))
         return
     if isinstance(e, ManifestError):
-        _echo_err(f"error: the manifest has {len(e.problems) + e.truncated} problem(s):")
+        _echo_err(f"error: {e.subject} has {len(e.problems) + e.truncated} problem(s):")
         for line in str(e).splitlines():
             _echo_err(f"  {line}")
     else:
@@ -96,7 +96,8 @@ def ledger_option(f: F) -> F:
 
 
 def prices_option(f: F) -> F:
-    return click.option("--prices", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+    # Not click's exists/dir checks: batchgen's reader says what is wrong (FIFO, device, loop…).
+    return click.option("--prices", type=click.Path(path_type=Path), default=None,
                         help="Price table overriding the shipped placeholder (YAML, see batchgen/prices.yaml).")(f)
 
 
@@ -105,7 +106,7 @@ def format_options(f: F) -> F:
 
 
 def models_option(f: F) -> F:
-    return click.option("--models", "models_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    return click.option("--models", "models_file", type=click.Path(path_type=Path), default=None,
                         help="A models file (YAML, the shape of the shipped models.yaml; README: Adding a model) adding or "
                              "replacing catalog entries; a manifest's `models:` key adds more.")(f)
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import Problem, UsageError
+from . import datafiles
 from .specs import SHIPPED, Catalog
 
 
@@ -23,18 +20,17 @@ class PriceTable:
 
     @classmethod
     def load(cls, override: str | Path | None = None) -> PriceTable:
-        base = yaml.safe_load(resources.files("batchgen").joinpath("prices.yaml").read_text())
-        table = cls(_floats2(base.get("per_second", {})), _floats(base.get("assumed_seconds", {})),
-                    str(base.get("unit", "credits")))
+        """The shipped table, with ``override``'s models replacing its entries. A table that
+        cannot be used (not a regular file, not YAML, a price that is not a finite number ≥ 0…)
+        raises ``DataFileError`` with every problem of it, each with its line and column."""
+        per, assumed, unit = datafiles.shipped_prices()
+        table = cls(dict(per), dict(assumed), unit or "credits")
         if override is not None:
-            path = Path(override)
-            table.source = str(path)
-            try:
-                doc = yaml.safe_load(path.read_text())
-                table.per_second.update(_floats2(doc.get("per_second", {})))
-                table.assumed_seconds.update(_floats(doc.get("assumed_seconds", {})))
-            except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError) as e:
-                raise UsageError(str(Problem(str(path), "file", "per_second", f"not a valid price table: {e}"))) from None
+            more, more_assumed, more_unit = datafiles.read_prices(override)
+            table.per_second.update(more)
+            table.assumed_seconds.update(more_assumed)
+            table.unit = more_unit or table.unit
+            table.source = str(override)
         return table
 
     def seconds(self, request: dict[str, Any]) -> float:
@@ -60,11 +56,3 @@ class PriceTable:
         res = str(request.get("resolution", "default"))
         rate = prices.get(res, prices.get("default", max(prices.values())))
         return round(rate * self.seconds(request), 4)
-
-
-def _floats(d: Any) -> dict[str, float]:
-    return {str(k): float(v) for k, v in (d or {}).items()}
-
-
-def _floats2(d: Any) -> dict[str, dict[str, float]]:
-    return {str(k): _floats(v) for k, v in (d or {}).items()}

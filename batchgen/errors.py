@@ -5,6 +5,7 @@ YAML/CSV). The command line maps ``exit_code`` to the process's exit status in o
     BatchgenError                 exit 1
     ├── UsageError                exit 2   bad option or argument
     ├── ManifestError             exit 2   every problem of a manifest, each with file/row/field
+    │   └── DataFileError         exit 2   every problem of a models file or price table, each with file/line/column
     ├── LedgerError               exit 7   the ledger cannot be used (read-only, locked, corrupt, full disk…)
     │   ├── LedgerMissing         exit 2   a command that only reads named a ledger that does not exist
     │   └── LedgerBusy            exit 5   another run holds this SQLite ledger
@@ -73,6 +74,7 @@ class ManifestError(BatchgenError):
     """Bad input; carries every problem found so the user fixes them all in one go."""
 
     exit_code = 2
+    subject = "the manifest"  # what has the problems, for the heading of the list
 
     def __init__(self, problems: list[Problem], *, truncated: int = 0) -> None:
         self.problems = problems
@@ -81,6 +83,15 @@ class ManifestError(BatchgenError):
         if truncated:
             lines.append(f"… and {truncated} more problem(s)")
         super().__init__("\n".join(lines))
+
+
+class DataFileError(ManifestError):
+    """A models file (``--models``, a manifest's ``models:``) or a price table (``--prices``)
+    that cannot be used: every problem found, each with its file, line and column."""
+
+    def __init__(self, problems: list[Problem], *, subject: str = "the models file", truncated: int = 0) -> None:
+        super().__init__(problems, truncated=truncated)
+        self.subject = subject
 
 
 class LedgerError(BatchgenError):

@@ -48,8 +48,8 @@ from typing import IO, Any
 import yaml
 
 from . import jobs as jobs_module
-from . import names, specs, yamlsafe
-from .errors import ManifestError, Problem
+from . import datafiles, names, specs, yamlsafe
+from .errors import DataFileError, ManifestError, Problem
 from .jobs import Job, canonical_json, key_from_json, short_key
 from .names import TemplateError
 
@@ -79,19 +79,10 @@ def _expander_sha256() -> str:
     """The expansion code itself (this module, its helpers, the model specs, the YAML parser's
     version): another version may expand the same manifest differently."""
     h = hashlib.sha256(yaml.__version__.encode())
-    for mod in (__file__, specs.__file__, jobs_module.__file__, names.__file__, yamlsafe.__file__,
+    for mod in (__file__, specs.__file__, datafiles.__file__, jobs_module.__file__, names.__file__, yamlsafe.__file__,
                 str(Path(specs.__file__).with_name("models.yaml"))):
         h.update(Path(mod).read_bytes())
     return h.hexdigest()
-
-
-def _plain(v: Any) -> Any:
-    """A parsed YAML value as plain dicts and lists (the catalog keeps no line numbers)."""
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v
 
 
 @dataclass
@@ -117,6 +108,11 @@ class Manifest:
         # --models file, and the manifest's own `models:` (a file or inline entries).
         self.catalog = catalog or specs.SHIPPED
         self.per_model: dict[str, dict[str, Any]] = {}
+        self._per_model_lines: dict[str, dict[str, int]] = {}  # model → field → its line
+        # Models whose catalog entry had problems (already reported): their jobs are not then
+        # also "unknown model"; a models file that failed whole hides every unknown model.
+        self._broken_models: set[str] = set()
+        self._broken_catalog = False
         self.defaults: dict[str, Any] = {}
         self.matrix: dict[str, list[Any]] = {}
         self.output_template: str | None = None
@@ -214,17 +210,22 @@ class Manifest:
         ``per_model:`` (model → fields applied to that model's jobs only)."""
         models = doc.get("models")
         if isinstance(models, str):
-            path = (self.path.parent / models).resolve()
+            # Not resolved: a symlink loop is the reader's clear error, not Path.resolve's RuntimeError.
+            path = self.path.parent / models
             try:
-                self.catalog = self.catalog.extended(specs.read_file(path), str(path))
-            except specs.CatalogError as e:
-                self._problem(line("models"), "models", str(e))
+                self.catalog = self.catalog.extended(datafiles.read_models(path), str(path))
+            except DataFileError as e:  # every problem of that file, each naming it with its line
+                for p in e.problems:
+                    self._problem(p.where, p.field, p.message, file=p.file)
+                self._broken_catalog = True
         elif isinstance(models, dict):
-            try:
-                self.catalog = self.catalog.extended(specs.parse_entries(_plain(models), str(self.path)),
-                                                     f"{self.path} (models:)")
-            except specs.CatalogError as e:
-                self._problem(line("models"), "models", str(e).removeprefix(f"{self.path}: "))
+            # Inline entries: checked on the manifest's own document, so problems carry its lines.
+            entries, problems = datafiles.check_models(models, str(self.path))
+            for p in problems:
+                self._problem(p.where, p.field, p.message)
+            self._broken_models = datafiles.refused_names(models, entries)
+            if entries:
+                self.catalog = self.catalog.extended(entries, f"{self.path} (models:)")
         elif models is not None:
             self._problem(line("models"), "models", "must be a models file name or a mapping of model entries")
         per = doc.get("per_model")
@@ -234,12 +235,15 @@ class Manifest:
             self._problem(line("per_model"), "per_model", "must map model names to {field: value} mappings")
             return
         for model, values in per.items():
+            if model in self._broken_models or self._broken_catalog:
+                continue  # its entry's problems are reported
             if model not in self.catalog.models and model not in (doc.get("unvalidated_models") or []):
                 hint = difflib.get_close_matches(str(model), sorted(self.catalog.models), n=1, cutoff=0.6)
                 self._problem(line("per_model"), "per_model", f"unknown model {model!r}"
                               + (f"; did you mean '{hint[0]}'?" if hint else ""))
                 continue
             self.per_model[str(model)] = {k: v for k, v in values.items() if v is not None}
+            self._per_model_lines[str(model)] = getattr(values, "key_lines", {})
 
     def _has_rows(self) -> bool:
         return bool(self._jobs_yaml) or self._rows_csv is not None
@@ -530,6 +534,8 @@ class Manifest:
             self._warn(f"model '{model}' is not known to batchgen: its fields are sent unvalidated "
                        "(listed under `unvalidated_models`)")
             return model
+        if model in self._broken_models or self._broken_catalog:
+            return None  # its entry's problems are reported; one cause, one line
         hint = difflib.get_close_matches(model, sorted(self.catalog.models), n=1, cutoff=0.6)
         self._problem(row.where, "model", f"unknown model {model!r}" + (f"; did you mean '{hint[0]}'?" if hint else "")
                       + " (`batchgen models` lists the catalog; add an entry with --models FILE or `models:`, "
@@ -586,6 +592,14 @@ class Manifest:
         if k in self.matrix and k not in used:
             self._problem(f"line {self._matrix_line}", k, f"matrix field '{k}' is not a request field of {model} "
                           "and no template uses it: every combination would make the same request", file=str(self.path))
+            return True
+        if k in self.per_model.get(model, {}) and k not in used and k not in row.values:
+            # Set for this model alone: never a default meant for another model.
+            line = self._per_model_lines.get(model, {}).get(k, 0)
+            hint = self.catalog.suggest(k)
+            self._problem(f"line {line}" if line else "per_model", k,
+                          f"`per_model` sets '{k}' for {model}, which has no such field and no template uses it"
+                          + (f"; did you mean '{hint}'?" if hint and hint != k else ""), file=str(self.path))
             return True
         if k in self.catalog.all_fields:
             if k in row.values:  # a default for another model is fine; a row asking for it is not

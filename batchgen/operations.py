@@ -25,7 +25,7 @@ from .export import to_record, write_csv, write_json
 from .jobs import ACTIVE, JobRow, JobState, RunStatus, short_key
 from .ledger import Ledger, Scope, Transition, ledger_url
 from .manifest import Manifest
-from .specs import Catalog, CatalogError, ModelSpec, read_file
+from .specs import Catalog, ModelSpec
 
 S = JobState
 RESULT_TTL = 24 * 3600.0  # foxapi's result URLs live 24 h (reference §1)
@@ -189,15 +189,14 @@ def _changes(was: dict[str, Any], now: dict[str, Any], take_was: str | None, tak
 
 
 def catalog(models_file: str | Path | None = None) -> Catalog:
-    """The shipped model catalog, with a user's models file (``--models``) added on top."""
+    """The shipped model catalog, with a user's models file (``--models``) added on top.
+    Raises ``DataFileError`` with every problem of the file."""
+    from .datafiles import read_models
     from .specs import SHIPPED
 
     if models_file is None:
         return SHIPPED
-    try:
-        return SHIPPED.extended(read_file(models_file), str(models_file))
-    except CatalogError as e:
-        raise UsageError(str(e)) from None
+    return SHIPPED.extended(read_models(models_file), str(models_file))
 
 
 def models(cat: Catalog | None = None) -> list[dict[str, Any]]:

@@ -1,12 +1,14 @@
 """Model specs as data, and local validation.
 
 The catalog is ``models.yaml`` (shipped beside this module; its header documents the entry
-shape). ``Catalog.load(extra)`` adds or replaces entries from a user's file or a manifest's
-inline ``models:`` mapping, so a model the provider adds or changes is usable the day its page
-changes. Validating locally before anything is sent is the cheapest way to not pay for a
+shape), read and checked by ``datafiles``. ``Catalog.extended`` adds or replaces entries from a
+user's file or a manifest's inline ``models:`` mapping, so a model the provider adds or changes
+is usable the day its page changes. Validating locally before anything is sent is the cheapest way to not pay for a
 request the API would reject (or, worse, accept with a default the user did not mean).
 
-Imports nothing of batchgen: the manifest, verification (media.py) and the cost estimate read it.
+Imports nothing of batchgen at import time (``datafiles`` builds these classes from files and is
+imported when the shipped catalog is first built): the manifest, verification (media.py) and the
+cost estimate read it.
 """
 
 from __future__ import annotations
@@ -15,25 +17,9 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 UPLOAD_PREFIX = "upload:sha256:"  # a local file, uploaded just before the create (see manifest.py)
-_KINDS = {"text": "str", "enum": "str", "str": "str", "int": "int", "bool": "bool", "url": "url", "urls": "urls",
-          "list": "list", "object": "object"}
-_RULE_KEYS = ({"when", "count"}, {"one_of"}, {"at_most_one"}, {"total", "max"}, {"requires_any", "if_set"})
-_ENTRY_KEYS = frozenset({"doc", "fields", "rules", "refs", "output_seconds", "duration_tolerance", "audio",
-                         "aspect_field", "open"})
-# libyaml's safe loader where PyYAML has it: the catalog is parsed on every start (~4× faster).
-_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_FIELD_KEYS = frozenset({"type", "required", "default", "choices", "min", "max", "max_len", "auto"})
-
-
-class CatalogError(ValueError):
-    """A models file that does not describe models: where and what."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +63,8 @@ class ModelSpec:
     aspect_field: str = "aspect_ratio"
     open: bool = False  # unknown fields pass through with a warning (pages we could not fully read)
     doc: str | None = None
+    sources: tuple[str, ...] = ()  # the provider's pages the entry was read from
+    read_on: str | None = None  # when they were read (YYYY-MM-DD)
 
     @property
     def duration_is_output(self) -> bool:
@@ -102,84 +90,6 @@ class ModelSpec:
         return float(d) if isinstance(d, int | float) and not isinstance(d, bool) else None
 
 
-# ------------------------------------------------------------------------------ parsing
-def _field(model: str, name: str, d: Any, where: str) -> FieldSpec:
-    if not isinstance(d, dict) or d.get("type") not in _KINDS:
-        raise CatalogError(f"{where}: model {model!r}, field {name!r}: needs `type:` one of {', '.join(_KINDS)}")
-    unknown = set(d) - _FIELD_KEYS
-    if unknown:
-        raise CatalogError(f"{where}: model {model!r}, field {name!r}: unknown key(s) {', '.join(sorted(unknown))}")
-    choices = d.get("choices")
-    if choices is not None and not isinstance(choices, list):
-        raise CatalogError(f"{where}: model {model!r}, field {name!r}: `choices` must be a list")
-    for k in ("min", "max", "max_len", "auto"):
-        if d.get(k) is not None and (not isinstance(d[k], int) or isinstance(d[k], bool)):
-            raise CatalogError(f"{where}: model {model!r}, field {name!r}: `{k}` must be an integer")
-    if d["type"] == "enum" and not choices:
-        raise CatalogError(f"{where}: model {model!r}, field {name!r}: an enum needs `choices`")
-    return FieldSpec(_KINDS[d["type"]], bool(d.get("required", False)), d.get("default"),
-                     tuple(choices) if choices is not None else None, d.get("min"), d.get("max"), d.get("max_len"),
-                     d.get("auto"))
-
-
-def _rule(model: str, r: Any, where: str) -> Rule:
-    keys = set(r) - {"warn"} if isinstance(r, dict) else set()
-    if not any(keys == shape for shape in _RULE_KEYS):
-        raise CatalogError(f"{where}: model {model!r}: a rule is one of {{when, count}}, {{one_of}}, "
-                           f"{{at_most_one}}, {{total, max}}, {{requires_any, if_set}}; got {r!r}")
-    assert isinstance(r, dict)
-    try:
-        return Rule(when=tuple((r.get("when") or {}).items()),
-                    count=tuple((k, int(v[0]), int(v[1])) for k, v in (r.get("count") or {}).items()),
-                    one_of=tuple(r.get("one_of") or ()), at_most_one=tuple(r.get("at_most_one") or ()),
-                    total=tuple(r.get("total") or ()), max=r.get("max"),
-                    requires_any=tuple(r.get("requires_any") or ()), if_set=r.get("if_set"),
-                    warn=bool(r.get("warn", False)))
-    except (TypeError, ValueError, IndexError, AttributeError) as e:
-        raise CatalogError(f"{where}: model {model!r}: malformed rule {r!r} ({e})") from None
-
-
-def parse_entries(doc: Any, where: str) -> dict[str, ModelSpec]:
-    """Model entries of a catalog document (the shipped file, a --models file, a manifest's
-    inline ``models:``)."""
-    if not isinstance(doc, dict):
-        raise CatalogError(f"{where}: a models file maps model names to entries")
-    out: dict[str, ModelSpec] = {}
-    for name, e in doc.items():
-        if not isinstance(name, str) or not isinstance(e, dict) or not isinstance(e.get("fields"), dict):
-            raise CatalogError(f"{where}: model {name!r}: an entry needs `fields:` (a mapping of field name to spec)")
-        unknown = set(e) - _ENTRY_KEYS
-        if unknown:
-            raise CatalogError(f"{where}: model {name!r}: unknown key(s) {', '.join(sorted(unknown))} "
-                               f"(allowed: {', '.join(sorted(_ENTRY_KEYS))})")
-        fields = {str(k): _field(name, str(k), v, where) for k, v in e["fields"].items()}
-        refs = e.get("refs") or {}
-        if not isinstance(refs, dict) or any(v not in fields for v in refs.values()):
-            raise CatalogError(f"{where}: model {name!r}: `refs` maps @Name to one of its list fields")
-        audio = e.get("audio")
-        if isinstance(audio, str) and audio not in fields:
-            raise CatalogError(f"{where}: model {name!r}: `audio: {audio}` names no field of it")
-        out_s = e.get("output_seconds", "duration")
-        if not (out_s in ("duration", "input") or isinstance(out_s, int | float)):
-            raise CatalogError(f"{where}: model {name!r}: output_seconds is duration, input or a number")
-        out[name] = ModelSpec(
-            name, fields, tuple(_rule(name, r, where) for r in e.get("rules") or []),
-            tuple((str(k), str(v)) for k, v in refs.items()), out_s, float(e.get("duration_tolerance", 0.0)),
-            audio, str(e.get("aspect_field", "aspect_ratio")), bool(e.get("open", False)), e.get("doc"))
-    return out
-
-
-def read_file(path: str | Path) -> dict[str, ModelSpec]:
-    p = Path(path)
-    try:
-        doc = yaml.load(p.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
-    except OSError as e:
-        raise CatalogError(f"{p}: cannot read the models file: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise CatalogError(f"{p}: not valid YAML: {e}") from None
-    return parse_entries(doc, str(p))
-
-
 # ------------------------------------------------------------------------------ the catalog
 class Catalog:
     """The models batchgen validates: the shipped entries plus the user's additions."""
@@ -194,8 +104,9 @@ class Catalog:
 
     @classmethod
     def shipped(cls) -> Catalog:
-        text = resources.files("batchgen").joinpath("models.yaml").read_text(encoding="utf-8")
-        return cls(parse_entries(yaml.load(text, Loader=_SAFE_LOADER), "models.yaml"))
+        from .datafiles import shipped_models  # it reads and checks files; it builds these classes
+
+        return cls(shipped_models())
 
     def extended(self, entries: Mapping[str, ModelSpec], source: str) -> Catalog:
         """This catalog with ``entries`` added (an entry of the same name is replaced whole)."""
@@ -360,8 +271,15 @@ def _check(fs: FieldSpec, v: Any) -> str | None:
 
 
 # ------------------------------------------------------------------------------ shipped catalog
-SHIPPED = Catalog.shipped()
+SHIPPED: Catalog  # built on first use (module __getattr__): datafiles, which builds it, imports this module
 
 
-__all__ = ["SHIPPED", "Catalog", "CatalogError", "FieldSpec", "ModelSpec", "Rule", "coerce", "parse_entries",
-           "read_file"]
+def __getattr__(name: str) -> Any:
+    if name == "SHIPPED":
+        global SHIPPED
+        SHIPPED = Catalog.shipped()
+        return SHIPPED
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["SHIPPED", "Catalog", "FieldSpec", "ModelSpec", "Rule", "coerce"]

@@ -1,4 +1,5 @@
-"""The YAML dialect of manifests: safe, YAML 1.2 core scalars, and loud about ambiguity.
+"""The YAML dialect of manifests, model catalogs and price tables: safe, YAML 1.2 core scalars,
+and loud about ambiguity.
 
 PyYAML implements YAML 1.1, whose implicit typing silently renders something other than what a
 manifest says: ``duration: 010`` is 8 (octal), ``name: no`` is ``False``, ``on:`` is the key
@@ -47,6 +48,7 @@ class Mapping(dict[str, Any]):
 
     line: int = 0
     key_lines: dict[str, int]
+    key_columns: dict[str, int]  # 1-based column of each key (for messages naming line and column)
 
 
 class Sequence(list[Any]):
@@ -54,6 +56,7 @@ class Sequence(list[Any]):
 
     line: int = 0
     item_lines: list[int]
+    item_columns: list[int]
 
 
 class _Resolver(yaml.resolver.BaseResolver):
@@ -70,8 +73,16 @@ for _tag, _regexp, _first in (
     _Resolver.add_implicit_resolver("tag:yaml.org,2002:" + _tag, re.compile(_regexp), list(_first))
 
 
+# Why aliases and merge keys are refused, and what to write instead. (They would also let a few
+# lines expand into gigabytes: "billion laughs".)
+_HINTS = {True: ": put fields shared by every row under `defaults:`",
+          False: ": write the value out where it is used"}
+
+
 class _Constructor(SafeConstructor):
     problems: list[YamlProblem]
+    kind: str  # "manifest", "models file", "price table": the words of the messages
+    trusted: bool  # batchgen's own shipped files: aliases and merge keys allowed (they use them)
 
     def construct_scalar(self, node: Any) -> Any:
         value = super().construct_scalar(node)
@@ -100,7 +111,7 @@ class _Constructor(SafeConstructor):
         text = str(self.construct_scalar(node))
         value = float(text.lower().replace(".inf", "inf").replace(".nan", "nan"))
         if not math.isfinite(value):
-            raise ConstructorError(None, None, f"{text} is not a finite number; manifests take plain numbers",
+            raise ConstructorError(None, None, f"{text} is not a finite number; batchgen's YAML takes plain numbers",
                                    node.start_mark)
         return value
 
@@ -116,13 +127,18 @@ class _Constructor(SafeConstructor):
         out = Mapping()
         out.line = node.start_mark.line + 1
         out.key_lines = {}
+        out.key_columns = {}
+        merged: list[tuple[int, Node]] = []  # `<<: *base` (trusted files only)
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             key = self.construct_object(key_node, deep=True)
             if key == "<<" and key_node.tag == "tag:yaml.org,2002:str" and isinstance(key_node, ScalarNode) \
                     and key_node.style is None:
-                self.problems.append(YamlProblem(line, None, "merge keys (<<) are not supported in manifests: "
-                                                             "put fields shared by every row under `defaults:`"))
+                if self.trusted:
+                    merged.append((line, value_node))
+                    continue
+                self.problems.append(YamlProblem(line, None, f"merge keys (<<) are not supported in {self.kind}s"
+                                                             + _HINTS[self.kind == "manifest"]))
                 continue
             if not isinstance(key, str):
                 shown = "~ (null)" if key is None else repr(key)
@@ -135,7 +151,16 @@ class _Constructor(SafeConstructor):
                                                             "silently replace the first"))
                 continue
             out.key_lines[key] = line
+            out.key_columns[key] = key_node.start_mark.column + 1
             out[key] = self.construct_object(value_node, deep=True)
+        # YAML 1.1 merge: keys written in the mapping win, then the first merged mapping's.
+        for line, value_node in merged:
+            for src in value_node.value if isinstance(value_node, SequenceNode) else [value_node]:
+                for k, v in self.construct_mapping(src, deep=True).items():
+                    if k not in out:
+                        out[k] = v
+                        out.key_lines[k] = line
+                        out.key_columns[k] = 1
         return out
 
     def construct_sequence(self, node: Any, deep: bool = False) -> Sequence:
@@ -144,6 +169,7 @@ class _Constructor(SafeConstructor):
         out = Sequence(self.construct_object(child, deep=True) for child in node.value)
         out.line = node.start_mark.line + 1
         out.item_lines = [child.start_mark.line + 1 for child in node.value]
+        out.item_columns = [child.start_mark.column + 1 for child in node.value]
         return out
 
     def construct_yaml_map(self, node: Any) -> Any:
@@ -154,7 +180,7 @@ class _Constructor(SafeConstructor):
 
     def construct_refused(self, node: Any) -> Any:
         tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-        raise ConstructorError(None, None, f"explicit YAML tag {tag} is not supported in manifests (plain text, "
+        raise ConstructorError(None, None, f"explicit YAML tag {tag} is not supported in {self.kind}s (plain text, "
                                            "numbers, true/false, lists and mappings only)", node.start_mark)
 
 
@@ -169,7 +195,7 @@ _Constructor.add_constructor(None, _Constructor.construct_refused)  # type: igno
 
 class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer,
               _Constructor, _Resolver):
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, kind: str, trusted: bool = False) -> None:
         yaml.reader.Reader.__init__(self, stream)
         yaml.scanner.Scanner.__init__(self)
         yaml.parser.Parser.__init__(self)
@@ -177,13 +203,15 @@ class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml
         _Constructor.__init__(self)
         _Resolver.__init__(self)
         self.problems = []
+        self.kind = kind
+        self.trusted = trusted
         self._depth = 0
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        if self.check_event(yaml.AliasEvent):
+        if self.check_event(yaml.AliasEvent) and not self.trusted:
             event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise ConstructorError(None, None, "YAML aliases (*name) are not allowed in manifests: put fields "
-                                               "shared by every row under `defaults:`", event.start_mark)
+            raise ConstructorError(None, None, f"YAML aliases (*name) are not allowed in {self.kind}s"
+                                   + _HINTS[self.kind == "manifest"], event.start_mark)
         # A manifest is a few levels deep; thousands of nested brackets are an attack on the
         # parser's recursion, refused before it gets expensive.
         self._depth += 1
@@ -202,11 +230,13 @@ def _where(text: str, position: int) -> tuple[int, int]:
     return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
 
 
-def load(text: str) -> tuple[Any, list[YamlProblem]]:
-    """Parse one manifest document. Returns (document, problems); a document that cannot be
-    built at all comes back as None with the reason among the problems."""
+def load(text: str, kind: str = "manifest", *, trusted: bool = False) -> tuple[Any, list[YamlProblem]]:
+    """Parse one document (``kind``: what it is, for the messages: "manifest", "models file"…).
+    Returns (document, problems); a document that cannot be built at all comes back as None
+    with the reason among the problems. ``trusted``: a file shipped with batchgen, whose
+    aliases and ``<<`` merge keys are read (never a user's: an alias can expand into gigabytes)."""
     try:
-        loader = _Loader(text)
+        loader = _Loader(text, kind, trusted)
     except yaml.reader.ReaderError as e:  # raised while the reader checks the whole text
         line, col = _where(text, e.position)
         return None, [YamlProblem(line, None, f"control character U+{e.character:04X} is not allowed in YAML "
@@ -220,7 +250,7 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
         if "single document" in str(e.context or ""):
             mark = e.problem_mark
             return None, [YamlProblem(mark.line + 1 if mark else 1, None,
-                                      "a manifest is one YAML document; this file has another one after `---`")]
+                                      f"a {kind} is one YAML document; this file has another one after `---`")]
         return None, [_syntax(e)]
     except yaml.YAMLError as e:
         return None, [*loader.problems, _syntax(e)]
@@ -238,7 +268,7 @@ def _syntax(e: yaml.YAMLError) -> YamlProblem:
     start = getattr(e, "context_mark", None)
     if context and start is not None and mark is not None and start.line != mark.line:
         context += f" that starts on line {start.line + 1}"  # an unclosed bracket or quote is there
-    text = f"{problem}" + (f" ({context})" if context and "manifest" not in str(problem) else "")
+    text = f"{problem}" + (f" ({context})" if context and "manifest" not in str(problem) and "one YAML document" not in str(problem) else "")
     if "found character '\\t'" in text:
         text += "; indent with spaces, not tabs"
     prefix = "" if isinstance(e, ConstructorError) else "invalid YAML: "
