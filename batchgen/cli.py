@@ -743,7 +743,9 @@ def db() -> None:
 @ledger_option
 @quiet_option
 def db_upgrade(ledger: str | None, quiet: bool) -> None:
-    """Apply the ledger's migrations (also done automatically on open)."""
+    """Migrate an existing ledger written by an older batchgen (run, resolve, stop and cancel
+    also do; the commands that only read never do, and say to run this). Never creates a
+    SQLite ledger; on PostgreSQL it sets up batchgen's tables in an empty database."""
     name = operations.upgrade(ledger)
     _done(quiet, f"ledger {name} is up to date")
 

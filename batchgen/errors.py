@@ -8,6 +8,8 @@ YAML/CSV). The command line maps ``exit_code`` to the process's exit status in o
     │   └── DataFileError         exit 2   every problem of a models file or price table, each with file/line/column
     ├── LedgerError               exit 7   the ledger cannot be used (read-only, locked, corrupt, full disk…)
     │   ├── LedgerMissing         exit 2   a command that only reads named a ledger that does not exist
+    │   ├── NotALedger            exit 2   the database is another application's (no batchgen tables)
+    │   ├── LedgerOutdated        exit 2   a read-only command found an older (or newer) ledger schema
     │   └── LedgerBusy            exit 5   another run holds this SQLite ledger
     ├── ApiError                  (classified by ErrorClass; a run turns it into job states)
     └── DownloadError             (a result file could not be fetched or failed its checks)
@@ -102,6 +104,19 @@ class LedgerError(BatchgenError):
 
 class LedgerMissing(LedgerError):
     """A command that only reads was pointed at a ledger that does not exist."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotALedger(LedgerError):
+    """The database has no batchgen tables (another application's): never changed, refused."""
+
+    exit_code = EXIT_USAGE
+
+
+class LedgerOutdated(LedgerError):
+    """A command that never migrates found a ledger of another schema version: the message says
+    to run `batchgen db upgrade` (older) or to use a newer batchgen (newer)."""
 
     exit_code = EXIT_USAGE
 

@@ -24,21 +24,23 @@ import inspect
 import json
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from urllib.parse import quote
 
 from sqlalchemy import Engine, and_, case, create_engine, event, exists, func, insert, or_, select, update
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from . import crash
 from .files import pid_alive
-from .errors import LedgerBusy, LedgerError, LedgerMissing, UsageError
+from .errors import LedgerBusy, LedgerError, LedgerMissing, LedgerOutdated, NotALedger, UsageError
 from .jobs import ACTIVE, Job, JobRow, JobState, RunStatus, allowed, canonical_json
 from .schema import events, jobs, manifest_jobs, runs, uploads
 
@@ -105,38 +107,96 @@ def _migrations_dir() -> Path:
     return packaged if packaged.is_dir() else here.parent / "alembic"
 
 
-def make_engine(url: str, *, create: bool = True) -> Engine:
-    """An engine for the ledger at ``url``. ``create=False`` (commands that only read) refuses a
-    SQLite file that does not exist instead of creating it and its folders."""
+def make_engine(url: str, *, create: bool = True, readonly: bool = False) -> Engine:
+    """An engine for the ledger at ``url``. ``create=False`` (commands that do not start runs)
+    refuses a SQLite file that does not exist instead of creating it and its folders.
+    ``readonly`` (commands that only read): SQLite is opened ``mode=ro`` with ``query_only`` and
+    its journal mode left as it is; a PostgreSQL session is ``default_transaction_read_only``.
+    Nothing can then be written, whatever a method tries."""
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, future=True)
+        server = create_engine(url, pool_pre_ping=True, future=True)
+        if readonly and u.get_backend_name() == "postgresql":
+            @event.listens_for(server, "connect")
+            def _read_only_session(dbapi_conn: Any, _rec: Any) -> None:
+                # Every transaction of these connections is READ ONLY: the server refuses DDL and writes.
+                autocommit = dbapi_conn.autocommit
+                dbapi_conn.autocommit = True
+                cur = dbapi_conn.cursor()
+                cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                cur.close()
+                dbapi_conn.autocommit = autocommit
+        return server
     db = u.database
     if db and db != ":memory:":
         path = Path(db)
-        if not create and not path.is_file():
+        if (not create or readonly) and not path.is_file():
             raise LedgerMissing(f"no ledger at {path} (give --ledger or BATCHGEN_LEDGER; `batchgen run` creates one)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            # The ledger holds task ids and result URLs: owner-only from the first byte.
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        if not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                # The ledger holds task ids and result URLs: owner-only from the first byte.
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    if readonly and db and db != ":memory:":
+        # A URI filename, so SQLite itself refuses every write (mode=ro); quoted: a path may hold ? or #.
+        ro = URL.create("sqlite", database="file:" + quote(str(Path(db).absolute())),
+                        query={"mode": "ro", "uri": "true"})
+        engine = create_engine(ro, connect_args={"check_same_thread": False, "timeout": 30})
+    else:
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's own is wrong)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
+        if readonly:  # the journal mode is the file's own: a reader never switches it
+            cur.execute("PRAGMA query_only=ON")
+        else:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")
+        plain = readonly or conn.get_execution_options().get("readonly")
+        conn.exec_driver_sql("BEGIN" if plain else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def sqlite_tables(path: Path) -> set[str] | None:
+    """The tables of the SQLite file at ``path``, read without changing anything beside it, or
+    None when it is not an SQLite database (then opening it says what it is). Nothing is in its
+    WAL when there is no -wal file, so the file alone is read (``immutable``): a WAL database of
+    another application does not get -wal/-shm files from being looked at."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return set()
+    if head != b"SQLite format 3\x00":
+        return None
+    wal = Path(f"{path}-wal")
+    immutable = not (wal.exists() and wal.stat().st_size > 0)
+    uri = f"file:{quote(str(path.absolute()))}?mode=ro" + ("&immutable=1" if immutable else "")
+    con = sqlite3.connect(uri, uri=True, timeout=30)
+    try:
+        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        con.close()
+
+
+@functools.lru_cache(maxsize=1)
+def schema_revisions() -> tuple[str | None, frozenset[str]]:
+    """(the current head revision, every revision this batchgen knows)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    script = ScriptDirectory.from_config(cfg)
+    return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
 
 
 def upgrade(engine: Engine) -> None:
@@ -332,25 +392,60 @@ class Ledger:
     ``LedgerError`` for database, driver and file-system failures (``error_boundary``)."""
 
     def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool = True,
-                 simulated: bool = False) -> None:
+                 simulated: bool = False, readonly: bool = False) -> None:
         self.url = ledger_url(url, simulated=simulated)
         self._safe_url = make_url(self.url).render_as_string(hide_password=True)
-        self.engine = make_engine(self.url, create=create)
+        self.readonly = readonly
+        self.engine = make_engine(self.url, create=create, readonly=readonly)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         db = make_url(self.url).database
         # The ledger's file (SQLite), for files kept beside it; None for a server database.
         self.path: Path | None = Path(db) if self.is_sqlite and db and db != ":memory:" else None
         self.created = False  # this open made a new, empty ledger
-        if not create and not self.is_sqlite and not sa_inspect(self.engine).has_table("runs"):
-            self.engine.dispose()
-            raise LedgerMissing(f"no ledger in {self._safe_url} (no batchgen tables; `batchgen run` creates them)")
-        if migrate:
-            with self.engine.connect() as c:
-                self.created = not sa_inspect(c).has_table("runs")
-            upgrade(self.engine)
         # One process per SQLite ledger (flock); any number of workers per PostgreSQL ledger.
         self.cooperative = not self.is_sqlite
         self._lock_fd: int | None = None
+        try:
+            self._check_schema(create=create and not readonly, migrate=migrate and not readonly)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def _check_schema(self, *, create: bool, migrate: bool) -> None:
+        """Refuse a database that is not a batchgen ledger before anything touches it; then bring
+        the schema to this version (``migrate``) or refuse one of another version (commands that
+        never migrate: they say to run `batchgen db upgrade`)."""
+        if self.path is not None:
+            tables = sqlite_tables(self.path)
+        else:
+            tables = set(sa_inspect(self.engine).get_table_names())
+        # None: not an SQLite file at all; opening it below names what is wrong (exit 7).
+        if tables is not None and not {"runs", "jobs"} <= tables:
+            foreign = sorted(tables - {"alembic_version"})
+            # A SQLite file is one application's database: batchgen tables are never added to
+            # another's. A PostgreSQL database is often shared: run may set up its tables there.
+            if not create or (foreign and self.path is not None):
+                what = (f"it holds other tables: {', '.join(foreign[:5])}{', …' if len(foreign) > 5 else ''}"
+                        if foreign else "it has no tables")
+                raise NotALedger(f"ledger {self}: not a batchgen ledger ({what}); nothing was changed. Give the "
+                                 "ledger `batchgen run` made (--ledger or BATCHGEN_LEDGER)")
+            self.created = True
+        with self.engine.connect() as c:
+            from alembic.runtime.migration import MigrationContext
+
+            current = MigrationContext.configure(c).get_current_revision() if not self.created else None
+            c.rollback()
+        head, known = schema_revisions()
+        if current == head:
+            return
+        if current is not None and current not in known:
+            raise LedgerOutdated(f"ledger {self}: written by a newer batchgen (schema {current}, unknown to this "
+                                 f"version {head}): use that batchgen or a newer one; nothing was changed")
+        if not migrate:
+            raise LedgerOutdated(f"ledger {self}: written by an older batchgen (schema {current or 'unversioned'}, "
+                                 f"this version needs {head}): run `batchgen db upgrade` on it first (this command "
+                                 "only reads and never changes it)")
+        upgrade(self.engine)
 
     def __repr__(self) -> str:
         return f"Ledger({self._safe_url!r})"

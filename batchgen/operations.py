@@ -2,8 +2,11 @@
 functions over a ledger that return plain data (dicts and lists of JSON-able values). The
 command line formats them; a script can use them as they are.
 
-Commands that only read open the ledger with ``create=False``: a mistyped ``--ledger`` is an
-error (``LedgerMissing``), never a new empty ledger.
+No command but ``run`` creates a ledger: a mistyped ``--ledger`` is an error (``LedgerMissing``),
+never a new empty ledger. Commands that only read (plan, diff, status, export, report) open it
+read-only: SQLite ``mode=ro``, no migration, no journal-mode switch, so another application's
+database is refused unchanged (``NotALedger``) and an older ledger is left to `batchgen db upgrade`
+(``LedgerOutdated``). ``verify`` records its findings but never migrates either.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import socket
 import sys
 import time
 from collections import defaultdict
@@ -22,6 +26,7 @@ from typing import IO, Any, Literal
 from .cost import PriceTable
 from .errors import BatchgenError, UsageError
 from .export import to_record, write_csv, write_json
+from .files import pid_alive
 from .jobs import ACTIVE, JobRow, JobState, RunStatus, short_key
 from .ledger import Ledger, Scope, Transition, ledger_url
 from .manifest import Manifest
@@ -33,12 +38,13 @@ Resolution = Literal["adopt", "resubmit", "abandon"]
 
 
 @contextmanager
-def open_ledger(ledger: str | Ledger | None, *, create: bool = False) -> Iterator[Ledger]:
+def open_ledger(ledger: str | Ledger | None, *, create: bool = False, readonly: bool = False,
+                migrate: bool = True) -> Iterator[Ledger]:
     """An open ledger for the block (closed after it unless the caller passed one in)."""
     if isinstance(ledger, Ledger):
         yield ledger
         return
-    led = Ledger(ledger, create=create)
+    led = Ledger(ledger, create=create, readonly=readonly, migrate=migrate)
     try:
         yield led
     finally:
@@ -73,7 +79,7 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
     m.check()
     known: dict[str, dict[str, Any]] = {}
     if isinstance(ledger, Ledger) or _ledger_exists(ledger):
-        with open_ledger(ledger) as led:
+        with open_ledger(ledger, readonly=True) as led:
             known = led.states_by_key(keys)
     buckets = {"new": 0, "done": 0, "lost": 0, "in_flight": 0, "failed": 0, "in_doubt": 0, "cancelled": 0, "queued": 0}
     for k in keys:
@@ -118,7 +124,7 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
     known: dict[str, dict[str, Any]] = {}
     last_run: dict[str, Any] | None = None
     if isinstance(ledger, Ledger) or _ledger_exists(ledger):
-        with open_ledger(ledger) as led:
+        with open_ledger(ledger, readonly=True) as led:
             old = led.manifest_members(path)
             known = led.states_by_key([j.key for j in new])
             last_run = led.last_run_of(path)
@@ -234,6 +240,11 @@ def _model_doc(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _ledger_exists(ledger: str | None) -> bool:
+    """Whether plan/diff compare with a ledger: always when one is named (``--ledger``: a
+    missing one is then an error, not an empty ledger); the default or BATCHGEN_LEDGER's only
+    when it exists (planning before the first run)."""
+    if ledger is not None:
+        return True
     url = ledger_url(ledger)
     return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
 
@@ -282,8 +293,8 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
     expires within ``expiring_within_h`` hours undownloaded, clips not as asked, and (with
     --deliver) how many clips are in object storage and which ones a run could not deliver."""
     table = prices or PriceTable.load()
-    with open_ledger(ledger) as led:
-        led.reap_dead_runs()  # a crashed run must not look alive
+    with open_ledger(ledger, readonly=True) as led:
+        local_runs = led.is_sqlite
         runs_ = led.runs(runs)
         oldest = led.unfinished(10)
         doubt = led.jobs_in_state(S.IN_DOUBT)
@@ -294,6 +305,14 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         undelivered = led.delivery_problems(20)
     now = time.time()
     at_risk = [dict(_brief(j), credits_at_risk=table.estimate(json.loads(j["request"]))) for j in doubt]
+    host = socket.gethostname()
+    for r in runs_:
+        # A crashed run must not look alive; status only reads, so it says so without recording it
+        # (the next run or `batchgen stop` does). SQLite runs are on this machine; PostgreSQL
+        # workers are judged by their heartbeat.
+        if (local_runs and r["status"] == RunStatus.RUNNING and r["host"] == host
+                and r["pid"] and not pid_alive(r["pid"])):
+            r["status"] = RunStatus.DIED
     return {
         "runs": [{"id": r["id"], "manifest": r["manifest"], "status": r["status"], "started_at": r["started_at"],
                   "finished_at": r["finished_at"], "host": r["host"], "pid": r["pid"],
@@ -388,7 +407,7 @@ def export(ledger: str | Ledger | None = None, output: Path | IO[str] | None = N
     spreadsheet would run as formulas get a leading apostrophe unless ``raw``."""
     writer: Callable[[Any, IO[str]], int] = (
         write_json if fmt == "json" else functools.partial(write_csv, raw=raw))
-    with open_ledger(ledger) as led:
+    with open_ledger(ledger, readonly=True) as led:
         rows = led.iter_export(run_id)
         if output is None or not isinstance(output, Path):
             return writer(rows, output or sys.stdout)
@@ -406,7 +425,7 @@ def export(ledger: str | Ledger | None = None, output: Path | IO[str] | None = N
 def results(ledger: str | Ledger | None = None, *, run_id: int | None = None) -> Iterator[dict[str, Any]]:
     """One record per job (or run ``run_id``'s), in manifest order: the rows ``export --json``
     writes (name, state, task id, output path, sha256, credits, error, …), streamed."""
-    with open_ledger(ledger) as led:
+    with open_ledger(ledger, readonly=True) as led:
         for j in led.iter_export(run_id):
             yield to_record(j)
 
@@ -417,7 +436,7 @@ def report(ledger: str | Ledger | None = None, output: Path = Path("report.html"
     field — a matrix field, ``model`` or ``take``); returns the summary figures it shows."""
     from .report import render
 
-    with open_ledger(ledger) as led:
+    with open_ledger(ledger, readonly=True) as led:
         try:
             return render(led.iter_export(run_id), output, title=title, run=led.run(run_id), compare=compare,
                           delivery=led.delivery_counts() if run_id is None else None)
@@ -435,7 +454,7 @@ def verify(ledger: str | Ledger | None = None, *, run_id: int | None = None, wor
 
     from .backlog import verify_rows
 
-    with open_ledger(ledger) as led:
+    with open_ledger(ledger, migrate=False) as led:
         done = [j for j in led.iter_export(run_id) if j["state"] == S.DONE and j["output_path"]]
         # Removed on purpose once delivered (run --prune-local): the store holds them, not this disk.
         rows = [j for j in done if not j["pruned_at"]]
@@ -499,8 +518,10 @@ def _lost_doc(found: Any) -> dict[str, Any]:
 
 
 def upgrade(ledger: str | None = None) -> str:
-    """Apply the ledger's migrations (creating it if need be); returns its printable name."""
-    with open_ledger(ledger, create=True) as led:
+    """Apply the ledger's migrations; returns its printable name. A SQLite ledger must exist
+    (``LedgerMissing``: never an empty one made here); a PostgreSQL database gets batchgen's
+    tables if it has none yet (setting up a cooperative ledger before its workers start)."""
+    with open_ledger(ledger, create=not ledger_url(ledger).startswith("sqlite")) as led:
         return str(led)
 
 

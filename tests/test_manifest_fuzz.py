@@ -79,7 +79,7 @@ def _plan(name: str, data: bytes) -> None:
         p.write_bytes(data)
         (Path(d) / "local.png").write_bytes(b"\x89PNG\r\n\x1a\n")
         t = time.monotonic()
-        r = CliRunner().invoke(cli, ["plan", str(p), "--ledger", str(Path(d) / "none.db"), "--json"])
+        r = CliRunner().invoke(cli, ["plan", str(p), "--json"], env={"BATCHGEN_LEDGER": str(Path(d) / "none.db")})
         elapsed = time.monotonic() - t
     assert r.exit_code in (0, 2), (r.exit_code, r.output, r.exception)
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)

@@ -20,7 +20,8 @@ IMG = "https://assets.example.com/a.png"
 
 
 def plan(path: Path, *extra: str):
-    r = CliRunner().invoke(cli, ["plan", str(path), "--ledger", str(path.parent / "none.db"), "--json", *extra])
+    r = CliRunner().invoke(cli, ["plan", str(path), "--json", *extra],
+                           env={"BATCHGEN_LEDGER": str(path.parent / "none.db")})
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
     assert "Traceback" not in r.output
     return r

@@ -65,11 +65,16 @@ def test_diff_names_added_removed_changed_and_the_credit_delta(sim_factory, tmp_
 
 def test_diff_of_a_prompt_edit_and_without_a_ledger(tmp_path):
     m = _yaml(tmp_path / "m.yaml", ["{name: a, prompt: a lighthouse at dusk with seagulls over the water}"])
-    r = run_cli(["diff", str(m), "--ledger", str(tmp_path / "none.db"), "--json"])
+    # Before the first run (no --ledger, and no ledger where BATCHGEN_LEDGER points): all new.
+    r = run_cli(["diff", str(m), "--json"], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["last_run"] is None and len(doc["added"]) == 1 and doc["credits"]["tonight"] > 0
     assert not (tmp_path / "none.db").exists()  # read-only: no ledger created
+    # A --ledger that does not exist is a mistake, not an empty ledger (issue 19).
+    r = run_cli(["diff", str(m), "--ledger", str(tmp_path / "none.db")])
+    assert r.exit_code == 2 and "no ledger at" in r.output
+    assert not (tmp_path / "none.db").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("jobs:\n  - {name: a, model: grok-imagine-text-to-video, prompt: x, duration: 99}\n")
     r = run_cli(["diff", str(bad), "--ledger", str(tmp_path / "none.db")])

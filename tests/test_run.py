@@ -206,7 +206,7 @@ def test_plan_counts_and_seconds(tmp_path):
     m.write_text("defaults: {model: grok-imagine-text-to-video, duration: 5}\n"
                  "matrix: {resolution: [480p, 720p]}\n"
                  "jobs:\n  - {name: a, prompt: one}\n  - {name: b, prompt: two, duration: 3}\n")
-    r = run_cli(["plan", str(m), "--ledger", str(tmp_path / "none.db"), "--json"])
+    r = run_cli(["plan", str(m), "--json"], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
     assert r.exit_code == 0
     doc = json.loads(r.stdout)
     assert doc["jobs"] == 4 and doc["states"]["new"] == 4
@@ -216,15 +216,15 @@ def test_plan_counts_and_seconds(tmp_path):
     assert doc["credits_estimated_total"] == pytest.approx(19.2)
     prices = tmp_path / "p.yaml"
     prices.write_text("per_second: {grok-imagine-text-to-video: {480p: 2, 720p: 3}}\n")
-    doc = json.loads(run_cli(["plan", str(m), "--ledger", str(tmp_path / "none.db"), "--json", "--prices", str(prices)]).stdout)
+    doc = json.loads(run_cli(["plan", str(m), "--json", "--prices", str(prices)], BATCHGEN_LEDGER=str(tmp_path / "none.db")).stdout)
     assert doc["credits_estimated_total"] == pytest.approx(40.0)
     (tmp_path / "veo.csv").write_text("model,prompt\nwan-2.7-reference-to-video,hello\n")
     veo = tmp_path / "veo.yaml"
     veo.write_text("unvalidated_models: [wan-2.7-reference-to-video]\nrows: veo.csv\n")
-    doc = json.loads(run_cli(["plan", str(veo), "--ledger", str(tmp_path / "none.db"), "--json"]).stdout)
+    doc = json.loads(run_cli(["plan", str(veo), "--json"], BATCHGEN_LEDGER=str(tmp_path / "none.db")).stdout)
     assert doc["video"][0]["credits_estimated"] is None
     assert not (tmp_path / "none.db").exists()  # plan never creates a ledger
-    text = run_cli(["plan", str(m), "--ledger", str(tmp_path / "none.db")])
+    text = run_cli(["plan", str(m)], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
     assert "4 job(s)" in text.stdout
 
 

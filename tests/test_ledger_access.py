@@ -1,0 +1,191 @@
+"""Ledgers that are not ours (issue 19): commands that only read (plan, diff, status, export,
+report) open the ledger read-only and never create, migrate or switch its journal mode; another
+application's database is "not a batchgen ledger" (exit 2) and left byte for byte as it was;
+an older ledger says to run `batchgen db upgrade`; only `run` creates a ledger. Through the CLI,
+on real SQLite files (and PostgreSQL where the server is up)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+
+from batchgen.ledger import _migrations_dir, make_engine
+from conftest import run_args, run_cli, write_csv_manifest
+
+MANIFEST = "defaults: {model: grok-imagine-text-to-video, prompt: a lighthouse}\njobs:\n  - {name: a, duration: 4}\n"
+
+
+def _read_only_commands(tmp_path: Path, ledger: Path | str) -> list[list[str]]:
+    m = tmp_path / "m.yaml"
+    m.write_text(MANIFEST)
+    return [["status"], ["export"], ["export", "--json"], ["report", "-o", str(tmp_path / "r.html")],
+            ["plan", str(m)], ["plan", str(m), "--explain"], ["diff", str(m)], ["plan", str(m), "--diff"]]
+
+
+def _every_command(tmp_path: Path) -> list[list[str]]:
+    return [*_read_only_commands(tmp_path, ""), ["verify"], ["db", "upgrade"], ["stop"], ["cancel", "--run", "1"],
+            ["resolve", "abcdef", "--abandon"]]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _error(r, code: int, *needles: str) -> None:
+    assert r.exit_code == code, (r.exit_code, r.output)
+    assert "Traceback" not in r.output
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_another_applications_database_is_refused_and_left_unchanged(tmp_path):
+    folder = tmp_path / "firefox"
+    folder.mkdir()
+    places = folder / "places.sqlite"
+    con = sqlite3.connect(places)
+    con.execute("PRAGMA journal_mode=DELETE")  # a rollback-journal file: WAL would be a change
+    con.execute("CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT)")
+    con.execute("INSERT INTO moz_places (url) VALUES ('https://example.com')")
+    con.commit()
+    con.close()
+    before = _snapshot(folder)
+    for cmd in _every_command(tmp_path):
+        _error(run_cli([*cmd, "--ledger", str(places)]), 2, "not a batchgen ledger", "moz_places", str(places))
+    m = write_csv_manifest(tmp_path / "m.csv", 2)
+    _error(run_cli(["run", str(m), "--simulate", "--ledger", str(places), "--out", str(tmp_path / "out")]), 2,
+           "not a batchgen ledger")
+    assert _snapshot(folder) == before  # no new table, no -wal/-shm/.lock file, same bytes
+    con = sqlite3.connect(places)
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    con.close()
+
+
+def test_a_wal_database_of_another_application_gets_no_side_files(tmp_path):
+    folder = tmp_path / "app"
+    folder.mkdir()
+    db = folder / "app.db"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE things (x)")
+    con.commit()
+    con.close()
+    before = _snapshot(folder)
+    for cmd in _read_only_commands(tmp_path, db):
+        _error(run_cli([*cmd, "--ledger", str(db)]), 2, "not a batchgen ledger")
+    assert _snapshot(folder) == before
+
+
+def test_an_empty_file_is_not_a_ledger_to_read_but_run_may_start_one(sim, tmp_path):
+    empty = tmp_path / "l.db"
+    empty.touch()
+    for cmd in _read_only_commands(tmp_path, empty):
+        _error(run_cli([*cmd, "--ledger", str(empty)]), 2, "not a batchgen ledger", "no tables")
+    assert empty.stat().st_size == 0
+    m = write_csv_manifest(tmp_path / "m.csv", 2)
+    assert run_cli(run_args(sim, m, tmp_path, "-q")).exit_code == 0
+
+
+def test_read_only_commands_never_change_a_ledger(sim, tmp_path):
+    m = write_csv_manifest(tmp_path / "m.csv", 3)
+    assert run_cli(run_args(sim, m, tmp_path, "-q")).exit_code == 0
+    ledger = tmp_path / "l.db"
+    digest = hashlib.sha256(ledger.read_bytes()).hexdigest()
+    for cmd in _read_only_commands(tmp_path, ledger):
+        r = run_cli([*cmd, "--ledger", str(ledger)])
+        assert r.exit_code == 0, (cmd, r.output)
+    assert hashlib.sha256(ledger.read_bytes()).hexdigest() == digest
+    doc = json.loads(run_cli(["status", "--ledger", str(ledger), "--json"]).stdout)
+    assert [r["status"] for r in doc["runs"]] == ["finished"]
+
+
+def test_a_ledger_named_but_missing_is_an_error_for_every_command_but_run(tmp_path):
+    missing = tmp_path / "nowhere" / "l.db"
+    for cmd in _every_command(tmp_path):
+        _error(run_cli([*cmd, "--ledger", str(missing)]), 2, "no ledger at", str(missing))
+    assert not (tmp_path / "nowhere").exists()
+    # Planning before the first run: without --ledger, a missing default ledger is "never run".
+    m = tmp_path / "m.yaml"
+    r = run_cli(["diff", str(m), "--json"], BATCHGEN_LEDGER=str(missing))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["last_run"] is None
+    assert run_cli(["plan", str(m)], BATCHGEN_LEDGER=str(missing)).exit_code == 0
+    assert not (tmp_path / "nowhere").exists()
+
+
+def _old_ledger(path: Path, revision: str) -> None:
+    engine = make_engine(f"sqlite:///{path}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    with engine.begin() as c:
+        cfg.attributes["connection"] = c
+        command.upgrade(cfg, revision)
+    engine.dispose()
+
+
+def test_an_older_ledger_is_left_to_db_upgrade(tmp_path):
+    old = tmp_path / "old.db"
+    _old_ledger(old, "0003")
+    digest = hashlib.sha256(old.read_bytes()).hexdigest()
+    for cmd in [*_read_only_commands(tmp_path, old), ["verify"]]:
+        _error(run_cli([*cmd, "--ledger", str(old)]), 2, "older batchgen", "0003", "batchgen db upgrade")
+    assert hashlib.sha256(old.read_bytes()).hexdigest() == digest
+    r = run_cli(["db", "upgrade", "--ledger", str(old)])
+    assert r.exit_code == 0, r.output
+    assert run_cli(["status", "--ledger", str(old)]).exit_code == 0
+
+
+def test_a_newer_ledger_is_refused_by_every_command(tmp_path):
+    newer = tmp_path / "new.db"
+    _old_ledger(newer, "head")
+    con = sqlite3.connect(newer)
+    con.execute("UPDATE alembic_version SET version_num = '9999'")
+    con.commit()
+    con.close()
+    for cmd in [*_read_only_commands(tmp_path, newer), ["db", "upgrade"], ["verify"]]:
+        _error(run_cli([*cmd, "--ledger", str(newer)]), 2, "newer batchgen", "9999")
+
+
+def test_status_says_a_crashed_run_died_without_writing(tmp_path):
+    ledger = tmp_path / "l.db"
+    _old_ledger(ledger, "head")
+    engine = make_engine(f"sqlite:///{ledger}")
+    import socket
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO runs (manifest, manifest_sha256, started_at, status, host, pid) "
+                       "VALUES ('m', 'x', 1, 'running', :h, 999999999)"), {"h": socket.gethostname()})
+    engine.dispose()
+    digest = hashlib.sha256(ledger.read_bytes()).hexdigest()
+    doc = json.loads(run_cli(["status", "--ledger", str(ledger), "--json"]).stdout)
+    assert [r["status"] for r in doc["runs"]] == ["died"]
+    assert hashlib.sha256(ledger.read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.postgres
+def test_read_only_commands_on_postgresql_never_create_or_migrate(pg_url, tmp_path):
+    from sqlalchemy import create_engine, inspect
+
+    for cmd in _read_only_commands(tmp_path, pg_url):
+        _error(run_cli([*cmd, "--ledger", pg_url]), 2, "not a batchgen ledger")
+    engine = create_engine(pg_url)
+    assert inspect(engine).get_table_names() == []
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    with engine.begin() as c:
+        cfg.attributes["connection"] = c
+        command.upgrade(cfg, "0003")
+    for cmd in _read_only_commands(tmp_path, pg_url):
+        _error(run_cli([*cmd, "--ledger", pg_url]), 2, "older batchgen", "batchgen db upgrade")
+    with engine.connect() as c:
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+    engine.dispose()
+    assert run_cli(["db", "upgrade", "--ledger", pg_url]).exit_code == 0
+    assert run_cli(["status", "--ledger", pg_url]).exit_code == 0
