@@ -212,6 +212,14 @@ def test_model_names_with_control_characters_never_reach_the_terminal(tmp_path):
     assert r.exit_code == 2
     assert "\x1b" not in r.output and "\x07" not in r.output
     assert "contains U+001B" in r.output
+    # Nor any other text of an entry that `batchgen models` prints: its page, a default, a choice.
+    p = _write(tmp_path, "texts.yaml", 'my-model:\n  doc: "https://x\\e]0;pwned\\a"\n  fields:\n'
+                                       '    prompt: {type: text, default: "a\\e[2Jb"}\n'
+                                       '    style: {type: enum, choices: [ok, "x\\e[31m"]}\n  output_seconds: 5\n')
+    r = _cli("models", "--models", str(p))
+    assert r.exit_code == 2 and "\x1b" not in r.output and "\x07" not in r.output
+    assert [line.split(": ")[1] for line in _problems(r.output)] == ["line 2, column 3", "line 4, column 26",
+                                                                     "line 5, column 39"]
 
 
 # ------------------------------------------------------------------ files that are not files
