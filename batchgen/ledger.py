@@ -111,7 +111,7 @@ def make_engine(url: str, *, create: bool = True, readonly: bool = False) -> Eng
     """An engine for the ledger at ``url``. ``create=False`` (commands that do not start runs)
     refuses a SQLite file that does not exist instead of creating it and its folders.
     ``readonly`` (commands that only read): SQLite is opened ``mode=ro`` with ``query_only`` and
-    its journal mode left as it is; a PostgreSQL session is ``default_transaction_read_only``.
+    its journal mode left as it is; a PostgreSQL session is READ ONLY (``SET SESSION CHARACTERISTICS``).
     Nothing can then be written, whatever a method tries."""
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
