@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from .client import Api, Secret, TaskInfo
     from .cost import PriceTable
     from .errors import (
-        ApiError, BatchgenError, DownloadError, ErrorClass, LedgerBusy, LedgerError, LedgerMissing, ManifestError,
-        Problem, UsageError,
+        ApiError, BatchgenError, DataFileError, DownloadError, ErrorClass, LedgerBusy, LedgerError, LedgerMissing,
+        LedgerOutdated, ManifestError, NotALedger, Problem, UsageError,
     )
     from .jobs import Job, JobRow, JobState, RunStatus, job_key, request_sha256, short_key
     from .ledger import Ledger
@@ -42,14 +42,15 @@ _EXPORTS = {
     "audit": "", "media": "", "operations": "", "Api": "client", "Secret": "client", "TaskInfo": "client", "PriceTable": "cost",
     "ApiError": "errors", "BatchgenError": "errors", "DownloadError": "errors", "ErrorClass": "errors",
     "LedgerBusy": "errors", "LedgerError": "errors", "LedgerMissing": "errors", "ManifestError": "errors",
+    "DataFileError": "errors", "LedgerOutdated": "errors", "NotALedger": "errors",
     "Problem": "errors", "UsageError": "errors", "Job": "jobs", "JobRow": "jobs", "JobState": "jobs",
     "RunStatus": "jobs", "job_key": "jobs", "request_sha256": "jobs", "short_key": "jobs", "Ledger": "ledger", "Manifest": "manifest",
     "Prepared": "runner", "RunResult": "runner", "execute": "runner", "prepare": "runner", "run": "runner",
     "RunOptions": "scheduler", "SimConfig": "simulator", "Simulator": "simulator",
 }
 __all__ = [
-    "Api", "ApiError", "BatchgenError", "DownloadError", "ErrorClass", "Job", "JobRow", "JobState", "Ledger",
-    "LedgerBusy", "LedgerError", "LedgerMissing", "Manifest", "ManifestError", "Prepared", "PriceTable", "Problem",
+    "Api", "ApiError", "BatchgenError", "DataFileError", "DownloadError", "ErrorClass", "Job", "JobRow", "JobState", "Ledger",
+    "LedgerBusy", "LedgerError", "LedgerMissing", "LedgerOutdated", "Manifest", "ManifestError", "NotALedger", "Prepared", "PriceTable", "Problem",
     "RunOptions", "RunResult", "RunStatus", "Secret", "SimConfig", "Simulator", "TaskInfo", "UsageError",
     "__version__", "audit", "execute", "media", "job_key", "operations", "prepare", "request_sha256", "run", "short_key",
 ]
