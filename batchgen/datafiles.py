@@ -278,7 +278,7 @@ def _kind_of(v: Any) -> str:
     if isinstance(v, int | float):
         return f"the number {v}"
     if isinstance(v, str):
-        return f"the text {_show(v)}"
+        return "text"  # not echoed: a file given by mistake (a .env) must not have its secrets printed
     return "a mapping" if isinstance(v, Mapping) else "a list" if isinstance(v, list) else type(v).__name__
 
 

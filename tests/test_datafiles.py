@@ -350,3 +350,13 @@ def test_every_rule_kind_builds_a_rule(tmp_path):
             {k: sample[shape] for k, shape in keys.items()}]}}, "x")
         assert problems == [], (kind, problems)
         assert len(entries["m"].rules) == 1
+
+
+def test_a_secrets_file_given_by_mistake_is_refused_without_printing_it(tmp_path):
+    m = _write(tmp_path, "m.yaml", MANIFEST)
+    for body in ("BATCHGEN_API_KEY=sk-live-canary-123\n", "BATCHGEN_API_KEY: sk-live-canary-123\n",
+                 "AWS_SECRET_ACCESS_KEY: sk-live-canary-123\nper_second: {}\n"):
+        env = _write(tmp_path, ".env", body)
+        for args in (["models", "--models", str(env)], ["plan", str(m), "--prices", str(env)]):
+            r = _cli(*args)
+            assert r.exit_code == 2 and "canary" not in r.output, r.output
