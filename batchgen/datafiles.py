@@ -62,8 +62,6 @@ _KIND_KEYS = {"str": ("choices", "max_len"), "int": ("choices", "min", "max", "a
 ENTRY_KEYS = ("doc", "sources", "read_on", "fields", "rules", "refs", "output_seconds", "duration_tolerance",
               "audio", "aspect_field", "open")
 PRICE_KEYS = ("unit", "per_second", "assumed_seconds")
-# Request keys a manifest uses itself: a catalog field of that name could never be sent.
-_RESERVED_FIELDS = frozenset({"model", "name", "take", "output"})
 
 # --------------------------------------------------------------------------- rule kinds
 # The shapes a rule key's value may take. Each is checked (naming what is wrong) and converted
@@ -391,9 +389,8 @@ def _field(ck: _Checker, node: Any, model: str, fname: Any, d: Any) -> FieldSpec
         return None
     ctx = f"model '{model}', field '{fname}'"
     before = len(ck.problems) + ck.truncated
-    if fname in _RESERVED_FIELDS:
-        ck.problem(node, fname, ctx, f"'{fname}' is a manifest key of its own (model, name, take, output), "
-                                     "never sent as a request field")
+    if fname == "model":
+        ck.problem(node, fname, ctx, "`model` names the model in every request: it cannot be a field of one")
     if not isinstance(d, Mapping) or not isinstance(d.get("type"), str) or d["type"] not in KINDS:
         got = d.get("type") if isinstance(d, Mapping) else d
         ck.problem(d if isinstance(d, Mapping) and "type" in d else node, "type" if isinstance(d, Mapping) and

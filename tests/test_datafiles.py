@@ -129,7 +129,7 @@ def test_a_manifests_models_file_problems_name_that_file(tmp_path):
     ("fields: {prompt: {type: text}, n: {type: int, min: 10, max: 2}}", "`min` 10 is above `max` 2"),
     ("fields: {prompt: {type: text}, d: {type: bool, default: 'no'}}", "the default must itself be true or false"),
     ("fields: {prompt: {type: text, max: 3}}", "`max` does not apply to a text field"),
-    ("fields: {prompt: {type: text}, name: {type: text}}", "'name' is a manifest key of its own"),
+    ("fields: {prompt: {type: text}, model: {type: text}}", "`model` names the model in every request"),
     ("fields: {prompt: {type: txt}}", "needs `type:` one of"),
     ("fields: {prompt: {type: text}, duration: {type: int, max: 10}}", "a duration needs `min:`"),
     ("fields: {prompt: {type: text}, duration: {type: int, min: -5, max: 10}}", "a duration needs `min:`"),
