@@ -130,6 +130,8 @@ def make_engine(url: str, *, create: bool = True, readonly: bool = False) -> Eng
     db = u.database
     if db and db != ":memory:":
         path = Path(db)
+        if path.exists() and not path.is_file():  # a FIFO would block the first read forever
+            raise NotALedger(f"ledger {path}: not a batchgen ledger (not a regular file); nothing was changed")
         if (not create or readonly) and not path.is_file():
             raise LedgerMissing(f"no ledger at {path} (give --ledger or BATCHGEN_LEDGER; `batchgen run` creates one)")
         if not readonly:

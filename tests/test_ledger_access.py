@@ -189,3 +189,14 @@ def test_read_only_commands_on_postgresql_never_create_or_migrate(pg_url, tmp_pa
     engine.dispose()
     assert run_cli(["db", "upgrade", "--ledger", pg_url]).exit_code == 0
     assert run_cli(["status", "--ledger", pg_url]).exit_code == 0
+
+
+def test_a_ledger_path_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "l.fifo"
+    os.mkfifo(fifo)  # opening it to read its header would wait for a writer forever
+    m = write_csv_manifest(tmp_path / "m.csv", 1)
+    for ledger in (fifo, tmp_path):
+        for cmd in [*_every_command(tmp_path), ["run", str(m), "--simulate", "--out", str(tmp_path / "out")]]:
+            _error(run_cli([*cmd, "--ledger", str(ledger)]), 2, "not a regular file")
