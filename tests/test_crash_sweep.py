@@ -17,16 +17,18 @@ from conftest import check_invariants, write_csv_manifest
 pytestmark = pytest.mark.slow
 
 N_JOBS = 5
-# point → in-doubt jobs expected after recovery (the create's outcome cannot be known)
+# point → in-doubt jobs expected after recovery (the create's outcome cannot be known). A
+# render slot is freed once the result is ready (issue 21), so while a job downloads, the next
+# job's create may be on the wire: a kill at a download point leaves that one in doubt, or none.
 POINTS = {
-    "before_intent": 0,
-    "after_intent": 1,
-    "before_post": 1,
-    "after_response_before_record": 1,
-    "after_record": 0,
-    "mid_download": 0,
-    "after_download_before_rename": 0,
-    "after_rename_before_record": 0,
+    "before_intent": {0},
+    "after_intent": {1},
+    "before_post": {1},
+    "after_response_before_record": {1},
+    "after_record": {0},
+    "mid_download": {0, 1},
+    "after_download_before_rename": {0, 1},
+    "after_rename_before_record": {0, 1},
 }
 SCENARIOS = [(p, n) for p in POINTS for n in (1, (N_JOBS + 1) // 2, N_JOBS)]
 
@@ -55,8 +57,8 @@ def test_crash_point(sim_factory, tmp_path, point, nth):
     assert r.returncode in (0, 1), r.stderr.decode()
     stats = check_invariants(sim.truth(), tmp_path / "l.db", tmp_path / "out")
     assert stats["duplicates"] == 0
-    assert stats["in_doubt"] == POINTS[point]
-    assert stats["done"] == N_JOBS - POINTS[point]
+    assert stats["in_doubt"] in POINTS[point]
+    assert stats["done"] == N_JOBS - stats["in_doubt"]
     led = Ledger(str(tmp_path / "l.db"))
     try:
         assert led.check_integrity() == "ok"

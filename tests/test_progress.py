@@ -47,7 +47,7 @@ def test_run_prints_plain_progress_lines_when_not_a_tty(sim_factory, tmp_path):
     sim = sim_factory(render_min=1.5, render_max=2.5)
     m = write_csv_manifest(tmp_path / "m.csv", 6)
     r = run_cli(run_args(sim, m, tmp_path, "--progress-every", "1"))
-    assert r.exit_code == 0
+    assert r.exit_code == 0, r.output
     lines = [l for l in r.stderr.splitlines() if "jobs/min" in l]
     assert len(lines) >= 1 and ("submitted=" in r.stderr or "rendering=" in r.stderr)
 
