@@ -20,12 +20,14 @@ N_JOBS = 5
 # point → in-doubt jobs expected after recovery (the create's outcome cannot be known). A
 # render slot is freed once the result is ready (issue 21), so while a job downloads, the next
 # job's create may be on the wire: a kill at a download point leaves that one in doubt, or none.
+# The same after a task id's commit: with 20-50 ms renders, that job may be ready (its slot
+# free, the next intent committed in the same group) before the commit's callback runs.
 POINTS = {
     "before_intent": {0},
     "after_intent": {1},
     "before_post": {1},
     "after_response_before_record": {1},
-    "after_record": {0},
+    "after_record": {0, 1},
     "mid_download": {0, 1},
     "after_download_before_rename": {0, 1},
     "after_rename_before_record": {0, 1},
