@@ -6,6 +6,9 @@ YAML/CSV). The command line maps ``exit_code`` to the process's exit status in o
     ├── UsageError                exit 2   bad option or argument
     ├── ManifestError             exit 2   every problem of a manifest, each with file/row/field
     │   └── DataFileError         exit 2   every problem of a models file or price table, each with file/line/column
+    ├── OutputRefused             exit 2   a file to write names no place for one (a device, FIFO,
+    │                                      folder or socket; a missing folder; outside --out)
+    ├── OutputFailed              exit 7   the file system refused to write a file (read-only, permission, full)
     ├── LedgerError               exit 7   the ledger cannot be used (read-only, locked, corrupt, full disk…)
     │   ├── LedgerMissing         exit 2   a command that only reads named a ledger that does not exist
     │   ├── NotALedger            exit 2   the database is another application's (no batchgen tables)
@@ -94,6 +97,20 @@ class DataFileError(ManifestError):
     def __init__(self, problems: list[Problem], *, subject: str = "the models file", truncated: int = 0) -> None:
         super().__init__(problems, truncated=truncated)
         self.subject = subject
+
+
+class OutputRefused(UsageError):
+    """A file batchgen was asked to write (export -o, report -o, --report, --metrics-file, a clip
+    or picture under --out) names no place for a regular file: the target exists and is a
+    device, FIFO, folder or socket, its folder does not exist, or it resolves outside --out.
+    Nothing was written or replaced."""
+
+
+class OutputFailed(BatchgenError):
+    """The file system refused to write a file batchgen was asked to write (read-only file
+    system, permission denied, disk full, I/O error). Nothing was written or replaced."""
+
+    exit_code = EXIT_ENVIRONMENT
 
 
 class LedgerError(BatchgenError):

@@ -1,23 +1,35 @@
 """Output files: containment inside ``--out``, atomic writes (temp, fsync, rename, fsync dir),
-and the checks a downloaded video must pass before it reaches its final path."""
+and the checks a downloaded video must pass before it reaches its final path.
+
+Every file batchgen writes goes through this module: clips (``AtomicFile``), and everything else
+(export, report, metrics, pictures) through ``atomic_output``, which refuses a target that exists
+and is not a regular file (a device, FIFO, folder or socket is never replaced), writes ``-`` to
+stdout where the caller allows it, and writes a regular file as temp + fsync + rename.
+``check_output_target`` and ``check_out_dir`` are the same checks as pure functions for a
+preflight: they return a problem (or None) and leave nothing behind."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
-import os
 import itertools
+import os
 import re
 import socket
+import stat
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import IO, Any, Literal, TypeVar, overload
 
 from . import crash
+from .errors import DownloadError, OutputFailed, OutputRefused
 
 MP4_BRANDS_BOX = b"ftyp"
 T = TypeVar("T")
@@ -26,16 +38,239 @@ _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 STALE_TEMP_AGE = 3600.0  # a temp file nobody wrote to for an hour belongs to no live download
 
 
+def _resolve(path: str | os.PathLike[str]) -> Path:
+    """``Path.resolve`` with a symlink loop as a ValueError (RuntimeError up to Python 3.12,
+    OSError since)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:
+        raise ValueError(f"{os.fspath(path)}: cannot be resolved ({getattr(e, 'strerror', None) or e})") from None
+
+
 def resolve_inside(out_dir: str | os.PathLike[str], relative: str) -> Path:
     """Final path of ``relative`` under ``out_dir``; refuses anything that would land outside it
     (``..``, absolute paths, or a symlinked folder pointing elsewhere)."""
-    root = Path(out_dir).resolve()
+    root = _resolve(out_dir)
     if "\x00" in relative or os.path.isabs(relative):
         raise ValueError(f"output name {relative!r} is not a relative path")
-    target = (root / relative).resolve()
+    target = _resolve(root / relative)
     if root != target and root not in target.parents:
         raise ValueError(f"output name {relative!r} escapes the output directory {root}")
     return target
+
+
+def inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
+    """Whether ``path``, resolved (symlinks included), is ``root`` or lies under it."""
+    try:
+        r, p = _resolve(root), _resolve(path)
+    except ValueError:
+        return False
+    return r == p or r in p.parents
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _not_regular(path: Path, *, follow: bool = True) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (None otherwise)."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return None  # unreadable metadata: the write itself will say why
+    if stat.S_ISREG(st.st_mode) or (not follow and stat.S_ISLNK(st.st_mode)):
+        return None
+    return _kind(st.st_mode)
+
+
+def _target(path: str | os.PathLike[str], what: str) -> Path:
+    """The real path a file named ``path`` is written to (symlinks followed, so a link to a
+    regular file keeps pointing at the new content); raises OutputRefused when it is a device,
+    FIFO, folder or socket, or its folder does not exist."""
+    shown = f"{what} {os.fspath(path)}".strip()
+    if not os.fspath(path) or "\x00" in os.fspath(path):
+        raise OutputRefused(f"{what} {os.fspath(path)!r}: not a file name".strip())
+    try:
+        final = _resolve(path)
+    except ValueError as e:
+        raise OutputRefused(f"{what} {e}".strip()) from None
+    kind = _not_regular(final)
+    if kind is not None:
+        raise OutputRefused(f"{shown}: it exists and is {kind}, not a regular file; refusing to replace it")
+    if not final.parent.is_dir():
+        raise OutputRefused(f"{shown}: the folder {final.parent} does not exist")
+    return final
+
+
+_REFUSED_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG})
+
+
+def _os_error(what: str, path: str | os.PathLike[str], e: OSError) -> OutputRefused | OutputFailed:
+    """One cause, one code: a path that names no place for the file is bad input (exit 2); a
+    file system that refuses to write (read-only, permission, full) is the environment (exit 7)."""
+    why = e.strerror or type(e).__name__
+    shown = f"{what} {os.fspath(path)}".strip()
+    if e.errno in _REFUSED_ERRNOS:
+        return OutputRefused(f"{shown}: {why}")
+    return OutputFailed(f"cannot write {shown}: {why}")
+
+
+def _temp_name(final: Path, suffix: str = "tmp") -> Path:
+    return final.with_name(f".{final.name}.{_HOST}-{os.getpid()}-{next(_temp_ids)}.{suffix}")
+
+
+@overload
+def atomic_output(path: str | os.PathLike[str], *, what: str, binary: Literal[False] = ..., durable: bool = ...,
+                  allow_stdout: bool = ..., root: str | os.PathLike[str] | None = ...,
+                  ) -> contextlib.AbstractContextManager[IO[str]]: ...
+
+
+@overload
+def atomic_output(path: str | os.PathLike[str], *, what: str, binary: Literal[True], durable: bool = ...,
+                  allow_stdout: bool = ..., root: str | os.PathLike[str] | None = ...,
+                  ) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+
+
+def atomic_output(path: str | os.PathLike[str], *, what: str, binary: bool = False, durable: bool = True,
+                  allow_stdout: bool = False, root: str | os.PathLike[str] | None = None,
+                  ) -> contextlib.AbstractContextManager[Any]:
+    """Write one file through a ``with`` block: a text (or ``binary``) stream on a sibling temp
+    file, fsynced (``durable``), renamed over ``path`` and the folder fsynced when the block
+    ends without an error; on any error the temp file is removed and ``path`` is untouched.
+
+    ``what`` names the file in messages ("--report", "export -o"). ``-`` is stdout when
+    ``allow_stdout``. ``root``: the file must resolve (symlinks included) inside that folder
+    (``--out``). Raises ``OutputRefused`` (exit 2) for a target that is a device, FIFO, folder or
+    socket, in a missing folder or outside ``root``, and ``OutputFailed`` (exit 7) when the file
+    system refuses the write. An existing file keeps its permission bits."""
+    return _atomic_output(path, what=what, binary=binary, durable=durable, allow_stdout=allow_stdout, root=root)
+
+
+@contextlib.contextmanager
+def _atomic_output(path: str | os.PathLike[str], *, what: str, binary: bool, durable: bool, allow_stdout: bool,
+                   root: str | os.PathLike[str] | None) -> Iterator[Any]:
+    if os.fspath(path) == "-":
+        if not allow_stdout:
+            raise OutputRefused(f"{what} -: needs a file name here (stdout is not available for it)")
+        stream: Any = sys.stdout.buffer if binary else sys.stdout
+        yield stream
+        stream.flush()
+        return
+    if root is not None and not inside(root, path):
+        raise OutputRefused(f"{what} {os.fspath(path)}: resolves outside the output folder {os.fspath(root)}")
+    final = _target(path, what)
+    try:
+        mode = stat.S_IMODE(os.stat(final).st_mode)
+    except OSError:
+        mode = None
+    tmp = _temp_name(final)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as e:
+        raise _os_error(what, path, e) from None
+    committed = False
+    try:
+        f: Any = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
+        with f:
+            yield f
+            f.flush()
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+            if durable:
+                os.fsync(f.fileno())
+        # Re-checked right before the rename: a FIFO made meanwhile is still never replaced.
+        kind = _not_regular(final)
+        if kind is not None:
+            raise OutputRefused(f"{what} {os.fspath(path)}: it exists and is {kind}, not a regular file; "
+                                "refusing to replace it")
+        os.replace(tmp, final)
+        committed = True
+        if durable:
+            fsync_dir(final.parent)
+    except OSError as e:
+        if committed:
+            return  # written and renamed; only the folder's fsync failed
+        raise _os_error(what, path, e) from None
+    finally:
+        if not committed:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _probe(folder: Path) -> str | None:
+    """Create and remove a real temp file in ``folder``: the only test of writability that
+    also sees read-only mounts, ACLs and full quotas. None when it worked, else why not."""
+    tmp = _temp_name(folder / "probe", "probe")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    return None
+
+
+def ensure_output_target(path: str | os.PathLike[str], *, what: str) -> None:
+    """Raise what writing a file at ``path`` later would raise (``OutputRefused``: a device,
+    FIFO, folder or socket, a missing folder; ``OutputFailed``: the folder takes no new file,
+    probed with a real temp file that is removed again). ``-`` (stdout) passes."""
+    if os.fspath(path) == "-":
+        return
+    final = _target(path, what)
+    tmp = _temp_name(final.parent / "probe", "probe")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as e:
+        raise _os_error(what, path, e) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+def check_output_target(path: str | os.PathLike[str]) -> str | None:
+    """For a preflight: what is wrong with writing a file at ``path`` later (``--report``,
+    ``--metrics-file``, ``export -o``), or None. ``-`` (stdout) is fine. The target may not be
+    a device, FIFO, folder or socket; its folder must exist and take a new file (probed with a
+    real temp file, removed again). Writes nothing lasting."""
+    try:
+        ensure_output_target(path, what="")
+    except (OutputRefused, OutputFailed) as e:
+        return str(e).strip()
+    return None
+
+
+def check_out_dir(path: str | os.PathLike[str]) -> str | None:
+    """For a preflight: what is wrong with ``path`` as ``--out``, or None. An existing folder
+    must take a new file (probed with a real temp file, removed again); a missing one must be
+    creatable (its nearest existing ancestor is a folder that takes a new file). Creates nothing."""
+    shown = os.fspath(path)
+    try:
+        real = _resolve(path)
+    except ValueError as e:
+        return str(e)
+    folder = real
+    while not folder.exists():
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        mode = os.stat(folder).st_mode
+        kind = "a file" if stat.S_ISREG(mode) else _kind(mode)
+        if folder == real:
+            return f"{shown}: it is {kind}, not a folder"
+        return f"{shown}: cannot be created: {folder} is {kind}, not a folder"
+    why = _probe(folder)
+    if why is None:
+        return None
+    return f"{shown}: cannot write in {folder}: {why}" if folder == real else \
+        f"{shown}: cannot be created in {folder}: {why}"
 
 
 class OutputDir:
@@ -54,7 +289,11 @@ class OutputDir:
             self._parents[head] = parent
         if not name or name in (".", "..") or "\x00" in name or "\\" in name:
             raise ValueError(f"output name {relative!r} has no valid file name")
-        return parent / name
+        final = parent / name
+        kind = _not_regular(final, follow=False)
+        if kind is not None:
+            raise ValueError(f"output {final} exists and is {kind}, not a regular file; refusing to replace it")
+        return final
 
 
 def looks_like_mp4(head: bytes) -> bool:
@@ -128,6 +367,10 @@ class AtomicFile:
         os.close(self._fd)
         self._fd = None
         crash.point("after_download_before_rename")
+        kind = _not_regular(self.final, follow=False)
+        if kind is not None:  # made since the path was checked: still never replaced
+            raise DownloadError(f"output {self.final} exists and is {kind}, not a regular file; refusing to replace it",
+                                permanent=True, code="bad_output_path")
         os.replace(self.tmp, self.final)
         self._done = True
 

@@ -159,11 +159,27 @@ def picture_names(output: str) -> tuple[str, str]:
     return f"{base}.poster.jpg", f"{base}.sheet.jpg"
 
 
-def picture_paths(output_path: str, output: str) -> tuple[str, str]:
-    """Where a clip's poster and contact sheet live: ``<out>/.batchgen/<output>.poster.jpg``."""
+def picture_paths(output_path: str, output: str) -> tuple[str | None, str | None]:
+    """Where a clip's poster and contact sheet live: ``<out>/.batchgen/<output>.poster.jpg``;
+    (None, None) — no pictures, said once per output folder — when either would resolve
+    (symlinks included: a linked ``.batchgen`` folder) outside the output folder."""
+    from .files import inside
+
     root = output_path[: -len(output)] if output_path.endswith(output) else str(Path(output_path).parent) + "/"
-    poster, sheet = picture_names(output)
-    return str(Path(root) / poster), str(Path(root) / sheet)
+    poster, sheet = (str(Path(root) / name) for name in picture_names(output))
+    if inside(root, poster) and inside(root, sheet):
+        return poster, sheet
+    if root not in _refused_roots:
+        _refused_roots.add(root)
+        import logging
+
+        logging.getLogger("batchgen").warning(
+            f"no posters or contact sheets under {root}: {Path(root) / PICTURES_DIR} leads outside the output "
+            "folder (a symlink?); pictures are only written inside it")
+    return None, None
+
+
+_refused_roots: set[str] = set()
 
 
 def _duration(c: Any, vs: Any) -> float | None:
@@ -226,12 +242,18 @@ def _save_sheet(thumbs: list[Any], path: str) -> None:
 
 
 def _write_atomic(path: str, img: Any) -> None:
-    """Pictures are derived data (a re-verify redraws them): temp + rename, no fsync."""
+    """Pictures are derived data (a re-verify redraws them): temp + rename, no fsync. A device,
+    FIFO or folder at ``path`` is refused, never replaced (``files.atomic_output``)."""
+    from .errors import BatchgenError
+    from .files import atomic_output
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    img.convert("RGB").save(tmp, "JPEG", quality=78)
-    os.replace(tmp, p)
+    try:
+        with atomic_output(p, what="picture", binary=True, durable=False) as f:
+            img.convert("RGB").save(f, "JPEG", quality=78)
+    except BatchgenError as e:  # the caller treats a picture it cannot write as no picture
+        raise OSError(str(e)) from None
 
 
 # ------------------------------------------------------------------ comparison

@@ -1,6 +1,7 @@
 """``run --metrics-file PATH``: a Prometheus text-format file for node_exporter's textfile
-collector, rewritten atomically (``prometheus_client.write_to_textfile``: a temporary file
-renamed over the old one) every progress interval and when the run ends.
+collector, rewritten atomically (``files.atomic_output``: a temporary file renamed over the
+old one; a device, FIFO or folder at that path is refused, never replaced) every progress
+interval and when the run ends.
 
 Every series carries the manifest's path as a label, so several nightly manifests can write
 their own files into one collector folder. Timestamps are Unix seconds (alert on
@@ -13,8 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from . import files
 from .errors import EXIT_MEANINGS
 
 
@@ -80,8 +82,11 @@ def write(path: Path, m: RunMetrics) -> None:
     gauge("batchgen_clips_delivered", "Done clips at the delivery destination", m.delivered)
     gauge("batchgen_clips_undelivered", "Done clips not (yet) at the delivery destination", m.undelivered)
     gauge("batchgen_metrics_updated_timestamp_seconds", "When this file was written", time.time())
+    # node_exporter reads the folder on every scrape: the file only ever appears whole. Not
+    # fsynced — it is rewritten every few seconds and a crash loses nothing but a sample.
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), reg)
+    with files.atomic_output(path, what="--metrics-file", binary=True, durable=False) as f:
+        f.write(generate_latest(reg))
 
 
 __all__ = ["RunMetrics", "write"]

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from . import files
 from .cost import PriceTable
 from .errors import BatchgenError, UsageError
 from .export import to_record, write_csv, write_json
@@ -407,19 +408,15 @@ def export(ledger: str | Ledger | None = None, output: Path | IO[str] | None = N
     spreadsheet would run as formulas get a leading apostrophe unless ``raw``."""
     writer: Callable[[Any, IO[str]], int] = (
         write_json if fmt == "json" else functools.partial(write_csv, raw=raw))
+    if isinstance(output, Path):
+        # Refused before the ledger is read: a device, FIFO or folder is never replaced.
+        files.ensure_output_target(output, what="the export")
     with open_ledger(ledger, readonly=True) as led:
         rows = led.iter_export(run_id)
         if output is None or not isinstance(output, Path):
             return writer(rows, output or sys.stdout)
-        tmp = output.with_name(output.name + ".tmp")
-        try:
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                n = writer(rows, f)
-            os.replace(tmp, output)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise UsageError(f"cannot write {output}: {e.strerror}") from None
-        return n
+        with files.atomic_output(output, what="the export", allow_stdout=True) as f:
+            return writer(rows, f)
 
 
 def results(ledger: str | Ledger | None = None, *, run_id: int | None = None) -> Iterator[dict[str, Any]]:
@@ -437,11 +434,8 @@ def report(ledger: str | Ledger | None = None, output: Path = Path("report.html"
     from .report import render
 
     with open_ledger(ledger, readonly=True) as led:
-        try:
-            return render(led.iter_export(run_id), output, title=title, run=led.run(run_id), compare=compare,
-                          delivery=led.delivery_counts() if run_id is None else None)
-        except OSError as e:
-            raise UsageError(f"cannot write {output}: {e.strerror}") from None
+        return render(led.iter_export(run_id), output, title=title, run=led.run(run_id), compare=compare,
+                      delivery=led.delivery_counts() if run_id is None else None)
 
 
 def verify(ledger: str | Ledger | None = None, *, run_id: int | None = None, workers: int | None = None,

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import files
 from .jobs import UNFINISHED, JobRow, JobState
 from .media import PICTURES_DIR
 
@@ -244,8 +245,10 @@ def _cut(s: str | None, n: int) -> str | None:
 def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen report",
            run: dict[str, Any] | None = None, compare: str | None = None,
            delivery: dict[str, int] | None = None) -> dict[str, Any]:
-    """Write the report; return the summary figures it shows. ``delivery``: the ledger's
-    delivered / not yet delivered counts (``Ledger.delivery_counts``, what status shows)."""
+    """Write the report (``-``: stdout, links relative to the current folder; see
+    ``files.atomic_output`` for what is refused); return the summary figures it shows.
+    ``delivery``: the ledger's delivered / not yet delivered counts (``Ledger.delivery_counts``,
+    what status shows)."""
     base_dir = report_path.resolve().parent
     strings = _Strings()
     states: Counter[str] = Counter()
@@ -393,9 +396,8 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
 <script type="application/octet-stream" id="data" data-encoding="gzip+base64">{blob}</script>
 <script>{_JS}</script></body></html>
 """
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    os.replace(tmp, report_path)
+    with files.atomic_output(report_path, what="the report", allow_stdout=True) as f:
+        f.write(doc)
     return {"jobs": total, "states": dict(states), "credits": credits,
             "failures": {k: len(v) for k, v in failures.items()}, "verified": dict(verified),
             "median_submit_to_complete_s": med, "bytes": len(doc.encode()), "delivery": delivery}

@@ -24,7 +24,8 @@ from . import logs, metrics, notify
 from .client import DEFAULT_API_BASE, Api, Client, Secret, api_key_from_env
 from .deliver import Destination, Store, open_store
 from .errors import (
-    EXIT_DELIVERY, EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, BatchgenError, ManifestError, Problem, UsageError,
+    EXIT_DELIVERY, EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, BatchgenError, ManifestError, OutputFailed, OutputRefused,
+    Problem, UsageError,
 )
 from .files import OutputDir, remove_stale_temp_files
 from .jobs import Job, JobRow, JobState, RunStatus, short_key
@@ -305,10 +306,10 @@ def _write_metrics(path: Path, m: metrics.RunMetrics) -> None:
     try:
         metrics.write(path, m)
         _metrics_failing.discard(path)
-    except OSError as e:  # monitoring never fails the run; the next write may succeed (said once)
+    except (OSError, OutputRefused, OutputFailed) as e:  # monitoring never fails the run; said once
         if path not in _metrics_failing:
             _metrics_failing.add(path)
-            log.warning(f"cannot write --metrics-file {path}: {e.strerror or e}")
+            log.warning(str(e) if not isinstance(e, OSError) else f"cannot write --metrics-file {path}: {e.strerror or e}")
 
 
 async def _write_metrics_while(sched: Scheduler, prepared: Prepared, opts: RunOptions) -> None:
