@@ -25,11 +25,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
-from . import crash, media
+from . import crash, media, redact
 from .errors import DeliveryError, UsageError
 
 CHUNK = 1024 * 1024
@@ -50,20 +50,36 @@ class Destination:
     prefix: str
 
     @classmethod
-    def parse(cls, url: str) -> Destination:
-        u = urlsplit(url.strip())
+    def parse(cls, url: str, *, what: str = "--deliver") -> Destination:
+        """The one parser of a destination (``run``, ``plan`` and the manifest's ``deliver:``
+        all use it, so ``plan`` refuses what ``run`` would). Messages show the URL redacted."""
+        shown = redact.url(url) if isinstance(url, str) else repr(url)
+        label = f"{what} {shown}".strip()
+        if not isinstance(url, str):
+            raise UsageError(f"{label}: expected s3://BUCKET/PREFIX/ (an S3 or S3-compatible store)")
+        try:
+            u = urlsplit(url.strip())
+        except ValueError:
+            raise UsageError(f"{label}: not a URL; expected s3://BUCKET/PREFIX/") from None
         if u.scheme != "s3" or not u.netloc:
-            raise UsageError(f"--deliver {url!r}: expected s3://BUCKET/PREFIX/ (an S3 or S3-compatible store)")
+            raise UsageError(f"{label}: expected s3://BUCKET/PREFIX/ (an S3 or S3-compatible store)")
+        if "@" in u.netloc:
+            raise UsageError(f"{label}: credentials do not belong in the URL (it is printed and recorded); "
+                             "use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment (or AWS_PROFILE)")
         if u.query or u.fragment:
-            raise UsageError(f"--deliver {url!r}: no ?query or #fragment in a destination")
+            raise UsageError(f"{label}: no ?query or #fragment in a destination")
         if not _BUCKET.fullmatch(u.netloc) or ".." in u.netloc:
-            raise UsageError(f"--deliver {url!r}: {u.netloc!r} is not a valid bucket name (3-63 characters: "
+            raise UsageError(f"{label}: {u.netloc!r} is not a valid bucket name (3-63 characters: "
                              "lower-case letters, digits, '.' and '-')")
         prefix = u.path.lstrip("/")
         if prefix and not prefix.endswith("/"):
             prefix += "/"
-        if any(part in ("..", ".") for part in PurePosixPath(prefix).parts):
-            raise UsageError(f"--deliver {url!r}: the prefix may not contain '.' or '..' segments")
+        # Split by hand: PurePosixPath would fold "a/./b" into "a/b" and hide the "." it had.
+        segments = prefix[:-1].split("/") if prefix else []
+        if any(seg in ("", ".", "..") for seg in segments):
+            raise UsageError(f"{label}: the prefix may not contain '.', '..' or empty segments")
+        if any(ord(c) < 32 or c in "\\\x7f" for c in prefix):
+            raise UsageError(f"{label}: the prefix may not contain control characters or '\\'")
         return cls(u.netloc, prefix)
 
     def key(self, relative: str) -> str:
@@ -149,7 +165,7 @@ class S3Store:
 
     # -- errors: translated at this one boundary ------------------------------------------
     def _where(self) -> str:
-        return f"{self.destination}" + (f" at {self.endpoint}" if self.endpoint else "")
+        return f"{self.destination}" + (f" at {redact.url(self.endpoint)}" if self.endpoint else "")
 
     def _error(self, e: Exception, doing: str) -> DeliveryError:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -172,7 +188,8 @@ class S3Store:
             return DeliveryError(f"delivery to {self._where()}: {doing} refused ({code or status}): {hint}",
                                  fatal=code in _FATAL_CODES)
         if isinstance(e, BotoCoreError | OSError):
-            why = " ".join(str(e).split())  # one line
+            # One line; botocore quotes the endpoint URL it was given.
+            why = redact.scrub(" ".join(str(e).split()), [self.endpoint or ""])
             return DeliveryError(f"delivery to {self._where()}: {doing} failed: {type(e).__name__}: {why}"[:400])
         raise e
 
@@ -231,13 +248,52 @@ def open_store(url: str, *, endpoint_url: str | None = None) -> Store:
     """The store for ``--deliver URL`` (``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` apply when no
     endpoint is given, as in every AWS SDK)."""
     dest = Destination.parse(url)
-    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = check_endpoint(endpoint_url)
     try:
         return S3Store(dest, endpoint_url=endpoint)
     except ImportError as e:  # pragma: no cover — boto3 is a dependency
         raise UsageError(f"--deliver needs boto3: {e}") from None
     except ValueError as e:  # botocore's own checks (a malformed endpoint URL)
-        raise UsageError(f"--deliver-endpoint {endpoint!r}: {e}") from None
+        raise UsageError(f"--deliver-endpoint {redact.url(endpoint or '')}: "
+                         f"{redact.scrub(str(e), [endpoint or ''])}") from None
+
+
+def check_endpoint(endpoint_url: str | None) -> str | None:
+    """The S3 endpoint to use (``--deliver-endpoint``, else ``AWS_ENDPOINT_URL_S3`` /
+    ``AWS_ENDPOINT_URL`` as in every AWS SDK), refused (UsageError) unless it is an http(s) URL
+    with a host and without credentials: those come from the AWS environment, never a URL."""
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return None
+    what = "--deliver-endpoint" if endpoint_url else "AWS_ENDPOINT_URL"
+    try:
+        u = urlsplit(endpoint.strip())
+        host = u.hostname
+        u.port  # noqa: B018 — raises ValueError for a port that is not a number
+    except ValueError:
+        raise UsageError(f"{what} {redact.url(endpoint)}: not a URL (expected http(s)://HOST[:PORT])") from None
+    if u.scheme not in ("http", "https") or not host:
+        raise UsageError(f"{what} {redact.url(endpoint)}: expected http(s)://HOST[:PORT]")
+    if "@" in u.netloc:
+        raise UsageError(f"{what} {redact.url(endpoint)}: credentials do not belong in the URL (it is printed "
+                         "and recorded); use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment")
+    return endpoint.strip()
+
+
+def check(url: str | None, endpoint_url: str | None = None) -> list[str]:
+    """For a preflight (``plan`` and ``run``): what is wrong with a destination and its endpoint,
+    without contacting the store. Empty when both parse."""
+    problems = []
+    if url is not None:
+        try:
+            Destination.parse(url)
+        except UsageError as e:
+            problems.append(str(e))
+    try:
+        check_endpoint(endpoint_url)
+    except UsageError as e:
+        problems.append(str(e))
+    return problems
 
 
 def deliver_clip(store: Store, output: str, path: Path, sha256: str, pictures: tuple[str | None, str | None],
@@ -273,5 +329,5 @@ def prune_local(*paths: Path | str | None) -> None:
             Path(p).unlink(missing_ok=True)
 
 
-__all__ = ["Destination", "S3Store", "Store", "Stored", "deliver_clip", "file_digests", "open_store", "prune_local",
-           "recorded", "recorded_detail"]
+__all__ = ["Destination", "S3Store", "Store", "Stored", "check", "check_endpoint", "deliver_clip", "file_digests",
+           "open_store", "prune_local", "recorded", "recorded_detail"]

@@ -49,7 +49,7 @@ import yaml
 
 from . import jobs as jobs_module
 from . import datafiles, names, specs, yamlsafe
-from .errors import DataFileError, ManifestError, Problem
+from .errors import DataFileError, ManifestError, Problem, UsageError
 from .jobs import Job, canonical_json, key_from_json, short_key
 from .names import TemplateError
 
@@ -282,7 +282,14 @@ class Manifest:
         if dest is not None and not (isinstance(dest, str) and dest.strip().startswith("s3://")):
             self._problem(line("deliver"), "deliver", "must be an s3://bucket/prefix/ URL (quoted)")
         elif dest is not None:
-            self.deliver = dest.strip()
+            from .deliver import Destination
+
+            try:  # the parser `run` uses: `plan` refuses the same destinations
+                Destination.parse(dest, what="")
+            except UsageError as e:
+                self._problem(line("deliver"), "deliver", str(e))
+            else:
+                self.deliver = dest.strip()
         jobs = doc.get("jobs")
         if jobs is None:
             jobs = []

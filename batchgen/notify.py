@@ -6,8 +6,10 @@ spent against ``--max-credits``, credits at risk in in-doubt jobs, results still
 downloaded (their URLs expire 24 h after completion), clips that are not what was asked, the
 delivery, the report, and the run id with the ledger (receivers drop duplicates by it).
 
-A notification that cannot be sent is logged and never changes the run's outcome. Notification
-URLs carry their service's tokens: they are never logged, only their scheme and host.
+A notification that cannot be sent is logged and never changes the run's outcome (``send``
+never raises). Notification URLs carry their service's tokens: they are never printed, logged
+or sent, only their redacted form (``redact.url``: the scheme and a host that names a machine).
+``check`` lets a run refuse a URL apprise cannot parse before anything is paid for.
 """
 
 from __future__ import annotations
@@ -15,16 +17,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from contextlib import contextmanager
+from collections.abc import Iterator
 
-from . import logs
+from . import logs, redact
 from .errors import EXIT_DELIVERY, EXIT_FAILED, EXIT_MEANINGS, EXIT_OK
 
 
 def shown(url: str) -> str:
-    """A notification URL without its secrets: scheme and host only."""
-    u = urlsplit(url)
-    return f"{u.scheme}://{u.hostname or '…'}"
+    """A notification URL without its secrets (``redact.url``)."""
+    return redact.url(url)
 
 
 def compose(summary: dict[str, Any], *, ledger: str, report: str | None = None,
@@ -78,44 +80,103 @@ class _Collect(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:  # noqa: BLE001 — a badly formatted library record is not worth a failure
+            self.messages.append(str(record.msg))
 
 
-def send(urls: Sequence[str], title: str, body: str, level: str = "info") -> list[str]:
-    """Send to every URL; returns what went wrong (already logged), empty when all were sent."""
-    import apprise
-
-    problems: list[str] = []
+@contextmanager
+def _apprise_lines() -> Iterator[_Collect]:
+    """apprise's log lines quote the URLs they were given: collected here (and redacted by the
+    caller) instead of reaching the run's log."""
     alog = logging.getLogger("apprise")
-    alog.propagate = False  # its lines could name a URL: collected and redacted below instead
+    propagate, alog.propagate = alog.propagate, False
     collect = _Collect()
     alog.addHandler(collect)
     try:
-        for url in urls:
-            a = apprise.Apprise()
-            if not a.add(url):
-                problems.append(f"{shown(url)}: not a notification URL apprise understands")
-                continue
-            try:
-                ok = bool(a.notify(body=body, title=title, notify_type=getattr(apprise.NotifyType, level.upper(),
-                                                                                apprise.NotifyType.INFO)))
-            except Exception as e:  # noqa: BLE001 — a notification never fails the run
-                ok, collect.messages = False, [*collect.messages, f"{type(e).__name__}"]
-            if not ok:
-                why = "; ".join(_redact(m, urls) for m in collect.messages[-2:]) or "not delivered"
-                problems.append(f"{shown(url)}: {why}"[:300])
-            collect.messages.clear()
+        yield collect
     finally:
         alog.removeHandler(collect)
+        alog.propagate = propagate
+
+
+def _why_not(url: str) -> str | None:
+    """Why apprise cannot use ``url`` (redacted), or None when it parses."""
+    if redact.url(url) == "…":
+        return "not a URL (expected SERVICE://…, such as json://HOST/PATH or mailto://USER@DOMAIN)"
+    import apprise
+
+    with _apprise_lines():
+        try:
+            ok = bool(apprise.Apprise().add(url))
+        except Exception:  # noqa: BLE001 — apprise raises for some malformed URLs instead of refusing them
+            ok = False
+    return None if ok else "not a notification URL apprise understands (https://github.com/caronc/apprise/wiki)"
+
+
+def check(urls: Sequence[str]) -> list[str]:
+    """For a preflight: one line per ``--notify`` URL apprise cannot use (redacted), empty when
+    every one parses. Sends nothing."""
+    problems = []
+    for url in urls:
+        why = _why_not(url)
+        if why is not None:
+            problems.append(f"--notify {redact.url(url)}: {why}")
+    return problems
+
+
+def send(urls: Sequence[str], title: str, body: str, level: str = "info") -> list[str]:
+    """Send to every URL; returns what went wrong (already logged, redacted), empty when all
+    were sent. Never raises: a notification cannot change how a run ended."""
+    problems: list[str] = []
+    for url in urls:
+        try:
+            why = _send_one(url, title, body, level)
+        except Exception as e:  # noqa: BLE001 — a notification never fails the run
+            why = f"{type(e).__name__}"
+        if why is not None:
+            problems.append(f"{redact.url(url)}: {redact.scrub(why, urls)}"[:300])
     for p in problems:
         logs.log.warning(f"notification failed: {p}")
     return problems
 
 
-def _redact(message: str, urls: Sequence[str]) -> str:
-    for u in urls:
-        message = message.replace(u, shown(u))
-    return message
+def run_ended(urls: Sequence[str], summary: dict[str, Any], *, ledger: str, report: str | None = None,
+              max_credits: float | None = None) -> list[str]:
+    """``compose`` and ``send`` the message for a run that ended (or could not start); never
+    raises, whatever the summary or the URLs hold. Returns the problems, as ``send``."""
+    if not urls:
+        return []
+    try:
+        title, body, level = compose(summary, ledger=ledger, report=report, max_credits=max_credits)
+    except Exception as e:  # noqa: BLE001 — a notification never fails the run
+        logs.log.warning(f"notification not sent: the message could not be composed ({type(e).__name__})")
+        return [f"compose: {type(e).__name__}"]
+    return send(urls, title, body, level)
 
 
-__all__ = ["compose", "send", "shown"]
+def _send_one(url: str, title: str, body: str, level: str) -> str | None:
+    """Why the message did not reach ``url``, or None. Each URL gets its own collector, so one
+    URL's complaint never shows up in another's failure line."""
+    why = _why_not(url)
+    if why is not None:
+        return why
+    import apprise
+
+    with _apprise_lines() as collect:
+        a = apprise.Apprise()
+        if not a.add(url):
+            return "not a notification URL apprise understands"
+        kind = getattr(apprise.NotifyType, level.upper(), apprise.NotifyType.INFO)
+        try:
+            ok = bool(a.notify(body=body, title=title, notify_type=kind))
+        except Exception as e:  # noqa: BLE001 — a notification never fails the run
+            ok = False
+            collect.messages.append(type(e).__name__)
+        if ok:
+            return None
+        return "; ".join(collect.messages[-2:]) or "not delivered"
+
+
+__all__ = ["check", "compose", "run_ended", "send", "shown"]

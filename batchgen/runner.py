@@ -353,12 +353,13 @@ def run(manifest: str | Path | Manifest, *, out_dir: str | Path = "out", ledger:
                       deliver=deliver, deliver_endpoint=deliver_endpoint, report=report, catalog=catalog)
     except BatchgenError as e:  # the run could not start (or the ledger failed): say so too
         if notify_urls:
-            summary = {"exit_code": e.exit_code, "error": str(e).splitlines()[0][:500], "manifest": str(manifest)}
-            notify.send(notify_urls, *notify.compose(summary, ledger=where))
+            summary = {"exit_code": e.exit_code, "error": (str(e).splitlines() or [""])[0][:500],
+                       "manifest": str(manifest)}
+            notify.run_ended(notify_urls, summary, ledger=where)
         raise
-    if notify_urls:
-        notify.send(notify_urls, *notify.compose(result.as_dict(), ledger=where, report=str(report) if report else None,
-                                                 max_credits=options.max_credits if options else None))
+    # Never raises: a notification cannot change the run's exit code.
+    notify.run_ended(notify_urls, result.as_dict(), ledger=where, report=str(report) if report else None,
+                     max_credits=options.max_credits if options else None)
     return result
 
 
@@ -419,7 +420,8 @@ def api_identity(api_base: str, simulated: bool) -> str:
     if simulated:
         return "simulator"
     u = urlsplit(api_base.strip())
-    return f"{u.scheme.lower()}://{u.netloc.lower()}{u.path.rstrip('/')}"
+    netloc = u.netloc.rpartition("@")[2].lower()  # recorded per job: never a user:password
+    return f"{u.scheme.lower()}://{netloc}{u.path.rstrip('/')}"
 
 
 def _shown(api: str) -> str:
