@@ -35,13 +35,15 @@ Exit codes:
   1  some jobs failed or are in doubt, or a delivered clip is not what was asked
      (see `batchgen export`, `batchgen resolve`, `batchgen verify`)
   2  bad input or usage (nothing was submitted), or no ledger where one was expected,
-     a database that is not a batchgen ledger, or one to `batchgen db upgrade` first
+     a database that is not a batchgen ledger, or one to `batchgen db upgrade` first,
+     or a file to write names a device, FIFO, folder, missing folder or leaves --out
   3  stopped before every job finished (signal or `batchgen stop`, retries exhausted,
      task timeout, --max-credits reached, output disk full): re-run to resume
   4  the balance is too low (HTTP 402): submission stopped, paid tasks collected
   5  another `batchgen run` holds this SQLite ledger (PostgreSQL: several may run)
   6  the API refused the key (HTTP 401)
-  7  the ledger or a file cannot be used (read-only, locked, corrupt, disk full)
+  7  the ledger or a file cannot be used (read-only, permission, locked, corrupt,
+     disk full)
   8  --deliver: the destination refused (credentials, missing bucket) before anything
      was submitted, or clips are rendered and kept locally but not all delivered
      (the next run delivers them without rendering them again)
@@ -466,7 +468,7 @@ def _print_result(r: RunResult, as_json: bool) -> None:
 @cli.command()
 @ledger_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to this file instead of stdout.")
+              help="Write to this file instead of stdout (atomically; a device, FIFO or folder is refused).")
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
 @click.option("--json", "as_json", is_flag=True, help="JSON array instead of CSV (exact; params as an object).")
 @click.option("--raw", is_flag=True,
@@ -480,7 +482,7 @@ def export(ledger: str | None, output: Path | None, run_id: int | None, as_json:
     are prefixed with an apostrophe (safe to open in Excel/LibreOffice/Sheets); --raw keeps
     them exact."""
     n = operations.export(ledger, output, run_id=run_id, fmt="json" if as_json else "csv", raw=raw)
-    _done(quiet, f"exported {n} job(s)" + (f" to {output}" if output else ""))
+    _done(quiet, f"exported {n} job(s)" + (f" to {output}" if output and str(output) != "-" else ""))
 
 
 # ---------------------------------------------------------------------------------- resolve
@@ -689,7 +691,8 @@ def recover(ledger: str | None, prices: Path | None, rerender: bool, yes: bool, 
 @cli.command()
 @ledger_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
-              show_default=True, help="The HTML file to write (keep it beside the videos' folder: links are relative).")
+              show_default=True, help="The HTML file to write (keep it beside the videos' folder: links are relative; "
+                                      "'-': stdout).")
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
 @click.option("--title", default="batchgen report", show_default=True, help="Page title and heading.")
 @click.option("--compare", metavar="FIELD", default=None,

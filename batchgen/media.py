@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,13 +55,78 @@ def worker_init(parent: int) -> None:
 def pool(workers: int | None = None) -> Any:
     """A process pool for ``inspect``: spawned (the caller has threads a fork would copy
     mid-operation), one worker per core (the run itself mostly waits on the network), each tied
-    to this process's life."""
-    import multiprocessing
+    to this process's life. Its workers do not import the caller's ``__main__`` (see
+    ``_spawn_context``): a plain script calling ``batchgen.run`` is not run again in each."""
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(workers or max(1, os.cpu_count() or 1),
-                               mp_context=multiprocessing.get_context("spawn"),
+    return ProcessPoolExecutor(workers or max(1, os.cpu_count() or 1), mp_context=_spawn_context(),
                                initializer=worker_init, initargs=(os.getpid(),))
+
+
+def _spawn_context() -> Any:
+    """The "spawn" start method, except that a worker does not re-import the parent's main
+    module. multiprocessing's spawn runs the parent's ``__main__`` again in every child (as
+    ``__mp_main__``) so that functions defined there can be unpickled; a script without an
+    ``if __name__ == "__main__":`` guard then starts a whole second run per worker (the ledger's
+    lock refuses it with a traceback, and the clip is left unverified). The workers only ever
+    run this module's functions, so the main module is left out of what each child prepares."""
+    import multiprocessing
+    import sys
+
+    if sys.platform == "win32":  # pragma: no cover — POSIX spawn only; Windows keeps the default
+        return multiprocessing.get_context("spawn")
+    _install_no_main_hook()
+    return _NoMainContext()
+
+
+class _NoMain(threading.local):
+    active = False
+
+
+_no_main = _NoMain()
+
+
+def _install_no_main_hook() -> None:
+    """Wrap ``multiprocessing.spawn.get_preparation_data`` once: unchanged for every caller
+    except a thread launching one of our workers (thread-local flag), for which the entries that
+    make the child import ``__main__`` are dropped."""
+    from multiprocessing import spawn
+
+    original = spawn.get_preparation_data
+    if getattr(original, "_batchgen_no_main", False):
+        return
+
+    def get_preparation_data(name: str) -> dict[str, Any]:
+        data: dict[str, Any] = original(name)
+        if _no_main.active:
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+        return data
+
+    get_preparation_data._batchgen_no_main = True  # type: ignore[attr-defined]
+    spawn.get_preparation_data = get_preparation_data
+
+
+if sys.platform != "win32":
+    # Module level: the process object is pickled to the child, so its class must be importable.
+    from multiprocessing import context as _mp_context
+    from multiprocessing import popen_spawn_posix as _popen_spawn_posix
+
+    class _NoMainPopen(_popen_spawn_posix.Popen):
+        def _launch(self, process_obj: Any) -> None:
+            _no_main.active = True
+            try:
+                super()._launch(process_obj)  # type: ignore[misc]
+            finally:
+                _no_main.active = False
+
+    class _NoMainProcess(_mp_context.SpawnProcess):
+        @staticmethod
+        def _Popen(process_obj: Any) -> Any:
+            return _NoMainPopen(process_obj)
+
+    class _NoMainContext(_mp_context.SpawnContext):
+        Process = _NoMainProcess
 
 
 @dataclass

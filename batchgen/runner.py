@@ -12,7 +12,9 @@ asynchronous, everything above it is not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -396,9 +398,15 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
     if opts.prune_local and opts.deliver is None:
         raise UsageError("--prune-local only with --deliver (or `deliver:` in the manifest): local files are "
                          "removed only once the store holds them")
+    absent = [] if isinstance(ledger, Ledger) else _absent_ledger_files(ledger, simulated=sim_cfg is not None)
     led = ledger if isinstance(ledger, Ledger) else Ledger(ledger, simulated=sim_cfg is not None)
     try:
-        prepared = prepare(led, m, opts)
+        try:
+            prepared = prepare(led, m, opts)
+        except BaseException:
+            if absent and led.created:
+                _discard_new_ledger(led, absent)  # refused before anything was recorded: leave nothing
+            raise
         _announce(prepared, m, led)
         result = _sync(_execute(led, prepared, opts, api_base, key, sim_cfg, display, handle_signals))
         if report is not None:
@@ -412,6 +420,53 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
     finally:
         if not isinstance(ledger, Ledger):
             led.close()
+
+
+_SQLITE_SIDE_FILES = ("", "-journal", "-wal", "-shm", ".lock")
+
+
+def _absent_ledger_files(ledger: str | None, *, simulated: bool) -> list[Path]:
+    """The files of a SQLite ledger (and its lock) that do not exist yet: the ones a refused run
+    must remove again. Empty when the ledger file exists (or is not a file)."""
+    from sqlalchemy.engine import make_url
+
+    from .ledger import ledger_url
+
+    try:
+        u = make_url(ledger_url(ledger, simulated=simulated))
+    except Exception:  # noqa: BLE001 — the Ledger itself says what is wrong with the URL
+        return []
+    db = u.database if u.get_backend_name() == "sqlite" else None
+    if not db or db == ":memory:" or os.path.lexists(db):
+        return []
+    absent = [Path(db + suffix) for suffix in _SQLITE_SIDE_FILES if not os.path.lexists(db + suffix)]
+    folder = Path(db).parent
+    while not folder.exists() and folder.parent != folder:  # folders the ledger's open creates
+        absent.append(folder)
+        folder = folder.parent
+    return absent
+
+
+def _discard_new_ledger(led: Ledger, files: list[Path]) -> None:
+    """Remove the ledger this run created and refused to use (nothing recorded: ``prepare``
+    rolled back), with its lock file. Only while holding its lock: a process that opened the
+    new ledger meanwhile keeps it."""
+    try:
+        led.acquire_lock()
+    except BatchgenError:
+        return
+    try:
+        led.engine.dispose()
+        for f in files:  # files first, then the folders they were in (innermost first)
+            with contextlib.suppress(FileNotFoundError):
+                if f.is_dir() and not f.is_symlink():
+                    f.rmdir()
+                else:
+                    f.unlink()
+    except OSError as e:
+        log.warning(f"could not remove the new, empty ledger {led}: {e.strerror}")
+    finally:
+        led.release_lock()
 
 
 def api_identity(api_base: str, simulated: bool) -> str:
