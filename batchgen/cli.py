@@ -368,10 +368,10 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--notify", "notify_urls", multiple=True, metavar="URL",
               help="apprise URL (slack://…, mailto://…, ntfy://…, json://host/path …) that gets one message "
                    "when the run ends (repeatable). A failed notification never fails the run.")
-@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--metrics-file", type=click.Path(path_type=Path), default=None,
               help="Prometheus text file (node_exporter textfile collector), rewritten atomically every "
                    "--progress-every seconds and at the end.")
-@click.option("--report", "report_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--report", "report_to", type=click.Path(path_type=Path), default=None,
               help="Write the HTML report there when the run ends (named in the notification).")
 @models_option
 def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None, concurrency: int, rpm: float,
@@ -467,7 +467,7 @@ def _print_result(r: RunResult, as_json: bool) -> None:
 # ---------------------------------------------------------------------------------- export
 @cli.command()
 @ledger_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Write to this file instead of stdout (atomically; a device, FIFO or folder is refused).")
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
 @click.option("--json", "as_json", is_flag=True, help="JSON array instead of CSV (exact; params as an object).")
@@ -690,7 +690,7 @@ def recover(ledger: str | None, prices: Path | None, rerender: bool, yes: bool, 
 # ---------------------------------------------------------------------------------- report
 @cli.command()
 @ledger_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("report.html"),
               show_default=True, help="The HTML file to write (keep it beside the videos' folder: links are relative; "
                                       "'-': stdout).")
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
