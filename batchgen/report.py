@@ -249,7 +249,9 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
     ``files.atomic_output`` for what is refused); return the summary figures it shows.
     ``delivery``: the ledger's delivered / not yet delivered counts (``Ledger.delivery_counts``,
     what status shows)."""
-    base_dir = report_path.resolve().parent
+    # Refused before the page is built (a device, FIFO, folder, symlink loop, missing folder).
+    files.ensure_output_target(report_path, what="the report")
+    base_dir = Path.cwd() if str(report_path) == "-" else report_path.resolve().parent
     strings = _Strings()
     states: Counter[str] = Counter()
     verified: Counter[str] = Counter()

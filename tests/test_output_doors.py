@@ -116,6 +116,13 @@ def test_one_exit_code_per_cause(done_ledger, tmp_path, tmpfs):
     if files.check_output_target("/sys/batchgen-probe.html") is not None:
         r = run_cli(["export", "--ledger", str(led), "-o", "/sys/batchgen-probe.html"])
         assert r.exit_code == 7 and "cannot write the export /sys/batchgen-probe.html" in r.output
+    # a symlink loop: one line, exit 2, for export, report and run --report
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for cmd in (["export"], ["report"]):
+        r = run_cli([*cmd, "--ledger", str(led), "-o", str(tmp_path / "loop")])
+        assert r.exit_code == 2 and r.output.strip().splitlines() == [
+            f"error: the {cmd[0]} {tmp_path / 'loop'}: cannot be resolved (Symlink loop from '{tmp_path / 'loop'}')"] \
+            or (r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "loop" in r.output), r.output
     # an existing report keeps its permission bits when rewritten
     rep = tmp_path / "kept.html"
     rep.write_text("old")
