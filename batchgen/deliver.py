@@ -57,6 +57,8 @@ class Destination:
         label = f"{what} {shown}".strip()
         if not isinstance(url, str):
             raise UsageError(f"{label}: expected s3://BUCKET/PREFIX/ (an S3 or S3-compatible store)")
+        if any(ord(c) < 32 or c in "\\\x7f" for c in url.strip()):  # urlsplit would drop tabs and newlines
+            raise UsageError(f"{label}: control characters and '\\' are not allowed in a destination")
         try:
             u = urlsplit(url.strip())
         except ValueError:
@@ -78,8 +80,6 @@ class Destination:
         segments = prefix[:-1].split("/") if prefix else []
         if any(seg in ("", ".", "..") for seg in segments):
             raise UsageError(f"{label}: the prefix may not contain '.', '..' or empty segments")
-        if any(ord(c) < 32 or c in "\\\x7f" for c in prefix):
-            raise UsageError(f"{label}: the prefix may not contain control characters or '\\'")
         return cls(u.netloc, prefix)
 
     def key(self, relative: str) -> str:

@@ -43,6 +43,7 @@ def _dead_port() -> int:
     ("http://AKIA:wJalrXUtnFEMI@minio.local:9000", "http://***@minio.local:9000"),
     ("s3://renders/nightly/", "s3://renders/nightly/"),
     ("s3://KEY:SECRET@renders/x/", "s3://***@renders/x/"),
+    ("s3://renders/a\x1b[31mred/", "s3://renders/a\\x1b[31mred/"),
 ])
 def test_one_redaction_for_every_url(url, shown):
     assert redact.url(url) == shown
@@ -123,7 +124,8 @@ def test_credentials_in_a_destination_url_are_refused_and_never_echoed(sim_facto
     assert sim.truth()["creates"] == []
 
 
-@pytest.mark.parametrize("dest", ["s3://", "s3://renders/a/./b/", "s3://renders/a/../b/", "s3://renders/a//b/",
+@pytest.mark.parametrize("dest", ["s3://", "s3://renders/a/./b/", "s3://renders/a\\nb/", "s3://renders/a\\x1b[2Jb/",
+                                  "s3://renders/a/../b/", "s3://renders/a//b/",
                                   "s3://Renders/x/", "s3://renders/x/?v=1", "gs://renders/x/"])
 def test_plan_refuses_what_run_refuses(sim_factory, tmp_path, dest):
     sim = sim_factory(seed=198)
