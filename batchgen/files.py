@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import IO, Any, Literal, TypeVar, overload
 
 from . import crash
+from .redact import printable
 from .errors import DownloadError, OutputFailed, OutputRefused
 
 MP4_BRANDS_BOX = b"ftyp"
@@ -93,18 +94,24 @@ def _target(path: str | os.PathLike[str], what: str) -> Path:
     """The real path a file named ``path`` is written to (symlinks followed, so a link to a
     regular file keeps pointing at the new content); raises OutputRefused when it is a device,
     FIFO, folder or socket, or its folder does not exist."""
-    shown = f"{what} {os.fspath(path)}".strip()
+    shown = printable(f"{what} {os.fspath(path)}".strip())
     if not os.fspath(path) or "\x00" in os.fspath(path):
         raise OutputRefused(f"{what} {os.fspath(path)!r}: not a file name".strip())
     try:
         final = _resolve(path)
     except ValueError as e:
-        raise OutputRefused(f"{what} {e}".strip()) from None
+        raise OutputRefused(printable(f"{what} {e}".strip())) from None
     kind = _not_regular(final)
     if kind is not None:
         raise OutputRefused(f"{shown}: it exists and is {kind}, not a regular file; refusing to replace it")
-    if not final.parent.is_dir():
-        raise OutputRefused(f"{shown}: the folder {final.parent} does not exist")
+    try:
+        parent_is_dir = stat.S_ISDIR(os.stat(final.parent).st_mode)
+    except FileNotFoundError:
+        parent_is_dir = False
+    except OSError as e:  # a folder on the way that may not be looked into
+        raise _os_error(what, path, e) from None
+    if not parent_is_dir:
+        raise OutputRefused(f"{shown}: the folder {printable(str(final.parent))} does not exist")
     return final
 
 
@@ -115,7 +122,7 @@ def _os_error(what: str, path: str | os.PathLike[str], e: OSError) -> OutputRefu
     """One cause, one code: a path that names no place for the file is bad input (exit 2); a
     file system that refuses to write (read-only, permission, full) is the environment (exit 7)."""
     why = e.strerror or type(e).__name__
-    shown = f"{what} {os.fspath(path)}".strip()
+    shown = printable(f"{what} {os.fspath(path)}".strip())
     if e.errno in _REFUSED_ERRNOS:
         return OutputRefused(f"{shown}: {why}")
     return OutputFailed(f"cannot write {shown}: {why}")
@@ -163,7 +170,7 @@ def _atomic_output(path: str | os.PathLike[str], *, what: str, binary: bool, dur
         stream.flush()
         return
     if root is not None and not inside(root, path):
-        raise OutputRefused(f"{what} {os.fspath(path)}: resolves outside the output folder {os.fspath(root)}")
+        raise OutputRefused(printable(f"{what} {os.fspath(path)}: resolves outside the output folder {os.fspath(root)}"))
     final = _target(path, what)
     try:
         mode = stat.S_IMODE(os.stat(final).st_mode)
@@ -187,8 +194,8 @@ def _atomic_output(path: str | os.PathLike[str], *, what: str, binary: bool, dur
         # Re-checked right before the rename: a FIFO made meanwhile is still never replaced.
         kind = _not_regular(final)
         if kind is not None:
-            raise OutputRefused(f"{what} {os.fspath(path)}: it exists and is {kind}, not a regular file; "
-                                "refusing to replace it")
+            raise OutputRefused(printable(f"{what} {os.fspath(path)}: it exists and is {kind}, not a regular file; "
+                                          "refusing to replace it"))
         os.replace(tmp, final)
         committed = True
         if durable:
@@ -250,27 +257,28 @@ def check_out_dir(path: str | os.PathLike[str]) -> str | None:
     """For a preflight: what is wrong with ``path`` as ``--out``, or None. An existing folder
     must take a new file (probed with a real temp file, removed again); a missing one must be
     creatable (its nearest existing ancestor is a folder that takes a new file). Creates nothing."""
-    shown = os.fspath(path)
+    shown = printable(os.fspath(path))
     try:
         real = _resolve(path)
     except ValueError as e:
-        return str(e)
+        return printable(str(e))
     folder = real
-    while not folder.exists():
-        if folder.parent == folder:
-            break
-        folder = folder.parent
-    if folder.exists() and not folder.is_dir():
+    try:
+        while not os.path.lexists(folder) and folder.parent != folder:
+            folder = folder.parent
         mode = os.stat(folder).st_mode
+    except OSError as e:  # a folder on the way that may not be looked into
+        return f"{shown}: {e.strerror or type(e).__name__}"
+    if not stat.S_ISDIR(mode):
         kind = "a file" if stat.S_ISREG(mode) else _kind(mode)
         if folder == real:
             return f"{shown}: it is {kind}, not a folder"
-        return f"{shown}: cannot be created: {folder} is {kind}, not a folder"
+        return f"{shown}: cannot be created: {printable(str(folder))} is {kind}, not a folder"
     why = _probe(folder)
     if why is None:
         return None
-    return f"{shown}: cannot write in {folder}: {why}" if folder == real else \
-        f"{shown}: cannot be created in {folder}: {why}"
+    where = printable(str(folder))
+    return f"{shown}: cannot write in {where}: {why}" if folder == real else f"{shown}: cannot be created in {where}: {why}"
 
 
 class OutputDir:

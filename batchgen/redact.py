@@ -56,10 +56,10 @@ def url(text: str) -> str:
     else:
         path = "/…" if u.path.strip("/") and where != "…" else ""
     rest = "?…" if (u.query or u.fragment) and where != "…" else ""
-    return _printable(f"{scheme}://{creds}{where}{path}{rest}")
+    return printable(f"{scheme}://{creds}{where}{path}{rest}")
 
 
-def _printable(s: str) -> str:
+def printable(s: str) -> str:
     """Control characters (a newline, a terminal escape sequence) shown as escapes: a message
     stays one line and cannot drive the terminal it is printed on."""
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in s)
@@ -90,4 +90,4 @@ def _pieces(raw: str) -> list[str]:
     return sorted((p for p in parts if len(p) >= 6 and p not in keep), key=len, reverse=True)
 
 
-__all__ = ["scrub", "url"]
+__all__ = ["printable", "scrub", "url"]
