@@ -124,6 +124,10 @@ def test_one_exit_code_per_cause(done_ledger, tmp_path, tmpfs):
         lines = r.output.strip().splitlines()
         assert r.exit_code == 2 and len(lines) == 1, r.output
         assert lines[0].startswith(f"error: the {cmd[0]} {tmp_path / 'loop'}: cannot be resolved"), r.output
+    # a path with a newline and a terminal escape: still one line, escaped
+    r = run_cli(["export", "--ledger", str(led), "-o", str(tmp_path / "no\x1b[2Jdir" / "a\nb.csv")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "\x1b" not in r.output, r.output
+    assert "no\\x1b[2Jdir/a\\x0ab.csv" in r.output
     # an existing report keeps its permission bits when rewritten
     rep = tmp_path / "kept.html"
     rep.write_text("old")
