@@ -169,7 +169,7 @@ def test_canary_no_secret_anywhere(sim_factory, s3, tmp_path):
         r = subprocess.run([sys.executable, "-m", "batchgen", *run_args(
             sim, m, tmp_path, "--deliver", DEST, "--notify", notify_ok, "--notify", notify_dead,
             "--metrics-file", str(tmp_path / "m.prom"), "--report", str(tmp_path / "report.html"),
-            "--log-file", str(tmp_path / "run.log"), "--json", "--max-credits", "1000")],
+            "--log-file", str(tmp_path / "run.log"), "--log-format", "json", "--json", "--max-credits", "1000")],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
         assert r.returncode in (0, 1), r.stderr
         e = subprocess.run([sys.executable, "-m", "batchgen", "export", "--ledger", str(tmp_path / "l.db"), "-o",
@@ -202,4 +202,4 @@ def test_canary_no_secret_anywhere(sim_factory, s3, tmp_path):
         for name, secret in secrets.items():
             assert secret.encode() not in data, f"the {name} appears in the {where}"
     # and the failure line still says which notification failed, redacted
-    assert f"json://***@127.0.0.1:" in r.stderr
+    assert "json://***@127.0.0.1:" in r.stderr
