@@ -179,6 +179,22 @@ def test_verify_never_writes_pictures_through_a_symlinked_batchgen_folder(sim_fa
     assert [(j["verify"], j["poster"], j["contact_sheet"]) for j in rows] == [("ok", None, None)] * 2
 
 
+def test_a_fifo_where_a_poster_goes_is_left_alone(sim_factory, tmp_path):
+    sim = sim_factory(seed=190)
+    m = write_csv_manifest(tmp_path / "m.csv", 2)
+    assert run_cli(run_args(sim, m, tmp_path, "--no-verify")).exit_code == 0
+    pictures = tmp_path / "out" / ".batchgen"
+    pictures.mkdir()
+    os.mkfifo(pictures / "shot0000.mp4.poster.jpg")
+    r = run_cli(["verify", "--ledger", str(tmp_path / "l.db"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["counts"] == {"ok": 2}, r.output
+    assert stat.S_ISFIFO(os.lstat(pictures / "shot0000.mp4.poster.jpg").st_mode)
+    assert (pictures / "shot0001.mp4.poster.jpg").is_file()  # the other clip's pictures are drawn
+    rows = {j["name"]: j for j in json.loads(run_cli(["export", "--ledger", str(tmp_path / "l.db"), "--json"]).stdout)}
+    assert rows["shot0000"]["poster"] is None and rows["shot0001"]["poster"]
+    assert sorted(p.name for p in pictures.iterdir() if p.name.startswith(".")) == []  # no temp files left
+
+
 def test_a_run_never_writes_outside_out(sim_factory, tmp_path):
     """Clips through a symlinked sub-folder and pictures through a symlinked .batchgen: nothing
     lands outside --out (the job is refused, before or after paying, and says why), and clips
