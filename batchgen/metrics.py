@@ -83,8 +83,8 @@ def write(path: Path, m: RunMetrics) -> None:
     gauge("batchgen_clips_undelivered", "Done clips not (yet) at the delivery destination", m.undelivered)
     gauge("batchgen_metrics_updated_timestamp_seconds", "When this file was written", time.time())
     # node_exporter reads the folder on every scrape: the file only ever appears whole. Not
-    # fsynced — it is rewritten every few seconds and a crash loses nothing but a sample.
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # fsynced — it is rewritten every few seconds and a crash loses nothing but a sample. The
+    # folder is not created: a missing collector folder is a typo nobody would scrape.
     with files.atomic_output(path, what="--metrics-file", binary=True, durable=False) as f:
         f.write(generate_latest(reg))
 

@@ -167,6 +167,7 @@ def test_metrics_file_during_and_after_a_run(sim_factory, tmp_path):
     sim = sim_factory(seed=24, render_min=1.5, render_max=2.5)
     m = write_csv_manifest(tmp_path / "m.csv", 6)
     prom = tmp_path / "textfile" / "batchgen.prom"
+    prom.parent.mkdir()  # node_exporter's collector folder exists; a missing one is refused (a typo)
     env = {**os.environ, "BATCHGEN_API_KEY": KEY}
     p = subprocess.Popen([sys.executable, "-m", "batchgen", *run_args(sim, m, tmp_path, "-q", "--metrics-file",
                                                                       str(prom), "--progress-every", "1")],
