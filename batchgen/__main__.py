@@ -1,3 +1,62 @@
-from batchgen.cli import main
+"""``python -m batchgen`` and the ``batchgen`` command.
 
-main()
+A signal at any moment of a command's life ends in a documented exit code, never a traceback:
+SIGTERM is made to behave like Ctrl-C before the command line's (slow) imports, and an
+interrupt during them ends in one line and exit 130. ``batchgen run`` handles both itself
+while it runs (signals.py). Once the command is over, a signal during the process's teardown
+(threads joined, files closed) ends it at once with the command's own exit code, and one while
+Python unloads its modules is ignored: there is nothing left to stop, and Python's default
+would turn it into a KeyboardInterrupt traceback or a death by SIGINT after the summary."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+from typing import Any
+
+from batchgen.errors import EXIT_INTERRUPTED  # (errors imports nothing heavy)
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Registered first, so it runs last of the exit handlers: from there on Python unloads its
+    # modules, and a handler written in Python would be reset to the default (death by SIGINT).
+    atexit.register(_ignore_signals)
+    try:
+        from batchgen.cli import main as cli_main
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+    try:
+        cli_main()
+    except SystemExit as e:
+        _exit_on_signal(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
+        raise
+    except KeyboardInterrupt:  # between the command's own handling and here
+        _exit_on_signal(EXIT_INTERRUPTED)
+        sys.stderr.write("interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _ignore_signals() -> None:
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+
+
+def _exit_on_signal(code: int) -> None:
+    def now(_signum: int, _frame: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, now)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import random
 import time
+from collections.abc import Callable
 
 from aiolimiter import AsyncLimiter
 
@@ -99,6 +100,58 @@ class RequestBudget:
             self.factor = min(1.0, self.factor + RECOVER_STEP)
             self._last_change = now
             self._set_rate()
+
+
+class CreditCap:
+    """``--max-credits``: the estimated credits of this run's creates, against the cap.
+
+    A create reserves its estimate before it is sent (and before it waits for the request
+    budget), so concurrent jobs see it; once the create is answered the reservation becomes
+    spent (a task, or a create in doubt) or is returned (refused, stopped, not sent). A job
+    that would pass the cap while other creates still hold reservations waits for them to
+    settle instead of declaring the cap reached: a reservation that is returned may leave room
+    for it. So the jobs admitted are exactly those that fit, in manifest order, however the
+    creates are paced (``--rpm``) — not fewer because some were still waiting for their turn.
+    Sums are rounded to 1e-9 so that adding and returning estimates leaves no float noise."""
+
+    def __init__(self, cap: float | None) -> None:
+        self.cap = cap
+        self.spent = 0.0  # estimated credits of creates sent (tasks and creates in doubt)
+        self.reserved = 0.0  # held by creates not answered yet
+        self._holders = 0
+        self._settled = asyncio.Event()
+
+    def fits(self, estimate: float) -> bool:
+        return self.cap is None or round(self.spent + self.reserved + estimate, 9) <= self.cap
+
+    async def reserve(self, estimate: float, stopped: Callable[[], bool]) -> bool | None:
+        """True: reserved (``settle`` it later). False: it does not fit even once every
+        reservation has settled — the cap is reached. None: ``stopped()`` became true first."""
+        while True:
+            if stopped():
+                return None
+            if self.fits(estimate):
+                self.reserved = round(self.reserved + estimate, 9)
+                self._holders += 1
+                return True
+            if not self._holders:
+                return False
+            settled = self._settled
+            await settled.wait()
+
+    def settle(self, estimate: float, *, spent: bool) -> None:
+        """The create that reserved ``estimate`` was answered: ``spent`` (a task exists or may
+        exist) or not (its reservation goes back)."""
+        self.reserved = max(0.0, round(self.reserved - estimate, 9))
+        self._holders -= 1
+        if spent:
+            self.spent = round(self.spent + estimate, 9)
+        self.wake()
+
+    def wake(self) -> None:
+        """Let waiting jobs look again (a reservation settled, or the run is stopping)."""
+        self._settled.set()
+        self._settled = asyncio.Event()
 
 
 def backoff(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:

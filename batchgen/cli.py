@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import __version__, logs, operations
-from .errors import EXIT_ENVIRONMENT, BatchgenError, ManifestError, UsageError
-from .jobs import RunStatus, short_key
+from .errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, BatchgenError, ManifestError, UsageError
+from .jobs import RunStatus, plain, short_key
 
 # The client (aiohttp), the simulator, the scheduler, rich and the report are imported by the
 # commands that use them: `export`, `status` or `plan` need not pay for them at start-up.
@@ -47,6 +47,9 @@ Exit codes:
   8  --deliver: the destination refused (credentials, missing bucket) before anything
      was submitted, or clips are rendered and kept locally but not all delivered
      (the next run delivers them without rendering them again)
+130  interrupted at once: a second Ctrl-C/SIGTERM (answered creates are recorded
+     first; one still on the wire is in doubt for the next run; no summary), or one
+     while the command was still starting: re-run to resume
 """
 
 
@@ -89,6 +92,9 @@ class _Cli(click.Group):
             where = f": {e.filename}" if e.filename else ""
             _echo_err(f"error: {e.strerror or e}{where}")
             ctx.exit(EXIT_ENVIRONMENT)
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, see __main__) outside a run's own handling
+            _echo_err("interrupted")
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 # ---------------------------------------------------------------------------------- shared options
@@ -174,9 +180,9 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool,
     click.echo("  " + "  ".join(f"{k.replace('_', ' ')}={v}" for k, v in doc["states"].items()))
     click.echo(f"  to submit: {doc['to_submit']}")
     for p in doc["video"]:
-        est = "no price" if p["credits_estimated"] is None else f"~{p['credits_estimated']:g} {unit}"
-        click.echo(f"  {p['model']:<34} {p['resolution']:>5}  {p['jobs']:>7} job(s)  {p['seconds']:>9g} s of video  {est}")
-    click.echo(f"  estimated total: ~{doc['credits_estimated_total']:g} {unit} for all jobs ({doc['prices']})")
+        est = "no price" if p["credits_estimated"] is None else f"~{plain(p['credits_estimated'])} {unit}"
+        click.echo(f"  {p['model']:<34} {p['resolution']:>5}  {p['jobs']:>7} job(s)  {plain(p['seconds']):>9} s of video  {est}")
+    click.echo(f"  estimated total: ~{plain(doc['credits_estimated_total'])} {unit} for all jobs ({doc['prices']})")
 
 
 # ---------------------------------------------------------------------------------- diff
@@ -212,7 +218,7 @@ def _print_diff(doc: dict[str, Any], manifest: Path, as_json: bool) -> None:
     c = doc["credits"]
 
     def cr(v: float | None) -> str:
-        return "no price" if v is None else f"{v:g} {c['unit']}"
+        return "no price" if v is None else f"{plain(v)} {c['unit']}"
 
     for j in doc["added"]:
         click.echo(f"  + {j['output']}  ({j['name']}, {j['model']})  {cr(j['credits'])}")
@@ -221,8 +227,8 @@ def _print_diff(doc: dict[str, Any], manifest: Path, as_json: bool) -> None:
     for j in doc["changed"]:
         click.echo(f"  ~ {j['output']}  ({j['name']}): {', '.join(j['fields'])}  "
                    f"{cr(j['credits_before'])} → {cr(j['credits'])}")
-    click.echo(f"credits (estimated): last {c['last']:g} → now {c['now']:g} ({c['delta']:+g} {c['unit']}); "
-               f"tonight's spend ~{c['tonight']:g} {c['unit']} for the jobs a run would submit"
+    click.echo(f"credits (estimated): last {plain(c['last'])} → now {plain(c['now'])} ({plain(c['delta'], sign=True)} "
+               f"{c['unit']}); tonight's spend ~{plain(c['tonight'])} {c['unit']} for the jobs a run would submit"
                + (f" ({c['unpriced_jobs']} without a price)" if c["unpriced_jobs"] else ""))
 
 
@@ -315,7 +321,7 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
               show_default=True, help="Directory for the videos (created if missing).")
 @ledger_option
 @click.option("--api-base", envvar="BATCHGEN_API_BASE", default=None,
-              help="API base URL (env BATCHGEN_API_BASE; default https://api.foxapi.cc).")
+              help="API base URL, http(s) with a host (env BATCHGEN_API_BASE; default https://api.foxapi.cc).")
 @click.option("--concurrency", type=click.IntRange(1, 10000), default=8, show_default=True,
               help="Tasks rendering at the provider at once: a slot is held from the create until the result is "
                    "ready. Downloads, verification and delivery run in their own bounded pools and hold no slot.")
@@ -386,9 +392,9 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
     Jobs that already have a task id are polled, never resubmitted; finished files are not
     downloaded again; a job whose create may or may not have reached the API (timeout, 5xx,
     crash mid-request) becomes `in_doubt` and waits for `batchgen resolve`. The first
-    SIGINT/SIGTERM (or `batchgen stop`) stops submitting and records what is in flight; a
-    second signal exits at once. The API has no cancel: tasks already created run to the end
-    and are collected by the next run.
+    SIGINT/SIGTERM (or `batchgen stop`) stops submitting and records what is in flight (exit
+    3); a second signal exits at once (exit 130). The API has no cancel: tasks already created
+    run to the end and are collected by the next run.
 
     On a PostgreSQL ledger any number of `batchgen run` processes (one or many machines) may
     work on one manifest: each is a worker that leases jobs, they split --rpm between them, and
@@ -398,6 +404,7 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
     With --deliver (or `deliver:` in the manifest) every finished clip also goes to an S3 or
     S3-compatible bucket, checked before the first create; re-runs deliver what is missing
     from the local files, never from the API again."""
+    from . import signals
     from .client import api_key_from_env
     from .progress import Display
     from .runner import run as run_manifest
@@ -418,12 +425,15 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
         raise click.BadParameter("--no-deliver contradicts --deliver/--prune-local", param_hint="--no-deliver")
     sim_cfg = SimConfig(**_parse_sets(sim_set)) if simulate else None
     display = Display(quiet=quiet, every=progress_every, emit=_json_progress if log_format == "json" else None)
-    result = run_manifest(manifest, ledger=ledger, api_base=api_base, api_key=key, simulate=sim_cfg, options=opts,
-                          display=display, deliver=False if no_deliver else deliver_to,
-                          deliver_endpoint=deliver_endpoint,
-                          notify_urls=notify_urls, report=report_to, catalog=operations.catalog(models_file))
-    _print_result(result, as_json)
-    sys.exit(result.exit_code)
+    # Signals are the run's to handle until its summary is out (signals.py; __main__ for the
+    # process's teardown); runner.run's own guard nests in this one.
+    with signals.guard(quiet=quiet):
+        result = run_manifest(manifest, ledger=ledger, api_base=api_base, api_key=key, simulate=sim_cfg,
+                              options=opts, display=display, deliver=False if no_deliver else deliver_to,
+                              deliver_endpoint=deliver_endpoint, notify_urls=notify_urls, report=report_to,
+                              catalog=operations.catalog(models_file))
+        _print_result(result, as_json)
+        sys.exit(result.exit_code)
 
 
 def _json_progress(snap: Snapshot) -> None:
@@ -440,7 +450,7 @@ def _print_result(r: RunResult, as_json: bool) -> None:
     counts = "  ".join(f"{k}={v}" for k, v in sorted(r.counts.items()))
     _echo_err(f"run {r.run_id} finished in {r.elapsed:.1f}s: {counts}")
     _echo_err(f"  requests={r.requests} polls={r.polls} throttled(429)={r.throttled} ledger commits={r.commits} "
-              f"credits reserved={r.credits_reserved:g} (estimated {r.credits_estimated:g})")
+              f"credits reserved={plain(r.credits_reserved)} (estimated {plain(r.credits_estimated)})")
     for j in r.failed[:20]:
         _echo_err(f"  FAILED   {j['name']} ({short_key(j['key'])}): {j['error_code']}: {j['error_message']}")
     if len(r.failed) > 20:
@@ -555,7 +565,7 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
         con.print(f"  not delivered: {j['name']} ({j['key']}) to {j['destination']}: {j['error']} — kept at "
                   f"{j['output_path']}", markup=False)
     for title, rows, extra in (("oldest unfinished jobs", doc["oldest_unfinished"], "age_s"),
-                               (f"in doubt (credits at risk ≈ {doc['credits_at_risk']:g})", doc["in_doubt"], "credits_at_risk"),
+                               (f"in doubt (credits at risk ≈ {plain(doc['credits_at_risk'])})", doc["in_doubt"], "credits_at_risk"),
                                (f"results expiring within {hours:g} h, not downloaded", doc["expiring"], "expires_in_s")):
         if not rows:
             con.print(f"{title}: none")

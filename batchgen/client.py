@@ -8,6 +8,7 @@ reliability notes):
 outcome                                           create    poll
 ================================================  ========  ======================================
 connect refused / DNS / TLS / connect timeout     SAFE      SAFE
+invalid request URL (a bad --api-base)            CONFIG    CONFIG
 429, 503, 422 service_unavailable_error           SAFE      SAFE
 400, 403, 404, 422 (validation, unsupported…)     FATAL     FATAL (404: after a grace period)
 401                                               FATAL_RUN FATAL_RUN
@@ -38,6 +39,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import aiohttp.abc
+import yarl
 
 from . import crash
 from .errors import ApiError, DownloadError, ErrorClass
@@ -120,13 +122,19 @@ def classify_exception(op: str, exc: BaseException) -> ErrorClass:
     """Transport failures: did the request possibly reach the server?"""
     if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
         return ErrorClass.SAFE  # never connected: nothing was sent
-    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
-        return ErrorClass.FATAL
+    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, UnicodeError)):
+        # The request URL is unusable: a configuration error (--api-base) that no job can get
+        # past and no retry can fix. Nothing was sent, so it stops the run, never fails a job.
+        return ErrorClass.CONFIG
     return ErrorClass.AMBIGUOUS if op == "create" else ErrorClass.SAFE
 
 
 def describe_transport(exc: BaseException) -> str:
     """Why no HTTP answer came back, in the words an operator looks for first."""
+    if isinstance(exc, UnicodeError):
+        return f"invalid host name ({str(exc)[:120]})"
+    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return f"invalid API URL {str(exc)[:120]!r}"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return f"DNS lookup failed for {exc.host}"
     if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError,
@@ -204,6 +212,36 @@ def parse_task(doc: Any) -> TaskInfo:
 
 
 # ------------------------------------------------------------------------ URL policy
+def check_api_base(url: str) -> str | None:
+    """What is wrong with ``url`` as the API base (``--api-base``), or None: an http(s) URL with
+    a host and a valid port, nothing after the path. Pure: run before anything is recorded or
+    sent, so a typo is a usage error (exit 2) instead of a failure of every job."""
+    text = url.strip()
+    shown = repr(url)
+    if not text:
+        return "--api-base is empty; give an http(s) URL such as https://api.foxapi.cc"
+    if any(c.isspace() for c in text):
+        return f"--api-base {shown} contains white space"
+    try:
+        parts = urlsplit(text)
+    except ValueError as e:  # e.g. an unclosed [IPv6 bracket
+        return f"--api-base {shown} is not a valid URL ({e})"
+    if parts.scheme.lower() not in ("http", "https"):
+        hint = f" (did you mean http://{text} ?)" if "://" not in text else ""
+        return f"--api-base {shown} is not an http(s) URL{hint}"
+    if not parts.hostname:
+        return f"--api-base {shown} has no host"
+    try:
+        parts.port
+        parts.hostname.encode("idna")  # what the resolver will be given ("a..b" cannot be)
+        yarl.URL(text).host  # what aiohttp will parse ("xn--" cannot be)
+    except ValueError:  # UnicodeError included
+        return f"--api-base {shown} has an invalid host or port"
+    if parts.query or parts.fragment:
+        return f"--api-base {shown} must not have a query or fragment (the request paths are appended to it)"
+    return None
+
+
 def _is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
@@ -358,7 +396,8 @@ class Client:
                                retry_after=parse_retry_after(r.headers.get("Retry-After")))
         except ApiError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, UnicodeError) as e:
+            # UnicodeError: a host name the resolver cannot encode ("a..b"), before anything is sent
             cause = describe_transport(e)
             raise ApiError(classify_exception(op, e), cause[:300], code="transport_" + type(e).__name__,
                            unreachable=cause) from None
@@ -403,12 +442,16 @@ class Client:
                 doc = json.loads(raw)
         except ApiError:
             raise
+        except UnicodeError as e:  # (a ValueError too) a host name the resolver cannot encode
+            raise ApiError(ErrorClass.CONFIG, describe_transport(e)[:300], code="transport_" + type(e).__name__,
+                           unreachable=describe_transport(e)) from None
         except ValueError:
             raise ApiError(ErrorClass.SAFE, "unparseable upload response", code="unparseable_response") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             cause = describe_transport(e)
-            raise ApiError(ErrorClass.SAFE, cause[:300], code="transport_" + type(e).__name__,
-                           unreachable=cause) from None
+            klass = classify_exception("upload", e)
+            raise ApiError(klass if klass is ErrorClass.CONFIG else ErrorClass.SAFE, cause[:300],
+                           code="transport_" + type(e).__name__, unreachable=cause) from None
         url = doc.get("url") if isinstance(doc, dict) else None
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise ApiError(ErrorClass.SAFE, "upload response without a URL", code="unparseable_response")
@@ -456,6 +499,8 @@ class Client:
                     return f.size, f.sha256.hexdigest()
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 raise DownloadError(f"{type(e).__name__}: {e}"[:300]) from None
+            except UnicodeError as e:  # a result URL whose host name cannot be encoded
+                raise DownloadError(f"result URL refused: {e}"[:300], permanent=True, code="url_refused") from None
             except OSError as e:
                 raise DownloadError(f"cannot write {final.name}: {e.strerror}", code="disk_error") from None
         raise DownloadError("too many redirects", permanent=True, code="url_refused")

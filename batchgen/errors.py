@@ -34,6 +34,7 @@ EXIT_LEDGER_BUSY = 5  # another run holds the ledger
 EXIT_KEY_REFUSED = 6  # 401: the API refused the key
 EXIT_ENVIRONMENT = 7  # the ledger cannot be used: missing folder, read-only, locked, corrupt, disk full
 EXIT_DELIVERY = 8  # --deliver: the destination refused (credentials, missing bucket) or clips are still undelivered
+EXIT_INTERRUPTED = 130  # a second SIGINT/SIGTERM (or one before the run's loop could drain): ended at once
 
 # What each exit code means, in words (notifications, metrics help).
 EXIT_MEANINGS = {
@@ -46,6 +47,7 @@ EXIT_MEANINGS = {
     EXIT_KEY_REFUSED: "the API refused the key (HTTP 401)",
     EXIT_ENVIRONMENT: "the ledger or a file cannot be used",
     EXIT_DELIVERY: "clips are rendered and kept locally but not all delivered to object storage",
+    EXIT_INTERRUPTED: "interrupted (a second Ctrl-C or SIGTERM): ended at once — re-run to resume",
 }
 
 
@@ -163,6 +165,7 @@ class ErrorClass(enum.Enum):
     FATAL = "fatal"  # this job cannot succeed as is
     FATAL_RUN = "fatal_run"  # nothing can succeed (401) – stop the run
     NO_FUNDS = "no_funds"  # 402: stop submitting, keep polling what is paid for
+    CONFIG = "config"  # the configuration is unusable (a bad API URL): nothing was sent, stop the run
 
 
 class ApiError(BatchgenError):

@@ -84,6 +84,20 @@ def short_key(key: str) -> str:
     return key[:12]
 
 
+def plain(x: float | None, places: int = 4, *, sign: bool = False) -> str:
+    """A number (credits, seconds) as people read it in a summary: at most ``places`` decimals,
+    never scientific notation (4000000, not 4e+06), no float noise (a sum of estimates that
+    came back to zero is 0, not -1.77636e-14), no trailing zeros. ``sign``: "+" for positives."""
+    if x is None:
+        return "?"
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)  # nan/inf: say so rather than hide it
+    text = f"{round(x, places):.{places}f}".rstrip("0").rstrip(".")
+    if text in ("-0", ""):
+        text = "0"
+    return f"+{text}" if sign and not text.startswith("-") and text != "0" else text
+
+
 # One encoder for every call: json.dumps with non-default options builds a new one each time,
 # which was a tenth of the per-row cost of expanding a large manifest.
 canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode

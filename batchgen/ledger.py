@@ -1032,9 +1032,13 @@ class Ledger:
         return stuck
 
     def requeue_retryable_failures(self, run_id: int, max_attempts: int) -> int:
+        # Also creates that earlier versions failed for a bad --api-base (transport_InvalidURL,
+        # transport_NonHttpUrlClientError): a configuration error, nothing was ever sent.
+        never_sent = and_(jobs.c.task_id.is_(None), jobs.c.error_code.in_(
+            ("transport_InvalidURL", "transport_NonHttpUrlClientError", "transport_InvalidUrlClientError")))
         with self._read() as c:
             rows = c.execute(select(jobs.c.id, jobs.c.error_code, jobs.c.attempts).where(
-                jobs.c.run_id == run_id, jobs.c.state == S.FAILED, jobs.c.retryable.is_(True))).all()
+                jobs.c.run_id == run_id, jobs.c.state == S.FAILED, or_(jobs.c.retryable.is_(True), never_sent))).all()
         ts = [Transition(i, S.QUEUED, (S.FAILED,), {"task_id": None, "retryable": None},
                          detail=f"--retry-failed after {code}") for i, code, att in rows if att < max_attempts]
         if ts:

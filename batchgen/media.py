@@ -18,9 +18,12 @@ import math
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import specs
 
@@ -37,9 +40,14 @@ def worker_init(parent: int) -> None:
     """Initializer of the worker processes that run ``inspect``: they must not outlive the run
     (a kill -9 of batchgen would leave them blocked on their queue forever) nor hold its
     stdout/stderr open (whoever reads those — cron, a test — would wait on them)."""
-    import threading
+    import signal
     import time
 
+    # Born with SIGINT/SIGTERM blocked (see _quiet_children); ignored for good: a stop is the
+    # parent's decision, and it ends the workers (pool shutdown, or the watch below).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -56,11 +64,66 @@ def pool(workers: int | None = None) -> Any:
     """A process pool for ``inspect``: spawned (the caller has threads a fork would copy
     mid-operation), one worker per core (the run itself mostly waits on the network), each tied
     to this process's life. Its workers do not import the caller's ``__main__`` (see
-    ``_spawn_context``): a plain script calling ``batchgen.run`` is not run again in each."""
-    from concurrent.futures import ProcessPoolExecutor
+    ``_spawn_context``): a plain script calling ``batchgen.run`` is not run again in each.
 
-    return ProcessPoolExecutor(workers or max(1, os.cpu_count() or 1), mp_context=_spawn_context(),
-                               initializer=worker_init, initargs=(os.getpid(),))
+    Every worker (and multiprocessing's resource tracker) is started here, at once, inside
+    ``_quiet_children``: a spawned worker reads its start-up data from this process, and one
+    whose parent was killed (kill -9) meanwhile printed an ``EOFError`` traceback — and the
+    tracker a "leaked semaphore" warning — on the stderr it inherited, i.e. into the next run's
+    output. Started quiet, they have nothing of ours to print on; and they never see the
+    terminal's Ctrl-C (sent to the whole process group), which is the parent's to handle."""
+    n = workers or max(1, os.cpu_count() or 1)
+    with _quiet_children():
+        ex = _Pool(n, mp_context=_spawn_context(), initializer=worker_init, initargs=(os.getpid(),))
+        # Spawned children are started one per submit (while none is idle): n no-ops start all n.
+        for _ in range(n):
+            ex.submit(os.getpid)
+    return ex
+
+
+class _Pool(ProcessPoolExecutor):
+    """Left by an exception (Ctrl-C in `batchgen verify`): the clips not started are dropped
+    instead of waited for — the workers ignore the signal, so they would all be read first."""
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
+        self.shutdown(wait=True, cancel_futures=exc_type is not None)
+        return False
+
+
+@contextmanager
+def _quiet_children() -> Iterator[None]:
+    """Processes started within inherit /dev/null as stdout and stderr, and SIGINT/SIGTERM
+    blocked. This process's own stdout/stderr point there for the few milliseconds it takes
+    (the pool's processes are started in the calling thread); a line another thread writes
+    meanwhile is lost, nothing else."""
+    import signal
+    import sys
+    from multiprocessing import resource_tracker
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = [os.dup(1), os.dup(2)]
+    old_mask = None
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        # The tracker first: starting it unblocks SIGINT/SIGTERM in this thread when done (it
+        # ignores them itself), which would undo the block below.
+        resource_tracker.ensure_running()
+        if threading.current_thread() is threading.main_thread():
+            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+        if old_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 def _spawn_context() -> Any:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 from . import logs, redact
 from .errors import EXIT_DELIVERY, EXIT_FAILED, EXIT_MEANINGS, EXIT_OK
+from .jobs import plain
 
 
 def shown(url: str) -> str:
@@ -46,12 +47,12 @@ def compose(summary: dict[str, Any], *, ledger: str, report: str | None = None,
     if counts:
         lines.append("jobs: " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     if "credits_reserved" in summary:
-        cap = f" of --max-credits {max_credits:g}" if max_credits is not None else ""
-        lines.append(f"credits: {summary['credits_reserved']:g} reserved by the API, "
-                     f"{summary.get('credits_estimated', 0):g} estimated{cap}")
+        cap = f" of --max-credits {plain(max_credits)}" if max_credits is not None else ""
+        lines.append(f"credits: {plain(summary['credits_reserved'])} reserved by the API, "
+                     f"{plain(summary.get('credits_estimated', 0))} estimated{cap}")
     in_doubt = summary.get("in_doubt") or []
     if in_doubt:
-        lines.append(f"IN DOUBT: {len(in_doubt)} job(s), {summary.get('credits_at_risk', 0):g} credits at risk "
+        lines.append(f"IN DOUBT: {len(in_doubt)} job(s), {plain(summary.get('credits_at_risk', 0))} credits at risk "
                      "— batchgen resolve")
     if summary.get("expiring"):
         lines.append(f"results not downloaded yet: {summary['expiring']} (their URLs expire 24 h after "

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .jobs import STATES, UNFINISHED
+from .jobs import STATES, UNFINISHED, plain
 
 # The ledger's own state names, in life-cycle order: the table, the plain lines, the JSON
 # records, `status` and the run summary all say the same thing.
@@ -74,7 +74,7 @@ def line(snap: Snapshot) -> str:
     states = " ".join(f"{k}={v}" for k, v in d["states"].items() if v)
     budget = f"/{d['budget_rpm']:.0f}" if d["budget_rpm"] else ""
     return (f"{d['elapsed_s']:.0f}s {states} | {d['jobs_per_min']} jobs/min, "
-            f"{d['requests_per_min']}{budget} req/min, 429s={d['throttled']}, credits={d['credits']:g}, "
+            f"{d['requests_per_min']}{budget} req/min, 429s={d['throttled']}, credits={plain(d['credits'])}, "
             f"ETA {_fmt_eta(snap.eta_seconds())}" + _delivery(snap))
 
 
@@ -137,6 +137,6 @@ class Display:
         t.add_row(*(str(d["states"][s]) for s in STATE_ORDER))
         budget = f" / {d['budget_rpm']:.0f}" if d["budget_rpm"] else ""
         t.caption = (f"{d['jobs_per_min']} jobs/min · {d['requests_per_min']}{budget} requests/min · "
-                     f"429s {d['throttled']} · credits {d['credits']:g} · ETA {_fmt_eta(snap.eta_seconds())}"
+                     f"429s {d['throttled']} · credits {plain(d['credits'])} · ETA {_fmt_eta(snap.eta_seconds())}"
                      + _delivery(snap).replace(",", " ·"))
         return t

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from . import logs, metrics, notify
-from .client import DEFAULT_API_BASE, Api, Client, Secret, api_key_from_env
+from . import logs, metrics, notify, signals
+from .client import DEFAULT_API_BASE, Api, Client, Secret, api_key_from_env, check_api_base
 from .deliver import Destination, Store, open_store
 from .errors import (
     EXIT_DELIVERY, EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, BatchgenError, ManifestError, OutputFailed, OutputRefused,
@@ -35,7 +35,6 @@ from .ledger import Ledger, Scope, Writer, safe_ledger_url
 from .manifest import Manifest
 from .progress import Display
 from .scheduler import RunOptions, Scheduler, with_skipped_done
-from .signals import stop_on_signals
 from .simulator import SimConfig, Simulator
 from .specs import Catalog
 
@@ -226,8 +225,14 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
     async with Writer(ledger, owner=prepared.run_id if coop else None) as w:
         sched = Scheduler(w, api, opts, stop, log=log, display=display)
         watch = asyncio.create_task(_write_metrics_while(sched, prepared, opts)) if opts.metrics_file else None
+
+        async def settle() -> None:  # a second signal: half-written downloads go, queued records commit
+            await sched.quiesce()
+            await w.flush()
+
         try:
-            await sched.run(prepared.run_id, prepared.total, prepared.scope)
+            with signals.before_exit(settle):
+                await sched.run(prepared.run_id, prepared.total, prepared.scope)
         finally:
             if watch is not None:
                 watch.cancel()
@@ -349,21 +354,24 @@ def run(manifest: str | Path | Manifest, *, out_dir: str | Path = "out", ledger:
     ``catalog``: the models to validate against (default the shipped catalog; see
     ``operations.catalog`` for adding a models file)."""
     where = _safe_ledger(ledger, simulated=bool(simulate))
-    try:
-        result = _run(manifest, out_dir=out_dir, ledger=ledger, api_base=api_base, api_key=api_key,
-                      simulate=simulate, options=options, display=display, handle_signals=handle_signals,
-                      deliver=deliver, deliver_endpoint=deliver_endpoint, report=report, catalog=catalog)
-    except BatchgenError as e:  # the run could not start (or the ledger failed): say so too
-        if notify_urls:
-            summary = {"exit_code": e.exit_code, "error": (str(e).splitlines() or [""])[0][:500],
-                       "manifest": str(manifest)}
-            notify.run_ended(notify_urls, summary, ledger=where)
-        raise
-    # Never raises: a notification cannot change the run's exit code.
-    notify.run_ended(notify_urls, result.as_dict(), ledger=where, report=str(report) if report else None,
-                     max_credits=options.max_credits if options else None)
-    return result
-
+    # SIGINT/SIGTERM are handled from here to the last notification (signals.py): a signal while
+    # the manifest is read stops the run before it submits anything; one while the simulator or
+    # the client shut down, or the report is written, does not tear them down mid-way.
+    with signals.guard(quiet=display is None or display.quiet, enabled=handle_signals):
+        try:
+            result = _run(manifest, out_dir=out_dir, ledger=ledger, api_base=api_base, api_key=api_key,
+                          simulate=simulate, options=options, display=display, handle_signals=handle_signals,
+                          deliver=deliver, deliver_endpoint=deliver_endpoint, report=report, catalog=catalog)
+        except BatchgenError as e:  # the run could not start (or the ledger failed): say so too
+            if notify_urls:
+                summary = {"exit_code": e.exit_code, "error": (str(e).splitlines() or [""])[0][:500],
+                           "manifest": str(manifest)}
+                notify.run_ended(notify_urls, summary, ledger=where)
+            raise
+        # Never raises: a notification cannot change the run's exit code.
+        notify.run_ended(notify_urls, result.as_dict(), ledger=where, report=str(report) if report else None,
+                         max_credits=options.max_credits if options else None)
+        return result
 
 def _safe_ledger(ledger: str | Ledger | None, *, simulated: bool) -> str:
     """The ledger as a message may name it (a database URL without its password)."""
@@ -384,6 +392,8 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
         key = Secret("sk-simulated")
     opts = options or RunOptions(out_dir=Path(out_dir))
     api_base = api_base or DEFAULT_API_BASE
+    if sim_cfg is None and (problem := check_api_base(api_base)):
+        raise UsageError(problem)  # before any ledger exists: a typo fails no job
     opts.api = api_identity(api_base, sim_cfg is not None)
     m = manifest if isinstance(manifest, Manifest) else Manifest(manifest, catalog)
     if deliver is None or deliver is True:
@@ -513,7 +523,7 @@ async def _execute(led: Ledger, prepared: Prepared, opts: RunOptions, api_base: 
     stop = asyncio.Event()
     quiet = display is None or display.quiet
     try:
-        with stop_on_signals(stop, quiet=quiet, enabled=handle_signals):
+        with signals.stop_on_signals(stop, quiet=quiet, enabled=handle_signals):
             async with Client(api_base, key, limit=max(10, opts.concurrency * 2)) as client:
                 return await execute(led, prepared, opts, client, stop, display=display)
     finally:
@@ -531,7 +541,7 @@ def serve_simulator(config: SimConfig, host: str = "127.0.0.1", port: int = 0,
         if on_ready is not None:
             on_ready(url)
         stop = asyncio.Event()
-        with stop_on_signals(stop, quiet=True):
+        with signals.stop_on_signals(stop, quiet=True):
             await stop.wait()
         await sim.stop()
 

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import crash, deliver, logs, media, polling
-from .budget import RequestBudget, backoff
+from .budget import CreditCap, RequestBudget, backoff
 from .client import Api, TaskInfo
 from .cost import PriceTable
-from .errors import EXIT_KEY_REFUSED, EXIT_NO_FUNDS, ApiError, DeliveryError, DownloadError, ErrorClass, LedgerError
+from .errors import EXIT_KEY_REFUSED, EXIT_NO_FUNDS, EXIT_USAGE, ApiError, DeliveryError, DownloadError, ErrorClass, LedgerError
 from .files import OutputDir, remove_stale_temp_files
-from .jobs import JobRow, JobState, short_key
+from .jobs import JobRow, JobState, plain, short_key
 from .ledger import RETRYABLE_TASK_CODES, Scope, Transition, Writer
 from .logs import events
 from .progress import Display, Snapshot
@@ -193,7 +193,7 @@ class Scheduler:
         self.reason: str | None = None
         self.no_submit = False  # no new creates (402, 401, credit cap, ledger failure)
         self.halt_code: int | None = None  # exit code of a run-wide refusal (402, 401)
-        self.committed_credits = 0.0  # estimated credits of the creates this run sent
+        self.cap = CreditCap(opts.max_credits)  # estimated credits of the creates this run sent
         self.unfinished = False  # something was left for the next run (retries exhausted, timeout)
         self.polls = 0
         self.pace = polling.PaceBook()  # what this run learns of each model's render times
@@ -395,6 +395,7 @@ class Scheduler:
         self.no_submit = True
         self.reason = reason
         self.log(reason)
+        self.cap.wake()
 
     def _spawn(self, job: LiveJob) -> None:
         self._inflight += 1
@@ -434,13 +435,29 @@ class Scheduler:
             handle.cancel()
         return self.stop.is_set()
 
+    @property
+    def committed_credits(self) -> float:
+        """Estimated credits of this run's creates (sent, and reserved by creates on their way)."""
+        return round(self.cap.spent + self.cap.reserved, 9)
+
     async def _watch_stop(self) -> None:
         await self.stop.wait()
+        self.cap.wake()  # jobs waiting for room under --max-credits stop waiting
         for fut in list(self._sleepers):
             _resolve(fut)
         self._slot_freed.set()
         for task in list(self._downloading):
             task.cancel()  # the temp file is removed; the job stays `completed` for the next run
+
+    async def quiesce(self, timeout: float = 1.0) -> None:
+        """Before the process exits at once (a second signal): downloads in progress are
+        cancelled and their temporary files removed (the jobs stay `completed`)."""
+        self.stop.set()
+        tasks = set(self._downloading)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     async def _report(self) -> None:
         while True:
@@ -530,15 +547,20 @@ class Scheduler:
             if self.stop.is_set() or self.no_submit:
                 return False
             est = self.opts.prices.estimate(job.request) or 0.0
-            cap = self.opts.max_credits
-            if cap is not None and self.committed_credits + est > cap:
-                self._stop_submitting(f"credit cap reached: {self.committed_credits:g} estimated for this run's "
-                                      f"creates, the next would pass --max-credits {cap:g}", unfinished=True)
+            # Reserved before any await, so concurrent jobs see it; a job that does not fit
+            # waits for the creates still holding reservations to be answered (see CreditCap).
+            admitted = await self.cap.reserve(est, lambda: self.stop.is_set() or self.no_submit)
+            if admitted is None:
                 return False
-            self.committed_credits += est  # reserved before any await, so concurrent jobs see it
-            outcome = await self._attempt_create(job)
-            if outcome in ("retry", "stopped", "failed", "gone"):
-                self.committed_credits -= est  # nothing was created
+            if not admitted:
+                self._stop_submitting(f"credit cap reached: {plain(self.cap.spent)} estimated for this run's "
+                                      f"creates, the next ({plain(est)}) would pass --max-credits "
+                                      f"{plain(self.opts.max_credits)}", unfinished=True)
+                return False
+            try:
+                outcome = await self._attempt_create(job)
+            finally:  # spent once a task exists or may exist (sent, in doubt, or cancelled mid-create)
+                self.cap.settle(est, spent=job.state not in (S.QUEUED, S.FAILED))
             if outcome != "retry":
                 return outcome == "submitted"
             await self._sleep(max(job.retry_after or 0.0, backoff(attempt, self.opts.retry_base, 60.0)))
@@ -555,6 +577,9 @@ class Scheduler:
                 return "failed"
             if e.klass is ErrorClass.FATAL_RUN:
                 self._key_refused(e, "uploading")
+                return "stopped"
+            if e.klass is ErrorClass.CONFIG:
+                self._config_refused(e, "uploading")
                 return "stopped"
             self._refused(job, e)
             return "retry"
@@ -645,9 +670,22 @@ class Scheduler:
         self.log(self.reason)
         self.stop.set()
 
+    def _config_refused(self, e: ApiError, while_: str) -> None:
+        """The configuration cannot work (a request URL aiohttp refuses: a bad --api-base): no
+        request was sent and none can be, so the run stops (exit 2) and every job stays where it
+        is — queued, or polled again by the next run. Never a job failure: the next run with the
+        right configuration just goes on."""
+        if self.halt_code == EXIT_USAGE:
+            return
+        self.no_submit = True
+        self.halt_code = EXIT_USAGE
+        self.reason = f"the API cannot be used as configured while {while_}: {e} — check --api-base; stopping"
+        self.log(self.reason)
+        self.stop.set()
+
     def _saw_credits(self, job: LiveJob, credits: float | None) -> None:
         if credits is not None:
-            self.credits_seen += credits - job.credits
+            self.credits_seen = round(self.credits_seen + credits - job.credits, 9)  # no float noise in sums
             job.credits = credits
 
     async def _create_failed(self, job: LiveJob, e: ApiError) -> CreateOutcome:
@@ -661,7 +699,7 @@ class Scheduler:
         if e.klass is ErrorClass.FATAL:
             await self._fail(job, e.code, str(e), detail="create rejected: " + str(e))
             return "failed"
-        # SAFE, NO_FUNDS, FATAL_RUN: the API did not create anything; back to the queue.
+        # SAFE, NO_FUNDS, FATAL_RUN, CONFIG: the API did not create anything; back to the queue.
         await self.w.apply(Transition(job.id, S.QUEUED, (S.SUBMITTING,), err, detail="create refused: " + str(e)[:200]))
         self._move(job, S.QUEUED)
         if e.klass is ErrorClass.NO_FUNDS and self.halt_code is None:
@@ -671,6 +709,8 @@ class Scheduler:
             self.log(self.reason)
         elif e.klass is ErrorClass.FATAL_RUN:
             self._key_refused(e, "creating")
+        elif e.klass is ErrorClass.CONFIG:
+            self._config_refused(e, "creating")
         self._refused(job, e)
         return "retry" if e.klass is ErrorClass.SAFE else "stopped"
 
@@ -714,6 +754,9 @@ class Scheduler:
         """Returns True when polling this job must stop."""
         if e.klass is ErrorClass.FATAL_RUN:
             self._key_refused(e, "polling")
+            return True
+        if e.klass is ErrorClass.CONFIG:  # the task stays recorded: the next run polls it
+            self._config_refused(e, "polling")
             return True
         if e.klass is ErrorClass.FATAL and not (e.status == 404 and elapsed < self.opts.poll_404_grace):
             await self._fail(job, "task_not_found" if e.status == 404 else e.code, str(e),
@@ -782,7 +825,13 @@ class Scheduler:
                     # Expired or removed: the task may serve a fresh URL (sync_upstream asks
                     # the API to refresh it from the provider). One look, then it is lost.
                     repolled = True
-                    if await self._fresh_url(job):
+                    fresh = await self._fresh_url(job)
+                    if fresh is None:  # the API did not answer: not a verdict on the result
+                        self.unfinished = True
+                        self.log(f"job {job.name}: its result URL answered {e} and the API could not be asked "
+                                 "for a fresh one; left for the next run")
+                        return
+                    if fresh:
                         continue
                     await self._result_lost(job, f"the result URL answered {e}")
                     return
@@ -907,14 +956,19 @@ class Scheduler:
         self.w.record(Transition(job.id, S.DONE, (S.DONE,), {"pruned_at": time.time()},
                                  detail="local copy removed after delivery"))
 
-    async def _fresh_url(self, job: LiveJob) -> bool:
-        """Re-poll a completed task once; True when it now serves another result URL."""
+    async def _fresh_url(self, job: LiveJob) -> bool | None:
+        """Re-poll a completed task once; True when it now serves another result URL, None when
+        the API could not be asked (unreachable, throttled, misconfigured: no verdict)."""
         assert job.task_id is not None
         await self.budget.acquire()
         try:
             info = await self.client.get_task(job.task_id, sync_upstream=True)
-        except ApiError:
-            return False
+        except ApiError as e:
+            if e.klass is ErrorClass.CONFIG:
+                self._config_refused(e, "polling")
+            if e.klass is ErrorClass.FATAL_RUN:
+                self._key_refused(e, "polling")
+            return False if e.klass is ErrorClass.FATAL else None
         self.polls += 1
         if info.status == "completed" and info.urls and info.urls[0] != job.result_url:
             job.result_url, job.result_at = info.urls[0], time.time()

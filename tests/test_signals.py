@@ -1,0 +1,231 @@
+"""Stopping (issue 18): any number of SIGINT/SIGTERM at any moment of a `batchgen run` end in a
+documented exit code — 3 (one signal: drained, summary printed) or 130 (a second signal: ended
+at once) — with no traceback, and nothing is lost: every answered create's task id is in the
+ledger, a create that was on the wire is in doubt, no half-written file is left under its name.
+A kill -9 while the verification workers start leaves nothing in the next run's output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import check_invariants, write_csv_manifest
+
+pytestmark = pytest.mark.slow
+
+# What a signal used to leave on stderr: asyncio/aiohttp teardown interrupted, click's "Aborted!",
+# worker processes orphaned while starting, multiprocessing's resource tracker.
+NOISE = ("Traceback", "InvalidStateError", "EOFError", "KeyboardInterrupt", "Aborted!", "leaked", "Exception ignored",
+         "Task was destroyed", "Error in atexit")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "BATCHGEN_CRASH_AT"}
+    env["BATCHGEN_API_KEY"] = "sk-signal-test"
+    return env
+
+
+def _cmd(manifest: Path, tmp: Path, *extra: str, api: str | None = None) -> list[str]:
+    target = ["--api-base", api] if api else ["--simulate", "--sim-set", "render_min=1", "--sim-set", "render_max=2"]
+    return [sys.executable, "-m", "batchgen", "run", str(manifest), *target, "--ledger", str(tmp / "l.db"),
+            "--out", str(tmp / "out"), "--concurrency", "8", "--poll-min", "0.05", *extra]
+
+
+def _states(ledger: Path) -> dict[str, int]:
+    """Read with sqlite3 directly: a running run holds the ledger; reading never writes."""
+    if not ledger.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5) as c:
+            return dict(c.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+    except sqlite3.Error:
+        return {}
+
+
+def _runs(ledger: Path) -> int:
+    if not ledger.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5) as c:
+            return int(c.execute("SELECT count(*) FROM runs").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _wait_for(cond, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def _signals(p: subprocess.Popen, sigs: list[tuple[float, int]], *, group: bool = False) -> tuple[int, str]:
+    """Send each signal after its delay (seconds after the previous one) to the process, or to
+    its whole process group as a terminal's Ctrl-C does (``group``: started with
+    start_new_session); return code, stderr."""
+    for delay, sig in sigs:
+        time.sleep(delay)
+        if p.poll() is None:
+            if group:
+                os.killpg(p.pid, sig)
+            else:
+                p.send_signal(sig)
+    _, err = p.communicate(timeout=120)
+    return p.returncode, err.decode()
+
+
+def _clean(err: str) -> None:
+    for word in NOISE:
+        assert word not in err, err
+
+
+def _finish(cmd: list[str]) -> subprocess.CompletedProcess[bytes]:
+    r = subprocess.run(cmd, env=_env(), capture_output=True, timeout=300)
+    _clean(r.stderr.decode())
+    return r
+
+
+INT, TERM = signal.SIGINT, signal.SIGTERM
+
+
+@pytest.mark.parametrize("rpm", ["60", "0"])
+def test_ctrl_c_twice_while_the_run_drains(tmp_path, rpm):
+    """The reported case: --simulate, Ctrl-C in the terminal (the whole process group: the run
+    and its verification workers), then again 0.3–1.8 s later, when the table showed "0 in
+    flight": ~400 lines of aiohttp InvalidStateError and "Aborted!", exit 1 (the second signal
+    landed while the simulator shut down), or -2 (after the summary). The workers died of the
+    first one ("could not verify … the next run will")."""
+    m = write_csv_manifest(tmp_path / "m.csv", 24)
+    cmd = _cmd(m, tmp_path, "--rpm", rpm)
+    codes = []
+    for i, gap in enumerate((0.3, 0.7, 1.2, 1.8, 0.05)):
+        p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)
+        _wait_for(lambda: p.poll() is not None or _runs(tmp_path / "l.db") > i)  # this run has started
+        _wait_for(lambda: p.poll() is not None or sum(v for k, v in _states(tmp_path / "l.db").items()
+                                                       if k in ("submitted", "rendering", "completed")) > 0)
+        time.sleep(1.0)  # paid tasks in flight, the first clips verified
+        code, err = _signals(p, [(0.0, INT), (gap, INT)], group=True)
+        _clean(err)
+        assert "could not verify" not in err, err  # the workers never saw the terminal's Ctrl-C
+        assert code in (3, 130), (code, err)
+        if code == 130:
+            assert "second signal (SIGINT): exiting now (exit 130)" in err, err
+        else:  # drained before the second one came: the summary, and nothing mid-create
+            assert "stopped: stopped by signal" in err and "submitting" not in _states(tmp_path / "l.db"), err
+        codes.append(code)
+        assert not list((tmp_path / "out").rglob(".*.part")), code  # no half-written clip, even at 130
+    r = _finish(cmd)
+    states = _states(tmp_path / "l.db")
+    assert r.returncode in (0, 1) and set(states) <= {"done", "in_doubt"}, (states, r.stderr.decode())
+    assert states.get("done", 0) + states.get("in_doubt", 0) == 24
+    assert not list((tmp_path / "out").rglob(".*.part"))
+
+
+@pytest.mark.parametrize("moments", [
+    pytest.param([(0.3, INT)], id="ctrl-c-while-starting"),
+    pytest.param([(0.3, TERM)], id="sigterm-while-starting"),
+    pytest.param("ledger", id="ctrl-c-once-the-ledger-exists"),
+    pytest.param("creating", id="sigterm-with-creates-on-the-wire"),
+    pytest.param("creating-twice", id="ctrl-c-twice-with-creates-on-the-wire"),
+    pytest.param("creating-thrice", id="ctrl-c-sigterm-ctrl-c"),
+])
+def test_signals_at_any_moment(sim_factory, tmp_path, moments):
+    sim = sim_factory(render_min=1.0, render_max=2.0, latency=0.5)  # creates stay on the wire for 0.5 s
+    m = write_csv_manifest(tmp_path / "m.csv", 16)
+    cmd = _cmd(m, tmp_path, "--rpm", "0", api=sim.url)
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if moments == "ledger":
+        _wait_for(lambda: (tmp_path / "l.db").exists())
+        moments = [(0.0, INT)]
+    elif isinstance(moments, str):
+        _wait_for(lambda: sim.truth()["counters"]["requests"] >= 3)
+        moments = {"creating": [(0.0, TERM)], "creating-twice": [(0.0, INT), (0.1, INT)],
+                   "creating-thrice": [(0.0, INT), (0.02, TERM), (0.02, INT)]}[moments]
+    code, err = _signals(p, moments)
+    _clean(err)
+    if len(moments) == 1 and moments[0][0] > 0.01:
+        assert code in (3, 130), (code, err)  # while starting: drained (3), or before the handlers (130)
+    elif len(moments) == 1:
+        assert code == 3 and "stopped by signal" in err, (code, err)
+        assert "submitting" not in _states(tmp_path / "l.db")  # every create's outcome recorded
+    else:
+        assert code in (3, 130) and ("exiting now (exit 130)" in err or code == 3), (code, err)
+    # nothing lost: the next run collects every task, creates nothing twice, and lists any create
+    # that was on the wire at an exit-at-once as in doubt
+    r = _finish(_cmd(m, tmp_path, "--rpm", "0", api=sim.url))
+    assert r.returncode in (0, 1), r.stderr.decode()
+    stats = check_invariants(sim.truth(), tmp_path / "l.db", tmp_path / "out")
+    assert stats["duplicates"] == 0 and stats["done"] + stats["in_doubt"] == 16
+    if code == 3:
+        assert stats["in_doubt"] == 0
+
+
+class _SlowReceiver:
+    """A webhook that takes its time: the run is inside its notification when signalled."""
+
+    def __init__(self, delay: float) -> None:
+        self.hit = threading.Event()
+        hit = self.hit
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                hit.set()
+                time.sleep(delay)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"json://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_signals_after_the_run_ended(tmp_path, twice):
+    """The run is over (the simulator stopped, the summary being notified): one signal changes
+    nothing (the run's own exit code), a second ends the process at once."""
+    rec = _SlowReceiver(3.0)
+    m = write_csv_manifest(tmp_path / "m.csv", 3)
+    cmd = _cmd(m, tmp_path, "--rpm", "0", "--notify", rec.url)
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert rec.hit.wait(120)
+    code, err = _signals(p, [(0.0, INT), (0.3, INT)] if twice else [(0.0, INT)])
+    rec.server.shutdown()
+    _clean(err)
+    assert code == (130 if twice else 0), (code, err)
+    assert "the run is ending already" in err
+    assert _states(tmp_path / "l.db") == {"done": 3}
+
+
+def test_kill_9_while_verification_workers_start_leaves_nothing_in_the_next_output(tmp_path):
+    """Killed just after the first clip's verification started the worker pool: the spawned
+    workers (and multiprocessing's resource tracker) used to print EOFError tracebacks and
+    "leaked semaphore" warnings into whatever the next run wrote to the same stderr."""
+    m = write_csv_manifest(tmp_path / "m.csv", 8)
+    cmd = _cmd(m, tmp_path, "--rpm", "0", "-q")
+    log = tmp_path / "cron.log"
+    with log.open("ab") as f:
+        for n in (2, 3):
+            r = subprocess.run(cmd, env={**_env(), "BATCHGEN_CRASH_AT": f"before_verify:{n}"}, stdout=subprocess.DEVNULL,
+                               stderr=f, timeout=120)
+            assert r.returncode == 137
+            time.sleep(2.0)  # the orphans had time to fail
+        r = subprocess.run(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=f, timeout=120)
+        assert r.returncode == 0
+        time.sleep(1.0)
+    text = log.read_text()
+    _clean(text)
+    assert "finished" in text and "verified clips: ok=8" in text, text
