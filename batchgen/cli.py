@@ -34,9 +34,10 @@ Exit codes:
   0  every job of the manifest is done
   1  some jobs failed or are in doubt, or a delivered clip is not what was asked
      (see `batchgen export`, `batchgen resolve`, `batchgen verify`)
-  2  bad input or usage (nothing was submitted), or no ledger where one was expected,
-     a database that is not a batchgen ledger, or one to `batchgen db upgrade` first,
-     or a file to write names a device, FIFO, folder, missing folder or leaves --out
+  2  bad input or usage (nothing was submitted; e.g. an --api-base without http(s)://),
+     or no ledger where one was expected, a database that is not a batchgen ledger, or
+     one to `batchgen db upgrade` first, or a file to write names a device, FIFO,
+     folder, missing folder or leaves --out
   3  stopped before every job finished (signal or `batchgen stop`, retries exhausted,
      task timeout, --max-credits reached, output disk full): re-run to resume
   4  the balance is too low (HTTP 402): submission stopped, paid tasks collected
