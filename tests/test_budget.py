@@ -83,6 +83,6 @@ def test_credit_sums_print_as_plain_numbers(sim, tmp_path):
     assert summary and "(estimated 37.8)" in summary[0], summary  # 27 s × 1.4
     prices = tmp_path / "prices.yaml"
     prices.write_text("unit: credits\nper_second:\n  grok-imagine-text-to-video: {480p: 400000, 720p: 400000}\n")
-    r = run_cli(["plan", str(m), "--ledger", str(tmp_path / "l2.db"), "--prices", str(prices)])
+    r = run_cli(["plan", str(m), "--ledger", str(tmp_path / "l.db"), "--prices", str(prices)])
     assert "~10800000 credits" in r.stdout, r.stdout
     assert not re.search(r"\de[+-]\d", r.stdout + r.stderr)
