@@ -254,31 +254,40 @@ def check_output_target(path: str | os.PathLike[str]) -> str | None:
 
 
 def check_out_dir(path: str | os.PathLike[str]) -> str | None:
-    """For a preflight: what is wrong with ``path`` as ``--out``, or None. An existing folder
-    must take a new file (probed with a real temp file, removed again); a missing one must be
-    creatable (its nearest existing ancestor is a folder that takes a new file). Creates nothing."""
+    """For a preflight: what is wrong with ``path`` as ``--out``, or None (see ``out_dir_problem``)."""
+    e = out_dir_problem(path)
+    return None if e is None else str(e)
+
+
+def out_dir_problem(path: str | os.PathLike[str]) -> OutputRefused | OutputFailed | None:
+    """What is wrong with ``path`` as ``--out``: ``OutputRefused`` (exit 2: it names no place for
+    a folder) or ``OutputFailed`` (exit 7: the file system refuses a new file), or None. An
+    existing folder must take a new file (probed with a real temp file, removed again); a
+    missing one must be creatable (its nearest existing ancestor is a folder that takes a new
+    file). Creates nothing."""
     shown = printable(os.fspath(path))
     try:
         real = _resolve(path)
     except ValueError as e:
-        return printable(str(e))
+        return OutputRefused(printable(str(e)))
     folder = real
     try:
         while not os.path.lexists(folder) and folder.parent != folder:
             folder = folder.parent
         mode = os.stat(folder).st_mode
     except OSError as e:  # a folder on the way that may not be looked into
-        return f"{shown}: {e.strerror or type(e).__name__}"
+        return OutputFailed(f"{shown}: {e.strerror or type(e).__name__}")
     if not stat.S_ISDIR(mode):
         kind = "a file" if stat.S_ISREG(mode) else _kind(mode)
         if folder == real:
-            return f"{shown}: it is {kind}, not a folder"
-        return f"{shown}: cannot be created: {printable(str(folder))} is {kind}, not a folder"
+            return OutputRefused(f"{shown}: it is {kind}, not a folder")
+        return OutputRefused(f"{shown}: cannot be created: {printable(str(folder))} is {kind}, not a folder")
     why = _probe(folder)
     if why is None:
         return None
     where = printable(str(folder))
-    return f"{shown}: cannot write in {where}: {why}" if folder == real else f"{shown}: cannot be created in {where}: {why}"
+    return OutputFailed(f"{shown}: cannot write in {where}: {why}" if folder == real
+                        else f"{shown}: cannot be created in {where}: {why}")
 
 
 class OutputDir:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from . import logs, metrics, notify, signals
-from .client import DEFAULT_API_BASE, Api, Client, Secret, api_key_from_env, check_api_base
+from . import logs, metrics, notify, preflight, signals
+from .client import DEFAULT_API_BASE, Api, Client, Secret, api_key_from_env
 from .deliver import Destination, Store, open_store
 from .errors import (
     EXIT_DELIVERY, EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, BatchgenError, ManifestError, OutputFailed, OutputRefused,
@@ -361,12 +361,14 @@ def run(manifest: str | Path | Manifest, *, out_dir: str | Path = "out", ledger:
         try:
             result = _run(manifest, out_dir=out_dir, ledger=ledger, api_base=api_base, api_key=api_key,
                           simulate=simulate, options=options, display=display, handle_signals=handle_signals,
-                          deliver=deliver, deliver_endpoint=deliver_endpoint, report=report, catalog=catalog)
+                          deliver=deliver, deliver_endpoint=deliver_endpoint, report=report, catalog=catalog,
+                          notify_urls=notify_urls)
         except BatchgenError as e:  # the run could not start (or the ledger failed): say so too
-            if notify_urls:
+            usable = [u for u in notify_urls if not notify.check([u])]  # the preflight named the others
+            if usable:
                 summary = {"exit_code": e.exit_code, "error": (str(e).splitlines() or [""])[0][:500],
                            "manifest": str(manifest)}
-                notify.run_ended(notify_urls, summary, ledger=where)
+                notify.run_ended(usable, summary, ledger=where)
             raise
         # Never raises: a notification cannot change the run's exit code.
         notify.run_ended(notify_urls, result.as_dict(), ledger=where, report=str(report) if report else None,
@@ -383,21 +385,24 @@ def _safe_ledger(ledger: str | Ledger | None, *, simulated: bool) -> str:
 def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | Ledger | None, api_base: str | None,
          api_key: Secret | str | None, simulate: SimConfig | bool | None, options: RunOptions | None,
          display: Display | None, handle_signals: bool, deliver: str | Store | bool | None, deliver_endpoint: str | None,
-         report: str | Path | None, catalog: Catalog | None) -> RunResult:
+         report: str | Path | None, catalog: Catalog | None, notify_urls: Sequence[str] = ()) -> RunResult:
     sim_cfg = SimConfig() if simulate is True else (simulate or None)
     key = Secret(api_key) if isinstance(api_key, str) else api_key or api_key_from_env()
-    if key is None:
-        if sim_cfg is None:
-            raise UsageError("set BATCHGEN_API_KEY in the environment (it is never read from the command line)")
-        key = Secret("sk-simulated")
     opts = options or RunOptions(out_dir=Path(out_dir))
     api_base = api_base or DEFAULT_API_BASE
-    if sim_cfg is None and (problem := check_api_base(api_base)):
-        raise UsageError(problem)  # before any ledger exists: a typo fails no job
-    opts.api = api_identity(api_base, sim_cfg is not None)
     m = manifest if isinstance(manifest, Manifest) else Manifest(manifest, catalog)
     if deliver is None or deliver is True:
         deliver = m.deliver
+    # Everything that needs neither the network nor the ledger, all at once, before either.
+    preflight.require(preflight.Plan(
+        out_dir=opts.out_dir, api_base=None if sim_cfg is not None else api_base, simulated=sim_cfg is not None,
+        ledger="" if isinstance(ledger, Ledger) else ledger, report=Path(report) if report is not None else None,
+        metrics_file=opts.metrics_file, notify_urls=notify_urls,
+        deliver_to=deliver if isinstance(deliver, str) else None, deliver_endpoint=deliver_endpoint,
+        missing=["set BATCHGEN_API_KEY in the environment (it is never read from the command line)"]
+        if key is None and sim_cfg is None else []))
+    key = key or Secret("sk-simulated")
+    opts.api = api_identity(api_base, sim_cfg is not None)
     if deliver is not None and deliver is not False:
         store = open_store(deliver, endpoint_url=deliver_endpoint) if isinstance(deliver, str) else deliver
         store.check()  # credentials and bucket, before anything is paid for

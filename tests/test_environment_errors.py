@@ -32,10 +32,12 @@ def test_commands_that_only_read_never_create_a_ledger(tmp_path):
 def test_a_ledger_or_output_folder_that_cannot_be_created(sim, tmp_path):
     m = write_csv_manifest(tmp_path / "m.csv", 2)
     (tmp_path / "afile").write_text("x")
+    # A path that names no place for a folder is bad input (exit 2, README's table), found
+    # before anything is created or paid; a file system that refuses a write is exit 7.
     one_line_error(run_cli(["run", str(m), "--api-base", sim.url, "--ledger", str(tmp_path / "afile" / "l.db")]),
-                   7, "ledger", "afile")
+                   2, "ledger", "afile")
     one_line_error(run_cli(["run", str(m), "--api-base", sim.url, "--ledger", str(tmp_path / "l.db"),
-                            "--out", str(tmp_path / "afile" / "out")]), 7, "afile")
+                            "--out", str(tmp_path / "afile" / "out")]), 2, "afile")
 
 
 def test_a_corrupt_ledger(tmp_path):

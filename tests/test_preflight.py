@@ -72,3 +72,61 @@ def test_typed_sim_set_values_run(tmp_path):
                  "--sim-set", "audio=true", "--sim-set", "seed=3", "--poll-min", "0.05", "--rpm", "0", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["counts"]["done"] == 2
+
+
+def _refused_before_anything(r, sim, tmp_path) -> None:
+    assert r.exit_code == 2, r.output
+    assert "nothing was submitted" in r.output and "Traceback" not in r.output
+    assert sim.truth()["creates"] == [] and not (tmp_path / "l.db").exists()
+
+
+def test_a_read_only_out_is_refused_before_anything_is_paid(sim_factory, tmp_path):
+    sim = sim_factory(seed=34)
+    m = tmp_path / "m.yaml"
+    m.write_text(TWO)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        import os
+
+        if os.access(out, os.W_OK):  # root ignores mode bits: a read-only bind is the test_output_doors case
+            pytest.skip("running as root: mode bits do not make a folder read-only")
+        r = run_cli(run_args(sim, m, tmp_path))
+    finally:
+        out.chmod(0o755)
+    _refused_before_anything(r, sim, tmp_path)
+    assert str(out) in r.output
+
+
+def test_every_problem_of_the_run_is_named_at_once(sim_factory, tmp_path):
+    sim = sim_factory(seed=35)
+    m = tmp_path / "m.yaml"
+    m.write_text(TWO)
+    r = run_cli(["run", str(m), "--api-base", "127.0.0.1:9", "--ledger", str(tmp_path / "l.db"),
+                 "--out", str(tmp_path / "out"), "--report", str(tmp_path / "nodir" / "sub" / "r.html"),
+                 "--metrics-file", str(tmp_path / "nodir" / "m.prom"), "--notify", "slack",
+                 "--notify", "json://[::1/hook"])
+    assert r.exit_code == 2, r.output
+    for what in ("--api-base", "--report", "--metrics-file", "--notify …: not a URL", "--notify json://"):
+        assert what in r.output, (what, r.output)
+    assert "notification failed" not in r.output  # named once, by the preflight; nothing tried
+    assert "nothing was submitted" in r.output and not (tmp_path / "l.db").exists()
+    assert not (tmp_path / "out").exists()  # the probe left nothing behind, not even the folder
+    r = run_cli(run_args(sim, m, tmp_path, "--report", str(tmp_path / "nodir" / "sub" / "r.html")))
+    _refused_before_anything(r, sim, tmp_path)
+
+
+@pytest.mark.parametrize("url, says", [
+    ("postgres://localhost/db", "postgresql+psycopg://"),
+    ("mysql://u:hunter2@localhost/db", "not a ledger database"),
+])
+def test_a_ledger_url_that_cannot_work_is_refused_before_anything(sim_factory, tmp_path, url, says):
+    sim = sim_factory(seed=36)
+    m = tmp_path / "m.yaml"
+    m.write_text(TWO)
+    args = run_args(sim, m, tmp_path)
+    args[args.index("--ledger") + 1] = url
+    r = run_cli(args)
+    assert r.exit_code == 2 and says in r.output and "hunter2" not in r.output, r.output
+    assert sim.truth()["creates"] == []
