@@ -34,8 +34,10 @@ Exit codes:
   0  every job of the manifest is done
   1  some jobs failed or are in doubt, or a delivered clip is not what was asked
      (see `batchgen export`, `batchgen resolve`, `batchgen verify`)
-  2  bad input or usage (nothing was submitted; e.g. an --api-base without http(s)://),
-     or no ledger where one was expected, a database that is not a batchgen ledger, or
+  2  bad input or usage: nothing was submitted, no ledger created. Every problem the
+     run can see before its first create is named at once (API key, --api-base,
+     ledger URL/driver, --out, clip paths inside --out, --report, --metrics-file,
+     --notify, the destination), or no ledger where one was expected, a database that is not a batchgen ledger, or
      one to `batchgen db upgrade` first, or a file to write names a device, FIFO,
      folder, missing folder or leaves --out
   3  stopped before every job finished (signal or `batchgen stop`, retries exhausted,
@@ -47,7 +49,8 @@ Exit codes:
      disk full)
   8  --deliver: the destination refused (credentials, missing bucket) before anything
      was submitted, or clips are rendered and kept locally but not all delivered
-     (the next run delivers them without rendering them again)
+     (the next run of a manifest containing them, or `batchgen deliver`, delivers
+     them without rendering them again)
 130  interrupted at once: a second Ctrl-C/SIGTERM (answered creates are recorded
      first; one still on the wire is in doubt for the next run; no summary), or one
      while the command was still starting: re-run to resume

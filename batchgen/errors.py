@@ -55,6 +55,7 @@ class BatchgenError(Exception):
     """Base of every error batchgen raises on purpose."""
 
     exit_code = 1
+    run_started = False  # set when a run had begun submitting (a notification words it so)
 
 
 class UsageError(BatchgenError):

@@ -36,6 +36,8 @@ def compose(summary: dict[str, Any], *, ledger: str, report: str | None = None,
     ``error``/``exit_code`` pair of a run that could not start). level: success | warning | failure."""
     code = int(summary.get("exit_code", 1))
     meaning = EXIT_MEANINGS.get(code, "unknown exit code")
+    if summary.get("started") is False:  # refused before its first create: nothing ran
+        meaning = "the run could not start; nothing was submitted"
     run_id = summary.get("run_id")
     manifest = summary.get("manifest") or "?"
     level = "success" if code == EXIT_OK else "warning" if code in (EXIT_FAILED, EXIT_DELIVERY) else "failure"

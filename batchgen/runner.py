@@ -367,7 +367,7 @@ def run(manifest: str | Path | Manifest, *, out_dir: str | Path = "out", ledger:
             usable = [u for u in notify_urls if not notify.check([u])]  # the preflight named the others
             if usable:
                 summary = {"exit_code": e.exit_code, "error": (str(e).splitlines() or [""])[0][:500],
-                           "manifest": str(manifest)}
+                           "manifest": str(manifest), "started": e.run_started}
                 notify.run_ended(usable, summary, ledger=where)
             raise
         # Never raises: a notification cannot change the run's exit code.
@@ -423,7 +423,11 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
                 _discard_new_ledger(led, absent)  # refused before anything was recorded: leave nothing
             raise
         _announce(prepared, m, led)
-        result = _sync(_execute(led, prepared, opts, api_base, key, sim_cfg, display, handle_signals))
+        try:
+            result = _sync(_execute(led, prepared, opts, api_base, key, sim_cfg, display, handle_signals))
+        except BatchgenError as e:
+            e.run_started = True
+            raise
         if report is not None:
             from . import operations
 

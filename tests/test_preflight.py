@@ -130,3 +130,14 @@ def test_a_ledger_url_that_cannot_work_is_refused_before_anything(sim_factory, t
     r = run_cli(args)
     assert r.exit_code == 2 and says in r.output and "hunter2" not in r.output, r.output
     assert sim.truth()["creates"] == []
+
+
+def test_a_notification_for_a_run_refused_before_it_started_says_so(tmp_path):
+    from batchgen import notify
+
+    title, body, _ = notify.compose({"exit_code": 8, "error": "delivery refused (403)", "manifest": "m.yaml",
+                                     "started": False}, ledger="l.db")
+    assert "could not start; nothing was submitted" in title and "kept locally" not in title + body
+    title, _, _ = notify.compose({"exit_code": 8, "run_id": 3, "manifest": "m.yaml", "counts": {"done": 2}},
+                                 ledger="l.db")
+    assert "kept locally" in title or "delivered" in title
