@@ -218,6 +218,14 @@ def check_api_base(url: str) -> str | None:
     sent, so a typo is a usage error (exit 2) instead of a failure of every job."""
     text = url.strip()
     shown = repr(url)
+    try:
+        if urlsplit(text).password is not None or "@" in urlsplit(text).netloc:
+            # The key goes in a Bearer header from BATCHGEN_API_KEY; a user:password here would
+            # be printed, recorded, and fight that header on every request.
+            return ("--api-base must not carry credentials (user:password@): the API key comes from "
+                    "BATCHGEN_API_KEY only")
+    except ValueError:
+        pass
     if not text:
         return "--api-base is empty; give an http(s) URL such as https://api.foxapi.cc"
     if any(c.isspace() for c in text):

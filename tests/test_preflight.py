@@ -141,3 +141,12 @@ def test_a_notification_for_a_run_refused_before_it_started_says_so(tmp_path):
     title, _, _ = notify.compose({"exit_code": 8, "run_id": 3, "manifest": "m.yaml", "counts": {"done": 2}},
                                  ledger="l.db")
     assert "kept locally" in title or "delivered" in title
+
+
+def test_an_api_base_with_credentials_is_refused_and_not_echoed(tmp_path):
+    m = tmp_path / "m.yaml"
+    m.write_text(TWO)
+    r = run_cli(["run", str(m), "--api-base", "http://user:hunter2@127.0.0.1:9", "--ledger", str(tmp_path / "l.db"),
+                 "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "BATCHGEN_API_KEY" in r.output and "hunter2" not in r.output, r.output
+    assert not (tmp_path / "l.db").exists()
