@@ -98,7 +98,7 @@ def require(p: Plan) -> None:
         return
     code = EXIT_USAGE if any(e.exit_code == EXIT_USAGE for e in found) else found[0].exit_code
     lines = [str(e).strip() for e in found]
-    text = (f"{lines[0]} (nothing was submitted)" if len(lines) == 1 else
+    text = (f"{lines[0]} — nothing was submitted" if len(lines) == 1 else
             "the run cannot start; nothing was submitted:\n" + "\n".join(f"  - {x}" for x in lines))
     err = UsageError(text) if code == EXIT_USAGE else OutputFailed(text)
     raise err

@@ -50,7 +50,8 @@ def test_an_api_base_without_scheme_is_a_usage_error_before_any_ledger(tmp_path)
                  "--out", str(tmp_path / "out")])
     assert r.exit_code == 2, r.output
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: --api-base '127.0.0.1:9' is not an http(s) URL (did you mean http://127.0.0.1:9 ?)"]
+    assert errors == ["error: --api-base '127.0.0.1:9' is not an http(s) URL (did you mean http://127.0.0.1:9 ?) "
+                      "— nothing was submitted"]
     assert "Traceback" not in r.output
     assert not (tmp_path / "l.db").exists() and not (tmp_path / "out").exists()
     r = run_cli(["run", str(m), "--ledger", str(tmp_path / "l.db")], BATCHGEN_API_BASE="localhost:8787")
