@@ -275,8 +275,10 @@ def models(names: tuple[str, ...], models_file: Path | None, as_json: bool) -> N
             click.echo(f"    {f['name']:<22} {'; '.join(bits)}")
         for r in d["rules"]:
             click.echo(f"    rule: {r}")
-        if d["doc"]:
-            click.echo(f"    doc: {d['doc']}")
+        for url in d["sources"] or ([d["doc"]] if d["doc"] else []):
+            click.echo(f"    source: {url}")
+        if d["read_on"]:
+            click.echo(f"    read on: {d['read_on']}")
 
 
 # ---------------------------------------------------------------------------------- run

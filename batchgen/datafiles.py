@@ -75,6 +75,8 @@ COUNT = "a whole number, 0 or more"
 
 RULE_KINDS: dict[str, dict[str, str]] = {
     "count": {"when": FIELD_VALUES, "count": FIELD_COUNTS},  # list lengths when FIELD is VALUE
+    "allowed": {"when": FIELD_VALUES, "allowed": FIELD_CHOICES},  # when FIELD is VALUE, FIELD2 is one of [...]
+    "allowed_if_set": {"when_set": FIELD, "allowed": FIELD_CHOICES},  # when FIELD is set, FIELD2 is one of [...]
     "one_of": {"one_of": FIELDS},  # exactly one of them is set
     "at_most_one": {"at_most_one": FIELDS},  # not more than one
     "total": {"total": FIELDS, "max": COUNT},  # items across lists

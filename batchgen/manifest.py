@@ -569,8 +569,8 @@ class Manifest:
         params: dict[str, Any] = {}
         bad = False
         for k in raw:
-            if k in META_FIELDS or k == "model":
-                continue
+            if k == "model" or k in META_FIELDS and not (spec is not None and k in spec.fields):
+                continue  # a model whose request has a `name` (sora-2-character) is sent the job's name
             if spec is None:  # an unvalidated model: every field no template uses is sent
                 if k in used and k not in self.catalog.all_fields:
                     continue

@@ -227,6 +227,10 @@ def _model_doc(spec: ModelSpec) -> dict[str, Any]:
         if r.count:
             rules.append(", ".join(f"{k}: {lo}-{hi} items" for k, lo, hi in r.count)
                          + " when " + ", ".join(f"{k}={v}" for k, v in r.when))
+        for k, values in r.allowed:
+            cond = (" when " + ", ".join(f"{w}={_show(v)}" for w, v in r.when) if r.when
+                    else f" when {r.when_set} is set" if r.when_set else "")
+            rules.append(f"{k}: one of {', '.join(_show(v) for v in values)}{cond}" + (" (warning)" if r.warn else ""))
         if r.one_of:
             rules.append("exactly one of " + ", ".join(r.one_of))
         if r.at_most_one:
@@ -237,7 +241,12 @@ def _model_doc(spec: ModelSpec) -> dict[str, Any]:
             rules.append(f"{r.if_set} needs {' or '.join(r.requires_any)}")
     rules += [f"{marker}N names an item of {field}" for marker, field in spec.refs]
     return {"model": spec.name, "fields": fields, "rules": rules,
-            "output_seconds": spec.output_seconds, "audio": spec.audio, "open": spec.open, "doc": spec.doc}
+            "output_seconds": spec.output_seconds, "audio": spec.audio, "open": spec.open, "doc": spec.doc,
+            "sources": list(spec.sources), "read_on": spec.read_on}
+
+
+def _show(v: Any) -> str:
+    return "true" if v is True else "false" if v is False else str(v)
 
 
 def _ledger_exists(ledger: str | None) -> bool:

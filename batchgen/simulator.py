@@ -51,50 +51,93 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool, Any, Any]]] = {
 _VEO_RES = ("720p", "1080p", "4k")
 _VEO_AR = ("16:9", "9:16")
 _VEO_GEN = ("text-to-video", "image-to-video", "first-last-frame", "reference-to-video")
-# The other foxapi video families (docs.foxapi.cc video-series pages). "choice": a set of allowed
-# values (ints too); "auto" ints: (min, max, auto value); "bool", "list", "object": type only.
+# The other foxapi video families, written from the docs.foxapi.cc video-series pages (and the
+# docs.aihubmax.com mirror where a page is cut), read 2026-11-30. "choice": a set of allowed values
+# (ints too); "auto" ints: (min, max, auto value); "list": a JSON list with an optional maximum;
+# "bool", "object": type only. The defaults are what the API applies when a field is not sent.
 _VEO = {"prompt": ("prompt", True, 100_000, None), "generation_type": ("enum", False, _VEO_GEN, "text-to-video"),
         "image_urls": ("urls", False, (0, 3), None), "aspect_ratio": ("enum", False, _VEO_AR, "16:9"),
-        "duration": ("choice", False, (4, 6, 8), 8), "resolution": ("enum", False, _VEO_RES, "1080p"),
-        "generate_audio": ("bool", False, None, True), "negative_prompt": ("prompt", False, 100_000, None),
-        "seed": ("int", False, (0, 4294967295), None)}
+        "duration": ("choice", False, (4, 6, 8), 8),
+        "resolution": ("enum", False, ("720p", "1080p", "2160p", "4k"), "1080p"),
+        "generate_audio": ("bool", False, None, True), "advanced": ("object", False, None, None)}
 _VEO_I2V = {"prompt": ("prompt", True, 100_000, None), "image_url": ("url", True, None, None),
             "aspect_ratio": ("enum", False, _VEO_AR, "16:9"), "duration": ("choice", False, (4, 6, 8), 8),
             "resolution": ("enum", False, _VEO_RES, "1080p"), "generate_audio": ("bool", False, None, True)}
+_VEO_FLF = {"prompt": ("prompt", True, 100_000, None), "first_image_url": ("url", True, None, None),
+            "last_image_url": ("url", True, None, None), "aspect_ratio": ("enum", False, _VEO_AR, "16:9"),
+            "duration": ("choice", False, (4, 6, 8), 8), "resolution": ("enum", False, _VEO_RES, "1080p"),
+            "generate_audio": ("bool", False, None, False), "auto_fix": ("bool", False, None, None)}
 _VEO_REF = {"prompt": ("prompt", True, 100_000, None), "reference_image_urls": ("urls", True, (1, 3), None),
             "aspect_ratio": ("enum", False, _VEO_AR, "16:9"), "duration": ("choice", False, (8,), 8),
             "resolution": ("enum", False, _VEO_RES, "1080p"), "generate_audio": ("bool", False, None, True),
-            "reference_type": ("enum", False, ("ASSET", "STYLE"), None)}
+            "auto_fix": ("bool", False, None, None), "reference_type": ("enum", False, ("ASSET", "STYLE"), None)}
 _VEO_EXT = {"prompt": ("prompt", True, 100_000, None), "video_url": ("url", False, None, None),
             "video": ("url", False, None, None), "aspect_ratio": ("enum", False, _VEO_AR, "16:9"),
-            "generate_audio": ("bool", False, None, True), "advanced": ("object", False, None, None),
-            "duration": ("fixed", False, None, 7)}
+            "generate_audio": ("bool", False, None, True), "auto_fix": ("bool", False, None, None),
+            "advanced": ("object", False, None, None), "duration": ("fixed", False, None, 7)}
 _SORA = {"prompt": ("prompt", True, 5000, None), "image_urls": ("urls", False, (0, 1), None),
          "aspect_ratio": ("enum", False, _VEO_AR, "16:9"), "duration": ("choice", False, (4, 8, 12, 16, 20), 4),
-         "resolution": ("enum", False, ("720p", "1080p"), "720p"), "character_ids": ("list", False, None, None)}
+         "resolution": ("enum", False, ("720p", "1080p"), "720p"), "character_ids": ("list", False, 2, None)}
 _SEEDANCE_AR = ("adaptive", "16:9", "4:3", "1:1", "3:4", "9:16", "21:9")
-_SEEDANCE = {"prompt": ("prompt", True, 5000, None), "resolution": ("enum", False, ("480p", "720p", "1080p"), "720p"),
-             "ratio": ("enum", False, _SEEDANCE_AR, "adaptive"), "aspect_ratio": ("enum", False, _SEEDANCE_AR, None),
-             "duration": ("auto", False, (4, 15, -1), 5), "generate_audio": ("bool", False, None, True),
-             "seed": ("int", False, (-1, 4294967295), None), "image_urls": ("urls", False, (0, 9), None),
-             "video_urls": ("urls", False, (0, 3), None), "audio_urls": ("urls", False, (0, 3), None)}
+_SEEDANCE_T2V = {"prompt": ("prompt", True, 5000, None),
+                 "resolution": ("enum", False, ("480p", "720p", "1080p"), "720p"),
+                 "ratio": ("enum", False, _SEEDANCE_AR, "adaptive"), "aspect_ratio": ("enum", False, _SEEDANCE_AR, None),
+                 "duration": ("auto", False, (4, 15, -1), 5), "generate_audio": ("bool", False, None, True),
+                 "seed": ("int", False, (-1, 4294967295), None)}
+_SEEDANCE = {**_SEEDANCE_T2V, "image_urls": ("urls", False, (0, 9), None), "video_urls": ("urls", False, (0, 3), None),
+             "audio_urls": ("urls", False, (0, 3), None)}
+_SEEDANCE_FAST_RES = ("enum", False, ("480p", "720p"), "720p")
 _KLING = {"prompt": ("prompt", False, 2500, None), "multi_prompt": ("list", False, None, None),
           "resolution": ("enum", False, _VEO_RES, "720p"), "generate_audio": ("bool", False, None, False),
           "start_image_url": ("url", False, None, None), "end_image_url": ("url", False, None, None),
           "image_urls": ("urls", False, (0, 4), None), "elements": ("list", False, None, None),
           "aspect_ratio": ("enum", False, ("16:9", "9:16", "1:1"), "16:9"), "duration": ("int", False, (3, 15), 5)}
+_KLING_O3_I2V = {"image_url": ("url", True, None, None), "prompt": ("prompt", False, 2500, None),
+                 "multi_prompt": ("list", False, None, None), "resolution": ("enum", False, _VEO_RES, "720p"),
+                 "generate_audio": ("bool", False, None, False), "end_image_url": ("url", False, None, None),
+                 "duration": ("int", False, (3, 15), 5)}
+_KLING_V3_T2V = {"prompt": ("prompt", True, 2500, None), "resolution": ("enum", False, _VEO_RES, "720p"),
+                 "generate_audio": ("bool", False, None, False), "negative_prompt": ("prompt", False, 100_000, None),
+                 "aspect_ratio": ("enum", False, ("16:9", "9:16", "1:1"), "16:9"),
+                 "duration": ("choice", False, (5, 10), 5), "voice_ids": ("list", False, 2, None),
+                 "multi_prompt": ("list", False, None, None)}
+_KLING_V3_I2V = {"prompt": ("prompt", True, 2500, None), "image_url": ("url", True, None, None),
+                 "image_tail_url": ("url", False, None, None), "resolution": ("enum", False, _VEO_RES, "720p"),
+                 "generate_audio": ("bool", False, None, False), "duration": ("choice", False, (5, 10), 5),
+                 "voice_ids": ("list", False, 2, None)}
+_KLING_MOTION = {"image_url": ("url", True, None, None), "video_url": ("url", True, None, None),
+                 "mode": ("enum", False, ("std", "pro"), "std"), "prompt": ("prompt", False, 100_000, None),
+                 "character_orientation": ("enum", False, ("image", "video"), "image"),
+                 "keep_original_sound": ("enum", False, ("yes", "no"), "yes")}
 _SCHEMA.update({
-    "veo-3.1": _VEO, "veo-3.1-fast": _VEO, "veo-3.1-image-to-video": _VEO_I2V, "veo-3.1-fast-image-to-video": _VEO_I2V,
+    "veo-3.1": _VEO, "veo-3.1-fast": {**_VEO, "generation_type": ("enum", False, _VEO_GEN[:3], "text-to-video")},
+    "veo-3.1-image-to-video": _VEO_I2V, "veo-3.1-fast-image-to-video": _VEO_I2V,
     "veo-3.1-lite-image-to-video": {**_VEO_I2V, "resolution": ("enum", False, ("720p", "1080p"), "1080p")},
+    "veo-3.1-first-last-frame-to-video": _VEO_FLF, "veo-3.1-fast-first-last-frame-to-video": _VEO_FLF,
+    "veo-3.1-lite-first-last-frame-to-video": {**_VEO_FLF, "resolution": ("enum", False, ("720p", "1080p"), "1080p")},
     "veo-3.1-reference-to-video": _VEO_REF,
     "veo-3.1-fast-reference-to-video": {k: v for k, v in _VEO_REF.items() if k != "reference_type"},
     "veo-3.1-extend": _VEO_EXT, "veo-3.1-extend-fast": _VEO_EXT, "sora-2": _SORA, "sora-2-pro": _SORA,
+    "sora-2-character": {"video_url": ("url", True, None, None), "name": ("prompt", True, 80, None),
+                         "duration": ("fixed", False, None, 4)},
     "seedance-2.0-reference-to-video": _SEEDANCE,
-    "seedance-2.0-fast-reference-to-video": {**_SEEDANCE, "resolution": ("enum", False, ("480p", "720p"), "720p")},
-    "kling-o3-reference-to-video": _KLING,
+    "seedance-2.0-fast-reference-to-video": {**_SEEDANCE, "resolution": _SEEDANCE_FAST_RES},
+    "seedance-2.0-text-to-video": _SEEDANCE_T2V,
+    "seedance-2.0-fast-text-to-video": {**_SEEDANCE_T2V, "resolution": _SEEDANCE_FAST_RES},
+    "seedance-2.0-image-to-video": _SEEDANCE_T2V,
+    "seedance-2.0-fast-image-to-video": {**_SEEDANCE_T2V, "resolution": _SEEDANCE_FAST_RES},
+    "kling-o3-reference-to-video": _KLING, "kling-o3-image-to-video": _KLING_O3_I2V,
+    "kling-v3-text-to-video": _KLING_V3_T2V, "kling-v3-image-to-video": _KLING_V3_I2V,
+    "kling-v3-motion-control": _KLING_MOTION, "kling-v2-6-motion-control": _KLING_MOTION,
 })
-# Models whose pages name more optional fields than the table holds: unknown fields are accepted.
-_OPEN = frozenset(m for m in _SCHEMA if not m.startswith(("grok-", "seedance-")))
+# Models whose pages describe optional fields the table cannot name (cut or unnamed in the copies
+# read): unknown fields are accepted. Every other model refuses them (422), as foxapi does.
+_OPEN = frozenset({"veo-3.1-image-to-video", "veo-3.1-fast-image-to-video", "veo-3.1-lite-image-to-video",
+                   "veo-3.1-first-last-frame-to-video", "veo-3.1-fast-first-last-frame-to-video",
+                   "veo-3.1-lite-first-last-frame-to-video", "veo-3.1-reference-to-video",
+                   "veo-3.1-fast-reference-to-video", "sora-2", "sora-2-pro", "seedance-2.0-image-to-video",
+                   "seedance-2.0-fast-image-to-video", "kling-o3-reference-to-video", "kling-o3-image-to-video",
+                   "kling-v3-image-to-video"})
 _FAIL_CODES = ("generation_failed", "timeout", "model_unavailable", "content_policy_violation")
 
 
@@ -375,7 +418,7 @@ class Simulator:
             elif kind == "bool":
                 ok = isinstance(v, bool)
             elif kind == "list":
-                ok = isinstance(v, list)
+                ok = isinstance(v, list) and (rule is None or len(v) <= rule)
             elif kind == "fixed":
                 ok = False  # not a request field (veo extend adds a fixed 7 s)
             elif kind == "enum":
@@ -396,8 +439,13 @@ class Simulator:
         assert isinstance(model, str)  # a known model: checked above
         if model.startswith("veo-3.1-extend") and sum(1 for k in ("video_url", "video") if body.get(k)) != 1:
             return 422, "video_url is required", "invalid_request_error", None
-        if model.startswith("kling-") and not (body.get("prompt") or body.get("multi_prompt")):
-            return 422, "prompt or multi_prompt is required", "invalid_request_error", None
+        if model.startswith("kling-o3") and sum(1 for k in ("prompt", "multi_prompt") if body.get(k)) != 1:
+            return 422, "exactly one of prompt and multi_prompt is required", "invalid_request_error", None
+        if body.get("voice_ids") and body.get("generate_audio") is not True:
+            return 422, "voice_ids needs generate_audio: true", "invalid_request_error", None
+        if "-lite-" in model and (body.get("resolution") or schema["resolution"][3]) == "1080p" \
+                and body.get("duration") is not None and body["duration"] != 8:
+            return 422, "lite at 1080p only supports 8 seconds", "invalid_request_error", None
         if model.startswith("veo-3.1") and "generation_type" in schema:
             want = {"text-to-video": (0, 0), "image-to-video": (1, 1), "first-last-frame": (2, 2),
                     "reference-to-video": (1, 3)}[body.get("generation_type") or "text-to-video"]
@@ -412,7 +460,7 @@ class Simulator:
         c = self.config
         schema = _SCHEMA[body["model"]]
         res = body.get("resolution") or (schema["resolution"][3] if "resolution" in schema else "480p")
-        short = {"720p": 720, "1080p": 1080, "4k": 2160}.get(res, 480)
+        short = {"720p": 720, "1080p": 1080, "2160p": 2160, "4k": 2160}.get(res, 480)
         ar_field = "ratio" if "ratio" in schema and not body.get("aspect_ratio") else "aspect_ratio"
         ratio = body.get(ar_field) or (schema[ar_field][3] if ar_field in schema else "16:9")
         a, b = (16, 9) if ":" not in str(ratio) else (int(x) for x in str(ratio).split(":"))

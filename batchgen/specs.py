@@ -39,7 +39,9 @@ class Rule:
     """A constraint across fields (see models.yaml). ``warn``: a warning, not a refusal."""
 
     when: tuple[tuple[str, Any], ...] = ()
+    when_set: str | None = None
     count: tuple[tuple[str, int, int], ...] = ()
+    allowed: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     one_of: tuple[str, ...] = ()
     at_most_one: tuple[str, ...] = ()
     total: tuple[str, ...] = ()
@@ -47,6 +49,14 @@ class Rule:
     requires_any: tuple[str, ...] = ()
     if_set: str | None = None
     warn: bool = False
+
+    @property
+    def reads(self) -> frozenset[str]:
+        """Every field this rule looks at: a field that failed its own check is not read again
+        (one problem, one line; a list over its maximum is not then "absent")."""
+        return frozenset({k for k, _ in self.when} | {k for k, _, _ in self.count} | {k for k, _ in self.allowed}
+                         | set(self.one_of) | set(self.at_most_one) | set(self.total) | set(self.requires_any)
+                         | {f for f in (self.when_set, self.if_set) if f})
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ class Catalog:
         errors: list[tuple[str, str]] = []
         warnings: list[tuple[str, str]] = []
         out: dict[str, Any] = {"model": model}
+        failed: set[str] = set()  # fields with their own error: the cross rules do not read them
         for name, fs in spec.fields.items():
             raw = params.get(name)
             if raw == "" or raw == []:
@@ -141,6 +152,7 @@ class Catalog:
             if value is None:
                 if fs.required:
                     errors.append((name, "is required"))
+                    failed.add(name)
                     continue
                 value = fs.default
                 if value is None:
@@ -148,14 +160,19 @@ class Catalog:
             err = _check(fs, value)
             if err:
                 errors.append((name, err))
+                failed.add(name)
                 continue
             out[name] = value
         if spec.open:  # fields the catalog does not list (the manifest warned): sent as given
             out.update({k: v for k, v in params.items() if k not in spec.fields and v is not None})
         for rule in spec.rules:
+            if rule.reads & failed:
+                continue  # its field already has its own error; a second, false line helps nobody
             for f, msg in _broken(rule, out):
                 (warnings if rule.warn else errors).append((f, msg))
         for marker, list_field in spec.refs:
+            if list_field in failed:
+                continue
             n = len(out.get(list_field) or [])
             for text_field in ("prompt",):
                 for m in re.finditer(re.escape(marker) + r"(\d+)", str(out.get(text_field) or "")):
@@ -173,8 +190,15 @@ def _set(v: Any) -> bool:
 def _broken(rule: Rule, req: Mapping[str, Any]) -> list[tuple[str, str]]:
     if rule.when and not all(req.get(k) == v for k, v in rule.when):
         return []
+    if rule.when_set and not _set(req.get(rule.when_set)):
+        return []
     out: list[tuple[str, str]] = []
-    cond = " when " + ", ".join(f"{k} is {v}" for k, v in rule.when) if rule.when else ""
+    cond = (" when " + ", ".join(f"{k} is {_show(v)}" for k, v in rule.when) if rule.when
+            else f" when {rule.when_set} is set" if rule.when_set else "")
+    for f, values in rule.allowed:
+        v = req.get(f)
+        if v is not None and v not in values:  # unset (no default): the API's own default applies
+            out.append((f, f"must be one of {', '.join(_show(x) for x in values)}{cond}; got {_show(v)}"))
     for f, lo, hi in rule.count:
         n = len(req.get(f) or [])
         if not lo <= n <= hi:
@@ -196,6 +220,10 @@ def _broken(rule: Rule, req: Mapping[str, Any]) -> list[tuple[str, str]]:
     if rule.if_set and _set(req.get(rule.if_set)) and not any(_set(req.get(f)) for f in rule.requires_any):
         out.append((rule.if_set, f"needs {' or '.join(rule.requires_any)} too"))
     return out
+
+
+def _show(v: Any) -> str:
+    return "true" if v is True else "false" if v is False else str(v)
 
 
 # ------------------------------------------------------------------------------ values
