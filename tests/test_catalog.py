@@ -74,11 +74,12 @@ def test_every_model_takes_a_minimal_request_and_the_simulator_agrees(model, tmp
 def test_every_model_refuses_a_bad_value_naming_the_field(model, tmp_path):
     spec = SHIPPED.models[model]
     req = _minimal(spec)
-    name, f = next((k, f) for k, f in spec.fields.items() if f.kind in ("str", "int") and (f.choices or f.max))
+    name, f = next((k, f) for k, f in spec.fields.items()
+                   if f.kind in ("str", "int") and (f.choices or f.max or f.max_len))
     bad: object = 999_999 if f.kind == "int" else "not-a-choice"
     if f.kind == "str" and not f.choices:
         bad = "x" * ((f.max_len or 10) + 1)
-    fields = json.dumps({"name": "a", "model": model, **req, name: bad})
+    fields = json.dumps({"name": "a", "model": model, **req, name: bad})  # sora-2-character: `name` is the job's
     with pytest.raises(ManifestError) as e:
         _expand(tmp_path, f"jobs:\n  - {fields}\n")
     assert f"field '{name}'" in str(e.value) and "m.yaml" in str(e.value)
@@ -145,11 +146,16 @@ def test_seedance_takes_either_aspect_field_as_its_en_and_zh_pages_do(tmp_path):
 
 
 def test_open_models_pass_unlisted_fields_with_a_warning_but_typos_are_errors(tmp_path):
-    [job], m = _expand(tmp_path, "jobs:\n  - {name: a, model: veo-3.1, prompt: x, person_generation: allow_adult}\n")
+    # the reference-to-video page describes a person-generation field whose name is not shown
+    ref = f"model: veo-3.1-reference-to-video, reference_image_urls: ['{IMG}']"
+    [job], m = _expand(tmp_path, f"jobs:\n  - {{name: a, {ref}, prompt: x, person_generation: allow_adult}}\n")
     assert job.request["person_generation"] == "allow_adult"
     assert any("person_generation" in w and "sent as given" in w for w in m.warnings)
     with pytest.raises(ManifestError, match="did you mean 'resolution'"):
-        _expand(tmp_path, "jobs:\n  - {name: a, model: veo-3.1, prompt: x, resolutin: 1080p}\n")
+        _expand(tmp_path, f"jobs:\n  - {{name: a, {ref}, prompt: x, resolutin: 1080p}}\n")
+    # veo-3.1's page lists every field it takes: a field it does not name is not sent
+    [job], m = _expand(tmp_path, "jobs:\n  - {name: a, model: veo-3.1, prompt: x, person_generation: allow_adult}\n")
+    assert "person_generation" not in job.request
     # a closed entry never sends it: a column no template uses is ignored, with a warning
     [job], m = _expand(tmp_path, "jobs:\n  - {name: a, model: seedance-2.0-reference-to-video, prompt: x, "
                                  "person_generation: allow_adult}\n")
