@@ -381,3 +381,71 @@ def test_sora_character_takes_the_jobs_name_as_its_character_name(tmp_path):
     request = _accepts(tmp_path, "sora-2-character", {"name": "Alice", "video_url": VID})
     assert request == {"model": "sora-2-character", "name": "Alice", "video_url": VID}
     assert "80" in _refuses(tmp_path, "sora-2-character", {"name": "A" * 81, "video_url": VID})
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("family, jobs", [("veo", 5), ("sora", 3), ("seedance", 3), ("kling", 5)])
+def test_each_family_example_runs_end_to_end_and_every_clip_verifies(sim_factory, tmp_path, family, jobs):
+    """manifests/FAMILY.yaml through the simulator: every model of it is accepted, and every clip's
+    size and length follow its request (verification compares them)."""
+    from conftest import run_args, run_cli
+
+    sim = sim_factory(seed=22)
+    example = (ROOT / "manifests" / f"{family}.yaml").read_text()
+    assert "resolution: 1080p" not in example and "resolution: 4k" not in example  # test clips stay ≤ 720p
+    m = tmp_path / f"{family}.yaml"
+    m.write_text(example)
+    r = run_cli(run_args(sim, m, tmp_path, "--json"))
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["counts"] == {"done": jobs} and doc["verified"] == {"ok": jobs}, doc
+    creates = sim.truth()["creates"]
+    models = {line.split(":", 1)[1].strip() for line in example.splitlines() if line.strip().startswith("model:")}
+    assert len(creates) == jobs and {c["model"] for c in creates} == models
+
+
+def test_models_command_shows_the_pages_and_the_date_read():
+    from conftest import run_cli
+
+    r = run_cli(["models", "veo-3.1-lite-first-last-frame-to-video"])
+    assert r.exit_code == 0
+    assert ("source: https://docs.foxapi.cc/pages/zh/api-manual/video-series/veo3.1/veo-3.1-first-last-frame-to-video"
+            in r.output)
+    assert "read on: 2026-11-30" in r.output
+    assert "rule: duration: one of 8 when resolution=1080p" in r.output
+    doc = json.loads(run_cli(["models", "kling-v3-text-to-video", "--json"]).stdout)[0]
+    assert doc["read_on"] == "2026-11-30" and len(doc["sources"]) == 3
+    assert "generate_audio: one of true when voice_ids is set" in doc["rules"]
+
+
+def test_a_models_file_gets_the_same_rule_engine(tmp_path):
+    """A user's entry (the provider's next model, read the day its page changes) uses the same
+    rule kinds, checked by the same engine, and a malformed rule is refused naming the file."""
+    from conftest import run_cli
+
+    (tmp_path / "models.yaml").write_text(
+        "veo-4-lite:\n  sources: [https://docs.foxapi.cc/pages/en/api-manual/video-series/veo4/veo-4-lite]\n"
+        "  read_on: 2026-12-01\n  fields:\n    prompt: {type: text, required: true}\n"
+        "    duration: {type: int, default: 8, choices: [4, 8]}\n"
+        "    resolution: {type: enum, choices: [720p, 1080p]}\n"
+        "  rules:\n    - {when: {resolution: 1080p}, allowed: {duration: [8]}}\n")
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("jobs:\n  - {name: a, model: veo-4-lite, prompt: x, resolution: 720p, duration: 4}\n")
+    r = run_cli(["plan", str(ok), "--ledger", str(tmp_path / "none.db"), "--models", str(tmp_path / "models.yaml")])
+    assert r.exit_code == 0, r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jobs:\n  - {name: a, model: veo-4-lite, prompt: x, resolution: 1080p, duration: 4}\n")
+    r = run_cli(["plan", str(bad), "--ledger", str(tmp_path / "none.db"), "--models", str(tmp_path / "models.yaml")])
+    assert r.exit_code == 2 and "field 'duration': must be one of 8 when resolution is 1080p; got 4" in r.output
+    r = run_cli(["models", "veo-4-lite", "--models", str(tmp_path / "models.yaml")])
+    assert "read on: 2026-12-01" in r.output and "source: https://docs.foxapi.cc/pages/en/" in r.output
+    for rule, says in [("{when: {resolution: 1080p}, only: {duration: [8]}}", "a rule is one of"),
+                       ("{when: {resolution: 1080p}, allowed: {durations: [8]}}", "'durations', which is not a field"),
+                       ("{when: {resolution: 1080p}, allowed: {duration: 8}}", "malformed rule")]:
+        (tmp_path / "broken.yaml").write_text(
+            "m:\n  fields:\n    prompt: {type: text}\n    duration: {type: int}\n    resolution: {type: text}\n"
+            f"  rules:\n    - {rule}\n")
+        r = run_cli(["plan", str(ok), "--models", str(tmp_path / "broken.yaml")])
+        assert r.exit_code == 2 and "broken.yaml" in r.output and says in r.output, r.output
