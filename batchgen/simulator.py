@@ -62,7 +62,8 @@ _VEO = {"prompt": ("prompt", True, 100_000, None), "generation_type": ("enum", F
         "generate_audio": ("bool", False, None, True), "advanced": ("object", False, None, None)}
 _VEO_I2V = {"prompt": ("prompt", True, 100_000, None), "image_url": ("url", True, None, None),
             "aspect_ratio": ("enum", False, _VEO_AR, "16:9"), "duration": ("choice", False, (4, 6, 8), 8),
-            "resolution": ("enum", False, _VEO_RES, "1080p"), "generate_audio": ("bool", False, None, True)}
+            "resolution": ("enum", False, _VEO_RES, "1080p"), "generate_audio": ("bool", False, None, False),
+            "auto_fix": ("bool", False, None, None)}
 _VEO_FLF = {"prompt": ("prompt", True, 100_000, None), "first_image_url": ("url", True, None, None),
             "last_image_url": ("url", True, None, None), "aspect_ratio": ("enum", False, _VEO_AR, "16:9"),
             "duration": ("choice", False, (4, 6, 8), 8), "resolution": ("enum", False, _VEO_RES, "1080p"),
@@ -73,7 +74,8 @@ _VEO_REF = {"prompt": ("prompt", True, 100_000, None), "reference_image_urls": (
             "auto_fix": ("bool", False, None, None), "reference_type": ("enum", False, ("ASSET", "STYLE"), None)}
 _VEO_EXT = {"prompt": ("prompt", True, 100_000, None), "video_url": ("url", False, None, None),
             "video": ("url", False, None, None), "aspect_ratio": ("enum", False, _VEO_AR, "16:9"),
-            "generate_audio": ("bool", False, None, True), "auto_fix": ("bool", False, None, None),
+            "generate_audio": ("bool", False, None, True), "auto_fix": ("bool", False, None, True),
+            "negative_prompt": ("prompt", False, 100_000, None), "seed": ("int", False, (-2**63, 2**63 - 1), None),
             "advanced": ("object", False, None, None), "duration": ("fixed", False, None, 7)}
 _SORA = {"prompt": ("prompt", True, 5000, None), "image_urls": ("urls", False, (0, 1), None),
          "aspect_ratio": ("enum", False, _VEO_AR, "16:9"), "duration": ("choice", False, (4, 8, 12, 16, 20), 4),
@@ -135,7 +137,7 @@ _SCHEMA.update({
 _OPEN = frozenset({"veo-3.1-image-to-video", "veo-3.1-fast-image-to-video", "veo-3.1-lite-image-to-video",
                    "veo-3.1-first-last-frame-to-video", "veo-3.1-fast-first-last-frame-to-video",
                    "veo-3.1-lite-first-last-frame-to-video", "veo-3.1-reference-to-video",
-                   "veo-3.1-fast-reference-to-video", "sora-2", "sora-2-pro", "seedance-2.0-image-to-video",
+                   "veo-3.1-fast-reference-to-video", "veo-3.1-extend", "veo-3.1-extend-fast", "sora-2", "sora-2-pro", "seedance-2.0-image-to-video",
                    "seedance-2.0-fast-image-to-video", "kling-o3-reference-to-video", "kling-o3-image-to-video",
                    "kling-v3-image-to-video"})
 _FAIL_CODES = ("generation_failed", "timeout", "model_unavailable", "content_policy_violation")

@@ -53,7 +53,7 @@ _VEO31 = dict(fields={"prompt": "x", "generation_type": "text-to-video", "image_
                                                   "duration": 8},
               durations=[4, 6, 8], resolutions=["720p", "1080p", "2160p", "4k"], aspect=("aspect_ratio", VEO_AR))
 _VEO_I2V = dict(fields={"prompt": "x", "image_url": IMG, "aspect_ratio": "16:9", "duration": 8, "resolution": "720p",
-                        "generate_audio": True},
+                        "generate_audio": True, "auto_fix": True},
                 required={"prompt": "x", "image_url": IMG}, defaults={"aspect_ratio": "16:9", "duration": 8},
                 durations=[4, 6, 8], resolutions=["720p", "1080p", "4k"], aspect=("aspect_ratio", VEO_AR), open_=True)
 _VEO_FLF = dict(fields={"prompt": "x", "first_image_url": IMG, "last_image_url": IMG, "aspect_ratio": "16:9",
@@ -67,9 +67,9 @@ _VEO_REF = dict(fields={"prompt": "x", "reference_image_urls": [IMG], "aspect_ra
                 durations=[8], resolutions=["720p", "1080p", "4k"], aspect=("aspect_ratio", VEO_AR),
                 counts={"reference_image_urls": (1, 3)}, open_=True)
 _VEO_EXT = dict(fields={"prompt": "x", "video_url": VID, "video": None, "aspect_ratio": "16:9", "generate_audio": True,
-                        "auto_fix": True, "advanced": {}},
+                        "auto_fix": True, "negative_prompt": "blurry", "seed": 42, "advanced": {}},
                 required={"prompt": "x"}, defaults={"aspect_ratio": "16:9", "generate_audio": True},
-                aspect=("aspect_ratio", VEO_AR), one_of=("video_url", "video"))
+                aspect=("aspect_ratio", VEO_AR), one_of=("video_url", "video"), open_=True)
 _SORA = dict(fields={"prompt": "x", "image_urls": [IMG], "aspect_ratio": "16:9", "duration": 4, "resolution": "720p",
                      "character_ids": ["char_a"]},
              required={"prompt": "x"}, defaults={"aspect_ratio": "16:9", "duration": 4, "resolution": "720p"},
