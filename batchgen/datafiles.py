@@ -77,6 +77,7 @@ RULE_KINDS: dict[str, dict[str, str]] = {
     "count": {"when": FIELD_VALUES, "count": FIELD_COUNTS},  # list lengths when FIELD is VALUE
     "allowed": {"when": FIELD_VALUES, "allowed": FIELD_CHOICES},  # when FIELD is VALUE, FIELD2 is one of [...]
     "allowed_if_set": {"when_set": FIELD, "allowed": FIELD_CHOICES},  # when FIELD is set, FIELD2 is one of [...]
+    "required": {"when": FIELD_VALUES, "required": FIELDS},  # when FIELD is VALUE, these fields are set
     "one_of": {"one_of": FIELDS},  # exactly one of them is set
     "at_most_one": {"at_most_one": FIELDS},  # not more than one
     "total": {"total": FIELDS, "max": COUNT},  # items across lists

@@ -231,6 +231,8 @@ def _model_doc(spec: ModelSpec) -> dict[str, Any]:
             cond = (" when " + ", ".join(f"{w}={_show(v)}" for w, v in r.when) if r.when
                     else f" when {r.when_set} is set" if r.when_set else "")
             rules.append(f"{k}: one of {', '.join(_show(v) for v in values)}{cond}" + (" (warning)" if r.warn else ""))
+        if r.required:
+            rules.append(f"{', '.join(r.required)} required when " + ", ".join(f"{w}={_show(v)}" for w, v in r.when))
         if r.one_of:
             rules.append("exactly one of " + ", ".join(r.one_of))
         if r.at_most_one:

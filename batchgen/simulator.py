@@ -111,7 +111,46 @@ _KLING_MOTION = {"image_url": ("url", True, None, None), "video_url": ("url", Tr
                  "mode": ("enum", False, ("std", "pro"), "std"), "prompt": ("prompt", False, 100_000, None),
                  "character_orientation": ("enum", False, ("image", "video"), "image"),
                  "keep_original_sound": ("enum", False, ("yes", "no"), "yes")}
+_HH_AR = ("16:9", "9:16", "1:1", "4:3", "3:4")
+_HH_RES = ("enum", False, ("720p", "1080p"), "1080p")
+_HH_SEED = ("int", False, (0, 2147483647), None)
+_WAN_RES = ("enum", False, ("720p", "1080p"), "1080p")
 _SCHEMA.update({
+    "veo3.1-fast": {"prompt": ("prompt", True, 2000, None), "image_url": ("url", False, None, None),
+                    "duration": ("int", False, (1, 60), 5),
+                    "size": ("enum", False, ("auto", "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9",
+                                             "21:9"), "auto"),
+                    "model_params": ("object", False, None, None), "callback_url": ("url", False, None, None)},
+    "kling-o3-video-to-video-edit": {"prompt": ("prompt", True, 2500, None), "video_url": ("url", True, None, None),
+                                     "resolution": ("enum", False, _VEO_RES, "720p"), "keep_audio": ("bool", False, None, None),
+                                     "elements": ("list", False, None, None)},
+    "happyhorse-1.0-text-to-video": {"prompt": ("prompt", True, 2500, None), "aspect_ratio": ("enum", False, _HH_AR, "16:9"),
+                                     "duration": ("int", False, (3, 15), 5), "resolution": _HH_RES, "seed": _HH_SEED,
+                                     "enable_safety_checker": ("bool", False, None, None)},
+    "happyhorse-1.0-image-to-video": {"image_url": ("url", True, None, None), "prompt": ("prompt", False, 2500, None),
+                                      "duration": ("int", False, (3, 15), 5), "resolution": _HH_RES, "seed": _HH_SEED,
+                                      "enable_safety_checker": ("bool", False, None, None)},
+    "happyhorse-1.0-reference-to-video": {"prompt": ("prompt", True, 2500, None),
+                                          "reference_image_urls": ("urls", True, (1, 9), None),
+                                          "aspect_ratio": ("enum", False, _HH_AR, "16:9"),
+                                          "duration": ("int", False, (3, 15), 5), "resolution": _HH_RES, "seed": _HH_SEED,
+                                          "enable_safety_checker": ("bool", False, None, None)},
+    "happyhorse-1.0-video-edit": {"video_url": ("url", True, None, None), "prompt": ("prompt", True, 2500, None),
+                                  "reference_image_urls": ("urls", False, (0, 5), None), "resolution": _HH_RES,
+                                  "seed": _HH_SEED, "enable_safety_checker": ("bool", False, None, None)},
+    "wan-2.7-text-to-video": {"prompt": ("prompt", True, 5000, None), "aspect_ratio": ("enum", False, _HH_AR, "16:9"),
+                              "duration": ("int", False, (2, 15), 5), "resolution": _WAN_RES,
+                              "audio_url": ("url", False, None, None)},
+    "wan-2.7-image-to-video": {"prompt": ("prompt", False, 5000, None),
+                               "generation_type": ("enum", False, ("image-to-video", "first-last-frame",
+                                                                   "video-continuation"), None),
+                               "image_urls": ("urls", False, (0, 2), None), "video_url": ("url", False, None, None),
+                               "duration": ("int", False, (2, 15), 5), "resolution": _WAN_RES},
+    "wan-2.7-reference-to-video": {"prompt": ("prompt", True, 5000, None),
+                                   "reference_image_urls": ("urls", False, (0, 100), None),
+                                   "reference_video_urls": ("urls", False, (0, 100), None),
+                                   "duration": ("int", False, (2, 15), 5), "resolution": _WAN_RES,
+                                   "aspect_ratio": ("enum", False, _HH_AR, "16:9")},
     "veo-3.1": _VEO, "veo-3.1-fast": {**_VEO, "generation_type": ("enum", False, _VEO_GEN[:3], "text-to-video")},
     "veo-3.1-image-to-video": _VEO_I2V, "veo-3.1-fast-image-to-video": _VEO_I2V,
     "veo-3.1-lite-image-to-video": {**_VEO_I2V, "resolution": ("enum", False, ("720p", "1080p"), "1080p")},
@@ -139,7 +178,9 @@ _OPEN = frozenset({"veo-3.1-image-to-video", "veo-3.1-fast-image-to-video", "veo
                    "veo-3.1-lite-first-last-frame-to-video", "veo-3.1-reference-to-video",
                    "veo-3.1-fast-reference-to-video", "veo-3.1-extend", "veo-3.1-extend-fast", "sora-2", "sora-2-pro", "seedance-2.0-image-to-video",
                    "seedance-2.0-fast-image-to-video", "kling-o3-reference-to-video", "kling-o3-image-to-video",
-                   "kling-v3-image-to-video"})
+                   "kling-v3-image-to-video", "veo3.1-fast", "kling-o3-video-to-video-edit",
+                   "happyhorse-1.0-image-to-video", "happyhorse-1.0-video-edit", "wan-2.7-text-to-video",
+                   "wan-2.7-image-to-video", "wan-2.7-reference-to-video"})
 _FAIL_CODES = ("generation_failed", "timeout", "model_unavailable", "content_policy_violation")
 
 
@@ -448,6 +489,11 @@ class Simulator:
         if "-lite-" in model and (body.get("resolution") or schema["resolution"][3]) == "1080p" \
                 and body.get("duration") is not None and body["duration"] != 8:
             return 422, "lite at 1080p only supports 8 seconds", "invalid_request_error", None
+        if model == "wan-2.7-image-to-video":
+            gen, n = body.get("generation_type"), len(body.get("image_urls") or [])
+            if gen == "image-to-video" and n != 1 or gen == "first-last-frame" and n != 2 \
+                    or gen == "video-continuation" and not body.get("video_url"):
+                return 422, "image_urls / video_url do not match generation_type", "invalid_request_error", None
         if model.startswith("veo-3.1") and "generation_type" in schema:
             want = {"text-to-video": (0, 0), "image-to-video": (1, 1), "first-last-frame": (2, 2),
                     "reference-to-video": (1, 3)}[body.get("generation_type") or "text-to-video"]
@@ -463,7 +509,8 @@ class Simulator:
         schema = _SCHEMA[body["model"]]
         res = body.get("resolution") or (schema["resolution"][3] if "resolution" in schema else "480p")
         short = {"720p": 720, "1080p": 1080, "2160p": 2160, "4k": 2160}.get(res, 480)
-        ar_field = "ratio" if "ratio" in schema and not body.get("aspect_ratio") else "aspect_ratio"
+        ar_field = ("aspect_ratio" if body.get("aspect_ratio") else "ratio" if "ratio" in schema
+                    else "size" if "size" in schema else "aspect_ratio")  # seedance: ratio; veo3.1-fast: size
         ratio = body.get(ar_field) or (schema[ar_field][3] if ar_field in schema else "16:9")
         a, b = (16, 9) if ":" not in str(ratio) else (int(x) for x in str(ratio).split(":"))
         if a >= b:

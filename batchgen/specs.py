@@ -42,6 +42,7 @@ class Rule:
     when_set: str | None = None
     count: tuple[tuple[str, int, int], ...] = ()
     allowed: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    required: tuple[str, ...] = ()
     one_of: tuple[str, ...] = ()
     at_most_one: tuple[str, ...] = ()
     total: tuple[str, ...] = ()
@@ -55,7 +56,7 @@ class Rule:
         """Every field this rule looks at: a field that failed its own check is not read again
         (one problem, one line; a list over its maximum is not then "absent")."""
         return frozenset({k for k, _ in self.when} | {k for k, _, _ in self.count} | {k for k, _ in self.allowed}
-                         | set(self.one_of) | set(self.at_most_one) | set(self.total) | set(self.requires_any)
+                         | set(self.required) | set(self.one_of) | set(self.at_most_one) | set(self.total) | set(self.requires_any)
                          | {f for f in (self.when_set, self.if_set) if f})
 
 
@@ -199,6 +200,9 @@ def _broken(rule: Rule, req: Mapping[str, Any]) -> list[tuple[str, str]]:
         v = req.get(f)
         if v is not None and v not in values:  # unset (no default): the API's own default applies
             out.append((f, f"must be one of {', '.join(_show(x) for x in values)}{cond}; got {_show(v)}"))
+    for f in rule.required:
+        if not _set(req.get(f)):
+            out.append((f, f"is required{cond}"))
     for f, lo, hi in rule.count:
         n = len(req.get(f) or [])
         if not lo <= n <= hi:

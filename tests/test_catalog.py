@@ -199,7 +199,7 @@ def test_matrix_over_model_validates_each_combination_and_per_model_applies(tmp_
 
 
 NEW_MODEL = """\
-wan-2.7-reference-to-video:
+wan-2.6-reference-to-video:
   fields:
     prompt: {type: text, required: true, max_len: 2000}
     image_urls: {type: urls, required: true, min: 1, max: 4}
@@ -210,26 +210,26 @@ wan-2.7-reference-to-video:
 def test_a_user_models_file_adds_and_replaces_entries(tmp_path, sim_factory):
     (tmp_path / "models.yaml").write_text(NEW_MODEL + "sora-2:\n  fields:\n    prompt: {type: text, required: true}\n"
                                           "    duration: {type: int, default: 8, choices: [8, 25]}\n")
-    m = _yaml(tmp_path, f"jobs:\n  - {{name: a, model: wan-2.7-reference-to-video, prompt: x, image_urls: ['{IMG}']}}\n"
+    m = _yaml(tmp_path, f"jobs:\n  - {{name: a, model: wan-2.6-reference-to-video, prompt: x, image_urls: ['{IMG}']}}\n"
                         "  - {name: b, model: sora-2, prompt: y, duration: 25}\n")
     r = run_cli(["plan", str(m), "--json"], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
-    assert r.exit_code == 2 and "unknown model 'wan-2.7-reference-to-video'" in r.output
+    assert r.exit_code == 2 and "unknown model 'wan-2.6-reference-to-video'" in r.output
     r = run_cli(["plan", str(m), "--json", "--models", str(tmp_path / "models.yaml")],
                 BATCHGEN_LEDGER=str(tmp_path / "none.db"))
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["jobs"] == 2
     # the same entries inline in the manifest
     inline = _yaml(tmp_path, "models:\n" + "".join("  " + line + "\n" for line in NEW_MODEL.splitlines())
-                   + f"jobs:\n  - {{name: a, model: wan-2.7-reference-to-video, prompt: x, image_urls: ['{IMG}'], "
+                   + f"jobs:\n  - {{name: a, model: wan-2.6-reference-to-video, prompt: x, image_urls: ['{IMG}'], "
                    "duration: 10}\n", "inline.yaml")
     [job], _ = _expand(tmp_path, inline.read_text())
-    assert job.request == {"model": "wan-2.7-reference-to-video", "prompt": "x", "image_urls": [IMG], "duration": 10}
+    assert job.request == {"model": "wan-2.6-reference-to-video", "prompt": "x", "image_urls": [IMG], "duration": 10}
     # a broken models file is a usage error naming it
     (tmp_path / "bad.yaml").write_text("wan:\n  fields:\n    prompt: {type: txt}\n")
     r = run_cli(["plan", str(m), "--models", str(tmp_path / "bad.yaml")])
     assert r.exit_code == 2 and "bad.yaml" in r.output and "prompt" in r.output and "type" in r.output
     r = run_cli(["models", "wan", "--models", str(tmp_path / "models.yaml")])
-    assert r.exit_code == 0 and "wan-2.7-reference-to-video" in r.output and "one of 5, 10" in r.output
+    assert r.exit_code == 0 and "wan-2.6-reference-to-video" in r.output and "one of 5, 10" in r.output
 
 
 def test_models_command(tmp_path):

@@ -30,6 +30,7 @@ GROK_AR = ["16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16"]
 VEO_AR = ["16:9", "9:16"]
 SEEDANCE_AR = ["adaptive", "16:9", "4:3", "1:1", "3:4", "9:16", "21:9"]
 KLING_AR = ["16:9", "9:16", "1:1"]
+HH_AR = ["16:9", "9:16", "1:1", "4:3", "3:4"]
 
 
 def page(fields: dict[str, Any], required: dict[str, Any], *, defaults: dict[str, Any] | None = None,
@@ -152,6 +153,47 @@ PAGES: dict[str, dict[str, Any]] = {
         open_=True, **_KLING_V3),
     "kling-v3-motion-control": page(**_MOTION),
     "kling-v2-6-motion-control": page(**_MOTION),
+    "kling-o3-video-to-video-edit": page({"prompt": "@Video1 at dusk", "video_url": VID, "resolution": "720p",
+                                          "keep_audio": False, "elements": [{}]},
+                                         {"prompt": "@Video1 at dusk", "video_url": VID},
+                                         resolutions=["720p", "1080p", "4k"], open_=True),
+    "veo3.1-fast": page(
+        {"prompt": "x", "image_url": IMG, "duration": 5, "size": "16:9", "model_params": {},
+         "callback_url": "https://hooks.example.com/done"},
+        {"prompt": "x"}, defaults={"size": "auto"},
+        aspect=("size", ["auto", "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]), open_=True),
+    "happyhorse-1.0-text-to-video": page(
+        {"prompt": "x", "aspect_ratio": "16:9", "duration": 5, "resolution": "720p", "seed": 123,
+         "enable_safety_checker": True},
+        {"prompt": "x"}, defaults={"aspect_ratio": "16:9", "duration": 5, "resolution": "1080p"}, durations=(3, 15),
+        resolutions=["720p", "1080p"], aspect=("aspect_ratio", HH_AR)),
+    "happyhorse-1.0-image-to-video": page(
+        {"image_url": IMG, "prompt": "x", "duration": 5, "resolution": "720p", "seed": 123, "enable_safety_checker": True},
+        {"image_url": IMG}, defaults={"duration": 5, "resolution": "1080p"}, durations=(3, 15),
+        resolutions=["720p", "1080p"], open_=True),
+    "happyhorse-1.0-reference-to-video": page(
+        {"prompt": "@Image1 and @Image2 at sunrise", "reference_image_urls": [IMG, IMG], "aspect_ratio": "16:9",
+         "duration": 3, "resolution": "720p", "seed": 123, "enable_safety_checker": True},
+        {"prompt": "x", "reference_image_urls": [IMG]}, durations=(3, 15), resolutions=["720p", "1080p"],
+        aspect=("aspect_ratio", HH_AR), counts={"reference_image_urls": (1, 9)}),
+    "happyhorse-1.0-video-edit": page(
+        {"video_url": VID, "prompt": "@Image1 style", "reference_image_urls": [IMG], "resolution": "720p", "seed": 1,
+         "enable_safety_checker": False},
+        {"video_url": VID, "prompt": "x"}, resolutions=["720p", "1080p"], counts={"reference_image_urls": (0, 5)},
+        open_=True),
+    "wan-2.7-text-to-video": page(
+        {"prompt": "x", "aspect_ratio": "16:9", "duration": 5, "resolution": "720p", "audio_url": AUD},
+        {"prompt": "x"}, defaults={"aspect_ratio": "16:9", "duration": 5, "resolution": "1080p"}, durations=(2, 15),
+        resolutions=["720p", "1080p"], aspect=("aspect_ratio", HH_AR), open_=True),
+    "wan-2.7-image-to-video": page(
+        {"prompt": "x", "generation_type": "image-to-video", "image_urls": [IMG], "video_url": None, "duration": 5,
+         "resolution": "720p"},
+        {}, resolutions=["720p", "1080p"], counts={"image_urls": (0, 2)}, open_=True),
+    "wan-2.7-reference-to-video": page(
+        {"prompt": "x", "reference_image_urls": [IMG], "reference_video_urls": [VID], "duration": 5, "resolution": "720p",
+         "aspect_ratio": "16:9"},
+        {"prompt": "x"}, defaults={"duration": 5}, resolutions=["720p", "1080p"], aspect=("aspect_ratio", HH_AR),
+        open_=True),
 }
 
 # Cross rules, each with a request that keeps it and one that breaks it (the message part named).
@@ -203,6 +245,17 @@ CROSS: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
     ("seedance-2.0-reference-to-video", {"prompt": "x", "image_urls": [IMG] * 9, "video_urls": [VID] * 3},
      {"prompt": "x", "image_urls": [IMG] * 9, "video_urls": [VID] * 3, "audio_urls": [AUD] * 3}, "image_urls",
      "image_urls + video_urls + audio_urls hold 15 items; at most 12"),
+    ("wan-2.7-image-to-video", {"generation_type": "first-last-frame", "image_urls": [IMG, IMG]},
+     {"generation_type": "first-last-frame", "image_urls": [IMG]}, "image_urls",
+     "must have exactly 2 item(s) when generation_type is first-last-frame, got 1"),
+    ("wan-2.7-image-to-video", {"generation_type": "image-to-video", "image_urls": [IMG]},
+     {"generation_type": "image-to-video", "image_urls": [IMG, IMG]}, "image_urls",
+     "must have exactly 1 item(s) when generation_type is image-to-video, got 2"),
+    ("wan-2.7-image-to-video", {"generation_type": "video-continuation", "video_url": VID},
+     {"generation_type": "video-continuation"}, "video_url", "is required when generation_type is video-continuation"),
+    ("happyhorse-1.0-reference-to-video", {"prompt": "@Image2 then @Image1", "reference_image_urls": [IMG, IMG]},
+     {"prompt": "@Image3", "reference_image_urls": [IMG, IMG]}, "prompt",
+     "refers to @Image3 but reference_image_urls has 2 item(s)"),
     ("grok-imagine-reference-to-video", {"prompt": "@Image2 and @Image1", "reference_image_urls": [IMG, IMG]},
      {"prompt": "@Image3 walks", "reference_image_urls": [IMG, IMG]}, "prompt",
      "refers to @Image3 but reference_image_urls has 2 item(s)"),
@@ -386,7 +439,8 @@ def test_sora_character_takes_the_jobs_name_as_its_character_name(tmp_path):
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("family, jobs", [("veo", 5), ("sora", 3), ("seedance", 3), ("kling", 5)])
+@pytest.mark.parametrize("family, jobs", [("veo", 5), ("sora", 3), ("seedance", 3), ("kling", 5), ("happyhorse", 4),
+                                          ("wan", 3)])
 def test_each_family_example_runs_end_to_end_and_every_clip_verifies(sim_factory, tmp_path, family, jobs):
     """manifests/FAMILY.yaml through the simulator: every model of it is accepted, and every clip's
     size and length follow its request (verification compares them)."""

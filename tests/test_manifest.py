@@ -167,11 +167,11 @@ def test_typo_is_an_error_unknown_field_a_warning_unknown_model_only_when_declar
     with pytest.raises(ManifestError, match="unknown model 'grok-imagine-refrence-to-video'; did you mean "
                                             "'grok-imagine-reference-to-video'"):
         Manifest(write(tmp_path / "typo.csv", f"model,prompt,reference_image_urls\ngrok-imagine-refrence-to-video,x,{IMG}\n")).validate()
-    write(tmp_path / "c.csv", "model,prompt,seed\nwan-2.7-reference-to-video,hello,42\n")
-    u = Manifest(write(tmp_path / "c.yaml", "unvalidated_models: [wan-2.7-reference-to-video]\nrows: c.csv\n"))
+    write(tmp_path / "c.csv", "model,prompt,seed\nwan-2.6-reference-to-video,hello,42\n")
+    u = Manifest(write(tmp_path / "c.yaml", "unvalidated_models: [wan-2.6-reference-to-video]\nrows: c.csv\n"))
     [job] = list(u.expand())
-    assert job.request == {"model": "wan-2.7-reference-to-video", "prompt": "hello", "seed": "42"}
-    assert any("wan-2.7" in w for w in u.warnings)
+    assert job.request == {"model": "wan-2.6-reference-to-video", "prompt": "hello", "seed": "42"}
+    assert any("wan-2.6" in w for w in u.warnings)
     # listing a catalog model there sends it unchecked too (the user said so)
     write(tmp_path / "v.csv", "model,prompt,seed\nveo-3.1,hello,42\n")
     v = Manifest(write(tmp_path / "v.yaml", "unvalidated_models: [veo-3.1]\nrows: v.csv\n"))

@@ -218,9 +218,9 @@ def test_plan_counts_and_seconds(tmp_path):
     prices.write_text("per_second: {grok-imagine-text-to-video: {480p: 2, 720p: 3}}\n")
     doc = json.loads(run_cli(["plan", str(m), "--json", "--prices", str(prices)], BATCHGEN_LEDGER=str(tmp_path / "none.db")).stdout)
     assert doc["credits_estimated_total"] == pytest.approx(40.0)
-    (tmp_path / "veo.csv").write_text("model,prompt\nwan-2.7-reference-to-video,hello\n")
+    (tmp_path / "veo.csv").write_text("model,prompt\nwan-2.6-reference-to-video,hello\n")
     veo = tmp_path / "veo.yaml"
-    veo.write_text("unvalidated_models: [wan-2.7-reference-to-video]\nrows: veo.csv\n")
+    veo.write_text("unvalidated_models: [wan-2.6-reference-to-video]\nrows: veo.csv\n")
     doc = json.loads(run_cli(["plan", str(veo), "--json"], BATCHGEN_LEDGER=str(tmp_path / "none.db")).stdout)
     assert doc["video"][0]["credits_estimated"] is None
     assert not (tmp_path / "none.db").exists()  # plan never creates a ledger
