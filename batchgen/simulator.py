@@ -151,6 +151,15 @@ _SCHEMA.update({
                                    "reference_video_urls": ("urls", False, (0, 100), None),
                                    "duration": ("int", False, (2, 15), 5), "resolution": _WAN_RES,
                                    "aspect_ratio": ("enum", False, _HH_AR, "16:9")},
+    "kling-video-create-voice": {"voice_url": ("url", True, None, None), "duration": ("fixed", False, None, 4)},
+    "vidu-q3-pro": {"prompt": ("prompt", False, 100_000, None),
+                    "generation_type": ("enum", False, _VEO_GEN, None), "image_urls": ("urls", False, (0, 4), None),
+                    "duration": ("int", False, (1, 60), 5), "aspect_ratio": ("str", False, None, "16:9"),
+                    "resolution": ("str", False, None, "720p"), "generate_audio": ("bool", False, None, True)},
+    "vidu-q3-turbo": {"prompt": ("prompt", False, 100_000, None),
+                      "generation_type": ("enum", False, _VEO_GEN[:3], None), "image_urls": ("urls", False, (0, 2), None),
+                      "duration": ("int", False, (1, 60), 5), "aspect_ratio": ("str", False, None, "16:9"),
+                      "resolution": ("str", False, None, "720p"), "generate_audio": ("bool", False, None, True)},
     "veo-3.1": _VEO, "veo-3.1-fast": {**_VEO, "generation_type": ("enum", False, _VEO_GEN[:3], "text-to-video")},
     "veo-3.1-image-to-video": _VEO_I2V, "veo-3.1-fast-image-to-video": _VEO_I2V,
     "veo-3.1-lite-image-to-video": {**_VEO_I2V, "resolution": ("enum", False, ("720p", "1080p"), "1080p")},
@@ -180,7 +189,7 @@ _OPEN = frozenset({"veo-3.1-image-to-video", "veo-3.1-fast-image-to-video", "veo
                    "seedance-2.0-fast-image-to-video", "kling-o3-reference-to-video", "kling-o3-image-to-video",
                    "kling-v3-image-to-video", "veo3.1-fast", "kling-o3-video-to-video-edit",
                    "happyhorse-1.0-image-to-video", "happyhorse-1.0-video-edit", "wan-2.7-text-to-video",
-                   "wan-2.7-image-to-video", "wan-2.7-reference-to-video"})
+                   "wan-2.7-image-to-video", "wan-2.7-reference-to-video", "vidu-q3-pro", "vidu-q3-turbo"})
 _FAIL_CODES = ("generation_failed", "timeout", "model_unavailable", "content_policy_violation")
 
 
@@ -460,6 +469,8 @@ class Simulator:
                 ok = isinstance(v, int) and not isinstance(v, bool) and (rule[0] <= v <= rule[1] or v == rule[2])
             elif kind == "bool":
                 ok = isinstance(v, bool)
+            elif kind == "str":
+                ok = isinstance(v, str)
             elif kind == "list":
                 ok = isinstance(v, list) and (rule is None or len(v) <= rule)
             elif kind == "fixed":
@@ -494,9 +505,11 @@ class Simulator:
             if gen == "image-to-video" and n != 1 or gen == "first-last-frame" and n != 2 \
                     or gen == "video-continuation" and not body.get("video_url"):
                 return 422, "image_urls / video_url do not match generation_type", "invalid_request_error", None
-        if model.startswith("veo-3.1") and "generation_type" in schema:
+        if model.startswith(("veo-3.1", "vidu-q3")) and "generation_type" in schema \
+                and (body.get("generation_type") or model.startswith("veo")):
             want = {"text-to-video": (0, 0), "image-to-video": (1, 1), "first-last-frame": (2, 2),
-                    "reference-to-video": (1, 3)}[body.get("generation_type") or "text-to-video"]
+                    "reference-to-video": (1, 4 if model.startswith("vidu") else 3)}[
+                        body.get("generation_type") or "text-to-video"]
             if not want[0] <= len(body.get("image_urls") or []) <= want[1]:
                 return 422, "image_urls does not match generation_type", "invalid_request_error", None
         return None
