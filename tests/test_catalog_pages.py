@@ -512,7 +512,9 @@ def test_a_models_file_gets_the_same_rule_engine(tmp_path):
     assert "read on: 2026-12-01" in r.output and "source: https://docs.foxapi.cc/pages/en/" in r.output
     for rule, says in [("{when: {resolution: 1080p}, only: {duration: [8]}}", "a rule is one of"),
                        ("{when: {resolution: 1080p}, allowed: {durations: [8]}}", "'durations', which is not a field"),
-                       ("{when: {resolution: 1080p}, allowed: {duration: 8}}", "malformed rule")]:
+                       ("{when: {resolution: 1080p}, allowed: {duration: 8}}", "malformed rule"),
+                       ("{when_set: [duration], allowed: {resolution: [720p]}}", "malformed rule"),
+                       ("{when: {resolution: 1080p}, required: duration}", "malformed rule")]:
         (tmp_path / "broken.yaml").write_text(
             "m:\n  fields:\n    prompt: {type: text}\n    duration: {type: int}\n    resolution: {type: text}\n"
             f"  rules:\n    - {rule}\n")
