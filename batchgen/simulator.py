@@ -151,6 +151,9 @@ _SCHEMA.update({
                                    "reference_video_urls": ("urls", False, (0, 100), None),
                                    "duration": ("int", False, (2, 15), 5), "resolution": _WAN_RES,
                                    "aspect_ratio": ("enum", False, _HH_AR, "16:9")},
+    "kling-o3-ref": {"prompt": ("prompt", True, 100_000, None), "mode": ("enum", False, ("standard", "pro"), "standard"),
+                     "image_list": ("list", False, None, None), "video_list": ("list", False, 1, None),
+                     "aspect_ratio": ("str", False, None, "16:9"), "duration": ("int", False, (1, 60), 5)},
     "kling-video-create-voice": {"voice_url": ("url", True, None, None), "duration": ("fixed", False, None, 4)},
     "vidu-q3-pro": {"prompt": ("prompt", False, 100_000, None),
                     "generation_type": ("enum", False, _VEO_GEN, None), "image_urls": ("urls", False, (0, 4), None),
@@ -189,7 +192,7 @@ _OPEN = frozenset({"veo-3.1-image-to-video", "veo-3.1-fast-image-to-video", "veo
                    "seedance-2.0-fast-image-to-video", "kling-o3-reference-to-video", "kling-o3-image-to-video",
                    "kling-v3-image-to-video", "veo3.1-fast", "kling-o3-video-to-video-edit",
                    "happyhorse-1.0-image-to-video", "happyhorse-1.0-video-edit", "wan-2.7-text-to-video",
-                   "wan-2.7-image-to-video", "wan-2.7-reference-to-video", "vidu-q3-pro", "vidu-q3-turbo"})
+                   "wan-2.7-image-to-video", "wan-2.7-reference-to-video", "vidu-q3-pro", "vidu-q3-turbo", "kling-o3-ref"})
 _FAIL_CODES = ("generation_failed", "timeout", "model_unavailable", "content_policy_violation")
 
 
