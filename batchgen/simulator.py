@@ -83,8 +83,8 @@ _SORA = {"prompt": ("prompt", True, 5000, None), "image_urls": ("urls", False, (
 _SEEDANCE_AR = ("adaptive", "16:9", "4:3", "1:1", "3:4", "9:16", "21:9")
 _SEEDANCE_T2V = {"prompt": ("prompt", True, 5000, None),
                  "resolution": ("enum", False, ("480p", "720p", "1080p"), "720p"),
-                 "ratio": ("enum", False, _SEEDANCE_AR, "adaptive"), "aspect_ratio": ("enum", False, _SEEDANCE_AR, None),
-                 "duration": ("auto", False, (4, 15, -1), 5), "generate_audio": ("bool", False, None, True),
+                 "ratio": ("enum", False, _SEEDANCE_AR, "adaptive"),
+                 "aspect_ratio": ("enum", False, _SEEDANCE_AR, None), "duration": ("auto", False, (4, 15, -1), 5), "generate_audio": ("bool", False, None, True),
                  "seed": ("int", False, (-1, 4294967295), None)}
 _SEEDANCE = {**_SEEDANCE_T2V, "image_urls": ("urls", False, (0, 9), None), "video_urls": ("urls", False, (0, 3), None),
              "audio_urls": ("urls", False, (0, 3), None)}
@@ -121,10 +121,12 @@ _SCHEMA.update({
                     "size": ("enum", False, ("auto", "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9",
                                              "21:9"), "auto"),
                     "model_params": ("object", False, None, None), "callback_url": ("url", False, None, None)},
-    "kling-o3-video-to-video-edit": {"prompt": ("prompt", True, 2500, None), "video_url": ("url", True, None, None),
-                                     "resolution": ("enum", False, _VEO_RES, "720p"), "keep_audio": ("bool", False, None, None),
-                                     "elements": ("list", False, None, None)},
-    "happyhorse-1.0-text-to-video": {"prompt": ("prompt", True, 2500, None), "aspect_ratio": ("enum", False, _HH_AR, "16:9"),
+    "kling-o3-video-to-video-edit": {"prompt": ("prompt", True, 2500, None),
+                                     "video_url": ("url", True, None, None),
+                                     "resolution": ("enum", False, _VEO_RES, "720p"),
+                                     "keep_audio": ("bool", False, None, None), "elements": ("list", False, None, None)},
+    "happyhorse-1.0-text-to-video": {"prompt": ("prompt", True, 2500, None),
+                                     "aspect_ratio": ("enum", False, _HH_AR, "16:9"),
                                      "duration": ("int", False, (3, 15), 5), "resolution": _HH_RES, "seed": _HH_SEED,
                                      "enable_safety_checker": ("bool", False, None, None)},
     "happyhorse-1.0-image-to-video": {"image_url": ("url", True, None, None), "prompt": ("prompt", False, 2500, None),
@@ -133,7 +135,8 @@ _SCHEMA.update({
     "happyhorse-1.0-reference-to-video": {"prompt": ("prompt", True, 2500, None),
                                           "reference_image_urls": ("urls", True, (1, 9), None),
                                           "aspect_ratio": ("enum", False, _HH_AR, "16:9"),
-                                          "duration": ("int", False, (3, 15), 5), "resolution": _HH_RES, "seed": _HH_SEED,
+                                          "duration": ("int", False, (3, 15), 5), "resolution": _HH_RES,
+                                          "seed": _HH_SEED,
                                           "enable_safety_checker": ("bool", False, None, None)},
     "happyhorse-1.0-video-edit": {"video_url": ("url", True, None, None), "prompt": ("prompt", True, 2500, None),
                                   "reference_image_urls": ("urls", False, (0, 5), None), "resolution": _HH_RES,
@@ -151,7 +154,8 @@ _SCHEMA.update({
                                    "reference_video_urls": ("urls", False, (0, 100), None),
                                    "duration": ("int", False, (2, 15), 5), "resolution": _WAN_RES,
                                    "aspect_ratio": ("enum", False, _HH_AR, "16:9")},
-    "kling-o3-ref": {"prompt": ("prompt", True, 100_000, None), "mode": ("enum", False, ("standard", "pro"), "standard"),
+    "kling-o3-ref": {"prompt": ("prompt", True, 100_000, None),
+                     "mode": ("enum", False, ("standard", "pro"), "standard"),
                      "image_list": ("list", False, None, None), "video_list": ("list", False, 1, None),
                      "aspect_ratio": ("str", False, None, "16:9"), "duration": ("int", False, (1, 60), 5)},
     "kling-video-create-voice": {"voice_url": ("url", True, None, None), "duration": ("fixed", False, None, 4)},
@@ -160,7 +164,8 @@ _SCHEMA.update({
                     "duration": ("int", False, (1, 60), 5), "aspect_ratio": ("str", False, None, "16:9"),
                     "resolution": ("str", False, None, "720p"), "generate_audio": ("bool", False, None, True)},
     "vidu-q3-turbo": {"prompt": ("prompt", False, 100_000, None),
-                      "generation_type": ("enum", False, _VEO_GEN[:3], None), "image_urls": ("urls", False, (0, 2), None),
+                      "generation_type": ("enum", False, _VEO_GEN[:3], None),
+                      "image_urls": ("urls", False, (0, 2), None),
                       "duration": ("int", False, (1, 60), 5), "aspect_ratio": ("str", False, None, "16:9"),
                       "resolution": ("str", False, None, "720p"), "generate_audio": ("bool", False, None, True)},
     "veo-3.1": _VEO, "veo-3.1-fast": {**_VEO, "generation_type": ("enum", False, _VEO_GEN[:3], "text-to-video")},
@@ -185,14 +190,15 @@ _SCHEMA.update({
 })
 # Models whose pages describe optional fields the table cannot name (cut or unnamed in the copies
 # read): unknown fields are accepted. Every other model refuses them (422), as foxapi does.
-_OPEN = frozenset({"veo-3.1-image-to-video", "veo-3.1-fast-image-to-video", "veo-3.1-lite-image-to-video",
-                   "veo-3.1-first-last-frame-to-video", "veo-3.1-fast-first-last-frame-to-video",
-                   "veo-3.1-lite-first-last-frame-to-video", "veo-3.1-reference-to-video",
-                   "veo-3.1-fast-reference-to-video", "veo-3.1-extend", "veo-3.1-extend-fast", "sora-2", "sora-2-pro", "seedance-2.0-image-to-video",
-                   "seedance-2.0-fast-image-to-video", "kling-o3-reference-to-video", "kling-o3-image-to-video",
-                   "kling-v3-image-to-video", "veo3.1-fast", "kling-o3-video-to-video-edit",
-                   "happyhorse-1.0-image-to-video", "happyhorse-1.0-video-edit", "wan-2.7-text-to-video",
-                   "wan-2.7-image-to-video", "wan-2.7-reference-to-video", "vidu-q3-pro", "vidu-q3-turbo", "kling-o3-ref"})
+_OPEN = frozenset({
+    "veo-3.1-image-to-video", "veo-3.1-fast-image-to-video", "veo-3.1-lite-image-to-video",
+    "veo-3.1-first-last-frame-to-video", "veo-3.1-fast-first-last-frame-to-video",
+    "veo-3.1-lite-first-last-frame-to-video", "veo-3.1-reference-to-video", "veo-3.1-fast-reference-to-video",
+    "veo-3.1-extend", "veo-3.1-extend-fast", "veo3.1-fast", "sora-2", "sora-2-pro", "seedance-2.0-image-to-video",
+    "seedance-2.0-fast-image-to-video", "kling-o3-reference-to-video", "kling-o3-image-to-video", "kling-o3-ref",
+    "kling-o3-video-to-video-edit", "kling-v3-image-to-video", "happyhorse-1.0-image-to-video",
+    "happyhorse-1.0-video-edit", "wan-2.7-text-to-video", "wan-2.7-image-to-video", "wan-2.7-reference-to-video",
+    "vidu-q3-pro", "vidu-q3-turbo"})
 _FAIL_CODES = ("generation_failed", "timeout", "model_unavailable", "content_policy_violation")
 
 

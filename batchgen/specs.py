@@ -56,8 +56,8 @@ class Rule:
         """Every field this rule looks at: a field that failed its own check is not read again
         (one problem, one line; a list over its maximum is not then "absent")."""
         return frozenset({k for k, _ in self.when} | {k for k, _, _ in self.count} | {k for k, _ in self.allowed}
-                         | set(self.required) | set(self.one_of) | set(self.at_most_one) | set(self.total) | set(self.requires_any)
-                         | {f for f in (self.when_set, self.if_set) if f})
+                         | set(self.required) | set(self.one_of) | set(self.at_most_one) | set(self.total)
+                         | set(self.requires_any) | {f for f in (self.when_set, self.if_set) if f})
 
 
 @dataclass(frozen=True)
