@@ -84,7 +84,8 @@ _SEEDANCE_AR = ("adaptive", "16:9", "4:3", "1:1", "3:4", "9:16", "21:9")
 _SEEDANCE_T2V = {"prompt": ("prompt", True, 5000, None),
                  "resolution": ("enum", False, ("480p", "720p", "1080p"), "720p"),
                  "ratio": ("enum", False, _SEEDANCE_AR, "adaptive"),
-                 "aspect_ratio": ("enum", False, _SEEDANCE_AR, None), "duration": ("auto", False, (4, 15, -1), 5), "generate_audio": ("bool", False, None, True),
+                 "aspect_ratio": ("enum", False, _SEEDANCE_AR, None), "duration": ("auto", False, (4, 15, -1), 5),
+                 "generate_audio": ("bool", False, None, True),
                  "seed": ("int", False, (-1, 4294967295), None)}
 _SEEDANCE = {**_SEEDANCE_T2V, "image_urls": ("urls", False, (0, 9), None), "video_urls": ("urls", False, (0, 3), None),
              "audio_urls": ("urls", False, (0, 3), None)}
@@ -124,7 +125,8 @@ _SCHEMA.update({
     "kling-o3-video-to-video-edit": {"prompt": ("prompt", True, 2500, None),
                                      "video_url": ("url", True, None, None),
                                      "resolution": ("enum", False, _VEO_RES, "720p"),
-                                     "keep_audio": ("bool", False, None, None), "elements": ("list", False, None, None)},
+                                     "keep_audio": ("bool", False, None, None),
+                                     "elements": ("list", False, None, None)},
     "happyhorse-1.0-text-to-video": {"prompt": ("prompt", True, 2500, None),
                                      "aspect_ratio": ("enum", False, _HH_AR, "16:9"),
                                      "duration": ("int", False, (3, 15), 5), "resolution": _HH_RES, "seed": _HH_SEED,
