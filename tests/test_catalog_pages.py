@@ -199,12 +199,12 @@ PAGES: dict[str, dict[str, Any]] = {
     "wan-2.7-image-to-video": page(
         {"prompt": "x", "generation_type": "image-to-video", "image_urls": [IMG], "video_url": None, "duration": 5,
          "resolution": "720p"},
-        {}, resolutions=["720p", "1080p"], counts={"image_urls": (0, 2)}, open_=True),
+        {}, durations=(2, 15), resolutions=["720p", "1080p"], counts={"image_urls": (0, 2)}, open_=True),
     "wan-2.7-reference-to-video": page(
         {"prompt": "x", "reference_image_urls": [IMG], "reference_video_urls": [VID], "duration": 5, "resolution": "720p",
          "aspect_ratio": "16:9"},
-        {"prompt": "x"}, defaults={"duration": 5}, resolutions=["720p", "1080p"], aspect=("aspect_ratio", HH_AR),
-        open_=True),
+        {"prompt": "x"}, defaults={"duration": 5}, durations=(2, 15), resolutions=["720p", "1080p"],
+        aspect=("aspect_ratio", HH_AR), open_=True),
 }
 
 # Cross rules, each with a request that keeps it and one that breaks it (the message part named).
@@ -506,11 +506,11 @@ def test_a_models_file_gets_the_same_rule_engine(tmp_path):
         "  rules:\n    - {when: {resolution: 1080p}, allowed: {duration: [8]}}\n")
     ok = tmp_path / "ok.yaml"
     ok.write_text("jobs:\n  - {name: a, model: veo-4-lite, prompt: x, resolution: 720p, duration: 4}\n")
-    r = run_cli(["plan", str(ok), "--ledger", str(tmp_path / "none.db"), "--models", str(tmp_path / "models.yaml")])
+    r = run_cli(["plan", str(ok), "--models", str(tmp_path / "models.yaml")], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
     assert r.exit_code == 0, r.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("jobs:\n  - {name: a, model: veo-4-lite, prompt: x, resolution: 1080p, duration: 4}\n")
-    r = run_cli(["plan", str(bad), "--ledger", str(tmp_path / "none.db"), "--models", str(tmp_path / "models.yaml")])
+    r = run_cli(["plan", str(bad), "--models", str(tmp_path / "models.yaml")], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
     assert r.exit_code == 2 and "field 'duration': must be one of 8 when resolution is 1080p; got 4" in r.output
     r = run_cli(["models", "veo-4-lite", "--models", str(tmp_path / "models.yaml")])
     assert "read on: 2026-12-01" in r.output and "source: https://docs.foxapi.cc/pages/en/" in r.output
@@ -522,5 +522,5 @@ def test_a_models_file_gets_the_same_rule_engine(tmp_path):
         (tmp_path / "broken.yaml").write_text(
             "m:\n  fields:\n    prompt: {type: text}\n    duration: {type: int}\n    resolution: {type: text}\n"
             f"  rules:\n    - {rule}\n")
-        r = run_cli(["plan", str(ok), "--models", str(tmp_path / "broken.yaml")])
+        r = run_cli(["plan", str(ok), "--models", str(tmp_path / "broken.yaml")], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
         assert r.exit_code == 2 and "broken.yaml" in r.output and says in r.output, r.output
