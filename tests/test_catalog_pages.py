@@ -525,3 +525,38 @@ def test_a_models_file_gets_the_same_rule_engine(tmp_path):
             f"  rules:\n    - {rule}\n")
         r = run_cli(["plan", str(ok), "--models", str(tmp_path / "broken.yaml")], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
         assert r.exit_code == 2 and "broken.yaml" in r.output and says in r.output, r.output
+
+
+def _varied(model: str) -> dict[str, Any]:
+    """A request of ``model`` away from its defaults where the page allows: the shortest
+    documented duration, the lowest resolution, a portrait ratio."""
+    spec = SHIPPED.models[model]
+    req = _minimal(model)
+    d = spec.fields.get("duration")
+    if d is not None:
+        req["duration"] = min(d.choices) if d.choices else max(d.min or 0, 2)
+    r = spec.fields.get("resolution")
+    if r is not None and r.choices:
+        req["resolution"] = next(x for x in ("480p", "720p", "1080p") if x in r.choices)
+    a = spec.fields.get(spec.aspect_field) or spec.fields.get("aspect_ratio")
+    name = spec.aspect_field if spec.aspect_field in spec.fields else "aspect_ratio"
+    if a is not None and a.choices and "9:16" in a.choices:
+        req[name] = "9:16"
+    return req
+
+
+@pytest.mark.parametrize("model", sorted(PAGES))
+def test_the_simulator_renders_what_each_model_is_asked_for(tmp_path, model):
+    """Every catalog model: the simulator's clip plan (its size, length and audio) passes the same
+    verification a real clip gets, for a request away from the model's defaults."""
+    from batchgen import media
+    from batchgen.simulator import SimConfig
+
+    request = _accepts(tmp_path, model, _varied(model))
+    sim = Simulator(SimConfig(seed=1))
+    plan = sim._media_plan(dict(request))
+    measured = {"duration": plan["seconds"], "width": plan["width"], "height": plan["height"], "fps": 24.0,
+                "audio": plan["audio"]}
+    assert media.compare(measured, request, model) == ("ok", []), (request, plan)
+    if "resolution" in request and request["resolution"] in ("480p", "720p"):
+        assert min(plan["width"], plan["height"]) == int(request["resolution"][:-1])
