@@ -47,11 +47,11 @@ from typing import IO, Any
 
 import yaml
 
-from . import jobs as jobs_module
-from . import datafiles, names, specs, yamlsafe
-from .errors import DataFileError, ManifestError, Problem, UsageError
-from .jobs import Job, canonical_json, key_from_json, short_key
-from .names import TemplateError
+from .. import jobs as jobs_module
+from .. import datafiles, names, specs, yamlsafe
+from ..errors import DataFileError, ManifestError, Problem, UsageError
+from ..jobs import Job, canonical_json, key_from_json, short_key
+from ..names import TemplateError
 
 MAX_YAML_BYTES = 10 * 1024 * 1024
 MAX_LOCAL_INPUT = 50 * 1024 * 1024  # a local reference image/video to upload
@@ -76,11 +76,15 @@ NEWLINE = b"\n"
 
 @functools.lru_cache(maxsize=1)
 def _expander_sha256() -> str:
-    """The expansion code itself (this module, its helpers, the model specs, the YAML parser's
-    version): another version may expand the same manifest differently."""
+    """The expansion code itself (every module of this package, found by listing it, its
+    helpers, the model specs, the YAML parser's version): another version may expand the same
+    manifest differently."""
     h = hashlib.sha256(yaml.__version__.encode())
-    for mod in (__file__, specs.__file__, datafiles.__file__, jobs_module.__file__, names.__file__, yamlsafe.__file__,
+    package = sorted(Path(__file__).parent.glob("*.py"))
+    for mod in (*map(str, package), specs.__file__, datafiles.__file__, jobs_module.__file__, names.__file__,
+                yamlsafe.__file__,
                 str(Path(specs.__file__).with_name("models.yaml"))):
+        h.update(Path(mod).name.encode())
         h.update(Path(mod).read_bytes())
     return h.hexdigest()
 
@@ -282,7 +286,7 @@ class Manifest:
         if dest is not None and not (isinstance(dest, str) and dest.strip().startswith("s3://")):
             self._problem(line("deliver"), "deliver", "must be an s3://bucket/prefix/ URL (quoted)")
         elif dest is not None:
-            from .deliver import Destination
+            from ..deliver import Destination
 
             try:  # the parser `run` uses: `plan` refuses the same destinations
                 Destination.parse(dest, what="")
