@@ -1,0 +1,141 @@
+"""Reading a CSV of rows, streamed: one line decoded at a time, one ``Row`` yielded at a time
+(a 1,000,000-row CSV is never held). A CSV written by ``batchgen export --raw`` can be fed back:
+its ``params`` column (a JSON object of request fields) is expanded and its result columns are
+ignored, so the round trip gives the same job keys."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .document import Row
+from .problems import Problems
+
+MAX_CSV_LINE = 1024 * 1024
+# Columns `batchgen export` adds that are results, not request fields: a results CSV fed back
+# as rows ignores them (recognised by its job_key column).
+RESULT_COLUMNS = frozenset({"job_key", "row", "state", "task_id", "result_url", "output_path", "bytes", "sha256",
+                            "credits", "attempts", "polls", "error_code", "error_message", "submitted_at",
+                            "completed_at", "done_at", "verify", "verify_detail", "duration_s", "width", "height",
+                            "fps", "codec", "audio", "poster", "contact_sheet", "delivered_url",
+                            "delivered_at"})
+PARAMS_COLUMN = "params"
+
+
+class _BadLine(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def csv_rows(path: Path, problems: Problems) -> Iterator[Row]:
+    """The non-blank rows of the CSV at ``path``. A row with a problem is reported and skipped;
+    a problem that makes the rest unreadable (a bad byte, a quote never closed) ends the stream."""
+    file = str(path)
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        problems.add("file", None, f"cannot read: {e.strerror}", file=file)
+        return
+    with f:
+        # strict: a stray quote (`"b"c`) is an error, not silently `bc`, and a quote that
+        # never closes is reported where it opened instead of swallowing the rows below it.
+        reader = csv.reader(_csv_lines(f), strict=True)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            problems.add("line 1", None, "empty CSV (a header row of field names is required)", file=file)
+            return
+        except _BadLine as e:
+            problems.add(f"line {e.line}", None, str(e), file=file)
+            return
+        except csv.Error as e:
+            problems.add("line 1", None, f"unreadable CSV header: {e}", file=file)
+            return
+        if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
+            sep = "semicolons" if ";" in header[0] else "tabs"
+            problems.add("line 1", None, f"the header is separated by {sep}; batchgen reads comma-separated "
+                                         "CSV (save it as CSV with commas)", file=file)
+            return
+        seen: set[str] = set()
+        for h in header:
+            if not h or h in seen:
+                problems.add("line 1", h or None, "header names must be unique and non-empty", file=file)
+                return
+            seen.add(h)
+        ignored = RESULT_COLUMNS & seen if "job_key" in seen else frozenset()
+        n = 0
+        prev_line = reader.line_num
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except _BadLine as e:
+                problems.add(f"line {e.line}", None, str(e), file=file)
+                return
+            except csv.Error as e:
+                msg = str(e)
+                if "unexpected end of data" in msg:
+                    msg = (f"a quoted cell opened on line {prev_line + 1} is never closed (a missing \" "
+                           "swallows every row below it)")
+                problems.add(f"line {prev_line + 1}", None, f"malformed CSV: {msg}", file=file)
+                return
+            line = prev_line + 1
+            span = reader.line_num - prev_line
+            prev_line = reader.line_num
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            n += 1
+            where = f"row {n} (line {line})" if span == 1 else f"row {n} (lines {line}–{line + span - 1})"
+            if len(cells) != len(header):
+                problems.add(where, None, f"has {len(cells)} cells, the header has {len(header)}", file=file)
+                continue
+            values: dict[str, Any] = {h: c for h, c in zip(header, cells) if c and not c.isspace() and h not in ignored}
+            if PARAMS_COLUMN in values and not _expand_params(values, where, file, problems):
+                continue
+            yield Row(where, file, values)
+
+
+def _expand_params(values: dict[str, Any], where: str, file: str, problems: Problems) -> bool:
+    """The ``params`` column of an exported results CSV: a JSON object of request fields."""
+    try:
+        params = json.loads(values.pop(PARAMS_COLUMN))
+    except ValueError as e:
+        problems.add(where, PARAMS_COLUMN, f"is not JSON ({e})", file=file)
+        return False
+    if not isinstance(params, dict):
+        problems.add(where, PARAMS_COLUMN, "must be a JSON object of request fields", file=file)
+        return False
+    for k, v in params.items():
+        if k in values:
+            problems.add(where, k, f"is set both by its own column and by `{PARAMS_COLUMN}`", file=file)
+            return False
+        if v is not None:
+            values[k] = v
+    return True
+
+
+def _csv_lines(f: IO[bytes]) -> Iterator[str]:
+    """The file's lines, decoded one by one: a bad byte is reported on its own line (a text
+    stream decodes ahead in chunks and would blame an earlier one), and an overlong line is
+    refused before it is held."""
+    n = 0
+    while True:
+        raw = f.readline(MAX_CSV_LINE + 1)
+        if not raw:
+            return
+        n += 1
+        if len(raw) > MAX_CSV_LINE:
+            raise _BadLine(n, f"line longer than {MAX_CSV_LINE} bytes")
+        if n == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _BadLine(n, f"is not UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line; save the "
+                              "file as UTF-8)") from None
