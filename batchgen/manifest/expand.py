@@ -1,0 +1,157 @@
+"""Expansion: the rows of a ``Document`` × its matrix → jobs, streamed in manifest order.
+``JobBuilder`` makes the job of one row × one matrix combination (precedence, templates,
+takes, local inputs, output names, checked by ``CatalogCheck``); ``Expander`` runs the stream
+and finds what only the whole stream shows (identical requests, clashing output names),
+remembering keys and names only, never jobs. Precedence: defaults < per_model < row < matrix;
+a field set by both a row and the matrix is an error."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .. import names
+from ..jobs import Job, short_key
+from ..names import TemplateError
+from .csvreader import csv_rows
+from .document import Document, Row
+from .keys import job_identity
+from .localfiles import LocalInputs
+from .problems import Problems
+from .templates import FAILED, Templates
+from .validate import CatalogCheck
+
+
+def rows(doc: Document, problems: Problems) -> Iterator[Row]:
+    """The rows of ``doc``: its ``jobs:`` in order, then its CSV's, streamed."""
+    for i, (line, row) in enumerate(doc.jobs_yaml):
+        yield Row(f"jobs[{i}] (line {line})", str(doc.path), {k: v for k, v in row.items() if v is not None})
+    if doc.rows_csv is not None:
+        yield from csv_rows(doc.rows_csv, problems)
+
+
+def combos(matrix: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the matrix's values (one empty combination without a matrix)."""
+    if not matrix:
+        return [{}]
+    keys = list(matrix)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(matrix[k] for k in keys))]
+
+
+class Expander:
+    """Streams the valid jobs of ``doc``; ``expanded`` counts those of the last expansion."""
+
+    def __init__(self, doc: Document, problems: Problems, inputs: LocalInputs) -> None:
+        self.doc = doc
+        self.problems = problems
+        self.builder = JobBuilder(doc, problems, inputs)
+        self.expanded = 0
+
+    def expand(self) -> Iterator[Job]:
+        """Yield every valid job in manifest order. Invalid rows are recorded in ``problems``
+        (and skipped); duplicate keys and output names are detected across the whole stream."""
+        keys: dict[str, str] = {}
+        outputs: dict[str, tuple[str, bool]] = {}
+        every = combos(self.doc.matrix)
+        seq = 0
+        self.expanded = 0
+        for row in rows(self.doc, self.problems):
+            for combo in every:
+                seq += 1
+                made = self.builder.make_job(row, combo, seq)
+                if made is None:
+                    continue
+                job, reduced = made
+                first = keys.get(job.key)
+                if first is not None:
+                    self.problems.add(row.where, None, f"is the identical request as {first} (same job key "
+                                      f"{short_key(job.key)}); give each a distinct `take:` to render it more than "
+                                      "once", file=row.file)
+                    continue
+                keys[job.key] = row.where
+                prev = outputs.get(job.output)
+                if prev is not None:
+                    why = (" (values in file names are reduced to letters, digits, '.', '_' and '-' and cut to "
+                           f"{names.VALUE_CHARS} characters, which made them equal)") if reduced or prev[1] else ""
+                    self.problems.add(row.where, "output", f"file name {job.output!r} is also used by {prev[0]}{why}; "
+                                      "make the `output` template unique", file=row.file)
+                    continue
+                outputs[job.output] = (row.where, reduced)
+                self.expanded += 1
+                yield job
+
+
+class JobBuilder:
+    """The job of one row × one matrix combination."""
+
+    def __init__(self, doc: Document, problems: Problems, inputs: LocalInputs) -> None:
+        self.doc = doc
+        self.problems = problems
+        self.inputs = inputs
+        self.templates = Templates(problems, doc.output_template)
+        self.check = CatalogCheck(doc, problems, self.templates)
+
+    def make_job(self, row: Row, combo: dict[str, Any], seq: int) -> tuple[Job, bool] | None:
+        """The job and whether its output name was reduced, or None (its problems recorded)."""
+        doc = self.doc
+        clash = [k for k in row.values if k in combo]
+        for k in clash:
+            self.problems.add(row.where, k, "is set both by the row and by the matrix", file=row.file)
+        if clash:
+            return None
+        raw: dict[str, Any] = {**doc.defaults, **row.values, **combo}
+        model = self.check.model(raw, row)
+        if model is None:
+            return None
+        if model in doc.per_model:  # model-specific fields: above `defaults`, below rows and the matrix
+            raw = {**doc.defaults, **doc.per_model[model], **row.values, **combo}
+        spec = self.check.spec(model)
+        used = self.templates.used_vars(raw, row)
+        params = self.check.request_fields(raw, row, model, spec, used)
+        if params is None:
+            return None
+        for f in doc.catalog.media_fields.intersection(params):
+            try:
+                params[f] = self.inputs.localise(params[f], Path(row.file).parent)
+            except TemplateError as e:
+                self.problems.add(row.where, f, str(e), file=row.file)
+                return None
+        request = self.check.request(model, spec, params, row)
+        if request is None:
+            return None
+        take = self.templates.rendered(raw, "take", row)
+        take = None if take is None else str(take)
+        key, request_json = job_identity(request, take)
+        name = self.templates.rendered(raw, "name", row)
+        name = str(name) if name is not None else f"job{seq:05d}"
+        made = self._output_name(raw, row, combo, request, name, key, seq)
+        if made is None:
+            return None
+        output, reduced = made
+        source = row.where if row.file == str(doc.path) else f"{Path(row.file).name} {row.where}"
+        return Job(key, seq, name, source, model, request, output, take, request_json), reduced
+
+    def _output_name(self, raw: dict[str, Any], row: Row, combo: dict[str, Any], request: dict[str, Any],
+                     name: str, key: str, seq: int) -> tuple[str, bool] | None:
+        template = self.templates.output_of(raw, row)
+        matrix = self.doc.matrix
+        if template is None:
+            template = "{name}-{matrix}.mp4" if matrix else "{name}.mp4"
+        fixed = {**request, "name": name, "key": short_key(key), "seq": seq,
+                 "matrix": "-".join(str(combo[k]) for k in matrix) if combo else ""}
+
+        def get(k: str) -> Any:
+            if k in fixed:
+                return fixed[k]
+            value = self.templates.rendered(raw, k, row)  # a template variable: rendered only when used
+            if value is FAILED:
+                raise TemplateError(f"output template refers to {{{k}}}, which could not be rendered")
+            return value
+
+        try:
+            return names.render_output_name(str(template), get)
+        except (TemplateError, ValueError) as e:
+            self.problems.add(row.where, "output", str(e), file=row.file)
+            return None
