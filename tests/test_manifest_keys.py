@@ -14,7 +14,8 @@ def test_the_expander_digest_lists_every_module_of_the_package_and_its_helpers()
     package = set(Path(batchgen.manifest.__file__).parent.glob("*.py"))
     sources = keys.expander_sources()
     assert len(package) >= 10 and package <= set(sources)
-    assert {"specs.py", "datafiles.py", "jobs.py", "names.py", "yamlsafe.py", "models.yaml"} <= {p.name for p in sources}
+    helpers = {"specs.py", "datafiles.py", "jobs.py", "names.py", "yamlsafe.py", "models.yaml"}
+    assert helpers <= {p.name for p in sources}
     assert all(p.is_file() for p in sources)
     assert batchgen.manifest._expander_sha256() == keys.expander_sha256()
 
