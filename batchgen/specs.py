@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-UPLOAD_PREFIX = "upload:sha256:"  # a local file, uploaded just before the create (see manifest.py)
+UPLOAD_PREFIX = "upload:sha256:"  # a local file, uploaded just before the create (see manifest/localfiles.py)
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class Catalog:
         self.models: dict[str, ModelSpec] = dict(models)
         self.sources = list(sources)
         self.all_fields = frozenset(f for m in self.models.values() for f in m.fields)
-        # Fields holding media URLs: a local file named there is uploaded first (manifest.py).
+        # Fields holding media URLs: a local file named there is uploaded first (manifest/localfiles.py).
         self.media_fields = frozenset(f for m in self.models.values() for f, s in m.fields.items()
                                       if s.kind in ("url", "urls"))
 
