@@ -120,7 +120,7 @@ def format_options(f: F) -> F:
 
 def models_option(f: F) -> F:
     return click.option("--models", "models_file", type=click.Path(path_type=Path), default=None,
-                        help="A models file (YAML, the shape of the shipped models.yaml; README: Adding a model) adding or "
+                        help="A models file (YAML, the shape of the shipped models.yaml; docs/models.md: Adding a model) adding or "
                              "replacing catalog entries; a manifest's `models:` key adds more.")(f)
 
 
