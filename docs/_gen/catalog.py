@@ -120,7 +120,8 @@ def render() -> str:
             facts.append(f"aspect ratio field: `{entry['aspect_field']}`")
         if entry.get("duration_tolerance"):
             facts.append(f"duration tolerance: {entry['duration_tolerance']} s")
-        out += ["; ".join(facts).capitalize() + ".", ""]
+        line = "; ".join(facts)
+        out += [line[0].upper() + line[1:] + ".", ""]
         out += ["| field | type | required | default | allowed values | notes |",
                 "|---|---|---|---|---|---|"]
         for fname, spec in (entry.get("fields") or {}).items():
