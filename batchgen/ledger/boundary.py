@@ -1,0 +1,93 @@
+"""The one boundary between the database libraries and batchgen: SQLAlchemy, driver and OS
+errors become ``LedgerError`` (exit 7, one line naming the cause), as httpx's ``map_exceptions``.
+
+Every ledger class (the facade and each room) is decorated with ``error_boundary``, so a public
+method added later to any of them is translated too."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar, cast
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import LedgerError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# SQLite's own words for what goes wrong with a ledger file, and what they mean to an operator.
+_CAUSES = (
+    ("unable to open database file", "cannot open it (missing folder, or no permission)"),
+    ("readonly database", "it is read-only"),
+    ("database is locked", "it is locked by another process"),
+    ("file is not a database", "it is not a ledger (corrupt, or another kind of file)"),
+    ("database disk image is malformed", "it is corrupt (restore a backup)"),
+    ("database or disk is full", "the disk is full"),
+    ("disk i/o error", "a disk I/O error"),
+)
+
+
+def _cause(e: BaseException, url: str | None = None) -> str:
+    """One line naming what went wrong, in words an operator acts on."""
+    orig = getattr(e, "orig", None) or e
+    text = (getattr(orig, "strerror", None) or str(orig) or type(orig).__name__).splitlines()[0]
+    low = text.lower()
+    folder = _sqlite_folder(url)
+    if folder is not None and ("readonly" in low or "unable to open" in low or "read-only" in low):
+        try:  # SQLite says "unable to open" for a read-only file system too (WAL needs its -shm file)
+            if os.statvfs(folder).f_flag & os.ST_RDONLY:
+                return f"its folder {folder} is on a read-only file system ({text})"
+        except OSError:
+            return f"its folder {folder} does not exist or cannot be read ({text})"
+    for needle, meaning in _CAUSES:
+        if needle in low:
+            return f"{meaning} ({text})"
+    return f"{type(orig).__name__}: {text}"
+
+
+def _sqlite_folder(url: str | None) -> Path | None:
+    if not url or not url.startswith("sqlite:///"):
+        return None
+    return Path(make_url(url).database or ".").parent
+
+
+def _translating(safe_url: Callable[[Any], str], fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` with SQLAlchemy, driver and OS errors turned into ``LedgerError`` (the one
+    boundary between the database libraries and batchgen, as httpx's ``map_exceptions``).
+    Generator methods are translated while they are iterated."""
+
+    def translate(self: Any, e: BaseException) -> LedgerError:
+        return LedgerError(f"ledger {safe_url(self)}: {_cause(e, getattr(self, 'url', None))}")
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args: P.args, **kwargs: P.kwargs) -> Any:
+            try:
+                yield from cast(Iterator[Any], fn(*args, **kwargs))
+            except (SQLAlchemyError, OSError) as e:
+                raise translate(args[0], e) from None
+        return cast(Callable[P, R], gen)
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (SQLAlchemyError, OSError) as e:
+            raise translate(args[0], e) from None
+    return wrapper
+
+
+def error_boundary(cls: type[R]) -> type[R]:
+    """Class decorator: every public method (and ``__init__``) of ``cls`` raises only
+    ``LedgerError`` for database and file-system failures. Applied to the class rather than
+    method by method, so a method added later cannot forget it."""
+    for name, member in list(vars(cls).items()):
+        if (name == "__init__" or not name.startswith("_")) and inspect.isfunction(member):
+            setattr(cls, name, _translating(lambda self: getattr(self, "_safe_url", "?"), member))
+    return cls

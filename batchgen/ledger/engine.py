@@ -1,0 +1,194 @@
+"""Where a ledger is and how it is opened: the URL (``--ledger``, BATCHGEN_LEDGER), the
+SQLAlchemy engine with its SQLite pragmas and read-only modes, and the Alembic migrations.
+
+SQLite (default) is opened in WAL mode with ``synchronous=FULL`` (a lost ``submitting`` or
+``submitted`` row is an orphaned paid task, so no commit may be lost even on power failure),
+and every write transaction starts with ``BEGIN IMMEDIATE`` (a deferred read-then-write
+transaction can fail with "database is locked" regardless of the busy timeout)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
+
+from ..errors import LedgerMissing, NotALedger
+
+DEFAULT_LEDGER = "batchgen.db"
+DEFAULT_SIM_LEDGER = "batchgen-sim.db"  # --simulate and its placeholder videos never share the real ledger
+_MIGRATION_LOCK = 0x62617463  # "batc": with the schema's hash, serialises migrations on PostgreSQL
+
+
+def ledger_url(value: str | None, *, simulated: bool = False) -> str:
+    """The ledger to use: ``value`` (``--ledger``), else the environment variable
+    BATCHGEN_LEDGER (read here and nowhere else), else ``./batchgen.db`` (``./batchgen-sim.db``
+    for runs against the embedded simulator). A file path or a SQLAlchemy URL."""
+    value = value or os.environ.get("BATCHGEN_LEDGER") or (DEFAULT_SIM_LEDGER if simulated else DEFAULT_LEDGER)
+    if "://" in value:
+        return value
+    return "sqlite:///" + str(Path(value).expanduser().absolute())
+
+
+def check_url(url: str) -> str | None:
+    """What stops ``url`` from opening as a ledger before anything else is tried, as one line
+    (None: nothing): an unparseable URL, an unknown database, a driver that is not installed."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return f"--ledger: {url.split('://')[0]}://… is not a database URL (a file path, or e.g. postgresql+psycopg://HOST/DB)"
+    shown = u.render_as_string(hide_password=True)
+    if u.drivername in ("postgres", "postgresql"):
+        return (f"--ledger {shown}: write postgresql+psycopg://… (the driver batchgen uses; "
+                "install it with pip install 'batchgen[postgres]')")
+    try:
+        dialect = u.get_dialect()
+    except NoSuchModuleError:
+        dialect = None
+    if dialect is None or u.get_backend_name() not in ("sqlite", "postgresql"):
+        return (f"--ledger {shown}: {u.drivername!r} is not a ledger database: a SQLite file path, or PostgreSQL "
+                "as postgresql+psycopg://…")
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        extra = " pip install 'batchgen[postgres]'" if u.get_backend_name() == "postgresql" else ""
+        return f"--ledger {shown}: its driver is not installed ({e.name or e}):{extra or ' install it'}"
+    return None
+
+
+def safe_ledger_url(value: str | None, *, simulated: bool = False) -> str:
+    """``ledger_url`` as a message may show it: a database URL without its password."""
+    return make_url(ledger_url(value, simulated=simulated)).render_as_string(hide_password=True)
+
+
+def _migrations_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent  # the batchgen package
+    packaged = here / "_alembic"  # where the wheel puts the top-level alembic/ folder
+    return packaged if packaged.is_dir() else here.parent / "alembic"
+
+
+def make_engine(url: str, *, create: bool = True, readonly: bool = False) -> Engine:
+    """An engine for the ledger at ``url``. ``create=False`` (commands that do not start runs)
+    refuses a SQLite file that does not exist instead of creating it and its folders.
+    ``readonly`` (commands that only read): SQLite is opened ``mode=ro`` with ``query_only`` and
+    its journal mode left as it is; a PostgreSQL session is READ ONLY (``SET SESSION CHARACTERISTICS``).
+    Nothing can then be written, whatever a method tries."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        server = create_engine(url, pool_pre_ping=True, future=True)
+        if readonly and u.get_backend_name() == "postgresql":
+            @event.listens_for(server, "connect")
+            def _read_only_session(dbapi_conn: Any, _rec: Any) -> None:
+                # Every transaction of these connections is READ ONLY: the server refuses DDL and writes.
+                autocommit = dbapi_conn.autocommit
+                dbapi_conn.autocommit = True
+                cur = dbapi_conn.cursor()
+                cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                cur.close()
+                dbapi_conn.autocommit = autocommit
+        return server
+    db = u.database
+    if db and db != ":memory:":
+        path = Path(db)
+        if path.exists() and not path.is_file():  # a FIFO would block the first read forever
+            raise NotALedger(f"ledger {path}: not a batchgen ledger (not a regular file); nothing was changed")
+        if (not create or readonly) and not path.is_file():
+            raise LedgerMissing(f"no ledger at {path} (give --ledger or BATCHGEN_LEDGER; `batchgen run` creates one)")
+        if not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                # The ledger holds task ids and result URLs: owner-only from the first byte.
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    if readonly and db and db != ":memory:":
+        # A URI filename, so SQLite itself refuses every write (mode=ro); quoted: a path may hold ? or #.
+        ro = URL.create("sqlite", database="file:" + quote(str(Path(db).absolute())),
+                        query={"mode": "ro", "uri": "true"})
+        engine = create_engine(ro, connect_args={"check_same_thread": False, "timeout": 30})
+    else:
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's own is wrong)
+        cur = dbapi_conn.cursor()
+        if readonly:  # the journal mode is the file's own: a reader never switches it
+            cur.execute("PRAGMA query_only=ON")
+        else:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        plain = readonly or conn.get_execution_options().get("readonly")
+        conn.exec_driver_sql("BEGIN" if plain else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def sqlite_tables(path: Path) -> set[str] | None:
+    """The tables of the SQLite file at ``path``, read without changing anything beside it, or
+    None when it is not an SQLite database (then opening it says what it is). Nothing is in its
+    WAL when there is no -wal file, so the file alone is read (``immutable``): a WAL database of
+    another application does not get -wal/-shm files from being looked at."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return set()
+    if head != b"SQLite format 3\x00":
+        return None
+    wal = Path(f"{path}-wal")
+    immutable = not (wal.exists() and wal.stat().st_size > 0)
+    uri = f"file:{quote(str(path.absolute()))}?mode=ro" + ("&immutable=1" if immutable else "")
+    con = sqlite3.connect(uri, uri=True, timeout=30)
+    try:
+        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        con.close()
+
+
+@functools.lru_cache(maxsize=1)
+def schema_revisions() -> tuple[str | None, frozenset[str]]:
+    """(the current head revision, every revision this batchgen knows)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    script = ScriptDirectory.from_config(cfg)
+    return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
+
+
+def upgrade(engine: Engine) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        conn.rollback()
+    if current == head:
+        return
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Workers starting together on a new schema: one migrates, the others wait for it
+            # here and then find the schema current (transactional DDL, lock freed at commit).
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s, hashtext(current_schema()))",
+                                 {"k": _MIGRATION_LOCK})
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

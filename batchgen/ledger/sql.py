@@ -1,0 +1,42 @@
+"""Query pieces several rooms of the ledger share: state lists, conditions, row conversion."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from sqlalchemy import and_, exists
+from sqlalchemy.engine import Connection
+
+from ..jobs import ACTIVE, JobRow, JobState, RunStatus
+from ..schema import jobs, runs
+
+S = JobState
+# SQL IN lists of states, in a fixed order (stable statements for the driver's cache).
+ACTIVE_STATES = sorted(ACTIVE)
+UNFINISHED_STATES = [S.QUEUED, S.SUBMITTING, *ACTIVE_STATES]
+
+
+def placeholder(c: Connection) -> Callable[[str], str]:
+    """Named parameter syntax of the driver (sqlite3 takes :name, psycopg %(name)s)."""
+    if c.dialect.paramstyle in ("pyformat", "format"):
+        return lambda name: f"%({name})s"
+    return lambda name: f":{name}"
+
+
+def job_row(r: Any) -> JobRow:
+    return cast(JobRow, dict(r._mapping))
+
+
+def plain(r: Any) -> dict[str, Any]:
+    return dict(r._mapping)
+
+
+def is_owed() -> Any:
+    """Done clips that a manifest asked to deliver and that the store does not hold (yet)."""
+    return and_(jobs.c.state == S.DONE, jobs.c.deliver_to.is_not(None), jobs.c.delivered_url.is_(None))
+
+
+def holder_alive() -> Any:
+    """The job's lease belongs to a run that is still running."""
+    return exists().where(runs.c.id == jobs.c.worker_id, runs.c.status == RunStatus.RUNNING)
