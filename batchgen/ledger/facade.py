@@ -1,141 +1,118 @@
-"""The ``Ledger`` facade: one object callers open, whose methods live in the rooms of this package."""
+"""``Ledger``: the one object callers open. It holds the rooms of this package and only
+delegates to them; each method below names the room that owns it.
+
+Every public method raises only ``LedgerError`` for database, driver and file-system failures:
+the rooms are ``error_boundary`` classes (``Room`` applies it to every subclass), and so is
+this facade, so a method added later to either is covered."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 
-from .. import crash
-from ..errors import LedgerBusy, LedgerError, LedgerOutdated, NotALedger, UsageError
+from ..errors import UsageError
 from ..files import pid_alive
 from ..jobs import Job, JobRow, JobState, RunStatus, canonical_json
 from ..schema import events, jobs, manifest_jobs, runs, uploads
-from .boundary import error_boundary
-from .engine import ledger_url, make_engine, schema_revisions, sqlite_tables, upgrade
+from .database import Database, Room
+from .leases import Leases
 from .scope import Scope, of_manifest
-from .sql import ACTIVE_STATES, UNFINISHED_STATES, holder_alive, is_owed, job_row, placeholder, plain
-from .transitions import _JOB_COLUMNS, Transition, interrupted_create
+from .sql import ACTIVE_STATES, UNFINISHED_STATES, is_owed, job_row, placeholder, plain
+from .transitions import Transition, Transitions
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 S = JobState
-# PostgreSQL errors after which the whole transaction is simply tried again: two workers locked
-# rows in different orders (deadlock), or a serialisation conflict.
-_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
 
 
-def _retryable(e: BaseException) -> bool:
-    return getattr(getattr(e, "orig", None), "sqlstate", None) in _RETRY_SQLSTATES
+class _Forward(Generic[T, P, R]):
+    """A facade method that calls the method of the same name on one room (an attribute of
+    the facade), with that method's exact signature for the type checker."""
+
+    def __init__(self, room: str, method: Callable[Concatenate[T, P], R]) -> None:
+        self.room = room
+        self.name = method.__name__
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Forward[T, P, R]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> Callable[P, R]: ...
+
+    def __get__(self, obj: object | None, owner: type) -> _Forward[T, P, R] | Callable[P, R]:
+        if obj is None:
+            return self
+        bound: Callable[P, R] = getattr(getattr(obj, self.room), self.name)
+        return bound
 
 
-@error_boundary
-class Ledger:
+class Ledger(Room):
     """The ledger at ``url`` (see ``ledger_url``), migrated to the current schema on open.
     ``create=False`` (what commands that only read use) refuses a ledger that does not exist
-    (``LedgerMissing``) instead of creating an empty one. Every public method raises
-    ``LedgerError`` for database, driver and file-system failures (``error_boundary``)."""
+    (``LedgerMissing``) instead of creating an empty one; ``readonly`` opens it so that nothing
+    can be written. Every public method raises ``LedgerError`` for database, driver and
+    file-system failures (``error_boundary``)."""
 
     def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool = True,
                  simulated: bool = False, readonly: bool = False) -> None:
-        self.url = ledger_url(url, simulated=simulated)
-        self._safe_url = make_url(self.url).render_as_string(hide_password=True)
-        self.readonly = readonly
-        self.engine = make_engine(self.url, create=create, readonly=readonly)
-        self.is_sqlite = self.engine.dialect.name == "sqlite"
-        db = make_url(self.url).database
-        # The ledger's file (SQLite), for files kept beside it; None for a server database.
-        self.path: Path | None = Path(db) if self.is_sqlite and db and db != ":memory:" else None
-        self.created = False  # this open made a new, empty ledger
-        # One process per SQLite ledger (flock); any number of workers per PostgreSQL ledger.
-        self.cooperative = not self.is_sqlite
-        self._lock_fd: int | None = None
-        try:
-            self._check_schema(create=create and not readonly, migrate=migrate and not readonly)
-        except BaseException:
-            self.engine.dispose()
-            raise
+        super().__init__(Database(url, migrate=migrate, create=create, simulated=simulated, readonly=readonly))
+        self.database = self.db
+        self.transitions = Transitions(self.database)
+        self.leases = Leases(self.database)
 
-    def _check_schema(self, *, create: bool, migrate: bool) -> None:
-        """Refuse a database that is not a batchgen ledger before anything touches it; then bring
-        the schema to this version (``migrate``) or refuse one of another version (commands that
-        never migrate: they say to run `batchgen db upgrade`)."""
-        if self.path is not None:
-            tables = sqlite_tables(self.path)
-        else:
-            tables = set(sa_inspect(self.engine).get_table_names())
-        # None: not an SQLite file at all; opening it below names what is wrong (exit 7).
-        if tables is not None and not {"runs", "jobs"} <= tables:
-            foreign = sorted(tables - {"alembic_version"})
-            # A SQLite file is one application's database: batchgen tables are never added to
-            # another's. A PostgreSQL database is often shared: run may set up its tables there.
-            if not create or (foreign and self.path is not None):
-                what = (f"it holds other tables: {', '.join(foreign[:5])}{', …' if len(foreign) > 5 else ''}"
-                        if foreign else "it has no tables")
-                raise NotALedger(f"ledger {self}: not a batchgen ledger ({what}); nothing was changed. Give the "
-                                 "ledger `batchgen run` made (--ledger or BATCHGEN_LEDGER)")
-            self.created = True
-        with self.engine.connect() as c:
-            from alembic.runtime.migration import MigrationContext
+    @property
+    def path(self) -> Path | None:
+        """The ledger's file (SQLite), for files kept beside it; None for a server database."""
+        return self.database.path
 
-            current = MigrationContext.configure(c).get_current_revision() if not self.created else None
-            c.rollback()
-        head, known = schema_revisions()
-        if current == head:
-            return
-        if current is not None and current not in known:
-            raise LedgerOutdated(f"ledger {self}: written by a newer batchgen (schema {current}, unknown to this "
-                                 f"version {head}): use that batchgen or a newer one; nothing was changed")
-        if not migrate:
-            raise LedgerOutdated(f"ledger {self}: written by an older batchgen (schema {current or 'unversioned'}, "
-                                 f"this version needs {head}): run `batchgen db upgrade` on it first (this command "
-                                 "only reads and never changes it)")
-        upgrade(self.engine)
+    @property
+    def created(self) -> bool:
+        """This open made a new, empty ledger."""
+        return self.database.created
+
+    @property
+    def cooperative(self) -> bool:
+        """Any number of workers share it (PostgreSQL); a SQLite ledger has one run at a time."""
+        return self.database.cooperative
+
+    @property
+    def readonly(self) -> bool:
+        return self.database.readonly
 
     def __repr__(self) -> str:
         return f"Ledger({self._safe_url!r})"
 
     def __str__(self) -> str:
         """The file's path (SQLite) or the URL without its password: for messages."""
-        return str(self.path) if self.path is not None else self._safe_url
+        return str(self.database)
 
     def close(self) -> None:
-        self.release_lock()
-        self.engine.dispose()
+        self.database.close()
 
-    # ------------------------------------------------------------ single writer
-    def acquire_lock(self) -> None:
-        """One ``batchgen run`` per SQLite ledger: orphan detection (``submitting`` → in doubt)
-        is only right when no other process can be mid-create. An flock, released by the kernel
-        when the process dies, kill -9 included. PostgreSQL ledgers take no lock: their workers
-        coordinate through leases (see the module docstring)."""
-        if self.cooperative or self._lock_fd is not None:
-            return
-        path = f"{make_url(self.url).database}.lock"
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LedgerBusy(f"another batchgen run is using this ledger ({path} is locked)") from None
-        self._lock_fd = fd
+    acquire_lock = _Forward("database", Database.acquire_lock)
+    release_lock = _Forward("database", Database.release_lock)
+    check_integrity = _Forward("database", Database.check_integrity)
+    apply = _Forward("transitions", Transitions.apply)
+    orphans_to_in_doubt = _Forward("transitions", Transitions.orphans_to_in_doubt)
+    requeue_retryable_failures = _Forward("transitions", Transitions.requeue_retryable_failures)
+    cancel_queued = _Forward("transitions", Transitions.cancel_queued)
+    heartbeat = _Forward("leases", Leases.heartbeat)
+    live_workers = _Forward("leases", Leases.live_workers)
+    claim = _Forward("leases", Leases.claim)
+    reclaim = _Forward("leases", Leases.reclaim)
+    release = _Forward("leases", Leases.release)
+    held = _Forward("leases", Leases.held)
+    pending_elsewhere = _Forward("leases", Leases.pending_elsewhere)
 
-    def release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    # ------------------------------------------------------------ runs
     def start_run(self, manifest: str, manifest_sha256: str, options: dict[str, Any], total: int) -> int:
         with self.engine.begin() as c:
             return self._insert_run(c, manifest, manifest_sha256, options, total)
@@ -148,11 +125,6 @@ class Ledger:
         )).inserted_primary_key
         assert key is not None
         return int(key[0])
-
-    def _now(self) -> Any:
-        """Heartbeats use the database server's clock: workers on several machines then need no
-        synchronised clocks to agree on who is stale."""
-        return time.time() if self.is_sqlite else func.extract("epoch", func.clock_timestamp())
 
     def finish_run(self, run_id: int, status: str, exit_code: int | None = None) -> None:
         with self.engine.begin() as c:
@@ -183,7 +155,7 @@ class Ledger:
             if ids:
                 q = select(jobs.c.worker_id, func.count()).where(jobs.c.worker_id.in_(ids)).group_by(jobs.c.worker_id)
                 held = {w: int(n) for w, n in c.execute(q)}
-            now = c.execute(select(self._now())).scalar() if not self.is_sqlite else time.time()
+            now: Any = c.execute(select(self._now())).scalar() if not self.is_sqlite else time.time()
         for r in rows:
             r["counts"] = counts.get(r["id"], {})
             r["held"] = held.get(r["id"], 0)  # jobs leased to this run (cooperative ledgers)
@@ -194,7 +166,7 @@ class Ledger:
         """With the writer lock held, no other run can be alive: any still marked ``running``
         died (kill -9, power loss). Mark them so `status` and `stop` stay truthful. (Cooperative
         ledgers find dead workers by their heartbeat instead: ``reclaim``.)"""
-        if self._lock_fd is None:
+        if not self.db.locked:
             return 0
         with self.engine.begin() as c:
             return c.execute(update(runs).where(runs.c.status == RunStatus.RUNNING)
@@ -364,17 +336,6 @@ class Ledger:
             q = select(jobs).where(jobs.c.state == S.COMPLETED, jobs.c.result_at <= cutoff).order_by(jobs.c.result_at)
             return [job_row(r) for r in c.execute(q)]
 
-    def cancel_queued(self, run_id: int) -> int:
-        """Mark the run's never-submitted jobs cancelled (in batches; each gets an event)."""
-        with self._read() as c:
-            ids = [i for (i,) in c.execute(select(jobs.c.id).where(jobs.c.run_id == run_id, jobs.c.state == S.QUEUED))]
-        done = 0
-        for i in range(0, len(ids), 1000):
-            done += sum(self.apply([Transition(j, S.CANCELLED, (S.QUEUED,), {"error_code": "cancelled",
-                        "error_message": "cancelled by operator before submission"}, detail="batchgen cancel")
-                        for j in ids[i : i + 1000]]))
-        return done
-
     def upload_url(self, sha256: str, newer_than: float) -> str | None:
         with self._read() as c:
             url = c.execute(select(uploads.c.url).where(uploads.c.sha256 == sha256,
@@ -397,12 +358,6 @@ class Ledger:
         with self._read() as c:
             r = c.execute(q).first()
             return plain(r) if r else None
-
-    # ------------------------------------------------------------ jobs from a manifest
-    def _insert_into(self, table: Any) -> Any:
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
 
     def record_run(self, manifest: str, manifest_sha256: str, options: dict[str, Any], jobs_: Iterable[Job],
                    check: Any, batch: int = 2000) -> tuple[int, int]:
@@ -512,10 +467,6 @@ class Ledger:
                     out[r.key] = plain(r)
         return out
 
-    # ------------------------------------------------------------ reads
-    def _read(self) -> Any:
-        return self.engine.connect().execution_options(readonly=True)
-
     def queued_page(self, run_id: int, after_seq: int, limit: int) -> list[JobRow]:
         with self._read() as c:
             rows = c.execute(select(jobs).where(jobs.c.run_id == run_id, jobs.c.state == S.QUEUED,
@@ -587,216 +538,9 @@ class Ledger:
             ids.update(t for (t,) in c.execute(select(jobs.c.task_id).where(jobs.c.task_id.is_not(None))))
         return ids
 
-    # ------------------------------------------------------------ writes
-    def _retrying(self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn(conn, *args)`` in one transaction, again (up to 5 times) if PostgreSQL
-        aborted it for a deadlock or serialisation conflict with another worker."""
-        for attempt in range(5):
-            try:
-                with self.engine.begin() as c:
-                    return fn(c, *args, **kwargs)
-            except OperationalError as e:
-                if not _retryable(e) or attempt == 4:
-                    raise
-                time.sleep(0.01 * 2 ** attempt)
-        raise AssertionError("unreachable")
-
-    def apply(self, batch: Sequence[Transition]) -> list[bool]:
-        """Apply transitions in one transaction (group commit). If one of them violates a
-        constraint the batch is retried one by one, so a bad one cannot sink the others."""
-        try:
-            results = self._retrying(self._apply_many, batch)
-            crash.point("after_commit")
-            return results
-        except IntegrityError:
-            if len(batch) == 1:
-                raise
-        out = []
-        for t in batch:
-            try:
-                out.extend(self._retrying(self._apply_many, [t]))
-            except IntegrityError as e:
-                raise LedgerError(f"job {t.job_id} → {t.to}: {str(e.orig).splitlines()[0]}") from None
-        return out
-
-    @staticmethod
-    def _apply_many(c: Connection, batch: Sequence[Transition]) -> list[bool]:
-        """Check every job's current state once, then write each job once and every event row:
-        one driver-level executemany per shape of UPDATE plus one for the events. Per-statement
-        overhead, not per-job work, dominates a busy run, so this is the hot path's shape.
-
-        Several moves of one job in a batch are checked in order and merged into one UPDATE (its
-        final state and values); each still gets its own event row. Runs inside the caller's
-        transaction: BEGIN IMMEDIATE on SQLite, and the states are read FOR UPDATE on PostgreSQL,
-        so they cannot change before the writes. A transition with an ``owner`` also requires
-        the job's lease to be that worker's (cooperative ledgers)."""
-        now = time.time()
-        # Sorted: workers locking overlapping rows in one order cannot deadlock each other.
-        ids = sorted(set(t.job_id for t in batch))
-        current: dict[int, str] = {}
-        holder: dict[int, int | None] = {}
-        for i in range(0, len(ids), 500):
-            q = select(jobs.c.id, jobs.c.state, jobs.c.worker_id).where(jobs.c.id.in_(ids[i : i + 500]))
-            if c.dialect.name == "postgresql":
-                q = q.order_by(jobs.c.id).with_for_update()
-            for job_id, state, worker in c.execute(q):
-                current[job_id] = state
-                holder[job_id] = worker
-        results: list[bool] = []
-        merged: dict[int, dict[str, Any]] = {}
-        event_rows: list[dict[str, Any]] = []
-        for t in batch:
-            before = current.get(t.job_id)
-            ok = before in t.expect and (t.owner is None or holder.get(t.job_id) == t.owner)
-            results.append(ok)
-            if not ok:
-                continue
-            current[t.job_id] = t.to
-            vals = merged.setdefault(t.job_id, {})
-            vals.update(t.values)
-            vals["state"] = t.to
-            vals["updated_at"] = now
-            if t.task_id is not None:
-                vals["task_id"] = t.task_id
-            if t.event:
-                event_rows.append({"job_id": t.job_id, "at": now, "from_state": before, "to_state": t.to,
-                                   "task_id": t.task_id, "detail": t.detail})
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for job_id, vals in merged.items():
-            groups.setdefault(tuple(sorted(vals)), []).append({**vals, "_id": job_id})
-        ph = placeholder(c)
-        for cols, rows in groups.items():
-            unknown = set(cols) - _JOB_COLUMNS
-            if unknown:
-                raise LedgerError(f"unknown job column(s) {sorted(unknown)}")
-            c.exec_driver_sql(f"UPDATE jobs SET {', '.join(f'{k} = {ph(k)}' for k in cols)} WHERE id = {ph('_id')}", rows)
-        if event_rows:
-            cols = ("job_id", "at", "from_state", "to_state", "task_id", "detail")
-            c.exec_driver_sql(f"INSERT INTO events ({', '.join(cols)}) VALUES ({', '.join(ph(k) for k in cols)})",
-                              event_rows)
-        return results
-
-    def orphans_to_in_doubt(self) -> list[JobRow]:
-        """Jobs left in ``submitting`` by a process that died mid-create: the POST may or may not
-        have made a (billed) task and nothing can tell, so they are never resubmitted silently."""
-        stuck = self.jobs_in_state(S.SUBMITTING)
-        if stuck:
-            self.apply(interrupted_create((j["id"] for j in stuck), "the process", "found in submitting at start-up"))
-        return stuck
-
-    def requeue_retryable_failures(self, run_id: int, max_attempts: int) -> int:
-        # Also creates that earlier versions failed for a bad --api-base (transport_InvalidURL,
-        # transport_NonHttpUrlClientError): a configuration error, nothing was ever sent.
-        never_sent = and_(jobs.c.task_id.is_(None), jobs.c.error_code.in_(
-            ("transport_InvalidURL", "transport_NonHttpUrlClientError", "transport_InvalidUrlClientError")))
-        with self._read() as c:
-            rows = c.execute(select(jobs.c.id, jobs.c.error_code, jobs.c.attempts).where(
-                jobs.c.run_id == run_id, jobs.c.state == S.FAILED, or_(jobs.c.retryable.is_(True), never_sent))).all()
-        ts = [Transition(i, S.QUEUED, (S.FAILED,), {"task_id": None, "retryable": None},
-                         detail=f"--retry-failed after {code}") for i, code, att in rows if att < max_attempts]
-        if ts:
-            self.apply(ts)
-        return len(ts)
-
-    # ------------------------------------------------------------ cooperative workers (PostgreSQL)
-    def heartbeat(self, worker: int) -> bool:
-        """Refresh this worker's lease. False when another worker has declared it dead (its
-        heartbeat went stale: paused, partitioned): it must stop, its jobs are someone else's."""
-        with self.engine.begin() as c:
-            return c.execute(update(runs).where(runs.c.id == worker, runs.c.status == RunStatus.RUNNING)
-                             .values(heartbeat_at=self._now())).rowcount == 1
-
-    def live_workers(self, lease_s: float) -> int:
-        """Workers (runs) alive now: ``running`` with a heartbeat fresher than the lease."""
-        with self._read() as c:
-            return int(c.execute(select(func.count()).select_from(runs).where(
-                runs.c.status == RunStatus.RUNNING, runs.c.heartbeat_at >= self._now() - lease_s)).scalar() or 0)
-
-    def claim(self, worker: int, scope: Scope, limit: int) -> list[JobRow]:
-        """Lease up to ``limit`` queued jobs of this manifest, in manifest order, to ``worker``.
-
-        ``FOR UPDATE SKIP LOCKED``: concurrent claims by other workers pass over the rows this
-        one is taking instead of waiting for them, so each job goes to exactly one worker. Jobs
-        leased to a worker that is no longer running (finished, stopped, declared dead) are free.
-        """
-        def go(c: Connection) -> list[JobRow]:
-            pick = (select(jobs.c.id)
-                    .where(jobs.c.state == S.QUEUED, of_manifest(scope),
-                           # not == worker: a job this worker gave up on (create kept failing)
-                           # stays with it until it leaves, instead of being retried in a loop
-                           or_(jobs.c.worker_id.is_(None), ~holder_alive()))
-                    .order_by(jobs.c.seq).limit(limit).with_for_update(skip_locked=True))
-            ids = [i for (i,) in c.execute(pick)]
-            if not ids:
-                return []
-            rows = c.execute(update(jobs).where(jobs.c.id.in_(ids)).values(worker_id=worker).returning(*jobs.c))
-            return sorted((job_row(r) for r in rows), key=lambda r: r["seq"])
-        return self._retrying(go)
-
-    def reclaim(self, worker: int, lease_s: float) -> tuple[list[JobRow], list[JobRow]]:
-        """Take over what dead workers left. Returns (jobs now held by ``worker``, jobs put in doubt).
-
-        In one transaction: running workers whose heartbeat is older than the lease are marked
-        ``died``; jobs that have a task (submitted, rendering, completed) and no live holder are
-        leased to ``worker`` — to be polled and downloaded, never resubmitted; jobs left in
-        ``submitting`` by a holder that is gone become ``in_doubt``, since nothing can tell
-        whether its create reached the API."""
-        def go(c: Connection) -> tuple[list[JobRow], list[JobRow]]:
-            stale = (update(runs).where(runs.c.status == RunStatus.RUNNING, runs.c.id != worker,
-                                        or_(runs.c.heartbeat_at.is_(None), runs.c.heartbeat_at < self._now() - lease_s))
-                     .values(status=RunStatus.DIED, finished_at=time.time()))
-            c.execute(stale)
-            orphaned = and_(jobs.c.worker_id.is_distinct_from(worker), or_(jobs.c.worker_id.is_(None), ~holder_alive()))
-            q = (select(jobs.c.id, jobs.c.state).where(jobs.c.state.in_([*ACTIVE_STATES, S.SUBMITTING]), orphaned)
-                 .order_by(jobs.c.id).with_for_update(skip_locked=True))
-            found = c.execute(q).all()
-            active = [i for i, st in found if st != S.SUBMITTING]
-            stuck = [i for i, st in found if st == S.SUBMITTING]
-            adopted: list[JobRow] = []
-            if active:
-                c.execute(update(jobs).where(jobs.c.id.in_(active)).values(worker_id=worker))
-            if stuck:
-                self._apply_many(c, interrupted_create(stuck, "the worker holding it",
-                                                        f"worker gone mid-create; found by worker {worker}"))
-            if active:
-                adopted = [job_row(r) for r in c.execute(select(jobs).where(jobs.c.id.in_(active)).order_by(jobs.c.id))]
-            doubt = [job_row(r) for r in c.execute(select(jobs).where(jobs.c.id.in_(stuck)))] if stuck else []
-            return adopted, doubt
-        return self._retrying(go)
-
-    def release(self, worker: int) -> int:
-        """A worker leaving hands back the jobs it still holds (queued, or with a task to poll)."""
-        with self.engine.begin() as c:
-            return c.execute(update(jobs).where(jobs.c.worker_id == worker, jobs.c.state.in_([S.QUEUED, *ACTIVE_STATES]))
-                             .values(worker_id=None)).rowcount
-
-    def held(self, worker: int) -> list[JobRow]:
-        """Jobs with a task that this worker holds (its share of the paid work to collect)."""
-        with self._read() as c:
-            return [job_row(r) for r in c.execute(select(jobs).where(jobs.c.worker_id == worker,
-                                                                   jobs.c.state.in_(ACTIVE_STATES)).order_by(jobs.c.id))]
-
-    def pending_elsewhere(self, worker: int, scope: Scope) -> int:
-        """Jobs of this manifest that still need work and that ``worker`` does not hold: while
-        there are any, a worker stays to take over if their holder dies."""
-        q = (select(func.count()).select_from(jobs).where(
-            of_manifest(scope),
-            jobs.c.state.in_(UNFINISHED_STATES), jobs.c.worker_id.is_distinct_from(worker)))
-        with self._read() as c:
-            return int(c.execute(q).scalar() or 0)
-
     def scope_counts(self, scope: Scope) -> dict[str, int]:
         """Per-state counts of every job recorded for this manifest (by any worker's run)."""
         q = (select(jobs.c.state, func.count()).where(of_manifest(scope))
              .group_by(jobs.c.state))
         with self._read() as c:
             return {s: int(n) for s, n in c.execute(q)}
-
-    def check_integrity(self) -> str:
-        if not self.is_sqlite:
-            return "ok"
-        with self._read() as c:
-            return str(c.exec_driver_sql("PRAGMA integrity_check").scalar())
-
-
-__all__ = ["Ledger", "Writer", "Transition", "ledger_url", "make_engine", "upgrade", "OperationalError"]

@@ -2,18 +2,28 @@
 
 A job is recorded ``queued`` (``recording.py``); every later move — submitting, submitted,
 rendering, completed, done, failed, in doubt, cancelled, back to queued — is a ``Transition``
-applied here by ``Transitions.apply`` (or ``apply_in``, inside a caller's transaction), which
-checks the job's current state (and, on cooperative ledgers, its lease) and writes an event row.
-``jobs.TRANSITIONS`` lists the moves allowed; a ``Transition`` refuses any other when built."""
+applied here, by ``Transitions.apply`` or, inside a caller's transaction (a lease takeover),
+by ``apply_in``: each checks the job's current state (and, on cooperative ledgers, its lease)
+and writes an event row. ``jobs.TRANSITIONS`` lists the moves allowed; a ``Transition``
+refuses any other when it is built. The scheduler reaches ``apply`` through ``Writer``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..jobs import JobState, allowed
+from sqlalchemy import and_, or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from .. import crash
+from ..errors import LedgerError
+from ..jobs import JobRow, JobState, allowed
 from ..schema import jobs
+from .database import Room
+from .sql import job_row, placeholder
 
 S = JobState
 RETRYABLE_TASK_CODES = frozenset({"timeout", "generation_failed", "model_unavailable", "generation_timeout",
@@ -50,3 +60,117 @@ def interrupted_create(ids: Iterable[int], who: str, detail: str) -> list[Transi
         "error_code": "interrupted_create", "worker_id": None,
         "error_message": f"{who} stopped between recording the intent and recording the task id"},
         detail=detail) for i in ids]
+
+
+def apply_in(c: Connection, batch: Sequence[Transition]) -> list[bool]:
+    """Check every job's current state once, then write each job once and every event row:
+    one driver-level executemany per shape of UPDATE plus one for the events. Per-statement
+    overhead, not per-job work, dominates a busy run, so this is the hot path's shape.
+
+    Several moves of one job in a batch are checked in order and merged into one UPDATE (its
+    final state and values); each still gets its own event row. Runs inside the caller's
+    transaction: BEGIN IMMEDIATE on SQLite, and the states are read FOR UPDATE on PostgreSQL,
+    so they cannot change before the writes. A transition with an ``owner`` also requires
+    the job's lease to be that worker's (cooperative ledgers)."""
+    now = time.time()
+    # Sorted: workers locking overlapping rows in one order cannot deadlock each other.
+    ids = sorted(set(t.job_id for t in batch))
+    current: dict[int, str] = {}
+    holder: dict[int, int | None] = {}
+    for i in range(0, len(ids), 500):
+        q = select(jobs.c.id, jobs.c.state, jobs.c.worker_id).where(jobs.c.id.in_(ids[i : i + 500]))
+        if c.dialect.name == "postgresql":
+            q = q.order_by(jobs.c.id).with_for_update()
+        for job_id, state, worker in c.execute(q):
+            current[job_id] = state
+            holder[job_id] = worker
+    results: list[bool] = []
+    merged: dict[int, dict[str, Any]] = {}
+    event_rows: list[dict[str, Any]] = []
+    for t in batch:
+        before = current.get(t.job_id)
+        ok = before in t.expect and (t.owner is None or holder.get(t.job_id) == t.owner)
+        results.append(ok)
+        if not ok:
+            continue
+        current[t.job_id] = t.to
+        vals = merged.setdefault(t.job_id, {})
+        vals.update(t.values)
+        vals["state"] = t.to
+        vals["updated_at"] = now
+        if t.task_id is not None:
+            vals["task_id"] = t.task_id
+        if t.event:
+            event_rows.append({"job_id": t.job_id, "at": now, "from_state": before, "to_state": t.to,
+                               "task_id": t.task_id, "detail": t.detail})
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for job_id, vals in merged.items():
+        groups.setdefault(tuple(sorted(vals)), []).append({**vals, "_id": job_id})
+    ph = placeholder(c)
+    for cols, rows in groups.items():
+        unknown = set(cols) - _JOB_COLUMNS
+        if unknown:
+            raise LedgerError(f"unknown job column(s) {sorted(unknown)}")
+        c.exec_driver_sql(f"UPDATE jobs SET {', '.join(f'{k} = {ph(k)}' for k in cols)} WHERE id = {ph('_id')}", rows)
+    if event_rows:
+        cols = ("job_id", "at", "from_state", "to_state", "task_id", "detail")
+        c.exec_driver_sql(f"INSERT INTO events ({', '.join(cols)}) VALUES ({', '.join(ph(k) for k in cols)})",
+                          event_rows)
+    return results
+
+
+class Transitions(Room):
+    """Applies transitions (group commits) and the bulk moves built from them."""
+
+    def apply(self, batch: Sequence[Transition]) -> list[bool]:
+        """Apply transitions in one transaction (group commit). If one of them violates a
+        constraint the batch is retried one by one, so a bad one cannot sink the others."""
+        try:
+            results = self._retrying(apply_in, batch)
+            crash.point("after_commit")
+            return results
+        except IntegrityError:
+            if len(batch) == 1:
+                raise
+        out = []
+        for t in batch:
+            try:
+                out.extend(self._retrying(apply_in, [t]))
+            except IntegrityError as e:
+                raise LedgerError(f"job {t.job_id} → {t.to}: {str(e.orig).splitlines()[0]}") from None
+        return out
+
+    def orphans_to_in_doubt(self) -> list[JobRow]:
+        """Jobs left in ``submitting`` by a process that died mid-create: the POST may or may not
+        have made a (billed) task and nothing can tell, so they are never resubmitted silently."""
+        with self._read() as c:
+            q = select(jobs).where(jobs.c.state == S.SUBMITTING).order_by(jobs.c.id)
+            stuck = [job_row(r) for r in c.execute(q)]
+        if stuck:
+            self.apply(interrupted_create((j["id"] for j in stuck), "the process", "found in submitting at start-up"))
+        return stuck
+
+    def requeue_retryable_failures(self, run_id: int, max_attempts: int) -> int:
+        # Also creates that earlier versions failed for a bad --api-base (transport_InvalidURL,
+        # transport_NonHttpUrlClientError): a configuration error, nothing was ever sent.
+        never_sent = and_(jobs.c.task_id.is_(None), jobs.c.error_code.in_(
+            ("transport_InvalidURL", "transport_NonHttpUrlClientError", "transport_InvalidUrlClientError")))
+        with self._read() as c:
+            rows = c.execute(select(jobs.c.id, jobs.c.error_code, jobs.c.attempts).where(
+                jobs.c.run_id == run_id, jobs.c.state == S.FAILED, or_(jobs.c.retryable.is_(True), never_sent))).all()
+        ts = [Transition(i, S.QUEUED, (S.FAILED,), {"task_id": None, "retryable": None},
+                         detail=f"--retry-failed after {code}") for i, code, att in rows if att < max_attempts]
+        if ts:
+            self.apply(ts)
+        return len(ts)
+
+    def cancel_queued(self, run_id: int) -> int:
+        """Mark the run's never-submitted jobs cancelled (in batches; each gets an event)."""
+        with self._read() as c:
+            ids = [i for (i,) in c.execute(select(jobs.c.id).where(jobs.c.run_id == run_id, jobs.c.state == S.QUEUED))]
+        done = 0
+        for i in range(0, len(ids), 1000):
+            done += sum(self.apply([Transition(j, S.CANCELLED, (S.QUEUED,), {"error_code": "cancelled",
+                        "error_message": "cancelled by operator before submission"}, detail="batchgen cancel")
+                        for j in ids[i : i + 1000]]))
+        return done

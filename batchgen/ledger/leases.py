@@ -1,0 +1,112 @@
+"""Worker leases on cooperative (PostgreSQL) ledgers: heartbeats, claiming queued jobs
+(``FOR UPDATE SKIP LOCKED``), taking over what dead workers left, handing jobs back.
+
+A lease is ``jobs.worker_id``; it never changes a job's state by itself. Taking over a dead
+worker's mid-create jobs moves them to ``in_doubt`` through ``transitions.apply_in``, inside the
+takeover's transaction."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import Connection
+
+from ..jobs import JobRow, JobState, RunStatus
+from ..schema import jobs, runs
+from .database import Room
+from .scope import Scope, of_manifest
+from .sql import ACTIVE_STATES, UNFINISHED_STATES, holder_alive, job_row
+from .transitions import apply_in, interrupted_create
+
+S = JobState
+
+
+class Leases(Room):
+    """Which worker holds which job, and the heartbeats that keep those leases alive."""
+
+    def heartbeat(self, worker: int) -> bool:
+        """Refresh this worker's lease. False when another worker has declared it dead (its
+        heartbeat went stale: paused, partitioned): it must stop, its jobs are someone else's."""
+        with self.engine.begin() as c:
+            return c.execute(update(runs).where(runs.c.id == worker, runs.c.status == RunStatus.RUNNING)
+                             .values(heartbeat_at=self._now())).rowcount == 1
+
+    def live_workers(self, lease_s: float) -> int:
+        """Workers (runs) alive now: ``running`` with a heartbeat fresher than the lease."""
+        with self._read() as c:
+            return int(c.execute(select(func.count()).select_from(runs).where(
+                runs.c.status == RunStatus.RUNNING, runs.c.heartbeat_at >= self._now() - lease_s)).scalar() or 0)
+
+    def claim(self, worker: int, scope: Scope, limit: int) -> list[JobRow]:
+        """Lease up to ``limit`` queued jobs of this manifest, in manifest order, to ``worker``.
+
+        ``FOR UPDATE SKIP LOCKED``: concurrent claims by other workers pass over the rows this
+        one is taking instead of waiting for them, so each job goes to exactly one worker. Jobs
+        leased to a worker that is no longer running (finished, stopped, declared dead) are free.
+        """
+        def go(c: Connection) -> list[JobRow]:
+            pick = (select(jobs.c.id)
+                    .where(jobs.c.state == S.QUEUED, of_manifest(scope),
+                           # not == worker: a job this worker gave up on (create kept failing)
+                           # stays with it until it leaves, instead of being retried in a loop
+                           or_(jobs.c.worker_id.is_(None), ~holder_alive()))
+                    .order_by(jobs.c.seq).limit(limit).with_for_update(skip_locked=True))
+            ids = [i for (i,) in c.execute(pick)]
+            if not ids:
+                return []
+            rows = c.execute(update(jobs).where(jobs.c.id.in_(ids)).values(worker_id=worker).returning(*jobs.c))
+            return sorted((job_row(r) for r in rows), key=lambda r: r["seq"])
+        return self._retrying(go)
+
+    def reclaim(self, worker: int, lease_s: float) -> tuple[list[JobRow], list[JobRow]]:
+        """Take over what dead workers left. Returns (jobs now held by ``worker``, jobs put in doubt).
+
+        In one transaction: running workers whose heartbeat is older than the lease are marked
+        ``died``; jobs that have a task (submitted, rendering, completed) and no live holder are
+        leased to ``worker`` — to be polled and downloaded, never resubmitted; jobs left in
+        ``submitting`` by a holder that is gone become ``in_doubt``, since nothing can tell
+        whether its create reached the API."""
+        def go(c: Connection) -> tuple[list[JobRow], list[JobRow]]:
+            stale = (update(runs).where(runs.c.status == RunStatus.RUNNING, runs.c.id != worker,
+                                        or_(runs.c.heartbeat_at.is_(None), runs.c.heartbeat_at < self._now() - lease_s))
+                     .values(status=RunStatus.DIED, finished_at=time.time()))
+            c.execute(stale)
+            orphaned = and_(jobs.c.worker_id.is_distinct_from(worker), or_(jobs.c.worker_id.is_(None), ~holder_alive()))
+            q = (select(jobs.c.id, jobs.c.state).where(jobs.c.state.in_([*ACTIVE_STATES, S.SUBMITTING]), orphaned)
+                 .order_by(jobs.c.id).with_for_update(skip_locked=True))
+            found = c.execute(q).all()
+            active = [i for i, st in found if st != S.SUBMITTING]
+            stuck = [i for i, st in found if st == S.SUBMITTING]
+            adopted: list[JobRow] = []
+            if active:
+                c.execute(update(jobs).where(jobs.c.id.in_(active)).values(worker_id=worker))
+            if stuck:
+                apply_in(c, interrupted_create(stuck, "the worker holding it",
+                                                        f"worker gone mid-create; found by worker {worker}"))
+            if active:
+                adopted = [job_row(r) for r in c.execute(select(jobs).where(jobs.c.id.in_(active)).order_by(jobs.c.id))]
+            doubt = [job_row(r) for r in c.execute(select(jobs).where(jobs.c.id.in_(stuck)))] if stuck else []
+            return adopted, doubt
+        return self._retrying(go)
+
+    def release(self, worker: int) -> int:
+        """A worker leaving hands back the jobs it still holds (queued, or with a task to poll)."""
+        with self.engine.begin() as c:
+            return c.execute(update(jobs).where(jobs.c.worker_id == worker, jobs.c.state.in_([S.QUEUED, *ACTIVE_STATES]))
+                             .values(worker_id=None)).rowcount
+
+    def held(self, worker: int) -> list[JobRow]:
+        """Jobs with a task that this worker holds (its share of the paid work to collect)."""
+        with self._read() as c:
+            return [job_row(r) for r in c.execute(select(jobs).where(jobs.c.worker_id == worker,
+                                                                   jobs.c.state.in_(ACTIVE_STATES)).order_by(jobs.c.id))]
+
+    def pending_elsewhere(self, worker: int, scope: Scope) -> int:
+        """Jobs of this manifest that still need work and that ``worker`` does not hold: while
+        there are any, a worker stays to take over if their holder dies."""
+        q = (select(func.count()).select_from(jobs).where(
+            of_manifest(scope),
+            jobs.c.state.in_(UNFINISHED_STATES), jobs.c.worker_id.is_distinct_from(worker)))
+        with self._read() as c:
+            return int(c.execute(q).scalar() or 0)
