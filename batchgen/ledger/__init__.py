@@ -1,11 +1,17 @@
 """The ledger: every SQL statement batchgen runs lives in this package, one room per concept.
 
-* ``engine``      — where the ledger is (``ledger_url``), the engine, migrations (``upgrade``).
+* ``engine``      — where the ledger is (``ledger_url``), the engine and its modes, migrations.
 * ``boundary``    — ``error_boundary``: database, driver and OS errors become ``LedgerError``.
+* ``database``    — ``Database`` (the open ledger, schema check, SQLite writer lock) and ``Room``.
+* ``runs``        — the ``runs`` rows: started, stopped, finished, found dead; what is read of them.
+* ``recording``   — a manifest's jobs written (new ones ``queued``) with their run and membership.
+* ``transitions`` — ``Transition``: the only code that changes a recorded job's state.
+* ``leases``      — cooperative workers (PostgreSQL): heartbeats, claims, takeovers.
+* ``records``     — verification, delivery and upload records, and what is asked of them.
+* ``reads``       — reads of jobs: what status, report, export, diff and plan query.
+* ``writer``      — ``Writer``: the scheduler's door (one thread, grouped commits).
 * ``facade``      — ``Ledger``, the object callers open; it only delegates to the rooms.
 * ``scope``, ``sql`` — which jobs a manifest means; query pieces the rooms share.
-* ``transitions`` — ``Transition`` and the only code that changes a recorded job's state.
-* ``writer``      — ``Writer``: the scheduler's door (one thread, grouped commits).
 
 PostgreSQL ledgers are *cooperative*: several ``batchgen run`` processes (workers, one ``runs``
 row each) share them. A worker claims queued jobs with ``FOR UPDATE SKIP LOCKED`` (a lease:

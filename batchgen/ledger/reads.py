@@ -1,0 +1,155 @@
+"""Reads of jobs: what the scheduler feeds from, and what status, report, export, diff and
+plan query. Nothing here writes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
+
+from sqlalchemy import func, select
+
+from ..errors import UsageError
+from ..jobs import JobRow, JobState
+from ..schema import events, jobs, manifest_jobs, runs
+from .database import Room
+from .scope import Scope, of_manifest
+from .sql import ACTIVE_STATES, UNFINISHED_STATES, job_row, placeholder, plain
+
+S = JobState
+
+
+class Reads(Room):
+    """Every read of the ``jobs`` and ``events`` tables callers make."""
+
+    def job(self, ref: str | int) -> JobRow | None:
+        """A job by id, full key, key prefix (≥ 6 chars) or task id."""
+        with self._read() as c:
+            if isinstance(ref, int) or str(ref).isdigit():
+                r = c.execute(select(jobs).where(jobs.c.id == int(ref))).first()
+                if r:
+                    return job_row(r)
+            s = str(ref)
+            r = c.execute(select(jobs).where(jobs.c.task_id == s)).first()
+            if r:
+                return job_row(r)
+            if len(s) >= 6:
+                found = c.execute(select(jobs).where(jobs.c.key.like(s.lower() + "%")).limit(2)).all()
+                if len(found) == 1:
+                    return job_row(found[0])
+                if len(found) > 1:
+                    raise UsageError(f"job key prefix {s!r} matches more than one job; give more characters")
+        return None
+
+    def jobs_in_state(self, state: str, scope: Scope | None = None) -> list[JobRow]:
+        q = select(jobs).where(jobs.c.state == state).order_by(jobs.c.id)
+        if scope is not None:
+            q = q.where(of_manifest(scope))
+        with self._read() as c:
+            return [job_row(r) for r in c.execute(q)]
+
+    def queued_page(self, run_id: int, after_seq: int, limit: int) -> list[JobRow]:
+        with self._read() as c:
+            rows = c.execute(select(jobs).where(jobs.c.run_id == run_id, jobs.c.state == S.QUEUED,
+                                                jobs.c.seq > after_seq).order_by(jobs.c.seq).limit(limit))
+            return [job_row(r) for r in rows]
+
+    def active_jobs(self) -> list[JobRow]:
+        with self._read() as c:
+            return [job_row(r) for r in c.execute(select(jobs).where(jobs.c.state.in_(ACTIVE_STATES)).order_by(jobs.c.id))]
+
+    def unfinished(self, limit: int = 10) -> list[JobRow]:
+        """Oldest jobs that are neither finished nor waiting for a human."""
+        with self._read() as c:
+            q = (select(jobs).where(jobs.c.state.in_(UNFINISHED_STATES))
+                 .order_by(func.coalesce(jobs.c.submitted_at, jobs.c.created_at), jobs.c.id).limit(limit))
+            return [job_row(r) for r in c.execute(q)]
+
+    def expiring(self, within_s: float, ttl_s: float) -> list[JobRow]:
+        """Completed jobs whose result URL expires within ``within_s`` and that are not downloaded."""
+        cutoff = time.time() - ttl_s + within_s
+        with self._read() as c:
+            q = select(jobs).where(jobs.c.state == S.COMPLETED, jobs.c.result_at <= cutoff).order_by(jobs.c.result_at)
+            return [job_row(r) for r in c.execute(q)]
+
+    def counts(self, run_id: int | None = None) -> dict[str, int]:
+        q = select(jobs.c.state, func.count()).group_by(jobs.c.state)
+        if run_id is not None:
+            q = q.where(jobs.c.run_id == run_id)
+        with self._read() as c:
+            return {s: int(n) for s, n in c.execute(q)}
+
+    def scope_counts(self, scope: Scope) -> dict[str, int]:
+        """Per-state counts of every job recorded for this manifest (by any worker's run)."""
+        q = (select(jobs.c.state, func.count()).where(of_manifest(scope))
+             .group_by(jobs.c.state))
+        with self._read() as c:
+            return {s: int(n) for s, n in c.execute(q)}
+
+    def states_by_key(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """What the ledger knows of these job keys: state, task id, attempts, error, file."""
+        out: dict[str, dict[str, Any]] = {}
+        keys = list(keys)
+        cols = (jobs.c.key, jobs.c.state, jobs.c.task_id, jobs.c.attempts, jobs.c.error_code, jobs.c.retryable,
+                jobs.c.output_path, jobs.c.verify, jobs.c.pruned_at)
+        with self._read() as c:
+            for i in range(0, len(keys), 500):
+                for r in c.execute(select(*cols).where(jobs.c.key.in_(keys[i : i + 500]))):
+                    out[r.key] = plain(r)
+        return out
+
+    def manifest_members(self, manifest: str) -> list[JobRow] | None:
+        """The jobs this manifest path expanded to when last recorded (None: not known — a
+        ledger written before batchgen recorded it)."""
+        q = (select(jobs).join(manifest_jobs, manifest_jobs.c.key == jobs.c.key)
+             .where(manifest_jobs.c.manifest == manifest).order_by(jobs.c.seq, jobs.c.id))
+        with self._read() as c:
+            rows = [job_row(r) for r in c.execute(q)]
+            if rows:
+                return rows
+            last = c.execute(select(runs.c.manifest_sha256).where(runs.c.manifest == manifest)
+                             .order_by(runs.c.id.desc()).limit(1)).scalar()
+            if last is None:
+                return None
+            # Older ledgers: the jobs recorded by runs of that manifest's last version.
+            return [job_row(r) for r in c.execute(select(jobs).where(of_manifest(Scope(manifest, last)))
+                                                .order_by(jobs.c.seq, jobs.c.id))]
+
+    def foreign_tasks(self, api: str) -> tuple[str, int] | None:
+        """(the other API, how many jobs) when this ledger holds tasks or files that belong to
+        another API than ``api`` — a simulated run's placeholders seen from a real one, say."""
+        q = (select(jobs.c.api, func.count()).where(
+            jobs.c.api.is_not(None), jobs.c.api != api,
+            jobs.c.state.in_([S.SUBMITTING, *ACTIVE_STATES, S.DONE, S.IN_DOUBT]))
+            .group_by(jobs.c.api).order_by(func.count().desc()).limit(1))
+        with self._read() as c:
+            row = c.execute(q).first()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def iter_export(self, run_id: int | None = None, batch: int = 2000) -> Iterator[JobRow]:
+        """Every job (or one run's) in manifest order, streamed; plain dicts built from the
+        driver's tuples (100k rows: the ORM-free path is several times faster)."""
+        names = list(jobs.c.keys())
+        with self._read() as c:
+            ph = placeholder(c)
+            sql = f"SELECT {', '.join(names)} FROM jobs"
+            params: dict[str, Any] = {}
+            if run_id is not None:
+                sql += f" WHERE run_id = {ph('run_id')}"
+                params["run_id"] = run_id
+            result = c.execution_options(stream_results=True).exec_driver_sql(
+                sql + " ORDER BY run_id, seq, id", params)
+            for chunk in result.partitions(batch):
+                for r in chunk:
+                    yield cast(JobRow, dict(zip(names, r)))
+
+    def events_for(self, job_id: int) -> list[dict[str, Any]]:
+        with self._read() as c:
+            return [plain(r) for r in c.execute(select(events).where(events.c.job_id == job_id).order_by(events.c.id))]
+
+    def known_task_ids(self) -> set[str]:
+        """Every task id the ledger ever recorded (current and superseded by a retry)."""
+        with self._read() as c:
+            ids = {t for (t,) in c.execute(select(events.c.task_id).where(events.c.task_id.is_not(None)))}
+            ids.update(t for (t,) in c.execute(select(jobs.c.task_id).where(jobs.c.task_id.is_not(None))))
+        return ids

@@ -1,0 +1,123 @@
+"""Recording a manifest's jobs: a run and its jobs written in one transaction (new jobs are
+inserted ``queued``; known ones only move to the new run), the manifest's membership
+(``manifest_jobs``), and the shortcut that reuses an earlier run's validated expansion.
+Nothing here changes the state of a job already recorded: that is ``transitions.py``'s."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from ..jobs import Job, JobState, canonical_json
+from ..schema import jobs, manifest_jobs, runs
+from .database import Room
+from .runs import insert_run
+from .scope import Scope, of_manifest
+from .sql import UNFINISHED_STATES, placeholder
+
+S = JobState
+
+
+class Recorder(Room):
+    """Writes what a manifest expands to: runs with their jobs and membership."""
+
+    def record_run(self, manifest: str, manifest_sha256: str, options: dict[str, Any], jobs_: Iterable[Job],
+                   check: Any, batch: int = 2000) -> tuple[int, int]:
+        """Record a run and its jobs in ONE transaction while the manifest streams by, then call
+        ``check()`` (which raises on any problem found during expansion): a bad manifest rolls
+        everything back, so nothing is recorded for it, and a good one is expanded only once.
+        ``check()`` may return options to add to the run's (known only after expansion)."""
+        with self.engine.begin() as c:
+            run_id = insert_run(c, self._now(), manifest, manifest_sha256, options, 0)
+            c.execute(manifest_jobs.delete().where(manifest_jobs.c.manifest == manifest))
+            n = 0
+            chunk: list[Job] = []
+            for job in jobs_:
+                chunk.append(job)
+                if len(chunk) >= batch:
+                    self._upsert(c, run_id, chunk)
+                    self._add_members(c, manifest, chunk)
+                    n += len(chunk)
+                    chunk = []
+            self._upsert(c, run_id, chunk)
+            self._add_members(c, manifest, chunk)
+            n += len(chunk)
+            extra = check() or {}
+            # Stamped again at commit: recording a huge manifest may take longer than a lease.
+            c.execute(update(runs).where(runs.c.id == run_id).values(
+                jobs_total=n, heartbeat_at=self._now(), options=json.dumps({**options, **extra}, sort_keys=True)))
+        return run_id, n
+
+    def reuse_run(self, manifest: str, manifest_sha256: str, inputs_sha256: str, options: dict[str, Any],
+                  check_outputs: Callable[[Iterable[tuple[str, str]]], None] | None = None,
+                  ) -> tuple[int, int, int] | None:
+        """Start a run of a manifest whose exact inputs (``inputs_sha256``: its bytes, its rows
+        CSV, the expansion code) an earlier run already validated and recorded, without expanding
+        it again: the jobs are the same, so only the unfinished ones move to the new run.
+        ``check_outputs`` sees (output, source) of every job still to be written, inside the
+        transaction: it raises to refuse the run (the output folder changed since). Returns
+        (run id, jobs, earlier run id), or None to take the full path — no earlier run with these
+        inputs, or the manifest's jobs in the ledger no longer number what it recorded (some
+        moved to another manifest's run since)."""
+        with self.engine.begin() as c:
+            earlier = c.execute(select(runs.c.id, runs.c.jobs_total, runs.c.options).where(
+                runs.c.manifest_sha256 == manifest_sha256).order_by(runs.c.id.desc()).limit(50)).all()
+            match = next((r for r in earlier if json.loads(r.options).get("inputs_sha256") == inputs_sha256), None)
+            if match is None:
+                return None
+            # This path's recorded membership must be of these bytes too (it was edited and
+            # edited back: record it again, or its scope would be the other version's jobs).
+            last = c.execute(select(runs.c.manifest_sha256).where(runs.c.manifest == manifest)
+                             .order_by(runs.c.id.desc()).limit(1)).scalar()
+            if last not in (None, manifest_sha256):
+                return None
+            scope = of_manifest(Scope(manifest, manifest_sha256))
+            n = int(c.execute(select(func.count()).select_from(jobs).where(scope)).scalar() or 0)
+            if n != match.jobs_total:
+                return None
+            run_id = insert_run(c, self._now(), manifest, manifest_sha256, {**options, "inputs_sha256": inputs_sha256}, n)
+            c.execute(update(jobs).where(scope, jobs.c.run_id != run_id, jobs.c.state != S.DONE)
+                      .values(run_id=run_id, updated_at=time.time()))
+            if check_outputs is not None:  # raises on a problem: nothing of this run is recorded
+                check_outputs((r.output, r.source) for r in c.execution_options(yield_per=5000).execute(
+                    select(jobs.c.output, jobs.c.source).where(scope, jobs.c.state.in_(UNFINISHED_STATES))))
+        return run_id, n, int(match.id)
+
+    def _add_members(self, c: Connection, manifest: str, batch: Sequence[Job]) -> None:
+        """This manifest's job set (`batchgen diff`) as recorded now; the caller deleted the old."""
+        if batch:
+            ph = placeholder(c)
+            c.exec_driver_sql(f"INSERT INTO manifest_jobs (manifest, key) VALUES ({ph('manifest')}, {ph('key')}) "
+                              "ON CONFLICT DO NOTHING", [{"manifest": manifest, "key": j.key} for j in batch])
+
+    def upsert_jobs(self, run_id: int, batch: Sequence[Job]) -> None:
+        with self.engine.begin() as c:
+            self._upsert(c, run_id, batch)
+
+    def _upsert(self, c: Connection, run_id: int, batch: Sequence[Job]) -> None:
+        """Insert new jobs as ``queued``; known keys only move to this run (their state, task id
+        and files are untouched: that is what makes re-running a manifest safe). Jobs already
+        ``done`` are not rewritten at all: resuming a mostly finished 100k-job manifest then
+        costs an index lookup per row, not a row rewrite."""
+        if not batch:
+            return
+        now = time.time()
+        ph = placeholder(c)
+        cols = ("key", "run_id", "seq", "name", "source", "model", "request", "output", "take", "state",
+                "created_at", "updated_at")
+        moved = ("run_id", "seq", "name", "source", "output", "updated_at")
+        # Driver-level executemany: SQLAlchemy's per-row parameter handling cost more than SQLite
+        # itself here (100k rows on resume). Same SQL on SQLite and PostgreSQL.
+        sql = (f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join(ph(k) for k in cols)}) "
+               f"ON CONFLICT (key) DO UPDATE SET {', '.join(f'{k} = excluded.{k}' for k in moved)} "
+               f"WHERE jobs.state <> '{S.DONE.value}'")
+        rows = [{"key": j.key, "run_id": run_id, "seq": j.seq, "name": j.name, "source": j.source,
+                 "model": j.model, "request": j.request_json or canonical_json(j.request),
+                 "output": j.output, "take": j.take, "state": S.QUEUED, "created_at": now, "updated_at": now}
+                for j in batch]
+        c.exec_driver_sql(sql, rows)
