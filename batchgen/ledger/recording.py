@@ -80,7 +80,8 @@ class Recorder(Room):
             n = int(c.execute(select(func.count()).select_from(jobs).where(scope)).scalar() or 0)
             if n != match.jobs_total:
                 return None
-            run_id = insert_run(c, self._now(), manifest, manifest_sha256, {**options, "inputs_sha256": inputs_sha256}, n)
+            run_id = insert_run(c, self._now(), manifest, manifest_sha256,
+                                {**options, "inputs_sha256": inputs_sha256}, n)
             c.execute(update(jobs).where(scope, jobs.c.run_id != run_id, jobs.c.state != S.DONE)
                       .values(run_id=run_id, updated_at=time.time()))
             if check_outputs is not None:  # raises on a problem: nothing of this run is recorded
