@@ -6,7 +6,9 @@ module."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -108,6 +110,38 @@ def ledger_option(f: F) -> F:
                              "default ./batchgen.db).")(f)
 
 
+def read_ledger_options(f: F) -> F:
+    """``--ledger`` and ``--simulate`` for every command but ``run`` (whose --simulate also starts the
+    simulator): ``--simulate`` means the ledger ``run --simulate`` writes (./batchgen-sim.db) by
+    default. The command receives one resolved ``ledger``; the URL is checked (postgres:// hint)
+    and a missing ./batchgen.db beside an existing ./batchgen-sim.db is named, not taken as empty."""
+    @functools.wraps(f)
+    def wrapper(*args: Any, ledger: str | None = None, simulate: bool = False, **kwargs: Any) -> Any:
+        return f(*args, ledger=_pick_ledger(ledger, simulate), **kwargs)
+
+    opt = click.option("--simulate", is_flag=True,
+                       help="Default to the ledger `run --simulate` writes (./batchgen-sim.db) instead of ./batchgen.db.")
+    return ledger_option(opt(wrapper))  # type: ignore[return-value]
+
+
+def _pick_ledger(ledger: str | None, simulate: bool) -> str | None:
+    from .errors import LedgerMissing
+    from .ledger import DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, check_url, ledger_url
+
+    if simulate and ledger is not None:
+        raise UsageError("--simulate and --ledger both name a ledger: give one of them")
+    if simulate:
+        ledger = ledger_url(None, simulated=True)
+    problem = check_url(ledger_url(ledger))
+    if problem:
+        raise UsageError(problem)
+    if (ledger is None and not os.environ.get("BATCHGEN_LEDGER") and not Path(DEFAULT_LEDGER).exists()
+            and Path(DEFAULT_SIM_LEDGER).is_file()):
+        raise LedgerMissing(f"no ledger at ./{DEFAULT_LEDGER}, but ./{DEFAULT_SIM_LEDGER} (written by `run --simulate`) "
+                            f"is here: add --simulate, or --ledger {DEFAULT_SIM_LEDGER}")
+    return ledger
+
+
 def prices_option(f: F) -> F:
     # Not click's exists/dir checks: batchgen's reader says what is wrong (FIFO, device, loop…).
     return click.option("--prices", type=click.Path(path_type=Path), default=None,
@@ -153,7 +187,7 @@ def cli() -> None:
 # ---------------------------------------------------------------------------------- plan
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@ledger_option
+@read_ledger_options
 @prices_option
 @click.option("--explain", is_flag=True, help="One line per job: what a run would do with it, and why.")
 @click.option("--diff", "show_diff", is_flag=True,
@@ -192,7 +226,7 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool,
 # ---------------------------------------------------------------------------------- diff
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@ledger_option
+@read_ledger_options
 @prices_option
 @models_option
 @format_options
@@ -482,7 +516,7 @@ def _print_result(r: RunResult, as_json: bool) -> None:
 
 # ---------------------------------------------------------------------------------- export
 @cli.command()
-@ledger_option
+@read_ledger_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Write to this file instead of stdout (atomically; a device, FIFO or folder is refused).")
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
@@ -504,7 +538,7 @@ def export(ledger: str | None, output: Path | None, run_id: int | None, as_json:
 # ---------------------------------------------------------------------------------- resolve
 @cli.command()
 @click.argument("job")
-@ledger_option
+@read_ledger_options
 @click.option("--resubmit", "action", flag_value="resubmit", help="Queue it again: the next run creates a new (paid) task.")
 @click.option("--abandon", "action", flag_value="abandon", help="Give it up: marked cancelled, never submitted again.")
 @click.option("--adopt", "task_id", default=None, metavar="TASK_ID",
@@ -528,7 +562,7 @@ def resolve(job: str, ledger: str | None, action: str | None, task_id: str | Non
 
 # ---------------------------------------------------------------------------------- status
 @cli.command()
-@ledger_option
+@read_ledger_options
 @prices_option
 @click.option("--expiring-within", "hours", type=click.FloatRange(min=0), default=6.0, show_default=True,
               help="List undownloaded results whose 24 h URL expires within this many hours.")
@@ -586,7 +620,7 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
 
 # ---------------------------------------------------------------------------------- verify
 @cli.command()
-@ledger_option
+@read_ledger_options
 @click.option("--run", "run_id", type=int, default=None, help="Only the clips of this run.")
 @click.option("--pictures/--no-pictures", default=True, show_default=True,
               help="Redraw each clip's poster frame and contact sheet.")
@@ -618,7 +652,7 @@ def verify(ledger: str | None, run_id: int | None, pictures: bool, models_file: 
 
 # ---------------------------------------------------------------------------------- deliver / recover
 @cli.command()
-@ledger_option
+@read_ledger_options
 @click.option("--to", "to", metavar="s3://BUCKET/PREFIX/", default=None,
               help="Deliver there the done clips not delivered yet (of --manifest, or of the whole ledger), "
                    "instead of only those a manifest asked to deliver.")
@@ -662,7 +696,7 @@ def deliver(ledger: str | None, to: str | None, manifest: Path | None, deliver_e
 
 
 @cli.command()
-@ledger_option
+@read_ledger_options
 @prices_option
 @click.option("--rerender", is_flag=True,
               help="Also render again (new paid tasks, by the next run) the lost clips whose result URL expired.")
@@ -705,7 +739,7 @@ def recover(ledger: str | None, prices: Path | None, rerender: bool, yes: bool, 
 
 # ---------------------------------------------------------------------------------- report
 @cli.command()
-@ledger_option
+@read_ledger_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("report.html"),
               show_default=True, help="The HTML file to write (keep it beside the videos' folder: links are relative; "
                                       "'-': stdout).")
@@ -726,7 +760,7 @@ def report(ledger: str | None, output: Path, run_id: int | None, title: str, com
 
 # ---------------------------------------------------------------------------------- stop / cancel
 @cli.command()
-@ledger_option
+@read_ledger_options
 @click.option("--run", "run_id", type=int, default=None, help="Default: the latest running run.")
 @click.option("--all", "all_runs", is_flag=True, help="Every running run (all workers of a PostgreSQL ledger).")
 @quiet_option
@@ -740,7 +774,7 @@ def stop(ledger: str | None, run_id: int | None, all_runs: bool, quiet: bool) ->
 
 
 @cli.command()
-@ledger_option
+@read_ledger_options
 @click.option("--run", "run_id", type=int, required=True, help="The run whose unsubmitted jobs to cancel.")
 @quiet_option
 def cancel(ledger: str | None, run_id: int, quiet: bool) -> None:
@@ -760,7 +794,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@ledger_option
+@read_ledger_options
 @quiet_option
 def db_upgrade(ledger: str | None, quiet: bool) -> None:
     """Migrate an existing ledger written by an older batchgen (run, resolve, stop and cancel
