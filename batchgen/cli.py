@@ -520,18 +520,21 @@ def _print_result(r: RunResult, as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Write to this file instead of stdout (atomically; a device, FIFO or folder is refused).")
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
+@click.option("--manifest", "manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Only the jobs of this manifest (the ones it expanded to when last run; the file need not exist).")
 @click.option("--json", "as_json", is_flag=True, help="JSON array instead of CSV (exact; params as an object).")
 @click.option("--raw", is_flag=True,
               help="CSV cells exactly as recorded (no apostrophe before = + - @): for programs, and to feed "
                    "the file back as `rows:` with the same job keys. Not for opening in a spreadsheet.")
 @quiet_option
-def export(ledger: str | None, output: Path | None, run_id: int | None, as_json: bool, raw: bool, quiet: bool) -> None:
+def export(ledger: str | None, output: Path | None, run_id: int | None, manifest: Path | None, as_json: bool, raw: bool,
+           quiet: bool) -> None:
     """Export one row per job, in manifest order, as CSV (default) or JSON.
 
     By default, text cells that a spreadsheet would treat as a formula (= + - @ tab CR LF)
     are prefixed with an apostrophe (safe to open in Excel/LibreOffice/Sheets); --raw keeps
-    them exact."""
-    n = operations.export(ledger, output, run_id=run_id, fmt="json" if as_json else "csv", raw=raw)
+    them exact. The last column, manifest, is the manifest of the run that recorded the job last."""
+    n = operations.export(ledger, output, run_id=run_id, fmt="json" if as_json else "csv", raw=raw, manifest=manifest)
     _done(quiet, f"exported {n} job(s)" + (f" to {output}" if output and str(output) != "-" else ""))
 
 
@@ -744,17 +747,21 @@ def recover(ledger: str | None, prices: Path | None, rerender: bool, yes: bool, 
               show_default=True, help="The HTML file to write (keep it beside the videos' folder: links are relative; "
                                       "'-': stdout).")
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
+@click.option("--manifest", "manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Only the jobs of this manifest (the ones it expanded to when last run; the file need not exist).")
 @click.option("--title", default="batchgen report", show_default=True, help="Page title and heading.")
 @click.option("--compare", metavar="FIELD", default=None,
               help="Open in the comparison view: one row per base job, one column per value of FIELD "
                    "(a matrix field such as aspect_ratio, or model, or take).")
 @quiet_option
-def report(ledger: str | None, output: Path, run_id: int | None, title: str, compare: str | None, quiet: bool) -> None:
+def report(ledger: str | None, output: Path, run_id: int | None, manifest: Path | None, title: str, compare: str | None,
+           quiet: bool) -> None:
     """Write one self-contained HTML report: tiles, failures by code, timing and poll histograms,
     credits by model, and every job — filterable, a page at a time, each delivered clip with its
     poster frame, contact sheet, measurements and verification (paths relative to the report,
-    so keep it next to the videos' folder when moving it). 100,000 jobs make a few MB."""
-    summary = operations.report(ledger, output, run_id=run_id, title=title, compare=compare)
+    so keep it next to the videos' folder when moving it). 100,000 jobs make a few MB. The
+    header says what the page covers: its jobs, manifests and runs."""
+    summary = operations.report(ledger, output, run_id=run_id, title=title, compare=compare, manifest=manifest)
     _done(quiet, f"report: {summary['jobs']} job(s) → {output}")
 
 

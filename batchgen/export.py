@@ -12,7 +12,7 @@ import csv
 import json
 import time
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from . import crash
 from .jobs import JobRow
@@ -20,7 +20,7 @@ from .jobs import JobRow
 COLUMNS = ["job_key", "name", "take", "row", "model", "prompt", "params", "state", "task_id", "result_url",
            "output_path", "bytes", "sha256", "credits", "attempts", "polls", "error_code", "error_message",
            "submitted_at", "completed_at", "done_at", "verify", "verify_detail", "duration_s", "width", "height",
-           "fps", "codec", "audio", "poster", "contact_sheet", "delivered_url", "delivered_at"]
+           "fps", "codec", "audio", "poster", "contact_sheet", "delivered_url", "delivered_at", "manifest"]
 _FORMULA_FIRST = frozenset("=+-@\t\r\n")
 
 
@@ -57,6 +57,9 @@ def to_record(j: JobRow) -> dict[str, Any]:
         "poster": j["poster"], "contact_sheet": j["sheet"],
         # where --deliver put it (object storage)
         "delivered_url": j["delivered_url"], "delivered_at": _iso(j["delivered_at"]),
+        # the manifest of the run that recorded the job last (operations._rows adds it; last column:
+        # positions of the columns before it are unchanged)
+        "manifest": cast(dict[str, Any], j).get("manifest"),
     }
 
 

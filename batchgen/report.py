@@ -24,7 +24,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import files
 from .jobs import UNFINISHED, JobRow, JobState
@@ -242,13 +242,34 @@ def _cut(s: str | None, n: int) -> str | None:
     return s if s is None or len(s) <= n else s[: n - 1] + "…"
 
 
+def _covers(total: int, run_ids: set[int], manifests: Counter[str], run: dict[str, Any] | None,
+            scope: str | None) -> str:
+    """The header line: what the page covers (its jobs, manifests and runs), then the run named
+    (``--run``) or the latest one — never the latest run alone as if it were the whole page."""
+    shown = sorted(manifests, key=lambda m: (-manifests[m], m))
+    names = ", ".join(_e(os.path.basename(m) or m) for m in shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
+    ids = sorted(run_ids)
+    runs_text = ("no run" if not ids else f"run {ids[0]}" if len(ids) == 1
+                 else f"runs {ids[0]}–{ids[-1]} ({len(ids)})")
+    parts = [f"{total:,} job(s)" + (f" of manifest {_e(scope)}" if scope else
+                                    f" from {len(shown)} manifest(s): {names}" if shown else ""), runs_text]
+    if run and not (len(ids) == 1 and ids[0] == run["id"] and len(shown) <= 1):
+        parts.append(f"latest run {run['id']} ({_e(os.path.basename(run['manifest']))}, "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run['started_at']))}, {_e(run['status'])})")
+    elif run:
+        parts.append(f"{_e(run['manifest'])} · started "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run['started_at']))} · {_e(run['status'])}")
+    return " · ".join(parts)
+
+
 def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen report",
            run: dict[str, Any] | None = None, compare: str | None = None,
-           delivery: dict[str, int] | None = None) -> dict[str, Any]:
+           delivery: dict[str, int] | None = None, scope: str | None = None) -> dict[str, Any]:
     """Write the report (``-``: stdout, links relative to the current folder; see
     ``files.atomic_output`` for what is refused); return the summary figures it shows.
     ``delivery``: the ledger's delivered / not yet delivered counts (``Ledger.delivery_counts``,
-    what status shows)."""
+    what status shows). ``scope``: the manifest the rows were limited to (``report --manifest``).
+    The header says what the page covers: its runs and manifests, counted from the rows."""
     # Refused before the page is built (a device, FIFO, folder, symlink loop, missing folder).
     files.ensure_output_target(report_path, what="the report")
     base_dir = Path.cwd() if str(report_path) == "-" else report_path.resolve().parent
@@ -270,7 +291,12 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
     rest_hash: dict[str, list[int | None]] = {}
     field_value: dict[str, list[str | None]] = {}
     distinct: dict[str, set[str]] = defaultdict(set)
+    run_ids: set[int] = set()
+    manifests: Counter[str] = Counter()
     for j in rows:
+        run_ids.add(j["run_id"])
+        if m := cast(dict[str, Any], j).get("manifest"):  # operations._rows adds it
+            manifests[m] += 1
         req = json.loads(j["request"])
         state = j["state"]
         states[state] += 1
@@ -367,10 +393,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
     options = "".join(f"<option value='{_e(s)}'>{_e(s)} ({n})</option>" for s, n in sorted(states.items()))
     v_options = "".join(f"<option value='{_e(s)}'>{_e(s)} ({n})</option>" for s, n in sorted(verified.items()))
     c_options = "".join(f"<option value='{_e(f)}'>{_e(f)}</option>" for f in comparable)
-    run_line = ""
-    if run:
-        run_line = (f"run {run['id']} · {_e(run['manifest'])} · started "
-                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run['started_at']))} · {_e(run['status'])}")
+    run_line = _covers(total, run_ids, manifests, run, scope)
     by_model_html = "".join(f"<tr><td>{_e(mo)}</td><td>{n}</td><td>{by_model_done[mo]}</td>"
                             f"<td>{by_model_credits[mo]:g}</td></tr>" for mo, n in sorted(by_model.items()))
     doc = f"""<!doctype html>
@@ -400,6 +423,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
 """
     with files.atomic_output(report_path, what="the report", allow_stdout=True) as f:
         f.write(doc)
-    return {"jobs": total, "states": dict(states), "credits": credits,
+    return {"jobs": total, "runs": sorted(run_ids), "manifests": sorted(manifests), "states": dict(states),
+            "credits": credits,
             "failures": {k: len(v) for k, v in failures.items()}, "verified": dict(verified),
             "median_submit_to_complete_s": med, "bytes": len(doc.encode()), "delivery": delivery}
