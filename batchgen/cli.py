@@ -67,7 +67,26 @@ def _echo_err(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+_JSON = False  # the command was given --json: its errors are JSON on stdout too
+
+
+def _json_mode(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    global _JSON
+    _JSON = _JSON or value
+    return value
+
+
+def _json_error(message: str, exit_code: int, problems: list[str]) -> None:
+    """With --json every outcome is JSON on stdout: a failure is one object (the exit code is unchanged)."""
+    click.echo(json.dumps({"error": message, "exit_code": exit_code, "problems": problems}, ensure_ascii=False))
+
+
 def _report_error(e: BatchgenError) -> None:
+    if _JSON:
+        problems = [str(p) for p in e.problems] if isinstance(e, ManifestError) else []
+        msg = (f"{e.subject} has {len(e.problems) + e.truncated} problem(s)" if isinstance(e, ManifestError)
+               else str(e))
+        _json_error(msg, e.exit_code, problems)
     if logs.FORMAT == "json":  # --log-format json: every stderr line is a JSON object
         if isinstance(e, ManifestError):
             _echo_err(logs.json_line("error", f"{e.subject} has {len(e.problems) + e.truncated} problem(s)",
@@ -88,9 +107,21 @@ class _Cli(click.Group):
     exits with its ``exit_code``; an ``OSError`` that escaped a command (a folder that cannot be
     created, a full disk) is an environment failure, printed as one line, never a traceback."""
 
+    group_class = type  # `db` and its commands get the same handling
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.command_class = _Command
+
     def invoke(self, ctx: click.Context) -> Any:
+        global _JSON
+        _JSON = False
         try:
             return super().invoke(ctx)
+        except click.ClickException as e:
+            if _JSON:  # a usage error of a --json command: JSON too, click's own exit code
+                _json_error(e.format_message(), e.exit_code, [])
+            raise
         except BatchgenError as e:
             _report_error(e)
             ctx.exit(e.exit_code)
@@ -101,6 +132,27 @@ class _Cli(click.Group):
         except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, see __main__) outside a run's own handling
             _echo_err("interrupted")
             ctx.exit(EXIT_INTERRUPTED)
+
+
+_KEY_OPTIONS = ("--api-key", "--key", "--token", "--api_key", "--apikey")
+
+
+class _Command(click.Command):
+    """A command whose unknown ``--api-key`` is answered with where the key comes from, instead
+    of click's "Did you mean '--api-base'?"."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        global _JSON
+        # --json seen before parsing: a usage error of the same command line is JSON too
+        _JSON = _JSON or ("--json" in args and any(p.name == "as_json" for p in self.params))
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            if e.option_name.split("=")[0].lower() in _KEY_OPTIONS:
+                raise click.UsageError(
+                    f"{e.option_name}: batchgen takes no key on the command line (other users and the shell history "
+                    "would see it); set the environment variable BATCHGEN_API_KEY", ctx) from None
+            raise
 
 
 # ---------------------------------------------------------------------------------- shared options
@@ -149,7 +201,8 @@ def prices_option(f: F) -> F:
 
 
 def format_options(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(f)
+    return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=_json_mode,
+                        help="Machine-readable JSON on stdout (errors too).")(f)
 
 
 def models_option(f: F) -> F:
@@ -175,12 +228,15 @@ def _prices(path: Path | None) -> PriceTable:
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="batchgen")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Debug logs on stderr, every per-job event included (what --log-file records).")
+def cli(verbose: bool) -> None:
     """batchgen: run manifests of paid video generations (foxapi grok-imagine) crash-safely.
 
     Every state change is recorded in a ledger before and after each paid request, so an
     interrupted run resumes without paying twice. The API key is read from the environment
-    variable BATCHGEN_API_KEY only."""
+    variable BATCHGEN_API_KEY only. NO_COLOR (any value) turns every colour and style off."""
+    logs.VERBOSE = verbose
     logs.setup()  # plain text on stderr unless a command asks for more (run --log-format json)
 
 
@@ -381,7 +437,8 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 @prices_option
 @click.option("--simulate", is_flag=True, help="Start the embedded simulator and run against it (no key needed).")
 @click.option("--sim-set", multiple=True, metavar="KEY=VALUE", help="Simulator knob for --simulate (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@click.option("--json", "as_json", is_flag=True, is_eager=True, callback=_json_mode,
+              help="Print the run summary as JSON on stdout (a run that cannot start: the error as JSON).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr (warnings and the summary still appear).")
 @click.option("--progress-every", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Seconds between plain progress lines when stderr is not a terminal (cron).")
@@ -510,8 +567,8 @@ def _print_result(r: RunResult, as_json: bool) -> None:
         d = r.delivery
         _echo_err(f"  delivered to {d['destination']}: {d['delivered']} clip(s) ({d['delivered_now']} by this run), "
                   f"{d['undelivered']} not yet" + (f" — {d['error']}" if d.get("error") else ""))
-    if r.reason:
-        _echo_err(f"  stopped: {r.reason}")
+    if r.reason:  # said once: "stopped by signal", not "stopped: stopped by signal"
+        _echo_err(f"  {r.reason}" if r.reason.startswith("stopped") else f"  stopped: {r.reason}")
 
 
 # ---------------------------------------------------------------------------------- export
@@ -522,7 +579,8 @@ def _print_result(r: RunResult, as_json: bool) -> None:
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run.")
 @click.option("--manifest", "manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Only the jobs of this manifest (the ones it expanded to when last run; the file need not exist).")
-@click.option("--json", "as_json", is_flag=True, help="JSON array instead of CSV (exact; params as an object).")
+@click.option("--json", "as_json", is_flag=True, is_eager=True, callback=_json_mode,
+              help="JSON array instead of CSV (exact; params as an object; errors as JSON too).")
 @click.option("--raw", is_flag=True,
               help="CSV cells exactly as recorded (no apostrophe before = + - @): for programs, and to feed "
                    "the file back as `rows:` with the same job keys. Not for opening in a spreadsheet.")
@@ -580,10 +638,11 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from .progress import console
+
+    con = console()  # without a terminal (cron), never cut to 80 columns
     t = Table(title="runs", title_justify="left")
     for col in ("run", "status", "started", "worker", "jobs", "counts", "manifest"):
         t.add_column(col)

@@ -61,6 +61,7 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 FORMAT = "text"  # the format of the last setup(): the CLI writes its own errors and summary in it
+VERBOSE = False  # batchgen -v: debug level and the per-job events on stderr too (kept across setup() calls)
 
 
 def json_line(level: str, msg: str, **fields: Any) -> str:
@@ -80,14 +81,16 @@ def setup(*, fmt: str = "text", file: Path | None = None, quiet: bool = False, s
     FORMAT = fmt
     redact = Redact(secrets or [])
     log.handlers.clear()
-    log.setLevel(logging.INFO)
+    level = logging.DEBUG if VERBOSE else logging.INFO
+    log.setLevel(level)
     log.propagate = False
-    # Per-job events only go to a log file; without one, skip building them on the hot path.
-    events.setLevel(logging.INFO if file is not None else logging.WARNING)
+    # Per-job events only go to a log file (or stderr with -v); otherwise skip building them on the hot path.
+    events.setLevel(level if file is not None or VERBOSE else logging.WARNING)
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter("batchgen: %(message)s")
     err = _Stderr()
-    err.setLevel(logging.WARNING if quiet else logging.INFO)
-    err.addFilter(_NotEvents())
+    err.setLevel(level if VERBOSE else logging.WARNING if quiet else logging.INFO)
+    if not VERBOSE:
+        err.addFilter(_NotEvents())
     err.addFilter(redact)
     err.setFormatter(formatter)
     log.addHandler(err)

@@ -71,7 +71,8 @@ def compose(summary: dict[str, Any], *, ledger: str, report: str | None = None,
         lines.append(f"delivered to {d['destination']}: {d['delivered']} clip(s), {d['undelivered']} not yet"
                      + (f" — {d['error']}" if d.get("error") else ""))
     if summary.get("reason"):
-        lines.append(f"stopped: {summary['reason']}")
+        reason = str(summary["reason"])
+        lines.append(reason if reason.startswith("stopped") else f"stopped: {reason}")
     if report:
         lines.append(f"report: {report}")
     return title, "\n".join(lines), level

@@ -3,6 +3,7 @@ stderr is not a TTY (cron, CI), nothing when quiet. The scheduler hands over a `
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -56,6 +57,20 @@ class Snapshot:
                 **({"delivered": self.delivered, "undelivered": self.undelivered} if self.delivered is not None else {})}
 
 
+def console(file: IO[str] | None = None) -> Any:
+    """A rich Console for ``file`` (default stdout) that tells the truth off a terminal and
+    honours NO_COLOR fully. Without a terminal (cron, a pipe, a file) nothing is cut to 80
+    columns: lines are as long as their content. NO_COLOR (any value, no-color.org) removes
+    every escape, bold and italics included: rich's own NO_COLOR handling drops colour only."""
+    from rich.console import Console
+
+    f = file if file is not None else sys.stdout
+    bare = bool(os.environ.get("NO_COLOR"))
+    tty = f.isatty()
+    return Console(file=f, width=None if tty else 100_000, color_system=None if bare else "auto",
+                   no_color=bare, highlight=not bare, force_terminal=None if tty else False)
+
+
 def _fmt_eta(s: float | None) -> str:
     if s is None:
         return "—"
@@ -69,12 +84,26 @@ def _delivery(snap: Snapshot) -> str:
     return f", delivered {snap.delivered}" + (f" ({snap.undelivered} not)" if snap.undelivered else "")
 
 
+def _requests(snap: Snapshot) -> str:
+    """The requests counted in the window (the last 60 s, or since the start), as measured, and
+    the budget apart: a per-minute figure extrapolated from a burst read as the budget broken
+    ("67 / 60 requests/min")."""
+    window = min(60.0, snap.elapsed)
+    budget = f" (budget {snap.budget_rpm:.0f}/min)" if snap.budget_rpm else ""
+    return f"{snap.requests_last_minute} requests in the last {window:.0f}s{budget}"
+
+
+def at_provider(snap: Snapshot) -> int:
+    """Tasks being created or rendering at the provider, from the ledger's states: what "in
+    flight" means to a reader (not the render slots the scheduler holds)."""
+    return sum(snap.states.get(s, 0) for s in ("submitting", "submitted", "rendering"))
+
+
 def line(snap: Snapshot) -> str:
     d = snap.as_dict()
     states = " ".join(f"{k}={v}" for k, v in d["states"].items() if v)
-    budget = f"/{d['budget_rpm']:.0f}" if d["budget_rpm"] else ""
     return (f"{d['elapsed_s']:.0f}s {states} | {d['jobs_per_min']} jobs/min, "
-            f"{d['requests_per_min']}{budget} req/min, 429s={d['throttled']}, credits={plain(d['credits'])}, "
+            f"{_requests(snap)}, 429s={d['throttled']}, credits={plain(d['credits'])}, "
             f"ETA {_fmt_eta(snap.eta_seconds())}" + _delivery(snap))
 
 
@@ -99,10 +128,9 @@ class Display:
 
     def start(self) -> None:
         if self.rich:
-            from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(console=Console(file=self.stream), refresh_per_second=4, transient=False)
+            self._live = Live(console=console(self.stream), refresh_per_second=4, transient=False)
             self._live.start()
 
     def update(self, snap: Snapshot) -> None:
@@ -131,12 +159,15 @@ class Display:
         from rich.table import Table
 
         d = snap.as_dict()
-        t = Table(title=f"batchgen — {d['elapsed_s']:.0f}s, {snap.in_flight} in flight", title_justify="left")
+        t = Table(title=f"batchgen — {d['elapsed_s']:.0f}s, {at_provider(snap)} at the provider",
+                  title_justify="left")
         for s in STATE_ORDER:
             t.add_column(s.replace("_", " "), justify="right")
-        t.add_row(*(str(d["states"][s]) for s in STATE_ORDER))
-        budget = f" / {d['budget_rpm']:.0f}" if d["budget_rpm"] else ""
-        t.caption = (f"{d['jobs_per_min']} jobs/min · {d['requests_per_min']}{budget} requests/min · "
-                     f"429s {d['throttled']} · credits {plain(d['credits'])} · ETA {_fmt_eta(snap.eta_seconds())}"
-                     + _delivery(snap).replace(",", " ·"))
+        cells = [str(d["states"][s]) for s in STATE_ORDER]
+        if snap.delivered is not None:  # --deliver: clips at the destination, its own column
+            t.add_column("delivered", justify="right")
+            cells.append(str(snap.delivered) + (f" ({snap.undelivered} not)" if snap.undelivered else ""))
+        t.add_row(*cells)
+        t.caption = (f"{d['jobs_per_min']} jobs/min · {_requests(snap)} · "
+                     f"429s {d['throttled']} · credits {plain(d['credits'])} · ETA {_fmt_eta(snap.eta_seconds())}")
         return t

@@ -177,6 +177,7 @@ _JS = r"""
   $('prev').addEventListener('click', () => { page--; apply(true); });
   $('next').addEventListener('click', () => { page++; apply(true); });
   apply(false);
+  if (cmp.value) $('controls').scrollIntoView();  // asked for a comparison: the grid first, not below the fold
   document.body.setAttribute('data-ready-ms', Math.round(performance.now()));  // since navigation start
 })();
 """
@@ -357,6 +358,16 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
             # that 100k delivered clips share one string
             strings(_delivered_prefix(j["delivered_url"], output)), 1 if j["pruned_at"] else 0,
         ])
+    if compare is not None and compare not in distinct and data:
+        # an unknown field is an error, not the plain view in silence
+        import difflib
+
+        from .errors import UsageError
+
+        known = sorted(distinct)
+        near = difflib.get_close_matches(compare, known, n=1)
+        raise UsageError(f"--compare {compare}: no job has this field" + (f"; did you mean {near[0]}?" if near else "")
+                         + f" (fields: {', '.join(known)})")
     comparable = sorted(f for f, vs in distinct.items()
                         if f == compare or 2 <= len(vs) <= COMPARE_MAX_VALUES)
     columns: dict[str, dict[str, list[int | None]]] = {}
@@ -410,7 +421,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
 <table id='by-model'><thead><tr><th>model</th><th>jobs</th><th>done</th><th>credits</th></tr></thead><tbody>
 {by_model_html}</tbody></table>
 <h2>Jobs (<span id="shown">{total}</span> shown)</h2>
-<div class="controls"><input id="q" type="search" placeholder="filter: name, prompt, error, key…" aria-label="filter">
+<div class="controls" id="controls"><input id="q" type="search" placeholder="filter: name, prompt, error, key…" aria-label="filter">
 <select id="state" aria-label="state"><option value="">all states</option>{options}</select>
 <select id="verify" aria-label="verification"><option value="">any verification</option>{v_options}</select>
 <label>compare by <select id="compare" aria-label="compare by"><option value="">— (one row per job)</option>{c_options}</select></label>

@@ -30,14 +30,16 @@ def test_progress_rich_on_a_terminal_plain_otherwise_nothing_when_quiet(monkeypa
     out = tty.getvalue()
     # the ledger's own state names, as the summary, `status` and the JSON records use them
     for word in ("queued", "submitting", "submitted", "rendering", "completed", "done", "failed", "in doubt",
-                 "cancelled", "jobs/min", "40 / 60", "credits 33.6", "ETA"):
+                 "cancelled", "jobs/min", "40 requests in the last 60s (budget 60/min)", "credits 33.6", "ETA",
+                 "3 at the provider"):
         assert word in out, word
+    assert "delivered" not in out  # a column only with --deliver
     assert snap.eta_seconds() == pytest.approx(80.0)  # 8 left at 6 jobs/min
     plain = io.StringIO()
     d = Display(stream=plain, every=1.0)
     assert not d.rich
     d.update(snap)
-    assert "queued=5" in plain.getvalue() and "ETA 1m20s" in plain.getvalue() and "40/60 req/min" in plain.getvalue()
+    assert "queued=5" in plain.getvalue() and "ETA 1m20s" in plain.getvalue() and "40 requests in the last 60s (budget 60/min)" in plain.getvalue()
     quiet = io.StringIO()
     Display(stream=quiet, quiet=True).update(snap)
     assert quiet.getvalue() == ""
@@ -63,6 +65,23 @@ def test_json_log_format_makes_progress_json_too(sim_factory, tmp_path):
     progress = [p for p in progress if p.get("event") == "progress"]
     assert progress and all({"states", "eta_s", "requests_per_min", "credits"} <= p.keys() for p in progress)
     assert not any(line.startswith("batchgen: ") and "jobs/min" in line for line in r.stderr.splitlines())
+
+
+def test_the_live_table_counts_tasks_at_the_provider_and_has_a_delivered_column(monkeypatch):
+    """One task submitted among 8 held slots is "1 at the provider", not "8 in flight"; a
+    request burst in the first seconds is a count over its window, never an extrapolated
+    rate above the budget; delivered clips get their own column."""
+    monkeypatch.setenv("COLUMNS", "250")
+    snap = Snapshot(states={"queued": 7, "submitted": 1}, elapsed=12.0, requests_last_minute=14, budget_rpm=60.0,
+                    in_flight=8, delivered=5, undelivered=2)
+    tty = _Tty()
+    d = Display(stream=tty)
+    d.start()
+    d.stop(snap)
+    out = tty.getvalue()
+    assert "1 at the provider" in out and "in flight" not in out
+    assert "14 requests in the last 12s (budget 60/min)" in out and "70" not in out
+    assert "delivered" in out and "5 (2 not)" in out
 
 
 def test_delivery_shows_in_the_progress_line_and_json_only_when_delivering():

@@ -121,7 +121,7 @@ def test_ctrl_c_twice_while_the_run_drains(tmp_path, rpm):
         if code == 130:
             assert "second signal (SIGINT): exiting now (exit 130)" in err, err
         else:  # drained before the second one came: the summary, and nothing mid-create
-            assert "stopped: stopped by signal" in err and "submitting" not in _states(tmp_path / "l.db"), err
+            assert "  stopped by signal" in err and "stopped: stopped" not in err and "submitting" not in _states(tmp_path / "l.db"), err
         codes.append(code)
         assert not list((tmp_path / "out").rglob(".*.part")), code  # no half-written clip, even at 130
     r = _finish(cmd)
