@@ -254,6 +254,29 @@ def coerce(spec: FieldSpec | None, value: Any) -> Any:
     return value
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
+
+
+def _comma_joined(v: Any) -> bool:
+    """One item that is several URLs or image names joined by commas ("a.png,b.png"): a list
+    written as a string, which would be sent as one URL containing a comma."""
+    if not isinstance(v, str) or "," not in v:
+        return False
+    parts = [p.strip() for p in v.split(",")]
+    return len(parts) > 1 and all(p.lower().startswith(("http://", "https://")) or p.lower().endswith(_IMAGE_SUFFIXES)
+                                  for p in parts)
+
+
+def comma_hint(v: Any) -> str | None:
+    """The hint for a list written as one comma-joined string, or None."""
+    items = v if isinstance(v, list) else [v]
+    joined = next((u for u in items if _comma_joined(u)), None)
+    if joined is None:
+        return None
+    return (f"{joined!r} is one item holding several names joined by commas: write a list "
+            "([a.png, b.png] in YAML; a.png|b.png in a CSV cell)")
+
+
 def _url_ok(v: Any) -> bool:
     if isinstance(v, str) and v.startswith(UPLOAD_PREFIX):
         return re.fullmatch(r"[0-9a-f]{64}", v[len(UPLOAD_PREFIX):]) is not None
@@ -289,6 +312,8 @@ def _check(fs: FieldSpec, v: Any) -> str | None:
     elif fs.kind == "urls":
         if not isinstance(v, list):
             return "must be a list of URLs"
+        if hint := comma_hint(v):
+            return hint
         if fs.min is not None and len(v) < fs.min or fs.max is not None and len(v) > fs.max:
             return f"must have {fs.min or 0} to {fs.max} items, got {len(v)}"
         bad = [u for u in v if not _url_ok(u)]

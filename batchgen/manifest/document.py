@@ -30,6 +30,7 @@ class Document:
     # --models file, and the manifest's own `models:` (a file or inline entries).
     catalog: specs.Catalog
     defaults: dict[str, Any] = field(default_factory=dict)
+    defaults_lines: dict[str, int] = field(default_factory=dict)  # field → its line under `defaults:`
     matrix: dict[str, list[Any]] = field(default_factory=dict)
     matrix_line: int = 0
     output_template: str | None = None

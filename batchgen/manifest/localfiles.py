@@ -40,7 +40,8 @@ class LocalInputs:
         try:
             st = path.stat()
         except (OSError, ValueError):
-            raise TemplateError(f"{v!r} is neither an http(s) URL nor a readable local file") from None
+            raise TemplateError(specs.comma_hint(v)
+                                or f"{v!r} is neither an http(s) URL nor a readable local file") from None
         if not path.is_file():
             raise TemplateError(f"{v!r} is not a file")
         root = self.manifest.resolve().parent

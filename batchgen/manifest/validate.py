@@ -136,6 +136,12 @@ class CatalogCheck:
         if k in used or k in doc.matrix:
             return False
         hint = self.catalog.suggest(k)
+        if hint and k not in row.values and k in doc.defaults:
+            # A typo under `defaults:` is reported once, at its own line, and the rows are still
+            # checked (the manifest stays invalid: nothing runs until it is fixed).
+            self.problems.add(f"line {doc.defaults_lines.get(k, 1)}", k, f"`defaults` field '{k}' is not a field of "
+                              f"{model}; did you mean '{hint}'?", file=path)
+            return False
         if hint:
             self.problems.add(row.where, k, f"is not a field of {model}; did you mean '{hint}'?", file=row.file)
             return True

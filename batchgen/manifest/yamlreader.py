@@ -88,6 +88,7 @@ class _YamlReader:
             add(line("defaults"), "defaults", "must be a mapping of field: value")
         else:
             self.doc.defaults = {k: v for k, v in d.items() if v is not None}
+            self.doc.defaults_lines = getattr(d, "key_lines", {})
         m = doc.get("matrix") or {}
         if not isinstance(m, dict) or not all(isinstance(v, list) and v for v in m.values()):
             add(line("matrix"), "matrix", "must map field names to non-empty lists")
