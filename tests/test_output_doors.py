@@ -68,8 +68,12 @@ def test_export_and_report_refuse_every_non_regular_target(done_ledger, specials
         for cmd in (["export"], ["export", "--json"], ["report"]):
             r = run_cli([*cmd, "--ledger", str(led), "-o", str(target)])
             assert r.exit_code == 2, (cmd, kind, r.output)
-            lines = r.output.strip().splitlines()
+            lines = r.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("error: ") and str(target) in lines[0], r.output
+            if "--json" in cmd:  # with --json the error is JSON on stdout too (issue 23)
+                assert str(target) in json.loads(r.stdout)["error"], r.stdout
+            else:
+                assert r.stdout == "", r.stdout
             assert f"it exists and is a {kind}" in lines[0] and "refusing to replace it" in lines[0]
     _intact(specials)
 
