@@ -36,7 +36,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -84,6 +84,8 @@ RULE_KINDS: dict[str, dict[str, str]] = {
     "requires_any": {"requires_any": FIELDS, "if_set": FIELD},  # C needs A or B
 }
 RULE_OPTIONS = ("warn",)  # any kind: `warn: true` makes it a warning instead of a refusal
+
+T = TypeVar("T")
 
 
 def _printable_name(v: Any) -> str | None:
@@ -619,28 +621,27 @@ def check_prices(doc: Any, file: str) -> tuple[PriceDoc, list[Problem]]:
 
 
 # --------------------------------------------------------------------------- entry points
-def read_models(path: str | os.PathLike[str]) -> dict[str, ModelSpec]:
-    """A models file's entries, or ``DataFileError`` with every problem of it."""
+def _read_checked(path: str | os.PathLike[str], subject: str, check: Callable[[Any, str], tuple[T, list[Problem]]]) -> T:
+    """Read, parse and check one data file: its value, or ``DataFileError`` with every problem
+    of it (the parser's and the checker's together)."""
     file = os.fspath(path)
-    doc, problems = parse(read_text(file, "the models file"), file, "the models file")
+    doc, problems = parse(read_text(file, subject), file, subject)
     if doc is not None or not problems:
-        entries, more = check_models(doc, file)
+        value, more = check(doc, file)
         problems += more
     if problems:
-        raise DataFileError(problems, subject="the models file")
-    return entries
+        raise DataFileError(problems, subject=subject)
+    return value
+
+
+def read_models(path: str | os.PathLike[str]) -> dict[str, ModelSpec]:
+    """A models file's entries, or ``DataFileError`` with every problem of it."""
+    return _read_checked(path, "the models file", check_models)
 
 
 def read_prices(path: str | os.PathLike[str]) -> PriceDoc:
     """A price table's (per_second, assumed_seconds, unit), or ``DataFileError``."""
-    file = os.fspath(path)
-    doc, problems = parse(read_text(file, "the price table"), file, "the price table")
-    if doc is not None or not problems:
-        table, more = check_prices(doc, file)
-        problems += more
-    if problems:
-        raise DataFileError(problems, subject="the price table")
-    return table
+    return _read_checked(path, "the price table", check_prices)
 
 
 def _shipped_text(name: str) -> str:

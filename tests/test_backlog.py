@@ -12,7 +12,7 @@ from pathlib import Path
 
 from batchgen.ledger import Ledger
 from conftest import run_args, run_cli
-from test_delivery import DEST, _assert_delivered, _ledger_rows, _subprocess_run
+from test_delivery import DEST, _assert_delivered, _ledger_rows, _subprocess_run, delivery_events
 
 TWO = ('deliver: "s3://renders/nightly/"\n'
        "defaults: {model: grok-imagine-text-to-video, duration: 2, resolution: 480p}\n"
@@ -125,10 +125,7 @@ def test_stray_upload_before_a_kill_is_recorded_by_the_next_run_of_an_edited_man
     p = _subprocess_run(sim, m, tmp_path, s3, "--json")
     assert p.returncode == 0, p.stderr
     _assert_delivered(s3, tmp_path, 2)
-    led = Ledger(str(tmp_path / "l.db"), create=False)
-    with led.engine.connect() as c:
-        details = [r[0] for r in c.exec_driver_sql("SELECT detail FROM events WHERE detail LIKE 'delivered %'")]
-    led.close()
+    details = delivery_events(tmp_path)
     assert len(details) == 2 and sum("(already there)" in d for d in details) >= 1  # strays: recorded, not re-sent
 
 

@@ -52,6 +52,17 @@ def _assert_delivered(s3, tmp_path: Path, n: int, *, pictures: bool = True, in_d
     assert len([k for k in objects if k.endswith(".mp4")]) == len(rows)  # nothing else, no stray halves
 
 
+def delivery_events(tmp_path: Path) -> list[str]:
+    """The ledger's "delivered …" event details, oldest first."""
+    led = Ledger(str(tmp_path / "l.db"), create=False)
+    try:
+        with led.engine.connect() as c:
+            return [r[0] for r in c.exec_driver_sql("SELECT detail FROM events WHERE detail LIKE 'delivered %' "
+                                                    "ORDER BY id")]
+    finally:
+        led.close()
+
+
 def _subprocess_run(sim, manifest: Path, tmp_path: Path, s3, *extra: str, crash: str | None = None,
                     **env: str) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if k != "BATCHGEN_CRASH_AT"}
@@ -116,10 +127,7 @@ def test_crash_after_upload_then_resume_uploads_nothing_twice(sim_factory, s3, t
     p = _subprocess_run(sim, m, tmp_path, s3, "--json")
     assert p.returncode == 0, p.stderr
     _assert_delivered(s3, tmp_path, 4)
-    led = Ledger(str(tmp_path / "l.db"), create=False)
-    with led.engine.connect() as c:
-        details = [r[0] for r in c.exec_driver_sql("SELECT detail FROM events WHERE detail LIKE 'delivered %'")]
-    led.close()
+    details = delivery_events(tmp_path)
     # Each clip recorded delivered once; the one whose record was lost was found already there.
     assert len(details) == 4 and sum("(already there)" in d for d in details) >= 1
     assert len(sim.truth()["creates"]) == 4

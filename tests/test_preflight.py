@@ -75,28 +75,27 @@ def test_typed_sim_set_values_run(tmp_path):
 
 
 def _refused_before_anything(r, sim, tmp_path) -> None:
+    """Exit 2, said so, nothing created at the API, no ledger."""
     assert r.exit_code == 2, r.output
     assert "nothing was submitted" in r.output and "Traceback" not in r.output
     assert sim.truth()["creates"] == [] and not (tmp_path / "l.db").exists()
 
 
-def test_a_read_only_out_is_refused_before_anything_is_paid(sim_factory, tmp_path):
+@pytest.mark.tmpfs
+def test_a_read_only_out_is_refused_before_anything_is_paid(sim_factory, tmp_path, tmpfs):
+    import subprocess
+
     sim = sim_factory(seed=34)
     m = tmp_path / "m.yaml"
     m.write_text(TWO)
-    out = tmp_path / "out"
-    out.mkdir()
-    out.chmod(0o555)
-    try:
-        import os
-
-        if os.access(out, os.W_OK):  # root ignores mode bits: a read-only bind is the test_output_doors case
-            pytest.skip("running as root: mode bits do not make a folder read-only")
-        r = run_cli(run_args(sim, m, tmp_path))
-    finally:
-        out.chmod(0o755)
-    _refused_before_anything(r, sim, tmp_path)
-    assert str(out) in r.output
+    mnt = tmpfs("size=4m")
+    subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+    args = run_args(sim, m, tmp_path)
+    args[args.index("--out") + 1] = str(mnt / "out")
+    r = run_cli(args)
+    assert r.exit_code == 7, r.output  # the file system refuses: the documented code, before anything
+    assert "Read-only file system" in r.output and "nothing was submitted" in r.output
+    assert sim.truth()["creates"] == [] and not (tmp_path / "l.db").exists()
 
 
 def test_every_problem_of_the_run_is_named_at_once(sim_factory, tmp_path):
