@@ -19,7 +19,7 @@ from pathlib import Path
 from . import deliver, files, notify
 from .client import check_api_base
 from .errors import EXIT_USAGE, BatchgenError, OutputFailed, OutputRefused, UsageError
-from .ledger import check_url, ledger_url
+from .ledger import check_url, ledger_url, sqlite_file
 
 
 @dataclass
@@ -78,13 +78,10 @@ def check(p: Plan) -> list[str]:
 def _new_sqlite_file(url: str) -> list[BatchgenError]:
     """A SQLite ledger that does not exist yet needs a folder that can hold it (the same rule,
     and exit code, as --out)."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    db = u.database if u.get_backend_name() == "sqlite" else None
-    if not db or db == ":memory:" or Path(db).exists():
+    db = sqlite_file(url)
+    if db is None or db.exists():
         return []
-    e = files.out_dir_problem(Path(db).parent)
+    e = files.out_dir_problem(db.parent)
     if e is None:
         return []
     return [type(e)(f"--ledger {db}: {e}")]

@@ -447,17 +447,12 @@ _SQLITE_SIDE_FILES = ("", "-journal", "-wal", "-shm", ".lock")
 def _absent_ledger_files(ledger: str | None, *, simulated: bool) -> list[Path]:
     """The files of a SQLite ledger (and its lock) that do not exist yet: the ones a refused run
     must remove again. Empty when the ledger file exists (or is not a file)."""
-    from sqlalchemy.engine import make_url
+    from .ledger import ledger_url, sqlite_file
 
-    from .ledger import ledger_url
-
-    try:
-        u = make_url(ledger_url(ledger, simulated=simulated))
-    except Exception:  # noqa: BLE001 — the Ledger itself says what is wrong with the URL
+    path = sqlite_file(ledger_url(ledger, simulated=simulated))
+    if path is None or os.path.lexists(path):
         return []
-    db = u.database if u.get_backend_name() == "sqlite" else None
-    if not db or db == ":memory:" or os.path.lexists(db):
-        return []
+    db = str(path)
     absent = [Path(db + suffix) for suffix in _SQLITE_SIDE_FILES if not os.path.lexists(db + suffix)]
     folder = Path(db).parent
     while not folder.exists() and folder.parent != folder:  # folders the ledger's open creates

@@ -6,6 +6,8 @@ on real SQLite files (and PostgreSQL where the server is up)."""
 
 from __future__ import annotations
 
+from test_environment_errors import one_line_error
+
 import hashlib
 import json
 import sqlite3
@@ -39,12 +41,7 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 
 def _error(r, code: int, *needles: str) -> None:
-    assert r.exit_code == code, (r.exit_code, r.output)
-    assert "Traceback" not in r.output
-    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+    one_line_error(r, code, *needles)
 
 
 def test_another_applications_database_is_refused_and_left_unchanged(tmp_path):

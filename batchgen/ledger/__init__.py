@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 
 from .boundary import error_boundary
 from .engine import (DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, _migrations_dir, check_url, ledger_url, make_engine,
-                     safe_ledger_url, schema_revisions, sqlite_tables, upgrade)
+                     safe_ledger_url, schema_revisions, sqlite_file, sqlite_tables, upgrade)
 from .facade import Ledger
 from .scope import Scope
 from .transitions import RETRYABLE_TASK_CODES, Transition
@@ -35,4 +35,4 @@ from .writer import Writer
 
 __all__ = ["DEFAULT_LEDGER", "DEFAULT_SIM_LEDGER", "Ledger", "OperationalError", "RETRYABLE_TASK_CODES", "Scope",
            "Transition", "Writer", "_migrations_dir", "check_url", "error_boundary", "ledger_url", "make_engine",
-           "safe_ledger_url", "schema_revisions", "sqlite_tables", "upgrade"]
+           "safe_ledger_url", "schema_revisions", "sqlite_file", "sqlite_tables", "upgrade"]

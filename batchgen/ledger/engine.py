@@ -35,6 +35,17 @@ def ledger_url(value: str | None, *, simulated: bool = False) -> str:
     return "sqlite:///" + str(Path(value).expanduser().absolute())
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite ledger URL (None: a server database, memory, or a URL that does not
+    parse — ``check_url`` says why)."""
+    try:
+        u = make_url(url)
+    except Exception:  # noqa: BLE001 — sqlalchemy raises several kinds for a bad URL
+        return None
+    db = u.database if u.get_backend_name() == "sqlite" else None
+    return Path(db) if db and db != ":memory:" else None
+
+
 def check_url(url: str) -> str | None:
     """What stops ``url`` from opening as a ledger before anything else is tried, as one line
     (None: nothing): an unparseable URL, an unknown database, a driver that is not installed."""
