@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from . import files
-from .jobs import UNFINISHED, JobRow, JobState
+from .jobs import UNFINISHED, JobRow, JobState, plain
 from .media import PICTURES_DIR
 
 S = JobState
@@ -391,7 +391,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
              ("in doubt", states[S.IN_DOUBT], S.IN_DOUBT),
              ("unfinished", sum(states[s] for s in UNFINISHED), ""),
              ("cancelled", states[S.CANCELLED], ""), ("not as asked", not_as_asked, "mismatch"),
-             ("credits", f"{credits:g}", ""), ("video seconds", f"{seconds_done:g}", ""),
+             ("credits", plain(credits), ""), ("video seconds", plain(seconds_done), ""),
              ("median submit→complete", f"{med:.1f}s" if med is not None else "—", "")]
     if delivery and (delivery["delivered"] or delivery["undelivered"]):
         tiles.insert(3, ("delivered", delivery["delivered"], ""))
@@ -406,7 +406,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
     c_options = "".join(f"<option value='{_e(f)}'>{_e(f)}</option>" for f in comparable)
     run_line = _covers(total, run_ids, manifests, run, scope)
     by_model_html = "".join(f"<tr><td>{_e(mo)}</td><td>{n}</td><td>{by_model_done[mo]}</td>"
-                            f"<td>{by_model_credits[mo]:g}</td></tr>" for mo, n in sorted(by_model.items()))
+                            f"<td>{plain(by_model_credits[mo])}</td></tr>" for mo, n in sorted(by_model.items()))
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{_e(title)}</title><style>{_CSS}</style></head><body>

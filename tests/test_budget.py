@@ -86,3 +86,21 @@ def test_credit_sums_print_as_plain_numbers(sim, tmp_path):
     r = run_cli(["plan", str(m), "--ledger", str(tmp_path / "l.db"), "--prices", str(prices)])
     assert "~10800000 credits" in r.stdout, r.stdout
     assert not re.search(r"\de[+-]\d", r.stdout + r.stderr)
+
+
+def test_report_tiles_print_credits_as_plain_numbers(sim, tmp_path):
+    """The report's credit tile and per-model table read like the summary: a night that cost
+    millions of credits says 17640000, not 1.764e+07."""
+    m = tmp_path / "m.csv"
+    m.write_text("name,model,prompt,duration\n" + "".join(
+        f"s{i},grok-imagine-text-to-video,a harbour at noon number {i},6\n" for i in range(3)))
+    sim.set(credits_per_second=700000)  # 3 × 6 s × 700000 × 1.4 (720p) = 17640000 credits
+    r = run_cli(run_args(sim, m, tmp_path))
+    assert r.exit_code == 0, r.stderr
+    page = tmp_path / "r.html"
+    r = run_cli(["report", "--ledger", str(tmp_path / "l.db"), "-o", str(page)])
+    assert r.exit_code == 0, r.stderr
+    html = page.read_text()
+    assert "<b>17640000</b>credits" in html
+    assert "<td>17640000</td>" in html
+    assert not re.search(r"\de[+-]\d", html.split("<script")[0])
