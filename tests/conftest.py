@@ -121,6 +121,31 @@ def write_csv_manifest(path: Path, n: int, *, model: str = "grok-imagine-text-to
     return path
 
 
+def ledger_states(ledger: Path) -> dict[str, int]:
+    """Jobs per state in a SQLite ledger another process is running on, read with sqlite3
+    directly (read-only: reading never writes); {} while it does not exist or is locked."""
+    import sqlite3
+
+    if not ledger.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5) as c:
+            return dict(c.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+    except sqlite3.Error:
+        return {}
+
+
+def wait_for(cond, timeout: float = 60.0) -> None:
+    """Wait for a condition another process brings about. Never a fixed sleep: on a loaded
+    machine a subprocess may still be importing when a sleep that suffices on an idle one ends."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
 def check_invariants(truth: dict[str, Any], ledger_path: Path | str, out_dir: Path) -> dict[str, int]:
     """Assert the money invariants (batchgen.audit) against the simulator's ground truth."""
     a = audit(truth, ledger_path, out_dir)

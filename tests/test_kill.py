@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.ledger import Ledger
-from conftest import check_invariants, write_csv_manifest
+from conftest import check_invariants, ledger_states, wait_for, write_csv_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,11 @@ def test_sigterm_drains_gracefully(sim_factory, tmp_path):
     sim = sim_factory(render_min=1.0, render_max=2.0)
     manifest = write_csv_manifest(tmp_path / "m.csv", 30)
     p = subprocess.Popen(_cmd(sim.url, manifest, tmp_path), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(2.0)
+    # Mid-run: tasks paid for and more to create. Not a fixed sleep: on a loaded machine the
+    # process may still be importing after 2 s, and a SIGTERM then ends it with "interrupted"
+    # (exit 130, as documented in __main__), not with a drain.
+    wait_for(lambda: p.poll() is not None or sum(n for s, n in ledger_states(tmp_path / "l.db").items()
+                                                 if s in ("submitted", "rendering", "completed", "done")) > 0, 120)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 3, err.decode()

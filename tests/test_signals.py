@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import check_invariants, write_csv_manifest
+from conftest import check_invariants, ledger_states, wait_for, write_csv_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -40,17 +40,6 @@ def _cmd(manifest: Path, tmp: Path, *extra: str, api: str | None = None) -> list
             "--out", str(tmp / "out"), "--concurrency", "8", "--poll-min", "0.05", *extra]
 
 
-def _states(ledger: Path) -> dict[str, int]:
-    """Read with sqlite3 directly: a running run holds the ledger; reading never writes."""
-    if not ledger.exists():
-        return {}
-    try:
-        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5) as c:
-            return dict(c.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
-    except sqlite3.Error:
-        return {}
-
-
 def _runs(ledger: Path) -> int:
     if not ledger.exists():
         return 0
@@ -59,13 +48,6 @@ def _runs(ledger: Path) -> int:
             return int(c.execute("SELECT count(*) FROM runs").fetchone()[0])
     except sqlite3.Error:
         return 0
-
-
-def _wait_for(cond, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def _signals(p: subprocess.Popen, sigs: list[tuple[float, int]], *, group: bool = False) -> tuple[int, str]:
@@ -110,8 +92,8 @@ def test_ctrl_c_twice_while_the_run_drains(tmp_path, rpm):
     for i, gap in enumerate((0.3, 0.7, 1.2, 1.8, 0.05)):
         p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              start_new_session=True)
-        _wait_for(lambda: p.poll() is not None or _runs(tmp_path / "l.db") > i)  # this run has started
-        _wait_for(lambda: p.poll() is not None or sum(v for k, v in _states(tmp_path / "l.db").items()
+        wait_for(lambda: p.poll() is not None or _runs(tmp_path / "l.db") > i)  # this run has started
+        wait_for(lambda: p.poll() is not None or sum(v for k, v in ledger_states(tmp_path / "l.db").items()
                                                        if k in ("submitted", "rendering", "completed")) > 0)
         time.sleep(1.0)  # paid tasks in flight, the first clips verified
         code, err = _signals(p, [(0.0, INT), (gap, INT)], group=True)
@@ -121,11 +103,11 @@ def test_ctrl_c_twice_while_the_run_drains(tmp_path, rpm):
         if code == 130:
             assert "second signal (SIGINT): exiting now (exit 130)" in err, err
         else:  # drained before the second one came: the summary, and nothing mid-create
-            assert "  stopped by signal" in err and "stopped: stopped" not in err and "submitting" not in _states(tmp_path / "l.db"), err
+            assert "  stopped by signal" in err and "stopped: stopped" not in err and "submitting" not in ledger_states(tmp_path / "l.db"), err
         codes.append(code)
         assert not list((tmp_path / "out").rglob(".*.part")), code  # no half-written clip, even at 130
     r = _finish(cmd)
-    states = _states(tmp_path / "l.db")
+    states = ledger_states(tmp_path / "l.db")
     assert r.returncode in (0, 1) and set(states) <= {"done", "in_doubt"}, (states, r.stderr.decode())
     assert states.get("done", 0) + states.get("in_doubt", 0) == 24
     assert not list((tmp_path / "out").rglob(".*.part"))
@@ -145,10 +127,10 @@ def test_signals_at_any_moment(sim_factory, tmp_path, moments):
     cmd = _cmd(m, tmp_path, "--rpm", "0", api=sim.url)
     p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if moments == "ledger":
-        _wait_for(lambda: (tmp_path / "l.db").exists())
+        wait_for(lambda: (tmp_path / "l.db").exists())
         moments = [(0.0, INT)]
     elif isinstance(moments, str):
-        _wait_for(lambda: sim.truth()["counters"]["requests"] >= 3)
+        wait_for(lambda: sim.truth()["counters"]["requests"] >= 3)
         moments = {"creating": [(0.0, TERM)], "creating-twice": [(0.0, INT), (0.1, INT)],
                    "creating-thrice": [(0.0, INT), (0.02, TERM), (0.02, INT)]}[moments]
     code, err = _signals(p, moments)
@@ -157,7 +139,7 @@ def test_signals_at_any_moment(sim_factory, tmp_path, moments):
         assert code in (3, 130), (code, err)  # while starting: drained (3), or before the handlers (130)
     elif len(moments) == 1:
         assert code == 3 and "stopped by signal" in err, (code, err)
-        assert "submitting" not in _states(tmp_path / "l.db")  # every create's outcome recorded
+        assert "submitting" not in ledger_states(tmp_path / "l.db")  # every create's outcome recorded
     else:
         assert code in (3, 130) and ("exiting now (exit 130)" in err or code == 3), (code, err)
     # nothing lost: the next run collects every task, creates nothing twice, and lists any create
@@ -207,7 +189,7 @@ def test_signals_after_the_run_ended(tmp_path, twice):
     _clean(err)
     assert code == (130 if twice else 0), (code, err)
     assert "the run is ending already" in err
-    assert _states(tmp_path / "l.db") == {"done": 3}
+    assert ledger_states(tmp_path / "l.db") == {"done": 3}
 
 
 def test_kill_9_while_verification_workers_start_leaves_nothing_in_the_next_output(tmp_path):
