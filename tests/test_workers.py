@@ -14,7 +14,7 @@ import pytest
 
 from batchgen.ledger import Ledger
 from batchgen.simulator import canonical_sha256
-from conftest import check_invariants, write_csv_manifest
+from conftest import check_invariants, wait_for, write_csv_manifest
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -28,6 +28,24 @@ def _worker(manifest: Path, pg_url: str, out: Path, api: str, log: Path, concurr
            "--heartbeat", "0.5", "--lease-timeout", "3", "-q", "--json", "--no-verify"]  # leases, not media
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
                             env={**os.environ, "BATCHGEN_API_KEY": "sk-workers"})
+
+
+def _tasks_held(pg_url: str, pid: int) -> int:
+    """Paid tasks (created, not yet downloaded) leased by the worker process ``pid`` (its run's
+    id is its worker id): what the survivor must take over once that worker is killed."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as c:
+            return int(c.execute(text("SELECT count(*) FROM jobs JOIN runs ON jobs.worker_id = runs.id "
+                                      "WHERE runs.pid = :pid AND jobs.state IN ('submitted', 'rendering', 'completed')"),
+                                 {"pid": pid}).scalar_one())
+    except DBAPIError:  # the first worker has not created the tables yet
+        return 0
+    finally:
+        engine.dispose()
 
 
 def _max_window(per_second: dict[str, int], width: int) -> int:
@@ -47,6 +65,9 @@ def test_three_workers_two_killed_every_job_done_once_within_one_budget(pg_url, 
         # Kill two workers mid-run, when each has done some work and holds leases.
         for victim, at in ((0, 8.0), (1, 14.0)):
             time.sleep(max(0.0, t0 + at - time.monotonic()))
+            # Not before it holds leases: on a loaded machine a worker may still be importing at
+            # 8 s (killed then, it never had a run to be found dead, nor jobs to take over).
+            wait_for(lambda: procs[victim].poll() is not None or _tasks_held(pg_url, procs[victim].pid) > 0, 120)
             assert procs[victim].poll() is None, f"worker {victim} ended before it could be killed"
             procs[victim].send_signal(signal.SIGKILL)
             procs[victim].wait()
