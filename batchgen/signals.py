@@ -50,6 +50,7 @@ class _Guarded:
     stop: asyncio.Event | None = None
     hooks: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     exiting: set[asyncio.Task[None]] = field(default_factory=set)
+    said_exit: bool = False  # the "exiting now" line is out (a third signal must not swallow it)
 
 
 _current: _Guarded | None = None
@@ -93,8 +94,12 @@ def _handler(signum: int, _frame: Any) -> None:
         timer.daemon = True
         timer.start()
         return
-    if not g.quiet and g.count == 2:
-        log.warning(f"second signal ({name}): exiting now (exit {EXIT_INTERRUPTED}); re-run to resume")
+    if not g.said_exit:
+        # A second signal without a loop, or a third one before the loop got to say the
+        # second's line: the operator still learns how the run ended.
+        g.said_exit = True
+        _say(g, f"{'second' if g.count == 2 else 'another'} signal ({name}): exiting now (exit {EXIT_INTERRUPTED}); "
+                "re-run to resume")
     _exit_now()
 
 
@@ -105,6 +110,9 @@ def _first_in_loop(g: _Guarded, name: str) -> None:
 
 
 def _second_in_loop(g: _Guarded, name: str) -> None:
+    if g.said_exit:  # a third signal came first and ended the process's story already
+        return
+    g.said_exit = True
     _say(g, f"second signal ({name}): exiting now (exit {EXIT_INTERRUPTED}) — answered creates are recorded first; "
             "a create still on the wire is in doubt for the next run; re-run to resume")
     if g.stop is not None:
