@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import crash, deliver, logs, media, polling
+from . import crash, deliver, logs, media
+from .pipeline import pace
 from .budget import CreditCap, RequestBudget, backoff
 from .client import Api, TaskInfo
 from .cost import PriceTable
@@ -196,7 +197,7 @@ class Scheduler:
         self.cap = CreditCap(opts.max_credits)  # estimated credits of the creates this run sent
         self.unfinished = False  # something was left for the next run (retries exhausted, timeout)
         self.polls = 0
-        self.pace = polling.PaceBook()  # what this run learns of each model's render times
+        self.pace = pace.PaceBook()  # what this run learns of each model's render times
         self._inflight = 0  # tasks holding a render slot (see _free_slot)
         self._slot_freed = asyncio.Event()
         self._download_slots = asyncio.Semaphore(max(4, opts.concurrency))
@@ -716,8 +717,8 @@ class Scheduler:
 
     # -------------------------------------------------------------- polling
     def _next_poll_delay(self, job: LiveJob) -> float:
-        return polling.poll_delay(job, time.time(), poll_min=self.opts.poll_min, poll_max=self.opts.poll_max,
-                                  book=self.pace)
+        return pace.poll_delay(job, time.time(), poll_min=self.opts.poll_min, poll_max=self.opts.poll_max,
+                              book=self.pace)
 
     async def _poll_until_terminal(self, job: LiveJob) -> None:
         assert job.task_id is not None

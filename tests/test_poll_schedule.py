@@ -1,4 +1,4 @@
-"""The poll schedule (polling.poll_delay / PaceBook): first poll a little before the estimate
+"""The poll schedule (pipeline.pace.poll_delay / PaceBook): first poll a little before the estimate
 while nothing is known, then placed from what this run learnt of the model (once per task when
 estimates hold, early with a progress-timed second poll when they scatter); progress
 extrapolation; geometric without estimate; backoff after errors; bounded; a jitter of a few
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from batchgen.polling import EARLY, EXPLORE_EVERY, PaceBook, poll_delay
+from batchgen.pipeline.pace import EARLY, EXPLORE_EVERY, PaceBook, poll_delay
 
 NOW = 1_000_000.0
 M = "grok-imagine-text-to-video"

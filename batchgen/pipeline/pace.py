@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .budget import backoff
+from ..budget import backoff
 
 EARLY = 0.9  # first poll at this fraction of the estimate while nothing is known (or it scatters)
 WINDOW = 64  # bounds kept per model: recent tasks speak for the next ones
