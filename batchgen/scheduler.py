@@ -14,28 +14,29 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import json
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from . import crash, deliver, logs, media
-from .pipeline import pace
 from .budget import CreditCap, RequestBudget, backoff
 from .client import Api, TaskInfo
-from .cost import PriceTable
 from .errors import EXIT_KEY_REFUSED, EXIT_NO_FUNDS, EXIT_USAGE, ApiError, DeliveryError, DownloadError, ErrorClass, LedgerError
 from .files import OutputDir, remove_stale_temp_files
-from .jobs import JobRow, JobState, plain, short_key
+from .jobs import JobState, plain, short_key
 from .ledger import RETRYABLE_TASK_CODES, Scope, Transition, Writer
 from .logs import events
+from .pipeline import pace
+from .pipeline.context import ApiWatch, RunOptions
+from .pipeline.moves import POLLED, LiveJob
 from .progress import Display, Snapshot
-from .specs import UPLOAD_PREFIX, Catalog
+from .specs import UPLOAD_PREFIX
+
+__all__ = ["ApiWatch", "LiveJob", "RunOptions", "Scheduler", "Snapshot", "with_skipped_done"]
 
 S = JobState
 RESULT_TTL = 24 * 3600.0
@@ -43,136 +44,7 @@ RESULT_TTL = 24 * 3600.0
 _GONE = frozenset({"download_http_403", "download_http_404", "download_http_410"})
 # What one create attempt came to (see Scheduler._attempt_create).
 CreateOutcome = Literal["submitted", "in_doubt", "failed", "retry", "stopped", "gone"]
-# A job polled as `submitted` may have been recorded `rendering` meanwhile (and vice versa).
-_POLLED = (S.SUBMITTED, S.RENDERING)
-
-
-@dataclass
-class RunOptions:
-    out_dir: Path
-    concurrency: int = 8  # jobs in flight (from create until downloaded)
-    rpm: float | None = 60.0  # API requests per minute (creates + polls)
-    poll_min: float = 2.0
-    poll_max: float = 60.0
-    task_timeout: float = 2 * 3600.0  # stop polling a task after this (its id stays recorded)
-    submit_retries: int = 8  # SAFE create failures before a job is left queued for the next run
-    download_retries: int = 6
-    poll_404_grace: float = 60.0
-    retry_base: float = 1.0  # seconds: base of the jittered exponential backoff of create/download retries
-    retry_failed: bool = False
-    max_attempts: int = 3  # creates per job, for --retry-failed
-    max_credits: float | None = None  # stop submitting before this run's estimated spend passes it
-    prices: PriceTable = field(default_factory=PriceTable.load)
-    stop_check_every: float = 2.0  # seconds between looks at the ledger's stop flag
-    local_files: dict[str, Path] = field(default_factory=dict)  # sha256 → path, from the manifest
-    upload_reuse: float = 6 * 3600.0  # reuse an uploaded file's URL for this long
-    heartbeat: float = 5.0  # cooperative (PostgreSQL) ledgers: seconds between lease renewals
-    lease: float = 30.0  # a worker silent this long is dead: its jobs are taken over
-    outage_window: float = 180.0  # no answer from the API for this long: stop, keep task ids for the next run
-    api: str = ""  # identity of the API tasks are created on (runner.api_identity), recorded per job
-    verify: bool = True  # inspect every delivered clip (media.py) in a worker process
-    on_mismatch: str = "keep"  # keep (and flag) | fail (retryable: --retry-failed renders it again)
-    pictures: bool = True  # a poster frame and a contact sheet per clip, under <out>/.batchgen/
-    deliver: deliver.Store | None = None  # upload each finished clip (and its pictures) there
-    # Where this manifest's clips are owed (recorded per job): the store's destination, or the
-    # manifest's `deliver:` on a --no-deliver night (delivered by a later run or `batchgen deliver`).
-    deliver_owed: str | None = None
-    deliver_threads: int = 4  # uploads in flight
-    prune_local: bool = False  # remove the local clip (and its pictures) once it is delivered
-    metrics_file: Path | None = None  # Prometheus textfile, rewritten every metrics_every seconds
-    metrics_every: float = 30.0
-    catalog: Catalog | None = None  # the manifest's model catalog (verification); None: the shipped one
-
-
-@dataclass
-class LiveJob:
-    """The scheduler's working copy of one job in flight (built from its ledger row)."""
-
-    id: int
-    key: str
-    name: str
-    model: str
-    state: JobState
-    request: dict[str, Any]
-    output: str
-    attempts: int
-    task_id: str | None = None
-    polls: int = 0
-    progress: int = 0
-    estimated_time: float | None = None
-    submitted_at: float | None = None
-    result_url: str | None = None
-    result_at: float | None = None
-    poll_errors: int = 0
-    retry_after: float | None = None
-    credits: float = 0.0
-    sha256: str | None = None  # of the downloaded file
-    poster: str | None = None
-    sheet: str | None = None
-    holds_slot: bool = False  # counted in the scheduler's render slots (create → result ready)
-
-    @property
-    def short(self) -> str:
-        return short_key(self.key)
-
-    @classmethod
-    def from_row(cls, r: JobRow) -> LiveJob:
-        return cls(id=r["id"], key=r["key"], name=r["name"], model=r["model"], state=JobState(r["state"]),
-                   request=json.loads(r["request"]),
-                   output=r["output"], attempts=r["attempts"], task_id=r["task_id"], polls=r["polls"] or 0,
-                   progress=r["progress"] or 0, estimated_time=r["estimated_time"], submitted_at=r["submitted_at"],
-                   result_url=r["result_url"], result_at=r["result_at"], credits=r["credits"] or 0.0,
-                   sha256=r["sha256"], poster=r["poster"], sheet=r["sheet"])
-
-
-# ------------------------------------------------------------------------------ API health
-class ApiWatch(Api):
-    """The ``Api`` the scheduler uses: the real one, watched. Any HTTP answer (even an error)
-    means the API is there; a request that got no answer at all (refused, DNS, TLS, timeout)
-    starts an outage, or continues one. ``outage`` is (since, cause) while nothing answers."""
-
-    def __init__(self, inner: Api, on_outage: Callable[[str], None]) -> None:
-        self.inner = inner
-        self.on_outage = on_outage
-        self.outage: tuple[float, str] | None = None
-
-    def _saw(self, e: ApiError | None) -> None:
-        if e is None or e.unreachable is None:
-            self.outage = None
-            return
-        if self.outage is None:
-            self.outage = (time.monotonic(), e.unreachable)
-            self.on_outage(e.unreachable)
-
-    async def create(self, request: dict[str, Any]) -> TaskInfo:
-        try:
-            info = await self.inner.create(request)
-        except ApiError as e:
-            self._saw(e)
-            raise
-        self._saw(None)
-        return info
-
-    async def get_task(self, task_id: str, *, sync_upstream: bool = False) -> TaskInfo:
-        try:
-            info = await self.inner.get_task(task_id, sync_upstream=sync_upstream)
-        except ApiError as e:
-            self._saw(e)
-            raise
-        self._saw(None)
-        return info
-
-    async def upload(self, path: Path, file_name: str) -> str:
-        try:
-            url = await self.inner.upload(path, file_name)
-        except ApiError as e:
-            self._saw(e)
-            raise
-        self._saw(None)
-        return url
-
-    async def download(self, url: str, final: Path) -> tuple[int, str]:
-        return await self.inner.download(url, final)  # the CDN, not the API: says nothing of its health
+_POLLED = POLLED  # polled as `submitted`, maybe recorded `rendering` meanwhile (and vice versa)
 
 
 # ------------------------------------------------------------------------------ scheduler
