@@ -248,11 +248,12 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
             in_doubt = [j for j in await w.call(ledger.jobs_in_state, S.IN_DOUBT) if j["run_id"] == prepared.run_id]
             failed = [j for j in await w.call(ledger.jobs_in_state, S.FAILED) if j["run_id"] == prepared.run_id]
         active_left = sum(counts.get(s, 0) for s in (S.QUEUED, S.SUBMITTING, S.SUBMITTED, S.RENDERING, S.COMPLETED))
-        if sched.halt_code is not None:
-            code = sched.halt_code
-        elif active_left or sched.unfinished:
+        verdict = sched.ctx  # the run-wide verdicts (halt code, unfinished, reason)
+        if verdict.halt_code is not None:
+            code = verdict.halt_code
+        elif active_left or verdict.unfinished:
             code = EXIT_UNFINISHED
-            sched.reason = sched.reason or ("stopped by signal" if stop.is_set() else "some jobs are unfinished")
+            verdict.reason = verdict.reason or ("stopped by signal" if stop.is_set() else "some jobs are unfinished")
         elif in_doubt or failed:
             code = EXIT_FAILED
         else:
@@ -265,17 +266,17 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
         if opts.deliver is not None:
             left = await w.call(ledger.delivery_counts, prepared.scope)
             delivery = {"destination": str(opts.deliver.destination), "delivered": left["delivered"],
-                        "undelivered": left["undelivered"], "delivered_now": sched.delivered,
-                        "error": sched.delivery_broken}
-            if code == EXIT_OK and (left["undelivered"] or sched.delivery_broken):
+                        "undelivered": left["undelivered"], "delivered_now": sched.deliverer.delivered,
+                        "error": sched.deliverer.broken}
+            if code == EXIT_OK and (left["undelivered"] or sched.deliverer.broken):
                 code = EXIT_DELIVERY  # every clip rendered and kept locally; not all of them delivered
         status = {EXIT_OK: RunStatus.FINISHED, EXIT_FAILED: RunStatus.FINISHED, EXIT_DELIVERY: RunStatus.FINISHED,
                   EXIT_UNFINISHED: RunStatus.INTERRUPTED}.get(code, RunStatus.STOPPED)
         await w.call(ledger.finish_run, prepared.run_id, status, code)
-        result = RunResult(prepared.run_id, counts, in_doubt, failed, sched.reason, code, requests=sched.budget.used,
-                         polls=sched.polls, throttled=sched.budget.throttled, commits=w.commits,
-                         elapsed=time.monotonic() - started, credits_estimated=sched.committed_credits,
-                         credits_reserved=sched.credits_seen, verified=verified, not_as_asked=wrong,
+        result = RunResult(prepared.run_id, counts, in_doubt, failed, verdict.reason, code, requests=verdict.budget.used,
+                         polls=sched.poller.polls, throttled=verdict.budget.throttled, commits=w.commits,
+                         elapsed=time.monotonic() - started, credits_estimated=sched.submitter.committed_credits,
+                         credits_reserved=verdict.credits_seen, verified=verified, not_as_asked=wrong,
                          delivery=delivery, manifest=prepared.manifest, started_at=prepared.started_at,
                          credits_at_risk=sum(opts.prices.estimate(json.loads(j["request"])) or 0.0 for j in in_doubt),
                          expiring=counts.get(S.COMPLETED, 0))
@@ -290,9 +291,10 @@ def _live_metrics(sched: Scheduler, prepared: Prepared, opts: RunOptions,
     snap = sched.snapshot()
     return metrics.RunMetrics(
         manifest=prepared.manifest, run_id=prepared.run_id, running=True, started_at=prepared.started_at,
-        states=dict(snap.states), requests=sched.budget.used, polls=sched.polls, throttled=sched.budget.throttled,
-        credits_reserved=sched.credits_seen, credits_estimated=sched.committed_credits, max_credits=opts.max_credits,
-        in_doubt=snap.states.get(S.IN_DOUBT, 0), verified=dict(sched.verified),
+        states=dict(snap.states), requests=sched.ctx.budget.used, polls=sched.poller.polls,
+        throttled=sched.ctx.budget.throttled, credits_reserved=sched.ctx.credits_seen,
+        credits_estimated=sched.submitter.committed_credits, max_credits=opts.max_credits,
+        in_doubt=snap.states.get(S.IN_DOUBT, 0), verified=dict(sched.checker.verified),
         delivered=delivery["delivered"] if opts.deliver is not None else None,
         undelivered=delivery["undelivered"] if opts.deliver is not None else None)
 

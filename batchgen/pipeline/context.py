@@ -1,23 +1,32 @@
-"""What every stage of a run shares. So far: ``RunOptions`` (a run's configuration) and
-``ApiWatch``, the ``Api`` the scheduler calls: the real one, watched for an outage (the scheduler
-decides what an outage means).
+"""What every stage of a run shares: the options, the watched API, the request budget, the
+ledger door, the stop event, and the run-wide verdicts.
 
-May not touch: a job's state, the ledger.
+``RunOptions`` is a run's configuration. ``ApiWatch`` is the ``Api`` the stages call: the real
+one, watched for an outage (the conductor decides what an outage means). ``Context`` carries
+the shared services and the verdicts any stage may reach: stop submitting (and why), a run-wide
+refusal (401 → exit 6, an unusable configuration → exit 2, 402 → exit 5), something left for
+the next run (``unfinished``), and the stop-aware sleep every retry uses.
+
+May not touch: a job's state (``moves``), any stage's pool or counters, the feed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import deliver
+from ..budget import RequestBudget
 from ..client import Api, TaskInfo
 from ..cost import PriceTable
-from ..errors import ApiError
+from ..errors import EXIT_KEY_REFUSED, EXIT_NO_FUNDS, EXIT_USAGE, ApiError
+from ..ledger import Writer
 from ..specs import Catalog
+from .moves import LiveJob, Moves
 
 
 @dataclass
@@ -104,3 +113,119 @@ class ApiWatch(Api):
 
     async def download(self, url: str, final: Path) -> tuple[int, str]:
         return await self.inner.download(url, final)  # the CDN, not the API: says nothing of its health
+
+
+class Context:
+    """The services and verdicts the stages share (one per run)."""
+
+    def __init__(self, writer: Writer, client: ApiWatch, opts: RunOptions, stop: asyncio.Event,
+                 log: Callable[[str], None]) -> None:
+        self.w = writer
+        self.client = client
+        self.opts = opts
+        self.stop = stop
+        self.log = log
+        self.budget = RequestBudget(opts.rpm)
+        self.moves = Moves(writer, opts.api)
+        self.credits_seen = 0.0
+        self.reason: str | None = None
+        self.no_submit = False  # no new creates (402, 401, credit cap, ledger failure)
+        self.halt_code: int | None = None  # exit code of a run-wide refusal (402, 401)
+        self.unfinished = False  # something was left for the next run (retries exhausted, timeout)
+        self._sleepers: set[asyncio.Future[None]] = set()
+        self._on_no_submit: list[Callable[[], None]] = []
+
+    def on_no_submit(self, wake: Callable[[], None]) -> None:
+        """Called whenever submission is stopped for a reason (e.g. to wake jobs waiting for credit)."""
+        self._on_no_submit.append(wake)
+
+    @property
+    def submitting(self) -> bool:
+        """New creates are still allowed."""
+        return not (self.stop.is_set() or self.no_submit)
+
+    # -------------------------------------------------------------- verdicts
+    def stop_submitting(self, reason: str, *, unfinished: bool = False) -> None:
+        """No new creates from now on; tasks in flight are still collected. The first reason is
+        the one reported."""
+        self.unfinished = self.unfinished or unfinished
+        if self.no_submit:
+            return
+        self.no_submit = True
+        self.reason = reason
+        self.log(reason)
+        for wake in self._on_no_submit:
+            wake()
+
+    def key_refused(self, e: ApiError, while_: str) -> None:
+        """401: nothing can succeed with this key, so the whole run stops (exit 6)."""
+        self._halt(EXIT_KEY_REFUSED, f"API key refused while {while_} ({e}); stopping")
+
+    def config_refused(self, e: ApiError, while_: str) -> None:
+        """The configuration cannot work (a request URL aiohttp refuses: a bad --api-base): no
+        request was sent and none can be, so the run stops (exit 2) and every job stays where it
+        is — queued, or polled again by the next run. Never a job failure: the next run with the
+        right configuration just goes on."""
+        self._halt(EXIT_USAGE, f"the API cannot be used as configured while {while_}: {e} — check --api-base; stopping")
+
+    def _halt(self, code: int, reason: str) -> None:
+        """A run-wide refusal: no more creates, the run stops with ``code`` (said once per code)."""
+        if self.halt_code == code:
+            return
+        self.no_submit = True
+        self.halt_code = code
+        self.reason = reason
+        self.log(self.reason)
+        self.stop.set()
+
+    def no_funds(self) -> None:
+        """402: no new creates (in-flight tasks are still polled); exit 5 unless a refusal came first."""
+        if self.halt_code is None:
+            self.no_submit = True
+            self.halt_code = EXIT_NO_FUNDS
+            self.reason = "insufficient balance (HTTP 402): submission stopped; in-flight tasks are still polled"
+            self.log(self.reason)
+
+    def refused(self, job: LiveJob, e: ApiError) -> None:
+        """A request the API turned away without doing anything: a 429 slows every caller down
+        (Retry-After honoured), and this job waits at least its Retry-After before trying again."""
+        if e.status == 429:
+            self.budget.throttle(e.retry_after)
+        job.retry_after = e.retry_after
+
+    def saw_credits(self, job: LiveJob, credits: float | None) -> None:
+        if credits is not None:
+            self.credits_seen = round(self.credits_seen + credits - job.credits, 9)  # no float noise in sums
+            job.credits = credits
+
+    # -------------------------------------------------------------- waiting
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped (``wake_sleepers`` ends every sleep at once). True when stopped."""
+        if self.stop.is_set():
+            return True
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(max(0.0, seconds), _resolve, fut)
+        self._sleepers.add(fut)
+        try:
+            await fut
+        finally:
+            self._sleepers.discard(fut)
+            handle.cancel()
+        return self.stop.is_set()
+
+    def wake_sleepers(self) -> None:
+        for fut in list(self._sleepers):
+            _resolve(fut)
+
+
+def track(tasks: set[asyncio.Task[None]], coro: Coroutine[object, object, None], name: str | None = None) -> None:
+    """Run ``coro`` as a task held in ``tasks`` until it ends (the end of the run waits for them)."""
+    t = asyncio.create_task(coro, name=name)
+    tasks.add(t)
+    t.add_done_callback(tasks.discard)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -42,7 +42,7 @@ MARGIN_S = 0.02
 
 
 class Polled(Protocol):
-    """What the schedule reads of a task in flight (``scheduler.LiveJob``)."""
+    """What the schedule reads of a task in flight (``moves.LiveJob``)."""
 
     model: str
     polls: int

@@ -1,0 +1,80 @@
+"""The check stage: every done clip is read back and compared with what was asked (and gets its
+poster frame and contact sheet), off the event loop.
+
+It owns the verification: its own process pool (``media.pool()``: spawned, tied to the run's
+life), the verifications in progress (the end of the run waits for them: a verdict belongs in
+the run's summary), this run's outcome counts (``verified``), what a mismatch means
+(``--on-mismatch``: kept and flagged, or failed and retryable), and the start-of-run sweep of
+clips a crash left unverified. A clip that cannot be read (a broken pool, an OS error) stays
+unverified: the next run checks it.
+
+Hands a checked clip on through ``Handoff`` (to delivery). May not touch: creates, polls,
+downloads, the object store. States and verdicts are written only through ``moves``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from .. import crash, media
+from ..ledger import Scope
+from .context import Context, track
+from .moves import Handoff, LiveJob
+
+
+class Checker:
+    """Verifies done clips in worker processes; neither submitting nor polling waits for it."""
+
+    def __init__(self, ctx: Context, handoff: Handoff) -> None:
+        self.ctx = ctx
+        self.handoff = handoff
+        self.tasks: set[asyncio.Task[None]] = set()  # verifications in progress
+        self.verified: collections.Counter[str] = collections.Counter()  # this run's outcomes
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self, job: LiveJob, final: Path) -> None:
+        """Inspect the clip off the event loop; neither submitting nor polling waits for it."""
+        track(self.tasks, self._verify(job, final), f"verify-{job.id}")
+
+    async def sweep(self, scope: Scope) -> None:
+        """Verify the clips a crash left unverified (renamed into place, never inspected)."""
+        w = self.ctx.w
+        for row in await w.read(w.ledger.unverified, scope):
+            if row["output_path"]:
+                self.start(LiveJob.from_row(row), Path(row["output_path"]))
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def _verify(self, job: LiveJob, final: Path) -> None:
+        ctx, opts = self.ctx, self.ctx.opts
+        crash.point("before_verify")  # the file is in place and recorded, its verdict not yet
+        if self._pool is None:
+            self._pool = media.pool()
+        poster, sheet = media.picture_paths(str(final), job.output) if opts.pictures else (None, None)
+        try:
+            measured = await asyncio.get_running_loop().run_in_executor(
+                self._pool, media.inspect, str(final), poster, sheet)
+        except (BrokenProcessPool, OSError, RuntimeError) as e:  # left unverified: the next run retries
+            ctx.log(f"job {job.name}: could not verify {final.name} ({e}); the next run will")
+            return
+        outcome, diffs = media.compare(measured, job.request, job.model, opts.catalog)
+        self.verified[outcome] += 1
+        values = media.record(measured, outcome, diffs)
+        job.poster, job.sheet = measured["poster"], measured["sheet"]
+        if outcome == media.OK:
+            ctx.moves.note(job, values, event=False)
+            self.handoff(job, final)
+            return
+        ctx.log(f"job {job.name} ({job.short}): {outcome}: {'; '.join(diffs)}")
+        if opts.on_mismatch == "fail":
+            await ctx.moves.failed(job, f"verify_{outcome}", f"the delivered clip is {outcome}: {'; '.join(diffs)}",
+                                   detail=f"verification: {outcome}", retryable=True, values=values)
+        else:
+            ctx.moves.note(job, values, detail=f"verification: {outcome}")
+            self.handoff(job, final)  # kept and flagged: delivered too, the ledger says what it is
