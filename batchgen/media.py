@@ -4,7 +4,7 @@
 duration, width × height, frame rate, whether there is an audio track; it decodes the first
 and the last frame (a truncated or corrupt file fails here, where the ``ftyp`` check alone
 would pass it) and, when asked, writes a poster frame and a 3×3 contact sheet as small JPEGs
-(Pillow). It is CPU work, meant for a worker process (see ``scheduler``), and returns plain
+(Pillow). It is CPU work, meant for a worker process (see ``pipeline.check``), and returns plain
 data so it crosses the process boundary cheaply.
 
 ``compare`` turns the measurement and the effective request into an outcome: ``ok``,
