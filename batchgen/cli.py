@@ -451,8 +451,9 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--lease-timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="PostgreSQL ledger: a worker silent this long is dead; live workers take over its jobs.")
 @click.option("--outage-window", type=click.FloatRange(min=1), default=180.0, show_default=True,
-              help="Stop (exit 3, task ids kept) when the API has not answered at all for this many seconds "
-                   "(connection refused, DNS, TLS, timeouts).")
+              help="Stop (exit 3, task ids kept) when requests keep getting no answer at all (connection refused, "
+                   "DNS, TLS, timeouts) from the first to the latest for this many seconds; time the process "
+                   "itself was paused or starved of CPU does not count.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Inspect every delivered clip (duration, size, aspect ratio, audio, decodable) against its request.")
 @click.option("--on-mismatch", type=click.Choice(["keep", "fail"]), default="keep", show_default=True,

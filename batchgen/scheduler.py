@@ -275,8 +275,8 @@ class Scheduler:
         while not self.stop.is_set():
             await asyncio.sleep(every)
             outage = self.ctx.client.outage
-            if outage is not None and time.monotonic() - outage[0] >= self.opts.outage_window:
-                self.ctx.stop_submitting(f"no answer from the API for {self.opts.outage_window:g} s ({outage[1]}); "
+            if outage is not None and self.ctx.client.silent_for() >= self.opts.outage_window:
+                self.ctx.stop_submitting(f"no answer from the API for {self.opts.outage_window:g} s ({outage.cause}); "
                                          "stopped — re-run when it is back (task ids are kept)", unfinished=True)
                 self.stop.set()
                 return

@@ -139,3 +139,40 @@ def test_verdicts_first_reason_wins_and_a_refusal_halts_once(tmp_path: Path) -> 
             assert await ctx.sleep(60.0)  # stopped: returns at once, True
     asyncio.run(go())
     led.close()
+
+
+class _Flaky:
+    """An ``Api`` whose polls get no answer while ``down`` is set."""
+
+    down = True
+
+    async def get_task(self, task_id: str, *, sync_upstream: bool = False) -> TaskInfo:
+        if self.down:
+            raise ApiError(ErrorClass.SAFE, "poll: no answer", unreachable="connection refused by api:443")
+        return TaskInfo(task_id=task_id, status="in_progress")
+
+
+def test_an_outage_is_measured_between_unanswered_requests_not_by_the_clock() -> None:
+    """One refused poll, then the process is paused (or starved of CPU) for longer than the
+    outage window: that is not an API silent for the window — it must be asked again first.
+    Failures that keep coming for the window are; any answer ends the outage."""
+    now = [100.0]
+    started: list[str] = []
+    api = _Flaky()
+    watch = ApiWatch(api, started.append, clock=lambda: now[0])  # type: ignore[arg-type]
+
+    async def poll() -> None:
+        try:
+            await watch.get_task("t1")
+        except ApiError:
+            pass
+
+    asyncio.run(poll())
+    assert started == ["connection refused by api:443"] and watch.silent_for() == 0.0
+    now[0] += 500.0  # paused: nothing was asked meanwhile
+    assert watch.silent_for() == 0.0
+    asyncio.run(poll())  # asked again after the pause, still nothing
+    assert watch.silent_for() == 500.0 and started == ["connection refused by api:443"]
+    api.down = False
+    asyncio.run(poll())
+    assert watch.outage is None and watch.silent_for() == 0.0

@@ -66,23 +66,47 @@ class RunOptions:
     catalog: Catalog | None = None  # the manifest's model catalog (verification); None: the shipped one
 
 
+@dataclass
+class Outage:
+    """The API unreachable: since the first request that got no answer, up to the latest."""
+
+    since: float
+    latest: float
+    cause: str
+
+
 class ApiWatch(Api):
     """The ``Api`` the scheduler uses: the real one, watched. Any HTTP answer (even an error)
     means the API is there; a request that got no answer at all (refused, DNS, TLS, timeout)
-    starts an outage, or continues one. ``outage`` is (since, cause) while nothing answers."""
+    starts an outage, or continues one. ``outage`` is the first and the latest unanswered
+    request while nothing answers.
 
-    def __init__(self, inner: Api, on_outage: Callable[[str], None]) -> None:
+    How long the API has been silent is measured between failed requests (``silent_for``), never
+    by the clock alone: a process that was paused or starved of CPU after one failure (a
+    suspended laptop, a loaded machine, SIGSTOP) has not seen the API fail for that time, and
+    must try again before it calls an outage."""
+
+    def __init__(self, inner: Api, on_outage: Callable[[str], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.on_outage = on_outage
-        self.outage: tuple[float, str] | None = None
+        self.clock = clock
+        self.outage: Outage | None = None
+
+    def silent_for(self) -> float:
+        """Seconds from the first to the latest request that got no answer (0 while answers come)."""
+        return 0.0 if self.outage is None else self.outage.latest - self.outage.since
 
     def _saw(self, e: ApiError | None) -> None:
         if e is None or e.unreachable is None:
             self.outage = None
             return
+        now = self.clock()
         if self.outage is None:
-            self.outage = (time.monotonic(), e.unreachable)
+            self.outage = Outage(now, now, e.unreachable)
             self.on_outage(e.unreachable)
+        else:
+            self.outage.latest, self.outage.cause = now, e.unreachable
 
     async def create(self, request: dict[str, Any]) -> TaskInfo:
         try:
