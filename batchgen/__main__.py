@@ -14,7 +14,7 @@ import atexit
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from batchgen.errors import EXIT_INTERRUPTED  # (errors imports nothing heavy)
 
@@ -28,16 +28,44 @@ def main() -> None:
         from batchgen.cli import main as cli_main
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        sys.exit(EXIT_INTERRUPTED)
+        _interrupted_exit()
     try:
         cli_main()
     except SystemExit as e:
-        _exit_on_signal(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        _exit_on_signal(code)
+        if code == EXIT_INTERRUPTED:
+            _interrupted_exit()
         raise
     except KeyboardInterrupt:  # between the command's own handling and here
         _exit_on_signal(EXIT_INTERRUPTED)
         sys.stderr.write("interrupted\n")
-        sys.exit(EXIT_INTERRUPTED)
+        _interrupted_exit()
+
+
+def _interrupted_exit() -> NoReturn:
+    """Exit 130 after a caught KeyboardInterrupt, without returning through the interpreter.
+
+    CPython marks a KeyboardInterrupt as unhandled when it leaves code run from a string
+    (``exec``/``eval`` of source: dataclasses, namedtuple and friends build their methods so,
+    often during imports) even if an outer ``except`` catches it; under ``python -m`` the
+    interpreter then ends by killing itself with SIGINT once ``sys.exit(130)`` returns through
+    it (seen: a SIGTERM 0.3 s into ``python -m batchgen run`` died by SIGINT after printing
+    "interrupted"). A nightly wrapper must see 130, the documented code, so the logs and
+    streams are flushed here and the process ends at once: nothing else is open by then."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.shutdown()
+    _flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _ignore_signals() -> None:
@@ -47,11 +75,7 @@ def _ignore_signals() -> None:
 
 def _exit_on_signal(code: int) -> None:
     def now(_signum: int, _frame: Any) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        _flush()
         os._exit(code)
 
     for s in (signal.SIGINT, signal.SIGTERM):

@@ -211,3 +211,34 @@ def test_kill_9_while_verification_workers_start_leaves_nothing_in_the_next_outp
     text = log.read_text()
     _clean(text)
     assert "finished" in text and "verified clips: ok=8" in text, text
+
+
+_INTERRUPTED_IMPORT = '''
+import sys
+import batchgen.__main__ as entry
+
+
+class _InterruptCliImport:
+    """Raises KeyboardInterrupt from code run from a string, as dataclasses and namedtuple
+    build their methods, while the command line is imported."""
+
+    def find_spec(self, name, path, target=None):
+        if name == "batchgen.cli":
+            exec("raise KeyboardInterrupt")
+        return None
+
+
+sys.meta_path.insert(0, _InterruptCliImport())
+entry.main()
+'''
+
+
+def test_a_signal_inside_string_built_code_still_exits_130_under_python_m(tmp_path):
+    """CPython remembers a KeyboardInterrupt that left exec'd source as unhandled even when
+    caught, and under ``python -m`` kills itself with SIGINT after ``sys.exit(130)`` (seen: a
+    SIGTERM 0.3 s into ``python -m batchgen run`` ended -2 instead of 130, 2 runs in 60). The
+    interrupt is injected at that very place, deterministically."""
+    (tmp_path / "interrupted_import.py").write_text(_INTERRUPTED_IMPORT)
+    r = subprocess.run([sys.executable, "-m", "interrupted_import"], cwd=tmp_path, env=_env(),
+                       capture_output=True, timeout=60)
+    assert (r.returncode, r.stderr.decode()) == (130, "interrupted\n")
