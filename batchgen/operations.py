@@ -11,6 +11,7 @@ database is refused unchanged (``NotALedger``) and an older ledger is left to `b
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -62,50 +63,76 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
     table = prices or PriceTable.load()
     m = Manifest(manifest, catalog)
     table.catalog = m.catalog
-    keys: list[str] = []
-    rows: list[tuple[str, str, str, str]] = []  # (key, name, source, output) for explain
+    rows: list[tuple[str, str, str, str, dict[str, Any] | None]] = []  # explain: key, name, source, output, state
     seconds: dict[tuple[str, str], float] = defaultdict(float)
     jobs_by: dict[tuple[str, str], int] = defaultdict(int)
     credits: dict[tuple[str, str], float | None] = {}
-    for job in m.expand():
-        keys.append(job.key)
-        if explain:
-            rows.append((job.key, job.name, job.source, job.output))
-        group = (job.model, str(job.request.get("resolution", "-")))
-        jobs_by[group] += 1
-        seconds[group] += table.seconds(job.request)
-        est = table.estimate(job.request)
-        prev = credits.get(group, 0.0)
-        credits[group] = None if est is None or prev is None else prev + est
-    m.check()
-    known: dict[str, dict[str, Any]] = {}
-    if isinstance(ledger, Ledger) or _ledger_exists(ledger):
-        with open_ledger(ledger, readonly=True) as led:
-            known = led.states_by_key(keys)
     buckets = {"new": 0, "done": 0, "lost": 0, "in_flight": 0, "failed": 0, "in_doubt": 0, "cancelled": 0, "queued": 0}
-    for k in keys:
-        s = known[k]["state"] if k in known else None
-        if s is None:
-            buckets["new"] += 1
-        elif s == S.DONE and known[k]["verify"] in _LOST and not known[k]["pruned_at"]:
-            buckets["lost"] += 1  # done, but its file is gone or changed: `batchgen recover`
-        elif s == S.SUBMITTING or s in ACTIVE:
-            buckets["in_flight"] += 1
-        else:
-            buckets[s] += 1
+    # Streamed: each batch of keys is looked up in the ledger as the expansion goes (a
+    # 1,000,000-row manifest is never held). The ledger is opened at the first batch; a ledger
+    # that cannot be opened is reported only after the manifest's own problems.
+    with contextlib.ExitStack() as stack:
+        led: Ledger | None = None
+        ledger_error: BatchgenError | None = None
+        compare = isinstance(ledger, Ledger) or _ledger_exists(ledger)
+        batch: list[str] = []
+        pending: list[tuple[str, str, str, str]] = []
+
+        def classify() -> None:
+            nonlocal led, ledger_error, compare
+            if compare and led is None:
+                try:
+                    led = stack.enter_context(open_ledger(ledger, readonly=True))
+                except BatchgenError as e:
+                    ledger_error, compare = e, False
+            known = led.states_by_key(batch) if led is not None else {}
+            for k in batch:
+                buckets[_bucket(known.get(k))] += 1
+            rows.extend((k, n, src, out, known.get(k)) for k, n, src, out in pending)
+            batch.clear()
+            pending.clear()
+
+        for job in m.expand():
+            batch.append(job.key)
+            if explain:
+                pending.append((job.key, job.name, job.source, job.output))
+            group = (job.model, str(job.request.get("resolution", "-")))
+            jobs_by[group] += 1
+            seconds[group] += table.seconds(job.request)
+            est = table.estimate(job.request)
+            prev = credits.get(group, 0.0)
+            credits[group] = None if est is None or prev is None else prev + est
+            if len(batch) >= 2000:
+                classify()
+        m.check()
+        classify()
+        if ledger_error is not None:
+            raise ledger_error
     per: list[dict[str, Any]] = [
         {"model": mo, "resolution": r, "jobs": jobs_by[(mo, r)], "seconds": seconds[(mo, r)],
          "credits_estimated": None if credits[(mo, r)] is None else round(credits[(mo, r)] or 0.0, 4)}
         for (mo, r) in sorted(jobs_by)]
     total = sum(p["credits_estimated"] or 0.0 for p in per)
     doc: dict[str, Any] = {
-        "manifest": str(manifest), "jobs": len(keys), "states": buckets, "video": per,
+        "manifest": str(manifest), "jobs": sum(buckets.values()), "states": buckets, "video": per,
         "to_submit": buckets["new"] + buckets["queued"], "credits_estimated_total": round(total, 4),
         "credits_unit": table.unit, "prices": table.source, "warnings": list(m.warnings)}
     if explain:
         doc["explain"] = [{"key": short_key(k), "name": n, "row": src, "output": out, "action": a, "reason": r}
-                          for k, n, src, out in rows for a, r in [why(known.get(k))]]
+                          for k, n, src, out, j in rows for a, r in [why(j)]]
     return doc
+
+
+def _bucket(j: dict[str, Any] | None) -> str:
+    """The plan's state bucket of a job the ledger knows as ``j`` (None: not recorded)."""
+    if j is None:
+        return "new"
+    s = j["state"]
+    if s == S.DONE and j["verify"] in _LOST and not j["pruned_at"]:
+        return "lost"  # done, but its file is gone or changed: `batchgen recover`
+    if s == S.SUBMITTING or s in ACTIVE:
+        return "in_flight"
+    return str(s)
 
 
 def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,

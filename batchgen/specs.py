@@ -102,6 +102,8 @@ class ModelSpec:
 
 
 # ------------------------------------------------------------------------------ the catalog
+_MEMO_TYPES = (str, int, float, bool, type(None))  # immutable cells: safe to share a verdict
+_MEMO_MAX = 4096
 class Catalog:
     """The models batchgen validates: the shipped entries plus the user's additions."""
 
@@ -112,6 +114,7 @@ class Catalog:
         # Fields holding media URLs: a local file named there is uploaded first (manifest/localfiles.py).
         self.media_fields = frozenset(f for m in self.models.values() for f, s in m.fields.items()
                                       if s.kind in ("url", "urls"))
+        self._checked: dict[tuple[str, str, type, Any], tuple[Any, str | None]] = {}  # see normalise
 
     @classmethod
     def shipped(cls) -> Catalog:
@@ -145,20 +148,32 @@ class Catalog:
         warnings: list[tuple[str, str]] = []
         out: dict[str, Any] = {"model": model}
         failed: set[str] = set()  # fields with their own error: the cross rules do not read them
+        memo = self._checked
         for name, fs in spec.fields.items():
             raw = params.get(name)
             if raw == "" or raw == []:
                 raw = None
-            value = coerce(fs, raw)
-            if value is None:
-                if fs.required:
-                    errors.append((name, "is required"))
-                    failed.add(name)
-                    continue
-                value = fs.default
+            # A field's coerced value and verdict depend only on the field and the cell: rows
+            # repeat most cells (a million rows, a handful of durations), so each is worked out
+            # once. Lists are never shared between jobs; long free text is not kept.
+            mk = (model, name, type(raw), raw) if type(raw) in _MEMO_TYPES else None
+            hit = memo.get(mk) if mk is not None else None
+            if hit is not None:
+                value, err = hit
+            else:
+                value = coerce(fs, raw)
                 if value is None:
-                    continue  # not sent: the API applies its own default
-            err = _check(fs, value)
+                    if fs.required:
+                        errors.append((name, "is required"))
+                        failed.add(name)
+                        continue
+                    value = fs.default
+                    if value is None:
+                        continue  # not sent: the API applies its own default
+                err = _check(fs, value)
+                if mk is not None and type(value) in _MEMO_TYPES and len(memo) < _MEMO_MAX \
+                        and not (type(raw) is str and len(raw) > 64):
+                    memo[mk] = (value, err)
             if err:
                 errors.append((name, err))
                 failed.add(name)

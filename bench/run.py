@@ -293,11 +293,60 @@ def report_scale(n: int) -> None:
             f"<= {paint + 0.2:.2f} s", filtered <= paint + 0.2)
 
 
+def million(n: int) -> None:
+    """Issue 21's flat-memory figures: plan, run (zero render, no verification), resume after
+    adding 1% rows, export and report of an n-job ledger; time, peak RSS, ledger bytes per job."""
+    print(f"\n[8] million: {n:,} jobs — plan, run (zero render, --no-verify), resume +1%, export, report")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        m = csv_manifest(tmp / "m.csv", n)
+        led = tmp / "l.db"
+        nowhere = {"BATCHGEN_LEDGER": str(tmp / "none.db")}  # plan before the first run: no ledger yet
+
+        def ledger_bytes() -> int:
+            return sum(p.stat().st_size for p in tmp.glob("l.db*") if p.suffix != ".lock")
+
+        p = child([PY, "-m", "batchgen", "plan", str(m), "--json"], env=nowhere)
+        full = n >= 1_000_000  # the time goal is for a million rows; smaller runs print it only
+        row(f"plan of {n:,} rows: wall (s)", f"{p['wall']:.1f}", "<= 15 at 1M",
+            (p["rc"] == 0 and p["wall"] <= 15) if full else None)
+        row("  plan peak RSS (MB)", f"{p['rss_mb']:.0f}", "<= 150", p["rc"] == 0 and p["rss_mb"] <= 150)
+        knobs = {"render_min": 0, "render_max": 0, "file_min": 2048, "file_max": 4096}
+        with Sim(**knobs) as sim:
+            r = batchgen_run(sim, m, tmp, "--concurrency", "64", "--rpm", "0", "--poll-min", "0.01")
+            done = r["summary"].get("counts", {}).get("done", 0)
+            per_job = ledger_bytes() / max(1, done)
+            row(f"run of {n:,} jobs: wall (s) / jobs per s", f"{r['wall']:.0f} / {done / r['wall']:.0f}", "",
+                None if done == n else False)
+            row("  run peak RSS (MB)", f"{r['rss_mb']:.0f}", "<= 200", done == n and r["rss_mb"] <= 200)
+            row("  ledger bytes per job", f"{per_job:.0f}", "<= 1000", done == n and per_job <= 1000)
+            extra = n // 100
+            with open(m, "a") as f:  # 1% more rows: the manifest is expanded and recorded again
+                for i in range(n, n + extra):
+                    f.write(f"clip{i:06d},grok-imagine-text-to-video,bench clip {i} of a lighthouse at dusk,"
+                            f"{1 + i % 10}\n")
+            again = batchgen_run(sim, m, tmp, "--concurrency", "64", "--rpm", "0", "--poll-min", "0.01")
+        counts = again["summary"].get("counts", {})
+        row(f"resume with {extra:,} rows added: wall (s)", f"{again['wall']:.0f}", "",
+            None if counts == {"done": n + extra} else False)
+        row("  resume peak RSS (MB)", f"{again['rss_mb']:.0f}", "<= 200", again["rss_mb"] <= 200)
+        row("  ledger bytes per job after resume", f"{ledger_bytes() / (n + extra):.0f}", "<= 1000",
+            ledger_bytes() / (n + extra) <= 1000)
+        for what, out in (("export", "r.csv"), ("report", "report.html")):
+            e = child([PY, "-m", "batchgen", what, "--ledger", str(led), "-o", str(tmp / out)])
+            size = (tmp / out).stat().st_size / 1e6 if e["rc"] == 0 else 0.0
+            row(f"{what} of {n + extra:,} jobs: wall (s) / peak RSS (MB) / size (MB)",
+                f"{e['wall']:.0f} / {e['rss_mb']:.0f} / {size:.0f}", "RSS <= 200", e["rc"] == 0 and e["rss_mb"] <= 200)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the targets")
     ap.add_argument("--only", default="",
-                    help="comma list of scenarios: throughput,requests,rate,memory,resume,makespan,makespan-exact,report")
+                    help="comma list of scenarios: throughput,requests,rate,memory,resume,makespan,makespan-exact,report; "
+                         "million (issue 21's flat-memory figures, ~1 h at full size) runs only when named")
+    ap.add_argument("--million-rows", type=int, default=1_000_000,
+                    help="jobs of the million scenario (try 100000 first)")
     ap.add_argument("--makespan-scale", type=float, default=1.0,
                     help="scale of the makespan scenario's 3-8 s renders (1.0: as specified, ~6 min for both runs; "
                          "a smaller scale makes the fixed per-job cost weigh more)")
@@ -323,6 +372,8 @@ def main() -> None:
                  title="[6b] makespan-exact")
     if "report" in chosen:
         report_scale(10000 if q else 100000)
+    if "million" in chosen:
+        million(10000 if q else a.million_rows)
     misses = [r for r in ROWS if r[3] == "MISS"]
     print(f"\n{len(ROWS)} figures, {len(misses)} target(s) missed" + (": " + "; ".join(r[0] for r in misses) if misses else ""))
 

@@ -101,7 +101,7 @@ class Reads(Room):
     def manifest_members(self, manifest: str) -> list[JobRow] | None:
         """The jobs this manifest path expanded to when last recorded (None: not known — a
         ledger written before batchgen recorded it)."""
-        q = (select(jobs).join(manifest_jobs, manifest_jobs.c.key == jobs.c.key)
+        q = (select(jobs).join(manifest_jobs, manifest_jobs.c.job_id == jobs.c.id)
              .where(manifest_jobs.c.manifest == manifest).order_by(jobs.c.seq, jobs.c.id))
         with self._read() as c:
             rows = [job_row(r) for r in c.execute(q)]

@@ -93,8 +93,9 @@ class Recorder(Room):
         """This manifest's job set (`batchgen diff`) as recorded now; the caller deleted the old."""
         if batch:
             ph = placeholder(c)
-            c.exec_driver_sql(f"INSERT INTO manifest_jobs (manifest, key) VALUES ({ph('manifest')}, {ph('key')}) "
-                              "ON CONFLICT DO NOTHING", [{"manifest": manifest, "key": j.key} for j in batch])
+            c.exec_driver_sql(f"INSERT INTO manifest_jobs (manifest, job_id) SELECT {ph('manifest')}, id FROM jobs "
+                              f"WHERE key = {ph('key')} ON CONFLICT DO NOTHING",
+                              [{"manifest": manifest, "key": j.key} for j in batch])
 
     def upsert_jobs(self, run_id: int, batch: Sequence[Job]) -> None:
         with self.engine.begin() as c:

@@ -26,5 +26,5 @@ class Scope:
 
 def of_manifest(scope: Scope) -> Any:
     """The jobs of this manifest (see ``Scope``), whichever run or worker recorded them last."""
-    return or_(jobs.c.key.in_(select(manifest_jobs.c.key).where(manifest_jobs.c.manifest == scope.manifest)),
+    return or_(jobs.c.id.in_(select(manifest_jobs.c.job_id).where(manifest_jobs.c.manifest == scope.manifest)),
                jobs.c.run_id.in_(select(runs.c.id).where(runs.c.manifest_sha256 == scope.sha256)))

@@ -7,12 +7,15 @@ a field set by both a row and the matrix is an error."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import names
+from ..errors import ManifestError
 from ..jobs import Job, short_key
 from ..names import TemplateError
 from .csvreader import csv_rows
@@ -20,6 +23,7 @@ from .document import Document, Row
 from .keys import job_identity
 from .localfiles import LocalInputs
 from .problems import Problems
+from .seen import Seen, fingerprint_of_key, fingerprint_of_text
 from .templates import FAILED, Templates
 from .validate import CatalogCheck
 
@@ -52,35 +56,67 @@ class Expander:
     def expand(self) -> Iterator[Job]:
         """Yield every valid job in manifest order. Invalid rows are recorded in ``problems``
         (and skipped); duplicate keys and output names are detected across the whole stream."""
-        keys: dict[str, str] = {}
-        outputs: dict[str, tuple[str, bool]] = {}
+        # Fingerprints and row ordinals only (see seen.py): a problem names the first row by a
+        # placeholder, filled in once the stream has ended (``_name_first_rows``).
+        keys, outputs = Seen(), Seen()
         every = combos(self.doc.matrix)
         seq = 0
         self.expanded = 0
-        for row in rows(self.doc, self.problems):
+        firsts: set[int] = set()
+        for ordinal, row in enumerate(rows(self.doc, self.problems)):
             for combo in every:
                 seq += 1
                 made = self.builder.make_job(row, combo, seq)
                 if made is None:
                     continue
                 job, reduced = made
-                first = keys.get(job.key)
+                first = keys.add(fingerprint_of_key(job.key), ordinal)
                 if first is not None:
-                    self.problems.add(row.where, None, f"is the identical request as {first} (same job key "
-                                      f"{short_key(job.key)}); give each a distinct `take:` to render it more than "
-                                      "once", file=row.file)
+                    firsts.add(first[0])
+                    self.problems.add(row.where, None, f"is the identical request as {_placeholder(first[0])} "
+                                      f"(same job key {short_key(job.key)}); give each a distinct `take:` to render "
+                                      "it more than once", file=row.file)
                     continue
-                keys[job.key] = row.where
-                prev = outputs.get(job.output)
+                prev = outputs.add(fingerprint_of_text(job.output), ordinal, reduced)
                 if prev is not None:
+                    firsts.add(prev[0])
                     why = (" (values in file names are reduced to letters, digits, '.', '_' and '-' and cut to "
                            f"{names.VALUE_CHARS} characters, which made them equal)") if reduced or prev[1] else ""
-                    self.problems.add(row.where, "output", f"file name {job.output!r} is also used by {prev[0]}{why}; "
-                                      "make the `output` template unique", file=row.file)
+                    self.problems.add(row.where, "output", f"file name {job.output!r} is also used by "
+                                      f"{_placeholder(prev[0])}{why}; make the `output` template unique", file=row.file)
                     continue
-                outputs[job.output] = (row.where, reduced)
                 self.expanded += 1
                 yield job
+        if firsts:
+            self._name_first_rows(firsts)
+
+    def _name_first_rows(self, firsts: set[int]) -> None:
+        """Replace each problem's placeholder with where its first row is: the rows are read
+        again (only when the manifest repeats itself, which is an error anyway)."""
+        where: dict[int, str] = {}
+        try:
+            for ordinal, row in enumerate(rows(self.doc, Problems(self.problems.file))):
+                if ordinal in firsts:
+                    where[ordinal] = row.where
+                    if len(where) == len(firsts):
+                        break
+        except ManifestError:  # the file changed under us: its rows are named by number
+            pass
+        for i, p in enumerate(self.problems.problems):
+            if p.message.startswith(_REWRITTEN) and _MARK in p.message:
+                self.problems.problems[i] = dataclasses.replace(p, message=_PLACEHOLDER.sub(
+                    lambda m: where.get(int(m[1]), f"row #{int(m[1]) + 1}"), p.message))
+
+
+# A first row's place in a message until the stream has ended: its ordinal between two
+# private-use characters; only the two messages that use it are rewritten.
+_MARK = "\ue000"
+_PLACEHOLDER = re.compile("\ue000(\\d+)\ue000")
+_REWRITTEN = ("is the identical request as ", "file name ")
+
+
+def _placeholder(ordinal: int) -> str:
+    return f"{_MARK}{ordinal}{_MARK}"
 
 
 class JobBuilder:
