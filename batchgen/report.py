@@ -14,21 +14,22 @@ and names are user text.
 
 from __future__ import annotations
 
-import base64
-import gzip
 import html
 import json
 import os
 import statistics
+import tempfile
 import time
+from array import array
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 from . import files
 from .jobs import UNFINISHED, JobRow, JobState, plain
 from .media import PICTURES_DIR
+from .reportdata import COMPARE_MAX_VALUES, CompareFields, Packed, json_bytes
 
 S = JobState
 
@@ -37,7 +38,6 @@ MESSAGE_CHARS = 160
 # Row layout of the embedded data (see _JS: the same order).
 _FIELDS = ("name", "key", "state", "model", "params", "prompt", "polls", "credits", "error", "message", "output",
            "verify", "detail", "duration", "width", "height", "poster", "sheet", "delivered", "pruned")
-COMPARE_MAX_VALUES = 12  # a field offered for comparison has 2..12 distinct values
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#f6f7f9}
@@ -183,11 +183,14 @@ _JS = r"""
 """
 
 
+_BLOB = "\ue000data\ue000"  # where the packed data goes in the page (see render)
+
+
 def _e(v: Any) -> str:
     return html.escape("" if v is None else str(v), quote=True)
 
 
-def _histogram(values: list[float], *, bins: int = 12, unit: str = "s", title: str, x_label: str) -> str:
+def _histogram(values: Sequence[float], *, bins: int = 12, unit: str = "s", title: str, x_label: str) -> str:
     if not values:
         return f"<p class='muted'>{_e(title)}: no data yet.</p>"
     lo, hi = min(values), max(values)
@@ -277,23 +280,27 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
     strings = _Strings()
     states: Counter[str] = Counter()
     verified: Counter[str] = Counter()
-    failures: dict[str, list[str]] = defaultdict(list)
+    failures: Counter[str] = Counter()
+    failed_names: dict[str, list[str]] = defaultdict(list)  # the first few of each code (the page lists 8)
     failure_msg: dict[str, str] = {}
-    timings: list[float] = []
-    polls: list[float] = []
+    timings = array("d")
+    polls = array("d")
     credits = 0.0
     by_model: Counter[str] = Counter()
     by_model_done: Counter[str] = Counter()
     by_model_credits: dict[str, float] = defaultdict(float)
     seconds_done = 0.0
     out_root: str | None = None
-    data: list[list[Any]] = []
-    # comparison: per field, each job's request without that field (hashed) and the field's value
-    rest_hash: dict[str, list[int | None]] = {}
-    field_value: dict[str, list[str | None]] = {}
-    distinct: dict[str, set[str]] = defaultdict(set)
+    # comparison: per field, each job's request without that field (hashed) and the field's
+    # value (an id into the field's own values; -1: the job has no such field). A field with more
+    # values than can be compared is dropped as soon as it has them (unless it is ``compare``).
+    fields = CompareFields(compare)
     run_ids: set[int] = set()
     manifests: Counter[str] = Counter()
+    n = 0
+    # The rows are written as they come (JSON, to a temporary file), never held: a million jobs
+    # make a page of tens of MB but need no more memory than a few.
+    spool = tempfile.TemporaryFile()
     for j in rows:
         run_ids.add(j["run_id"])
         if m := cast(dict[str, Any], j).get("manifest"):  # operations._rows adds it
@@ -311,7 +318,9 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
         if j["task_id"]:
             polls.append(float(j["polls"] or 0))
         if state in (S.FAILED, S.IN_DOUBT) and j["error_code"]:
-            failures[j["error_code"]].append(j["name"])
+            failures[j["error_code"]] += 1
+            if len(failed_names[j["error_code"]]) <= 8:
+                failed_names[j["error_code"]].append(j["name"])
             failure_msg.setdefault(j["error_code"], j["error_message"] or "")
         if j["verify"]:
             verified[j["verify"]] += 1
@@ -330,24 +339,17 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
         full = {**req, "prompt": prompt, "model": model, "take": j["take"]}
         items = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in full.items()))
         for f in [*req, "model", "take"]:
-            if f not in rest_hash:
-                rest_hash[f], field_value[f] = [None] * len(data), [None] * len(data)
             if f == "model":
                 # Models take different fields (per_model: resolution, audio…), so "the same
                 # shot on another model" is the same row, take, prompt and aspect ratio.
-                rest_hash[f].append(hash((j["source"], j["take"], prompt,
-                                          full.get("aspect_ratio", full.get("ratio")))))
+                h = hash((j["source"], j["take"], prompt, full.get("aspect_ratio", full.get("ratio"))))
             else:
-                rest_hash[f].append(hash(tuple(kv for kv in items if kv[0] != f)))
-            v = "" if full.get(f) is None else str(full[f])
-            field_value[f].append(v)
-            if len(distinct[f]) <= COMPARE_MAX_VALUES:
-                distinct[f].add(v)
-        for f in rest_hash:
-            if len(rest_hash[f]) < len(data) + 1:
-                rest_hash[f].append(None)
-                field_value[f].append(None)
-        data.append([
+                h = hash(tuple(kv for kv in items if kv[0] != f))
+            fields.add(f, n, h, "" if full.get(f) is None else str(full[f]))
+        n += 1
+        fields.pad(n)
+        spool.write(b"," if n > 1 else b"")
+        spool.write(json_bytes([
             j["name"], j["key"][:12], strings(state), strings(j["model"]), strings(params),
             strings(_cut(prompt, PROMPT_CHARS)), j["polls"] or 0, j["credits"], strings(j["error_code"]),
             strings(_cut(j["error_message"], MESSAGE_CHARS)), strings(output), strings(j["verify"]),
@@ -357,33 +359,39 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
             # the object URL (--deliver); its common prefix when it ends with the output name, so
             # that 100k delivered clips share one string
             strings(_delivered_prefix(j["delivered_url"], output)), 1 if j["pruned_at"] else 0,
-        ])
-    if compare is not None and compare not in distinct and data:
+        ]))
+    if compare is not None and compare not in fields.distinct and n:
         # an unknown field is an error, not the plain view in silence
         import difflib
 
         from .errors import UsageError
 
-        known = sorted(distinct)
+        spool.close()
+        known = sorted(fields.distinct)
         near = difflib.get_close_matches(compare, known, n=1)
         raise UsageError(f"--compare {compare}: no job has this field" + (f"; did you mean {near[0]}?" if near else "")
                          + f" (fields: {', '.join(known)})")
-    comparable = sorted(f for f, vs in distinct.items()
-                        if f == compare or 2 <= len(vs) <= COMPARE_MAX_VALUES)
-    columns: dict[str, dict[str, list[int | None]]] = {}
-    for f in comparable:  # small group ids and string-table values, one column per field
-        ids: dict[int, int] = {}
-        columns[f] = {"g": [None if h is None else ids.setdefault(h, len(ids)) for h in rest_hash[f]],
-                      "v": [None if v is None else strings(v) if v else strings("—") for v in field_value[f]]}
+    comparable = fields.comparable()
+    columns = tempfile.TemporaryFile()  # small group ids and string-table values, one column per field
+    columns.write(b"{")
+    for i, f in enumerate(comparable):
+        columns.write(b"," if i else b"")
+        fields.write_column(f, strings, columns)
+    columns.write(b"}")
     base = ""
     if out_root is not None:
         rel = os.path.relpath(out_root, base_dir)
         base = "" if rel == "." else "/".join(Path(rel).parts) + "/"
-    payload = {"fields": list(_FIELDS), "strings": strings.items, "rows": data, "base": base,
-               "pictures": PICTURES_DIR + "/", "compare": compare, "columns": columns}
     # gzip + base64: a fifth of the size, and no user text can reach the HTML parser at all.
-    blob = base64.b64encode(gzip.compress(json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-                                          .encode(), compresslevel=6, mtime=0)).decode()
+    # The same bytes as one JSON document {fields, strings, rows, base, pictures, compare, columns}.
+    blob = Packed(tempfile.TemporaryFile())
+    blob.write(b'{"fields":' + json_bytes(list(_FIELDS)) + b',"strings":' + json_bytes(strings.items) + b',"rows":[')
+    blob.copy(spool)
+    blob.write(b'],"base":' + json_bytes(base) + b',"pictures":' + json_bytes(PICTURES_DIR + "/") + b',"compare":'
+               + json_bytes(compare) + b',"columns":')
+    blob.copy(columns)
+    blob.write(b"}")
+    blob.finish()
     total = sum(states.values())
     med = statistics.median(timings) if timings else None
     not_as_asked = sum(n for v, n in verified.items() if v not in ("ok", "unchecked"))
@@ -398,9 +406,9 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
         tiles.insert(4, ("not yet delivered", delivery["undelivered"], S.FAILED if delivery["undelivered"] else ""))
     tile_html = "".join(f"<div class='tile {c}'><b>{_e(v)}</b>{_e(k)}</div>" for k, v, c in tiles)
     fail_html = "".join(
-        f"<tr><td>{_e(code)}</td><td>{len(names)}</td><td>{_e(failure_msg[code])}</td>"
+        f"<tr><td>{_e(code)}</td><td>{failures[code]}</td><td>{_e(failure_msg[code])}</td>"
         f"<td>{_e(', '.join(names[:8]))}{' …' if len(names) > 8 else ''}</td></tr>"
-        for code, names in sorted(failures.items(), key=lambda kv: -len(kv[1])))
+        for code, names in sorted(failed_names.items(), key=lambda kv: -failures[kv[0]]))
     options = "".join(f"<option value='{_e(s)}'>{_e(s)} ({n})</option>" for s, n in sorted(states.items()))
     v_options = "".join(f"<option value='{_e(s)}'>{_e(s)} ({n})</option>" for s, n in sorted(verified.items()))
     c_options = "".join(f"<option value='{_e(f)}'>{_e(f)}</option>" for f in comparable)
@@ -429,12 +437,16 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
 <table id="jobs"><thead><tr><th>name</th><th>state</th><th>model / params</th><th>prompt</th><th>polls</th>
 <th>credits</th><th>error</th><th>measured</th><th>video</th></tr></thead><tbody id="rows"></tbody></table>
 <table id="comparison" hidden><thead id="cmp-head"></thead><tbody id="cmp-rows"></tbody></table>
-<script type="application/octet-stream" id="data" data-encoding="gzip+base64">{blob}</script>
+<script type="application/octet-stream" id="data" data-encoding="gzip+base64">{_BLOB}</script>
 <script>{_JS}</script></body></html>
 """
+    # Only constant text follows the blob: the page's user text is all before it.
+    head, _, tail = doc.rpartition(_BLOB)
     with files.atomic_output(report_path, what="the report", allow_stdout=True) as f:
-        f.write(doc)
+        f.write(head)
+        size = len(head.encode()) + blob.write_base64(f)
+        f.write(tail)
     return {"jobs": total, "runs": sorted(run_ids), "manifests": sorted(manifests), "states": dict(states),
             "credits": credits,
-            "failures": {k: len(v) for k, v in failures.items()}, "verified": dict(verified),
-            "median_submit_to_complete_s": med, "bytes": len(doc.encode()), "delivery": delivery}
+            "failures": dict(failures), "verified": dict(verified),
+            "median_submit_to_complete_s": med, "bytes": size + len(tail.encode()), "delivery": delivery}
