@@ -1,0 +1,216 @@
+"""Flat memory at a million jobs (issue 21), its correctness side: expansion's compact memory of
+keys and output names still names the first row of a repeat; plan's streamed ledger look-ups;
+migration 0008 (membership by job id, partial task-id index) keeps every job and request on
+SQLite and PostgreSQL; the report's streamed data is the bytes gzip.compress made. Nothing here
+is timed: the figures are bench/run.py's `million` scenario."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tempfile
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+
+import batchgen
+from batchgen import operations
+from batchgen.errors import ManifestError
+from batchgen.ledger import Ledger, Scope, _migrations_dir, make_engine
+from batchgen.manifest import Manifest
+from batchgen.manifest.seen import Seen, fingerprint_of_key, fingerprint_of_text
+from batchgen.reportdata import CompareFields, Packed
+
+T2V = "grok-imagine-text-to-video"
+
+
+# ---------------------------------------------------------------------------- expansion's memory
+def test_seen_remembers_each_value_with_its_first_number_and_flag_across_growth():
+    seen = Seen(capacity=8)
+    texts = [f"clip{i:06d}.mp4" for i in range(20000)]
+    for i, t in enumerate(texts):
+        assert seen.add(fingerprint_of_text(t), i, flag=i % 3 == 0) is None
+    assert seen.count == 20000
+    for i in (0, 1, 7, 12345, 19999):  # after many doublings
+        assert seen.add(fingerprint_of_text(texts[i]), 99) == (i, i % 3 == 0)
+    assert seen.add(fingerprint_of_text("clip020000.mp4"), 5) is None
+    key = "ab" * 32
+    assert seen.add(fingerprint_of_key(key), 1) is None and seen.add(fingerprint_of_key(key), 2) == (1, False)
+    # a fingerprint whose top 64 bits are zero is a value like any other
+    assert seen.add(5, 3) is None and seen.add(5, 4) == (3, False) and seen.add(6, 4) is None
+    with pytest.raises(ValueError):
+        seen.add(7, 1 << 31)
+
+
+def _csv(path, rows):
+    path.write_text("name,model,prompt,duration\n" + "".join(f"{n},{T2V},{p},{d}\n" for n, p, d in rows))
+    return path
+
+
+def test_a_repeat_far_down_a_large_csv_names_the_first_row(tmp_path):
+    rows = [(f"c{i}", f"shot {i}", 1 + i % 10) for i in range(30000)]
+    rows[25000] = ("again", "shot 2", 3)  # the request of row 3 (line 4)
+    rows[28000] = ("c9", "other shot", 4)  # the file name of row 10 (line 11)
+    m = Manifest(_csv(tmp_path / "big.csv", rows))
+    with pytest.raises(ManifestError) as ei:
+        m.validate()
+    problems = [str(p) for p in ei.value.problems]
+    assert len(problems) == 2, problems
+    assert "row 25001 (line 25002): is the identical request as row 3 (line 4) (same job key" in problems[0]
+    assert "row 28001 (line 28002), field 'output': file name 'c9.mp4' is also used by row 10 (line 11)" in problems[1]
+
+
+def test_repeats_under_a_matrix_and_in_yaml_jobs_name_their_rows(tmp_path):
+    (tmp_path / "rows.csv").write_text(f"name,prompt\na,one\nb,two\nc,one\n")
+    y = tmp_path / "m.yaml"
+    y.write_text(f"defaults: {{model: {T2V}}}\nmatrix: {{aspect_ratio: ['16:9', '9:16']}}\n"
+                 "jobs:\n  - {name: y1, prompt: first}\n  - {name: y2, prompt: one}\nrows: rows.csv\n")
+    with pytest.raises(ManifestError) as ei:
+        Manifest(y).validate()
+    text_ = "\n".join(str(p) for p in ei.value.problems)
+    # each matrix combination of rows a and c repeats jobs[1]'s (one line each: its key differs)
+    assert "rows.csv: row 1 (line 2): is the identical request as jobs[1] (line 5)" in text_
+    assert "rows.csv: row 3 (line 4): is the identical request as jobs[1] (line 5)" in text_
+    assert len(ei.value.problems) == 4 and text_.count("as jobs[1] (line 5)") == 4 and "\ue000" not in text_
+
+
+# ---------------------------------------------------------------------------- plan, streamed
+def test_plan_looks_up_every_batch_of_a_large_manifest_in_the_ledger(tmp_path):
+    m = _csv(tmp_path / "m.csv", [(f"c{i}", f"shot {i}", 1 + i % 10) for i in range(4500)])
+    led = Ledger(str(tmp_path / "l.db"))
+    try:
+        batchgen.prepare(led, Manifest(m), batchgen.RunOptions(out_dir=tmp_path / "out"))
+        with led.engine.begin() as c:  # spread over the 2000-job batches: done, in flight, failed
+            c.execute(text("UPDATE jobs SET state='done', task_id='t' || id, output_path='/x' WHERE id % 3 = 0"))
+            c.execute(text("UPDATE jobs SET state='rendering', task_id='t' || id WHERE id % 3 = 1 AND id > 4000"))
+            c.execute(text("UPDATE jobs SET state='failed', error_code='x' WHERE id = 2222"))
+    finally:
+        led.close()
+    with open(m, "a") as f:
+        f.write(f"new,{T2V},a new shot,5\n")
+    doc = operations.plan(m, ledger=str(tmp_path / "l.db"), explain=True)
+    assert doc["jobs"] == 4501 and doc["states"]["done"] == 1500 and doc["states"]["in_flight"] == 166
+    assert doc["states"]["failed"] == 1 and doc["states"]["new"] == 1
+    assert doc["states"]["queued"] == 4501 - 1500 - 166 - 1 - 1
+    actions = {e["name"]: e["action"] for e in doc["explain"]}
+    assert actions["c2"] == "skip" and actions["c4002"] == "poll" and actions["new"] == "submit"
+    assert len(doc["explain"]) == 4501
+
+
+def test_plan_reports_the_manifest_before_an_unusable_ledger(tmp_path):
+    bad = _csv(tmp_path / "bad.csv", [("a", "x", 99)])
+    with pytest.raises(ManifestError):
+        operations.plan(bad, ledger=str(tmp_path / "missing.db"))
+    good = _csv(tmp_path / "good.csv", [("a", "x", 5)])
+    with pytest.raises(batchgen.errors.BatchgenError, match="no ledger"):
+        operations.plan(good, ledger=str(tmp_path / "missing.db"))
+
+
+# ---------------------------------------------------------------------------- migration 0008
+REQUESTS = ['{"model":"m","prompt":"ümlaut \\"quoted\\" \\u2028","duration":5}', '{}',
+            '{"aspect_ratio":"16:9","model":"grok","prompt":"' + "x" * 3000 + '","resolution":"720p"}']
+
+
+def _ledger_at_0007(url: str) -> None:
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    with engine.begin() as c:
+        cfg.attributes["connection"] = c
+        command.upgrade(cfg, "0007")
+        c.execute(text("INSERT INTO runs (manifest, manifest_sha256, started_at, status, host, pid, jobs_total) "
+                       "VALUES ('/m.yaml', 'sha-a', 1, 'finished', 'h', 1, 3), "
+                       "('/other.yaml', 'sha-b', 2, 'finished', 'h', 1, 1)"))
+        for i, req in enumerate(REQUESTS, start=1):
+            c.execute(text("INSERT INTO jobs (key, run_id, seq, name, source, model, request, output, state, task_id, "
+                           "created_at, updated_at) VALUES (:k, 1, :i, :n, 's', 'm', :r, :o, 'done', :t, 1, 1)"),
+                      {"k": f"{i:064x}", "i": i, "n": f"j{i}", "r": req, "o": f"j{i}.mp4", "t": f"task-{i}"})
+            c.execute(text("INSERT INTO events (job_id, at, from_state, to_state, task_id, detail) VALUES "
+                           "(:i, 1, 'queued', 'submitting', NULL, 'create'), (:i, 2, 'submitting', 'submitted', "
+                           ":t, NULL)"), {"i": i, "t": f"task-{i}"})
+        c.execute(text("INSERT INTO jobs (key, run_id, seq, name, source, model, request, output, state, "
+                       "created_at, updated_at) VALUES (:k, 2, 1, 'o', 's', 'm', '{}', 'o.mp4', 'queued', 1, 1)"),
+                  {"k": f"{99:064x}"})
+        for k, manifest in ((1, "/m.yaml"), (2, "/m.yaml"), (3, "/m.yaml"), (99, "/other.yaml"), (2, "/other.yaml")):
+            c.execute(text("INSERT INTO manifest_jobs (manifest, key) VALUES (:m, :k)"), {"m": manifest, "k": f"{k:064x}"})
+    engine.dispose()
+
+
+def _check_migrated(url: str) -> None:
+    led = Ledger(url)  # migrates on open
+    try:
+        rows = {j["key"]: j for j in led.iter_export()}
+        assert [rows[f"{i:064x}"]["request"] for i in (1, 2, 3)] == REQUESTS  # every request, exactly
+        members = led.manifest_members("/m.yaml")
+        assert members is not None and [j["name"] for j in members] == ["j1", "j2", "j3"]
+        other = led.manifest_members("/other.yaml")
+        assert other is not None and sorted(j["name"] for j in other) == ["j2", "o"]
+        assert led.scope_counts(Scope("/other.yaml", "no-such-sha")) == {"done": 1, "queued": 1}
+        assert led.job("task-2")["name"] == "j2" and led.known_task_ids() == {"task-1", "task-2", "task-3"}
+        assert [e["task_id"] for e in led.events_for(3)] == [None, "task-3"]
+    finally:
+        led.close()
+
+
+def test_migration_0008_keeps_every_job_request_and_membership_on_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    _ledger_at_0007(url)
+    _check_migrated(url)
+    engine = make_engine(url)
+    with engine.connect() as c:
+        ddl = dict(c.execute(text("SELECT name, sql FROM sqlite_master WHERE name IN "
+                                  "('manifest_jobs', 'ix_events_task_id')")).all())
+    engine.dispose()
+    assert "WITHOUT ROWID" in ddl["manifest_jobs"] and "job_id" in ddl["manifest_jobs"]
+    assert "WHERE task_id IS NOT NULL" in ddl["ix_events_task_id"]
+
+
+@pytest.mark.postgres
+def test_migration_0008_keeps_every_job_request_and_membership_on_postgres(pg_url, monkeypatch):
+    _ledger_at_0007(pg_url)
+    _check_migrated(pg_url)
+    monkeypatch.setenv("BATCHGEN_LEDGER", pg_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    command.check(cfg)  # the migrated schema is the models' (constraint names included)
+
+
+# ---------------------------------------------------------------------------- report data, streamed
+def test_packed_data_is_the_bytes_gzip_compress_makes():
+    doc = json.dumps({"rows": [[i, f"ü{i}", None] for i in range(50000)]}, ensure_ascii=False).encode()
+    packed = Packed(tempfile.TemporaryFile())
+    for i in range(0, len(doc), 7777):  # any chunking
+        packed.write(doc[i:i + 7777])
+    packed.finish()
+    out = io.StringIO()
+    packed.write_base64(out)
+    import base64
+
+    assert base64.b64decode(out.getvalue()) == gzip.compress(doc, compresslevel=6, mtime=0)
+
+
+def test_compare_columns_drop_a_field_with_too_many_values_unless_asked():
+    for compare, kept in ((None, ["aspect_ratio"]), ("seed", ["aspect_ratio", "seed"])):
+        fields = CompareFields(compare)
+        for n in range(40):
+            fields.add("aspect_ratio", n, n // 2, "16:9" if n % 2 else "9:16")
+            fields.add("seed", n, n % 5, str(n))
+            if n % 4 == 0:
+                fields.add("take", n, 1, "")
+            fields.pad(n + 1)
+        assert fields.comparable() == kept
+        strings: list[str] = []
+
+        def intern(s):
+            if s not in strings:
+                strings.append(s)
+            return strings.index(s)
+
+        out = io.BytesIO()
+        fields.write_column("aspect_ratio", intern, out)
+        col = json.loads(b"{" + out.getvalue() + b"}")["aspect_ratio"]
+        assert col["g"] == [n // 2 for n in range(40)]
+        assert [strings[v] for v in col["v"]] == ["9:16" if n % 2 == 0 else "16:9" for n in range(40)]
