@@ -442,16 +442,11 @@ def cancel(ledger: str | Ledger | None, run_id: int) -> int:
 def _rows(led: Ledger, run_id: int | None, manifest: str | Path | None) -> Iterator[JobRow]:
     """``iter_export`` limited to one run and/or one manifest (its recorded membership, see
     ``Scope``), each row carrying ``manifest``: the manifest of the run that recorded it last."""
-    keys: set[str] | None = None
-    if manifest is not None:
-        members = led.manifest_members(str(Path(manifest).resolve()))
-        if members is None:
-            raise UsageError(f"{manifest}: no run of this manifest is recorded in {led}")
-        keys = {j["key"] for j in members}
+    path = None if manifest is None else str(Path(manifest).resolve())
+    if path is not None and not led.knows_manifest(path):
+        raise UsageError(f"{manifest}: no run of this manifest is recorded in {led}")
     manifests: dict[int, str | None] = {}
-    for j in led.iter_export(run_id):
-        if keys is not None and j["key"] not in keys:
-            continue
+    for j in led.iter_export(run_id, manifest=path):
         rid = j["run_id"]
         if rid not in manifests:
             r = led.run(rid)

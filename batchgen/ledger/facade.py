@@ -171,5 +171,6 @@ class Ledger:
     manifest_members = _Forward("reads", Reads.manifest_members)
     foreign_tasks = _Forward("reads", Reads.foreign_tasks)
     iter_export = _Forward("reads", Reads.iter_export)
+    knows_manifest = _Forward("reads", Reads.knows_manifest)
     events_for = _Forward("reads", Reads.events_for)
     known_task_ids = _Forward("reads", Reads.known_task_ids)

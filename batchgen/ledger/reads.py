@@ -126,22 +126,38 @@ class Reads(Room):
             row = c.execute(q).first()
         return None if row is None else (str(row[0]), int(row[1]))
 
-    def iter_export(self, run_id: int | None = None, batch: int = 2000) -> Iterator[JobRow]:
-        """Every job (or one run's) in manifest order, streamed; plain dicts built from the
-        driver's tuples (100k rows: the ORM-free path is several times faster)."""
+    def iter_export(self, run_id: int | None = None, batch: int = 2000, manifest: str | None = None,
+                    ) -> Iterator[JobRow]:
+        """Every job (or one run's, and/or the jobs ``manifest`` expanded to when last recorded:
+        the rows ``manifest_members`` returns, never held) in manifest order, streamed; plain dicts
+        built from the driver's tuples (100k rows: the ORM-free path is several times faster)."""
         names = list(jobs.c.keys())
         with self._read() as c:
             ph = placeholder(c)
-            sql = f"SELECT {', '.join(names)} FROM jobs"
+            where: list[str] = []
             params: dict[str, Any] = {}
             if run_id is not None:
-                sql += f" WHERE run_id = {ph('run_id')}"
+                where.append(f"run_id = {ph('run_id')}")
                 params["run_id"] = run_id
+            if manifest is not None:
+                params["manifest"] = manifest
+                if c.execute(select(manifest_jobs.c.job_id).where(manifest_jobs.c.manifest == manifest)
+                             .limit(1)).first() is not None:
+                    where.append(f"id IN (SELECT job_id FROM manifest_jobs WHERE manifest = {ph('manifest')})")
+                else:  # older ledgers: the runs of that manifest's last version (see manifest_members)
+                    where.append(f"run_id IN (SELECT id FROM runs WHERE manifest_sha256 = (SELECT manifest_sha256 "
+                                 f"FROM runs WHERE manifest = {ph('manifest')} ORDER BY id DESC LIMIT 1))")
+            sql = f"SELECT {', '.join(names)} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
             result = c.execution_options(stream_results=True).exec_driver_sql(
                 sql + " ORDER BY run_id, seq, id", params)
             for chunk in result.partitions(batch):
                 for r in chunk:
                     yield cast(JobRow, dict(zip(names, r)))
+
+    def knows_manifest(self, manifest: str) -> bool:
+        """Whether any run of this manifest path is recorded."""
+        with self._read() as c:
+            return c.execute(select(runs.c.id).where(runs.c.manifest == manifest).limit(1)).first() is not None
 
     def events_for(self, job_id: int) -> list[dict[str, Any]]:
         with self._read() as c:
