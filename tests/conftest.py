@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import json
 import threading
@@ -155,6 +156,27 @@ def check_invariants(truth: dict[str, Any], ledger_path: Path | str, out_dir: Pa
 
 
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def ledger_at_revision(url: str, revision: str):
+    """A ledger migrated only up to ``revision`` (an older batchgen's), for the block to fill in
+    one transaction (the connection is yielded); the engine is disposed afterwards."""
+    from alembic import command
+    from alembic.config import Config
+
+    from batchgen.ledger import _migrations_dir, make_engine
+
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    try:
+        with engine.begin() as c:
+            cfg.attributes["connection"] = c
+            command.upgrade(cfg, revision)
+            yield c
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

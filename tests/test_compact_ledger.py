@@ -23,6 +23,7 @@ from batchgen.ledger import Ledger, Scope, _migrations_dir, make_engine
 from batchgen.manifest import Manifest
 from batchgen.manifest.seen import Seen, fingerprint_of_key, fingerprint_of_text
 from batchgen.reportdata import CompareFields, Packed
+from conftest import ledger_at_revision
 
 T2V = "grok-imagine-text-to-video"
 
@@ -115,12 +116,7 @@ REQUESTS = ['{"model":"m","prompt":"ümlaut \\"quoted\\" \\u2028","duration":5}'
 
 
 def _ledger_at_0007(url: str) -> None:
-    engine = make_engine(url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
-    with engine.begin() as c:
-        cfg.attributes["connection"] = c
-        command.upgrade(cfg, "0007")
+    with ledger_at_revision(url, "0007") as c:
         c.execute(text("INSERT INTO runs (manifest, manifest_sha256, started_at, status, host, pid, jobs_total) "
                        "VALUES ('/m.yaml', 'sha-a', 1, 'finished', 'h', 1, 3), "
                        "('/other.yaml', 'sha-b', 2, 'finished', 'h', 1, 1)"))
@@ -136,7 +132,6 @@ def _ledger_at_0007(url: str) -> None:
                   {"k": f"{99:064x}"})
         for k, manifest in ((1, "/m.yaml"), (2, "/m.yaml"), (3, "/m.yaml"), (99, "/other.yaml"), (2, "/other.yaml")):
             c.execute(text("INSERT INTO manifest_jobs (manifest, key) VALUES (:m, :k)"), {"m": manifest, "k": f"{k:064x}"})
-    engine.dispose()
 
 
 def _check_migrated(url: str) -> None:

@@ -23,22 +23,13 @@ def _head() -> str:
 
 
 def test_migrate_on_open_upgrades_an_old_ledger_and_keeps_its_data(tmp_path):
-    from alembic import command
-    from alembic.config import Config
+    from conftest import ledger_at_revision
 
-    from batchgen.ledger import make_engine
-
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
-    with engine.begin() as c:
-        cfg.attributes["connection"] = c
-        command.upgrade(cfg, "0001")
+    with ledger_at_revision(f"sqlite:///{tmp_path / 'old.db'}", "0001") as c:
         c.execute(text("INSERT INTO runs (manifest, manifest_sha256, started_at, status, host, pid) "
                        "VALUES ('m', 'x', 1, 'finished', 'h', 1)"))
         c.execute(text("INSERT INTO jobs (key, run_id, seq, name, source, model, request, output, state, task_id, "
                        "created_at, updated_at) VALUES ('k', 1, 1, 'n', 's', 'm', '{}', 'o.mp4', 'submitted', 't-1', 1, 1)"))
-    engine.dispose()
     led = Ledger(str(tmp_path / "old.db"))
     try:
         run = led.run()
