@@ -56,7 +56,7 @@ class Sim:
 
 
 def child(cmd: list[str], *, stop_after: float | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a command; wall time, exit code, stdout and its own peak RSS (os.wait4)."""
+    """Run a command; wall time, exit code, stdout, its own peak RSS and CPU seconds (os.wait4)."""
     t = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
                          env={**os.environ, "BATCHGEN_API_KEY": "sk-bench", **(env or {})})
@@ -68,7 +68,8 @@ def child(cmd: list[str], *, stop_after: float | None = None, env: dict[str, str
     out = p.stdout.read() if p.stdout else b""
     _, status, ru = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
-    return {"rc": p.returncode, "wall": time.monotonic() - t, "rss_mb": ru.ru_maxrss / 1024, "stdout": out.decode()}
+    return {"rc": p.returncode, "wall": time.monotonic() - t, "rss_mb": ru.ru_maxrss / 1024, "stdout": out.decode(),
+            "cpu": ru.ru_utime + ru.ru_stime}
 
 
 def csv_manifest(path: Path, n: int, model: str = "grok-imagine-text-to-video") -> Path:
