@@ -209,3 +209,24 @@ def test_compare_columns_drop_a_field_with_too_many_values_unless_asked():
         col = json.loads(b"{" + out.getvalue() + b"}")["aspect_ratio"]
         assert col["g"] == [n // 2 for n in range(40)]
         assert [strings[v] for v in col["v"]] == ["9:16" if n % 2 == 0 else "16:9" for n in range(40)]
+
+
+def test_unverified_and_undelivered_clips_come_a_page_at_a_time(tmp_path):
+    m = _csv(tmp_path / "m.csv", [(f"c{i}", f"shot {i}", 5) for i in range(10)])
+    led = Ledger(str(tmp_path / "l.db"))
+    try:
+        prepared = batchgen.prepare(led, Manifest(m), batchgen.RunOptions(out_dir=tmp_path / "out"))
+        with led.engine.begin() as c:  # done, never verified; owed to a store; one not done
+            c.execute(text("UPDATE jobs SET state='done', task_id='t' || id, output_path='/x/' || id, "
+                           "deliver_to='s3://b/p/', verify=CASE WHEN id = 4 THEN 'ok' END WHERE id <> 7"))
+        pages, after = [], 0
+        while page := led.unverified(prepared.scope, after_id=after, limit=3):
+            pages.append([j["id"] for j in page])
+            after = page[-1]["id"]
+        assert pages == [[1, 2, 3], [5, 6, 8], [9, 10]]
+        assert [j["id"] for j in led.unverified(prepared.scope)] == [1, 2, 3, 5, 6, 8, 9, 10]  # no limit: all
+        owed = led.undelivered(prepared.scope, verified_only=False, after_id=5, limit=2)
+        assert [j["id"] for j in owed] == [6, 8]
+        assert [j["id"] for j in led.undelivered(None, verified_only=True)] == [4]
+    finally:
+        led.close()

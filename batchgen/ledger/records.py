@@ -49,21 +49,24 @@ class Records(Room):
         with self.engine.begin() as c:
             c.execute(stmt)
 
-    def unverified(self, scope: Scope) -> list[JobRow]:
+    def unverified(self, scope: Scope, *, after_id: int = 0, limit: int | None = None) -> list[JobRow]:
         """Done jobs of this manifest whose file was never inspected (a crash between the
-        rename and the verification): the next run verifies them."""
+        rename and the verification, or runs with --no-verify): the next run verifies them.
+        ``after_id``/``limit``: one page (ids above ``after_id``), so a caller never holds a
+        million of them."""
         q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.verify.is_(None), jobs.c.output_path.is_not(None),
-                                of_manifest(scope)).order_by(jobs.c.id))
+                                jobs.c.id > after_id, of_manifest(scope)).order_by(jobs.c.id).limit(limit))
         with self._read() as c:
             return [job_row(r) for r in c.execute(q)]
 
-    def undelivered(self, scope: Scope | None = None, *, verified_only: bool) -> list[JobRow]:
+    def undelivered(self, scope: Scope | None = None, *, verified_only: bool, after_id: int = 0,
+                    limit: int | None = None) -> list[JobRow]:
         """Done clips owed to a destination that the store does not hold yet (of this manifest,
         or of the whole ledger), kept locally: delivered from the local file, never fetched
         from the API again. With verification on, only clips already verified (the others are
-        delivered once verified)."""
-        q = (select(jobs).where(is_owed(), jobs.c.pruned_at.is_(None), jobs.c.output_path.is_not(None))
-             .order_by(jobs.c.id))
+        delivered once verified). ``after_id``/``limit``: one page, as ``unverified``."""
+        q = (select(jobs).where(is_owed(), jobs.c.pruned_at.is_(None), jobs.c.output_path.is_not(None),
+                                jobs.c.id > after_id).order_by(jobs.c.id).limit(limit))
         if scope is not None:
             q = q.where(of_manifest(scope))
         if verified_only:
