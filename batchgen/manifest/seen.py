@@ -38,8 +38,9 @@ class Seen:
         # high: the fingerprint's top 64 bits (0 marks an empty slot, so a value whose top bits
         # are 0 is stored as 1: its low 32 bits still tell it apart); low: its low 32 bits
         # above the flag and the number.
-        self._high = array("Q", bytes(8 * capacity))
-        self._low = array("Q", bytes(8 * capacity))
+        # Repeated in place: array("Q", bytes(n)) would first build n zero bytes beside it.
+        self._high = array("Q", [0]) * capacity
+        self._low = array("Q", [0]) * capacity
         self._mask = capacity - 1
 
     def add(self, fingerprint: int, number: int, flag: bool = False) -> tuple[int, bool] | None:
