@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fnmatch
 import hashlib
 import itertools
 import os
@@ -448,7 +449,10 @@ def remove_stale_temp_files(out_dir: Path) -> int:
     if not out_dir.is_dir():
         return 0
     now = time.time()
-    for p in out_dir.rglob(".*.part"):
+    for entry in _walk(out_dir):
+        if not fnmatch.fnmatchcase(entry.name, ".*.part"):
+            continue
+        p = Path(entry.path)
         m = _TEMP_OWNER.search(p.name)
         try:
             dead_here = m is not None and m["host"] == _HOST and not pid_alive(int(m["pid"]))
@@ -459,6 +463,26 @@ def remove_stale_temp_files(out_dir: Path) -> int:
         except OSError:
             pass
     return n
+
+
+def _walk(root: Path) -> Iterator[os.DirEntry[str]]:
+    """Every file below ``root`` (not following symlinked folders), streamed: a folder of a
+    million clips is never listed whole (Path.rglob listed each folder first: 240 MB there)."""
+    folders = [os.fspath(root)]
+    while folders:
+        try:
+            listing = os.scandir(folders.pop())
+        except OSError:
+            continue
+        with listing:
+            for entry in listing:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                        continue
+                except OSError:
+                    continue
+                yield entry
 
 
 _TEMP_OWNER = re.compile(r"\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-\d+\.part$")

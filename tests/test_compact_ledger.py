@@ -7,6 +7,7 @@ is timed: the figures are bench/run.py's `million` scenario."""
 from __future__ import annotations
 
 import gzip
+import os
 import io
 import json
 import tempfile
@@ -230,3 +231,23 @@ def test_unverified_and_undelivered_clips_come_a_page_at_a_time(tmp_path):
         assert [j["id"] for j in led.undelivered(None, verified_only=True)] == [4]
     finally:
         led.close()
+
+
+def test_stale_temp_files_are_found_below_out_without_listing_it_whole(tmp_path):
+    from batchgen.files import _HOST, remove_stale_temp_files
+
+    out = tmp_path / "out"
+    (out / "a" / "b").mkdir(parents=True)
+    dead = 2 ** 22 + 12345  # above any pid this machine hands out (pid_max is at most 2**22)
+    stale = [out / f".x.mp4.{_HOST}-{dead}-1.part", out / "a" / "b" / f".y.mp4.{_HOST}-{dead}-2.part"]
+    kept = [out / f".z.mp4.{_HOST}-{os.getpid()}-3.part",  # its writer is alive
+            out / "a" / "clip.mp4", out / "a" / ".hidden.mp4", out / "a" / ".part"]
+    for p in stale + kept:
+        p.write_bytes(b"x")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    foreign = elsewhere / f".w.mp4.{_HOST}-{dead}-4.part"
+    foreign.write_bytes(b"x")
+    (out / "link").symlink_to(elsewhere, target_is_directory=True)  # never followed
+    assert remove_stale_temp_files(out) == 2
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept) and foreign.exists()
