@@ -66,7 +66,7 @@ _JS = r"""
   const D = JSON.parse(await new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'))).text());
   const S = D.strings, F = D.fields, rows = D.rows, col = {};
   F.forEach((f, i) => col[f] = i);
-  const str = i => i === null || i === undefined ? '' : S[i];
+  const str = i => i === null || i === undefined ? '' : typeof i === 'string' ? i : S[i];  // a string itself past the table's size
   const get = (r, f) => r[col[f]];
   const $ = id => document.getElementById(id);
   const q = $('q'), st = $('state'), vf = $('verify'), cmp = $('compare'), PAGE = 50;
@@ -220,17 +220,22 @@ def _histogram(values: Sequence[float], *, bins: int = 12, unit: str = "s", titl
 
 
 class _Strings:
-    """A string table: each distinct string once in the page, rows carry its index."""
+    """A string table: each distinct string once in the page, rows carry its index. Past
+    ``limit`` distinct strings (a million jobs' prompts and file names) a new string is carried
+    by the row itself: the table, and the memory it takes to build it, stay bounded."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 100_000) -> None:
         self.index: dict[str, int] = {}
         self.items: list[str] = []
+        self.limit = limit
 
-    def __call__(self, s: str | None) -> int | None:
+    def __call__(self, s: str | None) -> int | str | None:
         if s is None or s == "":
             return None
         i = self.index.get(s)
         if i is None:
+            if len(self.items) >= self.limit:
+                return s
             i = self.index[s] = len(self.items)
             self.items.append(s)
         return i

@@ -72,7 +72,7 @@ class CompareFields:
         return sorted(f for f, vs in self.distinct.items()
                       if f == self.compare or 2 <= len(vs) <= COMPARE_MAX_VALUES)
 
-    def write_column(self, field: str, strings: Callable[[str | None], int | None], out: IO[bytes]) -> None:
+    def write_column(self, field: str, strings: Callable[[str | None], int | str | None], out: IO[bytes]) -> None:
         """``"field":{"g":[group ids],"v":[string-table ids]}``: small group ids in order of first
         appearance, each value through ``strings`` (the page's string table) in job order."""
         hashes, ids = self._hashes[field], self._ids[field]
@@ -89,7 +89,7 @@ class CompareFields:
         chunk: list[str] = []
         first = True
         for x in items:
-            chunk.append("null" if x is None else str(x))
+            chunk.append("null" if x is None else str(x) if type(x) is int else _ENCODE(x))
             if len(chunk) >= 10000:
                 out.write((b"" if first else b",") + ",".join(chunk).encode())
                 chunk, first = [], False

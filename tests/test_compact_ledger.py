@@ -24,7 +24,7 @@ from batchgen.ledger import Ledger, Scope, _migrations_dir, make_engine
 from batchgen.manifest import Manifest
 from batchgen.manifest.seen import Seen, fingerprint_of_key, fingerprint_of_text
 from batchgen.reportdata import CompareFields, Packed
-from conftest import ledger_at_revision
+from conftest import ledger_at_revision, page_data
 
 T2V = "grok-imagine-text-to-video"
 
@@ -251,3 +251,31 @@ def test_stale_temp_files_are_found_below_out_without_listing_it_whole(tmp_path)
     (out / "link").symlink_to(elsewhere, target_is_directory=True)  # never followed
     assert remove_stale_temp_files(out) == 2
     assert not any(p.exists() for p in stale) and all(p.exists() for p in kept) and foreign.exists()
+
+
+def test_report_strings_past_the_table_limit_ride_in_their_rows(tmp_path, monkeypatch):
+    from batchgen import report
+
+    m = _csv(tmp_path / "m.csv", [(f"c{i}", f"shot {i}", 1 + i % 3) for i in range(30)])
+    led = Ledger(str(tmp_path / "l.db"))
+    try:
+        batchgen.prepare(led, Manifest(m), batchgen.RunOptions(out_dir=tmp_path / "out"))
+    finally:
+        led.close()
+    pages = {}
+    for limit in (100_000, 5):
+        monkeypatch.setattr(report._Strings.__init__, "__defaults__", (limit,))
+        operations.report(str(tmp_path / "l.db"), tmp_path / "r.html", compare="duration")
+        pages[limit] = page_data((tmp_path / "r.html").read_text())
+    whole, capped = pages[100_000], pages[5]
+    assert len(capped["strings"]) == 5 < len(whole["strings"])
+
+    def resolved(d, value):
+        return value if isinstance(value, str) or value is None else d["strings"][value]
+
+    for d in (whole, capped):  # every row and comparison value reads the same either way
+        d["resolved"] = [[resolved(d, v) if d["fields"][i] in ("state", "model", "params", "prompt", "output")
+                          else v for i, v in enumerate(r)] for r in d["rows"]]
+        d["compared"] = [resolved(d, v) for v in d["columns"]["duration"]["v"]]
+    assert whole["resolved"] == capped["resolved"] and whole["compared"] == capped["compared"]
+    assert any(isinstance(v, str) for r in capped["rows"] for v in r[2:6])  # strings carried inline
