@@ -224,7 +224,7 @@ class _Strings:
     ``limit`` distinct strings (a million jobs' prompts and file names) a new string is carried
     by the row itself: the table, and the memory it takes to build it, stay bounded."""
 
-    def __init__(self, limit: int = 100_000) -> None:
+    def __init__(self, limit: int = 50_000) -> None:
         self.index: dict[str, int] = {}
         self.items: list[str] = []
         self.limit = limit

@@ -17,8 +17,11 @@ from array import array
 from collections.abc import Callable
 from typing import IO, Any
 
+from .manifest.seen import Seen
+
 COMPARE_MAX_VALUES = 12  # a field offered for comparison has 2..12 distinct values
 _LEVEL = 6
+_U64 = (1 << 64) - 1
 _CHUNK = 3 << 16  # a multiple of 3: base64 of consecutive chunks is base64 of the whole
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -50,7 +53,7 @@ class CompareFields:
             return
         if field not in self._ids:  # jobs before this one had no such field
             self._hashes[field] = array("q", [0]) * job
-            self._ids[field] = array("l", [-1]) * job
+            self._ids[field] = array("i", [-1]) * job
             self._values[field] = {}
         values = self._values[field]
         vid = values.setdefault(value, len(values))
@@ -77,9 +80,15 @@ class CompareFields:
         appearance, each value through ``strings`` (the page's string table) in job order."""
         hashes, ids = self._hashes[field], self._ids[field]
         names = list(self._values[field])
-        groups: dict[int, int] = {}
+        # group hash → its id: a flat table sized once (a million jobs can be a million groups)
+        groups = Seen(capacity=1 << max(12, (2 * len(ids)).bit_length()))
+
+        def group(h: int) -> int:
+            first = groups.add(h & _U64, groups.count)
+            return groups.count - 1 if first is None else first[0]
+
         out.write(json_bytes(field) + b':{"g":[')
-        self._write_list(out, (None if v < 0 else groups.setdefault(h, len(groups)) for h, v in zip(hashes, ids)))
+        self._write_list(out, (None if v < 0 else group(h) for h, v in zip(hashes, ids)))
         out.write(b'],"v":[')
         self._write_list(out, (None if v < 0 else strings(names[v] or "—") for v in ids))
         out.write(b"]}")

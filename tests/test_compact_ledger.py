@@ -263,11 +263,11 @@ def test_report_strings_past_the_table_limit_ride_in_their_rows(tmp_path, monkey
     finally:
         led.close()
     pages = {}
-    for limit in (100_000, 5):
+    for limit in (50_000, 5):
         monkeypatch.setattr(report._Strings.__init__, "__defaults__", (limit,))
         operations.report(str(tmp_path / "l.db"), tmp_path / "r.html", compare="duration")
         pages[limit] = page_data((tmp_path / "r.html").read_text())
-    whole, capped = pages[100_000], pages[5]
+    whole, capped = pages[50_000], pages[5]
     assert len(capped["strings"]) == 5 < len(whole["strings"])
 
     def resolved(d, value):
