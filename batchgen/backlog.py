@@ -29,12 +29,11 @@ from . import deliver as store_mod
 from . import media
 from .cost import PriceTable
 from .errors import DeliveryError
-from .jobs import JobRow, JobState, short_key
+from .jobs import RESULT_TTL, JobRow, JobState, short_key
 from .ledger import Ledger, Scope, Transition
 from .specs import Catalog
 
 S = JobState
-RESULT_TTL = 24 * 3600.0
 # A URL this close to its expiry is not worth a free re-download: it may lapse mid-run.
 _URL_MARGIN_S = 15 * 60.0
 

@@ -79,6 +79,9 @@ def allowed(before: str, after: str) -> bool:
     return before == after or after in TRANSITIONS.get(JobState(before), frozenset())
 
 
+RESULT_TTL = 24 * 3600.0  # seconds a task's result URL lives after it completes (foxapi reference §1)
+
+
 def short_key(key: str) -> str:
     """The 12 hex digits of a job key that people read, type and pass to ``resolve``."""
     return key[:12]

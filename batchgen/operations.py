@@ -29,13 +29,12 @@ from .cost import PriceTable
 from .errors import BatchgenError, UsageError
 from .export import to_record, write_csv, write_json
 from .files import pid_alive
-from .jobs import ACTIVE, JobRow, JobState, RunStatus, short_key
+from .jobs import ACTIVE, RESULT_TTL, JobRow, JobState, RunStatus, short_key
 from .ledger import Ledger, Scope, Transition, ledger_url
 from .manifest import Manifest
 from .specs import Catalog, ModelSpec
 
 S = JobState
-RESULT_TTL = 24 * 3600.0  # foxapi's result URLs live 24 h (reference §1)
 Resolution = Literal["adopt", "resubmit", "abandon"]
 
 

@@ -193,3 +193,26 @@ def test_recover_an_expired_clip_says_what_it_costs_before_it_spends(sim_factory
     assert r.exit_code == 0, r.output
     assert lost.exists() and len(sim.truth()["creates"]) == creates + 1
     assert os.path.getsize(lost) > 0
+
+
+def test_start_of_run_sweeps_page_through_what_earlier_runs_left(sim_factory, s3, tmp_path, monkeypatch):
+    """Clips left unverified and undelivered by earlier runs are swept page by page (a
+    million of them must never be read at once): with pages of 2, seven clips are all
+    verified, then all delivered, each exactly once."""
+    from batchgen.pipeline import context
+
+    monkeypatch.setattr(context, "SWEEP_PAGE", 2)
+    sim = sim_factory(seed=33)
+    m = tmp_path / "m.yaml"
+    m.write_text('deliver: "s3://renders/nightly/"\n'
+                 "defaults: {model: grok-imagine-text-to-video, duration: 2, resolution: 480p}\n"
+                 "jobs:\n" + "".join(f"  - {{name: c{i}, prompt: a lighthouse number {i}}}\n" for i in range(7)))
+    r = run_cli(run_args(sim, m, tmp_path, "--no-verify", "--no-deliver"), **s3.env())
+    assert r.exit_code == 0, r.output
+    r = run_cli(run_args(sim, m, tmp_path, "--json"), **s3.env())
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["verified"] == {"ok": 7}, out
+    assert (out["delivery"]["delivered"], out["delivery"]["delivered_now"], out["delivery"]["undelivered"]) == (7, 7, 0)
+    _assert_delivered(s3, tmp_path, 7)
+    assert len(sim.truth()["creates"]) == 7

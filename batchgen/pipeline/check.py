@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import crash, media
 from ..ledger import Scope
-from .context import Context, track
+from .context import Context, sweep_pages, track
 from .moves import Handoff, LiveJob
 
 
@@ -43,9 +43,10 @@ class Checker:
     async def sweep(self, scope: Scope) -> None:
         """Verify the clips a crash left unverified (renamed into place, never inspected)."""
         w = self.ctx.w
-        for row in await w.read(w.ledger.unverified, scope):
-            if row["output_path"]:
-                self.start(LiveJob.from_row(row), Path(row["output_path"]))
+        async for page in sweep_pages(w, w.ledger.unverified, scope, tasks=self.tasks):
+            for row in page:
+                if row["output_path"]:
+                    self.start(LiveJob.from_row(row), Path(row["output_path"]))
 
     def shutdown(self) -> None:
         if self._pool is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from ..budget import RequestBudget
 from ..client import Api, TaskInfo
 from ..cost import PriceTable
 from ..errors import EXIT_KEY_REFUSED, EXIT_NO_FUNDS, EXIT_USAGE, ApiError
+from ..jobs import JobRow
 from ..ledger import Writer
 from ..specs import Catalog
 from .moves import LiveJob, Moves
@@ -248,6 +249,25 @@ def track(tasks: set[asyncio.Task[None]], coro: Coroutine[object, object, None],
     t = asyncio.create_task(coro, name=name)
     tasks.add(t)
     t.add_done_callback(tasks.discard)
+
+
+SWEEP_PAGE = 500  # rows a start-of-run sweep reads at a time, and the tasks it lets run at once
+
+
+async def sweep_pages(w: Writer, read: Callable[..., list[JobRow]], *args: object,
+                      tasks: set[asyncio.Task[None]], **kw: object) -> AsyncIterator[list[JobRow]]:
+    """The rows of a ledger read (``after_id``/``limit`` paged), one page at a time, each asked
+    for only once ``tasks`` (what the sweep started) has room for it: a sweep over a million
+    clips holds a page and a bounded number of tasks, never the million."""
+    after = 0
+    while True:
+        while len(tasks) >= SWEEP_PAGE:
+            await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
+        rows = await w.read(read, *args, after_id=after, limit=SWEEP_PAGE, **kw)
+        if not rows:
+            return
+        yield rows
+        after = rows[-1]["id"]
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from .. import crash, deliver
 from ..errors import DeliveryError
 from ..ledger import Scope
-from .context import Context, track
+from .context import Context, sweep_pages, track
 from .moves import LiveJob
 
 
@@ -38,7 +38,8 @@ class Deliverer:
         self.delivered = 0  # clips this run delivered (or found already there)
         self.undelivered = 0  # clips this run could not deliver (left for the next run)
         self.broken: str | None = None  # the destination refused everything: why
-        self._started: set[int] = set()  # job ids
+        self._started: set[int] = set()  # job ids started and not yet delivered
+        self._meanwhile: set[int] | None = None  # delivered while the sweep reads a page
         self._pool: ThreadPoolExecutor | None = None
         self._slots = asyncio.Semaphore(max(1, ctx.opts.deliver_threads))
 
@@ -57,10 +58,18 @@ class Deliverer:
         """Deliver what earlier runs left undelivered (verified clips only, when verifying), and
         remove local copies a kill left behind after their delivery was recorded."""
         ctx = self.ctx
-        rows = await ctx.w.read(ctx.w.ledger.undelivered, scope, verified_only=ctx.opts.verify)
-        for row in rows:
-            if ctx.w.owner is None or Path(row["output_path"] or "").exists():
-                self.start(LiveJob.from_row(row), Path(row["output_path"] or ""))
+        self._meanwhile = set()
+        try:
+            async for page in sweep_pages(ctx.w, ctx.w.ledger.undelivered, scope, verified_only=ctx.opts.verify,
+                                          tasks=self.tasks):
+                for row in page:
+                    if row["id"] in self._meanwhile:
+                        continue  # read as owed, delivered (and forgotten) while the page was read
+                    if ctx.w.owner is None or Path(row["output_path"] or "").exists():
+                        self.start(LiveJob.from_row(row), Path(row["output_path"] or ""))
+                self._meanwhile.clear()  # the next page is read after this point
+        finally:
+            self._meanwhile = None
         if ctx.opts.prune_local:
             # Delivered and recorded, but the local copy outlived a kill before it was removed.
             for row in await ctx.w.read(ctx.w.ledger.unpruned, scope):
@@ -107,6 +116,12 @@ class Deliverer:
             # Awaited: a pruned local file must never be the only record of an undelivered clip.
             recorded = await ctx.moves.note_now(job, deliver.recorded(stored), detail=deliver.recorded_detail(stored))
             self.delivered += 1
+            # Recorded: no later read of what is owed returns it, so the guard against a double
+            # start can forget it (a million deliveries must not leave a million ids behind).
+            # A clip not delivered stays in the guard: it is retried by the next run, not this one.
+            self._started.discard(job.id)
+            if self._meanwhile is not None:
+                self._meanwhile.add(job.id)
             if opts.prune_local and recorded:
                 await self._prune(job, final)
 

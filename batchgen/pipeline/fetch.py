@@ -22,10 +22,10 @@ from .. import crash
 from ..budget import backoff
 from ..errors import DownloadError
 from ..files import OutputDir
+from ..jobs import RESULT_TTL
 from .context import Context
 from .moves import Handoff, LiveJob
 
-RESULT_TTL = 24 * 3600.0
 # Download answers meaning the result is gone (expired link, removed file).
 _GONE = frozenset({"download_http_403", "download_http_404", "download_http_410"})
 # Asks for a fresh result URL: True (got one), False (none: the result is lost), None (no verdict).
