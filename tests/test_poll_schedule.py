@@ -107,3 +107,23 @@ def test_noisy_estimates_degrade_to_an_early_poll_and_a_progress_timed_second():
     polls, late = _simulate(book, tasks)
     assert not book.pace(M).holds()
     assert polls <= 2.0 and late < 0.3
+
+
+def test_slow_answers_do_not_make_exact_estimates_look_noisy():
+    """Requests take time: the provider starts a task somewhere within the create's round trip
+    and looks at it somewhere within the poll's. A "still rendering" answer that came back late
+    must not count as a lower bound measured at its arrival (it would pass the true end and
+    contradict the upper bounds: exact estimates would look noisy, two polls a task)."""
+    rng = random.Random(3)
+    book, by_arrival = PaceBook(), PaceBook()  # by_arrival: both bounds timed at the answers
+    for _ in range(200):
+        est = rng.uniform(3, 8)
+        create = (NOW, NOW + rng.uniform(0.001, 0.2))  # (sent, answered): the task started in between
+        started = rng.uniform(*create)
+        # one poll just before the end, answered late; one just after, answered quickly
+        for done, sent, latency in ((False, started + est - 0.01, rng.uniform(0.05, 0.3)),
+                                    (True, started + est + 0.01, rng.uniform(0.001, 0.01))):
+            book.observe_poll(M, est, done=done, create=create, poll=(sent, sent + latency))
+            by_arrival.observe(M, est, sent + latency - create[1], done=done)
+    assert book.pace(M).holds()
+    assert not by_arrival.pace(M).holds()

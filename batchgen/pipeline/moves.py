@@ -49,7 +49,8 @@ class LiveJob:
     polls: int = 0
     progress: int = 0
     estimated_time: float | None = None
-    submitted_at: float | None = None
+    submitted_at: float | None = None  # when the create was answered (recorded)
+    create_sent: float | None = None  # when the create was sent (this process only; see pace.observe_poll)
     result_url: str | None = None
     result_at: float | None = None
     poll_errors: int = 0

@@ -104,6 +104,19 @@ class PaceBook:
         else:
             p.lowers.append(ratio)
 
+    def observe_poll(self, model: str, estimate: float | None, *, done: bool, create: tuple[float, float],
+                     poll: tuple[float, float], progress: int = 0) -> None:
+        """One poll's outcome with the moments around it: ``create`` and ``poll`` are (sent,
+        answered). The provider started the task somewhere within the create's round trip and
+        looked at it somewhere within the poll's, so a task found completed took at most
+        ``poll answered − create sent``, and one still rendering took more than ``poll sent −
+        create answered``. Measuring both from the answers (as a single clock would) makes a
+        slow "still rendering" answer look like a lower bound above the true end: the bounds
+        then contradict each other and exact estimates look noisy (two polls a task)."""
+        done_by = poll[1] - create[0]
+        running_at = poll[0] - create[1]
+        self.observe(model, estimate, done_by if done else running_at, done=done, progress=progress)
+
 
 def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, book: PaceBook | None = None,
                jitter: Callable[[float], float] | None = None) -> float:

@@ -51,21 +51,25 @@ class Poller:
                 return
             await ctx.budget.acquire()
             stuck = job.estimated_time is not None and elapsed > max(600.0, 3 * job.estimated_time)
+            sent = time.time()
             try:
                 info = await ctx.client.get_task(job.task_id, sync_upstream=stuck and job.polls % 5 == 4)
             except ApiError as e:
                 if await self._failed(job, e, elapsed):
                     return
                 continue
+            answered = time.time()
             self.polls += 1
             job.polls += 1
             job.poll_errors = 0
             if info.estimated_time is not None:
                 job.estimated_time = info.estimated_time
             job.progress = info.progress
-            if info.status in ("completed", "pending", "processing"):  # how long this model's tasks take
-                self.pace.observe(job.model, job.estimated_time, time.time() - (job.submitted_at or time.time()),
-                                  done=info.status == "completed", progress=info.progress)
+            if info.status in ("completed", "pending", "processing") and job.submitted_at is not None:
+                # how long this model's tasks take
+                self.pace.observe_poll(job.model, job.estimated_time, done=info.status == "completed",
+                                       create=(job.create_sent or job.submitted_at, job.submitted_at),
+                                       poll=(sent, answered), progress=info.progress)
             if await self._observe(job, info):
                 return
 

@@ -140,12 +140,13 @@ class Submitter:
 
     # -------------------------------------------------------------- the create
     async def _create_and_record(self, job: LiveJob, request: dict[str, Any]) -> CreateOutcome:
+        sent = time.time()
         try:
             info = await self.ctx.client.create(request)
         except ApiError as e:
             return await self._create_failed(job, e)
         job.task_id = info.task_id
-        job.submitted_at = time.time()
+        job.create_sent, job.submitted_at = sent, time.time()
         self.ctx.saw_credits(job, info.credits)
         job.estimated_time = info.estimated_time
         fut = self.ctx.moves.submitted(job, info)
