@@ -110,11 +110,10 @@ def _first_in_loop(g: _Guarded, name: str) -> None:
 
 
 def _second_in_loop(g: _Guarded, name: str) -> None:
-    if g.said_exit:  # a third signal came first and ended the process's story already
-        return
-    g.said_exit = True
-    _say(g, f"second signal ({name}): exiting now (exit {EXIT_INTERRUPTED}) — answered creates are recorded first; "
-            "a create still on the wire is in doubt for the next run; re-run to resume")
+    if not g.said_exit:  # (a third signal may have said it already; the flush still runs)
+        g.said_exit = True
+        _say(g, f"second signal ({name}): exiting now (exit {EXIT_INTERRUPTED}) — answered creates are recorded "
+                "first; a create still on the wire is in doubt for the next run; re-run to resume")
     if g.stop is not None:
         g.stop.set()
     task = asyncio.ensure_future(_flush_then_exit(g))
