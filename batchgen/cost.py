@@ -48,11 +48,51 @@ class PriceTable:
             return float(d)
         return self.assumed_seconds.get(model, 0.0)
 
-    def estimate(self, request: dict[str, Any]) -> float | None:
-        """Estimated credits of one task, or None when the model has no price."""
+    def estimate(self, request: dict[str, Any], seconds: float | None = None) -> float | None:
+        """Estimated credits of one task, or None when the model has no price. ``seconds``:
+        ``self.seconds(request)``, when the caller has it already."""
         prices = self.per_second.get(str(request.get("model")))
         if not prices:
             return None
         res = str(request.get("resolution", "default"))
         rate = prices.get(res, prices.get("default", max(prices.values())))
-        return round(rate * self.seconds(request), 4)
+        return round(rate * (self.seconds(request) if seconds is None else seconds), 4)
+
+
+class _Absent:
+    """A request field not set (not the same as set to None)."""
+
+
+_ABSENT = _Absent()
+# Values equal only when alike (with their type in the key: True is not 1), so a remembered
+# entry is only ever found again for the same value; floats (-0.0, nan) are worked out each time.
+_KEYABLE = frozenset({str, int, bool, type(None), _Absent})
+MAX_COSTS = 4096
+
+
+class Costs:
+    """(seconds, estimated credits) of the requests of a plan, many of them alike: both depend
+    on the request's model, resolution and duration only (see ``PriceTable.seconds`` and
+    ``estimate``), so each distinct three is worked out once (a million jobs, a few dozen)."""
+
+    def __init__(self, table: PriceTable) -> None:
+        self.table = table
+        self._memo: dict[tuple[Any, ...], tuple[float, float | None]] = {}
+
+    def of(self, request: dict[str, Any]) -> tuple[float, float | None]:
+        model = request.get("model", _ABSENT)
+        res = request.get("resolution", _ABSENT)
+        d = request.get("duration", _ABSENT)
+        if not (type(model) in _KEYABLE and type(res) in _KEYABLE and type(d) in _KEYABLE):
+            return self._work_out(request)
+        key = (model, type(res), res, type(d), d)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._work_out(request)
+            if len(self._memo) < MAX_COSTS:
+                self._memo[key] = hit
+        return hit
+
+    def _work_out(self, request: dict[str, Any]) -> tuple[float, float | None]:
+        seconds = self.table.seconds(request)
+        return seconds, self.table.estimate(request, seconds)

@@ -21,7 +21,7 @@ VALUE_CHARS = 80
 SEGMENT_BYTES = 200
 _ASCII_SAFE = re.compile(r"[A-Za-z0-9._-]*\Z")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,195}\.mp4")
-_WINDOWS_RESERVED = frozenset(
+WINDOWS_RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)]
 )
 _TEMPLATE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
@@ -85,7 +85,7 @@ def safe_value(value: Any) -> tuple[str, bool]:
     out = out.strip("._-")
     cut = out[:VALUE_CHARS]
     result = cut.rstrip("._-") or "_"
-    if result.split(".")[0].upper() in _WINDOWS_RESERVED:
+    if result.split(".")[0].upper() in WINDOWS_RESERVED:
         result += "_"
     return result, result != text
 
@@ -111,7 +111,7 @@ def render_output_name(template: str, get: Callable[[str], Any]) -> tuple[str, b
         return safe
 
     name = unicodedata.normalize("NFC", render(template, lookup))
-    if _PLAIN_NAME.fullmatch(name) and name.split(".")[0].upper() not in _WINDOWS_RESERVED:
+    if _PLAIN_NAME.fullmatch(name) and name.split(".")[0].upper() not in WINDOWS_RESERVED:
         return name, changed  # one plain segment ending in .mp4: the checks below would all pass
     if "\x00" in name or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
         raise ValueError(f"output name {name!r} must be a relative path")
@@ -119,7 +119,7 @@ def render_output_name(template: str, get: Callable[[str], Any]) -> tuple[str, b
         if seg in ("", ".", "..") or seg.startswith(".") or any(_safe_char(c) != c for c in seg):
             raise ValueError(f"output name {name!r}: segment {seg!r} may only use letters, digits, '.', '_', '-' "
                              "and may not be '..' or start with '.'")
-        if seg.split(".")[0].upper() in _WINDOWS_RESERVED:
+        if seg.split(".")[0].upper() in WINDOWS_RESERVED:
             raise ValueError(f"output name {name!r}: {seg!r} is a reserved device name")
         if len(seg.encode()) > SEGMENT_BYTES:
             raise ValueError(f"output name segment is {len(seg.encode())} bytes of UTF-8; the limit is "

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, cast
 
 from . import files
-from .cost import PriceTable
+from .cost import Costs, PriceTable
 from .errors import BatchgenError, UsageError
 from .export import to_record, write_csv, write_json
 from .files import pid_alive
@@ -62,6 +62,7 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
     table = prices or PriceTable.load()
     m = Manifest(manifest, catalog)
     table.catalog = m.catalog
+    costs = Costs(table)
     rows: list[tuple[str, str, str, str, dict[str, Any] | None]] = []  # explain: key, name, source, output, state
     seconds: dict[tuple[str, str], float] = defaultdict(float)
     jobs_by: dict[tuple[str, str], int] = defaultdict(int)
@@ -97,8 +98,8 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
                 pending.append((job.key, job.name, job.source, job.output))
             group = (job.model, str(job.request.get("resolution", "-")))
             jobs_by[group] += 1
-            seconds[group] += table.seconds(job.request)
-            est = table.estimate(job.request)
+            secs, est = costs.of(job.request)
+            seconds[group] += secs
             prev = credits.get(group, 0.0)
             credits[group] = None if est is None or prev is None else prev + est
             if len(batch) >= 2000:

@@ -18,10 +18,12 @@ from .. import names
 from ..errors import ManifestError
 from ..jobs import Job, short_key
 from ..names import TemplateError
+from . import plainrows
 from .csvreader import csv_rows
 from .document import Document, Row
 from .keys import job_identity
 from .localfiles import LocalInputs
+from .plainrows import PlainRows, Shape
 from .problems import Problems
 from .seen import Seen, fingerprint_of_key, fingerprint_of_text
 from .templates import FAILED, Templates
@@ -128,9 +130,16 @@ class JobBuilder:
         self.inputs = inputs
         self.templates = Templates(problems, doc.output_template)
         self.check = CatalogCheck(doc, problems, self.templates)
+        self.plain = PlainRows(doc)  # tests turn ``plain.enabled`` off to compare both paths
+        self._path = str(doc.path)
+        self._file_names: dict[str, str] = {}  # a rows file → its name, as a job's source says it
 
     def make_job(self, row: Row, combo: dict[str, Any], seq: int) -> tuple[Job, bool] | None:
         """The job and whether its output name was reduced, or None (its problems recorded)."""
+        if self.plain.enabled:
+            shape = self.plain.shape(row.values)
+            if shape is not None:
+                return self._plain_job(row, shape, seq)
         doc = self.doc
         clash = [k for k in row.values if k in combo]
         for k in clash:
@@ -148,12 +157,8 @@ class JobBuilder:
         params = self.check.request_fields(raw, row, model, spec, used)
         if params is None:
             return None
-        for f in doc.catalog.media_fields.intersection(params):
-            try:
-                params[f] = self.inputs.localise(params[f], Path(row.file).parent)
-            except TemplateError as e:
-                self.problems.add(row.where, f, str(e), file=row.file)
-                return None
+        if not self._localise(params, row):
+            return None
         request = self.check.request(model, spec, params, row)
         if request is None:
             return None
@@ -166,8 +171,50 @@ class JobBuilder:
         if made is None:
             return None
         output, reduced = made
-        source = row.where if row.file == str(doc.path) else f"{Path(row.file).name} {row.where}"
-        return Job(key, seq, name, source, model, request, output, take, request_json), reduced
+        return Job(key, seq, name, self._source(row), model, request, output, take, request_json), reduced
+
+    def _plain_job(self, row: Row, shape: Shape, seq: int) -> tuple[Job, bool] | None:
+        """``make_job`` of a plain row (see plainrows.py): the same steps, less what its shape
+        already decided (no template to render, no field to question, the fields to send)."""
+        defaults = self.doc.defaults
+        raw = {**defaults, **row.values} if defaults else row.values  # read, never changed
+        params = {k: raw[k] for k in shape.send}
+        if shape.media and not self._localise(params, row):
+            return None
+        request = self.check.request(shape.model, shape.spec, params, row)
+        if request is None:
+            return None
+        take = raw.get("take")
+        take = None if take is None else str(take)
+        key, request_json = job_identity(request, take)
+        name = raw.get("name")
+        name = str(name) if name is not None else f"job{seq:05d}"
+        output = plainrows.output_name(name)
+        made = (output, False) if output is not None else self._output_name(raw, row, {}, request, name, key, seq)
+        if made is None:
+            return None
+        return Job(key, seq, name, self._source(row), shape.model, request, made[0], take, request_json), made[1]
+
+    def _localise(self, params: dict[str, Any], row: Row) -> bool:
+        """Local files in the media fields of ``params`` → uploads; False (its problem recorded)
+        for one that is not an acceptable file."""
+        for f in self.doc.catalog.media_fields.intersection(params):
+            try:
+                params[f] = self.inputs.localise(params[f], Path(row.file).parent)
+            except TemplateError as e:
+                self.problems.add(row.where, f, str(e), file=row.file)
+                return False
+        return True
+
+    def _source(self, row: Row) -> str:
+        """Where ``row`` came from, for humans: its place, after its file's name when that is a
+        rows CSV beside the manifest."""
+        if row.file == self._path:
+            return row.where
+        name = self._file_names.get(row.file)
+        if name is None:
+            name = self._file_names[row.file] = Path(row.file).name
+        return f"{name} {row.where}"
 
     def _output_name(self, raw: dict[str, Any], row: Row, combo: dict[str, Any], request: dict[str, Any],
                      name: str, key: str, seq: int) -> tuple[str, bool] | None:

@@ -41,7 +41,7 @@ class Templates:
     def rendered(self, raw: dict[str, Any], k: str, row: Row) -> Any:
         """``raw[k]`` with its templates rendered (None when unset, ``FAILED`` after a problem)."""
         v = raw.get(k)
-        if not _has_template(v):
+        if not has_template(v):
             return v
         try:
             return _render_value(v, raw, {k})
@@ -50,7 +50,7 @@ class Templates:
             return FAILED
 
 
-def _has_template(v: Any) -> bool:
+def has_template(v: Any) -> bool:
     if isinstance(v, str):
         return "{" in v
     return isinstance(v, list) and any(isinstance(x, str) and "{" in x for x in v)

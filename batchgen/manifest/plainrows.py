@@ -1,0 +1,102 @@
+"""Plain rows, the common case of a large manifest, expanded without asking per row what only
+depends on the row's shape. A row is plain when no value of it (or of ``defaults``) holds a
+``{`` template, it sets no ``output`` of its own, the manifest has no matrix and names files
+"{name}.mp4", and its model is a catalog model (validated, without ``per_model`` fields)
+every field of which the row and ``defaults`` set is a request field. For such a row the
+general path (``JobBuilder``) would render nothing, find no template variable, warn about no
+field and send exactly the request fields: which fields those are depends only on the row's
+shape (its model and the names of its fields), so it is worked out once per shape
+(``Shape``). Everything that depends on the values (normalising the request, local inputs,
+the key, the name) still runs per row, through the same code as the general path.
+
+A row that is not plain, or whose shape is not, takes the general path: equivalence is
+checked by ``tests/test_manifest_plainrows.py`` expanding varied manifests both ways."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .. import names, specs
+from .document import Document
+from .templates import has_template
+from .validate import META_FIELDS
+
+MAX_SHAPES = 1024  # a CSV's shapes are its patterns of empty cells: few; past this, not remembered
+DEFAULT_OUTPUT = "{name}.mp4"
+# A name ``names.safe_value`` keeps as it is (ASCII letters, digits and ``. _ -``, neither
+# starting nor ending with one of ``. _ -``, at most VALUE_CHARS characters), so that
+# "{name}.mp4" renders to name + ".mp4", which ``names.render_output_name`` accepts as it is
+# (one plain segment ending in .mp4) unless it is a reserved device name (checked apart).
+_KEPT_NAME = re.compile(rf"[A-Za-z0-9](?:[A-Za-z0-9._-]{{0,{names.VALUE_CHARS - 2}}}[A-Za-z0-9])?\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What every plain row of one shape sends: its model and request fields (in the order the
+    general path meets them: ``defaults`` first, then the row's own)."""
+
+    model: str
+    spec: specs.ModelSpec
+    send: tuple[str, ...]
+    media: bool  # whether some of them is a media field (its local files become uploads)
+
+
+class PlainRows:
+    """Tells plain rows of ``doc`` and the ``Shape`` of each (None: not plain)."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        # The manifest-wide conditions, decided once.
+        self.enabled = (not doc.matrix and doc.output_template in (None, DEFAULT_OUTPUT)
+                        and not any(has_template(v) for v in doc.defaults.values()))
+        self._shapes: dict[tuple[str, tuple[str, ...]], Shape | None] = {}
+
+    def shape(self, values: dict[str, Any]) -> Shape | None:
+        """The shape of a row setting ``values``, or None when the row is not plain."""
+        for v in values.values():
+            if type(v) is str:
+                if "{" in v:
+                    return None
+            elif has_template(v):
+                return None
+        if "output" in values:
+            return None
+        model = values["model"] if "model" in values else self.doc.defaults.get("model")
+        if type(model) is not str:
+            return None
+        key = (model, tuple(values))
+        try:
+            return self._shapes[key]
+        except KeyError:
+            pass
+        shape = self._shape_of(model, values)
+        if len(self._shapes) < MAX_SHAPES:
+            self._shapes[key] = shape
+        return shape
+
+    def _shape_of(self, model: str, values: dict[str, Any]) -> Shape | None:
+        doc = self.doc
+        model = model.strip()  # as CatalogCheck.model reads it
+        spec = doc.catalog.get(model) if model else None
+        if spec is None or model in doc.unvalidated_models or model in doc.per_model:
+            return None
+        if META_FIELDS & spec.fields.keys():
+            return None  # a model whose request has a `name` is sent the job's name: the general path
+        send: list[str] = []
+        for k in {**doc.defaults, **values}:
+            if k == "model" or k in META_FIELDS:
+                continue
+            if k not in spec.fields:
+                return None  # a template variable, a typo, a default for other models: problems to tell
+            send.append(k)
+        return Shape(model, spec, tuple(send), not doc.catalog.media_fields.isdisjoint(send))
+
+
+def output_name(name: str) -> str | None:
+    """The output name "{name}.mp4" renders to for a job named ``name`` (nothing reduced), or
+    None when the name needs the general path (``names.render_output_name``)."""
+    if _KEPT_NAME.match(name) and name.split(".")[0].upper() not in names.WINDOWS_RESERVED:
+        return name + ".mp4"
+    return None

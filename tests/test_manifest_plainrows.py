@@ -1,0 +1,216 @@
+"""Plain rows (issue 21) take a shorter path through expansion (``manifest/plainrows.py``) and
+``plan`` works out each distinct request's cost once (``cost.Costs``): neither may change
+anything a user sees. Every manifest here is expanded both ways, with the short path and with
+every row sent the general way, and must give the same jobs (every field), the same problems
+in the same order and the same warnings."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchgen import names
+from batchgen.cost import Costs, PriceTable
+from batchgen.errors import ManifestError
+from batchgen.manifest import Manifest, plainrows
+
+T2V = "grok-imagine-text-to-video"
+R2V = "grok-imagine-reference-to-video"
+I2V = "grok-imagine-image-to-video"
+
+
+def expansion(path: Path, plain: bool) -> tuple[dict[str, Any], int]:
+    """Everything an expansion shows, and how many shapes took the short path."""
+    m = Manifest(path)
+    builder = m._expander.builder
+    builder.plain.enabled = builder.plain.enabled and plain
+    jobs = [dataclasses.asdict(j) for j in m.expand()]
+    try:
+        m.check()
+        error = None
+    except ManifestError as e:
+        error = str(e)
+    seen = {"jobs": jobs, "problems": list(m.problems), "truncated": m.truncated, "warnings": m.warnings,
+            "local_files": m.local_files, "error": error}
+    return seen, sum(1 for s in builder.plain._shapes.values() if s is not None)
+
+
+def assert_same(path: Path) -> int:
+    fast, shapes = expansion(path, True)
+    slow, none = expansion(path, False)
+    assert none == 0
+    assert fast == slow
+    return shapes
+
+
+NAMES = ["clip1", "a", "Z9", "con", "CON", "con.x", "Nul.mp4", "com1", "COM10", "lpt9", "aux1", "Café", "e\u0301",
+         "a b", "_x", "x_", ".x", "x.", "-x", "x-", "x..y", "a.b.c", "a" * 79, "a" * 80, "a" * 81, "a" * 200, "海边",
+         "x/y", "x\\y", "{prompt}", "{nope}", " spaced ", "tab\there", "1", "00", "dup"]
+MODELS = [T2V, R2V, I2V, f"  {T2V} ", "veo-3.1", "sora-2", "sora-2-character", "seedance-2.0-text-to-video",
+          "grok-imagine-text-to-vide", "not-a-model", "{kind}"]
+PROMPTS = ["a lighthouse", "a {kind} at dusk", "@Image1 waves", "@Image2 waves", "  ", "dup", "x" * 70, "{{braces}}"]
+DURATIONS = ["1", "6", "15", "16", "auto", "-1", "x", "6.0", "0", "+3"]
+MEDIA = ["https://a.example/x.png", "./local.png", "missing.png", "../x.png", "local.txt", "ftp://a.example/x.png"]
+COLUMNS = {"name": NAMES, "model": MODELS, "prompt": PROMPTS, "duration": DURATIONS,
+           "resolution": ["480p", "720p", "8k"], "aspect_ratio": ["16:9", "9:16", "3:2"], "take": ["1", "2", "{name}"],
+           "image_url": MEDIA, "reference_image_urls": MEDIA, "notes": ["n", "{name}"], "kind": ["ship", "{kind}"],
+           "seed": ["1", "x"], "output": ["{name}-o.mp4", "o.mp4"], "durtion": ["5"],
+           "generate_audio": ["true", "no"]}
+
+
+def _csv(rows: list[list[str]]) -> str:
+    return "\n".join(",".join(f'"{c}"' if ("," in c or '"' in c) else c for c in r) for r in rows) + "\n"
+
+
+@st.composite
+def manifests(draw: st.DrawFn) -> tuple[str, str | None]:
+    """(a CSV of rows, a YAML naming it or None): mostly plain rows, some not, some repeated."""
+    cols = draw(st.lists(st.sampled_from(sorted(COLUMNS)), min_size=1, max_size=6, unique=True))
+    if draw(st.integers(0, 3)):
+        cols = ["name", "model", "prompt", *[c for c in cols if c not in ("name", "model", "prompt")]]
+    body = [cols]
+    plain = {"name": st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), "model": st.just(T2V),
+             "prompt": st.sampled_from(["a lighthouse", "a ship"]), "duration": st.sampled_from(["1", "6", "10"])}
+    for _ in range(draw(st.integers(0, 12))):
+        cells = []
+        for c in cols:
+            if c in plain and draw(st.integers(0, 2)):
+                cells.append(draw(plain[c]))
+            elif draw(st.integers(0, 5)) == 0:
+                cells.append("")  # an empty cell: another shape
+            else:
+                cells.append(draw(st.sampled_from(COLUMNS[c])))
+        body.append(cells)
+        if draw(st.integers(0, 5)) == 0:
+            body.append(list(cells))  # the identical row again
+    csv = _csv(body)
+    if draw(st.booleans()):
+        return csv, None
+    lines = []
+    if draw(st.booleans()):
+        lines.append("defaults:")
+        for k, v in draw(st.dictionaries(st.sampled_from(["model", "resolution", "duration", "notes", "prompt",
+                                                          "generate_audio", "image_url", "aspect_ratio", "seed"]),
+                                         st.sampled_from(["720p", "480p", "6", T2V, R2V, "'{name}'", "'{name} x'", "x",
+                                                          "true", "https://a.example/d.png", "16:9", "null", "7"]),
+                                         max_size=3)).items():
+            lines.append(f"  {k}: {v}")
+    if draw(st.integers(0, 3)) == 0:
+        lines.append(f"per_model:\n  {draw(st.sampled_from([T2V, R2V]))}:\n    resolution: 480p")
+    if draw(st.integers(0, 3)) == 0:
+        lines.append(f"unvalidated_models: [{draw(st.sampled_from([T2V, 'not-a-model', 'sora-2']))}]")
+    if draw(st.integers(0, 3)) == 0:
+        lines.append(f"output: '{draw(st.sampled_from(['{name}.mp4', '{name}-{seq}.mp4', 'x.mp4']))}'")
+    if draw(st.integers(0, 5)) == 0:
+        lines.append("matrix:\n  aspect_ratio: ['16:9', '9:16']")
+    if draw(st.integers(0, 2)) == 0:
+        lines.append("jobs:")
+        for _ in range(draw(st.integers(1, 3))):
+            name = draw(st.sampled_from(["j1", "dup", "con", "1", "Café", "[a, b]", "5", "true"]))
+            prompt = draw(st.sampled_from(["a ship", "[x, y]", "7", "null", "'{name} x'"]))
+            lines.append(f"  - {{name: {name}, model: {T2V}, prompt: {prompt}}}")
+    lines.append("rows: rows.csv")
+    return csv, "\n".join(lines) + "\n"
+
+
+def _write(tmp: Path, csv: str, yaml: str | None) -> Path:
+    (tmp / "local.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tmp / "local.txt").write_text("not media")
+    (tmp / "rows.csv").write_text(csv, encoding="utf-8")
+    if yaml is None:
+        return tmp / "rows.csv"
+    (tmp / "m.yaml").write_text(yaml, encoding="utf-8")
+    return tmp / "m.yaml"
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=manifests())
+def test_varied_manifests_expand_the_same_both_ways(tmp_path_factory: pytest.TempPathFactory,
+                                                    doc: tuple[str, str | None]) -> None:
+    assert_same(_write(tmp_path_factory.mktemp("m"), *doc))
+
+
+def test_plain_rows_take_the_short_path_and_match(tmp_path: Path) -> None:
+    rows = [["name", "model", "prompt", "duration", "resolution"]]
+    rows += [[f"clip{i}", T2V, f"shot {i}", str(1 + i % 15), "720p" if i % 3 else ""] for i in range(300)]
+    rows += [["clip7", T2V, "again", "3", ""], ["other", T2V, "shot 9", "10", ""],  # name clash, same request
+             ["con", T2V, "reserved", "2", ""], ["Café", T2V, "accent", "2", ""], ["", T2V, "unnamed", "2", ""],
+             ["late", T2V, "bad", "99", ""], ["aux", T2V, "x", "x", "8k"]]
+    path = _write(tmp_path, _csv(rows), "defaults: {aspect_ratio: '9:16'}\nrows: rows.csv\n")
+    assert assert_same(path) == 3  # with and without `resolution`, and without `name`
+    fast, _ = expansion(path, True)
+    # con_, Café and job00305 survive; the clash, the duplicate and the two bad rows do not
+    assert len(fast["jobs"]) == 300 + 3
+    assert {j["output"] for j in fast["jobs"]} >= {"clip0.mp4", "con_.mp4", "Café.mp4"}
+    assert fast["jobs"][0]["source"] == "rows.csv row 1 (line 2)"
+    assert {p.where for p in fast["problems"]} == {"row 301 (line 302)", "row 302 (line 303)",
+                                                  "row 306 (line 307)", "row 307 (line 308)"}
+
+
+def test_local_files_of_plain_rows_become_uploads_the_same_way(tmp_path: Path) -> None:
+    rows = [["name", "model", "prompt", "image_url", "reference_image_urls"],
+            ["a", I2V, "x", "./local.png", ""], ["b", I2V, "y", "https://a.example/x.png", ""],
+            ["c", I2V, "z", "missing.png", ""], ["d", R2V, "@Image1 w", "", "local.png"],
+            ["e", I2V, "v", "local.txt", ""]]
+    path = _write(tmp_path, _csv(rows), None)
+    assert assert_same(path) == 2
+    fast, _ = expansion(path, True)
+    assert len(fast["local_files"]) == 1
+    assert [j["request"].get("image_url", "")[:7] for j in fast["jobs"]] == ["upload:", "https:/", ""]
+    assert [(p.where, p.field) for p in fast["problems"]] == [("row 3 (line 4)", "image_url"),
+                                                             ("row 5 (line 6)", "image_url")]
+
+
+def test_rows_that_are_not_plain_take_the_general_path(tmp_path: Path) -> None:
+    rows = [["name", "model", "prompt", "notes"], ["a", T2V, "x {notes}", "n"], ["b", T2V, "y", "typo?"]]
+    path = _write(tmp_path, _csv(rows), None)
+    assert assert_same(path) == 0  # `notes` is not a request field: every shape holding it is general
+    rows = [["name", "model", "duration"], ["a", T2V, "3"], ["b", T2V, "4"]]
+    path = _write(tmp_path, _csv(rows), "defaults: {prompt: '{name} at dusk'}\nrows: rows.csv\n")
+    assert assert_same(path) == 0  # a template in `defaults` is rendered for every row
+    assert [j["request"]["prompt"] for j in expansion(path, True)[0]["jobs"]] == ["a at dusk", "b at dusk"]
+    rows = [["name", "model", "prompt"], ["a", T2V, "x"], ["b", R2V, "@Image1 x"], ["c", "sora-2-character", "x"]]
+    assert assert_same(_write(tmp_path, _csv(rows), "output: '{name}-{key}.mp4'\nrows: rows.csv\n")) == 0
+
+
+@pytest.mark.parametrize("name", [*NAMES, "a.mp4", "x" * 78 + ".z", "LPT1.tar", "CONSOLE", "prn."])
+def test_output_name_of_plain_names_is_what_the_template_renders(name: str) -> None:
+    fast = plainrows.output_name(name)
+    if fast is not None:
+        assert (fast, False) == names.render_output_name("{name}.mp4", {"name": name}.get)
+
+
+@given(name=st.text(alphabet="aZ09._-\u00e9CcOoNnLlPpTtUuXx1 /", max_size=90))
+def test_output_name_never_differs_from_the_template(name: str) -> None:
+    fast = plainrows.output_name(name)
+    try:
+        slow: tuple[str, bool] | None = names.render_output_name("{name}.mp4", {"name": name}.get)
+    except ValueError:
+        slow = None
+    if fast is not None:
+        assert (fast, False) == slow
+
+
+def test_costs_are_those_of_the_price_table() -> None:
+    table = PriceTable.load()
+    costs = Costs(table)
+    requests: list[dict[str, Any]] = []
+    for model in (T2V, "veo-3.1", "grok-imagine-edit-video", "unpriced-model"):
+        for res in ("720p", "480p", None, 720, "absent"):
+            for d in (1, 6, True, 6.0, -0.0, "auto", -1, None, [6], "absent", float("nan")):
+                req: dict[str, Any] = {"model": model}
+                if res != "absent":
+                    req["resolution"] = res
+                if d != "absent":
+                    req["duration"] = d
+                requests.append(req)
+    for _ in range(2):  # the second round is answered from the memo
+        for req in requests:
+            got = costs.of(req)
+            want = (table.seconds(req), table.estimate(req))
+            assert repr(got) == repr(want), req  # repr: -0.0 and nan compare as themselves
