@@ -102,7 +102,7 @@ class ModelSpec:
 
 
 # ------------------------------------------------------------------------------ the catalog
-_MEMO_TYPES = (str, int, float, bool, type(None))  # immutable cells: safe to share a verdict
+_MEMO_TYPES = frozenset({str, int, float, bool, type(None)})  # immutable cells: safe to share a verdict
 _MEMO_MAX = 4096
 class Catalog:
     """The models batchgen validates: the shipped entries plus the user's additions."""

@@ -88,7 +88,7 @@ def csv_rows(path: Path, problems: Problems) -> Iterator[Row]:
             line = prev_line + 1
             span = reader.line_num - prev_line
             prev_line = reader.line_num
-            if not cells or all(not c.strip() for c in cells):
+            if not cells or not "".join(cells).strip():  # every cell blank (one C call, not one a cell)
                 continue
             n += 1
             where = f"row {n} (line {line})" if span == 1 else f"row {n} (lines {line}–{line + span - 1})"
