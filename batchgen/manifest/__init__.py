@@ -25,7 +25,8 @@ The rooms, each handing the next a typed value (``document.Document``, ``documen
 
 * ``yamlreader`` reads the file into a ``Document`` (``csvreader`` streams a CSV's rows);
 * ``expand`` crosses rows with the matrix and builds each job (``templates`` renders fields,
-  ``localfiles`` turns local inputs into uploads);
+  ``localfiles`` turns local inputs into uploads; ``plainrows`` decides once per row shape what
+  a row without templates sends, the short path of a large CSV);
 * ``validate`` checks a job's model and fields against the catalog;
 * ``keys`` computes job keys and the digest of an expansion's inputs.
 
