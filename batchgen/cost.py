@@ -85,7 +85,7 @@ class Costs:
         d = request.get("duration", _ABSENT)
         if not (type(model) in _KEYABLE and type(res) in _KEYABLE and type(d) in _KEYABLE):
             return self._work_out(request)
-        key = (model, type(res), res, type(d), d)
+        key = (type(model), model, type(res), res, type(d), d)
         hit = self._memo.get(key)
         if hit is None:
             hit = self._work_out(request)
