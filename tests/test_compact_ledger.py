@@ -7,6 +7,7 @@ is timed: the figures are bench/run.py's `million` scenario."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import io
 import json
@@ -15,16 +16,17 @@ import tempfile
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 import batchgen
 from batchgen import operations
-from batchgen.errors import ManifestError
+from batchgen.errors import LedgerError, ManifestError
+from batchgen.jobs import canonical_json, key_from_json
 from batchgen.ledger import Ledger, Scope, _migrations_dir, make_engine
 from batchgen.manifest import Manifest
 from batchgen.manifest.seen import Seen, fingerprint_of_key, fingerprint_of_text
 from batchgen.reportdata import CompareFields, Packed
-from conftest import ledger_at_revision, page_data
+from conftest import ledger_at_revision, page_data, run_args, run_cli, write_csv_manifest
 
 T2V = "grok-imagine-text-to-video"
 
@@ -161,7 +163,7 @@ def test_migration_0008_keeps_every_job_request_and_membership_on_sqlite(tmp_pat
                                   "('manifest_jobs', 'ix_events_task_id')")).all())
     engine.dispose()
     assert "WITHOUT ROWID" in ddl["manifest_jobs"] and "job_id" in ddl["manifest_jobs"]
-    assert "WHERE task_id IS NOT NULL" in ddl["ix_events_task_id"]
+    assert "ix_events_task_id" not in ddl  # 0009 dropped it: no query looks events up by task id
 
 
 @pytest.mark.postgres
@@ -172,6 +174,169 @@ def test_migration_0008_keeps_every_job_request_and_membership_on_postgres(pg_ur
     cfg = Config()
     cfg.set_main_option("script_location", str(_migrations_dir()))
     command.check(cfg)  # the migrated schema is the models' (constraint names included)
+
+
+# ---------------------------------------------------------------------------- migration 0009
+# Several shapes (two share one), a request stored whole (keys not in canonical order, no
+# prompt, a prompt that is not a string), takes, a done job with its sha256, events with task ids.
+REQUESTS_0009 = [
+    '{"duration":5,"model":"grok","prompt":"a lighthouse ü \\"q\\" \\u2028","resolution":"720p"}',
+    '{"duration":5,"model":"grok","prompt":"a harbour","resolution":"720p"}',
+    '{"duration":6,"model":"grok","prompt":"a harbour","resolution":"720p"}',
+    '{"image_urls":["https://x/1.png"],"model":"veo","prompt":"","seed":7}',
+    '{"model":"m","prompt":"unsorted","duration":5}',
+    '{"model":"m"}',
+    '{"model":"m","prompt":["not","text"]}',
+]
+TAKES = [None, None, "2", None, "b", None, None]
+
+
+def _ledger_at_0008(url: str) -> list[dict]:
+    """A ledger as batchgen wrote it at 0008; returns its jobs as they were stored."""
+    with ledger_at_revision(url, "0008") as c:
+        c.execute(text("INSERT INTO runs (manifest, manifest_sha256, started_at, status, host, pid, jobs_total) "
+                       "VALUES ('/m.yaml', 'sha-a', 1, 'finished', 'h', 1, 7)"))
+        for i, req in enumerate(REQUESTS_0009, start=1):
+            done = i == 2
+            c.execute(text("INSERT INTO jobs (key, run_id, seq, name, source, model, request, output, take, state, "
+                           "task_id, sha256, bytes, output_path, created_at, updated_at) VALUES (:k, 1, :i, :n, 's', "
+                           "'m', :r, :o, :take, :st, :t, :sha, :b, :p, 1, 1)"),
+                      {"k": f"{i:02x}" * 32, "i": i, "n": f"j{i}", "r": req, "o": f"j{i}.mp4", "take": TAKES[i - 1],
+                       "st": "done" if done else "submitted", "t": f"task-{i}", "sha": "ef" * 32 if done else None,
+                       "b": 2978 if done else None, "p": f"/out/j{i}.mp4" if done else None})
+            c.execute(text("INSERT INTO events (job_id, at, from_state, to_state, task_id, detail) VALUES "
+                           "(:i, 1, 'queued', 'submitting', NULL, 'create attempt 1'), "
+                           "(:i, 2, 'submitting', 'submitted', :t, 'estimated_time=0.0')"), {"i": i, "t": f"task-{i}"})
+            c.execute(text("INSERT INTO manifest_jobs (manifest, job_id) VALUES ('/m.yaml', :i)"), {"i": i})
+        return [dict(r._mapping) for r in c.execute(text("SELECT * FROM jobs ORDER BY id"))]
+
+
+def _same_as_before(led: Ledger, before: list[dict]) -> None:
+    exported = list(led.iter_export())
+    for old, row in zip(before, exported, strict=True):
+        assert row == old  # every column, the request's exact text, hex key and sha256
+        assert led.job(old["id"]) == old and led.job(old["key"][:10]) == old and led.job(old["task_id"]) == old
+    assert [j["request"] for j in led.manifest_members("/m.yaml")] == REQUESTS_0009
+    assert led.states_by_key([before[1]["key"]])[before[1]["key"]]["state"] == "done"
+    assert led.known_task_ids() == {f"task-{i}" for i in range(1, 8)}
+    assert [(e["detail"], e["task_id"]) for e in led.events_for(3)] == [("create attempt 1", None),
+                                                                        ("estimated_time=0.0", "task-3")]
+
+
+def _stored(url: str) -> list[tuple]:
+    engine = make_engine(url)
+    with engine.connect() as c:
+        rows = c.execute(text("SELECT j.request, s.body FROM jobs j LEFT JOIN request_shapes s ON s.id = j.shape_id "
+                              "ORDER BY j.id")).all()
+    engine.dispose()
+    return rows
+
+
+def _check_0009(url: str) -> None:
+    before = _ledger_at_0008(url)
+    led = Ledger(url)  # migrates on open
+    try:
+        _same_as_before(led, before)
+    finally:
+        led.close()
+    stored = _stored(url)
+    # The first four share a shape per distinct rest (j1 and j2 one); the last three are whole.
+    assert [r[0] for r in stored[:4]] == ['"a lighthouse ü \\"q\\" \\u2028"', '"a harbour"', '"a harbour"', '""']
+    assert stored[0][1] == stored[1][1] != stored[2][1] and stored[3][1] is not None
+    assert [r for r in stored[4:]] == [(req, None) for req in REQUESTS_0009[4:]]
+
+
+def test_migration_0009_keeps_every_job_request_key_and_event_on_sqlite(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    _check_0009(url)
+    monkeypatch.setenv("BATCHGEN_LEDGER", url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    command.check(cfg)  # the rebuilt tables are the models' (types, constraints, partial index)
+    engine = make_engine(url)
+    with engine.connect() as c:
+        types = c.execute(text("SELECT typeof(key) || typeof(sha256) FROM jobs WHERE id = 2")).scalar()
+        assert types == "blobblob"
+        assert c.execute(text("PRAGMA foreign_key_check")).all() == []
+        assert c.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_migration_0009_keeps_every_job_request_key_and_event_on_postgres(pg_url, monkeypatch):
+    _check_0009(pg_url)
+    monkeypatch.setenv("BATCHGEN_LEDGER", pg_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    command.check(cfg)
+
+
+def test_migration_0009_refuses_a_key_batchgen_did_not_write_and_changes_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with ledger_at_revision(url, "0008") as c:
+        c.execute(text("INSERT INTO runs (manifest, manifest_sha256, started_at, status, host, pid) "
+                       "VALUES ('m', 'x', 1, 'finished', 'h', 1)"))
+        c.execute(text("INSERT INTO jobs (key, run_id, seq, name, source, model, request, output, state, "
+                       "created_at, updated_at) VALUES (:k, 1, 1, 'n', 's', 'm', '{}', 'o.mp4', 'queued', 1, 1)"),
+                  {"k": "AB" * 32})
+    with pytest.raises(LedgerError, match="job 1: its key 'ABAB.*not a sha256 in lowercase hex"):
+        Ledger(url)
+    engine = make_engine(url)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0008"
+        assert c.execute(text("SELECT key FROM jobs")).scalar() == "AB" * 32
+    engine.dispose()
+
+
+def _downgraded(url: str, monkeypatch) -> list[dict]:
+    monkeypatch.setenv("BATCHGEN_LEDGER", url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    command.downgrade(cfg, "0008")
+    engine = make_engine(url)
+    with engine.connect() as c:
+        rows = [dict(r._mapping) for r in c.execute(text("SELECT * FROM jobs ORDER BY id"))]
+        assert c.execute(text("SELECT count(*) FROM events WHERE task_id IS NOT NULL")).scalar() == 7
+        names = {i["name"] for t in ("jobs", "events") for i in inspect(c).get_indexes(t)}
+        assert {"ix_events_task_id", "ix_jobs_worker_id"} <= names
+        assert not inspect(c).has_table("request_shapes")
+    engine.dispose()
+    return rows
+
+
+def test_migration_0009_downgrades_to_the_rows_0008_stored(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    before = _ledger_at_0008(url)
+    Ledger(url).close()
+    assert _downgraded(url, monkeypatch) == before
+
+
+@pytest.mark.postgres
+def test_migration_0009_downgrades_on_postgres(pg_url, monkeypatch):
+    before = _ledger_at_0008(pg_url)
+    Ledger(pg_url).close()
+    assert _downgraded(pg_url, monkeypatch) == before
+
+
+def test_a_fresh_ledger_stores_shapes_once_and_reads_requests_keys_and_sha256_back(sim, tmp_path):
+    m = write_csv_manifest(tmp_path / "m.csv", 12)  # durations 1..10: ten shapes
+    assert run_cli(run_args(sim, m, tmp_path)).exit_code == 0
+    expected = {j.key: j for j in Manifest(m).expand()}
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    led = Ledger(url)
+    try:
+        rows = list(led.iter_export())
+        assert {r["key"] for r in rows} == set(expected)
+        for r in rows:
+            job = expected[r["key"]]
+            assert r["request"] == canonical_json(job.request) and key_from_json(r["request"], r["take"]) == r["key"]
+            assert r["sha256"] == hashlib.sha256(open(r["output_path"], "rb").read()).hexdigest()
+            assert led.job(r["id"]) == r == led.job(r["key"][:8])
+            assert "shape_id" not in r
+    finally:
+        led.close()
+    stored = _stored(url)
+    assert len({body for _, body in stored}) == 10 and all(part.startswith('"A test clip') for part, _ in stored)
 
 
 # ---------------------------------------------------------------------------- report data, streamed

@@ -29,7 +29,8 @@ def test_migrate_on_open_upgrades_an_old_ledger_and_keeps_its_data(tmp_path):
         c.execute(text("INSERT INTO runs (manifest, manifest_sha256, started_at, status, host, pid) "
                        "VALUES ('m', 'x', 1, 'finished', 'h', 1)"))
         c.execute(text("INSERT INTO jobs (key, run_id, seq, name, source, model, request, output, state, task_id, "
-                       "created_at, updated_at) VALUES ('k', 1, 1, 'n', 's', 'm', '{}', 'o.mp4', 'submitted', 't-1', 1, 1)"))
+                       "created_at, updated_at) VALUES (:k, 1, 1, 'n', 's', 'm', '{}', 'o.mp4', 'submitted', 't-1', 1, 1)"),
+                  {"k": "ab" * 32})  # a key as batchgen makes them (0009 stores its bytes)
     led = Ledger(str(tmp_path / "old.db"))
     try:
         run = led.run()

@@ -16,7 +16,8 @@ from ..jobs import JobRow, JobState, RunStatus
 from ..schema import jobs, runs
 from .database import Room
 from .scope import Scope, of_manifest
-from .sql import ACTIVE_STATES, UNFINISHED_STATES, holder_alive, job_row
+from .shapes import SHAPE
+from .sql import ACTIVE_STATES, UNFINISHED_STATES, holder_alive, job_row, job_select
 from .transitions import apply_in, interrupted_create
 
 S = JobState
@@ -55,7 +56,7 @@ class Leases(Room):
             ids = [i for (i,) in c.execute(pick)]
             if not ids:
                 return []
-            rows = c.execute(update(jobs).where(jobs.c.id.in_(ids)).values(worker_id=worker).returning(*jobs.c))
+            rows = c.execute(update(jobs).where(jobs.c.id.in_(ids)).values(worker_id=worker).returning(*jobs.c, SHAPE))
             return sorted((job_row(r) for r in rows), key=lambda r: r["seq"])
         return self._retrying(go)
 
@@ -85,8 +86,8 @@ class Leases(Room):
                 apply_in(c, interrupted_create(stuck, "the worker holding it",
                                                         f"worker gone mid-create; found by worker {worker}"))
             if active:
-                adopted = [job_row(r) for r in c.execute(select(jobs).where(jobs.c.id.in_(active)).order_by(jobs.c.id))]
-            doubt = [job_row(r) for r in c.execute(select(jobs).where(jobs.c.id.in_(stuck)))] if stuck else []
+                adopted = [job_row(r) for r in c.execute(job_select().where(jobs.c.id.in_(active)).order_by(jobs.c.id))]
+            doubt = [job_row(r) for r in c.execute(job_select().where(jobs.c.id.in_(stuck)))] if stuck else []
             return adopted, doubt
         return self._retrying(go)
 
@@ -99,8 +100,8 @@ class Leases(Room):
     def held(self, worker: int) -> list[JobRow]:
         """Jobs with a task that this worker holds (its share of the paid work to collect)."""
         with self._read() as c:
-            return [job_row(r) for r in c.execute(select(jobs).where(jobs.c.worker_id == worker,
-                                                                   jobs.c.state.in_(ACTIVE_STATES)).order_by(jobs.c.id))]
+            q = job_select().where(jobs.c.worker_id == worker, jobs.c.state.in_(ACTIVE_STATES)).order_by(jobs.c.id)
+            return [job_row(r) for r in c.execute(q)]
 
     def pending_elsewhere(self, worker: int, scope: Scope) -> int:
         """Jobs of this manifest that still need work and that ``worker`` does not hold: while

@@ -11,10 +11,11 @@ from sqlalchemy import func, select
 
 from ..errors import UsageError
 from ..jobs import JobRow, JobState
-from ..schema import events, jobs, manifest_jobs, runs
+from ..schema import Digest, events, jobs, hex_digest, manifest_jobs, runs
 from .database import Room
 from .scope import Scope, of_manifest
-from .sql import ACTIVE_STATES, UNFINISHED_STATES, job_row, placeholder, plain
+from .shapes import SHAPE_SQL, whole
+from .sql import ACTIVE_STATES, UNFINISHED_STATES, job_row, job_select, placeholder, plain
 
 S = JobState
 
@@ -26,15 +27,18 @@ class Reads(Room):
         """A job by id, full key, key prefix (≥ 6 chars) or task id."""
         with self._read() as c:
             if isinstance(ref, int) or str(ref).isdigit():
-                r = c.execute(select(jobs).where(jobs.c.id == int(ref))).first()
+                r = c.execute(job_select().where(jobs.c.id == int(ref))).first()
                 if r:
                     return job_row(r)
             s = str(ref)
-            r = c.execute(select(jobs).where(jobs.c.task_id == s)).first()
+            r = c.execute(job_select().where(jobs.c.task_id == s)).first()
             if r:
                 return job_row(r)
-            if len(s) >= 6:
-                found = c.execute(select(jobs).where(jobs.c.key.like(s.lower() + "%")).limit(2)).all()
+            prefix = s.lower()
+            if 6 <= len(prefix) <= 64 and all(ch in "0123456789abcdef" for ch in prefix):
+                # Keys are stored as raw bytes: a hex prefix is the range of keys it can start.
+                lo, hi = prefix.ljust(64, "0"), prefix.ljust(64, "f")
+                found = c.execute(job_select().where(jobs.c.key.between(lo, hi)).limit(2)).all()
                 if len(found) == 1:
                     return job_row(found[0])
                 if len(found) > 1:
@@ -42,7 +46,7 @@ class Reads(Room):
         return None
 
     def jobs_in_state(self, state: str, scope: Scope | None = None) -> list[JobRow]:
-        q = select(jobs).where(jobs.c.state == state).order_by(jobs.c.id)
+        q = job_select().where(jobs.c.state == state).order_by(jobs.c.id)
         if scope is not None:
             q = q.where(of_manifest(scope))
         with self._read() as c:
@@ -50,18 +54,19 @@ class Reads(Room):
 
     def queued_page(self, run_id: int, after_seq: int, limit: int) -> list[JobRow]:
         with self._read() as c:
-            rows = c.execute(select(jobs).where(jobs.c.run_id == run_id, jobs.c.state == S.QUEUED,
+            rows = c.execute(job_select().where(jobs.c.run_id == run_id, jobs.c.state == S.QUEUED,
                                                 jobs.c.seq > after_seq).order_by(jobs.c.seq).limit(limit))
             return [job_row(r) for r in rows]
 
     def active_jobs(self) -> list[JobRow]:
         with self._read() as c:
-            return [job_row(r) for r in c.execute(select(jobs).where(jobs.c.state.in_(ACTIVE_STATES)).order_by(jobs.c.id))]
+            q = job_select().where(jobs.c.state.in_(ACTIVE_STATES)).order_by(jobs.c.id)
+            return [job_row(r) for r in c.execute(q)]
 
     def unfinished(self, limit: int = 10) -> list[JobRow]:
         """Oldest jobs that are neither finished nor waiting for a human."""
         with self._read() as c:
-            q = (select(jobs).where(jobs.c.state.in_(UNFINISHED_STATES))
+            q = (job_select().where(jobs.c.state.in_(UNFINISHED_STATES))
                  .order_by(func.coalesce(jobs.c.submitted_at, jobs.c.created_at), jobs.c.id).limit(limit))
             return [job_row(r) for r in c.execute(q)]
 
@@ -69,7 +74,7 @@ class Reads(Room):
         """Completed jobs whose result URL expires within ``within_s`` and that are not downloaded."""
         cutoff = time.time() - ttl_s + within_s
         with self._read() as c:
-            q = select(jobs).where(jobs.c.state == S.COMPLETED, jobs.c.result_at <= cutoff).order_by(jobs.c.result_at)
+            q = job_select().where(jobs.c.state == S.COMPLETED, jobs.c.result_at <= cutoff).order_by(jobs.c.result_at)
             return [job_row(r) for r in c.execute(q)]
 
     def counts(self, run_id: int | None = None) -> dict[str, int]:
@@ -101,7 +106,7 @@ class Reads(Room):
     def manifest_members(self, manifest: str) -> list[JobRow] | None:
         """The jobs this manifest path expanded to when last recorded (None: not known — a
         ledger written before batchgen recorded it)."""
-        q = (select(jobs).join(manifest_jobs, manifest_jobs.c.job_id == jobs.c.id)
+        q = (job_select().join(manifest_jobs, manifest_jobs.c.job_id == jobs.c.id)
              .where(manifest_jobs.c.manifest == manifest).order_by(jobs.c.seq, jobs.c.id))
         with self._read() as c:
             rows = [job_row(r) for r in c.execute(q)]
@@ -112,7 +117,7 @@ class Reads(Room):
             if last is None:
                 return None
             # Older ledgers: the jobs recorded by runs of that manifest's last version.
-            return [job_row(r) for r in c.execute(select(jobs).where(of_manifest(Scope(manifest, last)))
+            return [job_row(r) for r in c.execute(job_select().where(of_manifest(Scope(manifest, last)))
                                                 .order_by(jobs.c.seq, jobs.c.id))]
 
     def foreign_tasks(self, api: str) -> tuple[str, int] | None:
@@ -147,12 +152,20 @@ class Reads(Room):
                 else:  # older ledgers: the runs of that manifest's last version (see manifest_members)
                     where.append(f"run_id IN (SELECT id FROM runs WHERE manifest_sha256 = (SELECT manifest_sha256 "
                                  f"FROM runs WHERE manifest = {ph('manifest')} ORDER BY id DESC LIMIT 1))")
-            sql = f"SELECT {', '.join(names)} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+            sql = (f"SELECT {', '.join(names)}, {SHAPE_SQL} FROM jobs"
+                   + (" WHERE " + " AND ".join(where) if where else ""))
             result = c.execution_options(stream_results=True).exec_driver_sql(
                 sql + " ORDER BY run_id, seq, id", params)
+            # Raw driver rows: the hex that Digest gives typed reads, the whole request (job_row).
+            digests = [n for n in names if isinstance(jobs.c[n].type, Digest)]
             for chunk in result.partitions(batch):
                 for r in chunk:
-                    yield cast(JobRow, dict(zip(names, r)))
+                    row = dict(zip(names, r))
+                    for n in digests:
+                        row[n] = hex_digest(row[n])
+                    row["request"] = whole(r[-1], row["request"])
+                    del row["shape_id"]
+                    yield cast(JobRow, row)
 
     def knows_manifest(self, manifest: str) -> bool:
         """Whether any run of this manifest path is recorded."""

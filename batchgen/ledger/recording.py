@@ -18,6 +18,7 @@ from ..schema import jobs, manifest_jobs, runs
 from .database import Room
 from .runs import insert_run
 from .scope import Scope, of_manifest
+from .shapes import shape_ids, split
 from .sql import UNFINISHED_STATES, placeholder
 
 S = JobState
@@ -95,7 +96,7 @@ class Recorder(Room):
             ph = placeholder(c)
             c.exec_driver_sql(f"INSERT INTO manifest_jobs (manifest, job_id) SELECT {ph('manifest')}, id FROM jobs "
                               f"WHERE key = {ph('key')} ON CONFLICT DO NOTHING",
-                              [{"manifest": manifest, "key": j.key} for j in batch])
+                              [{"manifest": manifest, "key": bytes.fromhex(j.key)} for j in batch])
 
     def upsert_jobs(self, run_id: int, batch: Sequence[Job]) -> None:
         with self.engine.begin() as c:
@@ -110,7 +111,7 @@ class Recorder(Room):
             return
         now = time.time()
         ph = placeholder(c)
-        cols = ("key", "run_id", "seq", "name", "source", "model", "request", "output", "take", "state",
+        cols = ("key", "run_id", "seq", "name", "source", "model", "request", "shape_id", "output", "take", "state",
                 "created_at", "updated_at")
         moved = ("run_id", "seq", "name", "source", "output", "updated_at")
         # Driver-level executemany: SQLAlchemy's per-row parameter handling cost more than SQLite
@@ -118,8 +119,15 @@ class Recorder(Room):
         sql = (f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join(ph(k) for k in cols)}) "
                f"ON CONFLICT (key) DO UPDATE SET {', '.join(f'{k} = excluded.{k}' for k in moved)} "
                f"WHERE jobs.state <> '{S.DONE.value}'")
-        rows = [{"key": j.key, "run_id": run_id, "seq": j.seq, "name": j.name, "source": j.source,
-                 "model": j.model, "request": j.request_json or canonical_json(j.request),
-                 "output": j.output, "take": j.take, "state": S.QUEUED, "created_at": now, "updated_at": now}
-                for j in batch]
+        # Each distinct shape once (shapes.py); the row keeps the prompt's text and the shape's id.
+        texts = [j.request_json or canonical_json(j.request) for j in batch]
+        parts = [split(j.request, t) for j, t in zip(batch, texts)]
+        ids = shape_ids(c, (p[0] for p in parts if p is not None))
+        rows = []
+        for j, text, part in zip(batch, texts, parts):
+            shape_id = None if part is None else ids.get(part[0])
+            rows.append({"key": bytes.fromhex(j.key), "run_id": run_id, "seq": j.seq, "name": j.name,
+                         "source": j.source, "model": j.model, "shape_id": shape_id,
+                         "request": text if part is None or shape_id is None else part[1],
+                         "output": j.output, "take": j.take, "state": S.QUEUED, "created_at": now, "updated_at": now})
         c.exec_driver_sql(sql, rows)

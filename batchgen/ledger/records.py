@@ -15,7 +15,7 @@ from ..jobs import JobRow, JobState
 from ..schema import jobs, uploads
 from .database import Room
 from .scope import Scope, of_manifest
-from .sql import is_owed, job_row
+from .sql import is_owed, job_row, job_select
 
 S = JobState
 
@@ -54,7 +54,7 @@ class Records(Room):
         rename and the verification, or runs with --no-verify): the next run verifies them.
         ``after_id``/``limit``: one page (ids above ``after_id``), so a caller never holds a
         million of them."""
-        q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.verify.is_(None), jobs.c.output_path.is_not(None),
+        q = (job_select().where(jobs.c.state == S.DONE, jobs.c.verify.is_(None), jobs.c.output_path.is_not(None),
                                 jobs.c.id > after_id, of_manifest(scope)).order_by(jobs.c.id).limit(limit))
         with self._read() as c:
             return [job_row(r) for r in c.execute(q)]
@@ -65,7 +65,7 @@ class Records(Room):
         or of the whole ledger), kept locally: delivered from the local file, never fetched
         from the API again. With verification on, only clips already verified (the others are
         delivered once verified). ``after_id``/``limit``: one page, as ``unverified``."""
-        q = (select(jobs).where(is_owed(), jobs.c.pruned_at.is_(None), jobs.c.output_path.is_not(None),
+        q = (job_select().where(is_owed(), jobs.c.pruned_at.is_(None), jobs.c.output_path.is_not(None),
                                 jobs.c.id > after_id).order_by(jobs.c.id).limit(limit))
         if scope is not None:
             q = q.where(of_manifest(scope))
@@ -77,14 +77,14 @@ class Records(Room):
     def unpruned(self, scope: Scope) -> list[JobRow]:
         """Delivered clips of this manifest whose local copy is still recorded as present: a
         ``--prune-local`` run killed between recording the delivery and removing the file."""
-        q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.delivered_url.is_not(None), jobs.c.pruned_at.is_(None),
+        q = (job_select().where(jobs.c.state == S.DONE, jobs.c.delivered_url.is_not(None), jobs.c.pruned_at.is_(None),
                                 jobs.c.output_path.is_not(None), of_manifest(scope)).order_by(jobs.c.id))
         with self._read() as c:
             return [job_row(r) for r in c.execute(q)]
 
     def lost_candidates(self) -> list[JobRow]:
         """Done clips that should be on local disk (not removed after delivery on purpose)."""
-        q = (select(jobs).where(jobs.c.state == S.DONE, jobs.c.output_path.is_not(None), jobs.c.pruned_at.is_(None))
+        q = (job_select().where(jobs.c.state == S.DONE, jobs.c.output_path.is_not(None), jobs.c.pruned_at.is_(None))
              .order_by(jobs.c.seq, jobs.c.id))
         with self._read() as c:
             return [job_row(r) for r in c.execute(q)]
@@ -105,14 +105,14 @@ class Records(Room):
     def delivery_problems(self, limit: int = 20) -> list[JobRow]:
         """Done clips owed to a destination and not there (a run could not deliver them, or no
         run delivered yet: ``--no-deliver``), newest first."""
-        q = select(jobs).where(is_owed()).order_by(jobs.c.updated_at.desc()).limit(limit)
+        q = job_select().where(is_owed()).order_by(jobs.c.updated_at.desc()).limit(limit)
         with self._read() as c:
             return [job_row(r) for r in c.execute(q)]
 
     def not_as_asked(self, scope: Scope | None = None, limit: int = 1000) -> list[JobRow]:
         """Delivered clips whose verification found them wrong (mismatch, undecodable, missing,
         changed), newest first."""
-        q = (select(jobs).where(jobs.c.verify.in_(["mismatch", "undecodable", "missing", "changed"]))
+        q = (job_select().where(jobs.c.verify.in_(["mismatch", "undecodable", "missing", "changed"]))
              .order_by(jobs.c.verified_at.desc()).limit(limit))
         if scope is not None:
             q = q.where(of_manifest(scope))

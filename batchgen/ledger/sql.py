@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import and_, exists
+from sqlalchemy import Select, and_, exists, select
 from sqlalchemy.engine import Connection
 
 from ..jobs import ACTIVE, JobRow, JobState, RunStatus
 from ..schema import jobs, runs
+from .shapes import SHAPE, whole
 
 S = JobState
 # SQL IN lists of states, in a fixed order (stable statements for the driver's cache).
@@ -24,8 +25,18 @@ def placeholder(c: Connection) -> Callable[[str], str]:
     return lambda name: f":{name}"
 
 
+def job_select() -> Select[Any]:
+    """``SELECT`` of whole job rows: every column and the request's shape (``job_row``)."""
+    return select(jobs, SHAPE)
+
+
 def job_row(r: Any) -> JobRow:
-    return cast(JobRow, dict(r._mapping))
+    """A row of ``job_select`` (or a ``RETURNING`` of the same columns) as callers see a job:
+    its whole request, without how it is stored."""
+    row = dict(r._mapping)
+    row["request"] = whole(row.pop("shape"), row["request"])
+    del row["shape_id"]
+    return cast(JobRow, row)
 
 
 def plain(r: Any) -> dict[str, Any]:

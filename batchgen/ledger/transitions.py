@@ -21,9 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from .. import crash
 from ..errors import LedgerError
 from ..jobs import JobRow, JobState, allowed
-from ..schema import jobs
+from ..schema import jobs, raw_digest
 from .database import Room
-from .sql import job_row, placeholder
+from .sql import job_row, job_select, placeholder
 
 S = JobState
 RETRYABLE_TASK_CODES = frozenset({"timeout", "generation_failed", "model_unavailable", "generation_timeout",
@@ -105,6 +105,8 @@ def apply_in(c: Connection, batch: Sequence[Transition]) -> list[bool]:
                                "task_id": t.task_id, "detail": t.detail})
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for job_id, vals in merged.items():
+        if vals.get("sha256") is not None:  # stored as its raw bytes (schema.Digest)
+            vals["sha256"] = raw_digest(vals["sha256"])
         groups.setdefault(tuple(sorted(vals)), []).append({**vals, "_id": job_id})
     ph = placeholder(c)
     for cols, rows in groups.items():
@@ -144,7 +146,7 @@ class Transitions(Room):
         """Jobs left in ``submitting`` by a process that died mid-create: the POST may or may not
         have made a (billed) task and nothing can tell, so they are never resubmitted silently."""
         with self._read() as c:
-            q = select(jobs).where(jobs.c.state == S.SUBMITTING).order_by(jobs.c.id)
+            q = job_select().where(jobs.c.state == S.SUBMITTING).order_by(jobs.c.id)
             stuck = [job_row(r) for r in c.execute(q)]
         if stuck:
             self.apply(interrupted_create((j["id"] for j in stuck), "the process", "found in submitting at start-up"))

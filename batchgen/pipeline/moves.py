@@ -131,8 +131,7 @@ class Moves:
         job's latency without making a crash safer. The future says whether it was recorded."""
         fut = self.w.submit(Transition(job.id, S.SUBMITTED, (S.SUBMITTING,), {
             "remote_status": info.status, "progress": info.progress, "estimated_time": info.estimated_time,
-            "credits": info.credits, "submitted_at": job.submitted_at}, task_id=info.task_id,
-            detail=f"estimated_time={info.estimated_time}"))
+            "credits": info.credits, "submitted_at": job.submitted_at}, task_id=info.task_id))
         self._move(job, S.SUBMITTED)
         return fut
 
@@ -151,8 +150,9 @@ class Moves:
         self.w.record(Transition(job.id, S.RENDERING, (S.SUBMITTED,), values, detail=detail))
         self._move(job, S.RENDERING)
 
-    def completed(self, job: LiveJob, values: Values, detail: str) -> None:
-        """The result is ready (``job.result_url``, ``job.result_at`` set by the caller)."""
+    def completed(self, job: LiveJob, values: Values, detail: str | None) -> None:
+        """The result is ready (``job.result_url``, ``job.result_at`` set by the caller).
+        ``detail``: only what the row does not hold (the poll count is its ``polls``)."""
         self.w.record(Transition(job.id, S.COMPLETED, POLLED, {
             **values, "result_url": job.result_url, "result_at": job.result_at,
             "completed_at": job.result_at}, detail=detail))
@@ -163,7 +163,7 @@ class Moves:
         """``completed → done``: the file is renamed into place; its sha256 is recorded."""
         self.w.record(Transition(job.id, S.DONE, (S.COMPLETED,), {
             "output_path": str(final), "sha256": sha, "bytes": size, "done_at": time.time(),
-            "error_code": None, "error_message": None}, detail=f"{size} bytes sha256={sha[:16]}"))
+            "error_code": None, "error_message": None}))  # no detail: size and sha256 are in the row
         self._move(job, S.DONE)
         job.sha256 = sha
 

@@ -103,8 +103,9 @@ class Poller:
                                        detail="completed without results", values=base)
                 return True
             job.result_url, job.result_at = info.urls[0], time.time()
-            extra = f" (+{len(info.urls) - 1} more URL(s) not downloaded)" if len(info.urls) > 1 else ""
-            ctx.moves.completed(job, base, f"after {job.polls} poll(s){extra}")
+            # The poll count is the row's `polls`: the event says only what the row cannot (ledger size).
+            extra = f"+{len(info.urls) - 1} more URL(s) not downloaded" if len(info.urls) > 1 else None
+            ctx.moves.completed(job, base, extra)
             return True
         if info.status in ("failed", "cancelled"):
             code = info.error_code or ("cancelled_remotely" if info.status == "cancelled" else "unknown_error")

@@ -1,0 +1,85 @@
+"""Request shapes: what the requests of a manifest share, stored once (issue 21).
+
+A manifest's jobs differ mostly by their prompt; the rest of each request (the model, the
+resolution, the defaults every row gets) repeats. A *shape* is a request's canonical JSON
+with its prompt's value replaced by a marker, kept once in ``request_shapes``; the job's row
+holds the shape's id and, in ``request``, only the text the marker stands for (the prompt as
+JSON). The request is the shape's text before the marker, that text, and the text after:
+exactly the bytes recorded, never re-encoded, so the JSON callers read (and keys made from
+it) is unchanged. A request without a string prompt, a long shape, or one past the ledger's
+limit of shapes (requests that differ in more than their prompt: a seed per row) is stored
+whole, with no shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from ..jobs import canonical_json
+from ..schema import jobs, request_shapes
+
+_SENTINEL = "\x00batchgen:prompt\x00"
+MARK = canonical_json(_SENTINEL)
+# A shape is shared or it is no use: longer ones are stored whole, as are new ones once the
+# ledger holds this many (and PostgreSQL's B-tree refuses index entries over ~2.7 KB).
+MAX_SHAPE_CHARS = 1000
+MAX_SHAPES = 4096
+
+# The shape's text for the row being read (NULL for a request stored whole): a column of every
+# job select (``sql.job_select``), so that a read returns whole requests in one statement.
+SHAPE = (select(request_shapes.c.body).where(request_shapes.c.id == jobs.c.shape_id)
+         .scalar_subquery().label("shape"))
+SHAPE_SQL = "(SELECT body FROM request_shapes WHERE request_shapes.id = jobs.shape_id)"
+
+
+def split(request: dict[str, Any], request_json: str) -> tuple[str, str] | None:
+    """(shape, part) with ``request_json == head + part + tail`` of the shape; None: store whole."""
+    prompt = request.get("prompt")
+    if not isinstance(prompt, str):
+        return None
+    shape = canonical_json({**request, "prompt": _SENTINEL})
+    if len(shape) > MAX_SHAPE_CHARS or shape.count(MARK) != 1:
+        return None
+    head, tail = shape.split(MARK)
+    if len(request_json) < len(head) + len(tail) or not (request_json.startswith(head) and request_json.endswith(tail)):
+        return None
+    return shape, request_json[len(head) : len(request_json) - len(tail)]
+
+
+@lru_cache(maxsize=MAX_SHAPES)
+def _halves(shape: str) -> tuple[str, str]:
+    head, tail = shape.split(MARK)
+    return head, tail
+
+
+def whole(shape: str | None, part: str) -> str:
+    """The request's JSON as recorded, from its row's shape text (None: stored whole) and part."""
+    if shape is None:
+        return part
+    head, tail = _halves(shape)
+    return head + part + tail
+
+
+def shape_ids(c: Connection, shapes: Iterable[str]) -> dict[str, int]:
+    """The ids of these shapes, recording the new ones while the ledger has room for them
+    (inside the caller's transaction: an id is never known for a shape that was rolled back)."""
+    wanted = set(shapes)
+    if not wanted:
+        return {}
+    q = select(request_shapes.c.body, request_shapes.c.id)
+    ids = {b: int(i) for b, i in c.execute(q.where(request_shapes.c.body.in_(sorted(wanted))))}
+    missing = sorted(wanted - ids.keys())
+    if missing:
+        room = MAX_SHAPES - int(c.execute(select(func.count()).select_from(request_shapes)).scalar() or 0)
+        if room > 0:
+            # ON CONFLICT: another worker may record the same shape meanwhile (PostgreSQL).
+            ins = (postgresql.insert if c.dialect.name == "postgresql" else sqlite.insert)(request_shapes)
+            c.execute(ins.on_conflict_do_nothing(index_elements=[request_shapes.c.body]),
+                      [{"body": b} for b in missing[:room]])
+            ids.update((b, int(i)) for b, i in c.execute(q.where(request_shapes.c.body.in_(missing[:room]))))
+    return ids
