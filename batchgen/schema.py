@@ -174,13 +174,20 @@ request_shapes = Table(
     Column("body", Text, nullable=False, unique=True),
 )
 
+manifests = Table(
+    # Each manifest path that membership was recorded for, once: its rows name it by id (0009).
+    "manifests", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", Text, nullable=False, unique=True),
+)
+
 manifest_jobs = Table(
     # The jobs a manifest (its resolved path) expanded to when last recorded: what
     # `batchgen diff` compares tonight's expansion with. Replaced whenever the manifest changes.
-    # By job id, in the primary key's own B-tree on SQLite (WITHOUT ROWID): one entry of a
-    # few dozen bytes per job instead of the 64-character key stored twice (0008).
+    # By manifest id and job id, in the primary key's own B-tree on SQLite (WITHOUT ROWID): one
+    # entry of about ten bytes per job (0008, 0009).
     "manifest_jobs", metadata,
-    Column("manifest", Text, primary_key=True),
+    Column("manifest_id", Integer, primary_key=True),
     Column("job_id", Integer, primary_key=True),
     sqlite_with_rowid=False,
 )

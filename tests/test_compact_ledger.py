@@ -208,6 +208,7 @@ def _ledger_at_0008(url: str) -> list[dict]:
                            "(:i, 1, 'queued', 'submitting', NULL, 'create attempt 1'), "
                            "(:i, 2, 'submitting', 'submitted', :t, 'estimated_time=0.0')"), {"i": i, "t": f"task-{i}"})
             c.execute(text("INSERT INTO manifest_jobs (manifest, job_id) VALUES ('/m.yaml', :i)"), {"i": i})
+        c.execute(text("INSERT INTO manifest_jobs (manifest, job_id) VALUES ('/other.yaml', 2), ('/other.yaml', 5)"))
         return [dict(r._mapping) for r in c.execute(text("SELECT * FROM jobs ORDER BY id"))]
 
 
@@ -217,6 +218,9 @@ def _same_as_before(led: Ledger, before: list[dict]) -> None:
         assert row == old  # every column, the request's exact text, hex key and sha256
         assert led.job(old["id"]) == old and led.job(old["key"][:10]) == old and led.job(old["task_id"]) == old
     assert [j["request"] for j in led.manifest_members("/m.yaml")] == REQUESTS_0009
+    assert [j["name"] for j in led.manifest_members("/other.yaml")] == ["j2", "j5"]
+    assert [j["name"] for j in led.iter_export(manifest="/other.yaml")] == ["j2", "j5"]
+    assert led.scope_counts(Scope("/other.yaml", "no-such-sha")) == {"done": 1, "submitted": 1}
     assert led.states_by_key([before[1]["key"]])[before[1]["key"]]["state"] == "done"
     assert led.known_task_ids() == {f"task-{i}" for i in range(1, 8)}
     assert [(e["detail"], e["task_id"]) for e in led.events_for(3)] == [("create attempt 1", None),
@@ -297,6 +301,8 @@ def _downgraded(url: str, monkeypatch) -> list[dict]:
     with engine.connect() as c:
         rows = [dict(r._mapping) for r in c.execute(text("SELECT * FROM jobs ORDER BY id"))]
         assert c.execute(text("SELECT count(*) FROM events WHERE task_id IS NOT NULL")).scalar() == 7
+        assert c.execute(text("SELECT manifest, job_id FROM manifest_jobs ORDER BY manifest, job_id")).all() == [
+            *(("/m.yaml", i) for i in range(1, 8)), ("/other.yaml", 2), ("/other.yaml", 5)]
         names = {i["name"] for t in ("jobs", "events") for i in inspect(c).get_indexes(t)}
         assert {"ix_events_task_id", "ix_jobs_worker_id"} <= names
         assert not inspect(c).has_table("request_shapes")

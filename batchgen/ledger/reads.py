@@ -13,7 +13,7 @@ from ..errors import UsageError
 from ..jobs import JobRow, JobState
 from ..schema import Digest, events, jobs, hex_digest, manifest_jobs, runs
 from .database import Room
-from .scope import Scope, of_manifest
+from .scope import Scope, manifest_id, of_manifest
 from .shapes import SHAPE_SQL, whole
 from .sql import ACTIVE_STATES, UNFINISHED_STATES, job_row, job_select, placeholder, plain
 
@@ -107,7 +107,7 @@ class Reads(Room):
         """The jobs this manifest path expanded to when last recorded (None: not known — a
         ledger written before batchgen recorded it)."""
         q = (job_select().join(manifest_jobs, manifest_jobs.c.job_id == jobs.c.id)
-             .where(manifest_jobs.c.manifest == manifest).order_by(jobs.c.seq, jobs.c.id))
+             .where(manifest_jobs.c.manifest_id == manifest_id(manifest)).order_by(jobs.c.seq, jobs.c.id))
         with self._read() as c:
             rows = [job_row(r) for r in c.execute(q)]
             if rows:
@@ -146,9 +146,10 @@ class Reads(Room):
                 params["run_id"] = run_id
             if manifest is not None:
                 params["manifest"] = manifest
-                if c.execute(select(manifest_jobs.c.job_id).where(manifest_jobs.c.manifest == manifest)
+                if c.execute(select(manifest_jobs.c.job_id).where(manifest_jobs.c.manifest_id == manifest_id(manifest))
                              .limit(1)).first() is not None:
-                    where.append(f"id IN (SELECT job_id FROM manifest_jobs WHERE manifest = {ph('manifest')})")
+                    where.append(f"id IN (SELECT job_id FROM manifest_jobs WHERE manifest_id = "
+                                 f"(SELECT id FROM manifests WHERE path = {ph('manifest')}))")
                 else:  # older ledgers: the runs of that manifest's last version (see manifest_members)
                     where.append(f"run_id IN (SELECT id FROM runs WHERE manifest_sha256 = (SELECT manifest_sha256 "
                                  f"FROM runs WHERE manifest = {ph('manifest')} ORDER BY id DESC LIMIT 1))")

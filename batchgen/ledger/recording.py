@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from ..jobs import Job, JobState, canonical_json
-from ..schema import jobs, manifest_jobs, runs
+from ..schema import jobs, manifest_jobs, manifests, runs
 from .database import Room
 from .runs import insert_run
 from .scope import Scope, of_manifest
@@ -35,18 +35,19 @@ class Recorder(Room):
         ``check()`` may return options to add to the run's (known only after expansion)."""
         with self.engine.begin() as c:
             run_id = insert_run(c, self._now(), manifest, manifest_sha256, options, 0)
-            c.execute(manifest_jobs.delete().where(manifest_jobs.c.manifest == manifest))
+            members = self._manifest_id(c, manifest)
+            c.execute(manifest_jobs.delete().where(manifest_jobs.c.manifest_id == members))
             n = 0
             chunk: list[Job] = []
             for job in jobs_:
                 chunk.append(job)
                 if len(chunk) >= batch:
                     self._upsert(c, run_id, chunk)
-                    self._add_members(c, manifest, chunk)
+                    self._add_members(c, members, chunk)
                     n += len(chunk)
                     chunk = []
             self._upsert(c, run_id, chunk)
-            self._add_members(c, manifest, chunk)
+            self._add_members(c, members, chunk)
             n += len(chunk)
             extra = check() or {}
             # Stamped again at commit: recording a huge manifest may take longer than a lease.
@@ -90,13 +91,19 @@ class Recorder(Room):
                     select(jobs.c.output, jobs.c.source).where(scope, jobs.c.state.in_(UNFINISHED_STATES))))
         return run_id, n, int(match.id)
 
-    def _add_members(self, c: Connection, manifest: str, batch: Sequence[Job]) -> None:
+    def _manifest_id(self, c: Connection, manifest: str) -> int:
+        """This manifest path's id in ``manifests``, recorded now if it is new."""
+        c.execute(self._insert_into(manifests).values(path=manifest).on_conflict_do_nothing(
+            index_elements=[manifests.c.path]))
+        return int(c.execute(select(manifests.c.id).where(manifests.c.path == manifest)).scalar_one())
+
+    def _add_members(self, c: Connection, members: int, batch: Sequence[Job]) -> None:
         """This manifest's job set (`batchgen diff`) as recorded now; the caller deleted the old."""
         if batch:
             ph = placeholder(c)
-            c.exec_driver_sql(f"INSERT INTO manifest_jobs (manifest, job_id) SELECT {ph('manifest')}, id FROM jobs "
+            c.exec_driver_sql(f"INSERT INTO manifest_jobs (manifest_id, job_id) SELECT {ph('m')}, id FROM jobs "
                               f"WHERE key = {ph('key')} ON CONFLICT DO NOTHING",
-                              [{"manifest": manifest, "key": bytes.fromhex(j.key)} for j in batch])
+                              [{"m": members, "key": bytes.fromhex(j.key)} for j in batch])
 
     def upsert_jobs(self, run_id: int, batch: Sequence[Job]) -> None:
         with self.engine.begin() as c:

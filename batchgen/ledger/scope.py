@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from ..schema import jobs, manifest_jobs, runs
+from ..schema import jobs, manifest_jobs, manifests, runs
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,12 @@ class Scope:
     sha256: str
 
 
+def manifest_id(path: str) -> Any:
+    """The id of this manifest path in ``manifests`` (NULL if none was recorded), as SQL."""
+    return select(manifests.c.id).where(manifests.c.path == path).scalar_subquery()
+
+
 def of_manifest(scope: Scope) -> Any:
     """The jobs of this manifest (see ``Scope``), whichever run or worker recorded them last."""
-    return or_(jobs.c.id.in_(select(manifest_jobs.c.job_id).where(manifest_jobs.c.manifest == scope.manifest)),
+    return or_(jobs.c.id.in_(select(manifest_jobs.c.job_id).where(manifest_jobs.c.manifest_id == manifest_id(scope.manifest))),
                jobs.c.run_id.in_(select(runs.c.id).where(runs.c.manifest_sha256 == scope.sha256)))

@@ -1,18 +1,22 @@
-"""compact job rows: each request shape once, the job key and the file's sha256 as 32 raw
-bytes, the worker-id index partial
+"""compact job rows: each request shape once, membership by manifest id, the job key and
+the file's sha256 as 32 raw bytes, no events task-id index, the worker-id index partial
 
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-01 02:00:00
 
-A job's key was 64 hex characters in its row and again in the key's unique index, its sha256
-64 more: as raw bytes (BLOB, bytea; ``schema.Digest`` gives callers the same hex) they are
-half that. What the requests share (all but the prompt: model, resolution, defaults) is kept
-once per distinct shape in ``request_shapes``; a row keeps its prompt's JSON text and the
-shape's id (``batchgen/ledger/shapes.py``; the request read back is the same bytes).
-``ix_events_task_id`` served no query (the one reader of events' task ids, the audit, reads
-them all): gone, with its ~45 bytes a job. ``ix_jobs_worker_id`` indexed every job although only leased jobs (PostgreSQL
-workers) have a worker. Issue 21: a million-job ledger at ≤ 1 KB a job.
+Issue 21: a million-job ledger at ≤ 1 KB a job.
+
+- A job's key was 64 hex characters in its row and again in the key's unique index, its
+  sha256 64 more: as raw bytes (BLOB, bytea; ``schema.Digest`` gives callers the same hex)
+  they are half that.
+- What the requests share (all but the prompt: model, resolution, defaults) is kept once per
+  distinct shape in ``request_shapes``; a row keeps its prompt's JSON text and the shape's id
+  (``batchgen/ledger/shapes.py``; the request read back is the very bytes recorded).
+- Membership names its manifest by an id (``manifests``), not by its path in every row.
+- ``ix_events_task_id`` served no query (the one reader of events' task ids, the audit,
+  reads them all); ``ix_jobs_worker_id`` indexed every job although only leased jobs
+  (PostgreSQL workers) have a worker: now only those.
 
 SQLite cannot change a column's type in place: the jobs table is rebuilt (batch mode). Its
 rebuild drops the old table, which the events' foreign key refuses while events refer to it
@@ -166,6 +170,43 @@ def _convert_on_sqlite(name: str, fn: Callable[[object], object]) -> None:
         op.execute(f"UPDATE jobs SET key = {name}(key), sha256 = {name}(sha256)")
 
 
+def _members(new_column: sa.Column[Any], select_sql: str) -> None:
+    """manifest_jobs rebuilt with ``new_column`` (the manifest's id, or its path) and the job's."""
+    pg = op.get_context().dialect.name == 'postgresql'
+    # On PostgreSQL a primary key names an index, unique per schema: renamed once the old is gone.
+    op.create_table(
+        'manifest_jobs_new',
+        new_column,
+        sa.Column('job_id', sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(new_column.name, 'job_id', name='pk_manifest_jobs_new' if pg else 'pk_manifest_jobs'),
+        sqlite_with_rowid=False,
+    )
+    op.execute(f"INSERT INTO manifest_jobs_new ({new_column.name}, job_id) {select_sql}")
+    op.drop_table('manifest_jobs')
+    op.rename_table('manifest_jobs_new', 'manifest_jobs')
+    if pg:
+        op.execute("ALTER TABLE manifest_jobs RENAME CONSTRAINT pk_manifest_jobs_new TO pk_manifest_jobs")
+
+
+def _members_by_manifest_id() -> None:
+    op.create_table(
+        'manifests',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('path', sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint('id', name='pk_manifests'),
+        sa.UniqueConstraint('path', name='uq_manifests_path'),
+    )
+    op.execute("INSERT INTO manifests (path) SELECT DISTINCT manifest FROM manifest_jobs ORDER BY manifest")
+    _members(sa.Column('manifest_id', sa.Integer(), nullable=False),
+             "SELECT m.id, j.job_id FROM manifest_jobs j JOIN manifests m ON m.path = j.manifest")
+
+
+def _members_by_path() -> None:
+    _members(sa.Column('manifest', sa.Text(), nullable=False),
+             "SELECT m.path, j.job_id FROM manifest_jobs j JOIN manifests m ON m.id = j.manifest_id")
+    op.drop_table('manifests')
+
+
 def _refuse_other_digests() -> None:
     """Every key and sha256 batchgen wrote is 64 lowercase hex characters; anything else would
     not read back as it was, so the migration stops before changing anything."""
@@ -192,11 +233,13 @@ def upgrade() -> None:
     _convert_on_sqlite('batchgen_unhex', _unhex)
     _rebuild_jobs(sa.LargeBinary(), sa.String(length=64), "decode({col}, 'hex')", shape_id=True)
     _shape_requests()
+    _members_by_manifest_id()
     op.create_index('ix_jobs_worker_id', 'jobs', ['worker_id'], unique=False,
                     sqlite_where=sa.text('worker_id IS NOT NULL'), postgresql_where=sa.text('worker_id IS NOT NULL'))
 
 
 def downgrade() -> None:
+    _members_by_path()
     op.drop_index('ix_jobs_worker_id', table_name='jobs')
     _whole_requests()
     _convert_on_sqlite('batchgen_hex', _hex)
