@@ -188,14 +188,19 @@ def _members(new_column: sa.Column[Any], select_sql: str) -> None:
         op.execute("ALTER TABLE manifest_jobs RENAME CONSTRAINT pk_manifest_jobs_new TO pk_manifest_jobs")
 
 
-def _members_by_manifest_id() -> None:
+def _texts_by_id(table: str, column: str) -> None:
+    """A table of distinct texts (manifest paths, request shapes) that rows name by id."""
     op.create_table(
-        'manifests',
+        table,
         sa.Column('id', sa.Integer(), nullable=False),
-        sa.Column('path', sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint('id', name='pk_manifests'),
-        sa.UniqueConstraint('path', name='uq_manifests_path'),
+        sa.Column(column, sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint('id', name=f'pk_{table}'),
+        sa.UniqueConstraint(column, name=f'uq_{table}_{column}'),
     )
+
+
+def _members_by_manifest_id() -> None:
+    _texts_by_id('manifests', 'path')
     op.execute("INSERT INTO manifests (path) SELECT DISTINCT manifest FROM manifest_jobs ORDER BY manifest")
     _members(sa.Column('manifest_id', sa.Integer(), nullable=False),
              "SELECT m.id, j.job_id FROM manifest_jobs j JOIN manifests m ON m.path = j.manifest")
@@ -222,13 +227,7 @@ def _refuse_other_digests() -> None:
 def upgrade() -> None:
     _refuse_other_digests()
     op.drop_index('ix_events_task_id', table_name='events')
-    op.create_table(
-        'request_shapes',
-        sa.Column('id', sa.Integer(), nullable=False),
-        sa.Column('body', sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint('id', name='pk_request_shapes'),
-        sa.UniqueConstraint('body', name='uq_request_shapes_body'),
-    )
+    _texts_by_id('request_shapes', 'body')
     op.drop_index('ix_jobs_worker_id', table_name='jobs')
     _convert_on_sqlite('batchgen_unhex', _unhex)
     _rebuild_jobs(sa.LargeBinary(), sa.String(length=64), "decode({col}, 'hex')", shape_id=True)
