@@ -176,3 +176,15 @@ def test_an_outage_is_measured_between_unanswered_requests_not_by_the_clock() ->
     api.down = False
     asyncio.run(poll())
     assert watch.outage is None and watch.silent_for() == 0.0
+
+
+def test_a_create_retried_says_which_attempt_it_is(tmp_path: Path) -> None:
+    async def body(led: Ledger, w: Writer, moves: Moves, job: LiveJob) -> None:
+        assert await moves.intent(job)
+        await moves.requeued(job, {"error_code": "rate_limited", "error_message": "429"}, "create refused: 429")
+        assert await moves.intent(job)
+        assert job.attempts == 2
+        assert [(e["to_state"], e["detail"]) for e in led.events_for(job.id)] == [
+            (S.SUBMITTING, None), (S.QUEUED, "create refused: 429"), (S.SUBMITTING, "create attempt 2")]
+
+    _with_first_job(tmp_path, 1, body)
