@@ -588,7 +588,8 @@ def _print_result(r: RunResult, as_json: bool) -> None:
 @quiet_option
 def export(ledger: str | None, output: Path | None, run_id: int | None, manifest: Path | None, as_json: bool, raw: bool,
            quiet: bool) -> None:
-    """Export one row per job, in manifest order, as CSV (default) or JSON.
+    """Export one row per job as CSV (default) or JSON, in the order runs recorded them: by run,
+    and in manifest order within a run (jobs a later run retried or added come after).
 
     By default, text cells that a spreadsheet would treat as a formula (= + - @ tab CR LF)
     are prefixed with an apostrophe (safe to open in Excel/LibreOffice/Sheets); --raw keeps

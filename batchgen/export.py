@@ -1,4 +1,5 @@
-"""Results export: CSV and JSON, one row per job in manifest order.
+"""Results export: CSV and JSON, one row per job, by run and in manifest order
+within a run.
 
 CSV is spreadsheet-safe by default: a text cell a spreadsheet would run as a formula (``= + - @``,
 tab, CR, LF first) gets a leading apostrophe. ``raw=True`` writes cells exactly as recorded, for

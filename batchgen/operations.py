@@ -458,7 +458,7 @@ def _rows(led: Ledger, run_id: int | None, manifest: str | Path | None) -> Itera
 
 def export(ledger: str | Ledger | None = None, output: Path | IO[str] | None = None, *, run_id: int | None = None,
            fmt: Literal["csv", "json"] = "csv", raw: bool = False, manifest: str | Path | None = None) -> int:
-    """Write one row per job (or run ``run_id``'s, or ``manifest``'s), in manifest order, to
+    """Write one row per job (or run ``run_id``'s, or ``manifest``'s), by run and in manifest order within a run, to
     ``output`` (a path, written atomically, or an open text stream); returns the number of rows.
     CSV cells a spreadsheet would run as formulas get a leading apostrophe unless ``raw``."""
     writer: Callable[[Any, IO[str]], int] = (
@@ -476,7 +476,7 @@ def export(ledger: str | Ledger | None = None, output: Path | IO[str] | None = N
 
 def results(ledger: str | Ledger | None = None, *, run_id: int | None = None,
             manifest: str | Path | None = None) -> Iterator[dict[str, Any]]:
-    """One record per job (or run ``run_id``'s, or ``manifest``'s), in manifest order: the rows
+    """One record per job (or run ``run_id``'s, or ``manifest``'s), by run and in manifest order within a run: the rows
     ``export --json`` writes (name, state, task id, output path, sha256, credits, error, …), streamed."""
     with open_ledger(ledger, readonly=True) as led:
         for j in _rows(led, run_id, manifest):

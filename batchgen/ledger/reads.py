@@ -134,7 +134,7 @@ class Reads(Room):
     def iter_export(self, run_id: int | None = None, batch: int = 2000, manifest: str | None = None,
                     ) -> Iterator[JobRow]:
         """Every job (or one run's, and/or the jobs ``manifest`` expanded to when last recorded:
-        the rows ``manifest_members`` returns, never held) in manifest order, streamed; plain dicts
+        the rows ``manifest_members`` returns, never held) by run and in manifest order within a run, streamed; plain dicts
         built from the driver's tuples (100k rows: the ORM-free path is several times faster)."""
         names = list(jobs.c.keys())
         with self._read() as c:
