@@ -509,6 +509,11 @@ class Client:
                 raise DownloadError(f"{type(e).__name__}: {e}"[:300]) from None
             except UnicodeError as e:  # a result URL whose host name cannot be encoded
                 raise DownloadError(f"result URL refused: {e}"[:300], permanent=True, code="url_refused") from None
-            except OSError as e:
+            except ConnectionError as e:
+                # A reset or broken connection that reached us unwrapped: the network's, retried
+                # like any transport error. Never a disk error, which stops the whole run's
+                # submissions (a busy CDN or machine is not a full disk).
+                raise DownloadError(f"{type(e).__name__}: {e}"[:300]) from None
+            except OSError as e:  # what is left: the temp file, its fsync, the rename
                 raise DownloadError(f"cannot write {final.name}: {e.strerror}", code="disk_error") from None
         raise DownloadError("too many redirects", permanent=True, code="url_refused")

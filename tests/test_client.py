@@ -244,3 +244,39 @@ def test_download_hosts_resolving_to_private_addresses_are_refused():
         with pytest.raises(OSError, match="non-public"):
             await r.resolve("evil.example.com")
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("raised", [ConnectionResetError(104, "Connection reset by peer"),
+                                    BrokenPipeError(32, "Broken pipe")])
+def test_a_connection_reset_that_reaches_the_download_unwrapped_is_retried_not_a_disk_error(tmp_path, monkeypatch,
+                                                                                             raised):
+    """aiohttp wraps most socket errors in its own; one that comes through as a plain OSError is
+    the network's. Read as a disk error it would stop the run's submissions (exit 3)."""
+    good = mp4_bytes("t", 200_000)
+
+    def broken(self, n):
+        async def gen():
+            yield good[:1000]
+            raise raised
+        return gen()
+
+    async def handler(request):
+        return web.Response(body=good, content_type="video/mp4")
+
+    async def main():
+        runner, url = await _serve(handler)
+        try:
+            async with Client(url, Secret("k")) as c:
+                monkeypatch.setattr(aiohttp.StreamReader, "iter_chunked", broken)
+                with pytest.raises(DownloadError) as ei:
+                    await c.download(url + "/r.mp4", tmp_path / "out.mp4")
+                monkeypatch.undo()
+                assert (ei.value.code, ei.value.permanent) == ("download_failed", False)
+                assert type(raised).__name__ in str(ei.value)
+                # the same download, the network healed: the file arrives
+                assert await c.download(url + "/r.mp4", tmp_path / "out.mp4") == (
+                    len(good), hashlib.sha256(good).hexdigest())
+        finally:
+            await runner.cleanup()
+    asyncio.run(main())
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
