@@ -1,7 +1,8 @@
 """``python -m batchgen`` and the ``batchgen`` command.
 
 A signal at any moment of a command's life ends in a documented exit code, never a traceback:
-SIGTERM is made to behave like Ctrl-C before the command line's (slow) imports, and an
+SIGTERM is made to behave like Ctrl-C before the command line's (slow) imports (and Ctrl-C is
+Ctrl-C even when the process was started with SIGINT ignored), and an
 interrupt during them ends in one line and exit 130. ``batchgen run`` handles both itself
 while it runs (signals.py). Once the command is over, a signal during the process's teardown
 (threads joined, files closed) ends it at once with the command's own exit code, and one while
@@ -20,6 +21,12 @@ from batchgen.errors import EXIT_INTERRUPTED  # (errors imports nothing heavy)
 
 
 def main() -> None:
+    # Ctrl-C as Python's default even when the process was started with SIGINT ignored: a
+    # shell without job control (a cron script's `batchgen run … &`, a CI step) starts
+    # background commands so, and Python then keeps the ignore. The run's own handler
+    # (signals.py) is installed regardless, so a SIGINT before it was silently dropped and the
+    # run went on to the end (exit 0) while one after it stopped the run: any moment must do.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # Registered first, so it runs last of the exit handlers: from there on Python unloads its
     # modules, and a handler written in Python would be reset to the default (death by SIGINT).

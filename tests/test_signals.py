@@ -242,3 +242,34 @@ def test_a_signal_inside_string_built_code_still_exits_130_under_python_m(tmp_pa
     r = subprocess.run([sys.executable, "-m", "interrupted_import"], cwd=tmp_path, env=_env(),
                        capture_output=True, timeout=60)
     assert (r.returncode, r.stderr.decode()) == (130, "interrupted\n")
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler installed for ``sig`` (Linux: /proc's SigCgt mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(mask >> (sig - 1) & 1)
+
+
+def test_ctrl_c_counts_even_when_the_run_was_started_with_sigint_ignored(tmp_path):
+    """A shell without job control (a cron script's `batchgen run … &`, a CI step) starts its
+    background commands with SIGINT ignored, and Python keeps an inherited ignore. The run's own
+    handler is installed regardless once it starts, so a SIGINT while it was still importing used
+    to be dropped and the run went on to the end with exit 0. Sent as soon as batchgen's entry
+    point has run (it catches SIGTERM from there), it must stop the run: 130 during the imports,
+    3 once the run's handler took over; never a full run."""
+    m = write_csv_manifest(tmp_path / "m.csv", 8)
+    p = subprocess.Popen(_cmd(m, tmp_path), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 60
+    while not _catches(p.pid, signal.SIGTERM) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    err = err.decode()
+    _clean(err)
+    assert p.returncode in (3, 130), (p.returncode, err)
+    assert "done=8" not in err, err
