@@ -345,6 +345,94 @@ def test_a_fresh_ledger_stores_shapes_once_and_reads_requests_keys_and_sha256_ba
     assert len({body for _, body in stored}) == 10 and all(part.startswith('"A test clip') for part, _ in stored)
 
 
+
+def _revision(url: str) -> str | None:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as c:
+            return c.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_an_older_run_holding_a_sqlite_ledger_is_never_migrated_under(tmp_path):
+    """A new batchgen installed mid-night, then `batchgen stop` (or a second `run`) typed while
+    yesterday's batchgen still runs: migrating under that run had it write hex digests and the
+    old tables into the new layout, and every later read failed. Its flock says it is running:
+    the ledger is left as it is (exit 5) until that run ends."""
+    import fcntl
+
+    path = tmp_path / "l.db"
+    url = f"sqlite:///{path}"
+    before = _ledger_at_0008(url)
+    held = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)  # what the older run holds
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(LedgerError) as ei:
+            Ledger(url)
+        assert ei.value.exit_code == 5 and "in use by a run of it" in str(ei.value) and "0008" in str(ei.value)
+        r = run_cli(["db", "upgrade", "--ledger", str(path)])
+        assert r.exit_code == 5 and "cannot be upgraded under that run" in r.output, r.output
+        assert _revision(url) == "0008"
+    finally:
+        os.close(held)
+    led = Ledger(url)  # that run is over: migrated now, nothing lost
+    try:
+        _same_as_before(led, before)
+        led.acquire_lock()  # and the upgrade let go of the lock it took
+    finally:
+        led.close()
+
+
+def test_a_live_older_worker_on_postgres_keeps_its_ledger_from_being_migrated_under_it(pg_url):
+    before = _ledger_at_0008(pg_url)
+    engine = make_engine(pg_url)
+    with engine.begin() as c:  # a worker of the older batchgen, its heartbeat fresh (the server's clock)
+        c.execute(text("UPDATE runs SET status = 'running', heartbeat_at = extract(epoch FROM clock_timestamp())"))
+    with pytest.raises(LedgerError) as ei:
+        Ledger(pg_url)
+    assert ei.value.exit_code == 5 and "in use by a run of it" in str(ei.value)
+    assert _revision(pg_url) == "0008"
+    with engine.begin() as c:  # it died (or finished) a while ago
+        c.execute(text("UPDATE runs SET heartbeat_at = extract(epoch FROM clock_timestamp()) - 600"))
+    engine.dispose()
+    led = Ledger(pg_url)
+    try:
+        _same_as_before(led, before)
+    finally:
+        led.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_shape_over_the_limit_in_utf8_bytes_is_stored_whole(backend, tmp_path, request):
+    """The shape's limit is in bytes: 860 CJK characters are 2,580 bytes of UTF-8, over what
+    PostgreSQL's B-tree index takes (2,704 with the row's overhead); such a request is stored
+    whole, and reads back byte for byte, on either database."""
+    from batchgen.ledger.shapes import MAX_SHAPE_BYTES, split
+
+    url = request.getfixturevalue("pg_url") if backend == "postgres" else f"sqlite:///{tmp_path / 'l.db'}"
+    caption = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(860))
+    req = {"model": "sora-2", "prompt": "a harbour at dawn", "scene_caption_zh": caption}
+    text_ = canonical_json(req)
+    assert len(text_) < 1000 < MAX_SHAPE_BYTES + 1 < len(text_.encode())
+    assert split(req, text_) is None
+    small = {"model": "sora-2", "prompt": "a harbour at dawn", "scene_caption_zh": caption[:200]}
+    assert split(small, canonical_json(small)) is not None  # 600 bytes: shared
+    m = tmp_path / "m.yaml"
+    m.write_text("unvalidated_models: [sora-2]\ndefaults: {model: sora-2, scene_caption_zh: " + json.dumps(caption)
+                 + "}\njobs:\n  - {name: a, prompt: a harbour at dawn}\n  - {name: b, prompt: a quay at dusk}\n",
+                 encoding="utf-8")
+    jobs = list(Manifest(m).expand())
+    led = Ledger(url)
+    try:
+        run_id = led.start_run(str(m), "sha", {}, len(jobs))
+        led.upsert_jobs(run_id, jobs)
+        rows = {r["name"]: r for r in led.iter_export()}
+        assert {n: r["request"] for n, r in rows.items()} == {j.name: canonical_json(j.request) for j in jobs}
+    finally:
+        led.close()
+    assert all(body is None for _, body in _stored(url))
+
 # ---------------------------------------------------------------------------- report data, streamed
 def test_packed_data_is_the_bytes_gzip_compress_makes():
     doc = json.dumps({"rows": [[i, f"ü{i}", None] for i in range(50000)]}, ensure_ascii=False).encode()

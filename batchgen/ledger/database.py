@@ -91,7 +91,27 @@ class Database:
             raise LedgerOutdated(f"ledger {self}: written by an older batchgen (schema {current or 'unversioned'}, "
                                  f"this version needs {head}): run `batchgen db upgrade` on it first (this command "
                                  "only reads and never changes it)")
-        upgrade(self.engine)
+        if self.created:
+            upgrade(self.engine)
+            return
+        # An older batchgen may be running on this ledger right now (a new version installed
+        # mid-night, then `batchgen stop` typed): migrating under it would have it write the
+        # old layout into the new one. SQLite: its run holds the ledger's flock, taken here for
+        # the upgrade; PostgreSQL: its workers' heartbeats are fresh (checked in ``upgrade``).
+        busy = (f"ledger {self}: written by an older batchgen (schema {current or 'unversioned'}, this version "
+                f"needs {head}) and in use by a run of it: it cannot be upgraded under that run. Let it finish, or "
+                "stop it with the batchgen that started it, then run this again; nothing was changed")
+        if self.path is None:
+            upgrade(self.engine, refuse_if_running=busy)
+            return
+        try:
+            self.acquire_lock()
+        except LedgerBusy:
+            raise LedgerBusy(busy) from None
+        try:
+            upgrade(self.engine)
+        finally:
+            self.release_lock()
 
     @property
     def safe_url(self) -> str:

@@ -18,10 +18,13 @@ from urllib.parse import quote
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 
-from ..errors import LedgerMissing, NotALedger
+from ..errors import LedgerBusy, LedgerMissing, NotALedger
 
 DEFAULT_LEDGER = "batchgen.db"
 DEFAULT_SIM_LEDGER = "batchgen-sim.db"  # --simulate and its placeholder videos never share the real ledger
+# A PostgreSQL worker whose heartbeat is this recent may be running (twice the default
+# --lease-timeout: the others would take its jobs over after one).
+LIVE_WORKER_S = 60.0
 _MIGRATION_LOCK = 0x62617463  # "batc": with the schema's hash, serialises migrations on PostgreSQL
 
 
@@ -179,7 +182,10 @@ def schema_revisions() -> tuple[str | None, frozenset[str]]:
     return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
 
 
-def upgrade(engine: Engine) -> None:
+def upgrade(engine: Engine, *, refuse_if_running: str | None = None) -> None:
+    """Migrate the ledger to this version's schema. ``refuse_if_running``: on PostgreSQL, the
+    message of the ``LedgerBusy`` raised (nothing changed) when a run of the ledger still has a
+    fresh heartbeat: during a migration it can only be an older batchgen's worker."""
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
@@ -199,7 +205,13 @@ def upgrade(engine: Engine) -> None:
             # here and then find the schema current (transactional DDL, lock freed at commit).
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s, hashtext(current_schema()))",
                                  {"k": _MIGRATION_LOCK})
-            if MigrationContext.configure(conn).get_current_revision() == head:
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current == head:
                 return
+            if refuse_if_running and current is not None and current >= "0003" and conn.exec_driver_sql(
+                    "SELECT count(*) FROM runs WHERE status = 'running' "
+                    "AND heartbeat_at >= extract(epoch FROM clock_timestamp()) - %(s)s",
+                    {"s": LIVE_WORKER_S}).scalar():
+                raise LedgerBusy(refuse_if_running)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

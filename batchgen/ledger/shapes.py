@@ -26,8 +26,9 @@ from ..schema import jobs, request_shapes
 _SENTINEL = "\x00batchgen:prompt\x00"
 MARK = canonical_json(_SENTINEL)
 # A shape is shared or it is no use: longer ones are stored whole, as are new ones once the
-# ledger holds this many (and PostgreSQL's B-tree refuses index entries over ~2.7 KB).
-MAX_SHAPE_CHARS = 1000
+# ledger holds this many. Counted in UTF-8 bytes, not characters: PostgreSQL's B-tree refuses
+# index entries over 2,704 bytes, and 1,000 characters of CJK text are 3,000.
+MAX_SHAPE_BYTES = 1000
 MAX_SHAPES = 4096
 
 # The shape's text for the row being read (NULL for a request stored whole): a column of every
@@ -43,7 +44,8 @@ def split(request: dict[str, Any], request_json: str) -> tuple[str, str] | None:
     if not isinstance(prompt, str):
         return None
     shape = canonical_json({**request, "prompt": _SENTINEL})
-    if len(shape) > MAX_SHAPE_CHARS or shape.count(MARK) != 1:
+    if len(shape) > MAX_SHAPE_BYTES or len(shape.encode("utf-8", "surrogatepass")) > MAX_SHAPE_BYTES \
+            or shape.count(MARK) != 1:
         return None
     head, tail = shape.split(MARK)
     if len(request_json) < len(head) + len(tail) or not (request_json.startswith(head) and request_json.endswith(tail)):
