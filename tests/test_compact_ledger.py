@@ -433,6 +433,23 @@ def test_a_shape_over_the_limit_in_utf8_bytes_is_stored_whole(backend, tmp_path,
         led.close()
     assert all(body is None for _, body in _stored(url))
 
+
+def test_an_older_ledger_holding_a_long_non_ascii_request_upgrades_on_postgres(pg_url):
+    caption = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(860))
+    req = canonical_json({"model": "sora-2", "prompt": "a harbour at dawn", "scene_caption_zh": caption})
+    with ledger_at_revision(pg_url, "0008") as c:
+        c.execute(text("INSERT INTO runs (manifest, manifest_sha256, started_at, status, host, pid, jobs_total) "
+                       "VALUES ('/m.yaml', 'sha-a', 1, 'finished', 'h', 1, 1)"))
+        c.execute(text("INSERT INTO jobs (key, run_id, seq, name, source, model, request, output, state, created_at, "
+                       "updated_at) VALUES (:k, 1, 1, 'a', 's', 'sora-2', :r, 'a.mp4', 'queued', 1, 1)"),
+                  {"k": "ab" * 32, "r": req})
+    led = Ledger(pg_url)  # migrates: the request is stored whole, not as a shape the index refuses
+    try:
+        assert [r["request"] for r in led.iter_export()] == [req]
+    finally:
+        led.close()
+    assert _revision(pg_url) == "0009" and _stored(pg_url) == [(req, None)]
+
 # ---------------------------------------------------------------------------- report data, streamed
 def test_packed_data_is_the_bytes_gzip_compress_makes():
     doc = json.dumps({"rows": [[i, f"ü{i}", None] for i in range(50000)]}, ensure_ascii=False).encode()
