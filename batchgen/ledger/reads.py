@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -14,8 +14,8 @@ from ..jobs import JobRow, JobState
 from ..schema import Digest, events, jobs, hex_digest, manifest_jobs, runs
 from .database import Room
 from .scope import Scope, manifest_id, of_manifest
-from .shapes import SHAPE_SQL, whole
-from .sql import ACTIVE_STATES, UNFINISHED_STATES, job_row, job_select, placeholder, plain
+from .shapes import SHAPE_SQL
+from .sql import ACTIVE_STATES, UNFINISHED_STATES, as_job, job_row, job_select, placeholder, plain
 
 S = JobState
 
@@ -157,16 +157,14 @@ class Reads(Room):
                    + (" WHERE " + " AND ".join(where) if where else ""))
             result = c.execution_options(stream_results=True).exec_driver_sql(
                 sql + " ORDER BY run_id, seq, id", params)
-            # Raw driver rows: the hex that Digest gives typed reads, the whole request (job_row).
+            # Raw driver rows: the hex that Digest gives typed reads, the whole request (as_job).
             digests = [n for n in names if isinstance(jobs.c[n].type, Digest)]
             for chunk in result.partitions(batch):
                 for r in chunk:
                     row = dict(zip(names, r))
                     for n in digests:
                         row[n] = hex_digest(row[n])
-                    row["request"] = whole(r[-1], row["request"])
-                    del row["shape_id"]
-                    yield cast(JobRow, row)
+                    yield as_job(row, r[-1])
 
     def knows_manifest(self, manifest: str) -> bool:
         """Whether any run of this manifest path is recorded."""

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from ..jobs import Job, JobState, canonical_json
-from ..schema import jobs, manifest_jobs, manifests, runs
+from ..schema import jobs, manifest_jobs, manifests, raw_digest, runs
 from .database import Room
 from .runs import insert_run
 from .scope import Scope, of_manifest
@@ -103,7 +103,7 @@ class Recorder(Room):
             ph = placeholder(c)
             c.exec_driver_sql(f"INSERT INTO manifest_jobs (manifest_id, job_id) SELECT {ph('m')}, id FROM jobs "
                               f"WHERE key = {ph('key')} ON CONFLICT DO NOTHING",
-                              [{"m": members, "key": bytes.fromhex(j.key)} for j in batch])
+                              [{"m": members, "key": raw_digest(j.key)} for j in batch])
 
     def upsert_jobs(self, run_id: int, batch: Sequence[Job]) -> None:
         with self.engine.begin() as c:
@@ -133,7 +133,7 @@ class Recorder(Room):
         rows = []
         for j, text, part in zip(batch, texts, parts):
             shape_id = None if part is None else ids.get(part[0])
-            rows.append({"key": bytes.fromhex(j.key), "run_id": run_id, "seq": j.seq, "name": j.name,
+            rows.append({"key": raw_digest(j.key), "run_id": run_id, "seq": j.seq, "name": j.name,
                          "source": j.source, "model": j.model, "shape_id": shape_id,
                          "request": text if part is None or shape_id is None else part[1],
                          "output": j.output, "take": j.take, "state": S.QUEUED, "created_at": now, "updated_at": now})

@@ -34,7 +34,13 @@ def job_row(r: Any) -> JobRow:
     """A row of ``job_select`` (or a ``RETURNING`` of the same columns) as callers see a job:
     its whole request, without how it is stored."""
     row = dict(r._mapping)
-    row["request"] = whole(row.pop("shape"), row["request"])
+    return as_job(row, row.pop("shape"))
+
+
+def as_job(row: dict[str, Any], shape: str | None) -> JobRow:
+    """``row`` (every column of ``jobs``) with its request made whole from ``shape`` and the
+    storage detail dropped: what ``job_row`` and the driver-level export both hand out."""
+    row["request"] = whole(shape, row["request"])
     del row["shape_id"]
     return cast(JobRow, row)
 
