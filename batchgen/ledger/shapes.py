@@ -44,8 +44,7 @@ def split(request: dict[str, Any], request_json: str) -> tuple[str, str] | None:
     if not isinstance(prompt, str):
         return None
     shape = canonical_json({**request, "prompt": _SENTINEL})
-    if len(shape) > MAX_SHAPE_BYTES or len(shape.encode("utf-8", "surrogatepass")) > MAX_SHAPE_BYTES \
-            or shape.count(MARK) != 1:
+    if len(shape.encode("utf-8", "surrogatepass")) > MAX_SHAPE_BYTES or shape.count(MARK) != 1:
         return None
     head, tail = shape.split(MARK)
     if len(request_json) < len(head) + len(tail) or not (request_json.startswith(head) and request_json.endswith(tail)):

@@ -95,9 +95,7 @@ def csv_rows(path: Path, problems: Problems) -> Iterator[Row]:
             if len(cells) != len(header):
                 problems.add(where, None, f"has {len(cells)} cells, the header has {len(header)}", file=file)
                 continue
-            values: dict[str, Any] = (
-                {h: c for h, c in zip(header, cells) if c and not c.isspace() and h not in ignored} if ignored
-                else {h: c for h, c in zip(header, cells) if c and not c.isspace()})
+            values: dict[str, Any] = {h: c for h, c in zip(header, cells) if c and not c.isspace() and h not in ignored}
             if PARAMS_COLUMN in values and not _expand_params(values, where, file, problems):
                 continue
             yield Row(where, file, values)
