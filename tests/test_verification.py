@@ -117,3 +117,23 @@ def test_compare_checks_resolution_class_and_promised_audio(monkeypatch):
     spec = specs.SHIPPED.models[T2V]
     monkeypatch.setitem(specs.SHIPPED.models, T2V, specs.ModelSpec(spec.name, spec.fields, audio=True))
     assert media.compare(m, {"duration": 6}, T2V) == ("mismatch", ["audio: no audio track, the model promises one"])
+
+
+def test_a_clip_left_unverified_is_checked_against_its_recorded_sha256_first(sim, tmp_path):
+    """A --no-verify night leaves its clips unverified. If a file was replaced before the next
+    run (an edited row with the same output name, a hand edit), that run's sweep records it
+    `changed` instead of reading the new bytes as the job's clip and calling it ok."""
+    m = manifest(tmp_path / "m.csv", 3)
+    assert run_cli(run_args(sim, m, tmp_path, "--no-verify")).exit_code == 0
+    a, b, c = sorted(rows(tmp_path), key=lambda j: j["name"])
+    assert {j["verify"] for j in (a, b, c)} == {None}
+    p = Path(b["output_path"])
+    p.write_bytes(p.read_bytes() + b"\x00\x00\x00\x10free" + b"\x00" * 8)  # a padding box: still a fine clip
+    measured = media.inspect(str(p))
+    assert media.compare(measured, json.loads(b["request"]), T2V)[0] == "ok"  # read alone, it would pass
+    r = run_cli(run_args(sim, m, tmp_path))
+    assert r.exit_code == 1, r.output
+    got = {j["name"]: (j["verify"], j["verify_detail"]) for j in rows(tmp_path)}
+    assert got[a["name"]][0] == got[c["name"]][0] == "ok"
+    assert got[b["name"]][0] == "changed" and got[b["name"]][1].startswith("sha256 "), got
+    assert len(sim.truth()["creates"]) == 3  # verifying never re-renders

@@ -5,7 +5,9 @@ It owns the verification: its own process pool (``media.pool()``: spawned, tied 
 life), the verifications in progress (the end of the run waits for them: a verdict belongs in
 the run's summary), this run's outcome counts (``verified``), what a mismatch means
 (``--on-mismatch``: kept and flagged, or failed and retryable), and the start-of-run sweep of
-clips a crash left unverified. A clip that cannot be read (a broken pool, an OS error) stays
+clips a crash (or a --no-verify night) left unverified, whose files are first checked to be the
+ones recorded (sha256): a file replaced since (an edited row with the same output name, a hand
+edit) is recorded ``changed``, never blessed as the job's clip. A clip that cannot be read (a broken pool, an OS error) stays
 unverified: the next run checks it.
 
 Hands a checked clip on through ``Handoff`` (to delivery). May not touch: creates, polls,
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -36,9 +40,11 @@ class Checker:
         self.verified: collections.Counter[str] = collections.Counter()  # this run's outcomes
         self._pool: ProcessPoolExecutor | None = None
 
-    def start(self, job: LiveJob, final: Path) -> None:
-        """Inspect the clip off the event loop; neither submitting nor polling waits for it."""
-        track(self.tasks, self._verify(job, final), f"verify-{job.id}")
+    def start(self, job: LiveJob, final: Path, *, recheck: bool = False) -> None:
+        """Inspect the clip off the event loop; neither submitting nor polling waits for it.
+        ``recheck``: the file was written before this run, so it is first compared with the
+        recorded sha256 (a file this run just downloaded was hashed on the way in)."""
+        track(self.tasks, self._verify(job, final, recheck), f"verify-{job.id}")
 
     async def sweep(self, scope: Scope) -> None:
         """Verify the clips a crash left unverified (renamed into place, never inspected)."""
@@ -46,23 +52,31 @@ class Checker:
         async for page in sweep_pages(w, w.ledger.unverified, scope, tasks=self.tasks):
             for row in page:
                 if row["output_path"]:
-                    self.start(LiveJob.from_row(row), Path(row["output_path"]))
+                    self.start(LiveJob.from_row(row), Path(row["output_path"]), recheck=True)
 
     def shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    async def _verify(self, job: LiveJob, final: Path) -> None:
+    async def _verify(self, job: LiveJob, final: Path, recheck: bool) -> None:
         ctx, opts = self.ctx, self.ctx.opts
         crash.point("before_verify")  # the file is in place and recorded, its verdict not yet
         if self._pool is None:
             self._pool = media.pool()
         poster, sheet = media.picture_paths(str(final), job.output) if opts.pictures else (None, None)
+        look = (functools.partial(media.check_file, str(final), job.sha256, None, poster, sheet) if recheck
+                else functools.partial(media.inspect, str(final), poster, sheet))
         try:
-            measured = await asyncio.get_running_loop().run_in_executor(
-                self._pool, media.inspect, str(final), poster, sheet)
+            measured = await asyncio.get_running_loop().run_in_executor(self._pool, look)
         except (BrokenProcessPool, OSError, RuntimeError) as e:  # left unverified: the next run retries
             ctx.log(f"job {job.name}: could not verify {final.name} ({e}); the next run will")
+            return
+        if "gone" in measured:  # not the file recorded: `batchgen recover` gets the clip back
+            outcome = measured["gone"]
+            self.verified[outcome] += 1
+            ctx.log(f"job {job.name} ({job.short}): {outcome}: {measured['detail']}")
+            ctx.moves.note(job, {"verify": outcome, "verify_detail": measured["detail"], "verified_at": time.time()},
+                           detail=f"verification: {outcome}")
             return
         outcome, diffs = media.compare(measured, job.request, job.model, opts.catalog)
         self.verified[outcome] += 1
