@@ -554,7 +554,7 @@ def test_the_simulator_renders_what_each_model_is_asked_for(tmp_path, model):
 
     request = _accepts(tmp_path, model, _varied(model))
     sim = Simulator(SimConfig(seed=1))
-    plan = sim._media_plan(dict(request))
+    plan = sim.media_plan(dict(request))
     measured = {"duration": plan["seconds"], "width": plan["width"], "height": plan["height"], "fps": 24.0,
                 "audio": plan["audio"]}
     assert media.compare(measured, request, model) == ("ok", []), (request, plan)

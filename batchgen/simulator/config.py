@@ -1,0 +1,59 @@
+"""Every knob of the simulator (``SimConfig``): what ``batchgen simulator --set K=V``,
+``run --simulate --sim-set K=V`` and ``POST /_sim/config`` change. Data only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+@dataclass
+class SimConfig:
+    """Every knob of the simulator. Probabilities are per request; times are seconds."""
+
+    seed: int = 0
+    api_key: str | None = None  # None: any non-empty Bearer token is accepted
+    render_min: float = 2.0
+    render_max: float = 6.0
+    estimate_noise: float = 0.15  # estimated_time = render time × U(1-n, 1+n)
+    latency: float = 0.0  # added to every API response
+    rpm_limit: float | None = None  # token bucket per key; over it → 429 + Retry-After
+    p429: float = 0.0
+    retry_after: float = 1.0
+    p_burst: float = 0.0  # starts a 429 burst: every request refused for burst_seconds
+    burst_seconds: float = 2.0
+    p_slow: float = 0.0  # the response (API or file) is delayed by slow_seconds
+    slow_seconds: float = 1.0
+    p5xx_before: float = 0.0  # 500/502/503 and nothing created
+    p500_after: float = 0.0  # create: task created, then 500 (ambiguous)
+    p_drop_after: float = 0.0  # create: task created, then the connection is dropped (ambiguous)
+    p_drop_before: float = 0.0  # create: connection dropped, nothing created (ambiguous to client)
+    p_malformed: float = 0.0  # 200 with a body that is not JSON (create: the task exists)
+    p_fail: float = 0.0  # task ends failed
+    p_cancel: float = 0.0  # task ends cancelled
+    p_truncate: float = 0.0  # result download cut short
+    p_poll_404: float = 0.0  # poll answers 404 (unknown task), as an eventually consistent store might
+    file_min: int = 4096
+    file_max: int = 16384
+    result_ttl: float = 24 * 3600.0
+    balance: float | None = None  # credits; None = unlimited; exhausted → 402
+    upload_max_bytes: int = 10 * 1024 * 1024  # larger uploads → 413
+    storage_cap: int = 64 * 1024 * 1024  # per key; full → evict oldest (auto_cleanup) or 403
+    credits_per_second: float = 1.0
+    # Result files: "real" = decodable H.264 MP4s (PyAV) whose duration and frame size follow
+    # the request, with an AAC track when `audio`; "stub" = tiny signature-only files (fast,
+    # for throughput benchmarks). The p_* knobs serve wrong ones, for verification tests.
+    media: str = "real"
+    audio: bool = True
+    fps: int = 24
+    p_short: float = 0.0  # half the asked duration
+    p_wrong_aspect: float = 0.0  # width and height swapped
+    p_undecodable: float = 0.0  # a valid `ftyp` box, then garbage
+    p_no_audio: float = 0.0  # no audio track
+
+    def update(self, values: dict[str, Any]) -> None:
+        names = {f.name for f in fields(self)}
+        for k, v in values.items():
+            if k not in names:
+                raise KeyError(k)
+            setattr(self, k, v)
+
