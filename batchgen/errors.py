@@ -102,6 +102,13 @@ class DataFileError(ManifestError):
         self.subject = subject
 
 
+class DecisionsFileError(ManifestError):
+    """A decisions CSV (``batchgen review --from``) that cannot be applied: every problem, each
+    with its line and field; nothing was recorded."""
+
+    subject = "the decisions file"
+
+
 class OutputRefused(UsageError):
     """A file batchgen was asked to write (export -o, report -o, --report, --metrics-file, a clip
     or picture under --out) names no place for a regular file: the target exists and is a

@@ -21,7 +21,8 @@ from .jobs import JobRow
 COLUMNS = ["job_key", "name", "take", "row", "model", "prompt", "params", "state", "task_id", "result_url",
            "output_path", "bytes", "sha256", "credits", "attempts", "polls", "error_code", "error_message",
            "submitted_at", "completed_at", "done_at", "verify", "verify_detail", "duration_s", "width", "height",
-           "fps", "codec", "audio", "poster", "contact_sheet", "delivered_url", "delivered_at", "manifest"]
+           "fps", "codec", "audio", "poster", "contact_sheet", "delivered_url", "delivered_at", "manifest",
+           "review", "review_note", "reviewer", "pick"]
 _FORMULA_FIRST = frozenset("=+-@\t\r\n")
 
 
@@ -58,9 +59,14 @@ def to_record(j: JobRow) -> dict[str, Any]:
         "poster": j["poster"], "contact_sheet": j["sheet"],
         # where --deliver put it (object storage)
         "delivered_url": j["delivered_url"], "delivered_at": _iso(j["delivered_at"]),
-        # the manifest of the run that recorded the job last (operations._rows adds it; last column:
-        # positions of the columns before it are unchanged)
+        # the manifest of the run that recorded the job last (operations._rows adds it; new columns
+        # go after the existing ones, so positions scripts rely on stay)
         "manifest": cast(dict[str, Any], j).get("manifest"),
+        # the latest review decision (batchgen review): verdict (empty: pending), its note, who
+        # decided, and whether this take is its shot's pick. `batchgen review --from` reads
+        # these columns back.
+        "review": j.get("review"), "review_note": j.get("review_note"), "reviewer": j.get("reviewer"),
+        "pick": True if j.get("pick") else None,
     }
 
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class JobState(StrEnum):
@@ -45,6 +45,15 @@ class RunStatus(StrEnum):
     INTERRUPTED = "interrupted"  # stopped with work left: signal, `batchgen stop`, timeouts, caps
     STOPPED = "stopped"  # halted by the API: key refused (401) or balance too low (402)
     DIED = "died"  # the process vanished (kill -9, power loss, a worker's stale heartbeat)
+
+
+class Verdict(StrEnum):
+    """A reviewer's decision on a clip (``batchgen review``; ledger table ``decisions``). A clip
+    with no verdict is *pending* review: pending is the absence of a decision, never stored."""
+
+    APPROVE = "approve"  # keep it: delivered by `--deliver-only approved`
+    RETAKE = "retake"  # render a new take of the same request (`batchgen retake`)
+    REJECT = "reject"  # not wanted; never deleted from a store it already reached
 
 
 S = JobState
@@ -194,7 +203,12 @@ class JobRow(TypedDict):
     delivery_error: str | None
     pruned_at: float | None
     deliver_to: str | None
+    # The latest review decision (ledger/decisions.py), on the rows export and report read.
+    review: NotRequired[str | None]  # a Verdict value; None: pending
+    review_note: NotRequired[str | None]
+    reviewer: NotRequired[str | None]
+    pick: NotRequired[bool]  # this take is its shot's pick
 
 
-__all__ = ["ACTIVE", "Job", "JobRow", "JobState", "RunStatus", "STATES", "TERMINAL", "TRANSITIONS", "UNFINISHED", "allowed",
+__all__ = ["ACTIVE", "Job", "JobRow", "JobState", "RunStatus", "STATES", "TERMINAL", "TRANSITIONS", "UNFINISHED", "Verdict", "allowed",
            "canonical_json", "job_key", "key_from_json", "request_sha256", "short_key"]

@@ -339,6 +339,7 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         doubt = led.jobs_in_state(S.IN_DOUBT)
         expiring = led.expiring(expiring_within_h * 3600, RESULT_TTL)
         verified = led.verify_counts()
+        review = led.verdict_counts()
         wrong = led.not_as_asked(limit=20)
         delivery = led.delivery_counts()
         undelivered = led.delivery_problems(20)
@@ -365,6 +366,8 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         "expiring": [dict(_brief(j), expires_in_s=round((j["result_at"] or now) + RESULT_TTL - now))
                      for j in expiring],
         "verified": verified,
+        # finished clips by their latest review verdict (batchgen review); pending: none yet
+        "review": review,
         "not_as_asked": [dict(_brief(j), verify=j["verify"], detail=j["verify_detail"], output_path=j["output_path"])
                          for j in wrong],
         # --deliver: clips in the store, and those a run could not deliver (the next run will)
@@ -446,7 +449,7 @@ def _rows(led: Ledger, run_id: int | None, manifest: str | Path | None) -> Itera
     if path is not None and not led.knows_manifest(path):
         raise UsageError(f"{manifest}: no run of this manifest is recorded in {led}")
     manifests: dict[int, str | None] = {}
-    for j in led.iter_export(run_id, manifest=path):
+    for j in led.iter_export(run_id, manifest=path, review=True):
         rid = j["run_id"]
         if rid not in manifests:
             r = led.run(rid)

@@ -37,7 +37,8 @@ PROMPT_CHARS = 160  # the table shows a prompt's start; the export has all of it
 MESSAGE_CHARS = 160
 # Row layout of the embedded data (see _JS: the same order).
 _FIELDS = ("name", "key", "state", "model", "params", "prompt", "polls", "credits", "error", "message", "output",
-           "verify", "detail", "duration", "width", "height", "poster", "sheet", "delivered", "pruned")
+           "verify", "detail", "duration", "width", "height", "poster", "sheet", "delivered", "pruned",
+           "review", "pick")
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#f6f7f9}
@@ -51,6 +52,8 @@ th{background:#eef0f3;position:sticky;top:0}td.prompt{max-width:340px}video{widt
 .state{font-weight:600}.s-done{color:#18794e}.s-failed{color:#c62828}.s-in_doubt{color:#b26a00}
 .v{display:inline-block;border-radius:4px;padding:0 5px;font-size:12px;margin-top:4px}.v-ok{background:#e3f4ea;color:#18794e}
 .v-mismatch,.v-undecodable,.v-missing,.v-changed{background:#f6e3f6;color:#8e24aa}
+.r-approve{background:#e3f4ea;color:#18794e}.r-retake{background:#fff1d6;color:#8a5a00}.r-reject{background:#fbe4e4;color:#c62828}
+.r-pending{background:#eef0f3;color:#556}
 .controls{margin:8px 0;display:flex;gap:8px;flex-wrap:wrap;align-items:center}input,select,button{font:inherit;padding:4px 8px}
 svg text{font:11px system-ui,sans-serif;fill:#445}svg text.axis{font-style:italic}.bar{fill:#4a6fd1}
 a.path{font-size:12px;word-break:break-all}details img{width:240px;display:block;margin-top:4px}
@@ -69,7 +72,7 @@ _JS = r"""
   const str = i => i === null || i === undefined ? '' : typeof i === 'string' ? i : S[i];  // a string itself past the table's size
   const get = (r, f) => r[col[f]];
   const $ = id => document.getElementById(id);
-  const q = $('q'), st = $('state'), vf = $('verify'), cmp = $('compare'), PAGE = 50;
+  const q = $('q'), st = $('state'), vf = $('verify'), rv = $('review'), cmp = $('compare'), PAGE = 50;
   let page = 0, shown = [];  // indexes into rows
   function el(tag, attrs, text){ const e = document.createElement(tag);
     for (const k in (attrs || {})) e.setAttribute(k, attrs[k]); if (text !== undefined) e.textContent = text; return e; }
@@ -94,8 +97,9 @@ _JS = r"""
     if (v) { box.append(el('span', {class: 'v v-' + v}, v)); const d = str(get(r, 'detail')); if (d) box.append(el('div', {}, d)); }
     return box;
   }
-  function matches(r, text, want, wantV){
+  function matches(r, text, want, wantV, wantR){
     if (want && str(get(r, 'state')) !== want) return false;
+    if (wantR && str(get(r, 'review')) !== wantR) return false;
     if (wantV && str(get(r, 'verify')) !== wantV) return false;
     if (!text) return true;
     return [get(r, 'name'), get(r, 'key'), str(get(r, 'prompt')), str(get(r, 'error')), str(get(r, 'message')),
@@ -107,7 +111,10 @@ _JS = r"""
       const r = rows[i], tr = el('tr', {'data-state': str(get(r, 'state'))});
       const n = el('td'); n.append(el('div', {}, get(r, 'name'))); n.append(el('span', {class: 'muted'}, get(r, 'key')));
       tr.append(n);
-      tr.append(el('td', {class: 'state s-' + str(get(r, 'state'))}, str(get(r, 'state'))));
+      const s = el('td', {class: 'state s-' + str(get(r, 'state'))}, str(get(r, 'state')));
+      if (get(r, 'review')) s.append(el('div', {class: 'v r-' + str(get(r, 'review'))},
+                                        str(get(r, 'review')) + (get(r, 'pick') ? ' · pick' : '')));
+      tr.append(s);
       const m = el('td'); m.append(el('div', {}, str(get(r, 'model')))); m.append(el('span', {class: 'muted'}, str(get(r, 'params'))));
       tr.append(m);
       tr.append(el('td', {class: 'prompt'}, str(get(r, 'prompt'))));
@@ -141,7 +148,8 @@ _JS = r"""
       for (const v of values) {
         const td = el('td', {class: 'cell'}); const r = cells[v];
         if (r) { td.append(media(r)); td.append(spec(r)); td.append(el('div', {class: 'spec'},
-                 str(get(r, 'state')) + (get(r, 'credits') === null ? '' : ' · ' + get(r, 'credits') + ' credits'))); }
+                 str(get(r, 'state')) + (get(r, 'review') ? ' · ' + str(get(r, 'review')) + (get(r, 'pick') ? ' (pick)' : '') : '')
+                 + (get(r, 'credits') === null ? '' : ' · ' + get(r, 'credits') + ' credits'))); }
         else td.append(el('span', {class: 'muted'}, '—'));
         tr.append(td);
       }
@@ -151,9 +159,9 @@ _JS = r"""
   }
   function apply(keepPage){
     const t0 = performance.now();
-    const text = q.value.toLowerCase(), want = st.value, wantV = vf.value, field = cmp.value;
+    const text = q.value.toLowerCase(), want = st.value, wantV = vf.value, wantR = rv.value, field = cmp.value;
     shown = [];
-    for (let i = 0; i < rows.length; i++) if (matches(rows[i], text, want, wantV)) shown.push(i);
+    for (let i = 0; i < rows.length; i++) if (matches(rows[i], text, want, wantV, wantR)) shown.push(i);
     if (!keepPage) page = 0;
     $('jobs').hidden = !!field; $('comparison').hidden = !field;
     const total = field ? renderCompare(field) : (renderRows(), shown.length);
@@ -163,17 +171,18 @@ _JS = r"""
     $('page').textContent = 'page ' + (page + 1) + ' of ' + pages;
     $('prev').disabled = page === 0; $('next').disabled = page >= pages - 1;
     const h = new URLSearchParams();
-    if (want) h.set('state', want); if (text) h.set('q', q.value); if (wantV) h.set('verify', wantV); if (field) h.set('compare', field);
+    if (want) h.set('state', want); if (text) h.set('q', q.value); if (wantV) h.set('verify', wantV); if (wantR) h.set('review', wantR); if (field) h.set('compare', field);
     history.replaceState(null, '', h.toString() ? '#' + h.toString() : location.pathname);
     document.body.setAttribute('data-apply-ms', Math.round(performance.now() - t0));
   }
   const h = new URLSearchParams(location.hash.slice(1));
   if (h.get('state')) st.value = h.get('state'); if (h.get('q')) q.value = h.get('q');
-  if (h.get('verify')) vf.value = h.get('verify'); if (h.get('compare')) cmp.value = h.get('compare');
+  if (h.get('verify')) vf.value = h.get('verify'); if (h.get('review')) rv.value = h.get('review');
+  if (h.get('compare')) cmp.value = h.get('compare');
   else if (D.compare) cmp.value = D.compare;
   let timer = null;
   q.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(() => apply(false), 120); });
-  [st, vf, cmp].forEach(x => x.addEventListener('change', () => apply(false)));
+  [st, vf, rv, cmp].forEach(x => x.addEventListener('change', () => apply(false)));
   $('prev').addEventListener('click', () => { page--; apply(true); });
   $('next').addEventListener('click', () => { page++; apply(true); });
   apply(false);
@@ -285,6 +294,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
     strings = _Strings()
     states: Counter[str] = Counter()
     verified: Counter[str] = Counter()
+    reviewed: Counter[str] = Counter()  # finished clips by their latest verdict (pending: none yet)
     failures: Counter[str] = Counter()
     failed_names: dict[str, list[str]] = defaultdict(list)  # the first few of each code (the page lists 8)
     failure_msg: dict[str, str] = {}
@@ -329,6 +339,9 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
             failure_msg.setdefault(j["error_code"], j["error_message"] or "")
         if j["verify"]:
             verified[j["verify"]] += 1
+        verdict = j.get("review") or ("pending" if state == S.DONE else None)
+        if verdict:
+            reviewed[verdict] += 1
         output = None
         if state == S.DONE and j["output_path"]:
             if isinstance(req.get("duration"), int):
@@ -364,6 +377,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
             # the object URL (--deliver); its common prefix when it ends with the output name, so
             # that 100k delivered clips share one string
             strings(_delivered_prefix(j["delivered_url"], output)), 1 if j["pruned_at"] else 0,
+            strings(verdict), 1 if j.get("pick") else 0,
         ]))
     if compare is not None and compare not in fields.distinct and n:
         # an unknown field is an error, not the plain view in silence
@@ -416,6 +430,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
         for code, names in sorted(failed_names.items(), key=lambda kv: -failures[kv[0]]))
     options = "".join(f"<option value='{_e(s)}'>{_e(s)} ({n})</option>" for s, n in sorted(states.items()))
     v_options = "".join(f"<option value='{_e(s)}'>{_e(s)} ({n})</option>" for s, n in sorted(verified.items()))
+    r_options = "".join(f"<option value='{_e(s)}'>{_e(s)} ({n})</option>" for s, n in sorted(reviewed.items()))
     c_options = "".join(f"<option value='{_e(f)}'>{_e(f)}</option>" for f in comparable)
     run_line = _covers(total, run_ids, manifests, run, scope)
     by_model_html = "".join(f"<tr><td>{_e(mo)}</td><td>{n}</td><td>{by_model_done[mo]}</td>"
@@ -437,6 +452,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
 <div class="controls" id="controls"><input id="q" type="search" placeholder="filter: name, prompt, error, key…" aria-label="filter">
 <select id="state" aria-label="state"><option value="">all states</option>{options}</select>
 <select id="verify" aria-label="verification"><option value="">any verification</option>{v_options}</select>
+<select id="review" aria-label="review"><option value="">any review</option>{r_options}</select>
 <label>compare by <select id="compare" aria-label="compare by"><option value="">— (one row per job)</option>{c_options}</select></label>
 <button id="prev" type="button">‹ previous</button><span id="page" class="muted"></span><button id="next" type="button">next ›</button></div>
 <table id="jobs"><thead><tr><th>name</th><th>state</th><th>model / params</th><th>prompt</th><th>polls</th>
@@ -453,5 +469,5 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
         f.write(tail)
     return {"jobs": total, "runs": sorted(run_ids), "manifests": sorted(manifests), "states": dict(states),
             "credits": credits,
-            "failures": dict(failures), "verified": dict(verified),
+            "failures": dict(failures), "verified": dict(verified), "review": dict(reviewed),
             "median_submit_to_complete_s": med, "bytes": size + len(tail.encode()), "delivery": delivery}

@@ -10,7 +10,7 @@ from sqlalchemy import (
     Text, TypeDecorator, false, text,
 )
 
-from .jobs import STATES
+from .jobs import STATES, Verdict
 
 
 class Digest(TypeDecorator[str]):
@@ -193,4 +193,23 @@ manifest_jobs = Table(
     Column("manifest_id", Integer, primary_key=True),
     Column("job_id", Integer, primary_key=True),
     sqlite_with_rowid=False,
+)
+
+decisions = Table(
+    # Review decisions (batchgen review, 0010): one row per decision, never updated or deleted —
+    # a changed mind (or an undo) is a new row, and a job's latest row (highest id) is what
+    # counts. Each row is the job's whole review state (verdict, pick, note), carried forward,
+    # so one row answers "where is this clip". A table of its own: deciding never writes a
+    # ``jobs`` row, so a reviewer never contends with a run for the rows it moves.
+    "decisions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("verdict", String(16)),  # a Verdict; NULL: pending (an undo back to no decision)
+    Column("pick", Boolean, nullable=False, server_default=false()),  # the take chosen for its shot
+    Column("note", Text),
+    Column("reviewer", String(255), nullable=False),
+    Column("decided_at", Float, nullable=False),
+    CheckConstraint("verdict IN (" + ", ".join(f"'{v.value}'" for v in Verdict) + ")", name="verdict"),
+    # The latest decision of a job: max(id) for job_id, one index seek.
+    Index("ix_decisions_job_id_id", "job_id", "id"),
 )

@@ -22,7 +22,7 @@ import batchgen
 from batchgen import operations
 from batchgen.errors import LedgerError, ManifestError
 from batchgen.jobs import canonical_json, key_from_json
-from batchgen.ledger import Ledger, Scope, _migrations_dir, make_engine
+from batchgen.ledger import Ledger, Scope, _migrations_dir, make_engine, schema_revisions
 from batchgen.manifest import Manifest
 from batchgen.manifest.seen import Seen, fingerprint_of_key, fingerprint_of_text
 from batchgen.reportdata import CompareFields, Packed
@@ -448,7 +448,7 @@ def test_an_older_ledger_holding_a_long_non_ascii_request_upgrades_on_postgres(p
         assert [r["request"] for r in led.iter_export()] == [req]
     finally:
         led.close()
-    assert _revision(pg_url) == "0009" and _stored(pg_url) == [(req, None)]
+    assert _revision(pg_url) == schema_revisions()[0] and _stored(pg_url) == [(req, None)]  # the head: the upgrade went all the way
 
 # ---------------------------------------------------------------------------- report data, streamed
 def test_packed_data_is_the_bytes_gzip_compress_makes():

@@ -32,11 +32,12 @@ def test_export_and_report_limited_to_a_manifest_or_a_run(sim_factory, tmp_path)
     assert {j["manifest"] for j in only_a} == {str(a.resolve())}
     run2 = json.loads(run_cli(["export", "--ledger", led, "--json", "--run", "2"]).stdout)
     assert sorted(j["name"] for j in run2) == ["b0000", "b0001"]
-    # CSV: manifest is the last column, earlier columns keep their positions
+    # CSV: manifest comes after every earlier column (their positions kept), the review columns after it
     text = run_cli(["export", "--ledger", led, "--manifest", str(b)]).stdout
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0][0] == "job_key" and rows[0][-1] == "manifest" and len(rows) == 3
-    assert {r[-1] for r in rows[1:]} == {str(b.resolve())}
+    m = rows[0].index("manifest")
+    assert rows[0][0] == "job_key" and rows[0][m + 1:] == ["review", "review_note", "reviewer", "pick"] and len(rows) == 3
+    assert {r[m] for r in rows[1:]} == {str(b.resolve())}
 
     page = tmp_path / "r.html"
     r = run_cli(["report", "--ledger", led, "-o", str(page)])

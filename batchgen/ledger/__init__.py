@@ -9,6 +9,7 @@
 * ``leases``      — cooperative workers (PostgreSQL): heartbeats, claims, takeovers.
 * ``records``     — verification, delivery and upload records, and what is asked of them.
 * ``reads``       — reads of jobs: what status, report, export, diff and plan query.
+* ``decisions``   — review decisions (approve, retake, reject, pick, note): appended, the latest counts.
 * ``writer``      — ``Writer``: the scheduler's door (one thread, grouped commits).
 * ``facade``      — ``Ledger``, the object callers open; it only delegates to the rooms.
 * ``scope``, ``sql`` — which jobs a manifest means; query pieces the rooms share.
@@ -28,11 +29,12 @@ from sqlalchemy.exc import OperationalError
 from .boundary import error_boundary
 from .engine import (DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, _migrations_dir, check_url, ledger_url, make_engine,
                      safe_ledger_url, schema_revisions, sqlite_file, sqlite_tables, upgrade)
+from .decisions import KEEP, Change, Decision, Keep
 from .facade import Ledger
 from .scope import Scope
 from .transitions import RETRYABLE_TASK_CODES, Transition
 from .writer import Writer
 
-__all__ = ["DEFAULT_LEDGER", "DEFAULT_SIM_LEDGER", "Ledger", "OperationalError", "RETRYABLE_TASK_CODES", "Scope",
-           "Transition", "Writer", "_migrations_dir", "check_url", "error_boundary", "ledger_url", "make_engine",
+__all__ = ["Change", "DEFAULT_LEDGER", "DEFAULT_SIM_LEDGER", "Decision", "KEEP", "Keep", "Ledger", "OperationalError",
+           "RETRYABLE_TASK_CODES", "Scope", "Transition", "Writer", "_migrations_dir", "check_url", "error_boundary", "ledger_url", "make_engine",
            "safe_ledger_url", "schema_revisions", "sqlite_file", "sqlite_tables", "upgrade"]

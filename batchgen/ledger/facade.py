@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from .boundary import error_boundary
 from .database import Database
+from .decisions import Decisions
 from .leases import Leases
 from .reads import Reads
 from .recording import Recorder
@@ -66,6 +67,7 @@ class Ledger:
         self.leases = Leases(self.database)
         self.records = Records(self.database)
         self.reads = Reads(self.database)
+        self.decisions = Decisions(self.database)
 
     # ------------------------------------------------------------ the open database (database.py)
     @property
@@ -174,3 +176,10 @@ class Ledger:
     knows_manifest = _Forward("reads", Reads.knows_manifest)
     events_for = _Forward("reads", Reads.events_for)
     known_task_ids = _Forward("reads", Reads.known_task_ids)
+
+    # ------------------------------------------------------------ review decisions (decisions.py)
+    decide = _Forward("decisions", Decisions.decide)
+    latest_decisions = _Forward("decisions", Decisions.latest_decisions)
+    decision_history = _Forward("decisions", Decisions.decision_history)
+    verdict_counts = _Forward("decisions", Decisions.verdict_counts)
+    takes_of = _Forward("decisions", Decisions.takes_of)

@@ -11,8 +11,9 @@ from sqlalchemy import func, select
 
 from ..errors import UsageError
 from ..jobs import JobRow, JobState
-from ..schema import Digest, events, jobs, hex_digest, manifest_jobs, runs
+from ..schema import Digest, decisions, events, jobs, hex_digest, manifest_jobs, runs
 from .database import Room
+from .decisions import LATEST_COLUMNS, LATEST_JOIN
 from .scope import Scope, manifest_id, of_manifest
 from .shapes import SHAPE_SQL
 from .sql import ACTIVE_STATES, UNFINISHED_STATES, as_job, job_row, job_select, placeholder, plain
@@ -132,7 +133,7 @@ class Reads(Room):
         return None if row is None else (str(row[0]), int(row[1]))
 
     def iter_export(self, run_id: int | None = None, batch: int = 2000, manifest: str | None = None,
-                    ) -> Iterator[JobRow]:
+                    review: bool = False) -> Iterator[JobRow]:
         """Every job (or one run's, and/or the jobs ``manifest`` expanded to when last recorded:
         the rows ``manifest_members`` returns, never held) by run and in manifest order within a run, streamed; plain dicts
         built from the driver's tuples (100k rows: the ORM-free path is several times faster)."""
@@ -142,28 +143,37 @@ class Reads(Room):
             where: list[str] = []
             params: dict[str, Any] = {}
             if run_id is not None:
-                where.append(f"run_id = {ph('run_id')}")
+                where.append(f"jobs.run_id = {ph('run_id')}")
                 params["run_id"] = run_id
             if manifest is not None:
                 params["manifest"] = manifest
                 if c.execute(select(manifest_jobs.c.job_id).where(manifest_jobs.c.manifest_id == manifest_id(manifest))
                              .limit(1)).first() is not None:
-                    where.append(f"id IN (SELECT job_id FROM manifest_jobs WHERE manifest_id = "
+                    where.append(f"jobs.id IN (SELECT job_id FROM manifest_jobs WHERE manifest_id = "
                                  f"(SELECT id FROM manifests WHERE path = {ph('manifest')}))")
                 else:  # older ledgers: the runs of that manifest's last version (see manifest_members)
-                    where.append(f"run_id IN (SELECT id FROM runs WHERE manifest_sha256 = (SELECT manifest_sha256 "
+                    where.append(f"jobs.run_id IN (SELECT id FROM runs WHERE manifest_sha256 = (SELECT manifest_sha256 "
                                  f"FROM runs WHERE manifest = {ph('manifest')} ORDER BY id DESC LIMIT 1))")
-            sql = (f"SELECT {', '.join(names)}, {SHAPE_SQL} FROM jobs"
+            # ``review``: each job's latest review decision too (export and report), joined only
+            # when anyone decided anything: a ledger nobody reviewed streams as fast as before.
+            reviewed = review and c.execute(select(decisions.c.id).limit(1)).first() is not None
+            verdicts = ", ".join(LATEST_COLUMNS) if reviewed else "NULL, NULL, NULL, NULL"
+            sql = (f"SELECT {', '.join('jobs.' + n for n in names)}, {verdicts}, {SHAPE_SQL} FROM jobs"
+                   + (f" {LATEST_JOIN}" if reviewed else "")
                    + (" WHERE " + " AND ".join(where) if where else ""))
             result = c.execution_options(stream_results=True).exec_driver_sql(
-                sql + " ORDER BY run_id, seq, id", params)
+                sql + " ORDER BY jobs.run_id, jobs.seq, jobs.id", params)
             # Raw driver rows: the hex that Digest gives typed reads, the whole request (as_job).
             digests = [n for n in names if isinstance(jobs.c[n].type, Digest)]
+            first = len(names)
             for chunk in result.partitions(batch):
                 for r in chunk:
                     row = dict(zip(names, r))
                     for n in digests:
                         row[n] = hex_digest(row[n])
+                    if review:
+                        row.update(review=r[first], review_note=r[first + 1], reviewer=r[first + 2],
+                                   pick=bool(r[first + 3]))
                     yield as_job(row, r[-1])
 
     def knows_manifest(self, manifest: str) -> bool:

@@ -22,7 +22,7 @@ RESULT_COLUMNS = frozenset({"job_key", "row", "state", "task_id", "result_url", 
                             "credits", "attempts", "polls", "error_code", "error_message", "submitted_at",
                             "completed_at", "done_at", "verify", "verify_detail", "duration_s", "width", "height",
                             "fps", "codec", "audio", "poster", "contact_sheet", "delivered_url",
-                            "delivered_at", "manifest"})
+                            "delivered_at", "manifest", "review", "review_note", "reviewer", "pick"})
 PARAMS_COLUMN = "params"
 
 

@@ -1,0 +1,153 @@
+"""Review decisions (the ``decisions`` table, ``batchgen review``): what reviewers decided
+about clips, appended and never changed, and what is asked of them.
+
+Every row is a job's whole review state (verdict, pick, note) after one decision, so the latest
+row of a job (highest id) answers for it and the rows before it are its history. Decisions
+never write a ``jobs`` row and every transaction here is short, so reviewing while a run writes
+the same ledger neither blocks it nor waits long for it (SQLite WAL: readers never wait; a
+decision waits at most for one of the run's grouped commits)."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from sqlalchemy import and_, func, insert, select
+from sqlalchemy.engine import Connection
+
+from ..jobs import JobState, Verdict
+from ..schema import decisions, jobs
+from .database import Room
+
+
+class Keep(enum.Enum):
+    """A field a ``Change`` leaves as the job's latest decision has it."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one decision changes for one job; every field left at ``KEEP`` is carried forward
+    from the job's latest decision (none: pending, not picked, no note). ``verdict=None`` is an
+    explicit return to pending (an undo)."""
+
+    job_id: int
+    verdict: Verdict | None | Keep = KEEP
+    pick: bool | Keep = KEEP
+    note: str | None | Keep = KEEP
+
+
+class Decision(TypedDict):
+    """A row of ``decisions``: a job's review state as of one decision."""
+
+    id: int
+    job_id: int
+    verdict: str | None  # a Verdict value; None: pending
+    pick: bool
+    note: str | None
+    reviewer: str
+    decided_at: float
+
+
+_COLS = (decisions.c.id, decisions.c.job_id, decisions.c.verdict, decisions.c.pick, decisions.c.note,
+         decisions.c.reviewer, decisions.c.decided_at)
+
+# For driver-level SQL over ``jobs`` (the streamed export): the job's latest decision joined
+# as ``d`` (NULLs when it has none). An index seek per job (ix_decisions_job_id_id).
+LATEST_JOIN = ("LEFT JOIN decisions d ON d.id = (SELECT max(x.id) FROM decisions x WHERE x.job_id = jobs.id)")
+LATEST_COLUMNS = ("d.verdict", "d.note", "d.reviewer", "d.pick")
+
+
+def _row(r: Any) -> Decision:
+    return Decision(id=int(r.id), job_id=int(r.job_id), verdict=r.verdict, pick=bool(r.pick), note=r.note,
+                    reviewer=r.reviewer, decided_at=float(r.decided_at))
+
+
+def _latest_ids(job_ids: Sequence[int]) -> Any:
+    return (select(func.max(decisions.c.id)).where(decisions.c.job_id.in_(job_ids))
+            .group_by(decisions.c.job_id).scalar_subquery())
+
+
+class Decisions(Room):
+    """Every read and write of ``decisions``."""
+
+    def decide(self, changes: Sequence[Change], reviewer: str) -> list[Decision]:
+        """Record ``changes`` by ``reviewer`` in one short transaction, each as a new row with
+        what it leaves unchanged carried forward from the job's latest decision. A change that
+        changes nothing writes nothing (feeding the same decisions twice is harmless). Returns
+        the rows written, in order (a later change of the same job in the list wins)."""
+        return self._retrying(self._decide_in, list(changes), reviewer)
+
+    def _decide_in(self, c: Connection, changes: list[Change], reviewer: str) -> list[Decision]:
+        ids = list(dict.fromkeys(ch.job_id for ch in changes))
+        now = self._latest_in(c, ids)
+        at = time.time()
+        written: list[Decision] = []
+        for ch in changes:
+            was = now.get(ch.job_id)
+            verdict = (was["verdict"] if was else None) if ch.verdict is KEEP else ch.verdict
+            pick = (was["pick"] if was else False) if ch.pick is KEEP else ch.pick
+            note = (was["note"] if was else None) if ch.note is KEEP else (ch.note or None)
+            if (verdict, pick, note) == ((was["verdict"], was["pick"], was["note"]) if was else (None, False, None)):
+                continue
+            values = {"job_id": ch.job_id, "verdict": None if verdict is None else str(verdict), "pick": pick,
+                      "note": note, "reviewer": reviewer, "decided_at": at}
+            new_id = c.execute(insert(decisions).values(**values).returning(decisions.c.id)).scalar_one()
+            now[ch.job_id] = Decision(id=int(new_id), **values)  # type: ignore[typeddict-item]
+            written.append(now[ch.job_id])
+        return written
+
+    def latest_decisions(self, job_ids: Iterable[int]) -> dict[int, Decision]:
+        """The latest decision of each of these jobs that has one."""
+        ids = list(job_ids)
+        with self._read() as c:
+            return self._latest_in(c, ids)
+
+    def _latest_in(self, c: Connection, ids: list[int]) -> dict[int, Decision]:
+        out: dict[int, Decision] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for r in c.execute(select(*_COLS).where(decisions.c.id.in_(_latest_ids(chunk)))):
+                out[r.job_id] = _row(r)
+        return out
+
+    def decision_history(self, job_id: int) -> list[Decision]:
+        """Every decision on this job, oldest first (the last one counts)."""
+        with self._read() as c:
+            return [_row(r) for r in c.execute(select(*_COLS).where(decisions.c.job_id == job_id)
+                                               .order_by(decisions.c.id))]
+
+    def verdict_counts(self, run_id: int | None = None) -> dict[str, int]:
+        """Finished clips (of one run, or all) by their latest verdict, with ``pending`` for
+        those without one. Counted from the decisions (a few per reviewed clip), not per job."""
+        latest = select(func.max(decisions.c.id)).group_by(decisions.c.job_id).scalar_subquery()
+        decided = (select(decisions.c.verdict, func.count()).join(jobs, jobs.c.id == decisions.c.job_id)
+                   .where(decisions.c.id.in_(latest), decisions.c.verdict.is_not(None), jobs.c.state == JobState.DONE)
+                   .group_by(decisions.c.verdict))
+        done = select(func.count()).select_from(jobs).where(jobs.c.state == JobState.DONE)
+        if run_id is not None:
+            decided = decided.where(jobs.c.run_id == run_id)
+            done = done.where(jobs.c.run_id == run_id)
+        with self._read() as c:
+            counts = {str(v): int(n) for v, n in c.execute(decided)}
+            total = int(c.execute(done).scalar_one())
+        out = {"pending": total - sum(counts.values())}
+        out.update({v.value: counts.get(v.value, 0) for v in Verdict})
+        return out
+
+    def takes_of(self, job_id: int) -> list[int]:
+        """The jobs that are takes of the same shot as ``job_id`` (the same request, another
+        ``take``), itself included, by id."""
+        shape = select(jobs.c.shape_id, jobs.c.request, jobs.c.model).where(jobs.c.id == job_id).subquery()
+        q = (select(jobs.c.id).join(shape, and_(jobs.c.request == shape.c.request, jobs.c.model == shape.c.model,
+                                                 jobs.c.shape_id.is_not_distinct_from(shape.c.shape_id)))
+             .order_by(jobs.c.id))
+        with self._read() as c:
+            return [int(i) for (i,) in c.execute(q)]
