@@ -1,0 +1,94 @@
+"""Options several commands share, each defined once (same name, type, help everywhere), and
+the small helpers their values go through (the ledger a read command means, the price table).
+Imports nothing heavy: the ledger and the price table load inside the functions."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ..errors import UsageError
+from .handler import echo_err, json_mode
+
+if TYPE_CHECKING:
+    from ..cost import PriceTable
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def ledger_option(f: F) -> F:
+    return click.option("--ledger", default=None, metavar="PATH|URL",
+                        help="Ledger: a SQLite file path or a SQLAlchemy URL (env BATCHGEN_LEDGER; "
+                             "default ./batchgen.db).")(f)
+
+
+def read_ledger_options(f: F) -> F:
+    """``--ledger`` and ``--simulate`` for every command but ``run`` (whose --simulate also starts the
+    simulator): ``--simulate`` means the ledger ``run --simulate`` writes (./batchgen-sim.db) by
+    default. The command receives one resolved ``ledger``; the URL is checked (postgres:// hint)
+    and a missing ./batchgen.db beside an existing ./batchgen-sim.db is named, not taken as empty."""
+    @functools.wraps(f)
+    def wrapper(*args: Any, ledger: str | None = None, simulate: bool = False, **kwargs: Any) -> Any:
+        return f(*args, ledger=pick_ledger(ledger, simulate), **kwargs)
+
+    opt = click.option("--simulate", is_flag=True,
+                       help="Default to the ledger `run --simulate` writes (./batchgen-sim.db) instead of ./batchgen.db.")
+    return ledger_option(opt(wrapper))  # type: ignore[return-value]
+
+
+def pick_ledger(ledger: str | None, simulate: bool) -> str | None:
+    """The ledger a read command means, from ``--ledger``/``--simulate`` (``None``: env or default)."""
+    from ..errors import LedgerMissing
+    from ..ledger import DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, check_url, ledger_url
+
+    if simulate and ledger is not None:
+        raise UsageError("--simulate and --ledger both name a ledger: give one of them")
+    if simulate:
+        ledger = ledger_url(None, simulated=True)
+    problem = check_url(ledger_url(ledger))
+    if problem:
+        raise UsageError(problem)
+    if (ledger is None and not os.environ.get("BATCHGEN_LEDGER") and not Path(DEFAULT_LEDGER).exists()
+            and Path(DEFAULT_SIM_LEDGER).is_file()):
+        raise LedgerMissing(f"no ledger at ./{DEFAULT_LEDGER}, but ./{DEFAULT_SIM_LEDGER} (written by `run --simulate`) "
+                            f"is here: add --simulate, or --ledger {DEFAULT_SIM_LEDGER}")
+    return ledger
+
+
+def prices_option(f: F) -> F:
+    # Not click's exists/dir checks: batchgen's reader says what is wrong (FIFO, device, loop…).
+    return click.option("--prices", type=click.Path(path_type=Path), default=None,
+                        help="Price table overriding the shipped placeholder (YAML, see batchgen/prices.yaml).")(f)
+
+
+def format_options(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=json_mode,
+                        help="Machine-readable JSON on stdout (errors too).")(f)
+
+
+def models_option(f: F) -> F:
+    return click.option("--models", "models_file", type=click.Path(path_type=Path), default=None,
+                        help="A models file (YAML, the shape of the shipped models.yaml; docs/models.md: Adding a model) adding or "
+                             "replacing catalog entries; a manifest's `models:` key adds more.")(f)
+
+
+def quiet_option(f: F) -> F:
+    return click.option("-q", "--quiet", is_flag=True, help="No confirmation line on stderr (errors still appear).")(f)
+
+
+def done(quiet: bool, msg: str) -> None:
+    """A command's confirmation line on stderr, unless --quiet."""
+    if not quiet:
+        echo_err(msg)
+
+
+def load_prices(path: Path | None) -> PriceTable:
+    """The price table: ``--prices`` or the shipped placeholder."""
+    from ..cost import PriceTable
+
+    return PriceTable.load(path)
