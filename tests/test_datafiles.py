@@ -322,7 +322,7 @@ def test_the_shipped_files_read_identically_under_yamlsafe(name):
     text = datafiles.shipped_path(name).read_text(encoding="utf-8")
     doc, problems = yamlsafe.load(text, kind="models file", trusted=True)
     assert problems == []
-    fast = yaml.load(text, Loader=datafiles._FAST_LOADER)
+    fast = yaml.load(text, Loader=datafiles.FAST_LOADER)
     assert _plain(doc) == fast
     assert json.dumps(fast, sort_keys=True)  # no dates or other YAML 1.1 types
     if name == "models.yaml":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import batchgen.datafiles
 import batchgen.manifest
 from batchgen.manifest import keys
 
@@ -14,8 +15,10 @@ def test_the_expander_digest_lists_every_module_of_the_package_and_its_helpers()
     package = set(Path(batchgen.manifest.__file__).parent.glob("*.py"))
     sources = keys.expander_sources()
     assert len(package) >= 10 and package <= set(sources)
-    helpers = {"specs.py", "datafiles.py", "jobs.py", "names.py", "yamlsafe.py", "models.yaml"}
+    helpers = {"specs.py", "modelspec.py", "jobs.py", "names.py", "yamlsafe.py", "models.yaml"}
     assert helpers <= {p.name for p in sources}
+    readers = set(Path(batchgen.datafiles.__file__).parent.glob("*.py"))  # the data files' package, whole
+    assert len(readers) >= 4 and readers <= set(sources)
     assert all(p.is_file() for p in sources)
     assert batchgen.manifest._expander_sha256() == keys.expander_sha256()
 

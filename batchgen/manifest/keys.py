@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .. import datafiles, jobs, names, specs, yamlsafe
+from .. import datafiles, jobs, modelspec, names, specs, yamlsafe
 from ..jobs import canonical_json, key_from_json
 
 
@@ -28,8 +28,9 @@ def expander_sources() -> list[Path]:
     """The files whose content decides how a manifest expands: every module of this package
     (found by listing it, so a module added later is covered), its helpers and the catalog."""
     package = sorted(Path(__file__).parent.glob("*.py"))
-    helpers = [Path(m.__file__ or "") for m in (specs, datafiles, jobs, names, yamlsafe)]
-    return [*package, *helpers, Path(specs.__file__ or "").with_name("models.yaml")]
+    helpers = [Path(m.__file__ or "") for m in (specs, modelspec, jobs, names, yamlsafe)]
+    readers = sorted(Path(datafiles.__file__ or "").parent.glob("*.py"))  # a package: every module of it
+    return [*package, *helpers, *readers, Path(specs.__file__ or "").with_name("models.yaml")]
 
 
 @functools.lru_cache(maxsize=1)
