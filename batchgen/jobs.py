@@ -148,6 +148,9 @@ class Job:
     output: str  # relative path under --out
     take: str | None = None
     request_json: str = ""  # canonical JSON of ``request`` (what the ledger stores)
+    # Higher is submitted first; equal priorities keep manifest order. Not part of the key: a
+    # new priority never makes a new job (nor resubmits one).
+    priority: int = 0
 
 
 class JobRow(TypedDict):
@@ -163,6 +166,7 @@ class JobRow(TypedDict):
     request: str  # canonical JSON
     output: str
     take: str | None
+    priority: int
     state: str  # a JobState value
     attempts: int
     task_id: str | None

@@ -24,7 +24,8 @@ from . import logs
 from .client import Api
 from .errors import LedgerError
 from .files import remove_stale_temp_files
-from .jobs import JobState, short_key
+from .feed import Feed
+from .jobs import JobRow, JobState, short_key
 from .ledger import Scope, Writer
 from .pipeline import ApiWatch, Checker, Context, Deliverer, Fetcher, LiveJob, Poller, RunOptions, Submitter, track
 from .pipeline.moves import POLLED
@@ -131,18 +132,23 @@ class Scheduler:
             await self._slot_freed.wait()
 
     async def _feed_pages(self, run_id: int) -> None:
-        """Single-process ledger: page through this run's queued jobs in manifest order."""
-        after = 0
+        """Single-process ledger: this run's queued jobs, highest priority first, then in
+        manifest order (``feed.Feed``)."""
+        led = self.w.ledger
+        models = await self.w.call(led.queued_models, run_id)
+
+        async def page(model: str, after: tuple[int, int] | None, limit: int) -> list[JobRow]:
+            return await self.w.call(led.queued_page, run_id, model, after, limit)
+
+        feed = Feed(models, page)
         while self.ctx.submitting:
-            page = await self.w.call(self.w.ledger.queued_page, run_id, after, 500)
-            if not page:
+            await self._wait_for_slot()
+            if not self.ctx.submitting:
                 return
-            for row in page:
-                after = row["seq"]
-                await self._wait_for_slot()
-                if not self.ctx.submitting:
-                    return
-                self._spawn(LiveJob.from_row(row))
+            row = await feed.take()
+            if row is None:
+                return
+            self._spawn(LiveJob.from_row(row))
 
     async def _feed_claims(self, scope: Scope) -> None:
         """Cooperative ledger: lease queued jobs as slots free up (never more than can start now,

@@ -86,6 +86,8 @@ jobs = Table(
     Column("shape_id", Integer),
     Column("output", Text, nullable=False),
     Column("take", Text),
+    # The manifest's `priority` (0011): queued jobs start highest first, then in manifest order.
+    Column("priority", Integer, nullable=False, server_default="0"),
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("task_id", String(100), unique=True),
@@ -141,6 +143,10 @@ jobs = Table(
     CheckConstraint("state IN (" + ", ".join(f"'{s.value}'" for s in STATES) + ")", name="state"),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_run_id_seq", "run_id", "seq"),
+    # The scheduler's feed (0011): a run's queued jobs, model by model, highest priority first,
+    # then in manifest order. Partial: only queued jobs, so it empties as the night goes on.
+    Index("ix_jobs_queued", "run_id", "model", "priority", "seq", sqlite_where=text("state = 'queued'"),
+          postgresql_where=text("state = 'queued'")),
     # Partial: only leased jobs have a worker (never on SQLite), and lookups ask for one.
     Index("ix_jobs_worker_id", "worker_id", sqlite_where=text("worker_id IS NOT NULL"),
           postgresql_where=text("worker_id IS NOT NULL")),

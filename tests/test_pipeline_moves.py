@@ -38,7 +38,8 @@ def _with_first_job(tmp_path: Path, n: int, body: Callable[[Ledger, Writer, Move
     async def go() -> None:
         async with Writer(led) as w:
             moves = Moves(w, "sim")
-            rows = await w.call(led.queued_page, run_id, 0, 10)
+            (model,) = led.queued_models(run_id)
+            rows = await w.call(led.queued_page, run_id, model, None, 10)
             moves.show_counts({S.QUEUED: len(rows)})
             await body(led, w, moves, LiveJob.from_row(rows[0]))
     try:

@@ -164,6 +164,7 @@ class Ledger:
     job = _Forward("reads", Reads.job)
     jobs_in_state = _Forward("reads", Reads.jobs_in_state)
     queued_page = _Forward("reads", Reads.queued_page)
+    queued_models = _Forward("reads", Reads.queued_models)
     active_jobs = _Forward("reads", Reads.active_jobs)
     unfinished = _Forward("reads", Reads.unfinished)
     expiring = _Forward("reads", Reads.expiring)

@@ -40,7 +40,8 @@ class Leases(Room):
                 runs.c.status == RunStatus.RUNNING, runs.c.heartbeat_at >= self._now() - lease_s)).scalar() or 0)
 
     def claim(self, worker: int, scope: Scope, limit: int) -> list[JobRow]:
-        """Lease up to ``limit`` queued jobs of this manifest, in manifest order, to ``worker``.
+        """Lease up to ``limit`` queued jobs of this manifest to ``worker``: highest priority
+        first, then in manifest order.
 
         ``FOR UPDATE SKIP LOCKED``: concurrent claims by other workers pass over the rows this
         one is taking instead of waiting for them, so each job goes to exactly one worker. Jobs
@@ -52,12 +53,12 @@ class Leases(Room):
                            # not == worker: a job this worker gave up on (create kept failing)
                            # stays with it until it leaves, instead of being retried in a loop
                            or_(jobs.c.worker_id.is_(None), ~holder_alive()))
-                    .order_by(jobs.c.seq).limit(limit).with_for_update(skip_locked=True))
+                    .order_by(jobs.c.priority.desc(), jobs.c.seq).limit(limit).with_for_update(skip_locked=True))
             ids = [i for (i,) in c.execute(pick)]
             if not ids:
                 return []
             rows = c.execute(update(jobs).where(jobs.c.id.in_(ids)).values(worker_id=worker).returning(*jobs.c, SHAPE))
-            return sorted((job_row(r) for r in rows), key=lambda r: r["seq"])
+            return sorted((job_row(r) for r in rows), key=lambda r: (-r["priority"], r["seq"]))
         return self._retrying(go)
 
     def reclaim(self, worker: int, lease_s: float) -> tuple[list[JobRow], list[JobRow]]:

@@ -53,11 +53,33 @@ class Reads(Room):
         with self._read() as c:
             return [job_row(r) for r in c.execute(q)]
 
-    def queued_page(self, run_id: int, after_seq: int, limit: int) -> list[JobRow]:
+    def queued_models(self, run_id: int) -> list[str]:
+        """The models this run still has queued jobs of (the feed reads each on its own)."""
         with self._read() as c:
-            rows = c.execute(job_select().where(jobs.c.run_id == run_id, jobs.c.state == S.QUEUED,
-                                                jobs.c.seq > after_seq).order_by(jobs.c.seq).limit(limit))
-            return [job_row(r) for r in rows]
+            q = select(jobs.c.model).where(jobs.c.run_id == run_id, jobs.c.state == S.QUEUED).distinct()
+            return sorted(m for (m,) in c.execute(q))
+
+    def queued_page(self, run_id: int, model: str, after: tuple[int, int] | None, limit: int) -> list[JobRow]:
+        """The next ``limit`` queued jobs of ``model`` in this run after ``after`` (the
+        (priority, seq) of the last one read; None from the start): highest priority first,
+        then in manifest order. Read one priority at a time, each an ascending scan of the
+        partial index ``ix_jobs_queued``, so a page costs its rows, not the run's."""
+        queued = (jobs.c.run_id == run_id, jobs.c.model == model, jobs.c.state == S.QUEUED)
+        out: list[JobRow] = []
+        with self._read() as c:
+            if after is None:
+                level = c.execute(select(func.max(jobs.c.priority)).where(*queued)).scalar()
+                seq = 0
+            else:
+                level, seq = after
+            while level is not None and len(out) < limit:
+                q = (job_select().where(*queued, jobs.c.priority == level, jobs.c.seq > seq)
+                     .order_by(jobs.c.seq).limit(limit - len(out)))
+                out += [job_row(r) for r in c.execute(q)]
+                if len(out) < limit:  # this priority is exhausted: the next lower one
+                    level = c.execute(select(func.max(jobs.c.priority)).where(*queued, jobs.c.priority < level)).scalar()
+                    seq = 0
+        return out
 
     def active_jobs(self) -> list[JobRow]:
         with self._read() as c:

@@ -118,9 +118,11 @@ class Recorder(Room):
             return
         now = time.time()
         ph = placeholder(c)
-        cols = ("key", "run_id", "seq", "name", "source", "model", "request", "shape_id", "output", "take", "state",
-                "created_at", "updated_at")
-        moved = ("run_id", "seq", "name", "source", "output", "updated_at")
+        cols = ("key", "run_id", "seq", "name", "source", "model", "request", "shape_id", "output", "take", "priority",
+                "state", "created_at", "updated_at")
+        # A known job moves to this run with its place, name and priority as the manifest says
+        # them now (none of them is part of its key).
+        moved = ("run_id", "seq", "name", "source", "output", "priority", "updated_at")
         # Driver-level executemany: SQLAlchemy's per-row parameter handling cost more than SQLite
         # itself here (100k rows on resume). Same SQL on SQLite and PostgreSQL.
         sql = (f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join(ph(k) for k in cols)}) "
@@ -136,5 +138,5 @@ class Recorder(Room):
             rows.append({"key": raw_digest(j.key), "run_id": run_id, "seq": j.seq, "name": j.name,
                          "source": j.source, "model": j.model, "shape_id": shape_id,
                          "request": text if part is None or shape_id is None else part[1],
-                         "output": j.output, "take": j.take, "state": S.QUEUED, "created_at": now, "updated_at": now})
+                         "output": j.output, "take": j.take, "priority": j.priority, "state": S.QUEUED, "created_at": now, "updated_at": now})
         c.exec_driver_sql(sql, rows)

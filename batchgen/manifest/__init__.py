@@ -18,7 +18,7 @@ field's value. Fields that are neither request fields nor meta fields are templa
 they are never sent, and text in them that no template uses is never parsed as a template.
 
 Meta fields (not sent to the API): ``name``, ``take`` (distinguishes deliberate repeats of the
-same request) and ``output``.
+same request), ``output`` and ``priority`` (higher starts first; not part of the key).
 
 The rooms, each handing the next a typed value (``document.Document``, ``document.Row``,
 ``jobs.Job``) and reporting to one ``problems.Problems``:

@@ -110,6 +110,9 @@ class Expander:
                     lambda m: where.get(int(m[1]), f"row #{int(m[1]) + 1}"), p.message))
 
 
+MAX_PRIORITY = 1_000_000  # stored in a 32-bit column; a bigger number is a typo, not a plan
+_WHOLE = re.compile(r"[+-]?[0-9]{1,7}")
+
 # A first row's place in a message until the stream has ended: its ordinal between two
 # private-use characters; only the two messages that use it are rewritten.
 _MARK = "\ue000"
@@ -164,6 +167,9 @@ class JobBuilder:
             return None
         take = self.templates.rendered(raw, "take", row)
         take = None if take is None else str(take)
+        priority = self._priority(self.templates.rendered(raw, "priority", row), row)
+        if priority is None:
+            return None
         key, request_json = job_identity(request, take)
         name = self.templates.rendered(raw, "name", row)
         name = str(name) if name is not None else f"job{seq:05d}"
@@ -171,7 +177,7 @@ class JobBuilder:
         if made is None:
             return None
         output, reduced = made
-        return Job(key, seq, name, self._source(row), model, request, output, take, request_json), reduced
+        return Job(key, seq, name, self._source(row), model, request, output, take, request_json, priority), reduced
 
     def _plain_job(self, row: Row, shape: Shape, seq: int) -> tuple[Job, bool] | None:
         """``make_job`` of a plain row (see plainrows.py): the same steps, less what its shape
@@ -186,6 +192,9 @@ class JobBuilder:
             return None
         take = raw.get("take")
         take = None if take is None else str(take)
+        priority = self._priority(raw.get("priority"), row)
+        if priority is None:
+            return None
         key, request_json = job_identity(request, take)
         name = raw.get("name")
         name = str(name) if name is not None else f"job{seq:05d}"
@@ -193,7 +202,23 @@ class JobBuilder:
         made = (output, False) if output is not None else self._output_name(raw, row, {}, request, name, key, seq)
         if made is None:
             return None
-        return Job(key, seq, name, self._source(row), shape.model, request, made[0], take, request_json), made[1]
+        return (Job(key, seq, name, self._source(row), shape.model, request, made[0], take, request_json, priority),
+                made[1])
+
+    def _priority(self, value: Any, row: Row) -> int | None:
+        """A job's ``priority`` (0 when unset): a whole number, from YAML or a CSV cell's text;
+        None (its problem recorded) for anything else. Never part of the key (see jobs.Job)."""
+        if value is None:
+            return 0
+        if value is FAILED:
+            return None
+        if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+            value = int(value.strip())
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_PRIORITY:
+            return value
+        self.problems.add(row.where, "priority", f"must be a whole number between -{MAX_PRIORITY} and {MAX_PRIORITY} "
+                          f"(higher is submitted first), not {value!r}", file=row.file)
+        return None
 
     def _localise(self, params: dict[str, Any], row: Row) -> bool:
         """Local files in the media fields of ``params`` → uploads; False (its problem recorded)

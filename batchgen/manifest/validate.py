@@ -13,7 +13,7 @@ from .document import Document, Row
 from .problems import Problems
 from .templates import FAILED, Templates
 
-META_FIELDS = frozenset({"name", "take", "output"})
+META_FIELDS = frozenset({"name", "take", "output", "priority"})
 
 
 class CatalogCheck:
