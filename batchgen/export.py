@@ -59,7 +59,7 @@ def to_record(j: JobRow) -> dict[str, Any]:
         "poster": j["poster"], "contact_sheet": j["sheet"],
         # where --deliver put it (object storage)
         "delivered_url": j["delivered_url"], "delivered_at": _iso(j["delivered_at"]),
-        # the manifest of the run that recorded the job last (operations._rows adds it; new columns
+        # the manifest of the run that recorded the job last (operations.outputs adds it; new columns
         # go after the existing ones, so positions scripts rely on stay)
         "manifest": cast(dict[str, Any], j).get("manifest"),
         # the latest review decision (batchgen review): verdict (empty: pending), its note, who

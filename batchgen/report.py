@@ -318,7 +318,7 @@ def render(rows: Iterable[JobRow], report_path: Path, *, title: str = "batchgen 
     spool = tempfile.TemporaryFile()
     for j in rows:
         run_ids.add(j["run_id"])
-        if m := cast(dict[str, Any], j).get("manifest"):  # operations._rows adds it
+        if m := cast(dict[str, Any], j).get("manifest"):  # operations.outputs adds it
             manifests[m] += 1
         req = json.loads(j["request"])
         state = j["state"]

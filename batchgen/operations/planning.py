@@ -1,0 +1,222 @@
+"""``plan`` and ``diff``: a manifest expanded and compared with the ledger, nothing sent,
+nothing recorded. ``why`` is the dry-run reason of each job (``plan --explain``). Expansion is
+streamed: a million-row plan never holds its jobs (``diff`` does: it matches them by output)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..cost import Costs, PriceTable
+from ..errors import BatchgenError
+from ..jobs import ACTIVE, JobRow, JobState, short_key
+from ..ledger import Ledger
+from ..manifest import Manifest
+from ..specs import Catalog
+from .ledgers import ledger_exists, open_ledger
+
+S = JobState
+
+
+def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: PriceTable | None = None,
+         explain: bool = False, catalog: Catalog | None = None) -> dict[str, Any]:
+    """Validate and expand ``manifest`` without sending anything and compare it with the ledger
+    (if there is one): jobs per state bucket, seconds of video and estimated credits per model
+    and resolution, warnings, and with ``explain`` one entry per job saying what a run would do
+    with it and why. Raises ``ManifestError`` with every problem of an invalid manifest."""
+    table = prices or PriceTable.load()
+    m = Manifest(manifest, catalog)
+    table.catalog = m.catalog
+    costs = Costs(table)
+    rows: list[tuple[str, str, str, str, dict[str, Any] | None]] = []  # explain: key, name, source, output, state
+    seconds: dict[tuple[str, str], float] = defaultdict(float)
+    jobs_by: dict[tuple[str, str], int] = defaultdict(int)
+    credits: dict[tuple[str, str], float | None] = {}
+    buckets = {"new": 0, "done": 0, "lost": 0, "in_flight": 0, "failed": 0, "in_doubt": 0, "cancelled": 0, "queued": 0}
+    # Streamed: each batch of keys is looked up in the ledger as the expansion goes (a
+    # 1,000,000-row manifest is never held). The ledger is opened at the first batch; a ledger
+    # that cannot be opened is reported only after the manifest's own problems.
+    with contextlib.ExitStack() as stack:
+        led: Ledger | None = None
+        ledger_error: BatchgenError | None = None
+        compare = isinstance(ledger, Ledger) or ledger_exists(ledger)
+        batch: list[str] = []
+        pending: list[tuple[str, str, str, str]] = []
+
+        def classify() -> None:
+            nonlocal led, ledger_error, compare
+            if compare and led is None:
+                try:
+                    led = stack.enter_context(open_ledger(ledger, readonly=True))
+                except BatchgenError as e:
+                    ledger_error, compare = e, False
+            known = led.states_by_key(batch) if led is not None else {}
+            for k in batch:
+                buckets[_bucket(known.get(k))] += 1
+            rows.extend((k, n, src, out, known.get(k)) for k, n, src, out in pending)
+            batch.clear()
+            pending.clear()
+
+        for job in m.expand():
+            batch.append(job.key)
+            if explain:
+                pending.append((job.key, job.name, job.source, job.output))
+            group = (job.model, str(job.request.get("resolution", "-")))
+            jobs_by[group] += 1
+            secs, est = costs.of(job.request)
+            seconds[group] += secs
+            prev = credits.get(group, 0.0)
+            credits[group] = None if est is None or prev is None else prev + est
+            if len(batch) >= 2000:
+                classify()
+        m.check()
+        classify()
+        if ledger_error is not None:
+            raise ledger_error
+    per: list[dict[str, Any]] = [
+        {"model": mo, "resolution": r, "jobs": jobs_by[(mo, r)], "seconds": seconds[(mo, r)],
+         "credits_estimated": None if credits[(mo, r)] is None else round(credits[(mo, r)] or 0.0, 4)}
+        for (mo, r) in sorted(jobs_by)]
+    total = sum(p["credits_estimated"] or 0.0 for p in per)
+    doc: dict[str, Any] = {
+        "manifest": str(manifest), "jobs": sum(buckets.values()), "states": buckets, "video": per,
+        "to_submit": buckets["new"] + buckets["queued"], "credits_estimated_total": round(total, 4),
+        "credits_unit": table.unit, "prices": table.source, "warnings": list(m.warnings)}
+    if explain:
+        doc["explain"] = [{"key": short_key(k), "name": n, "row": src, "output": out, "action": a, "reason": r}
+                          for k, n, src, out, j in rows for a, r in [why(j)]]
+    return doc
+
+
+def _bucket(j: dict[str, Any] | None) -> str:
+    """The plan's state bucket of a job the ledger knows as ``j`` (None: not recorded)."""
+    if j is None:
+        return "new"
+    s = j["state"]
+    if s == S.DONE and j["verify"] in _LOST and not j["pruned_at"]:
+        return "lost"  # done, but its file is gone or changed: `batchgen recover`
+    if s == S.SUBMITTING or s in ACTIVE:
+        return "in_flight"
+    return str(s)
+
+
+def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
+         prices: PriceTable | None = None, catalog: Catalog | None = None) -> dict[str, Any]:
+    """Compare ``manifest`` with what the ledger last ran for it (the jobs its path expanded to
+    when last recorded): jobs added, removed, changed (matched by output path, then name; the
+    request fields that changed) and unchanged (how many of them are done), with estimated
+    credits: the last expansion's total, this one's, the delta, and tonight's spend (the jobs a
+    plain run would submit: new or queued). Sends nothing, records nothing."""
+    table = prices or PriceTable.load()
+    m = Manifest(manifest, catalog)
+    table.catalog = m.catalog
+    new = list(m.expand())
+    m.check()
+    path = str(m.path.resolve())
+    old: list[JobRow] | None = None
+    known: dict[str, dict[str, Any]] = {}
+    last_run: dict[str, Any] | None = None
+    if isinstance(ledger, Ledger) or ledger_exists(ledger):
+        with open_ledger(ledger, readonly=True) as led:
+            old = led.manifest_members(path)
+            known = led.states_by_key([j.key for j in new])
+            last_run = led.last_run_of(path)
+    old = old or []
+    new_keys = {j.key for j in new}
+    old_by_key = {j["key"]: j for j in old}
+    gone = {j["key"]: j for j in old if j["key"] not in new_keys}
+    by_output = {j["output"]: j for j in gone.values()}
+    by_name = {j["name"]: j for j in gone.values()}
+
+    def est(request: dict[str, Any]) -> float | None:
+        e = table.estimate(request)
+        return None if e is None else round(e, 4)
+
+    added: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    unchanged = unchanged_done = 0
+    tonight = 0.0
+    unpriced = 0
+    for j in new:
+        credits = est(j.request)
+        state = known.get(j.key, {})
+        if state.get("state") in (None, S.QUEUED):  # a run would pay for it (not failed, in doubt, cancelled)
+            tonight += credits or 0.0
+            unpriced += credits is None
+        if j.key in old_by_key:
+            unchanged += 1
+            unchanged_done += state.get("state") == S.DONE
+            continue
+        before = by_output.get(j.output) or by_name.get(j.name)
+        if before is None or before["key"] not in gone:
+            added.append({"name": j.name, "output": j.output, "model": j.model, "key": short_key(j.key),
+                          "credits": credits})
+            continue
+        del gone[before["key"]]
+        was = json.loads(before["request"])
+        changed.append({"name": j.name, "output": j.output, "key": short_key(j.key),
+                        "was_key": short_key(before["key"]), "fields": _changes(was, j.request, before["take"], j.take),
+                        "credits_before": est(was), "credits": credits})
+    removed = [{"name": j["name"], "output": j["output"], "model": j["model"], "key": short_key(j["key"]),
+                "state": j["state"], "credits": est(json.loads(j["request"]))} for j in gone.values()]
+    last_total = sum(e or 0.0 for e in (est(json.loads(j["request"])) for j in old))
+    new_total = sum(e or 0.0 for e in (est(j.request) for j in new))
+    return {
+        "manifest": str(manifest), "last_run": last_run, "known": bool(old),
+        "added": added, "removed": removed, "changed": changed, "unchanged": unchanged,
+        "unchanged_done": unchanged_done,
+        "credits": {"last": round(last_total, 4), "now": round(new_total, 4), "delta": round(new_total - last_total, 4),
+                    "tonight": round(tonight, 4), "unpriced_jobs": unpriced, "unit": table.unit},
+        "warnings": list(m.warnings)}
+
+
+def _changes(was: dict[str, Any], now: dict[str, Any], take_was: str | None, take_now: str | None) -> list[str]:
+    """The request fields that differ, as ``duration 6→8`` (short values) or just ``prompt``."""
+    out = []
+    for k in sorted(set(was) | set(now)):
+        a, b = was.get(k), now.get(k)
+        if a == b:
+            continue
+        if isinstance(a, str | int | float | None) and isinstance(b, str | int | float | None) and \
+                len(str(a)) <= 24 and len(str(b)) <= 24:
+            out.append(f"{k} {'(unset)' if a is None else a}→{'(unset)' if b is None else b}")
+        else:
+            out.append(k)
+    if take_was != take_now:
+        out.append(f"take {take_was or '(none)'}→{take_now or '(none)'}")
+    return out
+
+
+_LOST = ("missing", "changed")  # what `verify` recorded of a done clip's local file (media.MISSING/CHANGED)
+
+
+def why(j: dict[str, Any] | None) -> tuple[str, str]:
+    """What ``run`` would do with a job in this ledger state, and why (the plan's dry-run reasons)."""
+    if j is None:
+        return "submit", "new: no job with this exact request in the ledger"
+    s = j["state"]
+    if s == S.QUEUED:
+        return "submit", f"queued, never created ({j['attempts']} earlier attempt(s) refused cleanly)"
+    if s == S.DONE and j.get("verify") in _LOST and not j.get("pruned_at"):
+        return "hold", (f"done, but its file is {j['verify']} ({j['output_path']}): `batchgen recover` fetches it "
+                        "again while its URL is valid (free), or renders it again with --rerender (paid)")
+    if s == S.DONE:
+        return "skip", f"done: {j['output_path']}"
+    if s in (S.SUBMITTED, S.RENDERING):
+        return "poll", f"task {j['task_id']} is rendering: polled, never resubmitted"
+    if s == S.COMPLETED:
+        return "download", f"task {j['task_id']} finished: its result is downloaded"
+    if s in (S.SUBMITTING, S.IN_DOUBT):
+        return "hold", "in doubt: the create may exist; settle with `batchgen resolve`"
+    if s == S.FAILED:
+        if j["error_code"] == "result_expired":
+            return "hold", ("failed (result_expired): its paid result expired undownloaded; `run --retry-failed` "
+                            "renders it again (a new paid task)")
+        if j["retryable"]:
+            return "hold", f"failed ({j['error_code']}), retryable: resubmitted (a new paid task) only with --retry-failed"
+        return "hold", f"failed ({j['error_code']}): change the request to try again"
+    return "skip", f"{s} by an operator"
+

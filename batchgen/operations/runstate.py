@@ -1,0 +1,138 @@
+"""What an operator asks of runs and in-doubt jobs: ``status`` (runs, what is unfinished, at
+risk or expiring, verified and delivered), ``resolve`` (settle an in-doubt job), ``stop`` (ask
+running runs to drain) and ``cancel`` (a run's never-submitted jobs). ``status`` only reads;
+the others write through ``Ledger`` (``Transition``s, run flags), never SQL of their own."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any, Literal
+
+from ..cost import PriceTable
+from ..errors import BatchgenError, UsageError
+from ..files import pid_alive
+from ..jobs import RESULT_TTL, JobState, RunStatus, short_key
+from ..ledger import Ledger, Transition
+from .ledgers import brief, open_ledger
+
+S = JobState
+Resolution = Literal["adopt", "resubmit", "abandon"]
+
+
+def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = None, expiring_within_h: float = 6.0,
+           runs: int = 10) -> dict[str, Any]:
+    """Runs with per-state counts (and, on PostgreSQL, each worker's heartbeat and held jobs),
+    the oldest unfinished jobs, in-doubt jobs with the credits at risk, results whose 24 h URL
+    expires within ``expiring_within_h`` hours undownloaded, clips not as asked, and (with
+    --deliver) how many clips are in object storage and which ones a run could not deliver."""
+    table = prices or PriceTable.load()
+    with open_ledger(ledger, readonly=True) as led:
+        local_runs = led.is_sqlite
+        runs_ = led.runs(runs)
+        oldest = led.unfinished(10)
+        doubt = led.jobs_in_state(S.IN_DOUBT)
+        expiring = led.expiring(expiring_within_h * 3600, RESULT_TTL)
+        verified = led.verify_counts()
+        review = led.verdict_counts()
+        wrong = led.not_as_asked(limit=20)
+        delivery = led.delivery_counts()
+        undelivered = led.delivery_problems(20)
+    now = time.time()
+    at_risk = [dict(brief(j), credits_at_risk=table.estimate(json.loads(j["request"]))) for j in doubt]
+    host = socket.gethostname()
+    for r in runs_:
+        # A crashed run must not look alive; status only reads, so it says so without recording it
+        # (the next run or `batchgen stop` does). SQLite runs are on this machine; PostgreSQL
+        # workers are judged by their heartbeat.
+        if (local_runs and r["status"] == RunStatus.RUNNING and r["host"] == host
+                and r["pid"] and not pid_alive(r["pid"])):
+            r["status"] = RunStatus.DIED
+    return {
+        "runs": [{"id": r["id"], "manifest": r["manifest"], "status": r["status"], "started_at": r["started_at"],
+                  "finished_at": r["finished_at"], "host": r["host"], "pid": r["pid"],
+                  "stop_requested": bool(r["stop_requested"]), "jobs": r["jobs_total"], "counts": r["counts"],
+                  "heartbeat_age_s": r["heartbeat_age_s"], "held": r["held"]}
+                 for r in runs_],
+        "oldest_unfinished": [dict(brief(j), age_s=round(now - (j["submitted_at"] or j["created_at"])))
+                              for j in oldest],
+        "in_doubt": at_risk,
+        "credits_at_risk": round(sum(x["credits_at_risk"] or 0 for x in at_risk), 4),
+        "expiring": [dict(brief(j), expires_in_s=round((j["result_at"] or now) + RESULT_TTL - now))
+                     for j in expiring],
+        "verified": verified,
+        # finished clips by their latest review verdict (batchgen review); pending: none yet
+        "review": review,
+        "not_as_asked": [dict(brief(j), verify=j["verify"], detail=j["verify_detail"], output_path=j["output_path"])
+                         for j in wrong],
+        # --deliver: clips in the store, and those a run could not deliver (the next run will)
+        "delivered": delivery["delivered"],
+        "undelivered": delivery["undelivered"],
+        "not_delivered": [dict(brief(j), error=j["delivery_error"] or "not attempted yet", destination=j["deliver_to"],
+                               output_path=j["output_path"]) for j in undelivered],
+    }
+
+
+# ---------------------------------------------------------------------------------- resolve
+def resolve(ledger: str | Ledger | None, job: str, action: Resolution, *, task_id: str | None = None) -> dict[str, Any]:
+    """Settle an in-doubt job (id, key, key prefix of ≥ 6 characters, or task id): ``adopt`` the
+    task id an operator found in the provider's console (it is then polled and downloaded),
+    ``resubmit`` it (the next run creates a new, paid task) or ``abandon`` it. Recorded in the
+    event log. Raises ``UsageError`` for an unknown job, one that is not in doubt, or a task id
+    that another job already has."""
+    ref = job.strip()
+    if not ref.isdigit() and len(ref) < 6 and not ref.startswith("task-"):
+        raise UsageError(f"{job!r} is too short to name a job: give its id, its task id or at least 6 characters "
+                         "of its key (as `batchgen status` and the run summary print them)")
+    with open_ledger(ledger) as led:
+        j = led.job(ref)
+        if j is None:
+            raise UsageError(f"no job {job!r} in the ledger")
+        label = f"{j['name']} ({short_key(j['key'])})"
+        if j["state"] != S.IN_DOUBT:
+            raise UsageError(f"job {label} is {j['state']}, not in_doubt")
+        if action == "adopt":
+            if not task_id:
+                raise UsageError("--adopt needs the task id")
+            other = led.job(task_id)
+            if other is not None:
+                raise UsageError(f"task {task_id} already belongs to job {other['name']} ({short_key(other['key'])})")
+            t = Transition(j["id"], S.SUBMITTED, (S.IN_DOUBT,), {"submitted_at": time.time(), "error_code": None,
+                           "error_message": None, "estimated_time": None}, task_id=task_id,
+                           detail="resolved by operator: adopted task")
+        elif action == "resubmit":
+            t = Transition(j["id"], S.QUEUED, (S.IN_DOUBT,), {"error_code": None, "error_message": None},
+                           detail="resolved by operator: resubmit")
+        else:
+            t = Transition(j["id"], S.CANCELLED, (S.IN_DOUBT,), {"error_code": "abandoned",
+                           "error_message": "abandoned by operator while in doubt"}, detail="resolved by operator: abandon")
+        if not led.apply([t])[0]:
+            raise BatchgenError("the job changed state meanwhile; nothing done")
+    return {"id": j["id"], "key": j["key"], "name": j["name"], "action": action, "task_id": task_id}
+
+
+# ---------------------------------------------------------------------------------- stop / cancel
+def stop(ledger: str | Ledger | None = None, *, run_id: int | None = None, all_runs: bool = False) -> list[int]:
+    """Ask running runs to drain (the latest, ``run_id``, or every one with ``all_runs``),
+    through a flag in the ledger that works from any terminal or machine. Returns the runs
+    asked; raises ``UsageError`` when there is none to ask."""
+    if run_id is not None and all_runs:
+        raise UsageError("--run and --all exclude each other")
+    with open_ledger(ledger) as led:
+        led.reap_dead_runs()  # asking a crashed run to stop would answer "stop requested" to nobody
+        running = [r["id"] for r in led.runs(1000) if r["status"] == RunStatus.RUNNING]
+        targets = [run_id] if run_id is not None else running if all_runs else running[:1]
+        targets = [t for t in targets if led.request_stop(t)]
+    if not targets:
+        raise UsageError("no running run" + (f" {run_id}" if run_id else "") + " in this ledger")
+    return targets
+
+
+def cancel(ledger: str | Ledger | None, run_id: int) -> int:
+    """Mark run ``run_id``'s never-submitted jobs cancelled; returns how many."""
+    with open_ledger(ledger) as led:
+        if led.run(run_id) is None:
+            raise UsageError(f"no run {run_id} in this ledger (`batchgen status` lists the runs)")
+        return led.cancel_queued(run_id)
+
