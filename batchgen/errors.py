@@ -166,7 +166,7 @@ class DeliveryError(BatchgenError):
 
 
 class ErrorClass(enum.Enum):
-    """How a failed request may be retried. See ``client.classify`` for the table."""
+    """How a failed request may be retried. See ``client.classify`` (batchgen/client/classify.py) for the table."""
 
     SAFE = "safe"  # nothing was done remotely: retry with backoff
     AMBIGUOUS = "ambiguous"  # a create may or may not exist: never retry automatically
