@@ -42,6 +42,7 @@ class RunMetrics:
     verified: dict[str, int] = field(default_factory=dict)
     delivered: int | None = None
     undelivered: int | None = None
+    models: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # model → (in flight, limit)
 
 
 def write(path: Path, m: RunMetrics) -> None:
@@ -81,6 +82,15 @@ def write(path: Path, m: RunMetrics) -> None:
             v.labels(m.manifest, outcome).set(n)
     gauge("batchgen_clips_delivered", "Done clips at the delivery destination", m.delivered)
     gauge("batchgen_clips_undelivered", "Done clips not (yet) at the delivery destination", m.undelivered)
+    if m.models:
+        flying = Gauge("batchgen_model_in_flight", "Tasks in flight (create to result ready) by model", ["manifest", "model"],
+                       registry=reg)
+        limit = Gauge("batchgen_model_limit", "Tasks in flight allowed by model (--limit / `limits:`)",
+                      ["manifest", "model"], registry=reg)
+        for model, (n, lim) in sorted(m.models.items()):
+            flying.labels(m.manifest, model).set(n)
+            if lim is not None:
+                limit.labels(m.manifest, model).set(lim)
     gauge("batchgen_metrics_updated_timestamp_seconds", "When this file was written", time.time())
     # node_exporter reads the folder on every scrape: the file only ever appears whole. Not
     # fsynced — it is rewritten every few seconds and a crash loses nothing but a sample. The

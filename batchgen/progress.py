@@ -29,6 +29,8 @@ class Snapshot:
     in_flight: int = 0
     delivered: int | None = None  # --deliver: clips at the destination (this run), else None
     undelivered: int = 0
+    # model → (tasks in flight, its limit or None): models in flight or limited (limits.Slots)
+    models: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
     @property
     def remaining(self) -> int:
@@ -54,7 +56,9 @@ class Snapshot:
                 "requests_per_min": round(self._per_min(self.requests_last_minute)),
                 "budget_rpm": self.budget_rpm, "throttled": self.throttled, "credits": round(self.credits, 4),
                 "in_flight": self.in_flight, "eta_s": None if eta is None else round(eta),
-                **({"delivered": self.delivered, "undelivered": self.undelivered} if self.delivered is not None else {})}
+                **({"delivered": self.delivered, "undelivered": self.undelivered} if self.delivered is not None else {}),
+                **({"models": {m: {"in_flight": n, "limit": lim} for m, (n, lim) in self.models.items()}}
+                   if self.models else {})}
 
 
 def console(file: IO[str] | None = None) -> Any:
@@ -99,12 +103,18 @@ def at_provider(snap: Snapshot) -> int:
     return sum(snap.states.get(s, 0) for s in ("submitting", "submitted", "rendering"))
 
 
+def per_model(snap: Snapshot) -> str:
+    """Tasks in flight per model, against its limit: "veo-3.1 4/4, grok-imagine-text-to-video 6"."""
+    return ", ".join(f"{m} {n}/{lim}" if lim is not None else f"{m} {n}" for m, (n, lim) in snap.models.items())
+
+
 def line(snap: Snapshot) -> str:
     d = snap.as_dict()
     states = " ".join(f"{k}={v}" for k, v in d["states"].items() if v)
     return (f"{d['elapsed_s']:.0f}s {states} | {d['jobs_per_min']} jobs/min, "
             f"{_requests(snap)}, 429s={d['throttled']}, credits={plain(d['credits'])}, "
-            f"ETA {_fmt_eta(snap.eta_seconds())}" + _delivery(snap))
+            f"ETA {_fmt_eta(snap.eta_seconds())}" + _delivery(snap)
+            + (f" | in flight by model: {per_model(snap)}" if snap.models else ""))
 
 
 class Display:
@@ -169,5 +179,6 @@ class Display:
             cells.append(str(snap.delivered) + (f" ({snap.undelivered} not)" if snap.undelivered else ""))
         t.add_row(*cells)
         t.caption = (f"{d['jobs_per_min']} jobs/min · {_requests(snap)} · "
-                     f"429s {d['throttled']} · credits {plain(d['credits'])} · ETA {_fmt_eta(snap.eta_seconds())}")
+                     f"429s {d['throttled']} · credits {plain(d['credits'])} · ETA {_fmt_eta(snap.eta_seconds())}"
+                     + (f"\nin flight by model: {per_model(snap)}" if snap.models else ""))
         return t

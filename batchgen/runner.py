@@ -296,7 +296,7 @@ def _live_metrics(sched: Scheduler, prepared: Prepared, opts: RunOptions,
         credits_estimated=sched.submitter.committed_credits, max_credits=opts.max_credits,
         in_doubt=snap.states.get(S.IN_DOUBT, 0), verified=dict(sched.checker.verified),
         delivered=delivery["delivered"] if opts.deliver is not None else None,
-        undelivered=delivery["undelivered"] if opts.deliver is not None else None)
+        undelivered=delivery["undelivered"] if opts.deliver is not None else None, models=dict(snap.models))
 
 
 def _final_metrics(r: RunResult, opts: RunOptions, last_success: float | None) -> metrics.RunMetrics:
@@ -393,6 +393,7 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
     opts = options or RunOptions(out_dir=Path(out_dir))
     api_base = api_base or DEFAULT_API_BASE
     m = manifest if isinstance(manifest, Manifest) else Manifest(manifest, catalog)
+    opts.limits = {**m.limits, **opts.limits}  # run --limit overrides the manifest's `limits:`
     if deliver is None or deliver is True:
         deliver = m.deliver
     # Everything that needs neither the network nor the ledger, all at once, before either.

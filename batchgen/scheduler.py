@@ -26,6 +26,7 @@ from .errors import LedgerError
 from .files import remove_stale_temp_files
 from .feed import Feed
 from .jobs import JobRow, JobState, short_key
+from .limits import Slots
 from .ledger import Scope, Writer
 from .pipeline import ApiWatch, Checker, Context, Deliverer, Fetcher, LiveJob, Poller, RunOptions, Submitter, track
 from .pipeline.moves import POLLED
@@ -56,6 +57,8 @@ class Scheduler:
                                self.checker.start if opts.verify else self.deliverer.start)
         self._started = time.monotonic()
         self._inflight = 0  # tasks holding a render slot (see _free_slot)
+        self.slots = Slots(opts.limits)  # the same, per model, against --limit / `limits:`
+        self._frees = 0  # slots freed so far: a wait for one never misses one freed meanwhile
         self._slot_freed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -145,9 +148,17 @@ class Scheduler:
             await self._wait_for_slot()
             if not self.ctx.submitting:
                 return
-            row = await feed.take()
+            frees = self._frees
+            row = await feed.take(self.slots.allows)
             if row is None:
-                return
+                if feed.exhausted:
+                    return
+                # Every model with jobs left is at its limit: wait for one of its tasks to end
+                # (unless one ended while the feed read its pages).
+                if frees == self._frees:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+                continue
             self._spawn(LiveJob.from_row(row))
 
     async def _feed_claims(self, scope: Scope) -> None:
@@ -161,7 +172,7 @@ class Scheduler:
             if not self.ctx.submitting:
                 return
             free = self.opts.concurrency - self._inflight
-            rows = await self.w.read(led.claim, self.worker, scope, min(free, 256))
+            rows = await self.w.read(led.claim, self.worker, scope, min(free, 256), self.slots.limits)
             for row in rows:
                 self._spawn(LiveJob.from_row(row))
             if rows:
@@ -177,6 +188,7 @@ class Scheduler:
 
     def _spawn(self, job: LiveJob) -> None:
         self._inflight += 1
+        self.slots.take(job.model)
         job.holds_slot = True
         t = asyncio.create_task(self._drive(job), name=f"job-{job.id}")
         self._tasks.add(t)
@@ -188,6 +200,8 @@ class Scheduler:
         if job.holds_slot:
             job.holds_slot = False
             self._inflight -= 1
+            self.slots.give(job.model)
+            self._frees += 1
             self._slot_freed.set()
 
     def _done(self, job: LiveJob, t: asyncio.Task[None]) -> None:
@@ -299,7 +313,7 @@ class Scheduler:
                         requests_last_minute=budget.last_minute(), budget_rpm=budget.current_rpm,
                         throttled=budget.throttled, credits=ctx.credits_seen, in_flight=self._inflight,
                         delivered=self.deliverer.delivered if self.opts.deliver is not None else None,
-                        undelivered=self.deliverer.undelivered)
+                        undelivered=self.deliverer.undelivered, models=self.slots.view())
 
 
 def with_skipped_done(counts: dict[str, int], total: int) -> dict[str, int]:

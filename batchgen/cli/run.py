@@ -49,6 +49,20 @@ Exit codes:
 """
 
 
+def _limits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, int]:
+    """``--limit MODEL=N`` options → model → N (limits.parse_option names what is wrong)."""
+    from ..limits import parse_option
+
+    out: dict[str, int] = {}
+    for v in values:
+        try:
+            model, n = parse_option(v)
+        except ValueError as e:
+            raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+        out[model] = n
+    return out
+
+
 @click.command(cls=Command, epilog=EXIT_CODES_HELP)
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
@@ -72,6 +86,9 @@ Exit codes:
               help="Creates per job at most, counting the first (with --retry-failed).")
 @click.option("--max-credits", type=click.FloatRange(min=0), default=None,
               help="Stop submitting before this run's estimated credits (price table) would pass N.")
+@click.option("--limit", "limit_opts", multiple=True, metavar="MODEL=N", callback=_limits,
+              help="At most N tasks of MODEL in flight at once (repeatable; overrides the manifest's `limits:`). "
+                   "Free slots go to the models under their limit; on PostgreSQL the limit holds for the fleet.")
 @prices_option
 @click.option("--simulate", is_flag=True, help="Start the embedded simulator and run against it (no key needed).")
 @click.option("--sim-set", multiple=True, metavar="KEY=VALUE", help="Simulator knob for --simulate (repeatable).")
@@ -118,7 +135,7 @@ Exit codes:
 @models_option
 def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None, concurrency: int, rpm: float,
         poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
-        prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool,
+        limit_opts: dict[str, int], prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool,
         progress_every: float, log_format: str, log_file: Path | None, heartbeat: float,
         lease_timeout: float, outage_window: float, verify: bool, on_mismatch: str, pictures: bool,
         deliver_to: str | None, no_deliver: bool, deliver_endpoint: str | None, prune_local: bool, notify_urls: tuple[str, ...],
@@ -154,7 +171,7 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
                                  "would be taken for dead", param_hint="--lease-timeout")
     opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
-                      max_credits=max_credits, prices=load_prices(prices), heartbeat=heartbeat, lease=lease_timeout,
+                      max_credits=max_credits, limits=limit_opts, prices=load_prices(prices), heartbeat=heartbeat, lease=lease_timeout,
                       outage_window=outage_window, verify=verify, on_mismatch=on_mismatch, pictures=pictures,
                       prune_local=prune_local, metrics_file=metrics_file, metrics_every=progress_every)
     if no_deliver and (deliver_to or prune_local):

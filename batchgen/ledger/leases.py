@@ -8,6 +8,7 @@ takeover's transaction."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
@@ -21,6 +22,7 @@ from .sql import ACTIVE_STATES, UNFINISHED_STATES, holder_alive, job_row, job_se
 from .transitions import apply_in, interrupted_create
 
 S = JobState
+CLAIM_LOCK = 0x62617463  # the advisory lock claims with per-model limits take ("batc")
 
 
 class Leases(Room):
@@ -39,22 +41,38 @@ class Leases(Room):
             return int(c.execute(select(func.count()).select_from(runs).where(
                 runs.c.status == RunStatus.RUNNING, runs.c.heartbeat_at >= self._now() - lease_s)).scalar() or 0)
 
-    def claim(self, worker: int, scope: Scope, limit: int) -> list[JobRow]:
+    def claim(self, worker: int, scope: Scope, limit: int, limits: Mapping[str, int] | None = None) -> list[JobRow]:
         """Lease up to ``limit`` queued jobs of this manifest to ``worker``: highest priority
         first, then in manifest order.
 
         ``FOR UPDATE SKIP LOCKED``: concurrent claims by other workers pass over the rows this
         one is taking instead of waiting for them, so each job goes to exactly one worker. Jobs
         leased to a worker that is no longer running (finished, stopped, declared dead) are free.
+
+        ``limits`` (model → tasks in flight at most) hold for the whole fleet: a model's jobs
+        are claimed only up to its limit less what live workers hold of it (creating,
+        rendering, or claimed to start). Claims with limits take a transaction-level advisory
+        lock, one at a time, so two workers never both fill the same room.
         """
         def go(c: Connection) -> list[JobRow]:
-            pick = (select(jobs.c.id)
+            room: dict[str, int] = {}
+            if limits:
+                c.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
+                held: dict[str, int] = dict(c.execute(select(jobs.c.model, func.count()).where(
+                    jobs.c.model.in_(list(limits)), jobs.c.worker_id.is_not(None), holder_alive(),
+                    jobs.c.state.in_([S.QUEUED, S.SUBMITTING, S.SUBMITTED, S.RENDERING])).group_by(jobs.c.model)).all())
+                room = {m: n - int(held.get(m, 0)) for m, n in limits.items()}
+            free = (select(jobs.c.id, jobs.c.priority, jobs.c.seq)
                     .where(jobs.c.state == S.QUEUED, of_manifest(scope),
                            # not == worker: a job this worker gave up on (create kept failing)
                            # stays with it until it leaves, instead of being retried in a loop
                            or_(jobs.c.worker_id.is_(None), ~holder_alive()))
-                    .order_by(jobs.c.priority.desc(), jobs.c.seq).limit(limit).with_for_update(skip_locked=True))
-            ids = [i for (i,) in c.execute(pick)]
+                    .order_by(jobs.c.priority.desc(), jobs.c.seq).with_for_update(skip_locked=True))
+            # Each limited model up to its room, the others together; the best ``limit`` of them.
+            picks = [free.where(jobs.c.model == m).limit(min(n, limit)) for m, n in room.items() if n > 0]
+            picks.append((free.where(jobs.c.model.not_in(list(room))) if room else free).limit(limit))
+            found = [r for q in picks for r in c.execute(q)]
+            ids = [r.id for r in sorted(found, key=lambda r: (-r.priority, r.seq))[:limit]]
             if not ids:
                 return []
             rows = c.execute(update(jobs).where(jobs.c.id.in_(ids)).values(worker_id=worker).returning(*jobs.c, SHAPE))

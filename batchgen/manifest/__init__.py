@@ -8,6 +8,7 @@ A manifest is either a CSV file (one job a row, header = field names) or a YAML 
     rows: shots.csv                                 # optional, rows from a CSV next to the YAML
     unvalidated_models: [some-new-model]            # optional: send these models' fields unchecked
     deliver: "s3://renders/nightly/"                # optional: upload finished clips there
+    limits: {veo-3.1: 4}                            # optional: tasks in flight per model at most
     jobs:
       - {name: harbour, subject: a lighthouse, prompt: "A {subject} at dusk, @Image1", ...}
 
@@ -104,6 +105,11 @@ class Manifest:
     def deliver(self) -> str | None:
         """``deliver: s3://bucket/prefix/`` (run --deliver overrides it)."""
         return self._doc.deliver
+
+    @property
+    def limits(self) -> dict[str, int]:
+        """``limits:`` model → tasks in flight at most (run --limit MODEL=N overrides one)."""
+        return self._doc.limits
 
     @property
     def local_files(self) -> dict[str, Path]:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from .. import datafiles, specs, yamlsafe
 from ..errors import DataFileError, UsageError
+from ..limits import limit_problem
 from .document import Document
 from .problems import Problems
 
 MAX_YAML_BYTES = 10 * 1024 * 1024
 TOP_LEVEL = frozenset({"defaults", "jobs", "matrix", "rows", "output", "unvalidated_models", "deliver", "models",
-                       "per_model"})
+                       "per_model", "limits"})
 NEWLINE = b"\n"
 
 
@@ -105,6 +106,7 @@ class _YamlReader:
         else:
             self.doc.unvalidated_models = frozenset(x.strip() for x in models)
         self._read_models(doc, line)
+        self._read_limits(doc, line)
         dest = doc.get("deliver")
         if dest is not None and not (isinstance(dest, str) and dest.strip().startswith("s3://")):
             add(line("deliver"), "deliver", "must be an s3://bucket/prefix/ URL (quoted)")
@@ -140,6 +142,22 @@ class _YamlReader:
                     add(line("rows"), "rows", f"CSV file not found: {rp}")
                 else:
                     self.doc.rows_csv = rp
+
+    def _read_limits(self, doc: yamlsafe.Mapping, line: Callable[[str], str]) -> None:
+        """``limits:`` (model → tasks in flight at most; ``run --limit`` overrides one)."""
+        limits = doc.get("limits")
+        if limits is None:
+            return
+        if not isinstance(limits, dict):
+            self.problems.add(line("limits"), "limits", "must map model names to a number of tasks in flight")
+            return
+        where = f"line {doc.key_lines.get('limits', 1)}"
+        for model, value in limits.items():
+            problem = limit_problem(value)
+            if problem is not None:
+                self.problems.add(where, "limits", f"{model}: {problem}")
+            else:
+                self.doc.limits[str(model)] = value
 
     def _read_models(self, doc: yamlsafe.Mapping, line: Callable[[str], str]) -> None:
         """``models:`` (a catalog file next to the manifest, or inline entries) and

@@ -65,6 +65,7 @@ class RunOptions:
     metrics_file: Path | None = None  # Prometheus textfile, rewritten every metrics_every seconds
     metrics_every: float = 30.0
     catalog: Catalog | None = None  # the manifest's model catalog (verification); None: the shipped one
+    limits: dict[str, int] = field(default_factory=dict)  # model → tasks in flight at most (limits.py)
 
 
 @dataclass
