@@ -243,6 +243,17 @@ class S3Store:
             raise DeliveryError(f"delivery to {self._where()}: the store's ETag for {key} does not match the file")
         return Stored(url, etag, size, uploaded=True)
 
+    def presign(self, url: str, expires_s: int = 300) -> str:
+        """A short-lived GET URL for an object this store holds (``s3://bucket/key``, as
+        recorded in ``delivered_url``): a reviewer plays a clip that is not on this machine
+        without holding the store's credentials. Signed locally: no request is made."""
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        try:
+            return str(self._s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                                       ExpiresIn=expires_s))
+        except Exception as e:  # noqa: BLE001 — translated (or re-raised) by _error
+            raise self._error(e, f"signing {key}") from None
+
 
 def open_store(url: str, *, endpoint_url: str | None = None) -> Store:
     """The store for ``--deliver URL`` (``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` apply when no

@@ -73,7 +73,7 @@ def _summary(led: Ledger, changes: Sequence[Change], reviewer: str) -> DecisionS
     return DecisionSummary(decided=len(written), unchanged=len({c.job_id for c in changes}) - len(written))
 
 
-def _pick_changes(led: Ledger, job_id: int, takes: Sequence[int] | None = None) -> list[Change]:
+def pick_changes(led: Ledger, job_id: int, takes: Sequence[int] | None = None) -> list[Change]:
     """Make ``job_id`` its shot's pick: it is approved and picked, and any other take of the
     shot (``takes``; by default the same request with another ``take``) picked before is not."""
     others = [t for t in (takes if takes is not None else led.takes_of(job_id)) if t != job_id]
@@ -100,7 +100,7 @@ def pick(ledger: str | Ledger | None, ref: str, *, reviewer: str | None = None,
     (``batchgen review --by``)."""
     with open_ledger(ledger) as led:
         (job,) = _reviewable(led, [ref])
-        return _summary(led, _pick_changes(led, job["id"], takes), reviewer or default_reviewer())
+        return _summary(led, pick_changes(led, job["id"], takes), reviewer or default_reviewer())
 
 
 def _cell(text: str | None) -> str:
@@ -175,7 +175,7 @@ def from_csv(ledger: str | Ledger | None, path: str | Path, *, reviewer: str | N
             if picked in _TRUE:
                 changes.extend(c if c.job_id != job["id"] else Change(job["id"], verdict=Verdict.APPROVE,
                                                                          pick=True, note=note)
-                               for c in _pick_changes(led, job["id"]))
+                               for c in pick_changes(led, job["id"]))
             elif verdict is not KEEP or note is not KEEP:
                 changes.append(Change(job["id"], verdict=verdict, note=note))
             if len(problems) >= 50:

@@ -1,0 +1,229 @@
+"""``batchgen review``'s web server: the dailies page (static files) and a small JSON API over
+the ledger (``clips.ClipIndex`` reads, ``Ledger.decide`` writes), on aiohttp.
+
+Who gets in: the server binds 127.0.0.1 unless told otherwise, and every API and media request
+carries a random token (printed once, inside the URL's fragment, which browsers never send to
+a server or in a Referer). A request that changes something is a POST with the token in a
+header and a JSON body: another page the reviewer has open can neither read the data nor forge
+a decision (a cross-origin request with that header needs a CORS preflight this server never
+grants). Files are served only from inside the output folder after symlinks are resolved; the
+request names a job by id, never a path. The API key is never read here."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import secrets
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..deliver import Destination, S3Store, check_endpoint
+from ..errors import BatchgenError
+from ..jobs import Verdict
+from ..ledger import KEEP, Change, Keep, Ledger
+from .clips import ClipIndex, inside
+from .decide import pick_changes
+
+NOTE_CHARS = 4000
+MAX_CHANGES = 500
+PRESIGN_S = 300  # a presigned clip URL lives five minutes: long enough to play, short enough to leak little
+_STATIC = {"review.js": "text/javascript", "review.css": "text/css"}
+_HEADERS = {
+    # The page's own script and style only; media may come from the store (a presigned URL).
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "media-src 'self' http: https:; connect-src 'self'; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class Refused(Exception):
+    """A request this server answers with an error status and a message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ReviewServer:
+    """The page and its API for one ``ClipIndex``; ``start`` returns the URL to open."""
+
+    def __init__(self, ledger: Ledger, index: ClipIndex, *, reviewer: str, endpoint_url: str | None = None) -> None:
+        self.ledger = ledger
+        self.index = index
+        self.reviewer = reviewer
+        self.endpoint = check_endpoint(endpoint_url)
+        self.token = secrets.token_urlsafe(24)
+        self._stores: dict[str, S3Store] = {}
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application(client_max_size=256 * 1024, middlewares=[self._guard])
+        self.app.router.add_get("/", self._page)
+        self.app.router.add_get("/static/{name}", self._static)
+        self.app.router.add_get("/api/clips", self._clips)
+        self.app.router.add_post("/api/decide", self._decide)
+        self.app.router.add_get("/media/{job:[0-9]+}/{kind:clip|poster}", self._media)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+        shown = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{shown if ':' not in shown else f'[{shown}]'}:{bound}/#token={self.token}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- guard: the token, the headers, errors as JSON -------------------------------------
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            if request.path.startswith(("/api/", "/media/")):
+                given = request.headers.get("X-Review-Token") or request.query.get("t") or ""
+                if not hmac.compare_digest(given.encode(), self.token.encode()):
+                    raise Refused(403, "missing or wrong review token: open the URL `batchgen review` printed")
+                if request.method == "POST" and (request.content_type != "application/json"
+                                                 or "X-Review-Token" not in request.headers):
+                    raise Refused(403, "a change is a JSON POST carrying the token in X-Review-Token")
+            response = await handler(request)
+        except Refused as e:
+            response = web.json_response({"error": str(e)}, status=e.status)
+        except BatchgenError as e:
+            response = web.json_response({"error": str(e)}, status=500)
+        for k, v in _HEADERS.items():
+            response.headers.setdefault(k, v)
+        return response
+
+    # -- the page ---------------------------------------------------------------------------
+    async def _page(self, request: web.Request) -> web.Response:
+        return web.Response(text=_asset("page.html"), content_type="text/html")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in _STATIC:
+            raise Refused(404, "no such file")
+        return web.Response(text=_asset(name), content_type=_STATIC[name])
+
+    # -- the API ------------------------------------------------------------------------------
+    async def _clips(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            offset, limit = max(0, int(q.get("offset", 0))), min(100, max(1, int(q.get("limit", 20))))
+        except ValueError:
+            raise Refused(400, "offset and limit are numbers") from None
+        doc = await asyncio.to_thread(self.index.page, verdict=q.get("verdict", ""), verify=q.get("verify", ""),
+                                      model=q.get("model", ""), text=q.get("q", "")[:200], offset=offset, limit=limit)
+        doc["reviewer"] = self.reviewer
+        return web.json_response(doc)
+
+    async def _decide(self, request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.text())
+        except ValueError:
+            raise Refused(400, "the body is not JSON") from None
+        raw = body.get("changes") if isinstance(body, dict) else None
+        if not isinstance(raw, list) or not 0 < len(raw) <= MAX_CHANGES:
+            raise Refused(400, f"expected {{\"changes\": [...]}} with 1 to {MAX_CHANGES} changes")
+        who = body.get("reviewer") or self.reviewer
+        if not isinstance(who, str) or len(who) > 100:
+            raise Refused(400, "reviewer: a name of at most 100 characters")
+        changes = await asyncio.to_thread(self._changes, raw)
+        written = await asyncio.to_thread(self.ledger.decide, changes, who)
+        ids = list(dict.fromkeys(c.job_id for c in changes))
+        latest = await asyncio.to_thread(self.ledger.latest_decisions, ids)
+        self.index.updated(list(latest.values()))
+        clips = {str(i): {"review": d["verdict"], "note": d["note"], "reviewer": d["reviewer"], "pick": d["pick"]}
+                 for i, d in latest.items()}
+        return web.json_response({"written": len(written), "clips": clips, "counts": self.index.counts()})
+
+    def _changes(self, raw: list[Any]) -> list[Change]:
+        """The page's changes as ledger ``Change``s, each checked: a clip of this review, a
+        known verdict, a note of bounded length. A pick makes the take its shot's pick."""
+        out: list[Change] = []
+        for ch in raw:
+            if not isinstance(ch, dict) or not isinstance(ch.get("job"), int):
+                raise Refused(400, "each change names its clip: {\"job\": ID, …}")
+            clip = self.index.clip(ch["job"])
+            if clip is None:
+                raise Refused(404, f"job {ch['job']} is not a finished clip of this review")
+            verdict: Verdict | None | Keep = KEEP
+            if "verdict" in ch:
+                if ch["verdict"] is not None and ch["verdict"] not in {v.value for v in Verdict}:
+                    raise Refused(400, f"verdict {ch['verdict']!r}: approve, retake, reject or null (pending)")
+                verdict = None if ch["verdict"] is None else Verdict(ch["verdict"])
+            note: str | None | Keep = KEEP
+            if "note" in ch:
+                if ch["note"] is not None and (not isinstance(ch["note"], str) or len(ch["note"]) > NOTE_CHARS):
+                    raise Refused(400, f"note: text of at most {NOTE_CHARS} characters")
+                note = ch["note"]
+            pick: bool | Keep = KEEP
+            if "pick" in ch:
+                if not isinstance(ch["pick"], bool):
+                    raise Refused(400, "pick: true or false")
+                pick = ch["pick"]
+            if pick is True and verdict is KEEP:
+                out.extend(pick_changes(self.ledger, clip.id, clip.takes))
+                if note is not KEEP:
+                    out.append(Change(clip.id, note=note))
+                continue
+            if pick is KEEP and verdict is not KEEP and verdict != Verdict.APPROVE:
+                pick = False  # no longer approved: no longer the pick
+            out.append(Change(clip.id, verdict=verdict, pick=pick, note=note))
+        return out
+
+    # -- media ----------------------------------------------------------------------------------
+    async def _media(self, request: web.Request) -> web.StreamResponse:
+        clip = await asyncio.to_thread(self.index.clip, int(request.match_info["job"]))
+        if clip is None:
+            raise Refused(404, "not a finished clip of this review")
+        kind = request.match_info["kind"]
+        local = await asyncio.to_thread(inside, clip.path if kind == "clip" else clip.poster, self.index.out)
+        if local is not None:
+            return web.FileResponse(local, headers={"Content-Type": "video/mp4" if kind == "clip" else "image/jpeg"})
+        if kind == "clip" and clip.delivered:
+            url = await asyncio.to_thread(self._presign, clip.delivered)
+            raise web.HTTPFound(url)
+        raise Refused(404, "this clip is nowhere: not in the output folder, not delivered" if kind == "clip"
+                      else "no poster frame here")
+
+    def _presign(self, delivered: str) -> str:
+        bucket = delivered.removeprefix("s3://").partition("/")[0]
+        store = self._stores.get(bucket)
+        if store is None:
+            store = self._stores[bucket] = S3Store(Destination(bucket, ""), endpoint_url=self.endpoint)
+        return store.presign(delivered, PRESIGN_S)
+
+
+def _asset(name: str) -> str:
+    return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
+
+
+async def serve(server: ReviewServer, host: str, port: int, ready: Any = None) -> None:
+    """Serve until cancelled (Ctrl-C); ``ready(url)`` is called once it listens."""
+    url = await server.start(host, port)
+    try:
+        if ready is not None:
+            ready(url)
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+def out_dir_of(ledger: Ledger, run_id: int | None) -> Path:
+    """The output folder the run recorded (``--out``), where its clips are served from."""
+    run = ledger.run(run_id)
+    try:
+        opts = json.loads(run["options"]) if run and isinstance(run.get("options"), str) else (run or {}).get("options")
+    except ValueError:
+        opts = None
+    return Path(str((opts or {}).get("out") or "out"))

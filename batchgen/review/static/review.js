@@ -1,0 +1,214 @@
+// batchgen review: the dailies page. Every value from the ledger (names, prompts, notes) is
+// inserted as text (textContent / attribute values), never as markup. The token comes from the
+// URL's fragment (never sent to a server) and rides on every request of the API.
+(function(){
+  'use strict';
+  const token = new URLSearchParams(location.hash.slice(1)).get('token') || '';
+  const $ = id => document.getElementById(id);
+  const PAGE = 20;
+  let offset = 0, data = null, clips = [], cur = 0, loop = false, undo = [], busy = false;
+
+  function el(tag, attrs, text){
+    const e = document.createElement(tag);
+    for (const k in (attrs || {})) e.setAttribute(k, attrs[k]);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  function say(text, error){ const s = $('status'); s.textContent = text || ''; s.className = error ? 'error' : 'muted'; }
+  async function api(path, body){
+    const opts = {headers: {'X-Review-Token': token}};
+    if (body) { opts.method = 'POST'; opts.headers['Content-Type'] = 'application/json'; opts.body = JSON.stringify(body); }
+    const r = await fetch(path, opts);
+    const doc = await r.json().catch(() => ({error: 'HTTP ' + r.status}));
+    if (!r.ok) throw new Error(doc.error || ('HTTP ' + r.status));
+    return doc;
+  }
+  function filters(){
+    const p = new URLSearchParams();
+    p.set('verdict', $('f-verdict').value); p.set('verify', $('f-verify').value);
+    p.set('model', $('f-model').value); p.set('q', $('f-q').value);
+    return p;
+  }
+  function options(select, values){
+    const keep = select.value;
+    while (select.options.length > 1) select.remove(1);
+    for (const v of values) select.append(el('option', {value: v}, v));
+    select.value = values.includes(keep) ? keep : '';
+  }
+  function counts(c){
+    const box = $('counts'); box.textContent = '';
+    for (const [k, label] of [['pending', 'pending'], ['approve', 'approved'], ['retake', 'retake'], ['reject', 'rejected'], ['clips', 'clips']]) {
+      const s = el('span', {'data-count': k}); s.append(el('b', {}, c[k] || 0)); s.append(document.createTextNode(label)); box.append(s);
+    }
+  }
+  async function load(keepCurrent){
+    const p = filters(); p.set('offset', offset); p.set('limit', PAGE);
+    const wanted = keepCurrent && clips[cur] ? clips[cur].id : null;
+    try { data = await api('/api/clips?' + p.toString()); }
+    catch (e) { say(e.message, true); return; }
+    options($('f-verify'), data.verify); options($('f-model'), data.models);
+    counts(data.counts);
+    render();
+    const pages = Math.max(1, Math.ceil(data.total_shots / PAGE));
+    $('page').textContent = 'shots ' + (data.total_shots ? offset + 1 : 0) + '–' + Math.min(offset + PAGE, data.total_shots)
+      + ' of ' + data.total_shots + ' · page ' + (Math.floor(offset / PAGE) + 1) + ' of ' + pages;
+    $('prev').disabled = offset === 0; $('next').disabled = offset + PAGE >= data.total_shots;
+    const i = wanted === null ? -1 : clips.findIndex(c => c.id === wanted);
+    select(i >= 0 ? i : 0);
+    say(data.total_shots ? '' : 'Nothing here: no clip matches (the default view shows clips waiting for review from the last run).');
+    document.body.setAttribute('data-loaded', String(Date.now()));
+  }
+  function badge(text, cls){ return el('span', {class: 'badge ' + (cls || '')}, text); }
+  function decorate(c){
+    const b = c.node.querySelector('.badges'); b.textContent = '';
+    b.append(badge('take ' + c.n + (c.take ? ' (' + c.take + ')' : '')));
+    if (c.review) b.append(badge(c.review, 'v-' + c.review)); else b.append(badge('pending'));
+    if (c.pick) b.append(badge('★ pick', 'pick'));
+    if (c.verify) b.append(badge(c.verify, c.verify === 'ok' ? 'vf-ok' : 'vf-bad'));
+    if (loop && c === clips[cur]) b.append(badge('loop', 'loop'));
+    const n = c.node.querySelector('.note'); n.textContent = c.note ? '“' + c.note + '” — ' + (c.reviewer || '') : '';
+    c.node.setAttribute('data-review', c.review || 'pending'); c.node.setAttribute('data-pick', c.pick ? '1' : '0');
+  }
+  function media(c){
+    const q = '?t=' + encodeURIComponent(token);
+    if (c.where === 'nowhere') return el('div', {class: 'nowhere'}, 'This clip is nowhere: not in the output folder and not delivered.');
+    // Poster frame until played: nothing of the clip loads before it is asked for.
+    const v = el('video', {preload: 'none', playsinline: '', 'data-src': '/media/' + c.id + '/clip' + q});
+    v.setAttribute('poster', '/media/' + c.id + '/poster' + q);
+    v.addEventListener('click', ev => { ev.stopPropagation(); select(clips.indexOf(c)); play(); });
+    return v;
+  }
+  function render(){
+    const main = $('shots'); main.textContent = ''; clips = [];
+    for (const s of data.shots) {
+      const first = s.takes[0], box = el('section', {class: 'shot', 'data-shot': s.shot});
+      box.append(el('h2', {}, first.name));
+      box.append(el('div', {class: 'prompt'}, first.prompt));
+      const row = el('div', {class: 'takes'});
+      for (const t of s.takes) {
+        const card = el('div', {class: 'take' + (t.match ? '' : ' dim'), 'data-job': t.id, tabindex: '-1'});
+        card.append(media(t));
+        card.append(el('div', {class: 'badges'}));
+        card.append(el('div', {class: 'name'}, t.name));
+        const spec = [t.model, t.width ? t.width + '×' + t.height : '', t.duration ? t.duration.toFixed(1) + ' s' : '', t.key].filter(Boolean);
+        card.append(el('div', {class: 'muted'}, spec.join(' · ')));
+        card.append(el('div', {class: 'note'}));
+        const actions = el('div', {class: 'actions'});
+        for (const [label, fn] of [['Approve (A)', () => decide('approve')], ['Retake (R)', () => decide('retake')],
+                                   ['Reject (X)', () => decide('reject')], ['Note (N)', () => openNote()],
+                                   ['Pick (' + t.n + ')', () => pick(t.n)]]) {
+          const btn = el('button', {type: 'button'}, label);
+          btn.addEventListener('click', ev => { ev.stopPropagation(); select(clips.indexOf(t)); fn(); });
+          actions.append(btn);
+        }
+        card.append(actions);
+        card.addEventListener('click', () => select(clips.indexOf(t)));
+        t.node = card; t.shotTakes = s.takes;
+        row.append(card); clips.push(t); decorate(t);
+      }
+      box.append(row); main.append(box);
+    }
+  }
+  function video(){ const c = clips[cur]; return c && c.node.querySelector('video'); }
+  function select(i){
+    if (!clips.length) return;
+    const was = video(); if (was && !was.paused) was.pause();
+    if (clips[cur] && clips[cur].node) clips[cur].node.classList.remove('current');
+    cur = Math.max(0, Math.min(clips.length - 1, i));
+    const c = clips[cur]; c.node.classList.add('current');
+    c.node.scrollIntoView({block: 'nearest', inline: 'nearest'});
+    clips.forEach(decorate);
+    document.body.setAttribute('data-current', String(c.id));
+  }
+  function play(){
+    const v = video(); if (!v) return;
+    if (!v.getAttribute('src')) v.setAttribute('src', v.getAttribute('data-src'));
+    v.loop = loop;
+    if (v.paused) v.play().catch(e => say('cannot play: ' + e.message, true)); else v.pause();
+  }
+  async function send(changes, label, before){
+    if (busy) return; busy = true;
+    try {
+      const doc = await api('/api/decide', {changes: changes});
+      for (const id in doc.clips) {
+        const c = clips.find(x => String(x.id) === id);
+        if (c) { Object.assign(c, doc.clips[id]); decorate(c); }
+      }
+      counts(doc.counts);
+      if (before) undo.push({label: label, before: before});
+      say(label);
+      document.body.setAttribute('data-decided', String(Date.now()));
+    } catch (e) { say(e.message, true); }
+    finally { busy = false; }
+  }
+  function state(c){ return {job: c.id, verdict: c.review || null, pick: !!c.pick, note: c.note || null}; }
+  async function decide(verdict){
+    const c = clips[cur]; if (!c) return;
+    await send([{job: c.id, verdict: verdict}], c.name + ': ' + verdict, [state(c)]);
+    if (cur < clips.length - 1) select(cur + 1);
+  }
+  async function pick(n){
+    const c = clips[cur]; if (!c) return;
+    const t = c.shotTakes.find(x => x.n === n);
+    if (!t) { say('this shot has no take ' + n, true); return; }
+    await send([{job: t.id, pick: true}], t.name + ': take ' + n + ' is the pick', c.shotTakes.map(state));
+  }
+  async function doUndo(){
+    const last = undo.pop();
+    if (!last) { say('nothing to undo'); return; }
+    await send(last.before, 'undone: ' + last.label, null);
+  }
+  function openNote(){
+    const c = clips[cur]; if (!c) return;
+    $('note-title').textContent = 'Note on ' + c.name;
+    $('note-text').value = c.note || '';
+    $('note').hidden = false; $('note-text').focus();
+  }
+  async function saveNote(){
+    const c = clips[cur]; $('note').hidden = true;
+    await send([{job: c.id, note: $('note-text').value.trim() || null}], c.name + ': note saved', [state(c)]);
+  }
+  $('note-text').addEventListener('keydown', ev => {
+    if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); saveNote(); }
+    else if (ev.key === 'Escape') { ev.preventDefault(); $('note').hidden = true; }
+    ev.stopPropagation();
+  });
+  function help(show){ $('help').hidden = show === undefined ? !$('help').hidden : !show; }
+  $('help-button').addEventListener('click', () => help());
+  $('help').addEventListener('click', () => help(false));
+  document.addEventListener('keydown', ev => {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const t = ev.target;
+    if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT')) {
+      if (ev.key === 'Escape') t.blur();
+      return;
+    }
+    const k = ev.key;
+    if (k === '?') { help(); ev.preventDefault(); return; }
+    if (k === 'Escape') { help(false); return; }
+    if (!$('help').hidden) return;
+    const lower = k.length === 1 ? k.toLowerCase() : k;
+    const keys = {
+      j: () => next(1), ArrowDown: () => next(1), ArrowRight: () => next(1),
+      k: () => next(-1), ArrowUp: () => next(-1), ArrowLeft: () => next(-1),
+      ' ': play, l: () => { loop = !loop; const v = video(); if (v) v.loop = loop; decorate(clips[cur]); say('loop ' + (loop ? 'on' : 'off')); },
+      a: () => decide('approve'), r: () => decide('retake'), x: () => decide('reject'), n: openNote, u: doUndo,
+      '/': () => $('f-q').focus(),
+    };
+    if (keys[lower]) { ev.preventDefault(); keys[lower](); return; }
+    if (/^[1-9]$/.test(k)) { ev.preventDefault(); pick(Number(k)); }
+  });
+  async function next(step){
+    const i = cur + step;
+    if (i >= clips.length && !$('next').disabled) { offset += PAGE; await load(false); return; }
+    if (i < 0 && offset > 0) { offset = Math.max(0, offset - PAGE); await load(false); select(clips.length - 1); return; }
+    select(i);
+  }
+  let timer = null;
+  $('f-q').addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(() => { offset = 0; load(false); }, 200); });
+  for (const id of ['f-verdict', 'f-verify', 'f-model']) $(id).addEventListener('change', () => { offset = 0; load(false); $(id).blur(); });
+  $('prev').addEventListener('click', () => { offset = Math.max(0, offset - PAGE); load(false); });
+  $('next').addEventListener('click', () => { offset += PAGE; load(false); });
+  if (!token) say('No token in this URL: open the URL `batchgen review` printed.', true);
+  load(false);
+})();
