@@ -156,7 +156,10 @@ class S3Store:
         self.destination = destination
         self.endpoint = endpoint_url
         session = boto3.session.Session()
+        # SigV4 everywhere, presigned URLs included (botocore presigns with SigV2 otherwise,
+        # which newer regions and many compatible stores refuse).
         cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
+                     signature_version="s3v4",
                      # Send a checksum only where we ask for one (SHA-256 below): some
                      # S3-compatible stores refuse the CRC32 trailer newer botocore adds.
                      request_checksum_calculation="when_required", response_checksum_validation="when_required")

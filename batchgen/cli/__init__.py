@@ -6,7 +6,7 @@ imports this package.
 
 One module per group of commands — ``run`` (the run), ``reads`` (plan, diff, status, export,
 report, verify), ``care`` (resolve, recover, deliver, stop, cancel, db), ``catalog`` (models),
-``sim`` (simulator, demo) — over ``options`` (shared options), ``handler`` (errors → exit
+``sim`` (simulator, demo), ``review`` (the morning review) — over ``options`` (shared options), ``handler`` (errors → exit
 codes) and ``printers`` (how results read). This module only assembles the ``batchgen`` group.
 Command modules import click and batchgen's light modules only; everything heavy loads inside
 the command that needs it, so ``batchgen --help`` and ``batchgen models`` start at once."""
@@ -20,6 +20,7 @@ from .care import cancel, db, deliver, recover, resolve, stop
 from .catalog import models
 from .handler import Group
 from .reads import diff, export, plan, report, status, verify
+from .review import review
 from .run import EXIT_CODES_HELP, run
 from .sim import demo, simulator
 
@@ -40,8 +41,8 @@ def cli(verbose: bool) -> None:
     logs.setup()  # plain text on stderr unless a command asks for more (run --log-format json)
 
 
-for _command in (plan, diff, models, run, export, resolve, status, verify, deliver, recover, report, stop, cancel, db,
-                 simulator, demo):
+for _command in (plan, diff, models, run, export, resolve, status, verify, deliver, recover, report, review, stop,
+                 cancel, db, simulator, demo):
     cli.add_command(_command)
 
 

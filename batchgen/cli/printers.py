@@ -152,6 +152,10 @@ def print_status(doc: dict[str, Any], hours: float) -> None:
     con.print(t)
     if doc["verified"]:
         con.print("verified clips: " + "  ".join(f"{k}={v}" for k, v in sorted(doc["verified"].items())))
+    review = doc.get("review") or {}
+    if any(review.values()):
+        con.print("review: " + "  ".join(f"{k}={review[k]}" for k in ("pending", "approve", "retake", "reject"))
+                  + ("  (batchgen review)" if review.get("pending") else ""))
     for j in doc["not_as_asked"]:
         con.print(f"  not as asked: {j['name']} ({j['key']}): {j['verify']}: {j['detail']}")
     if doc["delivered"] or doc["undelivered"]:

@@ -106,7 +106,8 @@ def export(ledger: str | None, output: Path | None, run_id: int | None, manifest
 
     By default, text cells that a spreadsheet would treat as a formula (= + - @ tab CR LF)
     are prefixed with an apostrophe (safe to open in Excel/LibreOffice/Sheets); --raw keeps
-    them exact. The last column, manifest, is the manifest of the run that recorded the job last."""
+    them exact. The column manifest is the manifest of the run that recorded the job last; after
+    it, review, review_note, reviewer and pick are the latest review decision (batchgen review)."""
     from .. import operations
 
     n = operations.export(ledger, output, run_id=run_id, fmt="json" if as_json else "csv", raw=raw, manifest=manifest)

@@ -24,7 +24,7 @@ from aiohttp import web
 from ..deliver import Destination, S3Store, check_endpoint
 from ..errors import BatchgenError
 from ..jobs import Verdict
-from ..ledger import KEEP, Change, Keep, Ledger
+from ..ledger import KEEP, Change, Decision, Keep, Ledger
 from .clips import ClipIndex, inside
 from .decide import pick_changes
 
@@ -65,7 +65,9 @@ class ReviewServer:
         self.app = web.Application(client_max_size=256 * 1024, middlewares=[self._guard])
         self.app.router.add_get("/", self._page)
         self.app.router.add_get("/static/{name}", self._static)
+        self.app.router.add_get("/favicon.ico", self._no_icon)
         self.app.router.add_get("/api/clips", self._clips)
+        self.app.router.add_get("/api/states", self._states)
         self.app.router.add_post("/api/decide", self._decide)
         self.app.router.add_get("/media/{job:[0-9]+}/{kind:clip|poster}", self._media)
 
@@ -75,7 +77,8 @@ class ReviewServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        bound = int(sock.getsockname()[1])
         shown = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         return f"http://{shown if ':' not in shown else f'[{shown}]'}:{bound}/#token={self.token}"
 
@@ -87,6 +90,7 @@ class ReviewServer:
     # -- guard: the token, the headers, errors as JSON -------------------------------------
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse
         try:
             if request.path.startswith(("/api/", "/media/")):
                 given = request.headers.get("X-Review-Token") or request.query.get("t") or ""
@@ -108,6 +112,9 @@ class ReviewServer:
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(text=_asset("page.html"), content_type="text/html")
 
+    async def _no_icon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in _STATIC:
@@ -126,6 +133,19 @@ class ReviewServer:
         doc["reviewer"] = self.reviewer
         return web.json_response(doc)
 
+    async def _states(self, request: web.Request) -> web.Response:
+        """The decisions of the clips a page shows (``ids``), read from the ledger now: what
+        other reviewers decided since the page loaded."""
+        try:
+            ids = [int(i) for i in request.query.get("ids", "").split(",") if i][:500]
+        except ValueError:
+            raise Refused(400, "ids: job ids separated by commas") from None
+        ids = [i for i in ids if self.index.clip(i) is not None]
+        latest = await asyncio.to_thread(self.ledger.latest_decisions, ids)
+        self.index.updated(list(latest.values()))
+        states = {str(i): _state(latest.get(i)) for i in ids}
+        return web.json_response({"clips": states, "counts": await asyncio.to_thread(self.index.counts)})
+
     async def _decide(self, request: web.Request) -> web.Response:
         try:
             body = json.loads(await request.text())
@@ -142,8 +162,7 @@ class ReviewServer:
         ids = list(dict.fromkeys(c.job_id for c in changes))
         latest = await asyncio.to_thread(self.ledger.latest_decisions, ids)
         self.index.updated(list(latest.values()))
-        clips = {str(i): {"review": d["verdict"], "note": d["note"], "reviewer": d["reviewer"], "pick": d["pick"]}
-                 for i, d in latest.items()}
+        clips = {str(i): _state(d) for i, d in latest.items()}
         return web.json_response({"written": len(written), "clips": clips, "counts": self.index.counts()})
 
     def _changes(self, raw: list[Any]) -> list[Change]:
@@ -202,6 +221,13 @@ class ReviewServer:
         if store is None:
             store = self._stores[bucket] = S3Store(Destination(bucket, ""), endpoint_url=self.endpoint)
         return store.presign(delivered, PRESIGN_S)
+
+
+def _state(d: Decision | None) -> dict[str, Any]:
+    """A clip's decision as the page reads it (none: pending)."""
+    if d is None:
+        return {"review": None, "note": None, "reviewer": None, "pick": False}
+    return {"review": d["verdict"], "note": d["note"], "reviewer": d["reviewer"], "pick": d["pick"]}
 
 
 def _asset(name: str) -> str:

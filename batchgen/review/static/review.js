@@ -6,7 +6,7 @@
   const token = new URLSearchParams(location.hash.slice(1)).get('token') || '';
   const $ = id => document.getElementById(id);
   const PAGE = 20;
-  let offset = 0, data = null, clips = [], cur = 0, loop = false, undo = [], busy = false;
+  let offset = 0, data = null, clips = [], cur = 0, loop = false, undo = [];
 
   function el(tag, attrs, text){
     const e = document.createElement(tag);
@@ -38,7 +38,7 @@
   function counts(c){
     const box = $('counts'); box.textContent = '';
     for (const [k, label] of [['pending', 'pending'], ['approve', 'approved'], ['retake', 'retake'], ['reject', 'rejected'], ['clips', 'clips']]) {
-      const s = el('span', {'data-count': k}); s.append(el('b', {}, c[k] || 0)); s.append(document.createTextNode(label)); box.append(s);
+      const s = el('span', {'data-count': k}); s.append(el('b', {}, c[k] || 0)); s.append(document.createTextNode(' ' + label)); box.append(s);
     }
   }
   async function load(keepCurrent){
@@ -54,14 +54,14 @@
       + ' of ' + data.total_shots + ' · page ' + (Math.floor(offset / PAGE) + 1) + ' of ' + pages;
     $('prev').disabled = offset === 0; $('next').disabled = offset + PAGE >= data.total_shots;
     const i = wanted === null ? -1 : clips.findIndex(c => c.id === wanted);
-    select(i >= 0 ? i : 0);
+    select(i >= 0 ? i : Math.max(0, clips.findIndex(c => c.match)));
     say(data.total_shots ? '' : 'Nothing here: no clip matches (the default view shows clips waiting for review from the last run).');
     document.body.setAttribute('data-loaded', String(Date.now()));
   }
   function badge(text, cls){ return el('span', {class: 'badge ' + (cls || '')}, text); }
   function decorate(c){
     const b = c.node.querySelector('.badges'); b.textContent = '';
-    b.append(badge('take ' + c.n + (c.take ? ' (' + c.take + ')' : '')));
+    b.append(badge('take ' + c.n + (c.take && c.take !== String(c.n) ? ' (' + c.take + ')' : '')));
     if (c.review) b.append(badge(c.review, 'v-' + c.review)); else b.append(badge('pending'));
     if (c.pick) b.append(badge('★ pick', 'pick'));
     if (c.verify) b.append(badge(c.verify, c.verify === 'ok' ? 'vf-ok' : 'vf-bad'));
@@ -126,26 +126,47 @@
     v.loop = loop;
     if (v.paused) v.play().catch(e => say('cannot play: ' + e.message, true)); else v.pause();
   }
-  async function send(changes, label, before){
-    if (busy) return; busy = true;
-    try {
-      const doc = await api('/api/decide', {changes: changes});
-      for (const id in doc.clips) {
-        const c = clips.find(x => String(x.id) === id);
-        if (c) { Object.assign(c, doc.clips[id]); decorate(c); }
-      }
-      counts(doc.counts);
-      if (before) undo.push({label: label, before: before});
-      say(label);
-      document.body.setAttribute('data-decided', String(Date.now()));
-    } catch (e) { say(e.message, true); }
-    finally { busy = false; }
+  // Decisions go out one after another, in the order they were made: a key pressed while the
+  // last one is on its way is queued, never dropped.
+  let queue = Promise.resolve(), pending = 0;
+  function send(changes, label, before){
+    pending++;
+    queue = queue.then(async () => {
+      try {
+        const doc = await api('/api/decide', {changes: changes});
+        patch(doc.clips); counts(doc.counts);
+        if (before) undo.push({label: label, before: before});
+        say(label);
+      } catch (e) { say(e.message, true); }
+      finally { pending--; document.body.setAttribute('data-decided', String(Date.now()) + ':' + pending); }
+    });
+    return queue;
   }
+  function patch(states){
+    for (const id in states) {
+      const c = clips.find(x => String(x.id) === id);
+      if (c) { Object.assign(c, states[id]); decorate(c); }
+    }
+  }
+  // Other reviewers' decisions show up without a reload: the decisions of the clips on the page
+  // are read again every few seconds and patched in place (nothing is re-rendered, so a playing
+  // clip keeps playing).
+  async function refresh(){
+    if (pending || !clips.length || document.hidden) return;
+    try {
+      const doc = await api('/api/states?ids=' + clips.map(c => c.id).join(','));
+      if (pending) return;
+      patch(doc.clips); counts(doc.counts);
+      document.body.setAttribute('data-refreshed', String(Date.now()));
+    } catch (e) { /* the next refresh tries again */ }
+  }
+  setInterval(refresh, 4000);
   function state(c){ return {job: c.id, verdict: c.review || null, pick: !!c.pick, note: c.note || null}; }
-  async function decide(verdict){
+  function decide(verdict){
     const c = clips[cur]; if (!c) return;
-    await send([{job: c.id, verdict: verdict}], c.name + ': ' + verdict, [state(c)]);
-    if (cur < clips.length - 1) select(cur + 1);
+    const before = [state(c)];
+    if (cur < clips.length - 1) select(cur + 1);  // on to the next clip at once, as dailies tools do
+    return send([{job: c.id, verdict: verdict}], c.name + ': ' + verdict, before);
   }
   async function pick(n){
     const c = clips[cur]; if (!c) return;
@@ -154,8 +175,9 @@
     await send([{job: t.id, pick: true}], t.name + ': take ' + n + ' is the pick', c.shotTakes.map(state));
   }
   async function doUndo(){
+    await queue;  // the decision to undo is recorded (and on the stack) first
     const last = undo.pop();
-    if (!last) { say('nothing to undo'); return; }
+    if (!last) { say('nothing to undo'); document.body.setAttribute('data-decided', String(Date.now()) + ':0'); return; }
     await send(last.before, 'undone: ' + last.label, null);
   }
   function openNote(){
