@@ -165,11 +165,11 @@ def ledger_at_revision(url: str, revision: str):
     from alembic import command
     from alembic.config import Config
 
-    from batchgen.ledger import _migrations_dir, make_engine
+    from batchgen.ledger import migrations_dir, make_engine
 
     engine = make_engine(url)
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     try:
         with engine.begin() as c:
             cfg.attributes["connection"] = c

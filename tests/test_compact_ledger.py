@@ -22,7 +22,7 @@ import batchgen
 from batchgen import operations
 from batchgen.errors import LedgerError, ManifestError
 from batchgen.jobs import canonical_json, key_from_json
-from batchgen.ledger import Ledger, Scope, _migrations_dir, make_engine, schema_revisions
+from batchgen.ledger import Ledger, Scope, migrations_dir, make_engine, schema_revisions
 from batchgen.manifest import Manifest
 from batchgen.manifest.seen import Seen, fingerprint_of_key, fingerprint_of_text
 from batchgen.reportdata import CompareFields, Packed
@@ -172,7 +172,7 @@ def test_migration_0008_keeps_every_job_request_and_membership_on_postgres(pg_ur
     _check_migrated(pg_url)
     monkeypatch.setenv("BATCHGEN_LEDGER", pg_url)
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     command.check(cfg)  # the migrated schema is the models' (constraint names included)
 
 
@@ -262,7 +262,7 @@ def test_migration_0009_keeps_every_job_request_key_and_event_on_sqlite(tmp_path
     _check_0009(url)
     monkeypatch.setenv("BATCHGEN_LEDGER", url)
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     command.check(cfg)  # the rebuilt tables are the models' (types, constraints, partial index)
     engine = make_engine(url)
     with engine.connect() as c:
@@ -278,7 +278,7 @@ def test_migration_0009_keeps_every_job_request_key_and_event_on_postgres(pg_url
     _check_0009(pg_url)
     monkeypatch.setenv("BATCHGEN_LEDGER", pg_url)
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     command.check(cfg)
 
 
@@ -302,7 +302,7 @@ def test_migration_0009_refuses_a_key_batchgen_did_not_write_and_changes_nothing
 def _downgraded(url: str, monkeypatch) -> list[dict]:
     monkeypatch.setenv("BATCHGEN_LEDGER", url)
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     command.downgrade(cfg, "0008")
     engine = make_engine(url)
     with engine.connect() as c:

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from batchgen.errors import LedgerBusy
-from batchgen.ledger import Ledger, Transition, Writer, _migrations_dir
+from batchgen.ledger import Ledger, Transition, Writer, migrations_dir
 from batchgen.jobs import Job
 
 
@@ -18,7 +18,7 @@ def _head() -> str:
     from alembic.script import ScriptDirectory
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     return ScriptDirectory.from_config(cfg).get_current_head()
 
 
@@ -51,7 +51,7 @@ def test_migrations_match_models_on_sqlite(tmp_path, monkeypatch):
     Ledger(str(tmp_path / "c.db")).close()  # migrate on open
     monkeypatch.setenv("BATCHGEN_LEDGER", str(tmp_path / "c.db"))
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     command.check(cfg)  # raises if the models and the migrations disagree
 
 

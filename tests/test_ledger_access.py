@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-from batchgen.ledger import _migrations_dir, make_engine
+from batchgen.ledger import migrations_dir, make_engine
 from conftest import run_args, run_cli, write_csv_manifest
 
 MANIFEST = "defaults: {model: grok-imagine-text-to-video, prompt: a lighthouse}\njobs:\n  - {name: a, duration: 4}\n"
@@ -121,7 +121,7 @@ def test_a_ledger_named_but_missing_is_an_error_for_every_command_but_run(tmp_pa
 def _old_ledger(path: Path, revision: str) -> None:
     engine = make_engine(f"sqlite:///{path}")
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     with engine.begin() as c:
         cfg.attributes["connection"] = c
         command.upgrade(cfg, revision)
@@ -175,7 +175,7 @@ def test_read_only_commands_on_postgresql_never_create_or_migrate(pg_url, tmp_pa
     engine = create_engine(pg_url)
     assert inspect(engine).get_table_names() == []
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     with engine.begin() as c:
         cfg.attributes["connection"] = c
         command.upgrade(cfg, "0003")

@@ -8,7 +8,7 @@ from alembic.config import Config
 from click.testing import CliRunner
 
 from batchgen.cli import cli
-from batchgen.ledger import Ledger, Scope, Transition, _migrations_dir
+from batchgen.ledger import Ledger, Scope, Transition, migrations_dir
 from conftest import check_invariants, page_data, write_csv_manifest
 
 pytestmark = pytest.mark.postgres
@@ -18,7 +18,7 @@ def test_migrations_match_models_on_postgres(pg_url, monkeypatch):
     Ledger(pg_url).close()  # migrate on open
     monkeypatch.setenv("BATCHGEN_LEDGER", pg_url)
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     command.check(cfg)  # raises if the models and the migrations disagree
 
 

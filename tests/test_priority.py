@@ -13,7 +13,7 @@ from sqlalchemy import inspect, text
 
 from batchgen.errors import ManifestError
 from batchgen.jobs import Job
-from batchgen.ledger import Ledger, Scope, _migrations_dir, make_engine
+from batchgen.ledger import Ledger, Scope, migrations_dir, make_engine
 from batchgen.manifest import Manifest
 from conftest import ledger_at_revision, run_args, run_cli
 
@@ -122,7 +122,7 @@ def _migrate_0011_and_back(url: str, monkeypatch) -> None:
         led.close()
     monkeypatch.setenv("BATCHGEN_LEDGER", url)
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     command.check(cfg)  # the migrated schema is the models' (the partial index included)
     command.downgrade(cfg, "0010")
     engine = make_engine(url)

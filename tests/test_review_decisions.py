@@ -16,7 +16,7 @@ from sqlalchemy import inspect, text
 from batchgen import operations
 from batchgen.errors import DecisionsFileError, UsageError
 from batchgen.jobs import Job, Verdict
-from batchgen.ledger import KEEP, Change, Ledger, _migrations_dir, make_engine
+from batchgen.ledger import KEEP, Change, Ledger, migrations_dir, make_engine
 from batchgen.review import default_reviewer, from_csv, parse_verdict, pick, set_verdict
 from conftest import ledger_at_revision, page_data
 
@@ -159,7 +159,7 @@ def test_verdict_spellings_and_reviewer():
 def _migrate(url: str, monkeypatch, to: str) -> None:
     monkeypatch.setenv("BATCHGEN_LEDGER", url)
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     command.downgrade(cfg, to) if to < "0010" else command.upgrade(cfg, to)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from sqlalchemy.exc import OperationalError
 
 from .boundary import error_boundary
-from .engine import (DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, _migrations_dir, check_url, ledger_url, make_engine,
+from .engine import (DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, check_url, ledger_url, make_engine, migrations_dir,
                      safe_ledger_url, schema_revisions, sqlite_file, sqlite_tables, upgrade)
 from .decisions import KEEP, Change, Decision, Keep
 from .facade import Ledger
@@ -36,5 +36,5 @@ from .transitions import RETRYABLE_TASK_CODES, Transition
 from .writer import Writer
 
 __all__ = ["Change", "DEFAULT_LEDGER", "DEFAULT_SIM_LEDGER", "Decision", "KEEP", "Keep", "Ledger", "OperationalError",
-           "RETRYABLE_TASK_CODES", "Scope", "Transition", "Writer", "_migrations_dir", "check_url", "error_boundary", "ledger_url", "make_engine",
+           "RETRYABLE_TASK_CODES", "Scope", "Transition", "Writer", "check_url", "error_boundary", "ledger_url", "make_engine", "migrations_dir",
            "safe_ledger_url", "schema_revisions", "sqlite_file", "sqlite_tables", "upgrade"]

@@ -82,7 +82,7 @@ def safe_ledger_url(value: str | None, *, simulated: bool = False) -> str:
     return make_url(ledger_url(value, simulated=simulated)).render_as_string(hide_password=True)
 
 
-def _migrations_dir() -> Path:
+def migrations_dir() -> Path:
     here = Path(__file__).resolve().parent.parent  # the batchgen package
     packaged = here / "_alembic"  # where the wheel puts the top-level alembic/ folder
     return packaged if packaged.is_dir() else here.parent / "alembic"
@@ -177,7 +177,7 @@ def schema_revisions() -> tuple[str | None, frozenset[str]]:
     from alembic.script import ScriptDirectory
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     script = ScriptDirectory.from_config(cfg)
     return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
 
@@ -192,7 +192,7 @@ def upgrade(engine: Engine, *, refuse_if_running: str | None = None) -> None:
     from alembic.script import ScriptDirectory
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     head = ScriptDirectory.from_config(cfg).get_current_head()
     with engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
