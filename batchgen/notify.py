@@ -66,6 +66,11 @@ def compose(summary: dict[str, Any], *, ledger: str, report: str | None = None,
     failed = summary.get("failed") or []
     if failed:
         lines.append(f"failed: {len(failed)} job(s) — " + ", ".join(f"{j['name']} ({j['error']})" for j in failed[:5]))
+        permanent = [j for j in failed if j.get("fix")]
+        for j in permanent[:5]:  # rendering them again unchanged only pays again: say what to change
+            lines.append(f"  permanent: {j['name']} ({j['error']}) — {j['fix']}")
+        if len(permanent) > 5:
+            lines.append(f"  … {len(permanent) - 5} more permanent failures (batchgen export)")
     d = summary.get("delivery") or {}
     if d:
         lines.append(f"delivered to {d['destination']}: {d['delivered']} clip(s), {d['undelivered']} not yet"

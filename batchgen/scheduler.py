@@ -22,15 +22,15 @@ from collections.abc import Callable
 
 from . import logs
 from .client import Api
-from .errors import LedgerError
-from .files import remove_stale_temp_files
+from .failures import classify
 from .feed import Feed
-from .jobs import JobRow, JobState, short_key
-from .limits import Slots
+from .jobs import JobRow, JobState
 from .ledger import Scope, Writer
+from .limits import Slots
 from .pipeline import ApiWatch, Checker, Context, Deliverer, Fetcher, LiveJob, Poller, RunOptions, Submitter, track
 from .pipeline.moves import POLLED
 from .progress import Display, Snapshot
+from .worker import FleetWorker, with_skipped_done
 
 __all__ = ["ApiWatch", "LiveJob", "RunOptions", "Scheduler", "Snapshot", "with_skipped_done"]
 
@@ -92,8 +92,9 @@ class Scheduler:
                    asyncio.create_task(self._watch_ledger_stop(run_id)), asyncio.create_task(self._watch_outage())]
         try:
             if self.worker is not None:
-                await self._share_budget(first=True)
-                helpers.append(asyncio.create_task(self._heartbeat(total, scope)))
+                fleet = FleetWorker(self.w, self.ctx, self.stop, self._spawn)
+                await fleet.share_budget(first=True)
+                helpers.append(asyncio.create_task(fleet.heartbeat(total, scope)))
                 await self._feed_claims(scope)
             else:
                 await self._feed_pages(run_id)
@@ -118,15 +119,34 @@ class Scheduler:
             await self.deliverer.sweep(scope)
 
     async def _drive(self, job: LiveJob) -> None:
-        """One job through the stages; its render slot is freed once its result is ready."""
-        if job.state == S.QUEUED:
-            if not await self.submitter.submit(job):
+        """One job through the stages; its render slot is freed once its result is ready. A
+        task the provider failed for a retryable reason is created again, in the same slot,
+        while --render-retries allows (each a new paid task, through the submit stage's intent
+        and credit cap like any create)."""
+        while True:
+            if job.state == S.QUEUED:
+                if not await self.submitter.submit(job):
+                    return
+            if job.state in POLLED:
+                await self.poller.follow(job)
+            if job.state == S.COMPLETED:
+                self._free_slot(job)
+                await self.fetcher.fetch(job)
                 return
-        if job.state in POLLED:
-            await self.poller.follow(job)
-        if job.state == S.COMPLETED:
-            self._free_slot(job)
-            await self.fetcher.fetch(job)
+            if not await self._render_again(job):
+                return
+
+    async def _render_again(self, job: LiveJob) -> bool:
+        """Whether ``job`` goes back to the submit stage tonight: only a task the API answered
+        as failed with a retryable code (never an ambiguous create: that is in doubt, never
+        failed; never a permanent failure: the request itself is refused)."""
+        opts = self.opts
+        if (job.state != S.FAILED or classify(job.error_code) != "retryable" or job.render_retries >= opts.render_retries
+                or not self.ctx.submitting):
+            return False
+        return await self.ctx.moves.render_again(
+            job, f"--render-retries: {job.error_code}, rendering again ({job.render_retries + 1} of "
+                 f"{opts.render_retries})")
 
     # -------------------------------------------------------------- feed and slots
     async def _wait_for_slot(self) -> None:
@@ -164,7 +184,7 @@ class Scheduler:
     async def _feed_claims(self, scope: Scope) -> None:
         """Cooperative ledger: lease queued jobs as slots free up (never more than can start now,
         so other workers get the rest), and stay while other workers still hold unfinished jobs
-        of this manifest: if one dies, its tasks are ours to collect (see _heartbeat)."""
+        of this manifest: if one dies, its tasks are ours to collect (see worker.FleetWorker)."""
         assert self.worker is not None
         led = self.w.ledger
         while self.ctx.submitting:
@@ -181,7 +201,7 @@ class Scheduler:
                 return
             self._slot_freed.clear()
             try:  # a slot freeing up, or time for another look (other workers finishing, a dead
-                # worker's jobs freed by _heartbeat); short, since the manifest's end is seen here
+                # worker's jobs freed by the heartbeat); short, since the manifest's end is seen here
                 await asyncio.wait_for(self._slot_freed.wait(), min(self.opts.heartbeat, 0.5))
             except asyncio.TimeoutError:
                 pass
@@ -211,53 +231,6 @@ class Scheduler:
             exc = t.exception()
             self.log(f"internal error in {t.get_name()}: {exc!r}")
             self.ctx.unfinished = True
-
-    # -------------------------------------------------------------- cooperative workers
-    async def _share_budget(self, first: bool = False) -> None:
-        """Workers split --rpm evenly by the number alive. A joining worker waits one heartbeat
-        before its first request so that every other worker has cut its share by then."""
-        if not self.opts.rpm:
-            return
-        n = max(1, await self.w.read(self.w.ledger.live_workers, self.opts.lease))
-        self.ctx.budget.set_rpm(self.opts.rpm / n)
-        if first and n > 1:
-            self.ctx.budget.hold(self.opts.heartbeat)
-
-    async def _heartbeat(self, total: int, scope: Scope) -> None:
-        """Renew this worker's lease, re-split the budget, take over dead workers' jobs and
-        refresh the manifest-wide counts the display shows."""
-        assert self.worker is not None
-        led, ctx = self.w.ledger, self.ctx
-        last_ok = time.monotonic()
-        while not self.stop.is_set():
-            await asyncio.sleep(self.opts.heartbeat)
-            try:
-                if not await self.w.read(led.heartbeat, self.worker):
-                    ctx.stop_submitting("this worker's lease was taken over (its heartbeat went stale); stopping",
-                                        unfinished=True)
-                    self.stop.set()
-                    return
-                last_ok = time.monotonic()
-                await self._share_budget()
-                adopted, doubt = await self.w.read(led.reclaim, self.worker, self.opts.lease)
-                counts = with_skipped_done(await self.w.read(led.scope_counts, scope), total)
-            except LedgerError as e:
-                self.log(f"heartbeat failed: {e}")
-                if time.monotonic() - last_ok > self.opts.lease / 2:
-                    # Others will soon call this worker dead and take its jobs: stop creating.
-                    ctx.stop_submitting("cannot renew this worker's lease; submission stopped", unfinished=True)
-                continue
-            for j in doubt:
-                self.log(f"job {j['name']} ({short_key(j['key'])}) is IN DOUBT: its worker died mid-create — "
-                         "settle with `batchgen resolve`")
-            if adopted:
-                self.log(f"took over {len(adopted)} job(s) with tasks from a worker that stopped")
-            if adopted or doubt:  # a worker died: its half-written downloads (if on this host) go
-                await asyncio.to_thread(remove_stale_temp_files, self.opts.out_dir)
-            # Counts first: adopted jobs are already in them, _spawn does not move them.
-            ctx.moves.show_counts(counts)
-            for row in adopted:
-                self._spawn(LiveJob.from_row(row))
 
     # -------------------------------------------------------------- stop, outage, display
     async def _watch_stop(self) -> None:
@@ -314,12 +287,3 @@ class Scheduler:
                         throttled=budget.throttled, credits=ctx.credits_seen, in_flight=self._inflight,
                         delivered=self.deliverer.delivered if self.opts.deliver is not None else None,
                         undelivered=self.deliverer.undelivered, models=self.slots.view())
-
-
-def with_skipped_done(counts: dict[str, int], total: int) -> dict[str, int]:
-    """The upsert leaves jobs that were already done in their earlier run (see Ledger._upsert):
-    every job of the manifest not counted in this run is one of them."""
-    skipped = total - sum(counts.values())
-    if skipped > 0:
-        counts = {**counts, S.DONE: counts.get(S.DONE, 0) + skipped}
-    return counts

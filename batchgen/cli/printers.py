@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import logs
+from ..failures import fix
 from ..jobs import RunStatus, plain, short_key
 from .handler import echo_err
 
@@ -110,7 +111,9 @@ def print_result(r: RunResult, as_json: bool) -> None:
     echo_err(f"  requests={r.requests} polls={r.polls} throttled(429)={r.throttled} ledger commits={r.commits} "
              f"credits reserved={plain(r.credits_reserved)} (estimated {plain(r.credits_estimated)})")
     for j in r.failed[:20]:
-        echo_err(f"  FAILED   {j['name']} ({short_key(j['key'])}): {j['error_code']}: {j['error_message']}")
+        change = fix(j["error_code"], j["request"])
+        echo_err(f"  FAILED   {j['name']} ({short_key(j['key'])}): {j['error_code']}: {j['error_message']}"
+                 + (f" — permanent: {change}" if change else ""))
     if len(r.failed) > 20:
         echo_err(f"  … {len(r.failed) - 20} more failed (batchgen export)")
     if r.verified:

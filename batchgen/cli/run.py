@@ -84,6 +84,11 @@ def _limits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
                    "model_unavailable…), up to --max-attempts creates per job. Each is a new paid task.")
 @click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Creates per job at most, counting the first (with --retry-failed).")
+@click.option("--render-retries", type=click.IntRange(0, 10), default=0, show_default=True,
+              help="Render a job again tonight when the provider failed its task for a retryable reason "
+                   "(generation_failed, service_error, generation_timeout, resource_exhausted…), up to N times. "
+                   "Each is a new paid task, within --max-credits. Permanent failures (content policy, invalid "
+                   "parameters, input images) and creates in doubt are never retried.")
 @click.option("--max-credits", type=click.FloatRange(min=0), default=None,
               help="Stop submitting before this run's estimated credits (price table) would pass N.")
 @click.option("--limit", "limit_opts", multiple=True, metavar="MODEL=N", callback=_limits,
@@ -135,7 +140,8 @@ def _limits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @models_option
 def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None, concurrency: int, rpm: float,
         poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
-        limit_opts: dict[str, int], prices: Path | None, simulate: bool, sim_set: tuple[str, ...], as_json: bool, quiet: bool,
+        render_retries: int, limit_opts: dict[str, int], prices: Path | None, simulate: bool, sim_set: tuple[str, ...],
+        as_json: bool, quiet: bool,
         progress_every: float, log_format: str, log_file: Path | None, heartbeat: float,
         lease_timeout: float, outage_window: float, verify: bool, on_mismatch: str, pictures: bool,
         deliver_to: str | None, no_deliver: bool, deliver_endpoint: str | None, prune_local: bool, notify_urls: tuple[str, ...],
@@ -171,7 +177,7 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
                                  "would be taken for dead", param_hint="--lease-timeout")
     opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
-                      max_credits=max_credits, limits=limit_opts, prices=load_prices(prices), heartbeat=heartbeat, lease=lease_timeout,
+                      max_credits=max_credits, render_retries=render_retries, limits=limit_opts, prices=load_prices(prices), heartbeat=heartbeat, lease=lease_timeout,
                       outage_window=outage_window, verify=verify, on_mismatch=on_mismatch, pictures=pictures,
                       prune_local=prune_local, metrics_file=metrics_file, metrics_every=progress_every)
     if no_deliver and (deliver_to or prune_local):

@@ -26,9 +26,6 @@ from .database import Room
 from .sql import job_row, job_select, placeholder
 
 S = JobState
-RETRYABLE_TASK_CODES = frozenset({"timeout", "generation_failed", "model_unavailable", "generation_timeout",
-                                  "service_error", "service_unavailable", "resource_exhausted",
-                                  "generation_failed_no_content"})
 _JOB_COLUMNS = frozenset(jobs.c.keys())
 
 

@@ -60,6 +60,8 @@ class LiveJob:
     poster: str | None = None
     sheet: str | None = None
     holds_slot: bool = False  # counted in the scheduler's render slots (create → result ready)
+    error_code: str | None = None  # why it failed (set with the move to failed)
+    render_retries: int = 0  # tasks created again tonight after a retryable failure (--render-retries)
 
     @property
     def short(self) -> str:
@@ -177,7 +179,23 @@ class Moves:
         await self.w.apply(Transition(job.id, S.FAILED, expect, {
             **(values or {}), "error_code": code, "error_message": message[:500], "retryable": retryable},
             detail=detail[:220]))
+        job.error_code = code
         self._move(job, S.FAILED)
+
+    async def render_again(self, job: LiveJob, detail: str) -> bool:
+        """``failed → queued`` within the night (``--render-retries``): the provider failed the
+        task, and the job is to be created again — a new paid task, through the same intent as
+        any create. The failed task's id stays in the job's events. False when someone else
+        moved the job meanwhile."""
+        if not await self.w.apply(Transition(job.id, S.QUEUED, (S.FAILED,), {
+                "task_id": None, "retryable": None, "remote_status": None, "progress": 0, "estimated_time": None,
+                "submitted_at": None}, detail=detail[:220])):
+            return False
+        self._move(job, S.QUEUED)
+        job.render_retries += 1
+        job.task_id = job.result_url = job.result_at = job.submitted_at = job.create_sent = None
+        job.estimated_time, job.progress, job.poll_errors, job.retry_after = None, 0, 0, None
+        return True
 
     # -------------------------------------------------------------- a done clip's notes (no move)
     def note(self, job: LiveJob, values: Values, *, detail: str | None = None, event: bool = True) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from .. import logs, metrics, signals
 from ..client import Api
 from ..errors import EXIT_DELIVERY, EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, OutputFailed, OutputRefused
+from ..failures import classify, fix
 from ..files import remove_stale_temp_files
 from ..jobs import JobRow, JobState, RunStatus
 from ..ledger import Ledger, Writer
@@ -71,7 +72,8 @@ class RunResult:
                                   "detail": j["verify_detail"], "output_path": j["output_path"]}
                                  for j in self.not_as_asked],
                 "failed": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"],
-                            "message": j["error_message"]} for j in self.failed],
+                            "message": j["error_message"], "class": classify(j["error_code"]),
+                            "fix": fix(j["error_code"], j["request"])} for j in self.failed],
                 "manifest": self.manifest, "credits_at_risk": round(self.credits_at_risk, 4),
                 "expiring": self.expiring, "delivery": self.delivery}
 

@@ -30,6 +30,10 @@ class SimConfig:
     p_malformed: float = 0.0  # 200 with a body that is not JSON (create: the task exists)
     p_fail: float = 0.0  # task ends failed
     p_cancel: float = 0.0  # task ends cancelled
+    # A model broken upstream: "MODEL=P@T,…" — tasks of MODEL created T seconds or more after
+    # the simulator started fail with probability P, with model_fault_code (issue 30's breaker).
+    model_faults: str = ""
+    model_fault_code: str = "service_error"
     p_truncate: float = 0.0  # result download cut short
     p_poll_404: float = 0.0  # poll answers 404 (unknown task), as an eventually consistent store might
     file_min: int = 4096
@@ -49,6 +53,18 @@ class SimConfig:
     p_wrong_aspect: float = 0.0  # width and height swapped
     p_undecodable: float = 0.0  # a valid `ftyp` box, then garbage
     p_no_audio: float = 0.0  # no audio track
+
+    def model_fault(self, model: str, since_start: float) -> float:
+        """The probability that a task of ``model`` created ``since_start`` s after the start fails
+        by ``model_faults`` (0 when no entry applies). ValueError for a malformed entry."""
+        for entry in filter(None, (e.strip() for e in self.model_faults.split(","))):
+            name, _, rest = entry.partition("=")
+            p, _, at = rest.partition("@")
+            if not name or not p:
+                raise ValueError(f"model_faults entry {entry!r} is not MODEL=P@T")
+            if name.strip() == model and since_start >= float(at or 0):
+                return float(p)
+        return 0.0
 
     def update(self, values: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}

@@ -41,6 +41,7 @@ class Routes:
         self.faults = faults
         self.book = book
         self.base_url = ""
+        self.started = time.monotonic()  # model_faults count from here
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/videos/generations", self.create)
@@ -130,6 +131,10 @@ class Routes:
         elif r < c.p_fail + c.p_cancel:
             outcome = "cancelled"
             self.counters.bump(self.counters.faults, "task_cancelled")
+        broken = c.model_fault(body["model"], time.monotonic() - self.started) if c.model_faults else 0.0
+        if outcome == "completed" and broken and (broken >= 1 or self.rng.random() < broken):
+            outcome, code = "failed", c.model_fault_code
+            self.counters.bump(self.counters.faults, "model_fault")
         t = Task(
             id=self.book.new_id(self.rng), model=body["model"], body_sha256=canonical_sha256(body), created=time.time(),
             render=render, estimate=render * self.rng.uniform(1 - c.estimate_noise, 1 + c.estimate_noise),

@@ -1,0 +1,83 @@
+"""A worker of a cooperative (PostgreSQL) ledger, beside the conductor: the request budget
+split by the workers alive, and the heartbeat — the lease renewed, dead workers' jobs taken
+over (their tasks are handed to the conductor to collect), the manifest-wide counts refreshed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from .errors import LedgerError
+from .files import remove_stale_temp_files
+from .jobs import JobState, short_key
+from .ledger import Scope, Writer
+from .pipeline import Context, LiveJob
+
+S = JobState
+
+
+class FleetWorker:
+    """This process as one worker of a fleet; ``spawn`` hands an adopted job to the conductor."""
+
+    def __init__(self, writer: Writer, ctx: Context, stop: asyncio.Event, spawn: Callable[[LiveJob], None]) -> None:
+        self.w = writer
+        self.worker = writer.owner
+        self.ctx = ctx
+        self.stop = stop
+        self.spawn = spawn
+
+    async def share_budget(self, first: bool = False) -> None:
+        """Workers split --rpm evenly by the number alive. A joining worker waits one heartbeat
+        before its first request so that every other worker has cut its share by then."""
+        if not self.ctx.opts.rpm:
+            return
+        n = max(1, await self.w.read(self.w.ledger.live_workers, self.ctx.opts.lease))
+        self.ctx.budget.set_rpm(self.ctx.opts.rpm / n)
+        if first and n > 1:
+            self.ctx.budget.hold(self.ctx.opts.heartbeat)
+
+    async def heartbeat(self, total: int, scope: Scope) -> None:
+        """Renew this worker's lease, re-split the budget, take over dead workers' jobs and
+        refresh the manifest-wide counts the display shows."""
+        assert self.worker is not None
+        led, ctx = self.w.ledger, self.ctx
+        last_ok = time.monotonic()
+        while not self.stop.is_set():
+            await asyncio.sleep(self.ctx.opts.heartbeat)
+            try:
+                if not await self.w.read(led.heartbeat, self.worker):
+                    ctx.stop_submitting("this worker's lease was taken over (its heartbeat went stale); stopping",
+                                        unfinished=True)
+                    self.stop.set()
+                    return
+                last_ok = time.monotonic()
+                await self.share_budget()
+                adopted, doubt = await self.w.read(led.reclaim, self.worker, self.ctx.opts.lease)
+                counts = with_skipped_done(await self.w.read(led.scope_counts, scope), total)
+            except LedgerError as e:
+                self.ctx.log(f"heartbeat failed: {e}")
+                if time.monotonic() - last_ok > self.ctx.opts.lease / 2:
+                    # Others will soon call this worker dead and take its jobs: stop creating.
+                    ctx.stop_submitting("cannot renew this worker's lease; submission stopped", unfinished=True)
+                continue
+            for j in doubt:
+                self.ctx.log(f"job {j['name']} ({short_key(j['key'])}) is IN DOUBT: its worker died mid-create — "
+                         "settle with `batchgen resolve`")
+            if adopted:
+                self.ctx.log(f"took over {len(adopted)} job(s) with tasks from a worker that stopped")
+            if adopted or doubt:  # a worker died: its half-written downloads (if on this host) go
+                await asyncio.to_thread(remove_stale_temp_files, self.ctx.opts.out_dir)
+            # Counts first: adopted jobs are already in them, _spawn does not move them.
+            ctx.moves.show_counts(counts)
+            for row in adopted:
+                self.spawn(LiveJob.from_row(row))
+
+
+def with_skipped_done(counts: dict[str, int], total: int) -> dict[str, int]:
+    """The upsert leaves jobs that were already done in their earlier run (see Ledger._upsert):
+    every job of the manifest not counted in this run is one of them."""
+    skipped = total - sum(counts.values())
+    if skipped > 0:
+        counts = {**counts, S.DONE: counts.get(S.DONE, 0) + skipped}
+    return counts
