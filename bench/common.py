@@ -55,11 +55,14 @@ class Sim:
         self.close()
 
 
-def child(cmd: list[str], *, stop_after: float | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a command; wall time, exit code, stdout, its own peak RSS and CPU seconds (os.wait4)."""
+def child(cmd: list[str], *, stop_after: float | None = None, env: dict[str, str | None] | None = None,
+          cwd: Path = ROOT) -> dict[str, Any]:
+    """Run a command; wall time, exit code, stdout, its own peak RSS and CPU seconds (os.wait4).
+    ``env``: variables to set (None: to remove)."""
     t = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
-                         env={**os.environ, "BATCHGEN_API_KEY": "sk-bench", **(env or {})})
+    merged = {**os.environ, "BATCHGEN_API_KEY": "sk-bench", **(env or {})}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd,
+                         env={k: v for k, v in merged.items() if v is not None})
     if stop_after is not None:
         try:
             p.wait(stop_after)

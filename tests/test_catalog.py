@@ -207,15 +207,16 @@ wan-2.6-reference-to-video:
 """
 
 
-def test_a_user_models_file_adds_and_replaces_entries(tmp_path, sim_factory):
+def test_a_user_models_file_adds_and_replaces_entries(tmp_path, sim_factory, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ledger named, none at ./batchgen.db: plan compares with none
     (tmp_path / "models.yaml").write_text(NEW_MODEL + "sora-2:\n  fields:\n    prompt: {type: text, required: true}\n"
                                           "    duration: {type: int, default: 8, choices: [8, 25]}\n")
     m = _yaml(tmp_path, f"jobs:\n  - {{name: a, model: wan-2.6-reference-to-video, prompt: x, image_urls: ['{IMG}']}}\n"
                         "  - {name: b, model: sora-2, prompt: y, duration: 25}\n")
-    r = run_cli(["plan", str(m), "--json"], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
+    r = run_cli(["plan", str(m), "--json"], BATCHGEN_LEDGER=None)
     assert r.exit_code == 2 and "unknown model 'wan-2.6-reference-to-video'" in r.output
     r = run_cli(["plan", str(m), "--json", "--models", str(tmp_path / "models.yaml")],
-                BATCHGEN_LEDGER=str(tmp_path / "none.db"))
+                BATCHGEN_LEDGER=None)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["jobs"] == 2
     # the same entries inline in the manifest

@@ -493,9 +493,10 @@ def test_models_command_shows_the_pages_and_the_date_read():
     assert "generate_audio: one of true when voice_ids is set" in doc["rules"]
 
 
-def test_a_models_file_gets_the_same_rule_engine(tmp_path):
+def test_a_models_file_gets_the_same_rule_engine(tmp_path, monkeypatch):
     """A user's entry (the provider's next model, read the day its page changes) uses the same
     rule kinds, checked by the same engine, and a malformed rule is refused naming the file."""
+    monkeypatch.chdir(tmp_path)  # no ledger named, none at ./batchgen.db: plan compares with none
     from conftest import run_cli
 
     (tmp_path / "models.yaml").write_text(
@@ -506,11 +507,11 @@ def test_a_models_file_gets_the_same_rule_engine(tmp_path):
         "  rules:\n    - {when: {resolution: 1080p}, allowed: {duration: [8]}}\n")
     ok = tmp_path / "ok.yaml"
     ok.write_text("jobs:\n  - {name: a, model: veo-4-lite, prompt: x, resolution: 720p, duration: 4}\n")
-    r = run_cli(["plan", str(ok), "--models", str(tmp_path / "models.yaml")], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
+    r = run_cli(["plan", str(ok), "--models", str(tmp_path / "models.yaml")], BATCHGEN_LEDGER=None)
     assert r.exit_code == 0, r.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("jobs:\n  - {name: a, model: veo-4-lite, prompt: x, resolution: 1080p, duration: 4}\n")
-    r = run_cli(["plan", str(bad), "--models", str(tmp_path / "models.yaml")], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
+    r = run_cli(["plan", str(bad), "--models", str(tmp_path / "models.yaml")], BATCHGEN_LEDGER=None)
     assert r.exit_code == 2 and "field 'duration': must be one of 8 when resolution is 1080p; got 4" in r.output
     r = run_cli(["models", "veo-4-lite", "--models", str(tmp_path / "models.yaml")])
     assert "read on: 2026-12-01" in r.output and "source: https://docs.foxapi.cc/pages/en/" in r.output
@@ -523,7 +524,7 @@ def test_a_models_file_gets_the_same_rule_engine(tmp_path):
         (tmp_path / "broken.yaml").write_text(
             "m:\n  fields:\n    prompt: {type: text}\n    duration: {type: int, min: 0}\n    resolution: {type: text}\n"
             f"  rules:\n    - {rule}\n")
-        r = run_cli(["plan", str(ok), "--models", str(tmp_path / "broken.yaml")], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
+        r = run_cli(["plan", str(ok), "--models", str(tmp_path / "broken.yaml")], BATCHGEN_LEDGER=None)
         assert r.exit_code == 2 and "broken.yaml" in r.output and says in r.output, r.output
 
 

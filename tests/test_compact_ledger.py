@@ -104,10 +104,17 @@ def test_plan_looks_up_every_batch_of_a_large_manifest_in_the_ledger(tmp_path):
     assert len(doc["explain"]) == 4501
 
 
-def test_plan_reports_the_manifest_before_an_unusable_ledger(tmp_path):
+def test_plan_checks_the_ledger_before_reading_the_manifest(tmp_path, monkeypatch):
+    """Issue 28: a wrong ledger is said before the (possibly million-row) expansion, even when
+    the manifest has problems too; the manifest's problems come once the ledger is right."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BATCHGEN_LEDGER", raising=False)
     bad = _csv(tmp_path / "bad.csv", [("a", "x", 99)])
-    with pytest.raises(ManifestError):
-        operations.plan(bad, ledger=str(tmp_path / "missing.db"))
+    for op in (operations.plan, operations.diff):
+        with pytest.raises(batchgen.errors.LedgerMissing, match="no ledger"):
+            op(bad, ledger=str(tmp_path / "missing.db"))
+        with pytest.raises(ManifestError):
+            op(bad)  # no ledger named, none at the default path: planning before the first run
     good = _csv(tmp_path / "good.csv", [("a", "x", 5)])
     with pytest.raises(batchgen.errors.BatchgenError, match="no ledger"):
         operations.plan(good, ledger=str(tmp_path / "missing.db"))

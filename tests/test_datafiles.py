@@ -5,9 +5,11 @@ file, line and column — never a traceback, a hang, or a silently different mea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,9 +24,12 @@ WHERE = re.compile(r": line \d+, column \d+: ")
 
 
 def _cli(*args: str):
-    # No ledger where BATCHGEN_LEDGER points: plan compares with none (and never creates one).
-    env = {"BATCHGEN_API_KEY": "sk-test", "BATCHGEN_LEDGER": "/nonexistent/batchgen-test.db"}
-    result = CliRunner().invoke(cli, list(args), env=env)
+    # No ledger named and none at ./batchgen.db (an empty folder): plan compares with none, as
+    # before the first run, and never creates one. (A named ledger that does not exist is an
+    # error, issue 28.)
+    env = {"BATCHGEN_API_KEY": "sk-test", "BATCHGEN_LEDGER": None}
+    with tempfile.TemporaryDirectory() as empty, contextlib.chdir(empty):
+        result = CliRunner().invoke(cli, list(args), env=env)
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result

@@ -104,18 +104,24 @@ def test_read_only_commands_never_change_a_ledger(sim, tmp_path):
     assert [r["status"] for r in doc["runs"]] == ["finished"]
 
 
-def test_a_ledger_named_but_missing_is_an_error_for_every_command_but_run(tmp_path):
+def test_a_ledger_named_but_missing_is_an_error_for_every_command_but_run(tmp_path, monkeypatch):
     missing = tmp_path / "nowhere" / "l.db"
-    for cmd in _every_command(tmp_path):
+    for cmd in [*_every_command(tmp_path), ["deliver"], ["recover"]]:
         _error(run_cli([*cmd, "--ledger", str(missing)]), 2, "no ledger at", str(missing))
+        # Named through the environment (the cron recipe's way): one rule for both (issue 28)
+        _error(run_cli(cmd, BATCHGEN_LEDGER=str(missing)), 2, "no ledger at", str(missing))
     assert not (tmp_path / "nowhere").exists()
-    # Planning before the first run: without --ledger, a missing default ledger is "never run".
+    # Planning before the first run: with no ledger named, a missing default ./batchgen.db is "never run".
+    monkeypatch.delenv("BATCHGEN_LEDGER", raising=False)
+    monkeypatch.chdir(tmp_path)
     m = tmp_path / "m.yaml"
-    r = run_cli(["diff", str(m), "--json"], BATCHGEN_LEDGER=str(missing))
+    r = run_cli(["diff", str(m), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["last_run"] is None
-    assert run_cli(["plan", str(m)], BATCHGEN_LEDGER=str(missing)).exit_code == 0
-    assert not (tmp_path / "nowhere").exists()
+    r = run_cli(["plan", str(m), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["states"]["new"] == 1
+    assert not (tmp_path / "batchgen.db").exists()
 
 
 def _old_ledger(path: Path, revision: str) -> None:

@@ -5,6 +5,7 @@ with the jobs the file means, or exit 2 naming the file, line and field — neve
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -20,8 +21,9 @@ IMG = "https://assets.example.com/a.png"
 
 
 def plan(path: Path, *extra: str):
-    r = CliRunner().invoke(cli, ["plan", str(path), "--json", *extra],
-                           env={"BATCHGEN_LEDGER": str(path.parent / "none.db")})
+    # no ledger named, none at ./batchgen.db: plan compares with none (before the first run)
+    with contextlib.chdir(path.parent):
+        r = CliRunner().invoke(cli, ["plan", str(path), "--json", *extra], env={"BATCHGEN_LEDGER": None})
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
     assert "Traceback" not in r.output
     return r

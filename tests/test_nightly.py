@@ -63,21 +63,30 @@ def test_diff_names_added_removed_changed_and_the_credit_delta(sim_factory, tmp_
     assert doc["credits"]["delta"] == 0 and doc["credits"]["tonight"] == 0
 
 
-def test_diff_of_a_prompt_edit_and_without_a_ledger(tmp_path):
+def test_diff_of_a_prompt_edit_and_without_a_ledger(tmp_path, monkeypatch):
     m = _yaml(tmp_path / "m.yaml", ["{name: a, prompt: a lighthouse at dusk with seagulls over the water}"])
-    # Before the first run (no --ledger, and no ledger where BATCHGEN_LEDGER points): all new.
-    r = run_cli(["diff", str(m), "--json"], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
+    # Before the first run (no ledger named, none at ./batchgen.db): all new.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BATCHGEN_LEDGER", raising=False)
+    r = run_cli(["diff", str(m), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["last_run"] is None and len(doc["added"]) == 1 and doc["credits"]["tonight"] > 0
-    assert not (tmp_path / "none.db").exists()  # read-only: no ledger created
-    # A --ledger that does not exist is a mistake, not an empty ledger (issue 19).
+    assert not (tmp_path / "batchgen.db").exists()  # read-only: no ledger created
+    # A named ledger that does not exist is a mistake, not an empty ledger (issue 19), named by
+    # --ledger or by BATCHGEN_LEDGER alike (issue 28).
     r = run_cli(["diff", str(m), "--ledger", str(tmp_path / "none.db")])
+    assert r.exit_code == 2 and "no ledger at" in r.output
+    r = run_cli(["diff", str(m)], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
     assert r.exit_code == 2 and "no ledger at" in r.output
     assert not (tmp_path / "none.db").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("jobs:\n  - {name: a, model: grok-imagine-text-to-video, prompt: x, duration: 99}\n")
+    # the ledger is checked before the manifest is expanded (issue 28) …
     r = run_cli(["diff", str(bad), "--ledger", str(tmp_path / "none.db")])
+    assert r.exit_code == 2 and "no ledger at" in r.output and "duration" not in r.output
+    # … and the manifest's problems are named once the ledger is right
+    r = run_cli(["diff", str(bad)])
     assert r.exit_code == 2 and "bad.yaml" in r.output and "duration" in r.output
 
 

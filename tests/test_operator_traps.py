@@ -5,6 +5,7 @@ set of names and one log format on stderr."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -155,7 +156,8 @@ def test_explain_names_matrix_variants_and_operator_commands_refuse_wrong_target
     m = tmp_path / "m.yaml"
     m.write_text("defaults: {model: grok-imagine-text-to-video}\nmatrix: {aspect_ratio: ['16:9', '9:16']}\n"
                  "jobs:\n  - {name: a, prompt: p}\n")
-    out = run_cli(["plan", str(m), "--explain"], BATCHGEN_LEDGER=str(tmp_path / "none.db")).stdout
+    with contextlib.chdir(tmp_path):  # no ledger named, none at ./batchgen.db: plan compares with none
+        out = run_cli(["plan", str(m), "--explain"], BATCHGEN_LEDGER=None).stdout
     assert "a-16_9.mp4" in out and "a-9_16.mp4" in out
     assert run_cli(run_args(sim, m, tmp_path, "-q")).exit_code == 0
     r = run_cli(["cancel", "--run", "99", "--ledger", str(tmp_path / "l.db")])

@@ -201,12 +201,13 @@ def test_api_key_never_leaks(sim, tmp_path):
     assert "download_with_authorization" not in sim.truth()["counters"]["faults"]
 
 
-def test_plan_counts_and_seconds(tmp_path):
+def test_plan_counts_and_seconds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ledger named, none at ./batchgen.db: plan compares with none
     m = tmp_path / "m.yaml"
     m.write_text("defaults: {model: grok-imagine-text-to-video, duration: 5}\n"
                  "matrix: {resolution: [480p, 720p]}\n"
                  "jobs:\n  - {name: a, prompt: one}\n  - {name: b, prompt: two, duration: 3}\n")
-    r = run_cli(["plan", str(m), "--json"], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
+    r = run_cli(["plan", str(m), "--json"], BATCHGEN_LEDGER=None)
     assert r.exit_code == 0
     doc = json.loads(r.stdout)
     assert doc["jobs"] == 4 and doc["states"]["new"] == 4
@@ -216,15 +217,15 @@ def test_plan_counts_and_seconds(tmp_path):
     assert doc["credits_estimated_total"] == pytest.approx(19.2)
     prices = tmp_path / "p.yaml"
     prices.write_text("per_second: {grok-imagine-text-to-video: {480p: 2, 720p: 3}}\n")
-    doc = json.loads(run_cli(["plan", str(m), "--json", "--prices", str(prices)], BATCHGEN_LEDGER=str(tmp_path / "none.db")).stdout)
+    doc = json.loads(run_cli(["plan", str(m), "--json", "--prices", str(prices)], BATCHGEN_LEDGER=None).stdout)
     assert doc["credits_estimated_total"] == pytest.approx(40.0)
     (tmp_path / "veo.csv").write_text("model,prompt\nwan-2.6-reference-to-video,hello\n")
     veo = tmp_path / "veo.yaml"
     veo.write_text("unvalidated_models: [wan-2.6-reference-to-video]\nrows: veo.csv\n")
-    doc = json.loads(run_cli(["plan", str(veo), "--json"], BATCHGEN_LEDGER=str(tmp_path / "none.db")).stdout)
+    doc = json.loads(run_cli(["plan", str(veo), "--json"], BATCHGEN_LEDGER=None).stdout)
     assert doc["video"][0]["credits_estimated"] is None
-    assert not (tmp_path / "none.db").exists()  # plan never creates a ledger
-    text = run_cli(["plan", str(m)], BATCHGEN_LEDGER=str(tmp_path / "none.db"))
+    assert not (tmp_path / "batchgen.db").exists()  # plan never creates a ledger
+    text = run_cli(["plan", str(m)], BATCHGEN_LEDGER=None)
     assert "4 job(s)" in text.stdout
 
 

@@ -5,7 +5,6 @@ Imports nothing heavy: the ledger and the price table load inside the functions.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,7 +43,7 @@ def read_ledger_options(f: F) -> F:
 def pick_ledger(ledger: str | None, simulate: bool) -> str | None:
     """The ledger a read command means, from ``--ledger``/``--simulate`` (``None``: env or default)."""
     from ..errors import LedgerMissing
-    from ..ledger import DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, check_url, ledger_url
+    from ..ledger import DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, check_url, ledger_named, ledger_url
 
     if simulate and ledger is not None:
         raise UsageError("--simulate and --ledger both name a ledger: give one of them")
@@ -53,7 +52,7 @@ def pick_ledger(ledger: str | None, simulate: bool) -> str | None:
     problem = check_url(ledger_url(ledger))
     if problem:
         raise UsageError(problem)
-    if (ledger is None and not os.environ.get("BATCHGEN_LEDGER") and not Path(DEFAULT_LEDGER).exists()
+    if (not ledger_named(ledger) and not Path(DEFAULT_LEDGER).exists()
             and Path(DEFAULT_SIM_LEDGER).is_file()):
         raise LedgerMissing(f"no ledger at ./{DEFAULT_LEDGER}, but ./{DEFAULT_SIM_LEDGER} (written by `run --simulate`) "
                             f"is here: add --simulate, or --ledger {DEFAULT_SIM_LEDGER}")

@@ -79,7 +79,9 @@ def status(ledger: str | None, prices: Path | None, hours: float, n_runs: int, a
     not yet delivered to object storage (run --deliver)."""
     from .. import operations
 
-    doc = operations.status(ledger, prices=load_prices(prices), expiring_within_h=hours, runs=n_runs)
+    # --prices is read (and refused if wrong) even with nothing at risk; the shipped table only when needed
+    doc = operations.status(ledger, prices=None if prices is None else load_prices(prices), expiring_within_h=hours,
+                            runs=n_runs)
     if as_json:
         print_json(doc)
         return

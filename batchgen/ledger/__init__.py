@@ -28,8 +28,8 @@ from sqlalchemy.exc import OperationalError
 
 from ..failures import RETRYABLE_TASK_CODES
 from .boundary import error_boundary
-from .engine import (DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, check_url, ledger_url, make_engine, migrations_dir,
-                     safe_ledger_url, schema_revisions, sqlite_file, sqlite_tables, upgrade)
+from .engine import (DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, check_url, ledger_named, ledger_url, make_engine,
+                     migrations_dir, safe_ledger_url, schema_revisions, sqlite_file, sqlite_tables, upgrade)
 from .decisions import KEEP, Change, Decision, Keep
 from .facade import Ledger
 from .scope import Scope
@@ -37,5 +37,5 @@ from .transitions import Transition
 from .writer import Writer
 
 __all__ = ["Change", "DEFAULT_LEDGER", "DEFAULT_SIM_LEDGER", "Decision", "KEEP", "Keep", "Ledger", "OperationalError",
-           "RETRYABLE_TASK_CODES", "Scope", "Transition", "Writer", "check_url", "error_boundary", "ledger_url", "make_engine", "migrations_dir",
+           "RETRYABLE_TASK_CODES", "Scope", "Transition", "Writer", "check_url", "error_boundary", "ledger_named", "ledger_url", "make_engine", "migrations_dir",
            "safe_ledger_url", "schema_revisions", "sqlite_file", "sqlite_tables", "upgrade"]

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from ..errors import LedgerBusy, LedgerOutdated, NotALedger
 from .boundary import error_boundary
-from .engine import ledger_url, make_engine, schema_revisions, sqlite_tables, upgrade
+from .engine import ledger_url, make_engine, schema_revisions, sqlite_tables, stamped_revision, upgrade
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -77,9 +77,7 @@ class Database:
                                  "ledger `batchgen run` made (--ledger or BATCHGEN_LEDGER)")
             self.created = True
         with self.engine.connect() as c:
-            from alembic.runtime.migration import MigrationContext
-
-            current = MigrationContext.configure(c).get_current_revision() if not self.created else None
+            current = stamped_revision(c) if not self.created else None
             c.rollback()
         head, known = schema_revisions()
         if current == head:

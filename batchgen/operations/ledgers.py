@@ -1,7 +1,7 @@
 """How an operation opens a ledger, and the few pieces every operation shares: ``open_ledger``
-(the block's ledger, closed after it unless the caller passed one in), ``ledger_exists`` (the
-rule plan/diff follow to compare or not), ``upgrade`` (``batchgen db upgrade``) and ``brief``
-(the short form of a job in every document).
+(the block's ledger, closed after it unless the caller passed one in), ``ledger_to_compare``
+(the ledger plan/diff compare with, opened before any expansion), ``upgrade`` (``batchgen db
+upgrade``) and ``brief`` (the short form of a job in every document).
 
 No command but ``run`` creates a ledger: a mistyped ``--ledger`` is an error (``LedgerMissing``),
 never a new empty ledger. Commands that only read open it read-only."""
@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from ..jobs import JobRow, short_key
-from ..ledger import Ledger, ledger_url
+from ..ledger import Ledger, ledger_named, ledger_url, sqlite_file
 
 
 @contextmanager
@@ -32,15 +31,20 @@ def open_ledger(ledger: str | Ledger | None, *, create: bool = False, readonly: 
 
 
 
-def ledger_exists(ledger: str | None) -> bool:
-    """Whether plan/diff compare with a ledger: always when one is named (``--ledger``: a
-    missing one is then an error, not an empty ledger); the default or BATCHGEN_LEDGER's only
-    when it exists (planning before the first run)."""
-    if ledger is not None:
-        return True
-    url = ledger_url(ledger)
-    return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
-
+@contextmanager
+def ledger_to_compare(ledger: str | Ledger | None) -> Iterator[Ledger | None]:
+    """The ledger ``plan``/``diff`` compare a manifest with, opened (read-only) before the
+    manifest is read: a missing, foreign or outdated ledger is said at once, not after a
+    million-row expansion. ``None`` when no ledger was named (``--ledger``, BATCHGEN_LEDGER) and
+    the default ./batchgen.db does not exist yet: planning before the first run. A named one
+    that does not exist is ``LedgerMissing``, however it was named."""
+    if not isinstance(ledger, Ledger) and not ledger_named(ledger):
+        default = sqlite_file(ledger_url(None))
+        if default is not None and not default.exists():
+            yield None
+            return
+    with open_ledger(ledger, readonly=True) as led:
+        yield led
 
 
 def brief(j: JobRow) -> dict[str, Any]:

@@ -4,19 +4,17 @@ streamed: a million-row plan never holds its jobs (``diff`` does: it matches the
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from ..cost import Costs, PriceTable
-from ..errors import BatchgenError
 from ..jobs import ACTIVE, JobRow, JobState, short_key
 from ..ledger import Ledger
 from ..manifest import Manifest
 from ..specs import Catalog
-from .ledgers import ledger_exists, open_ledger
+from .ledgers import ledger_to_compare
 
 S = JobState
 
@@ -27,32 +25,25 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
     (if there is one): jobs per state bucket, seconds of video and estimated credits per model
     and resolution, warnings, and with ``explain`` one entry per job saying what a run would do
     with it and why. Raises ``ManifestError`` with every problem of an invalid manifest."""
-    table = prices or PriceTable.load()
-    m = Manifest(manifest, catalog)
-    table.catalog = m.catalog
-    costs = Costs(table)
-    rows: list[tuple[str, str, str, str, dict[str, Any] | None]] = []  # explain: key, name, source, output, state
-    seconds: dict[tuple[str, str], float] = defaultdict(float)
-    jobs_by: dict[tuple[str, str], int] = defaultdict(int)
-    credits: dict[tuple[str, str], float | None] = {}
-    buckets = {"new": 0, "done": 0, "lost": 0, "in_flight": 0, "failed": 0, "in_doubt": 0, "cancelled": 0, "queued": 0}
-    # Streamed: each batch of keys is looked up in the ledger as the expansion goes (a
-    # 1,000,000-row manifest is never held). The ledger is opened at the first batch; a ledger
-    # that cannot be opened is reported only after the manifest's own problems.
-    with contextlib.ExitStack() as stack:
-        led: Ledger | None = None
-        ledger_error: BatchgenError | None = None
-        compare = isinstance(ledger, Ledger) or ledger_exists(ledger)
+    # The ledger first: a missing, foreign or outdated one is said before the manifest is read
+    # (a million-row expansion takes a minute), as `run` opens its ledger before expanding.
+    with ledger_to_compare(ledger) as led:
+        table = prices or PriceTable.load()
+        m = Manifest(manifest, catalog)
+        table.catalog = m.catalog
+        costs = Costs(table)
+        rows: list[tuple[str, str, str, str, dict[str, Any] | None]] = []  # explain: key, name, source, output, state
+        seconds: dict[tuple[str, str], float] = defaultdict(float)
+        jobs_by: dict[tuple[str, str], int] = defaultdict(int)
+        credits: dict[tuple[str, str], float | None] = {}
+        buckets = {"new": 0, "done": 0, "lost": 0, "in_flight": 0, "failed": 0, "in_doubt": 0, "cancelled": 0,
+                   "queued": 0}
+        # Streamed: each batch of keys is looked up in the ledger as the expansion goes (a
+        # 1,000,000-row manifest is never held).
         batch: list[str] = []
         pending: list[tuple[str, str, str, str]] = []
 
         def classify() -> None:
-            nonlocal led, ledger_error, compare
-            if compare and led is None:
-                try:
-                    led = stack.enter_context(open_ledger(ledger, readonly=True))
-                except BatchgenError as e:
-                    ledger_error, compare = e, False
             known = led.states_by_key(batch) if led is not None else {}
             for k in batch:
                 buckets[_bucket(known.get(k))] += 1
@@ -74,8 +65,6 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
                 classify()
         m.check()
         classify()
-        if ledger_error is not None:
-            raise ledger_error
     per: list[dict[str, Any]] = [
         {"model": mo, "resolution": r, "jobs": jobs_by[(mo, r)], "seconds": seconds[(mo, r)],
          "credits_estimated": None if credits[(mo, r)] is None else round(credits[(mo, r)] or 0.0, 4)}
@@ -110,17 +99,17 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
     request fields that changed) and unchanged (how many of them are done), with estimated
     credits: the last expansion's total, this one's, the delta, and tonight's spend (the jobs a
     plain run would submit: new or queued). Sends nothing, records nothing."""
-    table = prices or PriceTable.load()
-    m = Manifest(manifest, catalog)
-    table.catalog = m.catalog
-    new = list(m.expand())
-    m.check()
-    path = str(m.path.resolve())
     old: list[JobRow] | None = None
     known: dict[str, dict[str, Any]] = {}
     last_run: dict[str, Any] | None = None
-    if isinstance(ledger, Ledger) or ledger_exists(ledger):
-        with open_ledger(ledger, readonly=True) as led:
+    with ledger_to_compare(ledger) as led:  # before the expansion, as in `plan`
+        table = prices or PriceTable.load()
+        m = Manifest(manifest, catalog)
+        table.catalog = m.catalog
+        new = list(m.expand())
+        m.check()
+        path = str(m.path.resolve())
+        if led is not None:
             old = led.manifest_members(path)
             known = led.states_by_key([j.key for j in new])
             last_run = led.last_run_of(path)

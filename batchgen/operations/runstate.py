@@ -8,14 +8,16 @@ from __future__ import annotations
 import json
 import socket
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ..cost import PriceTable
 from ..errors import BatchgenError, UsageError
 from ..files import pid_alive
-from ..jobs import RESULT_TTL, JobState, RunStatus, short_key
+from ..jobs import RESULT_TTL, JobRow, JobState, RunStatus, short_key
 from ..ledger import Ledger, Transition
 from .ledgers import brief, open_ledger
+
+if TYPE_CHECKING:
+    from ..cost import PriceTable
 
 S = JobState
 Resolution = Literal["adopt", "resubmit", "abandon"]
@@ -27,7 +29,6 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
     the oldest unfinished jobs, in-doubt jobs with the credits at risk, results whose 24 h URL
     expires within ``expiring_within_h`` hours undownloaded, clips not as asked, and (with
     --deliver) how many clips are in object storage and which ones a run could not deliver."""
-    table = prices or PriceTable.load()
     with open_ledger(ledger, readonly=True) as led:
         local_runs = led.is_sqlite
         runs_ = led.runs(runs)
@@ -40,7 +41,7 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         delivery = led.delivery_counts()
         undelivered = led.delivery_problems(20)
     now = time.time()
-    at_risk = [dict(brief(j), credits_at_risk=table.estimate(json.loads(j["request"]))) for j in doubt]
+    at_risk = _at_risk(doubt, prices)
     host = socket.gethostname()
     for r in runs_:
         # A crashed run must not look alive; status only reads, so it says so without recording it
@@ -72,6 +73,18 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         "not_delivered": [dict(brief(j), error=j["delivery_error"] or "not attempted yet", destination=j["deliver_to"],
                                output_path=j["output_path"]) for j in undelivered],
     }
+
+
+def _at_risk(doubt: list[JobRow], prices: PriceTable | None) -> list[dict[str, Any]]:
+    """The in-doubt jobs with their estimated credits. The shipped price table is read only when
+    there is one: a plain `batchgen status` does not pay for the YAML reader at start-up."""
+    if not doubt:
+        return []
+    if prices is None:
+        from ..cost import PriceTable
+
+        prices = PriceTable.load()
+    return [dict(brief(j), credits_at_risk=prices.estimate(json.loads(j["request"]))) for j in doubt]
 
 
 # ---------------------------------------------------------------------------------- resolve
