@@ -109,6 +109,13 @@ class DecisionsFileError(ManifestError):
     subject = "the decisions file"
 
 
+class RetakeError(ManifestError):
+    """Retakes whose changed request fields the catalog refuses (``batchgen retake``): every
+    problem, each naming the clip and the field; nothing was queued."""
+
+    subject = "the retakes"
+
+
 class OutputRefused(UsageError):
     """A file batchgen was asked to write (export -o, report -o, --report, --metrics-file, a clip
     or picture under --out) names no place for a regular file: the target exists and is a

@@ -151,6 +151,7 @@ class Job:
     # Higher is submitted first; equal priorities keep manifest order. Not part of the key: a
     # new priority never makes a new job (nor resubmits one).
     priority: int = 0
+    retake_of: int | None = None  # `batchgen retake`: the job (id) whose clip this one replaces
 
 
 class JobRow(TypedDict):
@@ -167,6 +168,7 @@ class JobRow(TypedDict):
     output: str
     take: str | None
     priority: int
+    retake_of: int | None  # `batchgen retake`: the job (id) whose clip this one replaces
     state: str  # a JobState value
     attempts: int
     task_id: str | None

@@ -88,6 +88,10 @@ jobs = Table(
     Column("take", Text),
     # The manifest's `priority` (0011): queued jobs start highest first, then in manifest order.
     Column("priority", Integer, nullable=False, server_default="0"),
+    # A retake (`batchgen retake`, 0012): the job whose clip a reviewer sent for a retake and that
+    # this one replaces (a new take of the same request, or of the request as the reviewer edited
+    # it). No foreign key: adding one would make SQLite rebuild the jobs table.
+    Column("retake_of", Integer),
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("task_id", String(100), unique=True),
@@ -213,6 +217,9 @@ decisions = Table(
     Column("verdict", String(16)),  # a Verdict; NULL: pending (an undo back to no decision)
     Column("pick", Boolean, nullable=False, server_default=false()),  # the take chosen for its shot
     Column("note", Text),
+    # With verdict retake: the request fields the retake changes, as JSON (0012); NULL: the same
+    # request again.
+    Column("changes", Text),
     Column("reviewer", String(255), nullable=False),
     Column("decided_at", Float, nullable=False),
     CheckConstraint("verdict IN (" + ", ".join(f"'{v.value}'" for v in Verdict) + ")", name="verdict"),

@@ -20,7 +20,7 @@ from .care import cancel, db, deliver, recover, resolve, stop
 from .catalog import models
 from .handler import Group
 from .reads import diff, export, plan, report, status, verify
-from .review import review
+from .review import retake, review
 from .run import EXIT_CODES_HELP, run
 from .sim import demo, simulator
 
@@ -41,7 +41,7 @@ def cli(verbose: bool) -> None:
     logs.setup()  # plain text on stderr unless a command asks for more (run --log-format json)
 
 
-for _command in (plan, diff, models, run, export, resolve, status, verify, deliver, recover, report, review, stop,
+for _command in (plan, diff, models, run, export, resolve, status, verify, deliver, recover, report, review, retake, stop,
                  cancel, db, simulator, demo):
     cli.add_command(_command)
 

@@ -37,6 +37,10 @@ def print_plan(doc: dict[str, Any], manifest: Path) -> None:
     click.echo(f"{manifest}: {doc['jobs']} job(s)")
     click.echo("  " + "  ".join(f"{k.replace('_', ' ')}={v}" for k, v in doc["states"].items()))
     click.echo(f"  to submit: {doc['to_submit']}")
+    rt = doc.get("retakes") or {}
+    if rt.get("queued") or rt.get("marked"):
+        click.echo(f"  retakes: {rt['queued']} queued (included above, ~{plain(rt['credits'])} {doc['credits_unit']})"
+                   + (f", {rt['marked']} marked and not queued yet (`batchgen retake`)" if rt.get("marked") else ""))
     for p in doc["video"]:
         est = "no price" if p["credits_estimated"] is None else f"~{plain(p['credits_estimated'])} {unit}"
         click.echo(f"  {p['model']:<34} {p['resolution']:>5}  {p['jobs']:>7} job(s)  {plain(p['seconds']):>9} s of video  {est}")
@@ -67,6 +71,10 @@ def print_diff(doc: dict[str, Any], manifest: Path, as_json: bool) -> None:
     for j in doc["changed"]:
         click.echo(f"  ~ {j['output']}  ({j['name']}): {', '.join(j['fields'])}  "
                    f"{cr(j['credits_before'])} → {cr(j['credits'])}")
+    rt = doc.get("retakes") or {}
+    if rt.get("queued") or rt.get("marked"):
+        click.echo(f"retakes: {rt['queued']} queued (~{plain(rt['credits'])} {c['unit']}, in tonight's spend)"
+                   + (f", {rt['marked']} marked and not queued yet (`batchgen retake`)" if rt.get("marked") else ""))
     click.echo(f"credits (estimated): last {plain(c['last'])} → now {plain(c['now'])} ({plain(c['delta'], sign=True)} "
                f"{c['unit']}); tonight's spend ~{plain(c['tonight'])} {c['unit']} for the jobs a run would submit"
                + (f" ({c['unpriced_jobs']} without a price)" if c["unpriced_jobs"] else ""))

@@ -3,13 +3,15 @@ script (``--set VERDICT JOB…``, ``--from decisions.csv``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
-from ..errors import UsageError
+from ..errors import RetakeError, UsageError
 from .handler import Command, echo_err
-from .options import done, quiet_option, read_ledger_options
+from .options import done, format_options, load_prices, models_option, prices_option, quiet_option, read_ledger_options
+from .printers import print_json
 
 _VERDICTS = ("approve", "retake", "reject", "pending", "pick")
 
@@ -78,3 +80,60 @@ def review(ledger: str | None, jobs: tuple[str, ...], set_to: str | None, note: 
 
     serve_review(ledger, run_id=run_id, manifest=manifest, by=by, out_dir=out_dir, host=host, port=port,
                  reviewer=reviewer, endpoint_url=deliver_endpoint, announce=echo_err)
+
+
+@click.command(cls=Command)
+@read_ledger_options
+@click.option("--run", "run_id", type=int, default=None, help="Only the clips of this run.")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Only the clips of this manifest (the jobs it expanded to when last run).")
+@prices_option
+@models_option
+@click.option("--yes", is_flag=True, help="Confirm the spending the command announced: queue the retakes.")
+@format_options
+@quiet_option
+def retake(ledger: str | None, run_id: int | None, manifest: Path | None, prices: Path | None,
+           models_file: Path | None, yes: bool, as_json: bool, quiet: bool) -> None:
+    """Queue a new take of every clip a reviewer marked retake (paid: asks first).
+
+    Each gets the next free take of its request — or of the request with the fields the reviewer
+    changed in `batchgen review`, checked like a manifest row — a new job key and output name,
+    recorded as a retake of the clip it replaces. Without --yes, says how many and the estimated
+    credits and queues nothing; with --yes, queues them: the next `batchgen run` of their
+    manifest renders exactly them."""
+    from .. import operations
+    from ..ledger import Ledger
+    from ..review import retake as retakes
+
+    led = Ledger(ledger, create=False)
+    try:
+        path = None if manifest is None else str(manifest.resolve())
+        found = retakes.plan(led, run_id=run_id, manifest=path, prices=load_prices(prices),
+                             catalog=operations.catalog(models_file))
+        doc = found.as_dict()
+        if found.problems:
+            raise RetakeError(found.problems)  # every changed field the catalog refuses, named
+        if not found.retakes:
+            if as_json:
+                print_json({**doc, "queued": 0})
+            else:
+                done(quiet, "no clip is waiting for a retake (mark them with `batchgen review`)")
+            return
+        if not as_json:
+            for r in found.retakes:
+                click.echo(f"{r.original['name']}: take {r.original['take'] or 1} → take {r.job.take} "
+                           f"({r.job.output}), ≈ {r.credits if r.credits is not None else '?'} credits")
+                for f, was, now in r.diff:
+                    click.echo(f"    {f}: {json.dumps(was, ensure_ascii=False)} → {json.dumps(now, ensure_ascii=False)}")
+        if not yes:
+            if as_json:
+                print_json({**doc, "queued": 0})
+            raise UsageError(f"{len(found.retakes)} retake(s): {len(found.retakes)} new paid task(s), "
+                             f"≈ {found.credits:,.2f} credits (--prices). Re-run with --yes to queue them for the next run")
+        n = retakes.queue(led, found)
+    finally:
+        led.close()
+    if as_json:
+        print_json({**doc, "queued": n})
+    done(quiet, f"queued {n} retake(s), ≈ {found.credits:,.2f} credits: the next `batchgen run` of their manifest "
+                "renders them")

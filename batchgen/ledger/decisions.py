@@ -15,12 +15,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from sqlalchemy import and_, func, insert, select
+from sqlalchemy import and_, exists, func, insert, select
+from sqlalchemy.orm import aliased
 from sqlalchemy.engine import Connection
 
-from ..jobs import JobState, Verdict
-from ..schema import decisions, jobs
+from ..jobs import JobRow, JobState, Verdict
+from ..schema import decisions, jobs, manifest_jobs
 from .database import Room
+from .scope import manifest_id
+from .sql import job_row, job_select
 
 
 class Keep(enum.Enum):
@@ -42,6 +45,9 @@ class Change:
     verdict: Verdict | None | Keep = KEEP
     pick: bool | Keep = KEEP
     note: str | None | Keep = KEEP
+    # With verdict retake: the request fields the retake changes (JSON text); kept while the
+    # verdict stays retake, dropped with any other verdict.
+    changes: str | None | Keep = KEEP
 
 
 class Decision(TypedDict):
@@ -52,12 +58,13 @@ class Decision(TypedDict):
     verdict: str | None  # a Verdict value; None: pending
     pick: bool
     note: str | None
+    changes: str | None  # JSON: the request fields a retake changes
     reviewer: str
     decided_at: float
 
 
 _COLS = (decisions.c.id, decisions.c.job_id, decisions.c.verdict, decisions.c.pick, decisions.c.note,
-         decisions.c.reviewer, decisions.c.decided_at)
+         decisions.c.changes, decisions.c.reviewer, decisions.c.decided_at)
 
 # For driver-level SQL over ``jobs`` (the streamed export): the job's latest decision joined
 # as ``d`` (NULLs when it has none). An index seek per job (ix_decisions_job_id_id).
@@ -67,7 +74,7 @@ LATEST_COLUMNS = ("d.verdict", "d.note", "d.reviewer", "d.pick")
 
 def _row(r: Any) -> Decision:
     return Decision(id=int(r.id), job_id=int(r.job_id), verdict=r.verdict, pick=bool(r.pick), note=r.note,
-                    reviewer=r.reviewer, decided_at=float(r.decided_at))
+                    changes=r.changes, reviewer=r.reviewer, decided_at=float(r.decided_at))
 
 
 def _latest_ids(job_ids: Sequence[int]) -> Any:
@@ -95,10 +102,14 @@ class Decisions(Room):
             verdict = (was["verdict"] if was else None) if ch.verdict is KEEP else ch.verdict
             pick = (was["pick"] if was else False) if ch.pick is KEEP else ch.pick
             note = (was["note"] if was else None) if ch.note is KEEP else (ch.note or None)
-            if (verdict, pick, note) == ((was["verdict"], was["pick"], was["note"]) if was else (None, False, None)):
+            fields = (was["changes"] if was else None) if ch.changes is KEEP else ch.changes
+            if verdict != Verdict.RETAKE:
+                fields = None
+            if (verdict, pick, note, fields) == ((was["verdict"], was["pick"], was["note"], was["changes"]) if was
+                                                  else (None, False, None, None)):
                 continue
             values = {"job_id": ch.job_id, "verdict": None if verdict is None else str(verdict), "pick": pick,
-                      "note": note, "reviewer": reviewer, "decided_at": at}
+                      "note": note, "changes": fields, "reviewer": reviewer, "decided_at": at}
             new_id = c.execute(insert(decisions).values(**values).returning(decisions.c.id)).scalar_one()
             now[ch.job_id] = Decision(id=int(new_id), **values)  # type: ignore[typeddict-item]
             written.append(now[ch.job_id])
@@ -151,3 +162,62 @@ class Decisions(Room):
              .order_by(jobs.c.id))
         with self._read() as c:
             return [int(i) for (i,) in c.execute(q)]
+
+    def pending_retakes(self, run_id: int | None = None, manifest: str | None = None
+                        ) -> list[tuple[JobRow, Decision]]:
+        """Finished clips whose latest verdict is retake and that no job retakes yet (of one run,
+        or of a manifest's membership), with that decision, in id order."""
+        other = aliased(jobs)
+        latest = select(func.max(decisions.c.id)).group_by(decisions.c.job_id).scalar_subquery()
+        q = (job_select().add_columns(*_COLS).join(decisions, decisions.c.job_id == jobs.c.id)
+             .where(decisions.c.id.in_(latest), decisions.c.verdict == Verdict.RETAKE, jobs.c.state == JobState.DONE,
+                    ~exists().where(other.c.retake_of == jobs.c.id))
+             .order_by(jobs.c.id))
+        if run_id is not None:
+            q = q.where(jobs.c.run_id == run_id)
+        if manifest is not None:
+            q = q.where(jobs.c.id.in_(select(manifest_jobs.c.job_id)
+                                      .where(manifest_jobs.c.manifest_id == manifest_id(manifest))))
+        n = len(jobs.c) + 1  # the job's columns and its shape, then the decision's
+        with self._read() as c:
+            out = []
+            for r in c.execute(q):
+                job = job_row(_Head(r, n))
+                out.append((job, _row(_Tail(r, n))))
+            return out
+
+    def queued_retakes(self, manifest: str | None = None) -> list[JobRow]:
+        """Retakes recorded and not yet submitted (of a manifest's membership, or all)."""
+        q = job_select().where(jobs.c.retake_of.is_not(None), jobs.c.state == JobState.QUEUED).order_by(jobs.c.id)
+        if manifest is not None:
+            q = q.where(jobs.c.id.in_(select(manifest_jobs.c.job_id)
+                                      .where(manifest_jobs.c.manifest_id == manifest_id(manifest))))
+        with self._read() as c:
+            return [job_row(r) for r in c.execute(q)]
+
+    def retakes_of(self, job_ids: Sequence[int]) -> list[JobRow]:
+        """Jobs that retake any of these jobs."""
+        with self._read() as c:
+            return [job_row(r) for r in c.execute(job_select().where(jobs.c.retake_of.in_(list(job_ids)))
+                                                  .order_by(jobs.c.id))]
+
+    def outputs_in_use(self, outputs: Sequence[str]) -> set[str]:
+        """Which of these output names a recorded job already has."""
+        with self._read() as c:
+            return {o for (o,) in c.execute(select(jobs.c.output).where(jobs.c.output.in_(list(outputs))))}
+
+
+class _Head:
+    """The first ``n`` columns of a row, with their names (a job of ``pending_retakes``)."""
+
+    def __init__(self, r: Any, n: int) -> None:
+        keys = list(r._mapping.keys())[:n]
+        self._mapping = {k: r[i] for i, k in enumerate(keys)}
+
+
+class _Tail:
+    """The decision's columns after a job's in a row of ``pending_retakes``."""
+
+    def __init__(self, r: Any, n: int) -> None:
+        for i, col in enumerate(_COLS):
+            setattr(self, col.name, r[n + i])

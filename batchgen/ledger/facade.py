@@ -131,6 +131,7 @@ class Ledger:
     record_run = _Forward("recorder", Recorder.record_run)
     reuse_run = _Forward("recorder", Recorder.reuse_run)
     upsert_jobs = _Forward("recorder", Recorder.upsert_jobs)
+    record_retakes = _Forward("recorder", Recorder.record_retakes)
 
     # ------------------------------------------------------------ job state (transitions.py)
     apply = _Forward("transitions", Transitions.apply)
@@ -184,3 +185,7 @@ class Ledger:
     decision_history = _Forward("decisions", Decisions.decision_history)
     verdict_counts = _Forward("decisions", Decisions.verdict_counts)
     takes_of = _Forward("decisions", Decisions.takes_of)
+    pending_retakes = _Forward("decisions", Decisions.pending_retakes)
+    queued_retakes = _Forward("decisions", Decisions.queued_retakes)
+    retakes_of = _Forward("decisions", Decisions.retakes_of)
+    outputs_in_use = _Forward("decisions", Decisions.outputs_in_use)

@@ -49,6 +49,7 @@ class Recorder(Room):
             self._upsert(c, run_id, chunk)
             self._add_members(c, members, chunk)
             n += len(chunk)
+            n += self._carry_retakes(c, run_id, members)
             extra = check() or {}
             # Stamped again at commit: recording a huge manifest may take longer than a lease.
             c.execute(update(runs).where(runs.c.id == run_id).values(
@@ -91,6 +92,43 @@ class Recorder(Room):
                     select(jobs.c.output, jobs.c.source).where(scope, jobs.c.state.in_(UNFINISHED_STATES))))
         return run_id, n, int(match.id)
 
+    def _carry_retakes(self, c: Connection, run_id: int, members: int) -> int:
+        """Retakes (``batchgen retake``) of this manifest's jobs belong to it although its file
+        does not list them: they stay members, and the queued ones move to this run, so the
+        next run of the manifest renders exactly them. Returns how many were added."""
+        added = 0
+        for _ in range(20):  # a retake of a retake is a member once the first one is
+            ph = placeholder(c)
+            r = c.exec_driver_sql(
+                f"INSERT INTO manifest_jobs (manifest_id, job_id) SELECT {ph('m')}, id FROM jobs WHERE retake_of IN "
+                f"(SELECT job_id FROM manifest_jobs WHERE manifest_id = {ph('m')}) AND id NOT IN "
+                f"(SELECT job_id FROM manifest_jobs WHERE manifest_id = {ph('m')})", {"m": members})
+            if not r.rowcount:
+                break
+            added += r.rowcount
+        c.execute(update(jobs).where(jobs.c.retake_of.is_not(None), jobs.c.state == S.QUEUED, jobs.c.run_id != run_id,
+                                     jobs.c.id.in_(select(manifest_jobs.c.job_id)
+                                                   .where(manifest_jobs.c.manifest_id == members)))
+                  .values(run_id=run_id, updated_at=time.time()))
+        return added
+
+    def record_retakes(self, retakes: Sequence[tuple[int, Job]]) -> int:
+        """Record retakes in one transaction: each new ``Job`` (``retake_of`` set) queued in the
+        run of the job it replaces, and a member of every manifest that job belongs to.
+        Returns how many were recorded (a key already known is not recorded again)."""
+        with self.engine.begin() as c:
+            n = 0
+            for run_id, job in retakes:
+                if c.execute(select(jobs.c.id).where(jobs.c.key == job.key)).first() is not None:
+                    continue
+                self._upsert(c, run_id, [job])
+                ph = placeholder(c)
+                c.exec_driver_sql(f"INSERT INTO manifest_jobs (manifest_id, job_id) SELECT manifest_id, "
+                                  f"(SELECT id FROM jobs WHERE key = {ph('key')}) FROM manifest_jobs WHERE job_id = "
+                                  f"{ph('of')} ON CONFLICT DO NOTHING", {"key": raw_digest(job.key), "of": job.retake_of})
+                n += 1
+        return n
+
     def _manifest_id(self, c: Connection, manifest: str) -> int:
         """This manifest path's id in ``manifests``, recorded now if it is new."""
         c.execute(self._insert_into(manifests).values(path=manifest).on_conflict_do_nothing(
@@ -119,7 +157,7 @@ class Recorder(Room):
         now = time.time()
         ph = placeholder(c)
         cols = ("key", "run_id", "seq", "name", "source", "model", "request", "shape_id", "output", "take", "priority",
-                "state", "created_at", "updated_at")
+                "retake_of", "state", "created_at", "updated_at")
         # A known job moves to this run with its place, name and priority as the manifest says
         # them now (none of them is part of its key).
         moved = ("run_id", "seq", "name", "source", "output", "priority", "updated_at")
@@ -138,5 +176,6 @@ class Recorder(Room):
             rows.append({"key": raw_digest(j.key), "run_id": run_id, "seq": j.seq, "name": j.name,
                          "source": j.source, "model": j.model, "shape_id": shape_id,
                          "request": text if part is None or shape_id is None else part[1],
-                         "output": j.output, "take": j.take, "priority": j.priority, "state": S.QUEUED, "created_at": now, "updated_at": now})
+                         "output": j.output, "take": j.take, "priority": j.priority, "retake_of": j.retake_of,
+                         "state": S.QUEUED, "created_at": now, "updated_at": now})
         c.exec_driver_sql(sql, rows)

@@ -74,6 +74,10 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
         "manifest": str(manifest), "jobs": sum(buckets.values()), "states": buckets, "video": per,
         "to_submit": buckets["new"] + buckets["queued"], "credits_estimated_total": round(total, 4),
         "credits_unit": table.unit, "prices": table.source, "warnings": list(m.warnings)}
+    if compare and ledger_error is None:
+        with open_ledger(ledger, readonly=True) as led2:
+            doc["retakes"] = retakes_of_manifest(led2, str(Path(manifest).resolve()), table)
+        doc["to_submit"] += doc["retakes"]["queued"]
     if explain:
         doc["explain"] = [{"key": short_key(k), "name": n, "row": src, "output": out, "action": a, "reason": r}
                           for k, n, src, out, j in rows for a, r in [why(j)]]
@@ -153,13 +157,26 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
                 "state": j["state"], "credits": est(json.loads(j["request"]))} for j in gone.values()]
     last_total = sum(e or 0.0 for e in (est(json.loads(j["request"])) for j in old))
     new_total = sum(e or 0.0 for e in (est(j.request) for j in new))
+    retakes = {"queued": 0, "marked": 0, "credits": 0.0}
+    if isinstance(ledger, Ledger) or ledger_exists(ledger):
+        with open_ledger(ledger, readonly=True) as led:
+            retakes = retakes_of_manifest(led, path, table)
+        tonight += retakes["credits"]
     return {
-        "manifest": str(manifest), "last_run": last_run, "known": bool(old),
+        "manifest": str(manifest), "last_run": last_run, "known": bool(old), "retakes": retakes,
         "added": added, "removed": removed, "changed": changed, "unchanged": unchanged,
         "unchanged_done": unchanged_done,
         "credits": {"last": round(last_total, 4), "now": round(new_total, 4), "delta": round(new_total - last_total, 4),
                     "tonight": round(tonight, 4), "unpriced_jobs": unpriced, "unit": table.unit},
         "warnings": list(m.warnings)}
+
+
+def retakes_of_manifest(led: Ledger, manifest: str, table: PriceTable) -> dict[str, Any]:
+    """Retakes of this manifest's clips: ``queued`` (recorded by `batchgen retake`: the next run
+    renders and pays for them, ≈ ``credits``) and ``marked`` (clips marked retake, not queued yet)."""
+    queued = led.queued_retakes(manifest)
+    credits = sum(table.estimate(json.loads(j["request"])) or 0.0 for j in queued)
+    return {"queued": len(queued), "marked": len(led.pending_retakes(manifest=manifest)), "credits": round(credits, 4)}
 
 
 def _changes(was: dict[str, Any], now: dict[str, Any], take_was: str | None, take_now: str | None) -> list[str]:
