@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from batchgen.jobs import Verdict
 from batchgen.ledger import Change, Ledger
 from conftest import run_args, run_cli
@@ -78,3 +80,51 @@ def test_a_change_the_catalog_refuses_is_named_and_nothing_is_queued(sim, tmp_pa
     assert "retake of shot00" in r.stderr and "field 'duration'" in r.stderr
     assert "field 'aspect_ration'" in r.stderr and "did you mean 'aspect_ratio'" in r.stderr
     assert len(_jobs(ledger)) == 1
+
+
+def _round_trip_0012(url: str, monkeypatch) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect, text
+
+    from batchgen.jobs import Job
+    from batchgen.ledger import _migrations_dir, make_engine
+
+    led = Ledger(url)
+    run = led.start_run("/m.yaml", "0" * 64, {}, 2)
+    led.upsert_jobs(run, [Job(key="a" * 64, seq=1, name="a", source="row 1", model="m",
+                              request={"model": "m", "prompt": "p"}, output="a.mp4", take="1")])
+    with led.engine.begin() as c:
+        c.execute(text("UPDATE jobs SET state = 'done'"))
+    led.decide([Change(1, verdict=Verdict.RETAKE, changes='{"prompt": "q"}')], "ann")
+    led.record_retakes([(run, Job(key="b" * 64, seq=1, name="a", source="retake", model="m",
+                                  request={"model": "m", "prompt": "q"}, output="a-take2.mp4", take="2", retake_of=1))])
+    assert led.job("b" * 64)["retake_of"] == 1 and led.latest_decisions([1])[1]["changes"] == '{"prompt": "q"}'
+    led.close()
+    monkeypatch.setenv("BATCHGEN_LEDGER", url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    command.downgrade(cfg, "0011")
+    engine = make_engine(url)
+    with engine.connect() as c:
+        assert "retake_of" not in {col["name"] for col in inspect(c).get_columns("jobs")}
+        assert "changes" not in {col["name"] for col in inspect(c).get_columns("decisions")}
+        assert c.execute(text("SELECT count(*) FROM jobs")).scalar() == 2  # the retake job stays a job
+        assert c.execute(text("SELECT verdict FROM decisions")).scalar() == "retake"
+    engine.dispose()
+    command.upgrade(cfg, "0012")
+    led = Ledger(url)
+    try:
+        assert led.job("b" * 64)["retake_of"] is None and led.latest_decisions([1])[1]["changes"] is None
+    finally:
+        led.close()
+
+
+def test_migration_0012_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):
+    _round_trip_0012(f"sqlite:///{tmp_path / 'l.db'}", monkeypatch)
+
+
+
+@pytest.mark.postgres
+def test_migration_0012_upgrades_and_downgrades_on_postgres(pg_url, monkeypatch):
+    _round_trip_0012(pg_url, monkeypatch)

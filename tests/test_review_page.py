@@ -276,3 +276,37 @@ def test_two_browsers_deciding_the_same_clip_at_once_on_postgres(pg_url, sim, tm
         db.quit()
         a.stop()
         b.stop()
+
+
+@pytest.mark.chromium
+def test_a_retake_with_an_edited_prompt_is_checked_shown_as_a_diff_then_recorded(served, tmp_path):
+    srv, ledger = served
+    d = chromium(tmp_path)
+    try:
+        _open(d, srv.url)
+        _press(d, "e", settle=False)
+        wait(lambda: d.find_element("id", "edit-prompt").is_displayed(), what="the edit box")
+        fields = d.find_element("id", "edit-fields")
+        fields.clear()
+        fields.send_keys('{"duration": 99}\n')  # refused like a manifest row: named, nothing recorded
+        wait(lambda: d.execute_script("return document.body.getAttribute('data-edit-checked')") == "error",
+             what="the refusal")
+        assert "field 'duration'" in d.find_element("id", "edit-diff").text
+        fields.clear()
+        fields.send_keys("{}")
+        prompt = d.find_element("id", "edit-prompt")
+        prompt.clear()
+        prompt.send_keys("A lighthouse at dawn, calm sea\n")
+        wait(lambda: (d.execute_script("return document.body.getAttribute('data-edit-checked')") or "error") != "error",
+             what="the diff")
+        diff = d.find_element("id", "edit-diff").text
+        assert 'prompt:\n- "A lighthouse at night number 0"\n+ "A lighthouse at dawn, calm sea"' in diff
+        d.save_screenshot(_shot("edit.png"))
+        assert _latest(ledger) == {}  # shown, not recorded yet
+        before = d.execute_script("return document.body.getAttribute('data-decided')")
+        prompt.send_keys("\n")
+        wait(lambda: d.execute_script("return document.body.getAttribute('data-decided')") != before, what="the retake")
+        now = _latest(ledger)["shot00/1"]
+        assert now["verdict"] == "retake" and json.loads(now["changes"]) == {"prompt": "A lighthouse at dawn, calm sea"}
+    finally:
+        d.quit()

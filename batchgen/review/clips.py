@@ -78,6 +78,7 @@ class ClipIndex:
         clips: dict[int, Clip] = {}
         shots: dict[str, list[int]] = {}
         takes: dict[int, str | None] = {}
+        retake_of: dict[int, int] = {}
         for j in self.ledger.iter_export(self.scope.run_id, manifest=self.scope.manifest, review=True):
             if j["state"] != JobState.DONE:
                 continue
@@ -90,12 +91,24 @@ class ClipIndex:
                    else prompt[: PROMPT_CHARS - 1] + "…",
                    "params": {k: v for k, v in req.items() if k != "reference_image_urls"},
                    "verify": j["verify"], "detail": j["verify_detail"], "duration": j["m_duration"],
-                   "width": j["m_width"], "height": j["m_height"], "shot": shot}
+                   "width": j["m_width"], "height": j["m_height"], "shot": shot, "retake_of": j["retake_of"]}
             doc.update(_decision_doc(j.get("review"), j.get("review_note"), j.get("reviewer"), bool(j.get("pick"))))
             clips[j["id"]] = Clip(j["id"], shot, doc, j["output_path"], j["poster"], j["delivered_url"],
                                   " ".join(str(x) for x in (j["name"], prompt, j["key"], j["model"])).lower())
             shots.setdefault(shot, []).append(j["id"])
             takes[j["id"]] = j["take"]
+            if j["retake_of"] is not None:
+                retake_of[j["id"]] = j["retake_of"]
+        # A retake (`batchgen retake`) joins the shot of the clip it replaces, even when the
+        # reviewer changed its request: it is that shot's next take.
+        for i, c in list(clips.items()):
+            of = retake_of.get(i)
+            if of is not None and of in clips and clips[of].shot != c.shot:
+                shots[c.shot].remove(i)
+                if not shots[c.shot]:
+                    del shots[c.shot]
+                c.shot = c.doc["shot"] = clips[of].shot
+                shots[c.shot].append(i)
         order: list[int] = []
         for ids in shots.values():
             ids.sort(key=lambda i: (_take_order(takes[i]), i))

@@ -24,9 +24,11 @@ from aiohttp import web
 from ..deliver import Destination, S3Store, check_endpoint
 from ..errors import BatchgenError
 from ..jobs import Verdict
+from ..specs import SHIPPED, Catalog
 from ..ledger import KEEP, Change, Decision, Keep, Ledger
 from .clips import ClipIndex, inside
 from .decide import pick_changes
+from .retake import changed_request
 
 NOTE_CHARS = 4000
 MAX_CHANGES = 500
@@ -54,8 +56,10 @@ class Refused(Exception):
 class ReviewServer:
     """The page and its API for one ``ClipIndex``; ``start`` returns the URL to open."""
 
-    def __init__(self, ledger: Ledger, index: ClipIndex, *, reviewer: str, endpoint_url: str | None = None) -> None:
+    def __init__(self, ledger: Ledger, index: ClipIndex, *, reviewer: str, endpoint_url: str | None = None,
+                 catalog: Catalog = SHIPPED) -> None:
         self.ledger = ledger
+        self.catalog = catalog
         self.index = index
         self.reviewer = reviewer
         self.endpoint = check_endpoint(endpoint_url)
@@ -157,18 +161,24 @@ class ReviewServer:
         who = body.get("reviewer") or self.reviewer
         if not isinstance(who, str) or len(who) > 100:
             raise Refused(400, "reviewer: a name of at most 100 characters")
-        changes = await asyncio.to_thread(self._changes, raw)
+        changes, diffs = await asyncio.to_thread(self._changes, raw)
+        if body.get("dry") is True:  # a retake's change checked and shown as a diff, not recorded
+            return web.json_response({"diffs": diffs})
         written = await asyncio.to_thread(self.ledger.decide, changes, who)
         ids = list(dict.fromkeys(c.job_id for c in changes))
         latest = await asyncio.to_thread(self.ledger.latest_decisions, ids)
         self.index.updated(list(latest.values()))
         clips = {str(i): _state(d) for i, d in latest.items()}
-        return web.json_response({"written": len(written), "clips": clips, "counts": self.index.counts()})
+        return web.json_response({"written": len(written), "clips": clips, "counts": self.index.counts(),
+                                  "diffs": diffs})
 
-    def _changes(self, raw: list[Any]) -> list[Change]:
+    def _changes(self, raw: list[Any]) -> tuple[list[Change], dict[str, list[dict[str, Any]]]]:
         """The page's changes as ledger ``Change``s, each checked: a clip of this review, a
-        known verdict, a note of bounded length. A pick makes the take its shot's pick."""
+        known verdict, a note of bounded length, a retake's changed request fields valid as a
+        manifest row (``Refused`` with every problem, each naming its field). A pick makes the
+        take its shot's pick. Also returns each retake change's diff, by job id."""
         out: list[Change] = []
+        diffs: dict[str, list[dict[str, Any]]] = {}
         for ch in raw:
             if not isinstance(ch, dict) or not isinstance(ch.get("job"), int):
                 raise Refused(400, "each change names its clip: {\"job\": ID, …}")
@@ -190,6 +200,10 @@ class ReviewServer:
                 if not isinstance(ch["pick"], bool):
                     raise Refused(400, "pick: true or false")
                 pick = ch["pick"]
+            fields: str | None | Keep = KEEP
+            if "changes" in ch:
+                fields, diffs[str(clip.id)] = self._retake_change(clip.id, ch["changes"])
+                verdict = Verdict.RETAKE
             if pick is True and verdict is KEEP:
                 out.extend(pick_changes(self.ledger, clip.id, clip.takes))
                 if note is not KEEP:
@@ -197,8 +211,23 @@ class ReviewServer:
                 continue
             if pick is KEEP and verdict is not KEEP and verdict != Verdict.APPROVE:
                 pick = False  # no longer approved: no longer the pick
-            out.append(Change(clip.id, verdict=verdict, pick=pick, note=note))
-        return out
+            out.append(Change(clip.id, verdict=verdict, pick=pick, note=note, changes=fields))
+        return out, diffs
+
+    def _retake_change(self, job_id: int, raw: Any) -> tuple[str | None, list[dict[str, Any]]]:
+        """A retake's changed request fields (``{}``: the same request again), checked like a
+        manifest row against the catalog; the JSON recorded and the diff shown."""
+        if not isinstance(raw, dict) or len(json.dumps(raw)) > 64 * 1024:
+            raise Refused(400, "changes: an object of request fields (at most 64 KiB)")
+        if not raw:
+            return None, []
+        original = self.ledger.job(job_id)
+        if original is None:
+            raise Refused(404, f"job {job_id} is not in the ledger")
+        _, diff, problems = changed_request(original, raw, self.catalog)
+        if problems:
+            raise Refused(400, "; ".join(str(p) for p in problems))
+        return json.dumps(raw, sort_keys=True, ensure_ascii=False), [{"field": f, "was": a, "now": b} for f, a, b in diff]
 
     # -- media ----------------------------------------------------------------------------------
     async def _media(self, request: web.Request) -> web.StreamResponse:

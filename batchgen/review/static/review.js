@@ -95,7 +95,7 @@
         card.append(el('div', {class: 'note'}));
         const actions = el('div', {class: 'actions'});
         for (const [label, fn] of [['Approve (A)', () => decide('approve')], ['Retake (R)', () => decide('retake')],
-                                   ['Reject (X)', () => decide('reject')], ['Note (N)', () => openNote()],
+                                   ['Reject (X)', () => decide('reject')], ['Note (N)', () => openNote()], ['Edit retake (E)', () => openEdit()],
                                    ['Pick (' + t.n + ')', () => pick(t.n)]]) {
           const btn = el('button', {type: 'button'}, label);
           btn.addEventListener('click', ev => { ev.stopPropagation(); select(clips.indexOf(t)); fn(); });
@@ -195,6 +195,53 @@
     else if (ev.key === 'Escape') { ev.preventDefault(); $('note').hidden = true; }
     ev.stopPropagation();
   });
+  // Retake with a change: the prompt (or any request field) edited, checked by the server like a
+  // manifest row and shown as a diff before it is recorded with the retake verdict.
+  let checked = null;
+  function openEdit(){
+    const c = clips[cur]; if (!c) return;
+    $('edit-title').textContent = 'Retake ' + c.name + ' with a change';
+    $('edit-prompt').value = typeof c.prompt === 'string' ? c.prompt : '';
+    $('edit-fields').value = '{}'; $('edit-diff').textContent = ''; checked = null;
+    $('edit').hidden = false; $('edit-prompt').focus();
+  }
+  function editChanges(){
+    const c = clips[cur], changes = JSON.parse($('edit-fields').value || '{}');
+    if (typeof changes !== 'object' || changes === null || Array.isArray(changes)) throw new Error('other fields: a JSON object');
+    if ($('edit-prompt').value !== (c.prompt || '')) changes.prompt = $('edit-prompt').value;
+    return changes;
+  }
+  async function checkEdit(){
+    const c = clips[cur], box = $('edit-diff');
+    let changes;
+    try { changes = editChanges(); } catch (e) { box.textContent = e.message; box.className = 'diff error'; return; }
+    const key = JSON.stringify(changes);
+    if (checked === key) {  // checked and shown: record it
+      $('edit').hidden = true;
+      await send([{job: c.id, changes: changes}], c.name + ': retake with a change', [state(c)]);
+      return;
+    }
+    try {
+      const doc = await api('/api/decide', {changes: [{job: c.id, changes: changes}], dry: true});
+      box.textContent = ''; box.className = 'diff';
+      const diff = doc.diffs[String(c.id)] || [];
+      if (!diff.length) box.append(el('div', {}, 'no change: the same request again'));
+      for (const d of diff) {
+        box.append(el('div', {}, d.field + ':'));
+        box.append(el('div', {class: 'was'}, '- ' + JSON.stringify(d.was)));
+        box.append(el('div', {class: 'now'}, '+ ' + JSON.stringify(d.now)));
+      }
+      box.append(el('div', {class: 'muted'}, 'Enter again to mark it retake with this change.'));
+      checked = key;
+      document.body.setAttribute('data-edit-checked', String(Date.now()));
+    } catch (e) { box.textContent = e.message; box.className = 'diff error'; checked = null;
+      document.body.setAttribute('data-edit-checked', 'error'); }
+  }
+  for (const id of ['edit-prompt', 'edit-fields']) $(id).addEventListener('keydown', ev => {
+    if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); checkEdit(); }
+    else if (ev.key === 'Escape') { ev.preventDefault(); $('edit').hidden = true; }
+    ev.stopPropagation();
+  });
   function help(show){ $('help').hidden = show === undefined ? !$('help').hidden : !show; }
   $('help-button').addEventListener('click', () => help());
   $('help').addEventListener('click', () => help(false));
@@ -215,6 +262,7 @@
       k: () => next(-1), ArrowUp: () => next(-1), ArrowLeft: () => next(-1),
       ' ': play, l: () => { loop = !loop; const v = video(); if (v) v.loop = loop; decorate(clips[cur]); say('loop ' + (loop ? 'on' : 'off')); },
       a: () => decide('approve'), r: () => decide('retake'), x: () => decide('reject'), n: openNote, u: doUndo,
+      e: openEdit,
       '/': () => $('f-q').focus(),
     };
     if (keys[lower]) { ev.preventDefault(); keys[lower](); return; }
