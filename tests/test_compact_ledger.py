@@ -220,9 +220,9 @@ def _ledger_at_0008(url: str) -> list[dict]:
 
 
 def _at_0008(row: dict | None) -> dict:
-    """A job row without the columns later migrations added (0011: priority)."""
+    """A job row without the columns later migrations added (0011: priority, 0012: retake_of)."""
     assert row is not None
-    return {k: v for k, v in row.items() if k != "priority"}
+    return {k: v for k, v in row.items() if k not in ("priority", "retake_of")}
 
 
 def _same_as_before(led: Ledger, before: list[dict]) -> None:
@@ -230,6 +230,7 @@ def _same_as_before(led: Ledger, before: list[dict]) -> None:
     for old, row in zip(before, exported, strict=True):
         assert _at_0008(row) == old  # every column, the request's exact text, hex key and sha256
         assert row["priority"] == 0  # 0011: every job recorded before priorities has the default
+        assert row["retake_of"] is None  # 0012: no job recorded before retakes is one
         assert all(_at_0008(led.job(ref)) == old for ref in (old["id"], old["key"][:10], old["task_id"]))
     assert [j["request"] for j in led.manifest_members("/m.yaml")] == REQUESTS_0009
     assert [j["name"] for j in led.manifest_members("/other.yaml")] == ["j2", "j5"]

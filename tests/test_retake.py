@@ -88,7 +88,7 @@ def _round_trip_0012(url: str, monkeypatch) -> None:
     from sqlalchemy import inspect, text
 
     from batchgen.jobs import Job
-    from batchgen.ledger import _migrations_dir, make_engine
+    from batchgen.ledger import migrations_dir, make_engine
 
     led = Ledger(url)
     run = led.start_run("/m.yaml", "0" * 64, {}, 2)
@@ -103,7 +103,7 @@ def _round_trip_0012(url: str, monkeypatch) -> None:
     led.close()
     monkeypatch.setenv("BATCHGEN_LEDGER", url)
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     command.downgrade(cfg, "0011")
     engine = make_engine(url)
     with engine.connect() as c:
