@@ -43,6 +43,7 @@ class RunMetrics:
     delivered: int | None = None
     undelivered: int | None = None
     models: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # model → (in flight, limit)
+    breakers: dict[str, str] = field(default_factory=dict)  # model → why its breaker is open
 
 
 def write(path: Path, m: RunMetrics) -> None:
@@ -91,6 +92,10 @@ def write(path: Path, m: RunMetrics) -> None:
             flying.labels(m.manifest, model).set(n)
             if lim is not None:
                 limit.labels(m.manifest, model).set(lim)
+    breaker = Gauge("batchgen_model_breaker_open", "1 while the model's breaker is open (no new task but a probe)",
+                    ["manifest", "model"], registry=reg)
+    for model in sorted(set(m.models) | set(m.breakers)):
+        breaker.labels(m.manifest, model).set(1 if model in m.breakers else 0)
     gauge("batchgen_metrics_updated_timestamp_seconds", "When this file was written", time.time())
     # node_exporter reads the folder on every scrape: the file only ever appears whole. Not
     # fsynced — it is rewritten every few seconds and a crash loses nothing but a sample. The

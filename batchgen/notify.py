@@ -71,6 +71,8 @@ def compose(summary: dict[str, Any], *, ledger: str, report: str | None = None,
             lines.append(f"  permanent: {j['name']} ({j['error']}) — {j['fix']}")
         if len(permanent) > 5:
             lines.append(f"  … {len(permanent) - 5} more permanent failures (batchgen export)")
+    for model, why in (summary.get("breakers") or {}).items():
+        lines.append(f"BREAKER OPEN for {model}: {why} — its new tasks stopped (one probe after each cool-off); its queued jobs wait")
     d = summary.get("delivery") or {}
     if d:
         lines.append(f"delivered to {d['destination']}: {d['delivered']} clip(s), {d['undelivered']} not yet"

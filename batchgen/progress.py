@@ -31,6 +31,7 @@ class Snapshot:
     undelivered: int = 0
     # model → (tasks in flight, its limit or None): models in flight or limited (limits.Slots)
     models: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    breakers: dict[str, str] = field(default_factory=dict)  # model → its breaker's state and why (opened tonight)
 
     @property
     def remaining(self) -> int:
@@ -58,7 +59,8 @@ class Snapshot:
                 "in_flight": self.in_flight, "eta_s": None if eta is None else round(eta),
                 **({"delivered": self.delivered, "undelivered": self.undelivered} if self.delivered is not None else {}),
                 **({"models": {m: {"in_flight": n, "limit": lim} for m, (n, lim) in self.models.items()}}
-                   if self.models else {})}
+                   if self.models else {}),
+                **({"breakers": self.breakers} if self.breakers else {})}
 
 
 def console(file: IO[str] | None = None) -> Any:
@@ -108,13 +110,17 @@ def per_model(snap: Snapshot) -> str:
     return ", ".join(f"{m} {n}/{lim}" if lim is not None else f"{m} {n}" for m, (n, lim) in snap.models.items())
 
 
+def _breakers(snap: Snapshot) -> str:
+    return "".join(f" | BREAKER {m} {state}" for m, state in snap.breakers.items())
+
+
 def line(snap: Snapshot) -> str:
     d = snap.as_dict()
     states = " ".join(f"{k}={v}" for k, v in d["states"].items() if v)
     return (f"{d['elapsed_s']:.0f}s {states} | {d['jobs_per_min']} jobs/min, "
             f"{_requests(snap)}, 429s={d['throttled']}, credits={plain(d['credits'])}, "
             f"ETA {_fmt_eta(snap.eta_seconds())}" + _delivery(snap)
-            + (f" | in flight by model: {per_model(snap)}" if snap.models else ""))
+            + (f" | in flight by model: {per_model(snap)}" if snap.models else "") + _breakers(snap))
 
 
 class Display:
@@ -180,5 +186,5 @@ class Display:
         t.add_row(*cells)
         t.caption = (f"{d['jobs_per_min']} jobs/min · {_requests(snap)} · "
                      f"429s {d['throttled']} · credits {plain(d['credits'])} · ETA {_fmt_eta(snap.eta_seconds())}"
-                     + (f"\nin flight by model: {per_model(snap)}" if snap.models else ""))
+                     + (f"\nin flight by model: {per_model(snap)}" if snap.models else "") + _breakers(snap))
         return t

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from . import logs
 from .client import Api
 from .failures import classify
+from .gate import Gate
 from .feed import Feed
 from .jobs import JobRow, JobState
 from .ledger import Scope, Writer
-from .limits import Slots
 from .pipeline import ApiWatch, Checker, Context, Deliverer, Fetcher, LiveJob, Poller, RunOptions, Submitter, track
 from .pipeline.moves import POLLED
 from .progress import Display, Snapshot
@@ -57,7 +57,8 @@ class Scheduler:
                                self.checker.start if opts.verify else self.deliverer.start)
         self._started = time.monotonic()
         self._inflight = 0  # tasks holding a render slot (see _free_slot)
-        self.slots = Slots(opts.limits)  # the same, per model, against --limit / `limits:`
+        self.gate = Gate(opts)  # per model: limits (the slots again) and breakers
+        self.slots, self.breakers = self.gate.slots, self.gate.breakers
         self._frees = 0  # slots freed so far: a wait for one never misses one freed meanwhile
         self._slot_freed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,9 +127,11 @@ class Scheduler:
         while True:
             if job.state == S.QUEUED:
                 if not await self.submitter.submit(job):
+                    self.gate.no_task(job)
                     return
             if job.state in POLLED:
                 await self.poller.follow(job)
+                self._verdict(job)
             if job.state == S.COMPLETED:
                 self._free_slot(job)
                 await self.fetcher.fetch(job)
@@ -136,14 +139,20 @@ class Scheduler:
             if not await self._render_again(job):
                 return
 
+    def _verdict(self, job: LiveJob) -> None:
+        msg = self.gate.verdict(job)
+        if msg:
+            self.log(msg)
+
     async def _render_again(self, job: LiveJob) -> bool:
         """Whether ``job`` goes back to the submit stage tonight: only a task the API answered
         as failed with a retryable code (never an ambiguous create: that is in doubt, never
         failed; never a permanent failure: the request itself is refused)."""
         opts = self.opts
         if (job.state != S.FAILED or classify(job.error_code) != "retryable" or job.render_retries >= opts.render_retries
-                or not self.ctx.submitting):
+                or not self.ctx.submitting or not self.gate.may_start(job.model)):
             return False
+        self.gate.starting(job)
         return await self.ctx.moves.render_again(
             job, f"--render-retries: {job.error_code}, rendering again ({job.render_retries + 1} of "
                  f"{opts.render_retries})")
@@ -169,17 +178,25 @@ class Scheduler:
             if not self.ctx.submitting:
                 return
             frees = self._frees
-            row = await feed.take(self.slots.allows)
+            row = await feed.take(self.gate.may_start)
             if row is None:
                 if feed.exhausted:
                     return
-                # Every model with jobs left is at its limit: wait for one of its tasks to end
-                # (unless one ended while the feed read its pages).
+                # Every model with jobs left is at its limit or its breaker is open: wait for a
+                # task to end (unless one ended while the feed read its pages) or for a probe.
+                probe_in = self.gate.next_probe_in()
+                if not self._inflight and probe_in is None:
+                    return  # only models whose breaker gave up are left: their jobs stay queued
                 if frees == self._frees:
                     self._slot_freed.clear()
-                    await self._slot_freed.wait()
+                    try:
+                        await asyncio.wait_for(self._slot_freed.wait(), probe_in)
+                    except asyncio.TimeoutError:
+                        pass
                 continue
-            self._spawn(LiveJob.from_row(row))
+            job = LiveJob.from_row(row)
+            self.gate.starting(job)
+            self._spawn(job)
 
     async def _feed_claims(self, scope: Scope) -> None:
         """Cooperative ledger: lease queued jobs as slots free up (never more than can start now,
@@ -286,4 +303,5 @@ class Scheduler:
                         requests_last_minute=budget.last_minute(), budget_rpm=budget.current_rpm,
                         throttled=budget.throttled, credits=ctx.credits_seen, in_flight=self._inflight,
                         delivered=self.deliverer.delivered if self.opts.deliver is not None else None,
-                        undelivered=self.deliverer.undelivered, models=self.slots.view())
+                        undelivered=self.deliverer.undelivered, models=self.slots.view(),
+                        breakers=self.breakers.view(now))

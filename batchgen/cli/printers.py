@@ -124,6 +124,8 @@ def print_result(r: RunResult, as_json: bool) -> None:
                  + (f" — permanent: {change}" if change else ""))
     if len(r.failed) > 20:
         echo_err(f"  … {len(r.failed) - 20} more failed (batchgen export)")
+    for model, why in r.breakers.items():
+        echo_err(f"  BREAKER OPEN {model}: {why} — its queued jobs wait for the next run")
     if r.verified:
         echo_err("  verified clips: " + "  ".join(f"{k}={v}" for k, v in sorted(r.verified.items())))
     for j in r.not_as_asked[:20]:

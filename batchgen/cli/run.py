@@ -89,6 +89,12 @@ def _limits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
                    "(generation_failed, service_error, generation_timeout, resource_exhausted…), up to N times. "
                    "Each is a new paid task, within --max-credits. Permanent failures (content policy, invalid "
                    "parameters, input images) and creates in doubt are never retried.")
+@click.option("--breaker/--no-breaker", default=True, show_default=True,
+              help="A breaker per model: when 5 of its tasks fail in a row, or half of its last 20, no new task "
+                   "of that model for --breaker-cooloff, then one probe (the other models go on).")
+@click.option("--breaker-cooloff", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+              help="Seconds an open breaker waits before its probe task; after 3 failed probes the model's jobs "
+                   "stay queued for the next run (exit 1).")
 @click.option("--max-credits", type=click.FloatRange(min=0), default=None,
               help="Stop submitting before this run's estimated credits (price table) would pass N.")
 @click.option("--limit", "limit_opts", multiple=True, metavar="MODEL=N", callback=_limits,
@@ -140,7 +146,8 @@ def _limits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @models_option
 def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None, concurrency: int, rpm: float,
         poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
-        render_retries: int, limit_opts: dict[str, int], prices: Path | None, simulate: bool, sim_set: tuple[str, ...],
+        render_retries: int, breaker: bool, breaker_cooloff: float, limit_opts: dict[str, int], prices: Path | None,
+        simulate: bool, sim_set: tuple[str, ...],
         as_json: bool, quiet: bool,
         progress_every: float, log_format: str, log_file: Path | None, heartbeat: float,
         lease_timeout: float, outage_window: float, verify: bool, on_mismatch: str, pictures: bool,
@@ -177,7 +184,9 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
                                  "would be taken for dead", param_hint="--lease-timeout")
     opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
-                      max_credits=max_credits, render_retries=render_retries, limits=limit_opts, prices=load_prices(prices), heartbeat=heartbeat, lease=lease_timeout,
+                      max_credits=max_credits, render_retries=render_retries, limits=limit_opts,
+                      breaker=breaker, breaker_cooloff=breaker_cooloff, prices=load_prices(prices), heartbeat=heartbeat,
+                      lease=lease_timeout,
                       outage_window=outage_window, verify=verify, on_mismatch=on_mismatch, pictures=pictures,
                       prune_local=prune_local, metrics_file=metrics_file, metrics_every=progress_every)
     if no_deliver and (deliver_to or prune_local):

@@ -166,6 +166,7 @@ class Ledger:
     jobs_in_state = _Forward("reads", Reads.jobs_in_state)
     queued_page = _Forward("reads", Reads.queued_page)
     queued_models = _Forward("reads", Reads.queued_models)
+    queued_count = _Forward("reads", Reads.queued_count)
     active_jobs = _Forward("reads", Reads.active_jobs)
     unfinished = _Forward("reads", Reads.unfinished)
     expiring = _Forward("reads", Reads.expiring)

@@ -59,6 +59,11 @@ class Reads(Room):
             q = select(jobs.c.model).where(jobs.c.run_id == run_id, jobs.c.state == S.QUEUED).distinct()
             return sorted(m for (m,) in c.execute(q))
 
+    def queued_count(self, run_id: int, model: str) -> int:
+        with self._read() as c:
+            return int(c.execute(select(func.count()).select_from(jobs).where(
+                jobs.c.run_id == run_id, jobs.c.model == model, jobs.c.state == S.QUEUED)).scalar() or 0)
+
     def queued_page(self, run_id: int, model: str, after: tuple[int, int] | None, limit: int) -> list[JobRow]:
         """The next ``limit`` queued jobs of ``model`` in this run after ``after`` (the
         (priority, seq) of the last one read; None from the start): highest priority first,

@@ -44,6 +44,8 @@ class RunOptions:
     retry_base: float = 1.0  # seconds: base of the jittered exponential backoff of create/download retries
     retry_failed: bool = False
     max_attempts: int = 3  # creates per job, for --retry-failed
+    breaker: bool = True  # a breaker per model (breaker.py)
+    breaker_cooloff: float = 300.0  # seconds an open breaker waits before its probe
     render_retries: int = 0  # a task the provider failed for a retryable reason: created again tonight, N times
     max_credits: float | None = None  # stop submitting before this run's estimated spend passes it
     prices: PriceTable = field(default_factory=PriceTable.load)

@@ -54,6 +54,7 @@ class RunResult:
     started_at: float = 0.0  # wall clock
     credits_at_risk: float = 0.0  # estimated credits of in-doubt jobs
     expiring: int = 0  # completed results not downloaded yet (their URL expires 24 h after completion)
+    breakers: dict[str, str] = field(default_factory=dict)  # model → why its breaker is open at the end
 
     @property
     def ok(self) -> bool:
@@ -75,7 +76,7 @@ class RunResult:
                             "message": j["error_message"], "class": classify(j["error_code"]),
                             "fix": fix(j["error_code"], j["request"])} for j in self.failed],
                 "manifest": self.manifest, "credits_at_risk": round(self.credits_at_risk, 4),
-                "expiring": self.expiring, "delivery": self.delivery}
+                "expiring": self.expiring, "delivery": self.delivery, "breakers": self.breakers}
 
 
 async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api, stop: asyncio.Event,
@@ -113,6 +114,14 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
         verdict = sched.ctx  # the run-wide verdicts (halt code, unfinished, reason)
         if verdict.halt_code is not None:
             code = verdict.halt_code
+        elif (active_left and active_left == counts.get(S.QUEUED) and not verdict.unfinished and not coop
+              and set(await w.call(ledger.queued_models, prepared.run_id)) <= set(sched.breakers.open_models())):
+            # Only jobs of models whose breaker is open are left: not a stop but a failure of
+            # those models tonight (their jobs stay queued for the next run).
+            code = EXIT_FAILED
+            held = [f"breaker open for {m}: {why}; its {await w.call(ledger.queued_count, prepared.run_id, m)} "
+                    "queued job(s) wait for the next run" for m, why in sched.breakers.open_models().items()]
+            verdict.reason = "; ".join(held)
         elif active_left or verdict.unfinished:
             code = EXIT_UNFINISHED
             verdict.reason = verdict.reason or ("stopped by signal" if stop.is_set() else "some jobs are unfinished")
@@ -141,7 +150,7 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
                          credits_reserved=verdict.credits_seen, verified=verified, not_as_asked=wrong,
                          delivery=delivery, manifest=prepared.manifest, started_at=prepared.started_at,
                          credits_at_risk=sum(opts.prices.estimate(json.loads(j["request"])) or 0.0 for j in in_doubt),
-                         expiring=counts.get(S.COMPLETED, 0))
+                         expiring=counts.get(S.COMPLETED, 0), breakers=sched.breakers.open_models())
         if opts.metrics_file is not None:
             last_ok = await w.call(ledger.last_success, prepared.manifest)
             await asyncio.to_thread(_write_metrics, opts.metrics_file, _final_metrics(result, opts, last_ok))
@@ -158,7 +167,8 @@ def _live_metrics(sched: Scheduler, prepared: Prepared, opts: RunOptions,
         credits_estimated=sched.submitter.committed_credits, max_credits=opts.max_credits,
         in_doubt=snap.states.get(S.IN_DOUBT, 0), verified=dict(sched.checker.verified),
         delivered=delivery["delivered"] if opts.deliver is not None else None,
-        undelivered=delivery["undelivered"] if opts.deliver is not None else None, models=dict(snap.models))
+        undelivered=delivery["undelivered"] if opts.deliver is not None else None, models=dict(snap.models),
+        breakers=sched.breakers.open_models())
 
 
 def _final_metrics(r: RunResult, opts: RunOptions, last_success: float | None) -> metrics.RunMetrics:
@@ -167,7 +177,7 @@ def _final_metrics(r: RunResult, opts: RunOptions, last_success: float | None) -
         requests=r.requests, polls=r.polls, throttled=r.throttled, credits_reserved=r.credits_reserved,
         credits_estimated=r.credits_estimated, max_credits=opts.max_credits, in_doubt=len(r.in_doubt),
         exit_code=r.exit_code, finished_at=time.time(), last_success=last_success, verified=dict(r.verified),
-        delivered=r.delivery.get("delivered"), undelivered=r.delivery.get("undelivered"))
+        delivered=r.delivery.get("delivered"), undelivered=r.delivery.get("undelivered"), breakers=dict(r.breakers))
 
 
 _metrics_failing: set[Path] = set()

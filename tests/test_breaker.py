@@ -1,0 +1,85 @@
+"""Issue 30 (d): a breaker per model — a model failing upstream stops being paid for (one probe
+after each cool-off, at most three), the other models go on, and the run says which and why."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from batchgen.breaker import IN_A_ROW, MAX_PROBES, WINDOW, Breakers
+from batchgen.metrics import RunMetrics, write
+from batchgen.notify import compose
+from batchgen.progress import Snapshot, line
+from conftest import run_args, run_cli
+
+A, B = "grok-imagine-text-to-video", "happyhorse-1.0-text-to-video"
+
+
+def test_five_failures_in_a_row_open_it_and_a_probe_after_the_cooloff_decides():
+    br = Breakers(cooloff=10)
+    for i in range(IN_A_ROW - 1):
+        assert br.record(A, True, "service_error", now=i) is None
+    msg = br.record(A, True, "service_error", now=5)
+    assert msg and "breaker OPEN for grok-imagine-text-to-video: 5 failures in a row (service_error ×5)" in msg
+    assert not br.allows(A, now=14) and br.allows(B, now=14)  # the other models go on
+    assert br.allows(A, now=15)  # the cool-off is over: one probe
+    br.started(A)
+    assert not br.allows(A, now=16)  # only one
+    assert br.record(A, False, None, now=20) is None  # it worked: closed
+    assert br.allows(A, now=20) and br.open_models() == {}
+
+
+def test_half_of_the_last_twenty_failing_opens_it_and_failed_probes_give_up():
+    br = Breakers(cooloff=1)
+    outcomes = [i % 2 == 0 for i in range(WINDOW)]  # alternating: never 5 in a row
+    msgs = [br.record(A, f, "generation_failed" if f else None, now=0) for f in outcomes]
+    assert msgs[:-1] == [None] * (WINDOW - 1) and "10 of its last 20 tasks failed" in msgs[-1]
+    now = 1.0
+    for probe in range(1, MAX_PROBES + 1):
+        assert br.allows(A, now)
+        br.started(A)
+        assert "stays open" in br.record(A, True, "service_error", now)
+        now += 1
+    assert not br.allows(A, now + 100) and br.next_probe_in(now) is None  # given up for tonight
+    assert "given up" in br.view(now)[A]
+
+
+def test_the_display_and_the_metrics_show_an_open_breaker(tmp_path):
+    snap = Snapshot(states={}, elapsed=5, breakers={A: "open: 5 failures in a row (service_error ×5), probe in 3 s"})
+    assert "BREAKER grok-imagine-text-to-video open: 5 failures in a row" in line(snap)
+    write(tmp_path / "m.prom", RunMetrics(manifest="n", run_id=1, running=True, started_at=0,
+                                           models={A: (0, None), B: (2, None)}, breakers={A: "why"}))
+    text = (tmp_path / "m.prom").read_text()
+    assert f'batchgen_model_breaker_open{{manifest="n",model="{A}"}} 1.0' in text
+    assert f'batchgen_model_breaker_open{{manifest="n",model="{B}"}} 0.0' in text
+
+
+def _creates_after(db: Path, model: str, at: float) -> int:
+    with sqlite3.connect(db) as c:
+        return c.execute("SELECT count(*) FROM events e JOIN jobs j ON j.id = e.job_id WHERE j.model = ? AND "
+                         "e.to_state = 'submitting' AND e.at > ?", (model, at)).fetchone()[0]
+
+
+def test_a_broken_model_stops_being_paid_for_while_the_others_finish(sim_factory, tmp_path):
+    sim = sim_factory(model_faults=f"{A}=1@0", render_min=0.1, render_max=0.2)
+    rows = [f"a{i},{A},clip a{i},1" for i in range(30)] + [f"b{i},{B},clip b{i},3" for i in range(12)]
+    (tmp_path / "m.csv").write_text("name,model,prompt,duration\n" + "\n".join(rows) + "\n")
+    r = run_cli(run_args(sim, tmp_path / "m.csv", tmp_path, "--breaker-cooloff", "0.5", "--concurrency", "4",
+                         "--json"))
+    assert r.exit_code == 1, r.output
+    summary = json.loads(r.stdout)
+    assert list(summary["breakers"]) == [A] and "failures in a row (service_error" in summary["breakers"][A]
+    assert "breaker open for grok-imagine-text-to-video" in summary["reason"]
+    db = tmp_path / "l.db"
+    with sqlite3.connect(db) as c:
+        states = dict(c.execute("SELECT model || ':' || state, count(*) FROM jobs GROUP BY 1").fetchall())
+        tripped = c.execute("SELECT min(at) FROM events WHERE to_state = 'failed'").fetchone()[0]
+        # the breaker opened at the fifth failure's verdict
+        fifth = c.execute("SELECT at FROM events WHERE to_state = 'failed' ORDER BY at LIMIT 1 OFFSET 4").fetchone()[0]
+    assert states[f"{B}:done"] == 12  # the other model finished as if nothing happened
+    assert states.get(f"{A}:queued", 0) > 0 and tripped is not None
+    assert _creates_after(db, A, fifth) <= MAX_PROBES  # after it opened: the probes only
+    assert len(sim.truth()["creates"]) < 30 + 12
+    title, body, _ = compose(summary, ledger="l.db")
+    assert f"BREAKER OPEN for {A}" in body
