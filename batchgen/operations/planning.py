@@ -65,6 +65,7 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
                 classify()
         m.check()
         classify()
+        retakes = None if led is None else retakes_of_manifest(led, str(m.path.resolve()), table)
     per: list[dict[str, Any]] = [
         {"model": mo, "resolution": r, "jobs": jobs_by[(mo, r)], "seconds": seconds[(mo, r)],
          "credits_estimated": None if credits[(mo, r)] is None else round(credits[(mo, r)] or 0.0, 4)}
@@ -74,10 +75,9 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
         "manifest": str(manifest), "jobs": sum(buckets.values()), "states": buckets, "video": per,
         "to_submit": buckets["new"] + buckets["queued"], "credits_estimated_total": round(total, 4),
         "credits_unit": table.unit, "prices": table.source, "warnings": list(m.warnings)}
-    if compare and ledger_error is None:
-        with open_ledger(ledger, readonly=True) as led2:
-            doc["retakes"] = retakes_of_manifest(led2, str(Path(manifest).resolve()), table)
-        doc["to_submit"] += doc["retakes"]["queued"]
+    if retakes is not None:
+        doc["retakes"] = retakes
+        doc["to_submit"] += retakes["queued"]
     if explain:
         doc["explain"] = [{"key": short_key(k), "name": n, "row": src, "output": out, "action": a, "reason": r}
                           for k, n, src, out, j in rows for a, r in [why(j)]]
@@ -104,6 +104,7 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
     credits: the last expansion's total, this one's, the delta, and tonight's spend (the jobs a
     plain run would submit: new or queued). Sends nothing, records nothing."""
     old: list[JobRow] | None = None
+    retakes: dict[str, Any] = {"queued": 0, "marked": 0, "credits": 0.0}
     known: dict[str, dict[str, Any]] = {}
     last_run: dict[str, Any] | None = None
     with ledger_to_compare(ledger) as led:  # before the expansion, as in `plan`
@@ -117,6 +118,7 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
             old = led.manifest_members(path)
             known = led.states_by_key([j.key for j in new])
             last_run = led.last_run_of(path)
+            retakes = retakes_of_manifest(led, path, table)
     old = old or []
     new_keys = {j.key for j in new}
     old_by_key = {j["key"]: j for j in old}
@@ -157,11 +159,7 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
                 "state": j["state"], "credits": est(json.loads(j["request"]))} for j in gone.values()]
     last_total = sum(e or 0.0 for e in (est(json.loads(j["request"])) for j in old))
     new_total = sum(e or 0.0 for e in (est(j.request) for j in new))
-    retakes = {"queued": 0, "marked": 0, "credits": 0.0}
-    if isinstance(ledger, Ledger) or ledger_exists(ledger):
-        with open_ledger(ledger, readonly=True) as led:
-            retakes = retakes_of_manifest(led, path, table)
-        tonight += retakes["credits"]
+    tonight += retakes["credits"]
     return {
         "manifest": str(manifest), "last_run": last_run, "known": bool(old), "retakes": retakes,
         "added": added, "removed": removed, "changed": changed, "unchanged": unchanged,
