@@ -69,6 +69,20 @@ def deliver(led: Ledger, *, to: str | None = None, scope: Scope | None = None,
         led.owe_delivery(scope, str(store_mod.Destination.parse(to)))
     rows = led.undelivered(scope, verified_only=False)
     out = DeliveryOutcome()
+    stores: dict[str, store_mod.Store] = {}
+
+    def checked(dest: str) -> store_mod.Store:
+        if dest not in stores:
+            store = opener(dest)
+            store.check()  # credentials and bucket, once per destination, before any upload
+            stores[dest] = store
+        return stores[dest]
+
+    # Every destination is checked before the slow part (reading back clips never verified):
+    # a refusing bucket is said at once, not after an hour of verification.
+    for dest in sorted({j["deliver_to"] for j in rows
+                        if j["deliver_to"] and j["verify"] not in (media.MISSING, media.CHANGED)}):
+        checked(dest)
     if verify:
         fresh = [j for j in rows if j["verify"] is None]
         if fresh:
@@ -83,8 +97,7 @@ def deliver(led: Ledger, *, to: str | None = None, scope: Scope | None = None,
             assert j["deliver_to"] is not None
             by_dest[j["deliver_to"]].append(j)
     for dest, todo in by_dest.items():
-        store = opener(dest)
-        store.check()  # credentials and bucket, once per destination, before any upload
+        store = checked(dest)
         log(f"delivering {len(todo)} clip(s) to {dest}")
         with ThreadPoolExecutor(max(1, threads), thread_name_prefix="deliver") as pool:
             futures = [(j, pool.submit(store_mod.deliver_clip, store, j["output"], Path(j["output_path"] or ""),

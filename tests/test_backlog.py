@@ -216,3 +216,25 @@ def test_start_of_run_sweeps_page_through_what_earlier_runs_left(sim_factory, s3
     assert (out["delivery"]["delivered"], out["delivery"]["delivered_now"], out["delivery"]["undelivered"]) == (7, 7, 0)
     _assert_delivered(s3, tmp_path, 7)
     assert len(sim.truth()["creates"]) == 7
+
+
+def test_a_refusing_destination_is_said_before_any_clip_is_verified(sim_factory, s3, tmp_path):
+    """Fast feedback before slow work (issue 28): `batchgen deliver` checks every destination
+    (credentials, bucket) before it reads back the clips never verified, so wrong credentials
+    are said at once and nothing is verified, recorded or uploaded."""
+    sim = sim_factory(seed=34)
+    m = tmp_path / "m.yaml"
+    m.write_text(TWO)
+    assert run_cli(run_args(sim, m, tmp_path, "--no-verify", "--no-deliver")).exit_code == 0
+    assert {row["verify"] for row in _ledger_rows(tmp_path)} == {None}  # owed to DEST, never verified
+    led = ["--ledger", str(tmp_path / "l.db")]
+    r = run_cli(["deliver", *led], **s3.env(AWS_SECRET_ACCESS_KEY="wrong-secret"))
+    assert r.exit_code == 8 and "403" in r.output and "verifying" not in r.output, r.output
+    rows = _ledger_rows(tmp_path)
+    assert {row["verify"] for row in rows} == {None} and not any(row["delivered_url"] for row in rows)
+    assert s3.objects() == {}
+    # with the right credentials the same command verifies, then delivers
+    r = run_cli(["deliver", *led, "--json"], **s3.env())
+    assert r.exit_code == 0, r.output
+    assert {row["verify"] for row in _ledger_rows(tmp_path)} == {"ok"}
+    _assert_delivered(s3, tmp_path, 2)

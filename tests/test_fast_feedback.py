@@ -87,3 +87,11 @@ def test_a_manifest_that_cannot_be_read_is_never_opened_when_the_ledger_is_wrong
     r = subprocess.run([sys.executable, "-m", "batchgen", "plan", str(fifo), "--ledger", str(tmp_path / "missing.db")],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 2 and "no ledger at" in r.stderr, r.stderr
+
+
+def test_options_that_do_not_go_together_are_refused_before_anything_is_read(tmp_path):
+    m = tmp_path / "bad.csv"
+    m.write_text(BAD_CSV)
+    r = run_cli(["plan", str(m), "--diff", "--explain", "--ledger", str(tmp_path / "missing.db")])
+    assert r.exit_code == 2 and "--explain" in r.output and "--diff" in r.output, r.output
+    assert "no ledger" not in r.output and "no-such-model" not in r.output

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import UsageError
 from .handler import Command, json_mode
 from .options import (
     done, format_options, load_prices, models_option, prices_option, quiet_option, read_ledger_options,
@@ -21,7 +22,7 @@ from .printers import print_diff, print_json, print_plan, print_status, print_ve
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @read_ledger_options
 @prices_option
-@click.option("--explain", is_flag=True, help="One line per job: what a run would do with it, and why.")
+@click.option("--explain", is_flag=True, help="One line per job: what a run would do with it, and why (not with --diff).")
 @click.option("--diff", "show_diff", is_flag=True,
               help="Instead: what changed since the ledger last ran MANIFEST, with the credit delta (batchgen diff).")
 @models_option
@@ -35,6 +36,8 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool,
     table: placeholders unless you pass --prices). Exit code 2 when the manifest is invalid."""
     from .. import operations
 
+    if show_diff and explain:  # said before anything is read, not silently ignored
+        raise UsageError("--explain lists what a run would do with each job; it does not go with --diff")
     cat = operations.catalog(models_file)
     if show_diff:
         print_diff(operations.diff(manifest, ledger=ledger, prices=load_prices(prices), catalog=cat), manifest, as_json)
