@@ -13,6 +13,8 @@ YAML/CSV). The command line maps ``exit_code`` to the process's exit status in o
     │   ├── LedgerMissing         exit 2   a command that only reads named a ledger that does not exist
     │   ├── NotALedger            exit 2   the database is another application's (no batchgen tables)
     │   ├── LedgerOutdated        exit 2   a read-only command found an older (or newer) ledger schema
+    │   ├── LedgerDamaged         exit 7   a SQLite ledger's file is not whole (cut short, overwritten,
+    │   │                                  empty, a write-ahead log of another database): never written to
     │   └── LedgerBusy            exit 5   another run holds this SQLite ledger
     ├── ApiError                  (classified by ErrorClass; a run turns it into job states)
     └── DownloadError             (a result file could not be fetched or failed its checks)
@@ -153,6 +155,13 @@ class LedgerOutdated(LedgerError):
     to run `batchgen db upgrade` (older) or to use a newer batchgen (newer)."""
 
     exit_code = EXIT_USAGE
+
+
+class LedgerDamaged(LedgerError):
+    """A SQLite ledger's file is damaged: cut short, pages overwritten, empty, or a write-ahead
+    log that belongs to another database. Found before anything writes to it (refused, left
+    byte for byte) or when a query reaches a damaged page; the one line names the file and says
+    what to do (restore a backup, or salvage it with the SQLite shell's ``.recover``)."""
 
 
 class LedgerBusy(LedgerError):

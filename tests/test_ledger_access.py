@@ -81,13 +81,21 @@ def test_a_wal_database_of_another_application_gets_no_side_files(tmp_path):
     assert _snapshot(folder) == before
 
 
-def test_an_empty_file_is_not_a_ledger_to_read_but_run_may_start_one(sim, tmp_path):
+def test_an_empty_file_is_refused_by_every_command_run_included(sim, tmp_path):
+    """An empty file is an empty database to SQLite, but never a ledger batchgen made (its first
+    connection writes the header): a ledger that lost everything, or a file made by hand. A run
+    that started a new ledger in it would submit every job again, paid twice where the lost
+    ledger held their task ids (issue 28): every command refuses it (exit 7), unchanged."""
     empty = tmp_path / "l.db"
     empty.touch()
-    for cmd in _read_only_commands(tmp_path, empty):
-        _error(run_cli([*cmd, "--ledger", str(empty)]), 2, "not a batchgen ledger", "no tables")
-    assert empty.stat().st_size == 0
     m = write_csv_manifest(tmp_path / "m.csv", 2)
+    for args in [*([*cmd, "--ledger", str(empty)] for cmd in _every_command(tmp_path)),
+                 run_args(sim, m, tmp_path, "-q")]:  # run_args names tmp_path/l.db too
+        _error(run_cli(args), 7, f"ledger {empty} is empty (0 bytes)", "restore it from a backup", "delete it")
+    assert empty.stat().st_size == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("l.db")) == ["l.db"]
+    assert sim.truth()["creates"] == []
+    empty.unlink()  # what the line says to do when the file was made by hand
     assert run_cli(run_args(sim, m, tmp_path, "-q")).exit_code == 0
 
 

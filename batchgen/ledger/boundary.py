@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
@@ -16,7 +17,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import LedgerError
+from ..errors import BatchgenError, LedgerError
+from . import sqlitefile
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,17 +28,27 @@ _CAUSES = (
     ("unable to open database file", "cannot open it (missing folder, or no permission)"),
     ("readonly database", "it is read-only"),
     ("database is locked", "it is locked by another process"),
-    ("file is not a database", "it is not a ledger (corrupt, or another kind of file)"),
-    ("database disk image is malformed", "it is corrupt (restore a backup)"),
     ("database or disk is full", "the disk is full"),
     ("disk i/o error", "a disk I/O error"),
 )
 
 
+# SQLite's words for a file that is not whole: answered as ``sqlitefile.damaged`` (what to do).
+_DAMAGE = ("database disk image is malformed", "file is not a database", "could not decode to utf-8")
+# The library errors the boundary translates: SQLAlchemy's, the SQLite driver's when it is called
+# directly (``sqlite_tables``, ``sqlitefile``), and the file system's.
+_DATABASE_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
+
+
+def _text(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    return (getattr(orig, "strerror", None) or str(orig) or type(orig).__name__).splitlines()[0]
+
+
 def _cause(e: BaseException, url: str | None = None) -> str:
     """One line naming what went wrong, in words an operator acts on."""
     orig = getattr(e, "orig", None) or e
-    text = (getattr(orig, "strerror", None) or str(orig) or type(orig).__name__).splitlines()[0]
+    text = _text(e)
     low = text.lower()
     folder = _sqlite_folder(url)
     if folder is not None and ("readonly" in low or "unable to open" in low or "read-only" in low):
@@ -57,29 +69,66 @@ def _sqlite_folder(url: str | None) -> Path | None:
     return Path(make_url(url).database or ".").parent
 
 
+def _sqlite_path(url: str | None) -> Path | None:
+    db = make_url(url).database if url and url.startswith("sqlite:///") else None
+    return Path(db) if db and db != ":memory:" else None
+
+
+def _translate(self: Any, e: BaseException, safe_url: Callable[[Any], str]) -> LedgerError:
+    """The ``LedgerError`` for a database or file-system error ``e`` raised by ``self``'s method."""
+    url = getattr(self, "url", None)
+    path = _sqlite_path(url)
+    if any(needle in _text(e).lower() for needle in _DAMAGE):
+        # Found by a query, after the open's checks passed: the file may have changed since.
+        return sqlitefile.damaged(path or safe_url(self), _text(e), unchanged=False)
+    return LedgerError(f"ledger {safe_url(self)}: {_cause(e, url)}")
+
+
+def _diagnosed(self: Any, e: Exception) -> LedgerError | None:
+    """For an error that is not a database error (a value a damaged page made that no column can
+    hold): ``LedgerDamaged`` when SQLite finds the ledger's file damaged, else None (the error
+    is a bug of batchgen's and goes on as it is). Costs a quick_check, on this path only."""
+    path = _sqlite_path(getattr(self, "url", None))
+    if isinstance(e, BatchgenError) or path is None or not path.is_file():
+        return None
+    try:
+        problem = sqlitefile.quick_check(path)
+    except OSError:
+        return None
+    return None if problem is None else sqlitefile.damaged(path, problem, unchanged=False)
+
+
 def _translating(safe_url: Callable[[Any], str], fn: Callable[P, R]) -> Callable[P, R]:
     """``fn`` with SQLAlchemy, driver and OS errors turned into ``LedgerError`` (the one
-    boundary between the database libraries and batchgen, as httpx's ``map_exceptions``).
-    Generator methods are translated while they are iterated."""
-
-    def translate(self: Any, e: BaseException) -> LedgerError:
-        return LedgerError(f"ledger {safe_url(self)}: {_cause(e, getattr(self, 'url', None))}")
+    boundary between the database libraries and batchgen, as httpx's ``map_exceptions``), and
+    any other error that a damaged SQLite file explains into ``LedgerDamaged``. Generator
+    methods are translated while they are iterated."""
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*args: P.args, **kwargs: P.kwargs) -> Any:
             try:
                 yield from cast(Iterator[Any], fn(*args, **kwargs))
-            except (SQLAlchemyError, OSError) as e:
-                raise translate(args[0], e) from None
+            except _DATABASE_ERRORS as e:
+                raise _translate(args[0], e, safe_url) from None
+            except Exception as e:
+                found = _diagnosed(args[0], e)
+                if found is None:
+                    raise
+                raise found from None
         return cast(Callable[P, R], gen)
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (SQLAlchemyError, OSError) as e:
-            raise translate(args[0], e) from None
+        except _DATABASE_ERRORS as e:
+            raise _translate(args[0], e, safe_url) from None
+        except Exception as e:
+            found = _diagnosed(args[0], e)
+            if found is None:
+                raise
+            raise found from None
     return wrapper
 
 

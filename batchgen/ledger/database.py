@@ -17,7 +17,9 @@ from sqlalchemy.exc import OperationalError
 
 from ..errors import LedgerBusy, LedgerOutdated, NotALedger
 from .boundary import error_boundary
-from .engine import ledger_url, make_engine, schema_revisions, sqlite_tables, stamped_revision, upgrade
+from .engine import ledger_url, make_engine, schema_revisions, sqlite_file, sqlite_tables, stamped_revision, upgrade
+from .sqlitefile import check as check_file
+from .sqlitefile import stamp
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,6 +44,11 @@ class Database:
         self.url = ledger_url(url, simulated=simulated)
         self._safe_url = make_url(self.url).render_as_string(hide_password=True)
         self.readonly = readonly
+        file = sqlite_file(self.url)
+        if file is not None and file.is_file():  # a FIFO or folder is refused by make_engine, unread
+            # Before any connection: a damaged file is refused unchanged. A command that may write
+            # has every page checked (quick_check), one that only reads the header, size and -wal.
+            check_file(file, whole=not readonly)
         self.engine = make_engine(self.url, create=create, readonly=readonly)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         db = make_url(self.url).database
@@ -53,6 +60,8 @@ class Database:
         self._lock_fd: int | None = None
         try:
             self._check_schema(create=create and not readonly, migrate=migrate and not readonly)
+            if self.path is not None and not readonly:
+                stamp(self.engine)  # ties the file to its write-ahead log from now on (sqlitefile)
         except BaseException:
             self.engine.dispose()
             raise
