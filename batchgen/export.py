@@ -89,17 +89,28 @@ def _same(cell: Any) -> Any:
 
 
 def iter_json(rows: Iterable[JobRow]) -> Iterator[str]:
-    yield "["
-    first = True
+    """The JSON array, streamed. Every chunk ends a line (a row is written once the next one, or
+    the end, is known: its comma or the closing bracket goes with it), so what follows a failure
+    mid-way — the JSON error object of ``--json`` (a damaged ledger page met while streaming) —
+    starts on a line of its own. The bytes are those of the whole array written at once."""
+    yield "[\n"
+    prev: str | None = None
     for j in rows:
-        yield ("\n" if first else ",\n") + json.dumps(to_record(j), ensure_ascii=False)
-        first = False
-    yield "\n]\n"
+        if prev is not None:
+            yield prev + ",\n"
+        prev = json.dumps(to_record(j), ensure_ascii=False)
+    yield ("" if prev is None else prev + "\n") + "]\n"
 
 
 def write_json(rows: Iterable[JobRow], out: IO[str]) -> int:
     n = 0
-    for chunk in iter_json(rows):
+
+    def counted() -> Iterator[JobRow]:
+        nonlocal n
+        for j in rows:
+            n += 1
+            yield j
+
+    for chunk in iter_json(counted()):
         out.write(chunk)
-        n += 1
-    return max(0, n - 2)
+    return n

@@ -2,6 +2,7 @@
 
 * ``engine``      — where the ledger is (``ledger_url``), the engine and its modes, migrations.
 * ``boundary``    — ``error_boundary``: database, driver and OS errors become ``LedgerError``.
+* ``sqlitefile``  — is a SQLite ledger's file whole (header, size, -wal, quick_check), before any connection.
 * ``database``    — ``Database`` (the open ledger, schema check, SQLite writer lock) and ``Room``.
 * ``runs``        — the ``runs`` rows: started, stopped, finished, found dead; what is read of them.
 * ``recording``   — a manifest's jobs written (new ones ``queued``) with their run and membership.

@@ -93,7 +93,7 @@ def _diagnosed(self: Any, e: Exception) -> LedgerError | None:
         return None
     try:
         problem = sqlitefile.quick_check(path)
-    except OSError:
+    except (OSError, sqlite3.Error):  # cannot be read now: nothing to say beyond the error itself
         return None
     return None if problem is None else sqlitefile.damaged(path, problem, unchanged=False)
 

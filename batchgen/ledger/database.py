@@ -19,7 +19,7 @@ from ..errors import LedgerBusy, LedgerOutdated, NotALedger
 from .boundary import error_boundary
 from .engine import ledger_url, make_engine, schema_revisions, sqlite_file, sqlite_tables, stamped_revision, upgrade
 from .sqlitefile import check as check_file
-from .sqlitefile import stamp
+from .sqlitefile import check_pages, stamp
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,9 +46,7 @@ class Database:
         self.readonly = readonly
         file = sqlite_file(self.url)
         if file is not None and file.is_file():  # a FIFO or folder is refused by make_engine, unread
-            # Before any connection: a damaged file is refused unchanged. A command that may write
-            # has every page checked (quick_check), one that only reads the header, size and -wal.
-            check_file(file, whole=not readonly)
+            check_file(file)  # before any connection: a damaged file is refused unchanged (sqlitefile)
         self.engine = make_engine(self.url, create=create, readonly=readonly)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         db = make_url(self.url).database
@@ -85,6 +83,10 @@ class Database:
                 raise NotALedger(f"ledger {self}: not a batchgen ledger ({what}); nothing was changed. Give the "
                                  "ledger `batchgen run` made (--ledger or BATCHGEN_LEDGER)")
             self.created = True
+        if self.path is not None and not self.readonly:
+            # A command that may write has every page checked before its first connection (one
+            # that only reads cannot spread damage, and meets any on the pages it reads).
+            check_pages(self.path)
         with self.engine.connect() as c:
             current = stamped_revision(c) if not self.created else None
             c.rollback()

@@ -48,13 +48,14 @@ APPLICATION_ID = 0x62676C64  # "bgld": a batchgen ledger, in the header's applic
 _WAL_MAGIC = (0x377F0682, 0x377F0683)
 _WAL_VERSION = 3007000
 _HEADER = 100  # bytes of the database header on page 1
+_CORRUPT = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB: the file is not whole (other codes: it cannot be read)
 _IDENTITY = slice(60, 72)  # user_version, incremental-vacuum flag, application_id
 
 
 def advice(path: Path | str) -> str:
     """What to do with a damaged ledger, in one sentence (the runbook's "A damaged ledger")."""
-    return (f"restore it from a backup, or salvage what is left with `sqlite3 {path} .recover | sqlite3 NEW.db` "
-            "and check NEW.db before running on it (runbook: A damaged ledger)")
+    return (f"restore it from a backup, or salvage what is left (`sqlite3 {path} .recover`) and check it before "
+            "running on it (runbook: A damaged ledger)")
 
 
 def damaged(path: Path | str, what: str, *, unchanged: bool = True, todo: str | None = None) -> LedgerDamaged:
@@ -77,11 +78,10 @@ def stamp(engine: Engine) -> None:
             c.exec_driver_sql(f"PRAGMA user_version = {secrets.randbits(31) or 1}")
 
 
-def check(path: Path, *, whole: bool) -> None:
+def check(path: Path) -> None:
     """Raise ``LedgerDamaged`` when the SQLite file at ``path`` (an existing regular file) is
-    not whole: empty, cut short, a header that is not SQLite's or makes no sense, a write-ahead
-    log of another database, and with ``whole`` anything ``PRAGMA quick_check`` finds in its
-    pages. Changes nothing: no connection here can write, and none makes side files for an idle file."""
+    not whole, as its bytes show without SQLite: empty, cut short, a header that is not SQLite's
+    or makes no sense, a write-ahead log of another database. Only reads the file and its log."""
     with open(path, "rb") as f:
         head = f.read(_HEADER)
         size = f.seek(0, 2)
@@ -108,12 +108,19 @@ def check(path: Path, *, whole: bool) -> None:
         # copies page 1 first): with one, the size tells nothing and quick_check decides.
         if (cut := _cut_short(head, size, page_size)) is not None:
             raise damaged(path, cut)
-    if whole and (problem := quick_check(path)) is not None:
-        todo = None
-        if wal is not None and wal.committed:  # the log may be the stranger: the file alone may be whole
-            todo = (f"if {wal_path} came from elsewhere (a ledger copied or restored without its own log), move "
-                    f"it aside and try again; else {advice(path)}")
-        raise damaged(path, problem, todo=todo)
+
+
+def check_pages(path: Path) -> None:
+    """Raise ``LedgerDamaged`` when SQLite's ``quick_check`` finds the file at ``path`` (with its
+    write-ahead log) damaged: for commands that may write, before their first write."""
+    if (problem := quick_check(path)) is None:
+        return
+    wal_path = Path(f"{path}-wal")
+    todo = None
+    if (wal := _read_wal(wal_path)) is not None and wal.committed:  # the log may be the stranger
+        todo = (f"if {wal_path} came from elsewhere (a ledger copied or restored without its own log), move "
+                f"it aside and try again; else {advice(path)}")
+    raise damaged(path, problem, todo=todo)
 
 
 def _page_size(head: bytes) -> int | None:
@@ -201,14 +208,20 @@ def quick_check(path: Path) -> str | None:
     compare indexes with their tables (``integrity_check`` does, ten times slower)."""
     wal = Path(f"{path}-wal")
     live = wal.exists() and wal.stat().st_size > 0
-    uri = f"file:{quote(str(path.absolute()))}?mode=ro" + ("" if live else "&immutable=1")
+    # Never ``immutable``: a run may start on the file meanwhile, and its checkpoint would then
+    # tear what an immutable read sees (a false "malformed"). ``mode=ro`` takes SQLite's locks,
+    # and can write neither the file nor its log (only the -shm index beside them).
+    uri = f"file:{quote(str(path.absolute()))}?mode=ro"
     try:
         con = sqlite3.connect(uri, uri=True, timeout=30)
         try:
             found = [str(r[0]) for r in con.execute("PRAGMA quick_check(3)")]
         finally:
             con.close()
-    except sqlite3.DatabaseError as e:  # the page that says where the others are is itself damaged
+    except sqlite3.DatabaseError as e:
+        if getattr(e, "sqlite_errorcode", 0) & 0xFF not in _CORRUPT:
+            raise  # cannot be read (a read-only file system, a lock): the boundary names it
+        # The page that says where the others are is itself damaged.
         return f"SQLite: {e}" + (f", read with its write-ahead log {wal}" if live else "")
     if found == ["ok"]:
         return None
