@@ -8,7 +8,9 @@ Each answer is exit 7 (or 2) with one line naming the file (the JSON error form 
 no traceback, and the damaged file and its -wal byte for byte as they were. A command that only
 reads may also answer exactly what it answers on the intact ledger, when the damage lies in
 pages it does not read (it cannot write, so it cannot spread it; a command that may write has
-every page checked first)."""
+every page checked first). Random bytes that land where SQLite cannot see them (unused space;
+inside a row with every b-tree still valid: SQLite keeps no page checksums) are told apart by
+the test's own oracle and held only to "no traceback" (see ``check_every_command``)."""
 
 from __future__ import annotations
 
