@@ -1,78 +1,130 @@
-"""The request budget shared by creates and polls.
+"""The request budget shared by creates and polls: a token scheduler.
 
-A leaky bucket (aiolimiter) paces requests at ``rpm``; a 429 pauses *every* caller until its
-Retry-After and cuts the rate (multiplicative decrease), which then recovers slowly (additive
-increase) while no 429 arrives — so one throttle slows the whole run instead of each caller
-hammering the API on its own schedule."""
+Tokens come at ``rpm`` (paced smoothly, a little under it: a burst meets the server's bucket
+exactly as full as ours, and jitter then turns into 429s). When the budget is short, requests
+wait in a priority queue, not a FIFO: a create first (it only asks for a token once it holds a
+render slot that would otherwise idle, so every create served starts a render the run needs),
+then polls earliest-due first (a poll served late costs nothing when every token is spoken for:
+a late poll finds its task done, so it is the last one that task needs). A library limiter
+(aiolimiter, used before) serves its waiters in arrival order, which let the last creates of a
+rate-bound night queue behind hundreds of polls: the night ended with the budget idle while
+those renders ran (issue 31: 1.28× the bound 2 × jobs ÷ rate, 22 % of the tokens unused).
+
+Whether the budget binds is measured, not configured: ``binding`` is true while requests wait
+for tokens (a moving average of the wait, against the interval between two tokens). The poll
+schedule reads it (``pipeline/pace.py``): when tokens are short, a poll that would only probe
+is not worth its token.
+
+The rate itself is ``ratelearn.RateControl``'s: told or learned, for the whole API key; this
+budget paces at its share of it (``set_workers``: a cooperative fleet splits it evenly). A 429
+pauses *every* caller until its Retry-After and cuts the rate, which comes back while nothing
+more is refused — so one throttle slows the whole run instead of each caller hammering the API
+on its own schedule."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
+import itertools
 import random
 import time
 from collections.abc import Callable
+from enum import IntEnum
 
-from aiolimiter import AsyncLimiter
+from .ratelearn import RateControl
 
-DECREASE = 0.7  # rate × this on a 429
-FLOOR = 0.1  # never below 10% of the configured rate
-RECOVER_EVERY = 15.0  # seconds without a 429 between two recovery steps
-RECOVER_STEP = 0.05  # + 5% of the configured rate per step
-HEADROOM = 0.98  # pace a little under the limit: network jitter then meets a server bucket with slack
+HEADROOM = 0.99  # pace a little under the limit: network jitter then meets a server bucket with slack
+# A token handed out late (a timer that fired late on a busy loop) is made up by the next one,
+# up to this fraction of the interval: pacing keeps its long-run rate without ever bursting more
+# than two requests closer than the interval.
+CATCH_UP = 0.5
+WAIT_SMOOTHING = 0.1  # weight of the newest request's wait in the moving average
+BINDING_WAIT = 0.5  # the budget binds when requests wait more than this many token intervals
+
+
+class Need(IntEnum):
+    """Who asks for a token, in the order a short budget serves them."""
+
+    CREATE = 0  # holds a free render slot (or an upload for one)
+    POLL = 1  # served earliest-due first
 
 
 class RequestBudget:
-    def __init__(self, rpm: float | None) -> None:
-        self.rpm = rpm
-        self.factor = 1.0
-        self._limiter: AsyncLimiter | None = None
-        self._set_rate()
+    def __init__(self, rpm: float | None, *, auto: bool = False) -> None:
+        self.control = RateControl(rpm or None, auto=auto)
+        self.workers = 1  # this worker's share is 1/workers of the key's rate
         self._not_before = 0.0
-        self._last_change = time.monotonic()  # last rate change, for recovery pacing
-        self._last_cut = float("-inf")
+        self._next_at = 0.0  # when the next token is due (monotonic)
         self._recent: collections.deque[float] = collections.deque()
+        self._queue: list[tuple[int, float, int, asyncio.Future[None], float]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._wait = 0.0  # moving average of the seconds a request waited for its token
         self.used = 0
         self.throttled = 0
 
     @property
+    def rpm(self) -> float | None:
+        """The key's rate now (requests a minute, all workers together); None: no limit."""
+        return self.control.rpm
+
+    @property
     def current_rpm(self) -> float | None:
-        return None if not self.rpm else self.rpm * self.factor
+        """This worker's share of it."""
+        rpm = self.control.rpm
+        return None if not rpm else rpm / self.workers
 
-    def _set_rate(self) -> None:
+    @property
+    def interval(self) -> float:
+        """Seconds between two tokens (0: no limit)."""
         rpm = self.current_rpm
-        if rpm:
-            # Smooth pacing (no burst) just under the limit: a burst meets the server's bucket
-            # exactly as full as ours, and any jitter then turns into 429s.
-            # A new limiter rather than mutating the old one's private rate; callers already
-            # waiting on the old one finish on it (at most --concurrency of them).
-            self._limiter = AsyncLimiter(1, 60.0 / (rpm * HEADROOM))
+        return 60.0 / (rpm * HEADROOM) if rpm else 0.0
 
-    def set_rpm(self, rpm: float | None) -> None:
-        """A new configured rate, e.g. this worker's share of a budget several workers split."""
-        if rpm != self.rpm:
-            self.rpm = rpm
-            self._set_rate()
+    @property
+    def binding(self) -> bool:
+        """Requests are waiting for tokens: the request rate, not the render slots, limits the run."""
+        return bool(self.rpm) and (self._wait > BINDING_WAIT * self.interval or len(self._queue) > 1)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def set_workers(self, n: int) -> None:
+        """How many workers share the key's rate (a cooperative ledger's live workers)."""
+        if max(1, n) != self.workers:
+            self.workers = max(1, n)
+            self._reschedule()
+
+    def adopt(self, fleet_rpm: float | None) -> None:
+        """The fleet's shared view of the key's rate (see ``RateControl.adopt``)."""
+        if fleet_rpm:
+            self.control.adopt(fleet_rpm)
+            self._reschedule()
+
+    def stated(self, quota_rpm: float) -> None:
+        """The server said its quota (a RateLimit header)."""
+        if quota_rpm != self.control.stated:
+            self.control.state(quota_rpm)
+            self._reschedule()
 
     def hold(self, seconds: float) -> None:
         """Send nothing for ``seconds`` (a joining worker waits until the others have cut their
         shares)."""
         self._not_before = max(self._not_before, time.monotonic() + seconds)
+        self._reschedule()
 
-    async def acquire(self) -> None:
-        while True:
-            wait = self._not_before - time.monotonic()
-            if wait <= 0:
-                break
-            await asyncio.sleep(wait)
-        self._maybe_recover()
-        if self._limiter is not None:
-            await self._limiter.acquire()
-        self.used += 1
+    async def acquire(self, need: Need = Need.POLL, due: float | None = None) -> None:
+        """Wait for a token. ``due``: when a poll was meant to go (monotonic; default now)."""
         now = time.monotonic()
-        self._recent.append(now)
-        while self._recent and self._recent[0] < now - 60.0:
-            self._recent.popleft()
+        self.control.tick(now, self.binding)
+        if not self._queue and now >= self._ready_at():
+            self._grant(now, now)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (int(need), now if due is None else due, next(self._seq), fut, now))
+        self._reschedule()
+        await fut
 
     def last_minute(self) -> int:
         """Requests sent in the last 60 seconds."""
@@ -86,20 +138,45 @@ class RequestBudget:
         pause = retry_after if retry_after is not None else 1.0 + random.random()
         now = time.monotonic()
         self._not_before = max(self._not_before, now + pause)
-        # One cut per burst: the 429s of requests already in flight all report the same overload.
-        if self.rpm and self.factor > FLOOR and now - self._last_cut > min(pause, 1.0):
-            self.factor = max(FLOOR, self.factor * DECREASE)
-            self._last_change = self._last_cut = now
-            self._set_rate()
+        self.control.refused(now)
+        self._reschedule()
 
-    def _maybe_recover(self) -> None:
-        if self.factor >= 1.0:
-            return
-        now = time.monotonic()
-        if now - self._last_change >= RECOVER_EVERY and now >= self._not_before:
-            self.factor = min(1.0, self.factor + RECOVER_STEP)
-            self._last_change = now
-            self._set_rate()
+    # -------------------------------------------------------------- the scheduler
+    def _ready_at(self) -> float:
+        return max(self._not_before, self._next_at) if self.interval else self._not_before
+
+    def _grant(self, now: float, asked: float) -> None:
+        interval = self.interval
+        if interval:
+            self._next_at = max(self._next_at, now - CATCH_UP * interval) + interval
+        self._wait += WAIT_SMOOTHING * ((now - asked) - self._wait)
+        self.used += 1
+        self._recent.append(now)
+        while self._recent and self._recent[0] < now - 60.0:
+            self._recent.popleft()
+
+    def _reschedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._queue:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(0.0, self._ready_at() - time.monotonic()), self._pump)
+
+    def _pump(self) -> None:
+        """Hand out the tokens that are due, highest priority first."""
+        self._timer = None
+        self.control.tick(time.monotonic(), self.binding)
+        while self._queue:
+            now = time.monotonic()
+            if now < self._ready_at():
+                break
+            *_, fut, asked = heapq.heappop(self._queue)
+            if fut.done():  # its caller was cancelled (a stop): the token goes to the next
+                continue
+            fut.set_result(None)
+            self._grant(now, asked)
+        self._reschedule()
 
 
 class CreditCap:

@@ -28,12 +28,12 @@ class FleetWorker:
         self.spawn = spawn
 
     async def share_budget(self, first: bool = False) -> None:
-        """Workers split --rpm evenly by the number alive. A joining worker waits one heartbeat
-        before its first request so that every other worker has cut its share by then."""
+        """Workers split the key's rate evenly by the number alive. A joining worker waits one
+        heartbeat before its first request so that every other worker has cut its share by then."""
         if not self.ctx.opts.rpm:
             return
         n = max(1, await self.w.read(self.w.ledger.live_workers, self.ctx.opts.lease))
-        self.ctx.budget.set_rpm(self.ctx.opts.rpm / n)
+        self.ctx.budget.set_workers(n)
         if first and n > 1:
             self.ctx.budget.hold(self.ctx.opts.heartbeat)
 

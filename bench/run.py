@@ -236,6 +236,43 @@ def makespan(n: int, conc: int, scale: float, *, noise: float = 0.15, verify_mod
         row("makespan, verification on / off", f"{on / off:.3f}", "<= 1.05", on / off <= 1.05)
 
 
+def ratebound(n: int, conc: int, limit_rps: float, *, told: bool, scale: float = 1.0, warmup: float = 120.0) -> None:
+    """Issue 31, parts 1 and 2: the API's request rate binds. The simulator refuses (429 +
+    Retry-After) beyond ``limit_rps`` requests a second on creates and polls; renders 4-8 s,
+    estimated_time within ±15 %. ``told``: batchgen is given the limit (--rpm); else it is told
+    --rpm auto and learns it. Physical limits: 2 requests a clip (a create, a poll), the rate
+    limit, so the lower bound is 2 × jobs ÷ rate (plus the last render, which the bound ignores)."""
+    name = "ratebound" if told else "ratebound-unknown"
+    rpm = f"{limit_rps * 60:g}" if told else "auto"
+    print(f"\n[{name}] {n} jobs, concurrency {conc}, server limit {limit_rps:g} req/s, --rpm {rpm}, "
+          f"renders 4-8 s scaled x{scale}, estimates ±15 %")
+    with tempfile.TemporaryDirectory() as d, Sim(render_min=4 * scale, render_max=8 * scale, estimate_noise=0.15,
+                                                 rpm_limit=limit_rps * 60, seed=31) as sim:
+        m = csv_manifest(Path(d) / "m.csv", n)
+        r = batchgen_run(sim, m, Path(d), "--concurrency", str(conc), "--rpm", rpm, "--poll-min", "0.5")
+        st = sim.stats()
+    s = r["summary"]
+    assert s.get("counts") == {"done": n}, s
+    ok = st["creates_accepted"] + st["polls"]
+    refused = st["status"].get("429", 0)
+    sent = ok + refused
+    bound = 2 * n / limit_rps
+    span = s["elapsed_s"]
+    goal = 1.05 if told else 1.10
+    row(f"makespan / (2 x jobs / rate) [{name}]", f"{span / bound:.3f}", f"<= {goal}", span / bound <= goal)
+    row(f"  requests per job [{name}] (physical minimum 2)", f"{sent / n:.2f}", "<= 2.05", sent / n <= 2.05)
+    pct = 100 * refused / max(1, sent)
+    row(f"  responses that were 429 [{name}]", f"{pct:.2f}%", "<= 1%" if told else "<= 2%",
+        pct <= (1.0 if told else 2.0))
+    per_s = {int(k): v for k, v in st["per_second"].items()}
+    if per_s:
+        t0 = min(per_s)
+        after = [per_s.get(t, 0) for t in range(t0 + int(warmup), max(per_s))]  # whole seconds after warm-up
+        if after:
+            rate = sum(after) / len(after)
+            row(f"  achieved rate / limit after {warmup:.0f} s [{name}]", f"{rate / limit_rps:.2f}", ">= 0.90",
+                rate >= 0.9 * limit_rps)
+
 
 def report_scale(n: int) -> None:
     print(f"\n[7] HTML report of {n} jobs: size, time to first paint and filtering in headless Chromium")
@@ -426,6 +463,8 @@ def main() -> None:
     if "makespan-exact" in chosen:  # an API whose estimated_time is exact (issue 21's figures)
         makespan(100 if q else 400, 40, 0.25 if q else a.makespan_scale, noise=0.0, verify_modes=(True,),
                  title="[6b] makespan-exact")
+    if "ratebound" in chosen:  # issue 31 part 1: the limit told
+        ratebound(100 if q else 300, 200, 10.0, told=True, scale=0.5 if q else 1.0)
     if "report" in chosen:
         report_scale(10000 if q else 100000)
     if "startup" in chosen:

@@ -2,40 +2,164 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 
 import pytest
 
 from batchgen import budget as budget_mod
-from batchgen.budget import RequestBudget
+from batchgen import ratelearn
+from batchgen.budget import Need, RequestBudget
 from conftest import run_args, run_cli, write_csv_manifest
 
 
 # ------------------------------------------------------------------ budget
-def test_budget_backs_off_on_429_and_recovers_slowly(monkeypatch):
+def test_a_told_rate_is_cut_on_429_once_per_burst_and_comes_back_within_seconds(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(budget_mod.time, "monotonic", lambda: now[0])
     b = RequestBudget(600)
     assert b.current_rpm == 600
     b.throttle(2.0)
-    assert b.current_rpm == pytest.approx(420) and b._not_before == pytest.approx(1002.0)
+    assert b.current_rpm == pytest.approx(540) and b._not_before == pytest.approx(1002.0)
     b.throttle(2.0)  # same burst: no second cut
-    assert b.current_rpm == pytest.approx(420)
+    assert b.current_rpm == pytest.approx(540)
     now[0] += 3
     b.throttle(None)
-    assert b.current_rpm == pytest.approx(294)
-    now[0] += budget_mod.RECOVER_EVERY + 2
-    b._maybe_recover()
-    assert b.current_rpm == pytest.approx(324)  # +5% of 600
-    for _ in range(40):
-        now[0] += budget_mod.RECOVER_EVERY
-        b._maybe_recover()
-    assert b.current_rpm == 600
-    for _ in range(30):
+    assert b.current_rpm == pytest.approx(486)
+    b.control.tick(now[0], binding=True)  # the clock starts
+    for _ in range(3):  # +2 % of the told rate a second while nothing is refused
+        now[0] += 1
+        b.control.tick(now[0], binding=True)
+    assert b.current_rpm == pytest.approx(486 + 3 * 12)
+    for _ in range(20):
+        now[0] += 1
+        b.control.tick(now[0], binding=False)
+    assert b.current_rpm == 600  # never above what it was told
+    for _ in range(60):
         now[0] += 2
         b.throttle(0)
-    assert b.current_rpm == pytest.approx(60)  # floor: 10%
+    assert b.current_rpm == pytest.approx(ratelearn.FLOOR_RPM)
+
+
+def test_workers_split_the_keys_rate():
+    b = RequestBudget(600)
+    b.set_workers(3)
+    assert b.rpm == 600 and b.current_rpm == 200 and b.interval == pytest.approx(60 / (200 * budget_mod.HEADROOM))
+
+
+def test_a_short_budget_serves_creates_first_then_polls_earliest_due_first():
+    """Tokens at 20 a second; the first goes at once, the rest wait in the queue and come out
+    creates first, then polls by due time — not in the order they asked."""
+    async def go() -> tuple[list[str], list[float]]:
+        b = RequestBudget(1200)
+        order: list[str] = []
+        at: list[float] = []
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def ask(name: str, need: Need, due: float | None) -> None:
+            await b.acquire(need, due)
+            order.append(name)
+            at.append(loop.time() - t0)
+
+        first = asyncio.create_task(ask("first", Need.POLL, None))
+        await asyncio.sleep(0)
+        base = time.monotonic()
+        tasks = [asyncio.create_task(ask(n, need, due)) for n, need, due in (
+            ("poll-late", Need.POLL, base + 5), ("poll-early", Need.POLL, base - 5), ("create-a", Need.CREATE, None),
+            ("poll-mid", Need.POLL, base), ("create-b", Need.CREATE, None))]
+        await asyncio.gather(first, *tasks)
+        assert b.binding  # requests waited for tokens
+        return order, at
+
+    order, at = asyncio.run(go())
+    assert order == ["first", "create-a", "create-b", "poll-early", "poll-mid", "poll-late"]
+    # Paced: after an idle moment one token may come half an interval early (a late timer is
+    # made up), never closer; five tokens after the first take four and a half intervals.
+    interval = 60 / (1200 * budget_mod.HEADROOM)
+    gaps = [b - a for a, b in zip(at, at[1:])]
+    assert min(gaps) >= 0.45 * interval and 4.4 * interval <= at[-1] <= 5.6 * interval
+
+
+def test_a_cancelled_waiter_gives_its_token_to_the_next():
+    async def go() -> list[str]:
+        b = RequestBudget(600)
+        await b.acquire()
+        got: list[str] = []
+
+        async def ask(name: str) -> None:
+            await b.acquire()
+            got.append(name)
+
+        a, c = asyncio.create_task(ask("a")), asyncio.create_task(ask("c"))
+        await asyncio.sleep(0.01)
+        a.cancel()
+        await c
+        return got
+
+    assert asyncio.run(go()) == ["c"]
+
+
+def _learn_against_a_bucket(limit: float, seconds: float = 600, warm: float = 120, dt: float = 0.01) -> tuple[float, float, ratelearn.RateControl]:
+    """A server's token bucket (``limit`` a second, a second's worth of burst) and a client that
+    paces at the learned rate, pausing every request for a 1 s Retry-After on a 429. Returns
+    (accepted rate after the warm-up ÷ limit, share of requests refused after it, the control)."""
+    rc = ratelearn.RateControl(None, auto=True)
+    t, tokens, next_send, pause = 0.0, limit, 0.0, 0.0
+    ok = sent = refused = 0
+    while t < seconds:
+        rc.tick(t, True)
+        tokens = min(limit, tokens + limit * dt)
+        assert rc.rpm is not None
+        interval = 60 / rc.rpm
+        while t >= next_send and t >= pause:
+            next_send = max(next_send, t - interval / 2) + interval
+            sent += t >= warm
+            if tokens >= 1:
+                tokens -= 1
+                ok += t >= warm
+            else:
+                refused += t >= warm
+                rc.refused(t)
+                pause = t + 1.0
+        t += dt
+    return ok / (seconds - warm) / limit, refused / max(1, sent), rc
+
+
+@pytest.mark.parametrize("limit", [2.0, 5.0, 25.0])
+def test_auto_learns_an_unknown_limit_within_two_minutes_and_then_rarely_hits_it(limit):
+    share, refused, rc = _learn_against_a_bucket(limit)
+    assert share >= 0.93 and refused <= 0.01, (share, refused)
+    assert rc.ceiling is not None and abs(rc.ceiling / 60 - limit) < 0.1 * limit
+
+
+def test_auto_starts_low_and_grows_only_while_the_budget_binds():
+    rc = ratelearn.RateControl(None, auto=True)
+    rc.tick(0.0, True)
+    assert rc.rpm == ratelearn.AUTO_START
+    for t in range(1, 6):
+        rc.tick(float(t), False)  # no demand: no growth
+    assert rc.rpm == ratelearn.AUTO_START
+    rc.tick(6.0, True)
+    assert rc.rpm == pytest.approx(ratelearn.AUTO_START * (1 + ratelearn.SLOW_START))
+
+
+def test_a_stated_quota_is_believed_and_a_fleet_view_only_lowers():
+    rc = ratelearn.RateControl(None, auto=True)
+    rc.state(420.0)
+    assert rc.rpm == 420.0
+    rc.tick(0.0, True)
+    rc.tick(1.0, True)
+    assert rc.rpm == 420.0  # a stated quota is not probed past
+    told = ratelearn.RateControl(300.0)
+    told.state(600.0)
+    assert told.rpm == 300.0  # never above what it was told
+    rc.adopt(500.0)
+    assert rc.rpm == 420.0
+    rc.adopt(100.0)
+    assert rc.rpm == 100.0
 
 
 def test_rate_limited_api_all_jobs_finish_and_429s_stay_rare(sim_factory, tmp_path):

@@ -34,7 +34,8 @@ from .moves import LiveJob, Moves
 class RunOptions:
     out_dir: Path
     concurrency: int = 8  # jobs in flight (from create until downloaded)
-    rpm: float | None = 60.0  # API requests per minute (creates + polls)
+    rpm: float | None = 60.0  # API requests per minute (creates + polls); with rpm_auto, a ceiling or None
+    rpm_auto: bool = False  # learn the API's rate limit from its answers (ratelearn.RateControl)
     poll_min: float = 2.0
     poll_max: float = 60.0
     task_timeout: float = 2 * 3600.0  # stop polling a task after this (its id stays recorded)
@@ -154,7 +155,7 @@ class Context:
         self.opts = opts
         self.stop = stop
         self.log = log
-        self.budget = RequestBudget(opts.rpm)
+        self.budget = RequestBudget(opts.rpm, auto=opts.rpm_auto)
         self.moves = Moves(writer, opts.api)
         self.credits_seen = 0.0
         self.reason: str | None = None

@@ -14,6 +14,10 @@ of one model and picks the first poll of its next task from them:
 * **Estimates that scatter** (bounds overlap across tasks): the first poll goes a little before
   the lower end of what was seen (``EARLY``), where a still-rendering task reports its
   progress, from which the second poll is timed to land just after the result is ready.
+* **Requests short** (the request budget binds, ``thrifty``): the first poll goes just after the
+  latest point a task was seen still rendering (and not before the estimate), never earlier: a
+  probe's token is one another task's create or final poll needed, and a poll that comes a
+  little late costs nothing.
 * **No estimate, or past it without progress**: polls grow geometrically from ``--poll-min``.
 
 Jitter spreads polls of tasks created together by a few milliseconds; it never delays a poll
@@ -39,6 +43,7 @@ SPREAD_S = 0.03  # jitter: at most this many seconds, or 1 % of the delay if les
 # A poll placed at a known end comes this much after it: clocks, latency and rounding make
 # "exactly at the end" a race that a second poll would pay for.
 MARGIN_S = 0.02
+THRIFTY_MARGIN = 1.02  # a thrifty first poll comes this much after the latest ratio seen still rendering
 
 
 class Polled(Protocol):
@@ -65,9 +70,18 @@ class Pace:
         """Whether the estimates look exact up to a constant: every bound consistent."""
         return len(self.uppers) >= MIN_FOR_TRUST and max(self.lowers, default=0.0) < min(self.uppers)
 
-    def first_ratio(self) -> float:
-        """Where the first poll of the next task goes, as a fraction of its estimate."""
+    def first_ratio(self, thrifty: bool = False) -> float:
+        """Where the first poll of the next task goes, as a fraction of its estimate.
+        ``thrifty``: requests are short (the budget binds), so the poll goes where every task
+        seen so far was done — a poll that finds its task still rendering wastes a token some
+        other task needed, while a late one costs nothing."""
         self.firsts += 1
+        if thrifty:
+            # Past the latest moment a task was still seen rendering, never before the estimate.
+            # Not past the upper bounds: a short budget delays polls, so "done by" figures are
+            # as late as the queue was long and say little about when tasks end.
+            late = max(1.0, max(self.lowers, default=0.0) * THRIFTY_MARGIN)
+            return min(late, min(self.uppers)) if self.holds() else late
         if not self.holds():
             return EARLY
         hi = min(self.uppers)
@@ -119,9 +133,10 @@ class PaceBook:
 
 
 def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, book: PaceBook | None = None,
-               jitter: Callable[[float], float] | None = None) -> float:
+               jitter: Callable[[float], float] | None = None, thrifty: bool = False) -> float:
     """Seconds until the next poll of ``job`` (see the module's docstring). ``jitter(d)`` returns
-    what to add to a delay ``d`` (default: up to ``SPREAD_S`` or 1 % of it)."""
+    what to add to a delay ``d`` (default: up to ``SPREAD_S`` or 1 % of it). ``thrifty``: the
+    request budget binds (``budget.RequestBudget.binding``): no probing before the known end."""
     elapsed = now - (job.submitted_at or now)
     if job.poll_errors:
         return max(job.retry_after or 0.0, backoff(job.poll_errors, poll_min, poll_max))
@@ -130,7 +145,7 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
     pace = book.pace(job.model) if book is not None else None
     end = pace.known_end() if pace is not None else None
     if job.polls == 0 and est is not None:
-        ratio = pace.first_ratio() if pace is not None else EARLY
+        ratio = pace.first_ratio(thrifty) if pace is not None else (1.0 if thrifty else EARLY)
         d = est * ratio - elapsed + (MARGIN_S if end is not None and ratio >= end else 0.0)
     elif est is not None and end is not None and elapsed < est * end + MARGIN_S:
         d = est * end - elapsed + MARGIN_S  # a probe came early: go to where tasks have always been done

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from .pace import PaceBook, poll_delay
+from ..budget import Need
 from ..client import TaskInfo
 from ..errors import ApiError, ErrorClass
 from ..jobs import JobState
@@ -34,14 +35,17 @@ class Poller:
 
     def _next_delay(self, job: LiveJob) -> float:
         opts = self.ctx.opts
-        return poll_delay(job, time.time(), poll_min=opts.poll_min, poll_max=opts.poll_max, book=self.pace)
+        return poll_delay(job, time.time(), poll_min=opts.poll_min, poll_max=opts.poll_max, book=self.pace,
+                          thrifty=self.ctx.budget.binding)
 
     async def follow(self, job: LiveJob) -> None:
         """Poll until the task is terminal (or polling it must stop)."""
         ctx = self.ctx
         assert job.task_id is not None
         while True:
-            if await ctx.sleep(self._next_delay(job)):
+            delay = self._next_delay(job)
+            due = time.monotonic() + delay  # a short budget serves polls earliest-due first
+            if await ctx.sleep(delay):
                 return
             elapsed = time.time() - (job.submitted_at or time.time())
             if elapsed > ctx.opts.task_timeout:
@@ -49,7 +53,7 @@ class Poller:
                 ctx.log(f"job {job.name}: task {job.task_id} unfinished after {elapsed:.0f}s; "
                         "stopped polling (the id is kept; re-run to resume)")
                 return
-            await ctx.budget.acquire()
+            await ctx.budget.acquire(Need.POLL, due)
             stuck = job.estimated_time is not None and elapsed > max(600.0, 3 * job.estimated_time)
             sent = time.time()
             try:

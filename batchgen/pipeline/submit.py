@@ -21,7 +21,7 @@ import time
 from typing import Any, Literal
 
 from .. import crash, logs
-from ..budget import CreditCap, backoff
+from ..budget import CreditCap, Need, backoff
 from ..errors import ApiError, ErrorClass
 from ..jobs import JobState, plain, short_key
 from ..specs import UPLOAD_PREFIX
@@ -93,7 +93,7 @@ class Submitter:
                 return "stopped"
             ctx.refused(job, e)
             return "retry"
-        await ctx.budget.acquire()
+        await ctx.budget.acquire(Need.CREATE)
         if not ctx.submitting:
             return "gone"
         crash.point("before_intent")
@@ -132,7 +132,7 @@ class Submitter:
         if path is None:
             raise ApiError(ErrorClass.FATAL, f"local input {short_key(sha)} is not in the current manifest",
                            code="input_missing")
-        await ctx.budget.acquire()
+        await ctx.budget.acquire(Need.CREATE)
         url = await ctx.client.upload(path, path.name)
         await ctx.w.call(ctx.w.ledger.record_upload, sha, str(path), path.stat().st_size, url)
         logs.log.info(f"uploaded {path.name} ({short_key(sha)})")
