@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from enum import IntEnum
 
-from .ratelearn import RateControl
+from .ratelearn import Quota, RateControl
 
 HEADROOM = 0.99  # pace a little under the limit: network jitter then meets a server bucket with slack
 # A token handed out late (a timer that fired late on a busy loop) is made up by the next one,
@@ -71,8 +71,8 @@ class RequestBudget:
 
     @property
     def current_rpm(self) -> float | None:
-        """This worker's share of it."""
-        rpm = self.control.rpm
+        """This worker's share of it (at most its share of the fleet's, ``adopt``)."""
+        rpm = self.control.pace
         return None if not rpm else rpm / self.workers
 
     @property
@@ -96,17 +96,27 @@ class RequestBudget:
             self.workers = max(1, n)
             self._reschedule()
 
-    def adopt(self, fleet_rpm: float | None) -> None:
+    def view(self) -> float | None:
+        """The key's rate this worker holds, grown up to now (what it writes with its heartbeat:
+        a worker that sent nothing since the fleet's last look still grew while it waited)."""
+        self.control.tick(time.monotonic(), self.binding)
+        return self.control.rpm
+
+    def adopt(self, fleet_rpm: float | None, *, joining: bool = False) -> None:
         """The fleet's shared view of the key's rate (see ``RateControl.adopt``)."""
         if fleet_rpm:
-            self.control.adopt(fleet_rpm)
+            self.control.adopt(fleet_rpm, joining=joining)
             self._reschedule()
 
-    def stated(self, quota_rpm: float) -> None:
-        """The server said its quota (a RateLimit header)."""
-        if quota_rpm != self.control.stated:
-            self.control.state(quota_rpm)
-            self._reschedule()
+    def observe(self, quota: Quota) -> None:
+        """An answer stated the quota (``ratelearn.quota_of``): a stated rate is believed at once;
+        without one, "none left, reset in N s" holds every request for N s."""
+        if quota.rpm is not None:
+            if quota.rpm != self.control.stated:
+                self.control.state(quota.rpm)
+                self._reschedule()
+        elif quota.remaining == 0 and quota.reset:
+            self.hold(quota.reset)
 
     def hold(self, seconds: float) -> None:
         """Send nothing for ``seconds`` (a joining worker waits until the others have cut their

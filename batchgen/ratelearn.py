@@ -25,6 +25,7 @@ Pure: no I/O, the clock is the caller's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 AUTO_START = 60.0  # requests a minute an --rpm auto run starts at
@@ -36,6 +37,7 @@ DECREASE = 0.9  # learned: rate × this on a 429
 TOLD_DECREASE = 0.9  # told: rate × this on a 429 ...
 TOLD_RECOVER = 0.02  # ... back by this fraction of the told rate a second while nothing is refused
 FLOOR_RPM = 6.0  # never below one request in ten seconds
+MAX_STEP_S = 5.0  # growth counts at most this long between two looks (tokens may be seconds apart)
 BURST_S = 1.0  # 429s within this many seconds of a cut are the same overload
 
 
@@ -52,6 +54,7 @@ class RateControl:
             self.rpm = min(AUTO_START, self.told)
         self.ceiling: float | None = None  # learned: where the latest 429s came (per minute)
         self.stated: float | None = None  # the server's own statement of its quota
+        self.fleet: float | None = None  # a cooperative ledger's shared rate (``adopt``)
         self.cuts = 0
         self._last_cut = float("-inf")
         self._last_tick: float | None = None
@@ -83,7 +86,7 @@ class RateControl:
         last, self._last_tick = self._last_tick, now
         if last is None or self.rpm is None:
             return
-        dt = min(now - last, 1.0)  # a paused process did not test the limit while it slept
+        dt = min(now - last, MAX_STEP_S)  # a paused process did not test the limit while it slept
         if dt <= 0 or now - self._last_cut < BURST_S:
             return
         top = self.top
@@ -107,11 +110,74 @@ class RateControl:
         self.stated = quota_rpm
         self.rpm = min(self.told, quota_rpm) if self.told else quota_rpm
 
-    def adopt(self, fleet_rpm: float) -> None:
-        """A cooperative ledger's shared view of the key's rate (the lowest any worker holds):
-        never above it, so one worker's 429 slows every worker."""
-        if self.rpm is not None and fleet_rpm < self.rpm:
-            self.rpm = max(FLOOR_RPM, fleet_rpm)
+    @property
+    def pace(self) -> float | None:
+        """The rate to pace at: this view, never above the fleet's (``adopt``)."""
+        if self.rpm is None or self.fleet is None:
+            return self.rpm
+        return min(self.rpm, self.fleet)
+
+    def adopt(self, fleet_rpm: float, *, joining: bool = False) -> None:
+        """A cooperative ledger's shared view of the key's rate: the lowest view any live worker
+        holds. Every worker paces at most at it, and its own view starts again from it (a
+        joining worker takes it as it is): the fleet then grows only as fast as the worker that
+        grows slowest — the one that met a 429 and knows where the limit is — and one worker's
+        429 slows every worker within a heartbeat."""
+        if self.rpm is None:
+            return
+        self.fleet = max(FLOOR_RPM, fleet_rpm)
+        self.rpm = self.fleet if joining else min(self.rpm, self.fleet)
 
 
-__all__ = ["AUTO_START", "RateControl"]
+@dataclass(frozen=True)
+class Quota:
+    """What an answer's rate-limit headers state: the rate (requests a minute) when a window is
+    stated, the requests left in the current window, the seconds until it resets."""
+
+    rpm: float | None
+    remaining: int | None
+    reset: float | None
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value.split(",")[0].strip()) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _policy_rpm(value: str) -> float | None:
+    """``RateLimit-Policy`` (or a ``RateLimit-Limit`` carrying one): ``10;w=1``,
+    ``"default";q=100;w=60``, several comma-separated (the strictest counts)."""
+    rates = []
+    for item in value.split(","):
+        parts = [p.strip() for p in item.split(";")]
+        params = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+        quota, window = _number(params.get("q", parts[0])), _number(params.get("w"))
+        if quota is not None and window:
+            rates.append(quota / window * 60.0)
+    return min(rates) if rates else None
+
+
+def quota_of(headers: Mapping[str, str]) -> Quota | None:
+    """The quota an answer states in IETF ``RateLimit-*`` headers (draft-ietf-httpapi-ratelimit-headers)
+    or the common ``X-RateLimit-*`` ones; None when it states none. A reset above a day's seconds
+    is read as a Unix time (GitHub's habit) and left out: the clocks may differ."""
+    h = {k.lower(): v for k, v in headers.items()}
+    rpm = None
+    for name in ("ratelimit-policy", "x-ratelimit-policy", "ratelimit-limit", "x-ratelimit-limit"):
+        if name in h and ";" in h[name]:
+            rpm = _policy_rpm(h[name])
+            if rpm is not None:
+                break
+    limit = _number(h.get("ratelimit-limit") or h.get("x-ratelimit-limit"))
+    remaining = _number(h.get("ratelimit-remaining") or h.get("x-ratelimit-remaining"))
+    reset = _number(h.get("ratelimit-reset") or h.get("x-ratelimit-reset"))
+    if reset is not None and (reset < 0 or reset > 86400):
+        reset = None
+    if rpm is None and limit is None and remaining is None:
+        return None
+    return Quota(rpm, None if remaining is None else int(remaining), reset)
+
+
+__all__ = ["AUTO_START", "Quota", "RateControl", "quota_of"]

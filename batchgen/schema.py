@@ -68,6 +68,9 @@ runs = Table(
     Column("heartbeat_at", Float),
     # What `batchgen run` exited with (errors.EXIT_*); NULL while running or for runs that died.
     Column("exit_code", Integer),
+    # --rpm auto on a cooperative ledger: the API key's request rate (per minute, all workers
+    # together) this worker holds, written with its heartbeat; the fleet paces at the lowest.
+    Column("rate_rpm", Float),
 )
 
 jobs = Table(

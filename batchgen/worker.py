@@ -29,13 +29,20 @@ class FleetWorker:
 
     async def share_budget(self, first: bool = False) -> None:
         """Workers split the key's rate evenly by the number alive. A joining worker waits one
-        heartbeat before its first request so that every other worker has cut its share by then."""
-        if not self.ctx.opts.rpm:
+        heartbeat before its first request so that every other worker has cut its share by then.
+        ``--rpm auto``: the rate itself is the fleet's, the lowest a live worker holds (written
+        with each heartbeat): learned once for the key, not by each worker against the others."""
+        opts, budget, led = self.ctx.opts, self.ctx.budget, self.w.ledger
+        if not (opts.rpm or opts.rpm_auto):
             return
-        n = max(1, await self.w.read(self.w.ledger.live_workers, self.ctx.opts.lease))
-        self.ctx.budget.set_workers(n)
+        n = max(1, await self.w.read(led.live_workers, opts.lease))
+        budget.set_workers(n)
+        if opts.rpm_auto:
+            budget.adopt(await self.w.read(led.fleet_rate, opts.lease), joining=first)
+            if first and self.worker is not None:  # the others see this worker's rate from its first request on
+                await self.w.read(led.heartbeat, self.worker, budget.view())
         if first and n > 1:
-            self.ctx.budget.hold(self.ctx.opts.heartbeat)
+            budget.hold(opts.heartbeat)
 
     async def heartbeat(self, total: int, scope: Scope) -> None:
         """Renew this worker's lease, re-split the budget, take over dead workers' jobs and
@@ -46,7 +53,7 @@ class FleetWorker:
         while not self.stop.is_set():
             await asyncio.sleep(self.ctx.opts.heartbeat)
             try:
-                if not await self.w.read(led.heartbeat, self.worker):
+                if not await self.w.read(led.heartbeat, self.worker, ctx.budget.view() if ctx.opts.rpm_auto else None):
                     ctx.stop_submitting("this worker's lease was taken over (its heartbeat went stale); stopping",
                                         unfinished=True)
                     self.stop.set()

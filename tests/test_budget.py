@@ -228,3 +228,80 @@ def test_report_tiles_print_credits_as_plain_numbers(sim, tmp_path):
     assert "<b>17640000</b>credits" in html
     assert "<td>17640000</td>" in html
     assert not re.search(r"\de[+-]\d", html.split("<script")[0])
+
+
+# ------------------------------------------------------------------ the limit nobody tells you
+@pytest.mark.parametrize("headers, quota", [
+    ({"RateLimit-Policy": "10;w=1", "RateLimit-Remaining": "3", "RateLimit-Reset": "0"}, (600.0, 3, 0.0)),
+    ({"RateLimit-Policy": '"day";q=100000;w=86400, "burst";q=5;w=1'}, (100000 / 86400 * 60, None, None)),
+    ({"ratelimit-limit": "10, 10;w=1"}, (600.0, None, None)),
+    ({"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "12"}, (None, 0, 12.0)),
+    ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1765000000"}, (None, 0, None)),  # a Unix time: clocks differ
+    ({"RateLimit-Policy": "garbage;w=x"}, None),
+    ({"Content-Type": "application/json"}, None),
+])
+def test_rate_limit_headers_are_read_in_their_common_forms(headers, quota):
+    q = ratelearn.quota_of(headers)
+    assert (None if q is None else (q.rpm, q.remaining, q.reset)) == (None if quota is None else pytest.approx(quota))
+
+
+def test_a_quota_with_nothing_left_holds_every_request_until_its_reset(monkeypatch):
+    now = [50.0]
+    monkeypatch.setattr(budget_mod.time, "monotonic", lambda: now[0])
+    b = RequestBudget(None, auto=True)
+    b.observe(ratelearn.Quota(None, 0, 4.0))
+    assert b._not_before == 54.0
+    b.observe(ratelearn.Quota(420.0, 7, 0.0))
+    assert b.rpm == 420.0 and b.control.stated == 420.0
+
+
+@pytest.mark.parametrize("style, names", [("ietf", ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy")),
+                                          ("x", ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"))])
+def test_the_simulator_states_its_quota_when_asked(sim_factory, style, names):
+    import urllib.error
+    import urllib.request
+
+    sim = sim_factory(rpm_limit=120, rate_headers=style)  # 2 a second, a burst of 2
+    def get() -> tuple[int, dict[str, str]]:
+        req = urllib.request.Request(sim.url + "/v1/tasks/task-unified-1-nothere0", headers={"Authorization": "Bearer k"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers)
+    answers = [get() for _ in range(3)]
+    assert [s for s, _ in answers] == [404, 404, 429]  # 429: over the bucket, with Retry-After
+    for _, h in answers:
+        assert all(n in h for n in names)
+    assert answers[0][1][names[1]] == "1" and answers[2][1][names[1]] == "0" and "Retry-After" in answers[2][1]
+    if style == "ietf":
+        assert ratelearn.quota_of(answers[0][1]) == ratelearn.Quota(120.0, 1, 0.0)
+
+
+@pytest.mark.parametrize("headers", ["none", "ietf"])
+def test_rpm_auto_learns_a_limit_it_was_not_told(sim_factory, tmp_path, headers):
+    """The API allows 4 requests a second; --rpm auto starts at 1 and must go past it (or take
+    the stated quota at once), and the 429s it meets on the way are refusals, never in doubt."""
+    sim = sim_factory(rpm_limit=240, rate_headers=headers, render_min=0.05, render_max=0.1)
+    m = write_csv_manifest(tmp_path / "m.csv", 60)
+    args = run_args(sim, m, tmp_path, "-q", "--json", "--no-verify", "--concurrency", "32")
+    args[args.index("--rpm") + 1] = "auto"
+    r = run_cli(args)
+    s = json.loads(r.stdout)
+    assert r.exit_code == 0 and s["counts"] == {"done": 60} and s["in_doubt"] == []
+    counters = sim.truth()["counters"]
+    per_second = sorted(counters["per_second"].values())
+    assert per_second[-3] >= 3  # well above the starting pace of one a second
+    refused = counters["status"].get("429", 0)
+    assert s["throttled"] == refused
+    if headers == "ietf":
+        assert refused == 0  # told by every answer: nothing to find out by being refused
+    assert sum(1 for c in sim.truth()["creates"]) == 60  # no duplicate: a refused create was not a task
+
+
+def test_rpm_rejects_what_is_neither_a_number_nor_auto(sim, tmp_path):
+    m = write_csv_manifest(tmp_path / "m.csv", 1)
+    args = run_args(sim, m, tmp_path)
+    args[args.index("--rpm") + 1] = "fast"
+    r = run_cli(args)
+    assert r.exit_code == 2 and "'fast' is neither a number nor 'auto'" in r.output

@@ -63,6 +63,23 @@ def _limits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
     return out
 
 
+class RpmType(click.ParamType["float | str"]):
+    """``--rpm``: a number of requests a minute (0: unlimited) or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float | str:
+        if isinstance(value, (int, float)) or str(value).strip().lower() != "auto":
+            try:
+                n = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+            if n < 0 or n != n:
+                self.fail(f"{value!r} is negative", param, ctx)
+            return n
+        return "auto"
+
+
 @click.command(cls=Command, epilog=EXIT_CODES_HELP)
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
@@ -73,8 +90,10 @@ def _limits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--concurrency", type=click.IntRange(1, 10000), default=8, show_default=True,
               help="Tasks rendering at the provider at once: a slot is held from the create until the result is "
                    "ready. Downloads, verification and delivery run in their own bounded pools and hold no slot.")
-@click.option("--rpm", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="API requests per minute, creates, polls and uploads together (0 = unlimited).")
+@click.option("--rpm", type=RpmType(), default="60", show_default=True,
+              help="API requests per minute for the API key, creates, polls and uploads together (0 = unlimited), "
+                   "or 'auto': learn the API's limit from its answers (start at 60, grow while nothing is "
+                   "refused, cut on 429; RateLimit headers are believed when sent).")
 @click.option("--poll-min", type=click.FloatRange(min=0.01), default=2.0, show_default=True,
               help="Shortest pause between two polls of one task (seconds).")
 @click.option("--task-timeout", type=click.FloatRange(min=1), default=7200.0, show_default=True,
@@ -144,7 +163,7 @@ def _limits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--report", "report_to", type=click.Path(path_type=Path), default=None,
               help="Write the HTML report there when the run ends (named in the notification).")
 @models_option
-def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None, concurrency: int, rpm: float,
+def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None, concurrency: int, rpm: float | str,
         poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
         render_retries: int, breaker: bool, breaker_cooloff: float, limit_opts: dict[str, int], prices: Path | None,
         simulate: bool, sim_set: tuple[str, ...],
@@ -182,7 +201,8 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
     if lease_timeout < 2 * heartbeat:
         raise click.BadParameter(f"must be at least twice --heartbeat ({heartbeat:g} s), or live workers "
                                  "would be taken for dead", param_hint="--lease-timeout")
-    opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=rpm or None, poll_min=poll_min,
+    opts = RunOptions(out_dir=out_dir, concurrency=concurrency, rpm=None if rpm == "auto" else (float(rpm) or None),
+                      rpm_auto=rpm == "auto", poll_min=poll_min,
                       task_timeout=task_timeout, retry_failed=retry_failed, max_attempts=max_attempts,
                       max_credits=max_credits, render_retries=render_retries, limits=limit_opts,
                       breaker=breaker, breaker_cooloff=breaker_cooloff, prices=load_prices(prices), heartbeat=heartbeat,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import aiohttp
 from .. import crash
 from ..errors import ApiError, DownloadError, ErrorClass
 from ..files import AtomicFile, DirSyncer, in_thread, looks_like_mp4
+from ..ratelearn import Quota, quota_of
 from .classify import classify_exception, classify_status, describe_transport, parse_retry_after
 from .secret import Secret
 from .task import TaskInfo, parse_task
@@ -60,6 +62,7 @@ class Client:
         # had every thread in fsync during a busy run; a pool sized to the connections lets the
         # fsyncs overlap (+5% jobs/s in the 2-core throughput benchmark).
         self._files = ThreadPoolExecutor(min(64, max(8, limit)), thread_name_prefix="files")
+        self.on_quota: Callable[[Quota], None] | None = None  # told what each answer says of the rate limit
 
     async def __aenter__(self) -> Client:
         # The key is set on the API session only; the download session never sees it.
@@ -92,6 +95,9 @@ class Client:
             async with self.api.request(method, url, data=body, params=params,
                                         headers={"Content-Type": "application/json"} if body is not None else None) as r:
                 raw = await r.read()
+                quota = quota_of(r.headers) if self.on_quota is not None else None
+                if quota is not None and self.on_quota is not None:
+                    self.on_quota(quota)
                 if 200 <= r.status < 300:
                     try:
                         return json.loads(raw)

@@ -142,6 +142,7 @@ class Ledger:
     # ------------------------------------------------------------ cooperative workers (leases.py)
     heartbeat = _Forward("leases", Leases.heartbeat)
     live_workers = _Forward("leases", Leases.live_workers)
+    fleet_rate = _Forward("leases", Leases.fleet_rate)
     claim = _Forward("leases", Leases.claim)
     reclaim = _Forward("leases", Leases.reclaim)
     release = _Forward("leases", Leases.release)

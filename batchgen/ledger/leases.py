@@ -28,12 +28,21 @@ CLAIM_LOCK = 0x62617463  # the advisory lock claims with per-model limits take (
 class Leases(Room):
     """Which worker holds which job, and the heartbeats that keep those leases alive."""
 
-    def heartbeat(self, worker: int) -> bool:
-        """Refresh this worker's lease. False when another worker has declared it dead (its
-        heartbeat went stale: paused, partitioned): it must stop, its jobs are someone else's."""
+    def heartbeat(self, worker: int, rate_rpm: float | None = None) -> bool:
+        """Refresh this worker's lease (and the key's request rate it holds, ``--rpm auto``).
+        False when another worker has declared it dead (its heartbeat went stale: paused,
+        partitioned): it must stop, its jobs are someone else's."""
         with self.engine.begin() as c:
             return c.execute(update(runs).where(runs.c.id == worker, runs.c.status == RunStatus.RUNNING)
-                             .values(heartbeat_at=self._now())).rowcount == 1
+                             .values(heartbeat_at=self._now(), rate_rpm=rate_rpm)).rowcount == 1
+
+    def fleet_rate(self, lease_s: float) -> float | None:
+        """The API key's request rate the fleet paces at (``--rpm auto``): the lowest any live
+        worker holds, so one worker's 429 slows them all and none outgrows the rest."""
+        with self._read() as c:
+            v = c.execute(select(func.min(runs.c.rate_rpm)).where(
+                runs.c.status == RunStatus.RUNNING, runs.c.heartbeat_at >= self._now() - lease_s)).scalar()
+            return None if v is None else float(v)
 
     def live_workers(self, lease_s: float) -> int:
         """Workers (runs) alive now: ``running`` with a heartbeat fresher than the lease."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import logs, metrics, signals
-from ..client import Api
+from ..client import Api, Client
 from ..errors import EXIT_DELIVERY, EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, OutputFailed, OutputRefused
 from ..failures import classify, fix
 from ..files import remove_stale_temp_files
@@ -87,6 +87,8 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
     coop = prepared.cooperative
     async with Writer(ledger, owner=prepared.run_id if coop else None) as w:
         sched = Scheduler(w, api, opts, stop, log=log, display=display)
+        if isinstance(api, Client):  # what answers say of the rate limit reaches the budget
+            api.on_quota = sched.ctx.budget.observe
         watch = asyncio.create_task(_write_metrics_while(sched, prepared, opts)) if opts.metrics_file else None
 
         async def settle() -> None:  # a second signal: half-written downloads go, queued records commit

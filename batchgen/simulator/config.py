@@ -16,7 +16,10 @@ class SimConfig:
     render_max: float = 6.0
     estimate_noise: float = 0.15  # estimated_time = render time × U(1-n, 1+n)
     latency: float = 0.0  # added to every API response
-    rpm_limit: float | None = None  # token bucket per key; over it → 429 + Retry-After
+    rpm_limit: float | None = None  # token bucket per key (a second's worth of burst); over it → 429 + Retry-After
+    # Quota headers on every API answer while rpm_limit is set: "none" (foxapi documents none),
+    # "ietf" (RateLimit-Limit/-Remaining/-Reset and RateLimit-Policy "N;w=1") or "x" (X-RateLimit-*)
+    rate_headers: str = "none"
     p429: float = 0.0
     retry_after: float = 1.0
     p_burst: float = 0.0  # starts a 429 burst: every request refused for burst_seconds

@@ -8,6 +8,7 @@ Deciding only: the routes turn a decision into a response. Knows no task, no fil
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class Counters:
     # API requests per wall-clock second (unix seconds as keys): lets tests check a request
     # budget shared by several client processes.
     per_second: dict[str, int] = field(default_factory=dict)
+    throttled_per_second: dict[str, int] = field(default_factory=dict)  # of which 429 (any cause)
 
     def bump(self, table: dict[str, int], key: str) -> None:
         table[key] = table.get(key, 0) + 1
@@ -71,6 +73,23 @@ class Faults:
             return None
         self._bucket[key] = (tokens, now)
         return (1 - tokens) / rate
+
+    def quota_headers(self, key: str) -> dict[str, str]:
+        """What a server that states its quota says of ``key``'s bucket (``rate_headers``): the
+        limit per one-second window, the whole requests left, the seconds until the next one."""
+        style, rpm = self.config.rate_headers, self.config.rpm_limit
+        if style == "none" or not rpm or key not in self._bucket:
+            return {}
+        rate = rpm / 60.0
+        burst = max(1.0, rate)
+        tokens, last = self._bucket[key]
+        tokens = min(burst, tokens + (time.monotonic() - last) * rate)
+        limit, left = max(1, int(burst)), int(tokens)
+        reset = str(max(0, math.ceil((1 - tokens) / rate))) if tokens < 1 else "0"
+        if style == "x":
+            return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(left), "X-RateLimit-Reset": reset}
+        return {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(left), "RateLimit-Reset": reset,
+                "RateLimit-Policy": f"{limit};w=1"}
 
     def burst(self) -> float | None:
         """Seconds left of a 429 burst (one may start now, ``p_burst``), or None outside one."""

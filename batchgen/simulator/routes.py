@@ -29,6 +29,9 @@ from .media import clip, plan
 from .tasks import FAIL_CODES, Book, Task, canonical_sha256
 
 
+QUOTA_KEY = web.RequestKey("quota_key", str)  # the key an answer states the quota of
+
+
 class Routes:
     """The API side of one simulator. ``rng`` is the simulator's one seeded generator (shared with
     ``faults``: a seed replays a run only if every draw comes from it in the same order);
@@ -49,6 +52,13 @@ class Routes:
         router.add_get("/files/{task_id}.mp4", self.file)
         router.add_post("/v1/files/upload/stream", self.upload)
 
+    async def quota_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """``on_response_prepare``: every API answer past the key check states the quota, when
+        the ``rate_headers`` knob asks for it."""
+        key = request.get(QUOTA_KEY)
+        if key is not None:
+            response.headers.update(self.faults.quota_headers(key))
+
     def _fractional(self) -> bool:
         return self.config.render_max < 10  # sub-10 s renders: report fractional estimates
 
@@ -58,6 +68,8 @@ class Routes:
         if code:
             err["code"] = code
         self.counters.bump(self.counters.status, str(status))
+        if status == 429:
+            self.counters.bump(self.counters.throttled_per_second, str(int(time.time())))
         return web.json_response({"error": err}, status=status, headers=headers)
 
     async def _gate(self, request: web.Request) -> tuple[str | None, web.Response | None]:
@@ -73,6 +85,7 @@ class Routes:
         if self.config.api_key is not None and key != self.config.api_key:
             return None, self._error(401, "Invalid API key", "authentication_error")
         wait = self.faults.rate_limited(key)
+        request[QUOTA_KEY] = key  # the answer states the quota (see quota_headers)
         if wait is not None:
             self.counters.bump(self.counters.faults, "rate_limit")
             return key, self._error(429, "Rate limit exceeded", "rate_limit_error",

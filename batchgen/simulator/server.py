@@ -43,6 +43,7 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self.app = web.Application(client_max_size=2 * 1024 * 1024)
         self.routes.add_to(self.app.router)
+        self.app.on_response_prepare.append(self.routes.quota_headers)
         self.app.router.add_get("/_sim/ground-truth", self._ground_truth)
         self.app.router.add_get("/_sim/stats", self._stats)
         self.app.router.add_post("/_sim/config", self._set_config)
