@@ -77,10 +77,11 @@ def test_a_short_budget_serves_creates_first_then_polls_earliest_due_first():
     order, at = asyncio.run(go())
     assert order == ["first", "create-a", "create-b", "poll-early", "poll-mid", "poll-late"]
     # Paced: after an idle moment one token may come half an interval early (a late timer is
-    # made up), never closer; five tokens after the first take four and a half intervals.
+    # made up), never closer; five tokens after the first take at least four and a half intervals
+    # (a loaded machine only makes them later).
     interval = 60 / (1200 * budget_mod.HEADROOM)
     gaps = [b - a for a, b in zip(at, at[1:])]
-    assert min(gaps) >= 0.45 * interval and 4.4 * interval <= at[-1] <= 5.6 * interval
+    assert min(gaps) >= 0.45 * interval and at[-1] >= 4.4 * interval
 
 
 def test_a_cancelled_waiter_gives_its_token_to_the_next():

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect, text
 
-from batchgen.ledger import Ledger, _migrations_dir, make_engine
+from batchgen.ledger import Ledger, migrations_dir, make_engine
 from conftest import check_invariants, ledger_at_revision, write_csv_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ def _migrate_0012_and_back(url: str, monkeypatch) -> None:
         led.close()
     monkeypatch.setenv("BATCHGEN_LEDGER", url)
     cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     command.check(cfg)
     command.downgrade(cfg, "0011")
     engine = make_engine(url)
