@@ -166,7 +166,7 @@ def cases(built_size: int, *, wide: bool) -> list[tuple]:
 # ------------------------------------------------------------------------------------ commands
 READERS = ("status", "status-json", "export", "export-json", "report", "plan", "plan-json", "diff")
 WRITERS = ("run", "run-json", "db-upgrade", "verify", "resolve", "recover", "recover-json", "deliver", "stop",
-           "cancel")
+           "cancel", "retake", "retake-yes", "retake-json", "review-set")
 
 
 def command(name: str, built: Built, ledger: Path, tmp: Path) -> list[str]:
@@ -181,6 +181,8 @@ def command(name: str, built: Built, ledger: Path, tmp: Path) -> list[str]:
         "db-upgrade": ["db", "upgrade"], "verify": ["verify", "--no-pictures"],
         "resolve": ["resolve", "abcdef", "--abandon"], "recover": ["recover"], "recover-json": ["recover", "--json"],
         "deliver": ["deliver"], "stop": ["stop"], "cancel": ["cancel", "--run", "1"],
+        "retake": ["retake"], "retake-yes": ["retake", "--yes"], "retake-json": ["retake", "--json"],
+        "review-set": ["review", "--set", "approve", "abcdef"],
     }[name]
     return [*args, "--ledger", str(ledger)]
 
@@ -324,6 +326,20 @@ def test_the_issue_as_a_process_no_traceback(built, tmp_path):
     doc = json.loads(p.stdout)
     assert doc["exit_code"] == 7 and "cut short" in doc["error"]
     assert _sha(path) == before
+
+
+def test_the_review_page_is_not_served_from_a_damaged_ledger(built, tmp_path):
+    """`batchgen review` without --set serves until interrupted: on a damaged ledger it must
+    say so at once (a process, with a deadline, so that a regression cannot hang the suite)."""
+    size = built.ledger.stat().st_size
+    for i, case in enumerate([("cut", size // 3), ("empty",), ("wal", "other-ledger-whole")]):
+        path = damage(built, case, tmp_path / f"d{i}")
+        before = (_sha(path), _sha(Path(f"{path}-wal")))
+        p = subprocess.run([sys.executable, "-m", "batchgen", "review", "--ledger", str(path), "--port", "0"],
+                           capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+        assert p.returncode == 7 and "Traceback" not in p.stderr, (case, p.stderr)
+        assert p.stderr.count("\n") == 1 and str(path) in p.stderr, (case, p.stderr)
+        assert (_sha(path), _sha(Path(f"{path}-wal"))) == before, case
 
 
 def test_a_log_of_the_ledgers_own_crash_is_replayed_not_refused(built, tmp_path):
