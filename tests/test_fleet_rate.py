@@ -1,5 +1,5 @@
 """--rpm auto on a cooperative PostgreSQL fleet: the API key's limit is learned once, through the
-ledger (runs.rate_rpm, migration 0012), not by each worker against the others."""
+ledger (runs.rate_rpm, migration 0013), not by each worker against the others."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LIMIT_RPM = 900.0  # the simulated API's limit: 15 requests a second for the key
 
 
-def _migrate_0012_and_back(url: str, monkeypatch) -> None:
-    with ledger_at_revision(url, "0011") as c:
+def _migrate_0013_and_back(url: str, monkeypatch) -> None:
+    with ledger_at_revision(url, "0012") as c:
         c.execute(text("INSERT INTO runs (manifest, manifest_sha256, started_at, status, host, pid) "
                        "VALUES ('m', 'x', 1, 'finished', 'h', 1)"))
     led = Ledger(url)  # migrates on open
@@ -35,7 +35,7 @@ def _migrate_0012_and_back(url: str, monkeypatch) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     command.check(cfg)
-    command.downgrade(cfg, "0011")
+    command.downgrade(cfg, "0012")
     engine = make_engine(url)
     try:
         with engine.connect() as c:
@@ -47,13 +47,13 @@ def _migrate_0012_and_back(url: str, monkeypatch) -> None:
     command.check(cfg)
 
 
-def test_migration_0012_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):
-    _migrate_0012_and_back(f"sqlite:///{tmp_path / 'old.db'}", monkeypatch)
+def test_migration_0013_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):
+    _migrate_0013_and_back(f"sqlite:///{tmp_path / 'old.db'}", monkeypatch)
 
 
 @pytest.mark.postgres
-def test_migration_0012_upgrades_and_downgrades_on_postgres(pg_url, monkeypatch):
-    _migrate_0012_and_back(pg_url, monkeypatch)
+def test_migration_0013_upgrades_and_downgrades_on_postgres(pg_url, monkeypatch):
+    _migrate_0013_and_back(pg_url, monkeypatch)
 
 
 def _worker(manifest: Path, pg_url: str, out: Path, api: str, log: Path) -> subprocess.Popen:

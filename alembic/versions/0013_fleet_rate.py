@@ -1,7 +1,7 @@
 """fleet rate: the API key's request rate a worker holds under --rpm auto (issue 31)
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-06 16:30:00
 
 On a cooperative (PostgreSQL) ledger the rate limit belongs to the API key, so the fleet learns
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0012'
-down_revision = '0011'
+revision = '0013'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
