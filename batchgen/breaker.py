@@ -83,6 +83,24 @@ class Breakers:
             b.probing = False
             b.probes -= 1
 
+    def adopt(self, model: str, why: str, probe_in: float, now: float) -> None:
+        """The ledger says ``model``'s breaker is open (another worker, or an earlier night,
+        opened it): open here too, its probe due in ``probe_in`` seconds."""
+        b = self._of(model)
+        if not b.open:
+            b.open, b.probes, b.probing, b.trips = True, 0, False, b.trips + 1
+        b.why = why
+        if not b.probing:
+            b.reopens_at = now + max(0.0, probe_in)
+
+    def forget(self, model: str) -> None:
+        """The ledger says ``model``'s breaker was closed (another worker's probe succeeded)."""
+        b = self.models.get(model)
+        if b is not None and b.open:
+            b.open, b.probing, b.probes = False, False, 0
+            b.outcomes.clear()
+            b.in_a_row = 0
+
     def record(self, model: str, failed: bool, code: str | None, now: float) -> str | None:
         """A task of ``model`` reached its verdict. Returns a message when the breaker opened
         (or opened again after a failed probe), None otherwise."""

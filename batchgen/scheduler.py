@@ -57,7 +57,7 @@ class Scheduler:
                                self.checker.start if opts.verify else self.deliverer.start)
         self._started = time.monotonic()
         self._inflight = 0  # tasks holding a render slot (see _free_slot)
-        self.gate = Gate(opts)  # per model: limits (the slots again) and breakers
+        self.gate = Gate(opts, writer)  # per model: limits (the slots again) and breakers
         self.slots, self.breakers = self.gate.slots, self.gate.breakers
         self._frees = 0  # slots freed so far: a wait for one never misses one freed meanwhile
         self._slot_freed = asyncio.Event()
@@ -131,7 +131,7 @@ class Scheduler:
                     return
             if job.state in POLLED:
                 await self.poller.follow(job)
-                self._verdict(job)
+                await self._verdict(job)
             if job.state == S.COMPLETED:
                 self._free_slot(job)
                 await self.fetcher.fetch(job)
@@ -139,8 +139,8 @@ class Scheduler:
             if not await self._render_again(job):
                 return
 
-    def _verdict(self, job: LiveJob) -> None:
-        msg = self.gate.verdict(job)
+    async def _verdict(self, job: LiveJob) -> None:
+        msg = await self.gate.verdict(job)
         if msg:
             self.log(msg)
 
@@ -168,6 +168,7 @@ class Scheduler:
         manifest order (``feed.Feed``)."""
         led = self.w.ledger
         models = await self.w.call(led.queued_models, run_id)
+        await self.gate.sync()  # breakers an earlier night left open: their first task is the probe
 
         async def page(model: str, after: tuple[int, int] | None, limit: int) -> list[JobRow]:
             return await self.w.call(led.queued_page, run_id, model, after, limit)
@@ -209,9 +210,14 @@ class Scheduler:
             if not self.ctx.submitting:
                 return
             free = self.opts.concurrency - self._inflight
-            rows = await self.w.read(led.claim, self.worker, scope, min(free, 256), self.slots.limits)
+            blocked = await self.gate.sync()  # open breakers, whichever worker opened them
+            rows = await self.gate.probes(blocked, self.worker, scope)
+            rows += await self.w.read(led.claim, self.worker, scope, max(0, min(free, 256) - len(rows)), self.slots.limits,
+                                      blocked)
             for row in rows:
-                self._spawn(LiveJob.from_row(row))
+                job = LiveJob.from_row(row)
+                self.gate.starting(job)
+                self._spawn(job)
             if rows:
                 continue
             if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, scope):

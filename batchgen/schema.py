@@ -229,3 +229,15 @@ decisions = Table(
     # The latest decision of a job: max(id) for job_id, one index seek.
     Index("ix_decisions_job_id_id", "job_id", "id"),
 )
+
+breakers = Table(
+    # A breaker per model (0014, issue 30): a row per model whose breaker opened, open while
+    # closed_at is NULL. Shared by every worker of a fleet: a breaker one worker opens stops the
+    # model on all of them; the worker that moves reopens_at past now sends the one probe.
+    "breakers", metadata,
+    Column("model", String(100), primary_key=True),
+    Column("why", Text, nullable=False),
+    Column("opened_at", Float, nullable=False),
+    Column("reopens_at", Float, nullable=False),  # the database server's clock, like heartbeats
+    Column("closed_at", Float),
+)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # ----------------------------------------------------------------------------- helpers
 from common import PY, ROOT, Sim, child, csv_manifest  # noqa: E402
+import nights  # noqa: E402
 
 
 def batchgen_run(sim: Sim, manifest: Path, tmp: Path, *args: str, stop_after: float | None = None) -> dict[str, Any]:
@@ -457,7 +458,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the targets")
     ap.add_argument("--only", default="",
                     help="comma list of scenarios: throughput,requests,rate,memory,resume,makespan,makespan-exact,"
-                         "ratebound,ratebound-unknown,report,startup; "
+                         "ratebound,ratebound-unknown,report,startup,breaker; "
                          "million (issue 21's flat-memory figures, ~1 h at full size) runs only when named")
     ap.add_argument("--million-rows", type=int, default=1_000_000,
                     help="jobs of the million scenario (try 100000 first)")
@@ -468,7 +469,7 @@ def main() -> None:
     q = a.quick
     chosen = set(a.only.split(",")) if a.only else {"throughput", "requests", "rate", "memory", "resume", "makespan",
                                                     "makespan-exact", "ratebound", "ratebound-unknown", "report",
-                                                    "startup"}
+                                                    "startup", "breaker"}
     print(f"batchgen benchmarks ({'quick' if q else 'full'}) on {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}")
     if "throughput" in chosen:
         throughput(2000 if q else 20000, 64)
@@ -494,6 +495,8 @@ def main() -> None:
         report_scale(10000 if q else 100000)
     if "startup" in chosen:
         startup(5 if q else 15)
+    if "breaker" in chosen:  # issue 30: one model of three failing 100 % from minute 2
+        nights.breaker(batchgen_run, row, 40 if q else 150, 30.0 if q else 120.0, (3.0, 6.0), 30.0 if q else 60.0)
     if "million" in chosen:
         million(10000 if q else a.million_rows)
     misses = [r for r in ROWS if r[3] == "MISS"]

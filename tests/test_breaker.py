@@ -83,3 +83,125 @@ def test_a_broken_model_stops_being_paid_for_while_the_others_finish(sim_factory
     assert len(sim.truth()["creates"]) < 30 + 12
     title, body, _ = compose(summary, ledger="l.db")
     assert f"BREAKER OPEN for {A}" in body
+
+
+# ---------------------------------------------------------------------------- in the ledger, and on a fleet
+import threading  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+import pytest  # noqa: E402
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from sqlalchemy import inspect, text  # noqa: E402
+
+from batchgen.jobs import Job  # noqa: E402
+from batchgen.ledger import Ledger, Scope, migrations_dir, make_engine  # noqa: E402
+
+
+def _board(url: str) -> None:
+    led = Ledger(url)
+    try:
+        assert led.open_breakers() == {}
+        led.trip_breaker(A, "5 failures in a row (service_error ×5)", 0.0)
+        (b,) = led.open_breakers().values()
+        assert b["why"].startswith("5 failures") and b["probe_in"] <= 0
+        assert led.take_probe(A, 60.0) and not led.take_probe(A, 60.0)  # one probe per cool-off
+        assert 59 < led.open_breakers()[A]["probe_in"] <= 60
+        led.trip_breaker(A, "the probe failed", 0.0)  # opened again: a new cool-off
+        assert led.open_breakers()[A]["why"] == "the probe failed"
+        led.close_breaker(A)
+        assert led.open_breakers() == {} and not led.take_probe(A, 1.0)
+    finally:
+        led.close()
+
+
+def test_breakers_are_kept_in_the_ledger_on_sqlite(tmp_path):
+    _board(str(tmp_path / "l.db"))
+
+
+@pytest.mark.postgres
+def test_breakers_are_kept_in_the_ledger_on_postgres(pg_url):
+    _board(pg_url)
+
+
+def _migration_0014(url: str, monkeypatch) -> None:
+    Ledger(url).close()
+    monkeypatch.setenv("BATCHGEN_LEDGER", url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    command.check(cfg)
+    command.downgrade(cfg, "0013")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as c:
+            assert not inspect(c).has_table("breakers")
+    finally:
+        engine.dispose()
+    command.upgrade(cfg, "head")
+    command.check(cfg)
+
+
+def test_migration_0014_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):
+    _migration_0014(f"sqlite:///{tmp_path / 'm.db'}", monkeypatch)
+
+
+@pytest.mark.postgres
+def test_migration_0014_upgrades_and_downgrades_on_postgres(pg_url, monkeypatch):
+    _migration_0014(pg_url, monkeypatch)
+
+
+@pytest.mark.postgres
+def test_on_a_fleet_of_three_one_workers_breaker_stops_the_model_everywhere_and_one_worker_probes(pg_url):
+    """Three workers (three connections, as three processes would hold): worker 1 opens A's
+    breaker; none of the three claims A's jobs while it is open; when the cool-off is over the
+    three race for the probe and exactly one wins it, claiming one A job; B goes on throughout."""
+    leds = [Ledger(pg_url) for _ in range(3)]
+    try:
+        jobs = [Job(f"{i:064x}", i, f"j{i}", "r", A if i % 2 else B, {"i": i}, f"j{i}.mp4") for i in range(1, 21)]
+        scope = Scope("", "e" * 64)
+        workers = [led.record_run("m.csv", "e" * 64, {}, jobs, lambda: None)[0] for led in leds]
+        leds[0].trip_breaker(A, "5 failures in a row", 0.05)
+        blocked = [list(led.open_breakers()) for led in leds]
+        assert blocked == [[A]] * 3  # every worker sees it
+        got = [led.claim(w, scope, 3, None, b) for led, w, b in zip(leds, workers, blocked)]
+        assert all(r["model"] == B for rows in got for r in rows) and sum(map(len, got)) == 9
+        import time as _t
+        _t.sleep(0.1)  # the cool-off is over
+        start = threading.Barrier(3)
+
+        def race(i: int) -> bool:
+            start.wait()
+            return leds[i].take_probe(A, 60.0)
+
+        with ThreadPoolExecutor(3) as pool:
+            won = list(pool.map(race, range(3)))
+        assert won.count(True) == 1
+        winner = won.index(True)
+        probe = leds[winner].claim(workers[winner], scope, 1, None, (), A)
+        assert [r["model"] for r in probe] == [A]
+        leds[winner].close_breaker(A)  # the probe succeeded
+        assert all(led.open_breakers() == {} for led in leds)
+    finally:
+        for led in leds:
+            led.close()
+
+
+def test_status_shows_a_breaker_a_night_left_open_and_the_next_night_probes_first(sim_factory, tmp_path):
+    sim = sim_factory(model_faults=f"{A}=1@0", render_min=0.1, render_max=0.2)
+    rows = [f"a{i},{A},clip a{i},1" for i in range(12)] + [f"b{i},{B},clip b{i},3" for i in range(3)]
+    (tmp_path / "m.csv").write_text("name,model,prompt,duration\n" + "\n".join(rows) + "\n")
+    args = run_args(sim, tmp_path / "m.csv", tmp_path, "--breaker-cooloff", "0.3", "--concurrency", "1")
+    assert run_cli(args).exit_code == 1
+    doc = json.loads(run_cli(["status", "--ledger", str(tmp_path / "l.db"), "--json"]).stdout)
+    assert list(doc["breakers"]) == [A] and "failures in a row" in doc["breakers"][A]["why"]
+    shown = run_cli(["status", "--ledger", str(tmp_path / "l.db")]).output
+    assert f"BREAKER OPEN {A}" in shown
+    before = len(sim.truth()["creates"])
+    sim.set(model_faults="")  # the next night: the provider is back
+    assert run_cli(args).exit_code == 1  # the first night's failed tasks stay failed (--retry-failed)
+    with sqlite3.connect(tmp_path / "l.db") as c:
+        assert dict(c.execute("SELECT state, count(*) FROM jobs WHERE model = ? GROUP BY state", (A,)).fetchall()) \
+            == {"failed": 5 + 3, "done": 4}  # 5 opened it, 3 probes failed; every job it held back is rendered
+    assert json.loads(run_cli(["status", "--ledger", str(tmp_path / "l.db"), "--json"]).stdout)["breakers"] == {}
+    creates = sim.truth()["creates"]
+    assert len(creates) > before  # the next night's first task of A was the probe, and it closed the breaker

@@ -144,3 +144,12 @@ def test_migration_0011_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch)
 @pytest.mark.postgres
 def test_migration_0011_upgrades_and_downgrades_on_postgres(pg_url, monkeypatch):
     _migrate_0011_and_back(pg_url, monkeypatch)
+
+
+def test_the_nightly_example_manifest_expands_with_its_priorities_and_limits():
+    m = Manifest(Path(__file__).resolve().parent.parent / "manifests" / "nightly.yaml")
+    jobs = list(m.expand())
+    m.check()
+    assert m.limits == {"veo-3.1-fast": 4, "sora-2": 2}
+    assert [j.name for j in sorted(jobs, key=lambda j: (-j.priority, j.seq))][:2] == ["hero-lighthouse", "hero-market"]
+    assert len({j.model for j in jobs}) == 3 and jobs[-1].priority == -5

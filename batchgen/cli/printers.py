@@ -178,6 +178,9 @@ def print_status(doc: dict[str, Any], hours: float) -> None:
     for j in doc["not_delivered"]:
         con.print(f"  not delivered: {j['name']} ({j['key']}) to {j['destination']}: {j['error']} — kept at "
                   f"{j['output_path']}", markup=False)
+    for model, b in doc.get("breakers", {}).items():
+        con.print(f"BREAKER OPEN {model}: {b['why']} — no new task but a probe "
+                  + (f"in {b['probe_in_s']} s" if b["probe_in_s"] else "at the next run's first task of it"), markup=False)
     for title, rows, extra in (("oldest unfinished jobs", doc["oldest_unfinished"], "age_s"),
                                (f"in doubt (credits at risk ≈ {plain(doc['credits_at_risk'])})", doc["in_doubt"], "credits_at_risk"),
                                (f"results expiring within {hours:g} h, not downloaded", doc["expiring"], "expires_in_s")):

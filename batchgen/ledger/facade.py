@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from .boundary import error_boundary
 from .database import Database
+from .breakers import BreakerBoard
 from .decisions import Decisions
 from .leases import Leases
 from .reads import Reads
@@ -68,6 +69,7 @@ class Ledger:
         self.records = Records(self.database)
         self.reads = Reads(self.database)
         self.decisions = Decisions(self.database)
+        self.breakers = BreakerBoard(self.database)
 
     # ------------------------------------------------------------ the open database (database.py)
     @property
@@ -191,3 +193,9 @@ class Ledger:
     queued_retakes = _Forward("decisions", Decisions.queued_retakes)
     retakes_of = _Forward("decisions", Decisions.retakes_of)
     outputs_in_use = _Forward("decisions", Decisions.outputs_in_use)
+
+    # ------------------------------------------------------------ breakers per model (breakers.py)
+    trip_breaker = _Forward("breakers", BreakerBoard.trip_breaker)
+    close_breaker = _Forward("breakers", BreakerBoard.close_breaker)
+    open_breakers = _Forward("breakers", BreakerBoard.open_breakers)
+    take_probe = _Forward("breakers", BreakerBoard.take_probe)

@@ -8,7 +8,7 @@ takeover's transaction."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
@@ -50,7 +50,8 @@ class Leases(Room):
             return int(c.execute(select(func.count()).select_from(runs).where(
                 runs.c.status == RunStatus.RUNNING, runs.c.heartbeat_at >= self._now() - lease_s)).scalar() or 0)
 
-    def claim(self, worker: int, scope: Scope, limit: int, limits: Mapping[str, int] | None = None) -> list[JobRow]:
+    def claim(self, worker: int, scope: Scope, limit: int, limits: Mapping[str, int] | None = None,
+              exclude: Sequence[str] = (), only: str | None = None) -> list[JobRow]:
         """Lease up to ``limit`` queued jobs of this manifest to ``worker``: highest priority
         first, then in manifest order.
 
@@ -61,7 +62,8 @@ class Leases(Room):
         ``limits`` (model → tasks in flight at most) hold for the whole fleet: a model's jobs
         are claimed only up to its limit less what live workers hold of it (creating,
         rendering, or claimed to start). Claims with limits take a transaction-level advisory
-        lock, one at a time, so two workers never both fill the same room.
+        lock, one at a time, so two workers never both fill the same room. ``exclude``: models not
+        to claim (their breaker is open); ``only``: claim that model's jobs alone (its probe).
         """
         def go(c: Connection) -> list[JobRow]:
             room: dict[str, int] = {}
@@ -77,6 +79,10 @@ class Leases(Room):
                            # stays with it until it leaves, instead of being retried in a loop
                            or_(jobs.c.worker_id.is_(None), ~holder_alive()))
                     .order_by(jobs.c.priority.desc(), jobs.c.seq).with_for_update(skip_locked=True))
+            if exclude:
+                free = free.where(jobs.c.model.not_in(list(exclude)))
+            if only is not None:
+                free = free.where(jobs.c.model == only)
             # Each limited model up to its room, the others together; the best ``limit`` of them.
             picks = [free.where(jobs.c.model == m).limit(min(n, limit)) for m, n in room.items() if n > 0]
             picks.append((free.where(jobs.c.model.not_in(list(room))) if room else free).limit(limit))

@@ -40,6 +40,7 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         wrong = led.not_as_asked(limit=20)
         delivery = led.delivery_counts()
         undelivered = led.delivery_problems(20)
+        breakers = led.open_breakers()
     now = time.time()
     at_risk = _at_risk(doubt, prices)
     host = socket.gethostname()
@@ -72,6 +73,9 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         "undelivered": delivery["undelivered"],
         "not_delivered": [dict(brief(j), error=j["delivery_error"] or "not attempted yet", destination=j["deliver_to"],
                                output_path=j["output_path"]) for j in undelivered],
+        # models whose breaker is open (issue 30): no new task but a probe after the cool-off
+        "breakers": {m: {"why": b["why"], "opened_at": b["opened_at"], "probe_in_s": max(0, round(b["probe_in"]))}
+                     for m, b in breakers.items()},
     }
 
 

@@ -1,0 +1,46 @@
+"""The ``breakers`` table: a breaker per model shared through the ledger (issue 30). A run
+opens a model's breaker here when its tasks keep failing (``breaker.py`` decides), closes it
+when a probe succeeds; every worker of a fleet reads the open ones before claiming, and the one
+worker whose ``take_probe`` moves the cool-off's end sends the probe. ``status`` reads it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+
+from ..schema import breakers
+from .database import Room
+
+
+class BreakerBoard(Room):
+    """Open, read, probe and close models' breakers."""
+
+    def trip_breaker(self, model: str, why: str, cooloff: float) -> None:
+        now = self._now()
+        with self.engine.begin() as c:
+            c.execute(self._insert_into(breakers).values(model=model, why=why, opened_at=now, reopens_at=now + cooloff)
+                      .on_conflict_do_update(index_elements=[breakers.c.model], set_={
+                          "why": why, "opened_at": now, "reopens_at": now + cooloff, "closed_at": None}))
+
+    def close_breaker(self, model: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(update(breakers).where(breakers.c.model == model, breakers.c.closed_at.is_(None))
+                      .values(closed_at=self._now()))
+
+    def open_breakers(self) -> dict[str, dict[str, Any]]:
+        """model → {why, opened_at, probe_in (seconds until its probe may go; ≤ 0: now)}."""
+        with self._read() as c:
+            rows = c.execute(select(breakers.c.model, breakers.c.why, breakers.c.opened_at,
+                                    (breakers.c.reopens_at - self._now()).label("probe_in"))
+                             .where(breakers.c.closed_at.is_(None)).order_by(breakers.c.model))
+            return {r.model: {"why": r.why, "opened_at": r.opened_at, "probe_in": float(r.probe_in)} for r in rows}
+
+    def take_probe(self, model: str, cooloff: float) -> bool:
+        """Whether this caller sends the model's probe now: its cool-off is over, and moving the
+        next one's start past now (atomically) keeps every other worker from sending one too."""
+        now = self._now()
+        with self.engine.begin() as c:
+            return c.execute(update(breakers).where(breakers.c.model == model, breakers.c.closed_at.is_(None),
+                                                    breakers.c.reopens_at <= now)
+                             .values(reopens_at=now + cooloff)).rowcount == 1
