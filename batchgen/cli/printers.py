@@ -45,6 +45,8 @@ def print_plan(doc: dict[str, Any], manifest: Path) -> None:
         est = "no price" if p["credits_estimated"] is None else f"~{plain(p['credits_estimated'])} {unit}"
         click.echo(f"  {p['model']:<34} {p['resolution']:>5}  {p['jobs']:>7} job(s)  {plain(p['seconds']):>9} s of video  {est}")
     click.echo(f"  estimated total: ~{plain(doc['credits_estimated_total'])} {unit} for all jobs ({doc['prices']})")
+    for text in doc.get("forecast", {}).get("lines", []):
+        click.echo(text)
 
 
 def print_diff(doc: dict[str, Any], manifest: Path, as_json: bool) -> None:

@@ -18,6 +18,21 @@ from .options import (
 from .printers import print_diff, print_json, print_plan, print_status, print_verify
 
 
+def _start_time(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--start HH:MM`` → the next such time (today, or tomorrow if it has passed), epoch seconds."""
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        at = dt.datetime.strptime(value.strip(), "%H:%M").time()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not HH:MM (for example 01:30)", ctx=ctx, param=param) from None
+    now = dt.datetime.now()
+    when = dt.datetime.combine(now.date(), at)
+    return (when if when >= now else when + dt.timedelta(days=1)).timestamp()
+
+
 @click.command(cls=Command)
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @read_ledger_options
@@ -25,10 +40,16 @@ from .printers import print_diff, print_json, print_plan, print_status, print_ve
 @click.option("--explain", is_flag=True, help="One line per job: what a run would do with it, and why (not with --diff).")
 @click.option("--diff", "show_diff", is_flag=True,
               help="Instead: what changed since the ledger last ran MANIFEST, with the credit delta (batchgen diff).")
+@click.option("--concurrency", type=click.IntRange(1, 10000), default=8, show_default=True,
+              help="The forecast's render slots (as `run --concurrency`).")
+@click.option("--rpm", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="The forecast's request budget (as `run --rpm`; 0 = unlimited).")
+@click.option("--start", metavar="HH:MM", default=None, callback=_start_time,
+              help="When the night starts, for the forecast's end time (default: now).")
 @models_option
 @format_options
 def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool, show_diff: bool,
-         models_file: Path | None, as_json: bool) -> None:
+         concurrency: int, rpm: float, start: float | None, models_file: Path | None, as_json: bool) -> None:
     """Validate and expand MANIFEST without sending anything; compare with the ledger.
 
     Prints how many jobs are new, already done, in flight, failed or in doubt, the total
@@ -42,7 +63,8 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool,
     if show_diff:
         print_diff(operations.diff(manifest, ledger=ledger, prices=load_prices(prices), catalog=cat), manifest, as_json)
         return
-    doc = operations.plan(manifest, ledger=ledger, prices=load_prices(prices), explain=explain, catalog=cat)
+    doc = operations.plan(manifest, ledger=ledger, prices=load_prices(prices), explain=explain, catalog=cat,
+                          concurrency=concurrency, rpm=rpm or None, start=start)
     if as_json:
         print_json(doc)
         return

@@ -170,6 +170,7 @@ class Ledger:
     queued_page = _Forward("reads", Reads.queued_page)
     queued_models = _Forward("reads", Reads.queued_models)
     queued_count = _Forward("reads", Reads.queued_count)
+    render_history = _Forward("reads", Reads.render_history)
     active_jobs = _Forward("reads", Reads.active_jobs)
     unfinished = _Forward("reads", Reads.unfinished)
     expiring = _Forward("reads", Reads.expiring)

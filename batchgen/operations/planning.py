@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .. import forecast
 from ..cost import Costs, PriceTable
 from ..jobs import ACTIVE, JobRow, JobState, short_key
 from ..ledger import Ledger
@@ -20,7 +21,8 @@ S = JobState
 
 
 def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: PriceTable | None = None,
-         explain: bool = False, catalog: Catalog | None = None) -> dict[str, Any]:
+         explain: bool = False, catalog: Catalog | None = None, concurrency: int = 8, rpm: float | None = 60.0,
+         start: float | None = None) -> dict[str, Any]:
     """Validate and expand ``manifest`` without sending anything and compare it with the ledger
     (if there is one): jobs per state bucket, seconds of video and estimated credits per model
     and resolution, warnings, and with ``explain`` one entry per job saying what a run would do
@@ -41,18 +43,25 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
         # Streamed: each batch of keys is looked up in the ledger as the expansion goes (a
         # 1,000,000-row manifest is never held).
         batch: list[str] = []
+        batch_models: list[str] = []
+        to_submit: dict[str, int] = defaultdict(int)  # model → jobs a run would create (the forecast)
         pending: list[tuple[str, str, str, str]] = []
 
         def classify() -> None:
             known = led.states_by_key(batch) if led is not None else {}
-            for k in batch:
-                buckets[_bucket(known.get(k))] += 1
+            for k, model in zip(batch, batch_models):
+                bucket = _bucket(known.get(k))
+                buckets[bucket] += 1
+                if bucket in ("new", "queued"):
+                    to_submit[model] += 1
+            batch_models.clear()
             rows.extend((k, n, src, out, known.get(k)) for k, n, src, out in pending)
             batch.clear()
             pending.clear()
 
         for job in m.expand():
             batch.append(job.key)
+            batch_models.append(job.model)
             if explain:
                 pending.append((job.key, job.name, job.source, job.output))
             group = (job.model, str(job.request.get("resolution", "-")))
@@ -66,6 +75,7 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
         m.check()
         classify()
         retakes = None if led is None else retakes_of_manifest(led, str(m.path.resolve()), table)
+        history = {} if led is None else led.render_history(to_submit)
     per: list[dict[str, Any]] = [
         {"model": mo, "resolution": r, "jobs": jobs_by[(mo, r)], "seconds": seconds[(mo, r)],
          "credits_estimated": None if credits[(mo, r)] is None else round(credits[(mo, r)] or 0.0, 4)}
@@ -78,6 +88,9 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
     if retakes is not None:
         doc["retakes"] = retakes
         doc["to_submit"] += retakes["queued"]
+    fetches = [h["fetch"] for h in history.values() if h.get("fetch") is not None]
+    night = forecast.estimate(dict(to_submit), history, concurrency, rpm, max(fetches) if fetches else None)
+    doc["forecast"] = {**night.as_dict(), "lines": forecast.lines(night, dict(to_submit), history, start)}
     if explain:
         doc["explain"] = [{"key": short_key(k), "name": n, "row": src, "output": out, "action": a, "reason": r}
                           for k, n, src, out, j in rows for a, r in [why(j)]]

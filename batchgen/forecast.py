@@ -1,0 +1,109 @@
+"""How long tonight takes, before anything is paid (issue 30): from the ledger's own history of
+each model (observed render time — result ready minus create answered — its mean and spread;
+polls per task; result ready → file in place), the jobs to submit per model, the run's
+``--concurrency`` and request budget. Without history of a model, a plainly labelled guess.
+
+The night is bounded by whichever binds: the render slots (every clip's render time spread over
+``concurrency`` slots, and never less than the slowest model's typical clip) or the request
+budget (a create and its polls per clip, at ``rpm``); then the last clips' download."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+GUESS_RENDER_S = 120.0  # a model never seen: a guess, said as one
+GUESS_POLLS = 2.0
+MIN_HISTORY = 5  # fewer observed clips than this: not history
+
+
+@dataclass
+class ModelForecast:
+    model: str
+    jobs: int
+    history: int  # clips of this model the estimate comes from (0: a guess)
+    mean_s: float
+    p10_s: float
+    p90_s: float
+    polls: float
+
+
+@dataclass
+class Forecast:
+    models: list[ModelForecast]
+    concurrency: int
+    rpm: float | None
+    seconds: float
+    bound: str  # "render slots" | "request budget"
+    fetch_s: float
+
+    @property
+    def guessed(self) -> list[str]:
+        return [m.model for m in self.models if not m.history]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds), "concurrency": self.concurrency, "rpm": self.rpm, "bound": self.bound,
+                "guessed_models": self.guessed,
+                "models": [{"model": m.model, "jobs": m.jobs, "history": m.history, "render_mean_s": round(m.mean_s, 1),
+                            "render_p10_s": round(m.p10_s, 1), "render_p90_s": round(m.p90_s, 1)}
+                           for m in self.models]}
+
+
+def per_model(jobs: dict[str, int], history: dict[str, dict[str, Any]]) -> list[ModelForecast]:
+    out = []
+    for model, n in sorted(jobs.items()):
+        h = history.get(model) or {}
+        renders = sorted(h.get("renders") or [])
+        if len(renders) >= MIN_HISTORY:
+            deciles = statistics.quantiles(renders, n=10)
+            out.append(ModelForecast(model, n, len(renders), statistics.fmean(renders), deciles[0], deciles[-1],
+                                     float(h.get("polls") or GUESS_POLLS)))
+        else:
+            out.append(ModelForecast(model, n, 0, GUESS_RENDER_S, GUESS_RENDER_S, GUESS_RENDER_S, GUESS_POLLS))
+    return out
+
+
+def estimate(jobs: dict[str, int], history: dict[str, dict[str, Any]], concurrency: int, rpm: float | None,
+             fetch_s: float | None = None) -> Forecast:
+    """The night's length for ``jobs`` (model → clips to submit)."""
+    models = per_model(jobs, history)
+    work = sum(m.jobs * m.mean_s for m in models)
+    slots = max(work / concurrency, max((m.mean_s for m in models if m.jobs), default=0.0))
+    requests = sum(m.jobs * (1 + m.polls) for m in models)
+    budget = requests / (rpm / 60.0) if rpm else 0.0
+    fetch = fetch_s if fetch_s is not None else 1.0
+    return Forecast(models, concurrency, rpm, max(slots, budget) + fetch,
+                    "request budget" if budget > slots else "render slots", fetch)
+
+
+def duration(s: float) -> str:
+    s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min" if s >= 120 else f"{s} s"
+
+
+def lines(f: Forecast, jobs: dict[str, int], history: dict[str, dict[str, Any]], start: float | None = None) -> list[str]:
+    """What `plan` prints: tonight's length at these settings and at twice the concurrency, when
+    it ends, where the figures come from."""
+    if not f.models:
+        return ["forecast: nothing to submit"]
+    rpm = f"--rpm {f.rpm:g}" if f.rpm else "--rpm 0"
+    seen = sum(m.history for m in f.models)
+    source = (f"history: {seen:,} clips of {'this model' if len(f.models) == 1 else 'these models'}"
+              if not f.guessed else
+              f"NO HISTORY of {', '.join(f.guessed)}: a guess of {GUESS_RENDER_S:g} s a clip"
+              + (f"; history: {seen:,} clips of the others" if seen else ""))
+    twice = estimate(jobs, history, f.concurrency * 2, f.rpm, f.fetch_s)
+    out = [f"forecast: ≈ {duration(f.seconds)} at --concurrency {f.concurrency} {rpm} ({source}; "
+           f"bound by the {f.bound}); at --concurrency {twice.concurrency}: ≈ {duration(twice.seconds)}"]
+    when = start if start is not None else time.time()
+    out.append(f"  ends ≈ {time.strftime('%H:%M', time.localtime(when + f.seconds))} if started at "
+               f"{time.strftime('%H:%M', time.localtime(when))}")
+    for m in f.models:
+        spread = (f"render {m.mean_s:.0f} s on average, 10–90 % {m.p10_s:.0f}–{m.p90_s:.0f} s, {m.history:,} clips seen"
+                  if m.history else "never rendered here: guessed")
+        out.append(f"  {m.model:<34} {m.jobs:>7} job(s)  {spread}")
+    return out
