@@ -14,6 +14,7 @@ verification (media.py) and the cost estimate read it.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -106,14 +107,17 @@ class Catalog:
         for rule in spec.rules:
             if rule.reads & failed:
                 continue  # its field already has its own error; a second, false line helps nobody
-            for f, msg in _broken(rule, out):
+            for f, msg in broken_rule(rule, out):
                 (warnings if rule.warn else errors).append((f, msg))
         for marker, list_field in spec.refs:
             if list_field in failed:
                 continue
             n = len(out.get(list_field) or [])
             for text_field in ("prompt",):
-                for m in re.finditer(re.escape(marker) + r"(\d+)", str(out.get(text_field) or "")):
+                text = str(out.get(text_field) or "")
+                if marker not in text:
+                    continue  # the common prompt names no item: no pattern to run
+                for m in ref_pattern(marker).finditer(text):
                     idx = int(m.group(1))
                     if not 1 <= idx <= n:
                         errors.append((text_field, f"refers to {marker}{idx} but {list_field} has {n} item(s)"))
@@ -121,11 +125,17 @@ class Catalog:
         return out, errors, warnings
 
 
+@functools.lru_cache(maxsize=64)
+def ref_pattern(marker: str) -> re.Pattern[str]:
+    """``@Image1``, ``@Image2``…: the pattern of a ``refs`` marker, compiled once."""
+    return re.compile(re.escape(marker) + r"(\d+)")
+
+
 def _set(v: Any) -> bool:
     return v is not None and v != [] and v != ""
 
 
-def _broken(rule: Rule, req: Mapping[str, Any]) -> list[tuple[str, str]]:
+def broken_rule(rule: Rule, req: Mapping[str, Any]) -> list[tuple[str, str]]:
     if rule.when and not all(req.get(k) == v for k, v in rule.when):
         return []
     if rule.when_set and not _set(req.get(rule.when_set)):
@@ -181,4 +191,5 @@ def __getattr__(name: str) -> Any:
 
 
 
-__all__ = ["SHIPPED", "UPLOAD_PREFIX", "Catalog", "FieldSpec", "ModelSpec", "Rule", "coerce", "comma_hint"]
+__all__ = ["SHIPPED", "UPLOAD_PREFIX", "Catalog", "FieldSpec", "ModelSpec", "Rule", "broken_rule", "coerce",
+           "comma_hint", "ref_pattern"]

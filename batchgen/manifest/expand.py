@@ -136,13 +136,15 @@ class JobBuilder:
         self.plain = PlainRows(doc)  # tests turn ``plain.enabled`` off to compare both paths
         self._path = str(doc.path)
         self._file_names: dict[str, str] = {}  # a rows file → its name, as a job's source says it
+        self._bases: dict[str, Path] = {}  # a rows file → its folder, where its local inputs are
 
     def make_job(self, row: Row, combo: dict[str, Any], seq: int) -> tuple[Job, bool] | None:
         """The job and whether its output name was reduced, or None (its problems recorded)."""
         if self.plain.enabled:
-            shape = self.plain.shape(row.values)
-            if shape is not None:
-                return self._plain_job(row, shape, seq)
+            values = self.plain.crossed(row.values, combo)
+            shape = self.plain.shape(values) if values is not None else None
+            if shape is not None and values is not None:
+                return self._plain_job(row, values, combo, shape, seq)
         doc = self.doc
         clash = [k for k in row.values if k in combo]
         for k in clash:
@@ -179,17 +181,21 @@ class JobBuilder:
         output, reduced = made
         return Job(key, seq, name, self._source(row), model, request, output, take, request_json, priority), reduced
 
-    def _plain_job(self, row: Row, shape: Shape, seq: int) -> tuple[Job, bool] | None:
-        """``make_job`` of a plain row (see plainrows.py): the same steps, less what its shape
-        already decided (no template to render, no field to question, the fields to send)."""
+    def _plain_job(self, row: Row, values: dict[str, Any], combo: dict[str, Any], shape: Shape,
+                   seq: int) -> tuple[Job, bool] | None:
+        """``make_job`` of a plain row (see plainrows.py) setting ``values`` with ``combo``: the
+        same steps, less what its shape already decided (no template to render, no field to
+        question, the fields to send, what the request keeps of the catalog entry)."""
         defaults = self.doc.defaults
-        raw = {**defaults, **row.values} if defaults else row.values  # read, never changed
+        raw = {**defaults, **values} if defaults else values  # read, never changed
         params = {k: raw[k] for k in shape.send}
-        if shape.media and not self._localise(params, row):
+        if shape.media and not plainrows.web_only(shape, params) and not self._localise(params, row):
             return None
-        request = self.check.request(shape.model, shape.spec, params, row)
-        if request is None:
-            return None
+        request = shape.maker.request(params)
+        if request is None:  # something to say about it: the general path's words
+            request = self.check.request(shape.model, shape.spec, params, row)
+            if request is None:
+                return None
         take = raw.get("take")
         take = None if take is None else str(take)
         priority = self._priority(raw.get("priority"), row)
@@ -198,8 +204,8 @@ class JobBuilder:
         key, request_json = job_identity(request, take)
         name = raw.get("name")
         name = str(name) if name is not None else f"job{seq:05d}"
-        output = plainrows.output_name(name)
-        made = (output, False) if output is not None else self._output_name(raw, row, {}, request, name, key, seq)
+        output = plainrows.output_name(name) if self.plain.plain_names else None
+        made = (output, False) if output is not None else self._output_name(raw, row, combo, request, name, key, seq)
         if made is None:
             return None
         return (Job(key, seq, name, self._source(row), shape.model, request, made[0], take, request_json, priority),
@@ -224,8 +230,12 @@ class JobBuilder:
         """Local files in the media fields of ``params`` → uploads; False (its problem recorded)
         for one that is not an acceptable file."""
         for f in self.doc.catalog.media_fields.intersection(params):
+            value = params[f]
+            base = self._bases.get(row.file)
+            if base is None:
+                base = self._bases[row.file] = Path(row.file).parent
             try:
-                params[f] = self.inputs.localise(params[f], Path(row.file).parent)
+                params[f] = self.inputs.localise(value, base)
             except TemplateError as e:
                 self.problems.add(row.where, f, str(e), file=row.file)
                 return False

@@ -1,13 +1,15 @@
 """Plain rows, the common case of a large manifest, expanded without asking per row what only
-depends on the row's shape. A row is plain when no value of it (or of ``defaults``) holds a
-``{`` template, it sets no ``output`` of its own, the manifest has no matrix and names files
-"{name}.mp4", and its model is a catalog model (validated, without ``per_model`` fields)
-every field of which the row and ``defaults`` set is a request field. For such a row the
-general path (``JobBuilder``) would render nothing, find no template variable, warn about no
-field and send exactly the request fields: which fields those are depends only on the row's
-shape (its model and the names of its fields), so it is worked out once per shape
-(``Shape``). Everything that depends on the values (normalising the request, local inputs,
-the key, the name) still runs per row, through the same code as the general path.
+depends on the row's shape. A row (crossed with a matrix combination, if the manifest has a
+matrix) is plain when no value of it, of the combination or of ``defaults`` holds a ``{``
+template, the combination sets no field the row sets, it sets no ``output`` of its own, and
+its model is a catalog model (validated, without ``per_model`` fields) every field of which
+they set is a request field. For such a row the general path (``JobBuilder``) would render
+nothing, find no template variable, warn about no field and send exactly the request fields:
+which fields those are depends only on the row's shape (its model and the names of its
+fields), so it is worked out once per shape (``Shape``), and so is what its request keeps of
+the catalog entry (``plainrequest.RequestMaker``). Everything that depends on the values
+(checking the cells, local inputs, the key, the name) still runs per row; a row with anything
+to say about it (a problem, a warning) is worded by the general path's own code.
 
 A row that is not plain, or whose shape is not, takes the general path: equivalence is
 checked by ``tests/test_manifest_plainrows.py`` expanding varied manifests both ways."""
@@ -20,6 +22,7 @@ from typing import Any
 
 from .. import names, specs
 from .document import Document
+from .plainrequest import RequestMaker
 from .templates import has_template
 from .validate import META_FIELDS
 
@@ -40,7 +43,11 @@ class Shape:
     model: str
     spec: specs.ModelSpec
     send: tuple[str, ...]
-    media: bool  # whether some of them is a media field (its local files become uploads)
+    media: tuple[str, ...]  # those of them that are media fields (local files become uploads)
+    # Whether the entry reads every one of those as URLs (url/urls): then a row holding web
+    # URLs only has nothing to localise (see ``web_only``).
+    urls_only: bool
+    maker: RequestMaker  # its requests, when there is nothing to say about them
 
 
 class PlainRows:
@@ -49,12 +56,24 @@ class PlainRows:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         # The manifest-wide conditions, decided once.
-        self.enabled = (not doc.matrix and doc.output_template in (None, DEFAULT_OUTPUT)
-                        and not any(has_template(v) for v in doc.defaults.values()))
+        self.enabled = not any(has_template(v) for v in doc.defaults.values())
+        # Files named "{name}.mp4": worked out by ``output_name`` (else by the general code).
+        self.plain_names = not doc.matrix and doc.output_template in (None, DEFAULT_OUTPUT)
         self._shapes: dict[tuple[str, tuple[str, ...]], Shape | None] = {}
 
+    @staticmethod
+    def crossed(values: dict[str, Any], combo: dict[str, Any]) -> dict[str, Any] | None:
+        """What a row setting ``values`` sets with the matrix combination ``combo``, or None
+        when they both set a field (a problem the general path reports)."""
+        if not combo:
+            return values
+        if not combo.keys().isdisjoint(values):
+            return None
+        return {**values, **combo}
+
     def shape(self, values: dict[str, Any]) -> Shape | None:
-        """The shape of a row setting ``values``, or None when the row is not plain."""
+        """The shape of a row setting ``values`` (with its matrix combination), or None when
+        the row is not plain."""
         for v in values.values():
             if type(v) is str:
                 if "{" in v:
@@ -91,7 +110,26 @@ class PlainRows:
             if k not in spec.fields:
                 return None  # a template variable, a typo, a default for other models: problems to tell
             send.append(k)
-        return Shape(model, spec, tuple(send), not doc.catalog.media_fields.isdisjoint(send))
+        media = tuple(k for k in send if k in doc.catalog.media_fields)
+        urls_only = all(spec.fields[k].kind in ("url", "urls") for k in media)
+        return Shape(model, spec, tuple(send), media, urls_only, RequestMaker(model, spec, tuple(send)))
+
+
+_WEB = ("https://", "http://")
+
+
+def web_only(shape: Shape, params: dict[str, Any]) -> bool:
+    """Whether the media fields of a row of ``shape`` hold nothing to localise: web URLs only
+    (a cell starting with one, "a|b" included), in fields the entry reads as URLs. For such a
+    value ``LocalInputs.localise`` would only strip it, which the field's coercion does too
+    (each item of a list), so the request is the same without it."""
+    if not shape.urls_only:
+        return False
+    for k in shape.media:
+        v = params[k]
+        if type(v) is not str or not v.startswith(_WEB):
+            return False
+    return True
 
 
 def output_name(name: str) -> str | None:

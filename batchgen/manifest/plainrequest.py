@@ -1,0 +1,105 @@
+"""The request of a plain row (see plainrows.py), made by a ``RequestMaker`` built once per row
+shape: what ``specs.Catalog.normalise`` does to such a row, less what depends on the shape only.
+
+The fields a shape does not send are the same in every row of it (their defaults, worked out
+once), so only the row's own cells are coerced and checked, each distinct cell once (a million
+rows repeat a handful of durations, resolutions and reference-image lists). The maker only
+ever accepts: a row with anything to say about it (a refused value, a field left to its
+default by an empty list, a broken rule, a rule's warning, an ``@ImageN`` naming no item) gets
+None, and the caller asks the general path (``CatalogCheck.request``), whose problems and
+warnings are the only ones ever reported. A request the maker does make is the one
+``normalise`` makes, key for key and in the same order: ``tests/test_manifest_plainrows.py``
+expands every manifest both ways."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import modelspec, specs
+
+MAX_CELLS = 4096  # distinct cells remembered per field; past this, each is checked as it comes
+MAX_CELL_CHARS = 1024  # a longer cell is checked, never remembered
+# Values a remembered verdict may hand out to every row that repeats a cell: immutable ones
+# (a list of URLs is kept as a tuple and each row gets its own list).
+_SHAREABLE = frozenset({str, int, float, bool})
+
+
+class _Field:
+    """One field a shape sends: its spec and the cells already found good (``known``: cell →
+    value; a list of URLs is kept as a tuple, each row gets its own list)."""
+
+    __slots__ = ("name", "spec", "urls", "known", "remember")
+
+    def __init__(self, name: str, spec: modelspec.FieldSpec) -> None:
+        self.name = name
+        self.spec = spec
+        self.urls = spec.kind == "urls"
+        self.known: dict[str, Any] = {}
+        # Free text (a prompt) differs in every row: remembering it would only cost.
+        self.remember = not (spec.kind == "str" and not spec.choices)
+
+    def value(self, raw: Any) -> Any:
+        """The value sent for a cell not in ``known``, or None when the general path has
+        something to say about it."""
+        if raw == "" or raw == []:
+            return None  # left to the default or refused as required: the general path says which
+        value = modelspec.quick_value(self.spec, raw) if type(raw) is str else None
+        if value is None:
+            value = modelspec.coerce(self.spec, raw)
+            if value is None or modelspec.check_value(self.spec, value) is not None:
+                return None
+        if self.remember and type(raw) is str and len(raw) <= MAX_CELL_CHARS and len(self.known) < MAX_CELLS:
+            if self.urls and type(value) is list and all(type(u) is str for u in value):
+                self.known[raw] = tuple(value)
+            elif type(value) in _SHAREABLE:
+                self.known[raw] = value
+        return value
+
+
+class RequestMaker:
+    """The requests of one plain shape: ``model`` (a catalog model, ``spec`` its entry) sent
+    the fields ``send``, every one of them a field of ``spec``."""
+
+    def __init__(self, model: str, spec: specs.ModelSpec, send: tuple[str, ...]) -> None:
+        self.spec = spec
+        # The request's keys in normalise's order (the model, then the entry's fields): the
+        # fields sent hold a placeholder, the others their default, checked once here.
+        self.template: dict[str, Any] = {"model": model}
+        self.fields: list[_Field] = []
+        self.hopeless = False  # a field this shape never sends is required, or its default is refused
+        for name, fs in spec.fields.items():
+            if name in send:
+                self.template[name] = None
+                self.fields.append(_Field(name, fs))
+            elif fs.required or fs.default is not None and modelspec.check_value(fs, fs.default) is not None:
+                self.hopeless = True
+            elif fs.default is not None:
+                self.template[name] = fs.default
+
+    def request(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The normalised request of a row sending ``params``, or None: ask the general path."""
+        if self.hopeless:
+            return None
+        out = self.template.copy()
+        for f in self.fields:  # the hot loop of a large manifest: a known cell costs a lookup
+            raw = params[f.name]
+            value = f.known.get(raw) if type(raw) is str else None
+            if value is None:
+                value = f.value(raw)
+                if value is None:
+                    return None
+            elif f.urls:
+                value = list(value)
+            out[f.name] = value
+        spec = self.spec
+        for rule in spec.rules:
+            if specs.broken_rule(rule, out):
+                return None  # an error or a warning: the general path words it
+        for marker, list_field in spec.refs:
+            text = str(out.get("prompt") or "")
+            if marker in text:
+                n = len(out.get(list_field) or [])
+                for idx in specs.ref_pattern(marker).findall(text):
+                    if not 1 <= int(idx) <= n:
+                        return None
+        return out
