@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchgen import names
+from batchgen import names, specs
 from batchgen.cost import Costs, PriceTable
 from batchgen.errors import ManifestError
 from batchgen.manifest import Manifest, plainrows
@@ -216,3 +216,152 @@ def test_costs_are_those_of_the_price_table() -> None:
             got = costs.of(req)
             want = (table.seconds(req), table.estimate(req))
             assert repr(got) == repr(want), req  # repr: -0.0 and nan compare as themselves
+
+
+# ----------------------------------------------------------------------------- reference-to-video rows
+# The seed's model: a list of reference images in one cell ("a|b"), @ImageN in the prompt naming
+# one of them. The short path makes these requests itself (plainrequest.RequestMaker) and hands
+# anything it would have to say to the general path.
+URL = "https://cdn.example.com/r/{}.png"
+REF_CELLS = [URL.format(1), f"{URL.format(1)}|{URL.format(2)}", "|".join(URL.format(i) for i in range(7)),
+             "|".join(URL.format(i) for i in range(8)),  # one too many
+             f" {URL.format(1)} | {URL.format(2)} ", f"{URL.format(1)}||{URL.format(2)}|", "|", " | ",
+             f"{URL.format(1)},{URL.format(2)}", "https://cdn.example.com/a,b.png", "https://x.example/w_1,h_2/a.png",
+             "ftp://cdn.example.com/a.png", "https://", "https:///a.png", "http://a", "HTTPS://A.EXAMPLE/x.png",
+             "https://a.example/x y.png", "https://a.example/\u00e9.png", "./local.png", "local.png|" + URL.format(1),
+             URL.format(1) + "|local.png", "missing.png", "upload:sha256:" + "0" * 64, "upload:sha256:xyz", "  ",
+             "https://a.example/x.png\u00a0", "\u2003https://a.example/x.png"]
+REF_PROMPTS = ["@Image1 at dusk", "@Image2 and @Image1", "@Image7 waves", "@Image8 waves", "@Image0 x", "@Image01 y",
+               "no reference", "@image1 lower case", "@Image", "@Image1@Image2", "x" * 4096, "x" * 4097, "  ", "é @Image1"]
+
+
+def _r2v_rows(n: int) -> list[list[str]]:
+    rows = [["name", "model", "prompt", "reference_image_urls", "duration", "aspect_ratio", "resolution"]]
+    for i in range(n):
+        rows.append([f"clip{i}", R2V, REF_PROMPTS[i % len(REF_PROMPTS)], REF_CELLS[i % len(REF_CELLS)],
+                     ["1", "8", "10", "11", "", "x", " 5 ", "6.0"][i % 8], ["16:9", "9:16", "", "21:9"][i % 4],
+                     ["480p", "720p", "", "1080p"][i % 4]])
+    return rows
+
+
+def test_reference_rows_expand_the_same_both_ways(tmp_path: Path) -> None:
+    rows = _r2v_rows(len(REF_CELLS) * len(REF_PROMPTS))
+    rows += [list(rows[1]), ["dup", *rows[2][1:]], [""] * 7, ["blank", R2V, "@Image1 x", "", "", "", ""],
+             ["clip1", R2V, "@Image1 other", URL.format(9), "", "", ""]]  # same request twice; same name twice
+    path = _write(tmp_path, _csv(rows), None)
+    assert assert_same(path) > 1
+    fast, _ = expansion(path, True)
+    assert len(fast["jobs"]) > 50 and len(fast["problems"]) > 50  # both kinds, many times
+    assert any(j["request"]["reference_image_urls"] == [URL.format(1), URL.format(2)] for j in fast["jobs"])
+    assert fast["local_files"]  # ./local.png became an upload on both ways
+    fields = {p.field for p in fast["problems"]}
+    assert {"reference_image_urls", "prompt", "duration", "aspect_ratio", "resolution", None} <= fields
+
+
+def test_reference_rows_with_defaults_and_yaml_jobs(tmp_path: Path) -> None:
+    rows = [["name", "prompt", "reference_image_urls"], ["a", "@Image1 x", URL.format(1)],
+            ["b", "@Image2 x", URL.format(1)], ["c", "@Image1 x", ""], ["d", "@Image1 y", f"{URL.format(1)}|{URL.format(3)}"]]
+    yaml = (f"defaults: {{model: {R2V}, resolution: 720p, reference_image_urls: ['{URL.format(5)}']}}\n"
+            "jobs:\n"
+            f"  - {{name: y1, prompt: '@Image2 z', reference_image_urls: ['{URL.format(1)}', '{URL.format(2)}']}}\n"
+            f"  - {{name: y2, prompt: '@Image1 z', reference_image_urls: []}}\n"
+            f"  - {{name: y3, prompt: '@Image1 z', reference_image_urls: '{URL.format(1)}|{URL.format(2)}'}}\n"
+            f"  - {{name: y4, prompt: '@Image1 z', reference_image_urls: [' {URL.format(1)} ', local.png]}}\n"
+            "rows: rows.csv\n")
+    path = _write(tmp_path, _csv(rows), yaml)
+    assert assert_same(path) >= 2
+    fast, _ = expansion(path, True)
+    # y2: an empty list leaves a required field unset; b: @Image2 of one image
+    assert [j["name"] for j in fast["jobs"]] == ["y1", "y3", "y4", "a", "c", "d"]
+    assert fast["jobs"][4]["request"]["reference_image_urls"] == [URL.format(5)]  # c: the default list
+
+
+VEO_R2V = "veo-3.1-fast-reference-to-video"
+
+
+@pytest.mark.parametrize("extra", ["", "output: '{name}-{model}-{duration}.mp4'\n", "output: '{name}.mp4'\n",
+                                   "defaults: {resolution: 720p, aspect_ratio: '9:16'}\n",
+                                   f"per_model: {{{VEO_R2V}: {{generate_audio: true}}}}\n"])
+def test_a_two_model_matrix_expands_the_same_both_ways(tmp_path: Path, extra: str) -> None:
+    rows = [["name", "prompt", "reference_image_urls", "duration"]]
+    rows += [[f"s{i}", f"@Image1 shot {i}", "|".join(URL.format(j) for j in range(1 + i % 4)), str(1 + i % 11)]
+             for i in range(120)]
+    rows += [["s3", "@Image2 again", URL.format(1), "8"], ["clash", "x", URL.format(2), "3"]]
+    yaml = f"matrix:\n  model: [{R2V}, {VEO_R2V}]\n{extra}rows: rows.csv\n"
+    path = _write(tmp_path, _csv(rows), yaml)
+    shapes = assert_same(path)
+    # per_model fields take the general path for that model; the other is plain
+    assert shapes == (1 if "per_model" in extra else 2)
+    fast, _ = expansion(path, True)
+    assert fast["problems"]  # veo takes 8 s, 3 images at most; @Image2 of one image; names may clash
+    assert {j["model"] for j in fast["jobs"]} == ({R2V} if extra == "output: '{name}.mp4'\n" else {R2V, VEO_R2V})
+
+
+def test_a_matrix_over_a_row_field_is_a_problem_both_ways(tmp_path: Path) -> None:
+    rows = [["name", "model", "prompt", "duration"], ["a", T2V, "x", "3"], ["b", T2V, "y", ""]]
+    path = _write(tmp_path, _csv(rows), "matrix: {duration: [2, 4], take: [1, 2]}\nrows: rows.csv\n")
+    assert assert_same(path) == 1  # row b; row a sets duration too: the general path's problem
+    fast, _ = expansion(path, True)
+    assert [j["output"] for j in fast["jobs"]] == ["b-2-1.mp4", "b-2-2.mp4", "b-4-1.mp4", "b-4-2.mp4"]
+    assert {(p.where, p.field) for p in fast["problems"]} == {("row 1 (line 2)", "duration")}
+
+
+@st.composite
+def reference_manifests(draw: st.DrawFn) -> tuple[str, str | None]:
+    """Reference-to-video rows, mostly good, with every kind of cell the short path must either
+    make exactly or hand over; sometimes under a two-model matrix or with defaults."""
+    item = st.one_of(st.sampled_from([URL.format(i) for i in range(9)]),
+                     st.sampled_from(["local.png", "./local.png", "missing.png", "ftp://a.example/x", "https://",
+                                      "https://a.example/a,b.png", "upload:sha256:" + "a" * 64, " ", ""]),
+                     st.from_regex(r"https?://[a-z,/ .|]{0,12}", fullmatch=True))
+    cell = st.lists(item, max_size=9).map(lambda xs: "|".join(xs))
+    prompt = st.one_of(st.sampled_from(REF_PROMPTS[:10]), st.from_regex(r"(@Image[0-9]{1,2} ?){0,3}[a-z ]{0,5}",
+                                                                         fullmatch=True))
+    matrix = draw(st.integers(0, 3)) == 0
+    cols = ["name", "prompt", "reference_image_urls", "duration", "aspect_ratio"] + ([] if matrix else ["model"])
+    body = [cols]
+    for i in range(draw(st.integers(1, 15))):
+        cells = [draw(st.sampled_from([f"c{i}", "dup", ""])), draw(prompt), draw(cell),
+                 draw(st.sampled_from(["", "3", "10", "11", "x"])), draw(st.sampled_from(["", "16:9", "5:4"]))]
+        if not matrix:
+            cells.append(draw(st.sampled_from([R2V, R2V, R2V, T2V, ""])))
+        body.append(cells)
+        if draw(st.integers(0, 6)) == 0:
+            body.append(list(cells))
+    lines = []
+    if draw(st.booleans()):
+        lines.append(f"defaults: {{model: {R2V}, resolution: {draw(st.sampled_from(['480p', '720p', '1080p']))}}}")
+    if matrix:
+        lines.append(f"matrix:\n  model: [{R2V}, {draw(st.sampled_from([T2V, I2V, 'veo-3.1']))}]")
+        lines.append(f"output: '{draw(st.sampled_from(['{name}-{model}.mp4', '{name}-{matrix}-{seq}.mp4']))}'")
+    if not lines and draw(st.booleans()):
+        return _csv(body), None
+    lines.append("rows: rows.csv")
+    return _csv(body), "\n".join(lines) + "\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=reference_manifests())
+def test_varied_reference_manifests_expand_the_same_both_ways(tmp_path_factory: pytest.TempPathFactory,
+                                                              doc: tuple[str, str | None]) -> None:
+    assert_same(_write(tmp_path_factory.mktemp("m"), *doc))
+
+
+FIELD_SPECS = [specs.FieldSpec("urls", True, None, None, 1, 7), specs.FieldSpec("urls", False, None, None, None, 3),
+               specs.FieldSpec("urls", False, None, None, 2, None), specs.FieldSpec("str", True, None, None, None, None, 10),
+               specs.FieldSpec("str", False, None, None, None, None, 10), specs.FieldSpec("str", True, None, ("a", "b")),
+               specs.FieldSpec("int", False, 6, None, 1, 15), specs.FieldSpec("url", True)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(fs=st.sampled_from(FIELD_SPECS),
+       cell=st.one_of(st.lists(st.sampled_from(["https://a.example/x.png", "http://b", "https://", "ftp://c", " ", "",
+                                                "https://a.example/x,y", "a.png", "\u00a0", "https://d.example/\u00e9",
+                                                "upload:sha256:" + "a" * 64]), max_size=9).map(lambda xs: "|".join(xs)),
+                      st.text(alphabet="ab |,:/hts.\u00a0\u2003\t", max_size=14)))
+def test_quick_value_is_what_coerce_and_check_make(fs: specs.FieldSpec, cell: str) -> None:
+    quick = specs.quick_value(fs, cell)
+    if quick is not None:
+        value = specs.coerce(fs, cell)
+        assert specs.check_value(fs, value) is None
+        assert quick == value and type(quick) is type(value)
