@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from batchgen import names, specs
@@ -354,6 +354,11 @@ FIELD_SPECS = [specs.FieldSpec("urls", True, None, None, 1, 7), specs.FieldSpec(
 
 
 @settings(max_examples=500, deadline=None)
+@example(fs=FIELD_SPECS[3], cell=" ")
+@example(fs=FIELD_SPECS[3], cell="\u2003")
+@example(fs=FIELD_SPECS[4], cell=" ")
+@example(fs=FIELD_SPECS[0], cell="https://a.example/x|https://b")
+@example(fs=FIELD_SPECS[2], cell="https://a")
 @given(fs=st.sampled_from(FIELD_SPECS),
        cell=st.one_of(st.lists(st.sampled_from(["https://a.example/x.png", "http://b", "https://", "ftp://c", " ", "",
                                                 "https://a.example/x,y", "a.png", "\u00a0", "https://d.example/\u00e9",
@@ -365,3 +370,47 @@ def test_quick_value_is_what_coerce_and_check_make(fs: specs.FieldSpec, cell: st
         value = specs.coerce(fs, cell)
         assert specs.check_value(fs, value) is None
         assert quick == value and type(quick) is type(value)
+
+
+def test_rules_and_empty_lists_of_plain_rows_are_worded_by_the_general_path(tmp_path: Path) -> None:
+    """Cross-field rules (an error, a warning), ``[]`` meaning "not set", and a list field:
+    what the short path hands over must come back the same."""
+    img = "https://a.example/i.png"
+    rows = [["name", "model", "prompt", "generation_type", "image_urls"],
+            ["t", "veo-3.1", "x", "text-to-video", ""], ["i", "veo-3.1", "y", "image-to-video", img],
+            ["i0", "veo-3.1", "z", "image-to-video", ""], ["t1", "veo-3.1", "w", "text-to-video", img],
+            ["r4", "veo-3.1", "v", "reference-to-video", "|".join([img] * 4)]]
+    yaml = ("jobs:\n"
+            "  - {name: s1, model: sora-2, prompt: a, image_urls: [], character_ids: []}\n"
+            "  - {name: s2, model: sora-2, prompt: b, image_urls: ['https://a.example/j.png'], character_ids: [c1]}\n"
+            f"  - {{name: k1, model: kling-o3-reference-to-video, prompt: '@Image1 c', image_urls: [{img}, {img}, {img}],"
+            " elements: [e1, e2]}\n"
+            f"  - {{name: k2, model: kling-o3-reference-to-video, prompt: '@Element2 d', image_urls: [{img}],"
+            " elements: [e1]}\n"
+            "rows: rows.csv\n")
+    path = _write(tmp_path, _csv(rows), yaml)
+    assert assert_same(path) >= 4
+    fast, _ = expansion(path, True)
+    assert [j["name"] for j in fast["jobs"]] == ["s1", "s2", "k1", "t", "i"]
+    assert "image_urls" not in fast["jobs"][0]["request"] and "character_ids" not in fast["jobs"][0]["request"]
+    assert fast["warnings"] and {p.field for p in fast["problems"]} == {"image_urls", "prompt"}
+
+
+def test_a_list_in_a_request_is_never_shared_with_another_job(tmp_path: Path) -> None:
+    cell = f"{URL.format(1)}|{URL.format(2)}"
+    rows = [["name", "model", "prompt", "reference_image_urls"]] + [[f"c{i}", R2V, f"x{i}", cell] for i in range(3)]
+    jobs = Manifest(_write(tmp_path, _csv(rows), None)).expand()
+    first = next(jobs)
+    first.request["reference_image_urls"].append("changed")  # a caller may edit what it was given
+    assert [j.request["reference_image_urls"] for j in jobs] == [[URL.format(1), URL.format(2)]] * 2
+
+
+def test_a_models_entry_reading_a_media_field_as_text_gets_it_localised(tmp_path: Path) -> None:
+    """Only a field the entry reads as URLs may skip localising (its coercion strips each item):
+    a field of another kind with a media field's name is sent as localising makes it."""
+    rows = [["name", "model", "prompt", "image_url"], ["a", "my-model", "x", "https://a.example/x.png "]]
+    yaml = ("models:\n  my-model:\n    output_seconds: 5\n    fields:\n      prompt: {type: text, required: true}\n"
+            "      image_url: {type: text}\nrows: rows.csv\n")
+    path = _write(tmp_path, _csv(rows), yaml)
+    assert assert_same(path) == 1
+    assert expansion(path, True)[0]["jobs"][0]["request"]["image_url"] == "https://a.example/x.png"
