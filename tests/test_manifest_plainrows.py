@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from batchgen import names, specs
+from batchgen import modelspec, names
 from batchgen.cost import Costs, PriceTable
 from batchgen.errors import ManifestError
 from batchgen.manifest import Manifest, plainrows
@@ -347,10 +347,10 @@ def test_varied_reference_manifests_expand_the_same_both_ways(tmp_path_factory: 
     assert_same(_write(tmp_path_factory.mktemp("m"), *doc))
 
 
-FIELD_SPECS = [specs.FieldSpec("urls", True, None, None, 1, 7), specs.FieldSpec("urls", False, None, None, None, 3),
-               specs.FieldSpec("urls", False, None, None, 2, None), specs.FieldSpec("str", True, None, None, None, None, 10),
-               specs.FieldSpec("str", False, None, None, None, None, 10), specs.FieldSpec("str", True, None, ("a", "b")),
-               specs.FieldSpec("int", False, 6, None, 1, 15), specs.FieldSpec("url", True)]
+FIELD_SPECS = [modelspec.FieldSpec("urls", True, None, None, 1, 7), modelspec.FieldSpec("urls", False, None, None, None, 3),
+               modelspec.FieldSpec("urls", False, None, None, 2, None), modelspec.FieldSpec("str", True, None, None, None, None, 10),
+               modelspec.FieldSpec("str", False, None, None, None, None, 10), modelspec.FieldSpec("str", True, None, ("a", "b")),
+               modelspec.FieldSpec("int", False, 6, None, 1, 15), modelspec.FieldSpec("url", True)]
 
 
 @settings(max_examples=500, deadline=None)
@@ -364,11 +364,11 @@ FIELD_SPECS = [specs.FieldSpec("urls", True, None, None, 1, 7), specs.FieldSpec(
                                                 "https://a.example/x,y", "a.png", "\u00a0", "https://d.example/\u00e9",
                                                 "upload:sha256:" + "a" * 64]), max_size=9).map(lambda xs: "|".join(xs)),
                       st.text(alphabet="ab |,:/hts.\u00a0\u2003\t", max_size=14)))
-def test_quick_value_is_what_coerce_and_check_make(fs: specs.FieldSpec, cell: str) -> None:
-    quick = specs.quick_value(fs, cell)
+def test_quick_value_is_what_coerce_and_check_make(fs: modelspec.FieldSpec, cell: str) -> None:
+    quick = modelspec.quick_value(fs, cell)
     if quick is not None:
-        value = specs.coerce(fs, cell)
-        assert specs.check_value(fs, value) is None
+        value = modelspec.coerce(fs, cell)
+        assert modelspec.check_value(fs, value) is None
         assert quick == value and type(quick) is type(value)
 
 

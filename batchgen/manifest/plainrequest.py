@@ -60,7 +60,7 @@ class RequestMaker:
     """The requests of one plain shape: ``model`` (a catalog model, ``spec`` its entry) sent
     the fields ``send``, every one of them a field of ``spec``."""
 
-    def __init__(self, model: str, spec: specs.ModelSpec, send: tuple[str, ...]) -> None:
+    def __init__(self, model: str, spec: modelspec.ModelSpec, send: tuple[str, ...]) -> None:
         self.spec = spec
         # The request's keys in normalise's order (the model, then the entry's fields): the
         # fields sent hold a placeholder, the others their default, checked once here.
