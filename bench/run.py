@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # ----------------------------------------------------------------------------- helpers
 from common import PY, ROOT, Sim, child, csv_manifest  # noqa: E402
 import nights  # noqa: E402
+from planbench import plan_shapes  # noqa: E402
 
 
 def batchgen_run(sim: Sim, manifest: Path, tmp: Path, *args: str, stop_after: float | None = None) -> dict[str, Any]:
@@ -376,6 +377,7 @@ def million(n: int) -> None:
         def ledger_bytes() -> int:
             return sum(p.stat().st_size for p in tmp.glob("l.db*") if p.suffix != ".lock")
 
+        plan_shapes(tmp, n, 3, row)  # the seed's model and a matrix beside the easy shape
         p = child([PY, "-m", "batchgen", "plan", str(m), "--json"], env=nowhere, cwd=tmp)
         full = n >= 1_000_000  # the time goal is for a million rows; smaller runs print it only
         row(f"plan of {n:,} rows: wall (s)", f"{p['wall']:.1f}", "<= 15 at 1M",
@@ -459,7 +461,9 @@ def main() -> None:
     ap.add_argument("--only", default="",
                     help="comma list of scenarios: throughput,requests,rate,memory,resume,makespan,makespan-exact,"
                          "ratebound,ratebound-unknown,report,startup,breaker; "
-                         "million (issue 21's flat-memory figures, ~1 h at full size) runs only when named")
+                         "million (issue 21's flat-memory figures, ~1 h at full size) and million-plan (its plan "
+                         "step only, in three shapes: text-to-video, the seed's reference-to-video, a two-model "
+                         "matrix; ~10 min) run only when named")
     ap.add_argument("--million-rows", type=int, default=1_000_000,
                     help="jobs of the million scenario (try 100000 first)")
     ap.add_argument("--makespan-scale", type=float, default=1.0,
@@ -499,6 +503,9 @@ def main() -> None:
         nights.breaker(batchgen_run, row, 40 if q else 150, 30.0 if q else 120.0, (3.0, 6.0), 30.0 if q else 60.0)
     if "million" in chosen:
         million(10000 if q else a.million_rows)
+    if "million-plan" in chosen:  # only million's plan step, in three shapes (minutes, not an hour)
+        with tempfile.TemporaryDirectory() as d:
+            plan_shapes(Path(d), 10000 if q else a.million_rows, 3, row)
     misses = [r for r in ROWS if r[3] == "MISS"]
     print(f"\n{len(ROWS)} figures, {len(misses)} target(s) missed" + (": " + "; ".join(r[0] for r in misses) if misses else ""))
 
