@@ -6,6 +6,7 @@ AWS secret, apprise token, URL password — and searches every output for them."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -119,7 +120,10 @@ def test_credentials_in_a_destination_url_are_refused_and_never_echoed(sim_facto
     y.write_text('deliver: "s3://AKIAEXAMPLE:wJalrXUtnSECRETKEY@renders/x/"\n'
                  "jobs:\n  - {name: a, model: grok-imagine-text-to-video, prompt: x, duration: 6}\n")
     for cmd in (["plan", str(y)], run_args(sim, y, tmp_path)):
-        r = run_cli([*cmd] if cmd[0] == "run" else [*cmd, "--ledger", str(tmp_path / "p.db")])
+        # plan before the first run (no ledger named, none at ./batchgen.db): a named ledger that
+        # does not exist would be refused first (issue 28), before the manifest is read
+        with contextlib.chdir(tmp_path):
+            r = run_cli(cmd, BATCHGEN_LEDGER=None)
         assert r.exit_code == 2 and "AWS_ACCESS_KEY_ID" in r.output and "wJalrXUtnSECRETKEY" not in r.output, r.output
     assert sim.truth()["creates"] == []
 
@@ -131,7 +135,8 @@ def test_plan_refuses_what_run_refuses(sim_factory, tmp_path, dest):
     sim = sim_factory(seed=198)
     y = tmp_path / "d.yaml"
     y.write_text(f'deliver: "{dest}"\njobs:\n  - {{name: a, model: grok-imagine-text-to-video, prompt: x, duration: 6}}\n')
-    p = run_cli(["plan", str(y), "--ledger", str(tmp_path / "p.db")])
+    with contextlib.chdir(tmp_path):  # plan before the first run: no ledger named, none at ./batchgen.db
+        p = run_cli(["plan", str(y)], BATCHGEN_LEDGER=None)
     r = run_cli(run_args(sim, y, tmp_path))
     assert p.exit_code == 2 and r.exit_code == 2, (p.output, r.output)
     assert "deliver" in p.output and "deliver" in r.output
