@@ -414,3 +414,19 @@ def test_a_models_entry_reading_a_media_field_as_text_gets_it_localised(tmp_path
     path = _write(tmp_path, _csv(rows), yaml)
     assert assert_same(path) == 1
     assert expansion(path, True)[0]["jobs"][0]["request"]["image_url"] == "https://a.example/x.png"
+
+
+@example(name="con", matrix="x")
+@example(name="x", matrix="nul")
+@example(name="a" * 80, matrix="b" * 80)
+@given(name=st.text(alphabet="aZ09._-\u00e9CcOoNnLlPpTtUuXx1 /", max_size=90),
+       matrix=st.text(alphabet="aZ09._-:\u00e9CcOoNnLlPpTtUuXx1 /", max_size=90))
+def test_matrix_output_name_never_differs_from_the_template(name: str, matrix: str) -> None:
+    fast = plainrows.output_name(name, matrix)
+    try:
+        slow: tuple[str, bool] | None = names.render_output_name(plainrows.MATRIX_OUTPUT,
+                                                                 {"name": name, "matrix": matrix}.get)
+    except ValueError:
+        slow = None
+    if fast is not None:
+        assert (fast, False) == slow

@@ -204,7 +204,7 @@ class JobBuilder:
         key, request_json = job_identity(request, take)
         name = raw.get("name")
         name = str(name) if name is not None else f"job{seq:05d}"
-        output = plainrows.output_name(name) if self.plain.plain_names else None
+        output = self.plain.output_of(name, combo)
         made = (output, False) if output is not None else self._output_name(raw, row, combo, request, name, key, seq)
         if made is None:
             return None

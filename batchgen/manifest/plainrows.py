@@ -28,6 +28,7 @@ from .validate import META_FIELDS
 
 MAX_SHAPES = 1024  # a CSV's shapes are its patterns of empty cells: few; past this, not remembered
 DEFAULT_OUTPUT = "{name}.mp4"
+MATRIX_OUTPUT = "{name}-{matrix}.mp4"  # the default under a matrix
 # A name ``names.safe_value`` keeps as it is (ASCII letters, digits and ``. _ -``, neither
 # starting nor ending with one of ``. _ -``, at most VALUE_CHARS characters), so that
 # "{name}.mp4" renders to name + ".mp4", which ``names.render_output_name`` accepts as it is
@@ -57,9 +58,20 @@ class PlainRows:
         self.doc = doc
         # The manifest-wide conditions, decided once.
         self.enabled = not any(has_template(v) for v in doc.defaults.values())
-        # Files named "{name}.mp4": worked out by ``output_name`` (else by the general code).
+        # Files named "{name}.mp4", or "{name}-{matrix}.mp4" under a matrix: worked out by
+        # ``output_name`` (``output_of``); any other template by the general code.
         self.plain_names = not doc.matrix and doc.output_template in (None, DEFAULT_OUTPUT)
+        self.matrix_names = bool(doc.matrix) and doc.output_template in (None, MATRIX_OUTPUT)
         self._shapes: dict[tuple[str, tuple[str, ...]], Shape | None] = {}
+
+    def output_of(self, name: str, combo: dict[str, Any]) -> str | None:
+        """The output name of a plain row's job named ``name`` (with ``combo``), or None when
+        the general code must render it (``output_name``)."""
+        if self.plain_names:
+            return output_name(name)
+        if self.matrix_names:
+            return output_name(name, "-".join(str(combo[k]) for k in self.doc.matrix))
+        return None
 
     @staticmethod
     def crossed(values: dict[str, Any], combo: dict[str, Any]) -> dict[str, Any] | None:
@@ -132,9 +144,18 @@ def web_only(shape: Shape, params: dict[str, Any]) -> bool:
     return True
 
 
-def output_name(name: str) -> str | None:
+def output_name(name: str, matrix: str | None = None) -> str | None:
     """The output name "{name}.mp4" renders to for a job named ``name`` (nothing reduced), or
-    None when the name needs the general path (``names.render_output_name``)."""
-    if _KEPT_NAME.match(name) and name.split(".")[0].upper() not in names.WINDOWS_RESERVED:
+    "{name}-{matrix}.mp4" with ``matrix`` (its combination's values joined by "-"); None when
+    the names need the general path (``names.render_output_name``). A value the file name keeps
+    as it is (``_kept``) is rendered as it is, and two such joined by "-" make a plain segment
+    that is never a reserved name (none holds a "-")."""
+    if not _kept(name):
+        return None
+    if matrix is None:
         return name + ".mp4"
-    return None
+    return f"{name}-{matrix}.mp4" if _kept(matrix) else None
+
+
+def _kept(value: str) -> bool:
+    return _KEPT_NAME.match(value) is not None and value.split(".")[0].upper() not in names.WINDOWS_RESERVED
