@@ -148,6 +148,7 @@ _HTTP_URL = re.compile(r"https?://[^\s/]+")
 # nothing to say about it).
 _WEB_ITEM = r"https?://[^\s/|,][^\s|,]*"
 _WEB_URLS = re.compile(rf"{_WEB_ITEM}(?:\|{_WEB_ITEM})*")
+MAX_GOOD_URLS = 1 << 16  # see quick_value
 
 
 def _url_ok(v: Any) -> bool:
@@ -156,18 +157,25 @@ def _url_ok(v: Any) -> bool:
     return isinstance(v, str) and _HTTP_URL.match(v) is not None
 
 
-def quick_value(fs: FieldSpec, cell: str) -> Any:
+def quick_value(fs: FieldSpec, cell: str, good: set[str] | None = None) -> Any:
     """``check_value(fs, coerce(fs, cell))`` for the commonest cells of a large CSV, when the
     value is plainly good: free text (a prompt) within its length, and a urls cell of web URLs
     ("a|b", ``_WEB_URLS``) as many as ``fs`` allows. None for any other cell: then ``coerce``
-    and ``check_value`` say what it is. A shortcut of the two, never a different verdict."""
+    and ``check_value`` say what it is. A shortcut of the two, never a different verdict.
+    ``good``: URLs already found plainly good (a cell of those needs no pattern), to which the
+    items of a plainly good cell are added (up to ``MAX_GOOD_URLS``)."""
     if fs.kind == "str":
         if fs.choices is None and cell and (fs.max_len is None or len(cell) <= fs.max_len) \
                 and not (fs.required and cell.isspace()):
             return cell  # coerce leaves text as it is
         return None
-    if fs.kind == "urls" and _WEB_URLS.fullmatch(cell) is not None:
+    if fs.kind == "urls":
         items = cell.split("|")
+        if good is None or not good.issuperset(items):
+            if _WEB_URLS.fullmatch(cell) is None:
+                return None
+            if good is not None and len(good) < MAX_GOOD_URLS:
+                good.update(items)
         n = len(items)
         if not (fs.min is not None and n < fs.min or fs.max is not None and n > fs.max):
             return items

@@ -24,11 +24,25 @@ MAX_CELL_CHARS = 1024  # a longer cell is checked, never remembered
 _SHAREABLE = frozenset({str, int, float, bool})
 
 
+MAX_ITEMS = 64  # a longer list's references are read by the general path
+
+
+class _Items(dict[int, frozenset[str]]):
+    """n → the numbers "1".."n" a marker (``@Image1``) may name in a list of n items."""
+
+    def __missing__(self, n: int) -> frozenset[str]:
+        self[n] = names = frozenset(str(i) for i in range(1, n + 1))
+        return names
+
+
+_ITEMS = _Items()
+
+
 class _Field:
     """One field a shape sends: its spec and the cells already found good (``known``: cell →
     value; a list of URLs is kept as a tuple, each row gets its own list)."""
 
-    __slots__ = ("name", "spec", "urls", "known", "remember")
+    __slots__ = ("name", "spec", "urls", "known", "remember", "good")
 
     def __init__(self, name: str, spec: modelspec.FieldSpec) -> None:
         self.name = name
@@ -37,13 +51,16 @@ class _Field:
         self.known: dict[str, Any] = {}
         # Free text (a prompt) differs in every row: remembering it would only cost.
         self.remember = not (spec.kind == "str" and not spec.choices)
+        # URLs found plainly good: a list of them needs no pattern (cells rarely repeat whole,
+        # their images often do).
+        self.good: set[str] = set()
 
     def value(self, raw: Any) -> Any:
         """The value sent for a cell not in ``known``, or None when the general path has
         something to say about it."""
         if raw == "" or raw == []:
             return None  # left to the default or refused as required: the general path says which
-        value = modelspec.quick_value(self.spec, raw) if type(raw) is str else None
+        value = modelspec.quick_value(self.spec, raw, self.good) if type(raw) is str else None
         if value is None:
             value = modelspec.coerce(self.spec, raw)
             if value is None or modelspec.check_value(self.spec, value) is not None:
@@ -99,7 +116,10 @@ class RequestMaker:
             text = str(out.get("prompt") or "")
             if marker in text:
                 n = len(out.get(list_field) or [])
+                if n > MAX_ITEMS:
+                    return None
+                named = _ITEMS[n]
                 for idx in specs.ref_pattern(marker).findall(text):
-                    if not 1 <= int(idx) <= n:
-                        return None
+                    if idx not in named:
+                        return None  # out of range, or written "01": the general path reads it
         return out
