@@ -4,8 +4,9 @@ polls per task; result ready → file in place), the jobs to submit per model, t
 ``--concurrency`` and request budget. Without history of a model, a plainly labelled guess.
 
 The night is bounded by whichever binds: the render slots (every clip's render time spread over
-``concurrency`` slots, and never less than the slowest model's typical clip) or the request
-budget (a create and its polls per clip, at ``rpm``); then the last clips' download."""
+``concurrency`` slots, plus the tail of the last clips, and never less than the slowest model's
+typical clip) or the request budget (a create and its polls per clip, at ``rpm``); then the
+last clips' download."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class ModelForecast:
     p10_s: float
     p90_s: float
     polls: float
+    square_s2: float  # mean of the squared render times (the tail term below)
 
 
 @dataclass
@@ -59,9 +61,10 @@ def per_model(jobs: dict[str, int], history: dict[str, dict[str, Any]]) -> list[
         if len(renders) >= MIN_HISTORY:
             deciles = statistics.quantiles(renders, n=10)
             out.append(ModelForecast(model, n, len(renders), statistics.fmean(renders), deciles[0], deciles[-1],
-                                     float(h.get("polls") or GUESS_POLLS)))
+                                     float(h.get("polls") or GUESS_POLLS), statistics.fmean(r * r for r in renders)))
         else:
-            out.append(ModelForecast(model, n, 0, GUESS_RENDER_S, GUESS_RENDER_S, GUESS_RENDER_S, GUESS_POLLS))
+            out.append(ModelForecast(model, n, 0, GUESS_RENDER_S, GUESS_RENDER_S, GUESS_RENDER_S, GUESS_POLLS,
+                                     GUESS_RENDER_S ** 2))
     return out
 
 
@@ -70,7 +73,14 @@ def estimate(jobs: dict[str, int], history: dict[str, dict[str, Any]], concurren
     """The night's length for ``jobs`` (model → clips to submit)."""
     models = per_model(jobs, history)
     work = sum(m.jobs * m.mean_s for m in models)
-    slots = max(work / concurrency, max((m.mean_s for m in models if m.jobs), default=0.0))
+    # The slots empty one by one at the end: the last clip still rendering when the others are
+    # done outlasts the average by the mean residual life E[X²] / 2 E[X] (renewal theory), which
+    # a slow model or a long tail makes large.
+    tail = sum(m.jobs * m.square_s2 for m in models) / (2 * work) if work else 0.0
+    longest = max((m.mean_s for m in models if m.jobs), default=0.0)
+    # One wave (no more clips than slots): every clip renders at once, the slowest model decides.
+    one_wave = sum(m.jobs for m in models) <= concurrency
+    slots = longest if one_wave else max(work / concurrency + tail, longest)
     requests = sum(m.jobs * (1 + m.polls) for m in models)
     budget = requests / (rpm / 60.0) if rpm else 0.0
     fetch = fetch_s if fetch_s is not None else 1.0

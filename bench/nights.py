@@ -51,10 +51,9 @@ def breaker(run: Callable[..., dict[str, Any]], row: Callable[..., None], per_mo
                     "--breaker-cooloff", str(cooloff))
             stats = _per_model(tmp / "l.db")
             with sqlite3.connect(tmp / "l.db") as c:
-                fails = [at for (at,) in c.execute(
-                    "SELECT e.at FROM events e JOIN jobs j ON j.id = e.job_id WHERE j.model = ? AND "
-                    "e.to_state = 'failed' ORDER BY e.at", (broken,))]
-                tripped = fails[4] if len(fails) >= 5 else None
+                # When the breaker opened, as the run recorded it (the ledger's breakers table).
+                opened = c.execute("SELECT opened_at FROM breakers WHERE model = ?", (broken,)).fetchone()
+                tripped = opened[0] if opened else None
                 after = c.execute("SELECT count(*) FROM events e JOIN jobs j ON j.id = e.job_id WHERE j.model = ? "
                                   "AND e.to_state = 'submitting' AND e.at > ?", (broken, tripped or 1e18)).fetchone()[0]
             results[label] = (r, stats, tripped, after)
@@ -75,3 +74,48 @@ def breaker(run: Callable[..., dict[str, Any]], row: Callable[..., None], per_mo
         row(f"breaker: {model} finished at s (control / faulted)", f"{span_c:.0f} / {span_f:.0f}",
             "faulted <= control", span_f <= span_c * 1.05)
     row("breaker: whole night wall s (control / faulted)", f"{rc['wall']:.0f} / {rf['wall']:.0f}", "", None)
+
+
+def _tonight(path: Path, per_model: int, prefix: str) -> Path:
+    with open(path, "w") as f:
+        f.write("name,model,prompt,duration\n")
+        for i in range(per_model):
+            for k, m in enumerate(MODELS):
+                f.write(f"{prefix}{k}-{i:05d},{m},{prefix} clip {i} of a lighthouse,{DURATION[m]}\n")
+    return path
+
+
+DISTRIBUTIONS = {
+    "skewed (lognormal, median 4 s, σ 0.6)": ",".join(f"{m}=lognormal:4:0.6" for m in MODELS),
+    "bimodal (3 s or 12 s, 30 % slow)": ",".join(f"{m}=bimodal:3:12:0.3" for m in MODELS),
+    "one slow model (3-5 s, 3-5 s, 14-18 s)": f"{MODELS[0]}=uniform:3:5,{MODELS[1]}=uniform:3:5,"
+                                              f"{MODELS[2]}=uniform:14:18",
+}
+
+
+def forecast(run: Callable[..., dict[str, Any]], row: Callable[..., None], history: int, tonight: int,
+             concurrency: int) -> None:
+    """A night of history, then `plan`'s forecast of the next night against that night's actual
+    length (first create to last clip in place, from the ledger's events)."""
+    import json
+
+    print(f"\n[f] forecast: {len(MODELS)} models, {history} clips each of history, then {tonight} each tonight, "
+          f"--concurrency {concurrency} --rpm 0")
+    for label, dist in DISTRIBUTIONS.items():
+        with tempfile.TemporaryDirectory() as d, Sim(model_render=dist) as sim:
+            tmp = Path(d)
+            run(sim, _tonight(tmp / "history.csv", history, "h"), tmp, "--concurrency", str(concurrency), "--rpm", "0",
+                "--poll-min", "0.2")
+            m = _tonight(tmp / "tonight.csv", tonight, "t")
+            p = child([PY, "-m", "batchgen", "plan", str(m), "--ledger", str(tmp / "l.db"), "--concurrency",
+                       str(concurrency), "--rpm", "0", "--json"])
+            predicted = json.loads(p["stdout"])["forecast"]["seconds"]
+            r = run(sim, m, tmp, "--concurrency", str(concurrency), "--rpm", "0", "--poll-min", "0.2")
+            with sqlite3.connect(tmp / "l.db") as c:
+                first, last = c.execute(
+                    "SELECT min(e.at), max(CASE WHEN e.to_state = 'done' THEN e.at END) FROM events e "
+                    "JOIN jobs j ON j.id = e.job_id WHERE j.name LIKE 't%'").fetchone()
+            actual = last - first
+            ratio = actual / predicted if predicted else float("inf")
+            row(f"forecast {label}: forecast / actual s", f"{predicted:.0f} / {actual:.0f}", "", None)
+            row(f"forecast {label}: actual ÷ forecast", f"{ratio:.3f}", "0.85-1.15", 0.85 <= ratio <= 1.15 and r["rc"] == 0)

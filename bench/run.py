@@ -462,7 +462,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the targets")
     ap.add_argument("--only", default="",
                     help="comma list of scenarios: throughput,requests,rate,memory,resume,makespan,makespan-exact,"
-                         "ratebound,ratebound-unknown,report,startup,breaker; "
+                         "ratebound,ratebound-unknown,report,startup,breaker,forecast; "
                          "million (issue 21's flat-memory figures, ~1 h at full size) and million-plan (its plan "
                          "step only, in three shapes: text-to-video, the seed's reference-to-video, a two-model "
                          "matrix; ~10 min) run only when named")
@@ -475,7 +475,7 @@ def main() -> None:
     q = a.quick
     chosen = set(a.only.split(",")) if a.only else {"throughput", "requests", "rate", "memory", "resume", "makespan",
                                                     "makespan-exact", "ratebound", "ratebound-unknown", "report",
-                                                    "startup", "breaker"}
+                                                    "startup", "breaker", "forecast"}
     print(f"batchgen benchmarks ({'quick' if q else 'full'}) on {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}")
     if "throughput" in chosen:
         throughput(2000 if q else 20000, 64)
@@ -503,6 +503,8 @@ def main() -> None:
         startup(5 if q else 15)
     if "breaker" in chosen:  # issue 30: one model of three failing 100 % from minute 2
         nights.breaker(batchgen_run, row, 40 if q else 150, 30.0 if q else 120.0, (3.0, 6.0), 30.0 if q else 60.0)
+    if "forecast" in chosen:  # issue 30: plan's forecast against the night it forecast
+        nights.forecast(batchgen_run, row, 10 if q else 30, 20 if q else 60, 12)
     if "million" in chosen:
         million(10000 if q else a.million_rows)
     if "million-plan" in chosen:  # only million's plan step, in three shapes (minutes, not an hour)

@@ -107,8 +107,10 @@ def _board(url: str) -> None:
         assert b["why"].startswith("5 failures") and b["probe_in"] <= 0
         assert led.take_probe(A, 60.0) and not led.take_probe(A, 60.0)  # one probe per cool-off
         assert 59 < led.open_breakers()[A]["probe_in"] <= 60
+        first = led.open_breakers()[A]["opened_at"]
         led.trip_breaker(A, "the probe failed", 0.0)  # opened again: a new cool-off
         assert led.open_breakers()[A]["why"] == "the probe failed"
+        assert led.open_breakers()[A]["opened_at"] == first  # when it first opened
         led.close_breaker(A)
         assert led.open_breakers() == {} and not led.take_probe(A, 1.0)
     finally:

@@ -15,13 +15,13 @@ T2V, HH = "grok-imagine-text-to-video", "happyhorse-1.0-text-to-video"
 def test_the_night_is_bound_by_the_slots_or_by_the_request_budget():
     history = {T2V: {"renders": [10.0] * 20, "polls": 1.0}}
     slots = estimate({T2V: 100}, history, concurrency=10, rpm=None, fetch_s=0.0)
-    assert slots.bound == "render slots" and slots.seconds == 100.0  # 100 × 10 s over 10 slots
+    assert slots.bound == "render slots" and slots.seconds == 100.0 + 5.0  # 100 × 10 s over 10 slots, the tail
     budget = estimate({T2V: 100}, history, concurrency=10, rpm=60, fetch_s=0.0)
     assert budget.bound == "request budget" and budget.seconds == 200.0  # 200 requests at 1 a second
     few = estimate({T2V: 2}, history, concurrency=10, rpm=None, fetch_s=0.0)
-    assert few.seconds == 10.0  # never less than one clip's render
+    assert few.seconds == 10.0  # one wave: never less than one clip's render
     guess = estimate({HH: 8}, history, concurrency=8, rpm=None, fetch_s=0.0)
-    assert guess.guessed == [HH] and guess.seconds == GUESS_RENDER_S
+    assert guess.guessed == [HH] and guess.seconds == GUESS_RENDER_S  # one wave: the clips render at once
 
 
 def test_plan_forecasts_from_the_ledgers_history_and_says_when_it_guesses(sim_factory, tmp_path):

@@ -17,11 +17,17 @@ class BreakerBoard(Room):
     """Open, read, probe and close models' breakers."""
 
     def trip_breaker(self, model: str, why: str, cooloff: float) -> None:
+        """Open ``model``'s breaker, or start its cool-off again (a failed probe): ``opened_at``
+        stays when it first opened."""
         now = self._now()
         with self.engine.begin() as c:
-            c.execute(self._insert_into(breakers).values(model=model, why=why, opened_at=now, reopens_at=now + cooloff)
-                      .on_conflict_do_update(index_elements=[breakers.c.model], set_={
-                          "why": why, "opened_at": now, "reopens_at": now + cooloff, "closed_at": None}))
+            again = c.execute(update(breakers).where(breakers.c.model == model, breakers.c.closed_at.is_(None))
+                              .values(why=why, reopens_at=now + cooloff)).rowcount
+            if not again:
+                c.execute(self._insert_into(breakers).values(model=model, why=why, opened_at=now,
+                                                             reopens_at=now + cooloff)
+                          .on_conflict_do_update(index_elements=[breakers.c.model], set_={
+                              "why": why, "opened_at": now, "reopens_at": now + cooloff, "closed_at": None}))
 
     def close_breaker(self, model: str) -> None:
         with self.engine.begin() as c:

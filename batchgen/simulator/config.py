@@ -37,6 +37,9 @@ class SimConfig:
     # the simulator started fail with probability P, with model_fault_code (issue 30's breaker).
     model_faults: str = ""
     model_fault_code: str = "service_error"
+    # Render times per model instead of render_min..max: "MODEL=uniform:A:B", "MODEL=lognormal:
+    # MEDIAN:SIGMA" (skewed), "MODEL=bimodal:FAST:SLOW:P" (P of the tasks slow, ±10 % each), comma-separated.
+    model_render: str = ""
     p_truncate: float = 0.0  # result download cut short
     p_poll_404: float = 0.0  # poll answers 404 (unknown task), as an eventually consistent store might
     file_min: int = 4096
@@ -68,6 +71,18 @@ class SimConfig:
             if name.strip() == model and since_start >= float(at or 0):
                 return float(p)
         return 0.0
+
+    def render_of(self, model: str) -> tuple[str, list[float]] | None:
+        """``model_render``'s distribution for ``model`` (kind, parameters), or None."""
+        for entry in filter(None, (e.strip() for e in self.model_render.split(","))):
+            name, _, spec = entry.partition("=")
+            kind, *params = spec.split(":")
+            if name.strip() == model:
+                if kind not in ("uniform", "lognormal", "bimodal") or len(params) != (3 if kind == "bimodal" else 2):
+                    raise ValueError(f"model_render entry {entry!r}: uniform:A:B, lognormal:MEDIAN:SIGMA or "
+                                     "bimodal:FAST:SLOW:P")
+                return kind, [float(p) for p in params]
+        return None
 
     def update(self, values: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}

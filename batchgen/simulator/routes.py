@@ -59,6 +59,14 @@ class Routes:
         if key is not None:
             response.headers.update(self.faults.quota_headers(key))
 
+    def _render(self, kind: str, p: list[float]) -> float:
+        """A render time drawn from a ``model_render`` distribution (the one seeded generator)."""
+        if kind == "uniform":
+            return self.rng.uniform(p[0], p[1])
+        if kind == "lognormal":
+            return p[0] * math.exp(self.rng.gauss(0.0, p[1]))
+        return (p[1] if self.rng.random() < p[2] else p[0]) * self.rng.uniform(0.9, 1.1)
+
     def _fractional(self) -> bool:
         return self.config.render_max < 10  # sub-10 s renders: report fractional estimates
 
@@ -135,7 +143,8 @@ class Routes:
         if c.balance is not None and self.book.spent + credits > c.balance:
             return self._error(402, "Insufficient balance, please top up", "insufficient_quota")
         self.book.spent += credits
-        render = self.rng.uniform(c.render_min, c.render_max)
+        dist = c.render_of(body["model"]) if c.model_render else None
+        render = self.rng.uniform(c.render_min, c.render_max) if dist is None else self._render(*dist)
         r = self.rng.random()
         outcome, code = "completed", None
         if r < c.p_fail:
