@@ -16,6 +16,11 @@ class SimConfig:
     render_max: float = 6.0
     estimate_noise: float = 0.15  # estimated_time = render time × U(1-n, 1+n)
     latency: float = 0.0  # added to every API response
+    # An API's habits (issue 31 part 4), so that a benchmark does not measure only this simulator's:
+    jitter: float = 0.0  # every API answer comes U(0, jitter) seconds later still
+    latency_after: float = 0.0  # a create's answer leaves this long after its task started (its clock runs already)
+    pending_s: float = 0.0  # a task waits ~this long (× U(0.5, 1.5)) in `pending` before its render starts; not in estimated_time
+    progress: str = "linear"  # what `progress` says while rendering: linear | none (0 until done) | coarse (steps of 25)
     rpm_limit: float | None = None  # token bucket per key (a second's worth of burst); over it → 429 + Retry-After
     # Quota headers on every API answer while rpm_limit is set: "none" (foxapi documents none),
     # "ietf" (RateLimit-Limit/-Remaining/-Reset and RateLimit-Policy "N;w=1") or "x" (X-RateLimit-*)

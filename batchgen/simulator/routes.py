@@ -86,6 +86,8 @@ class Routes:
         self.counters.bump(self.counters.per_second, str(int(time.time())))
         if self.config.latency:
             await asyncio.sleep(self.config.latency)
+        if self.config.jitter:
+            await asyncio.sleep(self.rng.uniform(0.0, self.config.jitter))
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
             return None, self._error(401, "Missing API key", "authentication_error")
@@ -161,7 +163,7 @@ class Routes:
             id=self.book.new_id(self.rng), model=body["model"], body_sha256=canonical_sha256(body), created=time.time(),
             render=render, estimate=render * self.rng.uniform(1 - c.estimate_noise, 1 + c.estimate_noise),
             outcome=outcome, fail_code=code, credits=credits, file_size=self.rng.randint(c.file_min, c.file_max),
-            **plan(body, c, self.faults))
+            wait=c.pending_s * self.rng.uniform(0.5, 1.5) if c.pending_s else 0.0, **plan(body, c, self.faults))
         self.book.tasks[t.id] = t
         self.book.save({"task": asdict(t)})
         self.counters.creates_accepted += 1
@@ -177,6 +179,8 @@ class Routes:
         doc = t.view(t.created, self.base_url, self._fractional())
         doc.update(status="pending", progress=0, results=None, error=None)
         self.counters.bump(self.counters.status, "200")
+        if c.latency_after:  # the task's clock is running while its answer travels
+            await asyncio.sleep(c.latency_after)
         return web.json_response(doc)
 
     async def get_task(self, request: web.Request) -> web.StreamResponse:
@@ -194,7 +198,7 @@ class Routes:
             return web.Response(status=200, text="<html>502 Bad Gateway</html>", content_type="text/html")
         t.polls += 1
         self.counters.bump(self.counters.status, "200")
-        return web.json_response(t.view(time.time(), self.base_url, self._fractional()))
+        return web.json_response(t.view(time.time(), self.base_url, self._fractional(), c.progress))
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         self.counters.downloads += 1

@@ -47,15 +47,21 @@ class Task:
     seconds: float = 6.0
     audio: bool = True
     variant: str | None = None  # short | wrong_aspect | undecodable | no_audio
+    wait: float = 0.0  # seconds in `pending` before the render starts (pending_s), not in the estimate
 
     def ready(self, now: float) -> bool:
         """The render is over (a completed task's file can be fetched)."""
-        return now - self.created >= self.render
+        return now - self.created >= self.wait + self.render
 
-    def view(self, now: float, base_url: str, fractional: bool) -> dict[str, Any]:
+    @property
+    def ready_at(self) -> float:
+        return self.created + self.wait + self.render
+
+    def view(self, now: float, base_url: str, fractional: bool, progress: str = "linear") -> dict[str, Any]:
         """The task document a poll returns at ``now``. ``fractional``: report the estimate with
-        decimals (sub-10 s renders, where whole seconds would say 0)."""
-        elapsed = now - self.created
+        decimals (sub-10 s renders, where whole seconds would say 0). ``progress``: how the
+        rendering's progress is told (``SimConfig.progress``)."""
+        elapsed = now - self.created - self.wait
         est = round(self.estimate, 2) if fractional else int(round(self.estimate))
         doc: dict[str, Any] = {
             "id": self.id, "object": "video.generation.task", "type": "video", "model": self.model,
@@ -66,7 +72,9 @@ class Task:
         if elapsed < self.render * 0.1:
             doc.update(status="pending", progress=0)
         elif elapsed < self.render:
-            doc.update(status="processing", progress=min(99, int(100 * elapsed / self.render)))
+            told = min(99, int(100 * elapsed / self.render))
+            told = 0 if progress == "none" else (told // 25 * 25 if progress == "coarse" else told)
+            doc.update(status="processing", progress=told)
         elif self.outcome == "completed":
             doc.update(status="completed", progress=100,
                        results=[{"url": f"{base_url}/files/{self.id}.mp4", "width": self.width, "height": self.height}])

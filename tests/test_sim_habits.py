@@ -1,0 +1,50 @@
+"""The simulator's habit knobs (issue 31 part 4): another API's ways, so the benchmark does not
+measure only this simulator's — a task that waits in `pending` before its render, progress told
+coarsely or not at all, round-trip jitter, a create answered after its task started."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+from batchgen.simulator.tasks import Task
+from conftest import run_args, run_cli, write_csv_manifest
+
+
+def _task(**kw) -> Task:
+    base = dict(id="task-unified-1-aaaaaaaa", model="m", body_sha256="x", created=100.0, render=10.0, estimate=10.0,
+                outcome="completed", fail_code=None, credits=1.0, file_size=10)
+    return Task(**{**base, **kw})
+
+
+@pytest.mark.parametrize("progress, told", [("linear", 47), ("coarse", 25), ("none", 0)])
+def test_progress_is_told_as_the_api_tells_it(progress, told):
+    doc = _task().view(104.7, "http://x", True, progress)
+    assert doc["status"] == "processing" and doc["progress"] == told
+
+
+def test_a_task_waiting_in_pending_renders_later_than_its_estimate_says():
+    t = _task(wait=3.0)
+    assert t.view(105.0, "http://x", True)["status"] == "processing"  # 2 s into its render
+    assert t.view(102.0, "http://x", True)["status"] == "pending"
+    assert not t.ready(112.5) and t.ready(113.0) and t.ready_at == 113.0
+    assert t.view(113.0, "http://x", True)["status"] == "completed"
+
+
+def test_habits_reach_the_api_and_a_run_still_finishes(sim_factory, tmp_path):
+    sim = sim_factory(jitter=0.05, latency_after=0.2, pending_s=0.2, progress="none", estimate_noise=0.0)
+    req = urllib.request.Request(sim.url + "/v1/videos/generations", method="POST",
+                                 data=json.dumps({"model": "grok-imagine-text-to-video", "prompt": "a lighthouse"}).encode(),
+                                 headers={"Authorization": "Bearer k", "Content-Type": "application/json"})
+    t0 = time.monotonic()
+    with urllib.request.urlopen(req, timeout=10) as r:
+        doc = json.loads(r.read())
+    assert time.monotonic() - t0 >= 0.2  # answered after its task started
+    (task,) = [c for c in sim.truth()["creates"] if c["task_id"] == doc["id"]]
+    assert task["ready_at"] > task["created"] + task["render_s"]  # it waited in pending first
+    m = write_csv_manifest(tmp_path / "m.csv", 6)
+    r = run_cli(run_args(sim, m, tmp_path, "--json", "--no-verify"))
+    assert r.exit_code == 0 and json.loads(r.stdout)["counts"] == {"done": 6}
