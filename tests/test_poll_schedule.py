@@ -24,6 +24,7 @@ class Task:
     progress: int = 0
     estimated_time: float | None = None
     submitted_at: float | None = NOW
+    create_sent: float | None = None
     poll_errors: int = 0
     retry_after: float | None = None
 
@@ -127,3 +128,17 @@ def test_slow_answers_do_not_make_exact_estimates_look_noisy():
             by_arrival.observe(M, est, sent + latency - create[1], done=done)
     assert book.pace(M).holds()
     assert not by_arrival.pace(M).holds()
+
+
+def test_a_first_poll_is_timed_from_the_creates_send_not_its_answer():
+    """Bounds are measured from the send; an API that answers a create 0.5 s after its task
+    started must not make the poll 0.5 s late."""
+    book = PaceBook()
+    for _ in range(3):
+        book.observe("m", 10.0, 10.2, done=True)
+    sent = Task(estimated_time=10.0, create_sent=NOW - 0.5)
+    answered = Task(estimated_time=10.0)
+    spread = lambda d: 0.0  # noqa: E731
+    d_sent = poll_delay(sent, NOW, poll_min=2.0, poll_max=60.0, book=book, jitter=spread)
+    d_answered = poll_delay(answered, NOW, poll_min=2.0, poll_max=60.0, book=book, jitter=spread)
+    assert d_answered - d_sent == pytest.approx(0.5)

@@ -54,6 +54,7 @@ class Polled(Protocol):
     progress: int
     estimated_time: float | None
     submitted_at: float | None
+    create_sent: float | None
     poll_errors: int
     retry_after: float | None
 
@@ -137,7 +138,11 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
     """Seconds until the next poll of ``job`` (see the module's docstring). ``jitter(d)`` returns
     what to add to a delay ``d`` (default: up to ``SPREAD_S`` or 1 % of it). ``thrifty``: the
     request budget binds (``budget.RequestBudget.binding``): no probing before the known end."""
-    elapsed = now - (job.submitted_at or now)
+    # Timed from the create's send when this process sent it: the bounds a first poll is placed
+    # by are measured from there (``observe_poll``), and a task cannot start before it was asked
+    # for. From the answer, an API that answers a create after its task started (or just
+    # slowly) made every poll late by the create's round trip (issue 31 part 4).
+    elapsed = now - (job.create_sent or job.submitted_at or now)
     if job.poll_errors:
         return max(job.retry_after or 0.0, backoff(job.poll_errors, poll_min, poll_max))
     est = job.estimated_time
