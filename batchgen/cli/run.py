@@ -90,10 +90,11 @@ class RpmType(click.ParamType["float | str"]):
 @click.option("--concurrency", type=click.IntRange(1, 10000), default=8, show_default=True,
               help="Tasks rendering at the provider at once: a slot is held from the create until the result is "
                    "ready. Downloads, verification and delivery run in their own bounded pools and hold no slot.")
-@click.option("--rpm", type=RpmType(), default="60", show_default=True,
+@click.option("--rpm", type=RpmType(), default="auto", show_default=True,
               help="API requests per minute for the API key, creates, polls and uploads together (0 = unlimited), "
-                   "or 'auto': learn the API's limit from its answers (start at 60, grow while nothing is "
-                   "refused, cut on 429; RateLimit headers are believed when sent).")
+                   "or 'auto': learn the API's limit from its answers (start at 60, grow while requests wait and "
+                   "nothing is refused, cut on 429; RateLimit headers are believed when sent). Give N when you "
+                   "know the limit.")
 @click.option("--poll-min", type=click.FloatRange(min=0.01), default=2.0, show_default=True,
               help="Shortest pause between two polls of one task (seconds).")
 @click.option("--task-timeout", type=click.FloatRange(min=1), default=7200.0, show_default=True,
