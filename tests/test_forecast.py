@@ -44,3 +44,15 @@ def test_plan_forecasts_from_the_ledgers_history_and_says_when_it_guesses(sim_fa
     assert "if started at 01:30" in text
     bad = run_cli(["plan", str(tmp_path / "tonight.csv"), "--ledger", str(tmp_path / "l.db"), "--start", "25:99"])
     assert bad.exit_code == 2 and "HH:MM" in bad.output
+
+
+def test_diff_says_how_long_tonight_takes_too(sim_factory, tmp_path):
+    sim = sim_factory(render_min=0.2, render_max=0.3)
+    m = write_csv_manifest(tmp_path / "m.csv", 8)
+    assert run_cli(run_args(sim, m, tmp_path, "--no-verify")).exit_code == 0
+    write_csv_manifest(tmp_path / "m.csv", 20)  # twelve more clips tonight
+    r = run_cli(["diff", str(m), "--ledger", str(tmp_path / "l.db"), "--json"])
+    f = json.loads(r.stdout)["forecast"]
+    assert f["models"][0]["jobs"] == 12 and f["models"][0]["history"] == 8 and not f["guessed_models"]
+    text = run_cli(["diff", str(m), "--ledger", str(tmp_path / "l.db")]).output
+    assert "forecast: ≈ " in text and "history: 8 clips of this model" in text

@@ -80,6 +80,8 @@ def print_diff(doc: dict[str, Any], manifest: Path, as_json: bool) -> None:
     click.echo(f"credits (estimated): last {plain(c['last'])} → now {plain(c['now'])} ({plain(c['delta'], sign=True)} "
                f"{c['unit']}); tonight's spend ~{plain(c['tonight'])} {c['unit']} for the jobs a run would submit"
                + (f" ({c['unpriced_jobs']} without a price)" if c["unpriced_jobs"] else ""))
+    for text in doc.get("forecast", {}).get("lines", []):
+        click.echo(text)
 
 
 def print_models(docs: list[dict[str, Any]]) -> None:

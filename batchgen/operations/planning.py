@@ -110,13 +110,16 @@ def _bucket(j: dict[str, Any] | None) -> str:
 
 
 def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
-         prices: PriceTable | None = None, catalog: Catalog | None = None) -> dict[str, Any]:
+         prices: PriceTable | None = None, catalog: Catalog | None = None, concurrency: int = 8,
+         rpm: float | None = 60.0, start: float | None = None) -> dict[str, Any]:
     """Compare ``manifest`` with what the ledger last ran for it (the jobs its path expanded to
     when last recorded): jobs added, removed, changed (matched by output path, then name; the
     request fields that changed) and unchanged (how many of them are done), with estimated
     credits: the last expansion's total, this one's, the delta, and tonight's spend (the jobs a
-    plain run would submit: new or queued). Sends nothing, records nothing."""
+    plain run would submit: new or queued) and how long they take (the forecast, as `plan`'s).
+    Sends nothing, records nothing."""
     old: list[JobRow] | None = None
+    history: dict[str, dict[str, Any]] = {}
     retakes: dict[str, Any] = {"queued": 0, "marked": 0, "credits": 0.0}
     known: dict[str, dict[str, Any]] = {}
     last_run: dict[str, Any] | None = None
@@ -132,6 +135,7 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
             known = led.states_by_key([j.key for j in new])
             last_run = led.last_run_of(path)
             retakes = retakes_of_manifest(led, path, table)
+            history = led.render_history(sorted({j.model for j in new}))
     old = old or []
     new_keys = {j.key for j in new}
     old_by_key = {j["key"]: j for j in old}
@@ -148,10 +152,12 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
     unchanged = unchanged_done = 0
     tonight = 0.0
     unpriced = 0
+    to_submit: dict[str, int] = defaultdict(int)
     for j in new:
         credits = est(j.request)
         state = known.get(j.key, {})
         if state.get("state") in (None, S.QUEUED):  # a run would pay for it (not failed, in doubt, cancelled)
+            to_submit[j.model] += 1
             tonight += credits or 0.0
             unpriced += credits is None
         if j.key in old_by_key:
@@ -173,7 +179,10 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
     last_total = sum(e or 0.0 for e in (est(json.loads(j["request"])) for j in old))
     new_total = sum(e or 0.0 for e in (est(j.request) for j in new))
     tonight += retakes["credits"]
+    fetches = [h["fetch"] for h in history.values() if h.get("fetch") is not None]
+    night = forecast.estimate(dict(to_submit), history, concurrency, rpm, max(fetches) if fetches else None)
     return {
+        "forecast": {**night.as_dict(), "lines": forecast.lines(night, dict(to_submit), history, start)},
         "manifest": str(manifest), "last_run": last_run, "known": bool(old), "retakes": retakes,
         "added": added, "removed": removed, "changed": changed, "unchanged": unchanged,
         "unchanged_done": unchanged_done,
