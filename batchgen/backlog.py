@@ -47,26 +47,29 @@ class DeliveryOutcome:
     already_there: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failed: list[dict[str, Any]] = field(default_factory=list)
     not_verified: list[dict[str, Any]] = field(default_factory=list)  # missing/changed: `recover` first
+    # In a store, and since sent for a retake or rejected: kept (nothing is deleted silently), listed.
+    not_approved: list[dict[str, Any]] = field(default_factory=list)
     pruned: int = 0
     left: dict[str, int] = field(default_factory=dict)  # the ledger's counts afterwards
 
     def as_dict(self) -> dict[str, Any]:
         # delivered / undelivered: the ledger's counts afterwards (what status and run show)
         return {"delivered_now": dict(self.delivered), "already_there": dict(self.already_there),
-                "failed": self.failed, "skipped": self.not_verified, "pruned": self.pruned, **self.left}
+                "failed": self.failed, "skipped": self.not_verified, "pruned": self.pruned,
+                "delivered_not_approved": self.not_approved, **self.left}
 
 
 def deliver(led: Ledger, *, to: str | None = None, scope: Scope | None = None,
             open_store: Callable[[str], store_mod.Store] | None = None, prune_local: bool = False,
-            threads: int = 4, verify: bool = True, catalog: Catalog | None = None,
+            threads: int = 4, verify: bool = True, catalog: Catalog | None = None, only: str | None = None,
             log: Callable[[str], None] = lambda _m: None) -> DeliveryOutcome:
     """Deliver what the ledger owes. ``to``: first record the clips of ``scope`` (or of the whole
     ledger) as owed there. ``open_store``: builds the store for a destination URL (default
     ``deliver.open_store``); each destination is checked before its first upload
     (``DeliveryError`` with ``fatal`` when it refuses)."""
     opener = open_store or store_mod.open_store
-    if to is not None:
-        led.owe_delivery(scope, str(store_mod.Destination.parse(to)))
+    if to is not None:  # ``only="approved"``: owed there once approved (`--deliver-only approved`)
+        led.owe_delivery(scope, str(store_mod.Destination.parse(to)), only)
     rows = led.undelivered(scope, verified_only=False)
     out = DeliveryOutcome()
     stores: dict[str, store_mod.Store] = {}
@@ -119,6 +122,11 @@ def deliver(led: Ledger, *, to: str | None = None, scope: Scope | None = None,
                                           detail="local copy removed after delivery")])
                     out.pruned += 1
     out.left = led.delivery_counts(scope)
+    kept = led.delivered_not_approved(scope)
+    verdicts = led.latest_decisions([j["id"] for j in kept])
+    out.not_approved = [_brief(j, error=f"in the store at {j['delivered_url']}, since marked "
+                                      f"{verdicts[j['id']]['verdict']}: kept; remove it from the store yourself "
+                                      "if it must go") for j in kept if j["id"] in verdicts]
     return out
 
 

@@ -209,6 +209,7 @@ class JobRow(TypedDict):
     delivery_error: str | None
     pruned_at: float | None
     deliver_to: str | None
+    deliver_only: str | None  # "approved": owed only once a reviewer approved it (or it is its shot's pick)
     # The latest review decision (ledger/decisions.py), on the rows export and report read.
     review: NotRequired[str | None]  # a Verdict value; None: pending
     review_note: NotRequired[str | None]

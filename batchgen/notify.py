@@ -77,6 +77,11 @@ def compose(summary: dict[str, Any], *, ledger: str, report: str | None = None,
     if d:
         lines.append(f"delivered to {d['destination']}: {d['delivered']} clip(s), {d['undelivered']} not yet"
                      + (f" — {d['error']}" if d.get("error") else ""))
+    if summary.get("awaiting_review"):
+        led = f" --ledger {ledger}" if ledger else ""
+        lines.append(f"awaiting review: {summary['awaiting_review']} clip(s) — open them with "
+                     f"`batchgen review{led}" + (f" --run {run_id}`" if run_id is not None else "`")
+                     + " (it prints the page's URL)")
     if summary.get("reason"):
         reason = str(summary["reason"])
         lines.append(reason if reason.startswith("stopped") else f"stopped: {reason}")

@@ -147,6 +147,9 @@ jobs = Table(
     # that asks for delivery, done or not, so that a clip left undelivered is found by the next
     # run of any manifest containing it, or by `batchgen deliver`, whatever was edited since.
     Column("deliver_to", Text),
+    # `--deliver-only approved` (0015): only a clip a reviewer approved (and, where its shot has a
+    # pick, only the pick) is owed to ``deliver_to``; NULL: every finished clip is.
+    Column("deliver_only", String(16)),
     CheckConstraint("state IN (" + ", ".join(f"'{s.value}'" for s in STATES) + ")", name="state"),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_run_id_seq", "run_id", "seq"),

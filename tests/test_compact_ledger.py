@@ -220,9 +220,10 @@ def _ledger_at_0008(url: str) -> list[dict]:
 
 
 def _at_0008(row: dict | None) -> dict:
-    """A job row without the columns later migrations added (0011: priority, 0012: retake_of)."""
+    """A job row without the columns later migrations added (0011: priority, 0012: retake_of,
+    0015: deliver_only)."""
     assert row is not None
-    return {k: v for k, v in row.items() if k not in ("priority", "retake_of")}
+    return {k: v for k, v in row.items() if k not in ("priority", "retake_of", "deliver_only")}
 
 
 def _same_as_before(led: Ledger, before: list[dict]) -> None:

@@ -53,13 +53,16 @@ def resolve(job: str, ledger: str | None, action: str | None, task_id: str | Non
 @click.option("--deliver-endpoint", metavar="URL", default=None,
               help="S3-compatible endpoint (env AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL).")
 @click.option("--prune-local", is_flag=True, help="Remove each local clip (and its pictures) once the store holds it.")
+@click.option("--deliver-only", "deliver_only", type=click.Choice(["approved"]), default=None,
+              help="With --to: owe there only the clips a reviewer approved (and a shot's pick where it has one).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Verify clips that were never verified before delivering them.")
 @models_option
 @format_options
 @quiet_option
 def deliver(ledger: str | None, to: str | None, manifest: Path | None, deliver_endpoint: str | None,
-            prune_local: bool, verify: bool, models_file: Path | None, as_json: bool, quiet: bool) -> None:
+            prune_local: bool, deliver_only: str | None, verify: bool, models_file: Path | None, as_json: bool,
+            quiet: bool) -> None:
     """Deliver what the ledger owes, no manifest needed.
 
     Every done clip that a manifest asked to deliver (`deliver:` or `run --deliver`) and that
@@ -67,12 +70,16 @@ def deliver(ledger: str | None, to: str | None, manifest: Path | None, deliver_e
     since, a kill between upload and record — is uploaded from its local file to where it is
     owed (an object already there with the same sha256 is recorded, not uploaded again).
     Nothing is rendered or fetched again. Clips whose local file is missing or changed are
-    listed: `batchgen recover` gets them back. Exit code 8 when not every clip is delivered."""
+    listed: `batchgen recover` gets them back. Clips owed under `--deliver-only approved` are
+    delivered once a reviewer approved them; a delivered clip marked retake or reject since is
+    kept in the store and listed. Exit code 8 when not every clip owed is delivered."""
     from .. import operations
     from ..errors import EXIT_DELIVERY
 
+    if deliver_only and to is None:
+        raise UsageError("--deliver-only goes with --to (a run's --deliver-only is recorded with each clip owed)")
     doc = operations.deliver(ledger, to=to, manifest=manifest, endpoint=deliver_endpoint, prune_local=prune_local,
-                             verify=verify, catalog=operations.catalog(models_file),
+                             verify=verify, catalog=operations.catalog(models_file), only=deliver_only,
                              log=(lambda m: None) if quiet or as_json else echo_err)
     if as_json:
         print_json(doc)

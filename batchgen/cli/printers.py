@@ -217,6 +217,8 @@ def print_deliver(doc: dict[str, Any]) -> None:
         click.echo(f"{n} clip(s) already in {dest}: recorded, not uploaded again")
     for j in doc["failed"] + doc["skipped"]:
         click.echo(f"  not delivered: {j['name']} ({j['key']}): {j['error']}")
+    for j in doc.get("delivered_not_approved", []):
+        click.echo(f"  kept in the store: {j['name']} ({j['key']}): {j['error']}")
     click.echo(f"the ledger: {doc['delivered']} clip(s) delivered, {doc['undelivered']} not yet")
 
 

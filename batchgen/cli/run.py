@@ -155,6 +155,9 @@ class RpmType(click.ParamType["float | str"]):
               help="Endpoint of an S3-compatible store (MinIO, R2, B2, Ceph…); default AWS_ENDPOINT_URL_S3 or AWS.")
 @click.option("--prune-local", is_flag=True,
               help="With --deliver: remove the local clip and its pictures once the store holds them.")
+@click.option("--deliver-only", "deliver_only", type=click.Choice(["approved"]), default=None,
+              help="Deliver only the clips a reviewer approved (`batchgen review`), and a shot's pick where it "
+                   "has one: none the night they render; `batchgen deliver` delivers them once approved.")
 @click.option("--notify", "notify_urls", multiple=True, metavar="URL",
               help="apprise URL (slack://…, mailto://…, ntfy://…, json://host/path …) that gets one message "
                    "when the run ends (repeatable). A failed notification never fails the run.")
@@ -171,7 +174,8 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
         as_json: bool, quiet: bool,
         progress_every: float, log_format: str, log_file: Path | None, heartbeat: float,
         lease_timeout: float, outage_window: float, verify: bool, on_mismatch: str, pictures: bool,
-        deliver_to: str | None, no_deliver: bool, deliver_endpoint: str | None, prune_local: bool, notify_urls: tuple[str, ...],
+        deliver_to: str | None, no_deliver: bool, deliver_endpoint: str | None, prune_local: bool,
+        deliver_only: str | None, notify_urls: tuple[str, ...],
         metrics_file: Path | None, report_to: Path | None, models_file: Path | None) -> None:
     """Submit, poll and download every job of MANIFEST; resume whatever an earlier run left.
 
@@ -209,7 +213,8 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
                       breaker=breaker, breaker_cooloff=breaker_cooloff, prices=load_prices(prices), heartbeat=heartbeat,
                       lease=lease_timeout,
                       outage_window=outage_window, verify=verify, on_mismatch=on_mismatch, pictures=pictures,
-                      prune_local=prune_local, metrics_file=metrics_file, metrics_every=progress_every)
+                      prune_local=prune_local, metrics_file=metrics_file, metrics_every=progress_every,
+                      deliver_only=deliver_only)
     if no_deliver and (deliver_to or prune_local):
         raise click.BadParameter("--no-deliver contradicts --deliver/--prune-local", param_hint="--no-deliver")
     sim_cfg = SimConfig(**parse_sets(sim_set)) if simulate else None

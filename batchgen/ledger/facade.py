@@ -161,6 +161,7 @@ class Ledger:
     lost_candidates = _Forward("records", Records.lost_candidates)
     delivery_counts = _Forward("records", Records.delivery_counts)
     delivery_problems = _Forward("records", Records.delivery_problems)
+    delivered_not_approved = _Forward("records", Records.delivered_not_approved)
     not_as_asked = _Forward("records", Records.not_as_asked)
     verify_counts = _Forward("records", Records.verify_counts)
 

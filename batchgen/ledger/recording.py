@@ -126,6 +126,11 @@ class Recorder(Room):
                 c.exec_driver_sql(f"INSERT INTO manifest_jobs (manifest_id, job_id) SELECT manifest_id, "
                                   f"(SELECT id FROM jobs WHERE key = {ph('key')}) FROM manifest_jobs WHERE job_id = "
                                   f"{ph('of')} ON CONFLICT DO NOTHING", {"key": raw_digest(job.key), "of": job.retake_of})
+                # Owed where the clip it replaces was owed (and under the same `--deliver-only`).
+                original = select(jobs.c.deliver_to, jobs.c.deliver_only).where(jobs.c.id == job.retake_of).subquery()
+                c.execute(update(jobs).where(jobs.c.key == job.key).values(
+                    deliver_to=select(original.c.deliver_to).scalar_subquery(),
+                    deliver_only=select(original.c.deliver_only).scalar_subquery()))
                 n += 1
         return n
 

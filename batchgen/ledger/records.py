@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import case, exists, func, or_, select, update
 
-from ..jobs import JobRow, JobState
-from ..schema import jobs, uploads
+from ..jobs import JobRow, JobState, Verdict
+from ..schema import decisions, jobs, uploads
 from .database import Room
 from .scope import Scope, of_manifest
 from .sql import is_owed, job_row, job_select
@@ -23,17 +23,33 @@ S = JobState
 class Records(Room):
     """Verification, delivery and upload records."""
 
-    def owe_delivery(self, scope: Scope | None, destination: str) -> int:
+    def owe_delivery(self, scope: Scope | None, destination: str, only: str | None = None) -> int:
         """Record that this manifest's clips are owed to ``destination`` (an ``s3://`` URL without
         credentials): done or not, each is delivered there once done, by the next run of any
         manifest that contains it or by ``batchgen deliver``. Clips already delivered keep
-        where they went."""
+        where they went. ``only="approved"``: owed only once a reviewer approved them
+        (`--deliver-only approved`); None: every finished clip is."""
         q = update(jobs).where(jobs.c.delivered_url.is_(None),
-                               or_(jobs.c.deliver_to.is_(None), jobs.c.deliver_to != destination))
+                               or_(jobs.c.deliver_to.is_(None), jobs.c.deliver_to != destination,
+                                   jobs.c.deliver_only.is_distinct_from(only)))
         if scope is not None:
             q = q.where(of_manifest(scope))
         with self.engine.begin() as c:
-            return c.execute(q.values(deliver_to=destination)).rowcount
+            return c.execute(q.values(deliver_to=destination, deliver_only=only)).rowcount
+
+    def delivered_not_approved(self, scope: Scope | None = None, limit: int = 50) -> list[JobRow]:
+        """Clips in a store whose latest review verdict is now retake or reject: kept there (never
+        deleted silently), listed so that someone decides."""
+        x = decisions.alias("x")
+        latest = select(func.max(x.c.id)).where(x.c.job_id == jobs.c.id).correlate_except(x).scalar_subquery()
+        q = (job_select().where(jobs.c.delivered_url.is_not(None), exists().where(
+            decisions.c.job_id == jobs.c.id, decisions.c.id == latest,
+            decisions.c.verdict.in_([Verdict.RETAKE, Verdict.REJECT])))
+             .order_by(jobs.c.id).limit(limit))
+        if scope is not None:
+            q = q.where(of_manifest(scope))
+        with self._read() as c:
+            return [job_row(r) for r in c.execute(q)]
 
     def upload_url(self, sha256: str, newer_than: float) -> str | None:
         with self._read() as c:

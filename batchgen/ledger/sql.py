@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import Select, and_, exists, select
+from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.engine import Connection
 
-from ..jobs import ACTIVE, JobRow, JobState, RunStatus
-from ..schema import jobs, runs
+from ..jobs import ACTIVE, JobRow, JobState, RunStatus, Verdict
+from ..schema import decisions, jobs, runs
 from .shapes import SHAPE, whole
 
 S = JobState
@@ -50,8 +50,33 @@ def plain(r: Any) -> dict[str, Any]:
 
 
 def is_owed() -> Any:
-    """Done clips that a manifest asked to deliver and that the store does not hold (yet)."""
-    return and_(jobs.c.state == S.DONE, jobs.c.deliver_to.is_not(None), jobs.c.delivered_url.is_(None))
+    """Done clips that a manifest asked to deliver and that the store does not hold (yet); with
+    ``deliver_only`` approved, only once a reviewer approved them (see ``approved_to_deliver``)."""
+    return and_(jobs.c.state == S.DONE, jobs.c.deliver_to.is_not(None), jobs.c.delivered_url.is_(None),
+                or_(jobs.c.deliver_only.is_(None), approved_to_deliver()))
+
+
+def _latest(job_id: Any) -> Any:
+    x = decisions.alias("x")
+    # Correlated to the job of the enclosing query, however deep (SQLAlchemy correlates only
+    # to the immediately enclosing SELECT on its own).
+    return select(func.max(x.c.id)).where(x.c.job_id == job_id).correlate_except(x).scalar_subquery()
+
+
+def approved_to_deliver() -> Any:
+    """The job's latest decision approves it, and it is its shot's pick or its shot (the same
+    request: its other takes) has no pick: `--deliver-only approved`."""
+    mine = decisions.alias("mine")
+    other = jobs.alias("other")
+    theirs = decisions.alias("theirs")
+    approved = exists().where(mine.c.job_id == jobs.c.id, mine.c.id == _latest(jobs.c.id),
+                              mine.c.verdict == Verdict.APPROVE)
+    picked = exists().where(mine.c.job_id == jobs.c.id, mine.c.id == _latest(jobs.c.id), mine.c.pick.is_(True))
+    sibling_picked = exists().where(
+        other.c.id != jobs.c.id, other.c.model == jobs.c.model, other.c.request == jobs.c.request,
+        other.c.shape_id.is_not_distinct_from(jobs.c.shape_id),
+        theirs.c.job_id == other.c.id, theirs.c.id == _latest(other.c.id), theirs.c.pick.is_(True))
+    return and_(approved, or_(picked, ~sibling_picked))
 
 
 def holder_alive() -> Any:

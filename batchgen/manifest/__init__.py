@@ -107,6 +107,11 @@ class Manifest:
         return self._doc.deliver
 
     @property
+    def deliver_only(self) -> str | None:
+        """``deliver: {to: …, only: approved}``: only approved clips (and picks) are delivered."""
+        return self._doc.deliver_only
+
+    @property
     def limits(self) -> dict[str, int]:
         """``limits:`` model → tasks in flight at most (run --limit MODEL=N overrides one)."""
         return self._doc.limits

@@ -36,6 +36,7 @@ class Document:
     output_template: str | None = None
     unvalidated_models: frozenset[str] = frozenset()
     deliver: str | None = None  # `deliver: s3://bucket/prefix/` (run --deliver overrides it)
+    deliver_only: str | None = None  # `deliver: {to: …, only: approved}` (run --deliver-only overrides it)
     limits: dict[str, int] = field(default_factory=dict)  # `limits:` model → tasks in flight (run --limit overrides)
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_model_lines: dict[str, dict[str, int]] = field(default_factory=dict)  # model → field → its line

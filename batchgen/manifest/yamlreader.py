@@ -108,8 +108,20 @@ class _YamlReader:
         self._read_models(doc, line)
         self._read_limits(doc, line)
         dest = doc.get("deliver")
+        if isinstance(dest, dict):  # deliver: {to: s3://…, only: approved}
+            only, unknown = dest.get("only"), sorted(str(k) for k in dest if k not in ("to", "only"))
+            if unknown:
+                add(line("deliver"), "deliver", f"unknown key(s) {', '.join(unknown)}: `to` (the URL) and `only`")
+            if only is not None and only != "approved":
+                add(line("deliver"), "deliver", f"only: {only!r}: the one choice is `approved` (clips a reviewer "
+                                                "approved, and picks)")
+            elif only is not None:
+                self.doc.deliver_only = "approved"
+            dest = dest.get("to")
+            if dest is None:
+                add(line("deliver"), "deliver", "`to:` the s3://bucket/prefix/ URL is missing")
         if dest is not None and not (isinstance(dest, str) and dest.strip().startswith("s3://")):
-            add(line("deliver"), "deliver", "must be an s3://bucket/prefix/ URL (quoted)")
+            add(line("deliver"), "deliver", "must be an s3://bucket/prefix/ URL (quoted), or {to: URL, only: approved}")
         elif dest is not None:
             from ..deliver import Destination
 

@@ -38,7 +38,8 @@ def verify(ledger: str | Ledger | None = None, *, run_id: int | None = None, wor
 # ---------------------------------------------------------------------------------- deliver / recover
 def deliver(ledger: str | Ledger | None = None, *, to: str | None = None, manifest: str | Path | None = None,
             endpoint: str | None = None, prune_local: bool = False, verify: bool = True,
-            catalog: Catalog | None = None, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+            catalog: Catalog | None = None, only: str | None = None,
+            log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Deliver every done clip that a manifest asked to deliver and that its store does not hold
     yet, from the local files (nothing is rendered or fetched again). ``to``: deliver there the
     clips of ``manifest`` (its jobs when it was last run), or of the whole ledger, that are not
@@ -53,7 +54,7 @@ def deliver(ledger: str | Ledger | None = None, *, to: str | None = None, manife
             if led.manifest_members(path) is None:
                 raise UsageError(f"{manifest}: no run of this manifest is recorded in {led}")
             scope = Scope(path, "")
-        out = backlog.deliver(led, to=to, scope=scope, prune_local=prune_local, verify=verify, catalog=catalog,
+        out = backlog.deliver(led, to=to, scope=scope, prune_local=prune_local, verify=verify, catalog=catalog, only=only,
                               open_store=lambda url: open_store(url, endpoint_url=endpoint), log=log)
     return out.as_dict()
 

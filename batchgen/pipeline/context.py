@@ -64,6 +64,9 @@ class RunOptions:
     # Where this manifest's clips are owed (recorded per job): the store's destination, or the
     # manifest's `deliver:` on a --no-deliver night (delivered by a later run or `batchgen deliver`).
     deliver_owed: str | None = None
+    # `--deliver-only approved`: a clip is delivered only once a reviewer approved it (never the
+    # night it renders: it waits for review; `batchgen deliver` or the next run delivers it).
+    deliver_only: str | None = None
     deliver_threads: int = 4  # uploads in flight
     prune_local: bool = False  # remove the local clip (and its pictures) once it is delivered
     metrics_file: Path | None = None  # Prometheus textfile, rewritten every metrics_every seconds

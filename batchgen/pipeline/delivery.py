@@ -43,11 +43,14 @@ class Deliverer:
         self._pool: ThreadPoolExecutor | None = None
         self._slots = asyncio.Semaphore(max(1, ctx.opts.deliver_threads))
 
-    def start(self, job: LiveJob, final: Path) -> None:
+    def start(self, job: LiveJob, final: Path, *, owed: bool = False) -> None:
         """Upload a finished clip off the event loop (a few at a time); nothing waits for it
-        but the end of the run."""
+        but the end of the run. ``owed``: the ledger says it is owed (the sweep's rows); a clip
+        just rendered under `--deliver-only approved` is not (nobody approved it yet)."""
         if self.ctx.opts.deliver is None or job.id in self._started:
             return  # (the start-of-run sweep and a verification finishing meanwhile may both ask)
+        if self.ctx.opts.deliver_only and not owed:
+            return  # waits for review: `batchgen deliver` (or the next run) delivers it once approved
         self._started.add(job.id)
         if self.broken:
             self._not_delivered(job, f"not attempted: {self.broken}")
@@ -66,7 +69,7 @@ class Deliverer:
                     if row["id"] in self._meanwhile:
                         continue  # read as owed, delivered (and forgotten) while the page was read
                     if ctx.w.owner is None or Path(row["output_path"] or "").exists():
-                        self.start(LiveJob.from_row(row), Path(row["output_path"] or ""))
+                        self.start(LiveJob.from_row(row), Path(row["output_path"] or ""), owed=True)
                 self._meanwhile.clear()  # the next page is read after this point
         finally:
             self._meanwhile = None

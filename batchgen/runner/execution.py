@@ -55,6 +55,7 @@ class RunResult:
     credits_at_risk: float = 0.0  # estimated credits of in-doubt jobs
     expiring: int = 0  # completed results not downloaded yet (their URL expires 24 h after completion)
     breakers: dict[str, str] = field(default_factory=dict)  # model → why its breaker is open at the end
+    awaiting_review: int = 0  # this run's finished clips no reviewer decided on yet (`batchgen review`)
 
     @property
     def ok(self) -> bool:
@@ -76,7 +77,8 @@ class RunResult:
                             "message": j["error_message"], "class": classify(j["error_code"]),
                             "fix": fix(j["error_code"], j["request"])} for j in self.failed],
                 "manifest": self.manifest, "credits_at_risk": round(self.credits_at_risk, 4),
-                "expiring": self.expiring, "delivery": self.delivery, "breakers": self.breakers}
+                "expiring": self.expiring, "delivery": self.delivery, "breakers": self.breakers,
+                "awaiting_review": self.awaiting_review}
 
 
 async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api, stop: asyncio.Event,
@@ -152,7 +154,8 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
                          credits_reserved=verdict.credits_seen, verified=verified, not_as_asked=wrong,
                          delivery=delivery, manifest=prepared.manifest, started_at=prepared.started_at,
                          credits_at_risk=sum(opts.prices.estimate(json.loads(j["request"])) or 0.0 for j in in_doubt),
-                         expiring=counts.get(S.COMPLETED, 0), breakers=sched.breakers.open_models())
+                         expiring=counts.get(S.COMPLETED, 0), breakers=sched.breakers.open_models(),
+                         awaiting_review=(await w.call(ledger.verdict_counts, prepared.run_id))["pending"])
         if opts.metrics_file is not None:
             last_ok = await w.call(ledger.last_success, prepared.manifest)
             await asyncio.to_thread(_write_metrics, opts.metrics_file, _final_metrics(result, opts, last_ok))

@@ -93,7 +93,7 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
     opts.prices.catalog = manifest.catalog
     scope = Scope(str(manifest.path.resolve()), digest)
     if opts.deliver_owed is not None:  # the manifest's clips are owed there, even on a --no-deliver night
-        ledger.owe_delivery(scope, opts.deliver_owed)
+        ledger.owe_delivery(scope, opts.deliver_owed, opts.deliver_only)
     remove_stale_temp_files(opts.out_dir)
     return Prepared(run_id, total, in_doubt, requeued, scope, ledger.cooperative, reused_from,
                     list(manifest.warnings))

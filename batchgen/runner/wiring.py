@@ -114,6 +114,8 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
         opts.deliver_owed = str(store.destination)
     elif m.deliver:  # --no-deliver: not tonight, but the manifest's clips are still owed there
         opts.deliver_owed = str(Destination.parse(m.deliver))
+    if opts.deliver_only is None:
+        opts.deliver_only = m.deliver_only
     if opts.prune_local and opts.deliver is None:
         raise UsageError("--prune-local only with --deliver (or `deliver:` in the manifest): local files are "
                          "removed only once the store holds them")

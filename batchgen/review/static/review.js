@@ -180,6 +180,8 @@
     if (!last) { say('nothing to undo'); document.body.setAttribute('data-decided', String(Date.now()) + ':0'); return; }
     await send(last.before, 'undone: ' + last.label, null);
   }
+  // A closed box gives the keys back to the page: its text field must not keep the focus.
+  function closeBox(id){ $(id).hidden = true; if (document.activeElement) document.activeElement.blur(); }
   function openNote(){
     const c = clips[cur]; if (!c) return;
     $('note-title').textContent = 'Note on ' + c.name;
@@ -187,12 +189,12 @@
     $('note').hidden = false; $('note-text').focus();
   }
   async function saveNote(){
-    const c = clips[cur]; $('note').hidden = true;
+    const c = clips[cur]; closeBox('note');
     await send([{job: c.id, note: $('note-text').value.trim() || null}], c.name + ': note saved', [state(c)]);
   }
   $('note-text').addEventListener('keydown', ev => {
     if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); saveNote(); }
-    else if (ev.key === 'Escape') { ev.preventDefault(); $('note').hidden = true; }
+    else if (ev.key === 'Escape') { ev.preventDefault(); closeBox('note'); }
     ev.stopPropagation();
   });
   // Retake with a change: the prompt (or any request field) edited, checked by the server like a
@@ -217,7 +219,7 @@
     try { changes = editChanges(); } catch (e) { box.textContent = e.message; box.className = 'diff error'; return; }
     const key = JSON.stringify(changes);
     if (checked === key) {  // checked and shown: record it
-      $('edit').hidden = true;
+      closeBox('edit');
       await send([{job: c.id, changes: changes}], c.name + ': retake with a change', [state(c)]);
       return;
     }
@@ -239,7 +241,7 @@
   }
   for (const id of ['edit-prompt', 'edit-fields']) $(id).addEventListener('keydown', ev => {
     if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); checkEdit(); }
-    else if (ev.key === 'Escape') { ev.preventDefault(); $('edit').hidden = true; }
+    else if (ev.key === 'Escape') { ev.preventDefault(); closeBox('edit'); }
     ev.stopPropagation();
   });
   function help(show){ $('help').hidden = show === undefined ? !$('help').hidden : !show; }
