@@ -67,6 +67,10 @@ def test_the_morning_after_a_demo_night(tmp_path, s3, monkeypatch):
         wait(lambda: (d.execute_script("return document.body.getAttribute('data-edit-checked')") or "error") != "error",
              what="the diff")
         ActionChains(d).send_keys(Keys.ENTER).perform()
+        # the box closes and gives the keys back to the page before the next one is pressed
+        wait(lambda: d.execute_script("return document.getElementById('edit').hidden && "
+                                      "!document.getElementById('edit').contains(document.activeElement)"),
+             what="the edit box to close")
         _keys(d, "jxx")  # on to the 11th; reject the last two
         log = d.execute_script("return document.getElementById('status').textContent")
     finally:
