@@ -72,15 +72,17 @@ def test_the_morning_after_a_demo_night(tmp_path, s3, monkeypatch):
                                       "!document.getElementById('edit').contains(document.activeElement)"),
              what="the edit box to close")
         _keys(d, "jxx")  # on to the 11th; reject the last two
-        log = d.execute_script("return document.getElementById('status').textContent")
+        log = d.execute_script("return [document.getElementById('status').textContent, "
+                               "document.body.getAttribute('data-current'), "
+                               "[...document.querySelectorAll('.take')].map(t => t.dataset.job + ':' + t.dataset.review)]")
     finally:
         d.quit()
         srv.stop()
     by_verdict: dict[str | None, list[dict]] = {}
     for j in _rows(ledger):
         by_verdict.setdefault(j["review"], []).append(j)
-    assert {k: len(v) for k, v in by_verdict.items()} == {"approve": 8, "retake": 2, "reject": 2}, [
-        (j["seq"], j["name"], j["review"]) for j in _rows(ledger)]
+    assert {k: len(v) for k, v in by_verdict.items()} == {"approve": 8, "retake": 2, "reject": 2}, (
+        log, [(j["id"], j["output"], j["review"]) for j in _rows(ledger)])
     approved = {j["output"] for j in by_verdict["approve"]}
 
     # the approved ones go to the store now; nothing else
