@@ -5,6 +5,7 @@ import base64
 import contextlib
 import gzip
 import json
+import os
 import threading
 import urllib.request
 from html.parser import HTMLParser
@@ -20,6 +21,36 @@ from batchgen.simulator import SimConfig, Simulator
 
 KEY = "sk-canary-ops-98765"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def pytest_collection_modifyitems(config, items):
+    """How the suite is spread over parallel workers (pyproject.toml: ``-n 4 --dist loadgroup``):
+    - slow tests first, so the longest start at once instead of ending the run alone;
+    - a test that uses a module- or class-scoped fixture (test_docs.py's site build) stays on one
+      worker with the rest of its module, which builds that fixture once, not once per worker."""
+    for item in items:
+        fixturedefs = getattr(item, "_fixtureinfo", None)
+        for defs in (fixturedefs.name2fixturedefs.values() if fixturedefs else ()):
+            if defs and defs[-1].scope in ("module", "class", "package"):
+                item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+                break
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Every test gets its own world, so tests run side by side (pytest-xdist workers, see
+    pyproject.toml's addopts) exactly as they do alone; a new test file has it without asking:
+    - its own working directory: a command's default `./out`, `./batchgen.db`, `./demo-out`
+      lands there, never in the checkout nor beside another test's;
+    - none of the shell's `BATCHGEN_*` or `AWS_*` variables (a developer's BATCHGEN_LEDGER would
+      point every test at one ledger). Subprocesses inherit the cleaned environment.
+    Ports are the OS's (the simulator and every test server bind port 0; tests/s3server.py
+    retries when the port it had to pick was taken), PostgreSQL a private schema (`pg_url`)."""
+    for name in list(os.environ):
+        if name.startswith(("BATCHGEN_", "AWS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 def run_cli(args, **env):
@@ -236,10 +267,22 @@ def page_data(page: str) -> dict:
     return json.loads(gzip.decompress(base64.b64decode(p.data_text)))
 
 
-@pytest.fixture
-def s3():
+@pytest.fixture(scope="session")
+def _s3_server():
     from s3server import S3Server
 
     server = S3Server()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def s3(_s3_server):
+    """moto's S3 server (its own process, real HTTP, authentication on), as new for each test:
+    one server per worker process, reset before every test that asks for it."""
+    if _s3_server.proc.poll() is not None:  # a test stopped it: a new one
+        _s3_server.proc.wait()
+        _s3_server.__init__()
+    else:
+        _s3_server.reset()
+    return _s3_server

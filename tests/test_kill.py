@@ -117,11 +117,7 @@ def test_second_signal_exits_at_once(sim_factory, tmp_path):
     sim = sim_factory(latency=4.0)  # creates in flight for 4 s: the first signal waits for them
     manifest = write_csv_manifest(tmp_path / "m.csv", 10)
     p = subprocess.Popen(_cmd(sim.url, manifest, tmp_path), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # wait until creates are in flight
-        if sim.truth()["counters"]["requests"] >= 4:
-            break
-        time.sleep(0.1)
+    wait_for(lambda: sim.truth()["counters"]["requests"] >= 4, 120)  # creates in flight
     p.send_signal(signal.SIGINT)
     time.sleep(0.05)
     p.send_signal(signal.SIGINT)

@@ -50,6 +50,32 @@ def _runs(ledger: Path) -> int:
         return 0
 
 
+def _verified(ledger: Path) -> int:
+    """Clips whose verification is recorded (by any run) in a ledger another process writes."""
+    if not ledger.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5) as c:
+            return int(c.execute("SELECT count(*) FROM jobs WHERE verify IS NOT NULL").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _holders(path: Path) -> list[int]:
+    """Other processes that have ``path`` open (Linux: /proc/PID/fd): who could still write to it."""
+    target, found = str(path.resolve()), []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(fd_dir.parent.name)
+        if pid == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in fd_dir.iterdir()):
+                found.append(pid)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
 def _signals(p: subprocess.Popen, sigs: list[tuple[float, int]], *, group: bool = False) -> tuple[int, str]:
     """Send each signal after its delay (seconds after the previous one) to the process, or to
     its whole process group as a terminal's Ctrl-C does (``group``: started with
@@ -92,10 +118,13 @@ def test_ctrl_c_twice_while_the_run_drains(tmp_path, rpm):
     for i, gap in enumerate((0.3, 0.7, 1.2, 1.8, 0.05)):
         p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              start_new_session=True)
+        verified = _verified(tmp_path / "l.db")
         wait_for(lambda: p.poll() is not None or _runs(tmp_path / "l.db") > i)  # this run has started
         wait_for(lambda: p.poll() is not None or sum(v for k, v in ledger_states(tmp_path / "l.db").items()
                                                        if k in ("submitted", "rendering", "completed")) > 0)
-        time.sleep(1.0)  # paid tasks in flight, the first clips verified
+        # paid tasks in flight and this run's first clip verified (its verification workers are
+        # up): an event, not a sleep, which on a loaded machine could end before the workers exist
+        wait_for(lambda: p.poll() is not None or _verified(tmp_path / "l.db") > verified)
         code, err = _signals(p, [(0.0, INT), (gap, INT)], group=True)
         _clean(err)
         assert "could not verify" not in err, err  # the workers never saw the terminal's Ctrl-C
@@ -204,10 +233,12 @@ def test_kill_9_while_verification_workers_start_leaves_nothing_in_the_next_outp
             r = subprocess.run(cmd, env={**_env(), "BATCHGEN_CRASH_AT": f"before_verify:{n}"}, stdout=subprocess.DEVNULL,
                                stderr=f, timeout=120)
             assert r.returncode == 137
-            time.sleep(2.0)  # the orphans had time to fail
+            # Whatever the killed run left behind (workers, the resource tracker) has exited or
+            # closed the log: nothing can write into it any more. Not a fixed sleep.
+            wait_for(lambda: not _holders(log))
         r = subprocess.run(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=f, timeout=120)
         assert r.returncode == 0
-        time.sleep(1.0)
+        wait_for(lambda: not _holders(log))
     text = log.read_text()
     _clean(text)
     assert "finished" in text and "verified clips: ok=8" in text, text
