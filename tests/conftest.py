@@ -37,19 +37,34 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+@pytest.fixture(scope="session")
+def _sim_media(tmp_path_factory) -> Path:
+    """One folder of simulated clips for the whole run, shared by every worker process and every
+    `batchgen run --simulate` they start (BATCHGEN_SIM_MEDIA_CACHE): each clip shape is encoded
+    once per run of the suite, not once per process."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    media = root / "sim-media"
+    media.mkdir(exist_ok=True)
+    return media
+
+
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory, monkeypatch):
+def _isolated(tmp_path_factory, monkeypatch, _sim_media):
     """Every test gets its own world, so tests run side by side (pytest-xdist workers, see
     pyproject.toml's addopts) exactly as they do alone; a new test file has it without asking:
     - its own working directory: a command's default `./out`, `./batchgen.db`, `./demo-out`
       lands there, never in the checkout nor beside another test's;
     - none of the shell's `BATCHGEN_*` or `AWS_*` variables (a developer's BATCHGEN_LEDGER would
-      point every test at one ledger). Subprocesses inherit the cleaned environment.
+      point every test at one ledger), but the run's shared simulated clips (`_sim_media`).
+      Subprocesses inherit this environment.
     Ports are the OS's (the simulator and every test server bind port 0; tests/s3server.py
     retries when the port it had to pick was taken), PostgreSQL a private schema (`pg_url`)."""
     for name in list(os.environ):
         if name.startswith(("BATCHGEN_", "AWS_")):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("BATCHGEN_SIM_MEDIA_CACHE", str(_sim_media))
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 

@@ -10,6 +10,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from batchgen.ledger import Ledger
 from conftest import run_args, run_cli
 from test_delivery import DEST, _assert_delivered, _ledger_rows, _subprocess_run, delivery_events
@@ -28,6 +30,7 @@ def _metrics(path: Path) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow
 def test_an_edited_manifest_still_delivers_what_an_earlier_run_left(sim_factory, s3, tmp_path):
     sim = sim_factory(seed=21)
     m = tmp_path / "m.yaml"
@@ -115,6 +118,7 @@ def test_deliver_to_a_destination_no_manifest_named(sim_factory, s3, tmp_path):
     assert r.exit_code == 2 and "no run of this manifest" in r.output
 
 
+@pytest.mark.slow
 def test_stray_upload_before_a_kill_is_recorded_by_the_next_run_of_an_edited_manifest(sim_factory, s3, tmp_path):
     sim = sim_factory(seed=25)
     m = tmp_path / "m.yaml"
@@ -129,6 +133,7 @@ def test_stray_upload_before_a_kill_is_recorded_by_the_next_run_of_an_edited_man
     assert len(details) == 2 and sum("(already there)" in d for d in details) >= 1  # strays: recorded, not re-sent
 
 
+@pytest.mark.slow
 def test_pruning_a_kill_interrupted_is_finished_by_the_next_run(sim_factory, s3, tmp_path):
     sim = sim_factory(seed=26)
     m = tmp_path / "m.yaml"
@@ -146,6 +151,7 @@ def test_pruning_a_kill_interrupted_is_finished_by_the_next_run(sim_factory, s3,
     _assert_delivered(s3, tmp_path, 2)
 
 
+@pytest.mark.slow
 def test_recover_a_deleted_clip_free_while_its_url_is_valid(sim_factory, tmp_path):
     sim = sim_factory(seed=27)
     m = tmp_path / "m.yaml"

@@ -163,6 +163,7 @@ def test_a_stated_quota_is_believed_and_a_fleet_view_only_lowers():
     assert rc.rpm == 100.0
 
 
+@pytest.mark.slow
 def test_rate_limited_api_all_jobs_finish_and_429s_stay_rare(sim_factory, tmp_path):
     sim = sim_factory(rpm_limit=600, render_min=0.05, render_max=0.1)
     m = write_csv_manifest(tmp_path / "m.csv", 40)
@@ -178,6 +179,7 @@ def test_rate_limited_api_all_jobs_finish_and_429s_stay_rare(sim_factory, tmp_pa
 
 
 # ------------------------------------------------------------------ credit cap
+@pytest.mark.slow
 @pytest.mark.parametrize("rpm", ["60", "0", "5"])
 def test_the_credit_cap_admits_exactly_the_jobs_that_fit_whatever_the_rate(sim, tmp_path, rpm):
     """Six 8.4-credit jobs (6 s of text-to-video at 1.4/s) under --max-credits 20: two fit. With

@@ -458,6 +458,7 @@ def test_sora_character_takes_the_jobs_name_as_its_character_name(tmp_path):
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, jobs", [("veo", 5), ("sora", 3), ("seedance", 3), ("kling", 5), ("happyhorse", 4),
                                           ("wan", 3)])
 def test_each_family_example_runs_end_to_end_and_every_clip_verifies(sim_factory, tmp_path, family, jobs):

@@ -72,6 +72,7 @@ def _states(ledger: Path) -> dict[str, int]:
         led.close()
 
 
+@pytest.mark.slow
 def test_an_api_that_refuses_connections_leaves_every_job_queued(sim, tmp_path):
     m = write_csv_manifest(tmp_path / "m.csv", 6)
     args = run_args(sim, m, tmp_path, "--outage-window", "2", "--json")
@@ -90,6 +91,7 @@ def test_an_api_that_refuses_connections_leaves_every_job_queued(sim, tmp_path):
     assert stats["creates"] == 6 and stats["duplicates"] == 0
 
 
+@pytest.mark.slow
 def test_a_request_url_the_client_rejects_stops_the_run_and_fails_no_job(sim_factory, tmp_path):
     """Past the up-front check (a library caller handing execute() its own client): an unusable
     request URL is a configuration error — exit 2, creates never attempted stay queued, tasks

@@ -74,6 +74,7 @@ def _subprocess_run(sim, manifest: Path, tmp_path: Path, s3, *extra: str, crash:
                           env=full, cwd=ROOT, capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.slow
 def test_clips_and_pictures_are_delivered_with_their_checksums(sim_factory, s3, tmp_path):
     sim = sim_factory(seed=3)
     m = write_csv_manifest(tmp_path / "m.csv", 6)
@@ -116,6 +117,7 @@ def test_manifest_deliver_key_and_no_verify(sim_factory, s3, tmp_path):
     _assert_delivered(s3, tmp_path, 2, pictures=False)
 
 
+@pytest.mark.slow
 def test_crash_after_upload_then_resume_uploads_nothing_twice(sim_factory, s3, tmp_path):
     sim = sim_factory(seed=5)
     m = write_csv_manifest(tmp_path / "m.csv", 4)
@@ -133,6 +135,7 @@ def test_crash_after_upload_then_resume_uploads_nothing_twice(sim_factory, s3, t
     assert len(sim.truth()["creates"]) == 4
 
 
+@pytest.mark.slow
 def test_kill_mid_upload_leaves_no_object_that_counts(sim_factory, s3, tmp_path):
     sim = sim_factory(seed=6)
     m = write_csv_manifest(tmp_path / "m.csv", 4)
@@ -175,6 +178,7 @@ def test_missing_bucket_and_bad_destination(sim_factory, s3, tmp_path):
     assert sim.truth()["creates"] == []
 
 
+@pytest.mark.slow
 def test_store_failing_mid_run_keeps_clips_and_next_run_delivers(sim_factory, s3, tmp_path):
     sim = sim_factory(seed=8)
     m = write_csv_manifest(tmp_path / "m.csv", 3)
@@ -207,6 +211,7 @@ def test_store_failing_mid_run_keeps_clips_and_next_run_delivers(sim_factory, s3
     assert doc["delivered"] == 3 and doc["not_delivered"] == []
 
 
+@pytest.mark.slow
 def test_prune_local_after_delivery(sim_factory, s3, tmp_path):
     sim = sim_factory(seed=9)
     m = write_csv_manifest(tmp_path / "m.csv", 3)

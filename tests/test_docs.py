@@ -73,6 +73,7 @@ def _exit_constants() -> set[int]:
     return {v for k, v in vars(errors).items() if k.startswith("EXIT_") and isinstance(v, int)}
 
 
+@pytest.mark.slow
 def test_site_builds_strict_with_every_page(site: Path) -> None:
     cfg = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
 
@@ -89,6 +90,7 @@ def test_site_builds_strict_with_every_page(site: Path) -> None:
     assert "Where to find what" in _text(_page(site, "."))
 
 
+@pytest.mark.slow
 def test_cli_reference_has_every_command_and_option(site: Path) -> None:
     page = _page(site, "cli")
     text = _text(page)
@@ -105,6 +107,7 @@ def test_cli_reference_has_every_command_and_option(site: Path) -> None:
         assert re.search(rf"^\s*{code}\s+\S", text, flags=re.M), f"exit code {code} missing from the CLI reference"
 
 
+@pytest.mark.slow
 def test_runbook_says_what_to_do_for_every_exit_code(site: Path) -> None:
     page = _page(site, "runbook")
     for code in sorted(_exit_constants() | set(errors.EXIT_MEANINGS)):
@@ -121,6 +124,7 @@ def test_readme_run_help_and_the_code_agree_on_exit_codes() -> None:
         assert re.search(rf"^\s*{code}\s+\S", help_text, flags=re.M), f"`batchgen run --help` lacks exit code {code}"
 
 
+@pytest.mark.slow
 def test_catalog_page_has_every_model_field_and_provenance(site: Path) -> None:
     page = _page(site, "catalog")
     text = _text(page)
@@ -154,6 +158,7 @@ def _leaves(v: object) -> list[str]:
     return [str(v)]
 
 
+@pytest.mark.slow
 def test_users_meet_the_simulate_ledger_and_the_main_guard(site: Path) -> None:
     start = _text(_page(site, "getting-started"))
     assert "batchgen-sim.db" in start and "--ledger batchgen-sim.db" in start
@@ -173,6 +178,7 @@ def test_readme_is_the_front_door() -> None:
         assert (ROOT / target).is_file(), f"README links to {target}, which does not exist"
 
 
+@pytest.mark.slow
 @pytest.mark.chromium
 def test_docs_home_renders_in_headless_chromium(site: Path, tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -74,6 +74,7 @@ def test_simulate_without_a_simulated_ledger_says_none_is_there(tmp_path, monkey
     assert not (tmp_path / "batchgen-sim.db").exists()
 
 
+@pytest.mark.slow
 def test_a_run_with_simulate_is_found_by_status_and_export_with_simulate(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     m = write_csv_manifest(tmp_path / "m.csv", 1)

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -221,3 +222,4 @@ class JobLifecycle(RuleBasedStateMachine):
 JobLifecycle.TestCase.settings = settings(max_examples=50, stateful_step_count=6, deadline=None,
                                           suppress_health_check=[HealthCheck.too_slow])
 TestJobLifecycle = JobLifecycle.TestCase
+pytestmark = pytest.mark.slow  # 50 examples of up to 6 runs each: minutes

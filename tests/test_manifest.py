@@ -191,10 +191,10 @@ def test_template_errors(tmp_path):
 def test_alias_bomb_is_rejected_quickly(tmp_path):
     bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
         f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
-    t = time.monotonic()
+    t = time.process_time()  # CPU, not wall: the bound is on the work, not on a busy machine
     with pytest.raises(ManifestError, match="aliases"):
         Manifest(write(tmp_path / "bomb.yaml", bomb))
-    assert time.monotonic() - t < 5
+    assert time.process_time() - t < 5
 
 
 def test_huge_yaml_is_rejected_without_reading_it(tmp_path):

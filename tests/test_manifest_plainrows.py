@@ -128,6 +128,7 @@ def _write(tmp: Path, csv: str, yaml: str | None) -> Path:
     return tmp / "m.yaml"
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(doc=manifests())
 def test_varied_manifests_expand_the_same_both_ways(tmp_path_factory: pytest.TempPathFactory,

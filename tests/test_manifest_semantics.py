@@ -174,6 +174,7 @@ def test_unicode_output_names_and_collisions_say_why(tmp_path):
     assert "Café" in err or "Cafe" in err
 
 
+@pytest.mark.slow
 def test_export_round_trip_gives_the_same_keys(tmp_path, sim):
     m = write(tmp_path / "m.yaml", f"defaults: {{model: {R2V}, reference_image_urls: [{IMG}]}}\n"
                                    "matrix: {aspect_ratio: ['16:9', '9:16']}\njobs:\n"

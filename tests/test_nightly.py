@@ -30,6 +30,7 @@ def _yaml(path: Path, jobs: list[str]) -> Path:
 
 
 # ------------------------------------------------------------------------------------ diff
+@pytest.mark.slow
 def test_diff_names_added_removed_changed_and_the_credit_delta(sim_factory, tmp_path):
     sim = sim_factory(seed=21)
     m = _yaml(tmp_path / "m.yaml", ["{name: a, prompt: a lighthouse}", "{name: b, prompt: a harbour}",
@@ -121,6 +122,7 @@ def receiver():
     r.close()
 
 
+@pytest.mark.slow
 def test_one_notification_per_run_with_what_the_morning_needs(sim_factory, receiver, tmp_path):
     sim = sim_factory(seed=22, p500_after=0.5, p_fail=0.2)
     m = write_csv_manifest(tmp_path / "m.csv", 8)
@@ -172,6 +174,7 @@ def _metrics(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     return out
 
 
+@pytest.mark.slow
 def test_metrics_file_during_and_after_a_run(sim_factory, tmp_path):
     sim = sim_factory(seed=24, render_min=1.5, render_max=2.5)
     m = write_csv_manifest(tmp_path / "m.csv", 6)

@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from batchgen.ledger import Ledger
 from conftest import KEY, run_args, run_cli, write_csv_manifest
 
@@ -29,6 +31,7 @@ def _jobs(ledger: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------ 1. simulated vs real
+@pytest.mark.slow
 def test_simulated_results_never_count_for_a_real_run(sim, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BATCHGEN_LEDGER", raising=False)
@@ -107,6 +110,7 @@ def _crashed_run(sim, m: Path, tmp_path: Path) -> None:
     assert p.returncode == 137, p.stderr
 
 
+@pytest.mark.slow
 def test_a_crashed_run_shows_as_died_and_stop_says_nothing_runs(sim_factory, tmp_path):
     sim = sim_factory(render_min=5, render_max=6)
     m = write_csv_manifest(tmp_path / "m.csv", 4)
@@ -118,6 +122,7 @@ def test_a_crashed_run_shows_as_died_and_stop_says_nothing_runs(sim_factory, tmp
 
 
 # ------------------------------------------------------------------ 6. --simulate resumes
+@pytest.mark.slow
 def test_an_interrupted_simulate_run_resumes(tmp_path):
     m = write_csv_manifest(tmp_path / "m.csv", 6)
     args = [sys.executable, "-m", "batchgen", "run", str(m), "--simulate", "--sim-set", "render_min=1",

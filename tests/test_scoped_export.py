@@ -9,6 +9,8 @@ import io
 import json
 import re
 
+import pytest
+
 from conftest import run_args, run_cli, write_csv_manifest
 
 
@@ -54,6 +56,7 @@ def test_export_and_report_limited_to_a_manifest_or_a_run(sim_factory, tmp_path)
     assert r.exit_code == 0 and "2 job(s)" in header and "run 2" in header and "latest" not in header, header
 
 
+@pytest.mark.slow
 def test_a_manifest_never_run_is_a_usage_error(sim_factory, tmp_path):
     _a, _b, led = _two_manifests(sim_factory, tmp_path)
     other = write_csv_manifest(tmp_path / "never.csv", 1)

@@ -154,6 +154,7 @@ APPRISE_TOKEN = "canary-apprise-token-M4v8"
 DEAD_TOKEN = "canary-dead-token-R5t1"
 
 
+@pytest.mark.slow
 def test_canary_no_secret_anywhere(sim_factory, s3, tmp_path):
     """One nightly run with every secret set — API key, AWS secret, an apprise token and a URL
     password in the notify URLs — delivering to the S3 server, notifying, writing metrics and a

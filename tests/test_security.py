@@ -18,6 +18,7 @@ from conftest import write_csv_manifest
 CANARY = "sk-CANARY-7f3a9c1e5b2d"
 
 
+@pytest.mark.slow
 def test_canary_key_appears_nowhere(sim_factory, tmp_path):
     sim = sim_factory(seed=8, p500_after=0.2, p429=0.2, retry_after=0.05, p_fail=0.2, p_truncate=0.2)
     m = write_csv_manifest(tmp_path / "m.csv", 12)
@@ -54,10 +55,10 @@ def test_alias_bomb_and_huge_file_are_refused_fast_and_small(tmp_path):
     deep.write_text("jobs: " + "[" * 5000 + "]" * 5000 + "\n")
     for p in (tmp_path / "bomb.yaml", tmp_path / "huge.yaml", deep):
         tracemalloc.start()
-        t = time.monotonic()
+        t = time.process_time()  # CPU, not wall: the bound is on the work, not on a busy machine
         with pytest.raises(ManifestError):
             Manifest(p).validate()
-        elapsed = time.monotonic() - t
+        elapsed = time.process_time() - t
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert elapsed < 5 and peak < 64 * 1024 * 1024, (p.name, elapsed, peak)

@@ -30,6 +30,7 @@ def _mixed_ledger(sim_factory, tmp_path):
     return sim, done
 
 
+@pytest.mark.slow
 def test_status_lists_runs_in_doubt_with_credits_and_expiring_results(sim_factory, tmp_path):
     _sim, expiring = _mixed_ledger(sim_factory, tmp_path)
     r = run_cli(["status", "--ledger", str(tmp_path / "l.db"), "--json"])
@@ -43,6 +44,7 @@ def test_status_lists_runs_in_doubt_with_credits_and_expiring_results(sim_factor
     assert "runs" in text.stdout and "in doubt" in text.stdout and "expiring" in text.stdout
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_escapes_user_text(sim_factory, tmp_path):
     sim = sim_factory(seed=4, p_fail=0.25)
     m = tmp_path / "m.csv"
@@ -84,6 +86,7 @@ def _need_chromium() -> None:
         pytest.skip("chromium not installed")
 
 
+@pytest.mark.slow
 @pytest.mark.chromium
 def test_report_renders_in_headless_chromium(sim_factory, tmp_path):
     _need_chromium()
@@ -113,6 +116,7 @@ def test_report_renders_in_headless_chromium(sim_factory, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 @pytest.mark.chromium
 def test_report_compare_view_puts_matrix_values_side_by_side(sim, tmp_path):
     _need_chromium()

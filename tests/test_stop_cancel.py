@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from click.testing import CliRunner
 
 from batchgen.cli import cli
@@ -16,6 +17,7 @@ from conftest import KEY, run_args, run_cli, write_csv_manifest
 
 
 # ------------------------------------------------------------------ stop / cancel / logs
+@pytest.mark.slow
 def test_stop_from_another_terminal_drains_the_run(sim_factory, tmp_path):
     sim = sim_factory(render_min=3.0, render_max=4.0)
     m = write_csv_manifest(tmp_path / "m.csv", 40)
@@ -37,6 +39,7 @@ def test_stop_from_another_terminal_drains_the_run(sim_factory, tmp_path):
     assert run_cli(["stop", "--ledger", str(tmp_path / "l.db")]).exit_code == 2  # nothing running now
 
 
+@pytest.mark.slow
 def test_cancel_marks_unsubmitted_jobs_so_they_are_never_submitted(sim, tmp_path):
     m = write_csv_manifest(tmp_path / "m.csv", 10)
     r = run_cli(run_args(sim, m, tmp_path, "-q", "--max-credits", "5"))  # only the first few fit

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from batchgen.progress import Display, Snapshot
 from conftest import run_args, run_cli, write_csv_manifest
 
@@ -25,6 +27,7 @@ def _one_run(sim_factory, tmp_path, manifest_name="m.csv", *extra):
     return m, str(tmp_path / "l.db")
 
 
+@pytest.mark.slow
 def test_status_without_a_terminal_is_never_truncated(sim_factory, tmp_path):
     deep = tmp_path / ("nightly-renders-of-the-lighthouse-campaign-" * 3)
     deep.mkdir()
@@ -50,6 +53,7 @@ def test_no_color_removes_every_style_and_a_terminal_keeps_them(monkeypatch):
     assert "queued" in bare.getvalue() and "\x1b[1m" not in bare.getvalue() and "\x1b[3m" not in bare.getvalue()
 
 
+@pytest.mark.slow
 def test_verbose_puts_the_per_job_events_on_stderr(sim_factory, tmp_path):
     sim = sim_factory(seed=5)
     m = write_csv_manifest(tmp_path / "m.csv", 2)
@@ -62,6 +66,7 @@ def test_verbose_puts_the_per_job_events_on_stderr(sim_factory, tmp_path):
     assert "other0000" in loud.stderr  # a per-job event names its job
 
 
+@pytest.mark.slow
 def test_report_compare_with_an_unknown_field_is_an_error_with_did_you_mean(sim_factory, tmp_path):
     _m, led = _one_run(sim_factory, tmp_path)
     page = tmp_path / "r.html"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -18,11 +20,13 @@ def mypy(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=600, env=env)
 
 
+@pytest.mark.slow
 def test_mypy_strict_is_clean_over_the_package():
     r = mypy("--strict", "batchgen")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_the_fake_api_implements_the_protocol(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("from batchgen.client import Api\nfrom test_lifecycle_stateful import FakeAPI\n\n"

@@ -27,6 +27,7 @@ def _local_manifest(d: Path, n: int, extra: str = "") -> Path:
     return m
 
 
+@pytest.mark.slow
 def test_local_images_are_uploaded_once_and_their_urls_used(sim, tmp_path):
     m = _local_manifest(tmp_path, 6)
     r = run_cli(run_args(sim, m, tmp_path, "-q", "--json"))

@@ -40,6 +40,7 @@ def rows(tmp_path: Path) -> list[dict]:
     ({"p_wrong_aspect": 1.0}, "mismatch", "aspect_ratio"),
     ({"p_undecodable": 1.0}, "undecodable", None),
 ])
+@pytest.mark.slow
 def test_each_outcome_end_to_end(sim_factory, tmp_path, knob, outcome, field):
     sim = sim_factory(**knob)
     r = run_cli(run_args(sim, manifest(tmp_path / "m.csv"), tmp_path))
@@ -63,6 +64,7 @@ def test_each_outcome_end_to_end(sim_factory, tmp_path, knob, outcome, field):
     assert status["verified"] == {outcome: 3}
 
 
+@pytest.mark.slow
 def test_on_mismatch_fail_makes_the_job_retryable(sim_factory, tmp_path):
     sim = sim_factory(p_short=1.0)
     m = manifest(tmp_path / "m.csv", 2)
@@ -77,6 +79,7 @@ def test_on_mismatch_fail_makes_the_job_retryable(sim_factory, tmp_path):
     assert len(sim.truth()["creates"]) == 4
 
 
+@pytest.mark.slow
 def test_a_crash_before_verification_is_verified_on_the_next_run(sim, tmp_path):
     m = manifest(tmp_path / "m.csv", 3)
     env = {**os.environ, "BATCHGEN_API_KEY": KEY, "BATCHGEN_CRASH_AT": "before_verify"}

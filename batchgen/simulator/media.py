@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import struct
 import threading
+from pathlib import Path
 from typing import Any, Protocol
 
 from .catalog import SCHEMA
@@ -107,8 +109,32 @@ def _cached_mp4(key: tuple[int, int, float, bool, int]) -> bytes:
     with _MEDIA_LOCK:
         data = _MEDIA_CACHE.get(key)
         if data is None:
-            data = _MEDIA_CACHE[key] = render_mp4(*key)
+            data = _MEDIA_CACHE[key] = _shared_mp4(key)
         return data
+
+
+def _shared_mp4(key: tuple[int, int, float, bool, int]) -> bytes:
+    """The encode, or the file another process made of it when ``BATCHGEN_SIM_MEDIA_CACHE``
+    names a folder: the test suite sets it, so its parallel workers and the `run --simulate`
+    processes it starts encode each shape once between them, not once each (an encode is
+    0.1-2 s of CPU). Written to a temporary name and renamed: a reader sees a whole file or none."""
+    folder = os.environ.get("BATCHGEN_SIM_MEDIA_CACHE")
+    if not folder:
+        return render_mp4(*key)
+    width, height, seconds, audio, fps = key
+    path = Path(folder) / f"{width}x{height}-{seconds:g}s-{'audio' if audio else 'mute'}-{fps}fps.mp4"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    data = render_mp4(*key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:  # a cache that cannot be written is only slower
+        tmp.unlink(missing_ok=True)
+    return data
 
 
 def render_mp4(width: int, height: int, seconds: float, audio: bool = True, fps: int = 24) -> bytes:
