@@ -434,3 +434,40 @@ def test_matrix_output_name_never_differs_from_the_template(name: str, matrix: s
         slow = None
     if fast is not None:
         assert (fast, False) == slow
+
+
+def test_repeating_cells_of_yaml_jobs_are_never_confused(tmp_path: Path) -> None:
+    """The short path looks up a row's repeating cells (duration, ratio, resolution) together
+    (``plainrequest._Settled``): a YAML 1 and True are equal keys but not equal cells, a list
+    or a mapping is no key at all, and a value made from a number is not one made from text."""
+    ref = URL.format(1)
+    jobs = "".join(f"  - {{name: y{i}, prompt: '@Image1 z{i}', reference_image_urls: ['{ref}'], duration: {d}, "
+                   f"aspect_ratio: {a}}}\n"
+                   for i, (d, a) in enumerate([("1", "'16:9'"), ("true", "'16:9'"), ("'1'", "'16:9'"), ("1", "'16:9'"),
+                                               ("[1]", "'16:9'"), ("{a: 1}", "'16:9'"), ("1.0", "'16:9'"),
+                                               ("8", "[x]"), ("8", "'9:16'"), ("8", "'9:16'"), ("' 8 '", "'9:16'")]))
+    path = tmp_path / "m.yaml"
+    path.write_text(f"defaults: {{model: {R2V}}}\njobs:\n{jobs}")
+    assert assert_same(path) >= 1
+    fast, _ = expansion(path, True)
+    durations = {j["name"]: j["request"]["duration"] for j in fast["jobs"]}
+    assert durations["y0"] == durations["y2"] == durations["y3"] == 1 and "y1" not in durations
+    assert "y4" not in durations and "y5" not in durations and "y7" not in durations
+
+
+def test_wide_rows_with_blank_cells_and_result_columns_read_the_same(tmp_path: Path) -> None:
+    """The CSV reader keeps a row whole in one C call when no cell is blank: a row with an
+    empty or a whitespace-only cell, and a results CSV's ignored columns, still drop them."""
+    from batchgen.manifest.csvreader import csv_rows
+    from batchgen.manifest.problems import Problems
+
+    path = tmp_path / "rows.csv"
+    path.write_text("name,prompt,duration,job_key,state\na,x,1,k,done\nb, ,2,k,done\nc,y,\t,,\nd,z,3,k,\n")
+    rows = list(csv_rows(path, Problems(str(path))))
+    assert [r.values for r in rows] == [{"name": "a", "prompt": "x", "duration": "1"},
+                                        {"name": "b", "duration": "2"}, {"name": "c", "prompt": "y"},
+                                        {"name": "d", "prompt": "z", "duration": "3"}]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("name,prompt,duration\na,x,1\nb, ,2\nc,y,\u3000\n")
+    assert [r.values for r in csv_rows(plain, Problems(str(plain)))] == [
+        {"name": "a", "prompt": "x", "duration": "1"}, {"name": "b", "duration": "2"}, {"name": "c", "prompt": "y"}]

@@ -188,11 +188,16 @@ class JobBuilder:
         question, the fields to send, what the request keeps of the catalog entry)."""
         defaults = self.doc.defaults
         raw = {**defaults, **values} if defaults else values  # read, never changed
-        params = {k: raw[k] for k in shape.send}
-        if shape.media and not plainrows.web_only(shape, params) and not self._localise(params, row):
-            return None
-        request = shape.maker.request(params)
+        # The maker reads the fields sent straight from ``raw``; a dict of them alone is made
+        # only for local files to become uploads, or for the general path's words.
+        source: dict[str, Any] = raw
+        if shape.media and not plainrows.web_only(shape, raw):
+            source = {k: raw[k] for k in shape.send}
+            if not self._localise(source, row):
+                return None
+        request = shape.maker.request(source)
         if request is None:  # something to say about it: the general path's words
+            params = source if source is not raw else {k: raw[k] for k in shape.send}
             request = self.check.request(shape.model, shape.spec, params, row)
             if request is None:
                 return None

@@ -13,6 +13,8 @@ expands every manifest both ways."""
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Mapping
 from typing import Any
 
 from .. import modelspec, specs
@@ -55,6 +57,18 @@ class _Field:
         # their images often do).
         self.good: set[str] = set()
 
+    def urls_of(self, raw: Any) -> list[str] | None:
+        """A list-of-URLs cell each of whose items is already known good (``good``) and whose
+        count the entry allows: ``quick_value``'s verdict without its call; None: ask ``value``."""
+        if type(raw) is not str:
+            return None
+        items = raw.split("|")
+        spec = self.spec
+        if not self.good.issuperset(items) or spec.min is not None and len(items) < spec.min \
+                or spec.max is not None and len(items) > spec.max:
+            return None
+        return items
+
     def value(self, raw: Any) -> Any:
         """The value sent for a cell not in ``known``, or None when the general path has
         something to say about it."""
@@ -92,19 +106,34 @@ class RequestMaker:
                 self.hopeless = True
             elif fs.default is not None:
                 self.template[name] = fs.default
+        # The fields whose cells repeat (numbers, choices: not free text, not URL lists) are
+        # looked up together: their cells, read by one C call, → the values they send
+        # (``_Settled``), one lookup a row however many such columns a row has.
+        settled = [f for f in self.fields if f.remember and not f.urls]
+        self.settled = _Settled(settled) if settled else None
+        self.per_row = [f for f in self.fields if not (f.remember and not f.urls)]
+        self.refs = [(marker, list_field, specs.ref_pattern(marker)) for marker, list_field in spec.refs]
 
-    def request(self, params: dict[str, Any]) -> dict[str, Any] | None:
-        """The normalised request of a row sending ``params``, or None: ask the general path."""
+    def request(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The normalised request of a row sending ``params`` (any mapping holding the fields
+        sent, read only), or None: ask the general path."""
         if self.hopeless:
             return None
         out = self.template.copy()
-        for f in self.fields:  # the hot loop of a large manifest: a known cell costs a lookup
+        if self.settled is not None:
+            part = self.settled.values(params)
+            if part is None:
+                return None
+            out.update(part)  # keys already in out: the order stays normalise's
+        for f in self.per_row:  # the hot loop of a large manifest: free text and URL lists
             raw = params[f.name]
             value = f.known.get(raw) if type(raw) is str else None
             if value is None:
-                value = f.value(raw)
+                value = f.urls_of(raw) if f.urls else None
                 if value is None:
-                    return None
+                    value = f.value(raw)
+                    if value is None:
+                        return None
             elif f.urls:
                 value = list(value)
             out[f.name] = value
@@ -112,14 +141,54 @@ class RequestMaker:
         for rule in spec.rules:
             if specs.broken_rule(rule, out):
                 return None  # an error or a warning: the general path words it
-        for marker, list_field in spec.refs:
+        for marker, list_field, pattern in self.refs:
             text = str(out.get("prompt") or "")
             if marker in text:
                 n = len(out.get(list_field) or [])
                 if n > MAX_ITEMS:
                     return None
                 named = _ITEMS[n]
-                for idx in specs.ref_pattern(marker).findall(text):
+                for idx in pattern.findall(text):
                     if idx not in named:
                         return None  # out of range, or written "01": the general path reads it
         return out
+
+
+class _Settled:
+    """The values of the repeating fields of a shape, by their cells together: (cell, cell, …)
+    → {field: value}, each combination worked out once by the fields' own ``value`` (only
+    combinations of text cells are remembered, up to ``MAX_CELLS``)."""
+
+    def __init__(self, fields: list[_Field]) -> None:
+        self.fields = fields
+        names = [f.name for f in fields]
+        # itemgetter of one name gives the cell itself, of several a tuple: a key either way.
+        self.cells = operator.itemgetter(*names)
+        self.single = len(names) == 1
+        self.known: dict[Any, dict[str, Any]] = {}
+
+    def values(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """{field: value} of the row's repeating cells (shared: never to be changed), or None
+        when the general path has something to say about one of them."""
+        cells = self.cells(params)
+        try:
+            part = self.known.get(cells)
+        except TypeError:  # a YAML list or mapping in such a field: not a key
+            part = None
+        if part is not None:
+            return part
+        row = (cells,) if self.single else cells
+        part = {}
+        for f, raw in zip(self.fields, row):
+            value = f.known.get(raw) if type(raw) is str else None
+            if value is None:
+                value = f.value(raw)
+                if value is None:
+                    return None
+            part[f.name] = value
+        # Remembered only when every cell is text (a YAML 1 and True are equal keys, not equal
+        # cells) and every value may be shared (a list never is: each row gets its own).
+        if len(self.known) < MAX_CELLS and all(type(c) is str and len(c) <= MAX_CELL_CHARS for c in row) \
+                and all(type(v) in _SHAREABLE for v in part.values()):
+            self.known[cells] = part
+        return part

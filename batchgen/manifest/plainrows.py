@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from .. import names, specs
@@ -130,7 +131,7 @@ class PlainRows:
 _WEB = ("https://", "http://")
 
 
-def web_only(shape: Shape, params: dict[str, Any]) -> bool:
+def web_only(shape: Shape, params: Mapping[str, Any]) -> bool:
     """Whether the media fields of a row of ``shape`` hold nothing to localise: web URLs only
     (a cell starting with one, "a|b" included), in fields the entry reads as URLs. For such a
     value ``LocalInputs.localise`` would only strip it, which the field's coercion does too
