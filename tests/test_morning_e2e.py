@@ -21,13 +21,22 @@ from reviewpage import ServerThread, chromium, wait
 EXAMPLE = Path(__file__).resolve().parent.parent / "manifests" / "example.yaml"
 
 
+def _settled(d) -> int:
+    """How many decisions the page has had answered (its ``data-decided`` is "settled:pending")."""
+    return int((d.execute_script("return document.body.getAttribute('data-decided')") or "0:0").split(":")[0])
+
+
 def _keys(d, keys: str) -> None:
+    """Press ``keys``, then wait until every decision they made is answered: exactly as many
+    more as decision keys pressed, none still on its way (a bare "nothing pending" could be an
+    earlier decision's, read before the browser sent these)."""
     from selenium.webdriver.common.action_chains import ActionChains
 
+    want = _settled(d) + sum(k in "arx" for k in keys)
     for k in keys:
         ActionChains(d).send_keys(k).perform()
-    wait(lambda: (d.execute_script("return document.body.getAttribute('data-decided')") or "").endswith(":0"),
-         what="every decision recorded")
+    wait(lambda: d.execute_script("return document.body.getAttribute('data-decided')") == f"{want}:0",
+         what=f"the decisions of {keys!r} recorded")
 
 
 def _rows(ledger: Path) -> list[dict]:
@@ -66,11 +75,13 @@ def test_the_morning_after_a_demo_night(tmp_path, s3, monkeypatch):
         ActionChains(d).send_keys(Keys.ENTER).perform()
         wait(lambda: (d.execute_script("return document.body.getAttribute('data-edit-checked')") or "error") != "error",
              what="the diff")
+        edits = _settled(d) + 1
         ActionChains(d).send_keys(Keys.ENTER).perform()
         # the box closes and gives the keys back to the page before the next one is pressed
         wait(lambda: d.execute_script("return document.getElementById('edit').hidden && "
                                       "!document.getElementById('edit').contains(document.activeElement)"),
              what="the edit box to close")
+        wait(lambda: _settled(d) == edits, what="the retake with a change recorded")
         _keys(d, "jxx")  # on to the 11th; reject the last two
         log = d.execute_script("return [document.getElementById('status').textContent, "
                                "document.body.getAttribute('data-current'), "

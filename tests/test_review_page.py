@@ -60,11 +60,16 @@ def _press(driver, keys: str, settle: bool = True) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
     for k in keys:
-        before = driver.execute_script("return document.body.getAttribute('data-decided')")
+        # "settled:pending": wait for this key's own decision, not for any change
+        want = _settled(driver) + 1
         ActionChains(driver).send_keys(k).perform()
         if settle and k.lower() in "arxu123456789":
-            wait(lambda: driver.execute_script("return document.body.getAttribute('data-decided')") != before,
-                 what=f"the decision of key {k!r}")
+            wait(lambda: _settled(driver) >= want, what=f"the decision of key {k!r}")
+
+
+def _settled(driver) -> int:
+    """How many decisions the page has had answered (its ``data-decided`` is "settled:pending")."""
+    return int((driver.execute_script("return document.body.getAttribute('data-decided')") or "0:0").split(":")[0])
 
 
 def _open(driver, url: str) -> None:
@@ -252,7 +257,7 @@ def test_two_browsers_deciding_the_same_clip_at_once_on_postgres(pg_url, sim, tm
             ActionChains(da).send_keys("k").perform()
             ActionChains(db).send_keys("k").perform()
         for dr in (da, db):  # every decision made is recorded (queued, never dropped)
-            wait(lambda: (dr.execute_script("return document.body.getAttribute('data-decided')") or "").endswith(":0"),
+            wait(lambda: dr.execute_script("return document.body.getAttribute('data-decided')") == "3:0",
                  what="the decisions to be recorded")
         led = Ledger(pg_url, create=False)
         try:

@@ -7,6 +7,10 @@
   const $ = id => document.getElementById(id);
   const PAGE = 20;
   let offset = 0, data = null, clips = [], cur = 0, loop = false, undo = [];
+  // `loads` numbers the page loads (a late answer to an older one is dropped); `held` keeps the
+  // keys pressed while a load is on its way, replayed in order once its clips are on the page, so
+  // a key never acts on a list about to be replaced.
+  let loads = 0, loading = 0, held = [];
 
   function el(tag, attrs, text){
     const e = document.createElement(tag);
@@ -41,11 +45,20 @@
       const s = el('span', {'data-count': k}); s.append(el('b', {}, c[k] || 0)); s.append(document.createTextNode(' ' + label)); box.append(s);
     }
   }
-  async function load(keepCurrent){
+  async function load(keepCurrent, after){
     const p = filters(); p.set('offset', offset); p.set('limit', PAGE);
     const wanted = keepCurrent && clips[cur] ? clips[cur].id : null;
-    try { data = await api('/api/clips?' + p.toString()); }
-    catch (e) { say(e.message, true); return; }
+    const mine = ++loads; loading++;
+    let doc = null;
+    try { doc = await api('/api/clips?' + p.toString()); }
+    catch (e) { if (mine === loads) say(e.message, true); }
+    finally { loading--; }
+    // a newer load (another filter, another page) answers for the page; a failed one leaves it as it was
+    if (mine === loads && doc) show(doc, wanted, after);
+    if (!loading) replay();
+  }
+  function show(doc, wanted, after){
+    data = doc; epoch++;
     options($('f-verify'), data.verify); options($('f-model'), data.models);
     counts(data.counts);
     render();
@@ -56,7 +69,11 @@
     const i = wanted === null ? -1 : clips.findIndex(c => c.id === wanted);
     select(i >= 0 ? i : Math.max(0, clips.findIndex(c => c.match)));
     say(data.total_shots ? '' : 'Nothing here: no clip matches (the default view shows clips waiting for review from the last run).');
+    if (after) after();
     document.body.setAttribute('data-loaded', String(Date.now()));
+  }
+  function replay(){
+    while (held.length && !loading) onKey(held.shift());
   }
   function badge(text, cls){ return el('span', {class: 'badge ' + (cls || '')}, text); }
   function decorate(c){
@@ -127,10 +144,16 @@
     if (v.paused) v.play().catch(e => say('cannot play: ' + e.message, true)); else v.pause();
   }
   // Decisions go out one after another, in the order they were made: a key pressed while the
-  // last one is on its way is queued, never dropped.
-  let queue = Promise.resolve(), pending = 0;
+  // last one is on its way is queued, never dropped. Each names its clip by job id, taken when
+  // the key was pressed. `data-decided` is "settled:pending": how many decisions have had their
+  // answer (recorded, refused, or nothing to undo) and how many are still on their way, so a
+  // test (or anyone) can wait for exactly the decisions it made.
+  // `epoch` changes whenever a decision is made or the clips are loaded: a refresh that read the
+  // ledger before that is stale and dropped, never patched over a newer verdict.
+  let queue = Promise.resolve(), pending = 0, settled = 0, epoch = 0;
+  function decided(){ settled++; document.body.setAttribute('data-decided', settled + ':' + pending); }
   function send(changes, label, before){
-    pending++;
+    pending++; epoch++;
     queue = queue.then(async () => {
       try {
         const doc = await api('/api/decide', {changes: changes});
@@ -138,7 +161,7 @@
         if (before) undo.push({label: label, before: before});
         say(label);
       } catch (e) { say(e.message, true); }
-      finally { pending--; document.body.setAttribute('data-decided', String(Date.now()) + ':' + pending); }
+      finally { pending--; epoch++; decided(); }
     });
     return queue;
   }
@@ -152,10 +175,11 @@
   // are read again every few seconds and patched in place (nothing is re-rendered, so a playing
   // clip keeps playing).
   async function refresh(){
-    if (pending || !clips.length || document.hidden) return;
+    if (pending || loading || !clips.length || document.hidden) return;
+    const at = epoch;
     try {
       const doc = await api('/api/states?ids=' + clips.map(c => c.id).join(','));
-      if (pending) return;
+      if (pending || loading || at !== epoch) return;  // read before a decision or a load: stale
       patch(doc.clips); counts(doc.counts);
       document.body.setAttribute('data-refreshed', String(Date.now()));
     } catch (e) { /* the next refresh tries again */ }
@@ -177,19 +201,22 @@
   async function doUndo(){
     await queue;  // the decision to undo is recorded (and on the stack) first
     const last = undo.pop();
-    if (!last) { say('nothing to undo'); document.body.setAttribute('data-decided', String(Date.now()) + ':0'); return; }
+    if (!last) { say('nothing to undo'); decided(); return; }
     await send(last.before, 'undone: ' + last.label, null);
   }
   // A closed box gives the keys back to the page: its text field must not keep the focus.
   function closeBox(id){ $(id).hidden = true; if (document.activeElement) document.activeElement.blur(); }
+  // A box acts on the clip it was opened for, whatever happens to the cursor meanwhile.
+  let noteFor = null, editFor = null;
   function openNote(){
     const c = clips[cur]; if (!c) return;
+    noteFor = c;
     $('note-title').textContent = 'Note on ' + c.name;
     $('note-text').value = c.note || '';
     $('note').hidden = false; $('note-text').focus();
   }
   async function saveNote(){
-    const c = clips[cur]; closeBox('note');
+    const c = noteFor; closeBox('note'); if (!c) return;
     await send([{job: c.id, note: $('note-text').value.trim() || null}], c.name + ': note saved', [state(c)]);
   }
   $('note-text').addEventListener('keydown', ev => {
@@ -202,19 +229,20 @@
   let checked = null;
   function openEdit(){
     const c = clips[cur]; if (!c) return;
+    editFor = c;
     $('edit-title').textContent = 'Retake ' + c.name + ' with a change';
     $('edit-prompt').value = typeof c.prompt === 'string' ? c.prompt : '';
     $('edit-fields').value = '{}'; $('edit-diff').textContent = ''; checked = null;
     $('edit').hidden = false; $('edit-prompt').focus();
   }
   function editChanges(){
-    const c = clips[cur], changes = JSON.parse($('edit-fields').value || '{}');
+    const c = editFor, changes = JSON.parse($('edit-fields').value || '{}');
     if (typeof changes !== 'object' || changes === null || Array.isArray(changes)) throw new Error('other fields: a JSON object');
     if ($('edit-prompt').value !== (c.prompt || '')) changes.prompt = $('edit-prompt').value;
     return changes;
   }
   async function checkEdit(){
-    const c = clips[cur], box = $('edit-diff');
+    const c = editFor, box = $('edit-diff'); if (!c) return;
     let changes;
     try { changes = editChanges(); } catch (e) { box.textContent = e.message; box.className = 'diff error'; return; }
     const key = JSON.stringify(changes);
@@ -254,8 +282,18 @@
       if (ev.key === 'Escape') t.blur();
       return;
     }
-    const k = ev.key;
-    if (k === '?') { help(); ev.preventDefault(); return; }
+    if (!handles(ev.key)) return;
+    if (ev.key !== 'Escape') ev.preventDefault();
+    // Pressed while a page of clips is loading (the next page, a filter): kept until it is shown.
+    if (loading || held.length) { held.push(ev.key); return; }
+    onKey(ev.key);
+  });
+  function handles(k){
+    return k === '?' || k === 'Escape' || /^[1-9]$/.test(k) || (k.length === 1 ? 'jklarxnue/ '.includes(k.toLowerCase())
+      : ['ArrowDown', 'ArrowUp', 'ArrowLeft', 'ArrowRight'].includes(k));
+  }
+  function onKey(k){
+    if (k === '?') { help(); return; }
     if (k === 'Escape') { help(false); return; }
     if (!$('help').hidden) return;
     const lower = k.length === 1 ? k.toLowerCase() : k;
@@ -267,13 +305,13 @@
       e: openEdit,
       '/': () => $('f-q').focus(),
     };
-    if (keys[lower]) { ev.preventDefault(); keys[lower](); return; }
-    if (/^[1-9]$/.test(k)) { ev.preventDefault(); pick(Number(k)); }
-  });
+    if (keys[lower]) { keys[lower](); return; }
+    if (/^[1-9]$/.test(k)) pick(Number(k));
+  }
   async function next(step){
     const i = cur + step;
     if (i >= clips.length && !$('next').disabled) { offset += PAGE; await load(false); return; }
-    if (i < 0 && offset > 0) { offset = Math.max(0, offset - PAGE); await load(false); select(clips.length - 1); return; }
+    if (i < 0 && offset > 0) { offset = Math.max(0, offset - PAGE); await load(false, () => select(clips.length - 1)); return; }
     select(i);
   }
   let timer = null;
