@@ -66,6 +66,10 @@ class ReviewServer:
         self.token = secrets.token_urlsafe(24)
         self._stores: dict[str, S3Store] = {}
         self._runner: web.AppRunner | None = None
+        # A states read and a decision each read the ledger and patch the index as one step: a
+        # read taken before a decision must not patch the index after it (the counts would
+        # show the older verdict until the next reload).
+        self._patching = asyncio.Lock()
         self.app = web.Application(client_max_size=256 * 1024, middlewares=[self._guard])
         self.app.router.add_get("/", self._page)
         self.app.router.add_get("/static/{name}", self._static)
@@ -145,8 +149,9 @@ class ReviewServer:
         except ValueError:
             raise Refused(400, "ids: job ids separated by commas") from None
         ids = [i for i in ids if self.index.clip(i) is not None]
-        latest = await asyncio.to_thread(self.ledger.latest_decisions, ids)
-        self.index.updated(list(latest.values()))
+        async with self._patching:
+            latest = await asyncio.to_thread(self.ledger.latest_decisions, ids)
+            self.index.updated(list(latest.values()))
         states = {str(i): _state(latest.get(i)) for i in ids}
         return web.json_response({"clips": states, "counts": await asyncio.to_thread(self.index.counts)})
 
@@ -164,10 +169,11 @@ class ReviewServer:
         changes, diffs = await asyncio.to_thread(self._changes, raw)
         if body.get("dry") is True:  # a retake's change checked and shown as a diff, not recorded
             return web.json_response({"diffs": diffs})
-        written = await asyncio.to_thread(self.ledger.decide, changes, who)
         ids = list(dict.fromkeys(c.job_id for c in changes))
-        latest = await asyncio.to_thread(self.ledger.latest_decisions, ids)
-        self.index.updated(list(latest.values()))
+        async with self._patching:
+            written = await asyncio.to_thread(self.ledger.decide, changes, who)
+            latest = await asyncio.to_thread(self.ledger.latest_decisions, ids)
+            self.index.updated(list(latest.values()))
         clips = {str(i): _state(d) for i, d in latest.items()}
         return web.json_response({"written": len(written), "clips": clips, "counts": self.index.counts(),
                                   "diffs": diffs})
