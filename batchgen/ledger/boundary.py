@@ -98,6 +98,15 @@ def _diagnosed(self: Any, e: Exception) -> LedgerError | None:
     return None if problem is None else sqlitefile.damaged(path, problem, unchanged=False)
 
 
+def _replacement(self: Any, e: Exception, safe_url: Callable[[Any], str]) -> LedgerError | None:
+    """What a ledger method's error becomes: a database library's error always a
+    ``LedgerError``; any other one ``LedgerDamaged`` where a damaged file explains it, else
+    nothing (it goes on as it is)."""
+    if isinstance(e, _DATABASE_ERRORS):
+        return _translate(self, e, safe_url)
+    return _diagnosed(self, e)
+
+
 def _translating(safe_url: Callable[[Any], str], fn: Callable[P, R]) -> Callable[P, R]:
     """``fn`` with SQLAlchemy, driver and OS errors turned into ``LedgerError`` (the one
     boundary between the database libraries and batchgen, as httpx's ``map_exceptions``), and
@@ -109,10 +118,8 @@ def _translating(safe_url: Callable[[Any], str], fn: Callable[P, R]) -> Callable
         def gen(*args: P.args, **kwargs: P.kwargs) -> Any:
             try:
                 yield from cast(Iterator[Any], fn(*args, **kwargs))
-            except _DATABASE_ERRORS as e:
-                raise _translate(args[0], e, safe_url) from None
             except Exception as e:
-                found = _diagnosed(args[0], e)
+                found = _replacement(args[0], e, safe_url)
                 if found is None:
                     raise
                 raise found from None
@@ -122,10 +129,8 @@ def _translating(safe_url: Callable[[Any], str], fn: Callable[P, R]) -> Callable
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except _DATABASE_ERRORS as e:
-            raise _translate(args[0], e, safe_url) from None
         except Exception as e:
-            found = _diagnosed(args[0], e)
+            found = _replacement(args[0], e, safe_url)
             if found is None:
                 raise
             raise found from None
