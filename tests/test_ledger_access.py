@@ -202,6 +202,28 @@ def test_read_only_commands_on_postgresql_never_create_or_migrate(pg_url, tmp_pa
     assert run_cli(["status", "--ledger", pg_url]).exit_code == 0
 
 
+@pytest.mark.postgres
+def test_a_read_only_postgresql_engine_refuses_writes_and_keeps_the_urls_own_options(pg_url):
+    """The READ ONLY session comes from the connection's startup options: the URL's own
+    ``options`` (here the private search_path) must survive beside it, on every connection of
+    the pool, first or later."""
+    writer = make_engine(pg_url)
+    with writer.begin() as c:
+        c.execute(text("CREATE TABLE probe (x integer)"))
+    writer.dispose()
+    reader = make_engine(pg_url, readonly=True)
+    try:
+        for _ in range(2):  # the pool's first connection and a fresh one
+            with reader.connect() as c:
+                assert c.execute(text("SELECT count(*) FROM probe")).scalar() == 0  # search_path kept
+                assert c.execute(text("SHOW default_transaction_read_only")).scalar() == "on"
+                with pytest.raises(Exception, match="read-only transaction"):
+                    c.execute(text("INSERT INTO probe VALUES (1)"))
+            reader.dispose()
+    finally:
+        reader.dispose()
+
+
 def test_a_ledger_path_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path):
     import os
 

@@ -101,22 +101,21 @@ def make_engine(url: str, *, create: bool = True, readonly: bool = False) -> Eng
     """An engine for the ledger at ``url``. ``create=False`` (commands that do not start runs)
     refuses a SQLite file that does not exist instead of creating it and its folders.
     ``readonly`` (commands that only read): SQLite is opened ``mode=ro`` with ``query_only`` and
-    its journal mode left as it is; a PostgreSQL session is READ ONLY (``SET SESSION CHARACTERISTICS``).
+    its journal mode left as it is; a PostgreSQL session is READ ONLY (``default_transaction_read_only``).
     Nothing can then be written, whatever a method tries."""
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
-        server = create_engine(url, pool_pre_ping=True, future=True)
+        # Commands that only read open READ ONLY sessions: the server itself refuses DDL and writes.
+        # Set through the connection's startup options, not a SET after connecting: toggling
+        # psycopg's autocommit in a connect listener failed ("can't change 'autocommit' now")
+        # when SQLAlchemy's first-connect initialisation had already opened a transaction.
+        # A URL's own ``options`` (a search_path, say) is kept: connect_args would replace it.
+        options: dict[str, Any] = {}
         if readonly and u.get_backend_name() == "postgresql":
-            @event.listens_for(server, "connect")
-            def _read_only_session(dbapi_conn: Any, _rec: Any) -> None:
-                # Every transaction of these connections is READ ONLY: the server refuses DDL and writes.
-                autocommit = dbapi_conn.autocommit
-                dbapi_conn.autocommit = True
-                cur = dbapi_conn.cursor()
-                cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-                cur.close()
-                dbapi_conn.autocommit = autocommit
-        return server
+            own = u.query.get("options")
+            own = " ".join(own) if isinstance(own, tuple) else (own or "")
+            options["options"] = f"{own} -c default_transaction_read_only=on".strip()
+        return create_engine(url, pool_pre_ping=True, future=True, connect_args=options)
     db = u.database
     if db and db != ":memory:":
         path = Path(db)
