@@ -142,6 +142,15 @@ class Breakers:
                  if b.open and not b.probing and b.probes < MAX_PROBES]
         return min(waits) if waits else None
 
+    def done_for_tonight(self, model: str, alone: bool, now: float) -> bool:
+        """Whether ``model`` sends nothing more tonight: its breaker gave up, or — when nothing
+        else is left to do (``alone``) — it is open and its probe failed (a run would otherwise
+        idle through cool-off after cool-off for at most two more probes)."""
+        b = self.models.get(model)
+        if b is None or not b.open or b.probing:
+            return False
+        return b.probes >= MAX_PROBES or (alone and b.probes >= 1)
+
     def open_models(self) -> dict[str, str]:
         """Models whose breaker is open now → why (for the summary, status and notification)."""
         return {m: b.why for m, b in self.models.items() if b.open}

@@ -5,18 +5,27 @@ before every create (a queued job, or a render again) and tells it each task's v
 Breakers are also kept in the ledger (``Ledger.trip_breaker`` …): ``status`` shows them, the
 next night starts with them (its first task of such a model is the probe), and on a PostgreSQL
 fleet a breaker one worker opens stops the model on every worker (``sync`` before each claim;
-``probes``: the one worker whose ``take_probe`` succeeds claims the probe)."""
+``probes``: the one worker whose ``take_probe`` succeeds claims the probe).
+
+With ``run --finish-by`` a job also starts only if the forecast says one clip of its model is
+in place by the deadline (``deadline.Deadline``); on a fleet the deadline is the fleet's, the
+earliest a live worker of the manifest works to (``join_deadline``, again with each ``sync``)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
+from . import forecast
 from .breaker import Breakers
+from .deadline import Deadline, outlook, stamp
 from .failures import classify
 from .jobs import JobRow, JobState
 from .ledger import Scope, Writer
 from .limits import Slots
 from .pipeline import LiveJob, RunOptions
+from .progress import Snapshot
 
 S = JobState
 
@@ -24,15 +33,106 @@ S = JobState
 class Gate:
     """The limits and breakers of a run, and which jobs in flight are probes."""
 
-    def __init__(self, opts: RunOptions, writer: Writer) -> None:
+    def __init__(self, opts: RunOptions, writer: Writer, log: Callable[[str], None] | None = None) -> None:
         self.w = writer
+        self.opts = opts
+        self.log = log or (lambda msg: None)
         self.cooloff = opts.breaker_cooloff
         self.slots = Slots(opts.limits)
         self.breakers = Breakers(opts.breaker_cooloff, enabled=opts.breaker)
+        self.deadline: Deadline | None = None
+        self.history: dict[str, dict[str, Any]] = {}  # the ledger's history of the manifest's models (deadline)
+        self.pending: dict[str, dict[str, int]] = {}  # model → queued / in flight when the deadline was set
+        self.forecast_end: float | None = None  # when the night ends by the forecast (epoch seconds)
         self._probes: set[int] = set()
+        self._fleet_checked = 0.0
 
     def may_start(self, model: str) -> bool:
-        return self.slots.allows(model) and self.breakers.allows(model, time.monotonic())
+        return (self.slots.allows(model) and self.breakers.allows(model, time.monotonic())
+                and (self.deadline is None or self.deadline.allows(model)))
+
+    # -------------------------------------------------------------- the deadline (run --finish-by)
+    async def join_deadline(self, run_id: int, scope: Scope, fleet: bool) -> None:
+        """The deadline this run works to: its own --finish-by, or on a fleet the earliest one a
+        live worker of this manifest holds (a worker started without --finish-by joins it).
+        Recorded in the run's row, so the fleet keeps it while any worker holding it lives, and
+        ``status`` can say whether the night is on track. Each model's cut-off comes from the
+        ledger's history of it (``forecast.clip_seconds``)."""
+        led, opts = self.w.ledger, self.opts
+        at, source = opts.finish_by, opts.finish_by_source
+        if fleet:
+            self._fleet_checked = time.monotonic()
+            shared = await self.w.read(led.fleet_finish_by, scope.manifest, opts.lease)
+            if shared is not None and (at is None or shared[0] < at):
+                if at is not None:
+                    self.log(f"finish-by: your deadline {stamp(at)} is later than the fleet's {stamp(shared[0])} "
+                             f"(worker {shared[1]}): the earliest holds for every worker of this manifest")
+                else:
+                    self.log(f"finish-by: joining the fleet's deadline {stamp(shared[0])} (worker {shared[1]})")
+                at, source = shared[0], f"the fleet's deadline (worker {shared[1]})"
+            elif at is None:
+                self.log("finish-by: no deadline — no live worker of this manifest has one (--finish-by sets it "
+                         "for the whole fleet)")
+        if at is None:
+            return
+        pending = await self.w.read(led.pending_by_model, scope)
+        history = await self.w.read(led.render_history, sorted(pending))
+        needs = {m: forecast.clip_seconds(m, history)[0] for m in pending}
+        self.deadline = Deadline(at, needs, source=source,
+                                 guess=lambda model: forecast.clip_seconds(model, history)[0])
+        self.history, self.pending = history, pending
+        work = {m: p["queued"] + p["in_flight"] for m, p in pending.items()}
+        self.forecast_end = time.time() + forecast.estimate(work, history, opts.concurrency, opts.rpm).seconds
+        await self.w.call(led.set_finish_by, run_id, at)
+
+    async def _fleet_deadline(self, run_id: int, scope: Scope) -> None:
+        """Once a heartbeat: a worker that joined since with an earlier deadline moves the fleet's."""
+        if time.monotonic() - self._fleet_checked < self.opts.heartbeat:
+            return
+        if self.deadline is None:
+            await self.join_deadline(run_id, scope, True)
+            return
+        self._fleet_checked = time.monotonic()
+        shared = await self.w.read(self.w.ledger.fleet_finish_by, scope.manifest, self.opts.lease)
+        if shared is not None and shared[0] < self.deadline.at - 0.5:
+            self.log(f"finish-by: the fleet's deadline moved to {stamp(shared[0])} (worker {shared[1]})")
+            self.deadline.move(shared[0], f"the fleet's deadline (worker {shared[1]})")
+            await self.w.call(self.w.ledger.set_finish_by, run_id, shared[0])
+
+    def outlook(self, snap: Snapshot, closed: bool) -> str:
+        """The night against its deadline for the display (``deadline.outlook``): at the pace
+        of the clips done lately, the forecast's until there is one; '' without a deadline.
+        ``closed``: nothing queued may start any more tonight."""
+        d = self.deadline
+        if d is None:
+            return ""
+        now = time.time()
+        eta = snap.eta_seconds()
+        if eta is None and self.forecast_end is not None:
+            eta = max(0.0, self.forecast_end - now)
+        return outlook(d.at, now, remaining=snap.remaining, queued=snap.states.get(S.QUEUED, 0), eta_s=eta,
+                       cut_off=closed)
+
+    def cut(self) -> list[str]:
+        """Models the deadline lets start nothing more tonight."""
+        d = self.deadline
+        return [] if d is None else sorted(m for m in d.needs if not d.allows(m))
+
+    def idle(self, models: list[str], alone: bool) -> bool:
+        """Whether none of ``models`` (those with queued jobs) will start anything more: each
+        past its deadline cut-off, or its breaker given up — or, with nothing else left to do
+        (``alone``), open after a failed probe (waiting out more cool-offs would only keep an
+        idle run alive: the next night probes it again)."""
+        now = time.monotonic()
+        return bool(models) and all(
+            (self.deadline is not None and not self.deadline.allows(m)) or self.breakers.done_for_tonight(m, alone, now)
+            for m in models)
+
+    def idle_models(self, alone: bool) -> list[str]:
+        """Models of which no queued job starts tonight (``idle``), for a fleet's claim and wait."""
+        now = time.monotonic()
+        return sorted(set(self.cut()) | {m for m in self.breakers.open_models()
+                                         if self.breakers.done_for_tonight(m, alone, now)})
 
     def starting(self, job: LiveJob) -> None:
         """``job`` is about to be created: while its model's breaker is open, it is the probe."""
@@ -62,9 +162,12 @@ class Gate:
             await self.w.call(self.w.ledger.close_breaker, model)
         return msg
 
-    async def sync(self) -> list[str]:
+    async def sync(self, run_id: int | None = None, scope: Scope | None = None) -> list[str]:
         """The ledger's open breakers adopted here, the ones closed elsewhere forgotten; returns
-        the models whose breaker is open (not to be claimed but for a probe)."""
+        the models whose breaker is open (not to be claimed but for a probe). On a fleet
+        (``scope`` given) the fleet's deadline is looked at too, once a heartbeat."""
+        if scope is not None and run_id is not None:
+            await self._fleet_deadline(run_id, scope)
         if not self.breakers.enabled:
             return []
         fleet = await self.w.read(self.w.ledger.open_breakers)

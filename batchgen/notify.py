@@ -4,7 +4,8 @@ ntfy, Matrix, plain JSON webhooks ``json://host/path`` … one URL syntax for al
 The message says how the run ended (exit code and its meaning), the jobs per state, credits
 spent against ``--max-credits``, credits at risk in in-doubt jobs, results still waiting to be
 downloaded (their URLs expire 24 h after completion), clips that are not what was asked, the
-delivery, the report, and the run id with the ledger (receivers drop duplicates by it).
+breakers, the deadline (``run --finish-by``: in time or not, the jobs left for the next night),
+the delivery, the report, and the run id with the ledger (receivers drop duplicates by it).
 
 A notification that cannot be sent is logged and never changes the run's outcome (``send``
 never raises). Notification URLs carry their service's tokens: they are never printed, logged
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from collections.abc import Iterator
 
 from . import logs, redact
+from .deadline import verdict
 from .errors import EXIT_DELIVERY, EXIT_FAILED, EXIT_MEANINGS, EXIT_OK
 from .jobs import plain
 
@@ -73,6 +75,8 @@ def compose(summary: dict[str, Any], *, ledger: str, report: str | None = None,
             lines.append(f"  … {len(permanent) - 5} more permanent failures (batchgen export)")
     for model, why in (summary.get("breakers") or {}).items():
         lines.append(f"BREAKER OPEN for {model}: {why} — its new tasks stopped (one probe after each cool-off); its queued jobs wait")
+    if summary.get("deadline"):
+        lines += verdict(summary["deadline"])
     d = summary.get("delivery") or {}
     if d:
         lines.append(f"delivered to {d['destination']}: {d['delivered']} clip(s), {d['undelivered']} not yet"

@@ -32,6 +32,7 @@ class Snapshot:
     # model → (tasks in flight, its limit or None): models in flight or limited (limits.Slots)
     models: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     breakers: dict[str, str] = field(default_factory=dict)  # model → its breaker's state and why (opened tonight)
+    deadline: str = ""  # run --finish-by: the night against its deadline (deadline.outlook), '' without one
 
     @property
     def remaining(self) -> int:
@@ -60,7 +61,8 @@ class Snapshot:
                 **({"delivered": self.delivered, "undelivered": self.undelivered} if self.delivered is not None else {}),
                 **({"models": {m: {"in_flight": n, "limit": lim} for m, (n, lim) in self.models.items()}}
                    if self.models else {}),
-                **({"breakers": self.breakers} if self.breakers else {})}
+                **({"breakers": self.breakers} if self.breakers else {}),
+                **({"deadline": self.deadline} if self.deadline else {})}
 
 
 def console(file: IO[str] | None = None) -> Any:
@@ -120,7 +122,8 @@ def line(snap: Snapshot) -> str:
     return (f"{d['elapsed_s']:.0f}s {states} | {d['jobs_per_min']} jobs/min, "
             f"{_requests(snap)}, 429s={d['throttled']}, credits={plain(d['credits'])}, "
             f"ETA {_fmt_eta(snap.eta_seconds())}" + _delivery(snap)
-            + (f" | in flight by model: {per_model(snap)}" if snap.models else "") + _breakers(snap))
+            + (f" | in flight by model: {per_model(snap)}" if snap.models else "") + _breakers(snap)
+            + (f" | {snap.deadline}" if snap.deadline else ""))
 
 
 class Display:
@@ -186,5 +189,6 @@ class Display:
         t.add_row(*cells)
         t.caption = (f"{d['jobs_per_min']} jobs/min · {_requests(snap)} · "
                      f"429s {d['throttled']} · credits {plain(d['credits'])} · ETA {_fmt_eta(snap.eta_seconds())}"
-                     + (f"\nin flight by model: {per_model(snap)}" if snap.models else "") + _breakers(snap))
+                     + (f"\nin flight by model: {per_model(snap)}" if snap.models else "") + _breakers(snap)
+                     + (f"\n{snap.deadline}" if snap.deadline else ""))
         return t

@@ -57,10 +57,11 @@ class Scheduler:
                                self.checker.start if opts.verify else self.deliverer.start)
         self._started = time.monotonic()
         self._inflight = 0  # tasks holding a render slot (see _free_slot)
-        self.gate = Gate(opts, writer)  # per model: limits (the slots again) and breakers
+        self.gate = Gate(opts, writer, self.log)  # per model: limits (the slots again), breakers, the deadline
         self.slots, self.breakers = self.gate.slots, self.gate.breakers
         self._frees = 0  # slots freed so far: a wait for one never misses one freed meanwhile
         self._slot_freed = asyncio.Event()
+        self._feed_closed = False  # no queued job may start any more tonight (deadline, breakers)
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -------------------------------------------------------------- orchestration
@@ -88,6 +89,7 @@ class Scheduler:
             track(self.checker.tasks, self._sweep(scope))
         elif self.opts.deliver is not None:
             track(self.deliverer.tasks, self.deliverer.sweep(scope))
+        await self.gate.join_deadline(run_id, scope, self.worker is not None)
         self.display.start()
         helpers = [asyncio.create_task(self._report()), asyncio.create_task(self._watch_stop()),
                    asyncio.create_task(self._watch_ledger_stop(run_id)), asyncio.create_task(self._watch_outage())]
@@ -183,6 +185,9 @@ class Scheduler:
             if row is None:
                 if feed.exhausted:
                     return
+                if self.gate.idle([m for m, left in feed.waiting().items() if left], alone=not self._inflight):
+                    self._cut_off()
+                    return  # nothing left may start tonight (deadline, breakers): in-flight tasks are collected
                 # Every model with jobs left is at its limit or its breaker is open: wait for a
                 # task to end (unless one ended while the feed read its pages) or for a probe.
                 probe_in = self.gate.next_probe_in()
@@ -210,17 +215,20 @@ class Scheduler:
             if not self.ctx.submitting:
                 return
             free = self.opts.concurrency - self._inflight
-            blocked = await self.gate.sync()  # open breakers, whichever worker opened them
-            rows = await self.gate.probes(blocked, self.worker, scope)
+            blocked = await self.gate.sync(self.worker, scope)  # open breakers, whichever worker opened them
+            cut = self.gate.cut()  # models past the (fleet's) deadline: none of their jobs starts tonight
+            rows = await self.gate.probes([m for m in blocked if m not in cut], self.worker, scope)
             rows += await self.w.read(led.claim, self.worker, scope, max(0, min(free, 256) - len(rows)), self.slots.limits,
-                                      blocked)
+                                      sorted(set(blocked) | set(cut)))
             for row in rows:
                 job = LiveJob.from_row(row)
                 self.gate.starting(job)
                 self._spawn(job)
             if rows:
                 continue
-            if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, scope):
+            idle = self.gate.idle_models(alone=not self._inflight)
+            if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, scope, idle):
+                self._cut_off()
                 return
             self._slot_freed.clear()
             try:  # a slot freeing up, or time for another look (other workers finishing, a dead
@@ -228,6 +236,14 @@ class Scheduler:
                 await asyncio.wait_for(self._slot_freed.wait(), min(self.opts.heartbeat, 0.5))
             except asyncio.TimeoutError:
                 pass
+
+    def _cut_off(self) -> None:
+        """Nothing queued may start any more tonight: said once, with the models the deadline cut."""
+        self._feed_closed = True
+        d = self.gate.deadline
+        if d is not None and d.cut:
+            self.log(f"finish-by {d.when()}: no more jobs of {', '.join(sorted(d.cut))} start tonight — they could "
+                     "not be rendered, downloaded and verified by then; they stay queued for the next run")
 
     def _spawn(self, job: LiveJob) -> None:
         self._inflight += 1
@@ -304,10 +320,12 @@ class Scheduler:
 
     def snapshot(self) -> Snapshot:
         now, ctx, budget = time.monotonic(), self.ctx, self.ctx.budget
-        return Snapshot(states=dict(ctx.moves.states), elapsed=now - self._started,
+        snap = Snapshot(states=dict(ctx.moves.states), elapsed=now - self._started,
                         done_last_minute=ctx.moves.done_last_minute(now),
                         requests_last_minute=budget.last_minute(), budget_rpm=budget.current_rpm,
                         throttled=budget.throttled, credits=ctx.credits_seen, in_flight=self._inflight,
                         delivered=self.deliverer.delivered if self.opts.deliver is not None else None,
                         undelivered=self.deliverer.undelivered, models=self.slots.view(),
                         breakers=self.breakers.view(now))
+        snap.deadline = self.gate.outlook(snap, self._feed_closed)
+        return snap

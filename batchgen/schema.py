@@ -71,6 +71,9 @@ runs = Table(
     # --rpm auto on a cooperative ledger: the API key's request rate (per minute, all workers
     # together) this worker holds, written with its heartbeat; the fleet paces at the lowest.
     Column("rate_rpm", Float),
+    # run --finish-by (0016): the deadline (epoch seconds) this run works to; on a PostgreSQL
+    # fleet the earliest a live worker of the manifest holds binds every worker of it.
+    Column("finish_by", Float),
 )
 
 jobs = Table(

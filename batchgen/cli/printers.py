@@ -130,6 +130,11 @@ def print_result(r: RunResult, as_json: bool) -> None:
         echo_err(f"  … {len(r.failed) - 20} more failed (batchgen export)")
     for model, why in r.breakers.items():
         echo_err(f"  BREAKER OPEN {model}: {why} — its queued jobs wait for the next run")
+    if r.deadline:
+        from ..deadline import verdict
+
+        for text in verdict(r.deadline, show=20):
+            echo_err(f"  {text}")
     if r.verified:
         echo_err("  verified clips: " + "  ".join(f"{k}={v}" for k, v in sorted(r.verified.items())))
     for j in r.not_as_asked[:20]:
@@ -167,6 +172,9 @@ def print_status(doc: dict[str, Any], hours: float) -> None:
         t.add_row(str(r["id"]), st, started, worker, str(r["jobs"]),
                   " ".join(f"{k}={v}" for k, v in sorted(r["counts"].items())), r["manifest"])
     con.print(t)
+    for r in doc["runs"]:
+        if r.get("deadline"):
+            con.print(f"run {r['id']}: {r['deadline']}", markup=False)
     if doc["verified"]:
         con.print("verified clips: " + "  ".join(f"{k}={v}" for k, v in sorted(doc["verified"].items())))
     review = doc.get("review") or {}

@@ -33,7 +33,8 @@ Exit codes:
      one to `batchgen db upgrade` first, or a file to write names a device, FIFO,
      folder, missing folder or leaves --out
   3  stopped before every job finished (signal or `batchgen stop`, retries exhausted,
-     task timeout, --max-credits reached, output disk full): re-run to resume
+     task timeout, --max-credits reached, output disk full), or --finish-by left
+     jobs queued that could not finish in time: re-run to resume
   4  the balance is too low (HTTP 402): submission stopped, paid tasks collected
   5  another `batchgen run` holds this SQLite ledger (PostgreSQL: several may run)
   6  the API refused the key (HTTP 401)
@@ -80,6 +81,22 @@ class RpmType(click.ParamType["float | str"]):
         return "auto"
 
 
+class FinishByType(click.ParamType["float"]):
+    """``--finish-by``: a time of day (the next one, local time) or an ISO date-time → epoch seconds."""
+
+    name = "HH:MM|DATETIME"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from ..deadline import parse
+
+        if isinstance(value, float):
+            return value
+        try:
+            return parse(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
 @click.command(cls=Command, epilog=EXIT_CODES_HELP)
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
@@ -117,6 +134,13 @@ class RpmType(click.ParamType["float | str"]):
                    "stay queued for the next run (exit 1).")
 @click.option("--max-credits", type=click.FloatRange(min=0), default=None,
               help="Stop submitting before this run's estimated credits (price table) would pass N.")
+@click.option("--finish-by", type=FinishByType(), default=None,
+              help="Start no job that cannot be rendered, downloaded and verified by then, by the forecast from "
+                   "the ledger's history of its model (9 clips in 10 within; a guess for a model never rendered). "
+                   "07:00 is the next 07:00 of this machine's local time (after a 23:00 start: tomorrow morning); "
+                   "or an ISO date-time (2026-12-07T07:00, local unless it names its offset). Jobs it holds back "
+                   "stay queued for the next run and are named in the summary (exit 3); tasks in flight are "
+                   "always collected. On PostgreSQL the earliest deadline of the fleet holds for every worker.")
 @click.option("--limit", "limit_opts", multiple=True, metavar="MODEL=N", callback=_limits,
               help="At most N tasks of MODEL in flight at once (repeatable; overrides the manifest's `limits:`). "
                    "Free slots go to the models under their limit; on PostgreSQL the limit holds for the fleet.")
@@ -169,7 +193,8 @@ class RpmType(click.ParamType["float | str"]):
 @models_option
 def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None, concurrency: int, rpm: float | str,
         poll_min: float, task_timeout: float, retry_failed: bool, max_attempts: int, max_credits: float | None,
-        render_retries: int, breaker: bool, breaker_cooloff: float, limit_opts: dict[str, int], prices: Path | None,
+        render_retries: int, breaker: bool, breaker_cooloff: float, finish_by: float | None,
+        limit_opts: dict[str, int], prices: Path | None,
         simulate: bool, sim_set: tuple[str, ...],
         as_json: bool, quiet: bool,
         progress_every: float, log_format: str, log_file: Path | None, heartbeat: float,
@@ -214,7 +239,7 @@ def run(manifest: Path, out_dir: Path, ledger: str | None, api_base: str | None,
                       lease=lease_timeout,
                       outage_window=outage_window, verify=verify, on_mismatch=on_mismatch, pictures=pictures,
                       prune_local=prune_local, metrics_file=metrics_file, metrics_every=progress_every,
-                      deliver_only=deliver_only)
+                      deliver_only=deliver_only, finish_by=finish_by)
     if no_deliver and (deliver_to or prune_local):
         raise click.BadParameter("--no-deliver contradicts --deliver/--prune-local", param_hint="--no-deliver")
     sim_cfg = SimConfig(**parse_sets(sim_set)) if simulate else None

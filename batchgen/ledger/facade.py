@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from .boundary import error_boundary
 from .database import Database
 from .breakers import BreakerBoard
+from .deadlines import Deadlines
 from .decisions import Decisions
 from .leases import Leases
 from .reads import Reads
@@ -70,6 +71,7 @@ class Ledger:
         self.reads = Reads(self.database)
         self.decisions = Decisions(self.database)
         self.breakers = BreakerBoard(self.database)
+        self.deadlines = Deadlines(self.database)
 
     # ------------------------------------------------------------ the open database (database.py)
     @property
@@ -201,3 +203,9 @@ class Ledger:
     close_breaker = _Forward("breakers", BreakerBoard.close_breaker)
     open_breakers = _Forward("breakers", BreakerBoard.open_breakers)
     take_probe = _Forward("breakers", BreakerBoard.take_probe)
+
+    # ------------------------------------------------------------ a night's deadline (deadlines.py)
+    set_finish_by = _Forward("deadlines", Deadlines.set_finish_by)
+    fleet_finish_by = _Forward("deadlines", Deadlines.fleet_finish_by)
+    pending_by_model = _Forward("deadlines", Deadlines.pending_by_model)
+    queued_of = _Forward("deadlines", Deadlines.queued_of)

@@ -137,11 +137,15 @@ class Leases(Room):
             q = job_select().where(jobs.c.worker_id == worker, jobs.c.state.in_(ACTIVE_STATES)).order_by(jobs.c.id)
             return [job_row(r) for r in c.execute(q)]
 
-    def pending_elsewhere(self, worker: int, scope: Scope) -> int:
+    def pending_elsewhere(self, worker: int, scope: Scope, idle: Sequence[str] = ()) -> int:
         """Jobs of this manifest that still need work and that ``worker`` does not hold: while
-        there are any, a worker stays to take over if their holder dies."""
+        there are any, a worker stays to take over if their holder dies. ``idle``: models no
+        worker starts a job of tonight (past the deadline, breaker given up): their queued jobs
+        wait for the next night and keep nobody."""
         q = (select(func.count()).select_from(jobs).where(
             of_manifest(scope),
             jobs.c.state.in_(UNFINISHED_STATES), jobs.c.worker_id.is_distinct_from(worker)))
+        if idle:
+            q = q.where(or_(jobs.c.state != S.QUEUED, jobs.c.model.not_in(list(idle))))
         with self._read() as c:
             return int(c.execute(q).scalar() or 0)

@@ -41,6 +41,7 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         delivery = led.delivery_counts()
         undelivered = led.delivery_problems(20)
         breakers = led.open_breakers()
+        nights = {r["id"]: _night(led, r) for r in runs_ if r["status"] == RunStatus.RUNNING and r.get("finish_by")}
     now = time.time()
     at_risk = _at_risk(doubt, prices)
     host = socket.gethostname()
@@ -55,7 +56,9 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         "runs": [{"id": r["id"], "manifest": r["manifest"], "status": r["status"], "started_at": r["started_at"],
                   "finished_at": r["finished_at"], "host": r["host"], "pid": r["pid"],
                   "stop_requested": bool(r["stop_requested"]), "jobs": r["jobs_total"], "counts": r["counts"],
-                  "heartbeat_age_s": r["heartbeat_age_s"], "held": r["held"]}
+                  "heartbeat_age_s": r["heartbeat_age_s"], "held": r["held"],
+                  # run --finish-by: the deadline and, while it runs, whether the night is on track
+                  "finish_by": r.get("finish_by"), **({"deadline": nights[r["id"]]} if r["id"] in nights else {})}
                  for r in runs_],
         "oldest_unfinished": [dict(brief(j), age_s=round(now - (j["submitted_at"] or j["created_at"])))
                               for j in oldest],
@@ -77,6 +80,26 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         "breakers": {m: {"why": b["why"], "opened_at": b["opened_at"], "probe_in_s": max(0, round(b["probe_in"]))}
                      for m, b in breakers.items()},
     }
+
+
+def _night(led: Ledger, r: dict[str, Any]) -> str:
+    """Whether a running run is on track for its deadline (``deadline.outlook``), by the
+    forecast from the ledger's history for what its manifest still has to do."""
+    from .. import forecast
+    from ..deadline import outlook
+    from ..ledger import Scope
+
+    pending = led.pending_by_model(Scope(r["manifest"], r["manifest_sha256"]))
+    history = led.render_history(sorted(pending))
+    options = json.loads(r["options"] or "{}")
+    work = {m: p["queued"] + p["in_flight"] for m, p in pending.items()}
+    night = forecast.estimate(work, history, int(options.get("concurrency") or 8), options.get("rpm"))
+    now, at = time.time(), float(r["finish_by"])
+    queued = {m: p["queued"] for m, p in pending.items() if p["queued"]}
+    # What is queued and cannot start in time any more (every such model past its cut-off) waits for the next night.
+    cut = bool(queued) and all(now + forecast.clip_seconds(m, history)[0] > at for m in queued)
+    return outlook(at, now, remaining=sum(work.values()), queued=sum(queued.values()),
+                   eta_s=night.seconds if work else None, cut_off=cut)
 
 
 def _at_risk(doubt: list[JobRow], prices: PriceTable | None) -> list[dict[str, Any]]:

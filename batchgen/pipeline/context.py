@@ -73,6 +73,10 @@ class RunOptions:
     metrics_every: float = 30.0
     catalog: Catalog | None = None  # the manifest's model catalog (verification); None: the shipped one
     limits: dict[str, int] = field(default_factory=dict)  # model → tasks in flight at most (limits.py)
+    # run --finish-by (deadline.py): epoch seconds by which every clip started must be in place;
+    # a job that cannot be is not started (it stays queued for the next night). None: no deadline.
+    finish_by: float | None = None
+    finish_by_source: str = "--finish-by"  # who set it: --finish-by, or the manifest's `finish_by:`
 
 
 @dataclass

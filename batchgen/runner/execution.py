@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import logs, metrics, signals
+from .. import deadline, logs, metrics, signals
 from ..client import Api, Client
 from ..errors import EXIT_DELIVERY, EXIT_FAILED, EXIT_OK, EXIT_UNFINISHED, OutputFailed, OutputRefused
 from ..failures import classify, fix
@@ -56,6 +56,7 @@ class RunResult:
     expiring: int = 0  # completed results not downloaded yet (their URL expires 24 h after completion)
     breakers: dict[str, str] = field(default_factory=dict)  # model → why its breaker is open at the end
     awaiting_review: int = 0  # this run's finished clips no reviewer decided on yet (`batchgen review`)
+    deadline: dict[str, Any] = field(default_factory=dict)  # run --finish-by: deadline.summary, {} without one
 
     @property
     def ok(self) -> bool:
@@ -78,7 +79,7 @@ class RunResult:
                             "fix": fix(j["error_code"], j["request"])} for j in self.failed],
                 "manifest": self.manifest, "credits_at_risk": round(self.credits_at_risk, 4),
                 "expiring": self.expiring, "delivery": self.delivery, "breakers": self.breakers,
-                "awaiting_review": self.awaiting_review}
+                "awaiting_review": self.awaiting_review, "deadline": self.deadline}
 
 
 async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api, stop: asyncio.Event,
@@ -116,6 +117,10 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
             failed = [j for j in await w.call(ledger.jobs_in_state, S.FAILED) if j["run_id"] == prepared.run_id]
         active_left = sum(counts.get(s, 0) for s in (S.QUEUED, S.SUBMITTING, S.SUBMITTED, S.RENDERING, S.COMPLETED))
         verdict = sched.ctx  # the run-wide verdicts (halt code, unfinished, reason)
+        night: dict[str, Any] = {}
+        if (d := sched.gate.deadline) is not None:
+            left, first = await w.call(ledger.queued_of, prepared.scope, sorted(d.cut))
+            night = deadline.summary(d.at, d.source, sorted(d.cut), left, first, time.time())
         if verdict.halt_code is not None:
             code = verdict.halt_code
         elif (active_left and active_left == counts.get(S.QUEUED) and not verdict.unfinished and not coop
@@ -127,7 +132,10 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
                     "queued job(s) wait for the next run" for m, why in sched.breakers.open_models().items()]
             verdict.reason = "; ".join(held)
         elif active_left or verdict.unfinished:
-            code = EXIT_UNFINISHED
+            code = EXIT_UNFINISHED  # jobs the deadline left queued included: the next run starts them
+            if night.get("left") and not verdict.reason:
+                verdict.reason = (f"finish-by {night['deadline']}: {night['left']} job(s) could not be rendered, "
+                                  "downloaded and verified by then — left queued for the next run")
             verdict.reason = verdict.reason or ("stopped by signal" if stop.is_set() else "some jobs are unfinished")
         elif in_doubt or failed:
             code = EXIT_FAILED
@@ -155,7 +163,8 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
                          delivery=delivery, manifest=prepared.manifest, started_at=prepared.started_at,
                          credits_at_risk=sum(opts.prices.estimate(json.loads(j["request"])) or 0.0 for j in in_doubt),
                          expiring=counts.get(S.COMPLETED, 0), breakers=sched.breakers.open_models(),
-                         awaiting_review=(await w.call(ledger.verdict_counts, prepared.run_id))["pending"])
+                         awaiting_review=(await w.call(ledger.verdict_counts, prepared.run_id))["pending"],
+                         deadline=night)
         if opts.metrics_file is not None:
             last_ok = await w.call(ledger.last_success, prepared.manifest)
             await asyncio.to_thread(_write_metrics, opts.metrics_file, _final_metrics(result, opts, last_ok))
