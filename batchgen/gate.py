@@ -46,6 +46,7 @@ class Gate:
         self.forecast_end: float | None = None  # when the night ends by the forecast (epoch seconds)
         self._probes: set[int] = set()
         self._fleet_checked = 0.0
+        self._fleet_said = False  # "no deadline to join" is said once
 
     def may_start(self, model: str) -> bool:
         return (self.slots.allows(model) and self.breakers.allows(model, time.monotonic())
@@ -70,7 +71,8 @@ class Gate:
                 else:
                     self.log(f"finish-by: joining the fleet's deadline {stamp(shared[0])} (worker {shared[1]})")
                 at, source = shared[0], f"the fleet's deadline (worker {shared[1]})"
-            elif at is None:
+            elif at is None and not self._fleet_said:
+                self._fleet_said = True
                 self.log("finish-by: no deadline — no live worker of this manifest has one (--finish-by sets it "
                          "for the whole fleet)")
         if at is None:

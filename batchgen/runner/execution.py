@@ -119,8 +119,8 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
         verdict = sched.ctx  # the run-wide verdicts (halt code, unfinished, reason)
         night: dict[str, Any] = {}
         if (d := sched.gate.deadline) is not None:
-            left, first = await w.call(ledger.queued_of, prepared.scope, sorted(d.cut))
-            night = deadline.summary(d.at, d.source, sorted(d.cut), left, first, time.time())
+            kept, first = await w.call(ledger.queued_of, prepared.scope, sorted(d.cut))
+            night = deadline.summary(d.at, d.source, sorted(d.cut), kept, first, time.time())
         if verdict.halt_code is not None:
             code = verdict.halt_code
         elif (active_left and active_left == counts.get(S.QUEUED) and not verdict.unfinished and not coop
