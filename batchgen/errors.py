@@ -170,6 +170,16 @@ class LedgerBusy(LedgerError):
     exit_code = EXIT_LEDGER_BUSY
 
 
+class DecisionChanged(BatchgenError):
+    """A review change made on condition that a clip's latest decision is still the one it
+    names (an undo) found another decision recorded since: nothing of that change was written."""
+
+    def __init__(self, job_id: int, reviewer: str | None, verdict: str | None) -> None:
+        super().__init__(f"job {job_id}: {reviewer} decided {verdict or 'pending'} since; not undone" if reviewer
+                         else f"job {job_id}: has no decision to undo; not undone")
+        self.job_id = job_id
+
+
 class DeliveryError(BatchgenError):
     """The delivery destination cannot be used (credentials refused, bucket missing, store
     unreachable) or refused one object. ``fatal``: nothing more can be delivered this run."""

@@ -65,6 +65,28 @@ def test_a_changed_mind_is_a_new_row_and_the_latest_counts(led):
     assert (led.latest_decisions([3])[3]["verdict"], led.latest_decisions([3])[3]["note"]) == ("reject", "wrong city")
 
 
+def test_an_undo_writes_only_over_the_decision_it_undoes(led):
+    """An undo is a change on condition (``expect``): the clip's latest decision is still the
+    one the reviewer made. Another reviewer's later decision is never overwritten, and a batch
+    with one stale condition writes nothing at all."""
+    from batchgen.errors import DecisionChanged
+
+    (mine,) = led.decide([Change(1, verdict=Verdict.APPROVE)], "ann")
+    led.decide([Change(2, verdict=Verdict.RETAKE)], "ann")
+    (theirs,) = led.decide([Change(1, verdict=Verdict.REJECT)], "bob")
+    with pytest.raises(DecisionChanged, match="job 1: bob decided reject since; not undone"):
+        led.decide([Change(2, verdict=None, expect=led.latest_decisions([2])[2]["id"]),
+                    Change(1, verdict=None, expect=mine["id"])], "ann")
+    latest = led.latest_decisions([1, 2])
+    assert (latest[1]["id"], latest[1]["verdict"]) == (theirs["id"], "reject")
+    assert latest[2]["verdict"] == "retake"  # the batch's other change was not written either
+    # the condition holds: the undo is written; a clip never decided is expected as None
+    led.decide([Change(1, verdict=None, expect=theirs["id"]), Change(3, verdict=Verdict.APPROVE, expect=None)], "bob")
+    assert led.latest_decisions([1])[1]["verdict"] is None and led.latest_decisions([3])[3]["verdict"] == "approve"
+    with pytest.raises(DecisionChanged, match="job 2: ann decided retake since"):
+        led.decide([Change(2, verdict=None, expect=None)], "bob")
+
+
 def test_a_bad_reference_or_an_unfinished_clip_records_nothing(led):
     with pytest.raises(UsageError) as e:
         set_verdict(led, ["1", "nosuchjob", "4"], Verdict.APPROVE, reviewer="ann")

@@ -284,6 +284,35 @@ def test_two_browsers_deciding_the_same_clip_at_once_on_postgres(pg_url, sim, tm
 
 
 @pytest.mark.chromium
+def test_an_undo_never_overwrites_another_reviewers_later_decision(served, tmp_path):
+    srv, ledger = served
+    d = chromium(tmp_path)
+    try:
+        _open(d, srv.url)
+        first = int(d.execute_script("return document.body.getAttribute('data-current')"))
+        _press(d, "a")  # ann approves the first clip (the cursor moves on)
+        led = Ledger(str(ledger), create=False)
+        try:  # bob, on another page, rejects it meanwhile
+            from batchgen.jobs import Verdict
+            from batchgen.ledger import Change
+
+            led.decide([Change(first, verdict=Verdict.REJECT)], "bob")
+        finally:
+            led.close()
+        _press(d, "u")
+        wait(lambda: "bob decided reject since; not undone" in d.find_element("id", "status").text,
+             what="the refused undo to be said")
+        now = _latest(ledger)
+        assert (now["shot00/1"]["verdict"], now["shot00/1"]["reviewer"]) == ("reject", "bob")
+        # undo goes on working for a decision nobody changed since
+        _press(d, "x")
+        _press(d, "u")
+        assert _latest(ledger)["shot00/2"]["verdict"] is None
+    finally:
+        d.quit()
+
+
+@pytest.mark.chromium
 def test_a_retake_with_an_edited_prompt_is_checked_shown_as_a_diff_then_recorded(served, tmp_path):
     srv, ledger = served
     d = chromium(tmp_path)

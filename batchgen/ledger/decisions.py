@@ -19,6 +19,7 @@ from sqlalchemy import and_, exists, func, insert, select
 from sqlalchemy.orm import aliased
 from sqlalchemy.engine import Connection
 
+from ..errors import DecisionChanged
 from ..jobs import JobRow, JobState, Verdict
 from ..schema import decisions, jobs, manifest_jobs
 from .database import Room
@@ -48,6 +49,10 @@ class Change:
     # With verdict retake: the request fields the retake changes (JSON text); kept while the
     # verdict stays retake, dropped with any other verdict.
     changes: str | None | Keep = KEEP
+    # Only if the job's latest decision is still this one (its id; None: no decision yet): an
+    # undo restores what a reviewer saw before their own decision, never over a decision another
+    # reviewer recorded meanwhile. KEEP: unconditional.
+    expect: int | None | Keep = KEEP
 
 
 class Decision(TypedDict):
@@ -89,7 +94,8 @@ class Decisions(Room):
         """Record ``changes`` by ``reviewer`` in one short transaction, each as a new row with
         what it leaves unchanged carried forward from the job's latest decision. A change that
         changes nothing writes nothing (feeding the same decisions twice is harmless). Returns
-        the rows written, in order (a later change of the same job in the list wins)."""
+        the rows written, in order (a later change of the same job in the list wins). A change
+        whose ``expect`` no longer holds raises ``DecisionChanged`` and writes nothing at all."""
         return self._retrying(self._decide_in, list(changes), reviewer)
 
     def _decide_in(self, c: Connection, changes: list[Change], reviewer: str) -> list[Decision]:
@@ -99,6 +105,8 @@ class Decisions(Room):
         written: list[Decision] = []
         for ch in changes:
             was = now.get(ch.job_id)
+            if ch.expect is not KEEP and (was["id"] if was else None) != ch.expect:
+                raise DecisionChanged(ch.job_id, was["reviewer"] if was else None, was["verdict"] if was else None)
             verdict = (was["verdict"] if was else None) if ch.verdict is KEEP else ch.verdict
             pick = (was["pick"] if was else False) if ch.pick is KEEP else ch.pick
             note = (was["note"] if was else None) if ch.note is KEEP else (ch.note or None)

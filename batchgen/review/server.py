@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from ..deliver import Destination, S3Store, check_endpoint
-from ..errors import BatchgenError
+from ..errors import BatchgenError, DecisionChanged
 from ..jobs import Verdict
 from ..specs import SHIPPED, Catalog
 from ..ledger import KEEP, Change, Decision, Keep, Ledger
@@ -171,7 +171,10 @@ class ReviewServer:
             return web.json_response({"diffs": diffs})
         ids = list(dict.fromkeys(c.job_id for c in changes))
         async with self._patching:
-            written = await asyncio.to_thread(self.ledger.decide, changes, who)
+            try:
+                written = await asyncio.to_thread(self.ledger.decide, changes, who)
+            except DecisionChanged as e:
+                raise Refused(409, str(e)) from None
             latest = await asyncio.to_thread(self.ledger.latest_decisions, ids)
             self.index.updated(list(latest.values()))
         clips = {str(i): _state(d) for i, d in latest.items()}
@@ -206,6 +209,11 @@ class ReviewServer:
                 if not isinstance(ch["pick"], bool):
                     raise Refused(400, "pick: true or false")
                 pick = ch["pick"]
+            expect: int | None | Keep = KEEP
+            if "expect" in ch:  # an undo: only over the decision it undoes
+                if ch["expect"] is not None and (not isinstance(ch["expect"], int) or isinstance(ch["expect"], bool)):
+                    raise Refused(400, "expect: the id of the clip's latest decision, or null")
+                expect = ch["expect"]
             fields: str | None | Keep = KEEP
             if "changes" in ch:
                 fields, diffs[str(clip.id)] = self._retake_change(clip.id, ch["changes"])
@@ -217,7 +225,7 @@ class ReviewServer:
                 continue
             if pick is KEEP and verdict is not KEEP and verdict != Verdict.APPROVE:
                 pick = False  # no longer approved: no longer the pick
-            out.append(Change(clip.id, verdict=verdict, pick=pick, note=note, changes=fields))
+            out.append(Change(clip.id, verdict=verdict, pick=pick, note=note, changes=fields, expect=expect))
         return out, diffs
 
     def _retake_change(self, job_id: int, raw: Any) -> tuple[str | None, list[dict[str, Any]]]:
@@ -261,8 +269,8 @@ class ReviewServer:
 def _state(d: Decision | None) -> dict[str, Any]:
     """A clip's decision as the page reads it (none: pending)."""
     if d is None:
-        return {"review": None, "note": None, "reviewer": None, "pick": False}
-    return {"review": d["verdict"], "note": d["note"], "reviewer": d["reviewer"], "pick": d["pick"]}
+        return {"review": None, "note": None, "reviewer": None, "pick": False, "decision": None}
+    return {"review": d["verdict"], "note": d["note"], "reviewer": d["reviewer"], "pick": d["pick"], "decision": d["id"]}
 
 
 def _asset(name: str) -> str:

@@ -158,7 +158,13 @@
       try {
         const doc = await api('/api/decide', {changes: changes});
         patch(doc.clips); counts(doc.counts);
-        if (before) undo.push({label: label, before: before});
+        // Its undo puts back what each changed clip was, on condition that the decision just
+        // recorded is still the clip's latest: never over another reviewer's later decision.
+        if (before) {
+          const back = before.filter(b => doc.clips[String(b.job)])
+                             .map(b => Object.assign({}, b, {expect: doc.clips[String(b.job)].decision}));
+          if (back.length) undo.push({label: label, before: back});
+        }
         say(label);
       } catch (e) { say(e.message, true); }
       finally { pending--; epoch++; decided(); }
