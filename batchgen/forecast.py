@@ -6,16 +6,26 @@ polls per task; result ready → file in place), the jobs to submit per model, t
 The night is bounded by whichever binds: the render slots (every clip's render time spread over
 ``concurrency`` slots, plus the tail of the last clips, and never less than the slowest model's
 typical clip) or the request budget (a create and its polls per clip, at ``rpm``); then the
-last clips' download."""
+last clips' download.
+
+A model the ledger has never rendered (fewer than ``MIN_HISTORY`` clips) is estimated from the
+catalog's typical render time of that model (``typical_render_s`` in models.yaml: a labelled
+guess, since foxapi states none), or failing that from ``GUESS_RENDER_S``; either is said as a
+guess. With history, the forecast also says how sure it is: one standard deviation of the
+night's length from the sampling error of each model's mean (its history's spread over its
+size) and from tonight's own draw (the spread over tonight's clips), which for a skewed model
+and a short history is most of the difference between a forecast and the night it forecast."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-GUESS_RENDER_S = 120.0  # a model never seen: a guess, said as one
+GUESS_RENDER_S = 120.0  # a model never seen and without a typical time in the catalog: a guess, said as one
 GUESS_POLLS = 2.0
 MIN_HISTORY = 5  # fewer observed clips than this: not history
 
@@ -30,6 +40,11 @@ class ModelForecast:
     p90_s: float
     polls: float
     square_s2: float  # mean of the squared render times (the tail term below)
+    # Where mean_s comes from: "history" (the ledger's clips of this model), "catalog" (the
+    # catalog's typical render time of the model: a guess) or "guess" (GUESS_RENDER_S).
+    source: str = "history"
+    median_s: float = 0.0
+    var_s2: float = 0.0  # the history's variance of render times (0 for a guess)
 
 
 @dataclass
@@ -40,20 +55,29 @@ class Forecast:
     seconds: float
     bound: str  # "render slots" | "request budget"
     fetch_s: float
+    # One standard deviation of `seconds` from the sampling error of the history's means and
+    # tonight's own draw of render times (0 when bound by the budget or when every model is a guess).
+    sd_s: float = 0.0
 
     @property
     def guessed(self) -> list[str]:
         return [m.model for m in self.models if not m.history]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds), "concurrency": self.concurrency, "rpm": self.rpm, "bound": self.bound,
-                "guessed_models": self.guessed,
-                "models": [{"model": m.model, "jobs": m.jobs, "history": m.history, "render_mean_s": round(m.mean_s, 1),
+        return {"seconds": round(self.seconds), "sd_seconds": round(self.sd_s, 1), "concurrency": self.concurrency,
+                "rpm": self.rpm, "bound": self.bound, "guessed_models": self.guessed,
+                "models": [{"model": m.model, "jobs": m.jobs, "history": m.history, "source": m.source,
+                            "render_mean_s": round(m.mean_s, 1), "render_median_s": round(m.median_s, 1),
                             "render_p10_s": round(m.p10_s, 1), "render_p90_s": round(m.p90_s, 1)}
                            for m in self.models]}
 
 
-def per_model(jobs: dict[str, int], history: dict[str, dict[str, Any]]) -> list[ModelForecast]:
+def per_model(jobs: dict[str, int], history: dict[str, dict[str, Any]],
+              typical: Mapping[str, float | None] | None = None) -> list[ModelForecast]:
+    """Each model's render time: its history's mean and spread when the ledger has seen at least
+    ``MIN_HISTORY`` clips of it; else ``typical`` (model → the catalog's typical render time), else
+    ``GUESS_RENDER_S``. The mean, not the median, is what a night adds up: a skewed model's long
+    renders take their slots for as long as they last."""
     out = []
     for model, n in sorted(jobs.items()):
         h = history.get(model) or {}
@@ -61,17 +85,21 @@ def per_model(jobs: dict[str, int], history: dict[str, dict[str, Any]]) -> list[
         if len(renders) >= MIN_HISTORY:
             deciles = statistics.quantiles(renders, n=10)
             out.append(ModelForecast(model, n, len(renders), statistics.fmean(renders), deciles[0], deciles[-1],
-                                     float(h.get("polls") or GUESS_POLLS), statistics.fmean(r * r for r in renders)))
+                                     float(h.get("polls") or GUESS_POLLS), statistics.fmean(r * r for r in renders),
+                                     "history", statistics.median(renders), statistics.variance(renders)))
         else:
-            out.append(ModelForecast(model, n, 0, GUESS_RENDER_S, GUESS_RENDER_S, GUESS_RENDER_S, GUESS_POLLS,
-                                     GUESS_RENDER_S ** 2))
+            known = (typical or {}).get(model)
+            guess = float(known) if known else GUESS_RENDER_S
+            out.append(ModelForecast(model, n, 0, guess, guess, guess, GUESS_POLLS, guess ** 2,
+                                     "catalog" if known else "guess", guess, 0.0))
     return out
 
 
 def estimate(jobs: dict[str, int], history: dict[str, dict[str, Any]], concurrency: int, rpm: float | None,
-             fetch_s: float | None = None) -> Forecast:
-    """The night's length for ``jobs`` (model → clips to submit)."""
-    models = per_model(jobs, history)
+             fetch_s: float | None = None, typical: Mapping[str, float | None] | None = None) -> Forecast:
+    """The night's length for ``jobs`` (model → clips to submit); ``typical``: the catalog's
+    typical render time of each model (used for a model without history, as a guess)."""
+    models = per_model(jobs, history, typical)
     work = sum(m.jobs * m.mean_s for m in models)
     # The slots empty one by one at the end: the last clip still rendering when the others are
     # done outlasts the average by the mean residual life E[X²] / 2 E[X] (renewal theory), which
@@ -84,8 +112,13 @@ def estimate(jobs: dict[str, int], history: dict[str, dict[str, Any]], concurren
     requests = sum(m.jobs * (1 + m.polls) for m in models)
     budget = requests / (rpm / 60.0) if rpm else 0.0
     fetch = fetch_s if fetch_s is not None else 1.0
+    # How sure: the total render work is a sum of tonight's clips, each drawn from its model's
+    # distribution (variance n·σ²), estimated from a mean over h clips of history (variance
+    # n²·σ²/h); spread over the slots. A guessed model adds nothing here: it is not a measurement.
+    var = sum(m.jobs * m.var_s2 + m.jobs ** 2 * m.var_s2 / m.history for m in models if m.history)
+    sd = math.sqrt(var) / concurrency if not one_wave and slots >= budget else 0.0
     return Forecast(models, concurrency, rpm, max(slots, budget) + fetch,
-                    "request budget" if budget > slots else "render slots", fetch)
+                    "request budget" if budget > slots else "render slots", fetch, sd)
 
 
 def duration(s: float) -> str:
@@ -95,26 +128,40 @@ def duration(s: float) -> str:
     return f"{s // 60} min" if s >= 120 else f"{s} s"
 
 
-def lines(f: Forecast, jobs: dict[str, int], history: dict[str, dict[str, Any]], start: float | None = None) -> list[str]:
+def lines(f: Forecast, jobs: dict[str, int], history: dict[str, dict[str, Any]], start: float | None = None,
+          typical: Mapping[str, float | None] | None = None) -> list[str]:
     """What `plan` prints: tonight's length at these settings and at twice the concurrency, when
-    it ends, where the figures come from."""
+    it ends, where the figures come from (per model: its history, or the catalog's typical time
+    or a plain guess, said as guesses)."""
     if not f.models:
         return ["forecast: nothing to submit"]
     rpm = f"--rpm {f.rpm:g}" if f.rpm else "--rpm 0"
     seen = sum(m.history for m in f.models)
     source = (f"history: {seen:,} clips of {'this model' if len(f.models) == 1 else 'these models'}"
               if not f.guessed else
-              f"NO HISTORY of {', '.join(f.guessed)}: a guess of {GUESS_RENDER_S:g} s a clip"
+              f"NO HISTORY of {', '.join(f.guessed)}: a guess from "
+              + ("the catalog's typical render time" if all(m.source == "catalog" for m in f.models if not m.history)
+                 else f"{GUESS_RENDER_S:g} s a clip" if all(m.source == "guess" for m in f.models if not m.history)
+                 else "the catalog's typical render times, or " + f"{GUESS_RENDER_S:g} s a clip")
               + (f"; history: {seen:,} clips of the others" if seen else ""))
-    twice = estimate(jobs, history, f.concurrency * 2, f.rpm, f.fetch_s)
-    out = [f"forecast: ≈ {duration(f.seconds)} at --concurrency {f.concurrency} {rpm} ({source}; "
+    twice = estimate(jobs, history, f.concurrency * 2, f.rpm, f.fetch_s, typical)
+    sure = f" ± {f.sd_s / f.seconds:.0%}" if f.sd_s and f.seconds else ""
+    out = [f"forecast: ≈ {duration(f.seconds)}{sure} at --concurrency {f.concurrency} {rpm} ({source}; "
            f"bound by the {f.bound}); at --concurrency {twice.concurrency}: ≈ {duration(twice.seconds)}"]
     when = start if start is not None else time.time()
     out.append(f"  ends ≈ {time.strftime('%H:%M', time.localtime(when + f.seconds))} if started at "
                f"{time.strftime('%H:%M', time.localtime(when))}")
+    if sure:
+        out.append(f"  ± is one standard deviation: the history's spread and size, and tonight's own draw of "
+                   f"render times")
     for m in f.models:
-        spread = (f"render {m.mean_s:.0f} s on average, 10–90 % {m.p10_s:.0f}–{m.p90_s:.0f} s, {m.history:,} clips seen"
-                  if m.history else "never rendered here: guessed")
+        if m.history:
+            spread = (f"history: render {m.mean_s:.0f} s on average (median {m.median_s:.0f} s), "
+                      f"10–90 % {m.p10_s:.0f}–{m.p90_s:.0f} s, {m.history:,} clips seen")
+        elif m.source == "catalog":
+            spread = f"never rendered here: the catalog's typical render time, {m.mean_s:g} s (a guess)"
+        else:
+            spread = f"never rendered here, no typical time in the catalog: {m.mean_s:g} s (a guess)"
         out.append(f"  {m.model:<34} {m.jobs:>7} job(s)  {spread}")
     return out
 

@@ -71,6 +71,9 @@ class ModelSpec:
     doc: str | None = None
     sources: tuple[str, ...] = ()  # the provider's pages the entry was read from
     read_on: str | None = None  # when they were read (YYYY-MM-DD)
+    # Seconds a clip of this model typically takes to render (create → result ready): what
+    # `plan`'s forecast uses, said as a guess, for a model the ledger has never seen rendered.
+    typical_render_s: float | None = None
 
     @property
     def duration_is_output(self) -> bool:

@@ -145,6 +145,8 @@ def test_a_manifests_models_file_problems_name_that_file(tmp_path):
     ("fields: {prompt: {type: text}}\n  audio: sound", "`audio` names 'sound'"),
     ("fields: {prompt: {type: text}}\n  output_seconds: 8\n  open: 'yes'", "`open` is true or false"),
     ("fields: {prompt: {type: text}}\n  output_seconds: 8\n  read_on: yesterday", "`read_on` is the date"),
+    ("fields: {prompt: {type: text}}\n  output_seconds: 8\n  typical_render_s: 0", "`typical_render_s` is the seconds"),
+    ("fields: {prompt: {type: text}}\n  output_seconds: 8\n  typical_render_s: fast", "`typical_render_s` is the seconds"),
     ("fields: {prompt: {type: text}}", "has no `duration` field"),
     ("fields: {prompt: {type: text}}\n  output_seconds: 1e400", "not a finite number"),
     ("fields: {prompt: {type: text}}\n  output_seconds: .inf", "not a finite number"),
@@ -165,6 +167,7 @@ my-model:
   doc: https://example.com/page
   sources: [https://example.com/page, https://example.com/zh]
   read_on: 2026-11-30
+  typical_render_s: 75
   fields:
     prompt: {type: text, required: true, max_len: 100}
     aspect_ratio: {type: enum, choices: [16:9, 9:16], default: 16:9}
@@ -180,9 +183,10 @@ my-model:
     fields = {f["name"]: f for f in doc["fields"]}
     assert fields["aspect_ratio"]["allowed"] == ["16:9", "9:16"] and fields["aspect_ratio"]["default"] == "16:9"
     assert fields["note"]["default"] == "2024-05-01"
+    assert doc["typical_render_s"] == 75  # the forecast's guess for it before any history
     entries = datafiles.read_models(p)
     assert entries["my-model"].sources == ("https://example.com/page", "https://example.com/zh")
-    assert entries["my-model"].read_on == "2026-11-30"
+    assert entries["my-model"].read_on == "2026-11-30" and entries["my-model"].typical_render_s == 75.0
     m = _write(tmp_path, "m.yaml", "defaults: {model: my-model, prompt: hi}\njobs:\n  - {name: a, aspect_ratio: 9:16}\n")
     r = _cli("plan", str(m), "--models", str(p))
     assert r.exit_code == 0, r.output

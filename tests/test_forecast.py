@@ -5,8 +5,10 @@ budget; a model never rendered here is a guess, said plainly."""
 from __future__ import annotations
 
 import json
+import math
 
-from batchgen.forecast import GUESS_RENDER_S, estimate
+from batchgen.forecast import GUESS_RENDER_S, estimate, lines
+from batchgen.specs import Catalog
 from conftest import run_args, run_cli, write_csv_manifest
 
 T2V, HH = "grok-imagine-text-to-video", "happyhorse-1.0-text-to-video"
@@ -24,6 +26,52 @@ def test_the_night_is_bound_by_the_slots_or_by_the_request_budget():
     assert guess.guessed == [HH] and guess.seconds == GUESS_RENDER_S  # one wave: the clips render at once
 
 
+def test_without_history_the_catalogs_typical_render_time_is_the_guess():
+    typical = {HH: 60.0}
+    # 100 clips of 60 s over 10 slots: 600 s of work each slot, then the tail 60² / (2 × 60) = 30 s.
+    f = estimate({HH: 100}, {}, concurrency=10, rpm=None, fetch_s=0.0, typical=typical)
+    (m,) = f.models
+    assert m.source == "catalog" and m.history == 0 and m.mean_s == 60.0 and f.seconds == 630.0
+    assert f.guessed == [HH] and f.sd_s == 0.0  # a guess is not a measurement: no ± claimed
+    # No typical time either (a model the catalog does not know): batchgen's own guess.
+    bare = estimate({HH: 100}, {}, concurrency=10, rpm=None, fetch_s=0.0, typical={HH: None})
+    assert bare.models[0].source == "guess" and bare.seconds == 100 * GUESS_RENDER_S / 10 + GUESS_RENDER_S / 2
+    # History wins over the catalog once there are MIN_HISTORY clips of the model.
+    seen = estimate({HH: 100}, {HH: {"renders": [10.0] * 5, "polls": 1.0}}, 10, None, 0.0, typical)
+    assert seen.models[0].source == "history" and seen.seconds == 105.0
+    text = "\n".join(lines(f, {HH: 100}, {}, start=0.0, typical=typical))
+    assert f"NO HISTORY of {HH}: a guess from the catalog's typical render time" in text
+    assert "never rendered here: the catalog's typical render time, 60 s (a guess)" in text
+    mixed = estimate({HH: 10, T2V: 10}, {T2V: {"renders": [10.0] * 5}}, 4, None, 0.0, {HH: None})
+    text = "\n".join(lines(mixed, {HH: 10, T2V: 10}, {T2V: {"renders": [10.0] * 5}}, 0.0, {HH: None}))
+    assert f"never rendered here, no typical time in the catalog: {GUESS_RENDER_S:g} s (a guess)" in text
+    assert "history: render 10 s on average (median 10 s)" in text and "history: 5 clips of the others" in text
+
+
+def test_every_shipped_model_has_a_typical_render_time():
+    # plan's forecast without history reads them; each is a labelled guess in models.yaml.
+    for name, spec in Catalog.shipped().models.items():
+        assert spec.typical_render_s is not None and 10 <= spec.typical_render_s <= 600, name
+    cat = Catalog.shipped()
+    assert cat.get("veo-3.1-fast-image-to-video").typical_render_s < cat.get("veo-3.1-image-to-video").typical_render_s
+
+
+def test_the_forecast_says_how_sure_it_is_from_the_historys_spread_and_size():
+    # Renders of 1 s and 3 s alternately, 20 clips of history: mean 2 s, sample variance 20/19.
+    history = {T2V: {"renders": [1.0, 3.0] * 10, "polls": 1.0}}
+    f = estimate({T2V: 100}, history, concurrency=10, rpm=None, fetch_s=0.0)
+    var = 20 / 19
+    # Tonight's own draw (100 clips: 100·σ²) and the history mean's error (100²·σ²/20), over 10 slots.
+    assert math.isclose(f.sd_s, math.sqrt(100 * var + 100 ** 2 * var / 20) / 10)
+    # E[X²] = 5, E[X] = 2: the tail is 5 / 4 s after 200 s of work over 10 slots.
+    assert math.isclose(f.seconds, 20.0 + 1.25)
+    text = "\n".join(lines(f, {T2V: 100}, history, start=0.0))
+    assert f"± {f.sd_s / f.seconds:.0%} at --concurrency 10" in text and "one standard deviation" in text
+    more = estimate({T2V: 100}, {T2V: {"renders": [1.0, 3.0] * 100, "polls": 1.0}}, 10, None, 0.0)
+    assert more.sd_s < f.sd_s  # more history, surer
+    assert estimate({T2V: 100}, history, 10, 60, 0.0).sd_s == 0.0  # bound by the budget: not by renders
+
+
 def test_plan_forecasts_from_the_ledgers_history_and_says_when_it_guesses(sim_factory, tmp_path):
     sim = sim_factory(render_min=0.4, render_max=0.6)
     seen = write_csv_manifest(tmp_path / "seen.csv", 20)
@@ -37,10 +85,15 @@ def test_plan_forecasts_from_the_ledgers_history_and_says_when_it_guesses(sim_fa
     t2v = next(m for m in f["models"] if m["model"] == T2V)
     assert t2v["history"] == 20 and t2v["jobs"] == 40 and 0.3 < t2v["render_mean_s"] < 1.5
     assert f["guessed_models"] == [HH] and f["concurrency"] == 4
+    hh = next(m for m in f["models"] if m["model"] == HH)
+    typical = Catalog.shipped().get(HH).typical_render_s
+    assert hh["source"] == "catalog" and hh["render_mean_s"] == typical and t2v["source"] == "history"
     text = run_cli(["plan", str(tmp_path / "tonight.csv"), "--ledger", str(tmp_path / "l.db"), "--concurrency", "4",
                     "--rpm", "60", "--start", "01:30"]).output
     assert "forecast: ≈ " in text and "at --concurrency 4 --rpm 60" in text and "at --concurrency 8: ≈ " in text
-    assert f"NO HISTORY of {HH}: a guess" in text and "history: 20 clips of the others" in text
+    assert f"NO HISTORY of {HH}: a guess from the catalog's typical render time" in text
+    assert "history: 20 clips of the others" in text
+    assert f"never rendered here: the catalog's typical render time, {typical:g} s (a guess)" in text
     assert "if started at 01:30" in text
     bad = run_cli(["plan", str(tmp_path / "tonight.csv"), "--ledger", str(tmp_path / "l.db"), "--start", "25:99"])
     assert bad.exit_code == 2 and "HH:MM" in bad.output

@@ -108,6 +108,8 @@ def print_models(docs: list[dict[str, Any]]) -> None:
             click.echo(f"    source: {url}")
         if d["read_on"]:
             click.echo(f"    read on: {d['read_on']}")
+        if d.get("typical_render_s"):
+            click.echo(f"    typical render: {d['typical_render_s']:g} s (a guess; plan's forecast without history)")
 
 
 def print_result(r: RunResult, as_json: bool) -> None:

@@ -28,7 +28,7 @@ _COMMON_KEYS = ("type", "required", "default")
 _KIND_KEYS = {"str": ("choices", "max_len"), "int": ("choices", "min", "max", "auto"), "urls": ("min", "max"),
               "list": ("max",), "bool": (), "url": (), "object": ()}
 ENTRY_KEYS = ("doc", "sources", "read_on", "fields", "rules", "refs", "output_seconds", "duration_tolerance",
-              "audio", "aspect_field", "open")
+              "audio", "aspect_field", "open", "typical_render_s")
 
 # --------------------------------------------------------------------------- rule kinds
 # The shapes a rule key's value may take. Each is checked (naming what is wrong) and converted
@@ -186,11 +186,16 @@ def _entry(ck: Checker, doc: Any, name: str, e: Any) -> ModelSpec | None:
         read_on = read_on.isoformat()
     if read_on is not None and not (isinstance(read_on, str) and _is_date(read_on)):
         ck.problem(e, "read_on", ctx, f"`read_on` is the date the sources were read, YYYY-MM-DD; got {show(read_on)}")
+    typical: Any = e.get("typical_render_s")
+    if typical is not None and (not is_number(typical) or typical <= 0):
+        ck.problem(e, "typical_render_s", ctx, "`typical_render_s` is the seconds a clip typically takes to render "
+                                               f"(a finite number above 0); got {show(typical)}")
 
     if len(ck.problems) + ck.truncated > before:
         return None
     return ModelSpec(name, fields, tuple(rules), tuple(refs), out_s, float(tolerance), audio, str(aspect),
-                     is_open, doc_url or (sources[0] if sources else None), tuple(sources or ()), read_on)
+                     is_open, doc_url or (sources[0] if sources else None), tuple(sources or ()), read_on,
+                     None if typical is None else float(typical))
 
 
 def _is_date(s: str) -> bool:

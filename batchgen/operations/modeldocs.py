@@ -59,7 +59,7 @@ def _model_doc(spec: ModelSpec) -> dict[str, Any]:
     rules += [f"{marker}N names an item of {field}" for marker, field in spec.refs]
     return {"model": spec.name, "fields": fields, "rules": rules,
             "output_seconds": spec.output_seconds, "audio": spec.audio, "open": spec.open, "doc": spec.doc,
-            "sources": list(spec.sources), "read_on": spec.read_on}
+            "sources": list(spec.sources), "read_on": spec.read_on, "typical_render_s": spec.typical_render_s}
 
 
 def _show(v: Any) -> str:

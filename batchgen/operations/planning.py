@@ -88,9 +88,7 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
     if retakes is not None:
         doc["retakes"] = retakes
         doc["to_submit"] += retakes["queued"]
-    fetches = [h["fetch"] for h in history.values() if h.get("fetch") is not None]
-    night = forecast.estimate(dict(to_submit), history, concurrency, rpm, max(fetches) if fetches else None)
-    doc["forecast"] = {**night.as_dict(), "lines": forecast.lines(night, dict(to_submit), history, start)}
+    doc["forecast"] = _forecast(dict(to_submit), history, m.catalog, concurrency, rpm, start)
     if explain:
         doc["explain"] = [{"key": short_key(k), "name": n, "row": src, "output": out, "action": a, "reason": r}
                           for k, n, src, out, j in rows for a, r in [why(j)]]
@@ -179,16 +177,25 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
     last_total = sum(e or 0.0 for e in (est(json.loads(j["request"])) for j in old))
     new_total = sum(e or 0.0 for e in (est(j.request) for j in new))
     tonight += retakes["credits"]
-    fetches = [h["fetch"] for h in history.values() if h.get("fetch") is not None]
-    night = forecast.estimate(dict(to_submit), history, concurrency, rpm, max(fetches) if fetches else None)
     return {
-        "forecast": {**night.as_dict(), "lines": forecast.lines(night, dict(to_submit), history, start)},
+        "forecast": _forecast(dict(to_submit), history, m.catalog, concurrency, rpm, start),
         "manifest": str(manifest), "last_run": last_run, "known": bool(old), "retakes": retakes,
         "added": added, "removed": removed, "changed": changed, "unchanged": unchanged,
         "unchanged_done": unchanged_done,
         "credits": {"last": round(last_total, 4), "now": round(new_total, 4), "delta": round(new_total - last_total, 4),
                     "tonight": round(tonight, 4), "unpriced_jobs": unpriced, "unit": table.unit},
         "warnings": list(m.warnings)}
+
+
+def _forecast(jobs: dict[str, int], history: dict[str, dict[str, Any]], catalog: Catalog, concurrency: int,
+              rpm: float | None, start: float | None) -> dict[str, Any]:
+    """How long tonight takes (``forecast``): from the ledger's history of each model, else the
+    catalog's typical render time of it (the manifest's catalog: a `models:` entry may give its
+    own), said as a guess."""
+    fetches = [h["fetch"] for h in history.values() if h.get("fetch") is not None]
+    typical = {model: spec.typical_render_s for model in jobs if (spec := catalog.get(model)) is not None}
+    night = forecast.estimate(jobs, history, concurrency, rpm, max(fetches) if fetches else None, typical)
+    return {**night.as_dict(), "lines": forecast.lines(night, jobs, history, start, typical)}
 
 
 def retakes_of_manifest(led: Ledger, manifest: str, table: PriceTable) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from batchgen import operations
 
 # Keys of an entry that describe the request (rendered as fields and rules); every other key
 # is provenance and is rendered as such, whatever a later catalog adds.
-_SPEC_KEYS = {"fields", "rules", "refs", "output_seconds", "duration_tolerance", "audio", "aspect_field", "open"}
+_SPEC_KEYS = {"fields", "rules", "refs", "output_seconds", "duration_tolerance", "audio", "aspect_field", "open",
+              "typical_render_s"}
 
 
 def _cell(v: Any) -> str:
@@ -101,14 +102,18 @@ def render() -> str:
         "site is built: the same data `batchgen models` prints (`--json` for scripts). How to read",
         "an entry, and how to add or replace one with `--models FILE`, is on [Models](models.md).",
         "",
-        "| model | output | audio | open | fields |",
-        "|---|---|---|---|---|",
+        "| model | output | audio | open | fields | typical render (guess) |",
+        "|---|---|---|---|---|---|",
     ]
     for d in docs:
         out.append(f"| [`{d['model']}`](#{d['model'].replace('.', '')}) | {_output(d)} | {_audio(d)} | "
-                   f"{'yes' if d['open'] else 'no'} | {len(d['fields'])} |")
+                   f"{'yes' if d['open'] else 'no'} | {len(d['fields'])} | "
+                   f"{'' if d.get('typical_render_s') is None else format(d['typical_render_s'], 'g') + ' s'} |")
     out += ["", "*Open*: a field the entry does not list is sent as written, with a warning, instead of",
-            "refused (the provider's page names optional fields that could not be read).", ""]
+            "refused (the provider's page names optional fields that could not be read).",
+            "*Typical render*: what `plan`'s forecast assumes for a model the ledger has never seen rendered,",
+            "and says so (a guess); foxapi states no generation time, so each value is a labelled guess",
+            "whose source is the family's comment in `batchgen/models.yaml`.", ""]
     for d in docs:
         name = d["model"]
         entry = raw.get(name) or {}
@@ -120,6 +125,9 @@ def render() -> str:
             facts.append(f"aspect ratio field: `{entry['aspect_field']}`")
         if entry.get("duration_tolerance"):
             facts.append(f"duration tolerance: {entry['duration_tolerance']} s")
+        if d.get("typical_render_s"):
+            facts.append(f"typical render {d['typical_render_s']:g} s (a labelled guess: `plan`'s forecast for a "
+                         "model never rendered here; the YAML comment says its source)")
         line = "; ".join(facts)
         out += [line[0].upper() + line[1:] + ".", ""]
         out += ["| field | type | required | default | allowed values | notes |",
