@@ -21,7 +21,9 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Mapping
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from itertools import accumulate
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,7 @@ class ModelForecast:
     source: str = "history"
     median_s: float = 0.0
     var_s2: float = 0.0  # the history's variance of render times (0 for a guess)
+    renders: Sequence[float] = ()  # the history's render times, sorted (a guess: the one guessed figure)
 
 
 @dataclass
@@ -86,12 +89,12 @@ def per_model(jobs: dict[str, int], history: dict[str, dict[str, Any]],
             deciles = statistics.quantiles(renders, n=10)
             out.append(ModelForecast(model, n, len(renders), statistics.fmean(renders), deciles[0], deciles[-1],
                                      float(h.get("polls") or GUESS_POLLS), statistics.fmean(r * r for r in renders),
-                                     "history", statistics.median(renders), statistics.variance(renders)))
+                                     "history", statistics.median(renders), statistics.variance(renders), renders))
         else:
             known = (typical or {}).get(model)
             guess = float(known) if known else GUESS_RENDER_S
             out.append(ModelForecast(model, n, 0, guess, guess, guess, GUESS_POLLS, guess ** 2,
-                                     "catalog" if known else "guess", guess, 0.0))
+                                     "catalog" if known else "guess", guess, 0.0, (guess,)))
     return out
 
 
@@ -101,14 +104,10 @@ def estimate(jobs: dict[str, int], history: dict[str, dict[str, Any]], concurren
     typical render time of each model (used for a model without history, as a guess)."""
     models = per_model(jobs, history, typical)
     work = sum(m.jobs * m.mean_s for m in models)
-    # The slots empty one by one at the end: the last clip still rendering when the others are
-    # done outlasts the average by the mean residual life E[X²] / 2 E[X] (renewal theory), which
-    # a slow model or a long tail makes large.
-    tail = sum(m.jobs * m.square_s2 for m in models) / (2 * work) if work else 0.0
     longest = max((m.mean_s for m in models if m.jobs), default=0.0)
     # One wave (no more clips than slots): every clip renders at once, the slowest model decides.
     one_wave = sum(m.jobs for m in models) <= concurrency
-    slots = longest if one_wave else max(work / concurrency + tail, longest)
+    slots = longest if one_wave else max(work / concurrency + end_excess(models, concurrency), longest)
     requests = sum(m.jobs * (1 + m.polls) for m in models)
     budget = requests / (rpm / 60.0) if rpm else 0.0
     fetch = fetch_s if fetch_s is not None else 1.0
@@ -119,6 +118,51 @@ def estimate(jobs: dict[str, int], history: dict[str, dict[str, Any]], concurren
     sd = math.sqrt(var) / concurrency if not one_wave and slots >= budget else 0.0
     return Forecast(models, concurrency, rpm, max(slots, budget) + fetch,
                     "request budget" if budget > slots else "render slots", fetch, sd)
+
+
+def end_excess(models: Sequence[ModelForecast], concurrency: int) -> float:
+    """How long the night runs past ``work / concurrency`` once the queue is empty.
+
+    Every slot is busy until the last clip starts (at t0); each slot then holds what is left of
+    its clip, R_i, and the night ends with the longest. All the work is done by then, so
+    ``work = concurrency·t0 + ΣR_i`` and the end is ``work/concurrency − mean(R) + max(R)``. The
+    slot that took the last clip holds a whole clip X; the others a residual life (renewal
+    theory: P(R ≤ x) = E[min(X, x)] / E[X], mean E[X²] / 2E[X]). With the clips' mix of models
+    (weighted by tonight's jobs) and each model's observed render times, E[max(X, R_1..R_c-1)]
+    is integrated exactly: between two observed render times P(X ≤ x) is flat and P(R ≤ x)
+    linear. A slow model or a long tail makes the excess large — the last slow clip started
+    outlasts everything else, which a mean residual alone (E[X²] / 2E[X]) under-forecast."""
+    live = [m for m in models if m.jobs and m.renders]
+    clips = sum(m.jobs for m in live)
+    work = sum(m.jobs * m.mean_s for m in live)
+    if not live or work <= 0:
+        return 0.0
+    sums = [list(accumulate(m.renders)) for m in live]
+    # Weights: a model's share of the clips (which clip is last) and its mean (its share of the work).
+    cut = sorted({0.0, *(x for m in live for x in m.renders)})
+
+    def at(x: float) -> tuple[float, float]:
+        """(P(last clip ≤ x), P(residual ≤ x)) over the mix; right-continuous at x."""
+        done = left = 0.0
+        for m, pre in zip(live, sums):
+            k = bisect_right(m.renders, x)
+            n = len(m.renders)
+            done += m.jobs * k / n
+            left += m.jobs * ((pre[k - 1] if k else 0.0) + x * (n - k)) / n  # jobs × E[min(X, x)]
+        return done / clips, left / work
+
+    power = concurrency - 1
+    longest = 0.0  # E[max(X, R_1..R_c-1)] = ∫ 1 − P(X ≤ x)·P(R ≤ x)^(c−1) dx
+    for x0, x1 in zip(cut, cut[1:]):
+        f, g0 = at(x0)
+        g1 = at(x1)[1]
+        span = x1 - x0
+        if g1 > g0:
+            longest += span - f * (g1 ** (power + 1) - g0 ** (power + 1)) / ((g1 - g0) / span * (power + 1))
+        else:
+            longest += span - f * g0 ** power * span
+    mean_residual = sum(m.jobs * m.square_s2 for m in live) / (2 * work)
+    return longest - ((concurrency - 1) * mean_residual + work / clips) / concurrency
 
 
 def duration(s: float) -> str:

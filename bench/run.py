@@ -510,7 +510,7 @@ def main() -> None:
     if "breaker" in chosen:  # issue 30: one model of three failing 100 % from minute 2
         nights.breaker(batchgen_run, row, 40 if q else 150, 30.0 if q else 120.0, (3.0, 6.0), 30.0 if q else 60.0)
     if "forecast" in chosen:  # issue 30: plan's forecast against the night it forecast
-        nights.forecast(batchgen_run, row, 10 if q else 30, 20 if q else 60, 12)
+        nights.forecast(batchgen_run, row, 10 if q else 30, 20 if q else 60, 12, (0,) if q else (0, 1, 2))
     if "million" in chosen:
         million(10000 if q else a.million_rows)
     if "million-plan" in chosen:  # only million's plan step, in three shapes (minutes, not an hour)

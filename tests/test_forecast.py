@@ -4,8 +4,13 @@ budget; a model never rendered here is a guess, said plainly."""
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
+import random
+import statistics
+
+import pytest
 
 from batchgen.forecast import GUESS_RENDER_S, estimate, lines
 from batchgen.specs import Catalog
@@ -17,7 +22,9 @@ T2V, HH = "grok-imagine-text-to-video", "happyhorse-1.0-text-to-video"
 def test_the_night_is_bound_by_the_slots_or_by_the_request_budget():
     history = {T2V: {"renders": [10.0] * 20, "polls": 1.0}}
     slots = estimate({T2V: 100}, history, concurrency=10, rpm=None, fetch_s=0.0)
-    assert slots.bound == "render slots" and slots.seconds == 100.0 + 5.0  # 100 × 10 s over 10 slots, the tail
+    # 100 × 10 s over 10 slots, then the end: the last clip whole (10 s) against the other nine
+    # slots' mean residual (5 s): 10 − (9 × 5 + 10) / 10 = 4.5 s past work / slots.
+    assert slots.bound == "render slots" and slots.seconds == 100.0 + 4.5
     budget = estimate({T2V: 100}, history, concurrency=10, rpm=60, fetch_s=0.0)
     assert budget.bound == "request budget" and budget.seconds == 200.0  # 200 requests at 1 a second
     few = estimate({T2V: 2}, history, concurrency=10, rpm=None, fetch_s=0.0)
@@ -28,17 +35,17 @@ def test_the_night_is_bound_by_the_slots_or_by_the_request_budget():
 
 def test_without_history_the_catalogs_typical_render_time_is_the_guess():
     typical = {HH: 60.0}
-    # 100 clips of 60 s over 10 slots: 600 s of work each slot, then the tail 60² / (2 × 60) = 30 s.
+    # 100 clips of 60 s over 10 slots: 600 s of work each slot, then the end 60 − (9 × 30 + 60) / 10 = 27 s.
     f = estimate({HH: 100}, {}, concurrency=10, rpm=None, fetch_s=0.0, typical=typical)
     (m,) = f.models
-    assert m.source == "catalog" and m.history == 0 and m.mean_s == 60.0 and f.seconds == 630.0
+    assert m.source == "catalog" and m.history == 0 and m.mean_s == 60.0 and f.seconds == 627.0
     assert f.guessed == [HH] and f.sd_s == 0.0  # a guess is not a measurement: no ± claimed
     # No typical time either (a model the catalog does not know): batchgen's own guess.
     bare = estimate({HH: 100}, {}, concurrency=10, rpm=None, fetch_s=0.0, typical={HH: None})
-    assert bare.models[0].source == "guess" and bare.seconds == 100 * GUESS_RENDER_S / 10 + GUESS_RENDER_S / 2
+    assert bare.models[0].source == "guess" and bare.seconds == 100 * GUESS_RENDER_S / 10 + 0.45 * GUESS_RENDER_S
     # History wins over the catalog once there are MIN_HISTORY clips of the model.
     seen = estimate({HH: 100}, {HH: {"renders": [10.0] * 5, "polls": 1.0}}, 10, None, 0.0, typical)
-    assert seen.models[0].source == "history" and seen.seconds == 105.0
+    assert seen.models[0].source == "history" and seen.seconds == 104.5
     text = "\n".join(lines(f, {HH: 100}, {}, start=0.0, typical=typical))
     assert f"NO HISTORY of {HH}: a guess from the catalog's typical render time" in text
     assert "never rendered here: the catalog's typical render time, 60 s (a guess)" in text
@@ -63,13 +70,44 @@ def test_the_forecast_says_how_sure_it_is_from_the_historys_spread_and_size():
     var = 20 / 19
     # Tonight's own draw (100 clips: 100·σ²) and the history mean's error (100²·σ²/20), over 10 slots.
     assert math.isclose(f.sd_s, math.sqrt(100 * var + 100 ** 2 * var / 20) / 10)
-    # E[X²] = 5, E[X] = 2: the tail is 5 / 4 s after 200 s of work over 10 slots.
-    assert math.isclose(f.seconds, 20.0 + 1.25)
+    # 200 s of work over 10 slots, then the end. P(last clip ≤ x) is 0, ½, 1 below 1 s, to 3 s, past
+    # it; a residual's P(R ≤ x) = E[min(X, x)] / E[X] is x/2 below 1 s, (1 + x)/4 up to 3 s. The
+    # longest of the last clip and nine residuals: ∫₀³ 1 − P(X ≤ x)·P(R ≤ x)⁹ dx
+    # = 3 − ½ · ¼⁹ · (4¹⁰ − 2¹⁰) / 10 = 2.80019…; less the mean of what the slots hold,
+    # (9 × E[X²]/2E[X] + E[X]) / 10 = (9 × 5/4 + 2) / 10 = 1.325.
+    longest = 3 - 0.5 * 0.25 ** 9 * (4 ** 10 - 2 ** 10) / 10
+    assert math.isclose(f.seconds, 20.0 + longest - 1.325, rel_tol=1e-12)
     text = "\n".join(lines(f, {T2V: 100}, history, start=0.0))
     assert f"± {f.sd_s / f.seconds:.0%} at --concurrency 10" in text and "one standard deviation" in text
     more = estimate({T2V: 100}, {T2V: {"renders": [1.0, 3.0] * 100, "polls": 1.0}}, 10, None, 0.0)
     assert more.sd_s < f.sd_s  # more history, surer
     assert estimate({T2V: 100}, history, 10, 60, 0.0).sd_s == 0.0  # bound by the budget: not by renders
+
+
+def _night_of_slots(draws: list[float], concurrency: int) -> float:
+    """A night as the conductor runs it, without its overheads: each clip, in order, takes the
+    first slot to free up; the night ends with the last clip."""
+    slots = [0.0] * concurrency
+    for d in draws:
+        heapq.heapreplace(slots, slots[0] + d)
+    return max(slots)
+
+
+@pytest.mark.parametrize("name", ["uniform", "lognormal", "bimodal", "one slow model"])
+def test_the_forecast_lands_on_the_mean_night_of_its_distribution(name):
+    # Deterministic: seeded draws, 300 nights of 180 clips (60 of each of three models, interleaved
+    # as a manifest lists them) over 12 slots, against the forecast from 3,000 clips of history
+    # per model (no sampling error left to speak of: what is left is the model's).
+    rng = random.Random(30)
+    dist = {"uniform": [lambda: rng.uniform(2, 6)] * 3,
+            "lognormal": [lambda: 4 * math.exp(rng.gauss(0, 0.6))] * 3,
+            "bimodal": [lambda: (12 if rng.random() < 0.3 else 3) * rng.uniform(0.9, 1.1)] * 3,
+            "one slow model": [lambda: rng.uniform(3, 5), lambda: rng.uniform(3, 5), lambda: rng.uniform(14, 18)]}[name]
+    models = [f"m{k}" for k in range(3)]
+    history = {m: {"renders": [d() for _ in range(3000)], "polls": 1.0} for m, d in zip(models, dist)}
+    nights = [_night_of_slots([d() for _ in range(60) for d in dist], 12) for _ in range(300)]
+    f = estimate({m: 60 for m in models}, history, concurrency=12, rpm=None, fetch_s=0.0)
+    assert abs(statistics.fmean(nights) / f.seconds - 1) < 0.02, (statistics.fmean(nights), f.seconds)
 
 
 def test_plan_forecasts_from_the_ledgers_history_and_says_when_it_guesses(sim_factory, tmp_path):
