@@ -79,12 +79,15 @@ class Gate:
             return
         pending = await self.w.read(led.pending_by_model, scope)
         history = await self.w.read(led.render_history, sorted(pending))
-        needs = {m: forecast.clip_seconds(m, history)[0] for m in pending}
+        # A model never rendered here: the catalog's typical render time of it (a guess, as plan says).
+        typical = {m: spec.typical_render_s for m in pending if opts.catalog and (spec := opts.catalog.get(m))}
+        needs = {m: forecast.clip_seconds(m, history, typical)[0] for m in pending}
         self.deadline = Deadline(at, needs, source=source,
-                                 guess=lambda model: forecast.clip_seconds(model, history)[0])
+                                 guess=lambda model: forecast.clip_seconds(model, history, typical)[0])
         self.history, self.pending = history, pending
         work = {m: p["queued"] + p["in_flight"] for m, p in pending.items()}
-        self.forecast_end = time.time() + forecast.estimate(work, history, opts.concurrency, opts.rpm).seconds
+        self.forecast_end = time.time() + forecast.estimate(work, history, opts.concurrency, opts.rpm,
+                                                            typical=typical).seconds
         await self.w.call(led.set_finish_by, run_id, at)
 
     async def _fleet_deadline(self, run_id: int, scope: Scope) -> None:

@@ -118,7 +118,7 @@ def _night(db: Path, prefix: str) -> tuple[float, dict[str, dict[str, Any]]]:
 
 
 def forecast(run: Callable[..., dict[str, Any]], row: Callable[..., None], history: int, tonight: int,
-             concurrency: int, seeds: tuple[int, ...] = (0,)) -> None:
+             concurrency: int, seeds: tuple[int, ...] = (0,), only: str = "") -> None:
     """A night of history, then `plan`'s forecast of the next night against that night's actual
     length (first create to last clip in place, from the ledger's events), for each distribution
     of render times and each simulator seed (one seed is one draw of render times: the history's
@@ -132,6 +132,8 @@ def forecast(run: Callable[..., dict[str, Any]], row: Callable[..., None], histo
     print(f"\n[f] forecast: {len(MODELS)} models, {history} clips each of history, then {tonight} each tonight, "
           f"--concurrency {concurrency} --rpm 0, seeds {', '.join(map(str, seeds))}")
     for label, dist in DISTRIBUTIONS.items():
+        if only not in label:
+            continue
         ratios = []
         for seed in seeds:
             knobs: dict[str, Any] = {"seed": seed, **({"model_render": dist} if dist else {})}

@@ -473,6 +473,12 @@ def main() -> None:
     ap.add_argument("--makespan-scale", type=float, default=1.0,
                     help="scale of the makespan scenario's 3-8 s renders (1.0: as specified, ~6 min for both runs; "
                          "a smaller scale makes the fixed per-job cost weigh more)")
+    ap.add_argument("--forecast-history", type=int, default=30,
+                    help="clips of each model in the forecast scenario's history night (30: a short history)")
+    ap.add_argument("--forecast-seeds", default="0,1,2",
+                    help="simulator seeds of the forecast scenario, comma-separated (each one draw of render times)")
+    ap.add_argument("--forecast-distributions", default="",
+                    help="only the forecast scenario's distributions whose name contains this text (e.g. skewed)")
     a = ap.parse_args()
     q = a.quick
     chosen = set(a.only.split(",")) if a.only else {"throughput", "requests", "rate", "memory", "resume", "makespan",
@@ -510,7 +516,8 @@ def main() -> None:
     if "breaker" in chosen:  # issue 30: one model of three failing 100 % from minute 2
         nights.breaker(batchgen_run, row, 40 if q else 150, 30.0 if q else 120.0, (3.0, 6.0), 30.0 if q else 60.0)
     if "forecast" in chosen:  # issue 30: plan's forecast against the night it forecast
-        nights.forecast(batchgen_run, row, 10 if q else 30, 20 if q else 60, 12, (0,) if q else (0, 1, 2))
+        nights.forecast(batchgen_run, row, 10 if q else a.forecast_history, 20 if q else 60, 12,
+                        (0,) if q else tuple(int(x) for x in a.forecast_seeds.split(",")), a.forecast_distributions)
     if "million" in chosen:
         million(10000 if q else a.million_rows)
     if "million-plan" in chosen:  # only million's plan step, in three shapes (minutes, not an hour)

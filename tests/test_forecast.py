@@ -12,7 +12,7 @@ import statistics
 
 import pytest
 
-from batchgen.forecast import GUESS_RENDER_S, estimate, lines
+from batchgen.forecast import GUESS_RENDER_S, clip_seconds, estimate, lines
 from batchgen.specs import Catalog
 from conftest import run_args, run_cli, write_csv_manifest
 
@@ -43,6 +43,8 @@ def test_without_history_the_catalogs_typical_render_time_is_the_guess():
     # No typical time either (a model the catalog does not know): batchgen's own guess.
     bare = estimate({HH: 100}, {}, concurrency=10, rpm=None, fetch_s=0.0, typical={HH: None})
     assert bare.models[0].source == "guess" and bare.seconds == 100 * GUESS_RENDER_S / 10 + 0.45 * GUESS_RENDER_S
+    # run --finish-by's cut-off for such a model: the same guess (plus the default second to fetch).
+    assert clip_seconds(HH, {}, typical) == (61.0, False) and clip_seconds(HH, {}) == (GUESS_RENDER_S + 1, False)
     # History wins over the catalog once there are MIN_HISTORY clips of the model.
     seen = estimate({HH: 100}, {HH: {"renders": [10.0] * 5, "polls": 1.0}}, 10, None, 0.0, typical)
     assert seen.models[0].source == "history" and seen.seconds == 104.5
