@@ -10,7 +10,6 @@ preflight: they return a problem (or None) and leave nothing behind."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fnmatch
@@ -407,6 +406,8 @@ async def in_thread(fn: Callable[..., T], *args: Any, pool: Executor | None = No
     """Run blocking file work (write, fsync, rename) off the event loop, on ``pool`` (default:
     the loop's). If the caller is cancelled meanwhile, still wait for the thread: the file must
     not be closed or unlinked under a thread that is writing or renaming it."""
+    import asyncio  # loaded by the running loop already; not by `batchgen status`, which needs pid_alive only
+
     fut = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
     try:
         return await asyncio.shield(fut)

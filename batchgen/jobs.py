@@ -91,6 +91,21 @@ def allowed(before: str, after: str) -> bool:
 RESULT_TTL = 24 * 3600.0  # seconds a task's result URL lives after it completes (foxapi reference §1)
 
 
+# A sha256 (a job's key, a file's digest) is stored in the ledger as its 32 raw bytes; callers
+# read and write lowercase hex (schema.Digest, and raw driver SQL through these two).
+def raw_digest(value: str | None) -> bytes | None:
+    """The bytes stored for a hex digest (ValueError if it is not hex)."""
+    return None if value is None else bytes.fromhex(value)
+
+
+def hex_digest(value: bytes | memoryview | str | None) -> str | None:
+    """The hex digest callers see for stored bytes. Text is read as it is: SQLite keeps what an
+    older batchgen wrote into a ledger upgraded under it (before the upgrade waited for its run)."""
+    if value is None or isinstance(value, str):
+        return value
+    return bytes(value).hex()
+
+
 def short_key(key: str) -> str:
     """The 12 hex digits of a job key that people read, type and pass to ``resolve``."""
     return key[:12]
@@ -218,4 +233,4 @@ class JobRow(TypedDict):
 
 
 __all__ = ["ACTIVE", "Job", "JobRow", "JobState", "RunStatus", "STATES", "TERMINAL", "TRANSITIONS", "UNFINISHED", "Verdict", "allowed",
-           "canonical_json", "job_key", "key_from_json", "request_sha256", "short_key"]
+           "canonical_json", "hex_digest", "job_key", "key_from_json", "raw_digest", "request_sha256", "short_key"]

@@ -10,7 +10,7 @@ from sqlalchemy import (
     Text, TypeDecorator, false, text,
 )
 
-from .jobs import STATES, Verdict
+from .jobs import STATES, Verdict, hex_digest, raw_digest
 
 
 class Digest(TypeDecorator[str]):
@@ -26,19 +26,6 @@ class Digest(TypeDecorator[str]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
         return hex_digest(value)
-
-
-def raw_digest(value: str | None) -> bytes | None:
-    """The bytes stored for a hex digest (ValueError if it is not hex)."""
-    return None if value is None else bytes.fromhex(value)
-
-
-def hex_digest(value: bytes | memoryview | str | None) -> str | None:
-    """The hex digest callers see for stored bytes. Text is read as it is: SQLite keeps what an
-    older batchgen wrote into a ledger upgraded under it (before the upgrade waited for its run)."""
-    if value is None or isinstance(value, str):
-        return value
-    return bytes(value).hex()
 
 
 metadata = MetaData(naming_convention={

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.ledger import Ledger
-from batchgen.ledger.engine import alembic_revisions, schema_revisions
+from batchgen.ledger.revisions import alembic_revisions, schema_revisions
 
 HEAVY = ("sqlalchemy", "alembic", "aiohttp", "rich", "boto3", "botocore", "av", "apprise", "prometheus_client")
 
@@ -49,11 +49,29 @@ def test_help_and_models_import_no_heavy_library(tmp_path, args):
         assert "yaml" not in loaded
 
 
-def test_status_loads_the_ledger_but_no_network_media_or_migration_library(tmp_path):
+def test_status_on_a_sqlite_ledger_imports_no_heavy_library(tmp_path):
+    """`batchgen status` reads a SQLite ledger with the standard library's sqlite3
+    (``ledger.SqliteReader``): SQLAlchemy alone would cost more than the command may take."""
     Ledger(str(tmp_path / "l.db")).close()
-    code, loaded = _loaded(tmp_path, "status", "--ledger", str(tmp_path / "l.db"))
+    for args in (("status",), ("status", "--json"), ("status", "--runs", "3", "--expiring-within", "30")):
+        code, loaded = _loaded(tmp_path, *args, "--ledger", str(tmp_path / "l.db"))
+        assert code == 0
+        assert "sqlite3" in loaded  # it did read the ledger
+        # rich draws the tables of the plain output (not the JSON)
+        heavy = {*HEAVY, "yaml", "asyncio"} - ({"rich"} if "--json" not in args else set())
+        assert not loaded & heavy, sorted(loaded & heavy)
+    # As the default ./batchgen.db, the same
+    Ledger(str(tmp_path / "batchgen.db")).close()
+    code, loaded = _loaded(tmp_path, "status", "--json")
+    assert code == 0 and not loaded & set(HEAVY)
+
+
+def test_status_on_a_database_url_loads_the_ledger_but_no_network_media_or_migration_library(tmp_path):
+    """A ledger named by a URL (``sqlite:///``, PostgreSQL) is read through ``Ledger``."""
+    Ledger(str(tmp_path / "l.db")).close()
+    code, loaded = _loaded(tmp_path, "status", "--ledger", f"sqlite:///{tmp_path / 'l.db'}")
     assert code == 0
-    assert "sqlalchemy" in loaded  # it did read the ledger
+    assert "sqlalchemy" in loaded  # it did read the ledger through SQLAlchemy
     assert not loaded & {"alembic", "aiohttp", "boto3", "botocore", "av", "apprise", "prometheus_client", "yaml"}
 
 

@@ -43,15 +43,17 @@ def read_ledger_options(f: F) -> F:
 def pick_ledger(ledger: str | None, simulate: bool) -> str | None:
     """The ledger a read command means, from ``--ledger``/``--simulate`` (``None``: env or default)."""
     from ..errors import LedgerMissing
-    from ..ledger import DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, check_url, ledger_named, ledger_url
+    from ..ledger import DEFAULT_LEDGER, DEFAULT_SIM_LEDGER, ledger_file, ledger_named, ledger_url, named_ledger
 
     if simulate and ledger is not None:
         raise UsageError("--simulate and --ledger both name a ledger: give one of them")
     if simulate:
-        ledger = ledger_url(None, simulated=True)
-    problem = check_url(ledger_url(ledger))
-    if problem:
-        raise UsageError(problem)
+        ledger = named_ledger(None, simulated=True)
+    if ledger_file(ledger) is None:  # a URL: SQLAlchemy checks it (a file path needs no check, nor SQLAlchemy)
+        from ..ledger import check_url
+
+        if problem := check_url(ledger_url(ledger)):
+            raise UsageError(problem)
     if (not ledger_named(ledger) and not Path(DEFAULT_LEDGER).exists()
             and Path(DEFAULT_SIM_LEDGER).is_file()):
         raise LedgerMissing(f"no ledger at ./{DEFAULT_LEDGER}, but ./{DEFAULT_SIM_LEDGER} (written by `run --simulate`) "

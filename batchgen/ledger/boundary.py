@@ -10,12 +10,10 @@ import functools
 import inspect
 import os
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
-
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import BatchgenError, LedgerError
 from . import sqlitefile
@@ -35,9 +33,26 @@ _CAUSES = (
 
 # SQLite's words for a file that is not whole: answered as ``sqlitefile.damaged`` (what to do).
 _DAMAGE = ("database disk image is malformed", "file is not a database", "could not decode to utf-8")
-# The library errors the boundary translates: SQLAlchemy's, the SQLite driver's when it is called
-# directly (``sqlite_tables``, ``sqlitefile``), and the file system's.
-_DATABASE_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
+
+
+def _is_database_error(e: BaseException) -> bool:
+    """The library errors the boundary translates: SQLAlchemy's, the SQLite driver's when it is
+    called directly (``sqlite_tables``, ``sqlitefile``, ``SqliteReader``), and the file system's.
+    SQLAlchemy is not imported for the question: an error of a process that never loaded it
+    (``batchgen status`` on a SQLite file) cannot be one of its errors."""
+    if isinstance(e, (sqlite3.Error, OSError)):
+        return True
+    exc = sys.modules.get("sqlalchemy.exc")
+    return exc is not None and isinstance(e, exc.SQLAlchemyError)
+
+
+def _database_of(url: str | None) -> str | None:
+    """The database part of a ``sqlite:///`` URL, as SQLAlchemy reads it (loaded for errors only)."""
+    if not url or not url.startswith("sqlite:///"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).database
 
 
 def _text(e: BaseException) -> str:
@@ -66,11 +81,11 @@ def _cause(e: BaseException, url: str | None = None) -> str:
 def _sqlite_folder(url: str | None) -> Path | None:
     if not url or not url.startswith("sqlite:///"):
         return None
-    return Path(make_url(url).database or ".").parent
+    return Path(_database_of(url) or ".").parent
 
 
 def _sqlite_path(url: str | None) -> Path | None:
-    db = make_url(url).database if url and url.startswith("sqlite:///") else None
+    db = _database_of(url)
     return Path(db) if db and db != ":memory:" else None
 
 
@@ -102,7 +117,7 @@ def _replacement(self: Any, e: Exception, safe_url: Callable[[Any], str]) -> Led
     """What a ledger method's error becomes: a database library's error always a
     ``LedgerError``; any other one ``LedgerDamaged`` where a damaged file explains it, else
     nothing (it goes on as it is)."""
-    if isinstance(e, _DATABASE_ERRORS):
+    if _is_database_error(e):
         return _translate(self, e, safe_url)
     return _diagnosed(self, e)
 

@@ -15,11 +15,13 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
 
-from ..errors import LedgerBusy, LedgerOutdated, NotALedger
+from ..errors import LedgerBusy
 from .boundary import error_boundary
-from .engine import ledger_url, make_engine, schema_revisions, sqlite_file, sqlite_tables, stamped_revision, upgrade
+from .engine import make_engine, sqlite_file, stamped_revision, upgrade
+from .location import ledger_url
+from .revisions import LEDGER_TABLES, needs_upgrade, not_a_ledger, schema_revisions
 from .sqlitefile import check as check_file
-from .sqlitefile import check_pages, stamp
+from .sqlitefile import check_pages, sqlite_tables, stamp
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -73,15 +75,11 @@ class Database:
         else:
             tables = set(sa_inspect(self.engine).get_table_names())
         # None: not an SQLite file at all; opening it below names what is wrong (exit 7).
-        if tables is not None and not {"runs", "jobs"} <= tables:
-            foreign = sorted(tables - {"alembic_version"})
+        if tables is not None and not LEDGER_TABLES <= tables:
             # A SQLite file is one application's database: batchgen tables are never added to
             # another's. A PostgreSQL database is often shared: run may set up its tables there.
-            if not create or (foreign and self.path is not None):
-                what = (f"it holds other tables: {', '.join(foreign[:5])}{', …' if len(foreign) > 5 else ''}"
-                        if foreign else "it has no tables")
-                raise NotALedger(f"ledger {self}: not a batchgen ledger ({what}); nothing was changed. Give the "
-                                 "ledger `batchgen run` made (--ledger or BATCHGEN_LEDGER)")
+            if not create or (tables - {"alembic_version"} and self.path is not None):
+                raise not_a_ledger(self, tables)
             self.created = True
         if self.path is not None and not self.readonly:
             # A command that may write has every page checked before its first connection (one
@@ -90,16 +88,8 @@ class Database:
         with self.engine.connect() as c:
             current = stamped_revision(c) if not self.created else None
             c.rollback()
-        head, known = schema_revisions()
-        if current == head:
+        if not needs_upgrade(self, current, migrate=migrate):
             return
-        if current is not None and current not in known:
-            raise LedgerOutdated(f"ledger {self}: written by a newer batchgen (schema {current}, unknown to this "
-                                 f"version {head}): use that batchgen or a newer one; nothing was changed")
-        if not migrate:
-            raise LedgerOutdated(f"ledger {self}: written by an older batchgen (schema {current or 'unversioned'}, "
-                                 f"this version needs {head}): run `batchgen db upgrade` on it first (this command "
-                                 "only reads and never changes it)")
         if self.created:
             upgrade(self.engine)
             return
@@ -108,8 +98,8 @@ class Database:
         # old layout into the new one. SQLite: its run holds the ledger's flock, taken here for
         # the upgrade; PostgreSQL: its workers' heartbeats are fresh (checked in ``upgrade``).
         busy = (f"ledger {self}: written by an older batchgen (schema {current or 'unversioned'}, this version "
-                f"needs {head}) and in use by a run of it: it cannot be upgraded under that run. Let it finish, or "
-                "stop it with the batchgen that started it, then run this again; nothing was changed")
+                f"needs {schema_revisions()[0]}) and in use by a run of it: it cannot be upgraded under that run. Let "
+                "it finish, or stop it with the batchgen that started it, then run this again; nothing was changed")
         if self.path is None:
             upgrade(self.engine, refuse_if_running=busy)
             return

@@ -1,5 +1,6 @@
-"""Where a ledger is and how it is opened: the URL (``--ledger``, BATCHGEN_LEDGER), the
-SQLAlchemy engine with its SQLite pragmas and read-only modes, and the Alembic migrations.
+"""How a ledger is opened: its URL checked (``check_url``), the SQLAlchemy engine with its SQLite
+pragmas and read-only modes, and the Alembic migrations run. Where the ledger is (``--ledger``,
+BATCHGEN_LEDGER) is ``location``'s; which revisions exist is ``revisions``'.
 
 SQLite (default) is opened in WAL mode with ``synchronous=FULL`` (a lost ``submitting`` or
 ``submitted`` row is an orphaned paid task, so no commit may be lost even on power failure),
@@ -8,10 +9,7 @@ transaction can fail with "database is locked" regardless of the busy timeout)."
 
 from __future__ import annotations
 
-import functools
 import os
-import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,31 +18,13 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 
 from ..errors import LedgerBusy, LedgerMissing, NotALedger
+from .location import ledger_url
+from .revisions import migrations_dir, stamped
 
-DEFAULT_LEDGER = "batchgen.db"
-DEFAULT_SIM_LEDGER = "batchgen-sim.db"  # --simulate and its placeholder videos never share the real ledger
 # A PostgreSQL worker whose heartbeat is this recent may be running (twice the default
 # --lease-timeout: the others would take its jobs over after one).
 LIVE_WORKER_S = 60.0
 _MIGRATION_LOCK = 0x62617463  # "batc": with the schema's hash, serialises migrations on PostgreSQL
-
-
-def ledger_url(value: str | None, *, simulated: bool = False) -> str:
-    """The ledger to use: ``value`` (``--ledger``), else the environment variable
-    BATCHGEN_LEDGER (read here and nowhere else), else ``./batchgen.db`` (``./batchgen-sim.db``
-    for runs against the embedded simulator). A file path or a SQLAlchemy URL."""
-    value = value or os.environ.get("BATCHGEN_LEDGER") or (DEFAULT_SIM_LEDGER if simulated else DEFAULT_LEDGER)
-    if "://" in value:
-        return value
-    return "sqlite:///" + str(Path(value).expanduser().absolute())
-
-
-def ledger_named(value: str | None) -> bool:
-    """Whether a ledger was named — ``--ledger`` or BATCHGEN_LEDGER — rather than left to the
-    default ``./batchgen.db``. One rule for both ways of naming it: a named ledger that does not
-    exist is an error for every command but ``run`` (which creates it); only the default may be
-    absent, for ``plan`` and ``diff`` (planning before the first run)."""
-    return bool(value or os.environ.get("BATCHGEN_LEDGER"))
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -89,12 +69,6 @@ def check_url(url: str) -> str | None:
 def safe_ledger_url(value: str | None, *, simulated: bool = False) -> str:
     """``ledger_url`` as a message may show it: a database URL without its password."""
     return make_url(ledger_url(value, simulated=simulated)).render_as_string(hide_password=True)
-
-
-def migrations_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent  # the batchgen package
-    packaged = here / "_alembic"  # where the wheel puts the top-level alembic/ folder
-    return packaged if packaged.is_dir() else here.parent / "alembic"
 
 
 def make_engine(url: str, *, create: bool = True, readonly: bool = False) -> Engine:
@@ -157,62 +131,6 @@ def make_engine(url: str, *, create: bool = True, readonly: bool = False) -> Eng
     return engine
 
 
-def sqlite_tables(path: Path) -> set[str] | None:
-    """The tables of the SQLite file at ``path``, read without changing anything beside it, or
-    None when it is not an SQLite database (then opening it says what it is). Nothing is in its
-    WAL when there is no -wal file, so the file alone is read (``immutable``): a WAL database of
-    another application does not get -wal/-shm files from being looked at."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if not head:
-        return set()
-    if head != b"SQLite format 3\x00":
-        return None
-    wal = Path(f"{path}-wal")
-    immutable = not (wal.exists() and wal.stat().st_size > 0)
-    uri = f"file:{quote(str(path.absolute()))}?mode=ro" + ("&immutable=1" if immutable else "")
-    con = sqlite3.connect(uri, uri=True, timeout=30)
-    try:
-        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    finally:
-        con.close()
-
-
-# `revision = '0011'` / `down_revision = '0010'` (or None), as alembic's template writes them
-_REVISION_LINE = re.compile(r"""^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:['"]([^'"]+)['"]|None)\s*$""", re.M)
-
-
-@functools.lru_cache(maxsize=1)
-def schema_revisions() -> tuple[str | None, frozenset[str]]:
-    """(the current head revision, every revision this batchgen knows).
-
-    Read from the migration files' ``revision``/``down_revision`` lines: alembic's own reading
-    imports alembic and then every migration (a third of a second of each read command's start,
-    for `batchgen status`). A file those lines do not describe plainly (one missing, a branch,
-    a merge) is left to alembic. tests/test_startup.py checks both readings agree."""
-    names: dict[str, str | None] = {}
-    for path in sorted((migrations_dir() / "versions").glob("*.py")):
-        found = {m.group(1): m.group(2) for m in _REVISION_LINE.finditer(path.read_text(encoding="utf-8"))}
-        if not found.get("revision") or "down_revision" not in found:
-            return alembic_revisions()
-        names[found["revision"] or ""] = found["down_revision"]
-    heads = set(names) - set(names.values())
-    if len(heads) != 1 or len(set(names.values())) != len(names):
-        return alembic_revisions()
-    return heads.pop(), frozenset(names)
-
-
-def alembic_revisions() -> tuple[str | None, frozenset[str]]:
-    """``schema_revisions`` as alembic reads them (it imports every migration)."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(migrations_dir()))
-    script = ScriptDirectory.from_config(cfg)
-    return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
-
-
 def stamped_revision(conn: Connection) -> str | None:
     """The revision stamped in the ledger's ``alembic_version`` table (None: unversioned), read
     as alembic's ``MigrationContext.get_current_revision`` reads it, without importing alembic."""
@@ -221,10 +139,7 @@ def stamped_revision(conn: Connection) -> str | None:
 
     if not sa_inspect(conn).has_table("alembic_version"):
         return None
-    rows = [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
-    if len(rows) > 1:  # several heads: batchgen's chain has one, so not a version this batchgen wrote
-        return "+".join(sorted(rows))
-    return rows[0] if rows else None
+    return stamped([r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))])
 
 
 def upgrade(engine: Engine, *, refuse_if_running: str | None = None) -> None:

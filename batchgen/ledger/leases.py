@@ -17,8 +17,7 @@ from ..jobs import JobRow, JobState, RunStatus
 from ..schema import jobs, runs
 from .database import Room
 from .scope import Scope, of_manifest
-from .shapes import SHAPE
-from .sql import ACTIVE_STATES, UNFINISHED_STATES, holder_alive, job_row, job_select
+from .sql import ACTIVE_STATES, SHAPE, UNFINISHED_STATES, holder_alive, job_row, job_select
 from .transitions import apply_in, interrupted_create
 
 S = JobState

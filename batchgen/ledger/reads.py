@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..errors import UsageError
-from ..jobs import JobRow, JobState
-from ..schema import Digest, decisions, events, jobs, hex_digest, manifest_jobs, runs
+from ..jobs import JobRow, JobState, hex_digest
+from ..schema import Digest, decisions, events, jobs, manifest_jobs, runs
 from .database import Room
 from .decisions import LATEST_COLUMNS, LATEST_JOIN
 from .scope import Scope, manifest_id, of_manifest

@@ -11,14 +11,15 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ..jobs import Job, JobState, canonical_json
-from ..schema import jobs, manifest_jobs, manifests, raw_digest, runs
+from ..jobs import Job, JobState, canonical_json, raw_digest
+from ..schema import jobs, manifest_jobs, manifests, request_shapes, runs
 from .database import Room
 from .runs import insert_run
 from .scope import Scope, of_manifest
-from .shapes import shape_ids, split
+from .shapes import MAX_SHAPES, split
 from .sql import UNFINISHED_STATES, placeholder
 
 S = JobState
@@ -184,3 +185,23 @@ class Recorder(Room):
                          "output": j.output, "take": j.take, "priority": j.priority, "retake_of": j.retake_of,
                          "state": S.QUEUED, "created_at": now, "updated_at": now})
         c.exec_driver_sql(sql, rows)
+
+
+def shape_ids(c: Connection, shapes: Iterable[str]) -> dict[str, int]:
+    """The ids of these shapes, recording the new ones while the ledger has room for them
+    (inside the caller's transaction: an id is never known for a shape that was rolled back)."""
+    wanted = set(shapes)
+    if not wanted:
+        return {}
+    q = select(request_shapes.c.body, request_shapes.c.id)
+    ids = {b: int(i) for b, i in c.execute(q.where(request_shapes.c.body.in_(sorted(wanted))))}
+    missing = sorted(wanted - ids.keys())
+    if missing:
+        room = MAX_SHAPES - int(c.execute(select(func.count()).select_from(request_shapes)).scalar() or 0)
+        if room > 0:
+            # ON CONFLICT: another worker may record the same shape meanwhile (PostgreSQL).
+            ins = (postgresql.insert if c.dialect.name == "postgresql" else sqlite.insert)(request_shapes)
+            c.execute(ins.on_conflict_do_nothing(index_elements=[request_shapes.c.body]),
+                      [{"body": b} for b in missing[:room]])
+            ids.update((b, int(i)) for b, i in c.execute(q.where(request_shapes.c.body.in_(missing[:room]))))
+    return ids

@@ -8,20 +8,15 @@ JSON). The request is the shape's text before the marker, that text, and the tex
 exactly the bytes recorded, never re-encoded, so the JSON callers read (and keys made from
 it) is unchanged. A request without a string prompt, a long shape, or one past the ledger's
 limit of shapes (requests that differ in more than their prompt: a seed per row) is stored
-whole, with no shape."""
+whole, with no shape. This module is the text format alone (no SQLAlchemy); the shapes' rows
+are written by ``recording`` and read with every job (``sql.SHAPE``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
-
 from ..jobs import canonical_json
-from ..schema import jobs, request_shapes
 
 _SENTINEL = "\x00batchgen:prompt\x00"
 MARK = canonical_json(_SENTINEL)
@@ -31,10 +26,9 @@ MARK = canonical_json(_SENTINEL)
 MAX_SHAPE_BYTES = 1000
 MAX_SHAPES = 4096
 
-# The shape's text for the row being read (NULL for a request stored whole): a column of every
-# job select (``sql.job_select``), so that a read returns whole requests in one statement.
-SHAPE = (select(request_shapes.c.body).where(request_shapes.c.id == jobs.c.shape_id)
-         .scalar_subquery().label("shape"))
+# The shape's text for the row being read (NULL for a request stored whole), as SQL: a column of
+# every job select (``sql.SHAPE`` is the same for SQLAlchemy), so that a read returns whole
+# requests in one statement.
 SHAPE_SQL = "(SELECT body FROM request_shapes WHERE request_shapes.id = jobs.shape_id)"
 
 
@@ -64,23 +58,3 @@ def whole(shape: str | None, part: str) -> str:
         return part
     head, tail = _halves(shape)
     return head + part + tail
-
-
-def shape_ids(c: Connection, shapes: Iterable[str]) -> dict[str, int]:
-    """The ids of these shapes, recording the new ones while the ledger has room for them
-    (inside the caller's transaction: an id is never known for a shape that was rolled back)."""
-    wanted = set(shapes)
-    if not wanted:
-        return {}
-    q = select(request_shapes.c.body, request_shapes.c.id)
-    ids = {b: int(i) for b, i in c.execute(q.where(request_shapes.c.body.in_(sorted(wanted))))}
-    missing = sorted(wanted - ids.keys())
-    if missing:
-        room = MAX_SHAPES - int(c.execute(select(func.count()).select_from(request_shapes)).scalar() or 0)
-        if room > 0:
-            # ON CONFLICT: another worker may record the same shape meanwhile (PostgreSQL).
-            ins = (postgresql.insert if c.dialect.name == "postgresql" else sqlite.insert)(request_shapes)
-            c.execute(ins.on_conflict_do_nothing(index_elements=[request_shapes.c.body]),
-                      [{"body": b} for b in missing[:room]])
-            ids.update((b, int(i)) for b, i in c.execute(q.where(request_shapes.c.body.in_(missing[:room]))))
-    return ids

@@ -9,13 +9,17 @@ from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.engine import Connection
 
 from ..jobs import ACTIVE, JobRow, JobState, RunStatus, Verdict
-from ..schema import decisions, jobs, runs
-from .shapes import SHAPE, whole
+from ..schema import decisions, jobs, request_shapes, runs
+from .shapes import whole
 
 S = JobState
 # SQL IN lists of states, in a fixed order (stable statements for the driver's cache).
 ACTIVE_STATES = sorted(ACTIVE)
 UNFINISHED_STATES = [S.QUEUED, S.SUBMITTING, *ACTIVE_STATES]
+# The shape's text for the row being read (NULL for a request stored whole): ``shapes.SHAPE_SQL``
+# as SQLAlchemy builds it, a column of every job select.
+SHAPE = (select(request_shapes.c.body).where(request_shapes.c.id == jobs.c.shape_id)
+         .scalar_subquery().label("shape"))
 
 
 def placeholder(c: Connection) -> Callable[[str], str]:

@@ -36,12 +36,13 @@ import secrets
 import sqlite3
 import struct
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
 
-from sqlalchemy import Engine
-
 from ..errors import LedgerDamaged
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x62676C64  # "bgld": a batchgen ledger, in the header's application_id (offset 68)
@@ -121,6 +122,28 @@ def check_pages(path: Path) -> None:
         todo = (f"if {wal_path} came from elsewhere (a ledger copied or restored without its own log), move "
                 f"it aside and try again; else {advice(path)}")
     raise damaged(path, problem, todo=todo)
+
+
+def sqlite_tables(path: Path) -> set[str] | None:
+    """The tables of the SQLite file at ``path``, read without changing anything beside it, or
+    None when it is not an SQLite database (then opening it says what it is). Nothing is in its
+    WAL when there is no -wal file, so the file alone is read (``immutable``): a WAL database of
+    another application does not get -wal/-shm files from being looked at."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return set()
+    if head != MAGIC:
+        return None
+    wal = Path(f"{path}-wal")
+    immutable = not (wal.exists() and wal.stat().st_size > 0)
+    uri = f"file:{quote(str(path.absolute()))}?mode=ro" + ("&immutable=1" if immutable else "")
+    con = sqlite3.connect(uri, uri=True, timeout=30)
+    try:
+        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        con.close()
+
 
 
 def _page_size(head: bytes) -> int | None:

@@ -20,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import crash
 from ..errors import LedgerError
-from ..jobs import JobRow, JobState, allowed
-from ..schema import jobs, raw_digest
+from ..jobs import JobRow, JobState, allowed, raw_digest
+from ..schema import jobs
 from .database import Room
 from .sql import job_row, job_select, placeholder
 

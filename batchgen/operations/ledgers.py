@@ -10,16 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..jobs import JobRow, short_key
-from ..ledger import Ledger, ledger_named, ledger_url, sqlite_file
+from ..ledger import ledger_file, ledger_named, ledger_url
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
 
 
 @contextmanager
 def open_ledger(ledger: str | Ledger | None, *, create: bool = False, readonly: bool = False,
                 migrate: bool = True) -> Iterator[Ledger]:
-    """An open ledger for the block (closed after it unless the caller passed one in)."""
+    """An open ledger for the block (closed after it unless the caller passed one in). The
+    ledger (SQLAlchemy) loads here, not when this module does: `status` may not need it."""
+    from ..ledger import Ledger
+
     if isinstance(ledger, Ledger):
         yield ledger
         return
@@ -38,8 +44,8 @@ def ledger_to_compare(ledger: str | Ledger | None) -> Iterator[Ledger | None]:
     million-row expansion. ``None`` when no ledger was named (``--ledger``, BATCHGEN_LEDGER) and
     the default ./batchgen.db does not exist yet: planning before the first run. A named one
     that does not exist is ``LedgerMissing``, however it was named."""
-    if not isinstance(ledger, Ledger) and not ledger_named(ledger):
-        default = sqlite_file(ledger_url(None))
+    if (ledger is None or isinstance(ledger, str)) and not ledger_named(ledger):
+        default = ledger_file(None)
         if default is not None and not default.exists():
             yield None
             return

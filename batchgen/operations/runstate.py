@@ -1,23 +1,29 @@
 """What an operator asks of runs and in-doubt jobs: ``status`` (runs, what is unfinished, at
 risk or expiring, verified and delivered), ``resolve`` (settle an in-doubt job), ``stop`` (ask
 running runs to drain) and ``cancel`` (a run's never-submitted jobs). ``status`` only reads;
-the others write through ``Ledger`` (``Transition``s, run flags), never SQL of their own."""
+the others write through ``Ledger`` (``Transition``s, run flags), never SQL of their own.
+
+``status`` on a SQLite file reads through ``SqliteReader`` (the standard library's SQLite driver), so
+that `batchgen status` never loads SQLAlchemy; a ``Ledger`` passed in, or a ledger named by a
+URL (PostgreSQL), is read through ``Ledger``. Both answer the same questions the same way."""
 
 from __future__ import annotations
 
 import json
 import socket
 import time
+from contextlib import AbstractContextManager, closing
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import BatchgenError, UsageError
 from ..files import pid_alive
 from ..jobs import RESULT_TTL, JobRow, JobState, RunStatus, short_key
-from ..ledger import Ledger, Transition
+from ..ledger import SqliteReader, ledger_file
 from .ledgers import brief, open_ledger
 
 if TYPE_CHECKING:
     from ..cost import PriceTable
+    from ..ledger import Ledger
 
 S = JobState
 Resolution = Literal["adopt", "resubmit", "abandon"]
@@ -29,7 +35,7 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
     the oldest unfinished jobs, in-doubt jobs with the credits at risk, results whose 24 h URL
     expires within ``expiring_within_h`` hours undownloaded, clips not as asked, and (with
     --deliver) how many clips are in object storage and which ones a run could not deliver."""
-    with open_ledger(ledger, readonly=True) as led:
+    with _reader(ledger) as led:
         local_runs = led.is_sqlite
         runs_ = led.runs(runs)
         oldest = led.unfinished(10)
@@ -41,7 +47,7 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         delivery = led.delivery_counts()
         undelivered = led.delivery_problems(20)
         breakers = led.open_breakers()
-        nights = {r["id"]: _night(led, r) for r in runs_ if r["status"] == RunStatus.RUNNING and r.get("finish_by")}
+        nights = _nights(led, runs_)
     now = time.time()
     at_risk = _at_risk(doubt, prices)
     host = socket.gethostname()
@@ -82,6 +88,18 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
     }
 
 
+def _nights(led: Ledger | SqliteReader, runs_: list[dict[str, Any]]) -> dict[int, str]:
+    """Each running run's deadline outlook (run --finish-by), by its id. The forecast's reads
+    are ``Ledger``'s: read through it (loading SQLAlchemy) only while such a run is running."""
+    due = [r for r in runs_ if r["status"] == RunStatus.RUNNING and r.get("finish_by")]
+    if not due:
+        return {}
+    if isinstance(led, SqliteReader):
+        with open_ledger(str(led.path), readonly=True) as full:
+            return {r["id"]: _night(full, r) for r in due}
+    return {r["id"]: _night(led, r) for r in due}
+
+
 def _night(led: Ledger, r: dict[str, Any]) -> str:
     """Whether a running run is on track for its deadline (``deadline.outlook``), by the
     forecast from the ledger's history for what its manifest still has to do."""
@@ -100,6 +118,15 @@ def _night(led: Ledger, r: dict[str, Any]) -> str:
     cut = bool(queued) and all(now + forecast.clip_seconds(m, history)[0] > at for m in queued)
     return outlook(at, now, remaining=sum(work.values()), queued=sum(queued.values()),
                    eta_s=night.seconds if work else None, cut_off=cut)
+
+
+def _reader(ledger: str | Ledger | None) -> AbstractContextManager[Ledger | SqliteReader]:
+    """What ``status`` reads through: a SQLite file named by its path, with the standard
+    library (``SqliteReader``); anything else (a ``Ledger``, a URL) through ``Ledger``."""
+    path = ledger_file(ledger) if ledger is None or isinstance(ledger, str) else None
+    if path is not None:
+        return closing(SqliteReader(path))
+    return open_ledger(ledger, readonly=True)
 
 
 def _at_risk(doubt: list[JobRow], prices: PriceTable | None) -> list[dict[str, Any]]:
@@ -125,6 +152,8 @@ def resolve(ledger: str | Ledger | None, job: str, action: Resolution, *, task_i
     if not ref.isdigit() and len(ref) < 6 and not ref.startswith("task-"):
         raise UsageError(f"{job!r} is too short to name a job: give its id, its task id or at least 6 characters "
                          "of its key (as `batchgen status` and the run summary print them)")
+    from ..ledger import Transition  # here: the module loads for `status` without SQLAlchemy
+
     with open_ledger(ledger) as led:
         j = led.job(ref)
         if j is None:
