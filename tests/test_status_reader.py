@@ -200,20 +200,25 @@ def test_the_type_conversions_follow_the_schema():
     assert not of(runs, Digest)
 
 
-def test_the_cli_reads_a_sqlite_file_without_the_ledger_object(rich_ledger, monkeypatch):
-    """`batchgen status --ledger FILE` (and BATCHGEN_LEDGER=FILE) never opens ``Ledger``; a URL does."""
+def test_the_cli_reads_a_sqlite_file_without_the_ledger_object(rich_ledger, monkeypatch, tmp_path):
+    """`batchgen status --ledger FILE` (and BATCHGEN_LEDGER=FILE) never opens ``Ledger``; a URL
+    does, and so does a running run's --finish-by forecast (its reads are Ledger's)."""
     from batchgen.operations import runstate
 
     def refuse(*_a, **_k):
-        raise AssertionError("status opened Ledger for a SQLite file")
+        raise AssertionError("status opened Ledger")
 
+    ledger = tmp_path / "l.db"
+    ledger.write_bytes(rich_ledger.read_bytes())
+    _sql(ledger, ("UPDATE runs SET finish_by = NULL", ()))
     monkeypatch.setattr(runstate, "open_ledger", refuse)
-    for args, env in ((["--ledger", str(rich_ledger)], {}), ([], {"BATCHGEN_LEDGER": str(rich_ledger)})):
+    for args, env in ((["--ledger", str(ledger)], {}), ([], {"BATCHGEN_LEDGER": str(ledger)})):
         for extra in ([], ["--json"]):
             r = run_cli(["status", *args, *extra], **env)
             assert r.exit_code == 0, r.output
-    with pytest.raises(AssertionError, match="opened Ledger"):
-        run_cli(["status", "--ledger", f"sqlite:///{rich_ledger}"])
+    for other in (f"sqlite:///{ledger}", str(rich_ledger)):  # a URL; a running run with a deadline
+        with pytest.raises(AssertionError, match="opened Ledger"):
+            run_cli(["status", "--ledger", other])
 
 
 def test_the_reader_refuses_as_the_ledger_does(tmp_path, rich_ledger):
@@ -288,3 +293,24 @@ def test_status_still_reads_a_postgresql_ledger(pg_url, sim, tmp_path):
     assert list(doc["breakers"]) == ["grok-imagine-text-to-video"]
     r = run_cli(["status", "--ledger", pg_url])
     assert r.exit_code == 0 and "runs" in r.stdout
+
+
+def test_every_public_method_of_the_reader_is_behind_the_error_boundary(tmp_path):
+    import inspect
+
+    for name, member in vars(SqliteReader).items():
+        if (name == "__init__" or not name.startswith("_")) and inspect.isfunction(member):
+            assert hasattr(member, "__wrapped__"), f"SqliteReader.{name} is outside the error boundary"
+    # a driver error of a read is one LedgerError naming the ledger
+    from batchgen.errors import LedgerError
+
+    Ledger(str(tmp_path / "l.db")).close()
+    reader = SqliteReader(tmp_path / "l.db")
+    try:
+        reader.close()
+        reader._con = sqlite3.connect(":memory:")
+        reader._con.close()
+        with pytest.raises(LedgerError, match=str(tmp_path / "l.db")):
+            reader.runs()
+    finally:
+        reader.close()
