@@ -217,3 +217,131 @@ def test_a_bad_finish_by_is_refused_before_anything_is_recorded(sim_factory, tmp
     r = run_cli(run_args(sim, m, tmp_path, "--finish-by", value))
     assert r.exit_code == 2 and "--finish-by" in r.output
     assert not (tmp_path / "l.db").exists() and not sim.truth()["creates"]
+
+
+# ---------------------------------------------------------------------------- a fleet
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _worker(manifest: Path, pg_url: str, out: Path, api: str, log: Path, *extra: str):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "batchgen", "run", str(manifest), "--ledger", pg_url, "--out", str(out),
+           "--api-base", api, "--rpm", "0", "--concurrency", "2", "--poll-min", "0.05", "--heartbeat", "0.5",
+           "--lease-timeout", "3", "-q", "--json", "--no-verify", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+                            env={**os.environ, "BATCHGEN_API_KEY": "sk-fleet"})
+
+
+def _fleet_deadline(pg_url: str) -> float | None:
+    from batchgen.ledger import make_engine
+    from sqlalchemy import text
+
+    engine = make_engine(pg_url)
+    try:
+        with engine.connect() as c:
+            return c.execute(text("SELECT min(finish_by) FROM runs WHERE status = 'running'")).scalar()
+    except Exception:  # noqa: BLE001 — the first worker has not created the tables yet
+        return None
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_three_workers_hold_one_deadline_through_the_ledger(pg_url, sim_factory, tmp_path):
+    """One worker is given --finish-by, two join later without it: none of the three starts a
+    job the fleet's deadline excludes (B, never rendered: its guessed clip cannot fit), every one
+    says it joined, ends with exit 3 naming what was left, and the next night renders it."""
+    from batchgen.ledger import Ledger
+
+    sim = sim_factory(media="stub")
+    seen = _manifest(tmp_path / "seen.csv", [(f"seen{i}", A) for i in range(6)])
+    r = run_cli(["run", str(seen), "--api-base", sim.url, "--ledger", pg_url, "--out", str(tmp_path / "out"),
+                 "--rpm", "0", "--poll-min", "0.05", "--no-verify", "-q"])
+    assert r.exit_code == 0, r.output  # the ledger's history of A: a fraction of a second a clip
+    # Tonight A takes 1-2 s a clip (the history says less: every one fits), so the first worker
+    # alone would need a minute for its 60 clips: the others join a fleet that is still working.
+    sim.set(model_render=f"{A}=uniform:1:2")
+    need_b = forecast.clip_seconds(B, {})[0]
+    at = time.time() + max(30.0, 0.8 * need_b)
+    assert at - time.time() < need_b  # B's clip never fits, whenever it is asked
+    night = _manifest(tmp_path / "night.csv", [(f"a{i}", A) for i in range(60)] + [(f"b{i}", B) for i in range(5)])
+    out = tmp_path / "out"
+    procs = [_worker(night, pg_url, out, sim.url, tmp_path / "w0.log", "--finish-by", _iso(at))]
+    try:
+        wait_for(lambda: procs[0].poll() is not None or _fleet_deadline(pg_url) is not None, 120)
+        assert procs[0].poll() is None, (tmp_path / "w0.log").read_text()[-3000:]
+        procs += [_worker(night, pg_url, out, sim.url, tmp_path / f"w{i}.log") for i in (1, 2)]
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    logs = [(tmp_path / f"w{i}.log").read_text() for i in range(3)]
+    for i, p in enumerate(procs):
+        assert p.returncode == 3, logs[i][-3000:]
+    assert all("joining the fleet's deadline" in logs[i] for i in (1, 2)), logs
+    led = Ledger(pg_url)
+    try:
+        jobs = {j["name"]: j for j in led.iter_export() if j["name"][0] in "ab"}
+    finally:
+        led.close()
+    assert not [n for n, j in jobs.items() if n.startswith("b") and j["task_id"]]  # no worker paid for B
+    assert all(j["submitted_at"] <= at for j in jobs.values() if j["submitted_at"])  # nothing created after it
+    left = sorted(n for n, j in jobs.items() if j["state"] == "queued")
+    assert {f"b{i}" for i in range(5)} <= set(left)
+    for o in outs:  # each worker's summary is the manifest's: the same jobs left, named
+        d = json.loads(o)["deadline"]
+        assert d["finish_by"] == pytest.approx(at, abs=1) and d["left"] == len(left) and B in d["models_cut"]
+    # The next night, without a deadline: what was left is rendered.
+    sim.set(model_render="")
+    p = _worker(night, pg_url, out, sim.url, tmp_path / "next.log")
+    p.communicate(timeout=300)
+    assert p.returncode == 0, (tmp_path / "next.log").read_text()[-3000:]
+    led = Ledger(pg_url)
+    try:
+        assert {j["state"] for j in led.iter_export()} == {"done"}
+    finally:
+        led.close()
+
+
+def _migration_0016(url: str, monkeypatch) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect
+
+    from batchgen.ledger import Ledger, make_engine, migrations_dir
+
+    led = Ledger(url)
+    try:
+        run_id = led.start_run("/m.yaml", "x", {}, 0)
+        led.set_finish_by(run_id, 1234.5)
+        assert led.run(run_id)["finish_by"] == 1234.5
+    finally:
+        led.close()
+    monkeypatch.setenv("BATCHGEN_LEDGER", url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    command.check(cfg)
+    command.downgrade(cfg, "0015")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as c:
+            assert "finish_by" not in {col["name"] for col in inspect(c).get_columns("runs")}
+    finally:
+        engine.dispose()
+    command.upgrade(cfg, "head")
+    command.check(cfg)
+
+
+def test_migration_0016_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):
+    _migration_0016(f"sqlite:///{tmp_path / 'old.db'}", monkeypatch)
+
+
+@pytest.mark.postgres
+def test_migration_0016_upgrades_and_downgrades_on_postgres(pg_url, monkeypatch):
+    _migration_0016(pg_url, monkeypatch)
