@@ -115,8 +115,11 @@ class Gate:
         eta = snap.eta_seconds()
         if eta is None and self.forecast_end is not None:
             eta = max(0.0, self.forecast_end - now)
+        # Nothing queued starts any more: the feed said so, or every model is past its cut-off
+        # (the feed may be waiting for a slot that frees only after the deadline).
+        past = bool(d.needs) and all(not d.allows(m) for m in d.needs)
         return outlook(d.at, now, remaining=snap.remaining, queued=snap.states.get(S.QUEUED, 0), eta_s=eta,
-                       cut_off=closed)
+                       cut_off=closed or past)
 
     def cut(self) -> list[str]:
         """Models the deadline lets start nothing more tonight."""

@@ -167,7 +167,8 @@ def test_finish_by_on_the_simulator_one_night_then_the_next(sim_factory, tmp_pat
 
     watcher = threading.Thread(target=watch_status)
     watcher.start()
-    r = run_cli(run_args(sim, night, tmp_path, "--json", "--no-verify", "--concurrency", "2", "--finish-by", _iso(at)))
+    r = run_cli(run_args(sim, night, tmp_path, "--json", "--no-verify", "--concurrency", "2", "--finish-by", _iso(at),
+                         "--progress-every", "1"))
     watcher.join()
     assert r.exit_code == 3, r.output
     summary = json.loads(r.stdout)
@@ -187,6 +188,8 @@ def test_finish_by_on_the_simulator_one_night_then_the_next(sim_factory, tmp_pat
     title, body, _ = compose(summary, ledger="l.db")
     assert "exit 3" in title and "7 job(s) left queued for the next night" in body
     assert "left for tomorrow: row 3 (line 4) → a2.mp4" in body
+    progress = [ln for ln in r.stderr.splitlines() if ln.startswith("batchgen: ")]  # the live display, off a terminal
+    assert any("no new job starts tonight; 7 job(s) left for the next night" in ln for ln in progress), progress
     (run,) = [x for x in status_seen[0]["runs"] if x["status"] == "running"]
     assert run["finish_by"] == pytest.approx(at, abs=1)
     assert "no new job starts tonight; 7 job(s) left for the next night, 2 in flight still collected" in run["deadline"]
@@ -345,3 +348,18 @@ def test_migration_0016_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch)
 @pytest.mark.postgres
 def test_migration_0016_upgrades_and_downgrades_on_postgres(pg_url, monkeypatch):
     _migration_0016(pg_url, monkeypatch)
+
+
+def test_plan_assumes_what_run_does_by_default_rpm_auto_and_says_so(sim_factory, tmp_path):
+    sim = sim_factory()
+    m = _manifest(tmp_path / "m.csv", [(f"s{i}", A) for i in range(6)])
+    assert run_cli(run_args(sim, m, tmp_path, "--no-verify")).exit_code == 0
+    m2 = _manifest(tmp_path / "m2.csv", [(f"t{i}", A) for i in range(300)])
+    r = run_cli(["plan", str(m2), "--ledger", str(tmp_path / "l.db"), "--json"])
+    f = json.loads(r.stdout)["forecast"]
+    assert f["rpm"] == "auto" and f["bound"] == "render slots"  # the learned budget is not counted
+    assert "--rpm auto" in f["lines"][0] and "learned from the API's answers" in f["lines"][1]
+    told = json.loads(run_cli(["plan", str(m2), "--ledger", str(tmp_path / "l.db"), "--rpm", "6", "--json"]).stdout)
+    assert told["forecast"]["rpm"] == 6 and told["forecast"]["bound"] == "request budget"
+    assert "--rpm 6 " in told["forecast"]["lines"][0] and f["seconds"] < told["forecast"]["seconds"]
+    assert run_cli(["plan", str(m2), "--ledger", str(tmp_path / "l.db"), "--rpm", "lots"]).exit_code == 2

@@ -93,3 +93,20 @@ def load_prices(path: Path | None) -> PriceTable:
     from ..cost import PriceTable
 
     return PriceTable.load(path)
+
+
+class RpmType(click.ParamType["float | str"]):
+    """``--rpm``: a number of requests a minute (0: unlimited) or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float | str:
+        if isinstance(value, (int, float)) or str(value).strip().lower() != "auto":
+            try:
+                n = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+            if n < 0 or n != n:
+                self.fail(f"{value!r} is negative", param, ctx)
+            return n
+        return "auto"

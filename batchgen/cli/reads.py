@@ -13,7 +13,7 @@ import click
 from ..errors import UsageError
 from .handler import Command, json_mode
 from .options import (
-    done, format_options, load_prices, models_option, prices_option, quiet_option, read_ledger_options,
+    RpmType, done, format_options, load_prices, models_option, prices_option, quiet_option, read_ledger_options,
 )
 from .printers import print_diff, print_json, print_plan, print_status, print_verify
 
@@ -42,14 +42,16 @@ def _start_time(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="Instead: what changed since the ledger last ran MANIFEST, with the credit delta (batchgen diff).")
 @click.option("--concurrency", type=click.IntRange(1, 10000), default=8, show_default=True,
               help="The forecast's render slots (as `run --concurrency`).")
-@click.option("--rpm", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="The forecast's request budget (as `run --rpm`; 0 = unlimited).")
+@click.option("--rpm", type=RpmType(), default="auto", show_default=True,
+              help="The forecast's request budget, as `run --rpm` (0 = unlimited). 'auto', run's default: the "
+                   "budget run learns from the API's answers is not counted (it starts at 60 a minute and grows "
+                   "while nothing is refused), and the forecast says so; give N to count one.")
 @click.option("--start", metavar="HH:MM", default=None, callback=_start_time,
               help="When the night starts, for the forecast's end time (default: now).")
 @models_option
 @format_options
 def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool, show_diff: bool,
-         concurrency: int, rpm: float, start: float | None, models_file: Path | None, as_json: bool) -> None:
+         concurrency: int, rpm: float | str, start: float | None, models_file: Path | None, as_json: bool) -> None:
     """Validate and expand MANIFEST without sending anything; compare with the ledger.
 
     Prints how many jobs are new, already done, in flight, failed or in doubt, the total
@@ -64,7 +66,7 @@ def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool,
         print_diff(operations.diff(manifest, ledger=ledger, prices=load_prices(prices), catalog=cat), manifest, as_json)
         return
     doc = operations.plan(manifest, ledger=ledger, prices=load_prices(prices), explain=explain, catalog=cat,
-                          concurrency=concurrency, rpm=rpm or None, start=start)
+                          concurrency=concurrency, rpm="auto" if rpm == "auto" else float(rpm) or None, start=start)
     if as_json:
         print_json(doc)
         return

@@ -13,7 +13,7 @@ import click
 
 from .. import logs
 from .handler import Command, json_mode
-from .options import ledger_option, load_prices, models_option, prices_option
+from .options import RpmType, ledger_option, load_prices, models_option, prices_option
 from .printers import print_result
 from .sim import parse_sets
 
@@ -62,23 +62,6 @@ def _limits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
             raise click.BadParameter(str(e), ctx=ctx, param=param) from None
         out[model] = n
     return out
-
-
-class RpmType(click.ParamType["float | str"]):
-    """``--rpm``: a number of requests a minute (0: unlimited) or ``auto``."""
-
-    name = "N|auto"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float | str:
-        if isinstance(value, (int, float)) or str(value).strip().lower() != "auto":
-            try:
-                n = float(value)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
-            if n < 0 or n != n:
-                self.fail(f"{value!r} is negative", param, ctx)
-            return n
-        return "auto"
 
 
 class FinishByType(click.ParamType["float"]):

@@ -21,8 +21,8 @@ S = JobState
 
 
 def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: PriceTable | None = None,
-         explain: bool = False, catalog: Catalog | None = None, concurrency: int = 8, rpm: float | None = 60.0,
-         start: float | None = None) -> dict[str, Any]:
+         explain: bool = False, catalog: Catalog | None = None, concurrency: int = 8,
+         rpm: float | str | None = "auto", start: float | None = None) -> dict[str, Any]:
     """Validate and expand ``manifest`` without sending anything and compare it with the ledger
     (if there is one): jobs per state bucket, seconds of video and estimated credits per model
     and resolution, warnings, and with ``explain`` one entry per job saying what a run would do
@@ -109,7 +109,7 @@ def _bucket(j: dict[str, Any] | None) -> str:
 
 def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
          prices: PriceTable | None = None, catalog: Catalog | None = None, concurrency: int = 8,
-         rpm: float | None = 60.0, start: float | None = None) -> dict[str, Any]:
+         rpm: float | str | None = "auto", start: float | None = None) -> dict[str, Any]:
     """Compare ``manifest`` with what the ledger last ran for it (the jobs its path expanded to
     when last recorded): jobs added, removed, changed (matched by output path, then name; the
     request fields that changed) and unchanged (how many of them are done), with estimated
@@ -188,14 +188,23 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
 
 
 def _forecast(jobs: dict[str, int], history: dict[str, dict[str, Any]], catalog: Catalog, concurrency: int,
-              rpm: float | None, start: float | None) -> dict[str, Any]:
+              rpm: float | str | None, start: float | None) -> dict[str, Any]:
     """How long tonight takes (``forecast``): from the ledger's history of each model, else the
     catalog's typical render time of it (the manifest's catalog: a `models:` entry may give its
-    own), said as a guess."""
+    own), said as a guess. ``rpm="auto"`` is what `run` does by default: the budget it learns
+    from the API's answers is not known beforehand, so it is not counted, and the forecast says
+    so (``--rpm N`` counts one)."""
+    auto = rpm == "auto"
+    budget = None if auto or not rpm else float(rpm)
     fetches = [h["fetch"] for h in history.values() if h.get("fetch") is not None]
     typical = {model: spec.typical_render_s for model in jobs if (spec := catalog.get(model)) is not None}
-    night = forecast.estimate(jobs, history, concurrency, rpm, max(fetches) if fetches else None, typical)
-    return {**night.as_dict(), "lines": forecast.lines(night, jobs, history, start, typical)}
+    night = forecast.estimate(jobs, history, concurrency, budget, max(fetches) if fetches else None, typical)
+    lines = forecast.lines(night, jobs, history, start, typical)
+    if auto and night.models:
+        lines[0] = lines[0].replace("--rpm 0", "--rpm auto", 1)
+        lines.insert(1, "  --rpm auto (run's default): the request budget is learned from the API's answers while the "
+                        "night runs, so it is not counted here; plan --rpm N counts one")
+    return {**night.as_dict(), "rpm": "auto" if auto else budget, "lines": lines}
 
 
 def retakes_of_manifest(led: Ledger, manifest: str, table: PriceTable) -> dict[str, Any]:

@@ -106,16 +106,19 @@ def _night(led: Ledger, r: dict[str, Any]) -> str:
     from .. import forecast
     from ..deadline import outlook
     from ..ledger import Scope
+    from ..specs import Catalog
 
     pending = led.pending_by_model(Scope(r["manifest"], r["manifest_sha256"]))
     history = led.render_history(sorted(pending))
     options = json.loads(r["options"] or "{}")
     work = {m: p["queued"] + p["in_flight"] for m, p in pending.items()}
-    night = forecast.estimate(work, history, int(options.get("concurrency") or 8), options.get("rpm"))
+    shipped = Catalog.shipped()  # status has no manifest: the shipped catalog's typical render times
+    typical = {m: spec.typical_render_s for m in work if (spec := shipped.get(m)) is not None}
+    night = forecast.estimate(work, history, int(options.get("concurrency") or 8), options.get("rpm"), None, typical)
     now, at = time.time(), float(r["finish_by"])
     queued = {m: p["queued"] for m, p in pending.items() if p["queued"]}
     # What is queued and cannot start in time any more (every such model past its cut-off) waits for the next night.
-    cut = bool(queued) and all(now + forecast.clip_seconds(m, history)[0] > at for m in queued)
+    cut = bool(queued) and all(now + forecast.clip_seconds(m, history, typical)[0] > at for m in queued)
     return outlook(at, now, remaining=sum(work.values()), queued=sum(queued.values()),
                    eta_s=night.seconds if work else None, cut_off=cut)
 
