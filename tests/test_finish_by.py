@@ -270,7 +270,7 @@ def test_three_workers_hold_one_deadline_through_the_ledger(pg_url, sim_factory,
     sim.set(model_render=f"{A}=uniform:1:2")
     from batchgen.specs import Catalog
 
-    need_b = forecast.clip_seconds(B, {}, Catalog.shipped().get(B).typical_render_s)[0]  # what the workers assume
+    need_b = forecast.clip_seconds(B, {}, {B: Catalog.shipped().get(B).typical_render_s})[0]  # what the workers assume
     at = time.time() + max(30.0, 0.8 * need_b)
     assert at - time.time() < need_b  # B's clip never fits, whenever it is asked
     night = _manifest(tmp_path / "night.csv", [(f"a{i}", A) for i in range(60)] + [(f"b{i}", B) for i in range(5)])
