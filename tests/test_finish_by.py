@@ -365,3 +365,34 @@ def test_plan_assumes_what_run_does_by_default_rpm_auto_and_says_so(sim_factory,
     assert told["forecast"]["rpm"] == 6 and told["forecast"]["bound"] == "request budget"
     assert "--rpm 6 " in told["forecast"]["lines"][0] and f["seconds"] < told["forecast"]["seconds"]
     assert run_cli(["plan", str(m2), "--ledger", str(tmp_path / "l.db"), "--rpm", "lots"]).exit_code == 2
+
+
+def _yaml(path: Path, finish_by: str) -> Path:
+    path.write_text(f"defaults: {{model: {A}, duration: 1}}\nfinish_by: {finish_by}\n"
+                    "jobs:\n  - {name: one, prompt: a lighthouse}\n  - {name: two, prompt: a harbour}\n")
+    return path
+
+
+def test_the_manifest_may_carry_the_deadline_and_run_finish_by_overrides_it(sim_factory, tmp_path):
+    sim = sim_factory()
+    later = _iso(time.time() + 3600)
+    r = run_cli(run_args(sim, _yaml(tmp_path / "m.yaml", f'"{later}"'), tmp_path, "--json", "--no-verify"))
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)["deadline"]
+    assert d["source"] == "the manifest's finish_by" and d["finish_by"] == pytest.approx(parse(later), abs=1)
+    sooner = _iso(time.time() + 1800)
+    r = run_cli(run_args(sim, _yaml(tmp_path / "m2.yaml", '"07:00"'), tmp_path, "--json", "--no-verify",
+                         "--finish-by", sooner))
+    d = json.loads(r.stdout)["deadline"]
+    assert r.exit_code == 0 and d["source"] == "--finish-by" and d["finish_by"] == pytest.approx(parse(sooner), abs=1)
+
+
+@pytest.mark.parametrize("value, says", [('"25:00"', "not a time of day"), ("7", "must be a quoted time"),
+                                         ('"2020-01-01T07:00"', "has already passed")])
+def test_a_bad_finish_by_in_the_manifest_is_named_with_its_line(sim_factory, tmp_path, value, says):
+    sim = sim_factory()
+    r = run_cli(run_args(sim, _yaml(tmp_path / "m.yaml", value), tmp_path))
+    assert r.exit_code == 2 and "finish_by" in r.output and says in r.output and "line 2" in r.output, r.output
+    assert not sim.truth()["creates"]
+    plan = run_cli(["plan", str(tmp_path / "m.yaml")])  # no ledger: the default may be absent for plan
+    assert plan.exit_code == 2 and says in plan.output

@@ -123,7 +123,8 @@ class FinishByType(click.ParamType["float"]):
                    "07:00 is the next 07:00 of this machine's local time (after a 23:00 start: tomorrow morning); "
                    "or an ISO date-time (2026-12-07T07:00, local unless it names its offset). Jobs it holds back "
                    "stay queued for the next run and are named in the summary (exit 3); tasks in flight are "
-                   "always collected. On PostgreSQL the earliest deadline of the fleet holds for every worker.")
+                   "always collected. On PostgreSQL the earliest deadline of the fleet holds for every worker. "
+                   "Overrides the manifest's `finish_by:`.")
 @click.option("--limit", "limit_opts", multiple=True, metavar="MODEL=N", callback=_limits,
               help="At most N tasks of MODEL in flight at once (repeatable; overrides the manifest's `limits:`). "
                    "Free slots go to the models under their limit; on PostgreSQL the limit holds for the fleet.")

@@ -9,6 +9,7 @@ A manifest is either a CSV file (one job a row, header = field names) or a YAML 
     unvalidated_models: [some-new-model]            # optional: send these models' fields unchecked
     deliver: "s3://renders/nightly/"                # optional: upload finished clips there
     limits: {veo-3.1: 4}                            # optional: tasks in flight per model at most
+    finish_by: "07:00"                              # optional: start nothing that cannot be done by then
     jobs:
       - {name: harbour, subject: a lighthouse, prompt: "A {subject} at dusk, @Image1", ...}
 
@@ -115,6 +116,11 @@ class Manifest:
     def limits(self) -> dict[str, int]:
         """``limits:`` model → tasks in flight at most (run --limit MODEL=N overrides one)."""
         return self._doc.limits
+
+    @property
+    def finish_by(self) -> str | None:
+        """``finish_by:`` the night's deadline as written ("07:00"; run --finish-by overrides it)."""
+        return self._doc.finish_by
 
     @property
     def local_files(self) -> dict[str, Path]:

@@ -38,6 +38,7 @@ class Document:
     deliver: str | None = None  # `deliver: s3://bucket/prefix/` (run --deliver overrides it)
     deliver_only: str | None = None  # `deliver: {to: …, only: approved}` (run --deliver-only overrides it)
     limits: dict[str, int] = field(default_factory=dict)  # `limits:` model → tasks in flight (run --limit overrides)
+    finish_by: str | None = None  # `finish_by: "07:00"`: the night's deadline (run --finish-by overrides it)
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_model_lines: dict[str, dict[str, int]] = field(default_factory=dict)  # model → field → its line
     # Models whose catalog entry had problems (already reported): their jobs are not then

@@ -18,7 +18,7 @@ from .problems import Problems
 
 MAX_YAML_BYTES = 10 * 1024 * 1024
 TOP_LEVEL = frozenset({"defaults", "jobs", "matrix", "rows", "output", "unvalidated_models", "deliver", "models",
-                       "per_model", "limits"})
+                       "per_model", "limits", "finish_by"})
 NEWLINE = b"\n"
 
 
@@ -107,6 +107,7 @@ class _YamlReader:
             self.doc.unvalidated_models = frozenset(x.strip() for x in models)
         self._read_models(doc, line)
         self._read_limits(doc, line)
+        self._read_finish_by(doc, line)
         dest = doc.get("deliver")
         if isinstance(dest, dict):  # deliver: {to: s3://…, only: approved}
             only, unknown = dest.get("only"), sorted(str(k) for k in dest if k not in ("to", "only"))
@@ -170,6 +171,22 @@ class _YamlReader:
                 self.problems.add(where, "limits", f"{model}: {problem}")
             else:
                 self.doc.limits[str(model)] = value
+
+    def _read_finish_by(self, doc: yamlsafe.Mapping, line: Callable[[str], str]) -> None:
+        """``finish_by:`` the night's deadline, as ``run --finish-by`` takes it (which overrides
+        it): checked here, read as a moment when the run starts (the next 07:00 of that night)."""
+        value = doc.get("finish_by")
+        if value is None:
+            return
+        from ..deadline import parse
+
+        try:
+            parse(str(value) if isinstance(value, str) else "")
+        except ValueError as e:
+            problem = str(e) if isinstance(value, str) else "must be a quoted time such as \"07:00\" or an ISO date-time"
+            self.problems.add(line("finish_by"), "finish_by", problem)
+            return
+        self.doc.finish_by = value.strip()
 
     def _read_models(self, doc: yamlsafe.Mapping, line: Callable[[str], str]) -> None:
         """``models:`` (a catalog file next to the manifest, or inline entries) and

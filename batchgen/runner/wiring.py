@@ -95,6 +95,14 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
     api_base = api_base or DEFAULT_API_BASE
     m = manifest if isinstance(manifest, Manifest) else Manifest(manifest, catalog)
     opts.limits = {**m.limits, **opts.limits}  # run --limit overrides the manifest's `limits:`
+    if opts.finish_by is None and m.finish_by is not None:  # run --finish-by overrides the manifest's
+        from ..deadline import parse
+
+        try:
+            opts.finish_by = parse(m.finish_by)  # "07:00": the next one, from now
+        except ValueError as e:  # an ISO moment that passed since the manifest was checked
+            raise UsageError(f"{m.path}: finish_by: {e}") from None
+        opts.finish_by_source = "the manifest's finish_by"
     if deliver is None or deliver is True:
         deliver = m.deliver
     # Everything that needs neither the network nor the ledger, all at once, before either.
