@@ -75,6 +75,20 @@ def test_status_on_a_database_url_loads_the_ledger_but_no_network_media_or_migra
     assert not loaded & {"alembic", "aiohttp", "boto3", "botocore", "av", "apprise", "prometheus_client", "yaml"}
 
 
+def test_plan_reads_the_ledger_without_the_orm(tmp_path):
+    """`plan` (and every command that opens a ``Ledger``) uses SQLAlchemy Core only: the ORM's
+    import alone is about a tenth of a second."""
+    Ledger(str(tmp_path / "l.db")).close()
+    (tmp_path / "m.csv").write_text("name,model,prompt\na,grok-imagine-text-to-video,a lighthouse\n")
+    out = tmp_path / "modules.json"
+    subprocess.run([sys.executable, "-c", _PROBE, str(out), "plan", str(tmp_path / "m.csv"), "--ledger",
+                    str(tmp_path / "l.db")], cwd=tmp_path, check=False, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=120)
+    doc = json.loads(out.read_text())
+    assert doc["code"] == 0
+    assert "sqlalchemy" in doc["modules"] and "sqlalchemy.orm" not in doc["modules"]
+
+
 def test_importing_batchgen_and_its_operations_is_cheap(tmp_path):
     out = tmp_path / "m.json"
     subprocess.run([sys.executable, "-c", "import json, sys, batchgen, batchgen.operations; "

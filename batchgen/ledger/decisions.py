@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from sqlalchemy import and_, exists, func, insert, select
-from sqlalchemy.orm import aliased
 from sqlalchemy.engine import Connection
 
 from ..errors import DecisionChanged
@@ -175,7 +174,7 @@ class Decisions(Room):
                         ) -> list[tuple[JobRow, Decision]]:
         """Finished clips whose latest verdict is retake and that no job retakes yet (of one run,
         or of a manifest's membership), with that decision, in id order."""
-        other = aliased(jobs)
+        other = jobs.alias()  # Core's alias: what the ORM's aliased() gives for a table, without loading the ORM
         latest = select(func.max(decisions.c.id)).group_by(decisions.c.job_id).scalar_subquery()
         q = (job_select().add_columns(*_COLS).join(decisions, decisions.c.job_id == jobs.c.id)
              .where(decisions.c.id.in_(latest), decisions.c.verdict == Verdict.RETAKE, jobs.c.state == JobState.DONE,
