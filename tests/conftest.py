@@ -205,6 +205,31 @@ PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @contextlib.contextmanager
+def migrated_down(url: str, monkeypatch, revision: str):
+    """The ledger at ``url`` (migrated to head) checked against the models, downgraded to
+    ``revision`` for the block to look at (a connection is yielded), then upgraded to head and
+    checked again: a migration's both ways."""
+    from alembic import command
+    from alembic.config import Config
+
+    from batchgen.ledger import make_engine, migrations_dir
+
+    monkeypatch.setenv("BATCHGEN_LEDGER", url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    command.check(cfg)
+    command.downgrade(cfg, revision)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as c:
+            yield c
+    finally:
+        engine.dispose()
+    command.upgrade(cfg, "head")
+    command.check(cfg)
+
+
+@contextlib.contextmanager
 def ledger_at_revision(url: str, revision: str):
     """A ledger migrated only up to ``revision`` (an older batchgen's), for the block to fill in
     one transaction (the connection is yielded); the engine is disposed afterwards."""

@@ -18,12 +18,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from batchgen import deadline, forecast
 from batchgen.deadline import Deadline, outlook, parse, verdict
 from batchgen.notify import compose
 from batchgen.progress import Snapshot, line
-from conftest import run_args, run_cli, wait_for
+from conftest import migrated_down, run_args, run_cli, wait_for
 
 A, B = "grok-imagine-text-to-video", "happyhorse-1.0-text-to-video"
 
@@ -315,11 +316,9 @@ def test_three_workers_hold_one_deadline_through_the_ledger(pg_url, sim_factory,
 
 
 def _migration_0016(url: str, monkeypatch) -> None:
-    from alembic import command
-    from alembic.config import Config
     from sqlalchemy import inspect
 
-    from batchgen.ledger import Ledger, make_engine, migrations_dir
+    from batchgen.ledger import Ledger
 
     led = Ledger(url)
     try:
@@ -328,19 +327,9 @@ def _migration_0016(url: str, monkeypatch) -> None:
         assert led.run(run_id)["finish_by"] == 1234.5
     finally:
         led.close()
-    monkeypatch.setenv("BATCHGEN_LEDGER", url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(migrations_dir()))
-    command.check(cfg)
-    command.downgrade(cfg, "0015")
-    engine = make_engine(url)
-    try:
-        with engine.connect() as c:
-            assert "finish_by" not in {col["name"] for col in inspect(c).get_columns("runs")}
-    finally:
-        engine.dispose()
-    command.upgrade(cfg, "head")
-    command.check(cfg)
+    with migrated_down(url, monkeypatch, "0015") as c:
+        assert "finish_by" not in {col["name"] for col in inspect(c).get_columns("runs")}
+        assert c.execute(text("SELECT manifest FROM runs")).scalar() == "/m.yaml"  # nothing else lost
 
 
 def test_migration_0016_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):
@@ -396,3 +385,38 @@ def test_a_bad_finish_by_in_the_manifest_is_named_with_its_line(sim_factory, tmp
     assert not sim.truth()["creates"]
     plan = run_cli(["plan", str(tmp_path / "m.yaml")])  # no ledger: the default may be absent for plan
     assert plan.exit_code == 2 and says in plan.output
+
+
+def _fleet_board(url: str) -> None:
+    from batchgen.ledger import Ledger
+
+    led = Ledger(url)
+    try:
+        assert led.fleet_finish_by("/m.yaml", 30.0) is None  # nobody works to a deadline
+        late = led.start_run("/m.yaml", "x", {}, 0)
+        led.set_finish_by(late, 2000.0)
+        gone = led.start_run("/m.yaml", "x", {}, 0)
+        led.set_finish_by(gone, 1000.0)
+        led.finish_run(gone, "finished", 3)  # a worker that left: its deadline binds nobody
+        other = led.start_run("/other.yaml", "y", {}, 0)
+        led.set_finish_by(other, 500.0)  # another manifest's night
+        none = led.start_run("/m.yaml", "x", {}, 0)  # a worker without one
+        assert led.fleet_finish_by("/m.yaml", 30.0) == (2000.0, late)
+        early = led.start_run("/m.yaml", "x", {}, 0)
+        led.set_finish_by(early, 1500.0)  # a new worker with an earlier deadline: the fleet's moves
+        assert led.fleet_finish_by("/m.yaml", 30.0) == (1500.0, early)
+        led.set_finish_by(none, 1500.0)  # joined: kept in its row too
+        assert led.run(none)["finish_by"] == 1500.0
+        time.sleep(0.05)  # a lease shorter than the workers' silence since: all taken for dead
+        assert led.fleet_finish_by("/m.yaml", 0.01) is None
+    finally:
+        led.close()
+
+
+def test_the_fleets_deadline_is_the_earliest_a_live_worker_of_the_manifest_holds_sqlite(tmp_path):
+    _fleet_board(str(tmp_path / "l.db"))
+
+
+@pytest.mark.postgres
+def test_the_fleets_deadline_is_the_earliest_a_live_worker_of_the_manifest_holds_postgres(pg_url):
+    _fleet_board(pg_url)
