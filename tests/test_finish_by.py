@@ -165,6 +165,7 @@ def test_finish_by_on_the_simulator_one_night_then_the_next(sim_factory, tmp_pat
     def watch_status() -> None:  # while the two clips render past the deadline
         wait_for(lambda: time.time() > at + 1, 30)
         status_seen.append(json.loads(run_cli(["status", "--ledger", str(tmp_path / "l.db"), "--json"]).stdout))
+        status_seen.append({"text": run_cli(["status", "--ledger", str(tmp_path / "l.db")]).output})
 
     watcher = threading.Thread(target=watch_status)
     watcher.start()
@@ -194,6 +195,7 @@ def test_finish_by_on_the_simulator_one_night_then_the_next(sim_factory, tmp_pat
     (run,) = [x for x in status_seen[0]["runs"] if x["status"] == "running"]
     assert run["finish_by"] == pytest.approx(at, abs=1)
     assert "no new job starts tonight; 7 job(s) left for the next night, 2 in flight still collected" in run["deadline"]
+    assert f"run {run['id']}: deadline " in status_seen[1]["text"]  # and in the table's words
     # Night 3, no deadline: the queued jobs are picked up, nothing done is paid for again.
     sim.set(model_render="")
     creates = len(sim.truth()["creates"])
