@@ -215,9 +215,12 @@ def clip_seconds(model: str, history: dict[str, dict[str, Any]],
     """How long one clip of ``model`` takes from its create to its file in place, for a
     deadline (``run --finish-by``): 9 clips in 10 of this model rendered within the first
     figure (render time as observed — create answered → result seen, so the poll's lag is in
-    it), plus the usual result → file in place (download and verification). The second value
-    says whether it comes from history (False: the same guess as the forecast's: the catalog's
-    typical render time from ``typical``, else GUESS_RENDER_S)."""
+    it), plus the usual result → file in place (download) and file → verified (its check, when
+    the ledger saw one). The second value says whether it comes from history (False: the same
+    guess as the forecast's: the catalog's typical render time from ``typical``, else
+    GUESS_RENDER_S)."""
     m = per_model({model: 1}, history, typical)[0]
-    fetch = (history.get(model) or {}).get("fetch")
-    return m.p90_s + (float(fetch) if fetch is not None else 1.0), bool(m.history)
+    h = history.get(model) or {}
+    fetch, check = h.get("fetch"), h.get("check")
+    return (m.p90_s + (float(fetch) if fetch is not None else 1.0) + (float(check) if check is not None else 0.0),
+            bool(m.history))

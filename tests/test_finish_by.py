@@ -97,9 +97,9 @@ def test_a_model_starts_only_while_one_clip_of_it_fits_before_the_deadline():
 
 
 def test_the_cut_off_comes_from_the_ledgers_history_or_a_guess():
-    history = {A: {"renders": [10.0] * 9 + [40.0], "polls": 3.0, "fetch": 2.0}}
+    history = {A: {"renders": [10.0] * 9 + [40.0], "polls": 3.0, "fetch": 2.0, "check": 1.5}}
     seconds, seen = forecast.clip_seconds(A, history)
-    assert seen and 10.0 < seconds <= 42.0  # 9 in 10 within, plus the download
+    assert seen and 13.5 < seconds <= 43.5  # 9 in 10 within, plus the download and the check
     guess, seen = forecast.clip_seconds(B, history)
     assert not seen and guess > seconds  # never rendered here: the forecast's guess
 
@@ -208,7 +208,15 @@ def test_finish_by_on_the_simulator_one_night_then_the_next(sim_factory, tmp_pat
 def test_a_deadline_that_leaves_nothing_out_is_on_track(sim_factory, tmp_path):
     sim = sim_factory()
     m = _manifest(tmp_path / "m.csv", [(f"s{i}", A) for i in range(5)])
-    run_cli(run_args(sim, m, tmp_path, "--no-verify"))  # history
+    assert run_cli(run_args(sim, m, tmp_path)).exit_code == 0  # history, each clip verified
+    from batchgen.ledger import Ledger
+
+    led = Ledger(str(tmp_path / "l.db"))
+    try:
+        seen = led.render_history([A])[A]
+    finally:
+        led.close()
+    assert seen["fetch"] is not None and seen["check"] is not None  # the cut-off counts the check too
     m2 = _manifest(tmp_path / "m2.csv", [(f"t{i}", A) for i in range(5)])
     r = run_cli(run_args(sim, m2, tmp_path, "--json", "--no-verify", "--finish-by", _iso(time.time() + 3600)))
     assert r.exit_code == 0, r.output

@@ -61,20 +61,24 @@ class Reads(Room):
 
     def render_history(self, models: Iterable[str], limit: int = 2000) -> dict[str, dict[str, Any]]:
         """What the ledger saw of each model's latest ``limit`` rendered clips: render times
-        (result ready − create answered), polls per task, and result ready → file in place."""
+        (result ready − create answered), polls per task, result ready → file in place
+        (``fetch``, median) and file in place → verified (``check``, median; None when no clip
+        of it was verified)."""
         out: dict[str, dict[str, Any]] = {}
         with self._read() as c:
             for model in models:
                 rows = c.execute(select(jobs.c.completed_at - jobs.c.submitted_at, jobs.c.polls,
-                                        jobs.c.done_at - jobs.c.completed_at)
+                                        jobs.c.done_at - jobs.c.completed_at, jobs.c.verified_at - jobs.c.done_at)
                                  .where(jobs.c.model == model, jobs.c.completed_at.is_not(None),
                                         jobs.c.submitted_at.is_not(None), jobs.c.state.in_([S.DONE, S.COMPLETED]))
                                  .order_by(jobs.c.completed_at.desc()).limit(limit)).all()
                 if rows:
                     fetch = sorted(r[2] for r in rows if r[2] is not None)
+                    check = sorted(max(0.0, r[3]) for r in rows if r[3] is not None)
                     out[model] = {"renders": [max(0.0, float(r[0])) for r in rows],
                                   "polls": sum(r[1] or 0 for r in rows) / len(rows),
-                                  "fetch": fetch[len(fetch) // 2] if fetch else None}
+                                  "fetch": fetch[len(fetch) // 2] if fetch else None,
+                                  "check": check[len(check) // 2] if check else None}
         return out
 
     def queued_count(self, run_id: int, model: str) -> int:
