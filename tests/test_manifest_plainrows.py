@@ -331,10 +331,15 @@ def reference_manifests(draw: st.DrawFn) -> tuple[str, str | None]:
             body.append(list(cells))
     lines = []
     if draw(st.booleans()):
-        lines.append(f"defaults: {{model: {R2V}, resolution: {draw(st.sampled_from(['480p', '720p', '1080p']))}}}")
+        # A field no row sets is the default in every row of a shape (worked out once a shape).
+        more = draw(st.sampled_from(["", ", duration: 8", ", duration: 9", ", duration: '8'", ", duration: true",
+                                     ", aspect_ratio: '9:16'", f", reference_image_urls: ['{URL.format(1)}']"]))
+        lines.append(f"defaults: {{model: {R2V}, resolution: {draw(st.sampled_from(['480p', '720p', '1080p']))}{more}}}")
     if matrix:
-        lines.append(f"matrix:\n  model: [{R2V}, {draw(st.sampled_from([T2V, I2V, 'veo-3.1']))}]")
-        lines.append(f"output: '{draw(st.sampled_from(['{name}-{model}.mp4', '{name}-{matrix}-{seq}.mp4']))}'")
+        lines.append(f"matrix:\n  model: [{R2V}, {draw(st.sampled_from([T2V, I2V, 'veo-3.1', VEO_R2V]))}]")
+        output = draw(st.sampled_from([None, "{name}-{matrix}.mp4", "{name}-{model}.mp4", "{name}-{matrix}-{seq}.mp4"]))
+        if output is not None:
+            lines.append(f"output: '{output}'")
     if not lines and draw(st.booleans()):
         return _csv(body), None
     lines.append("rows: rows.csv")

@@ -141,10 +141,9 @@ class JobBuilder:
     def make_job(self, row: Row, combo: dict[str, Any], seq: int) -> tuple[Job, bool] | None:
         """The job and whether its output name was reduced, or None (its problems recorded)."""
         if self.plain.enabled:
-            values = self.plain.crossed(row.values, combo)
-            shape = self.plain.shape(values) if values is not None else None
-            if shape is not None and values is not None:
-                return self._plain_job(row, values, combo, shape, seq)
+            shape = self.plain.shape(row.values, combo)
+            if shape is not None:
+                return self._plain_job(row, combo, shape, seq)
         doc = self.doc
         clash = [k for k in row.values if k in combo]
         for k in clash:
@@ -181,13 +180,13 @@ class JobBuilder:
         output, reduced = made
         return Job(key, seq, name, self._source(row), model, request, output, take, request_json, priority), reduced
 
-    def _plain_job(self, row: Row, values: dict[str, Any], combo: dict[str, Any], shape: Shape,
-                   seq: int) -> tuple[Job, bool] | None:
-        """``make_job`` of a plain row (see plainrows.py) setting ``values`` with ``combo``: the
-        same steps, less what its shape already decided (no template to render, no field to
+    def _plain_job(self, row: Row, combo: dict[str, Any], shape: Shape, seq: int) -> tuple[Job, bool] | None:
+        """``make_job`` of a plain row (see plainrows.py) crossed with ``combo``: the same
+        steps, less what its shape already decided (no template to render, no field to
         question, the fields to send, what the request keeps of the catalog entry)."""
         defaults = self.doc.defaults
-        raw = {**defaults, **values} if defaults else values  # read, never changed
+        # Read, never changed (the row and the combination set no field both: the shape says so).
+        raw = {**defaults, **row.values, **combo} if defaults or combo else row.values
         # The maker reads the fields sent straight from ``raw``; a dict of them alone is made
         # only for local files to become uploads, or for the general path's words.
         source: dict[str, Any] = raw

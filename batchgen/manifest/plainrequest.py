@@ -2,8 +2,9 @@
 shape: what ``specs.Catalog.normalise`` does to such a row, less what depends on the shape only.
 
 The fields a shape does not send are the same in every row of it (their defaults, worked out
-once), so only the row's own cells are coerced and checked, each distinct cell once (a million
-rows repeat a handful of durations, resolutions and reference-image lists). The maker only
+once), and so are the fields every row of it takes from ``defaults``; only the row's own cells
+are coerced and checked, each distinct cell once (a million rows repeat a handful of durations,
+ratios and resolutions), each reference image once (its lists rarely repeat whole). The maker only
 ever accepts: a row with anything to say about it (a refused value, a field left to its
 default by an empty list, a broken rule, a rule's warning, an ``@ImageN`` naming no item) gets
 None, and the caller asks the general path (``CatalogCheck.request``), whose problems and
@@ -14,6 +15,8 @@ expands every manifest both ways."""
 from __future__ import annotations
 
 import operator
+import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,56 +25,54 @@ from .. import modelspec, specs
 MAX_CELLS = 4096  # distinct cells remembered per field; past this, each is checked as it comes
 MAX_CELL_CHARS = 1024  # a longer cell is checked, never remembered
 # Values a remembered verdict may hand out to every row that repeats a cell: immutable ones
-# (a list of URLs is kept as a tuple and each row gets its own list).
+# (a list never is: each row gets its own).
 _SHAREABLE = frozenset({str, int, float, bool})
 
 
 MAX_ITEMS = 64  # a longer list's references are read by the general path
 
 
-class _Items(dict[int, frozenset[str]]):
-    """n → the numbers "1".."n" a marker (``@Image1``) may name in a list of n items."""
+class _BadRefs(dict[tuple[str, int], "re.Pattern[str]"]):
+    """(marker, n) → the pattern of a reference a list of n items cannot answer: the marker
+    followed by digits that are not exactly one of "1".."n" ("@Image3" of two images, "@Image01",
+    "@Image12" of one). One search a prompt finds it; no match: every ``marker<digits>`` in it
+    names an item, which ``Catalog.normalise`` checks of the references it finds (a subset: it
+    reads them one after another, this one at every marker)."""
 
-    def __missing__(self, n: int) -> frozenset[str]:
-        self[n] = names = frozenset(str(i) for i in range(1, n + 1))
-        return names
+    def __missing__(self, key: tuple[str, int]) -> re.Pattern[str]:
+        marker, n = key
+        named = "|".join(str(i) for i in range(1, n + 1))
+        self[key] = pattern = re.compile(re.escape(marker) + (rf"(?!(?:{named})(?!\d))\d" if n else r"\d"))
+        return pattern
 
 
-_ITEMS = _Items()
+_BAD_REFS = _BadRefs()
 
 
 class _Field:
     """One field a shape sends: its spec and the cells already found good (``known``: cell →
-    value; a list of URLs is kept as a tuple, each row gets its own list)."""
+    value, for the fields whose cells repeat; ``good``: the URLs of a list field already found
+    plainly good)."""
 
-    __slots__ = ("name", "spec", "urls", "known", "remember", "good")
+    __slots__ = ("name", "spec", "urls", "known", "remember", "good", "limit", "fewest", "most")
 
     def __init__(self, name: str, spec: modelspec.FieldSpec) -> None:
         self.name = name
         self.spec = spec
         self.urls = spec.kind == "urls"
         self.known: dict[str, Any] = {}
-        # Free text (a prompt) differs in every row: remembering it would only cost.
-        self.remember = not (spec.kind == "str" and not spec.choices)
-        # URLs found plainly good: a list of them needs no pattern (cells rarely repeat whole,
-        # their images often do).
+        # Free text (a prompt) differs in every row, and so does a list of URLs as a whole (its
+        # items repeat: ``good``): remembering either would only cost.
+        self.remember = not (spec.kind == "str" and not spec.choices or self.urls)
         self.good: set[str] = set()
-
-    def urls_of(self, raw: Any) -> list[str] | None:
-        """A list-of-URLs cell each of whose items is already known good (``good``) and whose
-        count the entry allows: ``quick_value``'s verdict without its call; None: ask ``value``."""
-        if type(raw) is not str:
-            return None
-        items = raw.split("|")
-        spec = self.spec
-        if not self.good.issuperset(items) or spec.min is not None and len(items) < spec.min \
-                or spec.max is not None and len(items) > spec.max:
-            return None
-        return items
+        # quick_value's bounds, read without its call: text length, the number of items.
+        self.limit = spec.max_len if spec.max_len is not None else sys.maxsize
+        self.fewest = spec.min if spec.min is not None else 0
+        self.most = spec.max if spec.max is not None else sys.maxsize
 
     def value(self, raw: Any) -> Any:
-        """The value sent for a cell not in ``known``, or None when the general path has
-        something to say about it."""
+        """The value sent for a cell, or None when the general path has something to say
+        about it."""
         if raw == "" or raw == []:
             return None  # left to the default or refused as required: the general path says which
         value = modelspec.quick_value(self.spec, raw, self.good) if type(raw) is str else None
@@ -79,29 +80,39 @@ class _Field:
             value = modelspec.coerce(self.spec, raw)
             if value is None or modelspec.check_value(self.spec, value) is not None:
                 return None
-        if self.remember and type(raw) is str and len(raw) <= MAX_CELL_CHARS and len(self.known) < MAX_CELLS:
-            if self.urls and type(value) is list and all(type(u) is str for u in value):
-                self.known[raw] = tuple(value)
-            elif type(value) in _SHAREABLE:
-                self.known[raw] = value
+        if self.remember and type(raw) is str and len(raw) <= MAX_CELL_CHARS and len(self.known) < MAX_CELLS \
+                and type(value) in _SHAREABLE:
+            self.known[raw] = value
         return value
 
 
 class RequestMaker:
     """The requests of one plain shape: ``model`` (a catalog model, ``spec`` its entry) sent
-    the fields ``send``, every one of them a field of ``spec``."""
+    the fields ``send``, every one of them a field of ``spec``; ``fixed``: those of them that
+    every row of the shape takes from ``defaults`` (the row sets none of them), with their values."""
 
-    def __init__(self, model: str, spec: modelspec.ModelSpec, send: tuple[str, ...]) -> None:
+    def __init__(self, model: str, spec: modelspec.ModelSpec, send: tuple[str, ...],
+                 fixed: Mapping[str, Any] | None = None) -> None:
         self.spec = spec
+        fixed = fixed or {}
         # The request's keys in normalise's order (the model, then the entry's fields): the
-        # fields sent hold a placeholder, the others their default, checked once here.
+        # fields sent hold a placeholder, the others their default, checked once here, and so
+        # is a field every row takes from ``defaults`` (a list aside: each row gets its own).
         self.template: dict[str, Any] = {"model": model}
-        self.fields: list[_Field] = []
-        self.hopeless = False  # a field this shape never sends is required, or its default is refused
+        fields: list[_Field] = []
+        self.hopeless = False  # every row has something to say: a field this shape never sends
+        # is required, a default is refused (the entry's or the manifest's)
         for name, fs in spec.fields.items():
             if name in send:
                 self.template[name] = None
-                self.fields.append(_Field(name, fs))
+                f = _Field(name, fs)
+                value = f.value(fixed[name]) if name in fixed else None
+                if name in fixed and value is None:
+                    self.hopeless = True
+                elif type(value) in _SHAREABLE:
+                    self.template[name] = value
+                else:
+                    fields.append(f)
             elif fs.required or fs.default is not None and modelspec.check_value(fs, fs.default) is not None:
                 self.hopeless = True
             elif fs.default is not None:
@@ -109,10 +120,12 @@ class RequestMaker:
         # The fields whose cells repeat (numbers, choices: not free text, not URL lists) are
         # looked up together: their cells, read by one C call, → the values they send
         # (``_Settled``), one lookup a row however many such columns a row has.
-        settled = [f for f in self.fields if f.remember and not f.urls]
+        settled = [f for f in fields if f.remember]
         self.settled = _Settled(settled) if settled else None
-        self.per_row = [f for f in self.fields if not (f.remember and not f.urls)]
-        self.refs = [(marker, list_field, specs.ref_pattern(marker)) for marker, list_field in spec.refs]
+        # The hot loop of a large manifest: free text and URL lists, checked inline.
+        self.texts = [f for f in fields if not f.remember and not f.urls]
+        self.lists = [f for f in fields if f.urls]
+        self.refs = [(marker, list_field) for marker, list_field in spec.refs]
 
     def request(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The normalised request of a row sending ``params`` (any mapping holding the fields
@@ -125,32 +138,36 @@ class RequestMaker:
             if part is None:
                 return None
             out.update(part)  # keys already in out: the order stays normalise's
-        for f in self.per_row:  # the hot loop of a large manifest: free text and URL lists
+        for f in self.texts:  # quick_value's verdict on free text, without its call
             raw = params[f.name]
-            value = f.known.get(raw) if type(raw) is str else None
+            if type(raw) is not str or not raw or len(raw) > f.limit or f.spec.required and raw.isspace():
+                raw = f.value(raw)
+                if raw is None:
+                    return None
+            out[f.name] = raw
+        for f in self.lists:  # a list of URLs each already found good: no pattern, no call
+            raw = params[f.name]
+            value = None
+            if type(raw) is str:
+                value = raw.split("|")
+                if not (f.good.issuperset(value) and f.fewest <= len(value) <= f.most):
+                    value = None
             if value is None:
-                value = f.urls_of(raw) if f.urls else None
+                value = f.value(raw)
                 if value is None:
-                    value = f.value(raw)
-                    if value is None:
-                        return None
-            elif f.urls:
-                value = list(value)
+                    return None
             out[f.name] = value
-        spec = self.spec
-        for rule in spec.rules:
+        for rule in self.spec.rules:
             if specs.broken_rule(rule, out):
                 return None  # an error or a warning: the general path words it
-        for marker, list_field, pattern in self.refs:
-            text = str(out.get("prompt") or "")
+        for marker, list_field in self.refs:
+            text = out.get("prompt")
+            if type(text) is not str:
+                text = str(text or "")
             if marker in text:
                 n = len(out.get(list_field) or [])
-                if n > MAX_ITEMS:
-                    return None
-                named = _ITEMS[n]
-                for idx in pattern.findall(text):
-                    if idx not in named:
-                        return None  # out of range, or written "01": the general path reads it
+                if n > MAX_ITEMS or _BAD_REFS[marker, n].search(text) is not None:
+                    return None  # out of range, or written "01": the general path reads it
         return out
 
 

@@ -52,6 +52,22 @@ class Shape:
     maker: RequestMaker  # its requests, when there is nothing to say about them
 
 
+class _Combo:
+    """What a plain row's job needs of one matrix combination, worked out once: whether its
+    values may be plain (no template, no ``output``), and the "{matrix}" part of its file names
+    (None: the general code names them). Held with the combination itself, which is what it is
+    looked up by."""
+
+    __slots__ = ("combo", "keys", "plain", "suffix")
+
+    def __init__(self, combo: dict[str, Any], matrix: list[str]) -> None:
+        self.combo = combo
+        self.keys = tuple(combo)
+        self.plain = _plain_values(combo)
+        suffix = "-".join(str(combo[k]) for k in matrix) if combo else ""
+        self.suffix = suffix if _kept(suffix) else None
+
+
 class PlainRows:
     """Tells plain rows of ``doc`` and the ``Shape`` of each (None: not plain)."""
 
@@ -63,47 +79,57 @@ class PlainRows:
         # ``output_name`` (``output_of``); any other template by the general code.
         self.plain_names = not doc.matrix and doc.output_template in (None, DEFAULT_OUTPUT)
         self.matrix_names = bool(doc.matrix) and doc.output_template in (None, MATRIX_OUTPUT)
-        self._shapes: dict[tuple[str, tuple[str, ...]], Shape | None] = {}
+        self._shapes: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Shape | None] = {}
+        # The combinations met (by their id, the combination held: an id is never reused while
+        # its object lives), and the last row's verdict and name: a row crossed with a matrix
+        # comes once for each combination, one after another.
+        self._combos: dict[int, _Combo] = {}
+        self._row: dict[str, Any] | None = None
+        self._row_plain = False
+        self._name: str | None = None
+        self._name_kept = False
+
+    def _combo(self, combo: dict[str, Any]) -> _Combo:
+        known = self._combos.get(id(combo))
+        if known is None or known.combo is not combo:
+            known = _Combo(combo, list(self.doc.matrix))
+            if len(self._combos) < MAX_SHAPES:
+                self._combos[id(combo)] = known
+        return known
 
     def output_of(self, name: str, combo: dict[str, Any]) -> str | None:
         """The output name of a plain row's job named ``name`` (with ``combo``), or None when
-        the general code must render it (``output_name``)."""
+        the general code must render it: what ``output_name(name)``, or under a matrix
+        ``output_name(name, "-".join(its values))``, says."""
         if self.plain_names:
             return output_name(name)
         if self.matrix_names:
-            return output_name(name, "-".join(str(combo[k]) for k in self.doc.matrix))
+            suffix = self._combo(combo).suffix
+            if name is not self._name:
+                self._name, self._name_kept = name, _kept(name)
+            return f"{name}-{suffix}.mp4" if suffix is not None and self._name_kept else None
         return None
 
-    @staticmethod
-    def crossed(values: dict[str, Any], combo: dict[str, Any]) -> dict[str, Any] | None:
-        """What a row setting ``values`` sets with the matrix combination ``combo``, or None
-        when they both set a field (a problem the general path reports)."""
-        if not combo:
-            return values
-        if not combo.keys().isdisjoint(values):
+    def shape(self, row: dict[str, Any], combo: dict[str, Any]) -> Shape | None:
+        """The shape of a row setting ``row`` crossed with the matrix combination ``combo``,
+        or None when that job is not plain (a template, an ``output`` of its own, a field both
+        set: the general path reports it)."""
+        if row is not self._row:
+            self._row, self._row_plain = row, _plain_values(row)
+        if not self._row_plain:
             return None
-        return {**values, **combo}
-
-    def shape(self, values: dict[str, Any]) -> Shape | None:
-        """The shape of a row setting ``values`` (with its matrix combination), or None when
-        the row is not plain."""
-        for v in values.values():
-            if type(v) is str:
-                if "{" in v:
-                    return None
-            elif has_template(v):
-                return None
-        if "output" in values:
+        info = self._combo(combo)
+        if not info.plain:
             return None
-        model = values["model"] if "model" in values else self.doc.defaults.get("model")
+        model = combo["model"] if "model" in combo else row["model"] if "model" in row else self.doc.defaults.get("model")
         if type(model) is not str:
             return None
-        key = (model, tuple(values))
+        key = (model, tuple(row), info.keys)
         try:
             return self._shapes[key]
         except KeyError:
             pass
-        shape = self._shape_of(model, values)
+        shape = None if not combo.keys().isdisjoint(row) else self._shape_of(model, {**row, **combo})
         if len(self._shapes) < MAX_SHAPES:
             self._shapes[key] = shape
         return shape
@@ -125,7 +151,20 @@ class PlainRows:
             send.append(k)
         media = tuple(k for k in send if k in doc.catalog.media_fields)
         urls_only = all(spec.fields[k].kind in ("url", "urls") for k in media)
-        return Shape(model, spec, tuple(send), media, urls_only, RequestMaker(model, spec, tuple(send)))
+        # A field no row of this shape sets is the manifest's default in every one of them.
+        fixed = {k: doc.defaults[k] for k in send if k not in values}
+        return Shape(model, spec, tuple(send), media, urls_only, RequestMaker(model, spec, tuple(send), fixed))
+
+
+def _plain_values(values: dict[str, Any]) -> bool:
+    """Whether a row's values hold no template and no ``output`` of its own."""
+    for v in values.values():
+        if type(v) is str:
+            if "{" in v:
+                return False
+        elif has_template(v):
+            return False
+    return "output" not in values
 
 
 _WEB = ("https://", "http://")

@@ -1,0 +1,113 @@
+"""Wide plain rows of the seed's model (issue 31, part 3), expanded both ways as in
+``test_manifest_plainrows``: the short path takes a field every row of a shape leaves to
+``defaults`` as worked out once, checks ``@ImageN`` by one pattern a list length, and names a
+matrix's files from what it remembers of each combination and of the row before. Every job
+(key, request, output name), problem (row, field, message) and warning must be the same as
+the general path's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from test_manifest_plainrows import R2V, T2V, URL, VEO_R2V, _csv, _write, assert_same, expansion
+
+ASPECTS = ["16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16"]
+
+
+def _refs(i: int) -> str:
+    return "|".join(URL.format((i * 7 + j * 13) % 40) for j in range(1 + i % 3))
+
+
+def test_the_benchmarks_reference_rows_expand_the_same_both_ways(tmp_path: Path) -> None:
+    """The million scenario's shape (bench/planbench.py): 1-3 images a row, an @ImageN in every
+    prompt, duration, aspect ratio and resolution columns; with bad cells and repeats mixed in."""
+    rows = [["name", "model", "prompt", "reference_image_urls", "duration", "aspect_ratio", "resolution"]]
+    for i in range(400):
+        k = 1 + i % 3
+        rows.append([f"clip{i:06d}", R2V, f"@Image{k} beside @Image1: clip {i}", _refs(i), str(1 + i % 10),
+                     ASPECTS[i % 7], "720p" if i % 2 else "480p"])
+    bad = [["bad1", R2V, "@Image3 of two", _refs(1), "5", "16:9", "480p"],  # names no item
+           ["bad2", R2V, "@Image01 x", _refs(0), "5", "16:9", "480p"],  # the general path reads it (accepted)
+           ["bad3", R2V, "@Image12 x", _refs(0), "5", "16:9", "480p"],
+           ["bad4", R2V, "@Image1 x", "ftp://a.example/x.png", "5", "16:9", "480p"],
+           ["bad5", R2V, "@Image1 x", f"{URL.format(1)}|https://", "5", "16:9", "480p"],
+           ["bad6", R2V, "@Image1 x", "|".join(URL.format(i) for i in range(8)), "5", "16:9", "480p"],
+           ["bad7", R2V, "@Image1 x", _refs(0), "11", "21:9", "1080p"],
+           ["bad8", R2V, "@Image\u0663 x", _refs(0), "5", "16:9", "480p"],  # an Arabic-Indic digit
+           ["bad9", R2V, "@Image0 x", _refs(0), "5", "16:9", "480p"],
+           ["clip000003", R2V, "@Image1 x", _refs(500), "5", "16:9", "480p"],  # a name already used
+           list(rows[5]), ["again", *rows[6][1:]]]  # the identical request twice
+    path = _write(tmp_path, _csv(rows + bad), None)
+    assert assert_same(path) == 1
+    fast, _ = expansion(path, True)
+    assert len(fast["jobs"]) == 400 + 1  # bad2: "@Image01" names item 1
+    assert [(p.where, p.field) for p in fast["problems"]] == [
+        ("row 401 (line 402)", "prompt"), ("row 403 (line 404)", "prompt"), ("row 404 (line 405)", "reference_image_urls"),
+        ("row 405 (line 406)", "reference_image_urls"), ("row 406 (line 407)", "reference_image_urls"),
+        ("row 407 (line 408)", "duration"), ("row 407 (line 408)", "aspect_ratio"), ("row 407 (line 408)", "resolution"),
+        ("row 408 (line 409)", "prompt"), ("row 409 (line 410)", "prompt"), ("row 410 (line 411)", "output"),
+        ("row 411 (line 412)", None), ("row 412 (line 413)", None)]
+
+
+@pytest.mark.parametrize("defaults", ["", "defaults: {duration: 8}\n", "defaults: {duration: '8'}\n",
+                                      "defaults: {duration: 9}\n", "defaults: {duration: true}\n",
+                                      "defaults: {duration: 8.0}\n", "defaults: {aspect_ratio: '4:3'}\n",
+                                      "defaults: {aspect_ratio: '9:16', resolution: 720p}\n",
+                                      f"defaults: {{reference_image_urls: ['{URL.format(1)}'], duration: 8}}\n",
+                                      f"defaults: {{reference_image_urls: '{URL.format(1)}|{URL.format(2)}'}}\n",
+                                      "defaults: {generate_audio: true}\n", "defaults: {resolution: 1080p}\n"])
+def test_a_two_model_matrix_with_defaults_expands_the_same_both_ways(tmp_path: Path, defaults: str) -> None:
+    """The benchmark's matrix: rows × {grok, veo} reference-to-video. A field every row leaves to
+    ``defaults`` is worked out once a shape; one that a model refuses (veo takes 8 s only, grok
+    no generate_audio, neither 1080p) sends every row of that shape to the general path."""
+    rows = [["name", "prompt", "reference_image_urls", "aspect_ratio"]]
+    rows += [[f"clip{i:06d}", f"@Image{1 + i % 3} beside @Image1: {i}", _refs(i), "16:9" if i % 2 else "9:16"]
+             for i in range(150)]
+    rows += [["s1", "@Image1 no images", "", "16:9"], ["s2", "@Image1 x", _refs(2), ""], ["clip000004", "x", _refs(9), "1:1"],
+             ["s3", "@Image4 x", "|".join(URL.format(i) for i in range(4)), "16:9"]]  # veo: 3 images at most
+    path = _write(tmp_path, _csv(rows), f"matrix:\n  model: [{R2V}, {VEO_R2V}]\n{defaults}rows: rows.csv\n")
+    assert assert_same(path) >= 1
+    fast, _ = expansion(path, True)
+    assert fast["problems"]
+    if defaults in ("", "defaults: {duration: 8}\n"):
+        assert len(fast["jobs"]) >= 300 and fast["jobs"][0]["output"] == f"clip000000-{R2V}.mp4"
+
+
+@pytest.mark.parametrize("matrix", [f"model: [{R2V}, {VEO_R2V}]", "aspect_ratio: ['16:9', '9:16']",
+                                    f"model: [{R2V}]\n  duration: [8, '8', 4]",
+                                    f"model: [{R2V}, {T2V}]\n  resolution: [480p, 720p]",
+                                    "take: [1, 2, '{name}']", "output: [a.mp4, b.mp4]", "seed: [1]"])
+@pytest.mark.parametrize("output", ["", "output: '{name}-{matrix}.mp4'\n", "output: '{name}-{seq}.mp4'\n"])
+def test_matrix_file_names_of_plain_rows_are_the_general_paths(tmp_path: Path, matrix: str, output: str) -> None:
+    """"{name}-{matrix}.mp4" made from each combination's remembered part: a value the file
+    name does not keep as it is ("16:9"), several keys, a repeated or reserved name, a YAML name
+    that is a number, a combination that holds a template or sets a row's field."""
+    rows = [["name", "prompt", "reference_image_urls"], ["a", "@Image1 x", URL.format(1)], ["a", "@Image1 y", URL.format(2)],
+            ["con", "@Image1 z", URL.format(3)], ["b.c", "@Image1 w", URL.format(4)], ["", "@Image1 v", URL.format(5)]]
+    yaml = (f"defaults: {{model: {R2V}}}\nmatrix:\n  {matrix}\n{output}"
+            "jobs:\n  - {name: 5, prompt: '@Image1 j', reference_image_urls: ['" + URL.format(6) + "']}\n"
+            "  - {name: 5, prompt: '@Image1 k', reference_image_urls: ['" + URL.format(7) + "'], aspect_ratio: '1:1'}\n"
+            "rows: rows.csv\n")
+    path = _write(tmp_path, _csv(rows), yaml)
+    assert_same(path)
+
+
+def test_references_past_nine_items_are_read_the_same_both_ways(tmp_path: Path) -> None:
+    """@Image10 of 12 images, @Image13 of 12, @Image010, @Image1 of 0 (a model of the manifest's
+    own whose list may hold up to 20 items, or none)."""
+    yaml = ("models:\n  many-refs:\n    output_seconds: 5\n    fields:\n"
+            "      prompt: {type: text, required: true}\n      image_urls: {type: urls, min: 0, max: 20}\n"
+            "    refs: {'@Image': image_urls}\nrows: rows.csv\n")
+    rows = [["name", "model", "prompt", "image_urls"]]
+    prompts = ["@Image10 x", "@Image12", "@Image13", "@Image010", "@Image1@Image11", "@Image2 and @Image20", "@Image",
+               "@Image9 @Image1", "no refs", "@Image1"]
+    for i, p in enumerate(prompts * 4):
+        n = [12, 20, 9, 1][i // len(prompts)]
+        rows.append([f"r{i}", "many-refs", p, "|".join(URL.format(j) for j in range(n))])
+    rows.append(["none", "many-refs", "@Image1 of none", ""])
+    path = _write(tmp_path, _csv(rows), yaml)
+    assert assert_same(path) >= 1
+    fast, _ = expansion(path, True)
+    assert {p.field for p in fast["problems"]} == {"prompt"} and len(fast["jobs"]) > 20
