@@ -1,0 +1,242 @@
+"""Issue 30 "On a fleet": three real `batchgen run` workers on one PostgreSQL ledger against one
+simulator. Priorities, per-model limits, the breaker and the retries' credits hold for the fleet,
+not for each worker. Every assertion about money is on the simulator's own record of the creates
+it accepted (what was paid) and on the ledger, never on what a worker says of itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from batchgen.breaker import MAX_PROBES
+from batchgen.cost import PriceTable
+from batchgen.ledger import Ledger
+from batchgen.simulator import canonical_sha256
+from conftest import check_invariants, wait_for
+
+# Three worker processes each: run one at a time (on one xdist worker), not beside each other.
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.xdist_group("fleet_night")]
+
+ROOT = Path(__file__).resolve().parent.parent
+A, B = "grok-imagine-text-to-video", "happyhorse-1.0-text-to-video"
+WORKERS = 3
+
+
+def _worker(manifest: Path, pg_url: str, tmp_path: Path, api: str, i: int, *extra: str,
+            concurrency: int = 3) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "batchgen", "run", str(manifest), "--ledger", pg_url, "--out", str(tmp_path / "out"),
+           "--api-base", api, "--rpm", "0", "--concurrency", str(concurrency), "--poll-min", "0.05",
+           "--heartbeat", "0.5", "--lease-timeout", "10", "-q", "--json", "--no-verify", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=(tmp_path / f"w{i}.log").open("w"),
+                            text=True, env={**os.environ, "BATCHGEN_API_KEY": "sk-fleet-night"})
+
+
+def _fleet(manifest: Path, pg_url: str, tmp_path: Path, api: str, *extra: str, concurrency: int = 3,
+           while_running: Any = None, timeout: float = 300) -> list[tuple[int, dict[str, Any]]]:
+    """Start the three workers, call ``while_running()`` (if given) while they run, wait for
+    them all; (exit code, JSON summary) of each."""
+    procs = [_worker(manifest, pg_url, tmp_path, api, i, *extra, concurrency=concurrency) for i in range(WORKERS)]
+    try:
+        if while_running is not None:
+            while_running(procs)
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    results = []
+    for i, (p, out) in enumerate(zip(procs, outs)):
+        log = (tmp_path / f"w{i}.log").read_text()
+        assert out.strip(), f"worker {i} printed no summary (exit {p.returncode}): {log[-3000:]}"
+        results.append((p.returncode, json.loads(out)))
+    return results
+
+
+def _query(pg_url: str, sql: str, **params: Any) -> list[Any]:
+    """Rows of ``sql`` on the shared ledger; [] while no worker has created the tables yet."""
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as c:
+            return list(c.execute(text(sql), params))
+    except DBAPIError:
+        return []
+    finally:
+        engine.dispose()
+
+
+def _live_workers(pg_url: str) -> int:
+    rows = _query(pg_url, "SELECT count(*) FROM runs WHERE status = 'running'")
+    return int(rows[0][0]) if rows else 0
+
+
+def _every_worker_paid_for_some(results: list[tuple[int, dict[str, Any]]]) -> None:
+    """A fleet test means something only if each of the three workers created tasks."""
+    assert all(s["credits_estimated"] > 0 for _, s in results), [s["credits_estimated"] for _, s in results]
+
+
+def _jobs_by_request(pg_url: str) -> dict[str, dict[str, Any]]:
+    """The ledger's jobs by their request body's hash (how the simulator knows a create)."""
+    led = Ledger(pg_url)
+    try:
+        return {canonical_sha256(json.loads(j["request"])): dict(j) for j in led.iter_export()}
+    finally:
+        led.close()
+
+
+def _peak_in_flight(creates: list[dict[str, Any]], model: str) -> int:
+    """Most tasks of ``model`` rendering at once at the simulator (each from its create to its
+    end, ``ready_at``): the provider's own view of how many the fleet held."""
+    edges = sorted([(c["created"], 1) for c in creates if c["model"] == model]
+                   + [(c["ready_at"], -1) for c in creates if c["model"] == model], key=lambda e: (e[0], e[1]))
+    n = peak = 0
+    for _, step in edges:
+        n += step
+        peak = max(peak, n)
+    return peak
+
+
+def _csv(path: Path, rows: list[str], header: str = "name,model,prompt,duration") -> Path:
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------- priorities
+def test_the_fleet_submits_higher_priorities_first(pg_url, sim_factory, tmp_path):
+    """Three tiers mixed through the manifest: at the simulator, no job is created after more
+    lower-priority jobs than the fleet can hold claimed at once (3 workers × concurrency)."""
+    sim = sim_factory(seed=11, render_min=0.2, render_max=0.5, media="stub")
+    n, conc = 150, 3
+    rows = [f"p{i:03d},{A},priority clip {i},{1 + i % 5},{(i * 7) % 3}" for i in range(n)]  # tiers 0, 1, 2 mixed
+    manifest = _csv(tmp_path / "m.csv", rows, "name,model,prompt,duration,priority")
+    results = _fleet(manifest, pg_url, tmp_path, sim.url, concurrency=conc)
+    assert [code for code, _ in results] == [0] * WORKERS, results
+    _every_worker_paid_for_some(results)
+    creates = sorted(sim.truth()["creates"], key=lambda c: c["created"])
+    jobs = _jobs_by_request(pg_url)
+    prios = [jobs[c["body_sha256"]]["priority"] for c in creates]
+    assert len(prios) == n and {j["state"] for j in jobs.values()} == {"done"}
+    window = WORKERS * conc
+    worst = max(sum(1 for q in prios[:i] if q < p) for i, p in enumerate(prios))
+    print(f"\npriorities: creates in order {''.join(map(str, prios))}; most lower-priority creates "
+          f"before a job: {worst} (window {window})")
+    assert worst <= window
+    # and the order is not an accident of the manifest's: manifest order would put 2/3 of the
+    # lower tiers before the last job of tier 2
+    assert sum(1 for q in prios[: n // 3] if q == 2) >= n // 3 - window
+
+
+# ---------------------------------------------------------------------------- limits
+def test_a_models_limit_holds_across_the_fleet(pg_url, sim_factory, tmp_path):
+    """`limits: {A: 2}` with three workers of concurrency 4: the simulator never has more than
+    two tasks of A rendering at once, while B uses the fleet's other slots."""
+    sim = sim_factory(seed=12, render_min=0.3, render_max=0.6, media="stub")
+    rows = [f"a{i:03d},{A},limited clip {i},{1 + i % 5}" for i in range(30)]
+    rows += [f"b{i:03d},{B},free clip {i},3" for i in range(60)]
+    _csv(tmp_path / "rows.csv", rows)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"limits: {{{A}: 2}}\nrows: rows.csv\n")
+    results = _fleet(manifest, pg_url, tmp_path, sim.url, concurrency=4)
+    assert [code for code, _ in results] == [0] * WORKERS, results
+    _every_worker_paid_for_some(results)
+    truth = sim.truth()
+    creates = truth["creates"]
+    peak_a, peak_b = _peak_in_flight(creates, A), _peak_in_flight(creates, B)
+    print(f"\nlimits: peak in flight at the simulator: {A} {peak_a} (limit 2), {B} {peak_b}")
+    assert peak_a <= 2  # the limit, fleet-wide, as the provider saw it
+    assert peak_a == 2  # ... and used
+    assert peak_b > 4  # more than one worker's slots: the fleet was running B beside A
+    stats = check_invariants(truth, pg_url, tmp_path / "out")
+    assert stats["done"] == 90 and stats["creates"] == 90 and stats["duplicates"] == 0
+
+
+# ---------------------------------------------------------------------------- the breaker
+def test_a_breaker_one_worker_trips_stops_the_model_on_every_worker(pg_url, sim_factory, tmp_path):
+    """A starts failing every task once the three workers are running: the first worker to see
+    five failures in a row opens the breaker in the ledger, and from then on the fleet pays for
+    at most three tasks of A (the probes, one per cool-off, three in all); B finishes; every
+    worker exits 1 naming A and why."""
+    sim = sim_factory(seed=13, render_min=0.2, render_max=0.4, media="stub")
+    rows = []
+    for i in range(80):
+        rows.append(f"a{i:03d},{A},broken clip {i},1")
+        rows.append(f"b{i:03d},{B},fine clip {i},3")
+    manifest = _csv(tmp_path / "m.csv", rows)
+
+    def break_a_when_all_run(procs: list[subprocess.Popen]) -> None:
+        # Events, not wall time: all three workers running, and some of A already rendered.
+        wait_for(lambda: any(p.poll() is not None for p in procs)
+                 or (_live_workers(pg_url) == WORKERS and _count(pg_url, A, "done") >= 6), 180)
+        assert all(p.poll() is None for p in procs), "a worker ended before A broke"
+        sim.set(model_faults=f"{A}=1@0")
+
+    results = _fleet(manifest, pg_url, tmp_path, sim.url, "--breaker-cooloff", "1", while_running=break_a_when_all_run)
+    _every_worker_paid_for_some(results)
+    (opened_at, why), = [tuple(r) for r in _query(pg_url, "SELECT opened_at, why FROM breakers WHERE model = :m "
+                                                  "AND closed_at IS NULL", m=A)]
+    creates = sim.truth()["creates"]
+    after = [c for c in creates if c["model"] == A and c["created"] > opened_at]
+    failed_before = [c for c in creates if c["model"] == A and c["created"] <= opened_at and c["outcome"] == "failed"]
+    states = {r.model + ":" + r.state: r.n for r in _query(
+        pg_url, "SELECT model, state, count(*) AS n FROM jobs GROUP BY model, state")}
+    print(f"\nbreaker: opened {why!r}; A tasks failed before it opened {len(failed_before)}, created after "
+          f"{len(after)}; jobs {states}; exits {[c for c, _ in results]}")
+    assert len(after) <= MAX_PROBES  # fleet-wide, the probes only
+    assert states[f"{B}:done"] == 80  # the other model finished as if nothing had happened
+    assert states.get(f"{A}:queued", 0) > 0  # held back for the next night, not paid for
+    for code, summary in results:
+        assert code == 1, summary
+        assert list(summary["breakers"]) == [A] and "failures in a row" in summary["breakers"][A]
+        assert f"breaker open for {A}" in summary["reason"] and "failures in a row" in summary["reason"]
+
+
+def _count(pg_url: str, model: str, state: str) -> int:
+    rows = _query(pg_url, "SELECT count(*) FROM jobs WHERE model = :m AND state = :s", m=model, s=state)
+    return int(rows[0][0]) if rows else 0
+
+
+# ---------------------------------------------------------------------------- retries and credits
+def test_render_retries_and_the_credit_cap_hold_for_the_fleet(pg_url, sim_factory, tmp_path):
+    """`--render-retries 2 --max-credits C` on each of three workers, half of A's tasks failing
+    (retryable): the fleet's creates together stay within C; each retry is an attempt of its
+    job, recorded; no job is paid for more often than its attempts say."""
+    sim = sim_factory(seed=14, render_min=0.2, render_max=0.4, media="stub", model_faults=f"{A}=0.5@0")
+    n = 60
+    rows = [f"r{i:03d},{A},retried clip {i},2" for i in range(n)]
+    manifest = _csv(tmp_path / "m.csv", rows)
+    est = PriceTable.load().estimate({"model": A, "prompt": "x", "duration": 2}) or 0.0
+    assert est > 0
+    cap = 30 * est  # room for 30 tasks: about half the night's, whoever creates them
+    results = _fleet(manifest, pg_url, tmp_path, sim.url, "--render-retries", "2", "--max-credits", f"{cap:.6f}",
+                     "--no-breaker")  # half of A failing would open it: this test is about credits
+    truth = sim.truth()
+    creates = truth["creates"]
+    jobs = _jobs_by_request(pg_url)
+    per_job: dict[str, int] = {}
+    for c in creates:
+        per_job[c["body_sha256"]] = per_job.get(c["body_sha256"], 0) + 1
+    details = _query(pg_url, "SELECT count(*) FROM events WHERE detail LIKE '--render-retries%'")[0][0]
+    print(f"\ncredits: {len(creates)} creates × {est:g} = {len(creates) * est:g} of cap {cap:g}; "
+          f"per worker {[s['credits_estimated'] for _, s in results]}; retries recorded {details}; "
+          f"exits {[c for c, _ in results]}")
+    _every_worker_paid_for_some(results)
+    assert len(creates) * est <= cap + 1e-6  # the fleet's spend, as the provider counted creates
+    assert sum(s["credits_estimated"] for _, s in results) <= cap + 1e-6
+    assert len(creates) >= 25  # the cap, not something else, ended the night
+    for sha, paid in per_job.items():
+        job = jobs[sha]
+        assert paid == job["attempts"], job  # every paid task is an attempt of its job
+        assert paid <= 1 + 2, job  # the first create and at most two render retries
+    assert details == sum(paid - 1 for paid in per_job.values())  # each retry recorded as one
+    assert any(paid > 1 for paid in per_job.values())  # retries did happen
+    stats = check_invariants(truth, pg_url, tmp_path / "out")
+    assert stats["duplicates"] == 0
+    assert any(code == 3 and "credit cap" in s["reason"] for code, s in results), results
