@@ -83,15 +83,17 @@ class Breakers:
             b.probing = False
             b.probes -= 1
 
-    def adopt(self, model: str, why: str, probe_in: float, now: float) -> None:
+    def adopt(self, model: str, why: str, probe_in: float, now: float, probes: int = 0) -> None:
         """The ledger says ``model``'s breaker is open (another worker, or an earlier night,
-        opened it): open here too, its probe due in ``probe_in`` seconds."""
+        opened it): open here too, its probe due in ``probe_in`` seconds, ``probes`` of them
+        sent already (by any worker of a fleet)."""
         b = self._of(model)
         if not b.open:
             b.open, b.probes, b.probing, b.trips = True, 0, False, b.trips + 1
         b.why = why
         if not b.probing:
             b.reopens_at = now + max(0.0, probe_in)
+            b.probes = probes
 
     def forget(self, model: str) -> None:
         """The ledger says ``model``'s breaker was closed (another worker's probe succeeded)."""
@@ -150,6 +152,7 @@ class Breakers:
         if b is None or not b.open or b.probing:
             return False
         return b.probes >= MAX_PROBES or (alone and b.probes >= 1)
+
 
     def open_models(self) -> dict[str, str]:
         """Models whose breaker is open now → why (for the summary, status and notification)."""

@@ -5,7 +5,8 @@ before every create (a queued job, or a render again) and tells it each task's v
 Breakers are also kept in the ledger (``Ledger.trip_breaker`` …): ``status`` shows them, the
 next night starts with them (its first task of such a model is the probe), and on a PostgreSQL
 fleet a breaker one worker opens stops the model on every worker (``sync`` before each claim;
-``probes``: the one worker whose ``take_probe`` succeeds claims the probe).
+an intent refused by the ledger while the breaker is open, ``breaker_gated``; ``probes``: the one
+worker whose ``take_probe`` succeeds claims the probe, three for the fleet in all).
 
 With ``run --finish-by`` a job also starts only if the forecast says one clip of its model is
 in place by the deadline (``deadline.Deadline``); on a fleet the deadline is the fleet's, the
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import forecast
-from .breaker import Breakers
+from .breaker import MAX_PROBES, Breakers
 from .deadline import Deadline, outlook, stamp
 from .failures import classify
 from .jobs import JobRow, JobState
@@ -143,17 +144,22 @@ class Gate:
                                          if self.breakers.done_for_tonight(m, alone, now)})
 
     def starting(self, job: LiveJob) -> None:
-        """``job`` is about to be created: while its model's breaker is open, it is the probe."""
-        if self.breakers.is_open(job.model):
+        """``job`` is about to be created: while its model's breaker is open, it is the probe.
+        Any other create is refused at its intent if the ledger's breaker is open by then
+        (another worker opened it since this one last looked): ``breaker_gated``."""
+        probe = self.breakers.is_open(job.model)
+        if probe:
             self._probes.add(job.id)
+        job.breaker_gated = self.breakers.enabled and not probe
         self.breakers.started(job.model)
 
-    def no_task(self, job: LiveJob) -> None:
+    async def no_task(self, job: LiveJob) -> None:
         """``job``'s create came to no task (refused cleanly, stopped): if it was the probe,
-        another may go."""
+        another may go (here, and on a fleet whichever worker takes it)."""
         if job.id in self._probes:
             self._probes.discard(job.id)
             self.breakers.abandoned(job.model)
+            await self.w.read(self.w.ledger.give_back_probe, job.model)
 
     async def verdict(self, job: LiveJob) -> str | None:
         """A task's verdict for its model's breaker: completed, or failed for a reason that is
@@ -181,7 +187,7 @@ class Gate:
         fleet = await self.w.read(self.w.ledger.open_breakers)
         now = time.monotonic()
         for model, b in fleet.items():
-            self.breakers.adopt(model, b["why"], b["probe_in"], now)
+            self.breakers.adopt(model, b["why"], b["probe_in"], now, b["probes"])
         for model in list(self.breakers.open_models()):
             if model not in fleet:
                 self.breakers.forget(model)
@@ -189,12 +195,17 @@ class Gate:
 
     async def probes(self, blocked: list[str], worker: int, scope: Scope) -> list[JobRow]:
         """For each open model whose cool-off is over: the probe job, if this worker is the one
-        that takes the probe (``take_probe``), claimed alone."""
+        that takes the probe (``take_probe``: one at a time, ``MAX_PROBES`` for the fleet),
+        claimed alone; a probe taken with no job to claim is given back."""
         rows: list[JobRow] = []
         led = self.w.ledger
         for model in blocked:
-            if self.breakers.allows(model, time.monotonic()) and await self.w.read(led.take_probe, model, self.cooloff):
-                rows += await self.w.read(led.claim, worker, scope, 1, None, (), model)
+            if (self.breakers.allows(model, time.monotonic())
+                    and await self.w.read(led.take_probe, model, self.cooloff, MAX_PROBES)):
+                probe = await self.w.read(led.claim, worker, scope, 1, None, (), model)
+                if not probe:
+                    await self.w.read(led.give_back_probe, model)
+                rows += probe
         return rows
 
     def next_probe_in(self) -> float | None:

@@ -129,7 +129,7 @@ class Scheduler:
         while True:
             if job.state == S.QUEUED:
                 if not await self.submitter.submit(job):
-                    self.gate.no_task(job)
+                    await self.gate.no_task(job)
                     return
             if job.state in POLLED:
                 await self.poller.follow(job)
@@ -152,8 +152,8 @@ class Scheduler:
         failed; never a permanent failure: the request itself is refused)."""
         opts = self.opts
         if (job.state != S.FAILED or classify(job.error_code) != "retryable" or job.render_retries >= opts.render_retries
-                or not self.ctx.submitting or not self.gate.may_start(job.model)):
-            return False
+                or not self.ctx.submitting or self.breakers.is_open(job.model) or not self.gate.may_start(job.model)):
+            return False  # while its breaker is open, a queued job is the probe (on a fleet, the one taken)
         self.gate.starting(job)
         return await self.ctx.moves.render_again(
             job, f"--render-retries: {job.error_code}, rendering again ({job.render_retries + 1} of "

@@ -22,6 +22,7 @@ from .transitions import apply_in, interrupted_create
 
 S = JobState
 CLAIM_LOCK = 0x62617463  # the advisory lock claims with per-model limits take ("batc")
+CREDIT_LOCK = 0x63726564  # the advisory lock a fleet's credit reservations take ("cred")
 
 
 class Leases(Room):
@@ -42,6 +43,40 @@ class Leases(Room):
             v = c.execute(select(func.min(runs.c.rate_rpm)).where(
                 runs.c.status == RunStatus.RUNNING, runs.c.heartbeat_at >= self._now() - lease_s)).scalar()
             return None if v is None else float(v)
+
+    def reserve_credits(self, worker: int, estimate: float, cap: float) -> bool:
+        """``--max-credits`` for a fleet: add ``estimate`` to what ``worker`` committed if the
+        fleet's creates together, with it, stay within ``cap``; False (nothing added) if not.
+
+        The fleet is the workers running one manifest together: a worker's first reservation
+        joins the fleet of the workers of its manifest still running (``fleet_id``, the first
+        one's run), or starts one. A worker that finished stays counted in its fleet, so one
+        leaving early frees nothing for the others. One advisory lock: reservations are checked
+        and added one at a time, so two workers never both take the last room."""
+        def go(c: Connection) -> bool:
+            c.execute(select(func.pg_advisory_xact_lock(CREDIT_LOCK)))
+            me = c.execute(select(runs.c.fleet_id, runs.c.manifest_sha256).where(runs.c.id == worker)).one()
+            fleet = me.fleet_id
+            if fleet is None:
+                fleet = c.execute(select(func.min(runs.c.fleet_id)).where(
+                    runs.c.manifest_sha256 == me.manifest_sha256, runs.c.status == RunStatus.RUNNING,
+                    runs.c.fleet_id.is_not(None))).scalar() or worker
+                c.execute(update(runs).where(runs.c.id == worker).values(fleet_id=fleet))
+            spent = c.execute(select(func.coalesce(func.sum(runs.c.credits_committed), 0.0))
+                              .where(runs.c.fleet_id == fleet)).scalar_one()
+            if round(float(spent) + estimate, 9) > cap:
+                return False
+            c.execute(update(runs).where(runs.c.id == worker)
+                      .values(credits_committed=runs.c.credits_committed + estimate))
+            return True
+        return self._retrying(go)
+
+    def return_credits(self, worker: int, estimate: float) -> None:
+        """A reserved create came to nothing (refused cleanly, not sent): its estimate goes back
+        to the fleet."""
+        with self.engine.begin() as c:
+            c.execute(update(runs).where(runs.c.id == worker)
+                      .values(credits_committed=runs.c.credits_committed - estimate))
 
     def live_workers(self, lease_s: float) -> int:
         """Workers (runs) alive now: ``running`` with a heartbeat fresher than the lease."""

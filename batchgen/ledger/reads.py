@@ -81,6 +81,13 @@ class Reads(Room):
                                   "check": check[len(check) // 2] if check else None}
         return out
 
+    def queued_by_model(self, scope: Scope) -> dict[str, int]:
+        """model → queued jobs of this manifest (by any worker's run): what a fleet left."""
+        with self._read() as c:
+            q = (select(jobs.c.model, func.count()).where(of_manifest(scope), jobs.c.state == S.QUEUED)
+                 .group_by(jobs.c.model))
+            return {m: int(n) for m, n in c.execute(q)}
+
     def queued_count(self, run_id: int, model: str) -> int:
         with self._read() as c:
             return int(c.execute(select(func.count()).select_from(jobs).where(

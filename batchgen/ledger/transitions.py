@@ -14,14 +14,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .. import crash
 from ..errors import LedgerError
 from ..jobs import JobRow, JobState, allowed, raw_digest
-from ..schema import jobs
+from ..schema import breakers, jobs
 from .database import Room
 from .sql import job_row, job_select, placeholder
 
@@ -43,6 +43,9 @@ class Transition:
     task_id: str | None = None
     event: bool = True
     owner: int | None = None  # cooperative ledgers: the move only applies if this worker holds the job
+    # An intent that is not a breaker's probe: refused while the job's model has an open breaker
+    # in the ledger (whichever worker opened it), and the job's lease handed back to the fleet.
+    breaker_gated: bool = False
 
     def __post_init__(self) -> None:
         for before in self.expect:
@@ -74,19 +77,30 @@ def apply_in(c: Connection, batch: Sequence[Transition]) -> list[bool]:
     ids = sorted(set(t.job_id for t in batch))
     current: dict[int, str] = {}
     holder: dict[int, int | None] = {}
+    model: dict[int, str] = {}
     for i in range(0, len(ids), 500):
-        q = select(jobs.c.id, jobs.c.state, jobs.c.worker_id).where(jobs.c.id.in_(ids[i : i + 500]))
+        q = select(jobs.c.id, jobs.c.state, jobs.c.worker_id, jobs.c.model).where(jobs.c.id.in_(ids[i : i + 500]))
         if c.dialect.name == "postgresql":
             q = q.order_by(jobs.c.id).with_for_update()
-        for job_id, state, worker in c.execute(q):
+        for job_id, state, worker, job_model in c.execute(q):
             current[job_id] = state
             holder[job_id] = worker
+            model[job_id] = job_model
+    # Read in the intents' own transaction: a breaker committed before it is seen, so no
+    # worker creates a task of a model another worker has just stopped (see breakers.py).
+    stopped = set(c.execute(select(breakers.c.model).where(breakers.c.closed_at.is_(None))).scalars()) \
+        if any(t.breaker_gated for t in batch) else set()
+    handed_back: list[int] = []
     results: list[bool] = []
     merged: dict[int, dict[str, Any]] = {}
     event_rows: list[dict[str, Any]] = []
     for t in batch:
         before = current.get(t.job_id)
         ok = before in t.expect and (t.owner is None or holder.get(t.job_id) == t.owner)
+        if ok and t.breaker_gated and model[t.job_id] in stopped:
+            ok = False
+            if t.owner is not None:
+                handed_back.append(t.job_id)
         results.append(ok)
         if not ok:
             continue
@@ -111,6 +125,8 @@ def apply_in(c: Connection, batch: Sequence[Transition]) -> list[bool]:
         if unknown:
             raise LedgerError(f"unknown job column(s) {sorted(unknown)}")
         c.exec_driver_sql(f"UPDATE jobs SET {', '.join(f'{k} = {ph(k)}' for k in cols)} WHERE id = {ph('_id')}", rows)
+    if handed_back:  # queued still, for whichever worker claims it once the breaker closes
+        c.execute(update(jobs).where(jobs.c.id.in_(handed_back)).values(worker_id=None))
     if event_rows:
         cols = ("job_id", "at", "from_state", "to_state", "task_id", "detail")
         c.exec_driver_sql(f"INSERT INTO events ({', '.join(cols)}) VALUES ({', '.join(ph(k) for k in cols)})",

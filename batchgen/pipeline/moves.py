@@ -62,6 +62,8 @@ class LiveJob:
     holds_slot: bool = False  # counted in the scheduler's render slots (create → result ready)
     error_code: str | None = None  # why it failed (set with the move to failed)
     render_retries: int = 0  # tasks created again tonight after a retryable failure (--render-retries)
+    # Its intent is refused while its model's breaker is open in the ledger (not a probe; see gate.Gate)
+    breaker_gated: bool = False
 
     @property
     def short(self) -> str:
@@ -118,12 +120,15 @@ class Moves:
     # -------------------------------------------------------------- submit
     async def intent(self, job: LiveJob) -> bool:
         """``queued → submitting``, awaited: invariant 1 (durable before any byte of the create
-        is sent). False when someone else moved the job meanwhile (e.g. cancelled)."""
+        is sent). False when someone else moved the job meanwhile (e.g. cancelled), or its
+        model's breaker is open in the ledger and the job is not the probe (it stays queued,
+        its lease handed back)."""
         if not await self.w.apply(Transition(job.id, S.SUBMITTING, (S.QUEUED,), {
                 "attempts": job.attempts + 1, "error_code": None, "error_message": None, "api": self.api},
                 # The first attempt needs no words (the row's `attempts` and the event order say
                 # it; 17 bytes a job at a million): a retry is worth a line in the history.
-                detail=f"create attempt {job.attempts + 1}" if job.attempts else None)):
+                detail=f"create attempt {job.attempts + 1}" if job.attempts else None,
+                breaker_gated=job.breaker_gated)):
             return False
         job.attempts += 1
         self._move(job, S.SUBMITTING)

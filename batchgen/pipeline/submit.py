@@ -1,7 +1,8 @@
 """The submit stage: a queued job becomes a task at the provider, or stays queued, in doubt or
 failed.
 
-It owns the credit cap (``--max-credits``: a reservation per create, settled by its answer),
+It owns the credit cap (``--max-credits``: a reservation per create, settled by its answer; on a
+PostgreSQL fleet also reserved in the ledger against every worker's creates together),
 the uploads of local inputs (one per content, shared by concurrent jobs, reused while fresh),
 the create's retry policy (SAFE failures back off, honouring Retry-After, ``--submit-retries``
 times, then the job is left queued for the next run) and the classification of a create's
@@ -66,16 +67,39 @@ class Submitter:
                                     f"creates, the next ({plain(est)}) would pass --max-credits "
                                     f"{plain(opts.max_credits)}", unfinished=True)
                 return False
+            if not await self._fleet_admits(est):
+                self.cap.settle(est, spent=False)
+                ctx.stop_submitting(f"credit cap reached: the estimate of the fleet's creates (every worker of "
+                                    f"this manifest), with the next ({plain(est)}), would pass --max-credits "
+                                    f"{plain(opts.max_credits)}", unfinished=True)
+                return False
             try:
                 outcome = await self._attempt(job)
             finally:  # spent once a task exists or may exist (sent, in doubt, or cancelled mid-create)
-                self.cap.settle(est, spent=job.state not in (S.QUEUED, S.FAILED))
+                spent = job.state not in (S.QUEUED, S.FAILED)
+                self.cap.settle(est, spent=spent)
+                if not spent and self._fleet_capped and ctx.w.owner is not None:
+                    await ctx.w.read(ctx.w.ledger.return_credits, ctx.w.owner, est)
             if outcome != "retry":
                 return outcome == "submitted"
             await ctx.sleep(max(job.retry_after or 0.0, backoff(attempt, opts.retry_base, 60.0)))
         ctx.unfinished = True
         ctx.log(f"job {job.name} ({job.short}): create kept failing; left queued for the next run")
         return False
+
+    @property
+    def _fleet_capped(self) -> bool:
+        """A cooperative ledger with --max-credits: the cap is the fleet's (ledger.reserve_credits)."""
+        return self.ctx.w.owner is not None and self.ctx.opts.max_credits is not None
+
+    async def _fleet_admits(self, est: float) -> bool:
+        """On a fleet, the create's estimate reserved against the cap for every worker of the
+        manifest together (this run's own reservation, above, keeps its order and waits)."""
+        ctx = self.ctx
+        if not self._fleet_capped:
+            return True
+        assert ctx.w.owner is not None and ctx.opts.max_credits is not None
+        return await ctx.w.read(ctx.w.ledger.reserve_credits, ctx.w.owner, est, ctx.opts.max_credits)
 
     async def _attempt(self, job: LiveJob) -> CreateOutcome:
         ctx = self.ctx

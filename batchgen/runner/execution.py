@@ -123,13 +123,14 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
             night = deadline.summary(d.at, d.source, sorted(d.cut), kept, first, time.time())
         if verdict.halt_code is not None:
             code = verdict.halt_code
-        elif (active_left and active_left == counts.get(S.QUEUED) and not verdict.unfinished and not coop
-              and set(await w.call(ledger.queued_models, prepared.run_id)) <= set(sched.breakers.open_models())):
+        elif (active_left and active_left == counts.get(S.QUEUED) and not verdict.unfinished
+              and set(queued := await _queued_by_model(w, ledger, prepared, coop)) <= set(sched.breakers.open_models())):
             # Only jobs of models whose breaker is open are left: not a stop but a failure of
-            # those models tonight (their jobs stay queued for the next run).
+            # those models tonight (their jobs stay queued for the next run). On a fleet, the
+            # manifest's (every worker says so: the breaker is the fleet's).
             code = EXIT_FAILED
-            held = [f"breaker open for {m}: {why}; its {await w.call(ledger.queued_count, prepared.run_id, m)} "
-                    "queued job(s) wait for the next run" for m, why in sched.breakers.open_models().items()]
+            held = [f"breaker open for {m}: {why}; its {queued.get(m, 0)} queued job(s) wait for the next run"
+                    for m, why in sched.breakers.open_models().items()]
             verdict.reason = "; ".join(held)
         elif active_left or verdict.unfinished:
             code = EXIT_UNFINISHED  # jobs the deadline left queued included: the next run starts them
@@ -169,6 +170,14 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
             last_ok = await w.call(ledger.last_success, prepared.manifest)
             await asyncio.to_thread(_write_metrics, opts.metrics_file, _final_metrics(result, opts, last_ok))
         return result
+
+
+async def _queued_by_model(w: Writer, ledger: Ledger, prepared: Prepared, coop: bool) -> dict[str, int]:
+    """model → queued jobs left: of this run, or on a fleet of the whole manifest."""
+    if coop:
+        return await w.call(ledger.queued_by_model, prepared.scope)
+    return {m: await w.call(ledger.queued_count, prepared.run_id, m)
+            for m in await w.call(ledger.queued_models, prepared.run_id)}
 
 
 def _live_metrics(sched: Scheduler, prepared: Prepared, opts: RunOptions,
