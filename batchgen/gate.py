@@ -150,7 +150,7 @@ class Gate:
         probe = self.breakers.is_open(job.model)
         if probe:
             self._probes.add(job.id)
-        job.breaker_gated = self.breakers.enabled and not probe
+        job.breaker_gated = self.breakers.enabled and not probe and self.w.owner is not None
         self.breakers.started(job.model)
 
     async def no_task(self, job: LiveJob) -> None:

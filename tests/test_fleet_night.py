@@ -161,9 +161,11 @@ def test_a_models_limit_holds_across_the_fleet(pg_url, sim_factory, tmp_path):
 # ---------------------------------------------------------------------------- the breaker
 def test_a_breaker_one_worker_trips_stops_the_model_on_every_worker(pg_url, sim_factory, tmp_path):
     """A starts failing every task once the three workers are running: the first worker to see
-    five failures in a row opens the breaker in the ledger, and from then on the fleet pays for
-    at most three tasks of A (the probes, one per cool-off, three in all); B finishes; every
-    worker exits 1 naming A and why."""
+    five failures in a row opens the breaker in the ledger, and from then on the fleet decides to
+    pay for three tasks of A, the probes (one per cool-off, three in all, not three a worker);
+    B finishes; every worker exits 1 naming A and why. "After the trip" is by each create's
+    intent, committed before it is sent: a create sent just before the trip and accepted by the
+    simulator just after is counted apart (it was in flight, as in a single run)."""
     sim = sim_factory(seed=13, render_min=0.2, render_max=0.4, media="stub")
     rows = []
     for i in range(80):
@@ -185,11 +187,26 @@ def test_a_breaker_one_worker_trips_stops_the_model_on_every_worker(pg_url, sim_
     creates = sim.truth()["creates"]
     after = [c for c in creates if c["model"] == A and c["created"] > opened_at]
     failed_before = [c for c in creates if c["model"] == A and c["created"] <= opened_at and c["outcome"] == "failed"]
+    # When each of those was decided: its intent, committed before its create was sent (invariant 1).
+    jobs = _jobs_by_request(pg_url)
+    intents = {}
+    for c in after:
+        (at,), = _query(pg_url, "SELECT max(at) FROM events WHERE job_id = :j AND to_state = 'submitting' "
+                                "AND at <= :t", j=jobs[c["body_sha256"]]["id"], t=c["created"])
+        intents[c["task_id"]] = at
+    in_flight = [c for c in after if intents[c["task_id"]] < opened_at]  # sent before it opened, answered after
     states = {r.model + ":" + r.state: r.n for r in _query(
         pg_url, "SELECT model, state, count(*) AS n FROM jobs GROUP BY model, state")}
-    print(f"\nbreaker: opened {why!r}; A tasks failed before it opened {len(failed_before)}, created after "
-          f"{len(after)}; jobs {states}; exits {[c for c, _ in results]}")
-    assert len(after) <= MAX_PROBES  # fleet-wide, the probes only
+    said = (f"breaker: opened {why!r}; A tasks failed before it opened {len(failed_before)}, created after "
+            f"{len(after)} (intent − opening: {[round(intents[c['task_id']] - opened_at, 3) for c in after]}, "
+            f"create − opening: {[round(c['created'] - opened_at, 3) for c in after]}); jobs {states}; "
+            f"exits {[c for c, _ in results]}")
+    print("\n" + said)
+    # Paid after it opened: the probes only, three for the fleet (not three a worker) ...
+    assert len(after) - len(in_flight) == MAX_PROBES, said
+    # ... besides creates already sent when it opened (intent committed before, accepted at the
+    # simulator just after: decided before the trip), at most one a render slot of the fleet.
+    assert len(in_flight) <= WORKERS * 3, said
     assert states[f"{B}:done"] == 80  # the other model finished as if nothing had happened
     assert states.get(f"{A}:queued", 0) > 0  # held back for the next night, not paid for
     for code, summary in results:
