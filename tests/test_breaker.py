@@ -111,6 +111,13 @@ def _board(url: str) -> None:
         led.trip_breaker(A, "the probe failed", 0.0)  # opened again: a new cool-off
         assert led.open_breakers()[A]["why"] == "the probe failed"
         assert led.open_breakers()[A]["opened_at"] == first  # when it first opened
+        # Probes are counted for the fleet (0016): at most max_probes since it opened.
+        assert led.open_breakers()[A]["probes"] == 1
+        assert led.take_probe(A, 0.0, 2) and led.open_breakers()[A]["probes"] == 2
+        assert not led.take_probe(A, 0.0, 2)  # the fleet's last probe was sent
+        led.give_back_probe(A)  # one came to no task: uncounted, due again
+        assert led.open_breakers()[A]["probes"] == 1 and led.open_breakers()[A]["probe_in"] <= 0
+        assert led.take_probe(A, 0.0, 2)
         led.close_breaker(A)
         assert led.open_breakers() == {} and not led.take_probe(A, 1.0)
     finally:
@@ -141,6 +148,56 @@ def _migration_0014(url: str, monkeypatch) -> None:
         engine.dispose()
     command.upgrade(cfg, "head")
     command.check(cfg)
+
+
+def _migration_0016(url: str, monkeypatch) -> None:
+    Ledger(url).close()
+    monkeypatch.setenv("BATCHGEN_LEDGER", url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    command.downgrade(cfg, "0015")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as c:
+            assert "probes" not in {col["name"] for col in inspect(c).get_columns("breakers")}
+            assert not {"fleet_id", "credits_committed"} & {col["name"] for col in inspect(c).get_columns("runs")}
+    finally:
+        engine.dispose()
+    command.upgrade(cfg, "head")
+    command.check(cfg)
+
+
+def test_migration_0016_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):
+    _migration_0016(f"sqlite:///{tmp_path / 'm.db'}", monkeypatch)
+
+
+@pytest.mark.postgres
+def test_migration_0016_upgrades_and_downgrades_on_postgres(pg_url, monkeypatch):
+    _migration_0016(pg_url, monkeypatch)
+
+
+@pytest.mark.postgres
+def test_a_fleets_credit_reservations_hold_one_cap_for_its_workers(pg_url):
+    """--max-credits on a fleet (0016): workers running one manifest share one cap; a worker
+    that finished stays counted; a worker of another manifest is a fleet of its own."""
+    leds = [Ledger(pg_url) for _ in range(3)]
+    try:
+        jobs = [Job(f"{i:064x}", i, f"j{i}", "r", A, {"i": i}, f"j{i}.mp4") for i in range(1, 4)]
+        w1, w2 = (led.record_run("m.csv", "f" * 64, {}, jobs, lambda: None)[0] for led in leds[:2])
+        assert leds[0].reserve_credits(w1, 4.0, 10.0) and leds[1].reserve_credits(w2, 4.0, 10.0)
+        assert not leds[1].reserve_credits(w2, 4.0, 10.0)  # 12 would pass the fleet's 10
+        leds[0].return_credits(w1, 4.0)  # a create that came to nothing
+        assert leds[1].reserve_credits(w2, 4.0, 10.0)
+        leds[0].finish_run(w1, "finished", 0)  # w1 leaves; w2 (8 committed) still runs
+        w3 = leds[2].record_run("m.csv", "f" * 64, {}, jobs, lambda: None)[0]
+        assert not leds[2].reserve_credits(w3, 4.0, 10.0)  # joins w2's fleet: 8 + 4 > 10
+        assert leds[2].reserve_credits(w3, 2.0, 10.0)
+        other = [Job(f"{i:064x}", i, f"o{i}", "r", A, {"o": i}, f"o{i}.mp4") for i in range(10, 12)]
+        w4 = leds[2].record_run("o.csv", "0" * 64, {}, other, lambda: None)[0]
+        assert leds[2].reserve_credits(w4, 9.0, 10.0)  # another manifest: another fleet
+    finally:
+        for led in leds:
+            led.close()
 
 
 def test_migration_0014_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):

@@ -116,7 +116,8 @@ class FinishByType(click.ParamType["float"]):
               help="Seconds an open breaker waits before its probe task; after 3 failed probes the model's jobs "
                    "stay queued for the next run (exit 1).")
 @click.option("--max-credits", type=click.FloatRange(min=0), default=None,
-              help="Stop submitting before this run's estimated credits (price table) would pass N.")
+              help="Stop submitting before this run's estimated credits (price table) would pass N; on PostgreSQL "
+                   "the fleet's (every worker of the manifest together).")
 @click.option("--finish-by", type=FinishByType(), default=None,
               help="Start no job that cannot be rendered, downloaded and verified by then, by the forecast from "
                    "the ledger's history of its model (9 clips in 10 within; a guess for a model never rendered). "
