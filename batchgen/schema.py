@@ -61,7 +61,7 @@ runs = Table(
     # run --finish-by (0016): the deadline (epoch seconds) this run works to; on a PostgreSQL
     # fleet the earliest a live worker of the manifest holds binds every worker of it.
     Column("finish_by", Float),
-    # --max-credits on a cooperative ledger (0016): workers running one manifest together are one
+    # --max-credits on a cooperative ledger (0017): workers running one manifest together are one
     # fleet (``fleet_id``: the id of its first worker's run), and the cap holds for the fleet's
     # creates: each worker adds the estimate of every create it sends to ``credits_committed``
     # (and takes back one that came to nothing) under a lock, against the fleet's sum.
@@ -239,6 +239,6 @@ breakers = Table(
     Column("opened_at", Float, nullable=False),
     Column("reopens_at", Float, nullable=False),  # the database server's clock, like heartbeats
     Column("closed_at", Float),
-    # Probes sent since it opened from closed (0016): at most breaker.MAX_PROBES for the fleet.
+    # Probes sent since it opened from closed (0017): at most breaker.MAX_PROBES for the fleet.
     Column("probes", Integer, nullable=False, server_default="0"),
 )

@@ -111,7 +111,7 @@ def _board(url: str) -> None:
         led.trip_breaker(A, "the probe failed", 0.0)  # opened again: a new cool-off
         assert led.open_breakers()[A]["why"] == "the probe failed"
         assert led.open_breakers()[A]["opened_at"] == first  # when it first opened
-        # Probes are counted for the fleet (0016): at most max_probes since it opened.
+        # Probes are counted for the fleet (0017): at most max_probes since it opened.
         assert led.open_breakers()[A]["probes"] == 1
         assert led.take_probe(A, 0.0, 2) and led.open_breakers()[A]["probes"] == 2
         assert not led.take_probe(A, 0.0, 2)  # the fleet's last probe was sent
@@ -150,12 +150,12 @@ def _migration_0014(url: str, monkeypatch) -> None:
     command.check(cfg)
 
 
-def _migration_0016(url: str, monkeypatch) -> None:
+def _migration_0017(url: str, monkeypatch) -> None:
     Ledger(url).close()
     monkeypatch.setenv("BATCHGEN_LEDGER", url)
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
-    command.downgrade(cfg, "0015")
+    command.downgrade(cfg, "0016")
     engine = make_engine(url)
     try:
         with engine.connect() as c:
@@ -167,18 +167,18 @@ def _migration_0016(url: str, monkeypatch) -> None:
     command.check(cfg)
 
 
-def test_migration_0016_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):
-    _migration_0016(f"sqlite:///{tmp_path / 'm.db'}", monkeypatch)
+def test_migration_0017_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):
+    _migration_0017(f"sqlite:///{tmp_path / 'm.db'}", monkeypatch)
 
 
 @pytest.mark.postgres
-def test_migration_0016_upgrades_and_downgrades_on_postgres(pg_url, monkeypatch):
-    _migration_0016(pg_url, monkeypatch)
+def test_migration_0017_upgrades_and_downgrades_on_postgres(pg_url, monkeypatch):
+    _migration_0017(pg_url, monkeypatch)
 
 
 @pytest.mark.postgres
 def test_a_fleets_credit_reservations_hold_one_cap_for_its_workers(pg_url):
-    """--max-credits on a fleet (0016): workers running one manifest share one cap; a worker
+    """--max-credits on a fleet (0017): workers running one manifest share one cap; a worker
     that finished stays counted; a worker of another manifest is a fleet of its own."""
     leds = [Ledger(pg_url) for _ in range(3)]
     try:

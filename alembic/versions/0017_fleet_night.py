@@ -1,7 +1,7 @@
 """fleet night: the credit cap and the breaker's probes counted for a fleet (issue 30)
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-06 19:20:00
 
 On a cooperative (PostgreSQL) ledger, ``--max-credits`` holds for the workers running one
@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0016'
-down_revision = '0015'
+revision = '0017'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 
