@@ -162,7 +162,7 @@ def test_a_models_limit_holds_across_the_fleet(pg_url, sim_factory, tmp_path):
 def test_a_breaker_one_worker_trips_stops_the_model_on_every_worker(pg_url, sim_factory, tmp_path):
     """A starts failing every task once the three workers are running: the first worker to see
     five failures in a row opens the breaker in the ledger, and from then on the fleet decides to
-    pay for three tasks of A, the probes (one per cool-off, three in all, not three a worker);
+    pay for at most three tasks of A, the probes (one per cool-off, three in all, not three a worker);
     B finishes; every worker exits 1 naming A and why. "After the trip" is by each create's
     intent, committed before it is sent: a create sent just before the trip and accepted by the
     simulator just after is counted apart (it was in flight, as in a single run)."""
@@ -202,8 +202,9 @@ def test_a_breaker_one_worker_trips_stops_the_model_on_every_worker(pg_url, sim_
             f"create − opening: {[round(c['created'] - opened_at, 3) for c in after]}); jobs {states}; "
             f"exits {[c for c, _ in results]}")
     print("\n" + said)
-    # Paid after it opened: the probes only, three for the fleet (not three a worker) ...
-    assert len(after) - len(in_flight) == MAX_PROBES, said
+    # Paid after it opened: the probes only, at most three for the fleet (not three a worker;
+    # a worker left with nothing else to do stops after one failed probe) ...
+    assert 1 <= len(after) - len(in_flight) <= MAX_PROBES, said
     # ... besides creates already sent when it opened (intent committed before, accepted at the
     # simulator just after: decided before the trip), at most one a render slot of the fleet.
     assert len(in_flight) <= WORKERS * 3, said
