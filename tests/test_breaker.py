@@ -11,7 +11,7 @@ from batchgen.breaker import IN_A_ROW, MAX_PROBES, WINDOW, Breakers
 from batchgen.metrics import RunMetrics, write
 from batchgen.notify import compose
 from batchgen.progress import Snapshot, line
-from conftest import run_args, run_cli
+from conftest import migrated_down, run_args, run_cli
 
 A, B = "grok-imagine-text-to-video", "happyhorse-1.0-text-to-video"
 
@@ -152,19 +152,9 @@ def _migration_0014(url: str, monkeypatch) -> None:
 
 def _migration_0017(url: str, monkeypatch) -> None:
     Ledger(url).close()
-    monkeypatch.setenv("BATCHGEN_LEDGER", url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(migrations_dir()))
-    command.downgrade(cfg, "0016")
-    engine = make_engine(url)
-    try:
-        with engine.connect() as c:
-            assert "probes" not in {col["name"] for col in inspect(c).get_columns("breakers")}
-            assert not {"fleet_id", "credits_committed"} & {col["name"] for col in inspect(c).get_columns("runs")}
-    finally:
-        engine.dispose()
-    command.upgrade(cfg, "head")
-    command.check(cfg)
+    with migrated_down(url, monkeypatch, "0016") as c:
+        assert "probes" not in {col["name"] for col in inspect(c).get_columns("breakers")}
+        assert not {"fleet_id", "credits_committed"} & {col["name"] for col in inspect(c).get_columns("runs")}
 
 
 def test_migration_0017_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):
