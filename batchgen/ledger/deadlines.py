@@ -52,14 +52,16 @@ class Deadlines(Room):
             d["queued" if state == S.QUEUED else "in_flight"] += int(n)
         return out
 
-    def queued_of(self, scope: Scope, models: Sequence[str], limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
-        """(how many jobs of ``models`` this manifest still has queued, the first ``limit`` of
-        them in the order a run starts them: name, output, manifest row)."""
+    def queued_of(self, scope: Scope, models: Sequence[str], limit: int = 20) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """(model → how many of its jobs this manifest still has queued, for those of ``models``
+        with any; the first ``limit`` of those jobs in the order a run starts them: name,
+        output, manifest row, model)."""
         if not models:
-            return 0, []
+            return {}, []
         where = (of_manifest(scope), jobs.c.state == S.QUEUED, jobs.c.model.in_(list(models)))
         with self._read() as c:
-            n = int(c.execute(select(func.count()).select_from(jobs).where(*where)).scalar() or 0)
+            per = {m: int(n) for m, n in c.execute(select(jobs.c.model, func.count()).where(*where)
+                                                   .group_by(jobs.c.model))}
             rows = c.execute(select(jobs.c.name, jobs.c.output, jobs.c.source, jobs.c.model).where(*where)
                              .order_by(jobs.c.priority.desc(), jobs.c.seq).limit(limit)).all()
-        return n, [{"name": r.name, "output": r.output, "row": r.source, "model": r.model} for r in rows]
+        return per, [{"name": r.name, "output": r.output, "row": r.source, "model": r.model} for r in rows]

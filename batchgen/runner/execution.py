@@ -120,7 +120,8 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
         night: dict[str, Any] = {}
         if (d := sched.gate.deadline) is not None:
             kept, first = await w.call(ledger.queued_of, prepared.scope, sorted(d.cut))
-            night = deadline.summary(d.at, d.source, sorted(d.cut), kept, first, time.time())
+            # the models it cut that still have jobs queued (not those whose jobs were all done by then)
+            night = deadline.summary(d.at, d.source, sorted(kept), sum(kept.values()), first, time.time())
         if verdict.halt_code is not None:
             code = verdict.halt_code
         elif (active_left and active_left == counts.get(S.QUEUED) and not verdict.unfinished
