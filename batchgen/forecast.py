@@ -59,7 +59,8 @@ class Forecast:
     bound: str  # "render slots" | "request budget"
     fetch_s: float
     # One standard deviation of `seconds` from the sampling error of the history's means and
-    # tonight's own draw of render times (0 when bound by the budget or when every model is a guess).
+    # tonight's own draw of render times (0 when bound by the budget, in one wave, or when a model
+    # of tonight's is a guess: how far off a guess is, nothing here knows).
     sd_s: float = 0.0
 
     @property
@@ -114,8 +115,10 @@ def estimate(jobs: dict[str, int], history: dict[str, dict[str, Any]], concurren
     # How sure: the total render work is a sum of tonight's clips, each drawn from its model's
     # distribution (variance n·σ²), estimated from a mean over h clips of history (variance
     # n²·σ²/h); spread over the slots. A guessed model adds nothing here: it is not a measurement.
+    # With a guessed model in the night nothing is known of how far off it is: no ± claimed.
     var = sum(m.jobs * m.var_s2 + m.jobs ** 2 * m.var_s2 / m.history for m in models if m.history)
-    sd = math.sqrt(var) / concurrency if not one_wave and slots >= budget else 0.0
+    guessed = any(m.jobs and not m.history for m in models)
+    sd = math.sqrt(var) / concurrency if not (one_wave or guessed) and slots >= budget else 0.0
     return Forecast(models, concurrency, rpm, max(slots, budget) + fetch,
                     "request budget" if budget > slots else "render slots", fetch, sd)
 
@@ -165,6 +168,11 @@ def end_excess(models: Sequence[ModelForecast], concurrency: int) -> float:
     return longest - ((concurrency - 1) * mean_residual + work / clips) / concurrency
 
 
+def _s(x: float) -> str:
+    """A render time in seconds: a tenth below 10 s (a fast model's 1.4 s is not "1 s")."""
+    return f"{x:.1f}" if x < 10 else f"{x:.0f}"
+
+
 def duration(s: float) -> str:
     s = int(round(s))
     if s >= 3600:
@@ -189,7 +197,7 @@ def lines(f: Forecast, jobs: dict[str, int], history: dict[str, dict[str, Any]],
                  else "the catalog's typical render times, or " + f"{GUESS_RENDER_S:g} s a clip")
               + (f"; history: {seen:,} clips of the others" if seen else ""))
     twice = estimate(jobs, history, f.concurrency * 2, f.rpm, f.fetch_s, typical)
-    sure = f" ± {f.sd_s / f.seconds:.0%}" if f.sd_s and f.seconds else ""
+    sure = f" ± {max(0.01, f.sd_s / f.seconds):.0%}" if f.sd_s and f.seconds else ""
     out = [f"forecast: ≈ {duration(f.seconds)}{sure} at --concurrency {f.concurrency} {rpm} ({source}; "
            f"bound by the {f.bound}); at --concurrency {twice.concurrency}: ≈ {duration(twice.seconds)}"]
     when = start if start is not None else time.time()
@@ -200,8 +208,8 @@ def lines(f: Forecast, jobs: dict[str, int], history: dict[str, dict[str, Any]],
                    f"render times")
     for m in f.models:
         if m.history:
-            spread = (f"history: render {m.mean_s:.0f} s on average (median {m.median_s:.0f} s), "
-                      f"10–90 % {m.p10_s:.0f}–{m.p90_s:.0f} s, {m.history:,} clips seen")
+            spread = (f"history: render {_s(m.mean_s)} s on average (median {_s(m.median_s)} s), "
+                      f"10–90 % {_s(m.p10_s)}–{_s(m.p90_s)} s, {m.history:,} clips seen")
         elif m.source == "catalog":
             spread = f"never rendered here: the catalog's typical render time, {m.mean_s:g} s (a guess)"
         else:

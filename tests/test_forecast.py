@@ -55,6 +55,7 @@ def test_without_history_the_catalogs_typical_render_time_is_the_guess():
     text = "\n".join(lines(mixed, {HH: 10, T2V: 10}, {T2V: {"renders": [10.0] * 5}}, 0.0, {HH: None}))
     assert f"never rendered here, no typical time in the catalog: {GUESS_RENDER_S:g} s (a guess)" in text
     assert "history: render 10 s on average (median 10 s)" in text and "history: 5 clips of the others" in text
+    assert mixed.sd_s == 0.0 and " ± " not in text.splitlines()[0]  # a guess in the night: no ± claimed
 
 
 def test_every_shipped_model_has_a_typical_render_time():
