@@ -23,7 +23,7 @@ from sqlalchemy import text
 from batchgen import deadline, forecast
 from batchgen.deadline import Deadline, outlook, parse, verdict
 from batchgen.notify import compose
-from batchgen.progress import Snapshot, line
+from batchgen.progress import Display, Snapshot, line
 from conftest import migrated_down, run_args, run_cli, wait_for
 
 A, B = "grok-imagine-text-to-video", "happyhorse-1.0-text-to-video"
@@ -117,6 +117,7 @@ def test_the_outlook_says_on_track_or_behind():
         outlook(at, now, remaining=9, queued=7, eta_s=None, cut_off=True)
     snap = Snapshot(states={"queued": 3}, elapsed=5, deadline=behind)
     assert behind in line(snap) and snap.as_dict()["deadline"] == behind
+    assert behind in Display._table(snap).caption  # the live table on a terminal
 
 
 def test_the_summary_names_the_jobs_left_and_cuts_a_long_list():
