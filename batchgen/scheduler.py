@@ -155,9 +155,12 @@ class Scheduler:
                 or not self.ctx.submitting or self.breakers.is_open(job.model) or not self.gate.may_start(job.model)):
             return False  # while its breaker is open, a queued job is the probe (on a fleet, the one taken)
         self.gate.starting(job)
-        return await self.ctx.moves.render_again(
-            job, f"--render-retries: {job.error_code}, rendering again ({job.render_retries + 1} of "
-                 f"{opts.render_retries})")
+        detail = f"--render-retries: {job.error_code}, rendering again ({job.render_retries + 1} of {opts.render_retries})"
+        limit = self.slots.limits.get(job.model) if self.worker is not None else None
+        while (ok := await self.ctx.moves.render_again(job, detail, limit)) is None:  # the fleet's room is full
+            if await self.ctx.sleep(min(self.opts.heartbeat, 0.5)) or not self.ctx.submitting:
+                return False
+        return ok
 
     # -------------------------------------------------------------- feed and slots
     async def _wait_for_slot(self) -> None:

@@ -261,3 +261,24 @@ def test_render_retries_and_the_credit_cap_hold_for_the_fleet(pg_url, sim_factor
     stats = check_invariants(truth, pg_url, tmp_path / "out")
     assert stats["duplicates"] == 0
     assert any(code == 3 and "credit cap" in s["reason"] for code, s in results), results
+
+
+def test_a_models_limit_holds_across_the_fleet_with_render_retries(pg_url, sim_factory, tmp_path):
+    """A retry renders again in the slot its failed task held: with half of A's tasks failing
+    and `--render-retries 2`, A's limit of 2 still holds at the simulator across the fleet."""
+    sim = sim_factory(seed=15, render_min=0.3, render_max=0.6, media="stub", model_faults=f"{A}=0.5@0")
+    rows = [f"a{i:03d},{A},limited retried clip {i},{1 + i % 5}" for i in range(30)]
+    rows += [f"b{i:03d},{B},free clip {i},3" for i in range(45)]
+    _csv(tmp_path / "rows.csv", rows)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"limits: {{{A}: 2}}\nrows: rows.csv\n")
+    results = _fleet(manifest, pg_url, tmp_path, sim.url, "--render-retries", "2", "--no-breaker", concurrency=4)
+    _every_worker_paid_for_some(results)
+    creates = sim.truth()["creates"]
+    retried = len(creates) - 75
+    peak_a = _peak_in_flight(creates, A)
+    print(f"\nlimits with retries: {retried} retries; peak in flight at the simulator: {A} {peak_a} (limit 2)")
+    assert retried > 0 and peak_a <= 2
+    # every retry that waited for the fleet's room got it: nothing left queued, B all done
+    assert {code for code, _ in results} <= {0, 1}, results
+    assert _count(pg_url, A, "queued") == 0 and _count(pg_url, B, "done") == 45

@@ -150,6 +150,7 @@ class Ledger:
     reserve_credits = _Forward("leases", Leases.reserve_credits)
     return_credits = _Forward("leases", Leases.return_credits)
     claim = _Forward("leases", Leases.claim)
+    requeue_within_limit = _Forward("leases", Leases.requeue_within_limit)
     reclaim = _Forward("leases", Leases.reclaim)
     release = _Forward("leases", Leases.release)
     held = _Forward("leases", Leases.held)

@@ -18,11 +18,14 @@ from ..schema import jobs, runs
 from .database import Room
 from .scope import Scope, of_manifest
 from .sql import ACTIVE_STATES, SHAPE, UNFINISHED_STATES, holder_alive, job_row, job_select
-from .transitions import apply_in, interrupted_create
+from .transitions import Transition, apply_in, interrupted_create
 
 S = JobState
 CLAIM_LOCK = 0x62617463  # the advisory lock claims with per-model limits take ("batc")
 CREDIT_LOCK = 0x63726564  # the advisory lock a fleet's credit reservations take ("cred")
+# A job counted against its model's limit: leased to a live worker, claimed or in flight.
+_HELD = (jobs.c.worker_id.is_not(None), holder_alive(),
+         jobs.c.state.in_([S.QUEUED, S.SUBMITTING, S.SUBMITTED, S.RENDERING]))
 
 
 class Leases(Room):
@@ -104,8 +107,7 @@ class Leases(Room):
             if limits:
                 c.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
                 held: dict[str, int] = dict(c.execute(select(jobs.c.model, func.count()).where(
-                    jobs.c.model.in_(list(limits)), jobs.c.worker_id.is_not(None), holder_alive(),
-                    jobs.c.state.in_([S.QUEUED, S.SUBMITTING, S.SUBMITTED, S.RENDERING])).group_by(jobs.c.model)).all())
+                    jobs.c.model.in_(list(limits)), *_HELD).group_by(jobs.c.model)).all())
                 room = {m: n - int(held.get(m, 0)) for m, n in limits.items()}
             free = (select(jobs.c.id, jobs.c.priority, jobs.c.seq)
                     .where(jobs.c.state == S.QUEUED, of_manifest(scope),
@@ -126,6 +128,22 @@ class Leases(Room):
                 return []
             rows = c.execute(update(jobs).where(jobs.c.id.in_(ids)).values(worker_id=worker).returning(*jobs.c, SHAPE))
             return sorted((job_row(r) for r in rows), key=lambda r: (-r["priority"], r["seq"]))
+        return self._retrying(go)
+
+    def requeue_within_limit(self, t: Transition, limit: int) -> bool | None:
+        """A render retry (``t``: failed → queued, held by ``t.owner``) on a fleet where its model
+        has a limit: applied only while the tasks of that model every live worker holds leave
+        room for it, under the claims' advisory lock (between its task's failure and this move
+        the job is not counted, and another worker may have claimed the room). None: no room
+        now; else whether the move applied."""
+        def go(c: Connection) -> bool | None:
+            c.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
+            model = select(jobs.c.model).where(jobs.c.id == t.job_id).scalar_subquery()
+            held = c.execute(select(func.count()).select_from(jobs).where(
+                jobs.c.model == model, jobs.c.id != t.job_id, *_HELD)).scalar_one()
+            if held >= limit:
+                return None
+            return apply_in(c, [t])[0]
         return self._retrying(go)
 
     def reclaim(self, worker: int, lease_s: float) -> tuple[list[JobRow], list[JobRow]]:

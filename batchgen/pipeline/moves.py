@@ -187,15 +187,19 @@ class Moves:
         job.error_code = code
         self._move(job, S.FAILED)
 
-    async def render_again(self, job: LiveJob, detail: str) -> bool:
+    async def render_again(self, job: LiveJob, detail: str, limit: int | None = None) -> bool | None:
         """``failed → queued`` within the night (``--render-retries``): the provider failed the
         task, and the job is to be created again — a new paid task, through the same intent as
         any create. The failed task's id stays in the job's events. False when someone else
-        moved the job meanwhile."""
-        if not await self.w.apply(Transition(job.id, S.QUEUED, (S.FAILED,), {
-                "task_id": None, "retryable": None, "remote_status": None, "progress": 0, "estimated_time": None,
-                "submitted_at": None}, detail=detail[:220])):
-            return False
+        moved the job meanwhile. ``limit``: on a fleet, its model's limit, checked against every
+        worker's tasks in the move's transaction (``Ledger.requeue_within_limit``; its failure
+        is committed already); None when the fleet has no room for it now."""
+        t = Transition(job.id, S.QUEUED, (S.FAILED,), {
+            "task_id": None, "retryable": None, "remote_status": None, "progress": 0, "estimated_time": None,
+            "submitted_at": None}, detail=detail[:220], owner=self.w.owner)
+        ok = await self.w.apply(t) if limit is None else await self.w.read(self.w.ledger.requeue_within_limit, t, limit)
+        if not ok:
+            return ok
         self._move(job, S.QUEUED)
         job.render_retries += 1
         job.task_id = job.result_url = job.result_at = job.submitted_at = job.create_sent = None
