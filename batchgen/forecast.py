@@ -48,6 +48,9 @@ class ModelForecast:
     median_s: float = 0.0
     var_s2: float = 0.0  # the history's variance of render times (0 for a guess)
     renders: Sequence[float] = ()  # the history's render times, sorted (a guess: the one guessed figure)
+    # A guess's clips the ledger does hold (fewer than MIN_HISTORY): said, so that a model rendered
+    # twice last night is not called "never rendered here".
+    seen: int = 0
 
 
 @dataclass
@@ -70,7 +73,7 @@ class Forecast:
     def as_dict(self) -> dict[str, Any]:
         return {"seconds": round(self.seconds), "sd_seconds": round(self.sd_s, 1), "concurrency": self.concurrency,
                 "rpm": self.rpm, "bound": self.bound, "guessed_models": self.guessed,
-                "models": [{"model": m.model, "jobs": m.jobs, "history": m.history, "source": m.source,
+                "models": [{"model": m.model, "jobs": m.jobs, "history": m.history, "seen": m.seen, "source": m.source,
                             "render_mean_s": round(m.mean_s, 1), "render_median_s": round(m.median_s, 1),
                             "render_p10_s": round(m.p10_s, 1), "render_p90_s": round(m.p90_s, 1)}
                            for m in self.models]}
@@ -95,7 +98,7 @@ def per_model(jobs: dict[str, int], history: dict[str, dict[str, Any]],
             known = (typical or {}).get(model)
             guess = float(known) if known else GUESS_RENDER_S
             out.append(ModelForecast(model, n, 0, guess, guess, guess, GUESS_POLLS, guess ** 2,
-                                     "catalog" if known else "guess", guess, 0.0, (guess,)))
+                                     "catalog" if known else "guess", guess, 0.0, (guess,), len(renders)))
     return out
 
 
@@ -189,9 +192,10 @@ def lines(f: Forecast, jobs: dict[str, int], history: dict[str, dict[str, Any]],
         return ["forecast: nothing to submit"]
     rpm = f"--rpm {f.rpm:g}" if f.rpm else "--rpm 0"
     seen = sum(m.history for m in f.models)
+    few = "NOT ENOUGH" if any(m.seen for m in f.models) else "NO"  # some clips, fewer than MIN_HISTORY
     source = (f"history: {seen:,} clips of {'this model' if len(f.models) == 1 else 'these models'}"
               if not f.guessed else
-              f"NO HISTORY of {', '.join(f.guessed)}: a guess from "
+              f"{few} HISTORY of {', '.join(f.guessed)}: a guess from "
               + ("the catalog's typical render time" if all(m.source == "catalog" for m in f.models if not m.history)
                  else f"{GUESS_RENDER_S:g} s a clip" if all(m.source == "guess" for m in f.models if not m.history)
                  else "the catalog's typical render times, or " + f"{GUESS_RENDER_S:g} s a clip")
@@ -210,10 +214,11 @@ def lines(f: Forecast, jobs: dict[str, int], history: dict[str, dict[str, Any]],
         if m.history:
             spread = (f"history: render {_s(m.mean_s)} s on average (median {_s(m.median_s)} s), "
                       f"10–90 % {_s(m.p10_s)}–{_s(m.p90_s)} s, {m.history:,} clips seen")
-        elif m.source == "catalog":
-            spread = f"never rendered here: the catalog's typical render time, {m.mean_s:g} s (a guess)"
         else:
-            spread = f"never rendered here, no typical time in the catalog: {m.mean_s:g} s (a guess)"
+            where = (f"only {m.seen} clip{'s' if m.seen > 1 else ''} rendered here ({MIN_HISTORY} make a history)"
+                     if m.seen else "never rendered here")
+            spread = (f"{where}: the catalog's typical render time, {m.mean_s:g} s (a guess)" if m.source == "catalog"
+                      else f"{where}, no typical time in the catalog: {m.mean_s:g} s (a guess)")
         out.append(f"  {m.model:<34} {m.jobs:>7} job(s)  {spread}")
     return out
 

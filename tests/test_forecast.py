@@ -12,7 +12,7 @@ import statistics
 
 import pytest
 
-from batchgen.forecast import GUESS_RENDER_S, clip_seconds, estimate, lines
+from batchgen.forecast import GUESS_RENDER_S, MIN_HISTORY, clip_seconds, estimate, lines
 from batchgen.specs import Catalog
 from conftest import run_args, run_cli, write_csv_manifest
 
@@ -150,3 +150,23 @@ def test_diff_says_how_long_tonight_takes_too(sim_factory, tmp_path):
     assert f["models"][0]["jobs"] == 12 and f["models"][0]["history"] == 8 and not f["guessed_models"]
     text = run_cli(["diff", str(m), "--ledger", str(tmp_path / "l.db")]).output
     assert "forecast: ≈ " in text and "history: 8 clips of this model" in text
+
+
+def test_a_model_with_a_few_clips_is_a_guess_that_says_how_many_it_has():
+    # Found trying the nightly manifest: after a night that rendered 2 clips of a model, plan said
+    # "never rendered here" of it; it is still a guess (fewer than MIN_HISTORY), but said as such.
+    typical = {HH: 60.0, T2V: 45.0}
+    history = {HH: {"renders": [30.0, 34.0]}, T2V: {"renders": [12.0]}}
+    f = estimate({HH: 3, T2V: 2}, history, 8, None, 0.0, typical)
+    assert [(m.model, m.history, m.seen, m.source) for m in f.models] == sorted(
+        [(HH, 0, 2, "catalog"), (T2V, 0, 1, "catalog")])
+    assert f.as_dict()["models"][0]["seen"] in (1, 2)
+    text = "\n".join(lines(f, {HH: 3, T2V: 2}, history, start=0.0, typical=typical))
+    assert "never rendered here" not in text
+    assert f"NOT ENOUGH HISTORY of {', '.join(sorted([HH, T2V]))}: a guess from the catalog's typical render time" in text
+    made = f"({MIN_HISTORY} make a history): the catalog's typical render time"
+    assert f"only 2 clips rendered here {made}, 60 s (a guess)" in text
+    assert f"only 1 clip rendered here {made}, 45 s (a guess)" in text
+    bare = estimate({HH: 1}, {HH: {"renders": [30.0]}}, 8, None, 0.0, {HH: None})
+    assert "only 1 clip rendered here (5 make a history), no typical time in the catalog" in "\n".join(
+        lines(bare, {HH: 1}, {HH: {"renders": [30.0]}}, 0.0, {HH: None}))
