@@ -206,9 +206,10 @@ class SqliteReader:
 
     # ------------------------------------------------------------ breakers (breakers.BreakerBoard)
     def open_breakers(self) -> dict[str, dict[str, Any]]:
-        """model → {why, opened_at, probe_in (seconds until its probe may go; ≤ 0: now)}."""
-        rows = self._rows("SELECT breakers.model, breakers.why, breakers.opened_at, breakers.reopens_at - ? AS "
-                          "probe_in FROM breakers WHERE breakers.closed_at IS NULL ORDER BY breakers.model",
-                          (time.time(),))
-        return {r["model"]: {"why": r["why"], "opened_at": r["opened_at"], "probe_in": float(r["probe_in"])}
-                for r in rows}
+        """model → {why, opened_at, probe_in (seconds until its probe may go; ≤ 0: now),
+        probes (sent since it opened)}."""
+        rows = self._rows("SELECT breakers.model, breakers.why, breakers.opened_at, breakers.probes, "
+                          "breakers.reopens_at - ? AS probe_in FROM breakers WHERE breakers.closed_at IS NULL "
+                          "ORDER BY breakers.model", (time.time(),))
+        return {r["model"]: {"why": r["why"], "opened_at": r["opened_at"], "probe_in": float(r["probe_in"]),
+                             "probes": int(r["probes"])} for r in rows}
