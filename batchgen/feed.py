@@ -68,6 +68,10 @@ class Feed:
             return None
         return self._cursors[best[1]].rows.popleft()
 
+    def put_back(self, row: JobRow) -> None:
+        """A job handed out by ``take`` that did not start after all: the next one of its model."""
+        self._cursors[row["model"]].rows.appendleft(row)
+
     async def _refill(self, model: str, cur: _Cursor) -> None:
         page = await self._read(model, cur.after, self._page)
         if not page:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from . import logs
+from .ahead import Ahead
 from .client import Api
 from .failures import classify
 from .gate import Gate
@@ -50,7 +51,7 @@ class Scheduler:
         self.display = display or Display(quiet=True)
         self.ctx = Context(writer, ApiWatch(client, self._outage_started), opts, stop, self.log)
         self.submitter = Submitter(self.ctx)
-        self.poller = Poller(self.ctx)
+        self.poller = Poller(self.ctx, lambda job: self.ahead.expecting(job))  # a slot may free: arm the next
         self.deliverer = Deliverer(self.ctx)
         self.checker = Checker(self.ctx, self.deliverer.start)
         self.fetcher = Fetcher(self.ctx, self.poller.fresh_url,
@@ -63,6 +64,8 @@ class Scheduler:
         self._slot_freed = asyncio.Event()
         self._feed_closed = False  # no queued job may start any more tonight (deadline, breakers)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.ahead = Ahead(self.ctx, self.submitter, self.gate, slots_full=lambda: self._inflight >= opts.concurrency,
+                           wake=self._slot_freed.set, enabled=self.worker is None)
 
     # -------------------------------------------------------------- orchestration
     async def run(self, run_id: int, total: int, scope: Scope) -> None:
@@ -101,6 +104,7 @@ class Scheduler:
                 await self._feed_claims(scope)
             else:
                 await self._feed_pages(run_id)
+                await self.ahead.release()  # armed jobs of a run that stopped submitting: none was sent
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
             while self.checker.tasks or self.deliverer.tasks:
@@ -127,7 +131,7 @@ class Scheduler:
         while --render-retries allows (each a new paid task, through the submit stage's intent
         and credit cap like any create)."""
         while True:
-            if job.state == S.QUEUED:
+            if job.state == S.QUEUED or job.armed is not None:
                 if not await self.submitter.submit(job):
                     await self.gate.no_task(job)
                     return
@@ -180,9 +184,8 @@ class Scheduler:
 
         feed = Feed(models, page)
         while self.ctx.submitting:
-            await self._wait_for_slot()
-            if not self.ctx.submitting:
-                return
+            if await self.ahead.turn(feed, self._inflight >= self.opts.concurrency, self._slot_freed, self._spawn):
+                continue  # every slot busy (the next job armed, or a wait), or an armed job started
             frees = self._frees
             row = await feed.take(self.gate.may_start)
             if row is None:
@@ -264,7 +267,7 @@ class Scheduler:
             self._inflight -= 1
             self.slots.give(job.model)
             self._frees += 1
-            self._slot_freed.set()
+            self.ahead.freed(self._spawn)  # wakes the feed; an armed job's create goes now, not on its next turn
 
     def _done(self, job: LiveJob, t: asyncio.Task[None]) -> None:
         self._tasks.discard(t)

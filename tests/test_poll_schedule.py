@@ -142,3 +142,84 @@ def test_a_first_poll_is_timed_from_the_creates_send_not_its_answer():
     d_sent = poll_delay(sent, NOW, poll_min=2.0, poll_max=60.0, book=book, jitter=spread)
     d_answered = poll_delay(answered, NOW, poll_min=2.0, poll_max=60.0, book=book, jitter=spread)
     assert d_answered - d_sent == pytest.approx(0.5)
+
+
+def _exact_book(est: float, lo: float, hi: float, slack: float, n: int = 8) -> PaceBook:
+    """A book whose tasks of ``est`` seconds were seen rendering at ``lo`` and done by ``hi``
+    (ratios), every poll's round trips summing to ``slack`` seconds."""
+    book = PaceBook()
+    for _ in range(n):
+        for done, ratio in ((False, lo), (True, hi)):
+            # observe_poll: a create (sent, answered) and a poll (sent, answered) of slack/2 each
+            t = NOW + est * ratio
+            book.observe_poll(M, est, done=done, create=(NOW, NOW + slack / 2) if done else (NOW - slack / 2, NOW),
+                              poll=(t - slack / 2, t) if done else (t, t + slack / 2))
+    return book
+
+
+def test_probes_stop_once_estimates_prove_exact_and_resume_when_the_gap_opens():
+    """Every EXPLORE_EVERY-th first poll probes the gap between the bounds while a probe can
+    still bring later polls PROBE_WORTH_S closer to the end; once the gap is no wider than the
+    round trips the bounds are taken across (plus that), the probes stop."""
+    wide = _exact_book(5.0, 0.90, 1.00, slack=0.02)  # a 0.5 s gap
+    narrow = _exact_book(5.0, 0.995, 1.00, slack=0.02)  # 25 ms: within 20 ms of round trips + 30 ms
+    for book, probing in ((wide, True), (narrow, False)):
+        p = book.pace(M)
+        assert p.holds() and p.slack() == pytest.approx(0.02)
+        ratios = [p.first_ratio(estimate=5.0) for _ in range(4 * EXPLORE_EVERY)]
+        assert (p.probes > 0) is probing
+        assert sum(r < min(p.uppers) for r in ratios) == (4 if probing else 0)
+    # A gap no probe can close: the round trips alone are as wide (slow answers)
+    slow = _exact_book(5.0, 0.95, 1.00, slack=0.3)
+    assert not slow.pace(M).worth_probing(0.95, 1.0, 5.0)
+    # the gap opens again (a later task seen rendering long before the end is irrelevant; the
+    # window forgets the tight bounds): probing resumes
+    p = narrow.pace(M)
+    p.lowers.clear()
+    p.lowers.append(0.9)
+    [p.first_ratio(estimate=5.0) for _ in range(EXPLORE_EVERY)]
+    assert p.probes == 1
+
+
+def test_a_probes_second_poll_goes_to_the_known_end_whatever_poll_min():
+    """The early probe found the task rendering: its second poll is aimed at where tasks have
+    always been done, not held back by --poll-min (default 2 s; the floor was a quarter of the
+    estimate, so the clip was found about a second late)."""
+    book = _exact_book(5.0, 0.9, 1.0, slack=0.0)
+    probed = Task(estimated_time=5.0, polls=1, progress=95)
+    d = delay(probed, NOW + 4.75, book, poll_min=2.0)
+    assert d == pytest.approx(5.0 * 1.0 - 4.75 + 0.02)
+
+
+def test_without_progress_the_second_poll_is_aimed_at_the_estimate_from_the_creates_answer():
+    """No progress told (an API's habit) and nothing learnt yet: after the early first poll, the
+    next goes at the estimate counted from the create's answer — once, not held back by
+    --poll-min — then, past it, geometrically from --poll-min."""
+    t = Task(estimated_time=5.0, polls=1, create_sent=NOW - 0.1, submitted_at=NOW)
+    assert delay(t, NOW + 4.5, poll_min=2.0) == pytest.approx(0.5 + 0.02)
+    t.polls = 2
+    assert delay(t, NOW + 5.03, poll_min=2.0) == pytest.approx(2.0 * 1.5 ** 2)
+
+
+def test_a_progress_report_times_one_aimed_poll_then_the_floor_holds():
+    t = Task(estimated_time=40.0, polls=1, progress=99)
+    assert delay(t, NOW + 39.0, poll_min=2.0) == pytest.approx(39.0 / 99 * 1.05)  # below poll_min: aimed
+    t.polls = 2
+    assert delay(t, NOW + 39.5, poll_min=2.0) == 2.0  # stuck at 99 %: not a poll every 0.4 s
+
+
+def test_a_task_late_past_the_known_end_is_polled_again_in_small_doubling_steps():
+    """Estimates hold, but this task was still rendering at the known end (its create or poll
+    was slow: jitter): the next polls step by the round trips (at least 50 ms), doubling, for a
+    few polls — not --poll-min (2 s), nor a coarse progress's extrapolation — then as usual."""
+    book = _exact_book(5.0, 0.99, 1.0, slack=0.08)
+    t = Task(estimated_time=5.0, polls=1, progress=75)  # coarse progress: 75 % at the end
+    steps = []
+    for polls in (1, 2, 3, 4):
+        t.polls = polls
+        steps.append(delay(t, NOW + 5.1, book, poll_min=2.0))
+    assert steps == pytest.approx([0.08, 0.16, 0.32, 0.64])
+    t.polls = 5  # past those: the usual schedule (here the progress, floored by --poll-min)
+    assert delay(t, NOW + 6.3, book, poll_min=2.0) == pytest.approx(6.3 * 25 / 75 * 1.05)
+    assert delay(Task(estimated_time=5.0, polls=1), NOW + 5.1, _exact_book(5.0, 0.99, 1.0, slack=0.0),
+                 poll_min=2.0) == pytest.approx(0.05)

@@ -64,6 +64,9 @@ class LiveJob:
     render_retries: int = 0  # tasks created again tonight after a retryable failure (--render-retries)
     # Its intent is refused while its model's breaker is open in the ledger (not a probe; see gate.Gate)
     breaker_gated: bool = False
+    # An intent written ahead of its render slot (``Submitter.arm``): the request to send (uploads
+    # in place); None when the job is not armed.
+    armed: dict[str, Any] | None = None
 
     @property
     def short(self) -> str:
@@ -118,21 +121,34 @@ class Moves:
         job.state = state
 
     # -------------------------------------------------------------- submit
-    async def intent(self, job: LiveJob) -> bool:
+    async def intent(self, job: LiveJob, *, ahead: bool = False) -> bool:
         """``queued → submitting``, awaited: invariant 1 (durable before any byte of the create
-        is sent). False when someone else moved the job meanwhile (e.g. cancelled), or its
-        model's breaker is open in the ledger and the job is not the probe (it stays queued,
-        its lease handed back)."""
+        is sent). ``ahead``: written while every render slot is busy (``Submitter.arm``); its
+        event says so, for whoever settles it in doubt after a crash. False when someone else
+        moved the job meanwhile (e.g. cancelled), or its model's breaker is open in the ledger
+        and the job is not the probe (it stays queued, its lease handed back)."""
+        # The first attempt needs no words (the row's `attempts` and the event order say it; 17
+        # bytes a job at a million): a retry is worth a line in the history.
+        detail = f"create attempt {job.attempts + 1}" if job.attempts else None
+        if ahead:
+            detail = f"{detail}, ahead of slot" if detail else "ahead of slot"  # short: a line per job
         if not await self.w.apply(Transition(job.id, S.SUBMITTING, (S.QUEUED,), {
                 "attempts": job.attempts + 1, "error_code": None, "error_message": None, "api": self.api},
-                # The first attempt needs no words (the row's `attempts` and the event order say
-                # it; 17 bytes a job at a million): a retry is worth a line in the history.
-                detail=f"create attempt {job.attempts + 1}" if job.attempts else None,
-                breaker_gated=job.breaker_gated)):
+                detail=detail, breaker_gated=job.breaker_gated)):
             return False
         job.attempts += 1
         self._move(job, S.SUBMITTING)
         return True
+
+    async def disarmed(self, job: LiveJob) -> None:
+        """``submitting → queued`` for an intent written ahead of its slot and never sent (the
+        run stopped, or its model may not start now): nothing reached the API, so the attempt
+        it counted is taken back."""
+        await self.w.apply(Transition(job.id, S.QUEUED, (S.SUBMITTING,), {"attempts": job.attempts - 1},
+                                      detail="intent written ahead of its slot, never sent: back to the queue"))
+        job.attempts -= 1
+        job.armed = None
+        self._move(job, S.QUEUED)
 
     def submitted(self, job: LiveJob, info: TaskInfo) -> asyncio.Future[bool]:
         """``submitting → submitted`` with the task id. Queued at once, not awaited: the writer

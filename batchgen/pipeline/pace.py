@@ -20,6 +20,11 @@ of one model and picks the first poll of its next task from them:
   little late costs nothing.
 * **No estimate, or past it without progress**: polls grow geometrically from ``--poll-min``.
 
+A poll aimed at a moment (the known end, the estimate, the end a first progress predicts) is a
+single shot, so ``--poll-min`` does not hold it back: that floor is for polls that repeat (past
+the estimate, or following progress), where it bounds the request rate. Held back, a probe's
+second poll came up to a quarter of the estimate after the result was ready (issue 31 part 4).
+
 Jitter spreads polls of tasks created together by a few milliseconds; it never delays a poll
 by a fraction of the render. Errors back off with jitter and honour Retry-After (``budget``).
 Pure: no I/O, no clock of its own.
@@ -43,6 +48,14 @@ SPREAD_S = 0.03  # jitter: at most this many seconds, or 1 % of the delay if les
 # A poll placed at a known end comes this much after it: clocks, latency and rounding make
 # "exactly at the end" a race that a second poll would pay for.
 MARGIN_S = 0.02
+# A probe is worth a request while it can bring the first polls of later tasks this much closer
+# to their end (beyond the round trips, which no probe can remove).
+PROBE_WORTH_S = 0.03
+AIMED_FLOOR_S = 0.01
+# Past the known end (estimates hold), the first polls step by this (or the round trips, if
+# longer), doubling, for at most PAST_END_POLLS polls of the task.
+PAST_END_STEP_S = 0.05
+PAST_END_POLLS = 4  # an aimed poll (see the module's docstring) comes at least this long after the last
 THRIFTY_MARGIN = 1.02  # a thrifty first poll comes this much after the latest ratio seen still rendering
 
 
@@ -65,13 +78,29 @@ class Pace:
 
     lowers: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     uppers: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    # Round trips (create's + poll's) of recent polls: the width the bounds cannot close below.
+    slacks: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     firsts: int = 0  # first polls planned (every EXPLORE_EVERY-th explores)
+    probes: int = 0  # of which probes
 
     def holds(self) -> bool:
         """Whether the estimates look exact up to a constant: every bound consistent."""
         return len(self.uppers) >= MIN_FOR_TRUST and max(self.lowers, default=0.0) < min(self.uppers)
 
-    def first_ratio(self, thrifty: bool = False) -> float:
+    def slack(self) -> float:
+        """The typical width, in seconds, of the bounds' own uncertainty (median round trips)."""
+        if not self.slacks:
+            return 0.0
+        return sorted(self.slacks)[len(self.slacks) // 2]
+
+    def worth_probing(self, lo: float, hi: float, estimate: float | None) -> bool:
+        """Whether a probe between ``lo`` and ``hi`` can still gain ``PROBE_WORTH_S`` for a task
+        of ``estimate`` seconds. Without an estimate, any visible gap is."""
+        if estimate is None or estimate <= 0:
+            return hi - lo > 0.002
+        return (hi - lo) * estimate - self.slack() > PROBE_WORTH_S
+
+    def first_ratio(self, thrifty: bool = False, estimate: float | None = None) -> float:
         """Where the first poll of the next task goes, as a fraction of its estimate.
         ``thrifty``: requests are short (the budget binds), so the poll goes where every task
         seen so far was done — a poll that finds its task still rendering wastes a token some
@@ -87,7 +116,8 @@ class Pace:
             return EARLY
         hi = min(self.uppers)
         lo = max(self.lowers) if self.lowers else hi * EARLY
-        if self.firsts % EXPLORE_EVERY == 0 and hi - lo > 0.002:
+        if self.firsts % EXPLORE_EVERY == 0 and self.worth_probing(lo, hi, estimate):
+            self.probes += 1
             return (lo + hi) / 2
         return hi
 
@@ -130,6 +160,8 @@ class PaceBook:
         then contradict each other and exact estimates look noisy (two polls a task)."""
         done_by = poll[1] - create[0]
         running_at = poll[0] - create[1]
+        if estimate and estimate > 0:
+            self.pace(model).slacks.append(max(0.0, create[1] - create[0]) + max(0.0, poll[1] - poll[0]))
         self.observe(model, estimate, done_by if done else running_at, done=done, progress=progress)
 
 
@@ -147,19 +179,35 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
         return max(job.retry_after or 0.0, backoff(job.poll_errors, poll_min, poll_max))
     est = job.estimated_time
     floor = max(0.02, min(poll_min, est * 0.25)) if est is not None else poll_min
+    aimed = False  # a single shot at a moment (see the module's docstring): not held back by the floor
     pace = book.pace(job.model) if book is not None else None
     end = pace.known_end() if pace is not None else None
     if job.polls == 0 and est is not None:
-        ratio = pace.first_ratio(thrifty) if pace is not None else (1.0 if thrifty else EARLY)
+        ratio = pace.first_ratio(thrifty, est) if pace is not None else (1.0 if thrifty else EARLY)
         d = est * ratio - elapsed + (MARGIN_S if end is not None and ratio >= end else 0.0)
     elif est is not None and end is not None and elapsed < est * end + MARGIN_S:
         d = est * end - elapsed + MARGIN_S  # a probe came early: go to where tasks have always been done
+        aimed = True
+    elif est is not None and end is not None and job.polls <= PAST_END_POLLS:
+        # Estimates hold, yet this task was still rendering where tasks have always been done:
+        # late by a round trip's jitter, not by a render. Small steps, doubling, before the usual
+        # schedule: from --poll-min (2 s by default), or timed by a coarse progress, the next poll
+        # came seconds after the result was ready.
+        d = max(PAST_END_STEP_S, pace.slack() if pace is not None else 0.0) * 2 ** max(0, job.polls - 1)
+        aimed = True
     elif 0 < job.progress < 100 and elapsed > 0:
         d = elapsed * (100 - job.progress) / job.progress * 1.05
-    elif est is not None and elapsed < est:
-        d = est - elapsed
+        aimed = job.polls <= 1  # the end the first progress predicts; later ones repeat: the floor
+    elif est is not None and elapsed < est + MARGIN_S:
+        # The estimate from the create's answer: a task runs by then on an API that started it
+        # before answering (from the send, the poll would race the end by the create's way there).
+        since = now - (job.submitted_at or job.create_sent or now)
+        d = max(est - elapsed, est - since + MARGIN_S)
+        aimed = True
     else:
         d = poll_min * 1.5 ** min(job.polls, 10)
+    if aimed:
+        floor = min(floor, AIMED_FLOOR_S)
     d = min(poll_max, max(floor, d))
     return d + (jitter(d) if jitter is not None else random.uniform(0.0, min(SPREAD_S, d * 0.01)))
 

@@ -13,6 +13,7 @@ May not touch: creates, files, verification, delivery. States move only through 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .pace import PaceBook, poll_delay
@@ -28,8 +29,11 @@ from .moves import LiveJob
 class Poller:
     """Polls tasks on a schedule that learns, per model, how long tasks take."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, expecting: Callable[[LiveJob], None] | None = None) -> None:
         self.ctx = ctx
+        # Told before each poll of a task holding a render slot: the slot may free with its answer
+        # (the conductor writes the next job's intent meanwhile).
+        self.expecting = expecting
         self.pace = PaceBook()  # what this run learns of each model's render times
         self.polls = 0
 
@@ -53,6 +57,8 @@ class Poller:
                 ctx.log(f"job {job.name}: task {job.task_id} unfinished after {elapsed:.0f}s; "
                         "stopped polling (the id is kept; re-run to resume)")
                 return
+            if self.expecting is not None and job.holds_slot:
+                self.expecting(job)
             await ctx.budget.acquire(Need.POLL, due)
             stuck = job.estimated_time is not None and elapsed > max(600.0, 3 * job.estimated_time)
             sent = time.time()

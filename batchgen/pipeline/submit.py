@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from .. import crash, logs
 from ..budget import CreditCap, Need, backoff
-from ..errors import ApiError, ErrorClass
+from ..errors import ApiError, ErrorClass, LedgerError
 from ..jobs import JobState, plain, short_key
 from ..specs import UPLOAD_PREFIX
 from .context import Context
@@ -32,6 +32,9 @@ from .moves import LiveJob, Values
 S = JobState
 # What one create attempt came to (see Submitter._attempt).
 CreateOutcome = Literal["submitted", "in_doubt", "failed", "retry", "stopped", "gone"]
+# What arming a job ahead of its render slot came to (see Submitter.arm).
+ArmOutcome = Literal["armed", "not armed", "gone"]
+
 
 
 class Submitter:
@@ -49,17 +52,24 @@ class Submitter:
         return round(self.cap.spent + self.cap.reserved, 9)
 
     async def submit(self, job: LiveJob) -> bool:
-        """Create ``job``'s task. True when it was created (the job is ``submitted``)."""
+        """Create ``job``'s task. True when it was created (the job is ``submitted``). An armed
+        job (``arm``) has its intent durable already: its create goes once its credit fits."""
         ctx, opts = self.ctx, self.ctx.opts
         for attempt in range(opts.submit_retries):
             if ctx.w.error is not None:
                 ctx.stop_submitting(f"the ledger cannot be written ({ctx.w.error}); submission stopped")
             if not ctx.submitting:
+                if job.armed is not None:
+                    await self._take_back(job)
                 return False
             est = opts.prices.estimate(job.request) or 0.0
             # Reserved before any await, so concurrent jobs see it; a job that does not fit
             # waits for the creates still holding reservations to be answered (see CreditCap).
+            # An armed job reserves here too, never while it waits ahead of its slot: a
+            # reservation held there could keep the job in the slot from ever fitting.
             admitted = await self.cap.reserve(est, lambda: not ctx.submitting)
+            if not admitted and job.armed is not None:
+                await self._take_back(job)  # never sent: back to the queue
             if admitted is None:
                 return False
             if not admitted:
@@ -74,7 +84,7 @@ class Submitter:
                                     f"{plain(opts.max_credits)}", unfinished=True)
                 return False
             try:
-                outcome = await self._attempt(job)
+                outcome = await (self._send_armed(job) if job.armed is not None else self._attempt(job))
             finally:  # spent once a task exists or may exist (sent, in doubt, or cancelled mid-create)
                 spent = job.state not in (S.QUEUED, S.FAILED)
                 self.cap.settle(est, spent=spent)
@@ -100,6 +110,59 @@ class Submitter:
             return True
         assert ctx.w.owner is not None and ctx.opts.max_credits is not None
         return await ctx.w.read(ctx.w.ledger.reserve_credits, ctx.w.owner, est, ctx.opts.max_credits)
+
+    # -------------------------------------------------------------- intents ahead of their slot
+    async def arm(self, job: LiveJob) -> ArmOutcome:
+        """What a create needs before its POST, done while every render slot is still busy: the
+        uploads in place and the intent durable (invariant 1 holds: the POST still comes after
+        the intent). A freed slot then costs no commit before its create reaches the API (issue
+        31 part 4). Its credit is reserved when it is sent, like any create's. Anything unusual
+        (a cap close to its end, an upload refused, a ledger that cannot be written) is left to
+        ``submit``: "not armed", the job stays queued and takes the usual path. "gone": someone
+        else moved the job."""
+        ctx = self.ctx
+        if ctx.w.error is not None or not ctx.submitting:
+            return "not armed"
+        if not self.cap.fits(2 * (ctx.opts.prices.estimate(job.request) or 0.0)):
+            return "not armed"  # the cap is near: its jobs take the usual path, which says when it is reached
+        try:
+            request = await self._materialise(job.request)
+        except ApiError:
+            return "not armed"
+        if not ctx.submitting:
+            return "not armed"
+        crash.point("before_intent")
+        if not await ctx.moves.intent(job, ahead=True):
+            return "gone"
+        crash.point("after_intent")
+        crash.point("armed")  # an intent durable ahead of its slot: on a restart it is in doubt
+        job.armed = request
+        return "armed"
+
+    async def disarm(self, job: LiveJob) -> None:
+        """An armed job that will not be sent (the run stops submitting, its model may not start
+        now): back to the queue."""
+        await self._take_back(job)
+
+    async def _take_back(self, job: LiveJob) -> None:
+        try:
+            await self.ctx.moves.disarmed(job)
+        except LedgerError as e:  # stays `submitting`: in doubt on the next start (fails closed)
+            job.armed = None
+            self.ctx.log(f"job {job.name} ({job.short}): its intent, written ahead and never sent, could not "
+                         f"be taken back ({e}); the next run will hold it in doubt — nothing was sent")
+
+    async def _send_armed(self, job: LiveJob) -> CreateOutcome:
+        ctx = self.ctx
+        request = job.armed
+        assert request is not None
+        await ctx.budget.acquire(Need.CREATE)
+        if not ctx.submitting:
+            await self._take_back(job)
+            return "gone"
+        job.armed = None
+        # Shielded: a stop request must never separate a create from the record of its outcome.
+        return await asyncio.shield(self._create_and_record(job, request))
 
     async def _attempt(self, job: LiveJob) -> CreateOutcome:
         ctx = self.ctx

@@ -58,6 +58,11 @@ class SimConfig:
     # the request, with an AAC track when `audio`; "stub" = tiny signature-only files (fast,
     # for throughput benchmarks). The p_* knobs serve wrong ones, for verification tests.
     media: str = "real"
+    # Real clips weigh what this many kilobits a second of video would (0: as encoded). The encode
+    # is a still field and a bar, ~0.4 Mbit/s at 720p, where a provider's 6 s 720p MP4 is several
+    # MB: the rest is a top-level `free` box, which players and decoders skip, so a benchmark
+    # downloads, hashes and writes real-size files that still decode and verify.
+    media_kbps: float = 0.0
     audio: bool = True
     fps: int = 24
     p_short: float = 0.0  # half the asked duration

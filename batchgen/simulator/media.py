@@ -79,7 +79,25 @@ async def clip(config: SimConfig, t: Shape) -> bytes:
         data = await asyncio.to_thread(_cached_mp4, key)
     if t.variant == "undecodable":
         return _corrupt(data)
+    if config.media_kbps > 0:
+        return padded(data, int(config.media_kbps * 1000 / 8 * t.seconds))
     return data
+
+
+_PADDED: dict[tuple[int, int], bytes] = {}
+
+
+def padded(data: bytes, size: int) -> bytes:
+    """``data`` followed by a top-level ``free`` box that brings it to ``size`` bytes (unchanged
+    when it is that large already). Kept per (clip, size): every download of a shape shares it."""
+    if size <= len(data) + 8:
+        return data
+    key = (id(data), size)
+    out = _PADDED.get(key)
+    if out is None:
+        fill = size - len(data)
+        out = _PADDED[key] = data + struct.pack(">I", fill) + b"free" + bytes(fill - 8)
+    return out
 
 
 def mp4_bytes(task_id: str, size: int) -> bytes:

@@ -114,6 +114,7 @@ class Routes:
 
 
     async def create(self, request: web.Request) -> web.StreamResponse:
+        received = time.time()  # the create reached the API: what a freed slot's refill is timed to
         key, err = await self._gate(request)
         if err is not None:
             return err
@@ -163,7 +164,8 @@ class Routes:
             id=self.book.new_id(self.rng), model=body["model"], body_sha256=canonical_sha256(body), created=time.time(),
             render=render, estimate=render * self.rng.uniform(1 - c.estimate_noise, 1 + c.estimate_noise),
             outcome=outcome, fail_code=code, credits=credits, file_size=self.rng.randint(c.file_min, c.file_max),
-            wait=c.pending_s * self.rng.uniform(0.5, 1.5) if c.pending_s else 0.0, **plan(body, c, self.faults))
+            wait=c.pending_s * self.rng.uniform(0.5, 1.5) if c.pending_s else 0.0, received=received,
+            **plan(body, c, self.faults))
         self.book.tasks[t.id] = t
         self.book.save({"task": asdict(t)})
         self.counters.creates_accepted += 1
@@ -198,7 +200,10 @@ class Routes:
             return web.Response(status=200, text="<html>502 Bad Gateway</html>", content_type="text/html")
         t.polls += 1
         self.counters.bump(self.counters.status, "200")
-        return web.json_response(t.view(time.time(), self.base_url, self._fractional(), c.progress))
+        now = time.time()
+        if not t.seen_done and t.ready(now):
+            t.seen_done = now  # the first poll that finds the render over (detection, as the API sees it)
+        return web.json_response(t.view(now, self.base_url, self._fractional(), c.progress))
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         self.counters.downloads += 1

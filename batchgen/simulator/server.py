@@ -97,7 +97,7 @@ class Simulator:
                  if t.outcome == "completed" else None,
                  "media": {"width": t.width, "height": t.height, "seconds": t.seconds, "audio": t.audio,
                            "variant": t.variant},
-                 "render_s": t.render, "ready_at": t.ready_at}
+                 "render_s": t.render, "ready_at": t.ready_at, "received": t.received, "seen_done": t.seen_done}
                 for t in self.book.tasks.values()
             ],
             "counters": asdict(self.counters),

@@ -48,6 +48,10 @@ class Task:
     audio: bool = True
     variant: str | None = None  # short | wrong_aspect | undecodable | no_audio
     wait: float = 0.0  # seconds in `pending` before the render starts (pending_s), not in the estimate
+    # Benchmarks' clocks (issue 31 part 4): when the create reached the API (before any latency,
+    # jitter or rate limit), and when a poll first answered it completed (0: not yet).
+    received: float = 0.0
+    seen_done: float = 0.0
 
     def ready(self, now: float) -> bool:
         """The render is over (a completed task's file can be fetched)."""
