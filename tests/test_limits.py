@@ -55,6 +55,28 @@ def test_a_bad_limit_option_is_a_usage_error_before_anything_runs(sim, tmp_path)
     assert not (tmp_path / "l.db").exists()
 
 
+def test_a_limit_for_an_unknown_model_is_refused_with_its_line_and_a_hint(tmp_path, sim, monkeypatch):
+    # A misspelt model under `limits:` (or in --limit) capped nothing, silently: the night ran unlimited.
+    text = (f"defaults: {{model: {A}}}\nunvalidated_models: [house-model]\nlimits:\n  {A}: 2\n"
+            "  sora2: 1\n  house-model: 3\n  nosuchmodel: 4\njobs:\n  - {prompt: a}\n")
+    bad = Manifest(_write(tmp_path / "u.yaml", text))
+    with pytest.raises(ManifestError) as ei:
+        bad.validate()
+    assert [(p.where, p.field, p.message) for p in ei.value.problems] == [
+        ("line 5", "limits", "unknown model 'sora2'; did you mean 'sora-2'?"),
+        ("line 7", "limits", "unknown model 'nosuchmodel'")]
+    # plan and run: exit 2, the file and line named, no ledger created.
+    monkeypatch.chdir(tmp_path)  # plan without a ledger: the default ./batchgen.db, not there yet
+    for args in (["plan", str(tmp_path / "u.yaml")],
+                 run_args(sim, tmp_path / "u.yaml", tmp_path)):
+        r = run_cli(args)
+        assert r.exit_code == 2 and "u.yaml: line 5, field 'limits': unknown model 'sora2'" in r.output, r.output
+    m = _write(tmp_path / "m.csv", f"name,model,prompt\na,{A},p\n")
+    r = run_cli(run_args(sim, m, tmp_path, "--limit", "sora2=1", "--limit", f"{A}=2"))
+    assert r.exit_code == 2 and "--limit sora2=1: unknown model 'sora2'; did you mean 'sora-2'?" in r.output
+    assert not (tmp_path / "l.db").exists() and sim.truth()["creates"] == []
+
+
 def test_slots_count_per_model_against_limits():
     s = Slots({A: 1})
     assert s.allows(A) and s.allows(B)

@@ -53,7 +53,7 @@ from .expand import Expander
 from .localfiles import LOCAL_INPUT_SUFFIXES, MAX_LOCAL_INPUT, LocalInputs
 from .problems import MAX_PROBLEMS, Problems
 from .validate import META_FIELDS
-from .yamlreader import MAX_YAML_BYTES, NEWLINE, TOP_LEVEL, read_document
+from .yamlreader import MAX_YAML_BYTES, NEWLINE, TOP_LEVEL, read_document, unknown_model
 
 __all__ = ["LOCAL_INPUT_SUFFIXES", "MAX_CSV_LINE", "MAX_LOCAL_INPUT", "MAX_PROBLEMS", "MAX_YAML_BYTES", "META_FIELDS",
            "NEWLINE", "PARAMS_COLUMN", "RESULT_COLUMNS", "TOP_LEVEL", "Manifest", "safe_output_name"]
@@ -116,6 +116,10 @@ class Manifest:
     def limits(self) -> dict[str, int]:
         """``limits:`` model → tasks in flight at most (run --limit MODEL=N overrides one)."""
         return self._doc.limits
+
+    def unknown_model(self, model: str) -> str | None:
+        """Why ``model`` (a ``run --limit``) is no model this manifest knows, or None."""
+        return unknown_model(model, self._doc.catalog, self._doc.unvalidated_models)
 
     @property
     def finish_by(self) -> str | None:

@@ -7,7 +7,7 @@ here (``ManifestError``), anything else is reported together with what expansion
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from .. import datafiles, specs, yamlsafe
@@ -165,9 +165,14 @@ class _YamlReader:
             self.problems.add(line("limits"), "limits", "must map model names to a number of tasks in flight")
             return
         where = f"line {doc.key_lines.get('limits', 1)}"
+        lines = getattr(limits, "key_lines", {})
         for model, value in limits.items():
-            problem = limit_problem(value)
-            if problem is not None:
+            # A misspelt model would cap nothing, silently: the night runs unlimited.
+            unknown = unknown_model(model, self.doc.catalog, self.doc.unvalidated_models)
+            problem = unknown or limit_problem(value)
+            if unknown:
+                self.problems.add(f"line {lines[model]}" if model in lines else where, "limits", unknown)
+            elif problem is not None:
                 self.problems.add(where, "limits", f"{model}: {problem}")
             else:
                 self.doc.limits[str(model)] = value
@@ -222,13 +227,21 @@ class _YamlReader:
         for model, values in per.items():
             if self.doc.is_broken(model):
                 continue  # its entry's problems are reported
-            if model not in catalog.models and model not in (doc.get("unvalidated_models") or []):
-                hint = difflib.get_close_matches(str(model), sorted(catalog.models), n=1, cutoff=0.6)
-                add(line("per_model"), "per_model", f"unknown model {model!r}"
-                    + (f"; did you mean '{hint[0]}'?" if hint else ""))
+            unknown = unknown_model(model, catalog, doc.get("unvalidated_models") or [])
+            if unknown:
+                add(line("per_model"), "per_model", unknown)
                 continue
             self.doc.per_model[str(model)] = {k: v for k, v in values.items() if v is not None}
             self.doc.per_model_lines[str(model)] = getattr(values, "key_lines", {})
+
+
+def unknown_model(model: object, catalog: specs.Catalog, unvalidated: Collection[object]) -> str | None:
+    """Why ``model`` (a key of ``per_model:`` or ``limits:``, or a ``run --limit``) names no model
+    the manifest knows (the catalog, or listed under ``unvalidated_models``), or None."""
+    if model in catalog.models or model in unvalidated:
+        return None
+    hint = difflib.get_close_matches(str(model), sorted(catalog.models), n=1, cutoff=0.6)
+    return f"unknown model {model!r}" + (f"; did you mean '{hint[0]}'?" if hint else "")
 
 
 def _line_of_byte(path: Path, offset: int) -> str:

@@ -94,6 +94,10 @@ def _run(manifest: str | Path | Manifest, *, out_dir: str | Path, ledger: str | 
     opts = options or RunOptions(out_dir=Path(out_dir))
     api_base = api_base or DEFAULT_API_BASE
     m = manifest if isinstance(manifest, Manifest) else Manifest(manifest, catalog)
+    # A misspelt --limit would cap nothing, silently: refused before anything is recorded or paid.
+    unknown = [f"--limit {model}={n}: {why}" for model, n in opts.limits.items() if (why := m.unknown_model(model))]
+    if unknown:
+        raise UsageError("; ".join(unknown) + " (`batchgen models` lists the catalog)")
     opts.limits = {**m.limits, **opts.limits}  # run --limit overrides the manifest's `limits:`
     if opts.finish_by is None and m.finish_by is not None:  # run --finish-by overrides the manifest's
         from ..deadline import parse
