@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from batchgen.pipeline.pace import EARLY, EXPLORE_EVERY, PaceBook, poll_delay
+from batchgen.pipeline.pace import EARLY, EXPLORE_EVERY, EXPLORE_MAX, PROBE_STEP_S, PaceBook, poll_delay
 
 NOW = 1_000_000.0
 M = "grok-imagine-text-to-video"
@@ -157,28 +157,27 @@ def _exact_book(est: float, lo: float, hi: float, slack: float, n: int = 8) -> P
     return book
 
 
-def test_probes_stop_once_estimates_prove_exact_and_resume_when_the_gap_opens():
-    """Every EXPLORE_EVERY-th first poll probes the gap between the bounds while a probe can
-    still bring later polls PROBE_WORTH_S closer to the end; once the gap is no wider than the
-    round trips the bounds are taken across (plus that), the probes stop."""
-    wide = _exact_book(5.0, 0.90, 1.00, slack=0.02)  # a 0.5 s gap
-    narrow = _exact_book(5.0, 0.995, 1.00, slack=0.02)  # 25 ms: within 20 ms of round trips + 30 ms
-    for book, probing in ((wide, True), (narrow, False)):
-        p = book.pace(M)
-        assert p.holds() and p.slack() == pytest.approx(0.02)
-        ratios = [p.first_ratio(estimate=5.0) for _ in range(4 * EXPLORE_EVERY)]
-        assert (p.probes > 0) is probing
-        assert sum(r < min(p.uppers) for r in ratios) == (4 if probing else 0)
-    # A gap no probe can close: the round trips alone are as wide (slow answers)
-    slow = _exact_book(5.0, 0.95, 1.00, slack=0.3)
-    assert not slow.pace(M).worth_probing(0.95, 1.0, 5.0)
-    # the gap opens again (a later task seen rendering long before the end is irrelevant; the
-    # window forgets the tight bounds): probing resumes
-    p = narrow.pace(M)
-    p.lowers.clear()
-    p.lowers.append(0.9)
-    [p.first_ratio(estimate=5.0) for _ in range(EXPLORE_EVERY)]
-    assert p.probes == 1
+def test_probes_come_less_early_and_less_often_while_the_known_end_proves_tight():
+    """Every explore_every-th first poll probes the gap between the bounds: halfway in, but
+    never more than PROBE_STEP_S before the known end. A probe that finds its task still
+    rendering (the end is tight) doubles the interval, up to EXPLORE_MAX; one that lowers the
+    known end brings it back to EXPLORE_EVERY."""
+    book = _exact_book(5.0, 0.90, 1.00, slack=0.02)  # a 0.5 s gap
+    p = book.pace(M)
+    assert p.holds() and p.explore_every == EXPLORE_EVERY
+    ratios = [p.first_ratio(estimate=5.0) for _ in range(2 * EXPLORE_EVERY)]
+    probes = [r for r in ratios if r < 1.0]
+    assert probes == pytest.approx([1.0 - PROBE_STEP_S / 5.0] * 2)  # 50 ms before the end, not 250 ms
+    intervals = []
+    for k in range(6):  # each probe finds its task still rendering, a little later each time
+        book.observe(M, 5.0, 5.0 * (0.99 + 0.001 * k), done=False)
+        intervals.append(p.explore_every)
+    assert intervals == [16, 32, 64, EXPLORE_MAX, EXPLORE_MAX, EXPLORE_MAX]
+    firsts = p.probes
+    [p.first_ratio(estimate=5.0) for _ in range(EXPLORE_MAX)]
+    assert p.probes - firsts == 1  # one probe in EXPLORE_MAX first polls
+    book.observe(M, 5.0, 5.0 * 0.998, done=True)  # found done before the known end: it was loose
+    assert p.explore_every == EXPLORE_EVERY and min(p.uppers) == pytest.approx(0.998)
 
 
 def test_a_probes_second_poll_goes_to_the_known_end_whatever_poll_min():

@@ -10,7 +10,12 @@ of one model and picks the first poll of its next task from them:
 * **Estimates that hold** (every lower bound below every upper bound): the first poll goes at
   the smallest upper bound seen — a moment known to come after the end — so each task is
   polled once. Every ``EXPLORE_EVERY``-th task polls at the middle of the remaining gap instead
-  (bisection), so the schedule keeps closing in on the true end rather than staying late.
+  (bisection), but never more than ``PROBE_STEP_S`` before the known end, so the schedule keeps
+  closing in on the true end rather than staying late (a first poll placed at the known end
+  reports a little after it, so without probes the known end creeps up as the window forgets
+  older bounds). Estimates that prove exact are probed less often: each probe (or first poll)
+  that finds its task still rendering doubles the interval between probes, up to
+  ``EXPLORE_MAX``; a poll that lowers the known end brings it back to ``EXPLORE_EVERY``.
 * **Estimates that scatter** (bounds overlap across tasks): the first poll goes a little before
   the lower end of what was seen (``EARLY``), where a still-rendering task reports its
   progress, from which the second poll is timed to land just after the result is ready.
@@ -48,9 +53,8 @@ SPREAD_S = 0.03  # jitter: at most this many seconds, or 1 % of the delay if les
 # A poll placed at a known end comes this much after it: clocks, latency and rounding make
 # "exactly at the end" a race that a second poll would pay for.
 MARGIN_S = 0.02
-# A probe is worth a request while it can bring the first polls of later tasks this much closer
-# to their end (beyond the round trips, which no probe can remove).
-PROBE_WORTH_S = 0.03
+PROBE_STEP_S = 0.05  # a probe comes at most this long before the known end (less early once it is close)
+EXPLORE_MAX = 64  # probes at least once in this many first polls: the window's length
 AIMED_FLOOR_S = 0.01
 # Past the known end (estimates hold), the first polls step by this (or the round trips, if
 # longer), doubling, for at most PAST_END_POLLS polls of the task.
@@ -80,25 +84,19 @@ class Pace:
     uppers: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     # Round trips (create's + poll's) of recent polls: the width the bounds cannot close below.
     slacks: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
-    firsts: int = 0  # first polls planned (every EXPLORE_EVERY-th explores)
+    firsts: int = 0  # first polls planned (every explore_every-th explores)
     probes: int = 0  # of which probes
+    explore_every: int = EXPLORE_EVERY  # doubles while probes find the known end tight
 
     def holds(self) -> bool:
         """Whether the estimates look exact up to a constant: every bound consistent."""
         return len(self.uppers) >= MIN_FOR_TRUST and max(self.lowers, default=0.0) < min(self.uppers)
 
     def slack(self) -> float:
-        """The typical width, in seconds, of the bounds' own uncertainty (median round trips)."""
+        """The typical round trips, in seconds, around a poll (median): the step past the known end."""
         if not self.slacks:
             return 0.0
         return sorted(self.slacks)[len(self.slacks) // 2]
-
-    def worth_probing(self, lo: float, hi: float, estimate: float | None) -> bool:
-        """Whether a probe between ``lo`` and ``hi`` can still gain ``PROBE_WORTH_S`` for a task
-        of ``estimate`` seconds. Without an estimate, any visible gap is."""
-        if estimate is None or estimate <= 0:
-            return hi - lo > 0.002
-        return (hi - lo) * estimate - self.slack() > PROBE_WORTH_S
 
     def first_ratio(self, thrifty: bool = False, estimate: float | None = None) -> float:
         """Where the first poll of the next task goes, as a fraction of its estimate.
@@ -116,9 +114,11 @@ class Pace:
             return EARLY
         hi = min(self.uppers)
         lo = max(self.lowers) if self.lowers else hi * EARLY
-        if self.firsts % EXPLORE_EVERY == 0 and self.worth_probing(lo, hi, estimate):
+        if self.firsts % self.explore_every == 0 and hi - lo > 0.002:
             self.probes += 1
-            return (lo + hi) / 2
+            # Halfway into the gap, but never more than PROBE_STEP_S before the known end: a
+            # probe that finds its task rendering costs that task at most that much.
+            return max((lo + hi) / 2, hi - PROBE_STEP_S / estimate) if estimate else (lo + hi) / 2
         return hi
 
     def known_end(self) -> float | None:
@@ -144,6 +144,11 @@ class PaceBook:
             return
         p = self.pace(model)
         ratio = elapsed / estimate
+        if p.holds():  # how often to probe: less while the known end proves tight
+            if done and ratio < min(p.uppers):
+                p.explore_every = EXPLORE_EVERY  # the end was loose: probe closely again
+            elif not done and ratio > max(p.lowers, default=0.0):
+                p.explore_every = min(EXPLORE_MAX, p.explore_every * 2)
         if done:
             p.uppers.append(ratio)
         else:
