@@ -49,8 +49,10 @@ class Gate:
         self._fleet_checked = 0.0
         self._fleet_said = False  # "no deadline to join" is said once
 
-    def may_start(self, model: str) -> bool:
-        return (self.slots.allows(model) and self.breakers.allows(model, time.monotonic())
+    def may_start(self, model: str, holding: bool = False) -> bool:
+        """Whether a task of ``model`` may be created now; ``holding``: the job holds a slot of
+        its model already (a render retry), which its limit must not count against it."""
+        return (self.slots.allows(model, holding) and self.breakers.allows(model, time.monotonic())
                 and (self.deadline is None or self.deadline.allows(model)))
 
     # -------------------------------------------------------------- the deadline (run --finish-by)

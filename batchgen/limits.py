@@ -44,10 +44,12 @@ class Slots:
         self.limits: dict[str, int] = dict(limits or {})
         self.in_flight: Counter[str] = Counter()
 
-    def allows(self, model: str) -> bool:
-        """Whether a job of ``model`` may start now (always, for a model without a limit)."""
+    def allows(self, model: str, holding: bool = False) -> bool:
+        """Whether a job of ``model`` may start now (always, for a model without a limit);
+        ``holding``: the job already holds one of the model's slots (a render retry keeps its
+        slot), so that one is its own, not another task's."""
         limit = self.limits.get(model)
-        return limit is None or self.in_flight[model] < limit
+        return limit is None or self.in_flight[model] - holding < limit
 
     def take(self, model: str) -> None:
         self.in_flight[model] += 1

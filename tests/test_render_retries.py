@@ -86,3 +86,27 @@ def test_retries_count_against_max_credits(sim_factory, tmp_path):
                          "--concurrency", "1"))
     assert len(sim.truth()["creates"]) == 3  # the fourth create would pass the cap
     assert r.exit_code == 3 and "credit cap" in r.output
+
+
+def test_a_model_at_its_limit_still_renders_its_failures_again(sim_factory, tmp_path):
+    # Found trying manifests/nightly.yaml (sora-2: 2) with a broken sora-2: the first failure came
+    # while both sora-2 slots were busy, so it was left failed with its retries unused; at
+    # --limit MODEL=1 no failure was ever rendered again. A retry keeps its own slot: the limit
+    # counts it once, and still no more than the limit are ever in flight.
+    sim = sim_factory(model_faults=f"{T2V}=1@0", render_min=0.5, render_max=1.0)
+    m = write_csv_manifest(tmp_path / "m.csv", 3)
+    r = run_cli(run_args(sim, m, tmp_path, "--render-retries", "2", "--limit", f"{T2V}=1", "--no-breaker"))
+    assert r.exit_code == 1, r.output
+    rows = _jobs(tmp_path / "l.db")
+    assert [(s, att, code) for _, s, att, code in rows] == [("failed", 3, "service_error")] * 3
+    assert len(_details(tmp_path / "l.db")) == 6 and len(sim.truth()["creates"]) == 9
+    check_invariants(sim.truth(), tmp_path / "l.db", tmp_path / "out")
+    # The limit held: no two tasks of the model rendering at once (created → its failure seen).
+    with sqlite3.connect(tmp_path / "l.db") as c:
+        spans = c.execute("SELECT job_id, to_state FROM events WHERE to_state IN ('submitted', 'failed') "
+                          "ORDER BY id").fetchall()
+    running = peak = 0
+    for _, state in spans:
+        running += 1 if state == "submitted" else -1
+        peak = max(peak, running)
+    assert peak == 1, spans
