@@ -222,3 +222,16 @@ def test_a_task_late_past_the_known_end_is_polled_again_in_small_doubling_steps(
     assert delay(t, NOW + 6.3, book, poll_min=2.0) == pytest.approx(6.3 * 25 / 75 * 1.05)
     assert delay(Task(estimated_time=5.0, polls=1), NOW + 5.1, _exact_book(5.0, 0.99, 1.0, slack=0.0),
                  poll_min=2.0) == pytest.approx(0.05)
+
+
+def test_the_known_end_does_not_creep_up_with_the_polls_placed_at_it():
+    """A first poll placed at the known end finds its task done a little after it: no news. If
+    those bounds filled the window, the smaller ones would leave it and the known end would
+    creep up by that little every WINDOW tasks; they are not kept while the estimates hold."""
+    book = _exact_book(5.0, 0.99, 1.0, slack=0.0)
+    p = book.pace(M)
+    for _ in range(10 * 64):
+        book.observe(M, 5.0, 5.0 * min(p.uppers) + 0.05, done=True)  # 50 ms after the known end
+    assert min(p.uppers) == pytest.approx(1.0)
+    book.observe(M, 5.0, 5.0 * 0.995, done=True)  # a probe that found one done earlier: news
+    assert min(p.uppers) == pytest.approx(0.995)
