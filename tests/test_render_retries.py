@@ -9,6 +9,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from batchgen.failures import classify, fix
 from batchgen.notify import compose
 
@@ -95,8 +97,11 @@ def test_a_model_at_its_limit_still_renders_its_failures_again(sim_factory, tmp_
     # counts it once, and still no more than the limit are ever in flight.
     sim = sim_factory(model_faults=f"{T2V}=1@0", render_min=0.5, render_max=1.0)
     m = write_csv_manifest(tmp_path / "m.csv", 3)
-    r = run_cli(run_args(sim, m, tmp_path, "--render-retries", "2", "--limit", f"{T2V}=1", "--no-breaker"))
+    r = run_cli(run_args(sim, m, tmp_path, "--render-retries", "2", "--limit", f"{T2V}=1", "--no-breaker", "--json"))
     assert r.exit_code == 1, r.output
+    # Every task's credits in the summary, retries too (it counted each job's last task only).
+    paid = sum(c["credits"] for c in sim.truth()["creates"])
+    assert paid > 0 and json.loads(r.stdout)["credits_reserved"] == pytest.approx(paid)
     rows = _jobs(tmp_path / "l.db")
     assert [(s, att, code) for _, s, att, code in rows] == [("failed", 3, "service_error")] * 3
     assert len(_details(tmp_path / "l.db")) == 6 and len(sim.truth()["creates"]) == 9

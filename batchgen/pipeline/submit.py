@@ -234,6 +234,9 @@ class Submitter:
             return await self._create_failed(job, e)
         job.task_id = info.task_id
         job.create_sent, job.submitted_at = sent, time.time()
+        # A new task: what the job's earlier task reserved (a render retry, --retry-failed) was
+        # counted already; the summary's credits are every task's, not the latest minus the last.
+        job.credits = 0.0
         self.ctx.saw_credits(job, info.credits)
         job.estimated_time = info.estimated_time
         fut = self.ctx.moves.submitted(job, info)
