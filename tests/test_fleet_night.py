@@ -39,12 +39,19 @@ def _worker(manifest: Path, pg_url: str, tmp_path: Path, api: str, i: int, *extr
                             text=True, env={**os.environ, "BATCHGEN_API_KEY": "sk-fleet-night"})
 
 
-def _fleet(manifest: Path, pg_url: str, tmp_path: Path, api: str, *extra: str, concurrency: int = 3,
-           while_running: Any = None, timeout: float = 300) -> list[tuple[int, dict[str, Any]]]:
+def _fleet(manifest: Path, pg_url: str, tmp_path: Path, sim: Any, *extra: str, concurrency: int = 3,
+           while_running: Any = None, timeout: float = 300, hold: bool = True) -> list[tuple[int, dict[str, Any]]]:
     """Start the three workers, call ``while_running()`` (if given) while they run, wait for
-    them all; (exit code, JSON summary) of each."""
-    procs = [_worker(manifest, pg_url, tmp_path, api, i, *extra, concurrency=concurrency) for i in range(WORKERS)]
+    them all; (exit code, JSON summary) of each. ``hold``: until all three are running the
+    simulator answers slowly (5 s, far below the client's timeouts), so that on a loaded machine
+    the first worker up has not done the night alone before the last has imported batchgen."""
+    if hold:
+        sim.set(latency=5.0)
+    procs = [_worker(manifest, pg_url, tmp_path, sim.url, i, *extra, concurrency=concurrency) for i in range(WORKERS)]
     try:
+        if hold:
+            wait_for(lambda: any(p.poll() is not None for p in procs) or _live_workers(pg_url) == WORKERS, 180)
+            sim.set(latency=0.0)
         if while_running is not None:
             while_running(procs)
         outs = [p.communicate(timeout=timeout)[0] for p in procs]
@@ -117,7 +124,8 @@ def test_the_fleet_submits_higher_priorities_first(pg_url, sim_factory, tmp_path
     n, conc = 150, 3
     rows = [f"p{i:03d},{A},priority clip {i},{1 + i % 5},{(i * 7) % 3}" for i in range(n)]  # tiers 0, 1, 2 mixed
     manifest = _csv(tmp_path / "m.csv", rows, "name,model,prompt,duration,priority")
-    results = _fleet(manifest, pg_url, tmp_path, sim.url, concurrency=conc)
+    # No hold: creates held back by a slow answer would reach the simulator after later ones.
+    results = _fleet(manifest, pg_url, tmp_path, sim, concurrency=conc, hold=False)
     assert [code for code, _ in results] == [0] * WORKERS, results
     _every_worker_paid_for_some(results)
     creates = sorted(sim.truth()["creates"], key=lambda c: c["created"])
@@ -144,7 +152,7 @@ def test_a_models_limit_holds_across_the_fleet(pg_url, sim_factory, tmp_path):
     _csv(tmp_path / "rows.csv", rows)
     manifest = tmp_path / "m.yaml"
     manifest.write_text(f"limits: {{{A}: 2}}\nrows: rows.csv\n")
-    results = _fleet(manifest, pg_url, tmp_path, sim.url, concurrency=4)
+    results = _fleet(manifest, pg_url, tmp_path, sim, concurrency=4)
     assert [code for code, _ in results] == [0] * WORKERS, results
     _every_worker_paid_for_some(results)
     truth = sim.truth()
@@ -180,7 +188,7 @@ def test_a_breaker_one_worker_trips_stops_the_model_on_every_worker(pg_url, sim_
         assert all(p.poll() is None for p in procs), "a worker ended before A broke"
         sim.set(model_faults=f"{A}=1@0")
 
-    results = _fleet(manifest, pg_url, tmp_path, sim.url, "--breaker-cooloff", "1", while_running=break_a_when_all_run)
+    results = _fleet(manifest, pg_url, tmp_path, sim, "--breaker-cooloff", "1", while_running=break_a_when_all_run)
     _every_worker_paid_for_some(results)
     (opened_at, why), = [tuple(r) for r in _query(pg_url, "SELECT opened_at, why FROM breakers WHERE model = :m "
                                                   "AND closed_at IS NULL", m=A)]
@@ -233,7 +241,7 @@ def test_render_retries_and_the_credit_cap_hold_for_the_fleet(pg_url, sim_factor
     est = PriceTable.load().estimate({"model": A, "prompt": "x", "duration": 2}) or 0.0
     assert est > 0
     cap = 30 * est  # room for 30 tasks: about half the night's, whoever creates them
-    results = _fleet(manifest, pg_url, tmp_path, sim.url, "--render-retries", "2", "--max-credits", f"{cap:.6f}",
+    results = _fleet(manifest, pg_url, tmp_path, sim, "--render-retries", "2", "--max-credits", f"{cap:.6f}",
                      "--no-breaker")  # half of A failing would open it: this test is about credits
     truth = sim.truth()
     creates = truth["creates"]
@@ -272,7 +280,7 @@ def test_a_models_limit_holds_across_the_fleet_with_render_retries(pg_url, sim_f
     _csv(tmp_path / "rows.csv", rows)
     manifest = tmp_path / "m.yaml"
     manifest.write_text(f"limits: {{{A}: 2}}\nrows: rows.csv\n")
-    results = _fleet(manifest, pg_url, tmp_path, sim.url, "--render-retries", "2", "--no-breaker", concurrency=4)
+    results = _fleet(manifest, pg_url, tmp_path, sim, "--render-retries", "2", "--no-breaker", concurrency=4)
     _every_worker_paid_for_some(results)
     creates = sim.truth()["creates"]
     retried = len(creates) - 75
