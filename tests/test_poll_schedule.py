@@ -235,3 +235,19 @@ def test_the_known_end_does_not_creep_up_with_the_polls_placed_at_it():
     assert min(p.uppers) == pytest.approx(1.0)
     book.observe(M, 5.0, 5.0 * 0.995, done=True)  # a probe that found one done earlier: news
     assert min(p.uppers) == pytest.approx(0.995)
+
+
+def test_a_coarse_progress_never_puts_the_next_poll_past_where_every_task_was_done():
+    """Progress told in steps of 25 reads 75 % at nine tenths of a render: extrapolated, the
+    next poll would come a third of the elapsed time later. It comes no later than the latest
+    ratio a task of this model was seen done by."""
+    book = PaceBook()
+    for ratio in (1.02, 1.05, 1.08, 0.97):
+        book.observe(M, 5.0, 5.0 * ratio, done=True)
+    book.observe(M, 5.0, 5.0 * 1.0, done=False)  # estimates scatter: one still rendering past another's end
+    assert not book.pace(M).holds()
+    t = Task(estimated_time=5.0, polls=1, progress=75)
+    assert delay(t, NOW + 4.5, book, poll_min=2.0) == pytest.approx(5.0 * 1.08 - 4.5 + 0.02)
+    # a fine-grained progress that predicts an earlier end still wins
+    t.progress = 95
+    assert delay(t, NOW + 4.5, book, poll_min=2.0) == pytest.approx(4.5 * 5 / 95 * 1.05)

@@ -208,6 +208,10 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
         aimed = True
     elif 0 < job.progress < 100 and elapsed > 0:
         d = elapsed * (100 - job.progress) / job.progress * 1.05
+        if est is not None and pace is not None and pace.uppers and elapsed < est * max(pace.uppers):
+            # Never later than where every task seen so far was done: a coarse progress (steps
+            # of 25) read 75 % at nine tenths of the render and put the next poll 1.6 s late.
+            d = min(d, est * max(pace.uppers) - elapsed + MARGIN_S)
         aimed = job.polls <= 1  # the end the first progress predicts; later ones repeat: the floor
     elif est is not None and elapsed < est + MARGIN_S:
         # The estimate from the create's answer: a task runs by then on an API that started it
