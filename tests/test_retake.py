@@ -48,6 +48,14 @@ def test_two_retakes_make_exactly_two_new_paid_tasks(sim, tmp_path):
     assert again.exit_code == 0 and "no clip is waiting for a retake" in again.stderr  # never queued twice
     plan = json.loads(run_cli(["plan", str(m), "--ledger", str(ledger), "--json"]).stdout)
     assert plan["retakes"]["queued"] == 2 and plan["retakes"]["credits"] > 0
+    # ... and the forecast counts them (it said "nothing to submit" of a night of retakes only).
+    T2V = "grok-imagine-text-to-video"
+    assert plan["retakes"]["models"] == {T2V: 2}
+    assert [(f["model"], f["jobs"]) for f in plan["forecast"]["models"]] == [(T2V, 2)]
+    text = run_cli(["plan", str(m), "--ledger", str(ledger)]).stdout
+    assert "forecast: ≈" in text and "nothing to submit" not in text, text
+    diff = json.loads(run_cli(["diff", str(m), "--ledger", str(ledger), "--json"]).stdout)
+    assert [(f["model"], f["jobs"]) for f in diff["forecast"]["models"]] == [(T2V, 2)]
     before = len(sim.truth()["creates"])
     r = run_cli(run_args(sim, m, tmp_path, "--json"))
     assert r.exit_code == 0, r.output

@@ -75,6 +75,8 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
         m.check()
         classify()
         retakes = None if led is None else retakes_of_manifest(led, str(m.path.resolve()), table)
+        for model, n in (retakes or {}).get("models", {}).items():
+            to_submit[model] += n  # counted in "to submit": the forecast says how long they take
         history = {} if led is None else led.render_history(to_submit)
     per: list[dict[str, Any]] = [
         {"model": mo, "resolution": r, "jobs": jobs_by[(mo, r)], "seconds": seconds[(mo, r)],
@@ -133,7 +135,7 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
             known = led.states_by_key([j.key for j in new])
             last_run = led.last_run_of(path)
             retakes = retakes_of_manifest(led, path, table)
-            history = led.render_history(sorted({j.model for j in new}))
+            history = led.render_history(sorted({j.model for j in new} | set(retakes["models"])))
     old = old or []
     new_keys = {j.key for j in new}
     old_by_key = {j["key"]: j for j in old}
@@ -177,6 +179,8 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
     last_total = sum(e or 0.0 for e in (est(json.loads(j["request"])) for j in old))
     new_total = sum(e or 0.0 for e in (est(j.request) for j in new))
     tonight += retakes["credits"]
+    for model, n in retakes.get("models", {}).items():
+        to_submit[model] += n
     return {
         "forecast": _forecast(dict(to_submit), history, m.catalog, concurrency, rpm, start),
         "manifest": str(manifest), "last_run": last_run, "known": bool(old), "retakes": retakes,
@@ -212,7 +216,11 @@ def retakes_of_manifest(led: Ledger, manifest: str, table: PriceTable) -> dict[s
     renders and pays for them, ≈ ``credits``) and ``marked`` (clips marked retake, not queued yet)."""
     queued = led.queued_retakes(manifest)
     credits = sum(table.estimate(json.loads(j["request"])) or 0.0 for j in queued)
-    return {"queued": len(queued), "marked": len(led.pending_retakes(manifest=manifest)), "credits": round(credits, 4)}
+    models: dict[str, int] = defaultdict(int)  # model → queued retakes: tonight's forecast renders them too
+    for j in queued:
+        models[j["model"]] += 1
+    return {"queued": len(queued), "marked": len(led.pending_retakes(manifest=manifest)), "credits": round(credits, 4),
+            "models": dict(models)}
 
 
 def _changes(was: dict[str, Any], now: dict[str, Any], take_was: str | None, take_now: str | None) -> list[str]:
