@@ -145,6 +145,11 @@ class Gate:
         return sorted(set(self.cut()) | {m for m in self.breakers.open_models()
                                          if self.breakers.done_for_tonight(m, alone, now)})
 
+    def fleet_limit(self, model: str) -> int | None:
+        """``model``'s limit where the ledger must check it (a PostgreSQL fleet's render retry:
+        ``Ledger.requeue_within_limit``); None where this process's slots are the whole count."""
+        return self.slots.limits.get(model) if self.w.owner is not None else None
+
     def starting(self, job: LiveJob) -> None:
         """``job`` is about to be created: while its model's breaker is open, it is the probe.
         Any other create is refused at its intent if the ledger's breaker is open by then

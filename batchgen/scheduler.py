@@ -163,9 +163,8 @@ class Scheduler:
             return False  # while its breaker is open, a queued job is the probe (on a fleet, the one taken)
         self.gate.starting(job)
         detail = f"--render-retries: {job.error_code}, rendering again ({job.render_retries + 1} of {opts.render_retries})"
-        limit = self.slots.limits.get(job.model) if self.worker is not None else None
-        while (ok := await self.ctx.moves.render_again(job, detail, limit)) is None:  # the fleet's room is full
-            if await self.ctx.sleep(min(self.opts.heartbeat, 0.5)) or not self.ctx.submitting:
+        while (ok := await self.ctx.moves.render_again(job, detail, self.gate.fleet_limit(job.model))) is None:
+            if await self.ctx.sleep(0.5) or not self.ctx.submitting:  # the fleet has no room for its model yet
                 return False
         return ok
 
