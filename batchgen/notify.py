@@ -74,7 +74,8 @@ def compose(summary: dict[str, Any], *, ledger: str, report: str | None = None,
         if len(permanent) > 5:
             lines.append(f"  … {len(permanent) - 5} more permanent failures (batchgen export)")
     for model, why in (summary.get("breakers") or {}).items():
-        lines.append(f"BREAKER OPEN for {model}: {why} — its new tasks stopped (one probe after each cool-off); its queued jobs wait")
+        lines.append(f"BREAKER OPEN for {model}: {why} — its new tasks stopped (one probe after each cool-off); "
+                     "any job of it not rendered yet waits")
     if summary.get("deadline"):
         lines += verdict(summary["deadline"])
     d = summary.get("delivery") or {}

@@ -115,3 +115,17 @@ def test_a_model_at_its_limit_still_renders_its_failures_again(sim_factory, tmp_
         running += 1 if state == "submitted" else -1
         peak = max(peak, running)
     assert peak == 1, spans
+
+
+def test_a_breaker_that_opens_on_the_last_retries_does_not_claim_queued_jobs(sim_factory, tmp_path):
+    # Two jobs of a broken model, two render retries each: the fifth failure opens the breaker,
+    # the sixth spends the last retry; nothing is left queued, and the summary must not say
+    # "its queued jobs wait for the next run" of none.
+    sim = sim_factory(model_faults=f"{T2V}=1@0", render_min=0.3, render_max=0.5)
+    m = write_csv_manifest(tmp_path / "m.csv", 2)
+    r = run_cli(run_args(sim, m, tmp_path, "--render-retries", "2", "--breaker-cooloff", "30"))
+    assert r.exit_code == 1, r.output
+    assert [(s, att) for _, s, att, _ in _jobs(tmp_path / "l.db")] == [("failed", 3)] * 2
+    assert f"BREAKER OPEN {T2V}: 5 failures in a row" in r.stderr
+    assert "any job of it not rendered yet waits for the next run, whose first task of it is the probe" in r.stderr
+    assert "queued jobs" not in r.stderr

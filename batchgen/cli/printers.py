@@ -131,7 +131,10 @@ def print_result(r: RunResult, as_json: bool) -> None:
     if len(r.failed) > 20:
         echo_err(f"  … {len(r.failed) - 20} more failed (batchgen export)")
     for model, why in r.breakers.items():
-        echo_err(f"  BREAKER OPEN {model}: {why} — its queued jobs wait for the next run")
+        # Said of any job left, not of "its queued jobs": a night may end with none queued (each
+        # failed with its render retries spent) and the breaker open all the same.
+        echo_err(f"  BREAKER OPEN {model}: {why} — any job of it not rendered yet waits for the next run, "
+                 "whose first task of it is the probe")
     if r.deadline:
         from ..deadline import verdict
 
