@@ -51,7 +51,9 @@ class Gate:
 
     def may_start(self, model: str, holding: bool = False) -> bool:
         """Whether a task of ``model`` may be created now; ``holding``: the job holds a slot of
-        its model already (a render retry), which its limit must not count against it."""
+        its model already (a render retry keeps its slot), which its limit must not count against
+        it (else a model at its limit, and at --limit MODEL=1 always, left a retryable failure
+        failed with its retries unused)."""
         return (self.slots.allows(model, holding) and self.breakers.allows(model, time.monotonic())
                 and (self.deadline is None or self.deadline.allows(model)))
 

@@ -155,8 +155,6 @@ class Scheduler:
         as failed with a retryable code (never an ambiguous create: that is in doubt, never
         failed; never a permanent failure: the request itself is refused)."""
         opts = self.opts
-        # The job keeps its slot: its limit counts it once, as its own (else a model at its limit,
-        # or at --limit MODEL=1 always, left a retryable failure failed with retries to spare).
         if (job.state != S.FAILED or classify(job.error_code) != "retryable" or job.render_retries >= opts.render_retries
                 or not self.ctx.submitting or self.breakers.is_open(job.model)
                 or not self.gate.may_start(job.model, holding=job.holds_slot)):
