@@ -31,6 +31,7 @@ from .ledger import Scope, Writer
 from .pipeline import ApiWatch, Checker, Context, Deliverer, Fetcher, LiveJob, Poller, RunOptions, Submitter, track
 from .pipeline.moves import POLLED
 from .progress import Display, Snapshot
+from .watch import RunWatch
 from .worker import FleetWorker, with_skipped_done
 
 __all__ = ["ApiWatch", "LiveJob", "RunOptions", "Scheduler", "Snapshot", "with_skipped_done"]
@@ -49,7 +50,8 @@ class Scheduler:
         self.stop = stop
         self.log = log or logs.log.warning
         self.display = display or Display(quiet=True)
-        self.ctx = Context(writer, ApiWatch(client, self._outage_started), opts, stop, self.log)
+        self.watch = RunWatch(writer, opts, stop, self.log)  # `batchgen stop` and the API's silence
+        self.ctx = Context(writer, ApiWatch(client, self.watch.outage_started), opts, stop, self.log)
         self.submitter = Submitter(self.ctx)
         self.poller = Poller(self.ctx, lambda job: self.ahead.expecting(job))  # a slot may free: arm the next
         self.deliverer = Deliverer(self.ctx)
@@ -95,7 +97,8 @@ class Scheduler:
         await self.gate.join_deadline(run_id, scope, self.worker is not None)
         self.display.start()
         helpers = [asyncio.create_task(self._report()), asyncio.create_task(self._watch_stop()),
-                   asyncio.create_task(self._watch_ledger_stop(run_id)), asyncio.create_task(self._watch_outage())]
+                   asyncio.create_task(self.watch.ledger_stop(self.ctx, run_id)),
+                   asyncio.create_task(self.watch.outage(self.ctx))]
         try:
             if self.worker is not None:
                 fleet = FleetWorker(self.w, self.ctx, self.stop, self._spawn)
@@ -277,7 +280,7 @@ class Scheduler:
             self.log(f"internal error in {t.get_name()}: {exc!r}")
             self.ctx.unfinished = True
 
-    # -------------------------------------------------------------- stop, outage, display
+    # -------------------------------------------------------------- stop, display
     async def _watch_stop(self) -> None:
         await self.stop.wait()
         self.submitter.cap.wake()  # jobs waiting for room under --max-credits stop waiting
@@ -292,32 +295,6 @@ class Scheduler:
         tasks = self.fetcher.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
-
-    async def _watch_ledger_stop(self, run_id: int) -> None:
-        """`batchgen stop` sets a flag in the ledger (works from any terminal or machine)."""
-        while not self.stop.is_set():
-            await asyncio.sleep(self.opts.stop_check_every)
-            if await self.w.read(self.w.ledger.stop_requested, run_id):
-                self.log("stop requested through the ledger (batchgen stop): draining")
-                self.ctx.reason = "stopped by `batchgen stop`"
-                self.stop.set()
-
-    def _outage_started(self, cause: str) -> None:
-        self.log(f"the API does not answer: {cause}; retrying — the run stops if it stays silent for "
-                 f"{self.opts.outage_window:g} s (task ids are kept)")
-
-    async def _watch_outage(self) -> None:
-        """Nothing answering for the whole outage window: more retries only burn the night.
-        Stop (exit 3) with the cause; every task id is in the ledger for the next run."""
-        every = min(1.0, self.opts.outage_window / 4)
-        while not self.stop.is_set():
-            await asyncio.sleep(every)
-            outage = self.ctx.client.outage
-            if outage is not None and self.ctx.client.silent_for() >= self.opts.outage_window:
-                self.ctx.stop_submitting(f"no answer from the API for {self.opts.outage_window:g} s ({outage.cause}); "
-                                         "stopped — re-run when it is back (task ids are kept)", unfinished=True)
-                self.stop.set()
-                return
 
     async def _report(self) -> None:
         while True:
