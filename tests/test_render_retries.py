@@ -129,3 +129,23 @@ def test_a_breaker_that_opens_on_the_last_retries_does_not_claim_queued_jobs(sim
     assert f"BREAKER OPEN {T2V}: 5 failures in a row" in r.stderr
     assert "any job of it not rendered yet waits for the next run, whose first task of it is the probe" in r.stderr
     assert "queued jobs" not in r.stderr
+
+
+def test_retry_failed_says_which_failures_it_leaves_because_their_attempts_are_spent(sim_factory, tmp_path):
+    # Found after a night of --render-retries 2 on a broken model: the next night's --retry-failed
+    # rendered nothing (each job had its 3 creates, the --max-attempts default) and said nothing.
+    sim = sim_factory(model_faults=f"{T2V}=1@0", render_min=0.3, render_max=0.5)
+    m = write_csv_manifest(tmp_path / "m.csv", 2)
+    assert run_cli(run_args(sim, m, tmp_path, "--render-retries", "2", "--no-breaker")).exit_code == 1
+    plan = json.loads(run_cli(["plan", str(m), "--ledger", str(tmp_path / "l.db"), "--explain", "--json"]).stdout)
+    assert {e["reason"] for e in plan["explain"]} == {
+        "failed (service_error), retryable: resubmitted (a new paid task) only with --retry-failed and "
+        "--max-attempts above 3 (the creates it has had)"}
+    sim.set(model_faults="")
+    creates = len(sim.truth()["creates"])
+    r = run_cli(run_args(sim, m, tmp_path, "--retry-failed"))
+    assert r.exit_code == 1 and len(sim.truth()["creates"]) == creates
+    assert ("--retry-failed: 2 failed job(s) not retried: each has had its --max-attempts creates already "
+            "(render retries count too); raise --max-attempts to render them again") in r.stderr
+    r = run_cli(run_args(sim, m, tmp_path, "--retry-failed", "--max-attempts", "4"))
+    assert r.exit_code == 0 and "not retried" not in r.stderr and len(sim.truth()["creates"]) == creates + 2

@@ -165,7 +165,9 @@ class Transitions(Room):
             self.apply(interrupted_create((j["id"] for j in stuck), "the process", "found in submitting at start-up"))
         return stuck
 
-    def requeue_retryable_failures(self, run_id: int, max_attempts: int) -> int:
+    def requeue_retryable_failures(self, run_id: int, max_attempts: int) -> tuple[int, int]:
+        """--retry-failed: this run's retryable failures back to the queue; (requeued, left failed
+        because they had their ``max_attempts`` creates already: the run says so)."""
         # Also creates that earlier versions failed for a bad --api-base (transport_InvalidURL,
         # transport_NonHttpUrlClientError): a configuration error, nothing was ever sent.
         never_sent = and_(jobs.c.task_id.is_(None), jobs.c.error_code.in_(
@@ -177,7 +179,7 @@ class Transitions(Room):
                          detail=f"--retry-failed after {code}") for i, code, att in rows if att < max_attempts]
         if ts:
             self.apply(ts)
-        return len(ts)
+        return len(ts), len(rows) - len(ts)
 
     def cancel_queued(self, run_id: int) -> int:
         """Mark the run's never-submitted jobs cancelled (in batches; each gets an event)."""

@@ -240,6 +240,7 @@ def _changes(was: dict[str, Any], now: dict[str, Any], take_was: str | None, tak
     return out
 
 
+_MAX_ATTEMPTS = 3  # run --max-attempts' default: a job past it needs the option raised too, and plan says so
 _LOST = ("missing", "changed")  # what `verify` recorded of a done clip's local file (media.MISSING/CHANGED)
 
 
@@ -266,7 +267,9 @@ def why(j: dict[str, Any] | None) -> tuple[str, str]:
             return "hold", ("failed (result_expired): its paid result expired undownloaded; `run --retry-failed` "
                             "renders it again (a new paid task)")
         if j["retryable"]:
-            return "hold", f"failed ({j['error_code']}), retryable: resubmitted (a new paid task) only with --retry-failed"
+            spent = j["attempts"] >= _MAX_ATTEMPTS
+            return "hold", (f"failed ({j['error_code']}), retryable: resubmitted (a new paid task) only with --retry-failed"
+                            + (f" and --max-attempts above {j['attempts']} (the creates it has had)" if spent else ""))
         return "hold", f"failed ({j['error_code']}): change the request to try again"
     return "skip", f"{s} by an operator"
 

@@ -34,6 +34,7 @@ class Prepared:
     reused_from: int | None = None  # the earlier run whose validated expansion of these same inputs was reused
     warnings: list[str] = field(default_factory=list)  # what the manifest's expansion warned about
     started_at: float = field(default_factory=time.time)
+    retry_spent: int = 0  # --retry-failed: failed jobs left failed, their --max-attempts creates spent
 
     @property
     def manifest(self) -> str:
@@ -87,7 +88,7 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
         _adopted, in_doubt = ledger.reclaim(run_id, opts.lease)  # adopted jobs are loaded by run()
     else:
         in_doubt = ledger.orphans_to_in_doubt()
-    requeued = ledger.requeue_retryable_failures(run_id, opts.max_attempts) if opts.retry_failed else 0
+    requeued, spent = ledger.requeue_retryable_failures(run_id, opts.max_attempts) if opts.retry_failed else (0, 0)
     opts.local_files = dict(manifest.local_files)
     opts.catalog = manifest.catalog
     opts.prices.catalog = manifest.catalog
@@ -96,7 +97,7 @@ def prepare(ledger: Ledger, manifest: Manifest, opts: RunOptions) -> Prepared:
         ledger.owe_delivery(scope, opts.deliver_owed, opts.deliver_only)
     remove_stale_temp_files(opts.out_dir)
     return Prepared(run_id, total, in_doubt, requeued, scope, ledger.cooperative, reused_from,
-                    list(manifest.warnings))
+                    list(manifest.warnings), retry_spent=spent)
 
 
 class OutputChecks:

@@ -213,6 +213,9 @@ def _announce(p: Prepared, m: Manifest, led: Ledger) -> None:
         log.info(f"  manifest unchanged since run {p.reused_from}: its validated jobs are reused")
     if p.requeued:
         log.info(f"  {p.requeued} failed job(s) requeued by --retry-failed")
+    if p.retry_spent:  # asked for, and not done: said, or the night looks like it ignored the option
+        log.warning(f"  --retry-failed: {p.retry_spent} failed job(s) not retried: each has had its --max-attempts "
+                    "creates already (render retries count too); raise --max-attempts to render them again")
     for j in p.in_doubt_found:
         log.warning(f"  IN DOUBT: job {j['name']} ({short_key(j['key'])}) was mid-create when the last run stopped")
 
