@@ -251,3 +251,20 @@ def test_a_coarse_progress_never_puts_the_next_poll_past_where_every_task_was_do
     # a fine-grained progress that predicts an earlier end still wins
     t.progress = 95
     assert delay(t, NOW + 4.5, book, poll_min=2.0) == pytest.approx(4.5 * 5 / 95 * 1.05)
+
+
+def test_probes_reach_further_while_they_keep_finding_the_known_end_loose():
+    """A known end learnt from late polls (0.8 s late) comes down in a few probes, not sixteen:
+    each probe that finds its task done before the known end doubles how far before it the next
+    probe goes; one that finds its task rendering brings the step back to PROBE_STEP_S."""
+    book = _exact_book(5.0, 0.90, 1.16, slack=0.0)
+    p = book.pace(M)
+    steps = []
+    for _ in range(4):
+        hi = min(p.uppers)
+        probe = next(r for r in (p.first_ratio(estimate=5.0) for _ in range(EXPLORE_EVERY)) if r < hi)
+        steps.append(round((hi - probe) * 5.0, 3))
+        book.observe(M, 5.0, 5.0 * probe + 0.01, done=True)  # found done just after the probe
+    assert steps == [0.05, 0.1, 0.2, 0.4]
+    book.observe(M, 5.0, 5.0 * (min(p.uppers) - 0.001), done=False)  # now tight
+    assert p.probe_step == PROBE_STEP_S
