@@ -62,7 +62,9 @@ def status(ledger: str | Ledger | None = None, *, prices: PriceTable | None = No
         "runs": [{"id": r["id"], "manifest": r["manifest"], "status": r["status"], "started_at": r["started_at"],
                   "finished_at": r["finished_at"], "host": r["host"], "pid": r["pid"],
                   "stop_requested": bool(r["stop_requested"]), "jobs": r["jobs_total"], "counts": r["counts"],
-                  "heartbeat_age_s": r["heartbeat_age_s"], "held": r["held"],
+                  # A SQLite run stamps its heartbeat once, at its start (it leases nothing): its age
+                  # there read "♥ 21600s ago, holds 0" of a live night, as if it were a dead worker.
+                  "heartbeat_age_s": None if local_runs else r["heartbeat_age_s"], "held": r["held"],
                   # run --finish-by: the deadline and, while it runs, whether the night is on track
                   "finish_by": r.get("finish_by"), **({"deadline": nights[r["id"]]} if r["id"] in nights else {})}
                  for r in runs_],
