@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-from batchgen.ledger import migrations_dir, make_engine
+from batchgen.ledger import migrations_dir, make_engine, schema_revisions
 from conftest import run_args, run_cli, write_csv_manifest
 
 MANIFEST = "defaults: {model: grok-imagine-text-to-video, prompt: a lighthouse}\njobs:\n  - {name: a, duration: 4}\n"
@@ -151,6 +151,10 @@ def test_an_older_ledger_is_left_to_db_upgrade(tmp_path):
     assert hashlib.sha256(old.read_bytes()).hexdigest() == digest
     r = run_cli(["db", "upgrade", "--ledger", str(old)])
     assert r.exit_code == 0, r.output
+    head = schema_revisions()[0]
+    assert f"ledger {old} upgraded from schema 0003 to {head}" in r.output  # says what it did
+    again = run_cli(["db", "upgrade", "--ledger", str(old)])
+    assert again.exit_code == 0 and f"ledger {old} is up to date (schema {head})" in again.output, again.output
     assert run_cli(["status", "--ledger", str(old)]).exit_code == 0
 
 
@@ -198,7 +202,8 @@ def test_read_only_commands_on_postgresql_never_create_or_migrate(pg_url, tmp_pa
     with engine.connect() as c:
         assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     engine.dispose()
-    assert run_cli(["db", "upgrade", "--ledger", pg_url]).exit_code == 0
+    up = run_cli(["db", "upgrade", "--ledger", pg_url])
+    assert up.exit_code == 0 and f"upgraded from schema 0003 to {schema_revisions()[0]}" in up.output, up.output
     assert run_cli(["status", "--ledger", pg_url]).exit_code == 0
 
 

@@ -166,5 +166,4 @@ def db_upgrade(ledger: str | None, quiet: bool) -> None:
     SQLite ledger; on PostgreSQL it sets up batchgen's tables in an empty database."""
     from .. import operations
 
-    name = operations.upgrade(ledger)
-    done(quiet, f"ledger {name} is up to date")
+    done(quiet, operations.upgrade(ledger))

@@ -55,6 +55,7 @@ class Database:
         # The ledger's file (SQLite), for files kept beside it; None for a server database.
         self.path: Path | None = Path(db) if self.is_sqlite and db and db != ":memory:" else None
         self.created = False  # this open made a new, empty ledger
+        self.upgraded_from: str | None = None  # the schema revision this open migrated from (None: did not)
         # One process per SQLite ledger (flock); any number of workers per PostgreSQL ledger.
         self.cooperative = not self.is_sqlite
         self._lock_fd: int | None = None
@@ -101,14 +102,16 @@ class Database:
                 f"needs {schema_revisions()[0]}) and in use by a run of it: it cannot be upgraded under that run. Let "
                 "it finish, or stop it with the batchgen that started it, then run this again; nothing was changed")
         if self.path is None:
-            upgrade(self.engine, refuse_if_running=busy)
+            if upgrade(self.engine, refuse_if_running=busy):
+                self.upgraded_from = current or "unversioned"
             return
         try:
             self.acquire_lock()
         except LedgerBusy:
             raise LedgerBusy(busy) from None
         try:
-            upgrade(self.engine)
+            if upgrade(self.engine):
+                self.upgraded_from = current or "unversioned"
         finally:
             self.release_lock()
 

@@ -142,8 +142,9 @@ def stamped_revision(conn: Connection) -> str | None:
     return stamped([r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))])
 
 
-def upgrade(engine: Engine, *, refuse_if_running: str | None = None) -> None:
-    """Migrate the ledger to this version's schema. ``refuse_if_running``: on PostgreSQL, the
+def upgrade(engine: Engine, *, refuse_if_running: str | None = None) -> bool:
+    """Migrate the ledger to this version's schema; whether this call migrated it (False: it
+    already was, or another worker migrated it meanwhile). ``refuse_if_running``: on PostgreSQL, the
     message of the ``LedgerBusy`` raised (nothing changed) when a run of the ledger still has a
     fresh heartbeat: during a migration it can only be an older batchgen's worker."""
     from alembic import command
@@ -158,7 +159,7 @@ def upgrade(engine: Engine, *, refuse_if_running: str | None = None) -> None:
         current = MigrationContext.configure(conn).get_current_revision()
         conn.rollback()
     if current == head:
-        return
+        return False
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             # Workers starting together on a new schema: one migrates, the others wait for it
@@ -167,7 +168,7 @@ def upgrade(engine: Engine, *, refuse_if_running: str | None = None) -> None:
                                  {"k": _MIGRATION_LOCK})
             current = MigrationContext.configure(conn).get_current_revision()
             if current == head:
-                return
+                return False
             if refuse_if_running and current is not None and current >= "0003" and conn.exec_driver_sql(
                     "SELECT count(*) FROM runs WHERE status = 'running' "
                     "AND heartbeat_at >= extract(epoch FROM clock_timestamp()) - %(s)s",
@@ -175,3 +176,4 @@ def upgrade(engine: Engine, *, refuse_if_running: str | None = None) -> None:
                 raise LedgerBusy(refuse_if_running)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+    return True

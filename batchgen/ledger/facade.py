@@ -97,6 +97,11 @@ class Ledger:
         return self.database.created
 
     @property
+    def upgraded_from(self) -> str | None:
+        """The schema revision this open migrated the ledger from (None: it did not migrate)."""
+        return self.database.upgraded_from
+
+    @property
     def cooperative(self) -> bool:
         """Any number of workers share it (PostgreSQL); a SQLite ledger has one run at a time."""
         return self.database.cooperative

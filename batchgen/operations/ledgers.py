@@ -59,9 +59,17 @@ def brief(j: JobRow) -> dict[str, Any]:
 
 
 def upgrade(ledger: str | None = None) -> str:
-    """Apply the ledger's migrations; returns its printable name. A SQLite ledger must exist
-    (``LedgerMissing``: never an empty one made here); a PostgreSQL database gets batchgen's
-    tables if it has none yet (setting up a cooperative ledger before its workers start)."""
+    """Apply the ledger's migrations; returns what was done, said of the ledger by its
+    printable name. A SQLite ledger must exist (``LedgerMissing``: never an empty one made
+    here); a PostgreSQL database gets batchgen's tables if it has none yet (setting up a
+    cooperative ledger before its workers start)."""
+    from ..ledger import schema_revisions
+
     with open_ledger(ledger, create=not ledger_url(ledger).startswith("sqlite")) as led:
-        return str(led)
+        head = schema_revisions()[0]
+        if led.created:
+            return f"ledger {led}: batchgen's tables set up (schema {head})"
+        if led.upgraded_from is not None:
+            return f"ledger {led} upgraded from schema {led.upgraded_from} to {head}"
+        return f"ledger {led} is up to date (schema {head})"
 
