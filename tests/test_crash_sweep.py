@@ -30,10 +30,13 @@ POINTS = {
     "after_intent": {1},
     "before_post": {1},
     "after_response_before_record": {1},
-    "after_record": {0, 1},
-    "mid_download": {0, 1},
-    "after_download_before_rename": {0, 1},
-    "after_rename_before_record": {0, 1},
+    # ...and, with intents written ahead of their slot, the job after that one may be armed
+    # (its intent durable, nothing sent) when a slow machine lets its poll start first: in doubt
+    # too after the restart (fail closed; no create for it). Seen once under a parallel suite.
+    "after_record": {0, 1, 2},
+    "mid_download": {0, 1, 2},
+    "after_download_before_rename": {0, 1, 2},
+    "after_rename_before_record": {0, 1, 2},
     # An intent written ahead of its slot (batchgen.ahead), never sent: in doubt after the
     # restart (fail closed: nothing can tell it was not sent), and no create was made for it.
     "armed": {1},
