@@ -10,6 +10,8 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from batchgen.client import Client, Secret
 from batchgen.jobs import JobState
 from batchgen.ledger import Ledger, Writer
@@ -76,6 +78,7 @@ def test_armed_intents_are_durable_before_anything_is_sent_and_taken_back_when_n
         led.close()
 
 
+@pytest.mark.slow  # ~15 s: a busy night on the simulator
 def test_a_busy_night_arms_the_next_job_and_every_create_follows_its_intent(sim_factory, tmp_path: Path):
     """End to end, every slot busy: jobs are armed ahead of their slot, each create reached the
     API after its intent was committed, one create per job, no job left `submitting`."""

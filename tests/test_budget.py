@@ -281,6 +281,7 @@ def test_the_simulator_states_its_quota_when_asked(sim_factory, style, names):
         assert ratelearn.quota_of(answers[0][1]) == ratelearn.Quota(120.0, 1, 0.0)
 
 
+@pytest.mark.slow  # 30–40 s each: the learner's warm-up against a limited simulator
 @pytest.mark.parametrize("headers", ["none", "ietf"])
 def test_rpm_auto_learns_a_limit_it_was_not_told(sim_factory, tmp_path, headers):
     """The API allows 4 requests a second; --rpm auto starts at 1 and must go past it (or take

@@ -148,6 +148,7 @@ def _jobs(db: Path) -> dict[str, dict]:
                                                          "attempts FROM jobs")}
 
 
+@pytest.mark.slow  # ~20 s: three nights with renders long enough to miss a deadline
 def test_finish_by_on_the_simulator_one_night_then_the_next(sim_factory, tmp_path):
     # Night 1: the ledger learns that A renders in a fraction of a second.
     sim = sim_factory()

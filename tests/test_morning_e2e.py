@@ -47,6 +47,7 @@ def _rows(ledger: Path) -> list[dict]:
         led.close()
 
 
+@pytest.mark.slow  # ~20 s: a demo night, then the whole morning in Chromium
 @pytest.mark.chromium
 def test_the_morning_after_a_demo_night(tmp_path, s3, monkeypatch):
     out = tmp_path / "demo"

@@ -234,6 +234,7 @@ def test_a_delivered_clip_plays_from_the_store_through_a_presigned_url(sim, s3, 
         srv.stop()
 
 
+@pytest.mark.slow  # ~13 s: two browsers on PostgreSQL
 @pytest.mark.chromium
 @pytest.mark.postgres
 def test_two_browsers_deciding_the_same_clip_at_once_on_postgres(pg_url, sim, tmp_path):
