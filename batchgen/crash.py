@@ -1,6 +1,7 @@
 """Test-only crash points. ``BATCHGEN_CRASH_AT=name[:n]`` makes the process ``os._exit(137)``
 (as a SIGKILL would) the n-th time (default 1st) execution reaches ``point(name)``. Unset, a
-point is one dict lookup. The named points are listed in docs/design/reliability.md (crash testing) and exercised by tests/test_crash_sweep.py."""
+point is one dict lookup. The named points are listed in docs/design/reliability.md (crash
+testing) and exercised by tests/test_crash_sweep.py."""
 
 from __future__ import annotations
 
