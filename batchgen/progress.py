@@ -33,6 +33,7 @@ class Snapshot:
     models: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     breakers: dict[str, str] = field(default_factory=dict)  # model → its breaker's state and why (opened tonight)
     deadline: str = ""  # run --finish-by: the night against its deadline (deadline.outlook), '' without one
+    armed: int = 0  # jobs whose intent is written ahead of their slot (ahead.py): `submitting`, nothing sent yet
 
     @property
     def remaining(self) -> int:
@@ -103,8 +104,9 @@ def _requests(snap: Snapshot) -> str:
 
 def at_provider(snap: Snapshot) -> int:
     """Tasks being created or rendering at the provider, from the ledger's states: what "in
-    flight" means to a reader (not the render slots the scheduler holds)."""
-    return sum(snap.states.get(s, 0) for s in ("submitting", "submitted", "rendering"))
+    flight" means to a reader (not the render slots the scheduler holds). A job armed ahead of
+    its slot is `submitting` in the ledger but has sent nothing: not at the provider."""
+    return sum(snap.states.get(s, 0) for s in ("submitting", "submitted", "rendering")) - snap.armed
 
 
 def per_model(snap: Snapshot) -> str:

@@ -309,6 +309,6 @@ class Scheduler:
                         throttled=budget.throttled, credits=ctx.credits_seen, in_flight=self._inflight,
                         delivered=self.deliverer.delivered if self.opts.deliver is not None else None,
                         undelivered=self.deliverer.undelivered, models=self.slots.view(),
-                        breakers=self.breakers.view(now))
+                        breakers=self.breakers.view(now), armed=len(self.ahead.jobs))
         snap.deadline = self.gate.outlook(snap, self._feed_closed)
         return snap

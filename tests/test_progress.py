@@ -84,6 +84,19 @@ def test_the_live_table_counts_tasks_at_the_provider_and_has_a_delivered_column(
     assert "delivered" in out and "5 (2 not)" in out
 
 
+def test_a_job_armed_ahead_of_its_slot_is_not_counted_at_the_provider(monkeypatch):
+    """An armed job (ahead.py) is `submitting` in the ledger, its intent durable, but nothing is
+    sent until its slot frees: at concurrency 4, the title never says 5 at the provider."""
+    monkeypatch.setenv("COLUMNS", "250")
+    snap = Snapshot(states={"queued": 7, "submitting": 1, "submitted": 3, "rendering": 1}, elapsed=4.0, in_flight=4,
+                    armed=1)
+    tty = _Tty()
+    d = Display(stream=tty)
+    d.start()
+    d.stop(snap)
+    assert "4 at the provider" in tty.getvalue()
+
+
 def test_delivery_shows_in_the_progress_line_and_json_only_when_delivering():
     from batchgen.progress import line
 
