@@ -122,7 +122,7 @@ class Gate:
             eta = max(0.0, self.forecast_end - now)
         # Nothing queued starts any more: the feed said so, or every model is past its cut-off
         # (the feed may be waiting for a slot that frees only after the deadline).
-        past = bool(d.needs) and all(not d.allows(m) for m in d.needs)
+        past = bool(d.needs) and d.past(list(d.needs))
         return outlook(d.at, now, remaining=snap.remaining, queued=snap.states.get(S.QUEUED, 0), eta_s=eta,
                        cut_off=closed or past)
 
