@@ -66,12 +66,16 @@ class Ahead:
             freed.clear()
             await freed.wait()
 
+    def _may_go(self, model: str) -> bool:
+        """Whether a job of ``model`` may be armed, or its armed create sent, now: its model may
+        start and its breaker is closed (a probe is never armed)."""
+        return self.gate.may_start(model) and not self.gate.breakers.is_open(model)
+
     async def arm(self, feed: Feed) -> None:
         """Take the next job (of a model that may start and whose breaker is closed: a probe is
         never armed) and write its intent ahead of its slot."""
         self.wanted = False
-        breakers = self.gate.breakers
-        row = await feed.take(lambda m: self.gate.may_start(m) and not breakers.is_open(m))
+        row = await feed.take(self._may_go)
         if row is None:
             return
         job = LiveJob.from_row(row)
@@ -90,7 +94,7 @@ class Ahead:
         self._wake()
         if self.jobs and self.ctx.submitting and not self._slots_full():
             job = self.jobs[0][0]
-            if self.gate.may_start(job.model) and not self.gate.breakers.is_open(job.model):
+            if self._may_go(job.model):
                 self.jobs.pop(0)
                 self.gate.starting(job)
                 spawn(job)
@@ -101,7 +105,7 @@ class Ahead:
         if not self.jobs:
             return False
         job, row = self.jobs.pop(0)
-        if self.gate.may_start(job.model) and not self.gate.breakers.is_open(job.model):
+        if self._may_go(job.model):
             self.gate.starting(job)
             spawn(job)
         else:
