@@ -85,7 +85,7 @@ class Gate:
         pending = await self.w.read(led.pending_by_model, scope)
         history = await self.w.read(led.render_history, sorted(pending))
         # A model never rendered here: the catalog's typical render time of it (a guess, as plan says).
-        typical = {m: spec.typical_render_s for m in pending if opts.catalog and (spec := opts.catalog.get(m))}
+        typical = opts.catalog.typical_render_times(pending) if opts.catalog else {}
         needs = {m: forecast.clip_seconds(m, history, typical)[0] for m in pending}
         self.deadline = Deadline(at, needs, source=source,
                                  guess=lambda model: forecast.clip_seconds(model, history, typical)[0])

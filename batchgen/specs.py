@@ -52,6 +52,11 @@ class Catalog:
     def get(self, model: str) -> ModelSpec | None:
         return self.models.get(model)
 
+    def typical_render_times(self, models: Iterable[str]) -> dict[str, float | None]:
+        """Each known one of ``models`` → its typical render time (``typical_render_s``): the
+        forecast's guess for a model without history."""
+        return {m: spec.typical_render_s for m in models if (spec := self.models.get(m)) is not None}
+
     def suggest(self, name: str) -> str | None:
         """Closest known request field, to turn a typo into an error instead of a silent default."""
         close = difflib.get_close_matches(name, sorted(self.all_fields | {"model"}), n=1, cutoff=0.8)

@@ -201,7 +201,7 @@ def _forecast(jobs: dict[str, int], history: dict[str, dict[str, Any]], catalog:
     auto = rpm == "auto"
     budget = None if auto or not rpm else float(rpm)
     fetches = [h["fetch"] for h in history.values() if h.get("fetch") is not None]
-    typical = {model: spec.typical_render_s for model in jobs if (spec := catalog.get(model)) is not None}
+    typical = catalog.typical_render_times(jobs)
     night = forecast.estimate(jobs, history, concurrency, budget, max(fetches) if fetches else None, typical)
     lines = forecast.lines(night, jobs, history, start, typical)
     if auto and night.models:

@@ -115,7 +115,7 @@ def _night(led: Ledger, r: dict[str, Any]) -> str:
     options = json.loads(r["options"] or "{}")
     work = {m: p["queued"] + p["in_flight"] for m, p in pending.items()}
     shipped = Catalog.shipped()  # status has no manifest: the shipped catalog's typical render times
-    typical = {m: spec.typical_render_s for m in work if (spec := shipped.get(m)) is not None}
+    typical = shipped.typical_render_times(work)
     night = forecast.estimate(work, history, int(options.get("concurrency") or 8), options.get("rpm"), None, typical)
     now, at = time.time(), float(r["finish_by"])
     queued = {m: p["queued"] for m, p in pending.items() if p["queued"]}
