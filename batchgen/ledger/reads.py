@@ -15,8 +15,8 @@ from ..schema import Digest, decisions, events, jobs, manifest_jobs, runs
 from .database import Room
 from .decisions import LATEST_COLUMNS, LATEST_JOIN
 from .scope import Scope, manifest_id, of_manifest
-from .shapes import SHAPE_SQL
-from .sql import ACTIVE_STATES, UNFINISHED_STATES, as_job, job_row, job_select, placeholder, plain
+from .shapes import SHAPE_SQL, as_job
+from .sql import ACTIVE_STATES, UNFINISHED_STATES, job_row, job_select, placeholder, plain
 
 S = JobState
 

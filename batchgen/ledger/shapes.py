@@ -14,9 +14,9 @@ are written by ``recording`` and read with every job (``sql.SHAPE``)."""
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from ..jobs import canonical_json
+from ..jobs import JobRow, canonical_json
 
 _SENTINEL = "\x00batchgen:prompt\x00"
 MARK = canonical_json(_SENTINEL)
@@ -58,3 +58,12 @@ def whole(shape: str | None, part: str) -> str:
         return part
     head, tail = _halves(shape)
     return head + part + tail
+
+
+def as_job(row: dict[str, Any], shape: str | None) -> JobRow:
+    """``row`` (every column of ``jobs``) with its request made whole from ``shape`` and the
+    storage detail dropped: what ``sql.job_row``, the driver-level export and ``SqliteReader``
+    all hand out."""
+    row["request"] = whole(shape, row["request"])
+    del row["shape_id"]
+    return cast(JobRow, row)

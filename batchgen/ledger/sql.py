@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.engine import Connection
 
 from ..jobs import ACTIVE, JobRow, JobState, RunStatus, Verdict
 from ..schema import decisions, jobs, request_shapes, runs
-from .shapes import whole
+from .shapes import as_job
 
 S = JobState
 # SQL IN lists of states, in a fixed order (stable statements for the driver's cache).
@@ -39,14 +39,6 @@ def job_row(r: Any) -> JobRow:
     its whole request, without how it is stored."""
     row = dict(r._mapping)
     return as_job(row, row.pop("shape"))
-
-
-def as_job(row: dict[str, Any], shape: str | None) -> JobRow:
-    """``row`` (every column of ``jobs``) with its request made whole from ``shape`` and the
-    storage detail dropped: what ``job_row`` and the driver-level export both hand out."""
-    row["request"] = whole(shape, row["request"])
-    del row["shape_id"]
-    return cast(JobRow, row)
 
 
 def plain(r: Any) -> dict[str, Any]:

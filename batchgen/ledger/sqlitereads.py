@@ -23,14 +23,14 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
 from ..errors import LedgerMissing, NotALedger
 from ..jobs import UNFINISHED, JobRow, JobState, Verdict, hex_digest
 from .boundary import error_boundary
 from .revisions import LEDGER_TABLES, needs_upgrade, not_a_ledger, stamped
-from .shapes import SHAPE_SQL, whole
+from .shapes import SHAPE_SQL, as_job
 from .sqlitefile import check, sqlite_tables
 
 S = JobState
@@ -127,9 +127,7 @@ class SqliteReader:
                 row[name] = hex_digest(row[name])
             for name in JOB_BOOLEANS:
                 row[name] = None if row[name] is None else bool(row[name])
-            row["request"] = whole(row.pop("shape"), row["request"])
-            del row["shape_id"]
-            out.append(cast(JobRow, row))
+            out.append(as_job(row, row.pop("shape")))
         return out
 
     # ------------------------------------------------------------ runs (runs.Runs.runs)
