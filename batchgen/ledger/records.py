@@ -15,7 +15,7 @@ from ..jobs import JobRow, JobState, Verdict
 from ..schema import decisions, jobs, uploads
 from .database import Room
 from .scope import Scope, of_manifest
-from .sql import is_owed, job_row, job_select
+from .sql import is_owed, job_row, job_select, latest_decision
 
 S = JobState
 
@@ -40,10 +40,8 @@ class Records(Room):
     def delivered_not_approved(self, scope: Scope | None = None, limit: int = 50) -> list[JobRow]:
         """Clips in a store whose latest review verdict is now retake or reject: kept there (never
         deleted silently), listed so that someone decides."""
-        x = decisions.alias("x")
-        latest = select(func.max(x.c.id)).where(x.c.job_id == jobs.c.id).correlate_except(x).scalar_subquery()
         q = (job_select().where(jobs.c.delivered_url.is_not(None), exists().where(
-            decisions.c.job_id == jobs.c.id, decisions.c.id == latest,
+            decisions.c.job_id == jobs.c.id, decisions.c.id == latest_decision(jobs.c.id),
             decisions.c.verdict.in_([Verdict.RETAKE, Verdict.REJECT])))
              .order_by(jobs.c.id).limit(limit))
         if scope is not None:

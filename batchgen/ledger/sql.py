@@ -52,7 +52,8 @@ def is_owed() -> Any:
                 or_(jobs.c.deliver_only.is_(None), approved_to_deliver()))
 
 
-def _latest(job_id: Any) -> Any:
+def latest_decision(job_id: Any) -> Any:
+    """The id of the latest review decision of the job ``job_id`` names (a column of the enclosing query)."""
     x = decisions.alias("x")
     # Correlated to the job of the enclosing query, however deep (SQLAlchemy correlates only
     # to the immediately enclosing SELECT on its own).
@@ -65,13 +66,13 @@ def approved_to_deliver() -> Any:
     mine = decisions.alias("mine")
     other = jobs.alias("other")
     theirs = decisions.alias("theirs")
-    approved = exists().where(mine.c.job_id == jobs.c.id, mine.c.id == _latest(jobs.c.id),
+    approved = exists().where(mine.c.job_id == jobs.c.id, mine.c.id == latest_decision(jobs.c.id),
                               mine.c.verdict == Verdict.APPROVE)
-    picked = exists().where(mine.c.job_id == jobs.c.id, mine.c.id == _latest(jobs.c.id), mine.c.pick.is_(True))
+    picked = exists().where(mine.c.job_id == jobs.c.id, mine.c.id == latest_decision(jobs.c.id), mine.c.pick.is_(True))
     sibling_picked = exists().where(
         other.c.id != jobs.c.id, other.c.model == jobs.c.model, other.c.request == jobs.c.request,
         other.c.shape_id.is_not_distinct_from(jobs.c.shape_id),
-        theirs.c.job_id == other.c.id, theirs.c.id == _latest(other.c.id), theirs.c.pick.is_(True))
+        theirs.c.job_id == other.c.id, theirs.c.id == latest_decision(other.c.id), theirs.c.pick.is_(True))
     return and_(approved, or_(picked, ~sibling_picked))
 
 
