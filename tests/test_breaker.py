@@ -90,12 +90,10 @@ import threading  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import pytest  # noqa: E402
-from alembic import command  # noqa: E402
-from alembic.config import Config  # noqa: E402
 from sqlalchemy import inspect, text  # noqa: E402
 
 from batchgen.jobs import Job  # noqa: E402
-from batchgen.ledger import Ledger, Scope, migrations_dir, make_engine  # noqa: E402
+from batchgen.ledger import Ledger, Scope  # noqa: E402
 
 
 def _board(url: str) -> None:
@@ -135,19 +133,8 @@ def test_breakers_are_kept_in_the_ledger_on_postgres(pg_url):
 
 def _migration_0014(url: str, monkeypatch) -> None:
     Ledger(url).close()
-    monkeypatch.setenv("BATCHGEN_LEDGER", url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(migrations_dir()))
-    command.check(cfg)
-    command.downgrade(cfg, "0013")
-    engine = make_engine(url)
-    try:
-        with engine.connect() as c:
-            assert not inspect(c).has_table("breakers")
-    finally:
-        engine.dispose()
-    command.upgrade(cfg, "head")
-    command.check(cfg)
+    with migrated_down(url, monkeypatch, "0013") as c:
+        assert not inspect(c).has_table("breakers")
 
 
 def _migration_0017(url: str, monkeypatch) -> None:
