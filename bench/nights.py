@@ -15,13 +15,16 @@ MODELS = ("grok-imagine-text-to-video", "happyhorse-1.0-text-to-video", "sora-2"
 DURATION = {"grok-imagine-text-to-video": 5, "happyhorse-1.0-text-to-video": 5, "sora-2": 4}
 
 
-def _manifest(path: Path, per_model: int) -> Path:
-    """Rows interleaved model by model, so every model is rendering all night."""
+def _manifest(path: Path, per_model: int, prefix: str = "m",
+              prompt: str = "bench clip {i} of a harbour at dusk") -> Path:
+    """Rows interleaved model by model, so every model is rendering all night: names
+    ``{prefix}{model's index}-{i}``, ``prompt`` with ``{i}`` filled in (distinct prompts keep
+    two nights in one ledger apart)."""
     with open(path, "w") as f:
         f.write("name,model,prompt,duration\n")
         for i in range(per_model):
             for k, m in enumerate(MODELS):
-                f.write(f"m{k}-{i:05d},{m},bench clip {i} of a harbour at dusk,{DURATION[m]}\n")
+                f.write(f"{prefix}{k}-{i:05d},{m},{prompt.format(i=i)},{DURATION[m]}\n")
     return path
 
 
@@ -78,12 +81,7 @@ def breaker(run: Callable[..., dict[str, Any]], row: Callable[..., None], per_mo
 
 
 def _tonight(path: Path, per_model: int, prefix: str) -> Path:
-    with open(path, "w") as f:
-        f.write("name,model,prompt,duration\n")
-        for i in range(per_model):
-            for k, m in enumerate(MODELS):
-                f.write(f"{prefix}{k}-{i:05d},{m},{prefix} clip {i} of a lighthouse,{DURATION[m]}\n")
-    return path
+    return _manifest(path, per_model, prefix, prefix + " clip {i} of a lighthouse")
 
 
 DISTRIBUTIONS = {
