@@ -169,10 +169,9 @@ class _YamlReader:
         for model, value in limits.items():
             # A misspelt model would cap nothing, silently: the night runs unlimited.
             unknown = unknown_model(model, self.doc.catalog, self.doc.unvalidated_models)
-            problem = unknown or limit_problem(value)
             if unknown:
                 self.problems.add(f"line {lines[model]}" if model in lines else where, "limits", unknown)
-            elif problem is not None:
+            elif (problem := limit_problem(value)) is not None:
                 self.problems.add(where, "limits", f"{model}: {problem}")
             else:
                 self.doc.limits[str(model)] = value
