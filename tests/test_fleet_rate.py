@@ -11,12 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import inspect, text
 
-from batchgen.ledger import Ledger, migrations_dir, make_engine
-from conftest import check_invariants, ledger_at_revision, write_csv_manifest
+from batchgen.ledger import Ledger, make_engine
+from conftest import check_invariants, ledger_at_revision, migrated_down, write_csv_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT_RPM = 900.0  # the simulated API's limit: 15 requests a second for the key
@@ -31,20 +29,9 @@ def _migrate_0013_and_back(url: str, monkeypatch) -> None:
         assert led.fleet_rate(30.0) is None  # a finished run holds no rate
     finally:
         led.close()
-    monkeypatch.setenv("BATCHGEN_LEDGER", url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(migrations_dir()))
-    command.check(cfg)
-    command.downgrade(cfg, "0012")
-    engine = make_engine(url)
-    try:
-        with engine.connect() as c:
-            assert "rate_rpm" not in {col["name"] for col in inspect(c).get_columns("runs")}
-            assert c.execute(text("SELECT manifest, status FROM runs")).all() == [("m", "finished")]
-    finally:
-        engine.dispose()
-    command.upgrade(cfg, "head")
-    command.check(cfg)
+    with migrated_down(url, monkeypatch, "0012") as c:
+        assert "rate_rpm" not in {col["name"] for col in inspect(c).get_columns("runs")}
+        assert c.execute(text("SELECT manifest, status FROM runs")).all() == [("m", "finished")]
 
 
 def test_migration_0013_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):

@@ -7,15 +7,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import inspect, text
 
 from batchgen.errors import ManifestError
 from batchgen.jobs import Job
-from batchgen.ledger import Ledger, Scope, migrations_dir, make_engine
+from batchgen.ledger import Ledger, Scope
 from batchgen.manifest import Manifest
-from conftest import ledger_at_revision, run_args, run_cli
+from conftest import ledger_at_revision, migrated_down, run_args, run_cli
 
 T2V = "grok-imagine-text-to-video"
 
@@ -120,21 +118,11 @@ def _migrate_0011_and_back(url: str, monkeypatch) -> None:
         assert row["priority"] == 0 and row["key"] == "ab" * 32
     finally:
         led.close()
-    monkeypatch.setenv("BATCHGEN_LEDGER", url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(migrations_dir()))
-    command.check(cfg)  # the migrated schema is the models' (the partial index included)
-    command.downgrade(cfg, "0010")
-    engine = make_engine(url)
-    try:
-        with engine.connect() as c:
-            assert "priority" not in {col["name"] for col in inspect(c).get_columns("jobs")}
-            assert "ix_jobs_queued" not in {i["name"] for i in inspect(c).get_indexes("jobs")}
-            assert c.execute(text("SELECT name, state FROM jobs")).all() == [("n", "queued")]
-    finally:
-        engine.dispose()
-    command.upgrade(cfg, "head")  # and up again
-    command.check(cfg)
+    # checked against the models both ways (the partial index included), down and up again
+    with migrated_down(url, monkeypatch, "0010") as c:
+        assert "priority" not in {col["name"] for col in inspect(c).get_columns("jobs")}
+        assert "ix_jobs_queued" not in {i["name"] for i in inspect(c).get_indexes("jobs")}
+        assert c.execute(text("SELECT name, state FROM jobs")).all() == [("n", "queued")]
 
 
 def test_migration_0011_upgrades_and_downgrades_on_sqlite(tmp_path, monkeypatch):
