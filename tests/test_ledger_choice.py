@@ -74,6 +74,25 @@ def test_simulate_without_a_simulated_ledger_says_none_is_there(tmp_path, monkey
     assert not (tmp_path / "batchgen-sim.db").exists()
 
 
+def test_plan_and_diff_with_simulate_before_any_simulated_run_plan_against_nothing(tmp_path, monkeypatch):
+    """--simulate's ./batchgen-sim.db is a default, like ./batchgen.db: before the first simulated
+    run, plan and diff say what a run would do (everything new), not "no ledger" (exit 2), and
+    create nothing. A ledger named --ledger batchgen-sim.db must exist, as any named one."""
+    monkeypatch.chdir(tmp_path)
+    m = tmp_path / "m.yaml"
+    m.write_text(MANIFEST)
+    r = run_cli(["plan", str(m), "--simulate", "--json"], BATCHGEN_LEDGER=None)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["to_submit"] == 1
+    assert run_cli(["diff", str(m), "--simulate"], BATCHGEN_LEDGER=None).exit_code == 0
+    r = run_cli(["plan", str(m), "--ledger", "batchgen-sim.db"], BATCHGEN_LEDGER=None)
+    assert r.exit_code == 2 and "batchgen-sim.db" in _error_line(r)
+    # BATCHGEN_LEDGER names a ledger under --simulate too: it must exist.
+    r = run_cli(["plan", str(m), "--simulate"], BATCHGEN_LEDGER=str(tmp_path / "typo.db"))
+    assert r.exit_code == 2 and "typo.db" in _error_line(r)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]
+
+
 @pytest.mark.slow
 def test_a_run_with_simulate_is_found_by_status_and_export_with_simulate(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -54,7 +54,7 @@ def pick_ledger(ledger: str | None, simulate: bool) -> str | None:
 
         if problem := check_url(ledger_url(ledger)):
             raise UsageError(problem)
-    if (not ledger_named(ledger) and not Path(DEFAULT_LEDGER).exists()
+    if (not simulate and not ledger_named(ledger) and not Path(DEFAULT_LEDGER).exists()
             and Path(DEFAULT_SIM_LEDGER).is_file()):
         raise LedgerMissing(f"no ledger at ./{DEFAULT_LEDGER}, but ./{DEFAULT_SIM_LEDGER} (written by `run --simulate`) "
                             f"is here: add --simulate, or --ledger {DEFAULT_SIM_LEDGER}")

@@ -12,9 +12,15 @@ DEFAULT_LEDGER = "batchgen.db"
 DEFAULT_SIM_LEDGER = "batchgen-sim.db"  # --simulate and its placeholder videos never share the real ledger
 
 
+class DefaultLedger(str):
+    """A default ledger file (``--simulate``'s ./batchgen-sim.db) passed on as a value: still the
+    default, not a named ledger, so a missing one is planned against as "never run" like a missing
+    ./batchgen.db, where a ledger named by ``--ledger`` or BATCHGEN_LEDGER must exist."""
+
+
 def named_ledger(value: str | None, *, simulated: bool = False) -> str:
     """The ledger as it was named: ``value``, else BATCHGEN_LEDGER, else the default file."""
-    return value or os.environ.get("BATCHGEN_LEDGER") or (DEFAULT_SIM_LEDGER if simulated else DEFAULT_LEDGER)
+    return value or os.environ.get("BATCHGEN_LEDGER") or DefaultLedger(DEFAULT_SIM_LEDGER if simulated else DEFAULT_LEDGER)
 
 
 def ledger_url(value: str | None, *, simulated: bool = False) -> str:
@@ -43,4 +49,4 @@ def ledger_named(value: str | None) -> bool:
     default ``./batchgen.db``. One rule for both ways of naming it: a named ledger that does not
     exist is an error for every command but ``run`` (which creates it); only the default may be
     absent, for ``plan`` and ``diff`` (planning before the first run)."""
-    return bool(value or os.environ.get("BATCHGEN_LEDGER"))
+    return bool((value and not isinstance(value, DefaultLedger)) or os.environ.get("BATCHGEN_LEDGER"))
