@@ -61,3 +61,25 @@ def test_a_read_only_file_system(sim, tmp_path, tmpfs):
     one_line_error(run_cli(["status", "--ledger", str(mnt / "l.db")]), 7, "read-only")
     one_line_error(run_cli([*args[:1], str(m2), *args[2:4], "--ledger", str(tmp_path / "l2.db"), "--out",
                             str(mnt / "out")]), 7, "Read-only")
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly_with_141(tmp_path):
+    """`batchgen export --csv | head -1`: the pipe closes while batchgen still writes. Like any
+    Unix filter it stops with 128 + SIGPIPE, and prints no "error: Broken pipe" (it was one)."""
+    import os
+    import sys
+
+    from batchgen.errors import EXIT_BROKEN_PIPE
+
+    m = tmp_path / "m.yaml"
+    m.write_text("defaults: {model: grok-imagine-text-to-video, duration: 4}\njobs:\n"
+                 + "".join(f"  - {{name: shot{i}, prompt: 'a lighthouse number {i} {'x' * 200}'}}\n" for i in range(400)))
+    r, w = os.pipe()
+    p = subprocess.Popen([sys.executable, "-m", "batchgen", "plan", str(m), "--explain"], cwd=tmp_path,
+                         stdout=w, stderr=subprocess.PIPE, text=True)
+    os.close(w)
+    with os.fdopen(r) as reader:
+        assert reader.readline().startswith("submit")  # the first line, then the reader goes away
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == EXIT_BROKEN_PIPE, (p.returncode, err)
+    assert "error" not in err.lower() and "Traceback" not in err, err

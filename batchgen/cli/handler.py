@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from .. import logs
-from ..errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, BatchgenError, ManifestError
+from ..errors import EXIT_BROKEN_PIPE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, BatchgenError, ManifestError
 
 _JSON = False  # the command was given --json: its errors are JSON on stdout too
 
@@ -30,6 +30,17 @@ def json_mode(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool
     global _JSON
     _JSON = _JSON or value
     return value
+
+
+def _silence_stdout() -> None:
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (CliRunner's): nothing to flush at exit
+        pass
 
 
 def _json_error(message: str, exit_code: int, problems: list[str]) -> None:
@@ -81,6 +92,13 @@ class Group(click.Group):
         except BatchgenError as e:
             _report_error(e)
             ctx.exit(e.exit_code)
+        except BrokenPipeError:
+            # The reader of stdout went away (`batchgen export --csv | head`): nothing is wrong
+            # with the command, so no "error:" line. Ends as a Unix filter ends when its pipe
+            # closes (128 + SIGPIPE), with stdout pointed at /dev/null so that the interpreter's
+            # own flush at exit does not raise again.
+            _silence_stdout()
+            ctx.exit(EXIT_BROKEN_PIPE)
         except OSError as e:
             where = f": {e.filename}" if e.filename else ""
             echo_err(f"error: {e.strerror or e}{where}")
