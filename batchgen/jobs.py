@@ -62,6 +62,9 @@ STATES: tuple[JobState, ...] = tuple(JobState)
 ACTIVE: frozenset[JobState] = frozenset({S.SUBMITTED, S.RENDERING, S.COMPLETED})
 # Work a run still has to do (in_doubt is not here: it waits for a human, not for a run).
 UNFINISHED: frozenset[JobState] = frozenset({S.QUEUED, S.SUBMITTING}) | ACTIVE
+# Creates (paid tasks) a job may have, retries included: `run --max-attempts`' default; `plan`
+# says a job past it needs the option raised too.
+DEFAULT_MAX_ATTEMPTS = 3
 TERMINAL: frozenset[JobState] = frozenset({S.DONE, S.FAILED, S.CANCELLED})
 
 # Every move the ledger accepts. A move not listed here is a bug, refused when the transition
@@ -232,5 +235,5 @@ class JobRow(TypedDict):
     pick: NotRequired[bool]  # this take is its shot's pick
 
 
-__all__ = ["ACTIVE", "Job", "JobRow", "JobState", "RunStatus", "STATES", "TERMINAL", "TRANSITIONS", "UNFINISHED", "Verdict", "allowed",
+__all__ = ["ACTIVE", "DEFAULT_MAX_ATTEMPTS", "Job", "JobRow", "JobState", "RunStatus", "STATES", "TERMINAL", "TRANSITIONS", "UNFINISHED", "Verdict", "allowed",
            "canonical_json", "hex_digest", "job_key", "key_from_json", "raw_digest", "request_sha256", "short_key"]

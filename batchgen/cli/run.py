@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .. import logs
+from ..jobs import DEFAULT_MAX_ATTEMPTS
 from .handler import Command, json_mode
 from .options import RpmType, ledger_option, load_prices, models_option, prices_option
 from .printers import print_result
@@ -104,7 +105,7 @@ class FinishByType(click.ParamType["float"]):
 @click.option("--retry-failed", is_flag=True,
               help="Resubmit jobs whose task failed for a retryable reason (timeout, generation_failed, "
                    "model_unavailable…), up to --max-attempts creates per job. Each is a new paid task.")
-@click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True,
+@click.option("--max-attempts", type=click.IntRange(1, 20), default=DEFAULT_MAX_ATTEMPTS, show_default=True,
               help="Creates per job at most, counting the first (with --retry-failed).")
 @click.option("--render-retries", type=click.IntRange(0, 10), default=0, show_default=True,
               help="Render a job again tonight when the provider failed its task for a retryable reason "

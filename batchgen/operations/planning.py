@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import forecast
 from ..cost import Costs, PriceTable
-from ..jobs import ACTIVE, JobRow, JobState, short_key
+from ..jobs import ACTIVE, DEFAULT_MAX_ATTEMPTS, JobRow, JobState, short_key
 from ..ledger import Ledger
 from ..manifest import Manifest
 from ..specs import Catalog
@@ -240,7 +240,6 @@ def _changes(was: dict[str, Any], now: dict[str, Any], take_was: str | None, tak
     return out
 
 
-_MAX_ATTEMPTS = 3  # run --max-attempts' default: a job past it needs the option raised too, and plan says so
 _LOST = ("missing", "changed")  # what `verify` recorded of a done clip's local file (media.MISSING/CHANGED)
 
 
@@ -267,7 +266,7 @@ def why(j: dict[str, Any] | None) -> tuple[str, str]:
             return "hold", ("failed (result_expired): its paid result expired undownloaded; `run --retry-failed` "
                             "renders it again (a new paid task)")
         if j["retryable"]:
-            spent = j["attempts"] >= _MAX_ATTEMPTS
+            spent = j["attempts"] >= DEFAULT_MAX_ATTEMPTS
             return "hold", (f"failed ({j['error_code']}), retryable: resubmitted (a new paid task) only with --retry-failed"
                             + (f" and --max-attempts above {j['attempts']} (the creates it has had)" if spent else ""))
         return "hold", f"failed ({j['error_code']}): change the request to try again"

@@ -24,7 +24,7 @@ from ..budget import RequestBudget
 from ..client import Api, TaskInfo
 from ..cost import PriceTable
 from ..errors import EXIT_KEY_REFUSED, EXIT_NO_FUNDS, EXIT_USAGE, ApiError
-from ..jobs import JobRow
+from ..jobs import DEFAULT_MAX_ATTEMPTS, JobRow
 from ..ledger import Writer
 from ..specs import Catalog
 from .moves import LiveJob, Moves
@@ -44,7 +44,7 @@ class RunOptions:
     poll_404_grace: float = 60.0
     retry_base: float = 1.0  # seconds: base of the jittered exponential backoff of create/download retries
     retry_failed: bool = False
-    max_attempts: int = 3  # creates per job, for --retry-failed
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS  # creates per job, for --retry-failed
     breaker: bool = True  # a breaker per model (breaker.py)
     breaker_cooloff: float = 300.0  # seconds an open breaker waits before its probe
     render_retries: int = 0  # a task the provider failed for a retryable reason: created again tonight, N times
