@@ -182,13 +182,16 @@ class _YamlReader:
         value = doc.get("finish_by")
         if value is None:
             return
+        if not isinstance(value, str):  # unquoted, YAML reads 7:30 as a number (sexagesimal), a date-time as a timestamp
+            self.problems.add(line("finish_by"), "finish_by",
+                              "must be a quoted time such as \"07:00\" or an ISO date-time")
+            return
         from ..deadline import parse
 
         try:
-            parse(str(value) if isinstance(value, str) else "")
+            parse(value)
         except ValueError as e:
-            problem = str(e) if isinstance(value, str) else "must be a quoted time such as \"07:00\" or an ISO date-time"
-            self.problems.add(line("finish_by"), "finish_by", problem)
+            self.problems.add(line("finish_by"), "finish_by", str(e))
             return
         self.doc.finish_by = value.strip()
 
