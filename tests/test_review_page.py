@@ -99,8 +99,11 @@ def test_deciding_by_keyboard_lands_in_the_ledger(served, tmp_path):
         # shot01 take 1: reject; then back (k) and forth (j); take 2 of shot01 gets a note
         _press(d, "x")
         _press(d, "kj", settle=False)
-        assert d.execute_script("return document.body.getAttribute('data-current')") == str(
-            d.execute_script("return document.querySelectorAll('.take')[3].getAttribute('data-job')"))
+
+        def take(i: int) -> str:
+            return d.execute_script(f"return document.querySelectorAll('.take')[{i}].getAttribute('data-job')")
+
+        assert d.execute_script("return document.body.getAttribute('data-current')") == str(take(3))
         _press(d, "n", settle=False)
         wait(lambda: d.find_element("id", "note-text").is_displayed(), what="the note box")
         before = d.execute_script("return document.body.getAttribute('data-decided')")
@@ -114,6 +117,12 @@ def test_deciding_by_keyboard_lands_in_the_ledger(served, tmp_path):
         now = _latest(ledger)
         assert (now["shot01/2"]["verdict"], now["shot01/2"]["pick"], now["shot01/2"]["note"]) == (
             None, False, "too dark at the end")
+        # an undone verdict brings the cursor back to its clip, to decide it again at once
+        _press(d, "x")  # shot01/2 rejected: the cursor moves on to shot02/1
+        assert d.execute_script("return document.body.getAttribute('data-current')") != str(take(3))
+        _press(d, "u")
+        assert d.execute_script("return document.body.getAttribute('data-current')") == str(take(3))
+        assert _latest(ledger)["shot01/2"]["verdict"] is None
         _press(d, "2")
         # space plays the current clip (its file, from inside --out)
         _press(d, " ", settle=False)
@@ -305,7 +314,10 @@ def test_an_undo_never_overwrites_another_reviewers_later_decision(served, tmp_p
              what="the refused undo to be said")
         now = _latest(ledger)
         assert (now["shot00/1"]["verdict"], now["shot00/1"]["reviewer"]) == ("reject", "bob")
+        # the cursor is back on that clip, which shows bob's verdict
+        assert int(d.execute_script("return document.body.getAttribute('data-current')")) == first
         # undo goes on working for a decision nobody changed since
+        _press(d, "j", settle=False)
         _press(d, "x")
         _press(d, "u")
         assert _latest(ledger)["shot00/2"]["verdict"] is None

@@ -152,7 +152,9 @@
   // ledger before that is stale and dropped, never patched over a newer verdict.
   let queue = Promise.resolve(), pending = 0, settled = 0, epoch = 0;
   function decided(){ settled++; document.body.setAttribute('data-decided', settled + ':' + pending); }
-  function send(changes, label, before){
+  // `at`: the clip the cursor was on when the decision was made; its undo brings the cursor
+  // back there, so the clip can be decided again at once (the verdict had moved it on).
+  function send(changes, label, before, at){
     pending++; epoch++;
     queue = queue.then(async () => {
       try {
@@ -163,7 +165,7 @@
         if (before) {
           const back = before.filter(b => doc.clips[String(b.job)])
                              .map(b => Object.assign({}, b, {expect: doc.clips[String(b.job)].decision}));
-          if (back.length) undo.push({label: label, before: back});
+          if (back.length) undo.push({label: label, before: back, at: at});
         }
         say(label);
       } catch (e) { say(e.message, true); }
@@ -196,18 +198,20 @@
     const c = clips[cur]; if (!c) return;
     const before = [state(c)];
     if (cur < clips.length - 1) select(cur + 1);  // on to the next clip at once, as dailies tools do
-    return send([{job: c.id, verdict: verdict}], c.name + ': ' + verdict, before);
+    return send([{job: c.id, verdict: verdict}], c.name + ': ' + verdict, before, c.id);
   }
   async function pick(n){
     const c = clips[cur]; if (!c) return;
     const t = c.shotTakes.find(x => x.n === n);
     if (!t) { say('this shot has no take ' + n, true); return; }
-    await send([{job: t.id, pick: true}], t.name + ': take ' + n + ' is the pick', c.shotTakes.map(state));
+    await send([{job: t.id, pick: true}], t.name + ': take ' + n + ' is the pick', c.shotTakes.map(state), c.id);
   }
   async function doUndo(){
     await queue;  // the decision to undo is recorded (and on the stack) first
     const last = undo.pop();
     if (!last) { say('nothing to undo'); decided(); return; }
+    const back = clips.findIndex(c => c.id === last.at);
+    if (back >= 0) select(back);
     await send(last.before, 'undone: ' + last.label, null);
   }
   // A closed box gives the keys back to the page: its text field must not keep the focus.
@@ -223,7 +227,7 @@
   }
   async function saveNote(){
     const c = noteFor; closeBox('note'); if (!c) return;
-    await send([{job: c.id, note: $('note-text').value.trim() || null}], c.name + ': note saved', [state(c)]);
+    await send([{job: c.id, note: $('note-text').value.trim() || null}], c.name + ': note saved', [state(c)], c.id);
   }
   $('note-text').addEventListener('keydown', ev => {
     if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); saveNote(); }
