@@ -38,14 +38,17 @@ class Deadlines(Room):
                 runs.c.heartbeat_at >= self._now() - lease_s).order_by(runs.c.finish_by, runs.c.id).limit(1)).first()
         return None if row is None else (float(row[0]), int(row[1]))
 
-    def pending_by_model(self, scope: Scope) -> dict[str, dict[str, int]]:
+    def pending_by_model(self, scope: Scope, run_id: int | None = None) -> dict[str, dict[str, int]]:
         """model → {"queued": jobs not created yet, "in_flight": jobs with a task not yet in
-        place} of this manifest: what a night still has to do, per model (the deadline's
-        outlook, its cut-offs)."""
+        place} of this manifest (by any worker's run: what a fleet has left), or only of run
+        ``run_id``: what a night still has to do, per model (the deadline's outlook, its
+        cut-offs; what is left when only breaker-held models are)."""
+        where = [of_manifest(scope), jobs.c.state.in_([S.QUEUED, S.SUBMITTING, *ACTIVE_STATES])]
+        if run_id is not None:
+            where.append(jobs.c.run_id == run_id)
         with self._read() as c:
-            rows = c.execute(select(jobs.c.model, jobs.c.state, func.count()).where(
-                of_manifest(scope), jobs.c.state.in_([S.QUEUED, S.SUBMITTING, *ACTIVE_STATES]))
-                .group_by(jobs.c.model, jobs.c.state)).all()
+            rows = c.execute(select(jobs.c.model, jobs.c.state, func.count()).where(*where)
+                             .group_by(jobs.c.model, jobs.c.state)).all()
         out: dict[str, dict[str, int]] = {}
         for model, state, n in rows:
             d = out.setdefault(model, {"queued": 0, "in_flight": 0})

@@ -180,8 +180,6 @@ class Ledger:
     jobs_in_state = _Forward("reads", Reads.jobs_in_state)
     queued_page = _Forward("reads", Reads.queued_page)
     queued_models = _Forward("reads", Reads.queued_models)
-    queued_by_model = _Forward("reads", Reads.queued_by_model)
-    queued_count = _Forward("reads", Reads.queued_count)
     render_history = _Forward("reads", Reads.render_history)
     active_jobs = _Forward("reads", Reads.active_jobs)
     unfinished = _Forward("reads", Reads.unfinished)

@@ -81,18 +81,6 @@ class Reads(Room):
                                   "check": check[len(check) // 2] if check else None}
         return out
 
-    def queued_by_model(self, scope: Scope) -> dict[str, int]:
-        """model → queued jobs of this manifest (by any worker's run): what a fleet left."""
-        with self._read() as c:
-            q = (select(jobs.c.model, func.count()).where(of_manifest(scope), jobs.c.state == S.QUEUED)
-                 .group_by(jobs.c.model))
-            return {m: int(n) for m, n in c.execute(q)}
-
-    def queued_count(self, run_id: int, model: str) -> int:
-        with self._read() as c:
-            return int(c.execute(select(func.count()).select_from(jobs).where(
-                jobs.c.run_id == run_id, jobs.c.model == model, jobs.c.state == S.QUEUED)).scalar() or 0)
-
     def queued_page(self, run_id: int, model: str, after: tuple[int, int] | None, limit: int) -> list[JobRow]:
         """The next ``limit`` queued jobs of ``model`` in this run after ``after`` (the
         (priority, seq) of the last one read; None from the start): highest priority first,

@@ -175,10 +175,8 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
 
 async def _queued_by_model(w: Writer, ledger: Ledger, prepared: Prepared, coop: bool) -> dict[str, int]:
     """model → queued jobs left: of this run, or on a fleet of the whole manifest."""
-    if coop:
-        return await w.call(ledger.queued_by_model, prepared.scope)
-    return {m: await w.call(ledger.queued_count, prepared.run_id, m)
-            for m in await w.call(ledger.queued_models, prepared.run_id)}
+    pending = await w.call(ledger.pending_by_model, prepared.scope, None if coop else prepared.run_id)
+    return {m: p["queued"] for m, p in pending.items() if p["queued"]}
 
 
 def _live_metrics(sched: Scheduler, prepared: Prepared, opts: RunOptions,
