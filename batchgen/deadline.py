@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from . import forecast
 
@@ -126,6 +127,17 @@ class Deadline:
 
     def when(self) -> str:
         return stamp(self.at)
+
+
+def for_night(at: float, models: Iterable[str], history: dict[str, dict[str, Any]],
+              typical: Mapping[str, float | None], *, source: str = "--finish-by") -> Deadline:
+    """The deadline ``at`` with each model's cut-off from the ledger's history of it, else the
+    catalog's typical render time (``forecast.clip_seconds``): what a run works to and what
+    ``status`` judges a running night by, computed one way."""
+    def clip(model: str) -> float:
+        return forecast.clip_seconds(model, history, typical)[0]
+
+    return Deadline(at, {m: clip(m) for m in models}, source=source, guess=clip)
 
 
 def outlook(at: float, now: float, *, remaining: int, queued: int, eta_s: float | None,

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import forecast
 from .breaker import MAX_PROBES, Breakers
-from .deadline import Deadline, outlook, stamp
+from .deadline import Deadline, for_night, outlook, stamp
 from .failures import classify
 from .jobs import JobRow, JobState
 from .ledger import Scope, Writer
@@ -86,9 +86,7 @@ class Gate:
         history = await self.w.read(led.render_history, sorted(pending))
         # A model never rendered here: the catalog's typical render time of it (a guess, as plan says).
         typical = opts.catalog.typical_render_times(pending) if opts.catalog else {}
-        needs = {m: forecast.clip_seconds(m, history, typical)[0] for m in pending}
-        self.deadline = Deadline(at, needs, source=source,
-                                 guess=lambda model: forecast.clip_seconds(model, history, typical)[0])
+        self.deadline = for_night(at, pending, history, typical, source=source)
         self.history, self.pending = history, pending
         work = {m: p["queued"] + p["in_flight"] for m, p in pending.items()}
         self.forecast_end = time.time() + forecast.estimate(work, history, opts.concurrency, opts.rpm,

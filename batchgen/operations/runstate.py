@@ -106,7 +106,7 @@ def _night(led: Ledger, r: dict[str, Any]) -> str:
     """Whether a running run is on track for its deadline (``deadline.outlook``), by the
     forecast from the ledger's history for what its manifest still has to do."""
     from .. import forecast
-    from ..deadline import outlook
+    from ..deadline import for_night, outlook
     from ..ledger import Scope
     from ..specs import Catalog
 
@@ -120,7 +120,7 @@ def _night(led: Ledger, r: dict[str, Any]) -> str:
     now, at = time.time(), float(r["finish_by"])
     queued = {m: p["queued"] for m, p in pending.items() if p["queued"]}
     # What is queued and cannot start in time any more (every such model past its cut-off) waits for the next night.
-    cut = bool(queued) and all(now + forecast.clip_seconds(m, history, typical)[0] > at for m in queued)
+    cut = bool(queued) and for_night(at, queued, history, typical).past(sorted(queued))
     return outlook(at, now, remaining=sum(work.values()), queued=sum(queued.values()),
                    eta_s=night.seconds if work else None, cut_off=cut)
 
