@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.ledger import Ledger
-from conftest import check_invariants, ledger_states, wait_for, write_csv_manifest
+from conftest import check_invariants, ledger_states, run_cli, wait_for, write_csv_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +26,13 @@ CRASH_POINTS = [
 AMBIGUOUS_POINTS = {"after_intent", "before_post", "after_response_before_record"}
 
 
+def _args(sim_url: str, manifest: Path, tmp: Path) -> list[str]:
+    return ["run", str(manifest), "--api-base", sim_url, "--ledger", str(tmp / "l.db"), "--out", str(tmp / "out"),
+            "--concurrency", "8", "--rpm", "0", "--poll-min", "0.05", "-q"]
+
+
 def _cmd(sim_url: str, manifest: Path, tmp: Path) -> list[str]:
-    return [sys.executable, "-m", "batchgen", "run", str(manifest), "--api-base", sim_url,
-            "--ledger", str(tmp / "l.db"), "--out", str(tmp / "out"), "--concurrency", "8",
-            "--rpm", "0", "--poll-min", "0.05", "-q"]
+    return [sys.executable, "-m", "batchgen", *_args(sim_url, manifest, tmp)]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -39,8 +42,11 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _finish(cmd: list[str]) -> int:
+    """Run to the end after the kills, in this process: the runs that recover are not what is
+    killed, and a new interpreter for each cost its imports (~1 s of CPU) every time."""
+    assert cmd[:3] == [sys.executable, "-m", "batchgen"]
     for _ in range(10):
-        rc = subprocess.run(cmd, env=_env(), timeout=300, capture_output=True).returncode
+        rc = run_cli(cmd[3:]).exit_code
         if rc in (0, 1):
             return rc
     return rc

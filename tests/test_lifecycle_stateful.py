@@ -7,6 +7,8 @@ batchgen.audit must hold."""
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import hashlib
 import json
 import random
@@ -136,10 +138,25 @@ class FakeAPI(Api):
                              if t["outcome"] == "completed" else None} for tid, t in self.tasks.items()]}
 
 
+@functools.cache
+def _empty_ledger() -> Path:
+    """A new ledger, migrated to head once per process. Each example starts from a copy: the
+    migrations (17 of them, alembic's import included) were a quarter of the test's time, 50
+    times over, and they are not what it is about (test_migrations.py and every other test that
+    opens a new ledger run them). The copy is a ledger like any other: the first run finds
+    it empty, records its manifest and runs it."""
+    folder = Path(tempfile.mkdtemp(prefix="bg-stateful-template-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    Ledger(str(folder / "l.db")).close()
+    return folder
+
+
 class JobLifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="bg-stateful-"))
+        for f in _empty_ledger().iterdir():  # l.db (and its -wal, were one left)
+            shutil.copy(f, self.dir / f.name)
         self.manifest = write_csv_manifest(self.dir / "m.csv", N_JOBS)
         self.api = FakeAPI(seed=len(str(self.dir)))
         self.runs = 0

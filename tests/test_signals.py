@@ -105,7 +105,11 @@ def _finish(cmd: list[str]) -> subprocess.CompletedProcess[bytes]:
 INT, TERM = signal.SIGINT, signal.SIGTERM
 
 
-@pytest.mark.parametrize("rpm", ["60", "0"])
+# "120": a paced run, whose creates and polls wait for tokens when the signals come (the
+# drain of 5-8 tasks in flight takes 3-4 s of budget, longer than any gap below, so the second
+# signal lands mid-drain as it did at 60). It was 60: the same waits, twice as long (the final
+# run alone took 30 s).
+@pytest.mark.parametrize("rpm", ["120", "0"])
 def test_ctrl_c_twice_while_the_run_drains(tmp_path, rpm):
     """The reported case: --simulate, Ctrl-C in the terminal (the whole process group: the run
     and its verification workers), then again 0.3–1.8 s later, when the table showed "0 in
@@ -114,8 +118,9 @@ def test_ctrl_c_twice_while_the_run_drains(tmp_path, rpm):
     first one ("could not verify … the next run will")."""
     # Each interrupted run drains what it has in flight (8 slots): unthrottled, five runs need
     # 64 jobs to leave work for the next one (with 24 the third run finished everything before
-    # its first signal: exit 0, seen twice under parallel workers); at 60 requests a minute a
-    # run gets through a few, and 64 would cost the final run two minutes of budget
+    # its first signal: exit 0, seen twice under parallel workers); at 120 requests a minute a
+    # run gets through two or three (the fifth still found 8-12 jobs to do, measured at load
+    # 15), and 64 would cost the final run a minute of budget
     n = 64 if rpm == "0" else 24
     m = write_csv_manifest(tmp_path / "m.csv", n)
     cmd = _cmd(m, tmp_path, "--rpm", rpm)
@@ -185,7 +190,10 @@ def test_signals_at_any_moment(sim_factory, tmp_path, moments):
     else:
         assert code in (3, 130) and ("exiting now (exit 130)" in err or code == 3), (code, err)
     # nothing lost: the next run collects every task, creates nothing twice, and lists any create
-    # that was on the wire at an exit-at-once as in doubt
+    # that was on the wire at an exit-at-once as in doubt. That run only has to collect: the
+    # tasks created so far keep the render times they were given; what it creates renders at once
+    # and its creates are answered at once (was ~4 s more of 1–2 s renders in two waves).
+    sim.set(latency=0.0, render_min=0.05, render_max=0.1)
     r = _finish(_cmd(m, tmp_path, "--rpm", "0", api=sim.url))
     assert r.returncode in (0, 1), r.stderr.decode()
     stats = check_invariants(sim.truth(), tmp_path / "l.db", tmp_path / "out")
