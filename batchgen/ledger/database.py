@@ -22,6 +22,7 @@ from .location import ledger_url
 from .revisions import LEDGER_TABLES, needs_upgrade, not_a_ledger, schema_revisions
 from .sqlitefile import check as check_file
 from .sqlitefile import check_pages, sqlite_tables, stamp
+from .sqlitehead import create as create_at_head
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,7 +93,9 @@ class Database:
         if not needs_upgrade(self, current, migrate=migrate):
             return
         if self.created:
-            upgrade(self.engine)
+            # An empty file gets the captured head schema at once; anything else, the migrations.
+            if not (self.path is not None and tables == set() and create_at_head(self.engine)):
+                upgrade(self.engine)
             return
         # An older batchgen may be running on this ledger right now (a new version installed
         # mid-night, then `batchgen stop` typed): migrating under it would have it write the
