@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import json
 import os
+import sys
 import threading
 import urllib.request
 from html.parser import HTMLParser
@@ -23,6 +24,18 @@ KEY = "sk-canary-ops-98765"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
+def pytest_configure(config):
+    """The suite starts hundreds of Python processes (xdist workers, `batchgen` subprocesses,
+    each run's spawned verification workers) that import this checkout's modules. Under
+    PYTHONDONTWRITEBYTECODE (set on some machines, this project's among them) each one compiled
+    every module it imports from source again, and every worker rewrote every test module's
+    asserts again: the suite keeps its bytecode (in the `__pycache__` folders git ignores), as an
+    installed batchgen has its own. Set here, before xdist starts its workers: they and every
+    process they start inherit the environment."""
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        sys.dont_write_bytecode = False
+
+
 def pytest_collection_modifyitems(config, items):
     """How the suite is spread over parallel workers (pyproject.toml: ``-n 4 --dist loadgroup``):
     - slow tests first, so the longest start at once instead of ending the run alone;
@@ -38,16 +51,29 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def _sim_media(tmp_path_factory) -> Path:
-    """One folder of simulated clips for the whole run, shared by every worker process and every
-    `batchgen run --simulate` they start (BATCHGEN_SIM_MEDIA_CACHE): each clip shape is encoded
-    once per run of the suite, not once per process."""
+def _sim_media(request, tmp_path_factory) -> Path:
+    """One folder of simulated clips shared by every worker process and every `batchgen run
+    --simulate` they start (BATCHGEN_SIM_MEDIA_CACHE), and kept from one run of the suite to the
+    next in pytest's cache folder (`.pytest_cache/d/`): each clip shape is encoded once, not once
+    per process nor once per run (an encode is 0.2-2 s of CPU; the fast lane's shapes took some
+    10 s of each run). The folder's name holds a hash of the encoder's source and PyAV's version,
+    so clips made by another encoder are never read. Without the cache (`-p no:cacheprovider`),
+    one folder for the run."""
+    import hashlib
+    from importlib.metadata import version
+
+    from batchgen.simulator import media
+
+    key = hashlib.sha256(Path(media.__file__).read_bytes() + version("av").encode()).hexdigest()[:12]
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir(f"sim-media-{key}"))
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the run's folder, above each worker's own
-    media = root / "sim-media"
-    media.mkdir(exist_ok=True)
-    return media
+    folder = root / "sim-media"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture(autouse=True)
@@ -326,3 +352,44 @@ def s3(_s3_server):
     else:
         _s3_server.reset()
     return _s3_server
+
+
+
+# Per-test CPU (`PYTEST_CPU_LOG=DIR pytest ...`): user+system time of the test process and of
+# the children it waited for, around each test's setup, call and teardown, one line per test
+# in DIR/<worker>.tsv (CPU s, wall s, test id), plus the process's CPU before its first test
+# (start-up and collection) and at its end. CPU, unlike wall time, barely moves with the load
+# of a shared machine: how DEVELOPERS.md's fast-lane figures were found.
+_CPU_LOG = os.environ.get("PYTEST_CPU_LOG")
+
+
+def _cpu_s() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _cpu_line(cpu: float, wall: float, what: str) -> None:
+    path = Path(_CPU_LOG or ".") / f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.tsv"
+    with path.open("a") as f:
+        f.write(f"{cpu:.3f}\t{wall:.3f}\t{what}\n")
+
+
+if _CPU_LOG:
+    _cpu_first = [True]
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        import time
+
+        if _cpu_first:
+            _cpu_first.clear()
+            _cpu_line(_cpu_s(), 0.0, "<before the first test>")
+        cpu, wall = _cpu_s(), time.monotonic()
+        yield
+        _cpu_line(_cpu_s() - cpu, time.monotonic() - wall, item.nodeid)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(session):
+        _cpu_line(_cpu_s(), 0.0, "<session end>")
