@@ -5,6 +5,7 @@
 * ``revisions``   — the schema revisions this batchgen knows; a foreign or other-version ledger refused.
 * ``boundary``    — ``error_boundary``: database, driver and OS errors become ``LedgerError``.
 * ``sqlitefile``  — is a SQLite ledger's file whole (header, size, -wal, quick_check), before any connection.
+* ``sqlitehead``  — a new SQLite ledger made at once in the schema the migrations leave (captured).
 * ``sqlitereads`` — ``SqliteReader``: what ``status`` reads of a SQLite ledger, through the standard
                     library's sqlite3 (read-only), so that `batchgen status` starts without SQLAlchemy.
 * ``database``    — ``Database`` (the open ledger, schema check, SQLite writer lock) and ``Room``.
