@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from batchgen.simulator.tasks import Task
-from conftest import run_args, run_cli, write_csv_manifest
+from conftest import run_args, run_cli, wait_for, write_csv_manifest
 
 
 def _task(**kw) -> Task:
@@ -48,3 +48,24 @@ def test_habits_reach_the_api_and_a_run_still_finishes(sim_factory, tmp_path):
     m = write_csv_manifest(tmp_path / "m.csv", 6)
     r = run_cli(run_args(sim, m, tmp_path, "--json", "--no-verify"))
     assert r.exit_code == 0 and json.loads(r.stdout)["counts"] == {"done": 6}
+
+
+@pytest.mark.parametrize("knob", ["latency", "latency_after"])
+def test_lowering_a_latency_releases_the_answers_already_waiting(sim_factory, knob):
+    """A test's hold (tests/test_fleet_night.py) ends on an event: the answers held by a long
+    latency leave once it is lowered, not when the latency they arrived under has passed."""
+    import threading
+
+    sim = sim_factory(**{knob: 30.0})
+    req = urllib.request.Request(sim.url + "/v1/videos/generations", method="POST",
+                                 data=json.dumps({"model": "grok-imagine-text-to-video", "prompt": "a lighthouse"}).encode(),
+                                 headers={"Authorization": "Bearer k", "Content-Type": "application/json"})
+    answered: list[float] = []
+    t = threading.Thread(target=lambda: answered.append(len(urllib.request.urlopen(req, timeout=60).read())))
+    t0 = time.monotonic()
+    t.start()
+    wait_for(lambda: sim.truth()["counters"]["requests"] == 1)  # it reached the API, which holds it
+    assert not answered
+    sim.set(**{knob: 0.0})
+    t.join(20)
+    assert answered and time.monotonic() - t0 < 20  # far sooner than the 30 s it arrived under

@@ -85,7 +85,7 @@ class Routes:
         self.counters.requests += 1
         self.counters.bump(self.counters.per_second, str(int(time.time())))
         if self.config.latency:
-            await asyncio.sleep(self.config.latency)
+            await self._delay("latency")
         if self.config.jitter:
             await asyncio.sleep(self.rng.uniform(0.0, self.config.jitter))
         auth = request.headers.get("Authorization", "")
@@ -182,8 +182,16 @@ class Routes:
         doc.update(status="pending", progress=0, results=None, error=None)
         self.counters.bump(self.counters.status, "200")
         if c.latency_after:  # the task's clock is running while its answer travels
-            await asyncio.sleep(c.latency_after)
+            await self._delay("latency_after")
         return web.json_response(doc)
+
+    async def _delay(self, knob: str) -> None:
+        """Wait ``latency`` or ``latency_after`` seconds from now, the knob read again as the
+        wait goes on: a test that lowers it (``POST /_sim/config``) releases the answers already
+        waiting at once, so a hold ends on an event instead of a fixed wait after it."""
+        start = time.monotonic()
+        while (left := getattr(self.config, knob) - (time.monotonic() - start)) > 0:
+            await asyncio.sleep(min(left, 0.05))
 
     async def get_task(self, request: web.Request) -> web.StreamResponse:
         _key, err = await self._gate(request)
