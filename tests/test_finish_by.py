@@ -148,20 +148,22 @@ def _jobs(db: Path) -> dict[str, dict]:
                                                          "attempts FROM jobs")}
 
 
-@pytest.mark.slow  # ~20 s: three nights with renders long enough to miss a deadline
+@pytest.mark.slow  # ~15 s: three nights with renders long enough to miss a deadline
 def test_finish_by_on_the_simulator_one_night_then_the_next(sim_factory, tmp_path):
     # Night 1: the ledger learns that A renders in a fraction of a second.
     sim = sim_factory()
     first = _manifest(tmp_path / "first.csv", [(f"seen{i}", A) for i in range(6)])
     r = run_cli(run_args(sim, first, tmp_path, "--json", "--no-verify"))
     assert r.exit_code == 0, r.output
-    # Night 2: A now takes 20 s a clip (the history does not know), B was never rendered here.
+    # Night 2: A now takes 14 s a clip (the history does not know), B was never rendered here.
     # Two slots: two A jobs start at once (by the history one fits easily before the deadline,
-    # 8 s away), and are collected long after it; the other A jobs would wait for a slot until
-    # after the deadline; B's guessed clip never fits. Nothing starts after the deadline.
-    sim.set(model_render=f"{A}=uniform:20:20")
+    # 6 s away: the in-process run, its imports done by night 1, creates them within the first
+    # second), and are collected long after it; the other A jobs would wait for a slot until
+    # after the deadline; B's guessed clip never fits. Nothing starts after the deadline. The
+    # status is read a second past the deadline, 7 s before the two clips can be ready.
+    sim.set(model_render=f"{A}=uniform:14:14")
     night = _manifest(tmp_path / "night.csv", [(f"a{i}", A) for i in range(6)] + [(f"b{i}", B) for i in range(3)])
-    at = time.time() + 8
+    at = time.time() + 6
     status_seen: list[dict] = []
 
     def watch_status() -> None:  # while the two clips render past the deadline
@@ -246,21 +248,24 @@ def _worker(manifest: Path, pg_url: str, out: Path, api: str, log: Path, *extra:
 
     cmd = [sys.executable, "-m", "batchgen", "run", str(manifest), "--ledger", pg_url, "--out", str(out),
            "--api-base", api, "--rpm", "0", "--concurrency", "2", "--poll-min", "0.05", "--heartbeat", "0.5",
-           "--lease-timeout", "3", "-q", "--json", "--no-verify", *extra]
+           "--lease-timeout", "10", "-q", "--json", "--no-verify", *extra]  # no worker dies here: a lease
+    # of 10 s, not 3, so that on a loaded machine a live worker is not taken for dead
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
                             env={**os.environ, "BATCHGEN_API_KEY": "sk-fleet"})
 
 
-def _fleet_deadline(pg_url: str) -> float | None:
+def _fleet_deadline(pg_url: str) -> tuple[float | None, int]:
+    """The earliest deadline the live workers hold, and how many hold one (joined or their own)."""
     from batchgen.ledger import make_engine
     from sqlalchemy import text
 
     engine = make_engine(pg_url)
     try:
         with engine.connect() as c:
-            return c.execute(text("SELECT min(finish_by) FROM runs WHERE status = 'running'")).scalar()
+            at, n = c.execute(text("SELECT min(finish_by), count(finish_by) FROM runs WHERE status = 'running'")).one()
+            return at, int(n)
     except Exception:  # noqa: BLE001 — the first worker has not created the tables yet
-        return None
+        return None, 0
     finally:
         engine.dispose()
 
@@ -278,21 +283,30 @@ def test_three_workers_hold_one_deadline_through_the_ledger(pg_url, sim_factory,
     r = run_cli(["run", str(seen), "--api-base", sim.url, "--ledger", pg_url, "--out", str(tmp_path / "out"),
                  "--rpm", "0", "--poll-min", "0.05", "--no-verify", "-q"])
     assert r.exit_code == 0, r.output  # the ledger's history of A: a fraction of a second a clip
-    # Tonight A takes 1-2 s a clip (the history says less: every one fits), so the first worker
-    # alone would need a minute for its 60 clips: the others join a fleet that is still working.
-    sim.set(model_render=f"{A}=uniform:1:2")
+    # Tonight A takes 0.5-1 s a clip (the history says less: every one fits). The others join
+    # a fleet that is still working: until all three hold the deadline, the simulator holds its
+    # answers to creates (latency_after, released by that event: tests/test_fleet_night.py's
+    # hold), so the first worker cannot do the night alone however late the others come up,
+    # then 30 clips on the fleet's six slots. The hold ends 15 s before the deadline at the
+    # latest: a create sent before it is never recorded after it (its task id comes with the
+    # answer), and the first worker alone would still need some 11 s more for its 30 clips.
+    sim.set(model_render=f"{A}=uniform:0.5:1")
     from batchgen.specs import Catalog
 
     need_b = forecast.clip_seconds(B, {}, {B: Catalog.shipped().get(B).typical_render_s})[0]  # what the workers assume
     at = time.time() + max(30.0, 0.8 * need_b)
     assert at - time.time() < need_b  # B's clip never fits, whenever it is asked
-    night = _manifest(tmp_path / "night.csv", [(f"a{i}", A) for i in range(60)] + [(f"b{i}", B) for i in range(5)])
+    night = _manifest(tmp_path / "night.csv", [(f"a{i}", A) for i in range(30)] + [(f"b{i}", B) for i in range(5)])
     out = tmp_path / "out"
+    sim.set(latency_after=30.0)  # the hold: half the client's 60 s read timeout, should a worker never come up
     procs = [_worker(night, pg_url, out, sim.url, tmp_path / "w0.log", "--finish-by", _iso(at))]
     try:
-        wait_for(lambda: procs[0].poll() is not None or _fleet_deadline(pg_url) is not None, 120)
+        wait_for(lambda: procs[0].poll() is not None or _fleet_deadline(pg_url)[0] is not None, 120)
         assert procs[0].poll() is None, (tmp_path / "w0.log").read_text()[-3000:]
         procs += [_worker(night, pg_url, out, sim.url, tmp_path / f"w{i}.log") for i in (1, 2)]
+        wait_for(lambda: any(p.poll() is not None for p in procs) or _fleet_deadline(pg_url)[1] == 3
+                 or time.time() > at - 15, 120)
+        sim.set(latency_after=0.0)
         outs = [p.communicate(timeout=300)[0] for p in procs]
     finally:
         for p in procs:
