@@ -57,10 +57,10 @@ def test_lowering_a_latency_releases_the_answers_already_waiting(sim_factory, kn
     import threading
 
     sim = sim_factory(**{knob: 30.0})
-    req = urllib.request.Request(sim.url + "/v1/videos/generations", method="POST",
-                                 data=json.dumps({"model": "grok-imagine-text-to-video", "prompt": "a lighthouse"}).encode(),
+    body = json.dumps({"model": "grok-imagine-text-to-video", "prompt": "a lighthouse"}).encode()
+    req = urllib.request.Request(sim.url + "/v1/videos/generations", method="POST", data=body,
                                  headers={"Authorization": "Bearer k", "Content-Type": "application/json"})
-    answered: list[float] = []
+    answered: list[int] = []
     t = threading.Thread(target=lambda: answered.append(len(urllib.request.urlopen(req, timeout=60).read())))
     t0 = time.monotonic()
     t.start()

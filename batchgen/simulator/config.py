@@ -15,7 +15,7 @@ class SimConfig:
     render_min: float = 2.0
     render_max: float = 6.0
     estimate_noise: float = 0.15  # estimated_time = render time × U(1-n, 1+n)
-    latency: float = 0.0  # added to every API response
+    latency: float = 0.0  # added to every API response (lowered while one waits: it leaves at once)
     # An API's habits (issue 31 part 4), so that a benchmark does not measure only this simulator's:
     jitter: float = 0.0  # every API answer comes U(0, jitter) seconds later still
     latency_after: float = 0.0  # a create's answer leaves this long after its task started (its clock runs already)
