@@ -4,6 +4,8 @@ must be clean, and the in-memory fake of the stateful test must satisfy the ``Ap
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -20,9 +22,12 @@ def mypy(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=600, env=env)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def checked(tmp_path_factory) -> subprocess.CompletedProcess[str]:
-    """One mypy run for both tests: the package and the probe, under --strict. Each test used to
+    """One mypy run for both tests, whichever workers they land on: the first to ask runs it
+    under a lock in the run's shared folder and leaves its result there for the other (xdist's
+    own grouping, `--dist loadgroup`, no longer groups anything with pytest 9.2: pytest-xdist
+    issue 1386). The package and the probe, under --strict. Each test used to
     start its own (~27 s of CPU each, cold), and most of the probe's run was spent type-checking
     the batchgen modules it imports all over again. The probe's run used
     --follow-imports=silent and --ignore-missing-imports; here files named on the command line
@@ -30,10 +35,23 @@ def checked(tmp_path_factory) -> subprocess.CompletedProcess[str]:
     --follow-imports says, and only what they import from elsewhere (the stateful test module,
     conftest) is followed silently, as before: strict on the probe asks more of it, not less, and
     a missing import of batchgen's is still an error."""
-    probe = tmp_path_factory.mktemp("typing") / "probe.py"
-    probe.write_text("from batchgen.client import Api\nfrom test_lifecycle_stateful import FakeAPI\n\n"
-                     "api: Api = FakeAPI(0)\n")
-    return mypy("--strict", "--follow-imports=silent", "batchgen", str(probe))
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    folder = shared / "typing"
+    folder.mkdir(exist_ok=True)
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        result = folder / "result.json"
+        if result.exists():
+            code, out = json.loads(result.read_text())
+            return subprocess.CompletedProcess(["mypy"], code, out, "")
+        probe = folder / "probe.py"
+        probe.write_text("from batchgen.client import Api\nfrom test_lifecycle_stateful import FakeAPI\n\n"
+                         "api: Api = FakeAPI(0)\n")
+        r = mypy("--strict", "--follow-imports=silent", "batchgen", str(probe))
+        result.write_text(json.dumps([r.returncode, r.stdout + r.stderr]))
+        return r
 
 
 @pytest.mark.slow
