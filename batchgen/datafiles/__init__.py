@@ -27,6 +27,7 @@ identically under yamlsafe (tests/test_datafiles.py).
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -149,6 +150,15 @@ def shipped_models() -> dict[str, ModelSpec]:
 
 
 def shipped_prices() -> PriceDoc:
+    """The shipped price table, a copy of its own for each caller: parsed and checked once per
+    process (every command that estimates credits loads it; a test process running hundreds of
+    commands parsed it hundreds of times, ~15 ms each)."""
+    per, assumed, unit = _shipped_prices()
+    return {m: dict(r) for m, r in per.items()}, dict(assumed), unit
+
+
+@functools.cache
+def _shipped_prices() -> PriceDoc:
     table, problems = check_prices(yaml.load(_shipped_text("prices.yaml"), Loader=FAST_LOADER), "prices.yaml")
     if problems:
         doc, problems = parse(_shipped_text("prices.yaml"), "prices.yaml", "the price table", trusted=True)
