@@ -36,6 +36,7 @@ def pytest_configure(config):
         sys.dont_write_bytecode = False
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups set here
 def pytest_collection_modifyitems(config, items):
     """How the suite is spread over parallel workers (pyproject.toml: ``-n 4 --dist loadgroup``):
     - slow tests first, so the longest start at once instead of ending the run alone;
