@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from batchgen.pipeline.pace import EARLY, EXPLORE_EVERY, EXPLORE_MAX, PROBE_STEP_S, PaceBook, poll_delay
+from batchgen.pipeline.pace import (EARLY, END_MARGIN_S, END_SPREAD_S, EXPLORE_EVERY, EXPLORE_MAX, PROBE_STEP_S,
+                                   SEED_STEP_S, Anchor, PaceBook, poll_delay)
 
 NOW = 1_000_000.0
 M = "grok-imagine-text-to-video"
@@ -268,3 +269,104 @@ def test_probes_reach_further_while_they_keep_finding_the_known_end_loose():
     assert steps == [0.05, 0.1, 0.2, 0.4]
     book.observe(M, 5.0, 5.0 * (min(p.uppers) - 0.001), done=False)  # now tight
     assert p.probe_step == PROBE_STEP_S
+
+
+# ---------------------------------------------------------------- issue 31 part 4: detection
+
+
+def test_a_first_poll_at_the_known_end_comes_a_few_milliseconds_after_it():
+    """The known end is a "done by" bound already: the first poll goes END_MARGIN_S after it,
+    spread by at most END_SPREAD_S (was 20 ms + up to 30 ms: most of a freed slot's wait)."""
+    book = _exact_book(5.0, 0.99, 1.0, slack=0.0)
+    ds = [poll_delay(Task(estimated_time=5.0), NOW, poll_min=2.0, poll_max=60.0, book=book) for _ in range(6)]
+    assert all(5.0 + END_MARGIN_S <= d <= 5.0 + END_MARGIN_S + END_SPREAD_S for d in ds)
+
+
+def test_with_exact_estimates_the_known_end_is_seconds_past_the_estimate_not_a_ratio():
+    """Tasks of 3 s and 8 s, each done 30 ms after its estimate: as a ratio, the smallest bound
+    (the 8 s task's) put a 3 s task's poll 19 ms early; in seconds, both go 30 ms after."""
+    book = PaceBook()
+    for est in (8.0, 3.0, 5.0, 8.0):
+        book.observe(M, est, est - 0.05, done=False)
+        book.observe(M, est, est + 0.03, done=True)
+    p = book.pace(M)
+    assert p.exact()
+    assert 3.0 * p.known_end(3.0) == pytest.approx(3.03)
+    assert 8.0 * p.known_end(8.0) == pytest.approx(8.03)
+    scaled = PaceBook()  # estimates 10 % short: a ratio, as before
+    for est in (8.0, 3.0, 5.0):
+        scaled.observe(M, est, est * 1.09, done=False)
+        scaled.observe(M, est, est * 1.1, done=True)
+    assert not scaled.pace(M).exact() and scaled.pace(M).known_end(3.0) == pytest.approx(1.1)
+
+
+def test_probes_in_flight_reach_further_without_waiting_for_each_answer():
+    """Probes answer a render later: once one found the end loose, each next probe placed with
+    no news since reaches twice as far (a known end 0.4 s late took 150 tasks to come down)."""
+    book = _exact_book(5.0, 0.90, 1.16, slack=0.0)
+    p = book.pace(M)
+    hi = min(p.uppers)
+    book.observe(M, 5.0, 5.0 * (hi - 0.01), done=True)  # a probe found the end loose
+    steps = []
+    for _ in range(3):  # three probes go out before any answers
+        hi = p.known_end(5.0)
+        probe = next(r for r in (p.first_ratio(estimate=5.0) for _ in range(EXPLORE_EVERY)) if r < hi)
+        steps.append(round((hi - probe) * 5.0, 3))
+    assert steps == [0.1, 0.2, 0.4]
+    book.observe(M, 5.0, 5.0 * (p.known_end(5.0) - 0.001), done=False)  # one finds it tight
+    assert p.probe_step == PROBE_STEP_S and not p.descending
+
+
+def test_a_probe_found_done_but_answered_late_reaches_further():
+    """On a loaded machine a probe's answer comes late: found done, yet its bound is not below
+    the known end. It did not reach far enough: the next probe goes twice as far."""
+    book = _exact_book(5.0, 0.90, 1.0, slack=0.0)
+    p = book.pace(M)
+    sent = NOW - 0.001
+    job = Task(estimated_time=5.0, create_sent=sent, submitted_at=NOW)
+    for _ in range(EXPLORE_EVERY):  # the EXPLORE_EVERY-th first poll probes
+        poll_delay(job, NOW, poll_min=2.0, poll_max=60.0, book=book, jitter=lambda d: 0.0)
+    assert sent in p.probed
+    book.observe_poll(M, 5.0, done=True, create=(sent, NOW), poll=(NOW + 4.95, NOW + 5.2))
+    assert p.probe_step == 2 * PROBE_STEP_S and sent not in p.probed
+
+
+def test_without_progress_the_first_tasks_seed_the_known_end_in_small_steps():
+    """Nothing learnt and no progress told: the run's first tasks are polled at the estimate
+    from the create's send, then 20, 40, 80 ms later — not at the estimate from the answer and
+    then --poll-min (2 s) later: their bounds are the known end every later task is polled at."""
+    book = PaceBook()
+    t = Task(estimated_time=5.0, polls=1, create_sent=NOW - 0.1, submitted_at=NOW)
+    assert delay(t, NOW + 4.5, book, poll_min=2.0) == pytest.approx(0.4)
+    steps = []
+    for polls in (2, 3, 4):
+        t.polls = polls
+        steps.append(delay(t, NOW + 4.95, book, poll_min=2.0))
+    assert steps == pytest.approx([SEED_STEP_S, 2 * SEED_STEP_S, 4 * SEED_STEP_S])
+    for est in (5.0, 6.0, 7.0):  # seeded: the usual schedule
+        book.observe(M, est, est + 0.01, done=True)
+    t.polls = 2
+    assert delay(t, NOW + 5.5, book, poll_min=2.0) != pytest.approx(SEED_STEP_S)
+
+
+def test_the_anchor_moves_to_the_answer_when_slow_creates_miss_and_back():
+    """First polls at the known end that miss belong to tasks whose create took longer than
+    usual (the provider started them late, a fixed time before answering): the aim moves to the
+    create's answer, then back to its send when the misses are the quick creates'."""
+    rng = random.Random(5)
+    a = Anchor()
+    for i in range(400):
+        rtt = 0.05 + rng.uniform(0.0, 0.05)
+        a.aim(float(i))
+        a.learn((float(i), i + rtt), done=rtt < 0.085)  # the slow creates' tasks miss
+    assert a.answer and a.shift(0.09, 0.06) == pytest.approx(0.03)
+    for i in range(400, 800):
+        rtt = 0.05 + rng.uniform(0.0, 0.05)
+        a.aim(float(i))
+        a.learn((float(i), i + rtt), done=rtt > 0.065)  # now the quick ones miss
+    assert not a.answer and a.shift(0.09, 0.06) == 0.0
+    b = Anchor()  # misses unrelated to the create's round trip: it stays at the send
+    for i in range(800):
+        b.aim(float(i))
+        b.learn((float(i), i + 0.05 + rng.uniform(0.0, 0.05)), done=rng.random() > 0.15)
+    assert not b.answer

@@ -17,6 +17,11 @@ of one model and picks the first poll of its next task from them:
   older bounds). Estimates that prove exact are probed less often: each probe (or first poll)
   that finds its task still rendering doubles the interval between probes, up to
   ``EXPLORE_MAX``; a poll that lowers the known end brings it back to ``EXPLORE_EVERY``.
+  Probes answer a render later, so while they find the end loose each new one reaches further
+  without waiting, and a probe found done yet not early (its answer came late) reaches further
+  too. When the bounds straddle a ratio of 1 (``Pace.exact``) the known end is counted in seconds
+  past the estimate, and ``Anchor`` learns whether the task starts at the create's send or a
+  fixed time before its answer (issue 31 part 4).
 * **Estimates that scatter** (bounds overlap across tasks): the first poll goes a little before
   the lower end of what was seen (``EARLY``), where a still-rendering task reports its
   progress, from which the second poll is timed to land just after the result is ready.
@@ -24,7 +29,9 @@ of one model and picks the first poll of its next task from them:
   latest point a task was seen still rendering (and not before the estimate), never earlier: a
   probe's token is one another task's create or final poll needed, and a poll that comes a
   little late costs nothing.
-* **No estimate, or past it without progress**: polls grow geometrically from ``--poll-min``.
+* **No estimate, or past it without progress**: polls grow geometrically from ``--poll-min``;
+  but while nothing bounds a model's end, its first tasks are polled at the estimate and then in
+  small doubling steps (``SEED_STEP_S``): they seed the known end.
 
 A poll aimed at a moment (the known end, the estimate, the end a first progress predicts) is a
 single shot, so ``--poll-min`` does not hold it back: that floor is for polls that repeat (past
@@ -54,13 +61,24 @@ SPREAD_S = 0.03  # jitter: at most this many seconds, or 1 % of the delay if les
 # A poll placed at a known end comes this much after it: clocks, latency and rounding make
 # "exactly at the end" a race that a second poll would pay for.
 MARGIN_S = 0.02
+# A first poll at the known end (estimates hold) comes this much after it, spread by at most this
+# much: the known end is a "done by" bound already, so MARGIN_S and SPREAD_S (35 ms on average)
+# were most of the 57 ms a freed slot waited for its detection with exact estimates.
+END_MARGIN_S = 0.01
+END_SPREAD_S = 0.002
 PROBE_STEP_S = 0.05  # a probe comes this long before the known end (doubling while probes find it loose)
+PROBE_STEP_MAX_S = 1.6
 EXPLORE_MAX = 64  # probes at least once in this many first polls: the window's length
 AIMED_FLOOR_S = 0.01
 # Past the known end (estimates hold), the first polls step by this (or the round trips, if
 # longer), doubling, for at most PAST_END_POLLS polls of the task.
 PAST_END_STEP_S = 0.05
 PAST_END_POLLS = 4  # an aimed poll (see the module's docstring) comes at least this long after the last
+SEED_STEP_S = 0.02  # seeding the known end (no progress told): steps past the estimate, doubling…
+SEED_POLLS = 6  # …for at most this many polls of the task
+ANCHOR_RATE = 0.2  # how fast the anchor follows the misses (hits: AIM_HITS of it)…
+ANCHOR_SWITCH = 0.5  # …and how far it leans (in round trips' deviations) before it moves
+AIM_HITS = 0.25  # (first polls hit several times as often as they miss)
 THRIFTY_MARGIN = 1.02  # a thrifty first poll comes this much after the latest ratio seen still rendering
 
 
@@ -78,6 +96,52 @@ class Polled(Protocol):
 
 
 @dataclass
+class Anchor:
+    """Where in a create's round trip this model's tasks start, judged from the first polls placed
+    at the known end: at its send (``answer`` False: the way back varies) or at a fixed distance
+    before its answer (True: the way there varies, as an API that answers 50 ms after the task
+    started, every answer up to 50 ms late). The known end is where the task with the smallest
+    bound was done; timed from the send, a task whose create took longer than that one's (its
+    task started later) was polled too early: with the habits, four first polls in ten missed.
+    So misses of tasks whose create took longer than usual (and hits of the quick ones) move the
+    aim to the answer; the opposite moves it back."""
+
+    answer: bool = False
+    mean: float | None = None  # the creates' round trips: running mean and mean deviation
+    dev: float = 0.0
+    # running means of the round trips (in deviations from their mean) of misses and of hits
+    misses: float = 0.0
+    hits: float = 0.0
+    aimed: dict[float, None] = field(default_factory=dict)  # create-sent moments of first polls at the known end
+
+    def shift(self, rtt: float, ref: float) -> float:
+        """Seconds to add to a poll placed at the known end, whose task's create took ``ref``."""
+        return rtt - ref if self.answer else 0.0
+
+    def aim(self, sent: float) -> None:
+        self.aimed[sent] = None
+        while len(self.aimed) > 1024:  # first polls whose answer never came
+            del self.aimed[next(iter(self.aimed))]
+
+    def learn(self, create: tuple[float, float], done: bool) -> None:
+        """A poll's outcome: counted when it is the first, placed at the known end."""
+        if create[0] not in self.aimed:
+            return
+        del self.aimed[create[0]]
+        rtt = create[1] - create[0]
+        mean = rtt if self.mean is None else self.mean
+        z = max(-3.0, min(3.0, (rtt - mean) / max(self.dev, 0.001)))
+        self.mean, self.dev = mean + 0.05 * (rtt - mean), self.dev + 0.05 * (abs(rtt - mean) - self.dev)
+        if done:
+            self.hits += ANCHOR_RATE * AIM_HITS * (z - self.hits)
+        else:
+            self.misses += ANCHOR_RATE * (z - self.misses)
+        lean = self.misses - self.hits
+        if (lean > ANCHOR_SWITCH and not self.answer) or (lean < -ANCHOR_SWITCH and self.answer):
+            self.answer, self.misses, self.hits = not self.answer, 0.0, 0.0
+
+
+@dataclass
 class Pace:
     """One model's recent evidence: bounds on ``actual / estimate``."""
 
@@ -89,6 +153,46 @@ class Pace:
     probes: int = 0  # of which probes
     explore_every: int = EXPLORE_EVERY  # doubles while probes find the known end tight
     probe_step: float = PROBE_STEP_S  # seconds before the known end a probe goes; doubles while probes find it loose
+    descending: bool = False  # the last probe news: the known end was loose (not yet found tight since)
+    news: int = 0  # probe news so far (loose or tight), and its count when the last probe was placed
+    news_at_probe: int = -1
+    probed: dict[float, None] = field(default_factory=dict)  # create-sent moments of tasks whose first poll probes
+    # The same bounds in seconds past the estimate (``elapsed − estimate``), and the round trip of
+    # the create of each task done by an upper bound (parallel to ``uppers``).
+    upper_secs: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    lower_secs: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    upper_rtts: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    anchor: Anchor = field(default_factory=Anchor)
+
+    def exact(self) -> bool:
+        """Estimates that hold with a ratio of 1 between the bounds: the tasks end at their
+        estimate give or take round trips, so the known end is a number of seconds past the
+        estimate (the smallest seen), not a ratio. As a ratio, the smallest was a long task's;
+        a short task's poll then went early, and a long task's late by up to the longest render
+        over the shortest times a bound's round trips (known ends learnt from 3 s tasks put the
+        first polls of 8 s tasks 0.1 s late)."""
+        return self.holds() and max(self.lowers, default=0.0) <= 1.0 <= min(self.uppers) \
+            and len(self.upper_secs) == len(self.uppers)
+
+    def end_ratio(self, estimate: float | None) -> float:
+        """The known end for a task of ``estimate`` seconds, as a ratio (``holds`` assumed)."""
+        if estimate and estimate > 0 and self.exact():
+            return 1.0 + min(self.upper_secs) / estimate
+        return min(self.uppers)
+
+    def end_rtt(self) -> float:
+        """The create's round trip of the task behind the known end (0 when not known)."""
+        bounds = self.upper_secs if self.exact() else self.uppers
+        if len(self.upper_rtts) != len(bounds) or not bounds:
+            return 0.0
+        return self.upper_rtts[min(range(len(bounds)), key=bounds.__getitem__)]
+
+    def beats(self, estimate: float, elapsed: float, *, done: bool) -> bool:
+        """Whether a bound is news: done before the known end, or rendering past the latest seen."""
+        if self.exact():
+            secs = elapsed - estimate
+            return secs < min(self.upper_secs) if done else secs > max(self.lower_secs, default=-1e9)
+        return elapsed / estimate < min(self.uppers) if done else elapsed / estimate > max(self.lowers, default=0.0)
 
     def holds(self) -> bool:
         """Whether the estimates look exact up to a constant: every bound consistent."""
@@ -114,18 +218,26 @@ class Pace:
             return min(late, min(self.uppers)) if self.holds() else late
         if not self.holds():
             return EARLY
-        hi = min(self.uppers)
+        hi = self.end_ratio(estimate)
         lo = max(self.lowers) if self.lowers else hi * EARLY
+        if estimate and self.exact() and self.lower_secs:
+            lo = 1.0 + max(self.lower_secs) / estimate
         if self.firsts % self.explore_every == 0 and hi - lo > 0.002:
             self.probes += 1
+            if self.descending and self.news_at_probe == self.news:
+                # No news since the last probe, which went out after a loose one: probes take a
+                # render to answer, so waiting for each before reaching further took one doubling a
+                # render (a known end 0.4 s late after the first wave took 150 tasks to come down).
+                self.probe_step = min(self.probe_step * 2, PROBE_STEP_MAX_S)
+            self.news_at_probe = self.news
             # Halfway into the gap, but never more than PROBE_STEP_S before the known end: a
             # probe that finds its task rendering costs that task at most that much.
             return max((lo + hi) / 2, hi - self.probe_step / estimate) if estimate else (lo + hi) / 2
         return hi
 
-    def known_end(self) -> float | None:
+    def known_end(self, estimate: float | None = None) -> float | None:
         """A fraction of the estimate by which a task of this model has always been done."""
-        return min(self.uppers) if self.holds() else None
+        return self.end_ratio(estimate) if self.holds() else None
 
 
 class PaceBook:
@@ -140,31 +252,44 @@ class PaceBook:
             p = self._by_model[model] = Pace()
         return p
 
-    def observe(self, model: str, estimate: float | None, elapsed: float, *, done: bool, progress: int = 0) -> None:
-        """What one poll saw, ``elapsed`` seconds after the task was created."""
+    def observe(self, model: str, estimate: float | None, elapsed: float, *, done: bool, progress: int = 0,
+                probe: bool = False, rtt: float = 0.0) -> None:
+        """What one poll saw, ``elapsed`` seconds after the task was created (``probe``: the
+        first poll of a task placed before the known end)."""
         if not estimate or estimate <= 0 or elapsed <= 0:
             return
         p = self.pace(model)
         ratio = elapsed / estimate
         if p.holds():  # how often to probe: less while the known end proves tight
-            if done and ratio < min(p.uppers):
+            if done and p.beats(estimate, elapsed, done=True):
                 # The end was loose: probe again soon, and further before it (a known end learnt
                 # from late polls, 0.8 s late, took 16 probes at 50 ms each to come down).
                 p.explore_every = EXPLORE_EVERY
-                p.probe_step = min(p.probe_step * 2, 1.6)
+                p.probe_step = min(p.probe_step * 2, PROBE_STEP_MAX_S)
+                p.descending, p.news = True, p.news + 1
+            elif done and probe:
+                # A probe found its task done, yet not before the known end: its answer came late
+                # (a loaded machine). It did not reach far enough: the next reaches further.
+                p.probe_step = min(p.probe_step * 2, PROBE_STEP_MAX_S)
+                p.descending, p.news = True, p.news + 1
+                return
             elif done:
                 # No news: a poll placed at the known end finds the task done a little after it.
                 # Kept, such bounds would push the smaller ones out of the window and the known
                 # end would creep up by that little every WINDOW tasks (0.45 s late after 400
                 # tasks in makespan-habits). Slower tasks show as still rendering there instead.
                 return
-            elif ratio > max(p.lowers, default=0.0):
+            elif p.beats(estimate, elapsed, done=False):
                 p.explore_every = min(EXPLORE_MAX, p.explore_every * 2)
                 p.probe_step = PROBE_STEP_S
+                p.descending, p.news = False, p.news + 1
         if done:
             p.uppers.append(ratio)
+            p.upper_secs.append(elapsed - estimate)
+            p.upper_rtts.append(rtt)
         else:
             p.lowers.append(ratio)
+            p.lower_secs.append(elapsed - estimate)
 
     def observe_poll(self, model: str, estimate: float | None, *, done: bool, create: tuple[float, float],
                      poll: tuple[float, float], progress: int = 0) -> None:
@@ -177,9 +302,14 @@ class PaceBook:
         then contradict each other and exact estimates look noisy (two polls a task)."""
         done_by = poll[1] - create[0]
         running_at = poll[0] - create[1]
+        pace = self.pace(model)
         if estimate and estimate > 0:
-            self.pace(model).slacks.append(max(0.0, create[1] - create[0]) + max(0.0, poll[1] - poll[0]))
-        self.observe(model, estimate, done_by if done else running_at, done=done, progress=progress)
+            pace.slacks.append(max(0.0, create[1] - create[0]) + max(0.0, poll[1] - poll[0]))
+        probe = create[0] in pace.probed  # the task's first poll, placed before the known end
+        pace.probed.pop(create[0], None)
+        pace.anchor.learn(create, done)
+        self.observe(model, estimate, done_by if done else running_at, done=done, progress=progress, probe=probe,
+                     rtt=create[1] - create[0])
 
 
 def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, book: PaceBook | None = None,
@@ -198,10 +328,21 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
     floor = max(0.02, min(poll_min, est * 0.25)) if est is not None else poll_min
     aimed = False  # a single shot at a moment (see the module's docstring): not held back by the floor
     pace = book.pace(job.model) if book is not None else None
-    end = pace.known_end() if pace is not None else None
+    end = pace.known_end(est) if pace is not None else None
+    spread = SPREAD_S
     if job.polls == 0 and est is not None:
         ratio = pace.first_ratio(thrifty, est) if pace is not None else (1.0 if thrifty else EARLY)
-        d = est * ratio - elapsed + (MARGIN_S if end is not None and ratio >= end else 0.0)
+        d = est * ratio - elapsed + (END_MARGIN_S if end is not None and ratio >= end else 0.0)
+        if end is not None and pace is not None:
+            spread = END_SPREAD_S
+            if job.create_sent is not None and job.submitted_at is not None:
+                d += pace.anchor.shift(job.submitted_at - job.create_sent, pace.end_rtt())
+                if ratio >= end:
+                    pace.anchor.aim(job.create_sent)
+            if ratio < end and (job.create_sent or job.submitted_at):  # a probe: its outcome is news either way
+                pace.probed[job.create_sent or job.submitted_at or 0.0] = None
+                while len(pace.probed) > 1024:  # probes whose answer never came
+                    del pace.probed[next(iter(pace.probed))]
     elif est is not None and end is not None and elapsed < est * end + MARGIN_S:
         d = est * end - elapsed + MARGIN_S  # a probe came early: go to where tasks have always been done
         aimed = True
@@ -219,6 +360,15 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
             # of 25) read 75 % at nine tenths of the render and put the next poll 1.6 s late.
             d = min(d, est * max(pace.uppers) - elapsed + MARGIN_S)
         aimed = job.polls <= 1  # the end the first progress predicts; later ones repeat: the floor
+    elif est is not None and pace is not None and not thrifty and len(pace.uppers) < MIN_FOR_TRUST \
+            and job.polls <= SEED_POLLS:
+        # Nothing bounds this model's end yet, and no progress tells it: the first tasks to reach
+        # their estimate seed the known end, so they are polled at it (from the send) and then in
+        # small doubling steps. Polled once at the estimate from the create's answer instead (or
+        # by --poll-min past it), they bounded the end a round trip or seconds late, and the
+        # known end took 150 tasks of probes to come down (issue 31 part 4, the habits' night).
+        d = est - elapsed if elapsed < est else SEED_STEP_S * 2 ** max(0, job.polls - 2)
+        aimed = True
     elif est is not None and elapsed < est + MARGIN_S:
         # The estimate from the create's answer: a task runs by then on an API that started it
         # before answering (from the send, the poll would race the end by the create's way there).
@@ -230,7 +380,7 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
     if aimed:
         floor = min(floor, AIMED_FLOOR_S)
     d = min(poll_max, max(floor, d))
-    return d + (jitter(d) if jitter is not None else random.uniform(0.0, min(SPREAD_S, d * 0.01)))
+    return d + (jitter(d) if jitter is not None else random.uniform(0.0, min(spread, d * 0.01)))
 
 
-__all__ = ["EARLY", "Pace", "PaceBook", "Polled", "poll_delay"]
+__all__ = ["EARLY", "Anchor", "Pace", "PaceBook", "Polled", "poll_delay"]
