@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import names
 from ..errors import ManifestError
-from ..jobs import Job, short_key
+from ..jobs import Job, canonical_json, key_from_json, short_key
 from ..names import TemplateError
 from . import plainrows
 from .csvreader import csv_rows
@@ -194,26 +194,29 @@ class JobBuilder:
             source = {k: raw[k] for k in shape.send}
             if not self._localise(source, row):
                 return None
-        request = shape.maker.request(source)
-        if request is None:  # something to say about it: the general path's words
+        made = shape.maker.request(source)
+        if made is None:  # something to say about it: the general path's words
             params = source if source is not raw else {k: raw[k] for k in shape.send}
             request = self.check.request(shape.model, shape.spec, params, row)
             if request is None:
                 return None
+            request_json = canonical_json(request)
+        else:
+            request, request_json = made
         take = raw.get("take")
         take = None if take is None else str(take)
         priority = self._priority(raw.get("priority"), row)
         if priority is None:
             return None
-        key, request_json = job_identity(request, take)
+        key = key_from_json(request_json, take)
         name = raw.get("name")
         name = str(name) if name is not None else f"job{seq:05d}"
         output = self.plain.output_of(name, combo)
-        made = (output, False) if output is not None else self._output_name(raw, row, combo, request, name, key, seq)
-        if made is None:
+        named = (output, False) if output is not None else self._output_name(raw, row, combo, request, name, key, seq)
+        if named is None:
             return None
-        return (Job(key, seq, name, self._source(row), shape.model, request, made[0], take, request_json, priority),
-                made[1])
+        return (Job(key, seq, name, self._source(row), shape.model, request, named[0], take, request_json, priority),
+                named[1])
 
     def _priority(self, value: Any, row: Row) -> int | None:
         """A job's ``priority`` (0 when unset): a whole number, from YAML or a CSV cell's text;

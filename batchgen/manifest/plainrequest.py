@@ -14,6 +14,7 @@ expands every manifest both ways."""
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 import sys
@@ -21,12 +22,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import modelspec, specs
+from ..jobs import canonical_json
 
 MAX_CELLS = 4096  # distinct cells remembered per field; past this, each is checked as it comes
 MAX_CELL_CHARS = 1024  # a longer cell is checked, never remembered
 # Values a remembered verdict may hand out to every row that repeats a cell: immutable ones
 # (a list never is: each row gets its own).
 _SHAREABLE = frozenset({str, int, float, bool})
+# What canonical JSON writes for a string (the C encoder's own function: ``canonical_json`` of
+# a request writes each string of it by this).
+_quoted = json.encoder.encode_basestring
 
 
 MAX_ITEMS = 64  # a longer list's references are read by the general path
@@ -54,7 +59,7 @@ class _Field:
     value, for the fields whose cells repeat; ``good``: the URLs of a list field already found
     plainly good)."""
 
-    __slots__ = ("name", "spec", "urls", "known", "remember", "good", "limit", "fewest", "most")
+    __slots__ = ("name", "spec", "urls", "known", "remember", "good", "clean", "slot", "limit", "fewest", "most")
 
     def __init__(self, name: str, spec: modelspec.FieldSpec) -> None:
         self.name = name
@@ -65,10 +70,20 @@ class _Field:
         # items repeat: ``good``): remembering either would only cost.
         self.remember = not (spec.kind == "str" and not spec.choices or self.urls)
         self.good: set[str] = set()
+        # Those of ``good`` that canonical JSON writes as they are (between quotes): a list of
+        # them is written by one ``str.replace`` of its cell (``RequestMaker.request``).
+        self.clean: set[str] = set()
+        self.slot = 0  # where its value goes in the request's JSON (``_Frame``)
         # quick_value's bounds, read without its call: text length, the number of items.
         self.limit = spec.max_len if spec.max_len is not None else sys.maxsize
         self.fewest = spec.min if spec.min is not None else 0
         self.most = spec.max if spec.max is not None else sys.maxsize
+
+    def learn(self, items: list[Any]) -> None:
+        """Remember the items of a list found good that JSON writes as they are."""
+        for item in items:
+            if item in self.good and len(self.clean) < modelspec.MAX_GOOD_URLS and _quoted(item) == f'"{item}"':
+                self.clean.add(item)
 
     def value(self, raw: Any) -> Any:
         """The value sent for a cell, or None when the general path has something to say
@@ -117,27 +132,36 @@ class RequestMaker:
                 self.hopeless = True
             elif fs.default is not None:
                 self.template[name] = fs.default
-        # The fields whose cells repeat (numbers, choices: not free text, not URL lists) are
-        # looked up together: their cells, read by one C call, → the values they send
-        # (``_Settled``), one lookup a row however many such columns a row has.
-        settled = [f for f in fields if f.remember]
-        self.settled = _Settled(settled) if settled else None
-        # The hot loop of a large manifest: free text and URL lists, checked inline.
+        # The hot loop of a large manifest: free text and URL lists, checked inline. Their
+        # values are the only parts of a request's JSON that differ row by row (``_Frame``).
         self.texts = [f for f in fields if not f.remember and not f.urls]
         self.lists = [f for f in fields if f.urls]
+        self.frame = _Frame(self.template, [*self.texts, *self.lists])
+        # The fields whose cells repeat (numbers, choices: not free text, not URL lists) are
+        # looked up together: their cells, read by one C call, → the values they send
+        # (``_Settled``), one lookup a row however many such columns a row has, with the JSON
+        # of a request holding them.
+        settled = [f for f in fields if f.remember]
+        self.settled = _Settled(settled, self.frame) if settled else None
+        self.pieces = None if self.settled is not None else self.frame.pieces({})
         self.refs = [(marker, list_field) for marker, list_field in spec.refs]
 
-    def request(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    def request(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], str] | None:
         """The normalised request of a row sending ``params`` (any mapping holding the fields
-        sent, read only), or None: ask the general path."""
+        sent, read only) and its canonical JSON, or None: ask the general path."""
         if self.hopeless:
             return None
         out = self.template.copy()
+        pieces = self.pieces
         if self.settled is not None:
-            part = self.settled.values(params)
-            if part is None:
+            made = self.settled.values(params)
+            if made is None:
                 return None
+            part, pieces = made
             out.update(part)  # keys already in out: the order stays normalise's
+        # The request's JSON: its pieces with each varying value's JSON in its place (None:
+        # the JSON encoder writes it whole).
+        parts = None if pieces is None else pieces.copy()
         for f in self.texts:  # quick_value's verdict on free text, without its call
             raw = params[f.name]
             if type(raw) is not str or not raw or len(raw) > f.limit or f.spec.required and raw.isspace():
@@ -145,18 +169,24 @@ class RequestMaker:
                 if raw is None:
                     return None
             out[f.name] = raw
+            if parts is not None:
+                parts[f.slot] = _quoted(raw) if type(raw) is str else canonical_json(raw)
         for f in self.lists:  # a list of URLs each already found good: no pattern, no call
             raw = params[f.name]
-            value = None
             if type(raw) is str:
                 value = raw.split("|")
-                if not (f.good.issuperset(value) and f.fewest <= len(value) <= f.most):
-                    value = None
+                if f.clean.issuperset(value) and f.fewest <= len(value) <= f.most:
+                    out[f.name] = value
+                    if parts is not None:  # each item written as it is: the cell, quoted item by item
+                        parts[f.slot] = '["' + raw.replace("|", '","') + '"]'
+                    continue
+            value = f.value(raw)
             if value is None:
-                value = f.value(raw)
-                if value is None:
-                    return None
+                return None
+            f.learn(value)
             out[f.name] = value
+            if parts is not None:
+                parts[f.slot] = canonical_json(value)
         for rule in self.spec.rules:
             if specs.broken_rule(rule, out):
                 return None  # an error or a warning: the general path words it
@@ -168,32 +198,69 @@ class RequestMaker:
                 n = len(out.get(list_field) or [])
                 if n > MAX_ITEMS or _BAD_REFS[marker, n].search(text) is not None:
                     return None  # out of range, or written "01": the general path reads it
-        return out
+        return out, canonical_json(out) if parts is None else "".join(parts)
+
+
+class _Frame:
+    """The canonical JSON of a shape's requests around the values that differ row by row (free
+    text, URL lists): ``pieces(part)`` of a request holding ``part`` (the repeating fields'
+    values) is a list of the JSON between them, with a place (None) for each value's own JSON,
+    at its field's ``slot``. Made by the encoder itself, from a request holding a marker in
+    each such place, so the keys are sorted and every value written as ``canonical_json``
+    writes it; None when a marker cannot be told apart (a value of the request holding one)."""
+
+    def __init__(self, template: dict[str, Any], varying: list[_Field]) -> None:
+        self.template = template
+        self.varying = varying
+        self.marks = {f.name: f"\ue000{i}\ue001" for i, f in enumerate(varying)}
+
+    def pieces(self, part: Mapping[str, Any]) -> list[str | None] | None:
+        text = canonical_json({**self.template, **part, **self.marks})
+        found = []
+        for f in self.varying:
+            mark = _quoted(self.marks[f.name])
+            at = text.find(mark)
+            if at < 0 or text.count(mark) != 1:
+                return None
+            found.append((at, len(mark), f))
+        found.sort(key=lambda x: x[0])
+        pieces: list[str | None] = []
+        start = 0
+        for at, size, f in found:
+            pieces.append(text[start:at])
+            f.slot = len(pieces)
+            pieces.append(None)
+            start = at + size
+        pieces.append(text[start:])
+        return pieces
 
 
 class _Settled:
     """The values of the repeating fields of a shape, by their cells together: (cell, cell, …)
-    → {field: value}, each combination worked out once by the fields' own ``value`` (only
-    combinations of text cells are remembered, up to ``MAX_CELLS``)."""
+    → ({field: value}, the JSON pieces of a request holding them), each combination worked out
+    once by the fields' own ``value`` (only combinations of text cells are remembered, up to
+    ``MAX_CELLS``)."""
 
-    def __init__(self, fields: list[_Field]) -> None:
+    def __init__(self, fields: list[_Field], frame: _Frame) -> None:
         self.fields = fields
+        self.frame = frame
         names = [f.name for f in fields]
         # itemgetter of one name gives the cell itself, of several a tuple: a key either way.
         self.cells = operator.itemgetter(*names)
         self.single = len(names) == 1
-        self.known: dict[Any, dict[str, Any]] = {}
+        self.known: dict[Any, tuple[dict[str, Any], list[str | None] | None]] = {}
 
-    def values(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
-        """{field: value} of the row's repeating cells (shared: never to be changed), or None
-        when the general path has something to say about one of them."""
+    def values(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str | None] | None] | None:
+        """({field: value} of the row's repeating cells, shared: never to be changed; the
+        JSON pieces, or None), or None when the general path has something to say about one
+        of them."""
         cells = self.cells(params)
         try:
-            part = self.known.get(cells)
+            made = self.known.get(cells)
         except TypeError:  # a YAML list or mapping in such a field: not a key
-            part = None
-        if part is not None:
-            return part
+            made = None
+        if made is not None:
+            return made
         row = (cells,) if self.single else cells
         part = {}
         for f, raw in zip(self.fields, row):
@@ -204,8 +271,10 @@ class _Settled:
                     return None
             part[f.name] = value
         # Remembered only when every cell is text (a YAML 1 and True are equal keys, not equal
-        # cells) and every value may be shared (a list never is: each row gets its own).
+        # cells) and every value may be shared (a list never is: each row gets its own); the
+        # JSON pieces are worked out only for what is remembered.
         if len(self.known) < MAX_CELLS and all(type(c) is str and len(c) <= MAX_CELL_CHARS for c in row) \
                 and all(type(v) in _SHAREABLE for v in part.values()):
-            self.known[cells] = part
-        return part
+            made = self.known[cells] = (part, self.frame.pieces(part))
+            return made
+        return part, None
