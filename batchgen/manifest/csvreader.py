@@ -115,7 +115,9 @@ def csv_rows(path: Path, problems: Problems) -> Iterator[Row]:
                 span = reader.line_num - before
             line = prev_line + 1
             prev_line += span
-            if not cells or not "".join(cells).strip():  # every cell blank (one C call, not one a cell)
+            # No cell blank (the common row): not a blank row either, and kept whole below.
+            full = bool(cells) and "" not in cells and not any(map(str.isspace, cells))
+            if not full and (not cells or not "".join(cells).strip()):  # every cell blank (one C call)
                 continue
             n += 1
             where = f"row {n} (line {line})" if span == 1 else f"row {n} (lines {line}–{line + span - 1})"
@@ -123,7 +125,7 @@ def csv_rows(path: Path, problems: Problems) -> Iterator[Row]:
                 problems.add(where, None, f"has {len(cells)} cells, the header has {len(header)}", file=file)
                 continue
             values: dict[str, Any]
-            if whole and "" not in cells and not any(map(str.isspace, cells)):
+            if whole and full:
                 values = dict(zip(header, cells))  # every cell kept: built in C, however wide the row
             else:
                 values = {h: c for h, c in zip(header, cells) if c and not c.isspace() and h not in ignored}
