@@ -7,10 +7,16 @@ the general path's."""
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from batchgen import specs as catalog
+from batchgen.manifest import plainrequest
 from test_manifest_plainrows import R2V, T2V, URL, VEO_R2V, _csv, _write, assert_same, expansion
 
 ASPECTS = ["16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16"]
@@ -111,3 +117,54 @@ def test_references_past_nine_items_are_read_the_same_both_ways(tmp_path: Path) 
     assert assert_same(path) >= 1
     fast, _ = expansion(path, True)
     assert {p.field for p in fast["problems"]} == {"prompt"} and len(fast["jobs"]) > 20
+
+
+@settings(max_examples=500, deadline=None)
+@example(prompt="@Image1@Image2", n=2)
+@example(prompt="@Image@Image1", n=1)
+@example(prompt="@Image\u0663 x", n=3)
+@example(prompt="@Image10", n=7)
+@example(prompt="@Image7", n=7)
+@example(prompt="@Image1\u0663", n=1)
+@given(prompt=st.lists(st.sampled_from(["@Image", "@Image", "@Imag", "1", "2", "3", "7", "8", "0", "9", "\u0663", "\u00b2",
+                                        " ", "x", "@"]), max_size=10).map("".join), n=st.integers(1, 7))
+def test_a_prompts_references_are_read_as_the_pattern_reads_them(prompt: str, n: int) -> None:
+    """``@ImageN`` is read by splitting the prompt at the marker (plainrequest.RequestMaker):
+    a row is handed to the general path exactly when the pattern finds a reference naming no
+    item of its list."""
+    spec = catalog.SHIPPED.get(R2V)
+    assert spec is not None
+    maker = plainrequest.RequestMaker(R2V, spec, ("prompt", "reference_image_urls"))
+    cell = "|".join(URL.format(i) for i in range(n))
+    assert maker.request({"prompt": "x", "reference_image_urls": cell}) is not None  # the items are good
+    made = maker.request({"prompt": prompt, "reference_image_urls": cell})
+    named_none = plainrequest._BAD_REFS["@Image", n].search(prompt) is not None
+    assert (made is None) == (named_none or not prompt.strip())
+
+
+def test_urls_json_writes_with_escapes_or_in_another_case_expand_the_same(tmp_path: Path) -> None:
+    """A list of URLs each already found good and written as they are is put in the request's
+    JSON by one ``str.replace`` of its cell; a URL JSON escapes (a quote, a backslash, a control
+    character) never is, however often it repeats, and a bad URL in the middle of a file, after
+    its neighbours were remembered, is still named by its row and field."""
+    odd = ['https://a.example/q"uote.png', "https://a.example/back\\slash.png", "https://a.example/c\x01trl.png",
+           "HTTPS://A.EXAMPLE/X.PNG", "https://a.example/x.png", "https://a.example/%22.png", "https://a.example/\u00e9.png",
+           "https://a.example/\x7f.png"]
+    rows = [["name", "model", "prompt", "reference_image_urls", "duration"]]
+    for i in range(60):
+        cell = "|".join(odd[(i + j) % len(odd)] for j in range(1 + i % 3))
+        rows.append([f"c{i}", R2V, f"@Image{1 + i % 3} at \"dusk\" \\ {i}", cell, str(1 + i % 10)])
+        if i in (20, 40):  # bad ones in the middle, after every good URL was remembered
+            rows.append([f"bad{i}", R2V, "@Image1 x", f"{odd[4]}|ftp://a.example/x.png", "3"])
+            rows.append([f"bad{i}b", R2V, "@Image1 x", f"{odd[4]}|https://", "3"])
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)  # quotes doubled: _csv does not
+    path = _write(tmp_path, text.getvalue(), None)
+    assert assert_same(path) == 1
+    fast, _ = expansion(path, True)
+    upper = {f"c{i}" for i in range(60) if odd[3] in rows[1 + i + 2 * (i > 20) + 2 * (i > 40)][3]}
+    assert upper and {j["name"] for j in fast["jobs"]} == {f"c{i}" for i in range(60)} - upper  # the scheme's case
+    assert {(p.where, p.field) for p in fast["problems"] if "ftp:" in p.message or "'https://'" in p.message} == {
+        ("row 22 (line 23)", "reference_image_urls"), ("row 23 (line 24)", "reference_image_urls"),
+        ("row 44 (line 45)", "reference_image_urls"), ("row 45 (line 46)", "reference_image_urls")}
+    assert any('q\\"uote' in j["request_json"] and "back\\\\slash" in j["request_json"] for j in fast["jobs"])

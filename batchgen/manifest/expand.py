@@ -190,7 +190,13 @@ class JobBuilder:
         # The maker reads the fields sent straight from ``raw``; a dict of them alone is made
         # only for local files to become uploads, or for the general path's words.
         source: dict[str, Any] = raw
-        if shape.media and not plainrows.web_only(shape, raw):
+        web = shape.web
+        if web is not None:  # web_only, inlined: a web URL ("a|b" too) in the one media field
+            value = raw[web]
+            media = type(value) is not str or not value.startswith(plainrows.WEB)
+        else:
+            media = bool(shape.media) and not plainrows.web_only(shape, raw)
+        if media:
             source = {k: raw[k] for k in shape.send}
             if not self._localise(source, row):
                 return None

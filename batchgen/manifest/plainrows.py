@@ -50,6 +50,9 @@ class Shape:
     # URLs only has nothing to localise (see ``web_only``).
     urls_only: bool
     maker: RequestMaker  # its requests, when there is nothing to say about them
+    # The one media field, when there is one and the entry reads it as URLs: ``web_only``
+    # inlined by the caller (the seed's model's reference_image_urls).
+    web: str | None = None
 
 
 class _Combo:
@@ -153,7 +156,8 @@ class PlainRows:
         urls_only = all(spec.fields[k].kind in ("url", "urls") for k in media)
         # A field no row of this shape sets is the manifest's default in every one of them.
         fixed = {k: doc.defaults[k] for k in send if k not in values}
-        return Shape(model, spec, tuple(send), media, urls_only, RequestMaker(model, spec, tuple(send), fixed))
+        return Shape(model, spec, tuple(send), media, urls_only, RequestMaker(model, spec, tuple(send), fixed),
+                     media[0] if urls_only and len(media) == 1 else None)
 
 
 def _plain_values(values: dict[str, Any]) -> bool:
@@ -171,7 +175,7 @@ def _plain_values(values: dict[str, Any]) -> bool:
     return "output" not in values
 
 
-_WEB = ("https://", "http://")
+WEB = ("https://", "http://")
 
 
 def web_only(shape: Shape, params: Mapping[str, Any]) -> bool:
@@ -183,7 +187,7 @@ def web_only(shape: Shape, params: Mapping[str, Any]) -> bool:
         return False
     for k in shape.media:
         v = params[k]
-        if type(v) is not str or not v.startswith(_WEB):
+        if type(v) is not str or not v.startswith(WEB):
             return False
     return True
 
