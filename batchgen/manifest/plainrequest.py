@@ -224,7 +224,7 @@ class RequestMaker:
 class _Frame:
     """The canonical JSON of a shape's requests around the values that differ row by row (free
     text, URL lists): ``pieces(part)`` of a request holding ``part`` (the repeating fields'
-    values) is a list of the JSON between them, with a place (None) for each value's own JSON,
+    values) is a list of the JSON between them, with a place ("") for each value's own JSON,
     at its field's ``slot``. Made by the encoder itself, from a request holding a marker in
     each such place, so the keys are sorted and every value written as ``canonical_json``
     writes it; None when a marker cannot be told apart (a value of the request holding one)."""
@@ -234,7 +234,7 @@ class _Frame:
         self.varying = varying
         self.marks = {f.name: f"\ue000{i}\ue001" for i, f in enumerate(varying)}
 
-    def pieces(self, part: Mapping[str, Any]) -> list[str | None] | None:
+    def pieces(self, part: Mapping[str, Any]) -> list[str] | None:
         text = canonical_json({**self.template, **part, **self.marks})
         found = []
         for f in self.varying:
@@ -244,12 +244,12 @@ class _Frame:
                 return None
             found.append((at, len(mark), f))
         found.sort(key=lambda x: x[0])
-        pieces: list[str | None] = []
+        pieces: list[str] = []
         start = 0
         for at, size, f in found:
             pieces.append(text[start:at])
             f.slot = len(pieces)
-            pieces.append(None)
+            pieces.append("")  # its place: each row's own JSON
             start = at + size
         pieces.append(text[start:])
         return pieces
@@ -268,9 +268,9 @@ class _Settled:
         # itemgetter of one name gives the cell itself, of several a tuple: a key either way.
         self.cells = operator.itemgetter(*names)
         self.single = len(names) == 1
-        self.known: dict[Any, tuple[dict[str, Any], list[str | None] | None]] = {}
+        self.known: dict[Any, tuple[dict[str, Any], list[str] | None]] = {}
 
-    def values(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str | None] | None] | None:
+    def values(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str] | None] | None:
         """({field: value} of the row's repeating cells, shared: never to be changed; the
         JSON pieces, or None), or None when the general path has something to say about one
         of them."""
