@@ -46,6 +46,9 @@ class Gate:
         self.pending: dict[str, dict[str, int]] = {}  # model → queued / in flight when the deadline was set
         self.forecast_end: float | None = None  # when the night ends by the forecast (epoch seconds)
         self._probes: set[int] = set()
+        # On a fleet, the jobs claimed as their model's probe (``probes``: this worker's
+        # ``take_probe`` succeeded): only these go out ungated while the breaker is open.
+        self._taken: set[int] = set()
         self._fleet_checked = 0.0
         self._fleet_said = False  # "no deadline to join" is said once
 
@@ -153,12 +156,21 @@ class Gate:
     def starting(self, job: LiveJob) -> None:
         """``job`` is about to be created: while its model's breaker is open, it is the probe.
         Any other create is refused at its intent if the ledger's breaker is open by then
-        (another worker opened it since this one last looked): ``breaker_gated``."""
-        probe = self.breakers.is_open(job.model)
+        (another worker opened it since this one last looked): ``breaker_gated``.
+
+        On a fleet a job is the probe only if it was claimed as one (``probes``): a job claimed
+        while the breaker was closed, whose model's breaker this worker's own verdict opened
+        during the claim's round trip, is not — sent as a probe it would be one create more
+        than the fleet's ``take_probe`` allows, ungated."""
+        if self.w.owner is None:
+            probe = self.breakers.is_open(job.model)
+        else:
+            probe = job.id in self._taken
+            self._taken.discard(job.id)
         if probe:
             self._probes.add(job.id)
+            self.breakers.started(job.model)
         job.breaker_gated = self.breakers.enabled and not probe and self.w.owner is not None
-        self.breakers.started(job.model)
 
     async def no_task(self, job: LiveJob) -> None:
         """``job``'s create came to no task (refused cleanly, stopped): if it was the probe,
@@ -212,6 +224,7 @@ class Gate:
                 probe = await self.w.read(led.claim, worker, scope, 1, None, (), model)
                 if not probe:
                     await self.w.read(led.give_back_probe, model)
+                self._taken.update(r["id"] for r in probe)
                 rows += probe
         return rows
 

@@ -129,6 +129,13 @@ class Scheduler:
             await self.deliverer.sweep(scope)
 
     async def _drive(self, job: LiveJob) -> None:
+        await self._stages(job)
+        if job.state == S.FAILED and self.worker is not None:
+            # No render retry of it tonight (decided): its lease, which kept the other workers
+            # waiting for one (``Ledger.pending_elsewhere``), goes.
+            await self.w.read(self.w.ledger.let_go, self.worker, job.id)
+
+    async def _stages(self, job: LiveJob) -> None:
         """One job through the stages; its render slot is freed once its result is ready. A
         task the provider failed for a retryable reason is created again, in the same slot,
         while --render-retries allows (each a new paid task, through the submit stage's intent

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ..schema import breakers
 from .database import Room
+from .sql import BREAKER_LOCK
 
 
 class BreakerBoard(Room):
@@ -22,8 +23,10 @@ class BreakerBoard(Room):
     def trip_breaker(self, model: str, why: str, cooloff: float) -> None:
         """Open ``model``'s breaker, or start its cool-off again (a failed probe): ``opened_at``
         and the probes counted stay as they were when it first opened."""
-        now = self._now()
+        now = self._now()  # PostgreSQL: the server's clock when each statement runs, after the lock
         with self.engine.begin() as c:
+            if not self.is_sqlite:  # no gated intent commits beside the opening (transitions.apply_in)
+                c.execute(select(func.pg_advisory_xact_lock(BREAKER_LOCK)))
             again = c.execute(update(breakers).where(breakers.c.model == model, breakers.c.closed_at.is_(None))
                               .values(why=why, reopens_at=now + cooloff)).rowcount
             if not again:

@@ -160,6 +160,7 @@ class Ledger:
     release = _Forward("leases", Leases.release)
     held = _Forward("leases", Leases.held)
     pending_elsewhere = _Forward("leases", Leases.pending_elsewhere)
+    let_go = _Forward("leases", Leases.let_go)
 
     # ------------------------------------------------------------ verification, delivery, uploads (records.py)
     owe_delivery = _Forward("records", Records.owe_delivery)

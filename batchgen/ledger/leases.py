@@ -189,15 +189,29 @@ class Leases(Room):
             q = job_select().where(jobs.c.worker_id == worker, jobs.c.state.in_(ACTIVE_STATES)).order_by(jobs.c.id)
             return [job_row(r) for r in c.execute(q)]
 
+    def let_go(self, worker: int, job_id: int) -> None:
+        """``worker`` is done with its failed job (no render retry of it tonight): its lease,
+        which kept the other workers waiting for that retry (``pending_elsewhere``), goes."""
+        with self.engine.begin() as c:
+            c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == worker, jobs.c.state == S.FAILED)
+                      .values(worker_id=None))
+
     def pending_elsewhere(self, worker: int, scope: Scope, idle: Sequence[str] = ()) -> int:
         """Jobs of this manifest that still need work and that ``worker`` does not hold: while
         there are any, a worker stays to take over if their holder dies. ``idle``: models no
         worker starts a job of tonight (past the deadline, breaker given up): their queued jobs
-        wait for the next night and keep nobody."""
+        wait for the next night and keep nobody.
+
+        Work another live worker is busy with counts whatever its state, so the fleet's outcome
+        does not depend on which worker finishes last: a failed job it still holds (its task
+        failed; whether it renders again is being decided, or waits for room under its model's
+        limit — the holder lets go once decided, ``let_go``), and a queued job of an idle model
+        it holds (the probe it claimed, its intent not yet written)."""
+        elsewhere = holder_alive()
         q = (select(func.count()).select_from(jobs).where(
-            of_manifest(scope),
-            jobs.c.state.in_(UNFINISHED_STATES), jobs.c.worker_id.is_distinct_from(worker)))
+            of_manifest(scope), jobs.c.worker_id.is_distinct_from(worker),
+            or_(jobs.c.state.in_(UNFINISHED_STATES), and_(jobs.c.state == S.FAILED, elsewhere))))
         if idle:
-            q = q.where(or_(jobs.c.state != S.QUEUED, jobs.c.model.not_in(list(idle))))
+            q = q.where(or_(jobs.c.state != S.QUEUED, jobs.c.model.not_in(list(idle)), elsewhere))
         with self._read() as c:
             return int(c.execute(q).scalar() or 0)

@@ -16,6 +16,10 @@ S = JobState
 # SQL IN lists of states, in a fixed order (stable statements for the driver's cache).
 ACTIVE_STATES = sorted(ACTIVE)
 UNFINISHED_STATES = [S.QUEUED, S.SUBMITTING, *ACTIVE_STATES]
+# The advisory lock between a breaker's opening (exclusive) and the intents it gates (shared) on
+# PostgreSQL ("brkr"): an intent is committed either before the breaker's ``opened_at`` or after
+# it, seeing it, never beside it unseen (READ COMMITTED alone lets the two cross).
+BREAKER_LOCK = 0x62726B72
 # The shape's text for the row being read (NULL for a request stored whole): ``shapes.SHAPE_SQL``
 # as SQLAlchemy builds it, a column of every job select.
 SHAPE = (select(request_shapes.c.body).where(request_shapes.c.id == jobs.c.shape_id)

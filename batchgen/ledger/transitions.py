@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -23,7 +23,7 @@ from ..errors import LedgerError
 from ..jobs import JobRow, JobState, allowed, raw_digest
 from ..schema import breakers, jobs
 from .database import Room
-from .sql import job_row, job_select, placeholder
+from .sql import BREAKER_LOCK, job_row, job_select, placeholder
 
 S = JobState
 _JOB_COLUMNS = frozenset(jobs.c.keys())
@@ -88,8 +88,11 @@ def apply_in(c: Connection, batch: Sequence[Transition]) -> list[bool]:
             model[job_id] = job_model
     # Read in the intents' own transaction: a breaker committed before it is seen, so no
     # worker creates a task of a model another worker has just stopped (see breakers.py).
-    stopped = set(c.execute(select(breakers.c.model).where(breakers.c.closed_at.is_(None))).scalars()) \
-        if any(t.breaker_gated for t in batch) else set()
+    stopped: set[str] = set()
+    if any(t.breaker_gated for t in batch):
+        if c.dialect.name == "postgresql":  # shared: intents do not wait for each other, only for an opening
+            c.execute(select(func.pg_advisory_xact_lock_shared(BREAKER_LOCK)))
+        stopped = set(c.execute(select(breakers.c.model).where(breakers.c.closed_at.is_(None))).scalars())
     handed_back: list[int] = []
     results: list[bool] = []
     merged: dict[int, dict[str, Any]] = {}

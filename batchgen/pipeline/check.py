@@ -88,6 +88,8 @@ class Checker:
             return
         ctx.log(f"job {job.name} ({job.short}): {outcome}: {'; '.join(diffs)}")
         if opts.on_mismatch == "fail":
+            if ctx.w.owner is not None:  # no render retry follows: keeps no other worker waiting
+                values = {**values, "worker_id": None}
             await ctx.moves.failed(job, f"verify_{outcome}", f"the delivered clip is {outcome}: {'; '.join(diffs)}",
                                    detail=f"verification: {outcome}", retryable=True, values=values)
         else:
