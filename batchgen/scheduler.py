@@ -131,8 +131,7 @@ class Scheduler:
     async def _drive(self, job: LiveJob) -> None:
         await self._stages(job)
         if job.state == S.FAILED and self.worker is not None:
-            # No render retry of it tonight (decided): its lease, which kept the other workers
-            # waiting for one (``Ledger.pending_elsewhere``), goes.
+            # No render retry of it tonight: its lease kept the others waiting (``pending_elsewhere``)
             await self.w.read(self.w.ledger.let_go, self.worker, job.id)
 
     async def _stages(self, job: LiveJob) -> None:
