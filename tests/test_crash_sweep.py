@@ -77,7 +77,9 @@ def test_crash_point(sim_factory, tmp_path, point, nth):
     assert r.exit_code in (0, 1), r.output
     stats = check_invariants(sim.truth(), tmp_path / "l.db", tmp_path / "out")
     assert stats["duplicates"] == 0
-    assert stats["in_doubt"] in POINTS[point]
+    # Which jobs are in doubt and why (the recovering run lists each: interrupted create, or an
+    # ambiguous answer of its own), should the count ever differ: seen once for `armed` at load 19.
+    assert stats["in_doubt"] in POINTS[point], (stats, r.output)
     assert stats["done"] == N_JOBS - stats["in_doubt"]
     if point == "armed":  # the armed job was never sent: the API has one create per done job
         assert stats["creates"] == stats["done"] and stats["unknown_in_doubt"] == 0
