@@ -39,7 +39,10 @@ POINTS = {
     "after_rename_before_record": {0, 1, 2},
     # An intent written ahead of its slot (batchgen.ahead), never sent: in doubt after the
     # restart (fail closed: nothing can tell it was not sent), and no create was made for it.
-    "armed": {1},
+    # The job holding the slot may be in doubt too: its task id is queued for the ledger, not
+    # awaited, and the armed intent's own commit can come first, then the kill (as for
+    # before_intent). Seen at load 10-19: armed-job4 with shot0003 created, shot0004 not.
+    "armed": {1, 2},
 }
 # The first job is never armed (every slot is free): the last one to be is the (N-1)-th.
 SCENARIOS = [(p, n) for p in POINTS for n in (1, (N_JOBS + 1) // 2, N_JOBS - (p == "armed"))]
@@ -81,8 +84,11 @@ def test_crash_point(sim_factory, tmp_path, point, nth):
     # ambiguous answer of its own), should the count ever differ: seen once for `armed` at load 19.
     assert stats["in_doubt"] in POINTS[point], (stats, r.output)
     assert stats["done"] == N_JOBS - stats["in_doubt"]
-    if point == "armed":  # the armed job was never sent: the API has one create per done job
-        assert stats["creates"] == stats["done"] and stats["unknown_in_doubt"] == 0
+    if point == "armed":
+        # The armed job was never sent: the API has one create per done job, and one more for
+        # the job before it when that one is in doubt too (its create made, its id not recorded).
+        extra = stats["in_doubt"] - 1
+        assert stats["creates"] == stats["done"] + extra and stats["unknown_in_doubt"] == extra, (stats, r.output)
     led = Ledger(str(tmp_path / "l.db"))
     try:
         assert led.check_integrity() == "ok"
