@@ -29,7 +29,10 @@ POINTS = {
     "before_intent": {0, 1},
     "after_intent": {1},
     "before_post": {1},
-    "after_response_before_record": {1},
+    # The job whose create was answered is in doubt; the next one may already be armed (its
+    # intent written ahead while this one's task id waited for its commit: the poll that arms it
+    # needs only the answer): in doubt too, never sent. Seen at load 8-22, about 1 run in 3.
+    "after_response_before_record": {1, 2},
     # ...and, with intents written ahead of their slot, the job after that one may be armed
     # (its intent durable, nothing sent) when a slow machine lets its poll start first: in doubt
     # too after the restart (fail closed; no create for it). Seen once under a parallel suite.
@@ -89,6 +92,9 @@ def test_crash_point(sim_factory, tmp_path, point, nth):
         # the job before it when that one is in doubt too (its create made, its id not recorded).
         extra = stats["in_doubt"] - 1
         assert stats["creates"] == stats["done"] + extra and stats["unknown_in_doubt"] == extra, (stats, r.output)
+    if point == "after_response_before_record":
+        # Its create was made, its id not recorded; the armed one after it, if any, was never sent.
+        assert stats["creates"] == stats["done"] + 1 and stats["unknown_in_doubt"] == 1, (stats, r.output)
     led = Ledger(str(tmp_path / "l.db"))
     try:
         assert led.check_integrity() == "ok"
