@@ -25,11 +25,10 @@ from conftest import check_invariants, wait_for
 # Three worker processes each: meant to run one at a time (on one xdist worker). NOTE: with
 # pytest 9.2 and xdist 3.8 no xdist_group takes effect (xdist marks a group by rewriting
 # item._nodeid, which pytest 9 no longer reads), so they run beside each other like any tests.
-# Every wait here is for an event. At load 15-20 two races of the fleet itself show up (main's
-# version of the breaker test fails the same way): a claim read just before another worker's
-# breaker opened pays for one task too many, and a worker that leaves while another's render
-# retry or probe is between two states says "some jobs are unfinished" (exit 3). The five take
-# ~50 s together at load 8 (204 s before).
+# Every wait here is for an event. Two races of the fleet itself that showed up at load 15-20 (a
+# create paid just after another worker's breaker opened; a worker leaving while another's render
+# retry or probe was between two states, exit 3) are fixed and pinned in tests/test_fleet_races.py.
+# The five take ~50 s together at load 8 (204 s before).
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.xdist_group("fleet_night")]
 
 ROOT = Path(__file__).resolve().parent.parent
