@@ -166,3 +166,58 @@ def test_diff_and_delivery_on_postgres(pg_url, sim_factory, s3, tmp_path):
     assert doc["last_run"]["exit_code"] == 0 and doc["credits"]["tonight"] > 0
     st = json.loads(CliRunner().invoke(cli, ["status", "--ledger", pg_url, "--json"]).stdout)
     assert st["delivered"] == 4 and st["not_delivered"] == []
+
+
+def test_workers_starting_together_record_one_after_another(pg_url):
+    """Workers started at once (or restarted after a kill) each record a run: the manifest's
+    unfinished jobs move to it and its membership is rewritten. Side by side, two recordings lock
+    the same job rows in different orders and PostgreSQL aborts one (a worker exiting 7 with
+    DeadlockDetected, seen under load by tests/test_workers.py); they take turns instead."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import create_engine, text
+
+    from batchgen.jobs import Job
+    from batchgen.ledger.sql import RECORD_LOCK
+
+    def jobs(tag: str, n: int) -> list[Job]:
+        return [Job(f"{tag}{i:063x}", i, f"{tag}{i}", "r", "grok-imagine-text-to-video", {"i": i, "t": tag},
+                    f"{tag}{i}.mp4") for i in range(1, n + 1)]
+
+    first, second = Ledger(pg_url), Ledger(pg_url)
+    halfway, go_on = threading.Event(), threading.Event()
+
+    def slow(items: list[Job]):
+        yield from items[:5]
+        halfway.set()  # the first recording holds its transaction open here
+        assert go_on.wait(60)
+        yield from items[5:]
+
+    probe = create_engine(pg_url)
+    try:
+        with ThreadPoolExecutor(2) as ex:
+            a = ex.submit(first.record_run, "a.csv", "a" * 64, {}, slow(jobs("a", 10)), lambda: None)
+            assert halfway.wait(60)
+            b = ex.submit(second.record_run, "b.csv", "b" * 64, {}, iter(jobs("b", 10)), lambda: None)
+
+            def waiting() -> int:
+                with probe.connect() as c:
+                    # waiting for RECORD_LOCK (pg_locks is the whole server's: other tests may wait too)
+                    return int(c.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT "
+                                              "granted AND classid = 0 AND objid = :k AND objsubid = 1"),
+                                         {"k": RECORD_LOCK}).scalar() or 0)
+
+            deadline = time.monotonic() + 30
+            while waiting() == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert waiting() >= 1 and not b.done()  # the second waits for the first's commit
+            go_on.set()
+            (run_a, n_a), (run_b, n_b) = a.result(60), b.result(60)
+        assert (n_a, n_b) == (10, 10) and run_b > run_a
+    finally:
+        go_on.set()
+        probe.dispose()
+        first.close()
+        second.close()

@@ -20,7 +20,7 @@ from .database import Room
 from .runs import insert_run
 from .scope import Scope, of_manifest
 from .shapes import MAX_SHAPES, split
-from .sql import UNFINISHED_STATES, placeholder
+from .sql import RECORD_LOCK, UNFINISHED_STATES, placeholder
 
 S = JobState
 
@@ -35,6 +35,7 @@ class Recorder(Room):
         everything back, so nothing is recorded for it, and a good one is expanded only once.
         ``check()`` may return options to add to the run's (known only after expansion)."""
         with self.engine.begin() as c:
+            self._one_recorder(c)
             run_id = insert_run(c, self._now(), manifest, manifest_sha256, options, 0)
             members = self._manifest_id(c, manifest)
             c.execute(manifest_jobs.delete().where(manifest_jobs.c.manifest_id == members))
@@ -69,6 +70,7 @@ class Recorder(Room):
         inputs, or the manifest's jobs in the ledger no longer number what it recorded (some
         moved to another manifest's run since)."""
         with self.engine.begin() as c:
+            self._one_recorder(c)
             earlier = c.execute(select(runs.c.id, runs.c.jobs_total, runs.c.options).where(
                 runs.c.manifest_sha256 == manifest_sha256).order_by(runs.c.id.desc()).limit(50)).all()
             match = next((r for r in earlier if json.loads(r.options).get("inputs_sha256") == inputs_sha256), None)
@@ -92,6 +94,11 @@ class Recorder(Room):
                 check_outputs((r.output, r.source) for r in c.execution_options(yield_per=5000).execute(
                     select(jobs.c.output, jobs.c.source).where(scope, jobs.c.state.in_(UNFINISHED_STATES))))
         return run_id, n, int(match.id)
+
+    def _one_recorder(self, c: Connection) -> None:
+        """On PostgreSQL, wait for any other worker's recording to commit first (``RECORD_LOCK``)."""
+        if not self.is_sqlite:
+            c.execute(select(func.pg_advisory_xact_lock(RECORD_LOCK)))
 
     def _carry_retakes(self, c: Connection, run_id: int, members: int) -> int:
         """Retakes (``batchgen retake``) of this manifest's jobs belong to it although its file

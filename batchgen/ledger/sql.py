@@ -20,6 +20,11 @@ UNFINISHED_STATES = [S.QUEUED, S.SUBMITTING, *ACTIVE_STATES]
 # PostgreSQL ("brkr"): an intent is committed either before the breaker's ``opened_at`` or after
 # it, seeing it, never beside it unseen (READ COMMITTED alone lets the two cross).
 BREAKER_LOCK = 0x62726B72
+# The advisory lock a run's recording takes on PostgreSQL ("rcrd"): workers starting together (or
+# restarted after a kill) record one after another. Each moves the manifest's unfinished jobs to
+# its run and rewrites its membership; beside each other, two such transactions lock the same job
+# rows in different orders and PostgreSQL aborts one (DeadlockDetected: that worker exited 7).
+RECORD_LOCK = 0x7263726B
 # The shape's text for the row being read (NULL for a request stored whole): ``shapes.SHAPE_SQL``
 # as SQLAlchemy builds it, a column of every job select.
 SHAPE = (select(request_shapes.c.body).where(request_shapes.c.id == jobs.c.shape_id)
