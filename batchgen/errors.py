@@ -37,7 +37,7 @@ EXIT_KEY_REFUSED = 6  # 401: the API refused the key
 EXIT_ENVIRONMENT = 7  # the ledger cannot be used: missing folder, read-only, locked, corrupt, disk full
 EXIT_DELIVERY = 8  # --deliver: the destination refused (credentials, missing bucket) or clips are still undelivered
 EXIT_INTERRUPTED = 130  # a second SIGINT/SIGTERM (or one before the run's loop could drain): ended at once
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout's reader went away (`batchgen export --csv | head`)
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout's reader went away (`batchgen export | head`)
 
 # What each exit code means, in words (notifications, metrics help).
 EXIT_MEANINGS = {

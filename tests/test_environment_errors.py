@@ -64,7 +64,7 @@ def test_a_read_only_file_system(sim, tmp_path, tmpfs):
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly_with_141(tmp_path):
-    """`batchgen export --csv | head -1`: the pipe closes while batchgen still writes. Like any
+    """`batchgen export | head -1`: the pipe closes while batchgen still writes. Like any
     Unix filter it stops with 128 + SIGPIPE, and prints no "error: Broken pipe" (it was one)."""
     import os
     import sys

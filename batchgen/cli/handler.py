@@ -93,7 +93,7 @@ class Group(click.Group):
             _report_error(e)
             ctx.exit(e.exit_code)
         except BrokenPipeError:
-            # The reader of stdout went away (`batchgen export --csv | head`): nothing is wrong
+            # The reader of stdout went away (`batchgen export | head`): nothing is wrong
             # with the command, so no "error:" line. Ends as a Unix filter ends when its pipe
             # closes (128 + SIGPIPE), with stdout pointed at /dev/null so that the interpreter's
             # own flush at exit does not raise again.

@@ -48,7 +48,7 @@ Exit codes:
 130  interrupted at once: a second Ctrl-C/SIGTERM (answered creates are recorded
      first; one still on the wire is in doubt for the next run; no summary), or one
      while the command was still starting: re-run to resume
-141  the reader of stdout went away (`batchgen export --csv | head`): the rest of
+141  the reader of stdout went away (`batchgen export | head`): the rest of
      the output was not written, as any Unix filter whose pipe closes (128 + SIGPIPE)
 """
 
