@@ -20,7 +20,8 @@ class DefaultLedger(str):
 
 def named_ledger(value: str | None, *, simulated: bool = False) -> str:
     """The ledger as it was named: ``value``, else BATCHGEN_LEDGER, else the default file."""
-    return value or os.environ.get("BATCHGEN_LEDGER") or DefaultLedger(DEFAULT_SIM_LEDGER if simulated else DEFAULT_LEDGER)
+    default = DEFAULT_SIM_LEDGER if simulated else DEFAULT_LEDGER
+    return value or os.environ.get("BATCHGEN_LEDGER") or DefaultLedger(default)
 
 
 def ledger_url(value: str | None, *, simulated: bool = False) -> str:

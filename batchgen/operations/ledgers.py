@@ -42,8 +42,9 @@ def ledger_to_compare(ledger: str | Ledger | None) -> Iterator[Ledger | None]:
     """The ledger ``plan``/``diff`` compare a manifest with, opened (read-only) before the
     manifest is read: a missing, foreign or outdated ledger is said at once, not after a
     million-row expansion. ``None`` when no ledger was named (``--ledger``, BATCHGEN_LEDGER) and
-    the default ./batchgen.db (./batchgen-sim.db with ``--simulate``) does not exist yet: planning before the first run. A named one
-    that does not exist is ``LedgerMissing``, however it was named."""
+    the default ./batchgen.db (./batchgen-sim.db with ``--simulate``) does not exist yet:
+    planning before the first run. A named one that does not exist is ``LedgerMissing``,
+    however it was named."""
     if (ledger is None or isinstance(ledger, str)) and not ledger_named(ledger):
         default = ledger_file(ledger)  # ./batchgen.db, or --simulate's ./batchgen-sim.db
         if default is not None and not default.exists():

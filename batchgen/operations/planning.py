@@ -5,7 +5,7 @@ streamed: a million-row plan never holds its jobs (``diff`` does: it matches the
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -216,9 +216,7 @@ def retakes_of_manifest(led: Ledger, manifest: str, table: PriceTable) -> dict[s
     renders and pays for them, ≈ ``credits``) and ``marked`` (clips marked retake, not queued yet)."""
     queued = led.queued_retakes(manifest)
     credits = sum(table.estimate(json.loads(j["request"])) or 0.0 for j in queued)
-    models: dict[str, int] = defaultdict(int)  # model → queued retakes: tonight's forecast renders them too
-    for j in queued:
-        models[j["model"]] += 1
+    models = Counter(j["model"] for j in queued)  # model → queued retakes: tonight's forecast renders them too
     return {"queued": len(queued), "marked": len(led.pending_retakes(manifest=manifest)), "credits": round(credits, 4),
             "models": dict(models)}
 
