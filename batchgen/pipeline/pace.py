@@ -95,6 +95,17 @@ class Polled(Protocol):
     retry_after: float | None
 
 
+MARKS = 1024  # create-sent moments kept per model for polls awaiting their answer
+
+
+def remember(marks: dict[float, None], sent: float) -> None:
+    """Mark the poll of the task whose create was sent at ``sent`` (its answer will be matched to
+    it), forgetting the oldest marks past ``MARKS``: polls whose answer never came."""
+    marks[sent] = None
+    while len(marks) > MARKS:
+        del marks[next(iter(marks))]
+
+
 @dataclass
 class Anchor:
     """Where in a create's round trip this model's tasks start, judged from the first polls placed
@@ -119,9 +130,7 @@ class Anchor:
         return rtt - ref if self.answer else 0.0
 
     def aim(self, sent: float) -> None:
-        self.aimed[sent] = None
-        while len(self.aimed) > 1024:  # first polls whose answer never came
-            del self.aimed[next(iter(self.aimed))]
+        remember(self.aimed, sent)
 
     def learn(self, create: tuple[float, float], done: bool) -> None:
         """A poll's outcome: counted when it is the first, placed at the known end."""
@@ -340,9 +349,7 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
                 if ratio >= end:
                     pace.anchor.aim(job.create_sent)
             if ratio < end and (job.create_sent or job.submitted_at):  # a probe: its outcome is news either way
-                pace.probed[job.create_sent or job.submitted_at or 0.0] = None
-                while len(pace.probed) > 1024:  # probes whose answer never came
-                    del pace.probed[next(iter(pace.probed))]
+                remember(pace.probed, job.create_sent or job.submitted_at or 0.0)
     elif est is not None and end is not None and elapsed < est * end + MARGIN_S:
         d = est * end - elapsed + MARGIN_S  # a probe came early: go to where tasks have always been done
         aimed = True
