@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,27 @@ def test_lowering_a_latency_releases_the_answers_already_waiting(sim_factory, kn
     sim.set(**{knob: 0.0})
     t.join(20)
     assert answered and time.monotonic() - t0 < 20  # far sooner than the 30 s it arrived under
+
+
+def test_habits_change_no_task_of_the_same_seed(sim_factory):
+    """The habits' delays come from a generator of their own: with or without them, a seed gives
+    the same tasks (render times, outcomes, files). Drawn from the one generator, every
+    request's jitter moved the render times of the tasks after it, and the benchmark compared an
+    API with habits to one without on two different nights (issue 31 part 4)."""
+
+    def night(**habits: Any) -> list[tuple[float, str, int]]:
+        sim = sim_factory(seed=11, render_min=3.0, render_max=8.0, p_fail=0.2, **habits)
+        body = json.dumps({"model": "grok-imagine-text-to-video", "prompt": "a lighthouse"}).encode()
+        for _ in range(8):
+            req = urllib.request.Request(sim.url + "/v1/videos/generations", method="POST", data=body,
+                                         headers={"Authorization": "Bearer k", "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                task_id = json.loads(r.read())["id"]
+            poll = urllib.request.Request(sim.url + f"/v1/tasks/{task_id}", headers={"Authorization": "Bearer k"})
+            for _ in range(3):  # polls in between: each one's jitter is a draw
+                urllib.request.urlopen(poll, timeout=10).read()
+        return [(c["render_s"], c["outcome"], c["media"]["seconds"]) for c in sim.truth()["creates"]]
+
+    plain = night()
+    assert len(plain) == 8 and len({r for r, _, _ in plain}) == 8 and {o for _, o, _ in plain} == {"completed", "failed"}
+    assert night(jitter=0.01, pending_s=0.01, latency_after=0.01, progress="none") == plain
