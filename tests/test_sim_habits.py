@@ -78,7 +78,7 @@ def test_habits_change_no_task_of_the_same_seed(sim_factory):
     request's jitter moved the render times of the tasks after it, and the benchmark compared an
     API with habits to one without on two different nights (issue 31 part 4)."""
 
-    def night(**habits: Any) -> list[tuple[float, str, int]]:
+    def night(**habits: Any) -> list[tuple[float, str, float, float]]:
         sim = sim_factory(seed=11, render_min=3.0, render_max=8.0, p_fail=0.2, **habits)
         body = json.dumps({"model": "grok-imagine-text-to-video", "prompt": "a lighthouse"}).encode()
         for _ in range(8):
@@ -89,8 +89,12 @@ def test_habits_change_no_task_of_the_same_seed(sim_factory):
             poll = urllib.request.Request(sim.url + f"/v1/tasks/{task_id}", headers={"Authorization": "Bearer k"})
             for _ in range(3):  # polls in between: each one's jitter is a draw
                 urllib.request.urlopen(poll, timeout=10).read()
-        return [(c["render_s"], c["outcome"], c["media"]["seconds"]) for c in sim.truth()["creates"]]
+        return [(c["render_s"], c["outcome"], c["media"]["seconds"],
+                 round(c["ready_at"] - c["created"] - c["render_s"], 9)) for c in sim.truth()["creates"]]
 
     plain = night()
-    assert len(plain) == 8 and len({r for r, _, _ in plain}) == 8 and {o for _, o, _ in plain} == {"completed", "failed"}
-    assert night(jitter=0.01, pending_s=0.01, latency_after=0.01, progress="none") == plain
+    assert len(plain) == 8 and len({t[0] for t in plain}) == 8 and {t[1] for t in plain} == {"completed", "failed"}
+    habits = night(jitter=0.01, pending_s=0.01, latency_after=0.01, progress="none")
+    assert [t[:3] for t in habits] == [t[:3] for t in plain]
+    assert all(0.005 <= t[3] <= 0.015 for t in habits)  # the waits in `pending`, drawn apart…
+    assert night(pending_s=0.01) == habits  # …so the jitter's draws change none of them either

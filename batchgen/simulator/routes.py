@@ -35,8 +35,9 @@ QUOTA_KEY = web.RequestKey("quota_key", str)  # the key an answer states the quo
 class Routes:
     """The API side of one simulator. ``rng`` is the simulator's one seeded generator (shared with
     ``faults``: a seed replays a run only if every draw comes from it in the same order);
-    ``habits`` draws another API's delays (``jitter``, the wait in ``pending``) from a generator
-    of its own, seeded from the same seed: drawn from ``rng``, every request's jitter moved the
+    another API's delays are drawn from generators of their own, seeded from the same seed
+    (``jitter``: a draw per request; ``waits``: the wait in ``pending``, a draw per create, so the
+    same seed gives the same waits too): drawn from ``rng``, every request's jitter moved the
     render times of the tasks after it, so an API with habits rendered other tasks than the same
     seed without them (issue 31 part 4: makespan-habits and makespan-exact, compared as "the same
     night, another API", ran on two different draws of 400 render times, whose best possible
@@ -46,7 +47,8 @@ class Routes:
     def __init__(self, config: SimConfig, rng: random.Random, counters: Counters, faults: Faults, book: Book) -> None:
         self.config = config
         self.rng = rng
-        self.habits = random.Random(f"habits:{config.seed}")
+        self.jitter = random.Random(f"jitter:{config.seed}")
+        self.waits = random.Random(f"pending:{config.seed}")
         self.counters = counters
         self.faults = faults
         self.book = book
@@ -94,7 +96,7 @@ class Routes:
         if self.config.latency:
             await self._delay("latency")
         if self.config.jitter:
-            await asyncio.sleep(self.habits.uniform(0.0, self.config.jitter))
+            await asyncio.sleep(self.jitter.uniform(0.0, self.config.jitter))
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
             return None, self._error(401, "Missing API key", "authentication_error")
@@ -171,7 +173,7 @@ class Routes:
             id=self.book.new_id(self.rng), model=body["model"], body_sha256=canonical_sha256(body), created=time.time(),
             render=render, estimate=render * self.rng.uniform(1 - c.estimate_noise, 1 + c.estimate_noise),
             outcome=outcome, fail_code=code, credits=credits, file_size=self.rng.randint(c.file_min, c.file_max),
-            wait=c.pending_s * self.habits.uniform(0.5, 1.5) if c.pending_s else 0.0, received=received,
+            wait=c.pending_s * self.waits.uniform(0.5, 1.5) if c.pending_s else 0.0, received=received,
             **plan(body, c, self.faults))
         self.book.tasks[t.id] = t
         self.book.save({"task": asdict(t)})
