@@ -63,6 +63,9 @@ class RequestBudget:
         self._wait = 0.0  # moving average of the seconds a request waited for its token
         self.used = 0
         self.throttled = 0
+        self.idle = True  # asked for no token and met no 429 between the fleet's last two looks (``view``)
+        self._asked = 0  # tokens asked for since the last ``view``
+        self._cuts_seen = 0
 
     @property
     def rpm(self) -> float | None:
@@ -98,14 +101,22 @@ class RequestBudget:
 
     def view(self) -> float | None:
         """The key's rate this worker holds, grown up to now (what it writes with its heartbeat:
-        a worker that sent nothing since the fleet's last look still grew while it waited)."""
+        a worker that sent nothing since the fleet's last look still grew while it waited);
+        None while it is idle: it asked for no token and met no 429 since its last look. An idle
+        worker learns nothing of the limit, and the fleet paces at the lowest rate a live worker
+        holds: the rate it last had would pin every worker at it (a worker whose share of the
+        manifest is done, one that found nothing to claim), however far the others could grow."""
         self.control.tick(time.monotonic(), self.binding)
-        return self.control.rpm
+        asked, self._asked = self._asked or bool(self._queue), 0
+        cut, self._cuts_seen = self.control.cuts != self._cuts_seen, self.control.cuts
+        self.idle = not (asked or cut)
+        return None if self.idle else self.control.rpm
 
     def adopt(self, fleet_rpm: float | None, *, joining: bool = False) -> None:
-        """The fleet's shared view of the key's rate (see ``RateControl.adopt``)."""
+        """The fleet's shared view of the key's rate (see ``RateControl.adopt``). An idle worker
+        takes it as it is, as a joining one does: it starts from the fleet's rate when work comes."""
         if fleet_rpm:
-            self.control.adopt(fleet_rpm, joining=joining)
+            self.control.adopt(fleet_rpm, joining=joining or self.idle)
             self._reschedule()
 
     def observe(self, quota: Quota) -> None:
@@ -128,6 +139,7 @@ class RequestBudget:
         """Wait for a token. ``due``: when a poll was meant to go (monotonic; default now)."""
         now = time.monotonic()
         self.control.tick(now, self.binding)
+        self._asked += 1
         if not self._queue and now >= self._ready_at():
             self._grant(now, now)
             return

@@ -163,6 +163,34 @@ def test_a_stated_quota_is_believed_and_a_fleet_view_only_lowers():
     assert rc.rpm == 100.0
 
 
+def test_an_idle_fleet_worker_holds_no_rate_and_takes_the_fleets(monkeypatch):
+    """A fleet paces at the lowest rate a live worker holds (``--rpm auto``). A worker that asked
+    for no token since the fleet's last look (its share of the manifest done, nothing left to
+    claim) learns nothing of the limit: it holds no rate — the one it last had would pin every
+    worker at it (three workers on 80 jobs at 48 slots each stayed at one request a second for
+    minutes) — and takes the fleet's as it is. A worker that asks, or met a 429, holds its own."""
+    now = [1000.0]
+    monkeypatch.setattr(budget_mod.time, "monotonic", lambda: now[0])
+    b = RequestBudget(None, auto=True)
+    assert b.view() is None and b.idle  # nothing asked yet
+    b.adopt(300.0)
+    assert b.rpm == 300.0  # idle: the fleet's, upwards too
+    asyncio.run(b.acquire(Need.CREATE))
+    now[0] += 0.5
+    assert b.view() == 300.0 and not b.idle  # it asked: its own view (not binding: not grown)
+    b.adopt(400.0)
+    assert b.rpm == 300.0  # a view of its own: the fleet's only lowers it
+    now[0] += 0.5
+    assert b.view() is None  # nothing asked since
+    b.adopt(400.0)
+    assert b.rpm == 400.0
+    b.throttle(None)  # a 429 (a request of the last moment): the cut is what the fleet must see
+    now[0] += 0.5
+    assert b.view() == pytest.approx(400.0 * ratelearn.DECREASE) and not b.idle
+    b.adopt(500.0)
+    assert b.rpm == pytest.approx(360.0)
+
+
 @pytest.mark.slow
 def test_rate_limited_api_all_jobs_finish_and_429s_stay_rare(sim_factory, tmp_path):
     sim = sim_factory(rpm_limit=600, render_min=0.05, render_max=0.1)

@@ -17,7 +17,7 @@ from batchgen.ledger import Ledger, make_engine
 from conftest import check_invariants, ledger_at_revision, migrated_down, write_csv_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
-LIMIT_RPM = 900.0  # the simulated API's limit: 15 requests a second for the key
+LIMIT_RPM = 360.0  # the simulated API's limit: 6 requests a second for the key, six times the start
 
 
 def _migrate_0013_and_back(url: str, monkeypatch) -> None:
@@ -45,7 +45,7 @@ def test_migration_0013_upgrades_and_downgrades_on_postgres(pg_url, monkeypatch)
 
 def _worker(manifest: Path, pg_url: str, out: Path, api: str, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "batchgen", "run", str(manifest), "--ledger", pg_url, "--out", str(out),
-           "--api-base", api, "--rpm", "auto", "--concurrency", "48", "--poll-min", "0.05",
+           "--api-base", api, "--rpm", "auto", "--concurrency", "16", "--poll-min", "0.05",
            "--heartbeat", "0.5", "--lease-timeout", "3", "-q", "--json", "--no-verify"]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
                             env={**os.environ, "BATCHGEN_API_KEY": "sk-fleet"})
@@ -56,13 +56,16 @@ def _worker(manifest: Path, pg_url: str, out: Path, api: str, log: Path) -> subp
 def test_three_workers_learn_one_limit_for_their_key_through_the_ledger(pg_url, sim_factory, tmp_path):
     """Three workers, one key, a limit none was told. Each writes the rate it holds with its
     heartbeat and paces at its share of the lowest: together they go well past the start (60 a
-    minute for the key), stay under the limit, and hold one rate, not three. 200 jobs, about
-    400 requests: the climb from one request a second to the limit (some 40 s, ~200 requests,
-    whatever the number of jobs) leaves ~200 to be made near the limit, some fifteen seconds
-    of the fleet holding it (the busiest five seconds are asserted below; 360 jobs only
-    made that stretch longer)."""
+    minute for the key), stay under the limit, and hold one rate, not three. 80 jobs, 160
+    requests: the climb from one request a second to the limit (some 30 s and 80 requests,
+    whatever the number of jobs) leaves ~80 to be made at the limit, some thirteen seconds of
+    the fleet holding it (the busiest five seconds are asserted below). It was 200 jobs at 15
+    a second: the same climb and stretch, longer, at two and a half times the requests.
+    16 slots a worker: each claims work from the start to the end (with 48, 80 jobs left the
+    third worker nothing to do — which, before idle workers stopped holding a rate, pinned the
+    fleet at its start: ``test_an_idle_fleet_worker_holds_no_rate_and_takes_the_fleets``)."""
     sim = sim_factory(seed=7, rpm_limit=LIMIT_RPM, render_min=0.2, render_max=0.6, media="stub")
-    n = 200
+    n = 80
     manifest = write_csv_manifest(tmp_path / "m.csv", n)
     out = tmp_path / "out"
     procs = [_worker(manifest, pg_url, out, sim.url, tmp_path / f"w{i}.log") for i in range(3)]
