@@ -233,7 +233,7 @@ def test_kill_minus_9_with_delivery_on(sim_factory, s3, tmp_path):
     """The chaos check with --deliver: random kills and the delivery crash points, then every
     money invariant and every delivered object's checksum."""
     sim = sim_factory(seed=12, render_min=0.3, render_max=1.0, p429=0.05, retry_after=0.05, p_truncate=0.05)
-    m = write_csv_manifest(tmp_path / "m.csv", 40)
+    m = write_csv_manifest(tmp_path / "m.csv", 40, small=True)  # each clip verified and drawn, in every run
     for point in ("mid_upload:2", "after_upload_before_record:5", "mid_upload:9"):
         p = _subprocess_run(sim, m, tmp_path, s3, crash=point)
         assert p.returncode in (137, 0), p.stderr
