@@ -47,9 +47,19 @@ def _rows(ledger: Path) -> list[dict]:
         led.close()
 
 
+@pytest.fixture
+def browser(tmp_path):
+    """One Chromium for the whole morning: both reviews are pages of their own server (another
+    port: another origin, nothing of the first page's kept), and a second browser only cost
+    its start-up (about 1 s of CPU)."""
+    d = chromium(tmp_path)
+    yield d
+    d.quit()
+
+
 @pytest.mark.slow  # ~20 s: a demo night, then the whole morning in Chromium
 @pytest.mark.chromium
-def test_the_morning_after_a_demo_night(tmp_path, s3, monkeypatch):
+def test_the_morning_after_a_demo_night(tmp_path, s3, monkeypatch, browser):
     out = tmp_path / "demo"
     r = run_cli(["demo", "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -60,7 +70,7 @@ def test_the_morning_after_a_demo_night(tmp_path, s3, monkeypatch):
 
     # the review, by keyboard only
     srv = ServerThread(ledger, out / "videos")
-    d = chromium(tmp_path)
+    d = browser
     try:
         d.get(srv.url)
         wait(lambda: d.execute_script("return document.body.getAttribute('data-loaded')"), what="the page")
@@ -88,7 +98,6 @@ def test_the_morning_after_a_demo_night(tmp_path, s3, monkeypatch):
                                "document.body.getAttribute('data-current'), "
                                "[...document.querySelectorAll('.take')].map(t => t.dataset.job + ':' + t.dataset.review)]")
     finally:
-        d.quit()
         srv.stop()
     by_verdict: dict[str | None, list[dict]] = {}
     for j in _rows(ledger):
@@ -122,14 +131,12 @@ def test_the_morning_after_a_demo_night(tmp_path, s3, monkeypatch):
 
     # the retakes are what waits for review from the last run: approve both by keyboard
     srv = ServerThread(ledger, out / "videos")
-    d = chromium(tmp_path)
     try:
         d.get(srv.url)
         wait(lambda: d.execute_script("return document.body.getAttribute('data-loaded')"), what="the page")
         assert int(d.execute_script("return document.querySelector('[data-count=clips] b').textContent")) == 2
         _keys(d, "aa")
     finally:
-        d.quit()
         srv.stop()
 
     # report and export show the verdicts
