@@ -167,8 +167,9 @@ def test_an_idle_fleet_worker_holds_no_rate_and_takes_the_fleets(monkeypatch):
     """A fleet paces at the lowest rate a live worker holds (``--rpm auto``). A worker that asked
     for no token since the fleet's last look (its share of the manifest done, nothing left to
     claim) learns nothing of the limit: it holds no rate — the one it last had would pin every
-    worker at it (three workers on 80 jobs at 48 slots each stayed at one request a second for
-    minutes) — and takes the fleet's as it is. A worker that asks, or met a 429, holds its own."""
+    worker at it (three workers on 80 jobs at 48 slots each stayed at the start rate, 60 a
+    minute, for minutes) — and takes the fleet's as it is. A worker that asks, or met a 429,
+    holds its own."""
     now = [1000.0]
     monkeypatch.setattr(budget_mod.time, "monotonic", lambda: now[0])
     b = RequestBudget(None, auto=True)
