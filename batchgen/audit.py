@@ -50,9 +50,11 @@ class Audit:
         return d
 
 
-def audit(truth: dict[str, Any], ledger: str | Path, out_dir: Path) -> Audit:
+def audit(truth: dict[str, Any], ledger: str | Path | Ledger, out_dir: Path) -> Audit:
+    """``ledger``: a path or URL (opened and closed here), or a ledger the caller keeps open —
+    a test auditing after every step of many (tests/test_lifecycle_stateful.py) opens it once."""
     a = Audit()
-    led = Ledger(str(ledger))
+    led = ledger if isinstance(ledger, Ledger) else Ledger(str(ledger))
     try:
         rows = list(led.iter_export())
         known = led.known_task_ids()
@@ -67,7 +69,8 @@ def audit(truth: dict[str, Any], ledger: str | Path, out_dir: Path) -> Audit:
             if j["state"] in (S.IN_DOUBT, S.SUBMITTING) or any(e["to_state"] == S.IN_DOUBT for e in evs):
                 doubted.add(j["id"])
     finally:
-        led.close()
+        if led is not ledger:
+            led.close()
     if a.integrity != "ok":
         a.violations.append(f"integrity_check: {a.integrity}")
     a.jobs = len(rows)

@@ -14,14 +14,17 @@ import json
 import random
 import shutil
 import tempfile
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from batchgen import media
 from batchgen.audit import audit
 from batchgen.client import Api, TaskInfo
 from batchgen.errors import ApiError, DownloadError, ErrorClass
@@ -151,6 +154,34 @@ def _empty_ledger() -> Path:
     return folder
 
 
+_REAL_POOL = media.pool
+
+
+class _KeptPool(Executor):
+    """The verification pool of every run of this test: one real ``media.pool`` (a spawned
+    worker process, as a run's), started once and kept, where each run started its own and shut
+    it down at its end. Starting a pool is new interpreters importing batchgen.media and PyAV,
+    some 30 times over (every run that downloads a clip), and seconds of waiting each under
+    load; what the test checks (the ledger's states, the money) meets the clip's verdict the same
+    way (the same ``media.inspect``, in another process). Starting and stopping a pool is tested
+    where it matters (test_verification.py, and test_kill.py's runs, killed with theirs)."""
+
+    def __init__(self) -> None:
+        self.inner = _REAL_POOL(1)  # media.pool itself is this class's while a run runs
+        atexit.register(self.inner.shutdown, wait=True, cancel_futures=True)
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self.inner.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """A run's end: the pool is kept for the next run (a run ends only once its checks did)."""
+
+
+@functools.cache
+def _kept_pool() -> _KeptPool:
+    return _KeptPool()
+
+
 class JobLifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -160,9 +191,23 @@ class JobLifecycle(RuleBasedStateMachine):
         self.manifest = write_csv_manifest(self.dir / "m.csv", N_JOBS)
         self.api = FakeAPI(seed=len(str(self.dir)))
         self.runs = 0
+        self._reader: Ledger | None = None
 
     def teardown(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def reader(self) -> Ledger:
+        """The example's ledger opened read-only once, for the audit after every step and the
+        operator's look at what is in doubt; closed (its connections, never its engine) after
+        each use, so that no connection is open while a step runs. A new open for each of them
+        made a new SQLAlchemy engine that compiled every statement again (3 of 4 opens of this
+        test). Each run still opens the ledger anew (a process restart is what a run after a
+        crash is), and so does each resolution that writes."""
+        if self._reader is None:
+            self._reader = Ledger(str(self.dir / "l.db"), create=False, readonly=True)
+        return self._reader
 
     def _opts(self, retry_failed: bool) -> RunOptions:
         return RunOptions(out_dir=self.dir / "out", concurrency=3, rpm=None, poll_min=0.01, task_timeout=30,
@@ -194,7 +239,8 @@ class JobLifecycle(RuleBasedStateMachine):
             async def main() -> None:
                 await asyncio.wait_for(execute(led, prepared, opts, api, stop), 60)  # type: ignore[arg-type]
 
-            asyncio.run(main())
+            with mock.patch.object(media, "pool", lambda workers=None: _kept_pool()):
+                asyncio.run(main())
         finally:
             led.close()
         self.runs += 1
@@ -203,14 +249,18 @@ class JobLifecycle(RuleBasedStateMachine):
     # hypothesis needs the same draws whatever the state (replayable examples).
     @rule(pick=st.integers(0, 1000), action=st.sampled_from(["adopt", "resubmit", "abandon"]))
     def resolve_in_doubt(self, pick, action):
+        reader = self.reader()
+        try:
+            doubt = reader.jobs_in_state("in_doubt")
+            known = reader.known_task_ids()
+        finally:
+            reader.close()
+        if not doubt:
+            return
         led = Ledger(str(self.dir / "l.db"))
         try:
-            doubt = led.jobs_in_state("in_doubt")
-            if not doubt:
-                return
             j = doubt[pick % len(doubt)]
             body = canonical_sha256(json.loads(j["request"]))
-            known = led.known_task_ids()
             orphan = next((tid for tid, t in self.api.tasks.items() if t["body"] == body and tid not in known), None)
             if action == "adopt" and orphan:
                 t = Transition(j["id"], "submitted", ("in_doubt",), {"submitted_at": 1.0}, task_id=orphan,
@@ -228,7 +278,11 @@ class JobLifecycle(RuleBasedStateMachine):
     def money_invariants(self):
         if not (self.dir / "l.db").exists():
             return
-        a = audit(self.api.truth(), self.dir / "l.db", self.dir / "nonexistent-out-for-temp-check")
+        reader = self.reader()
+        try:
+            a = audit(self.api.truth(), reader, self.dir / "nonexistent-out-for-temp-check")
+        finally:
+            reader.close()
         assert a.unknown == 0, a.violations
         assert a.duplicates == 0, a.violations
         assert a.invented == 0, a.violations
