@@ -78,7 +78,7 @@ def _final_checks(sim, tmp_path: Path, n_jobs: int, min_in_doubt: int) -> None:
 
 def test_kill_minus_9_at_named_points(sim_factory, tmp_path, zygote):
     sim = sim_factory(seed=11, render_min=0.2, render_max=0.8, p429=0.05, retry_after=0.05, p_truncate=0.05)
-    manifest = write_csv_manifest(tmp_path / "m.csv", 40)
+    manifest = write_csv_manifest(tmp_path / "m.csv", 40, small=True)  # the money, not the pictures
     args = _args(sim.url, manifest, tmp_path)
     crashed_ambiguous = 0
     for i, (name, n) in enumerate(CRASH_POINTS):
@@ -94,7 +94,7 @@ def test_kill_minus_9_at_named_points(sim_factory, tmp_path, zygote):
 
 def test_kill_minus_9_at_random_moments(sim_factory, tmp_path, zygote):
     sim = sim_factory(seed=5, render_min=0.5, render_max=1.5, p429=0.05, retry_after=0.05, p_truncate=0.05)
-    manifest = write_csv_manifest(tmp_path / "m.csv", 150)
+    manifest = write_csv_manifest(tmp_path / "m.csv", 150, small=True)  # the money, not the pictures
     args = _args(sim.url, manifest, tmp_path)
     rng = random.Random(1234)
     kills = 0
