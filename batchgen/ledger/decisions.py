@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -74,6 +74,59 @@ _COLS = (decisions.c.id, decisions.c.job_id, decisions.c.verdict, decisions.c.pi
 # as ``d`` (NULLs when it has none). An index seek per job (ix_decisions_job_id_id).
 LATEST_JOIN = ("LEFT JOIN decisions d ON d.id = (SELECT max(x.id) FROM decisions x WHERE x.job_id = jobs.id)")
 LATEST_COLUMNS = ("d.verdict", "d.note", "d.reviewer", "d.pick")
+
+
+def retake_chains(c: Connection, parents: Mapping[int, int]) -> dict[int, tuple[int, ...]]:
+    """Each retake's chain (``parents``: retake id → the job it replaces): the jobs it replaces,
+    nearest first, up to the first one that is no retake (looked up here when not given)."""
+    known: dict[int, int | None] = dict(parents)
+    while missing := sorted({p for p in known.values() if p is not None and p not in known}):
+        for i in range(0, len(missing), 500):
+            chunk = missing[i : i + 500]
+            found = {int(j): r for j, r in c.execute(select(jobs.c.id, jobs.c.retake_of).where(jobs.c.id.in_(chunk)))}
+            known.update((j, None if found.get(j) is None else int(found[j])) for j in chunk)
+    chains: dict[int, tuple[int, ...]] = {}
+    for r in parents:
+        chain: list[int] = []
+        p = known[r]
+        while p is not None and p != r and p not in chain:  # ids only grow along a chain; guarded anyway
+            chain.append(p)
+            p = known[p]
+        chains[r] = tuple(chain)
+    return chains
+
+
+def rooted_in(chains: Mapping[int, tuple[int, ...]], present: Collection[int]) -> set[int]:
+    """THE definition of the retakes that belong to a manifest's expansion (``present``: the ids
+    of its jobs): those with one of its jobs on their chain (``retake_chains``). A run carries
+    exactly these (``Recorder.record_run``) and `plan`/`diff` count exactly these
+    (``RetakeCandidates.of_expansion``): one definition, so the two never disagree."""
+    return {r for r, chain in chains.items() if any(a in present for a in chain)}
+
+
+@dataclass(frozen=True)
+class RetakeCandidates:
+    """Every queued retake and every clip marked retake (not queued yet) in the ledger, with
+    what `plan`/`diff` need to keep those of the expansion they stream (``of_expansion``)."""
+
+    queued: list[JobRow]
+    marked: list[JobRow]
+    chains: dict[int, tuple[int, ...]]  # of the queued retakes and of the marked clips that are retakes
+    keys: dict[int, str]  # job id → key, of every job on those chains and of the candidates
+
+    @property
+    def wanted(self) -> frozenset[str]:
+        """The keys an expansion is matched against: only these need remembering as it streams."""
+        return frozenset(self.keys.values())
+
+    def of_expansion(self, keys: Collection[str]) -> tuple[list[JobRow], list[JobRow]]:
+        """(queued retakes, marked clips) that belong to an expansion of these job keys — what
+        its run renders (a queued retake the expansion lists itself is one of its own jobs, not
+        a retake to add) and what `batchgen retake` could queue for it."""
+        present = {i for i, k in self.keys.items() if k in keys}
+        belong = rooted_in(self.chains, present)
+        return ([j for j in self.queued if j["id"] in belong and j["id"] not in present],
+                [j for j in self.marked if j["id"] in present or j["id"] in belong])
 
 
 def _row(r: Any) -> Decision:
@@ -173,7 +226,12 @@ class Decisions(Room):
     def pending_retakes(self, run_id: int | None = None, manifest: str | None = None
                         ) -> list[tuple[JobRow, Decision]]:
         """Finished clips whose latest verdict is retake and that no job retakes yet (of one run,
-        or of a manifest's membership), with that decision, in id order."""
+        or of a manifest's membership as last recorded), with that decision, in id order."""
+        with self._read() as c:
+            return self._pending_in(c, run_id, manifest)
+
+    def _pending_in(self, c: Connection, run_id: int | None = None, manifest: str | None = None
+                    ) -> list[tuple[JobRow, Decision]]:
         other = jobs.alias()  # Core's alias: what the ORM's aliased() gives for a table, without loading the ORM
         latest = select(func.max(decisions.c.id)).group_by(decisions.c.job_id).scalar_subquery()
         q = (job_select().add_columns(*_COLS).join(decisions, decisions.c.job_id == jobs.c.id)
@@ -186,21 +244,25 @@ class Decisions(Room):
             q = q.where(jobs.c.id.in_(select(manifest_jobs.c.job_id)
                                       .where(manifest_jobs.c.manifest_id == manifest_id(manifest))))
         n = len(jobs.c) + 1  # the job's columns and its shape, then the decision's
-        with self._read() as c:
-            out = []
-            for r in c.execute(q):
-                job = job_row(_Head(r, n))
-                out.append((job, _row(_Tail(r, n))))
-            return out
+        return [(job_row(_Head(r, n)), _row(_Tail(r, n))) for r in c.execute(q)]
 
-    def queued_retakes(self, manifest: str | None = None) -> list[JobRow]:
-        """Retakes recorded and not yet submitted (of a manifest's membership, or all)."""
-        q = job_select().where(jobs.c.retake_of.is_not(None), jobs.c.state == JobState.QUEUED).order_by(jobs.c.id)
-        if manifest is not None:
-            q = q.where(jobs.c.id.in_(select(manifest_jobs.c.job_id)
-                                      .where(manifest_jobs.c.manifest_id == manifest_id(manifest))))
+    def retake_candidates(self) -> RetakeCandidates:
+        """Every queued retake and every clip marked retake and not queued yet, with their
+        chains and keys: `plan` and `diff` keep those of the manifest as it expands NOW
+        (``RetakeCandidates.of_expansion``), which is what its run renders — not those of its
+        membership as last recorded, which an edit since has changed."""
         with self._read() as c:
-            return [job_row(r) for r in c.execute(q)]
+            queued = [job_row(r) for r in c.execute(job_select().where(
+                jobs.c.retake_of.is_not(None), jobs.c.state == JobState.QUEUED).order_by(jobs.c.id))]
+            marked = [j for j, _ in self._pending_in(c)]
+            chains = retake_chains(c, {int(j["id"]): int(j["retake_of"]) for j in (*queued, *marked)
+                                       if j["retake_of"] is not None})
+            keys = {int(j["id"]): str(j["key"]) for j in (*queued, *marked)}
+            ids = sorted({a for chain in chains.values() for a in chain} - keys.keys())
+            for i in range(0, len(ids), 500):
+                keys.update((int(j), str(k)) for j, k in c.execute(
+                    select(jobs.c.id, jobs.c.key).where(jobs.c.id.in_(ids[i : i + 500]))))
+        return RetakeCandidates(queued, marked, chains, keys)
 
     def retakes_of(self, job_ids: Sequence[int]) -> list[JobRow]:
         """Jobs that retake any of these jobs."""

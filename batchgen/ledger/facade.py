@@ -202,7 +202,7 @@ class Ledger:
     verdict_counts = _Forward("decisions", Decisions.verdict_counts)
     takes_of = _Forward("decisions", Decisions.takes_of)
     pending_retakes = _Forward("decisions", Decisions.pending_retakes)
-    queued_retakes = _Forward("decisions", Decisions.queued_retakes)
+    retake_candidates = _Forward("decisions", Decisions.retake_candidates)
     retakes_of = _Forward("decisions", Decisions.retakes_of)
     outputs_in_use = _Forward("decisions", Decisions.outputs_in_use)
 

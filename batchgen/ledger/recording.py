@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from ..jobs import Job, JobState, canonical_json, raw_digest
 from ..schema import jobs, manifest_jobs, manifests, request_shapes, runs
 from .database import Room
+from .decisions import retake_chains, rooted_in
 from .runs import insert_run
 from .scope import Scope, of_manifest
 from .shapes import MAX_SHAPES, split
@@ -76,11 +77,13 @@ class Recorder(Room):
             match = next((r for r in earlier if json.loads(r.options).get("inputs_sha256") == inputs_sha256), None)
             if match is None:
                 return None
-            # This path's recorded membership must be of these bytes too (it was edited and
-            # edited back: record it again, or its scope would be the other version's jobs).
-            last = c.execute(select(runs.c.manifest_sha256).where(runs.c.manifest == manifest)
-                             .order_by(runs.c.id.desc()).limit(1)).scalar()
-            if last not in (None, manifest_sha256):
+            # This path's recorded membership must be of these inputs too (it was edited and
+            # edited back — its bytes or only its rows CSV: record it again, or its scope would
+            # be the other version's jobs, and retakes of its clips would not be its own).
+            last = c.execute(select(runs.c.manifest_sha256, runs.c.options).where(runs.c.manifest == manifest)
+                             .order_by(runs.c.id.desc()).limit(1)).first()
+            if last is not None and (last.manifest_sha256 != manifest_sha256
+                                     or json.loads(last.options).get("inputs_sha256") != inputs_sha256):
                 return None
             scope = of_manifest(Scope(manifest, manifest_sha256))
             n = int(c.execute(select(func.count()).select_from(jobs).where(scope)).scalar() or 0)
@@ -102,23 +105,26 @@ class Recorder(Room):
 
     def _carry_retakes(self, c: Connection, run_id: int, members: int) -> int:
         """Retakes (``batchgen retake``) of this manifest's jobs belong to it although its file
-        does not list them: they stay members, and the queued ones move to this run, so the
-        next run of the manifest renders exactly them. Returns how many were added."""
-        added = 0
-        for _ in range(20):  # a retake of a retake is a member once the first one is
-            ph = placeholder(c)
-            r = c.exec_driver_sql(
-                f"INSERT INTO manifest_jobs (manifest_id, job_id) SELECT {ph('m')}, id FROM jobs WHERE retake_of IN "
-                f"(SELECT job_id FROM manifest_jobs WHERE manifest_id = {ph('m')}) AND id NOT IN "
-                f"(SELECT job_id FROM manifest_jobs WHERE manifest_id = {ph('m')})", {"m": members})
-            if not r.rowcount:
-                break
-            added += r.rowcount
+        does not list them: those whose chain leads to a job of this expansion (``rooted_in``,
+        the definition `plan` and `diff` count by) become members, and the queued ones move to
+        this run, so the run renders exactly them. Returns how many were added."""
+        parents = {int(i): int(p) for i, p in c.execute(
+            select(jobs.c.id, jobs.c.retake_of).where(jobs.c.retake_of.is_not(None)))}
+        chains = retake_chains(c, parents)
+        # Membership holds this expansion's jobs alone here (the caller rewrote it).
+        on_chains = sorted(set(parents) | {a for chain in chains.values() for a in chain})
+        present: set[int] = set()
+        for i in range(0, len(on_chains), 500):
+            present.update(int(j) for (j,) in c.execute(select(manifest_jobs.c.job_id).where(
+                manifest_jobs.c.manifest_id == members, manifest_jobs.c.job_id.in_(on_chains[i : i + 500]))))
+        added = sorted(rooted_in(chains, present) - present)
+        if added:
+            c.execute(manifest_jobs.insert(), [{"manifest_id": members, "job_id": j} for j in added])
         c.execute(update(jobs).where(jobs.c.retake_of.is_not(None), jobs.c.state == S.QUEUED, jobs.c.run_id != run_id,
                                      jobs.c.id.in_(select(manifest_jobs.c.job_id)
                                                    .where(manifest_jobs.c.manifest_id == members)))
                   .values(run_id=run_id, updated_at=time.time()))
-        return added
+        return len(added)
 
     def record_retakes(self, retakes: Sequence[tuple[int, Job]]) -> int:
         """Record retakes in one transaction: each new ``Job`` (``retake_of`` set) queued in the

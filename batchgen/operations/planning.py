@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from .. import forecast
 from ..cost import Costs, PriceTable
 from ..jobs import ACTIVE, DEFAULT_MAX_ATTEMPTS, JobRow, JobState, short_key
-from ..ledger import Ledger
+from ..ledger import Ledger, RetakeCandidates
 from ..manifest import Manifest
 from ..specs import Catalog
 from .ledgers import ledger_to_compare
@@ -46,9 +47,15 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
         batch_models: list[str] = []
         to_submit: dict[str, int] = defaultdict(int)  # model → jobs a run would create (the forecast)
         pending: list[tuple[str, str, str, str]] = []
+        # Retakes are counted by the expansion as it is now, as the run carries them: only the
+        # keys on their chains are remembered while it streams.
+        candidates = None if led is None else led.retake_candidates()
+        wanted = frozenset() if candidates is None else candidates.wanted
+        seen: set[str] = set()
 
         def classify() -> None:
             known = led.states_by_key(batch) if led is not None else {}
+            seen.update(k for k in batch if k in wanted)
             for k, model in zip(batch, batch_models):
                 bucket = _bucket(known.get(k))
                 buckets[bucket] += 1
@@ -74,7 +81,7 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
                 classify()
         m.check()
         classify()
-        retakes = None if led is None else retakes_of_manifest(led, str(m.path.resolve()), table)
+        retakes = None if candidates is None else retakes_of_expansion(candidates, seen, table)
         for model, n in (retakes or {}).get("models", {}).items():
             to_submit[model] += n  # counted in "to submit": the forecast says how long they take
         history = {} if led is None else led.render_history(to_submit)
@@ -130,14 +137,14 @@ def diff(manifest: str | Path, *, ledger: str | Ledger | None = None,
         new = list(m.expand())
         m.check()
         path = str(m.path.resolve())
+        new_keys = {j.key for j in new}
         if led is not None:
             old = led.manifest_members(path)
             known = led.states_by_key([j.key for j in new])
             last_run = led.last_run_of(path)
-            retakes = retakes_of_manifest(led, path, table)
+            retakes = retakes_of_expansion(led.retake_candidates(), new_keys, table)
             history = led.render_history(sorted({j.model for j in new} | set(retakes["models"])))
     old = old or []
-    new_keys = {j.key for j in new}
     old_by_key = {j["key"]: j for j in old}
     gone = {j["key"]: j for j in old if j["key"] not in new_keys}
     by_output = {j["output"]: j for j in gone.values()}
@@ -211,14 +218,15 @@ def _forecast(jobs: dict[str, int], history: dict[str, dict[str, Any]], catalog:
     return {**night.as_dict(), "rpm": "auto" if auto else budget, "lines": lines}
 
 
-def retakes_of_manifest(led: Ledger, manifest: str, table: PriceTable) -> dict[str, Any]:
-    """Retakes of this manifest's clips: ``queued`` (recorded by `batchgen retake`: the next run
-    renders and pays for them, ≈ ``credits``) and ``marked`` (clips marked retake, not queued yet)."""
-    queued = led.queued_retakes(manifest)
+def retakes_of_expansion(candidates: RetakeCandidates, keys: Collection[str], table: PriceTable) -> dict[str, Any]:
+    """Retakes of the clips of a manifest as it expands now (``keys``: its jobs' keys), as its
+    run carries them (``RetakeCandidates.of_expansion``): ``queued`` (recorded by `batchgen
+    retake`: the next run renders and pays for them, ≈ ``credits``) and ``marked`` (clips marked
+    retake, not queued yet). A clip the manifest no longer lists takes its retakes with it."""
+    queued, marked = candidates.of_expansion(keys)
     credits = sum(table.estimate(json.loads(j["request"])) or 0.0 for j in queued)
     models = Counter(j["model"] for j in queued)  # model → queued retakes: tonight's forecast renders them too
-    return {"queued": len(queued), "marked": len(led.pending_retakes(manifest=manifest)), "credits": round(credits, 4),
-            "models": dict(models)}
+    return {"queued": len(queued), "marked": len(marked), "credits": round(credits, 4), "models": dict(models)}
 
 
 def _changes(was: dict[str, Any], now: dict[str, Any], take_was: str | None, take_now: str | None) -> list[str]:
