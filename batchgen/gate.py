@@ -15,7 +15,7 @@ earliest a live worker of the manifest works to (``join_deadline``, again with e
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import forecast
@@ -212,16 +212,17 @@ class Gate:
                 self.breakers.forget(model)
         return list(fleet)
 
-    async def probes(self, blocked: list[str], worker: int, scope: Scope) -> list[JobRow]:
+    async def probes(self, blocked: list[str], worker: int, scope: Scope, skip: Sequence[int] = ()) -> list[JobRow]:
         """For each open model whose cool-off is over: the probe job, if this worker is the one
         that takes the probe (``take_probe``: one at a time, ``MAX_PROBES`` for the fleet),
-        claimed alone; a probe taken with no job to claim is given back."""
+        claimed alone (never one of ``skip``: jobs this worker gave up on); a probe taken with
+        no job to claim is given back."""
         rows: list[JobRow] = []
         led = self.w.ledger
         for model in blocked:
             if (self.breakers.allows(model, time.monotonic())
                     and await self.w.read(led.take_probe, model, self.cooloff, MAX_PROBES)):
-                probe = await self.w.read(led.claim, worker, scope, 1, None, (), model)
+                probe = await self.w.read(led.claim, worker, scope, 1, None, (), model, skip)
                 if not probe:
                     await self.w.read(led.give_back_probe, model)
                 self._taken.update(r["id"] for r in probe)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from . import logs
 from .ahead import Ahead
 from .client import Api
+from .errors import LedgerError
 from .failures import classify
 from .gate import Gate
 from .feed import Feed
@@ -66,6 +67,7 @@ class Scheduler:
         self._slot_freed = asyncio.Event()
         self._feed_closed = False  # no queued job may start any more tonight (deadline, breakers)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._given_up: list[int] = []  # fleet: queued jobs whose create kept failing here, let go to the others
         self.ahead = Ahead(self.ctx, self.submitter, self.gate, slots_full=lambda: self._inflight >= opts.concurrency,
                            wake=self._slot_freed.set, enabled=self.worker is None)
 
@@ -130,9 +132,19 @@ class Scheduler:
 
     async def _drive(self, job: LiveJob) -> None:
         await self._stages(job)
-        if job.state == S.FAILED and self.worker is not None:
-            # No render retry of it tonight: its lease kept the others waiting (``pending_elsewhere``)
-            await self.w.read(self.w.ledger.let_go, self.worker, job.id)
+        if self.worker is not None and job.state in (S.FAILED, S.QUEUED):
+            # Given up on tonight: a failed task with no render retry, or a queued job this worker
+            # does not create (its create kept failing; out of budget, stopped, past the deadline,
+            # its breaker open). Let go at once: held, it kept every other worker waiting for it
+            # (``pending_elsewhere``) where none could claim it — two workers each holding one
+            # waited on each other until stopped. One whose create kept failing here is left to
+            # the others, not claimed again by this worker.
+            if job.state == S.QUEUED and job.given_up:
+                self._given_up.append(job.id)
+            try:
+                await self.w.read(self.w.ledger.let_go, self.worker, job.id)
+            except LedgerError as e:  # not this job's failure: its lease goes when this worker leaves or dies
+                self.log(f"job {job.name} ({job.short}): its lease could not be handed back yet ({e})")
 
     async def _stages(self, job: LiveJob) -> None:
         """One job through the stages; its render slot is freed once its result is ready. A
@@ -232,9 +244,9 @@ class Scheduler:
             free = self.opts.concurrency - self._inflight
             blocked = await self.gate.sync(self.worker, scope)  # open breakers, whichever worker opened them
             cut = self.gate.cut()  # models past the (fleet's) deadline: none of their jobs starts tonight
-            rows = await self.gate.probes([m for m in blocked if m not in cut], self.worker, scope)
+            rows = await self.gate.probes([m for m in blocked if m not in cut], self.worker, scope, tuple(self._given_up))
             rows += await self.w.read(led.claim, self.worker, scope, max(0, min(free, 256) - len(rows)), self.slots.limits,
-                                      sorted(set(blocked) | set(cut)))
+                                      sorted(set(blocked) | set(cut)), None, tuple(self._given_up))
             for row in rows:
                 job = LiveJob.from_row(row)
                 self.gate.starting(job)
@@ -242,7 +254,8 @@ class Scheduler:
             if rows:
                 continue
             idle = self.gate.idle_models(alone=not self._inflight)
-            if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, scope, idle):
+            if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, scope, idle,
+                                                             tuple(self._given_up)):
                 self._cut_off()
                 return
             self._slot_freed.clear()

@@ -88,7 +88,7 @@ class Leases(Room):
                 runs.c.status == RunStatus.RUNNING, runs.c.heartbeat_at >= self._now() - lease_s)).scalar() or 0)
 
     def claim(self, worker: int, scope: Scope, limit: int, limits: Mapping[str, int] | None = None,
-              exclude: Sequence[str] = (), only: str | None = None) -> list[JobRow]:
+              exclude: Sequence[str] = (), only: str | None = None, skip: Sequence[int] = ()) -> list[JobRow]:
         """Lease up to ``limit`` queued jobs of this manifest to ``worker``: highest priority
         first, then in manifest order.
 
@@ -100,7 +100,8 @@ class Leases(Room):
         are claimed only up to its limit less what live workers hold of it (creating,
         rendering, or claimed to start). Claims with limits take a transaction-level advisory
         lock, one at a time, so two workers never both fill the same room. ``exclude``: models not
-        to claim (their breaker is open); ``only``: claim that model's jobs alone (its probe).
+        to claim (their breaker is open); ``only``: claim that model's jobs alone (its probe);
+        ``skip``: jobs this worker gave up on tonight (``let_go``), left to the other workers.
         """
         def go(c: Connection) -> list[JobRow]:
             room: dict[str, int] = {}
@@ -111,10 +112,12 @@ class Leases(Room):
                 room = {m: n - int(held.get(m, 0)) for m, n in limits.items()}
             free = (select(jobs.c.id, jobs.c.priority, jobs.c.seq)
                     .where(jobs.c.state == S.QUEUED, of_manifest(scope),
-                           # not == worker: a job this worker gave up on (create kept failing)
-                           # stays with it until it leaves, instead of being retried in a loop
+                           # not == worker: what this worker holds is in hand already; what it
+                           # gave up on it let go of and skips (not retried here in a loop)
                            or_(jobs.c.worker_id.is_(None), ~holder_alive()))
                     .order_by(jobs.c.priority.desc(), jobs.c.seq).with_for_update(skip_locked=True))
+            if skip:
+                free = free.where(jobs.c.id.not_in(list(skip)))
             if exclude:
                 free = free.where(jobs.c.model.not_in(list(exclude)))
             if only is not None:
@@ -190,17 +193,21 @@ class Leases(Room):
             return [job_row(r) for r in c.execute(q)]
 
     def let_go(self, worker: int, job_id: int) -> None:
-        """``worker`` is done with its failed job (no render retry of it tonight): its lease,
-        which kept the other workers waiting for that retry (``pending_elsewhere``), goes."""
+        """``worker`` gave up on its job tonight: a failed one (no render retry of it), or a
+        queued one it will not create (its create kept failing, or it stopped submitting: out
+        of budget, stopped, past the deadline). Its lease goes at once: held, the job counted
+        as pending for every other worker (``pending_elsewhere``) while none could claim it,
+        and two workers each holding one waited on each other until they were stopped."""
         with self.engine.begin() as c:
-            c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == worker, jobs.c.state == S.FAILED)
-                      .values(worker_id=None))
+            c.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == worker,
+                                         jobs.c.state.in_([S.FAILED, S.QUEUED])).values(worker_id=None))
 
-    def pending_elsewhere(self, worker: int, scope: Scope, idle: Sequence[str] = ()) -> int:
+    def pending_elsewhere(self, worker: int, scope: Scope, idle: Sequence[str] = (), skip: Sequence[int] = ()) -> int:
         """Jobs of this manifest that still need work and that ``worker`` does not hold: while
         there are any, a worker stays to take over if their holder dies. ``idle``: models no
         worker starts a job of tonight (past the deadline, breaker given up): their queued jobs
-        wait for the next night and keep nobody.
+        wait for the next night and keep nobody. ``skip``: jobs ``worker`` gave up on (``let_go``):
+        they keep it only while another live worker holds them.
 
         Work another live worker is busy with counts whatever its state, so the fleet's outcome
         does not depend on which worker finishes last: a failed job it still holds (its task
@@ -213,5 +220,7 @@ class Leases(Room):
             or_(jobs.c.state.in_(UNFINISHED_STATES), and_(jobs.c.state == S.FAILED, elsewhere))))
         if idle:
             q = q.where(or_(jobs.c.state != S.QUEUED, jobs.c.model.not_in(list(idle)), elsewhere))
+        if skip:
+            q = q.where(or_(jobs.c.id.not_in(list(skip)), elsewhere))
         with self._read() as c:
             return int(c.execute(q).scalar() or 0)

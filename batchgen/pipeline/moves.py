@@ -64,6 +64,9 @@ class LiveJob:
     render_retries: int = 0  # tasks created again tonight after a retryable failure (--render-retries)
     # Its intent is refused while its model's breaker is open in the ledger (not a probe; see gate.Gate)
     breaker_gated: bool = False
+    # Its create kept failing tonight (--submit-retries): left queued for the next run, or on a
+    # fleet for the other workers (this one lets it go and does not claim it again)
+    given_up: bool = False
     # An intent written ahead of its render slot (``Submitter.arm``): the request to send (uploads
     # in place); None when the job is not armed.
     armed: dict[str, Any] | None = None

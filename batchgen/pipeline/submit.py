@@ -94,6 +94,7 @@ class Submitter:
                 return outcome == "submitted"
             await ctx.sleep(max(job.retry_after or 0.0, backoff(attempt, opts.retry_base, 60.0)))
         ctx.unfinished = True
+        job.given_up = True
         ctx.log(f"job {job.name} ({job.short}): create kept failing; left queued for the next run")
         return False
 
