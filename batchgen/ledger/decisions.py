@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from sqlalchemy import and_, exists, func, insert, select
+from sqlalchemy import and_, func, insert, select
 from sqlalchemy.engine import Connection
 
 from ..errors import DecisionChanged
@@ -232,19 +232,30 @@ class Decisions(Room):
 
     def _pending_in(self, c: Connection, run_id: int | None = None, manifest: str | None = None
                     ) -> list[tuple[JobRow, Decision]]:
-        other = jobs.alias()  # Core's alias: what the ORM's aliased() gives for a table, without loading the ORM
         latest = select(func.max(decisions.c.id)).group_by(decisions.c.job_id).scalar_subquery()
-        q = (job_select().add_columns(*_COLS).join(decisions, decisions.c.job_id == jobs.c.id)
-             .where(decisions.c.id.in_(latest), decisions.c.verdict == Verdict.RETAKE, jobs.c.state == JobState.DONE,
-                    ~exists().where(other.c.retake_of == jobs.c.id))
-             .order_by(jobs.c.id))
-        if run_id is not None:
-            q = q.where(jobs.c.run_id == run_id)
-        if manifest is not None:
-            q = q.where(jobs.c.id.in_(select(manifest_jobs.c.job_id)
-                                      .where(manifest_jobs.c.manifest_id == manifest_id(manifest))))
+        # The clips whose latest verdict is retake first (a few a reviewed night), then theirs
+        # with no retake yet: asked as one query, SQLite looked for a retake of every done job
+        # (``retake_of`` has no index), 2.4 s of CPU at 5,000 jobs and no decision at all.
+        marked = sorted(int(i) for (i,) in c.execute(select(decisions.c.job_id).where(
+            decisions.c.id.in_(latest), decisions.c.verdict == Verdict.RETAKE)))
         n = len(jobs.c) + 1  # the job's columns and its shape, then the decision's
-        return [(job_row(_Head(r, n)), _row(_Tail(r, n))) for r in c.execute(q)]
+        out: list[tuple[JobRow, Decision]] = []
+        for i in range(0, len(marked), 500):
+            chunk = marked[i : i + 500]
+            retaken = {int(r) for (r,) in c.execute(select(jobs.c.retake_of).where(jobs.c.retake_of.in_(chunk)))}
+            ids = [j for j in chunk if j not in retaken]
+            if not ids:
+                continue
+            q = (job_select().add_columns(*_COLS).join(decisions, decisions.c.job_id == jobs.c.id)
+                 .where(jobs.c.id.in_(ids), decisions.c.id.in_(latest), jobs.c.state == JobState.DONE)
+                 .order_by(jobs.c.id))
+            if run_id is not None:
+                q = q.where(jobs.c.run_id == run_id)
+            if manifest is not None:
+                q = q.where(jobs.c.id.in_(select(manifest_jobs.c.job_id)
+                                          .where(manifest_jobs.c.manifest_id == manifest_id(manifest))))
+            out += [(job_row(_Head(r, n)), _row(_Tail(r, n))) for r in c.execute(q)]
+        return out
 
     def retake_candidates(self) -> RetakeCandidates:
         """Every queued retake and every clip marked retake and not queued yet, with their
