@@ -244,9 +244,10 @@ class Scheduler:
             free = self.opts.concurrency - self._inflight
             blocked = await self.gate.sync(self.worker, scope)  # open breakers, whichever worker opened them
             cut = self.gate.cut()  # models past the (fleet's) deadline: none of their jobs starts tonight
-            rows = await self.gate.probes([m for m in blocked if m not in cut], self.worker, scope, tuple(self._given_up))
+            skip = tuple(self._given_up)  # let go of: left to the other workers
+            rows = await self.gate.probes([m for m in blocked if m not in cut], self.worker, scope, skip)
             rows += await self.w.read(led.claim, self.worker, scope, max(0, min(free, 256) - len(rows)), self.slots.limits,
-                                      sorted(set(blocked) | set(cut)), None, tuple(self._given_up))
+                                      sorted(set(blocked) | set(cut)), None, skip)
             for row in rows:
                 job = LiveJob.from_row(row)
                 self.gate.starting(job)

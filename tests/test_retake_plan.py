@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from batchgen.jobs import Verdict
 from batchgen.ledger import Change, Ledger
 from conftest import run_args, run_cli
@@ -172,3 +174,46 @@ def test_rows_edited_back_are_recorded_again_so_their_clips_retakes_are_the_mani
     r = run_cli(["retake", "--ledger", str(ledger), "--manifest", str(m), "--yes"])
     assert r.exit_code == 0 and "queued 1 retake(s)" in r.stderr, r.output
     _promise_kept(sim, tmp_path, m, submit=1, queued=1)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_the_ledger_carries_into_a_run_exactly_the_retakes_it_counts_for_plan(backend, tmp_path, request):
+    """The ledger's half, on both databases: for each expansion, the queued retakes
+    ``retake_candidates().of_expansion`` counts are exactly the queued retakes ``record_run``
+    puts in the new run (what its scheduler reads, ``queued_page``), and its marked clips those
+    of the new membership."""
+    from sqlalchemy import text
+
+    from batchgen.jobs import Job
+
+    url = str(tmp_path / "l.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    model = "grok-imagine-text-to-video"
+
+    def job(i: int, take: str | None = None, retake_of: int | None = None) -> Job:
+        return Job(f"{i:064x}", i, f"j{i}", "r", model, {"model": model, "prompt": f"p{i % 10}"}, f"j{i}.mp4",
+                   take=take, retake_of=retake_of)
+
+    j1, j2, j3 = job(1), job(2), job(3)
+    led = Ledger(url)
+    try:
+        run, _ = led.record_run("/m.csv", "a" * 64, {}, [j1, j2, j3], lambda: None)
+        ids = {j["key"]: j["id"] for j in led.iter_export()}
+        with led.engine.begin() as c:
+            c.execute(text("UPDATE jobs SET state = 'done'"))
+        assert led.record_retakes([(run, job(12, "2", ids[j2.key]))]) == 1  # j2's retake...
+        with led.engine.begin() as c:
+            c.execute(text("UPDATE jobs SET state = 'done'"))
+        retake = led.job(f"{12:064x}")
+        assert retake is not None
+        assert led.record_retakes([(run, job(22, "3", retake["id"]))]) == 1  # ... and a retake of it, queued
+        led.decide([Change(ids[j3.key], verdict=Verdict.RETAKE)], "ann")  # j3 marked, not queued
+        for expansion in ([j1, j3], [j1, j2, j3], [j1], [j1, j2], [j2, j3]):
+            queued, marked = led.retake_candidates().of_expansion({j.key for j in expansion})
+            new_run, total = led.record_run("/m.csv", "a" * 64, {}, expansion, lambda: None)
+            carried = [j["key"] for j in led.queued_page(new_run, model, None, 100) if j["retake_of"] is not None]
+            assert [j["key"] for j in queued] == carried, [j.name for j in expansion]
+            members = {j["id"] for j in led.manifest_members("/m.csv") or []}
+            assert [j["id"] for j in marked] == [j for j in (ids[j3.key],) if j in members]
+            assert total == len(expansion) + 2 * (j2 in expansion)  # both takes of j2's chain are members
+    finally:
+        led.close()

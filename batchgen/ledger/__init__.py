@@ -58,7 +58,8 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "OperationalError": "sqlalchemy.exc", "RETRYABLE_TASK_CODES": "batchgen.failures",
     "error_boundary": ".boundary", "KEEP": ".decisions", "Change": ".decisions", "Decision": ".decisions",
-    "Keep": ".decisions", "RetakeCandidates": ".decisions", "check_url": ".engine", "make_engine": ".engine", "safe_ledger_url": ".engine",
+    "Keep": ".decisions", "RetakeCandidates": ".decisions", "check_url": ".engine", "make_engine": ".engine",
+    "safe_ledger_url": ".engine",
     "sqlite_file": ".engine", "upgrade": ".engine", "Ledger": ".facade", "DEFAULT_LEDGER": ".location",
     "DEFAULT_SIM_LEDGER": ".location", "ledger_file": ".location", "ledger_named": ".location",
     "ledger_url": ".location", "named_ledger": ".location", "migrations_dir": ".revisions", "schema_revisions": ".revisions", "Scope": ".scope",
@@ -66,7 +67,8 @@ _EXPORTS = {
     "Writer": ".writer",
 }
 __all__ = ["Change", "DEFAULT_LEDGER", "DEFAULT_SIM_LEDGER", "Decision", "KEEP", "Keep", "Ledger", "OperationalError",
-           "RETRYABLE_TASK_CODES", "RetakeCandidates", "Scope", "SqliteReader", "Transition", "Writer", "check_url", "error_boundary",
+           "RETRYABLE_TASK_CODES", "RetakeCandidates", "Scope", "SqliteReader", "Transition", "Writer", "check_url",
+           "error_boundary",
            "ledger_file", "ledger_named", "ledger_url", "make_engine", "migrations_dir", "named_ledger", "safe_ledger_url",
            "schema_revisions", "sqlite_file", "sqlite_tables", "upgrade"]
 
