@@ -11,14 +11,12 @@ import threading
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from click.testing import CliRunner
 
-from batchgen.audit import audit
-from batchgen.cli import cli
-from batchgen.simulator import SimConfig, Simulator
+if TYPE_CHECKING:
+    from batchgen.simulator import SimConfig
 
 KEY = "sk-canary-ops-98765"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -34,6 +32,54 @@ def pytest_configure(config):
     process they start inherit the environment."""
     if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
         sys.dont_write_bytecode = False
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        _rewrite_test_modules_once(config)
+
+
+def _rewrite_test_modules_once(config) -> None:
+    """Each xdist worker imports every test module through pytest's assertion rewriting, which
+    keeps the rewritten code in `__pycache__` — but on a first run (a fresh clone, an edited
+    test) the workers start together, find no such file, and each rewrote every module: about
+    4 s of CPU a worker for the 77 modules, four times over at the README's `-n 4`. The
+    controller, which collects nothing itself, writes them once here, before xdist starts the
+    workers, with pytest's own functions (so the files are exactly the ones a worker would
+    write). Only files that are missing or stale are rewritten; anything unexpected (pytest's
+    private functions moved) leaves the workers to do it as before."""
+    import struct
+    from importlib.util import MAGIC_NUMBER
+
+    try:
+        from _pytest.assertion.rewrite import PYC_TAIL, _rewrite_test, _write_pyc, get_cache_dir
+        from _pytest.assertion.rewrite import assertstate_key
+    except ImportError:
+        return
+    state = config.stash.get(assertstate_key, None)
+    if state is None or sys.dont_write_bytecode:
+        return
+    files: set[Path] = set()
+    for arg in config.args:
+        p = Path(config.invocation_params.dir, arg.split("::")[0])
+        if p.is_dir():
+            files.update(p.rglob("test_*.py"))
+        elif p.name.startswith("test_") and p.suffix == ".py":
+            files.add(p)
+    for fn in sorted(files):
+        pyc = get_cache_dir(fn) / (fn.name[:-3] + PYC_TAIL)
+        try:
+            st = fn.stat()
+            with open(pyc, "rb") as f:
+                head = f.read(16)
+            if head == MAGIC_NUMBER + bytes(4) + struct.pack("<LL", int(st.st_mtime) & 0xFFFFFFFF,
+                                                             st.st_size & 0xFFFFFFFF):
+                continue  # up to date: what a worker's import would check
+        except OSError:
+            pass
+        try:
+            pyc.parent.mkdir(exist_ok=True)
+            source_stat, co = _rewrite_test(fn, config)
+            _write_pyc(state, co, source_stat, pyc)
+        except (OSError, SyntaxError):
+            return  # the worker that imports it reports the problem, as without this
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups set here
@@ -63,9 +109,10 @@ def _sim_media(request, tmp_path_factory) -> Path:
     import hashlib
     from importlib.metadata import version
 
-    from batchgen.simulator import media
+    import batchgen
 
-    key = hashlib.sha256(Path(media.__file__).read_bytes() + version("av").encode()).hexdigest()[:12]
+    media = Path(batchgen.__file__).parent / "simulator" / "media.py"  # its source, without importing aiohttp
+    key = hashlib.sha256(media.read_bytes() + version("av").encode()).hexdigest()[:12]
     cache = getattr(request.config, "cache", None)
     if cache is not None:
         return Path(cache.mkdir(f"sim-media-{key}"))
@@ -95,8 +142,15 @@ def _isolated(tmp_path_factory, monkeypatch, _sim_media):
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
+# batchgen is imported where it is used, not at the top: a test's module imports it anyway,
+# while the nested pytest of test_xdist_groups.py (this conftest, trivial tests, three
+# processes) would pay SQLAlchemy's and aiohttp's imports for nothing.
 def run_cli(args, **env):
     """`batchgen ARGS` in-process, with a canary API key in the environment."""
+    from click.testing import CliRunner
+
+    from batchgen.cli import cli
+
     return CliRunner().invoke(cli, args, env={"BATCHGEN_API_KEY": KEY, **env}, catch_exceptions=False)
 
 
@@ -110,6 +164,8 @@ class SimThread:
     runs, subprocesses) talks to it over real loopback HTTP."""
 
     def __init__(self, config: SimConfig) -> None:
+        from batchgen.simulator import Simulator
+
         self.sim = Simulator(config)
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -146,6 +202,8 @@ class SimThread:
 @pytest.fixture
 def sim_factory():
     started: list[SimThread] = []
+
+    from batchgen.simulator import SimConfig
 
     def make(**knobs: Any) -> SimThread:
         s = SimThread(SimConfig(**{"render_min": 0.05, "render_max": 0.3, **knobs})).start()
@@ -229,6 +287,8 @@ def wait_for(cond, timeout: float = 60.0) -> None:
 
 def check_invariants(truth: dict[str, Any], ledger_path: Path | str, out_dir: Path) -> dict[str, int]:
     """Assert the money invariants (batchgen.audit) against the simulator's ground truth."""
+    from batchgen.audit import audit
+
     a = audit(truth, ledger_path, out_dir)
     assert a.ok, a.violations
     return {"jobs": a.jobs, "done": a.done, "creates": a.creates, "unknown_in_doubt": a.unknown_in_doubt,
