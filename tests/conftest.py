@@ -139,7 +139,11 @@ def _isolated(tmp_path_factory, monkeypatch, _sim_media):
         if name.startswith(("BATCHGEN_", "AWS_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("BATCHGEN_SIM_MEDIA_CACHE", str(_sim_media))
-    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    # mkdtemp, not tmp_path_factory.mktemp: that one lists the worker's whole temporary folder
+    # (a numbered name: one entry more for every test so far) for each new folder
+    import tempfile
+
+    monkeypatch.chdir(tempfile.mkdtemp(prefix="cwd-", dir=tmp_path_factory.getbasetemp()))
 
 
 # batchgen is imported where it is used, not at the top: a test's module imports it anyway,
