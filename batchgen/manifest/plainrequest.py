@@ -18,7 +18,7 @@ import json
 import operator
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import modelspec, specs
@@ -52,15 +52,8 @@ class _BadRefs(dict[tuple[str, int], "re.Pattern[str]"]):
 
 
 _BAD_REFS = _BadRefs()
-_TOPS = "0123456789"  # the highest item a list of n < 10 items has, as a prompt writes it ("0": none)
+_Searcher = Callable[[str], "re.Match[str] | None"]
 _BETWEEN = '","'  # between two items of a list of strings in canonical JSON
-
-
-def _splits(marker: str) -> bool:
-    """Whether ``marker``'s occurrences in a text are the places ``str.split`` cuts it: no two
-    can overlap (no prefix of it is also a suffix) and none is part of a digit run."""
-    return bool(marker) and not any(c.isdecimal() for c in marker) \
-        and not any(marker.startswith(marker[-i:]) for i in range(1, len(marker)))
 
 
 class _Field:
@@ -153,10 +146,11 @@ class RequestMaker:
         settled = [f for f in fields if f.remember]
         self.settled = _Settled(settled, self.frame) if settled else None
         self.pieces = None if self.settled is not None else self.frame.pieces({})
-        # (marker, list field, whether a prompt's references are read by ``str.split``: a
-        # marker that cannot overlap itself and holds no digit, whose occurrences split finds
-        # exactly as the pattern's search does).
-        self.refs = [(marker, list_field, _splits(marker)) for marker, list_field in spec.refs]
+        # (marker, list field, the search of a reference naming no item of a list of n items,
+        # by n: ``_BAD_REFS``' patterns, each bound when first needed). One C call a prompt:
+        # the pattern's own search costs less than reading the prompt's pieces after a split.
+        self.refs: list[tuple[str, str, list[_Searcher | None]]] = [
+            (marker, list_field, [None] * (MAX_ITEMS + 1)) for marker, list_field in spec.refs]
 
     def request(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], str] | None:
         """The normalised request of a row sending ``params`` (any mapping holding the fields
@@ -202,21 +196,18 @@ class RequestMaker:
         for rule in self.spec.rules:
             if specs.broken_rule(rule, out):
                 return None  # an error or a warning: the general path words it
-        for marker, list_field, splits in self.refs:
+        for marker, list_field, searches in self.refs:
             text = out.get("prompt")
             if type(text) is not str:
                 text = str(text or "")
             if marker in text:
                 n = len(out.get(list_field) or [])
-                if splits and n < 10:
-                    # What the pattern finds, without it: a digit after a marker, unless it is
-                    # one of "1".."n" and no digit follows (isdecimal: what the pattern's \d is).
-                    top = _TOPS[n]
-                    for rest in text.split(marker)[1:]:
-                        c = rest[:1]
-                        if c.isdecimal() and not ("1" <= c <= top and not rest[1:2].isdecimal()):
-                            return None
-                elif n > MAX_ITEMS or _BAD_REFS[marker, n].search(text) is not None:
+                if n > MAX_ITEMS:
+                    return None  # the general path reads it
+                search = searches[n]
+                if search is None:
+                    search = searches[n] = _BAD_REFS[marker, n].search
+                if search(text) is not None:
                     return None  # out of range, or written "01": the general path reads it
         return out, canonical_json(out) if parts is None else "".join(parts)
 
