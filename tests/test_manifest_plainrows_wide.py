@@ -129,9 +129,9 @@ def test_references_past_nine_items_are_read_the_same_both_ways(tmp_path: Path) 
 @given(prompt=st.lists(st.sampled_from(["@Image", "@Image", "@Imag", "1", "2", "3", "7", "8", "0", "9", "\u0663", "\u00b2",
                                         " ", "x", "@"]), max_size=10).map("".join), n=st.integers(1, 7))
 def test_a_prompts_references_are_read_as_the_pattern_reads_them(prompt: str, n: int) -> None:
-    """``@ImageN`` is read by splitting the prompt at the marker (plainrequest.RequestMaker):
-    a row is handed to the general path exactly when the pattern finds a reference naming no
-    item of its list."""
+    """``@ImageN`` is read by the pattern's search, bound once per list length
+    (plainrequest.RequestMaker): a row is handed to the general path exactly when the pattern
+    finds a reference naming no item of its list."""
     spec = catalog.SHIPPED.get(R2V)
     assert spec is not None
     maker = plainrequest.RequestMaker(R2V, spec, ("prompt", "reference_image_urls"))
