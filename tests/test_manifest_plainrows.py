@@ -259,6 +259,17 @@ def test_reference_rows_expand_the_same_both_ways(tmp_path: Path) -> None:
     assert {"reference_image_urls", "prompt", "duration", "aspect_ratio", "resolution", None} <= fields
 
 
+def test_a_reference_row_without_a_model_is_the_same_problem_both_ways(tmp_path: Path) -> None:
+    """A row whose model cell is empty, with no default: the short path hands it over, the
+    general one names the missing model (a case the slow lane's varied manifests also draw)."""
+    rows = _r2v_rows(2) + [["nomodel", "", "@Image1 x", URL.format(1), "8", "16:9", "720p"]]
+    path = _write(tmp_path, _csv(rows), None)
+    assert assert_same(path) >= 1
+    fast, _ = expansion(path, True)
+    assert [j["name"] for j in fast["jobs"]] == ["clip0", "clip1"]
+    assert [p.field for p in fast["problems"]] == ["model"]
+
+
 def test_reference_rows_with_defaults_and_yaml_jobs(tmp_path: Path) -> None:
     rows = [["name", "prompt", "reference_image_urls"], ["a", "@Image1 x", URL.format(1)],
             ["b", "@Image2 x", URL.format(1)], ["c", "@Image1 x", ""], ["d", "@Image1 y", f"{URL.format(1)}|{URL.format(3)}"]]
