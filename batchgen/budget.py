@@ -11,7 +11,10 @@ rate-bound night queue behind hundreds of polls: the night ended with the budget
 those renders ran (issue 31: 1.28× the bound 2 × jobs ÷ rate, 22 % of the tokens unused).
 
 Whether the budget binds is measured, not configured: ``binding`` is true while requests wait
-for tokens (a moving average of the wait, against the interval between two tokens). The poll
+for tokens (a moving average of the wait, against the interval between two tokens). A token
+interval in which nobody asked counts as a request that waited nothing: the average decays
+while requests stop, so a worker that sends nothing stops counting as bound (and, under
+``--rpm auto``, stops growing a rate nothing tests). The poll
 schedule reads it (``pipeline/pace.py``): when tokens are short, a poll that would only probe
 is not worth its token.
 
@@ -61,6 +64,7 @@ class RequestBudget:
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._wait = 0.0  # moving average of the seconds a request waited for its token
+        self._last_grant = 0.0  # when the last token went (monotonic): the idle intervals since decay ``_wait``
         self.used = 0
         self.throttled = 0
         self.idle = True  # asked for no token and met no 429 between the fleet's last two looks (``view``)
@@ -87,7 +91,19 @@ class RequestBudget:
     @property
     def binding(self) -> bool:
         """Requests are waiting for tokens: the request rate, not the render slots, limits the run."""
-        return bool(self.rpm) and (self._wait > BINDING_WAIT * self.interval or len(self._queue) > 1)
+        return bool(self.rpm) and (self._average_wait(time.monotonic()) > BINDING_WAIT * self.interval
+                                   or len(self._queue) > 1)
+
+    def _average_wait(self, now: float) -> float:
+        """The moving average of the wait, each whole token interval since the last grant in
+        which nobody waited counted as a request that waited nothing (the average alone only
+        moved when a token went: a worker whose requests stopped kept the wait of its last busy
+        moment, "bound" for ever, and ``--rpm auto`` grew its rate with nothing sent)."""
+        interval = self.interval
+        if self._queue or not interval:
+            return self._wait  # someone is waiting now: not idle
+        idle = int(max(0.0, now - self._last_grant) / interval)
+        return self._wait * (1.0 - WAIT_SMOOTHING) ** idle if idle else self._wait
 
     @property
     def waiting(self) -> int:
@@ -106,7 +122,9 @@ class RequestBudget:
         worker learns nothing of the limit, and the fleet paces at the lowest rate a live worker
         holds: the rate it last had would pin every worker at it (a worker whose share of the
         manifest is done, one that found nothing to claim), however far the others could grow."""
-        self.control.tick(time.monotonic(), self.binding)
+        # Since the last tick (a token asked for or handed out), time grew the rate only if
+        # requests wait for a token now: with none waiting, nothing tested the limit meanwhile.
+        self.control.tick(time.monotonic(), bool(self._queue) and self.binding)
         asked, self._asked = self._asked or bool(self._queue), 0
         cut, self._cuts_seen = self.control.cuts != self._cuts_seen, self.control.cuts
         self.idle = not (asked or cut)
@@ -171,7 +189,9 @@ class RequestBudget:
         interval = self.interval
         if interval:
             self._next_at = max(self._next_at, now - CATCH_UP * interval) + interval
+        self._wait = self._average_wait(now)
         self._wait += WAIT_SMOOTHING * ((now - asked) - self._wait)
+        self._last_grant = now
         self.used += 1
         self._recent.append(now)
         while self._recent and self._recent[0] < now - 60.0:

@@ -192,6 +192,37 @@ def test_an_idle_fleet_worker_holds_no_rate_and_takes_the_fleets(monkeypatch):
     assert b.rpm == pytest.approx(360.0)
 
 
+def test_auto_grows_only_while_requests_wait_and_not_once_they_stop(monkeypatch):
+    """--rpm auto grows additively (issue 31) on evidence: requests waiting for tokens. The
+    moving average of the wait used to move only when a token went, so a worker whose requests
+    stopped kept its last busy moment's average: "binding" for ever, and each heartbeat's look
+    (``view``) grew a rate nothing tested (seen: 617-973 a minute against a limit of 480, with
+    almost no 429). The budget's clock is a fake one; the event loop keeps the real one."""
+    now = [1000.0]
+    monkeypatch.setattr(budget_mod, "time", type("FakeTime", (), {"monotonic": staticmethod(lambda: now[0])}))
+
+    async def busy(b: RequestBudget) -> None:
+        await b.acquire(Need.CREATE)  # the first token goes at once
+        waiting = [asyncio.create_task(b.acquire(Need.POLL)) for _ in range(3)]
+        await asyncio.sleep(0)
+        for t in waiting:  # each waits a token interval more than the one before
+            now[0] += 1.1 * b.interval
+            b.hold(0)  # the pump runs at once (its timer is the loop's, on the real clock)
+            while not t.done():
+                await asyncio.sleep(0)
+
+    b = RequestBudget(None, auto=True)
+    asyncio.run(busy(b))
+    assert b.rpm > ratelearn.AUTO_START  # requests waited: it grew
+    assert b.binding  # and the budget binds: the last requests waited several intervals
+    grown = b.rpm
+    for _ in range(12):  # a minute with nothing asked, looked at every 5 s (a fleet heartbeat)
+        now[0] += 5.0
+        b.view()
+    assert not b.binding  # nobody waits for a token any more
+    assert b.rpm == grown  # and nothing sent tested the limit: not grown
+
+
 @pytest.mark.slow
 def test_rate_limited_api_all_jobs_finish_and_429s_stay_rare(sim_factory, tmp_path):
     sim = sim_factory(rpm_limit=600, render_min=0.05, render_max=0.1)
