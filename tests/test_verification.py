@@ -140,3 +140,28 @@ def test_a_clip_left_unverified_is_checked_against_its_recorded_sha256_first(sim
     assert got[a["name"]][0] == got[c["name"]][0] == "ok"
     assert got[b["name"]][0] == "changed" and got[b["name"]][1].startswith("sha256 "), got
     assert len(sim.truth()["creates"]) == 3  # verifying never re-renders
+
+
+@pytest.mark.slow
+def test_a_verification_pool_that_cannot_start_is_said_and_the_clips_stay_unverified(sim, tmp_path, monkeypatch,
+                                                                                     caplog):
+    """The pool used to be created outside the `try`: its failure ended each verification task
+    with asyncio's "Task exception was never retrieved" in the log, and the run exited 0 as if
+    its clips were verified. Said once, the clips unverified (not `ok`), the run exits 1, and the
+    next run checks them."""
+    def no_pool(workers: int | None = None) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(media, "pool", no_pool)
+    m = manifest(tmp_path / "m.csv", 3)
+    r = run_cli(run_args(sim, m, tmp_path))
+    assert r.exit_code == 1, r.output
+    assert r.stderr.count("verification could not start its worker processes") == 1, r.stderr
+    assert "Resource temporarily unavailable" in r.stderr and "NOT VERIFIED 3 clip(s)" in r.stderr
+    assert "Traceback" not in r.output and "never retrieved" not in caplog.text, caplog.text
+    assert {(j["state"], j["verify"]) for j in rows(tmp_path)} == {("done", None)}  # not read as verified
+    monkeypatch.undo()
+    r = run_cli(run_args(sim, m, tmp_path))
+    assert r.exit_code == 0, r.output
+    assert {(j["state"], j["verify"]) for j in rows(tmp_path)} == {("done", "ok")}
+    assert len(sim.truth()["creates"]) == 3  # verifying never re-renders

@@ -142,6 +142,9 @@ def print_result(r: RunResult, as_json: bool) -> None:
             echo_err(f"  {text}")
     if r.verified:
         echo_err("  verified clips: " + "  ".join(f"{k}={v}" for k, v in sorted(r.verified.items())))
+    if r.unverified:
+        echo_err(f"  NOT VERIFIED {r.unverified} clip(s): their verification could not run (see above) — "
+                 "the next run or `batchgen verify` checks them")
     for j in r.not_as_asked[:20]:
         echo_err(f"  NOT AS ASKED {j['name']} ({short_key(j['key'])}): {j['verify']}: {j['verify_detail']} "
                  f"— {j['output_path']}")

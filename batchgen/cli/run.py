@@ -26,6 +26,7 @@ EXIT_CODES_HELP = """
 Exit codes:
   0  every job of the manifest is done
   1  some jobs failed or are in doubt, or a delivered clip is not what was asked
+     or could not be verified
      (see `batchgen export`, `batchgen resolve`, `batchgen verify`)
   2  bad input or usage: nothing was submitted, no ledger created. Every problem the
      run can see before its first create is named at once (API key, --api-base,

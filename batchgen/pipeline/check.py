@@ -8,7 +8,8 @@ the run's summary), this run's outcome counts (``verified``), what a mismatch me
 clips a crash (or a --no-verify night) left unverified, whose files are first checked to be the
 ones recorded (sha256): a file replaced since (an edited row with the same output name, a hand
 edit) is recorded ``changed``, never blessed as the job's clip. A clip that cannot be read (a broken pool, an OS error) stays
-unverified: the next run checks it.
+unverified: the next run (or ``batchgen verify``) checks it; this run counts it (``unverified``)
+and its summary says so (exit 1). A pool that cannot even be started is said once, not per clip.
 
 Hands a checked clip on through ``Handoff`` (to delivery). May not touch: creates, polls,
 downloads, the object store. States and verdicts are written only through ``moves``.
@@ -39,6 +40,8 @@ class Checker:
         self.tasks: set[asyncio.Task[None]] = set()  # verifications in progress
         self.verified: collections.Counter[str] = collections.Counter()  # this run's outcomes
         self._pool: ProcessPoolExecutor | None = None
+        self.unverified = 0  # this run's clips left unverified (their verification could not run)
+        self._no_pool: str | None = None  # why the pool could not be started: said once, not per clip
 
     def start(self, job: LiveJob, final: Path, *, recheck: bool = False) -> None:
         """Inspect the clip off the event loop; neither submitting nor polling waits for it.
@@ -61,8 +64,17 @@ class Checker:
     async def _verify(self, job: LiveJob, final: Path, recheck: bool) -> None:
         ctx, opts = self.ctx, self.ctx.opts
         crash.point("before_verify")  # the file is in place and recorded, its verdict not yet
+        if self._pool is None and self._no_pool is None:
+            try:
+                self._pool = media.pool()
+            # Any reason (no process, no memory, a broken install): said once, and the run's end says it too.
+            except Exception as e:  # noqa: BLE001
+                self._no_pool = f"{type(e).__name__}: {e}"
+                ctx.log(f"verification could not start its worker processes ({self._no_pool}): this run's clips "
+                        "stay unverified; the next run or `batchgen verify` checks them")
         if self._pool is None:
-            self._pool = media.pool()
+            self.unverified += 1
+            return
         poster, sheet = media.picture_paths(str(final), job.output) if opts.pictures else (None, None)
         look = (functools.partial(media.check_file, str(final), job.sha256, None, poster, sheet) if recheck
                 else functools.partial(media.inspect, str(final), poster, sheet))
@@ -70,6 +82,7 @@ class Checker:
             measured = await asyncio.get_running_loop().run_in_executor(self._pool, look)
         except (BrokenProcessPool, OSError, RuntimeError) as e:  # left unverified: the next run retries
             ctx.log(f"job {job.name}: could not verify {final.name} ({e}); the next run will")
+            self.unverified += 1
             return
         if "gone" in measured:  # not the file recorded: `batchgen recover` gets the clip back
             outcome = measured["gone"]

@@ -49,6 +49,7 @@ class RunResult:
     credits_reserved: float = 0.0  # usage.credits_reserved of the tasks this run saw
     verified: dict[str, int] = field(default_factory=dict)  # the manifest's clips per verification outcome
     not_as_asked: list[JobRow] = field(default_factory=list)  # clips verification found wrong
+    unverified: int = 0  # this run's clips whose verification could not run (the next run checks them)
     delivery: dict[str, Any] = field(default_factory=dict)  # --deliver: destination, delivered, undelivered, error
     manifest: str = ""
     started_at: float = 0.0  # wall clock
@@ -70,7 +71,7 @@ class RunResult:
                 "credits_reserved": round(self.credits_reserved, 4),
                 "in_doubt": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"]}
                              for j in self.in_doubt],
-                "verified": self.verified,
+                "verified": self.verified, "unverified": self.unverified,
                 "not_as_asked": [{"id": j["id"], "key": j["key"], "name": j["name"], "verify": j["verify"],
                                   "detail": j["verify_detail"], "output_path": j["output_path"]}
                                  for j in self.not_as_asked],
@@ -147,6 +148,8 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
         wrong = await w.call(ledger.not_as_asked, prepared.scope, 200)
         if code == EXIT_OK and wrong:
             code = EXIT_FAILED  # every job ended, but not every clip is what was asked
+        if code == EXIT_OK and sched.checker.unverified:
+            code = EXIT_FAILED  # every job ended, but whether the clips are what was asked is not known
         delivery: dict[str, Any] = {}
         if opts.deliver is not None:
             left = await w.call(ledger.delivery_counts, prepared.scope)
@@ -162,6 +165,7 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
                          polls=sched.poller.polls, throttled=verdict.budget.throttled, commits=w.commits,
                          elapsed=time.monotonic() - started, credits_estimated=sched.submitter.committed_credits,
                          credits_reserved=verdict.credits_seen, verified=verified, not_as_asked=wrong,
+                         unverified=sched.checker.unverified,
                          delivery=delivery, manifest=prepared.manifest, started_at=prepared.started_at,
                          credits_at_risk=sum(opts.prices.estimate(json.loads(j["request"])) or 0.0 for j in in_doubt),
                          expiring=counts.get(S.COMPLETED, 0), breakers=sched.breakers.open_models(),
