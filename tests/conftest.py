@@ -219,6 +219,23 @@ def sim_factory():
         s.stop()
 
 
+@pytest.fixture(scope="session")
+def zygote():
+    """Runs that are killed or crash, forked from one warm process (tests/forkrun.py): real
+    processes with their own pid, killed by a real SIGKILL or ending at a crash point (exit 137),
+    each running `python -m batchgen ARGS` as a new interpreter does, without its ~1.2 s of CPU
+    of imports first (test_kill.py: 19 per run of its two tests, about a quarter of their CPU;
+    under load, kills timed from the start landed in the imports; test_crash_sweep.py: 27).
+    Session-scoped: one per worker that runs them, and no xdist group (module-scoped fixtures'
+    tests are grouped on one worker, above). Not for tests of how a real process starts
+    (test_signals.py's signal delivery)."""
+    from forkrun import Zygote
+
+    z = Zygote()
+    yield z
+    z.close()
+
+
 @pytest.fixture
 def tmpfs(tmp_path):
     """Mount a tmpfs with the given options (``size=40k``, ``ro``…); unmounted afterwards. In CI

@@ -15,22 +15,9 @@ import pytest
 
 from batchgen.ledger import Ledger
 from conftest import check_invariants, ledger_states, run_cli, wait_for, write_csv_manifest
-from forkrun import Zygote
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="session")
-def zygote():
-    """The killed runs are forked from one warm process (tests/forkrun.py): real processes with
-    their own pid, killed by a real SIGKILL or ending at a crash point (exit 137), each running
-    `python -m batchgen run` as a new interpreter does, without its ~1.2 s of CPU of imports
-    first (19 of them per run of the two tests: about a quarter of their CPU; under load, kills timed from
-    the start landed in the imports). Session-scoped: one per worker that runs them, and no
-    xdist group (tests/conftest.py groups module-scoped fixtures' tests on one worker)."""
-    z = Zygote()
-    yield z
-    z.close()
 
 CRASH_POINTS = [
     ("after_intent", 1), ("before_post", 3), ("after_response_before_record", 2), ("after_record", 5),
