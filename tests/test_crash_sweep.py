@@ -26,7 +26,11 @@ POINTS = {
     # is committed: a kill there leaves that job in doubt (fail closed), or none.
     "before_intent": {0, 1},
     "after_intent": {1},
-    "before_post": {1},
+    # The job at its POST, and the next one too when it was armed meanwhile (its slot freed by
+    # the previous job's ready result, issue 21, the next intent written ahead as the POST
+    # started): never sent either (checked below). Seen once at load ~15 (2026-12-07, crash at
+    # job 3: shot0002 at its POST, shot0003 armed, creates only for the three done).
+    "before_post": {1, 2},
     # The job whose create was answered is in doubt; the next one may already be armed (its
     # intent written ahead while this one's task id waited for its commit: the poll that arms it
     # needs only the answer): in doubt too, never sent. Seen at load 8-22, about 1 run in 3.
@@ -94,6 +98,8 @@ def test_crash_point(sim_factory, tmp_path, point, nth, zygote):
         # the job before it when that one is in doubt too (its create made, its id not recorded).
         extra = stats["in_doubt"] - 1
         assert stats["creates"] == stats["done"] + extra and stats["unknown_in_doubt"] == extra, (stats, r.output)
+    if point == "before_post":  # nothing in doubt was sent: the API has a create per done job only
+        assert stats["creates"] == stats["done"] and stats["unknown_in_doubt"] == 0, (stats, r.output)
     if point == "after_response_before_record":
         # Its create was made, its id not recorded; the armed one after it, if any, was never sent.
         assert stats["creates"] == stats["done"] + 1 and stats["unknown_in_doubt"] == 1, (stats, r.output)
