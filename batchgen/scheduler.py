@@ -23,7 +23,6 @@ from collections.abc import Callable
 from . import logs
 from .ahead import Ahead
 from .client import Api
-from .errors import LedgerError
 from .failures import classify
 from .gate import Gate
 from .feed import Feed
@@ -67,7 +66,7 @@ class Scheduler:
         self._slot_freed = asyncio.Event()
         self._feed_closed = False  # no queued job may start any more tonight (deadline, breakers)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._given_up: list[int] = []  # fleet: queued jobs whose create kept failing here, let go to the others
+        self.fleet = None if self.worker is None else FleetWorker(writer, self.ctx, stop, self._spawn)
         self.ahead = Ahead(self.ctx, self.submitter, self.gate, slots_full=lambda: self._inflight >= opts.concurrency,
                            wake=self._slot_freed.set, enabled=self.worker is None)
 
@@ -102,10 +101,9 @@ class Scheduler:
                    asyncio.create_task(self.watch.ledger_stop(self.ctx, run_id)),
                    asyncio.create_task(self.watch.outage(self.ctx))]
         try:
-            if self.worker is not None:
-                fleet = FleetWorker(self.w, self.ctx, self.stop, self._spawn)
-                await fleet.share_budget(first=True)
-                helpers.append(asyncio.create_task(fleet.heartbeat(total, scope)))
+            if self.fleet is not None:
+                await self.fleet.share_budget(first=True)
+                helpers.append(asyncio.create_task(self.fleet.heartbeat(total, scope)))
                 await self._feed_claims(scope)
             else:
                 await self._feed_pages(run_id)
@@ -132,19 +130,8 @@ class Scheduler:
 
     async def _drive(self, job: LiveJob) -> None:
         await self._stages(job)
-        if self.worker is not None and job.state in (S.FAILED, S.QUEUED):
-            # Given up on tonight: a failed task with no render retry, or a queued job this worker
-            # does not create (its create kept failing; out of budget, stopped, past the deadline,
-            # its breaker open). Let go at once: held, it kept every other worker waiting for it
-            # (``pending_elsewhere``) where none could claim it — two workers each holding one
-            # waited on each other until stopped. One whose create kept failing here is left to
-            # the others, not claimed again by this worker.
-            if job.state == S.QUEUED and job.given_up:
-                self._given_up.append(job.id)
-            try:
-                await self.w.read(self.w.ledger.let_go, self.worker, job.id)
-            except LedgerError as e:  # not this job's failure: its lease goes when this worker leaves or dies
-                self.log(f"job {job.name} ({job.short}): its lease could not be handed back yet ({e})")
+        if self.fleet is not None and job.state in (S.FAILED, S.QUEUED):
+            await self.fleet.let_go(job)  # given up on tonight: the other workers may take it at once
 
     async def _stages(self, job: LiveJob) -> None:
         """One job through the stages; its render slot is freed once its result is ready. A
@@ -235,7 +222,7 @@ class Scheduler:
         """Cooperative ledger: lease queued jobs as slots free up (never more than can start now,
         so other workers get the rest), and stay while other workers still hold unfinished jobs
         of this manifest: if one dies, its tasks are ours to collect (see worker.FleetWorker)."""
-        assert self.worker is not None
+        assert self.worker is not None and self.fleet is not None
         led = self.w.ledger
         while self.ctx.submitting:
             await self._wait_for_slot()
@@ -244,7 +231,7 @@ class Scheduler:
             free = self.opts.concurrency - self._inflight
             blocked = await self.gate.sync(self.worker, scope)  # open breakers, whichever worker opened them
             cut = self.gate.cut()  # models past the (fleet's) deadline: none of their jobs starts tonight
-            skip = tuple(self._given_up)  # let go of: left to the other workers
+            skip = tuple(self.fleet.given_up)  # let go of: left to the other workers
             rows = await self.gate.probes([m for m in blocked if m not in cut], self.worker, scope, skip)
             rows += await self.w.read(led.claim, self.worker, scope, max(0, min(free, 256) - len(rows)), self.slots.limits,
                                       sorted(set(blocked) | set(cut)), None, skip)
@@ -254,9 +241,8 @@ class Scheduler:
                 self._spawn(job)
             if rows:
                 continue
-            idle = self.gate.idle_models(alone=not self._inflight)
-            if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, scope, idle,
-                                                             tuple(self._given_up)):
+            idle, gone = self.gate.idle_models(alone=not self._inflight), tuple(self.fleet.given_up)  # as now
+            if not self._inflight and not await self.w.read(led.pending_elsewhere, self.worker, scope, idle, gone):
                 self._cut_off()
                 return
             self._slot_freed.clear()

@@ -26,6 +26,22 @@ class FleetWorker:
         self.ctx = ctx
         self.stop = stop
         self.spawn = spawn
+        self.given_up: list[int] = []  # queued jobs whose create kept failing here: left to the others
+
+    async def let_go(self, job: LiveJob) -> None:
+        """Hand back a job this worker gave up on tonight: a failed task with no render retry,
+        or a queued job it does not create (its create kept failing; out of budget, stopped,
+        past the deadline, its breaker open). Held, it kept every other worker waiting for it
+        (``pending_elsewhere``) where none could claim it — two workers each holding one waited
+        on each other until stopped. One whose create kept failing here is not claimed again
+        by this worker."""
+        assert self.worker is not None
+        if job.state == S.QUEUED and job.given_up:
+            self.given_up.append(job.id)
+        try:
+            await self.w.read(self.w.ledger.let_go, self.worker, job.id)
+        except LedgerError as e:  # not this job's failure: its lease goes when this worker leaves or dies
+            self.ctx.log(f"job {job.name} ({job.short}): its lease could not be handed back yet ({e})")
 
     async def share_budget(self, first: bool = False) -> None:
         """Workers split the key's rate evenly by the number alive. A joining worker waits one
