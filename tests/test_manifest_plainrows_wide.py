@@ -168,3 +168,40 @@ def test_urls_json_writes_with_escapes_or_in_another_case_expand_the_same(tmp_pa
         ("row 22 (line 23)", "reference_image_urls"), ("row 23 (line 24)", "reference_image_urls"),
         ("row 44 (line 45)", "reference_image_urls"), ("row 45 (line 46)", "reference_image_urls")}
     assert any('q\\"uote' in j["request_json"] and "back\\\\slash" in j["request_json"] for j in fast["jobs"])
+
+
+def test_each_place_of_a_remembered_list_is_looked_up(tmp_path: Path) -> None:
+    """A list of one or two items is looked up item by item, a longer one as a set
+    (plainrequest.RequestMaker): once every good URL is remembered, a row whose list holds one
+    that is not (new, bad, JSON-escaped, with a comma, a space or a quote, non-ASCII, not https,
+    blank; plain http is good) at any place of one, two, three or four items, or holds a remembered one twice, or
+    none, or one too many, is the same job or problem both ways, named by its row and field."""
+    good = [URL.format(i) for i in range(7)]
+    odd = [URL.format(99), "ftp://cdn.example.com/a.png", "https://a.example/a,b.png", "https://a.example/x y.png",
+           'https://a.example/q"uote.png', "https://a.example/\u00e9.png", "http://a.example/x.png", "https://", " ", ""]
+    rows = [["name", "model", "prompt", "reference_image_urls"]]
+    for i, url in enumerate(good):  # every good URL met and remembered first
+        rows.append([f"seed{i}", R2V, f"@Image1 seed {i}", url])
+    for n in (1, 2, 3, 4):
+        for at in range(n):
+            for k, url in enumerate(odd):
+                cell = [good[(at + j) % len(good)] for j in range(n)]
+                cell[at] = url
+                rows.append([f"r{n}-{at}-{k}", R2V, f"@Image{n} of {n}", "|".join(cell)])
+        rows.append([f"twice{n}", R2V, f"@Image1 twice {n}", "|".join([good[0]] * n)])
+        rows.append([f"clean{n}", R2V, f"@Image{n} clean {n}", "|".join(good[:n])])
+    rows.append(["none", R2V, "@Image1 x", ""])
+    rows.append(["bars", R2V, "@Image1 x", "|"])
+    rows.append(["many", R2V, "@Image1 x", "|".join(good + [good[0]])])  # eight: one too many
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    path = _write(tmp_path, text.getvalue(), None)
+    assert assert_same(path) >= 1
+    fast, _ = expansion(path, True)
+    names = {j["name"] for j in fast["jobs"]}
+    assert {f"clean{n}" for n in (1, 2, 3, 4)} | {f"twice{n}" for n in (1, 2, 3, 4)} <= names
+    assert {f"r{n}-{at}-0" for n in (1, 2, 3, 4) for at in range(n)} <= names  # a new good URL
+    assert not {f"r{n}-{at}-1" for n in (1, 2, 3, 4) for at in range(n)} & names  # ftp
+    bad = {(p.where, p.field) for p in fast["problems"] if "ftp:" in p.message}
+    assert len(bad) == 10 and {f for _, f in bad} == {"reference_image_urls"}
+    assert any('q\\"uote' in j["request_json"] for j in fast["jobs"])

@@ -181,7 +181,12 @@ class RequestMaker:
             raw = params[f.name]
             if type(raw) is str:
                 value = raw.split("|")
-                if f.clean.issuperset(value) and f.fewest <= len(value) <= f.most:
+                n = len(value)
+                clean = f.clean
+                # One or two items, the commonest lists, are looked up one by one: issuperset
+                # of a list builds a set of it first (CPython 3.11), which costs more than both.
+                if f.fewest <= n <= f.most and (value[0] in clean if n == 1 else value[0] in clean
+                                                and value[1] in clean if n == 2 else clean.issuperset(value)):
                     out[f.name] = value
                     if parts is not None:  # each item written as it is: the cell, quoted item by item
                         parts[f.slot] = f'["{raw.replace("|", _BETWEEN)}"]'
