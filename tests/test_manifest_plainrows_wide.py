@@ -178,7 +178,8 @@ def test_each_place_of_a_remembered_list_is_looked_up(tmp_path: Path) -> None:
     none, or one too many, is the same job or problem both ways, named by its row and field."""
     good = [URL.format(i) for i in range(7)]
     odd = [URL.format(99), "ftp://cdn.example.com/a.png", "https://a.example/a,b.png", "https://a.example/x y.png",
-           'https://a.example/q"uote.png', "https://a.example/\u00e9.png", "http://a.example/x.png", "https://", " ", ""]
+           'https://a.example/q"uote.png', "https://a.example/\u00e9.png", "http://a.example/x.png", "https://",
+           " ", ""]
     rows = [["name", "model", "prompt", "reference_image_urls"]]
     for i, url in enumerate(good):  # every good URL met and remembered first
         rows.append([f"seed{i}", R2V, f"@Image1 seed {i}", url])
