@@ -23,7 +23,7 @@ from ..jobs import JobRow, JobState, Verdict
 from ..schema import decisions, jobs, manifest_jobs
 from .database import Room
 from .scope import manifest_id
-from .sql import job_row, job_select
+from .sql import in_chunks, job_row, job_select
 
 
 class Keep(enum.Enum):
@@ -81,8 +81,7 @@ def retake_chains(c: Connection, parents: Mapping[int, int]) -> dict[int, tuple[
     nearest first, up to the first one that is no retake (looked up here when not given)."""
     known: dict[int, int | None] = dict(parents)
     while missing := sorted({p for p in known.values() if p is not None and p not in known}):
-        for i in range(0, len(missing), 500):
-            chunk = missing[i : i + 500]
+        for chunk in in_chunks(missing):
             found = {int(j): r for j, r in c.execute(select(jobs.c.id, jobs.c.retake_of).where(jobs.c.id.in_(chunk)))}
             known.update((j, None if found.get(j) is None else int(found[j])) for j in chunk)
     chains: dict[int, tuple[int, ...]] = {}
@@ -183,8 +182,7 @@ class Decisions(Room):
 
     def _latest_in(self, c: Connection, ids: list[int]) -> dict[int, Decision]:
         out: dict[int, Decision] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
+        for chunk in in_chunks(ids):
             for r in c.execute(select(*_COLS).where(decisions.c.id.in_(_latest_ids(chunk)))):
                 out[r.job_id] = _row(r)
         return out
@@ -240,8 +238,7 @@ class Decisions(Room):
             decisions.c.id.in_(latest), decisions.c.verdict == Verdict.RETAKE)))
         n = len(jobs.c) + 1  # the job's columns and its shape, then the decision's
         out: list[tuple[JobRow, Decision]] = []
-        for i in range(0, len(marked), 500):
-            chunk = marked[i : i + 500]
+        for chunk in in_chunks(marked):
             retaken = {int(r) for (r,) in c.execute(select(jobs.c.retake_of).where(jobs.c.retake_of.in_(chunk)))}
             ids = [j for j in chunk if j not in retaken]
             if not ids:
@@ -270,9 +267,9 @@ class Decisions(Room):
                                        if j["retake_of"] is not None})
             keys = {int(j["id"]): str(j["key"]) for j in (*queued, *marked)}
             ids = sorted({a for chain in chains.values() for a in chain} - keys.keys())
-            for i in range(0, len(ids), 500):
+            for chunk in in_chunks(ids):
                 keys.update((int(j), str(k)) for j, k in c.execute(
-                    select(jobs.c.id, jobs.c.key).where(jobs.c.id.in_(ids[i : i + 500]))))
+                    select(jobs.c.id, jobs.c.key).where(jobs.c.id.in_(chunk))))
         return RetakeCandidates(queued, marked, chains, keys)
 
     def retakes_of(self, job_ids: Sequence[int]) -> list[JobRow]:

@@ -16,7 +16,7 @@ from .database import Room
 from .decisions import LATEST_COLUMNS, LATEST_JOIN
 from .scope import Scope, manifest_id, of_manifest
 from .shapes import SHAPE_SQL, as_job
-from .sql import ACTIVE_STATES, UNFINISHED_STATES, job_row, job_select, placeholder, plain
+from .sql import ACTIVE_STATES, UNFINISHED_STATES, in_chunks, job_row, job_select, placeholder, plain
 
 S = JobState
 
@@ -143,8 +143,8 @@ class Reads(Room):
         cols = (jobs.c.key, jobs.c.state, jobs.c.task_id, jobs.c.attempts, jobs.c.error_code, jobs.c.retryable,
                 jobs.c.output_path, jobs.c.verify, jobs.c.pruned_at)
         with self._read() as c:
-            for i in range(0, len(keys), 500):
-                for r in c.execute(select(*cols).where(jobs.c.key.in_(keys[i : i + 500]))):
+            for chunk in in_chunks(keys):
+                for r in c.execute(select(*cols).where(jobs.c.key.in_(chunk))):
                     out[r.key] = plain(r)
         return out
 

@@ -21,7 +21,7 @@ from .decisions import retake_chains, rooted_in
 from .runs import insert_run
 from .scope import Scope, of_manifest
 from .shapes import MAX_SHAPES, split
-from .sql import RECORD_LOCK, UNFINISHED_STATES, placeholder
+from .sql import RECORD_LOCK, UNFINISHED_STATES, in_chunks, placeholder
 
 S = JobState
 
@@ -114,9 +114,9 @@ class Recorder(Room):
         # Membership holds this expansion's jobs alone here (the caller rewrote it).
         on_chains = sorted(set(parents) | {a for chain in chains.values() for a in chain})
         present: set[int] = set()
-        for i in range(0, len(on_chains), 500):
+        for chunk in in_chunks(on_chains):
             present.update(int(j) for (j,) in c.execute(select(manifest_jobs.c.job_id).where(
-                manifest_jobs.c.manifest_id == members, manifest_jobs.c.job_id.in_(on_chains[i : i + 500]))))
+                manifest_jobs.c.manifest_id == members, manifest_jobs.c.job_id.in_(chunk))))
         added = sorted(rooted_in(chains, present) - present)
         if added:
             c.execute(manifest_jobs.insert(), [{"manifest_id": members, "job_id": j} for j in added])

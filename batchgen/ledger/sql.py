@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.engine import Connection
@@ -29,6 +29,16 @@ RECORD_LOCK = 0x7263726B
 # as SQLAlchemy builds it, a column of every job select.
 SHAPE = (select(request_shapes.c.body).where(request_shapes.c.id == jobs.c.shape_id)
          .scalar_subquery().label("shape"))
+
+
+T = TypeVar("T")
+IN_CHUNK = 500  # values in one ``IN (...)``: well under SQLite's and PostgreSQL's parameter limits
+
+
+def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    """``values`` in slices of at most ``size``, one ``IN (...)`` query each."""
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
 
 
 def placeholder(c: Connection) -> Callable[[str], str]:

@@ -23,7 +23,7 @@ from ..errors import LedgerError
 from ..jobs import JobRow, JobState, allowed, raw_digest
 from ..schema import breakers, jobs
 from .database import Room
-from .sql import BREAKER_LOCK, job_row, job_select, placeholder
+from .sql import BREAKER_LOCK, in_chunks, job_row, job_select, placeholder
 
 S = JobState
 _JOB_COLUMNS = frozenset(jobs.c.keys())
@@ -78,8 +78,8 @@ def apply_in(c: Connection, batch: Sequence[Transition]) -> list[bool]:
     current: dict[int, str] = {}
     holder: dict[int, int | None] = {}
     model: dict[int, str] = {}
-    for i in range(0, len(ids), 500):
-        q = select(jobs.c.id, jobs.c.state, jobs.c.worker_id, jobs.c.model).where(jobs.c.id.in_(ids[i : i + 500]))
+    for chunk in in_chunks(ids):
+        q = select(jobs.c.id, jobs.c.state, jobs.c.worker_id, jobs.c.model).where(jobs.c.id.in_(chunk))
         if c.dialect.name == "postgresql":
             q = q.order_by(jobs.c.id).with_for_update()
         for job_id, state, worker, job_model in c.execute(q):
