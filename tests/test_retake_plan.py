@@ -68,11 +68,17 @@ def _promise_kept(sim: Any, tmp_path: Path, m: Path, *, submit: int, queued: int
     assert _retakes_done(ledger) - retakes == queued
 
 
-def test_removing_the_retaken_clip_and_putting_it_back(sim, tmp_path):
-    ledger = night(sim, tmp_path, shots=3, takes=1, hostile=False)
+def _night_and_its_edit(sim, tmp_path, shots):
+    """A rendered night of ``shots`` rows: its ledger, its manifest, the manifest's lines (v1) and
+    the same lines without shot01's row (v2)."""
+    ledger = night(sim, tmp_path, shots=shots, takes=1, hostile=False)
     m = tmp_path / "night.csv"
     v1 = m.read_text().splitlines()
-    v2 = [line for line in v1 if not line.startswith("shot01,")]
+    return ledger, m, v1, [line for line in v1 if not line.startswith("shot01,")]
+
+
+def test_removing_the_retaken_clip_and_putting_it_back(sim, tmp_path):
+    ledger, m, v1, v2 = _night_and_its_edit(sim, tmp_path, shots=3)
     _mark(ledger, "shot01/1")
     _edit(m, v2)
     _promise_kept(sim, tmp_path, m, submit=0, queued=0, marked=0)  # the marked clip is not the manifest's now
@@ -103,10 +109,7 @@ def test_changing_the_retaken_rows_request_leaves_its_retake_behind(sim, tmp_pat
 
 
 def test_a_retake_of_a_retake_follows_its_first_clip(sim, tmp_path):
-    ledger = night(sim, tmp_path, shots=2, takes=1, hostile=False)
-    m = tmp_path / "night.csv"
-    v1 = m.read_text().splitlines()
-    v2 = [line for line in v1 if not line.startswith("shot01,")]
+    ledger, m, v1, v2 = _night_and_its_edit(sim, tmp_path, shots=2)
     _mark(ledger, "shot01/1")
     _queue(ledger, 1)
     _promise_kept(sim, tmp_path, m, submit=1, queued=1)  # take 2, a retake of take 1
