@@ -51,8 +51,14 @@ def test_module_fixtures_and_marked_groups_stay_on_one_worker(tmp_path):
         (proj / name).write_text(text)
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "GROUPS_OUT": str(out), "PYTHONPATH": str(TESTS)}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup",
+    # Only the plugin under test is loaded (xdist; the conftest's hooks come with the project):
+    # autoloading every installed plugin (hypothesis, timeout…) in the nested pytest and its two
+    # workers was half of this test's CPU, and none of them takes part in grouping. Nor does the
+    # outer run's per-test CPU log, which the nested run would otherwise append to.
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTEST_CPU_LOG"}, "GROUPS_OUT": str(out),
+           "PYTHONPATH": str(TESTS), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "xdist.plugin",
+                        "-n", "2", "--dist", "loadgroup",
                         "--rootdir", str(proj), "-c", os.devnull, str(proj)],
                        cwd=proj, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
