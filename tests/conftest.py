@@ -135,15 +135,24 @@ def _isolated(tmp_path_factory, monkeypatch, _sim_media):
       Subprocesses inherit this environment.
     Ports are the OS's (the simulator and every test server bind port 0; tests/s3server.py
     retries when the port it had to pick was taken), PostgreSQL a private schema (`pg_url`)."""
+    isolated_env(monkeypatch, _sim_media)
+    # mkdtemp, not tmp_path_factory.mktemp: that one lists the worker's whole temporary folder
+    # (a numbered name: one entry more for every test so far) for each new folder — as each
+    # `tmp_path` does, so these folders are kept out of it, in a folder of their own
+    import tempfile
+
+    cwds = tmp_path_factory.getbasetemp() / "cwd"
+    cwds.mkdir(exist_ok=True)
+    monkeypatch.chdir(tempfile.mkdtemp(dir=cwds))
+
+
+def isolated_env(monkeypatch, sim_media: Path) -> None:
+    """`_isolated`'s environment, also for a module-scoped fixture (set up before any test's own
+    fixtures): no `BATCHGEN_*` or `AWS_*` variable of the shell, the run's shared clips."""
     for name in list(os.environ):
         if name.startswith(("BATCHGEN_", "AWS_")):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("BATCHGEN_SIM_MEDIA_CACHE", str(_sim_media))
-    # mkdtemp, not tmp_path_factory.mktemp: that one lists the worker's whole temporary folder
-    # (a numbered name: one entry more for every test so far) for each new folder
-    import tempfile
-
-    monkeypatch.chdir(tempfile.mkdtemp(prefix="cwd-", dir=tmp_path_factory.getbasetemp()))
+    monkeypatch.setenv("BATCHGEN_SIM_MEDIA_CACHE", str(sim_media))
 
 
 # batchgen is imported where it is used, not at the top: a test's module imports it anyway,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -50,10 +51,63 @@ def _latest(ledger: Path) -> dict[str, dict]:
 
 @pytest.fixture
 def served(sim, tmp_path):
+    """A night of its own, for a test that changes its clips."""
     ledger = night(sim, tmp_path)
     srv = ServerThread(ledger, tmp_path / "out")
     yield srv, ledger
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def _night(tmp_path_factory, _sim_media) -> Path:
+    """One night for the module's browser tests, which only decide (in the ledger) and read its
+    clips: a night is a run of nine clips, about 1 s of CPU each time it was made again."""
+    from batchgen.simulator import SimConfig
+    from conftest import SimThread, isolated_env
+
+    folder = tmp_path_factory.mktemp("night")
+    with pytest.MonkeyPatch.context() as mp:  # as `_isolated` has it, which a module fixture precedes
+        isolated_env(mp, _sim_media)
+        mp.chdir(folder)
+        sim = SimThread(SimConfig(render_min=0.05, render_max=0.3)).start()
+        try:
+            return night(sim, folder)
+        finally:
+            sim.stop()
+
+
+@pytest.fixture
+def reviewed(_night, tmp_path):
+    """The module's night served from a ledger of the test's own (a copy, by SQLite's backup):
+    decisions never reach another test. The clips stay where the night wrote them: the review
+    server only reads them."""
+    ledger = tmp_path / "l.db"
+    src, dst = sqlite3.connect(_night), sqlite3.connect(ledger)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    srv = ServerThread(ledger, _night.parent / "out")
+    yield srv, ledger
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def _chromium(tmp_path_factory):
+    d = chromium(tmp_path_factory.mktemp("chromium"))
+    yield d
+    d.quit()
+
+
+@pytest.fixture
+def browser(_chromium):
+    """One Chromium for the module's tests (its start-up is about 1 s of CPU and 2 s of wall):
+    each test's page is of its own server (another port: another origin, so none of an earlier
+    page's storage), and is left for a blank one afterwards."""
+    yield _chromium
+    _chromium.get("about:blank")
+    _chromium.delete_all_cookies()
 
 
 def _press(driver, keys: str, settle: bool = True) -> None:
@@ -87,84 +141,78 @@ def _shot(name: str) -> str:
 
 
 @pytest.mark.chromium
-def test_deciding_by_keyboard_lands_in_the_ledger(served, tmp_path):
-    srv, ledger = served
-    d = chromium(tmp_path)
-    try:
-        _open(d, srv.url)
-        assert _count(d, "pending") == 9 and _count(d, "clips") == 9
-        d.save_screenshot(_shot("grid.png"))
-        # shot00: approve take 1, retake take 2 (the cursor moves on after each verdict)
-        _press(d, "ar")
-        # shot01 take 1: reject; then back (k) and forth (j); take 2 of shot01 gets a note
-        _press(d, "x")
-        _press(d, "kj", settle=False)
+def test_deciding_by_keyboard_lands_in_the_ledger(reviewed, browser):
+    srv, ledger = reviewed
+    d = browser
+    _open(d, srv.url)
+    assert _count(d, "pending") == 9 and _count(d, "clips") == 9
+    d.save_screenshot(_shot("grid.png"))
+    # shot00: approve take 1, retake take 2 (the cursor moves on after each verdict)
+    _press(d, "ar")
+    # shot01 take 1: reject; then back (k) and forth (j); take 2 of shot01 gets a note
+    _press(d, "x")
+    _press(d, "kj", settle=False)
 
-        def take(i: int) -> str:
-            return d.execute_script(f"return document.querySelectorAll('.take')[{i}].getAttribute('data-job')")
+    def take(i: int) -> str:
+        return d.execute_script(f"return document.querySelectorAll('.take')[{i}].getAttribute('data-job')")
 
-        assert d.execute_script("return document.body.getAttribute('data-current')") == str(take(3))
-        _press(d, "n", settle=False)
-        wait(lambda: d.find_element("id", "note-text").is_displayed(), what="the note box")
-        before = d.execute_script("return document.body.getAttribute('data-decided')")
-        d.find_element("id", "note-text").send_keys("too dark at the end\n")
-        wait(lambda: d.execute_script("return document.body.getAttribute('data-decided')") != before, what="the note")
-        # shot01: take 2 is the pick (approved), then undo it, then pick it again
-        _press(d, "2")
-        now = _latest(ledger)
-        assert (now["shot01/2"]["verdict"], now["shot01/2"]["pick"]) == ("approve", True)
-        _press(d, "u")
-        now = _latest(ledger)
-        assert (now["shot01/2"]["verdict"], now["shot01/2"]["pick"], now["shot01/2"]["note"]) == (
-            None, False, "too dark at the end")
-        # an undone verdict brings the cursor back to its clip, to decide it again at once
-        _press(d, "x")  # shot01/2 rejected: the cursor moves on to shot02/1
-        assert d.execute_script("return document.body.getAttribute('data-current')") != str(take(3))
-        _press(d, "u")
-        assert d.execute_script("return document.body.getAttribute('data-current')") == str(take(3))
-        assert _latest(ledger)["shot01/2"]["verdict"] is None
-        _press(d, "2")
-        # space plays the current clip (its file, from inside --out)
-        _press(d, " ", settle=False)
-        wait(lambda: d.execute_script("const v = document.querySelector('.take.current video');"
-                                      "return v && v.currentSrc && !v.paused"), what="the clip to play")
-        _press(d, "?", settle=False)
-        assert d.find_element("id", "help").is_displayed()
-        d.save_screenshot(_shot("help.png"))
-        _press(d, "?", settle=False)
-        assert not d.find_element("id", "help").is_displayed()
-        now = _latest(ledger)
-        assert {k: (v["verdict"], v["pick"]) for k, v in now.items()} == {
-            "shot00/1": ("approve", False), "shot00/2": ("retake", False), "shot01/1": ("reject", False),
-            "shot01/2": ("approve", True)}
-        assert {v["reviewer"] for v in now.values()} == {"tester"}
-        assert (_count(d, "pending"), _count(d, "approve"), _count(d, "retake"), _count(d, "reject")) == (5, 2, 1, 1)
-        # the filtered view: retakes only
-        from selenium.webdriver.support.select import Select
+    assert d.execute_script("return document.body.getAttribute('data-current')") == str(take(3))
+    _press(d, "n", settle=False)
+    wait(lambda: d.find_element("id", "note-text").is_displayed(), what="the note box")
+    before = d.execute_script("return document.body.getAttribute('data-decided')")
+    d.find_element("id", "note-text").send_keys("too dark at the end\n")
+    wait(lambda: d.execute_script("return document.body.getAttribute('data-decided')") != before, what="the note")
+    # shot01: take 2 is the pick (approved), then undo it, then pick it again
+    _press(d, "2")
+    now = _latest(ledger)
+    assert (now["shot01/2"]["verdict"], now["shot01/2"]["pick"]) == ("approve", True)
+    _press(d, "u")
+    now = _latest(ledger)
+    assert (now["shot01/2"]["verdict"], now["shot01/2"]["pick"], now["shot01/2"]["note"]) == (
+        None, False, "too dark at the end")
+    # an undone verdict brings the cursor back to its clip, to decide it again at once
+    _press(d, "x")  # shot01/2 rejected: the cursor moves on to shot02/1
+    assert d.execute_script("return document.body.getAttribute('data-current')") != str(take(3))
+    _press(d, "u")
+    assert d.execute_script("return document.body.getAttribute('data-current')") == str(take(3))
+    assert _latest(ledger)["shot01/2"]["verdict"] is None
+    _press(d, "2")
+    # space plays the current clip (its file, from inside --out)
+    _press(d, " ", settle=False)
+    wait(lambda: d.execute_script("const v = document.querySelector('.take.current video');"
+                                  "return v && v.currentSrc && !v.paused"), what="the clip to play")
+    _press(d, "?", settle=False)
+    assert d.find_element("id", "help").is_displayed()
+    d.save_screenshot(_shot("help.png"))
+    _press(d, "?", settle=False)
+    assert not d.find_element("id", "help").is_displayed()
+    now = _latest(ledger)
+    assert {k: (v["verdict"], v["pick"]) for k, v in now.items()} == {
+        "shot00/1": ("approve", False), "shot00/2": ("retake", False), "shot01/1": ("reject", False),
+        "shot01/2": ("approve", True)}
+    assert {v["reviewer"] for v in now.values()} == {"tester"}
+    assert (_count(d, "pending"), _count(d, "approve"), _count(d, "retake"), _count(d, "reject")) == (5, 2, 1, 1)
+    # the filtered view: retakes only
+    from selenium.webdriver.support.select import Select
 
-        Select(d.find_element("id", "f-verdict")).select_by_value("retake")
-        wait(lambda: len(d.find_elements("css selector", ".take:not(.dim)")) == 1, what="the retake filter")
-        assert d.find_element("css selector", ".take:not(.dim)").get_attribute("data-review") == "retake"
-        d.save_screenshot(_shot("filtered.png"))
-    finally:
-        d.quit()
+    Select(d.find_element("id", "f-verdict")).select_by_value("retake")
+    wait(lambda: len(d.find_elements("css selector", ".take:not(.dim)")) == 1, what="the retake filter")
+    assert d.find_element("css selector", ".take:not(.dim)").get_attribute("data-review") == "retake"
+    d.save_screenshot(_shot("filtered.png"))
 
 
 @pytest.mark.chromium
-def test_a_hostile_name_and_prompt_are_shown_as_text(served, tmp_path):
-    srv, ledger = served
-    d = chromium(tmp_path)
-    try:
-        _open(d, srv.url)
-        d.find_element("id", "f-q").send_keys("harbour")
-        wait(lambda: len(d.find_elements("css selector", ".shot")) == 1, what="the text filter")
-        shot = d.find_element("css selector", ".shot")
-        assert shot.find_element("css selector", "h2").text == HOSTILE_NAME
-        assert shot.find_element("css selector", ".prompt").text == HOSTILE_PROMPT.replace("<b onmouseover=alert(1)>", "<b onmouseover=alert(1)>")
-        assert d.execute_script("return window.pwned") is None
-        assert d.find_elements("css selector", ".shot img, .shot script, .shot b") == []
-    finally:
-        d.quit()
+def test_a_hostile_name_and_prompt_are_shown_as_text(reviewed, browser):
+    srv, ledger = reviewed
+    d = browser
+    _open(d, srv.url)
+    d.find_element("id", "f-q").send_keys("harbour")
+    wait(lambda: len(d.find_elements("css selector", ".shot")) == 1, what="the text filter")
+    shot = d.find_element("css selector", ".shot")
+    assert shot.find_element("css selector", "h2").text == HOSTILE_NAME
+    assert shot.find_element("css selector", ".prompt").text == HOSTILE_PROMPT.replace("<b onmouseover=alert(1)>", "<b onmouseover=alert(1)>")
+    assert d.execute_script("return window.pwned") is None
+    assert d.find_elements("css selector", ".shot img, .shot script, .shot b") == []
 
 
 def test_who_gets_in(served, tmp_path):
@@ -294,66 +342,60 @@ def test_two_browsers_deciding_the_same_clip_at_once_on_postgres(pg_url, sim, tm
 
 
 @pytest.mark.chromium
-def test_an_undo_never_overwrites_another_reviewers_later_decision(served, tmp_path):
-    srv, ledger = served
-    d = chromium(tmp_path)
-    try:
-        _open(d, srv.url)
-        first = int(d.execute_script("return document.body.getAttribute('data-current')"))
-        _press(d, "a")  # ann approves the first clip (the cursor moves on)
-        led = Ledger(str(ledger), create=False)
-        try:  # bob, on another page, rejects it meanwhile
-            from batchgen.jobs import Verdict
-            from batchgen.ledger import Change
+def test_an_undo_never_overwrites_another_reviewers_later_decision(reviewed, browser):
+    srv, ledger = reviewed
+    d = browser
+    _open(d, srv.url)
+    first = int(d.execute_script("return document.body.getAttribute('data-current')"))
+    _press(d, "a")  # ann approves the first clip (the cursor moves on)
+    led = Ledger(str(ledger), create=False)
+    try:  # bob, on another page, rejects it meanwhile
+        from batchgen.jobs import Verdict
+        from batchgen.ledger import Change
 
-            led.decide([Change(first, verdict=Verdict.REJECT)], "bob")
-        finally:
-            led.close()
-        _press(d, "u")
-        wait(lambda: "bob decided reject since; not undone" in d.find_element("id", "status").text,
-             what="the refused undo to be said")
-        now = _latest(ledger)
-        assert (now["shot00/1"]["verdict"], now["shot00/1"]["reviewer"]) == ("reject", "bob")
-        # the cursor is back on that clip, which shows bob's verdict
-        assert int(d.execute_script("return document.body.getAttribute('data-current')")) == first
-        # undo goes on working for a decision nobody changed since
-        _press(d, "j", settle=False)
-        _press(d, "x")
-        _press(d, "u")
-        assert _latest(ledger)["shot00/2"]["verdict"] is None
+        led.decide([Change(first, verdict=Verdict.REJECT)], "bob")
     finally:
-        d.quit()
+        led.close()
+    _press(d, "u")
+    wait(lambda: "bob decided reject since; not undone" in d.find_element("id", "status").text,
+         what="the refused undo to be said")
+    now = _latest(ledger)
+    assert (now["shot00/1"]["verdict"], now["shot00/1"]["reviewer"]) == ("reject", "bob")
+    # the cursor is back on that clip, which shows bob's verdict
+    assert int(d.execute_script("return document.body.getAttribute('data-current')")) == first
+    # undo goes on working for a decision nobody changed since
+    _press(d, "j", settle=False)
+    _press(d, "x")
+    _press(d, "u")
+    assert _latest(ledger)["shot00/2"]["verdict"] is None
 
 
 @pytest.mark.chromium
-def test_a_retake_with_an_edited_prompt_is_checked_shown_as_a_diff_then_recorded(served, tmp_path):
-    srv, ledger = served
-    d = chromium(tmp_path)
-    try:
-        _open(d, srv.url)
-        _press(d, "e", settle=False)
-        wait(lambda: d.find_element("id", "edit-prompt").is_displayed(), what="the edit box")
-        fields = d.find_element("id", "edit-fields")
-        fields.clear()
-        fields.send_keys('{"duration": 99}\n')  # refused like a manifest row: named, nothing recorded
-        wait(lambda: d.execute_script("return document.body.getAttribute('data-edit-checked')") == "error",
-             what="the refusal")
-        assert "field 'duration'" in d.find_element("id", "edit-diff").text
-        fields.clear()
-        fields.send_keys("{}")
-        prompt = d.find_element("id", "edit-prompt")
-        prompt.clear()
-        prompt.send_keys("A lighthouse at dawn, calm sea\n")
-        wait(lambda: (d.execute_script("return document.body.getAttribute('data-edit-checked')") or "error") != "error",
-             what="the diff")
-        diff = d.find_element("id", "edit-diff").text
-        assert 'prompt:\n- "A lighthouse at night number 0"\n+ "A lighthouse at dawn, calm sea"' in diff
-        d.save_screenshot(_shot("edit.png"))
-        assert _latest(ledger) == {}  # shown, not recorded yet
-        before = d.execute_script("return document.body.getAttribute('data-decided')")
-        prompt.send_keys("\n")
-        wait(lambda: d.execute_script("return document.body.getAttribute('data-decided')") != before, what="the retake")
-        now = _latest(ledger)["shot00/1"]
-        assert now["verdict"] == "retake" and json.loads(now["changes"]) == {"prompt": "A lighthouse at dawn, calm sea"}
-    finally:
-        d.quit()
+def test_a_retake_with_an_edited_prompt_is_checked_shown_as_a_diff_then_recorded(reviewed, browser):
+    srv, ledger = reviewed
+    d = browser
+    _open(d, srv.url)
+    _press(d, "e", settle=False)
+    wait(lambda: d.find_element("id", "edit-prompt").is_displayed(), what="the edit box")
+    fields = d.find_element("id", "edit-fields")
+    fields.clear()
+    fields.send_keys('{"duration": 99}\n')  # refused like a manifest row: named, nothing recorded
+    wait(lambda: d.execute_script("return document.body.getAttribute('data-edit-checked')") == "error",
+         what="the refusal")
+    assert "field 'duration'" in d.find_element("id", "edit-diff").text
+    fields.clear()
+    fields.send_keys("{}")
+    prompt = d.find_element("id", "edit-prompt")
+    prompt.clear()
+    prompt.send_keys("A lighthouse at dawn, calm sea\n")
+    wait(lambda: (d.execute_script("return document.body.getAttribute('data-edit-checked')") or "error") != "error",
+         what="the diff")
+    diff = d.find_element("id", "edit-diff").text
+    assert 'prompt:\n- "A lighthouse at night number 0"\n+ "A lighthouse at dawn, calm sea"' in diff
+    d.save_screenshot(_shot("edit.png"))
+    assert _latest(ledger) == {}  # shown, not recorded yet
+    before = d.execute_script("return document.body.getAttribute('data-decided')")
+    prompt.send_keys("\n")
+    wait(lambda: d.execute_script("return document.body.getAttribute('data-decided')") != before, what="the retake")
+    now = _latest(ledger)["shot00/1"]
+    assert now["verdict"] == "retake" and json.loads(now["changes"]) == {"prompt": "A lighthouse at dawn, calm sea"}
