@@ -55,14 +55,14 @@ def test_an_unreachable_api_is_named_at_once_and_given_up_on(tmp_path):
     m = write_csv_manifest(tmp_path / "m.csv", 3)
     t = time.monotonic()
     r = run_cli(["run", str(m), "--api-base", "http://127.0.0.1:9", "--ledger", str(tmp_path / "l.db"),
-                 "--out", str(tmp_path / "out"), "--outage-window", "3", "--rpm", "0"])
+                 "--out", str(tmp_path / "out"), "--outage-window", "1", "--rpm", "0"])
     assert r.exit_code == 3, r.output
     assert time.monotonic() - t < 30
     lines = r.stderr.splitlines()
     first = next(i for i, l in enumerate(lines) if "does not answer" in l)
     assert "connection refused by 127.0.0.1:9" in lines[first]
     assert sum("does not answer" in l for l in lines) == 1  # said once, not once per job
-    assert any("no answer from the API for 3 s" in l for l in lines)
+    assert any("no answer from the API for 1 s" in l for l in lines)
 
 
 def test_an_api_that_dies_mid_run_stops_the_run_and_keeps_task_ids(sim_factory, tmp_path):
@@ -81,8 +81,8 @@ def test_an_api_that_dies_mid_run_stops_the_run_and_keeps_task_ids(sim_factory, 
 
     threading.Thread(target=die_after_the_creates, daemon=True).start()
     t = time.monotonic()
-    r = run_cli(run_args(sim, m, tmp_path, "--outage-window", "3"))
-    # noticed at the first poll (scheduled at the tasks' estimate), given up 3 s later — not after
+    r = run_cli(run_args(sim, m, tmp_path, "--outage-window", "1"))
+    # noticed at the first poll (scheduled at the tasks' estimate), given up 1 s later — not after
     # --task-timeout (2 h)
     assert r.exit_code == 3 and time.monotonic() - t < 25, r.output
     assert "no answer from the API" in r.stderr

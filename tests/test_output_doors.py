@@ -255,8 +255,8 @@ def test_a_refused_run_leaves_no_ledger_and_no_lock(tmp_path):
     ok = tmp_path / "ok.yaml"
     ok.write_text("defaults: {model: grok-imagine-text-to-video, duration: 6, resolution: 480p}\n"
                   "jobs:\n  - {name: a, prompt: a lighthouse}\n")
-    assert run_cli(["run", str(ok), "--simulate", "--out", str(tmp_path / "out"), "--ledger", str(led),
-                    "--no-verify", "-q"]).exit_code == 0
+    assert run_cli(["run", str(ok), "--simulate", "--sim-set", "render_min=0.05", "--sim-set", "render_max=0.2",
+                    "--out", str(tmp_path / "out"), "--ledger", str(led), "--no-verify", "-q"]).exit_code == 0
     before = led.read_bytes()
     r = run_cli(["run", str(m), "--simulate", "--out", str(tmp_path / "out"), "--ledger", str(led)])
     assert r.exit_code == 2 and led.is_file() and led.read_bytes() == before
