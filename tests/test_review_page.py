@@ -236,6 +236,15 @@ def test_who_gets_in(served, tmp_path):
     status, body, _ = _get(srv.base + "/api/decide", srv.server.token, method="POST", body=change,
                            headers={"Content-Type": "application/json"})
     assert status == 200 and json.loads(body)["counts"]["approve"] == 1
+    # what was decided since a page loaded (the page asks every 4 s: a browser test shorter than
+    # that never asks), for the clips it names
+    other = next(t["id"] for s in doc["shots"] for t in s["takes"] if t["id"] != job)
+    status, body, _ = _get(f"{srv.base}/api/states?ids={job},{other}", srv.server.token)
+    states = json.loads(body)
+    assert status == 200 and states["counts"]["approve"] == 1
+    assert (states["clips"][str(job)]["review"], states["clips"][str(other)]["review"]) == ("approve", None)
+    assert _get(f"{srv.base}/api/states?ids={job}")[0] == 403  # no token: no data
+    assert _get(srv.base + "/api/states?ids=first", srv.server.token)[0] == 400
     bad = json.dumps({"changes": [{"job": 10**6, "verdict": "approve"}]}).encode()
     assert _get(srv.base + "/api/decide", srv.server.token, method="POST", body=bad,
                 headers={"Content-Type": "application/json"})[0] == 404
