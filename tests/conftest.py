@@ -84,17 +84,30 @@ def _rewrite_test_modules_once(config) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups set here
 def pytest_collection_modifyitems(config, items):
-    """How the suite is spread over parallel workers (pyproject.toml: ``-n 4 --dist loadgroup``):
-    - slow tests first, so the longest start at once instead of ending the run alone;
+    """How the suite is spread over parallel workers (pyproject.toml: ``-n 4 --dist loadgroup
+    --no-loadscope-reorder``):
     - a test that uses a module- or class-scoped fixture (test_docs.py's site build) stays on one
-      worker with the rest of its module, which builds that fixture once, not once per worker."""
+      worker with the rest of its module, which builds that fixture once, not once per worker;
+    - the longest units of work (a test, or a group's tests together) first, by the seconds
+      tests/durations.py expects of them, so that the longest start at once instead of ending the
+      run alone. xdist hands out units in the order of their first test here
+      (``--no-loadscope-reorder``; its own order put the groups with the most tests first)."""
+    from durations import expected
+
+    unit: dict[str, str] = {}
     for item in items:
         fixturedefs = getattr(item, "_fixtureinfo", None)
         for defs in (fixturedefs.name2fixturedefs.values() if fixturedefs else ()):
             if defs and defs[-1].scope in ("module", "class", "package"):
                 item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
                 break
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        group = item.get_closest_marker("xdist_group")
+        unit[item.nodeid] = (group.args[0] if group.args else group.kwargs.get("name", "default")) if group else ""
+    seconds: dict[str, float] = {}
+    for item in items:
+        key = unit[item.nodeid] or item.nodeid
+        seconds[key] = seconds.get(key, 0.0) + expected(item.nodeid, item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -seconds[unit[item.nodeid] or item.nodeid])  # stable: a group keeps its order
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.xdist_group("typing")
 
 
 def mypy(*args: str) -> subprocess.CompletedProcess[str]:
@@ -24,10 +25,11 @@ def mypy(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def checked(tmp_path_factory) -> subprocess.CompletedProcess[str]:
-    """One mypy run for both tests, whichever workers they land on: the first to ask runs it
-    under a lock in the run's shared folder and leaves its result there for the other (xdist's
-    own grouping, `--dist loadgroup`, no longer groups anything with pytest 9.2: pytest-xdist
-    issue 1386). The package and the probe, under --strict. Each test used to
+    """One mypy run for both tests: they are one xdist group (``pytestmark``), so the
+    second finds the first's result in this worker's session. The lock and the result in the
+    run's shared folder are for a run that splits them anyway (``--dist load``): there the
+    second worker waited idle for the first's mypy, ~14 s of the suite's wall at ``-n 4``,
+    which is why they are grouped. The package and the probe, under --strict. Each test used to
     start its own (~27 s of CPU each, cold), and most of the probe's run was spent type-checking
     the batchgen modules it imports all over again. The probe's run used
     --follow-imports=silent and --ignore-missing-imports; here files named on the command line
