@@ -63,15 +63,25 @@ def delivery_events(tmp_path: Path) -> list[str]:
         led.close()
 
 
-def _subprocess_run(sim, manifest: Path, tmp_path: Path, s3, *extra: str, crash: str | None = None,
+def _subprocess_run(sim, manifest: Path, tmp_path: Path, s3, *extra: str,
                     **env: str) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if k != "BATCHGEN_CRASH_AT"}
     full.update(BATCHGEN_API_KEY=KEY, **s3.env(), **env)
-    if crash:
-        full["BATCHGEN_CRASH_AT"] = crash
     return subprocess.run([sys.executable, "-m", "batchgen", *run_args(sim, manifest, tmp_path, "-q", "--deliver",
                                                                        DEST, *extra)],
                           env=full, cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+
+def _crashed_run(zygote, sim, manifest: Path, tmp_path: Path, s3, point: str) -> None:
+    """``batchgen run --deliver`` forked from the warm process (conftest's ``zygote``: a real
+    process without a new interpreter's imports), ending at crash point ``point``: exit 137, as a
+    SIGKILL there. A run that ended otherwise never reached its point and tested nothing."""
+    env = {k: v for k, v in os.environ.items() if k != "BATCHGEN_CRASH_AT"}
+    env.update(BATCHGEN_API_KEY=KEY, BATCHGEN_CRASH_AT=point, **s3.env())
+    err = tmp_path / f"crash-{point.replace(':', '-')}.err"
+    rc = zygote.start(run_args(sim, manifest, tmp_path, "-q", "--deliver", DEST), env=env, cwd=ROOT,
+                      stderr=err).wait(180)
+    assert rc == 137, (point, rc, err.read_text()[-3000:])
 
 
 @pytest.mark.slow
@@ -118,12 +128,11 @@ def test_manifest_deliver_key_and_no_verify(sim_factory, s3, tmp_path):
 
 
 @pytest.mark.slow
-def test_crash_after_upload_then_resume_uploads_nothing_twice(sim_factory, s3, tmp_path):
+def test_crash_after_upload_then_resume_uploads_nothing_twice(sim_factory, s3, tmp_path, zygote):
     sim = sim_factory(seed=5)
     m = write_csv_manifest(tmp_path / "m.csv", 4)
     # Killed after the store acknowledged the 2nd clip, before the ledger recorded it.
-    p = _subprocess_run(sim, m, tmp_path, s3, crash="after_upload_before_record:2")
-    assert p.returncode == 137, p.stderr
+    _crashed_run(zygote, sim, m, tmp_path, s3, "after_upload_before_record:2")
     stored = s3.objects("nightly/")
     assert len([k for k in stored if k.endswith(".mp4")]) >= 2
     p = _subprocess_run(sim, m, tmp_path, s3, "--json")
@@ -136,11 +145,10 @@ def test_crash_after_upload_then_resume_uploads_nothing_twice(sim_factory, s3, t
 
 
 @pytest.mark.slow
-def test_kill_mid_upload_leaves_no_object_that_counts(sim_factory, s3, tmp_path):
+def test_kill_mid_upload_leaves_no_object_that_counts(sim_factory, s3, tmp_path, zygote):
     sim = sim_factory(seed=6)
     m = write_csv_manifest(tmp_path / "m.csv", 4)
-    p = _subprocess_run(sim, m, tmp_path, s3, crash="mid_upload:3")
-    assert p.returncode == 137, p.stderr
+    _crashed_run(zygote, sim, m, tmp_path, s3, "mid_upload:3")
     rows = _ledger_rows(tmp_path)
     objects = s3.objects("nightly/")
     for r in rows:  # whatever the ledger calls delivered is complete in the store
@@ -229,21 +237,25 @@ def test_prune_local_after_delivery(sim_factory, s3, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_minus_9_with_delivery_on(sim_factory, s3, tmp_path):
-    """The chaos check with --deliver: random kills and the delivery crash points, then every
-    money invariant and every delivered object's checksum."""
+def test_kill_minus_9_with_delivery_on(sim_factory, s3, tmp_path, zygote):
+    """The chaos check with --deliver: the delivery crash points and random kills, then every
+    money invariant and every delivered object's checksum. The killed runs are forked from the
+    warm process (conftest's ``zygote``: real processes, a real SIGKILL or exit 137, without a
+    new interpreter's imports each), and each crash point must really end its run: a run that
+    finished before reaching its point tested nothing."""
     sim = sim_factory(seed=12, render_min=0.3, render_max=1.0, p429=0.05, retry_after=0.05, p_truncate=0.05)
     m = write_csv_manifest(tmp_path / "m.csv", 40, small=True)  # each clip verified and drawn, in every run
+    # Each point counts from its own run's start: the 2nd clip uploaded, the 5th recorded, the
+    # 9th — 16 of the 40 at most, so each run meets its point with clips still to deliver.
     for point in ("mid_upload:2", "after_upload_before_record:5", "mid_upload:9"):
-        p = _subprocess_run(sim, m, tmp_path, s3, crash=point)
-        assert p.returncode in (137, 0), p.stderr
-    rng = random.Random(99)
+        _crashed_run(zygote, sim, m, tmp_path, s3, point)
+    args = run_args(sim, m, tmp_path, "-q", "--deliver", DEST)
     env = {k: v for k, v in os.environ.items() if k != "BATCHGEN_CRASH_AT"}
     env.update(BATCHGEN_API_KEY=KEY, **s3.env())
-    cmd = [sys.executable, "-m", "batchgen", *run_args(sim, m, tmp_path, "-q", "--deliver", DEST)]
+    rng = random.Random(99)
     for _ in range(6):
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 2.0))
+        proc = zygote.start(args, env=env, cwd=ROOT)
+        time.sleep(rng.uniform(0.5, 2.0))  # the moment of the kill: random, by design not an event
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait(60)
