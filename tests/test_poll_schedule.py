@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from batchgen.pipeline.pace import (EARLY, END_MARGIN_S, END_SPREAD_S, EXPLORE_EVERY, EXPLORE_MAX, PROBE_STEP_S,
-                                   SEED_STEP_S, Anchor, PaceBook, poll_delay)
+from batchgen.pipeline.pace import (BAND_HITS, EARLY, END_MARGIN_S, END_SPREAD_S, EXPLORE_EVERY, EXPLORE_MAX,
+                                   LADDER_EVERY, PROBE_STEP_S, SEED_STEP_S, Anchor, PaceBook, poll_delay)
 
 NOW = 1_000_000.0
 M = "grok-imagine-text-to-video"
@@ -163,7 +163,7 @@ def test_probes_come_less_early_and_less_often_while_the_known_end_proves_tight(
     never more than PROBE_STEP_S before the known end. A probe that finds its task still
     rendering (the end is tight) doubles the interval, up to EXPLORE_MAX; one that lowers the
     known end brings it back to EXPLORE_EVERY."""
-    book = _exact_book(5.0, 0.90, 1.00, slack=0.02)  # a 0.5 s gap
+    book = _exact_book(5.0, 0.90, 1.00, slack=0.25)  # a 0.5 s gap, as wide as the round trips: no ladder
     p = book.pace(M)
     assert p.holds() and p.explore_every == EXPLORE_EVERY
     ratios = [p.first_ratio(estimate=5.0) for _ in range(2 * EXPLORE_EVERY)]
@@ -254,21 +254,37 @@ def test_a_coarse_progress_never_puts_the_next_poll_past_where_every_task_was_do
     assert delay(t, NOW + 4.5, book, poll_min=2.0) == pytest.approx(4.5 * 5 / 95 * 1.05)
 
 
-def test_probes_reach_further_while_they_keep_finding_the_known_end_loose():
-    """A known end learnt from late polls (0.8 s late) comes down in a few probes, not sixteen:
-    each probe that finds its task done before the known end doubles how far before it the next
-    probe goes; one that finds its task rendering brings the step back to PROBE_STEP_S."""
-    book = _exact_book(5.0, 0.90, 1.16, slack=0.0)
+def test_a_known_end_far_from_the_bounds_is_probed_by_a_ladder():
+    """A known end learnt from late polls (0.8 s late: the first wave's, timed by progress) comes
+    down within one render of probes: while the gap between the bounds is wide, one first poll in
+    LADDER_EVERY probes, LADDER_STEP_S below the known end, then twice that, up to half the gap
+    (probes answer a render later: one at a time, every eighth first poll, took up to 200 tasks)."""
+    book = _exact_book(5.0, 0.90, 1.16, slack=0.0)  # a 1.3 s gap
     p = book.pace(M)
-    steps = []
-    for _ in range(4):
-        hi = min(p.uppers)
-        probe = next(r for r in (p.first_ratio(estimate=5.0) for _ in range(EXPLORE_EVERY)) if r < hi)
-        steps.append(round((hi - probe) * 5.0, 3))
-        book.observe(M, 5.0, 5.0 * probe + 0.01, done=True)  # found done just after the probe
-    assert steps == [0.05, 0.1, 0.2, 0.4]
-    book.observe(M, 5.0, 5.0 * (min(p.uppers) - 0.001), done=False)  # now tight
-    assert p.probe_step == PROBE_STEP_S
+    ratios = [p.first_ratio(estimate=5.0) for _ in range(7 * LADDER_EVERY)]
+    hi = min(p.uppers)
+    depths = [round((hi - r) * 5.0, 3) for r in ratios if r < hi]
+    assert depths == [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64]  # up to half the gap, 0.65 s
+    assert all(r == hi for k, r in enumerate(ratios, 1) if k % LADDER_EVERY)  # the others at the known end
+    # The deepest found done sets the known end (0.64 s lower); the rungs then reach half the new gap.
+    book.observe(M, 5.0, 5.0 * hi - 0.64 + 0.005, done=True)
+    hi = p.known_end(5.0)
+    assert 5.0 * hi == pytest.approx(5.0 * 1.16 - 0.635)
+    ratios = [p.first_ratio(estimate=5.0) for _ in range(7 * LADDER_EVERY)]
+    depths = [round((hi - r) * 5.0, 3) for r in ratios if r < hi]
+    assert max(depths) <= (5.0 * hi - 4.5) / 2 and len(set(depths)) > 3
+
+
+def test_the_ladder_stops_once_the_gap_is_as_narrow_as_the_round_trips():
+    """A probe that finds its task still rendering just below the known end closes the gap: no
+    more ladder, only the usual probe in EXPLORE_EVERY (and fewer while the end proves tight)."""
+    book = _exact_book(5.0, 0.90, 1.01, slack=0.0)
+    p = book.pace(M)
+    book.observe(M, 5.0, 5.0 * 1.01 - 0.01, done=False)  # rendering 10 ms before the known end
+    assert p.known_end(5.0) == pytest.approx(1.01)
+    ratios = [p.first_ratio(estimate=5.0) for _ in range(4 * LADDER_EVERY)]
+    probes = [r for r in ratios if r < 1.01]
+    assert len(probes) <= 4 * LADDER_EVERY // p.explore_every + 1 and p.ladder == 0
 
 
 # ---------------------------------------------------------------- issue 31 part 4: detection
@@ -277,7 +293,7 @@ def test_probes_reach_further_while_they_keep_finding_the_known_end_loose():
 def test_a_first_poll_at_the_known_end_comes_a_few_milliseconds_after_it():
     """The known end is a "done by" bound already: the first poll goes END_MARGIN_S after it,
     spread by at most END_SPREAD_S (was 20 ms + up to 30 ms: most of a freed slot's wait)."""
-    book = _exact_book(5.0, 0.99, 1.0, slack=0.0)
+    book = _exact_book(5.0, 0.997, 1.0, slack=0.0)  # a 15 ms gap: no ladder
     ds = [poll_delay(Task(estimated_time=5.0), NOW, poll_min=2.0, poll_max=60.0, book=book) for _ in range(6)]
     assert all(5.0 + END_MARGIN_S <= d <= 5.0 + END_MARGIN_S + END_SPREAD_S for d in ds)
 
@@ -303,7 +319,7 @@ def test_with_exact_estimates_the_known_end_is_seconds_past_the_estimate_not_a_r
 def test_probes_in_flight_reach_further_without_waiting_for_each_answer():
     """Probes answer a render later: once one found the end loose, each next probe placed with
     no news since reaches twice as far (a known end 0.4 s late took 150 tasks to come down)."""
-    book = _exact_book(5.0, 0.90, 1.16, slack=0.0)
+    book = _exact_book(5.0, 0.90, 1.16, slack=0.7)  # round trips as wide as the gap: no ladder
     p = book.pace(M)
     hi = min(p.uppers)
     book.observe(M, 5.0, 5.0 * (hi - 0.01), done=True)  # a probe found the end loose
@@ -370,3 +386,74 @@ def test_the_anchor_moves_to_the_answer_when_slow_creates_miss_and_back():
         b.aim(float(i))
         b.learn((float(i), i + 0.05 + rng.uniform(0.0, 0.05)), done=rng.random() > 0.15)
     assert not b.answer
+
+
+# ------------------------------------------------- issue 31 part 4: a wait in `pending` (the band)
+
+
+def _pending_book(waits: list[tuple[float, float]]) -> PaceBook:
+    """Tasks of (estimate, wait in `pending`) each seen rendering 10 ms before its end and done
+    10 ms after it, timed from the create's answer (the create's round trip 2 ms)."""
+    book = PaceBook()
+    for est, wait in waits:
+        end = NOW + est + wait
+        for done, at in ((False, end - 0.01), (True, end + 0.01)):
+            book.observe_poll(M, est, done=done, create=(NOW - 0.002, NOW), poll=(at, at))
+    return book
+
+
+WAITS = [(3.0, 0.44), (8.0, 0.17), (5.0, 0.3), (6.0, 0.21), (4.0, 0.38)]
+
+
+def test_ends_scattered_by_a_wait_in_pending_are_polled_once_at_the_latest_seen():
+    """Exact estimates but for a wait in `pending` of 0.15-0.45 s: as ratios the bounds overlap
+    (a 3 s task rendering at 1.14, an 8 s one done by 1.02), so the estimates do not hold; in
+    seconds past the estimate every end lies within 0.3 s. The first poll goes where the latest of
+    them was still rendering (timed from the create's answer), not at nine tenths of the estimate
+    with a second timed by a progress told in steps of 25."""
+    book = _pending_book(WAITS)
+    p = book.pace(M)
+    assert not p.holds() and p.band() == pytest.approx(0.43)
+    t = Task(estimated_time=7.0, create_sent=NOW + 1.0, submitted_at=NOW + 1.002)
+    assert delay(t, NOW + 1.002, book) == pytest.approx(7.0 + 0.43 + 0.02)
+    # A poll that finds it still rendering past the band comes again in small doubling steps.
+    t.polls = 1
+    assert delay(t, NOW + 1.002 + 7.46, book) == pytest.approx(0.05)
+    t.polls = 2
+    assert delay(t, NOW + 1.002 + 7.52, book) == pytest.approx(0.1)
+
+
+def test_the_band_aim_follows_the_share_of_first_polls_that_find_their_task_done():
+    """First polls in the band aim where BAND_HITS of them find their task done: each hit brings
+    the aim earlier, each miss later, weighted so that hits and misses in that share balance; the
+    aim never passes the latest point a task was seen rendering."""
+    book = _pending_book(WAITS)
+    p = book.pace(M)
+    top = p.band()
+    sent = [NOW + k for k in range(10)]
+    for c in sent:
+        assert delay(Task(estimated_time=5.0, create_sent=c, submitted_at=c + 0.002), c + 0.002, book) > 5.0
+    hits = round(10 * BAND_HITS)
+    for k, c in enumerate(sent):  # BAND_HITS of them done, the rest still rendering at the aim
+        done = k < hits
+        at = c + 0.002 + 5.0 + top
+        book.observe_poll(M, 5.0, done=done, create=(c, c + 0.002), poll=(at, at))
+    assert p.band() == pytest.approx(top)  # balanced: the aim stays
+    for c in (NOW + 20, NOW + 21, NOW + 22):  # three more that find it done: earlier
+        delay(Task(estimated_time=5.0, create_sent=c, submitted_at=c + 0.002), c + 0.002, book)
+        book.observe_poll(M, 5.0, done=True, create=(c, c + 0.002), poll=(c + 5.1, c + 5.1))
+    assert p.band() < top
+
+
+def test_estimates_that_scatter_by_a_share_of_the_render_form_no_band():
+    """Estimates ±15 % of 3-8 s scatter by seconds: no band; the first poll stays early, where a
+    fine progress times the second (the noisy night)."""
+    book = PaceBook()
+    rng = random.Random(5)
+    for _ in range(30):
+        est = rng.uniform(3, 8)
+        actual = est * rng.uniform(0.85, 1.15)
+        book.observe(M, est, actual - 0.05, done=False)
+        book.observe(M, est, actual + 0.05, done=True)
+    assert book.pace(M).band() is None
+    assert delay(Task(estimated_time=5.0), NOW, book) == pytest.approx(5.0 * EARLY)

@@ -21,7 +21,16 @@ of one model and picks the first poll of its next task from them:
   without waiting, and a probe found done yet not early (its answer came late) reaches further
   too. When the bounds straddle a ratio of 1 (``Pace.exact``) the known end is counted in seconds
   past the estimate, and ``Anchor`` learns whether the task starts at the create's send or a
-  fixed time before its answer (issue 31 part 4).
+  fixed time before its answer (issue 31 part 4). While the known end lies far past the latest
+  point a task was seen rendering (after the first wave, whose bounds came from polls timed by
+  progress), one first poll in ``LADDER_EVERY`` probes at depths doubling from ``LADDER_STEP_S``
+  below it: one render's probes find how loose it is, where one probe at a time took hundreds
+  of tasks.
+* **Estimates that hold but for a wait of each task's own** (``Pace.band``: a task queued in
+  `pending` for a time its estimate does not count): the ends scatter by a few tenths of a
+  second past the estimates, not by a share of them. The first poll goes where a share
+  ``BAND_HITS`` of first polls find their task done (followed in small steps from the latest point
+  a task was seen rendering), a task still rendering there is polled again in small steps.
 * **Estimates that scatter** (bounds overlap across tasks): the first poll goes a little before
   the lower end of what was seen (``EARLY``), where a still-rendering task reports its
   progress, from which the second poll is timed to land just after the result is ready.
@@ -45,6 +54,7 @@ Pure: no I/O, no clock of its own.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -64,11 +74,17 @@ MARGIN_S = 0.02
 # A first poll at the known end (estimates hold) comes this much after it, spread by at most this
 # much: the known end is a "done by" bound already, so MARGIN_S and SPREAD_S (35 ms on average)
 # were most of the 57 ms a freed slot waited for its detection with exact estimates.
-END_MARGIN_S = 0.01
+END_MARGIN_S = 0.002
 END_SPREAD_S = 0.002
 PROBE_STEP_S = 0.05  # a probe comes this long before the known end (doubling while probes find it loose)
 PROBE_STEP_MAX_S = 1.6
 EXPLORE_MAX = 64  # probes at least once in this many first polls: the window's length
+# While the known end lies more than LADDER_GAP_S (plus two round trips) past the latest point a
+# task was seen rendering, one first poll in LADDER_EVERY probes, LADDER_STEP_S before the known
+# end, then twice that, and so on up to half the gap (``Pace.first_ratio``).
+LADDER_GAP_S = 0.02
+LADDER_EVERY = 4
+LADDER_STEP_S = 0.01
 AIMED_FLOOR_S = 0.01
 # Past the known end (estimates hold), the first polls step by this (or the round trips, if
 # longer), doubling, for at most PAST_END_POLLS polls of the task.
@@ -80,6 +96,15 @@ ANCHOR_RATE = 0.2  # how fast the anchor follows the misses (hits: AIM_HITS of i
 ANCHOR_SWITCH = 0.5  # …and how far it leans (in round trips' deviations) before it moves
 AIM_HITS = 0.25  # (first polls hit several times as often as they miss)
 THRIFTY_MARGIN = 1.02  # a thrifty first poll comes this much after the latest ratio seen still rendering
+# Ends that scatter past their estimates by at most this many seconds (a wait in `pending` the
+# estimate does not count, the same for short and long renders): one poll at the latest end seen
+# costs less than an early poll and one timed by a progress told in steps of 25 (``Pace.band``).
+BAND_MAX_S = 0.45
+# Within the band, first polls aim where BAND_HITS of them find their task done (a quantile followed
+# by steps of BAND_STEP_S: up on a miss, down on a hit, weighted so they balance at that share); a
+# miss is polled again in small steps, as past a known end.
+BAND_HITS = 0.7
+BAND_STEP_S = 0.005
 
 
 class Polled(Protocol):
@@ -172,6 +197,9 @@ class Pace:
     lower_secs: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     upper_rtts: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     anchor: Anchor = field(default_factory=Anchor)
+    band_aim: float | None = None  # seconds past the estimate the next first poll in the band goes (``band``)
+    banded: dict[float, None] = field(default_factory=dict)  # create-sent moments of first polls in the band
+    ladder: int = 0  # probes placed while the gap is wide (``first_ratio``): sets the next one's depth
 
     def exact(self) -> bool:
         """Estimates that hold with a ratio of 1 between the bounds: the tasks end at their
@@ -231,6 +259,18 @@ class Pace:
         lo = max(self.lowers) if self.lowers else hi * EARLY
         if estimate and self.exact() and self.lower_secs:
             lo = 1.0 + max(self.lower_secs) / estimate
+        gap = (hi - lo) * estimate if estimate and self.exact() else 0.0
+        if estimate and gap > LADDER_GAP_S + 2 * self.slack() and self.firsts % LADDER_EVERY == 0:
+            # The known end is far from the latest point a task was seen rendering (after the
+            # first wave, whose bounds came from polls timed by progress, 50-150 ms late): probes
+            # one first poll in LADDER_EVERY, at depths doubling from LADDER_STEP_S below the
+            # known end up to half the gap, so one render's probes find how loose it is (the
+            # deepest found done sets it). One probe at a time, every eighth first poll and
+            # answered a render later, took up to 200 tasks to bring it down (0.09 s of detection).
+            rungs = max(1, int(math.log2(max(1.0, gap / 2 / LADDER_STEP_S))) + 1)
+            depth = LADDER_STEP_S * (1 << (self.ladder % rungs))
+            self.probes, self.ladder = self.probes + 1, self.ladder + 1
+            return hi - depth / estimate
         if self.firsts % self.explore_every == 0 and hi - lo > 0.002:
             self.probes += 1
             if self.descending and self.news_at_probe == self.news:
@@ -243,6 +283,32 @@ class Pace:
             # probe that finds its task rendering costs that task at most that much.
             return max((lo + hi) / 2, hi - self.probe_step / estimate) if estimate else (lo + hi) / 2
         return hi
+
+    def band(self) -> float | None:
+        """Estimates that hold but for a wait of each task's own (issue 31 part 4: a task queued in
+        `pending` 0.15-0.45 s, a time its estimate does not count): the bounds overlap as ratios,
+        yet in seconds past the estimate (timed from the create's answer) the latest point a task
+        was seen rendering lies within ``BAND_MAX_S`` of the earliest "done by". Returns where the
+        next first poll goes, in seconds past its estimate: an aim that starts at that latest
+        point (which never passes the latest true end) and follows the first polls' outcomes
+        (``band_learn``) towards the point where ``BAND_HITS`` of them find their task done; None
+        otherwise (estimates that hold, or scatter by a share of the render: ±15 % of 3-8 s is
+        seconds). Timed by a coarse progress instead (an early poll read 75 % at nine tenths of
+        the render; the next was aimed at the latest ratio seen done), a task was found 0.6 s late."""
+        if len(self.upper_secs) < MIN_FOR_TRUST or len(self.lower_secs) < MIN_FOR_TRUST \
+                or len(self.upper_secs) != len(self.uppers):
+            return None
+        top = max(self.lower_secs)
+        if self.holds() or top - min(self.upper_secs) > BAND_MAX_S:
+            return None
+        if self.band_aim is None or self.band_aim > top:
+            self.band_aim = top
+        return self.band_aim
+
+    def band_learn(self, done: bool) -> None:
+        """A first poll placed in the band found its task done (the aim may come earlier) or not."""
+        if self.band_aim is not None:
+            self.band_aim += -BAND_STEP_S * (1 - BAND_HITS) if done else BAND_STEP_S * BAND_HITS
 
     def known_end(self, estimate: float | None = None) -> float | None:
         """A fraction of the estimate by which a task of this model has always been done."""
@@ -317,6 +383,9 @@ class PaceBook:
         probe = create[0] in pace.probed  # the task's first poll, placed before the known end
         pace.probed.pop(create[0], None)
         pace.anchor.learn(create, done)
+        if create[0] in pace.banded:
+            del pace.banded[create[0]]
+            pace.band_learn(done)
         self.observe(model, estimate, done_by if done else running_at, done=done, progress=progress, probe=probe,
                      rtt=create[1] - create[0])
 
@@ -339,7 +408,19 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
     pace = book.pace(job.model) if book is not None else None
     end = pace.known_end(est) if pace is not None else None
     spread = SPREAD_S
-    if job.polls == 0 and est is not None:
+    band = pace.band() if pace is not None and not thrifty and est is not None else None  # (None while estimates hold)
+    since = now - (job.submitted_at or job.create_sent or now)  # from the create's answer, as lower bounds are
+    if band is not None and est is not None and job.polls == 0:
+        d = est + band - since + MARGIN_S  # where most tasks seen were done: one poll, or a few steps
+        aimed = True
+        if pace is not None and job.create_sent is not None:
+            remember(pace.banded, job.create_sent)
+    elif band is not None and est is not None and job.polls <= PAST_END_POLLS and since >= est + band:
+        # Rendering past the band (its wait was the longest yet): small steps, doubling, as past a
+        # known end; timed by the coarse progress instead, the next poll came seconds late.
+        d = max(PAST_END_STEP_S, pace.slack() if pace is not None else 0.0) * 2 ** max(0, job.polls - 1)
+        aimed = True
+    elif job.polls == 0 and est is not None:
         ratio = pace.first_ratio(thrifty, est) if pace is not None else (1.0 if thrifty else EARLY)
         d = est * ratio - elapsed + (END_MARGIN_S if end is not None and ratio >= end else 0.0)
         if end is not None and pace is not None:
@@ -362,10 +443,17 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
         aimed = True
     elif 0 < job.progress < 100 and elapsed > 0:
         d = elapsed * (100 - job.progress) / job.progress * 1.05
-        if est is not None and pace is not None and pace.uppers and elapsed < est * max(pace.uppers):
+        if est is not None and pace is not None and pace.uppers:
             # Never later than where every task seen so far was done: a coarse progress (steps
             # of 25) read 75 % at nine tenths of the render and put the next poll 1.6 s late.
-            d = min(d, est * max(pace.uppers) - elapsed + MARGIN_S)
+            # As a ratio or in seconds past the estimate, whichever comes first: a wait in
+            # `pending` is the same for short and long renders, and as a ratio a 3 s task's put
+            # an 8 s task's poll 0.7 s late.
+            done_by = est * max(pace.uppers)
+            if len(pace.upper_secs) == len(pace.uppers):
+                done_by = min(done_by, est + max(pace.upper_secs))
+            if elapsed < done_by:
+                d = min(d, done_by - elapsed + MARGIN_S)
         aimed = job.polls <= 1  # the end the first progress predicts; later ones repeat: the floor
     elif est is not None and pace is not None and not thrifty and len(pace.uppers) < MIN_FOR_TRUST \
             and job.polls <= SEED_POLLS:
@@ -379,7 +467,6 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
     elif est is not None and elapsed < est + MARGIN_S:
         # The estimate from the create's answer: a task runs by then on an API that started it
         # before answering (from the send, the poll would race the end by the create's way there).
-        since = now - (job.submitted_at or job.create_sent or now)
         d = max(est - elapsed, est - since + MARGIN_S)
         aimed = True
     else:
