@@ -8,6 +8,7 @@ the general path's."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from batchgen import modelspec
 from batchgen import specs as catalog
 from batchgen.manifest import plainrequest
 from test_manifest_plainrows import R2V, T2V, URL, VEO_R2V, _csv, _write, assert_same, expansion
@@ -170,12 +172,12 @@ def test_urls_json_writes_with_escapes_or_in_another_case_expand_the_same(tmp_pa
     assert any('q\\"uote' in j["request_json"] and "back\\\\slash" in j["request_json"] for j in fast["jobs"])
 
 
-def test_each_place_of_a_remembered_list_is_looked_up(tmp_path: Path) -> None:
-    """A list of one or two items is looked up item by item, a longer one as a set
-    (plainrequest.RequestMaker): once every good URL is remembered, a row whose list holds one
-    that is not (new, bad, JSON-escaped, with a comma, a space or a quote, non-ASCII, not https,
-    blank; plain http is good) at any place of one, two, three or four items, or holds a remembered one twice, or
-    none, or one too many, is the same job or problem both ways, named by its row and field."""
+def test_each_place_of_a_list_is_read(tmp_path: Path) -> None:
+    """A list's cell is read whole by one pattern (plainrequest._clean_urls): after other good
+    URLs were met, a row whose list holds one that the pattern does not take (bad, JSON-escaped,
+    with a comma, a space or a quote, non-ASCII, blank; plain http and a new URL are good) at any
+    place of one, two, three or four items, or holds a good one twice, or none, or one too many,
+    is the same job or problem both ways, named by its row and field."""
     good = [URL.format(i) for i in range(7)]
     odd = [URL.format(99), "ftp://cdn.example.com/a.png", "https://a.example/a,b.png", "https://a.example/x y.png",
            'https://a.example/q"uote.png', "https://a.example/\u00e9.png", "http://a.example/x.png", "https://",
@@ -206,3 +208,44 @@ def test_each_place_of_a_remembered_list_is_looked_up(tmp_path: Path) -> None:
     bad = {(p.where, p.field) for p in fast["problems"] if "ftp:" in p.message}
     assert len(bad) == 10 and {f for _, f in bad} == {"reference_image_urls"}
     assert any('q\\"uote' in j["request_json"] for j in fast["jobs"])
+
+
+_CHARS = [chr(c) for c in range(0x80)] + ["\u00e9", "\u00a0", "\u2028", "\u3000", "\ud800", "\U0001f600"]
+
+
+def _takes(cell: str) -> None:
+    """What the short path's pattern takes of a urls cell, ``modelspec.quick_value`` takes too,
+    as the same items, each of which canonical JSON writes as it is."""
+    if plainrequest._clean_urls(cell) is None:
+        return
+    fs = catalog.SHIPPED.get(R2V).fields["reference_image_urls"]  # type: ignore[union-attr]
+    items = cell.split("|")
+    assert modelspec._WEB_URLS.fullmatch(cell) is not None
+    assert modelspec.quick_value(dataclasses.replace(fs, min=None, max=None), cell) == items
+    assert all(plainrequest._quoted(u) == f'"{u}"' for u in items)
+
+
+def test_the_url_pattern_takes_only_what_quick_value_takes_and_json_keeps() -> None:
+    """Every character in every place of one and two items: the pattern takes a cell only when
+    quick_value does (web URLs, "|"-joined, no whitespace or comma) and JSON writes each item
+    as it is (no quote, backslash or control character); it takes the benchmark's cells."""
+    taken = 0
+    for c in _CHARS:
+        for cell in (f"https://{c}", f"https://a{c}", f"https://a.example/{c}.png", f"http{c}://a", f"https:/{c}/a",
+                     f"https://a|https://{c}b", f"https://a{c}|https://b", f"{c}https://a", f"https://a|{c}",
+                     f"https://a{c}https://b"):
+            _takes(cell)
+            taken += plainrequest._clean_urls(cell) is not None
+    assert taken > 300  # printable ASCII is taken in most places
+    for i in range(60):
+        assert plainrequest._clean_urls(_refs(i)) is not None
+    for bad in ("https://a.example/x y.png", 'https://a.example/q"uote.png', "https://a.example/b\\s.png", "https://",
+                "https:///a", "https://a|", "|https://a", "https://a||https://b", "ftp://a", "HTTPS://A", ""):
+        assert plainrequest._clean_urls(bad) is None, bad
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["https://", "http://", "a", ".", "/", "|", ",", " ", '"', "\\", "\x01", "\x7f", "%",
+                                 "\u00e9", ":", "~", "{", "}"]), max_size=12).map("".join))
+def test_the_url_pattern_never_takes_a_cell_quick_value_refuses(cell: str) -> None:
+    _takes(cell)

@@ -4,7 +4,7 @@ shape: what ``specs.Catalog.normalise`` does to such a row, less what depends on
 The fields a shape does not send are the same in every row of it (their defaults, worked out
 once), and so are the fields every row of it takes from ``defaults``; only the row's own cells
 are coerced and checked, each distinct cell once (a million rows repeat a handful of durations,
-ratios and resolutions), each reference image once (its lists rarely repeat whole). The maker only
+ratios and resolutions); a cell of plain web URLs by one pattern. The maker only
 ever accepts: a row with anything to say about it (a refused value, a field left to its
 default by an empty list, a broken rule, a rule's warning, an ``@ImageN`` naming no item) gets
 None, and the caller asks the general path (``CatalogCheck.request``), whose problems and
@@ -54,6 +54,17 @@ class _BadRefs(dict[tuple[str, int], "re.Pattern[str]"]):
 _BAD_REFS = _BadRefs()
 _Searcher = Callable[[str], "re.Match[str] | None"]
 _BETWEEN = '","'  # between two items of a list of strings in canonical JSON
+# A urls cell that is plainly good (``modelspec._WEB_URLS``: web URLs joined by "|", each item
+# "http(s)://" then a character that is not "/", none holding whitespace or a comma) and that
+# canonical JSON writes item by item as it is (no quote, backslash or control character): its
+# items are printable ASCII other than space, '"', ',', '\\' and '|'. One pass of a bitmap
+# class over the cell's bytes: remembering the URLs found good instead (a set looked up item by
+# item) cost more on the CPU for a large file, its 20,000 images' strings and table spread
+# over megabytes read at random (see docs/benchmarks.md, issue 31 part 3, seventh pass).
+_URL_FIRST = r"!#-+\-.0-\[\]-{}~"  # the character after "://": not "/" either
+_URL_REST = r"!#-+\--\[\]-{}~"
+_URL_ITEM = rf"https?://[{_URL_FIRST}][{_URL_REST}]*+"
+_clean_urls = re.compile(rf"{_URL_ITEM}(?:\|{_URL_ITEM})*+").fullmatch
 
 
 class _Field:
@@ -61,7 +72,7 @@ class _Field:
     value, for the fields whose cells repeat; ``good``: the URLs of a list field already found
     plainly good)."""
 
-    __slots__ = ("name", "spec", "urls", "known", "remember", "good", "clean", "slot", "limit", "fewest", "most")
+    __slots__ = ("name", "spec", "urls", "known", "remember", "good", "slot", "limit", "fewest", "most")
 
     def __init__(self, name: str, spec: modelspec.FieldSpec) -> None:
         self.name = name
@@ -71,21 +82,14 @@ class _Field:
         # Free text (a prompt) differs in every row, and so does a list of URLs as a whole (its
         # items repeat: ``good``): remembering either would only cost.
         self.remember = not (spec.kind == "str" and not spec.choices or self.urls)
+        # URLs of cells found good by ``value`` (quick_value's pattern need not run again on
+        # them): a cell ``_clean_urls`` matches never gets there.
         self.good: set[str] = set()
-        # Those of ``good`` that canonical JSON writes as they are (between quotes): a list of
-        # them is written by one ``str.replace`` of its cell (``RequestMaker.request``).
-        self.clean: set[str] = set()
         self.slot = 0  # where its value goes in the request's JSON (``_Frame``)
         # quick_value's bounds, read without its call: text length, the number of items.
         self.limit = spec.max_len if spec.max_len is not None else sys.maxsize
         self.fewest = spec.min if spec.min is not None else 0
         self.most = spec.max if spec.max is not None else sys.maxsize
-
-    def learn(self, items: list[Any]) -> None:
-        """Remember the items of a list found good that JSON writes as they are."""
-        for item in items:
-            if item in self.good and len(self.clean) < modelspec.MAX_GOOD_URLS and _quoted(item) == f'"{item}"':
-                self.clean.add(item)
 
     def value(self, raw: Any) -> Any:
         """The value sent for a cell, or None when the general path has something to say
@@ -177,16 +181,11 @@ class RequestMaker:
             out[f.name] = raw
             if parts is not None:
                 parts[f.slot] = _quoted(raw) if type(raw) is str else canonical_json(raw)
-        for f in self.lists:  # a list of URLs each already found good: no pattern, no call
+        for f in self.lists:  # a cell of plain web URLs: one pattern over it, no lookup
             raw = params[f.name]
-            if type(raw) is str:
+            if type(raw) is str and _clean_urls(raw) is not None:
                 value = raw.split("|")
-                n = len(value)
-                clean = f.clean
-                # One or two items, the commonest lists, are looked up one by one: issuperset
-                # of a list builds a set of it first (CPython 3.11), which costs more than both.
-                if f.fewest <= n <= f.most and (value[0] in clean if n == 1 else value[0] in clean
-                                                and value[1] in clean if n == 2 else clean.issuperset(value)):
+                if f.fewest <= len(value) <= f.most:
                     out[f.name] = value
                     if parts is not None:  # each item written as it is: the cell, quoted item by item
                         parts[f.slot] = f'["{raw.replace("|", _BETWEEN)}"]'
@@ -194,7 +193,6 @@ class RequestMaker:
             value = f.value(raw)
             if value is None:
                 return None
-            f.learn(value)
             out[f.name] = value
             if parts is not None:
                 parts[f.slot] = canonical_json(value)
