@@ -457,3 +457,18 @@ def test_estimates_that_scatter_by_a_share_of_the_render_form_no_band():
         book.observe(M, est, actual + 0.05, done=True)
     assert book.pace(M).band() is None
     assert delay(Task(estimated_time=5.0), NOW, book) == pytest.approx(5.0 * EARLY)
+
+
+def test_before_any_task_is_seen_done_a_coarse_progress_puts_no_poll_past_a_tenth_over_the_estimate():
+    """The run's first tasks, nothing seen done yet: a progress of 75 % at nine tenths of a 5 s
+    estimate extrapolates to 1.575 s more (1.2 × the estimate); the next poll goes no later than
+    1.1 × the estimate (as far past it as the early poll was before it). A fine progress (89 %)
+    that predicts an earlier end keeps its own time."""
+    book = PaceBook()
+    assert delay(Task(estimated_time=5.0, polls=1, progress=75), NOW + 4.5, book) == pytest.approx(
+        5.0 * (2 - EARLY) - 4.5 + 0.02)
+    fine = delay(Task(estimated_time=5.0, polls=1, progress=89), NOW + 4.5, book)
+    assert fine == pytest.approx(4.5 * 11 / 89 * 1.05)
+    # Still rendering there: steps of half that margin, doubling, not --poll-min (2 s).
+    steps = [delay(Task(estimated_time=5.0, polls=n, progress=75), NOW + 5.52, book) for n in (2, 3, 4)]
+    assert steps == pytest.approx([0.25 + 0.02, 0.5 + 0.02, 1.0 + 0.02])

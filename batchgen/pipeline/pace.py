@@ -454,7 +454,19 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
                 done_by = min(done_by, est + max(pace.upper_secs))
             if elapsed < done_by:
                 d = min(d, done_by - elapsed + MARGIN_S)
-        aimed = job.polls <= 1  # the end the first progress predicts; later ones repeat: the floor
+        capped = False
+        if est is not None and pace is not None and not pace.uppers and not thrifty:
+            # Nothing seen done yet: no later than as far past the estimate as the early poll was
+            # before it, then steps of half that, doubling. Extrapolated, a coarse 75 % at nine
+            # tenths of the estimate put the first tasks' second polls a third of the render
+            # late, and the known end learnt from them 0.6 s late for the next two waves (the
+            # pending variant's first 120 tasks); held back by --poll-min, a third poll came
+            # seconds late.
+            late = est * (2 - EARLY)
+            cap = late - elapsed if elapsed < late else est * (1 - EARLY) / 2 * 2 ** max(0, job.polls - 2)
+            if cap + MARGIN_S < d:
+                d, capped = cap + MARGIN_S, True
+        aimed = job.polls <= 1 or capped  # the end the first progress predicts; later ones repeat: the floor
     elif est is not None and pace is not None and not thrifty and len(pace.uppers) < MIN_FOR_TRUST \
             and job.polls <= SEED_POLLS:
         # Nothing bounds this model's end yet, and no progress tells it: the first tasks to reach
