@@ -36,14 +36,14 @@ SHEET_THUMB_WIDTH = 200
 RESOLUTION_CLASSES = {"360p": 360, "480p": 480, "720p": 720, "1080p": 1080, "1440p": 1440, "2160p": 2160, "4k": 2160}
 
 
-def worker_init(parent: int) -> None:
+def worker_init() -> None:
     """Initializer of the worker processes that run ``inspect``: they must not outlive the run
     (a kill -9 of batchgen would leave them blocked on their queue forever) nor hold its
     stdout/stderr open (whoever reads those — cron, a test — would wait on them)."""
     import signal
-    import time
+    from multiprocessing import connection, parent_process
 
-    # Born with SIGINT/SIGTERM blocked (see _quiet_children); ignored for good: a stop is the
+    # Born with SIGINT/SIGTERM blocked (the fork server's mask: _quiet_children); ignored for good: a stop is the
     # parent's decision, and it ends the workers (pool shutdown, or the watch below).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
@@ -51,34 +51,46 @@ def worker_init(parent: int) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
+    parent = parent_process()  # the run's process (not the fork server a worker is forked from)
+    assert parent is not None
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
+        # The end of a pipe the run's process holds open: readable (EOF) once that process is
+        # gone, however it ended. Waited on, not polled.
+        connection.wait([parent.sentinel])
         os._exit(0)  # the run is gone: so is this worker
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def pool(workers: int | None = None) -> Any:
-    """A process pool for ``inspect``: spawned (the caller has threads a fork would copy
-    mid-operation), one worker per core (the run itself mostly waits on the network), each tied
-    to this process's life. Its workers do not import the caller's ``__main__`` (see
-    ``_spawn_context``): a plain script calling ``batchgen.run`` is not run again in each.
+# What a worker needs, imported once in the fork server instead of in every worker of every run.
+PRELOAD = ["batchgen.media", "av", "PIL.Image"]
 
-    Every worker (and multiprocessing's resource tracker) is started here, at once, inside
-    ``_quiet_children``: a spawned worker reads its start-up data from this process, and one
-    whose parent was killed (kill -9) meanwhile printed an ``EOFError`` traceback — and the
-    tracker a "leaked semaphore" warning — on the stderr it inherited, i.e. into the next run's
-    output. Started quiet, they have nothing of ours to print on; and they never see the
-    terminal's Ctrl-C (sent to the whole process group), which is the parent's to handle."""
+
+def pool(workers: int | None = None) -> Any:
+    """A process pool for ``inspect``, at most one worker per core (the run itself mostly waits
+    on the network), each tied to this process's life. Workers are started as the work needs
+    them (ProcessPoolExecutor starts one per submit while none is idle): a run that verifies a
+    clip now and then has one.
+
+    POSIX: workers are forked from this process's own fork server (``_server``), a process
+    started once — quiet (see ``_quiet_children``) and with ``PRELOAD`` imported — and kept
+    until this process exits. Not forked from this process itself: the run has threads, which a
+    fork would copy mid-operation; the server has none. A worker is then a fork of a warm,
+    single-threaded interpreter where a spawned one was a new interpreter importing PyAV (about
+    0.15 s of CPU, two of them per run). It inherits the server's /dev/null
+    stdout/stderr and blocked SIGINT/SIGTERM whenever and from whichever thread it is started,
+    so a worker whose parent was killed (kill -9) while it read its start-up data has nothing of
+    ours to print an ``EOFError`` on, and the terminal's Ctrl-C (sent to the whole process
+    group) stays the parent's to handle. Neither the server nor a worker imports the caller's
+    ``__main__`` (see ``_Server``): a plain script calling ``batchgen.run`` is not run again."""
     n = workers or max(1, os.cpu_count() or 1)
-    with _quiet_children():
-        ex = _Pool(n, mp_context=_spawn_context(), initializer=worker_init, initargs=(os.getpid(),))
-        # Spawned children are started one per submit (while none is idle): n no-ops start all n.
-        for _ in range(n):
-            ex.submit(os.getpid)
-    return ex
+    if sys.platform == "win32":  # pragma: no cover — no fork server on Windows: spawn, as multiprocessing does
+        import multiprocessing
+
+        return _Pool(n, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init)
+    _server.ensure_running()
+    return _Pool(n, mp_context=_ServerContext(), initializer=worker_init)
 
 
 class _Pool(ProcessPoolExecutor):
@@ -94,8 +106,8 @@ class _Pool(ProcessPoolExecutor):
 def _quiet_children() -> Iterator[None]:
     """Processes started within inherit /dev/null as stdout and stderr, and SIGINT/SIGTERM
     blocked. This process's own stdout/stderr point there for the few milliseconds it takes
-    (the pool's processes are started in the calling thread); a line another thread writes
-    meanwhile is lost, nothing else."""
+    (the processes are started in the calling thread); a line another thread writes meanwhile
+    is lost, nothing else."""
     import signal
     import sys
     from multiprocessing import resource_tracker
@@ -114,8 +126,8 @@ def _quiet_children() -> Iterator[None]:
         # The tracker first: starting it unblocks SIGINT/SIGTERM in this thread when done (it
         # ignores them itself), which would undo the block below.
         resource_tracker.ensure_running()
-        if threading.current_thread() is threading.main_thread():
-            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        # The calling thread's mask, whichever thread it is: what a process started from it inherits.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         yield
     finally:
         os.dup2(saved[0], 1)
@@ -126,70 +138,95 @@ def _quiet_children() -> Iterator[None]:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
-def _spawn_context() -> Any:
-    """The "spawn" start method, except that a worker does not re-import the parent's main
-    module. multiprocessing's spawn runs the parent's ``__main__`` again in every child (as
-    ``__mp_main__``) so that functions defined there can be unpickled; a script without an
-    ``if __name__ == "__main__":`` guard then starts a whole second run per worker (the ledger's
-    lock refuses it with a traceback, and the clip is left unverified). The workers only ever
-    run this module's functions, so the main module is left out of what each child prepares."""
-    import multiprocessing
-    import sys
-
-    if sys.platform == "win32":  # pragma: no cover — POSIX spawn only; Windows keeps the default
-        return multiprocessing.get_context("spawn")
-    _install_no_main_hook()
-    return _NoMainContext()
-
-
-class _NoMain(threading.local):
-    active = False
-
-
-_no_main = _NoMain()
-
-
-def _install_no_main_hook() -> None:
-    """Wrap ``multiprocessing.spawn.get_preparation_data`` once: unchanged for every caller
-    except a thread launching one of our workers (thread-local flag), for which the entries that
-    make the child import ``__main__`` are dropped."""
-    from multiprocessing import spawn
-
-    original = spawn.get_preparation_data
-    if getattr(original, "_batchgen_no_main", False):
-        return
-
-    def get_preparation_data(name: str) -> dict[str, Any]:
-        data: dict[str, Any] = original(name)
-        if _no_main.active:
-            data.pop("init_main_from_path", None)
-            data.pop("init_main_from_name", None)
-        return data
-
-    get_preparation_data._batchgen_no_main = True  # type: ignore[attr-defined]
-    spawn.get_preparation_data = get_preparation_data
-
-
 if sys.platform != "win32":
     # Module level: the process object is pickled to the child, so its class must be importable.
     from multiprocessing import context as _mp_context
-    from multiprocessing import popen_spawn_posix as _popen_spawn_posix
+    from multiprocessing import forkserver as _forkserver
+    from multiprocessing import popen_forkserver as _popen_forkserver
+    from multiprocessing import reduction as _reduction
+    from multiprocessing import spawn as _spawn
+    from multiprocessing import util as _mp_util
 
-    class _NoMainPopen(_popen_spawn_posix.Popen):
+    class _Server(_forkserver.ForkServer):
+        """This process's own fork server, not multiprocessing's shared one (the caller's code
+        may use that one, with its own preload and its own stdout/stderr). Started quiet, by
+        whichever thread first needs it — again if it was killed — and importing ``PRELOAD``,
+        never ``__main__`` (multiprocessing's default preload: a plain script calling
+        ``batchgen.run`` without an ``if __name__ == "__main__":`` guard would run again in it).
+        ``ensure_running`` returns once the server is started, not once it has imported: the
+        caller goes on meanwhile, and the first fork waits for it."""
+
+        # The base class's state (typeshed leaves it out).
+        _forkserver_pid: int | None
+        _forkserver_alive_fd: int | None
+        _forkserver_address: Any
+
+        def ensure_running(self) -> None:
+            with self._lock:
+                pid = self._forkserver_pid
+                if pid is not None:
+                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                        return  # running
+                    self._drop()  # gone (killed): forgotten here, as the base class does, so a new one starts quiet
+            with _quiet_children():
+                super().ensure_running()
+
+        def _drop(self) -> None:
+            if self._forkserver_alive_fd is not None:
+                os.close(self._forkserver_alive_fd)
+            self._forkserver_address = self._forkserver_alive_fd = self._forkserver_pid = None
+
+        def forget(self) -> None:
+            """In a child forked from this process (a user's fork, a test's zygote): the server
+            is the parent's, not to be asked nor kept alive from here; the child starts its own."""
+            self._lock = threading.Lock()  # another thread may have held it at the fork
+            self._drop()
+
+    _server = _Server()
+    _server.set_forkserver_preload(PRELOAD)
+    os.register_at_fork(after_in_child=_server.forget)
+
+    def _close_fds(*fds: int) -> None:
+        for fd in fds:
+            os.close(fd)
+
+    class _ServerPopen(_popen_forkserver.Popen):
+        _fds: list[int]  # the base class's (typeshed leaves it out)
+
         def _launch(self, process_obj: Any) -> None:
-            _no_main.active = True
-            try:
-                super()._launch(process_obj)  # type: ignore[misc]
-            finally:
-                _no_main.active = False
+            """``popen_forkserver.Popen._launch`` (CPython 3.11–3.14), asking our server instead
+            of the shared one, and without the preparation entries that make a child import the
+            parent's ``__main__`` (as ``__mp_main__``, so that functions defined there unpickle:
+            our workers only run this module's, and a script without a main guard would start a
+            whole second run per worker — refused by the ledger's lock, the clip unverified)."""
+            import io
 
-    class _NoMainProcess(_mp_context.SpawnProcess):
+            prep_data = _spawn.get_preparation_data(process_obj._name)
+            prep_data.pop("init_main_from_path", None)
+            prep_data.pop("init_main_from_name", None)
+            buf = io.BytesIO()
+            _mp_context.set_spawning_popen(self)
+            try:
+                _reduction.dump(prep_data, buf)
+                _reduction.dump(process_obj, buf)
+            finally:
+                _mp_context.set_spawning_popen(None)
+            self.sentinel, w = _server.connect_to_new_process(self._fds)
+            # A duplicate of the data pipe's write end stays open here: the worker's
+            # ``parent_process().sentinel``, at EOF once this process is gone (``worker_init``).
+            _parent_w = os.dup(w)
+            self.finalizer = _mp_util.Finalize(self, _close_fds, (_parent_w, self.sentinel))
+            with open(w, "wb", closefd=True) as f:
+                f.write(buf.getbuffer())
+            self.pid = _forkserver.read_signed(self.sentinel)
+
+    class _ServerProcess(_mp_context.ForkServerProcess):
         @staticmethod
         def _Popen(process_obj: Any) -> Any:
-            return _NoMainPopen(process_obj)
+            return _ServerPopen(process_obj)
 
-    class _NoMainContext(_mp_context.SpawnContext):
-        Process = _NoMainProcess
+    class _ServerContext(_mp_context.ForkServerContext):
+        Process = _ServerProcess
 
 
 @dataclass

@@ -263,14 +263,16 @@ def test_a_refused_run_leaves_no_ledger_and_no_lock(tmp_path):
 
 
 def test_a_plain_script_without_a_main_guard_runs_once(tmp_path):
-    """The README's "Use it from Python" example, as a plain script: the verification workers
-    (spawned) must not run it again."""
+    """The README's "Use it from Python" example, as a plain script: neither the verification
+    workers nor the fork server they are forked from (multiprocessing's default preload is
+    ``__main__``) may run it again. Counted in a file too: a worker's stdout is /dev/null."""
     (tmp_path / "shots.yaml").write_text(
         "defaults: {model: grok-imagine-text-to-video, duration: 6, resolution: 480p}\n"
         "jobs:\n  - {name: a, prompt: a lighthouse}\n  - {name: b, prompt: a harbour}\n")
     (tmp_path / "script.py").write_text(
         "import batchgen\n"
         "print('top level ran')\n"
+        "open('ran.txt', 'a').write('ran\\n')\n"
         "result = batchgen.run('shots.yaml', out_dir='renders', ledger='nightly.db',\n"
         "                      simulate=batchgen.SimConfig(render_min=0.05, render_max=0.2))\n"
         "print('exit', result.exit_code, result.counts)\n"
@@ -280,6 +282,7 @@ def test_a_plain_script_without_a_main_guard_runs_once(tmp_path):
                        env={k: v for k, v in os.environ.items() if not k.startswith("BATCHGEN_")})
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("top level ran") == 1
+    assert (tmp_path / "ran.txt").read_text() == "ran\n"  # in any process, whatever its stdout
     assert "exit 0 {'done': 2}" in r.stdout
     assert sorted(line for line in r.stdout.splitlines() if line.startswith("row")) == ["row a done ok", "row b done ok"]
     assert "LedgerBusy" not in r.stderr and "could not verify" not in r.stderr and "Traceback" not in r.stderr

@@ -165,3 +165,35 @@ def test_a_verification_pool_that_cannot_start_is_said_and_the_clips_stay_unveri
     assert r.exit_code == 0, r.output
     assert {(j["state"], j["verify"]) for j in rows(tmp_path)} == {("done", "ok")}
     assert len(sim.truth()["creates"]) == 3  # verifying never re-renders
+
+
+def _blocked_signals(pid: int) -> int:
+    """The process's blocked-signal mask (Linux: /proc/PID/status, SigBlk)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no SigBlk for {pid}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_verification_workers_are_forked_as_needed_from_one_quiet_server():
+    """Issue 28: a pool's workers are forks of one fork server per process (PyAV imported once),
+    started as the work needs them — one for one clip — where every run used to spawn one new
+    interpreter per core. The server is what every worker inherits from: stdout and stderr on
+    /dev/null, SIGINT and SIGTERM blocked (a worker orphaned by a kill -9 prints nothing, the
+    terminal's Ctrl-C is the run's). A worker ignores both signals and leaves with the pool."""
+    import signal
+
+    with media.pool(4) as p:
+        server = p.submit(os.getppid).result()
+        assert server != os.getpid()  # not a fork of this (threaded) process
+        assert len(p._processes) == 1  # one job, one worker
+        worker = next(iter(p._processes))
+        assert p.submit(media.inspect, "/nonexistent.mp4").result()["error"]  # a real inspect, in the worker
+    with media.pool(4) as p:
+        assert p.submit(os.getppid).result() == server  # the same server for the next run of this process
+    for fd in (1, 2):
+        assert os.readlink(f"/proc/{server}/fd/{fd}") == os.devnull
+    blocked = _blocked_signals(server)
+    assert blocked >> (signal.SIGINT - 1) & 1 and blocked >> (signal.SIGTERM - 1) & 1
+    assert not Path(f"/proc/{worker}").exists() or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]

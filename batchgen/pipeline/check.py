@@ -1,8 +1,9 @@
 """The check stage: every done clip is read back and compared with what was asked (and gets its
 poster frame and contact sheet), off the event loop.
 
-It owns the verification: its own process pool (``media.pool()``: spawned, tied to the run's
-life), the verifications in progress (the end of the run waits for them: a verdict belongs in
+It owns the verification: its own process pool (``media.pool()``: started by the first clip to
+verify, its workers forked as the work needs them from the process's fork server, tied to the
+run's life), the verifications in progress (the end of the run waits for them: a verdict belongs in
 the run's summary), this run's outcome counts (``verified``), what a mismatch means
 (``--on-mismatch``: kept and flagged, or failed and retryable), and the start-of-run sweep of
 clips a crash (or a --no-verify night) left unverified, whose files are first checked to be the
@@ -20,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -42,6 +44,7 @@ class Checker:
         self._pool: ProcessPoolExecutor | None = None
         self.unverified = 0  # this run's clips left unverified (their verification could not run)
         self._no_pool: str | None = None  # why the pool could not be started: said once, not per clip
+        self._starting = asyncio.Lock()  # one start, however many clips arrive meanwhile
 
     def start(self, job: LiveJob, final: Path, *, recheck: bool = False) -> None:
         """Inspect the clip off the event loop; neither submitting nor polling waits for it.
@@ -61,20 +64,40 @@ class Checker:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
+    async def _started(self) -> ProcessPoolExecutor | None:
+        """The pool, started by the first clip to verify (a run may verify none); None when it
+        cannot be, said once. Its first worker is waited for off the event loop: forked from the
+        fork server, which imports PyAV first (about 0.2 s once per process), while the loop goes
+        on polling and downloading."""
+        async with self._starting:
+            if self._pool is None and self._no_pool is None:
+                try:
+                    pool = media.pool()
+                    # A no-op starts the first worker, in a thread of its own (the fork waits for
+                    # the server; the loop's default threads may be busy: the simulator encodes there).
+                    starter = ThreadPoolExecutor(1, thread_name_prefix="verify-pool-start")
+                    try:
+                        await asyncio.shield(asyncio.wrap_future(starter.submit(lambda: pool.submit(os.getpid).result())))
+                    except BaseException:  # it broke, or the run is being torn down: so is the pool
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
+                    finally:
+                        starter.shutdown(wait=False)
+                    self._pool = pool
+                # Any reason (no process, no memory, a broken install): said once, and the run's end says it too.
+                except Exception as e:  # noqa: BLE001
+                    self._no_pool = f"{type(e).__name__}: {e}"
+                    self.ctx.log(f"verification could not start its worker processes ({self._no_pool}): this run's "
+                                 "clips stay unverified; the next run or `batchgen verify` checks them")
+        return self._pool
+
     async def _verify(self, job: LiveJob, final: Path, recheck: bool) -> None:
         ctx, opts = self.ctx, self.ctx.opts
         crash.point("before_verify")  # the file is in place and recorded, its verdict not yet
-        if self._pool is None and self._no_pool is None:
-            try:
-                self._pool = media.pool()
-            # Any reason (no process, no memory, a broken install): said once, and the run's end says it too.
-            except Exception as e:  # noqa: BLE001
-                self._no_pool = f"{type(e).__name__}: {e}"
-                ctx.log(f"verification could not start its worker processes ({self._no_pool}): this run's clips "
-                        "stay unverified; the next run or `batchgen verify` checks them")
-        if self._pool is None:
+        if await self._started() is None:
             self.unverified += 1
             return
+        assert self._pool is not None
         poster, sheet = media.picture_paths(str(final), job.output) if opts.pictures else (None, None)
         look = (functools.partial(media.check_file, str(final), job.sha256, None, poster, sheet) if recheck
                 else functools.partial(media.inspect, str(final), poster, sheet))
