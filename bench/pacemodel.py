@@ -45,9 +45,13 @@ class Job:
 
 def night(seed: int, n: int = 400, conc: int = 40, *, jitter: float = 0.0, latency_after: float = 0.0,
           progress: str = "linear", pending: float = 0.0, noise: float = 0.0, poll_min: float = 0.05,
-          oneway: tuple[float, float] = (0.0005, 0.003), wake: float = 0.002, refill: float = 0.008) -> dict[str, float]:
+          oneway: tuple[float, float] = (0.0005, 0.003), wake: float = 0.002, refill: float = 0.008,
+          render_s: tuple[float, float] = (3.0, 8.0), pending_range: tuple[float, float] | None = None,
+          pending_grows: bool = False) -> dict[str, float]:
     """One night. Renders (and waits, estimate noise) come from their own generator, so every
-    variant of a seed renders the same tasks; the habits' delays from another (as the simulator)."""
+    variant of a seed renders the same tasks; the habits' delays from another (as the simulator).
+    The wait in `pending` is ``pending`` × U(0.5, 1.5) (the bench's), or U(``pending_range``);
+    ``pending_grows``: it scales with the night's load, from once to twice that by the last task."""
     tasks_rng, net = random.Random(f"tasks:{seed}"), random.Random(f"net:{seed}")
     random.seed(f"spread:{seed}")  # poll_delay's spread of a few milliseconds: the same night each time
     book = PaceBook()
@@ -69,8 +73,12 @@ def night(seed: int, n: int = 400, conc: int = 40, *, jitter: float = 0.0, laten
         if made >= n:
             return
         made += 1
-        render = tasks_rng.uniform(3, 8)
+        render = tasks_rng.uniform(*render_s)
         wait = pending * tasks_rng.uniform(0.5, 1.5) if pending else 0.0
+        if pending_range is not None:
+            wait = tasks_rng.uniform(*pending_range)
+        if pending_grows:
+            wait *= 1 + made / n
         estimate = round(render * tasks_rng.uniform(1 - noise, 1 + noise), 2)
         created = at + net.uniform(*oneway) + net.uniform(0, jitter)  # the API's own time before it starts
         answered = created + latency_after + net.uniform(*oneway)
@@ -119,12 +127,23 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "makespan-habits, pending": {"jitter": 0.02, "pending": 0.3, "progress": "coarse", "poll_min": 2.0},
     "makespan (noisy ±15 %, 64 slots)": {"noise": 0.15, "n": 1000, "conc": 64},
 }
+# Other APIs' waits in `pending` (not the bench's 0.15-0.45 s): the schedule must find them itself.
+PENDING_VARIANTS: dict[str, dict[str, Any]] = {
+    "pending 0.3-0.9 s, renders 3-8 s": {"jitter": 0.02, "pending_range": (0.3, 0.9), "progress": "coarse",
+                                         "poll_min": 2.0},
+    "pending 1-2.5 s, renders 10-20 s": {"jitter": 0.02, "pending_range": (1.0, 2.5), "render_s": (10.0, 20.0),
+                                         "progress": "coarse", "poll_min": 2.0},
+    "pending 0.2-0.6 s growing to 2x": {"jitter": 0.02, "pending_range": (0.2, 0.6), "pending_grows": True,
+                                        "progress": "coarse", "poll_min": 2.0},
+    "pending 0.3-0.9 s, no progress": {"jitter": 0.02, "pending_range": (0.3, 0.9), "progress": "none",
+                                       "poll_min": 2.0},
+}
 
 
 def main() -> None:
     seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     print(f"poll schedule model ({seeds} seeds a scenario; round trips 0.5-3 ms, wake-ups 0-2 ms late)")
-    for name, knobs in SCENARIOS.items():
+    for name, knobs in {**SCENARIOS, **PENDING_VARIANTS}.items():
         runs = [night(seed, **knobs) for seed in range(seeds)]
         mean = {k: statistics.fmean(r[k] for r in runs) for k in runs[0]}
         print(f"  {name:34s} detection {mean['detection_ms']:6.1f} ms   polls a job {mean['polls']:.3f}   "
