@@ -1,12 +1,11 @@
-"""Output files: containment inside ``--out``, atomic writes (temp, fsync, rename, fsync dir),
-and the checks a downloaded video must pass before it reaches its final path.
+"""Output files: containment inside ``--out``, atomic writes (temp, fsync, rename, fsync dir), and the checks a
+downloaded video must pass before it reaches its final path.
 
-Every file batchgen writes goes through this module: clips (``AtomicFile``), and everything else
-(export, report, metrics, pictures) through ``atomic_output``, which refuses a target that exists
-and is not a regular file (a device, FIFO, folder or socket is never replaced), writes ``-`` to
-stdout where the caller allows it, and writes a regular file as temp + fsync + rename.
-``check_output_target`` and ``check_out_dir`` are the same checks as pure functions for a
-preflight: they return a problem (or None) and leave nothing behind."""
+Every file batchgen writes goes through this module: clips (``AtomicFile``), and everything else (export, report,
+metrics, pictures) through ``atomic_output``, which refuses a target that exists and is not a regular file (a
+device, FIFO, folder or socket is never replaced), writes ``-`` to stdout where the caller allows it, and writes a
+regular file as temp + fsync + rename. ``check_output_target`` and ``check_out_dir`` are the same checks as pure
+functions for a preflight: they return a problem (or None) and leave nothing behind."""
 
 from __future__ import annotations
 
@@ -40,12 +39,16 @@ STALE_TEMP_AGE = 3600.0  # a temp file nobody wrote to for an hour belongs to no
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
-    """``Path.resolve`` with a symlink loop as a ValueError (RuntimeError up to Python 3.12,
-    OSError since)."""
+    """``Path.resolve`` with a symlink loop as a ValueError: RuntimeError up to Python 3.12; since
+    3.13 nothing (the looping link stays in the path), so a ``stat`` of it asks the kernel."""
     try:
-        return Path(path).resolve()
+        real = Path(path).resolve()
+        os.stat(real)
     except (RuntimeError, OSError) as e:
-        raise ValueError(f"{os.fspath(path)}: cannot be resolved ({getattr(e, 'strerror', None) or e})") from None
+        if isinstance(e, RuntimeError) or e.errno == errno.ELOOP or "real" not in locals():
+            why = getattr(e, "strerror", None) or e
+            raise ValueError(f"{os.fspath(path)}: cannot be resolved ({why})") from None
+    return real
 
 
 def resolve_inside(out_dir: str | os.PathLike[str], relative: str) -> Path:
@@ -147,15 +150,14 @@ def atomic_output(path: str | os.PathLike[str], *, what: str, binary: Literal[Tr
 def atomic_output(path: str | os.PathLike[str], *, what: str, binary: bool = False, durable: bool = True,
                   allow_stdout: bool = False, root: str | os.PathLike[str] | None = None,
                   ) -> contextlib.AbstractContextManager[Any]:
-    """Write one file through a ``with`` block: a text (or ``binary``) stream on a sibling temp
-    file, fsynced (``durable``), renamed over ``path`` and the folder fsynced when the block
-    ends without an error; on any error the temp file is removed and ``path`` is untouched.
+    """Write one file through a ``with`` block: a text (or ``binary``) stream on a sibling temp file, fsynced
+    (``durable``), renamed over ``path`` and the folder fsynced when the block ends without an error; on any error
+    the temp file is removed and ``path`` is untouched.
 
-    ``what`` names the file in messages ("--report", "export -o"). ``-`` is stdout when
-    ``allow_stdout``. ``root``: the file must resolve (symlinks included) inside that folder
-    (``--out``). Raises ``OutputRefused`` (exit 2) for a target that is a device, FIFO, folder or
-    socket, in a missing folder or outside ``root``, and ``OutputFailed`` (exit 7) when the file
-    system refuses the write. An existing file keeps its permission bits."""
+    ``what`` names the file in messages ("--report", "export -o"). ``-`` is stdout when ``allow_stdout``. ``root``:
+    the file must resolve (symlinks included) inside that folder (``--out``). Raises ``OutputRefused`` (exit 2) for
+    a target that is a device, FIFO, folder or socket, in a missing folder or outside ``root``, and
+    ``OutputFailed`` (exit 7) when the file system refuses the write. An existing file keeps its permission bits."""
     return _atomic_output(path, what=what, binary=binary, durable=durable, allow_stdout=allow_stdout, root=root)
 
 
@@ -442,14 +444,12 @@ class DirSyncer:
 
 
 def remove_stale_temp_files(out_dir: Path) -> int:
-    """Temp files left by a killed process (``.name.host-pid-n.part``); they are never final
-    files. Several workers may share ``out_dir`` (PostgreSQL ledger), so a temp file is only
-    removed when its writer is known dead: this host and a pid that no longer exists, or no
-    write for an hour (another host's leftover, or a pid reused since)."""
-    n = 0
+    """Temp files left by a killed process (``.name.host-pid-n.part``); they are never final files. Several workers
+    may share ``out_dir`` (PostgreSQL ledger), so a temp file is only removed when its writer is known dead: this
+    host and a pid that no longer exists, or no write for an hour (another host's leftover, or a pid reused since)."""
     if not out_dir.is_dir():
         return 0
-    now = time.time()
+    n, now = 0, time.time()
     for entry in _walk(out_dir):
         if not fnmatch.fnmatchcase(entry.name, ".*.part"):
             continue

@@ -140,6 +140,23 @@ def test_one_exit_code_per_cause(done_ledger, tmp_path, tmpfs):
     assert stat.S_IMODE(rep.stat().st_mode) == 0o640 and rep.read_text().startswith("<!doctype html>")
 
 
+@pytest.mark.parametrize("where", ["loop", "loop/x.out", "loop/deeper/x.out"])
+def test_a_symlink_loop_is_refused_whatever_pathlib_makes_of_it(tmp_path, monkeypatch, where):
+    """Python 3.13's non-strict ``Path.resolve`` no longer raises on a symlink loop; it leaves the
+    link in the path (an export then replaced the link with a file). The answer must not depend
+    on the Python: here 3.13's resolve is imitated on any version (a loop left as it is), and an
+    output target, an out folder and a name under it are refused as a loop all the same."""
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    monkeypatch.setattr(Path, "resolve", lambda self, strict=False: Path(os.path.abspath(self)))
+    target = tmp_path / where
+    assert "cannot be resolved" in (files.check_output_target(target) or "")
+    assert "cannot be resolved" in str(files.out_dir_problem(target))
+    with pytest.raises(ValueError, match="cannot be resolved"):
+        files.resolve_inside(tmp_path, where)
+    assert not files.inside(tmp_path, target)
+    assert (tmp_path / "loop").is_symlink()  # nothing replaced it
+
+
 def test_preflight_checks_probe_and_leave_nothing(tmp_path, specials, tmpfs):
     ro = tmpfs("ro,size=64k")
     before = _tree(tmp_path)
