@@ -17,20 +17,23 @@ HOSTILE_NAME = "<img src=x onerror=window.pwned=1>"
 HOSTILE_PROMPT = "<script>window.pwned=2</script><b onmouseover=alert(1)>bold</b> & a harbour at dawn"
 
 
-def night(sim: Any, tmp_path: Path, *, shots: int = 4, takes: int = 2, hostile: bool = True) -> Path:
+def night(sim: Any, tmp_path: Path, *, shots: int = 4, takes: int = 2, hostile: bool = True,
+          small: bool = False) -> Path:
     """A manifest of ``shots`` shots with ``takes`` takes each (and one shot with a hostile name
-    and prompt) run to the end; returns the ledger's path."""
+    and prompt) run to the end; returns the ledger's path. ``small``: 2-second 480p clips, for a
+    test of what happens to the clips (retakes, money), not of what the page shows of them."""
     from conftest import run_args, run_cli
 
-    lines = ["name,model,prompt,duration,take,output"]
+    lines = ["name,model,prompt,duration,take,output" + (",resolution" if small else "")]
     for s in range(shots):
         for t in range(1, takes + 1):
-            lines.append(f"shot{s:02d},grok-imagine-text-to-video,A lighthouse at night number {s},{1 + s % 5},{t},"
-                         "{name}-take{take}.mp4")
+            lines.append(f"shot{s:02d},grok-imagine-text-to-video,A lighthouse at night number {s},"
+                         f"{2 if small else 1 + s % 5},{t},{{name}}-take{{take}}.mp4" + (",480p" if small else ""))
     m = tmp_path / "night.csv"
     text = "\n".join(lines) + "\n"
     if hostile:
-        text += f'"{HOSTILE_NAME}",grok-imagine-text-to-video,"{HOSTILE_PROMPT}",2,1,hostile.mp4\n'
+        text += (f'"{HOSTILE_NAME}",grok-imagine-text-to-video,"{HOSTILE_PROMPT}",2,1,hostile.mp4'
+                 + (",480p" if small else "") + "\n")
     m.write_text(text)
     r = run_cli(run_args(sim, m, tmp_path, "-q"))
     assert r.exit_code == 0, r.output

@@ -47,8 +47,8 @@ def test_progress_rich_on_a_terminal_plain_otherwise_nothing_when_quiet(monkeypa
 
 def test_run_prints_plain_progress_lines_when_not_a_tty(sim_factory, tmp_path):
     sim = sim_factory(render_min=1.5, render_max=2.5)
-    m = write_csv_manifest(tmp_path / "m.csv", 6)
-    r = run_cli(run_args(sim, m, tmp_path, "--progress-every", "1"))
+    m = write_csv_manifest(tmp_path / "m.csv", 6, small=True)  # the progress lines, not the clips
+    r = run_cli(run_args(sim, m, tmp_path, "--progress-every", "1", "--no-pictures"))
     assert r.exit_code == 0, r.output
     lines = [l for l in r.stderr.splitlines() if "jobs/min" in l]
     assert len(lines) >= 1 and ("submitted=" in r.stderr or "rendering=" in r.stderr)
@@ -58,8 +58,8 @@ def test_run_prints_plain_progress_lines_when_not_a_tty(sim_factory, tmp_path):
 
 def test_json_log_format_makes_progress_json_too(sim_factory, tmp_path):
     sim = sim_factory(render_min=1.5, render_max=2.5)
-    m = write_csv_manifest(tmp_path / "m.csv", 4)
-    r = run_cli(run_args(sim, m, tmp_path, "--log-format", "json", "--progress-every", "1"))
+    m = write_csv_manifest(tmp_path / "m.csv", 4, small=True)  # the progress lines, not the clips
+    r = run_cli(run_args(sim, m, tmp_path, "--log-format", "json", "--progress-every", "1", "--no-pictures"))
     assert r.exit_code == 0
     progress = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
     progress = [p for p in progress if p.get("event") == "progress"]

@@ -24,7 +24,7 @@ def _jobs(ledger) -> dict[str, dict]:
 
 
 def test_two_retakes_make_exactly_two_new_paid_tasks(sim, tmp_path):
-    ledger = night(sim, tmp_path, shots=3, takes=1, hostile=False)
+    ledger = night(sim, tmp_path, shots=3, takes=1, hostile=False, small=True)  # the paid tasks, not the clips
     jobs = _jobs(ledger)
     led = Ledger(str(ledger))
     try:

@@ -71,7 +71,7 @@ def _promise_kept(sim: Any, tmp_path: Path, m: Path, *, submit: int, queued: int
 def _night_and_its_edit(sim, tmp_path, shots):
     """A rendered night of ``shots`` rows: its ledger, its manifest, the manifest's lines (v1) and
     the same lines without shot01's row (v2)."""
-    ledger = night(sim, tmp_path, shots=shots, takes=1, hostile=False)
+    ledger = night(sim, tmp_path, shots=shots, takes=1, hostile=False, small=True)  # retakes and money, not pictures
     m = tmp_path / "night.csv"
     v1 = m.read_text().splitlines()
     return ledger, m, v1, [line for line in v1 if not line.startswith("shot01,")]

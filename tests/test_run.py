@@ -25,7 +25,9 @@ def run_args(sim, manifest, tmp_path, *extra):
 
 
 def test_happy_path_then_rerun_submits_nothing(sim, tmp_path):
-    m = write_csv_manifest(tmp_path / "m.csv", 30)
+    # Small clips: what is checked is the money, the states and the files' sha256, not what
+    # is in a clip (720p clips of 1-10 s were most of this test's CPU).
+    m = write_csv_manifest(tmp_path / "m.csv", 30, small=True)
     r = run_cli(run_args(sim, m, tmp_path, "--json"))
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
@@ -42,7 +44,7 @@ def test_happy_path_then_rerun_submits_nothing(sim, tmp_path):
     assert json.loads(plan.stdout)["states"]["done"] == 30
     # --explain: one reason per job; a new row is the only thing that would be submitted
     with open(m, "a") as f:
-        f.write("extra,grok-imagine-text-to-video,A brand new clip,3\n")
+        f.write("extra,grok-imagine-text-to-video,A brand new clip,3,480p\n")
     doc = json.loads(run_cli(["plan", str(m), "--ledger", str(tmp_path / "l.db"), "--json", "--explain"]).stdout)
     actions = [e["action"] for e in doc["explain"]]
     assert actions == ["skip"] * 30 + ["submit"] and "new" in doc["explain"][-1]["reason"]
@@ -79,7 +81,7 @@ def test_faults_every_job_ends_done_or_failed_with_a_reason(sim_factory, tmp_pat
 
 
 def test_in_doubt_resolution(sim, tmp_path):
-    m = write_csv_manifest(tmp_path / "m.csv", 3)
+    m = write_csv_manifest(tmp_path / "m.csv", 3, small=True)  # the ledger's states, not the clips
     sim.set(p500_after=1.0)
     r = run_cli(run_args(sim, m, tmp_path))
     assert r.exit_code == 1 and "IN DOUBT" in r.stderr
@@ -240,10 +242,11 @@ def test_help_documents_exit_codes():
 
 def test_retry_failed_resubmits_only_retryable_failures_up_to_the_cap(sim_factory, tmp_path):
     sim = sim_factory(seed=9, p_fail=1.0)
-    m = write_csv_manifest(tmp_path / "m.csv", 24)
+    # Small clips, no pictures: the creates and the states are checked, not what is in a clip.
+    m = write_csv_manifest(tmp_path / "m.csv", 24, small=True)
     # Every task failing would open the model's breaker (issue 30) after five: this test is
     # about --retry-failed, so every job is let fail once.
-    r = run_cli(run_args(sim, m, tmp_path, "--json", "--no-breaker"))
+    r = run_cli(run_args(sim, m, tmp_path, "--json", "--no-breaker", "--no-pictures"))
     assert r.exit_code == 1 and json.loads(r.stdout)["counts"] == {"failed": 24}
     led = Ledger(str(tmp_path / "l.db"))
     failed = led.jobs_in_state("failed")
@@ -251,9 +254,9 @@ def test_retry_failed_resubmits_only_retryable_failures_up_to_the_cap(sim_factor
     retryable = [j for j in failed if j["retryable"]]
     assert 0 < len(retryable) < 24  # content_policy_violation is not retryable
     sim.set(p_fail=0.0)
-    r = run_cli(run_args(sim, m, tmp_path, "--retry-failed", "--max-attempts", "1"))
+    r = run_cli(run_args(sim, m, tmp_path, "--retry-failed", "--max-attempts", "1", "--no-pictures"))
     assert len(sim.truth()["creates"]) == 24  # the cap (1 create per job) is already reached
-    r = run_cli(run_args(sim, m, tmp_path, "--retry-failed", "--json"))
+    r = run_cli(run_args(sim, m, tmp_path, "--retry-failed", "--json", "--no-pictures"))
     counts = json.loads(r.stdout)["counts"]
     assert counts == {"done": len(retryable), "failed": 24 - len(retryable)}
     assert len(sim.truth()["creates"]) == 24 + len(retryable)
@@ -262,7 +265,7 @@ def test_retry_failed_resubmits_only_retryable_failures_up_to_the_cap(sim_factor
 
 
 def test_simulate_flag_runs_the_embedded_simulator(tmp_path):
-    m = write_csv_manifest(tmp_path / "m.csv", 4)
+    m = write_csv_manifest(tmp_path / "m.csv", 4, small=True)  # the flag, not the clips
     r = CliRunner().invoke(cli, ["run", str(m), "--simulate", "--sim-set", "render_max=0.2", "--sim-set", "render_min=0.05",
                                  "--ledger", str(tmp_path / "l.db"), "--out", str(tmp_path / "o"), "--poll-min", "0.05",
                                  "-q", "--json"], env={"BATCHGEN_API_KEY": ""})

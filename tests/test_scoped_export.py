@@ -16,9 +16,11 @@ from conftest import run_args, run_cli, write_csv_manifest
 
 def _two_manifests(sim_factory, tmp_path):
     sim = sim_factory(seed=7)
-    a = write_csv_manifest(tmp_path / "a.csv", 3, prefix="a")
+    # Small clips: what is checked is which jobs each scope holds, not what is in a clip.
+    a = write_csv_manifest(tmp_path / "a.csv", 3, prefix="a", small=True)
     b = tmp_path / "b.csv"  # other prompts: the same request would be the same (done) job
-    b.write_text("name,model,prompt\n" + "".join(f"b{i:04d},grok-imagine-text-to-video,A harbour {i}\n" for i in range(2)))
+    b.write_text("name,model,prompt,duration,resolution\n"
+                 + "".join(f"b{i:04d},grok-imagine-text-to-video,A harbour {i},2,480p\n" for i in range(2)))
     for m in (a, b):
         r = run_cli(run_args(sim, m, tmp_path, "-q"))
         assert r.exit_code == 0, r.output
