@@ -25,8 +25,10 @@ def test_migrations_match_models_on_postgres(pg_url, monkeypatch):
 def test_run_resume_and_export_on_postgres(pg_url, sim_factory, tmp_path):
     sim = sim_factory(seed=2, p429=0.05, retry_after=0.05, p_truncate=0.1)
     m = write_csv_manifest(tmp_path / "m.csv", 25, small=True)  # resume and money, not what is in a clip
+    # --heartbeat 0.2: the lease is renewed during the run by construction (at the default 5 s,
+    # only a run slowed by 720p clips or a loaded machine lasted long enough to renew it).
     args = ["run", str(m), "--api-base", sim.url, "--ledger", pg_url, "--out", str(tmp_path / "out"),
-            "--rpm", "0", "--poll-min", "0.05", "-q", "--json"]
+            "--rpm", "0", "--poll-min", "0.05", "-q", "--json", "--heartbeat", "0.2"]
     r = CliRunner().invoke(cli, args, env={"BATCHGEN_API_KEY": "sk-pg"}, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["counts"] == {"done": 25}
