@@ -14,7 +14,7 @@ import pytest
 
 from batchgen.ledger import Ledger
 from conftest import run_args, run_cli
-from test_delivery import DEST, _assert_delivered, _ledger_rows, _subprocess_run, delivery_events
+from test_delivery import DEST, _assert_delivered, _crashed_run, _ledger_rows, delivery_events
 
 TWO = ('deliver: "s3://renders/nightly/"\n'
        "defaults: {model: grok-imagine-text-to-video, duration: 2, resolution: 480p}\n"
@@ -119,12 +119,12 @@ def test_deliver_to_a_destination_no_manifest_named(sim_factory, s3, tmp_path):
 
 
 @pytest.mark.slow
-def test_stray_upload_before_a_kill_is_recorded_by_the_next_run_of_an_edited_manifest(sim_factory, s3, tmp_path):
+def test_stray_upload_before_a_kill_is_recorded_by_the_next_run_of_an_edited_manifest(sim_factory, s3, tmp_path,
+                                                                                     zygote):
     sim = sim_factory(seed=25)
     m = tmp_path / "m.yaml"
     m.write_text(TWO)
-    p = _subprocess_run(sim, m, tmp_path, s3, crash="after_upload_before_record:1")
-    assert p.returncode == 137, p.stderr
+    _crashed_run(zygote, sim, m, tmp_path, s3, "after_upload_before_record:1")  # exit 137 there, or it fails
     m.write_text(TWO + "# edited after the crash\n")
     # The next run in this process: only the killed one needs a process of its own (a new
     # interpreter cost ~1 s of imports, boto3's included).
@@ -136,12 +136,11 @@ def test_stray_upload_before_a_kill_is_recorded_by_the_next_run_of_an_edited_man
 
 
 @pytest.mark.slow
-def test_pruning_a_kill_interrupted_is_finished_by_the_next_run(sim_factory, s3, tmp_path):
+def test_pruning_a_kill_interrupted_is_finished_by_the_next_run(sim_factory, s3, tmp_path, zygote):
     sim = sim_factory(seed=26)
     m = tmp_path / "m.yaml"
     m.write_text(TWO)
-    p = _subprocess_run(sim, m, tmp_path, s3, "--prune-local", crash="before_prune:1")
-    assert p.returncode == 137, p.stderr
+    _crashed_run(zygote, sim, m, tmp_path, s3, "before_prune:1", "--prune-local")  # exit 137 there, or it fails
     left = [r for r in _ledger_rows(tmp_path) if r["delivered_url"] and not r["pruned_at"]]
     assert left and all(Path(r["output_path"]).exists() for r in left)
     m.write_text(TWO + "# edited\n")

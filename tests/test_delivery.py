@@ -72,14 +72,14 @@ def _subprocess_run(sim, manifest: Path, tmp_path: Path, s3, *extra: str,
                           env=full, cwd=ROOT, capture_output=True, text=True, timeout=180)
 
 
-def _crashed_run(zygote, sim, manifest: Path, tmp_path: Path, s3, point: str) -> None:
+def _crashed_run(zygote, sim, manifest: Path, tmp_path: Path, s3, point: str, *extra: str) -> None:
     """``batchgen run --deliver`` forked from the warm process (conftest's ``zygote``: a real
     process without a new interpreter's imports), ending at crash point ``point``: exit 137, as a
     SIGKILL there. A run that ended otherwise never reached its point and tested nothing."""
     env = {k: v for k, v in os.environ.items() if k != "BATCHGEN_CRASH_AT"}
     env.update(BATCHGEN_API_KEY=KEY, BATCHGEN_CRASH_AT=point, **s3.env())
     err = tmp_path / f"crash-{point.replace(':', '-')}.err"
-    rc = zygote.start(run_args(sim, manifest, tmp_path, "-q", "--deliver", DEST), env=env, cwd=ROOT,
+    rc = zygote.start(run_args(sim, manifest, tmp_path, "-q", "--deliver", DEST, *extra), env=env, cwd=ROOT,
                       stderr=err).wait(180)
     assert rc == 137, (point, rc, err.read_text()[-3000:])
 
