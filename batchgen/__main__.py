@@ -26,12 +26,14 @@ def main() -> None:
     # background commands so, and Python then keeps the ignore. The run's own handler
     # (signals.py) is installed regardless, so a SIGINT before it was silently dropped and the
     # run went on to the end (exit 0) while one after it stopped the run: any moment must do.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    # Registered first, so it runs last of the exit handlers: from there on Python unloads its
-    # modules, and a handler written in Python would be reset to the default (death by SIGINT).
-    atexit.register(_ignore_signals)
+    # Inside the try: a signal landing while `signal.signal` itself runs (its Python half, once
+    # the handler is in) raised the KeyboardInterrupt outside it, as a traceback.
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # Registered first, so it runs last of the exit handlers: from there on Python unloads its
+        # modules, and a handler written in Python would be reset to the default (death by SIGINT).
+        atexit.register(_ignore_signals)
         from batchgen.cli import main as cli_main
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -306,6 +306,23 @@ def _catches(pid: int, sig: int) -> bool:
     return bool(mask >> (sig - 1) & 1)
 
 
+@pytest.mark.parametrize("which", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_entry_point_installs_its_handlers_is_exit_130_not_a_traceback(which):
+    """The moment the test below can only hit by chance (seen once in a whole run): the signal
+    arrives while ``signal.signal`` is still returning, right after the handler went in. Here
+    that moment is made certain: the install of ``which`` raises the KeyboardInterrupt the
+    handler would."""
+    code = ("import runpy, signal\n"
+            "real = signal.signal\n"
+            "def install(s, h):\n"
+            f"    real(s, h)\n    if s == signal.{which}: raise KeyboardInterrupt\n"
+            "signal.signal = install\n"
+            "runpy.run_module('batchgen', run_name='__main__')\n")
+    p = subprocess.run([sys.executable, "-c", code, "--help"], env=_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 130 and p.stderr == "interrupted\n", (p.returncode, p.stderr)
+
+
 def test_ctrl_c_counts_even_when_the_run_was_started_with_sigint_ignored(tmp_path):
     """A shell without job control (a cron script's `batchgen run … &`, a CI step) starts its
     background commands with SIGINT ignored, and Python keeps an inherited ignore. The run's own
