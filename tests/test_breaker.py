@@ -73,14 +73,21 @@ def _creates_after(db: Path, model: str, at: float) -> int:
     return sent
 
 
-def test_a_broken_model_stops_being_paid_for_while_the_others_finish(sim_factory, tmp_path):
+def _broken_night(sim_factory, tmp_path: Path, header: str, rows: list[str]):
+    """A night where every create of model A fails upstream (B renders), breaker cool-off 0.5 s,
+    four slots; no pictures (the money and the states are checked, not what is in a clip). It
+    must end with exit 1 (a breaker left open); returns the simulator and the CLI's result."""
     sim = sim_factory(model_faults=f"{A}=1@0", render_min=0.1, render_max=0.2)
-    rows = [f"a{i},{A},clip a{i},1" for i in range(30)] + [f"b{i},{B},clip b{i},3" for i in range(12)]
-    (tmp_path / "m.csv").write_text("name,model,prompt,duration\n" + "\n".join(rows) + "\n")
-    # No pictures: the money and the states are checked, not what is in a clip.
+    (tmp_path / "m.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
     r = run_cli(run_args(sim, tmp_path / "m.csv", tmp_path, "--breaker-cooloff", "0.5", "--concurrency", "4",
                          "--json", "--no-pictures"))
     assert r.exit_code == 1, r.output
+    return sim, r
+
+
+def test_a_broken_model_stops_being_paid_for_while_the_others_finish(sim_factory, tmp_path):
+    sim, r = _broken_night(sim_factory, tmp_path, "name,model,prompt,duration",
+                           [f"a{i},{A},clip a{i},1" for i in range(30)] + [f"b{i},{B},clip b{i},3" for i in range(12)])
     summary = json.loads(r.stdout)
     assert list(summary["breakers"]) == [A] and "failures in a row (service_error" in summary["breakers"][A]
     assert "breaker open for grok-imagine-text-to-video" in summary["reason"]
@@ -140,12 +147,9 @@ def test_a_job_scheduled_late_after_its_start_sends_no_create_once_the_breaker_o
         return await submit(self, job)
 
     monkeypatch.setattr(submit_stage.Submitter, "submit", late)
-    sim = sim_factory(model_faults=f"{A}=1@0", render_min=0.1, render_max=0.2)
-    rows = [f"a{i},{A},clip a{i},1,480p" for i in range(30)] + [f"b{i},{B},clip b{i},3,720p" for i in range(6)]
-    (tmp_path / "m.csv").write_text("name,model,prompt,duration,resolution\n" + "\n".join(rows) + "\n")
-    r = run_cli(run_args(sim, tmp_path / "m.csv", tmp_path, "--breaker-cooloff", "0.5", "--concurrency", "4",
-                         "--json", "--no-pictures"))
-    assert r.exit_code == 1, r.output
+    sim, _ = _broken_night(sim_factory, tmp_path, "name,model,prompt,duration,resolution",
+                           [f"a{i},{A},clip a{i},1,480p" for i in range(30)]
+                           + [f"b{i},{B},clip b{i},3,720p" for i in range(6)])
     with sqlite3.connect(tmp_path / "l.db") as c:
         (opened,) = c.execute("SELECT opened_at FROM breakers WHERE model = ?", (A,)).fetchone()
     assert _creates_after(tmp_path / "l.db", A, opened) <= MAX_PROBES
