@@ -94,15 +94,15 @@ class Checker:
     async def _verify(self, job: LiveJob, final: Path, recheck: bool) -> None:
         ctx, opts = self.ctx, self.ctx.opts
         crash.point("before_verify")  # the file is in place and recorded, its verdict not yet
-        if await self._started() is None:
+        pool = await self._started()
+        if pool is None:
             self.unverified += 1
             return
-        assert self._pool is not None
         poster, sheet = media.picture_paths(str(final), job.output) if opts.pictures else (None, None)
         look = (functools.partial(media.check_file, str(final), job.sha256, None, poster, sheet) if recheck
                 else functools.partial(media.inspect, str(final), poster, sheet))
         try:
-            measured = await asyncio.get_running_loop().run_in_executor(self._pool, look)
+            measured = await asyncio.get_running_loop().run_in_executor(pool, look)
         except (BrokenProcessPool, OSError, RuntimeError) as e:  # left unverified: the next run retries
             ctx.log(f"job {job.name}: could not verify {final.name} ({e}); the next run will")
             self.unverified += 1
