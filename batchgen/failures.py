@@ -6,9 +6,13 @@ the ledger (``--retry-failed``), the conductor (``--render-retries``) and the mo
 from __future__ import annotations
 
 import json
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from .jobs import JobState
 
 FailureClass = Literal["retryable", "permanent", "unknown"]
+RetryVerdict = Literal["retry", "spent", "permanent"]
 
 # The provider failed, not the request: the same request may well succeed again (a new paid task).
 RETRYABLE_TASK_CODES = frozenset({"timeout", "generation_failed", "model_unavailable", "generation_timeout",
@@ -51,3 +55,22 @@ def fix(code: str | None, request: str | None = None) -> str | None:
         present = [f for f in MEDIA_FIELDS if isinstance(body, dict) and f in body]
         field = f"(`{present[0]}`)" if present else ""
     return hint.replace(" {media}", f" {field}" if field else "")
+
+
+# Creates that earlier versions failed for a bad --api-base: a configuration error, nothing was
+# ever sent (no task id), so --retry-failed sends them although the row says not retryable.
+NEVER_SENT_CODES = frozenset({"transport_InvalidURL", "transport_NonHttpUrlClientError",
+                              "transport_InvalidUrlClientError"})
+
+
+def retry_verdict(job: Mapping[str, Any], max_attempts: int) -> RetryVerdict | None:
+    """What ``run --retry-failed --max-attempts N`` does with a job the ledger holds as ``job``
+    (its state, task_id, error_code, retryable and attempts): ``retry`` — back to the queue, a
+    new paid task; ``spent`` — a retryable failure that had its N creates already, left failed;
+    ``permanent`` — failed for a reason a new task does not fix, left failed; None — not failed.
+    The one rule: `run` requeues by it and `plan --retry-failed` counts by it."""
+    if job["state"] != JobState.FAILED:
+        return None
+    if not (job["retryable"] or (job["task_id"] is None and job["error_code"] in NEVER_SENT_CODES)):
+        return "permanent"
+    return "retry" if job["attempts"] < max_attempts else "spent"

@@ -14,12 +14,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .. import crash
 from ..errors import LedgerError
+from ..failures import retry_verdict
 from ..jobs import JobRow, JobState, allowed, raw_digest
 from ..schema import breakers, jobs
 from .database import Room
@@ -170,19 +171,17 @@ class Transitions(Room):
 
     def requeue_retryable_failures(self, run_id: int, max_attempts: int) -> tuple[int, int]:
         """--retry-failed: this run's retryable failures back to the queue; (requeued, left failed
-        because they had their ``max_attempts`` creates already: the run says so)."""
-        # Also creates that earlier versions failed for a bad --api-base (transport_InvalidURL,
-        # transport_NonHttpUrlClientError): a configuration error, nothing was ever sent.
-        never_sent = and_(jobs.c.task_id.is_(None), jobs.c.error_code.in_(
-            ("transport_InvalidURL", "transport_NonHttpUrlClientError", "transport_InvalidUrlClientError")))
+        because they had their ``max_attempts`` creates already: the run says so). Which ones is
+        ``retry_verdict``'s to say, the rule `plan --retry-failed` counts by."""
         with self._read() as c:
-            rows = c.execute(select(jobs.c.id, jobs.c.error_code, jobs.c.attempts).where(
-                jobs.c.run_id == run_id, jobs.c.state == S.FAILED, or_(jobs.c.retryable.is_(True), never_sent))).all()
-        ts = [Transition(i, S.QUEUED, (S.FAILED,), {"task_id": None, "retryable": None},
-                         detail=f"--retry-failed after {code}") for i, code, att in rows if att < max_attempts]
+            rows = c.execute(select(jobs.c.id, jobs.c.state, jobs.c.task_id, jobs.c.error_code, jobs.c.retryable,
+                                    jobs.c.attempts).where(jobs.c.run_id == run_id, jobs.c.state == S.FAILED)).all()
+        verdicts = [(r, retry_verdict(r._mapping, max_attempts)) for r in rows]
+        ts = [Transition(r.id, S.QUEUED, (S.FAILED,), {"task_id": None, "retryable": None},
+                         detail=f"--retry-failed after {r.error_code}") for r, v in verdicts if v == "retry"]
         if ts:
             self.apply(ts)
-        return len(ts), len(rows) - len(ts)
+        return len(ts), sum(v == "spent" for _, v in verdicts)
 
     def cancel_queued(self, run_id: int) -> int:
         """Mark the run's never-submitted jobs cancelled (in batches; each gets an event)."""
