@@ -28,7 +28,8 @@ def _read_only_commands(tmp_path: Path, ledger: Path | str) -> list[list[str]]:
     m = tmp_path / "m.yaml"
     m.write_text(MANIFEST)
     return [["status"], ["export"], ["export", "--json"], ["report", "-o", str(tmp_path / "r.html")],
-            ["plan", str(m)], ["plan", str(m), "--explain"], ["diff", str(m)], ["plan", str(m), "--diff"]]
+            ["plan", str(m)], ["plan", str(m), "--explain"], ["plan", str(m), "--retry-failed", "--max-attempts", "5", "--explain"],
+            ["diff", str(m)], ["plan", str(m), "--diff"]]
 
 
 def _every_command(tmp_path: Path) -> list[list[str]]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..errors import UsageError
+from ..jobs import DEFAULT_MAX_ATTEMPTS
 from .handler import echo_err, json_mode
 
 if TYPE_CHECKING:
@@ -76,6 +77,17 @@ def models_option(f: F) -> F:
     return click.option("--models", "models_file", type=click.Path(path_type=Path), default=None,
                         help="A models file (YAML, the shape of the shipped models.yaml; docs/models.md: Adding a model) adding or "
                              "replacing catalog entries; a manifest's `models:` key adds more.")(f)
+
+
+def retry_options(f: F) -> F:
+    """``--retry-failed`` and ``--max-attempts``, one definition for ``run`` (which resubmits) and
+    ``plan`` (which counts what that run would resubmit, by the same rule: ``retry_verdict``)."""
+    f = click.option("--max-attempts", type=click.IntRange(1, 20), default=DEFAULT_MAX_ATTEMPTS, show_default=True,
+                     help="Creates per job at most, counting the first (with --retry-failed).")(f)
+    return click.option("--retry-failed", is_flag=True,
+                        help="Jobs whose task failed for a retryable reason (timeout, generation_failed, "
+                             "model_unavailable…) are resubmitted, up to --max-attempts creates per job: each a new "
+                             "paid task (`plan --retry-failed` counts them, with their credits and time).")(f)
 
 
 def quiet_option(f: F) -> F:

@@ -36,7 +36,9 @@ def print_plan(doc: dict[str, Any], manifest: Path) -> None:
     unit = doc["credits_unit"]
     click.echo(f"{manifest}: {doc['jobs']} job(s)")
     click.echo("  " + "  ".join(f"{k.replace('_', ' ')}={v}" for k, v in doc["states"].items()))
-    click.echo(f"  to submit: {doc['to_submit']}")
+    unpriced = f", {doc['unpriced_to_submit']} without a price" if doc.get("unpriced_to_submit") else ""
+    click.echo(f"  to submit: {doc['to_submit']} (~{plain(doc['credits_to_submit'])} {unit}{unpriced})")
+    _print_retry(doc["retry"], unit)
     rt = doc.get("retakes") or {}
     if rt.get("queued") or rt.get("marked"):
         click.echo(f"  retakes: {rt['queued']} queued (included above, ~{plain(rt['credits'])} {doc['credits_unit']})"
@@ -47,6 +49,22 @@ def print_plan(doc: dict[str, Any], manifest: Path) -> None:
     click.echo(f"  estimated total: ~{plain(doc['credits_estimated_total'])} {unit} for all jobs ({doc['prices']})")
     for text in doc.get("forecast", {}).get("lines", []):
         click.echo(text)
+
+
+def _print_retry(r: dict[str, Any], unit: str) -> None:
+    """plan's line on the failed jobs `run --retry-failed` would resubmit, and those it would leave."""
+    if not r["included"]:
+        if r["resubmitted"]:
+            click.echo(f"  failed: {r['resubmitted']} retryable, not in to submit (~{plain(r['credits'])} {unit}): "
+                       "`plan --retry-failed` forecasts them, `run --retry-failed` resubmits them")
+        return
+    click.echo(f"  --retry-failed: {r['resubmitted']} failed job(s) resubmitted (included above, "
+               f"~{plain(r['credits'])} {unit}, each a new paid task)")
+    left = [f"{r['spent']} had their --max-attempts {r['max_attempts']} creates" if r["spent"] else "",
+            f"{r['permanent']} failed for a reason a new task does not fix (change the request)"
+            if r["permanent"] else ""]
+    if r["spent"] or r["permanent"]:
+        click.echo(f"  --retry-failed leaves {r['spent'] + r['permanent']} failed: " + "; ".join(x for x in left if x))
 
 
 def print_diff(doc: dict[str, Any], manifest: Path, as_json: bool) -> None:

@@ -14,6 +14,7 @@ from ..errors import UsageError
 from .handler import Command, json_mode
 from .options import (
     RpmType, done, format_options, load_prices, models_option, prices_option, quiet_option, read_ledger_options,
+    retry_options,
 )
 from .printers import print_diff, print_json, print_plan, print_status, print_verify
 
@@ -48,25 +49,33 @@ def _start_time(ctx: click.Context, param: click.Parameter, value: str | None) -
                    "while nothing is refused), and the forecast says so; give N to count one.")
 @click.option("--start", metavar="HH:MM", default=None, callback=_start_time,
               help="When the night starts, for the forecast's end time (default: now).")
+@retry_options
 @models_option
 @format_options
 def plan(manifest: Path, ledger: str | None, prices: Path | None, explain: bool, show_diff: bool,
-         concurrency: int, rpm: float | str, start: float | None, models_file: Path | None, as_json: bool) -> None:
+         concurrency: int, rpm: float | str, start: float | None, retry_failed: bool, max_attempts: int,
+         models_file: Path | None, as_json: bool) -> None:
     """Validate and expand MANIFEST without sending anything; compare with the ledger.
 
     Prints how many jobs are new, already done, in flight, failed or in doubt, the total
     seconds of video and the estimated credits per model and resolution (from the price
-    table: placeholders unless you pass --prices). Exit code 2 when the manifest is invalid."""
+    table: placeholders unless you pass --prices). With --retry-failed (and --max-attempts) the
+    failed jobs `run --retry-failed` would resubmit are in "to submit", its credits and the
+    forecast, by the rule that run follows; those it would leave failed are counted, with why.
+    Exit code 2 when the manifest is invalid."""
     from .. import operations
 
     if show_diff and explain:  # said before anything is read, not silently ignored
         raise UsageError("--explain lists what a run would do with each job; it does not go with --diff")
+    if show_diff and retry_failed:
+        raise UsageError("--retry-failed counts the retry night in plan's forecast; it does not go with --diff")
     cat = operations.catalog(models_file)
     if show_diff:
         print_diff(operations.diff(manifest, ledger=ledger, prices=load_prices(prices), catalog=cat), manifest, as_json)
         return
     doc = operations.plan(manifest, ledger=ledger, prices=load_prices(prices), explain=explain, catalog=cat,
-                          concurrency=concurrency, rpm="auto" if rpm == "auto" else float(rpm) or None, start=start)
+                          concurrency=concurrency, rpm="auto" if rpm == "auto" else float(rpm) or None, start=start,
+                          retry_failed=retry_failed, max_attempts=max_attempts)
     if as_json:
         print_json(doc)
         return

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 import click
 
 from .. import logs
-from ..jobs import DEFAULT_MAX_ATTEMPTS
 from .handler import Command, json_mode
-from .options import RpmType, ledger_option, load_prices, models_option, prices_option
+from .options import RpmType, ledger_option, load_prices, models_option, prices_option, retry_options
 from .printers import print_result
 from .sim import parse_sets
 
@@ -103,11 +102,7 @@ class FinishByType(click.ParamType["float"]):
               help="Shortest pause between two polls of one task (seconds).")
 @click.option("--task-timeout", type=click.FloatRange(min=1), default=7200.0, show_default=True,
               help="Stop polling a task after this many seconds (its id stays recorded).")
-@click.option("--retry-failed", is_flag=True,
-              help="Resubmit jobs whose task failed for a retryable reason (timeout, generation_failed, "
-                   "model_unavailable…), up to --max-attempts creates per job. Each is a new paid task.")
-@click.option("--max-attempts", type=click.IntRange(1, 20), default=DEFAULT_MAX_ATTEMPTS, show_default=True,
-              help="Creates per job at most, counting the first (with --retry-failed).")
+@retry_options
 @click.option("--render-retries", type=click.IntRange(0, 10), default=0, show_default=True,
               help="Render a job again tonight when the provider failed its task for a retryable reason "
                    "(generation_failed, service_error, generation_timeout, resource_exhausted…), up to N times. "

@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import forecast
 from ..cost import Costs, PriceTable
+from ..failures import retry_verdict
 from ..jobs import ACTIVE, DEFAULT_MAX_ATTEMPTS, JobRow, JobState, short_key
 from ..ledger import Ledger, RetakeCandidates
 from ..manifest import Manifest
@@ -23,11 +24,15 @@ S = JobState
 
 def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: PriceTable | None = None,
          explain: bool = False, catalog: Catalog | None = None, concurrency: int = 8,
-         rpm: float | str | None = "auto", start: float | None = None) -> dict[str, Any]:
+         rpm: float | str | None = "auto", start: float | None = None, retry_failed: bool = False,
+         max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> dict[str, Any]:
     """Validate and expand ``manifest`` without sending anything and compare it with the ledger
     (if there is one): jobs per state bucket, seconds of video and estimated credits per model
     and resolution, warnings, and with ``explain`` one entry per job saying what a run would do
-    with it and why. Raises ``ManifestError`` with every problem of an invalid manifest."""
+    with it and why. ``retry``: the failed jobs ``run --retry-failed --max-attempts N`` would
+    resubmit (by ``retry_verdict``, the rule that run requeues by) and those it would leave; with
+    ``retry_failed`` they are in "to submit", its credits and the forecast. Raises
+    ``ManifestError`` with every problem of an invalid manifest."""
     # The ledger first: a missing, foreign or outdated one is said before the manifest is read
     # (a million-row expansion takes a minute), as `run` opens its ledger before expanding.
     with ledger_to_compare(ledger) as led:
@@ -45,6 +50,10 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
         # 1,000,000-row manifest is never held).
         batch: list[str] = []
         batch_models: list[str] = []
+        batch_credits: list[float | None] = []
+        retry: dict[str, Any] = {"included": retry_failed, "max_attempts": max_attempts, "resubmitted": 0,
+                                 "credits": 0.0, "unpriced": 0, "spent": 0, "permanent": 0}
+        spend = {"credits": 0.0, "unpriced": 0}  # of the jobs a run would create: new, queued, retried
         to_submit: dict[str, int] = defaultdict(int)  # model → jobs a run would create (the forecast)
         pending: list[tuple[str, str, str, str]] = []
         # Retakes are counted by the expansion as it is now, as the run carries them: only the
@@ -56,12 +65,23 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
         def classify() -> None:
             known = led.states_by_key(batch) if led is not None else {}
             seen.update(k for k in batch if k in wanted)
-            for k, model in zip(batch, batch_models):
-                bucket = _bucket(known.get(k))
+            for k, model, est in zip(batch, batch_models, batch_credits):
+                j = known.get(k)
+                bucket = _bucket(j)
                 buckets[bucket] += 1
-                if bucket in ("new", "queued"):
+                verdict = None if j is None else retry_verdict(j, max_attempts)
+                if verdict == "retry":
+                    retry["resubmitted"] += 1
+                    retry["credits"] += est or 0.0
+                    retry["unpriced"] += est is None
+                elif verdict is not None:
+                    retry[verdict] += 1
+                if bucket in ("new", "queued") or (retry_failed and verdict == "retry"):
                     to_submit[model] += 1
+                    spend["credits"] += est or 0.0
+                    spend["unpriced"] += est is None
             batch_models.clear()
+            batch_credits.clear()
             rows.extend((k, n, src, out, known.get(k)) for k, n, src, out in pending)
             batch.clear()
             pending.clear()
@@ -74,6 +94,7 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
             group = (job.model, str(job.request.get("resolution", "-")))
             jobs_by[group] += 1
             secs, est = costs.of(job.request)
+            batch_credits.append(est)
             seconds[group] += secs
             prev = credits.get(group, 0.0)
             credits[group] = None if est is None or prev is None else prev + est
@@ -92,15 +113,22 @@ def plan(manifest: str | Path, *, ledger: str | Ledger | None = None, prices: Pr
     total = sum(p["credits_estimated"] or 0.0 for p in per)
     doc: dict[str, Any] = {
         "manifest": str(manifest), "jobs": sum(buckets.values()), "states": buckets, "video": per,
-        "to_submit": buckets["new"] + buckets["queued"], "credits_estimated_total": round(total, 4),
+        "to_submit": buckets["new"] + buckets["queued"] + (retry["resubmitted"] if retry_failed else 0),
+        "credits_estimated_total": round(total, 4),
         "credits_unit": table.unit, "prices": table.source, "warnings": list(m.warnings)}
+    retry["credits"] = round(retry["credits"], 4)
+    doc["retry"] = retry
     if retakes is not None:
         doc["retakes"] = retakes
         doc["to_submit"] += retakes["queued"]
+        spend["credits"] += retakes["credits"]
+    doc["credits_to_submit"] = round(spend["credits"], 4)
+    doc["unpriced_to_submit"] = spend["unpriced"]
     doc["forecast"] = _forecast(dict(to_submit), history, m.catalog, concurrency, rpm, start)
     if explain:
         doc["explain"] = [{"key": short_key(k), "name": n, "row": src, "output": out, "action": a, "reason": r}
-                          for k, n, src, out, j in rows for a, r in [why(j)]]
+                          for k, n, src, out, j in rows
+                          for a, r in [why(j, max_attempts if retry_failed else None)]]
     return doc
 
 
@@ -249,8 +277,9 @@ def _changes(was: dict[str, Any], now: dict[str, Any], take_was: str | None, tak
 _LOST = ("missing", "changed")  # what `verify` recorded of a done clip's local file (media.MISSING/CHANGED)
 
 
-def why(j: dict[str, Any] | None) -> tuple[str, str]:
-    """What ``run`` would do with a job in this ledger state, and why (the plan's dry-run reasons)."""
+def why(j: dict[str, Any] | None, retry_max: int | None = None) -> tuple[str, str]:
+    """What ``run`` would do with a job in this ledger state, and why (the plan's dry-run reasons);
+    ``retry_max``: what ``run --retry-failed --max-attempts retry_max`` would."""
     if j is None:
         return "submit", "new: no job with this exact request in the ledger"
     s = j["state"]
@@ -268,13 +297,23 @@ def why(j: dict[str, Any] | None) -> tuple[str, str]:
     if s in (S.SUBMITTING, S.IN_DOUBT):
         return "hold", "in doubt: the create may exist; settle with `batchgen resolve`"
     if s == S.FAILED:
-        if j["error_code"] == "result_expired":
-            return "hold", ("failed (result_expired): its paid result expired undownloaded; `run --retry-failed` "
-                            "renders it again (a new paid task)")
-        if j["retryable"]:
-            spent = j["attempts"] >= DEFAULT_MAX_ATTEMPTS
-            return "hold", (f"failed ({j['error_code']}), retryable: resubmitted (a new paid task) only with --retry-failed"
-                            + (f" and --max-attempts above {j['attempts']} (the creates it has had)" if spent else ""))
-        return "hold", f"failed ({j['error_code']}): change the request to try again"
+        return _why_failed(j, retry_max)
     return "skip", f"{s} by an operator"
 
+
+def _why_failed(j: dict[str, Any], retry_max: int | None) -> tuple[str, str]:
+    """``why`` of a failed job, by ``retry_verdict`` (the rule `run --retry-failed` follows)."""
+    code, att = j["error_code"], j["attempts"]
+    verdict = retry_verdict(j, retry_max or DEFAULT_MAX_ATTEMPTS)
+    if verdict == "permanent":
+        return "hold", f"failed ({code}): change the request to try again"
+    if retry_max is not None:
+        if verdict == "retry":
+            return "submit", f"would be resubmitted (retry: {code}, attempt {att + 1} of {retry_max})"
+        return "hold", (f"failed ({code}), retryable, left failed: it has had {att} create(s), --max-attempts "
+                        f"{retry_max}; a higher --max-attempts renders it again (a new paid task)")
+    if code == "result_expired":
+        return "hold", ("failed (result_expired): its paid result expired undownloaded; `run --retry-failed` "
+                        "renders it again (a new paid task)")
+    return "hold", (f"failed ({code}), retryable: resubmitted (a new paid task) only with --retry-failed"
+                    + (f" and --max-attempts above {att} (the creates it has had)" if verdict == "spent" else ""))
