@@ -63,7 +63,7 @@ NEVER_SENT_CODES = frozenset({"transport_InvalidURL", "transport_NonHttpUrlClien
                               "transport_InvalidUrlClientError"})
 
 
-def retry_verdict(job: Mapping[str, Any], max_attempts: int) -> RetryVerdict | None:
+def retry_verdict(job: Mapping[Any, Any], max_attempts: int) -> RetryVerdict | None:
     """What ``run --retry-failed --max-attempts N`` does with a job the ledger holds as ``job``
     (its state, task_id, error_code, retryable and attempts): ``retry`` — back to the queue, a
     new paid task; ``spent`` — a retryable failure that had its N creates already, left failed;

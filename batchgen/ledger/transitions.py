@@ -175,10 +175,11 @@ class Transitions(Room):
         ``retry_verdict``'s to say, the rule `plan --retry-failed` counts by."""
         with self._read() as c:
             rows = c.execute(select(jobs.c.id, jobs.c.state, jobs.c.task_id, jobs.c.error_code, jobs.c.retryable,
-                                    jobs.c.attempts).where(jobs.c.run_id == run_id, jobs.c.state == S.FAILED)).all()
-        verdicts = [(r, retry_verdict(r._mapping, max_attempts)) for r in rows]
-        ts = [Transition(r.id, S.QUEUED, (S.FAILED,), {"task_id": None, "retryable": None},
-                         detail=f"--retry-failed after {r.error_code}") for r, v in verdicts if v == "retry"]
+                                    jobs.c.attempts).where(jobs.c.run_id == run_id, jobs.c.state == S.FAILED)
+                             ).mappings().all()
+        verdicts = [(r, retry_verdict(r, max_attempts)) for r in rows]
+        ts = [Transition(r["id"], S.QUEUED, (S.FAILED,), {"task_id": None, "retryable": None},
+                         detail=f"--retry-failed after {r['error_code']}") for r, v in verdicts if v == "retry"]
         if ts:
             self.apply(ts)
         return len(ts), sum(v == "spent" for _, v in verdicts)
