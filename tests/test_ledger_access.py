@@ -105,12 +105,52 @@ def test_read_only_commands_never_change_a_ledger(sim, tmp_path):
     assert run_cli(run_args(sim, m, tmp_path, "-q")).exit_code == 0
     ledger = tmp_path / "l.db"
     digest = hashlib.sha256(ledger.read_bytes()).hexdigest()
+    assert _sqlite_files(tmp_path) == ["l.db"]  # the run's last connection closed: its log went with it
     for cmd in _read_only_commands(tmp_path, ledger):
         r = run_cli([*cmd, "--ledger", str(ledger)])
         assert r.exit_code == 0, (cmd, r.output)
     assert hashlib.sha256(ledger.read_bytes()).hexdigest() == digest
+    # ... and no reader left SQLite's -wal/-shm beside it (a mode=ro reader cannot remove them).
+    assert _sqlite_files(tmp_path) == ["l.db"]
     doc = json.loads(run_cli(["status", "--ledger", str(ledger), "--json"]).stdout)
     assert [r["status"] for r in doc["runs"]] == ["finished"]
+
+
+def _sqlite_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("l.db") and not p.name.startswith("l.db."))
+
+
+def test_readers_of_a_ledger_whose_log_holds_frames_change_neither_file(sim, tmp_path):
+    # A run that died leaves committed frames in its -wal: a reader reads them (mode=ro) and
+    # never copies them into the file (the next run does, after checking the log is its own).
+    m = write_csv_manifest(tmp_path / "m.csv", 3)
+    assert run_cli(run_args(sim, m, tmp_path, "-q")).exit_code == 0
+    ledger = tmp_path / "l.db"
+    con = sqlite3.connect(ledger, isolation_level=None)
+    con.execute("PRAGMA wal_autocheckpoint=0")
+    con.execute("UPDATE jobs SET polls = polls + 1")
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for name in ("l.db", "l.db-wal"):  # copied while open: what a crash leaves
+        (crashed / name).write_bytes((tmp_path / name).read_bytes())
+    con.close()
+    before = {n: hashlib.sha256((crashed / n).read_bytes()).hexdigest() for n in ("l.db", "l.db-wal")}
+    assert (crashed / "l.db-wal").stat().st_size > 0
+    for cmd in _read_only_commands(tmp_path, crashed / "l.db"):
+        r = run_cli([*cmd, "--ledger", str(crashed / "l.db")])
+        assert r.exit_code == 0, (cmd, r.output)
+    assert {n: hashlib.sha256((crashed / n).read_bytes()).hexdigest() for n in ("l.db", "l.db-wal")} == before
+
+
+def test_the_demo_leaves_the_ledger_alone_in_its_folder(tmp_path):
+    # Its export and report read the ledger after the run: they left SQLite's -wal and -shm
+    # beside it (a mode=ro connection cannot remove them when it closes last).
+    m = tmp_path / "m.yaml"
+    m.write_text(MANIFEST)
+    r = run_cli(["demo", "-o", str(tmp_path / "d"), "--manifest", str(m)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "d").iterdir() if p.name.startswith("batchgen.db")) == [
+        "batchgen.db", "batchgen.db.lock", "batchgen.db.sim.jsonl"]
 
 
 def test_a_ledger_named_but_missing_is_an_error_for_every_command_but_run(tmp_path, monkeypatch):

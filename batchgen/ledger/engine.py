@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from ..errors import LedgerBusy, LedgerMissing, NotALedger
 from .location import ledger_url
 from .revisions import migrations_dir, stamped
+from .sqlitefile import reader_mode
 
 # A PostgreSQL worker whose heartbeat is this recent may be running (twice the default
 # --lease-timeout: the others would take its jobs over after one).
@@ -74,8 +75,8 @@ def safe_ledger_url(value: str | None, *, simulated: bool = False) -> str:
 def make_engine(url: str, *, create: bool = True, readonly: bool = False) -> Engine:
     """An engine for the ledger at ``url``. ``create=False`` (commands that do not start runs)
     refuses a SQLite file that does not exist instead of creating it and its folders.
-    ``readonly`` (commands that only read): SQLite is opened ``mode=ro`` with ``query_only`` and
-    its journal mode left as it is; a PostgreSQL session is READ ONLY (``default_transaction_read_only``).
+    ``readonly`` (commands that only read): SQLite is opened with ``query_only`` (and ``mode=ro``
+    while its log holds frames, ``reader_mode``) and its journal mode left as it is; a PostgreSQL session is READ ONLY (``default_transaction_read_only``).
     Nothing can then be written, whatever a method tries."""
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
@@ -103,9 +104,11 @@ def make_engine(url: str, *, create: bool = True, readonly: bool = False) -> Eng
                 # The ledger holds task ids and result URLs: owner-only from the first byte.
                 os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
     if readonly and db and db != ":memory:":
-        # A URI filename, so SQLite itself refuses every write (mode=ro); quoted: a path may hold ? or #.
+        # A URI filename (quoted: a path may hold ? or #); SQLite refuses every write (query_only,
+        # and mode=ro when the log holds frames), and the last reader out removes an empty log
+        # and its -shm (``reader_mode``).
         ro = URL.create("sqlite", database="file:" + quote(str(Path(db).absolute())),
-                        query={"mode": "ro", "uri": "true"})
+                        query={"mode": reader_mode(Path(db)), "uri": "true"})
         engine = create_engine(ro, connect_args={"check_same_thread": False, "timeout": 30})
     else:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

@@ -124,6 +124,20 @@ def check_pages(path: Path) -> None:
     raise damaged(path, problem, todo=todo)
 
 
+def reader_mode(path: Path) -> str:
+    """The SQLite open mode of a command that only reads the ledger at ``path`` (its caller
+    turns ``query_only`` on, so SQLite refuses every write either way). SQLite gives every
+    reader of a WAL database -wal and -shm files, and only a connection that may write deletes
+    them when it closes last (after checkpointing an empty log: nothing); a ``ro`` one leaves
+    them beside the ledger for good. So ``rw`` when the log holds nothing, and ``ro`` when it
+    holds frames — a live run's, or those a stopped one left — which a reader never copies into
+    the file (the next run does, after checking the log is the ledger's own). ``ro`` too beside
+    a rollback journal: a connection that may write would roll it back into the file."""
+    wal = Path(f"{path}-wal")
+    held = (wal.exists() and wal.stat().st_size > 0) or Path(f"{path}-journal").exists()
+    return "ro" if held else "rw"
+
+
 def sqlite_tables(path: Path) -> set[str] | None:
     """The tables of the SQLite file at ``path``, read without changing anything beside it, or
     None when it is not an SQLite database (then opening it says what it is). Nothing is in its

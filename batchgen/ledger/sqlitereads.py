@@ -8,7 +8,8 @@ and the same words: no file → ``LedgerMissing``; a folder or FIFO, or a databa
 batchgen's tables → ``NotALedger``; a file cut short, empty, or with another database's
 ``-wal`` → ``LedgerDamaged`` (``sqlitefile.check``, before any connection); a schema of another
 version → ``LedgerOutdated`` (``revisions``). Then SQLite itself refuses every write: the URI
-is ``mode=ro`` (as ``engine.make_engine`` opens a reader) and ``query_only`` is on. All of its
+is opened as ``engine.make_engine`` opens a reader (``query_only``; ``mode=ro`` while the log
+holds frames, ``sqlitefile.reader_mode``). All of its
 reads are one read transaction, so they see one moment of a ledger a run is writing.
 
 Each method answers as the ``Ledger`` method of the same name does on SQLite (same SQL, same
@@ -31,7 +32,7 @@ from ..jobs import UNFINISHED, JobRow, JobState, Verdict, hex_digest
 from .boundary import error_boundary
 from .revisions import LEDGER_TABLES, needs_upgrade, not_a_ledger, stamped
 from .shapes import SHAPE_SQL, as_job
-from .sqlitefile import check, sqlite_tables
+from .sqlitefile import check, reader_mode, sqlite_tables
 
 S = JobState
 # Columns whose SQLAlchemy type converts what SQLite stores (schema.py): sha256 digests stored as
@@ -81,9 +82,9 @@ class SqliteReader:
         tables = sqlite_tables(path)
         if tables is not None and not LEDGER_TABLES <= tables:
             raise not_a_ledger(self, tables)
-        # Opened as engine.make_engine opens a reader: SQLite refuses every write, and the file's
-        # journal mode is left as it is.
-        con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30, isolation_level=None,
+        # Opened as engine.make_engine opens a reader: SQLite refuses every write, the file's
+        # journal mode is left as it is, and no -wal/-shm is left behind (``reader_mode``).
+        con = sqlite3.connect(f"file:{quote(str(path))}?mode={reader_mode(path)}", uri=True, timeout=30, isolation_level=None,
                               check_same_thread=False)
         self._con = con
         try:
