@@ -4,7 +4,7 @@ command line formats them; a script can use them as they are.
 
 No command but ``run`` creates a ledger: a mistyped ``--ledger`` is an error (``LedgerMissing``),
 never a new empty ledger. Commands that only read (plan, diff, status, export, report) open it
-read-only: SQLite ``mode=ro``, no migration, no journal-mode switch, so another application's
+read-only: SQLite ``query_only`` (``mode=ro`` while its log holds frames), no migration, no journal-mode switch, so another application's
 database is refused unchanged (``NotALedger``) and an older ledger is left to `batchgen db upgrade`
 (``LedgerOutdated``). ``verify`` records its findings but never migrates either.
 
