@@ -197,3 +197,58 @@ def test_verification_workers_are_forked_as_needed_from_one_quiet_server():
     blocked = _blocked_signals(server)
     assert blocked >> (signal.SIGINT - 1) & 1 and blocked >> (signal.SIGTERM - 1) & 1
     assert not Path(f"/proc/{worker}").exists() or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="POSIX niceness")
+def test_verification_workers_are_niced_below_the_run():
+    """A worker decodes on every core it is given; the run's event loop must keep the CPU it needs."""
+    with media.pool(1) as p:
+        assert p.submit(os.nice, 0).result() >= os.nice(0) + media.WORKER_NICE
+
+
+def _one_keyframe_clip(path: Path, seconds: int = 2, fps: int = 24) -> None:
+    """A real H.264 clip as x264 makes it by default — one keyframe, at frame 0 — with its index
+    at its head (faststart: what survives a download cut short), noise so every frame costs bytes,
+    and a brightness that climbs frame by frame so moments differ."""
+    import av
+
+    noise = os.urandom(320 * 180 * 2)
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 320, 180, "yuv420p"
+        for i in range(seconds * fps):
+            fr = av.VideoFrame(320, 180, "yuv420p")
+            for k, pl in enumerate(fr.planes):
+                size = pl.line_size * pl.height
+                level = bytes([(i * 5 + k * 60) % 256]) * (size // 2)
+                pl.update(level + noise[i * 997 % 1000: i * 997 % 1000 + size - size // 2])
+            fr.pts = i
+            for pkt in vs.encode(fr):
+                out.mux(pkt)
+        for pkt in vs.encode():
+            out.mux(pkt)
+
+
+def test_a_one_keyframe_clip_cut_in_its_tail_is_undecodable_and_its_sheet_shows_nine_moments(tmp_path):
+    """Verification reads every packet but decodes only the first frame and the last keyframe
+    (here the same): a clip whose index survived but whose last frames did not must still fail.
+    And the contact sheet of a one-keyframe clip is 9 moments, not 9 copies of its first frame."""
+    import av
+    from PIL import ImageStat
+
+    clip = tmp_path / "one.mp4"
+    _one_keyframe_clip(clip)
+    with av.open(str(clip)) as c:
+        assert sum(p.is_keyframe for p in c.demux(c.streams.video[0])) == 1
+    whole = media.inspect(str(clip), str(tmp_path / "p.jpg"), str(tmp_path / "s.jpg"))
+    assert whole["error"] is None and whole["sheet"]
+    with av.open(str(clip)) as c:
+        vs = c.streams.video[0]
+        _first, thumbs = media._frames(c, vs, media._sheet_times(media._duration(c, vs)))
+    means = [ImageStat.Stat(t.convert("L")).mean[0] for t in thumbs]
+    assert len(thumbs) == 9 and means == sorted(means) and len(set(means)) == 9  # brightness climbs
+    data = clip.read_bytes()
+    for cut in (len(data) - 3000, len(data) * 3 // 4):
+        cut_clip = tmp_path / f"cut{cut}.mp4"
+        cut_clip.write_bytes(data[:cut])
+        assert "ends early" in (media.inspect(str(cut_clip))["error"] or "")
