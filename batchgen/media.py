@@ -415,7 +415,8 @@ def _keyframes(c: Any, vs: Any) -> list[int]:
 
 
 def _thumbs(c: Any, vs: Any, times: list[float], keys: list[int]) -> list[Any]:
-    """A thumbnail at each of ``times``: the first frame decoded at or after it, reached from
+    """A thumbnail at each of ``times``: the keyframe before it when that is within half a
+    thumbnail's span and not shown yet, else the first frame decoded at or after it, reached from
     the keyframe before it — by a seek when that keyframe lies ahead of the frames already
     decoded, else by decoding on (a clip with one keyframe is one forward pass, not 9 seeks
     that all land on its first frame). Frames no other frame refers to are not decoded (where
@@ -426,6 +427,7 @@ def _thumbs(c: Any, vs: Any, times: list[float], keys: list[int]) -> list[Any]:
     thumbs: list[Any] = []
     frames: Iterator[Any] | None = None
     at: int | None = None  # pts of the last frame decoded
+    slack = (times[1] - times[0]) / 2 / vs.time_base if len(times) > 1 else 0
     vs.codec_context.skip_frame = "NONREF"
     try:
         for t in times:
@@ -434,7 +436,10 @@ def _thumbs(c: Any, vs: Any, times: list[float], keys: list[int]) -> list[Any]:
             if frames is None or at is None or key > at:
                 c.seek(key, stream=vs, any_frame=False, backward=True)
                 frames = iter(c.decode(vs))
-            frame = next((f for f in frames if f.pts is None or f.pts >= target), None)
+            # A keyframe not yet shown within half a thumbnail's span of the time will do: it
+            # costs one frame where the frame at the time costs decoding up to it.
+            near = target - key <= slack and (at is None or key > at)
+            frame = next((f for f in frames if near or f.pts is None or f.pts >= target), None)
             if frame is None:  # past the last frame (a duration rounded up)
                 break
             at = frame.pts
