@@ -25,13 +25,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from . import specs
+from . import frames, specs
 
 OK, MISMATCH, UNDECODABLE = "ok", "mismatch", "undecodable"
 MISSING, CHANGED, UNCHECKED = "missing", "changed", "unchecked"  # set by `batchgen verify` / migration 0005
-POSTER_WIDTH = 320
 SHEET_GRID = 3  # 3 × 3 frames
-SHEET_THUMB_WIDTH = 200
 # Resolution classes by the short side of the frame (a "720p" 9:16 video is 720 × 1280).
 WORKER_NICE = 10  # niceness the verification workers add to the run's
 RESOLUTION_CLASSES = {"360p": 360, "480p": 480, "720p": 720, "1080p": 1080, "1440p": 1440, "2160p": 2160, "4k": 2160}
@@ -273,7 +271,7 @@ def inspect(path: str, poster: str | None = None, sheet: str | None = None) -> d
             m.fps = float(vs.average_rate) if vs.average_rate else None
             m.audio = bool(c.streams.audio)
             m.duration = _duration(c, vs)
-            first, thumbs = _frames(c, vs, _sheet_times(m.duration) if sheet else [])
+            first, thumbs = frames.read(c, vs, _sheet_times(m.duration) if sheet else [])
     except Exception as e:  # noqa: BLE001 - any decoder failure means "undecodable"
         m.error = f"{type(e).__name__}: {(getattr(e, 'strerror', None) or str(e))[:200]}"
         return m.as_dict()
@@ -366,87 +364,6 @@ def _sheet_times(duration: float | None) -> list[float]:
     n = SHEET_GRID * SHEET_GRID
     d = duration or 0.0
     return [d * (i + 0.5) / n for i in range(n)]
-
-
-def _size(vs: Any, width: int) -> tuple[int, int]:
-    w, h = vs.codec_context.width, vs.codec_context.height
-    return (w, h) if w <= width else (width, max(2, round(h * width / w / 2) * 2))
-
-
-def _frames(c: Any, vs: Any, times: list[float]) -> tuple[Any, list[Any]]:
-    """The first frame as a poster-sized image and a thumbnail at each of ``times`` (the first
-    frame shown at or after it). Every packet of the file is read first (``_keyframes``), then
-    the first frame and the last keyframe are decoded: the checks that the file is whole. Not
-    the last frame: in a clip with one keyframe (x264's default: one per 250 frames) that is
-    decoding the whole clip, about 1 s of CPU for 6 s of 720p, for nothing a download can break
-    that the packets read in full do not already prove. FFmpeg scales while converting:
-    full-size RGB frames were most of the cost."""
-    keys = _keyframes(c, vs)
-    pw, ph = _size(vs, POSTER_WIDTH)
-    c.seek(keys[0], stream=vs, any_frame=False, backward=True)
-    first = next(c.decode(vs)).to_image(width=pw, height=ph)
-    thumbs = _thumbs(c, vs, times, keys) if times else []
-    c.seek(keys[-1], stream=vs, any_frame=False, backward=True)
-    if next(c.decode(vs), None) is None:
-        raise ValueError("the last keyframe could not be decoded")
-    return first, thumbs
-
-
-def _keyframes(c: Any, vs: Any) -> list[int]:
-    """Reads every packet of every stream, none decoded (a few ms for a 3.5 MB clip): a file cut
-    short — whose index, at its head, still lists what it lost — fails here, by a packet read
-    only in part or by fewer packets than the index lists. The video keyframes' pts, in order."""
-    counts = {s.index: 0 for s in c.streams}
-    keys: list[int] = []
-    for p in c.demux():
-        if p.size == 0:  # the demuxer's end-of-stream markers
-            continue
-        if p.is_corrupt:
-            raise ValueError(f"{p.stream.type} packet {counts[p.stream.index] + 1} is cut short (the file ends early)")
-        counts[p.stream.index] += 1
-        if p.stream.index == vs.index and p.is_keyframe and p.pts is not None:
-            keys.append(p.pts)
-    for s in c.streams:
-        if s.type in ("video", "audio") and s.frames and counts[s.index] < s.frames:
-            raise ValueError(f"the file ends early: {counts[s.index]} of {s.frames} {s.type} packets")
-    if not keys:
-        raise ValueError("no video keyframe")
-    return sorted(keys)
-
-
-def _thumbs(c: Any, vs: Any, times: list[float], keys: list[int]) -> list[Any]:
-    """A thumbnail at each of ``times``: the keyframe before it when that is within half a
-    thumbnail's span and not shown yet, else the first frame decoded at or after it, reached from
-    the keyframe before it — by a seek when that keyframe lies ahead of the frames already
-    decoded, else by decoding on (a clip with one keyframe is one forward pass, not 9 seeks
-    that all land on its first frame). Frames no other frame refers to are not decoded (where
-    an encoder leaves some: x264's B frames are mostly references): a thumbnail is then at most
-    a frame or two late."""
-    tw, th = _size(vs, SHEET_THUMB_WIDTH)
-    start = vs.start_time or 0
-    thumbs: list[Any] = []
-    frames: Iterator[Any] | None = None
-    at: int | None = None  # pts of the last frame decoded
-    slack = (times[1] - times[0]) / 2 / vs.time_base if len(times) > 1 else 0
-    vs.codec_context.skip_frame = "NONREF"
-    try:
-        for t in times:
-            target = start + int(t / vs.time_base)
-            key = max((k for k in keys if k <= target), default=keys[0])
-            if frames is None or at is None or key > at:
-                c.seek(key, stream=vs, any_frame=False, backward=True)
-                frames = iter(c.decode(vs))
-            # A keyframe not yet shown within half a thumbnail's span of the time will do: it
-            # costs one frame where the frame at the time costs decoding up to it.
-            near = target - key <= slack and (at is None or key > at)
-            frame = next((f for f in frames if near or f.pts is None or f.pts >= target), None)
-            if frame is None:  # past the last frame (a duration rounded up)
-                break
-            at = frame.pts
-            thumbs.append(frame.to_image(width=tw, height=th))
-    finally:
-        vs.codec_context.skip_frame = "DEFAULT"
-    return thumbs
 
 
 def _save_sheet(thumbs: list[Any], path: str) -> None:

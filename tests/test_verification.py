@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from batchgen import media, specs
+from batchgen import frames, media, specs
 from batchgen.ledger import Ledger
 from conftest import KEY, run_args, run_cli
 
@@ -244,7 +244,7 @@ def test_a_one_keyframe_clip_cut_in_its_tail_is_undecodable_and_its_sheet_shows_
     assert whole["error"] is None and whole["sheet"]
     with av.open(str(clip)) as c:
         vs = c.streams.video[0]
-        _first, thumbs = media._frames(c, vs, media._sheet_times(media._duration(c, vs)))
+        _first, thumbs = frames.read(c, vs, media._sheet_times(media._duration(c, vs)))
     means = [ImageStat.Stat(t.convert("L")).mean[0] for t in thumbs]
     assert len(thumbs) == 9 and means == sorted(means) and len(set(means)) == 9  # brightness climbs
     data = clip.read_bytes()
