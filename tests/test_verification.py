@@ -252,3 +252,6 @@ def test_a_one_keyframe_clip_cut_in_its_tail_is_undecodable_and_its_sheet_shows_
         cut_clip = tmp_path / f"cut{cut}.mp4"
         cut_clip.write_bytes(data[:cut])
         assert "ends early" in (media.inspect(str(cut_clip))["error"] or "")
+    zeroed = tmp_path / "zeroed.mp4"  # same length, a run of zeros inside (packets not decoded)
+    zeroed.write_bytes(data[: len(data) * 3 // 4] + bytes(len(data) // 10) + data[len(data) * 17 // 20:])
+    assert "damaged" in (media.inspect(str(zeroed))["error"] or "")
