@@ -123,6 +123,7 @@ def night(seed: int, n: int = 400, conc: int = 40, *, jitter: float = 0.0, laten
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "makespan-exact": {},
+    "makespan-exact, coarse progress": {"progress": "coarse", "poll_min": 2.0},
     "makespan-habits": {"jitter": 0.05, "latency_after": 0.05, "progress": "none", "poll_min": 2.0},
     "makespan-habits, pending": {"jitter": 0.02, "pending": 0.3, "progress": "coarse", "poll_min": 2.0},
     "makespan (noisy ±15 %, 64 slots)": {"noise": 0.15, "n": 1000, "conc": 64},

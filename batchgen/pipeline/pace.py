@@ -47,9 +47,8 @@ single shot, so ``--poll-min`` does not hold it back: that floor is for polls th
 the estimate, or following progress), where it bounds the request rate. Held back, a probe's
 second poll came up to a quarter of the estimate after the result was ready (issue 31 part 4).
 
-Jitter spreads polls of tasks created together by a few milliseconds; it never delays a poll
-by a fraction of the render. Errors back off with jitter and honour Retry-After (``budget``).
-Pure: no I/O, no clock of its own.
+Jitter spreads polls of tasks created together by a few milliseconds, never by a fraction of the
+render. Errors back off with jitter and honour Retry-After (``budget``). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -200,6 +199,7 @@ class Pace:
     band_aim: float | None = None  # seconds past the estimate the next first poll in the band goes (``band``)
     banded: dict[float, None] = field(default_factory=dict)  # create-sent moments of first polls in the band
     ladder: int = 0  # probes placed while the gap is wide (``first_ratio``): sets the next one's depth
+    outlived: bool = False  # a task seen rendering past its estimate (from the create's answer): estimates fail
 
     def exact(self) -> bool:
         """Estimates that hold with a ratio of 1 between the bounds: the tasks end at their
@@ -364,6 +364,7 @@ class PaceBook:
             p.upper_rtts.append(rtt)
         else:
             p.lowers.append(ratio)
+            p.outlived = p.outlived or ratio > 1.0
             p.lower_secs.append(elapsed - estimate)
 
     def observe_poll(self, model: str, estimate: float | None, *, done: bool, create: tuple[float, float],
@@ -433,6 +434,7 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
                 remember(pace.probed, job.create_sent or job.submitted_at or 0.0)
     elif est is not None and end is not None and elapsed < est * end + MARGIN_S:
         d = est * end - elapsed + MARGIN_S  # a probe came early: go to where tasks have always been done
+        d = min(d, est - since + MARGIN_S) if pace is not None and not pace.outlived else d  # (see below)
         aimed = True
     elif est is not None and end is not None and job.polls <= PAST_END_POLLS:
         # Estimates hold, yet this task was still rendering where tasks have always been done:
@@ -466,6 +468,10 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
             cap = late - elapsed if elapsed < late else est * (1 - EARLY) / 2 * 2 ** max(0, job.polls - 2)
             if cap + MARGIN_S < d:
                 d, capped = cap + MARGIN_S, True
+        if est is not None and pace is not None and not pace.outlived and since < est < since + d - MARGIN_S:
+            # Not past the estimate from the create's answer while no task outlived its own: timed by a
+            # coarse progress, a probe's next poll came 0.3 s after the end (issue 31 part 4, indep check).
+            d, capped = est - since + MARGIN_S, True
         aimed = job.polls <= 1 or capped  # the end the first progress predicts; later ones repeat: the floor
     elif est is not None and pace is not None and not thrifty and len(pace.uppers) < MIN_FOR_TRUST \
             and job.polls <= SEED_POLLS:
