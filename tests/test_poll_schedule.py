@@ -245,7 +245,7 @@ def test_a_coarse_progress_never_puts_the_next_poll_past_where_every_task_was_do
     book = PaceBook()
     for ratio in (1.02, 1.05, 1.08, 0.97):
         book.observe(M, 5.0, 5.0 * ratio, done=True)
-    book.observe(M, 5.0, 5.0 * 1.0, done=False)  # estimates scatter: one still rendering past another's end
+    book.observe(M, 5.0, 5.0 * 1.01, done=False)  # estimates scatter: one still rendering past another's end
     assert not book.pace(M).holds()
     t = Task(estimated_time=5.0, polls=1, progress=75)
     assert delay(t, NOW + 4.5, book, poll_min=2.0) == pytest.approx(5.0 * 1.08 - 4.5 + 0.02)
@@ -460,11 +460,13 @@ def test_estimates_that_scatter_by_a_share_of_the_render_form_no_band():
 
 
 def test_before_any_task_is_seen_done_a_coarse_progress_puts_no_poll_past_a_tenth_over_the_estimate():
-    """The run's first tasks, nothing seen done yet: a progress of 75 % at nine tenths of a 5 s
-    estimate extrapolates to 1.575 s more (1.2 × the estimate); the next poll goes no later than
-    1.1 × the estimate (as far past it as the early poll was before it). A fine progress (89 %)
-    that predicts an earlier end keeps its own time."""
+    """The run's first tasks, nothing seen done yet, one seen rendering past its estimate (so
+    estimates fail): a progress of 75 % at nine tenths of a 5 s estimate extrapolates to 1.575 s
+    more (1.2 × the estimate); the next poll goes no later than 1.1 × the estimate (as far past it
+    as the early poll was before it). A fine progress (89 %) that predicts an earlier end keeps its
+    own time."""
     book = PaceBook()
+    book.observe(M, 5.0, 5.3, done=False)
     assert delay(Task(estimated_time=5.0, polls=1, progress=75), NOW + 4.5, book) == pytest.approx(
         5.0 * (2 - EARLY) - 4.5 + 0.02)
     fine = delay(Task(estimated_time=5.0, polls=1, progress=89), NOW + 4.5, book)
@@ -472,3 +474,22 @@ def test_before_any_task_is_seen_done_a_coarse_progress_puts_no_poll_past_a_tent
     # Still rendering there: steps of half that margin, doubling, not --poll-min (2 s).
     steps = [delay(Task(estimated_time=5.0, polls=n, progress=75), NOW + 5.52, book) for n in (2, 3, 4)]
     assert steps == pytest.approx([0.25 + 0.02, 0.5 + 0.02, 1.0 + 0.02])
+
+
+def test_a_coarse_progress_puts_no_poll_past_the_estimate_while_no_task_outlived_its_own():
+    """Exact estimates, progress told in steps of 25 (issue 31 part 4, an independent check): an
+    early poll reads 75 % at nine tenths of a 5 s render. Its next poll goes at the estimate from
+    the create's answer (plus MARGIN_S), not where the progress or the first wave's late "done by"
+    bounds put it (0.3 s after the end); once a task is seen rendering past its estimate, as before."""
+    sent, answered = NOW - 0.01, NOW
+    t = Task(estimated_time=5.0, polls=1, progress=75, create_sent=sent, submitted_at=answered)
+    assert delay(t, NOW + 4.5, PaceBook(), poll_min=2.0) == pytest.approx(0.5 + END_MARGIN_S)  # nothing known yet
+    book = PaceBook()
+    for _ in range(2):  # seen done 0.4 s late and rendering at 0.9: uppers, not yet trusted
+        book.observe(M, 5.0, 5.4, done=True)
+        book.observe(M, 5.0, 4.5, done=False)
+    assert delay(t, NOW + 4.5, book, poll_min=2.0) == pytest.approx(0.5 + END_MARGIN_S)
+    loose = _exact_book(5.0, 0.9, 1.08, slack=0.0)  # estimates hold, the known end 0.4 s loose
+    assert delay(t, NOW + 4.5, loose, poll_min=2.0) == pytest.approx(0.5 + 0.02)  # a probe's next poll
+    book.observe(M, 5.0, 5.1, done=False)  # a task outlived its estimate: progress and bounds time it
+    assert delay(t, NOW + 4.5, book, poll_min=2.0) == pytest.approx(5.4 - 4.51 + 0.02)

@@ -468,10 +468,10 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
             cap = late - elapsed if elapsed < late else est * (1 - EARLY) / 2 * 2 ** max(0, job.polls - 2)
             if cap + MARGIN_S < d:
                 d, capped = cap + MARGIN_S, True
-        if est is not None and pace is not None and not pace.outlived and since < est < since + d - MARGIN_S:
+        if est is not None and pace is not None and not pace.outlived and since < est < since + d - END_MARGIN_S:
             # Not past the estimate from the create's answer while no task outlived its own: timed by a
             # coarse progress, a probe's next poll came 0.3 s after the end (issue 31 part 4, indep check).
-            d, capped = est - since + MARGIN_S, True
+            d, capped = est - since + END_MARGIN_S, True
         aimed = job.polls <= 1 or capped  # the end the first progress predicts; later ones repeat: the floor
     elif est is not None and pace is not None and not thrifty and len(pace.uppers) < MIN_FOR_TRUST \
             and job.polls <= SEED_POLLS:
