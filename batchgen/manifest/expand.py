@@ -191,16 +191,20 @@ class JobBuilder:
         # only for local files to become uploads, or for the general path's words.
         source: dict[str, Any] = raw
         web = shape.web
-        if web is not None:  # web_only, inlined: a web URL ("a|b" too) in the one media field
-            value = raw[web]
-            media = type(value) is not str or not value.startswith(plainrows.WEB)
-        else:
-            media = bool(shape.media) and not plainrows.web_only(shape, raw)
-        if media:
-            source = {k: raw[k] for k in shape.send}
-            if not self._localise(source, row):
-                return None
-        made = shape.maker.request(source)
+        # The seed's model's row: a cell of plain web URLs has nothing to localise, and its
+        # request comes by the maker's straight path (None: look at the cell as below).
+        made = shape.maker.web_request(raw) if web is not None else None
+        if made is None:
+            if web is not None:  # web_only, inlined: a web URL ("a|b" too) in the one media field
+                value = raw[web]
+                media = type(value) is not str or not value.startswith(plainrows.WEB)
+            else:
+                media = bool(shape.media) and not plainrows.web_only(shape, raw)
+            if media:
+                source = {k: raw[k] for k in shape.send}
+                if not self._localise(source, row):
+                    return None
+            made = shape.maker.request(source)
         if made is None:  # something to say about it: the general path's words
             params = source if source is not raw else {k: raw[k] for k in shape.send}
             request = self.check.request(shape.model, shape.spec, params, row)
