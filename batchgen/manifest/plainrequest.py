@@ -314,7 +314,7 @@ class _OneList:
     million rows of this shape would otherwise pay for (issue 31, part 3)."""
 
     __slots__ = ("maker", "text", "text_name", "cell_name", "fewest", "most", "marker", "searches", "settled",
-                 "pieces", "template")
+                 "pieces", "template", "frames")
 
     def __init__(self, maker: RequestMaker, text: _Field, cell: _Field) -> None:
         self.maker = maker
@@ -324,6 +324,10 @@ class _OneList:
         self.settled = maker.settled
         self.pieces = maker.pieces
         self.template = maker.template
+        # By the repeating fields' values (``_Settled`` remembers each combination's ``part``
+        # for good, so its id names it): the request with them in place, and the JSON pieces
+        # with the list's brackets moved into the pieces around it.
+        self.frames: dict[int | None, tuple[dict[str, Any], list[str], int, int]] = {}
 
     @classmethod
     def of(cls, maker: RequestMaker) -> _OneList | None:
@@ -346,15 +350,16 @@ class _OneList:
             return None
         settled = self.settled
         if settled is None:
-            pieces = self.pieces
             part = None
         else:
             made = settled.values(params)
-            if made is None:
-                return None
-            part, pieces = made
-            if pieces is None:
-                return None
+            if made is None or made[1] is None:
+                return None  # not remembered: ``request`` works it out
+            part = made[0]
+        frame = self.frames.get(None if part is None else id(part))
+        if frame is None:
+            frame = self._frame(part, self.pieces if part is None else made[1])  # type: ignore[index]
+        template, pieces, text_slot, cell_slot = frame
         text = params[self.text_name]
         f = self.text
         if type(text) is not str or not text or len(text) > f.limit or f.spec.required and text.isspace():
@@ -369,12 +374,21 @@ class _OneList:
                 search = searches[n] = _BAD_REFS[marker, n].search
             if search(text) is not None:
                 return None
-        out = self.template.copy()
-        if part is not None:
-            out.update(part)
+        out = template.copy()
         out[self.text_name] = text
         out[self.cell_name] = items
-        parts = pieces.copy()  # type: ignore[union-attr]
-        parts[f.slot] = _quoted(text)
-        parts[self.maker.lists[0].slot] = f'["{cell.replace("|", _BETWEEN)}"]'
+        parts = pieces.copy()
+        parts[text_slot] = _quoted(text)
+        parts[cell_slot] = cell.replace("|", _BETWEEN)
         return out, "".join(parts)
+
+    def _frame(self, part: dict[str, Any] | None, pieces: list[str]) -> tuple[dict[str, Any], list[str], int, int]:
+        template = self.template if part is None else {**self.template, **part}  # keys in normalise's order
+        cell_slot = self.maker.lists[0].slot
+        pieces = pieces.copy()
+        pieces[cell_slot - 1] += '["'
+        pieces[cell_slot + 1] = '"]' + pieces[cell_slot + 1]
+        frame = template, pieces, self.text.slot, cell_slot
+        if len(self.frames) < MAX_CELLS:
+            self.frames[None if part is None else id(part)] = frame
+        return frame
