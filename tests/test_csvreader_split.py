@@ -7,6 +7,7 @@ overlong cells it holds."""
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,58 @@ def test_line_numbers_follow_cells_spanning_lines(tmp_path: Path) -> None:
     assert [(p.where, p.message) for p in seen["problems"]] == [
         ("line 7", "malformed CSV: a quoted cell opened on line 7 is never closed (a missing \" swallows every row "
                    "below it)")]
+
+
+CELL_TEXT = st.text(alphabet=st.sampled_from(['a', 'b', ' ', ',', '"', 'é', '\x00', '\t', '|', '{', '\n']), max_size=6)
+
+
+@st.composite
+def quoted_files(draw: st.DrawFn) -> bytes:
+    """Rows as a spreadsheet writes them (quotes around the cells that need them, or around all),
+    now and then with a quote, comma or letter slipped in: the lines whose quotes only enclose
+    whole cells are split by ``csvreader._quoted_cells``, the others read by the csv module."""
+    width = draw(st.integers(1, 4))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n",
+                        quoting=draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC])))
+    writer.writerow([f"c{i}" for i in range(width)])
+    for row in draw(st.lists(st.lists(CELL_TEXT, min_size=width, max_size=width), max_size=8)):
+        writer.writerow(row)
+    text = out.getvalue()
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from(['"', ",", "x", " "])) + text[at:]
+    return text.encode("utf-8")
+
+
+@settings(max_examples=300, deadline=None)
+@example(data=b'name,prompt,d\na,"b, c",1\n"x",y,"z"\n"p""q",r,s\n"u"v,w,x\n')
+@given(data=quoted_files())
+def test_quoted_cells_read_the_same_both_ways(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    path = tmp_path_factory.mktemp("csv") / "rows.csv"
+    path.write_bytes(data)
+    assert_same(path)
+
+
+def test_a_prompt_holding_a_comma_is_split_without_the_csv_module(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text('name,prompt,refs\na,"sea, at dusk",https://x/1.png\n"b","c ""quoted""",d\n')
+    monkeypatch.setattr(csvreader.csv, "reader", _reader_counting(calls := []))
+    rows = [r.values for r in csvreader.csv_rows(path, Problems(str(path)))]
+    assert rows == [{"name": "a", "prompt": "sea, at dusk", "refs": "https://x/1.png"},
+                    {"name": "b", "prompt": 'c "quoted"', "refs": "d"}]
+    # The module read the header and the row with a doubled quote; the first row was split.
+    assert calls == ["name,prompt,refs\n", '"b","c ""quoted""",d\n']
+
+
+def _reader_counting(calls: list[str]) -> Any:
+    real = csv.reader
+
+    def reader(lines: Any, **kw: Any) -> Any:
+        def seen() -> Iterator[str]:
+            for line in lines:
+                calls.append(line)
+                yield line
+        return real(seen(), **kw)
+    return reader

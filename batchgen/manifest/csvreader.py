@@ -92,10 +92,13 @@ def csv_rows(path: Path, problems: Problems) -> Iterator[Row]:
             body = text.rstrip("\r\n")
             # A line with no quote and no other line break is its cells split at the commas,
             # exactly as the csv module reads it (it parses a character at a time: twice the
-            # work for a row twice as wide); an empty one, or one longer than a cell may be
-            # (the module's error), is the module's too.
-            if simple and body and '"' not in body and "\r" not in body and len(body) <= limit:
-                cells = body.split(",")
+            # work for a row twice as wide), and so is one whose quotes only enclose whole cells
+            # on the line ("a, b" in a prompt: ``_quoted_cells``); an empty one, or one longer
+            # than a cell may be (the module's error), is the module's too.
+            cells = None
+            if simple and body and "\r" not in body and len(body) <= limit:
+                cells = body.split(",") if '"' not in body else _quoted_cells(body)
+            if cells is not None:
                 span = 1
             else:
                 feed.first = text
@@ -132,6 +135,45 @@ def csv_rows(path: Path, problems: Problems) -> Iterator[Row]:
             if PARAMS_COLUMN in values and not _expand_params(values, where, file, problems):
                 continue
             yield Row(where, file, values)
+
+
+def _quoted_cells(body: str) -> list[str] | None:
+    """The cells of a one-line row whose every quote opens or closes a whole cell (``a,"b, c",d``),
+    as the csv module reads them; None for any other use of quotes (a doubled quote, a quote
+    inside an unquoted cell, text after a closing quote, a cell going on below): the module
+    reads those. Split at the quotes, the pieces alternate between the text outside quoted
+    cells (commas and unquoted cells) and each quoted cell's text as it is."""
+    parts = body.split('"')
+    last = len(parts) - 1
+    if last % 2:
+        return None  # a quote left open: its cell goes on below
+    first = parts[0]
+    if first and first[-1] != ",":
+        return None  # a quote inside an unquoted cell
+    cells = first[:-1].split(",") if first else []
+    if last == 2:  # the common case: one quoted cell (a prompt holding a comma)
+        cells.append(parts[1])
+        after = parts[2]
+        if after:
+            if after[0] != ",":
+                return None  # text right after a closing quote: the module's error
+            cells.extend(after[1:].split(","))
+        return cells
+    for i in range(1, last, 2):
+        cells.append(parts[i])
+        between = parts[i + 1]
+        if i + 1 == last:
+            if between:
+                if between[0] != ",":
+                    return None  # text right after a closing quote: the module's error
+                cells.extend(between[1:].split(","))
+        elif between == ",":
+            continue  # one quoted cell right after another
+        elif len(between) < 2 or between[0] != "," or between[-1] != ",":
+            return None  # a doubled quote, or a quote inside or right after a cell
+        else:
+            cells.extend(between[1:-1].split(","))
+    return cells
 
 
 def _expand_params(values: dict[str, Any], where: str, file: str, problems: Problems) -> bool:
