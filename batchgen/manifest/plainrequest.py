@@ -320,7 +320,8 @@ class _OneList:
         self.maker = maker
         self.text, self.text_name = text, text.name
         self.cell_name, self.fewest, self.most = cell.name, cell.fewest, cell.most
-        self.marker, self.searches = (maker.refs[0][0], maker.refs[0][2]) if maker.refs else (None, [])
+        self.marker: str | None = maker.refs[0][0] if maker.refs else None
+        self.searches: list[_Searcher | None] = maker.refs[0][2] if maker.refs else []
         self.settled = maker.settled
         self.pieces = maker.pieces
         self.template = maker.template
@@ -350,15 +351,17 @@ class _OneList:
             return None
         settled = self.settled
         if settled is None:
-            part = None
+            part, pieces = None, self.pieces
         else:
             made = settled.values(params)
-            if made is None or made[1] is None:
-                return None  # not remembered: ``request`` works it out
-            part = made[0]
+            if made is None:
+                return None
+            part, pieces = made
+        if pieces is None:
+            return None  # not remembered: ``request`` works it out
         frame = self.frames.get(None if part is None else id(part))
         if frame is None:
-            frame = self._frame(part, self.pieces if part is None else made[1])  # type: ignore[index]
+            frame = self._frame(part, pieces)
         template, pieces, text_slot, cell_slot = frame
         text = params[self.text_name]
         f = self.text
