@@ -515,8 +515,8 @@ def main() -> None:
                     help="comma list of scenarios: throughput,requests,rate,memory,resume,makespan,makespan-exact,"
                          "makespan-habits,ratebound,ratebound-unknown,report,startup,breaker,forecast; "
                          "million (issue 21's flat-memory figures, ~1 h at full size) and million-plan (its plan "
-                         "step only, in three shapes: text-to-video, the seed's reference-to-video, a two-model "
-                         "matrix; ~10 min) run only when named")
+                         "step only, in four shapes: text-to-video, the seed's reference-to-video, a two-model "
+                         "matrix, reference-to-video with quoted prompts; ~10 min) run only when named")
     ap.add_argument("--million-rows", type=int, default=1_000_000,
                     help="jobs of the million scenario (try 100000 first)")
     ap.add_argument("--makespan-scale", type=float, default=1.0,
@@ -575,7 +575,7 @@ def main() -> None:
                         (0,) if q else tuple(int(x) for x in a.forecast_seeds.split(",")), a.forecast_distributions)
     if "million" in chosen:
         million(10000 if q else a.million_rows)
-    if "million-plan" in chosen:  # only million's plan step, in three shapes (minutes, not an hour)
+    if "million-plan" in chosen:  # only million's plan step, in four shapes (minutes, not an hour)
         with tempfile.TemporaryDirectory() as d:
             plan_shapes(Path(d), 10000 if q else a.million_rows, 3, row)
     misses = [r for r in ROWS if r[3] == "MISS"]
