@@ -206,7 +206,7 @@ def test_verification_workers_are_niced_below_the_run():
         assert p.submit(os.nice, 0).result() >= os.nice(0) + media.WORKER_NICE
 
 
-def _one_keyframe_clip(path: Path, seconds: int = 2, fps: int = 24) -> None:
+def _one_keyframe_clip(path: Path, seconds: int = 2, fps: int = 24, gop: int | None = None) -> None:
     """A real H.264 clip as x264 makes it by default — one keyframe, at frame 0 — with its index
     at its head (faststart: what survives a download cut short), noise so every frame costs bytes,
     and a brightness that climbs frame by frame so moments differ."""
@@ -214,7 +214,7 @@ def _one_keyframe_clip(path: Path, seconds: int = 2, fps: int = 24) -> None:
 
     noise = os.urandom(320 * 180 * 2)
     with av.open(str(path), "w", options={"movflags": "+faststart"}) as out:
-        vs = out.add_stream("libx264", rate=fps)
+        vs = out.add_stream("libx264", rate=fps, options={"g": str(gop), "keyint_min": str(gop)} if gop else {})
         vs.width, vs.height, vs.pix_fmt = 320, 180, "yuv420p"
         for i in range(seconds * fps):
             fr = av.VideoFrame(320, 180, "yuv420p")
@@ -255,3 +255,22 @@ def test_a_one_keyframe_clip_cut_in_its_tail_is_undecodable_and_its_sheet_shows_
     zeroed = tmp_path / "zeroed.mp4"  # same length, a run of zeros inside (packets not decoded)
     zeroed.write_bytes(data[: len(data) * 3 // 4] + bytes(len(data) // 10) + data[len(data) * 17 // 20:])
     assert "damaged" in (media.inspect(str(zeroed))["error"] or "")
+
+
+def test_a_clip_with_a_keyframe_a_second_gets_its_sheet_from_keyframes_alone(tmp_path):
+    """Five keyframes or more: each thumbnail is the keyframe at or before its time, one frame
+    decoded each (decoding on to each time tripled a night's verification CPU); the moments climb
+    and are keyframes' moments (brightness 5 a frame, a keyframe every 8 frames)."""
+    import av
+    from PIL import ImageStat
+
+    clip = tmp_path / "keyed.mp4"
+    _one_keyframe_clip(clip, seconds=6, fps=8, gop=8)
+    with av.open(str(clip)) as c:
+        assert sum(p.is_keyframe for p in c.demux(c.streams.video[0])) >= frames.DENSE_KEYFRAMES
+    with av.open(str(clip)) as c:
+        vs = c.streams.video[0]
+        _first, thumbs = frames.read(c, vs, media._sheet_times(media._duration(c, vs)))
+    means = [ImageStat.Stat(t.convert("L")).mean[0] for t in thumbs]
+    assert len(thumbs) == 9 and means == sorted(means)
+    assert 5 <= len({round(m) for m in means}) <= 6  # six keyframes in six seconds: a moment or more repeats
