@@ -60,6 +60,10 @@ def files(draw: st.DrawFn) -> bytes:
 @example(data=b'name,prompt\n \n,\n\x00,\xff\nx,y')
 @given(data=files())
 def test_varied_files_read_the_same_both_ways(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    assert_same_bytes(tmp_path_factory, data)
+
+
+def assert_same_bytes(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
     path = tmp_path_factory.mktemp("csv") / "rows.csv"
     path.write_bytes(data)
     assert_same(path)
@@ -120,9 +124,7 @@ def quoted_files(draw: st.DrawFn) -> bytes:
 @example(data=b'name,prompt,d\na,"b, c",1\n"x",y,"z"\n"p""q",r,s\n"u"v,w,x\n')
 @given(data=quoted_files())
 def test_quoted_cells_read_the_same_both_ways(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
-    path = tmp_path_factory.mktemp("csv") / "rows.csv"
-    path.write_bytes(data)
-    assert_same(path)
+    assert_same_bytes(tmp_path_factory, data)
 
 
 def test_a_prompt_holding_a_comma_is_split_without_the_csv_module(tmp_path: Path,

@@ -151,28 +151,20 @@ def _quoted_cells(body: str) -> list[str] | None:
     if first and first[-1] != ",":
         return None  # a quote inside an unquoted cell
     cells = first[:-1].split(",") if first else []
-    if last == 2:  # the common case: one quoted cell (a prompt holding a comma)
-        cells.append(parts[1])
-        after = parts[2]
-        if after:
-            if after[0] != ",":
-                return None  # text right after a closing quote: the module's error
-            cells.extend(after[1:].split(","))
-        return cells
-    for i in range(1, last, 2):
+    for i in range(1, last - 1, 2):  # each quoted cell but the last, and the text up to the next
         cells.append(parts[i])
         between = parts[i + 1]
-        if i + 1 == last:
-            if between:
-                if between[0] != ",":
-                    return None  # text right after a closing quote: the module's error
-                cells.extend(between[1:].split(","))
-        elif between == ",":
+        if between == ",":
             continue  # one quoted cell right after another
-        elif len(between) < 2 or between[0] != "," or between[-1] != ",":
+        if len(between) < 2 or between[0] != "," or between[-1] != ",":
             return None  # a doubled quote, or a quote inside or right after a cell
-        else:
-            cells.extend(between[1:-1].split(","))
+        cells.extend(between[1:-1].split(","))
+    cells.append(parts[last - 1])  # the last quoted cell (the only one, commonly: a prompt)
+    after = parts[last]
+    if after:
+        if after[0] != ",":
+            return None  # text right after a closing quote: the module's error
+        cells.extend(after[1:].split(","))
     return cells
 
 
