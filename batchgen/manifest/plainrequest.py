@@ -67,6 +67,18 @@ _URL_ITEM = rf"https?://[{_URL_FIRST}][{_URL_REST}]*+"
 _clean_urls = re.compile(rf"{_URL_ITEM}(?:\|{_URL_ITEM})*+").fullmatch
 
 
+def _names_no_item(marker: str, searches: list[_Searcher | None], n: int, text: str) -> bool:
+    """Whether ``text`` holds a ``marker<digits>`` that names no item of a list of ``n`` (out of
+    range, or written "01"), or a list too long to tell here: the general path reads it.
+    ``searches``: the bound searches by n, each bound when first needed."""
+    if n > MAX_ITEMS:
+        return True
+    search = searches[n]
+    if search is None:
+        search = searches[n] = _BAD_REFS[marker, n].search
+    return search(text) is not None
+
+
 class _Field:
     """One field a shape sends: its spec and the cells already found good (``known``: cell →
     value, for the fields whose cells repeat; ``good``: the URLs of a list field already found
@@ -214,15 +226,8 @@ class RequestMaker:
             text = out.get("prompt")
             if type(text) is not str:
                 text = str(text or "")
-            if marker in text:
-                n = len(out.get(list_field) or [])
-                if n > MAX_ITEMS:
-                    return None  # the general path reads it
-                search = searches[n]
-                if search is None:
-                    search = searches[n] = _BAD_REFS[marker, n].search
-                if search(text) is not None:
-                    return None  # out of range, or written "01": the general path reads it
+            if marker in text and _names_no_item(marker, searches, len(out.get(list_field) or []), text):
+                return None  # out of range, or written "01": the general path reads it
         return out, canonical_json(out) if parts is None else "".join(parts)
 
 
@@ -368,15 +373,8 @@ class _OneList:
         if type(text) is not str or not text or len(text) > f.limit or f.spec.required and text.isspace():
             return None
         marker = self.marker
-        if marker is not None and marker in text:
-            if n > MAX_ITEMS:
-                return None
-            searches = self.searches
-            search = searches[n]
-            if search is None:
-                search = searches[n] = _BAD_REFS[marker, n].search
-            if search(text) is not None:
-                return None
+        if marker is not None and marker in text and _names_no_item(marker, self.searches, n, text):
+            return None
         out = template.copy()
         out[self.text_name] = text
         out[self.cell_name] = items
