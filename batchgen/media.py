@@ -32,10 +32,11 @@ MISSING, CHANGED, UNCHECKED = "missing", "changed", "unchecked"  # set by `batch
 SHEET_GRID = 3  # 3 × 3 frames
 # Resolution classes by the short side of the frame (a "720p" 9:16 video is 720 × 1280).
 WORKER_NICE = 10  # niceness the verification workers add to the run's
+SHEET_NICE = 19  # the contact sheets' workers (``pipeline.check``): the least, below the verdicts too
 RESOLUTION_CLASSES = {"360p": 360, "480p": 480, "720p": 720, "1080p": 1080, "1440p": 1440, "2160p": 2160, "4k": 2160}
 
 
-def worker_init() -> None:
+def worker_init(nice: int = WORKER_NICE) -> None:
     """Initializer of the worker processes that run ``inspect``: they must not outlive the run
     (a kill -9 of batchgen would leave them blocked on their queue forever) nor hold its
     stdout/stderr open (whoever reads those — cron, a test — would wait on them)."""
@@ -49,7 +50,7 @@ def worker_init() -> None:
     # Decoding is the one CPU-bound thing a run does, one worker per core: niced, so the run's own
     # event loop (polls, the next create once a slot frees) gets the CPU when it needs it.
     if hasattr(os, "nice"):
-        os.nice(WORKER_NICE)
+        os.nice(nice)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -70,7 +71,7 @@ def worker_init() -> None:
 PRELOAD = ["batchgen.media", "av", "PIL.Image"]
 
 
-def pool(workers: int | None = None) -> Any:
+def pool(workers: int | None = None, nice: int = WORKER_NICE) -> Any:
     """A process pool for ``inspect``, at most one worker per core (the run itself mostly waits
     on the network), each tied to this process's life. Workers are started as the work needs
     them (ProcessPoolExecutor starts one per submit while none is idle): a run that verifies a
@@ -91,9 +92,9 @@ def pool(workers: int | None = None) -> Any:
     if sys.platform == "win32":  # pragma: no cover — no fork server on Windows: spawn, as multiprocessing does
         import multiprocessing
 
-        return _Pool(n, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init)
+        return _Pool(n, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init, initargs=(nice,))
     _server.ensure_running()
-    return _Pool(n, mp_context=_ServerContext(), initializer=worker_init)
+    return _Pool(n, mp_context=_ServerContext(), initializer=worker_init, initargs=(nice,))
 
 
 class _Pool(ProcessPoolExecutor):
@@ -271,7 +272,7 @@ def inspect(path: str, poster: str | None = None, sheet: str | None = None) -> d
             m.fps = float(vs.average_rate) if vs.average_rate else None
             m.audio = bool(c.streams.audio)
             m.duration = _duration(c, vs)
-            first, thumbs = frames.read(c, vs, _sheet_times(m.duration) if sheet else [])
+            first, _ = frames.read(c, vs, [])
     except Exception as e:  # noqa: BLE001 - any decoder failure means "undecodable"
         m.error = f"{type(e).__name__}: {(getattr(e, 'strerror', None) or str(e))[:200]}"
         return m.as_dict()
@@ -279,12 +280,30 @@ def inspect(path: str, poster: str | None = None, sheet: str | None = None) -> d
         if poster:
             _write_atomic(poster, first)
             m.poster = poster
-        if sheet and thumbs:
-            _save_sheet(thumbs, sheet)
-            m.sheet = sheet
     except OSError:
-        m.poster = m.sheet = None  # pictures are a convenience (a full disk, say): the measurement stands
+        m.poster = None  # pictures are a convenience (a full disk, say): the measurement stands
+    if sheet:
+        m.sheet = contact_sheet(path, sheet, m.duration)
     return m.as_dict()
+
+
+def contact_sheet(path: str, sheet: str, duration: float | None = None) -> str | None:
+    """Write the 3 × 3 contact sheet of a clip ``inspect`` passed; its path, or None when it
+    could not be made (the file gone or changed since, a full disk): pictures are a convenience.
+    Its own opening of the file, with the sheet's cheaper decoder (``frames.SHEET_DECODER``):
+    ``inspect`` makes it after the checks, the run's pictures lane (``pipeline.check``) later."""
+    import av
+
+    try:
+        with av.open(path) as c:
+            vs = c.streams.video[0]
+            thumbs = frames.sheet(c, vs, _sheet_times(duration if duration is not None else _duration(c, vs)))
+        if not thumbs:
+            return None
+        _save_sheet(thumbs, sheet)
+    except Exception:  # noqa: BLE001 - no sheet is all a failure here means (the verdict is inspect's)
+        return None
+    return sheet
 
 
 def record(measured: dict[str, Any], outcome: str, diffs: list[str]) -> dict[str, Any]:

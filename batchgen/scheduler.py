@@ -114,6 +114,7 @@ class Scheduler:
                 # A clip's verdict belongs in this run's summary; uploads finish even after a
                 # stop (they are short and idempotent). Verifications may start deliveries.
                 await asyncio.wait(set(self.checker.tasks) | set(self.deliverer.tasks))
+            await self.checker.pictures_done()  # contact sheets: waited for a few seconds at most
         finally:
             for t in helpers:
                 t.cancel()

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # ----------------------------------------------------------------------------- helpers
 from common import PY, ROOT, Sim, child, csv_manifest  # noqa: E402
 import nights  # noqa: E402
+import pictures  # noqa: E402
 from planbench import plan_shapes  # noqa: E402
 
 
@@ -513,7 +514,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the targets")
     ap.add_argument("--only", default="",
                     help="comma list of scenarios: throughput,requests,rate,memory,resume,makespan,makespan-exact,"
-                         "makespan-habits,ratebound,ratebound-unknown,report,startup,breaker,forecast; "
+                         "makespan-habits,makespan-pictures,ratebound,ratebound-unknown,report,startup,breaker,forecast; "
                          "million (issue 21's flat-memory figures, ~1 h at full size) and million-plan (its plan "
                          "step only, in four shapes: text-to-video, the seed's reference-to-video, a two-model "
                          "matrix, reference-to-video with quoted prompts; ~10 min) run only when named")
@@ -559,6 +560,8 @@ def main() -> None:
         makespan(100 if q else 400, 40, 0.25 if q else a.makespan_scale, noise=0.0, verify_modes=(True,),
                  title="[6d] makespan-habits, pending (0.3 s x U(0.5, 1.5) in `pending`, coarse progress, jitter "
                        "0.02 s)", habits={"jitter": 0.02, "pending_s": 0.3, "progress": "coarse"}, poll_min=None)
+    if "makespan-pictures" in chosen:  # issue 31 part 4: real one-keyframe clips, pictures on / off
+        pictures.night(batchgen_run, row, 100 if q else 300, 40)
     if "ratebound" in chosen:  # issue 31 part 1: the limit told
         ratebound(100 if q else 300, 200, 10.0, told=True, scale=0.5 if q else 1.0)
     if "ratebound-unknown" in chosen:  # issue 31 part 2: the limit learned (--rpm auto), and told wrong

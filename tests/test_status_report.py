@@ -107,7 +107,10 @@ def test_report_renders_in_headless_chromium(sim_factory, tmp_path):
     # every delivered clip: a player that loads nothing until asked, with its poster frame
     table = everything.split('id="rows"')[1].split("</tbody>")[0]
     assert table.count('preload="none"') == n_done and table.count(".poster.jpg") == n_done
-    assert table.count("<details>") == n_done  # each with its contact sheet, loaded when opened
+    # each with its contact sheet, loaded when opened — or, where the run's end did not wait for
+    # it (a loaded machine), the placeholder that says `batchgen verify` draws it
+    assert table.count("<details>") + table.count("contact sheet not drawn yet") == n_done
+    assert table.count("<details>") > 0
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"
     shot.unlink(missing_ok=True)

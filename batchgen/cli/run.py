@@ -154,7 +154,9 @@ class FinishByType(click.ParamType["float"]):
               help="A clip that is not what was asked: keep it and flag it, or fail the job (retryable: "
                    "--retry-failed renders it again, a new paid task).")
 @click.option("--pictures/--no-pictures", default=True, show_default=True,
-              help="A poster frame and a 3×3 contact sheet per clip, under OUT/.batchgen/ (used by the report).")
+              help="A poster frame and a 3×3 contact sheet per clip, under OUT/.batchgen/ (used by the report). "
+                   "Sheets are drawn after the clips' checks; the run's end waits for them only when they "
+                   "would all be drawn within 10 s, and `batchgen verify` draws any left.")
 @click.option("--deliver", "deliver_to", metavar="s3://BUCKET/PREFIX/", default=None,
               help="Upload each finished (and verified) clip and its pictures there; overrides the manifest's "
                    "`deliver:`. Credentials and region the standard AWS way (environment, AWS_PROFILE).")

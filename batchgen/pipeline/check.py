@@ -12,6 +12,17 @@ edit) is recorded ``changed``, never blessed as the job's clip. A clip that cann
 unverified: the next run (or ``batchgen verify``) checks it; this run counts it (``unverified``)
 and its summary says so (exit 1). A pool that cannot even be started is said once, not per clip.
 
+Contact sheets are drawn in a lane of their own, after the verdict (unless the clip is delivered:
+its sheet goes with it, drawn in its verification): worker processes of their own, one per core,
+niced below the verification's (``media.SHEET_NICE``), so that no verdict queues behind a sheet
+nor waits for its CPU; oldest clip first. A
+one-keyframe clip's sheet decodes most of the clip (~0.26 s of CPU for 6 s of 720p, 5x its
+verification): on a night of short renders the clips come faster than that, and a sheet drawn in
+the verification made the run's end wait for minutes of them. The run's end waits for the lane
+at most ``PICTURES_GRACE_S``, and only when all its sheets would be drawn by then at the pace it
+has kept (never after a stop); the sheets not drawn are counted (``sheets_left``) and left to
+`batchgen verify`, and the report says so per clip.
+
 Hands a checked clip on through ``Handoff`` (to delivery). May not touch: creates, polls,
 downloads, the object store. States and verdicts are written only through ``moves``.
 """
@@ -32,6 +43,8 @@ from ..ledger import Scope
 from .context import Context, sweep_pages, track
 from .moves import Handoff, LiveJob
 
+PICTURES_GRACE_S = 10.0  # the longest the end of a run waits for contact sheets still to draw
+
 
 class Checker:
     """Verifies done clips in worker processes; neither submitting nor polling waits for it."""
@@ -45,6 +58,11 @@ class Checker:
         self.unverified = 0  # this run's clips left unverified (their verification could not run)
         self._no_pool: str | None = None  # why the pool could not be started: said once, not per clip
         self._starting = asyncio.Lock()  # one start, however many clips arrive meanwhile
+        self.lane = SheetLane(ctx)  # contact sheets, after the verdicts
+
+    @property
+    def sheets_left(self) -> int:
+        return self.lane.left
 
     def start(self, job: LiveJob, final: Path, *, recheck: bool = False) -> None:
         """Inspect the clip off the event loop; neither submitting nor polling waits for it.
@@ -61,8 +79,12 @@ class Checker:
                     self.start(LiveJob.from_row(row), Path(row["output_path"]), recheck=True)
 
     def shutdown(self) -> None:
+        self.lane.shutdown()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def pictures_done(self) -> None:
+        await self.lane.done()
 
     async def _started(self) -> ProcessPoolExecutor | None:
         """The pool, started by the first clip to verify (a run may verify none); None when it
@@ -99,8 +121,10 @@ class Checker:
             self.unverified += 1
             return
         poster, sheet = media.picture_paths(str(final), job.output) if opts.pictures else (None, None)
-        look = (functools.partial(media.check_file, str(final), job.sha256, None, poster, sheet) if recheck
-                else functools.partial(media.inspect, str(final), poster, sheet))
+        later = sheet if opts.deliver is None else None  # a delivered clip's sheet goes with it: drawn now
+        now = None if later else sheet
+        look = (functools.partial(media.check_file, str(final), job.sha256, None, poster, now) if recheck
+                else functools.partial(media.inspect, str(final), poster, now))
         try:
             measured = await asyncio.get_running_loop().run_in_executor(pool, look)
         except (BrokenProcessPool, OSError, RuntimeError) as e:  # left unverified: the next run retries
@@ -118,6 +142,8 @@ class Checker:
         self.verified[outcome] += 1
         values = media.record(measured, outcome, diffs)
         job.poster, job.sheet = measured["poster"], measured["sheet"]
+        if later and (outcome == media.OK or (outcome == media.MISMATCH and opts.on_mismatch != "fail")):
+            self.lane.add(job, final, later)  # a clip kept (a failed one is rendered again)
         if outcome == media.OK:
             ctx.moves.note(job, values, event=False)
             self.handoff(job, final)
@@ -131,3 +157,102 @@ class Checker:
         else:
             ctx.moves.note(job, values, detail=f"verification: {outcome}")
             self.handoff(job, final)  # kept and flagged: delivered too, the ledger says what it is
+
+
+class SheetLane:
+    """Contact sheets drawn after the verdicts, in worker processes of their own (one per core,
+    niced below the verification's): the clips waiting, oldest first; one task per worker drawing
+    them one at a time, each sheet recorded once drawn. Nothing waits for it but the end of the
+    run, and that briefly (``done``)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.workers = max(1, os.cpu_count() or 1)
+        self.waiting: collections.deque[tuple[LiveJob, str, str]] = collections.deque()
+        self.drawing = 0  # sheets in a worker now
+        self.left = 0  # sheets the end of the run did not wait for, or that no worker could draw
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pool: ProcessPoolExecutor | None = None
+        self._broken = False  # no worker could be started: said once, every sheet after it counted as left
+        self._starting = asyncio.Lock()
+        self._drawn, self._seconds = 0, 0.0  # sheets drawn, and a worker's seconds for them: the pace
+
+    def add(self, job: LiveJob, final: Path, sheet: str) -> None:
+        if self._broken:
+            self.left += 1
+            return
+        self.waiting.append((job, str(final), sheet))
+        if len(self._tasks) < self.workers:
+            task = asyncio.create_task(self._draw(), name="contact-sheets")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def done(self) -> None:
+        """The end of the run: waits for the sheets still to draw at most ``PICTURES_GRACE_S``, and
+        only when all of them would be drawn by then at the pace kept so far (waiting for a part
+        of a backlog would delay the exit and still leave sheets to `batchgen verify`); never
+        after a stop. Those left are counted and said once."""
+        if self._tasks and not self.ctx.stop.is_set():
+            pace = self._seconds / self._drawn / self.workers if self._drawn else 0.0
+            if (len(self.waiting) + self.drawing) * pace <= PICTURES_GRACE_S:
+                await asyncio.wait(set(self._tasks), timeout=PICTURES_GRACE_S)
+        self.left += len(self.waiting) + self.drawing  # one being drawn is not recorded either
+        self.waiting.clear()
+        for task in self._tasks:
+            task.cancel()
+        if self.left:
+            self.ctx.log(f"{self.left} contact sheet(s) not drawn: the run does not wait for pictures; "
+                         "`batchgen verify` draws them")
+
+    def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._pool is not None:
+            # The workers are ended, not waited for: the interpreter's exit would wait for the
+            # sheets being drawn (seconds on a loaded machine). A sheet's temp file a kill leaves
+            # goes with the next run's stale temp files (``files.remove_stale_temp_files``).
+            workers = list(self._pool._processes.values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for worker in workers:
+                worker.kill()
+
+    async def _started(self) -> ProcessPoolExecutor | None:
+        """The pool, its first worker forked off the event loop (as the verification pool's)."""
+        async with self._starting:
+            if self._pool is None and not self._broken:
+                pool = media.pool(self.workers, nice=media.SHEET_NICE)
+                try:
+                    await asyncio.to_thread(lambda: pool.submit(os.getpid).result())
+                except Exception as e:  # noqa: BLE001 - no worker: no sheets tonight, said once
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self._broken = True
+                    self.ctx.log(f"contact sheets could not start their workers ({type(e).__name__}: {e}); "
+                                 "`batchgen verify` draws them")
+                else:
+                    self._pool = pool
+        return self._pool
+
+    async def _draw(self) -> None:
+        pool = await self._started()
+        if pool is None:
+            self.left += len(self.waiting)
+            self.waiting.clear()
+            return
+        loop = asyncio.get_running_loop()
+        while self.waiting:
+            job, path, sheet = self.waiting.popleft()
+            began = time.monotonic()
+            self.drawing += 1
+            try:
+                made = await loop.run_in_executor(pool, media.contact_sheet, path, sheet)
+            except (BrokenProcessPool, OSError, RuntimeError):  # no sheet for it: `batchgen verify` draws it
+                made = None
+            finally:
+                self.drawing -= 1
+            self._drawn += 1
+            self._seconds += time.monotonic() - began
+            if made:
+                job.sheet = made
+                self.ctx.moves.note(job, {"sheet": made}, event=False)
+            else:
+                self.left += 1

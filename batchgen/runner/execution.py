@@ -50,6 +50,7 @@ class RunResult:
     verified: dict[str, int] = field(default_factory=dict)  # the manifest's clips per verification outcome
     not_as_asked: list[JobRow] = field(default_factory=list)  # clips verification found wrong
     unverified: int = 0  # this run's clips whose verification could not run (the next run checks them)
+    sheets_left: int = 0  # contact sheets the run's end did not wait for (`batchgen verify` draws them)
     delivery: dict[str, Any] = field(default_factory=dict)  # --deliver: destination, delivered, undelivered, error
     manifest: str = ""
     started_at: float = 0.0  # wall clock
@@ -71,7 +72,7 @@ class RunResult:
                 "credits_reserved": round(self.credits_reserved, 4),
                 "in_doubt": [{"id": j["id"], "key": j["key"], "name": j["name"], "error": j["error_code"]}
                              for j in self.in_doubt],
-                "verified": self.verified, "unverified": self.unverified,
+                "verified": self.verified, "unverified": self.unverified, "sheets_left": self.sheets_left,
                 "not_as_asked": [{"id": j["id"], "key": j["key"], "name": j["name"], "verify": j["verify"],
                                   "detail": j["verify_detail"], "output_path": j["output_path"]}
                                  for j in self.not_as_asked],
@@ -165,7 +166,7 @@ async def execute(ledger: Ledger, prepared: Prepared, opts: RunOptions, api: Api
                          polls=sched.poller.polls, throttled=verdict.budget.throttled, commits=w.commits,
                          elapsed=time.monotonic() - started, credits_estimated=sched.submitter.committed_credits,
                          credits_reserved=verdict.credits_seen, verified=verified, not_as_asked=wrong,
-                         unverified=sched.checker.unverified,
+                         unverified=sched.checker.unverified, sheets_left=sched.checker.sheets_left,
                          delivery=delivery, manifest=prepared.manifest, started_at=prepared.started_at,
                          credits_at_risk=sum(opts.prices.estimate(json.loads(j["request"])) or 0.0 for j in in_doubt),
                          expiring=counts.get(S.COMPLETED, 0), breakers=sched.breakers.open_models(),

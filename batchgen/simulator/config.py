@@ -63,6 +63,10 @@ class SimConfig:
     # MB: the rest is a top-level `free` box, which players and decoders skip, so a benchmark
     # downloads, hashes and writes real-size files that still decode and verify.
     media_kbps: float = 0.0
+    # A file whose bytes every real clip is, whatever its request asked (""; the encode): a clip
+    # as a provider's encoder writes it — moving content, x264's defaults, one keyframe in 6 s —
+    # which the still-image encode (a keyframe a second, little to decode) is not.
+    media_file: str = ""
     audio: bool = True
     fps: int = 24
     p_short: float = 0.0  # half the asked duration

@@ -74,9 +74,10 @@ async def clip(config: SimConfig, t: Shape) -> bytes:
     if config.media == "stub":
         return mp4_bytes(t.id, t.file_size)
     key = (t.width, t.height, t.seconds, t.audio, config.fps)
-    data = _MEDIA_CACHE.get(key)
-    if data is None:
-        data = await asyncio.to_thread(_cached_mp4, key)
+    data = _FILES.get(config.media_file) if config.media_file else _MEDIA_CACHE.get(key)
+    if data is None:  # read or encoded once per process
+        data = await (asyncio.to_thread(_given, config.media_file) if config.media_file
+                      else asyncio.to_thread(_cached_mp4, key))
     if t.variant == "undecodable":
         return _corrupt(data)
     if config.media_kbps > 0:
@@ -85,6 +86,15 @@ async def clip(config: SimConfig, t: Shape) -> bytes:
 
 
 _PADDED: dict[tuple[int, int], bytes] = {}
+_FILES: dict[str, bytes] = {}
+
+
+def _given(path: str) -> bytes:
+    """``media_file``'s bytes, read once per process."""
+    data = _FILES.get(path)
+    if data is None:
+        data = _FILES[path] = Path(path).read_bytes()
+    return data
 
 
 def padded(data: bytes, size: int) -> bytes:
