@@ -388,6 +388,29 @@ def test_the_anchor_moves_to_the_answer_when_slow_creates_miss_and_back():
     assert not b.answer
 
 
+def test_a_first_wave_task_keeps_seeding_after_three_peers_bounded_the_end():
+    """A task whose first poll went out while nothing was known (the first wave) is polled at
+    its estimate from the send, then in seed steps, even once three peers' seeds bound the end:
+    placed at that young known end plus a margin, the first wave was found ~0.1 s late with the
+    habits (an answer 50 ms after the start, every answer up to 50 ms late). A task first polled
+    after the end was bounded is not a seed."""
+    book = PaceBook()
+    first = Task(estimated_time=5.0, create_sent=NOW - 0.1, submitted_at=NOW)
+    delay(first, NOW, book)  # its first poll: nothing known, so it seeds
+    for est in (4.0, 6.0, 7.0):  # three peers done 90 ms past their estimates: the end holds
+        book.observe(M, est, est - 0.5, done=False)
+        book.observe(M, est, est + 0.09, done=True)
+    assert book.pace(M).known_end(5.0) is not None
+    first.polls = 1
+    assert delay(first, NOW + 4.5, book) == pytest.approx(0.4)  # at its estimate from the send
+    first.polls = 2
+    assert delay(first, NOW + 4.95, book) == pytest.approx(SEED_STEP_S)
+    later = Task(estimated_time=5.0, create_sent=NOW - 0.2, submitted_at=NOW - 0.15)
+    delay(later, NOW - 0.15, book)
+    later.polls = 1  # not a seed: polled later than its estimate from the send (0.3 s from now)
+    assert delay(later, NOW + 4.5, book) > 0.3 + 0.05
+
+
 # ------------------------------------------------- issue 31 part 4: a wait in `pending` (the band)
 
 

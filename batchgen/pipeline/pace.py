@@ -39,8 +39,9 @@ of one model and picks the first poll of its next task from them:
   probe's token is one another task's create or final poll needed, and a poll that comes a
   little late costs nothing.
 * **No estimate, or past it without progress**: polls grow geometrically from ``--poll-min``;
-  but while nothing bounds a model's end, its first tasks are polled at the estimate and then in
-  small doubling steps (``SEED_STEP_S``): they seed the known end.
+  but tasks first polled while nothing bounded a model's end (the first wave) are polled at the
+  estimate from the send (or the known end, if earlier) and then in small doubling steps
+  (``SEED_STEP_S``): they seed the known end.
 
 A poll aimed at a moment (the known end, the estimate, the end a first progress predicts) is a
 single shot, so ``--poll-min`` does not hold it back: that floor is for polls that repeat (past
@@ -84,11 +85,10 @@ EXPLORE_MAX = 64  # probes at least once in this many first polls: the window's 
 LADDER_GAP_S = 0.02
 LADDER_EVERY = 4
 LADDER_STEP_S = 0.01
-AIMED_FLOOR_S = 0.01
-# Past the known end (estimates hold), the first polls step by this (or the round trips, if
-# longer), doubling, for at most PAST_END_POLLS polls of the task.
+AIMED_FLOOR_S = 0.01  # an aimed poll (see the module's docstring) comes at least this long after the last
+# Past the known end (estimates hold), the first polls step by this (or the round trips, if longer), doubling…
 PAST_END_STEP_S = 0.05
-PAST_END_POLLS = 4  # an aimed poll (see the module's docstring) comes at least this long after the last
+PAST_END_POLLS = 4  # …for at most this many polls of the task
 SEED_STEP_S = 0.02  # seeding the known end (no progress told): steps past the estimate, doubling…
 SEED_POLLS = 6  # …for at most this many polls of the task
 ANCHOR_RATE = 0.2  # how fast the anchor follows the misses (hits: AIM_HITS of it)…
@@ -132,21 +132,18 @@ def remember(marks: dict[float, None], sent: float) -> None:
 
 @dataclass
 class Anchor:
-    """Where in a create's round trip this model's tasks start, judged from the first polls placed
-    at the known end: at its send (``answer`` False: the way back varies) or at a fixed distance
-    before its answer (True: the way there varies, as an API that answers 50 ms after the task
-    started, every answer up to 50 ms late). The known end is where the task with the smallest
-    bound was done; timed from the send, a task whose create took longer than that one's (its
-    task started later) was polled too early: with the habits, four first polls in ten missed.
-    So misses of tasks whose create took longer than usual (and hits of the quick ones) move the
-    aim to the answer; the opposite moves it back."""
+    """Where in a create's round trip this model's tasks start, judged from the first polls at the
+    known end: at its send (``answer`` False) or a fixed time before its answer (True: an API that
+    answers 50 ms after the task started, every answer up to 50 ms late). Timed from the send of
+    the task behind the known end, a task whose create took longer (it started later) was polled
+    too early (with the habits, four first polls in ten missed): misses of slow creates (and hits
+    of quick ones) move the aim to the answer; the opposite moves it back."""
 
     answer: bool = False
     mean: float | None = None  # the creates' round trips: running mean and mean deviation
     dev: float = 0.0
-    # running means of the round trips (in deviations from their mean) of misses and of hits
-    misses: float = 0.0
-    hits: float = 0.0
+    misses: float = 0.0  # running means of the round trips (in deviations from their mean) of misses…
+    hits: float = 0.0  # …and of hits
     aimed: dict[float, None] = field(default_factory=dict)  # create-sent moments of first polls at the known end
 
     def shift(self, rtt: float, ref: float) -> float:
@@ -199,6 +196,7 @@ class Pace:
     band_aim: float | None = None  # seconds past the estimate the next first poll in the band goes (``band``)
     banded: dict[float, None] = field(default_factory=dict)  # create-sent moments of first polls in the band
     ladder: int = 0  # probes placed while the gap is wide (``first_ratio``): sets the next one's depth
+    seeded: dict[float, None] = field(default_factory=dict)  # create-sent moments of tasks first polled with no bound
     outlived: bool = False  # a task seen rendering past its estimate (from the create's answer): estimates fail
 
     def exact(self) -> bool:
@@ -257,10 +255,14 @@ class Pace:
             return EARLY
         hi = self.end_ratio(estimate)
         lo = max(self.lowers) if self.lowers else hi * EARLY
-        if estimate and self.exact() and self.lower_secs:
-            lo = 1.0 + max(self.lower_secs) / estimate
+        slack = self.slack()
+        if estimate and self.exact() and self.lower_secs:  # lower bounds: from the answer; the known end: the
+            # send (anchored at the answer: its task's, ``end_rtt``, and only the poll's round trip is slack)
+            answer = self.anchor.answer and self.anchor.mean is not None
+            lo = 1.0 + (max(self.lower_secs) + (self.end_rtt() if answer else 0.0)) / estimate
+            slack = max(0.0, slack - (self.anchor.mean or 0.0)) if answer else slack
         gap = (hi - lo) * estimate if estimate and self.exact() else 0.0
-        if estimate and gap > LADDER_GAP_S + 2 * self.slack() and self.firsts % LADDER_EVERY == 0:
+        if estimate and gap > LADDER_GAP_S + 2 * slack and self.firsts % LADDER_EVERY == 0:
             # The known end is far from the latest point a task was seen rendering (after the
             # first wave, whose bounds came from polls timed by progress, 50-150 ms late): probes
             # one first poll in LADDER_EVERY, at depths doubling from LADDER_STEP_S below the
@@ -422,6 +424,8 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
         d = max(PAST_END_STEP_S, pace.slack() if pace is not None else 0.0) * 2 ** max(0, job.polls - 1)
         aimed = True
     elif job.polls == 0 and est is not None:
+        if pace is not None and not pace.uppers and job.create_sent is not None:
+            remember(pace.seeded, job.create_sent)  # nothing bounds the end yet: this task seeds it
         ratio = pace.first_ratio(thrifty, est) if pace is not None else (1.0 if thrifty else EARLY)
         d = est * ratio - elapsed + (END_MARGIN_S if end is not None and ratio >= end else 0.0)
         if end is not None and pace is not None:
@@ -432,6 +436,13 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
                     pace.anchor.aim(job.create_sent)
             if ratio < end and (job.create_sent or job.submitted_at):  # a probe: its outcome is news either way
                 remember(pace.probed, job.create_sent or job.submitted_at or 0.0)
+    elif est is not None and pace is not None and not thrifty and job.progress == 0 and 0 < job.polls <= SEED_POLLS \
+            and (len(pace.uppers) < MIN_FOR_TRUST or (end is not None and (job.create_sent or 0.0) in pace.seeded)):
+        # A seed (see the module's docstring): at its first three peers' known end (plus MARGIN_S)
+        # instead, the habits' first wave was found ~0.1 s late, and the next waves learnt that.
+        at = est * min(1.0, end) if end is not None else est
+        d = at - elapsed if elapsed < at else SEED_STEP_S * 2 ** max(0, job.polls - 2)
+        aimed = True
     elif est is not None and end is not None and elapsed < est * end + MARGIN_S:
         d = est * end - elapsed + MARGIN_S  # a probe came early: go to where tasks have always been done
         d = min(d, est - since + MARGIN_S) if pace is not None and not pace.outlived else d  # (see below)
@@ -473,15 +484,6 @@ def poll_delay(job: Polled, now: float, *, poll_min: float, poll_max: float, boo
             # coarse progress, a probe's next poll came 0.3 s after the end (issue 31 part 4, indep check).
             d, capped = est - since + END_MARGIN_S, True
         aimed = job.polls <= 1 or capped  # the end the first progress predicts; later ones repeat: the floor
-    elif est is not None and pace is not None and not thrifty and len(pace.uppers) < MIN_FOR_TRUST \
-            and job.polls <= SEED_POLLS:
-        # Nothing bounds this model's end yet, and no progress tells it: the first tasks to reach
-        # their estimate seed the known end, so they are polled at it (from the send) and then in
-        # small doubling steps. Polled once at the estimate from the create's answer instead (or
-        # by --poll-min past it), they bounded the end a round trip or seconds late, and the
-        # known end took 150 tasks of probes to come down (issue 31 part 4, the habits' night).
-        d = est - elapsed if elapsed < est else SEED_STEP_S * 2 ** max(0, job.polls - 2)
-        aimed = True
     elif est is not None and elapsed < est + MARGIN_S:
         # The estimate from the create's answer: a task runs by then on an API that started it
         # before answering (from the send, the poll would race the end by the create's way there).
