@@ -97,7 +97,21 @@ def csv_rows(path: Path, problems: Problems) -> Iterator[Row]:
             # than a cell may be (the module's error), is the module's too.
             cells = None
             if simple and body and "\r" not in body and len(body) <= limit:
-                cells = body.split(",") if '"' not in body else _quoted_cells(body)
+                if '"' not in body:
+                    cells = body.split(",")
+                else:
+                    # One quoted cell, the common case (a prompt holding a comma), inline: it
+                    # opens after a comma and closes before one (``,"`` … ``",``), and no other
+                    # quote is on the line; the cells before it, it, the cells after it. Any other
+                    # use of quotes (a first or last cell quoted too): ``_quoted_cells``.
+                    head, _, rest = body.partition(',"')
+                    inner, closed, tail = rest.partition('",')
+                    if closed and '"' not in head and '"' not in inner and '"' not in tail:
+                        cells = head.split(",")
+                        cells.append(inner)
+                        cells += tail.split(",")
+                    else:
+                        cells = _quoted_cells(body)
             if cells is not None:
                 span = 1
             else:

@@ -193,7 +193,8 @@ class JobBuilder:
         web = shape.web
         # The seed's model's row: a cell of plain web URLs has nothing to localise, and its
         # request comes by the maker's straight path (None: look at the cell as below).
-        made = shape.maker.web_request(raw) if web is not None else None
+        web_request = shape.web_request
+        made = web_request(raw) if web_request is not None else None
         if made is None:
             if web is not None:  # web_only, inlined: a web URL ("a|b" too) in the one media field
                 value = raw[web]

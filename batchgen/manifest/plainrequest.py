@@ -168,16 +168,15 @@ class RequestMaker:
         self.refs: list[tuple[str, str, list[_Searcher | None]]] = [
             (marker, list_field, [None] * (MAX_ITEMS + 1)) for marker, list_field in spec.refs]
         # The seed's model's shape (a prompt, one URL list its ``@ImageN`` name, the repeating
-        # fields, no rule) has a straight path of its own: ``web_request``.
-        self._one = _OneList.of(self)
-
-    def web_request(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], str] | None:
-        """``request(params)`` of a row whose one URL list is a cell of plain web URLs (so there
-        is nothing to localise: the caller need not look), or None: then the caller looks at the
-        cell itself and asks ``request`` (a row with something to say about it comes back None
-        from both). Only for a shape whose one media field is its one URL list."""
-        one = self._one
-        return one.request(params) if one is not None else None
+        # fields, no rule) has a straight path of its own. ``web_request(params)``: ``request``
+        # of a row whose one URL list is a cell of plain web URLs (so there is nothing to
+        # localise: the caller need not look), or None: then the caller looks at the cell itself
+        # and asks ``request`` (a row with something to say about it comes back None from both).
+        # None for other shapes; only for a shape whose one media field is its one URL list.
+        # Bound here, not wrapped: a call less a row.
+        one = _OneList.of(self)
+        self.web_request: Callable[[Mapping[str, Any]], tuple[dict[str, Any], str] | None] | None = \
+            None if one is None else one.request
 
     def request(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], str] | None:
         """The normalised request of a row sending ``params`` (any mapping holding the fields
@@ -310,30 +309,37 @@ class _Settled:
         return part, None
 
 
+_Frame_ = tuple[dict[str, Any], str, str, str, bool]  # see ``_OneList._frame``
+
+
 class _OneList:
     """``RequestMaker.request`` unrolled for the seed's model's shape: one free-text field (the
     prompt), one URL list (the ``@ImageN`` references' list, if the entry has references), the
     repeating fields, no rule, the JSON made by pieces. It accepts only a list cell of plain web
     URLs (``_clean_urls``) and returns None for anything else, which the caller then hands to
-    ``request``: the loops over field lists, and the caller's look at the cell, are what a
-    million rows of this shape would otherwise pay for (issue 31, part 3)."""
+    ``request``: the loops over field lists, the calls of ``_Settled.values`` and
+    ``_names_no_item``, and the caller's look at the cell, are what a million rows of this shape
+    would otherwise pay for (issue 31, part 3)."""
 
-    __slots__ = ("maker", "text", "text_name", "cell_name", "fewest", "most", "marker", "searches", "settled",
-                 "pieces", "template", "frames")
+    __slots__ = ("maker", "text", "text_name", "cell_name", "fewest", "most", "limit", "required", "marker",
+                 "searches", "settled", "cells", "frames", "frame")
 
     def __init__(self, maker: RequestMaker, text: _Field, cell: _Field) -> None:
         self.maker = maker
         self.text, self.text_name = text, text.name
         self.cell_name, self.fewest, self.most = cell.name, cell.fewest, cell.most
+        self.limit, self.required = text.limit, text.spec.required
         self.marker: str | None = maker.refs[0][0] if maker.refs else None
         self.searches: list[_Searcher | None] = maker.refs[0][2] if maker.refs else []
         self.settled = maker.settled
-        self.pieces = maker.pieces
-        self.template = maker.template
-        # By the repeating fields' values (``_Settled`` remembers each combination's ``part``
-        # for good, so its id names it): the request with them in place, and the JSON pieces
-        # with the list's brackets moved into the pieces around it.
-        self.frames: dict[int | None, tuple[dict[str, Any], list[str], int, int]] = {}
+        # The repeating fields' cells together (``_Settled.cells``) → the request with their
+        # values in place, and the JSON pieces with the list's brackets moved into the pieces
+        # around it: one lookup a row. Only combinations ``_Settled`` remembers are kept here.
+        self.cells = None if maker.settled is None else maker.settled.cells
+        self.frames: dict[Any, _Frame_] = {}
+        # Without repeating fields: the one frame of every row (None: ``request`` works it out).
+        self.frame = None if maker.settled is not None or maker.pieces is None else \
+            self._frame(None, maker.pieces)
 
     @classmethod
     def of(cls, maker: RequestMaker) -> _OneList | None:
@@ -354,42 +360,62 @@ class _OneList:
         n = len(items)
         if not self.fewest <= n <= self.most:
             return None
-        settled = self.settled
-        if settled is None:
-            part, pieces = None, self.pieces
+        cells = self.cells
+        if cells is None:
+            frame = self.frame
         else:
-            made = settled.values(params)
-            if made is None:
+            key = cells(params)
+            try:
+                frame = self.frames.get(key)
+            except TypeError:  # a YAML list or mapping in such a field: not a key
                 return None
-            part, pieces = made
-        if pieces is None:
-            return None  # not remembered: ``request`` works it out
-        frame = self.frames.get(None if part is None else id(part))
+            if frame is None:
+                frame = self._first(params, key)
         if frame is None:
-            frame = self._frame(part, pieces)
-        template, pieces, text_slot, cell_slot = frame
+            return None  # not remembered, or something to say: ``request`` works it out
         text = params[self.text_name]
-        f = self.text
-        if type(text) is not str or not text or len(text) > f.limit or f.spec.required and text.isspace():
+        if type(text) is not str or not text or len(text) > self.limit or self.required and text.isspace():
             return None
         marker = self.marker
-        if marker is not None and marker in text and _names_no_item(marker, self.searches, n, text):
-            return None
+        if marker is not None:  # ``_names_no_item``, inlined (its pattern begins with the marker)
+            if n > MAX_ITEMS:
+                return None
+            search = self.searches[n]
+            if search is None:
+                search = self.searches[n] = _BAD_REFS[marker, n].search
+            if search(text) is not None:
+                return None  # out of range, or written "01": the general path reads it
+        template, before, between, after, text_first = frame
         out = template.copy()
         out[self.text_name] = text
         out[self.cell_name] = items
-        parts = pieces.copy()
-        parts[text_slot] = _quoted(text)
-        parts[cell_slot] = cell.replace("|", _BETWEEN)
-        return out, "".join(parts)
+        if text_first:
+            return out, "".join((before, _quoted(text), between, cell.replace("|", _BETWEEN), after))
+        return out, "".join((before, cell.replace("|", _BETWEEN), between, _quoted(text), after))
 
-    def _frame(self, part: dict[str, Any] | None, pieces: list[str]) -> tuple[dict[str, Any], list[str], int, int]:
-        template = self.template if part is None else {**self.template, **part}  # keys in normalise's order
-        cell_slot = self.maker.lists[0].slot
+    def _first(self, params: Mapping[str, Any], key: Any) -> _Frame_ | None:
+        """The frame of a combination of the repeating fields' cells not met before (None: not
+        remembered, or something to say about a cell)."""
+        made = self.settled.values(params) if self.settled is not None else None
+        if made is None:
+            return None
+        part, pieces = made
+        if pieces is None:
+            return None
+        frame = self._frame(part, pieces)
+        if len(self.frames) < MAX_CELLS:
+            self.frames[key] = frame
+        return frame
+
+    def _frame(self, part: dict[str, Any] | None, pieces: list[str]) -> _Frame_:
+        """(the request with the repeating fields' values in place, the JSON before, between
+        and after the two values that differ row by row, whether the prompt's comes first):
+        the list's brackets are moved into the JSON around its cell."""
+        template = self.maker.template if part is None else {**self.maker.template, **part}  # normalise's order
+        cell_slot, text_slot = self.maker.lists[0].slot, self.text.slot
         pieces = pieces.copy()
         pieces[cell_slot - 1] += '["'
         pieces[cell_slot + 1] = '"]' + pieces[cell_slot + 1]
-        frame = template, pieces, self.text.slot, cell_slot
-        if len(self.frames) < MAX_CELLS:
-            self.frames[None if part is None else id(part)] = frame
-        return frame
+        first, second = sorted((cell_slot, text_slot))
+        return (template, "".join(pieces[:first]), "".join(pieces[first + 1:second]), "".join(pieces[second + 1:]),
+                text_slot < cell_slot)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import names, specs
@@ -53,6 +53,8 @@ class Shape:
     # The one media field, when there is one and the entry reads it as URLs: ``web_only``
     # inlined by the caller (the seed's model's reference_image_urls).
     web: str | None = None
+    # For such a shape, ``maker.web_request`` when the maker has that straight path.
+    web_request: Callable[[Mapping[str, Any]], tuple[dict[str, Any], str] | None] | None = None
 
 
 class _Combo:
@@ -156,8 +158,10 @@ class PlainRows:
         urls_only = all(spec.fields[k].kind in ("url", "urls") for k in media)
         # A field no row of this shape sets is the manifest's default in every one of them.
         fixed = {k: doc.defaults[k] for k in send if k not in values}
-        return Shape(model, spec, tuple(send), media, urls_only, RequestMaker(model, spec, tuple(send), fixed),
-                     media[0] if urls_only and len(media) == 1 else None)
+        maker = RequestMaker(model, spec, tuple(send), fixed)
+        web = media[0] if urls_only and len(media) == 1 else None
+        return Shape(model, spec, tuple(send), media, urls_only, maker, web,
+                     maker.web_request if web is not None else None)
 
 
 def _plain_values(values: dict[str, Any]) -> bool:
