@@ -87,7 +87,7 @@ _JS = r"""
     box.append(v);
     if (get(r, 'sheet')) { const d = el('details'); d.append(el('summary', {}, 'contact sheet'));
       d.append(el('img', {loading: 'lazy', alt: 'contact sheet', src: D.base + D.pictures + out + '.sheet.jpg'})); box.append(d); }
-    else if (get(r, 'poster')) box.append(el('div', {class: 'muted'}, 'contact sheet not drawn yet: batchgen verify draws it'));
+    else if (get(r, 'poster')) box.append(el('div', {class: 'muted'}, 'contact sheet not drawn yet: batchgen verify --sheets-only draws it (so does batchgen review, or the next run)'));
     const a = el('a', {class: 'muted path', href: D.base + out}, out); box.append(el('br')); box.append(a);
     if (url) box.append(el('div', {class: 'muted path', title: 'delivered to object storage'}, '→ ' + url));
     return box;

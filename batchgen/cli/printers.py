@@ -165,7 +165,7 @@ def print_result(r: RunResult, as_json: bool) -> None:
                  "the next run or `batchgen verify` checks them")
     if r.sheets_left:
         echo_err(f"  {r.sheets_left} contact sheet(s) not drawn (the run does not wait for pictures) — "
-                 "`batchgen verify` draws them")
+                 "`batchgen verify --sheets-only` (or the next run, or `batchgen review`) draws them")
     for j in r.not_as_asked[:20]:
         echo_err(f"  NOT AS ASKED {j['name']} ({short_key(j['key'])}): {j['verify']}: {j['verify_detail']} "
                  f"— {j['output_path']}")

@@ -156,7 +156,7 @@ class FinishByType(click.ParamType["float"]):
 @click.option("--pictures/--no-pictures", default=True, show_default=True,
               help="A poster frame and a 3×3 contact sheet per clip, under OUT/.batchgen/ (used by the report). "
                    "Sheets are drawn after the clips' checks; the run's end waits for them only when they "
-                   "would all be drawn within 10 s, and `batchgen verify` draws any left.")
+                   "would all be drawn within 10 s, and `batchgen verify --sheets-only` (or the next run) draws any left.")
 @click.option("--deliver", "deliver_to", metavar="s3://BUCKET/PREFIX/", default=None,
               help="Upload each finished (and verified) clip and its pictures there; overrides the manifest's "
                    "`deliver:`. Credentials and region the standard AWS way (environment, AWS_PROFILE).")

@@ -168,6 +168,7 @@ class Ledger:
     record_upload = _Forward("records", Records.record_upload)
     unverified = _Forward("records", Records.unverified)
     undelivered = _Forward("records", Records.undelivered)
+    sheets_left = _Forward("records", Records.sheets_left)
     unpruned = _Forward("records", Records.unpruned)
     lost_candidates = _Forward("records", Records.lost_candidates)
     delivery_counts = _Forward("records", Records.delivery_counts)

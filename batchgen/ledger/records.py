@@ -73,6 +73,22 @@ class Records(Room):
         with self._read() as c:
             return [job_row(r) for r in c.execute(q)]
 
+    def sheets_left(self, scope: Scope | None = None, *, run_id: int | None = None, after_id: int = 0,
+                    limit: int | None = None) -> list[JobRow]:
+        """Kept clips (verified ok or mismatch, local, not pruned) with a poster but no contact
+        sheet: sheets a run's pictures lane left (``pipeline.check``), drawn later by the next run
+        of the manifest, ``batchgen verify --sheets-only`` or the review page. Of a manifest, a
+        run, or the whole ledger; ``after_id``/``limit``: one page, as ``unverified``."""
+        q = (job_select().where(jobs.c.state == S.DONE, jobs.c.verify.in_(["ok", "mismatch"]),
+                                jobs.c.poster.is_not(None), jobs.c.sheet.is_(None), jobs.c.output_path.is_not(None),
+                                jobs.c.pruned_at.is_(None), jobs.c.id > after_id).order_by(jobs.c.id).limit(limit))
+        if scope is not None:
+            q = q.where(of_manifest(scope))
+        if run_id is not None:
+            q = q.where(jobs.c.run_id == run_id)
+        with self._read() as c:
+            return [job_row(r) for r in c.execute(q)]
+
     def undelivered(self, scope: Scope | None = None, *, verified_only: bool, after_id: int = 0,
                     limit: int | None = None) -> list[JobRow]:
         """Done clips owed to a destination that the store does not hold yet (of this manifest,

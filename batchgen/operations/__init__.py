@@ -6,11 +6,11 @@ No command but ``run`` creates a ledger: a mistyped ``--ledger`` is an error (``
 never a new empty ledger. Commands that only read (plan, diff, status, export, report) open it
 read-only: SQLite ``query_only`` (``mode=ro`` while its log holds frames), no migration, no journal-mode switch, so another application's
 database is refused unchanged (``NotALedger``) and an older ledger is left to `batchgen db upgrade`
-(``LedgerOutdated``). ``verify`` records its findings but never migrates either.
+(``LedgerOutdated``). ``verify`` (and ``draw_sheets``) records its findings but never migrates either.
 
 One module per concept: ``ledgers`` (opening a ledger, ``upgrade``), ``planning`` (plan, diff,
 why), ``modeldocs`` (catalog, models), ``runstate`` (status, resolve, stop, cancel),
-``outputs`` (export, results, report), ``clips`` (verify, deliver, lost, recover). Every
+``outputs`` (export, results, report), ``clips`` (verify, draw_sheets, deliver, lost, recover). Every
 public name is importable from here, loaded on first use (PEP 562): ``batchgen models`` reads
 the catalog without loading the ledger (SQLAlchemy).
 """
@@ -21,7 +21,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .clips import deliver, lost, recover, verify
+    from .clips import deliver, draw_sheets, lost, recover, verify
     from .ledgers import open_ledger, upgrade
     from .modeldocs import catalog, models
     from .outputs import export, report, results
@@ -35,9 +35,9 @@ _EXPORTS = {
     "catalog": "modeldocs", "models": "modeldocs",
     "status": "runstate", "resolve": "runstate", "stop": "runstate", "cancel": "runstate",
     "export": "outputs", "results": "outputs", "report": "outputs",
-    "verify": "clips", "deliver": "clips", "lost": "clips", "recover": "clips",
+    "verify": "clips", "draw_sheets": "clips", "deliver": "clips", "lost": "clips", "recover": "clips",
 }
-__all__ = ["cancel", "catalog", "deliver", "diff", "export", "lost", "models", "open_ledger", "plan", "recover",
+__all__ = ["cancel", "catalog", "deliver", "diff", "draw_sheets", "export", "lost", "models", "open_ledger", "plan", "recover",
            "report", "resolve", "results", "status", "stop", "upgrade", "verify", "why"]
 
 

@@ -1,7 +1,7 @@
 """The clips a ledger records, checked and brought back without a run: ``verify`` (read every
-delivered clip again), ``deliver`` (what a store is owed), ``lost`` and ``recover`` (clips whose
-local file is gone or changed). The work itself is ``backlog``'s; these open the ledger and
-shape the result."""
+delivered clip again), ``draw_sheets`` (the contact sheets a run left), ``deliver`` (what a
+store is owed), ``lost`` and ``recover`` (clips whose local file is gone or changed). The work
+itself is ``backlog``'s (``sheets``' for the sheets); these open the ledger and shape the result."""
 
 from __future__ import annotations
 
@@ -33,6 +33,17 @@ def verify(ledger: str | Ledger | None = None, *, run_id: int | None = None, wor
         rows = [j for j in done if not j["pruned_at"]]
         counts, wrong = verify_rows(led, rows, workers=workers, pictures=pictures, catalog=catalog)
     return {"checked": len(rows), "counts": dict(counts), "not_as_asked": wrong, "pruned": len(done) - len(rows)}
+
+
+def draw_sheets(ledger: str | Ledger | None = None, *, run_id: int | None = None, workers: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Draw the contact sheets a run's pictures lane left (of run ``run_id``, or every run's),
+    checking no clip again; each recorded once drawn. ``progress(done, of)`` after each.
+    Returns ``{"left", "drawn", "failed"}``; a Ctrl-C records the sheets drawn so far."""
+    from ..sheets import draw_left
+
+    with open_ledger(ledger, migrate=False) as led:
+        return draw_left(led, run_id=run_id, workers=workers, progress=progress)
 
 
 # ---------------------------------------------------------------------------------- deliver / recover

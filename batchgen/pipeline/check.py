@@ -21,7 +21,10 @@ verification): on a night of short renders the clips come faster than that, and 
 the verification made the run's end wait for minutes of them. The run's end waits for the lane
 at most ``PICTURES_GRACE_S``, and only when all its sheets would be drawn by then at the pace it
 has kept (never after a stop); the sheets not drawn are counted (``sheets_left``) and left to
-`batchgen verify`, and the report says so per clip.
+the next run or `batchgen verify --sheets-only` (``batchgen.sheets``), and the report says so per
+clip. The lane also draws the sheets earlier runs of the manifest left, a page at a time from the
+ledger, drawn whenever none of this run's clips is waiting for one (``SheetLane.sweep``): the
+end of the run waits for those by the same rule, and stops reading more once it comes.
 
 Hands a checked clip on through ``Handoff`` (to delivery). May not touch: creates, polls,
 downloads, the object store. States and verdicts are written only through ``moves``.
@@ -40,7 +43,7 @@ from pathlib import Path
 
 from .. import crash, media
 from ..ledger import Scope
-from .context import Context, sweep_pages, track
+from .context import SWEEP_PAGE, Context, sweep_pages, track
 from .moves import Handoff, LiveJob
 
 PICTURES_GRACE_S = 10.0  # the longest the end of a run waits for contact sheets still to draw
@@ -77,6 +80,8 @@ class Checker:
             for row in page:
                 if row["output_path"]:
                     self.start(LiveJob.from_row(row), Path(row["output_path"]), recheck=True)
+        if self.ctx.opts.pictures:
+            self.lane.sweep(scope)
 
     def shutdown(self) -> None:
         self.lane.shutdown()
@@ -176,13 +181,33 @@ class SheetLane:
         self._broken = False  # no worker could be started: said once, every sheet after it counted as left
         self._starting = asyncio.Lock()
         self._drawn, self._seconds = 0, 0.0  # sheets drawn, and a worker's seconds for them: the pace
+        # Sheets earlier runs left (``sweep``): read from the ledger a page at a time, after the
+        # last id read, only when none is waiting; drawn when none of this run's waits (this
+        # night's clips are the ones looked at in the morning); never read once the run's end came.
+        self.earlier: collections.deque[tuple[LiveJob, str, str]] = collections.deque()
+        self._scope: Scope | None = None
+        self._after = 0
+        self._closing = False
+        self._reading = asyncio.Lock()
+        self._seen: set[int] = set()  # job ids this lane took: never drawn twice from a page read before its record
 
     def add(self, job: LiveJob, final: Path, sheet: str) -> None:
+        self._seen.add(job.id)
         if self._broken:
             self.left += 1
             return
         self.waiting.append((job, str(final), sheet))
-        if len(self._tasks) < self.workers:
+        self._more_hands()
+
+    def sweep(self, scope: Scope) -> None:
+        """Draw the sheets earlier runs of this manifest left (``Ledger.sheets_left``), at the
+        lane's priority: read a page at a time whenever this run's own sheets are all drawn."""
+        if not self._broken and self._scope is None:
+            self._scope = scope
+            self._more_hands()
+
+    def _more_hands(self) -> None:
+        while len(self._tasks) < self.workers:
             task = asyncio.create_task(self._draw(), name="contact-sheets")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -190,19 +215,30 @@ class SheetLane:
     async def done(self) -> None:
         """The end of the run: waits for the sheets still to draw at most ``PICTURES_GRACE_S``, and
         only when all of them would be drawn by then at the pace kept so far (waiting for a part
-        of a backlog would delay the exit and still leave sheets to `batchgen verify`); never
-        after a stop. Those left are counted and said once."""
-        if self._tasks and not self.ctx.stop.is_set():
+        of a backlog would delay the exit and still leave sheets to the next run); never after a
+        stop. Those left are counted and said once."""
+        stopping = self.ctx.stop.is_set()
+        if self._scope is not None and not stopping and not self._broken:
+            # Earlier runs' sheets not read yet (a run with little to do ends before its lane
+            # reads them): one page more, so the rule below sees them all — or knows it does not.
+            async with self._reading:
+                if self._scope is not None:
+                    await self._read_page()
+            self._more_hands()
+        everything = self._scope is None  # else more pages wait in the ledger: not all drawn in time
+        self._closing = True  # no page read from now on
+        if self._tasks and not stopping and everything:
             pace = self._seconds / self._drawn / self.workers if self._drawn else 0.0
-            if (len(self.waiting) + self.drawing) * pace <= PICTURES_GRACE_S:
+            if (len(self.waiting) + len(self.earlier) + self.drawing) * pace <= PICTURES_GRACE_S:
                 await asyncio.wait(set(self._tasks), timeout=PICTURES_GRACE_S)
-        self.left += len(self.waiting) + self.drawing  # one being drawn is not recorded either
+        self.left += len(self.waiting) + len(self.earlier) + self.drawing  # one being drawn is not recorded either
         self.waiting.clear()
+        self.earlier.clear()
         for task in self._tasks:
             task.cancel()
         if self.left:
             self.ctx.log(f"{self.left} contact sheet(s) not drawn: the run does not wait for pictures; "
-                         "`batchgen verify` draws them")
+                         "`batchgen verify --sheets-only` (or the next run) draws them")
 
     def shutdown(self) -> None:
         for task in self._tasks:
@@ -227,25 +263,28 @@ class SheetLane:
                     pool.shutdown(wait=False, cancel_futures=True)
                     self._broken = True
                     self.ctx.log(f"contact sheets could not start their workers ({type(e).__name__}: {e}); "
-                                 "`batchgen verify` draws them")
+                                 "`batchgen verify --sheets-only` (or the next run) draws them")
                 else:
                     self._pool = pool
         return self._pool
 
     async def _draw(self) -> None:
+        if not self.waiting and not self.earlier and not await self._read_earlier():
+            return  # nothing to draw: no worker started for it
         pool = await self._started()
         if pool is None:
-            self.left += len(self.waiting)
+            self.left += len(self.waiting) + len(self.earlier)
             self.waiting.clear()
+            self.earlier.clear()
             return
         loop = asyncio.get_running_loop()
-        while self.waiting:
-            job, path, sheet = self.waiting.popleft()
+        while self.waiting or await self._read_earlier():
+            job, path, sheet = (self.waiting or self.earlier).popleft()
             began = time.monotonic()
             self.drawing += 1
             try:
                 made = await loop.run_in_executor(pool, media.contact_sheet, path, sheet)
-            except (BrokenProcessPool, OSError, RuntimeError):  # no sheet for it: `batchgen verify` draws it
+            except (BrokenProcessPool, OSError, RuntimeError):  # no sheet: `batchgen verify --sheets-only` draws it
                 made = None
             finally:
                 self.drawing -= 1
@@ -256,3 +295,29 @@ class SheetLane:
                 self.ctx.moves.note(job, {"sheet": made}, event=False)
             else:
                 self.left += 1
+
+    async def _read_earlier(self) -> bool:
+        """Whether an earlier run's sheet waits, reading pages of them into ``earlier`` until one
+        holds any; False when none is left (or the run's end came)."""
+        async with self._reading:
+            while not self.earlier and self._scope is not None and not self._closing:
+                await self._read_page()
+            return bool(self.earlier or self.waiting)
+
+    async def _read_page(self) -> None:
+        """One page more of the sheets earlier runs left, into ``earlier`` (those this lane took
+        already skipped); ``_scope`` None once the last page is read."""
+        assert self._scope is not None
+        w = self.ctx.w
+        rows = await w.read(w.ledger.sheets_left, self._scope, after_id=self._after, limit=SWEEP_PAGE)
+        if len(rows) < SWEEP_PAGE:
+            self._scope = None
+        if rows:
+            self._after = rows[-1]["id"]
+        for row in rows:
+            if row["id"] in self._seen or not row["output_path"]:
+                continue
+            self._seen.add(row["id"])
+            _poster, sheet = media.picture_paths(row["output_path"], row["output"])
+            if sheet is not None:
+                self.earlier.append((LiveJob.from_row(row), row["output_path"], sheet))

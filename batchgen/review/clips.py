@@ -32,7 +32,7 @@ class Scope:
 
 @dataclass
 class Clip:
-    """One finished clip as the page shows it; ``path``/``poster`` stay on the server."""
+    """One finished clip as the page shows it; ``path``/``poster``/``sheet`` stay on the server."""
 
     id: int
     shot: str
@@ -41,6 +41,8 @@ class Clip:
     poster: str | None
     delivered: str | None
     text: str = ""  # what the free-text filter searches, lower case
+    sheet: str | None = None  # its contact sheet, when recorded (else drawn when the page asks: ``pictures``)
+    output: str = ""  # its output name, which names its pictures
     takes: list[int] = field(default_factory=list)  # the job ids of its shot, in take order
 
 
@@ -91,10 +93,13 @@ class ClipIndex:
                    else prompt[: PROMPT_CHARS - 1] + "…",
                    "params": {k: v for k, v in req.items() if k != "reference_image_urls"},
                    "verify": j["verify"], "detail": j["verify_detail"], "duration": j["m_duration"],
-                   "width": j["m_width"], "height": j["m_height"], "shot": shot, "retake_of": j["retake_of"]}
+                   "width": j["m_width"], "height": j["m_height"], "shot": shot, "retake_of": j["retake_of"],
+                   # a contact sheet to show: drawn, or left by the run's pictures lane (a poster, no sheet)
+                   "sheet": bool(j["sheet"] or j["poster"])}
             doc.update(_decision_doc(j.get("review"), j.get("review_note"), j.get("reviewer"), bool(j.get("pick"))))
             clips[j["id"]] = Clip(j["id"], shot, doc, j["output_path"], j["poster"], j["delivered_url"],
-                                  " ".join(str(x) for x in (j["name"], prompt, j["key"], j["model"])).lower())
+                                  " ".join(str(x) for x in (j["name"], prompt, j["key"], j["model"])).lower(),
+                                  sheet=j["sheet"], output=j["output"])
             shots.setdefault(shot, []).append(j["id"])
             takes[j["id"]] = j["take"]
             if j["retake_of"] is not None:

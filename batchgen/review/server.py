@@ -28,6 +28,7 @@ from ..specs import SHIPPED, Catalog
 from ..ledger import KEEP, Change, Decision, Keep, Ledger
 from .clips import ClipIndex, inside
 from .decide import pick_changes
+from .pictures import Sheets
 from .retake import changed_request
 
 NOTE_CHARS = 4000
@@ -65,6 +66,7 @@ class ReviewServer:
         self.endpoint = check_endpoint(endpoint_url)
         self.token = secrets.token_urlsafe(24)
         self._stores: dict[str, S3Store] = {}
+        self.sheets = Sheets(ledger, index.out)
         self._runner: web.AppRunner | None = None
         # A states read and a decision each read the ledger and patch the index as one step: a
         # read taken before a decision must not patch the index after it (the counts would
@@ -77,7 +79,7 @@ class ReviewServer:
         self.app.router.add_get("/api/clips", self._clips)
         self.app.router.add_get("/api/states", self._states)
         self.app.router.add_post("/api/decide", self._decide)
-        self.app.router.add_get("/media/{job:[0-9]+}/{kind:clip|poster}", self._media)
+        self.app.router.add_get("/media/{job:[0-9]+}/{kind:clip|poster|sheet}", self._media)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -94,6 +96,7 @@ class ReviewServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await asyncio.to_thread(self.sheets.close)
 
     # -- guard: the token, the headers, errors as JSON -------------------------------------
     @web.middleware
@@ -249,6 +252,11 @@ class ReviewServer:
         if clip is None:
             raise Refused(404, "not a finished clip of this review")
         kind = request.match_info["kind"]
+        if kind == "sheet":  # drawn now if the run left it: the request waits for it (``pictures``)
+            sheet = await self.sheets.get(clip)
+            if sheet is None:
+                raise Refused(404, "no contact sheet for this clip (no pictures, or its file is not here)")
+            return web.FileResponse(sheet, headers={"Content-Type": "image/jpeg"})
         local = await asyncio.to_thread(inside, clip.path if kind == "clip" else clip.poster, self.index.out)
         if local is not None:
             return web.FileResponse(local, headers={"Content-Type": "video/mp4" if kind == "clip" else "image/jpeg"})

@@ -50,7 +50,7 @@ class RunResult:
     verified: dict[str, int] = field(default_factory=dict)  # the manifest's clips per verification outcome
     not_as_asked: list[JobRow] = field(default_factory=list)  # clips verification found wrong
     unverified: int = 0  # this run's clips whose verification could not run (the next run checks them)
-    sheets_left: int = 0  # contact sheets the run's end did not wait for (`batchgen verify` draws them)
+    sheets_left: int = 0  # contact sheets the run's end did not wait for (`batchgen verify --sheets-only` draws them)
     delivery: dict[str, Any] = field(default_factory=dict)  # --deliver: destination, delivered, undelivered, error
     manifest: str = ""
     started_at: float = 0.0  # wall clock

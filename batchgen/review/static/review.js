@@ -95,6 +95,27 @@
     v.addEventListener('click', ev => { ev.stopPropagation(); select(clips.indexOf(c)); play(); });
     return v;
   }
+  // The contact sheet: asked for only when opened (S, or a click). One a run left undrawn is
+  // drawn by the server then (a fraction of a second): "drawing…" until the image comes.
+  function sheetBox(c){
+    const d = el('details', {class: 'sheet'}); d.append(el('summary', {}, 'contact sheet (S)'));
+    d.addEventListener('click', ev => ev.stopPropagation());
+    d.addEventListener('toggle', () => {
+      if (!d.open || d.querySelector('img')) return;
+      const wait = el('div', {class: 'muted'}, 'drawing…');
+      const img = el('img', {alt: 'contact sheet of ' + c.name});
+      img.addEventListener('load', () => { wait.remove(); d.setAttribute('data-sheet', 'shown'); });
+      img.addEventListener('error', () => { wait.textContent = 'no contact sheet: the clip cannot be read here'; img.remove();
+        d.setAttribute('data-sheet', 'none'); });
+      d.append(wait); d.append(img);
+      img.setAttribute('src', '/media/' + c.id + '/sheet?t=' + encodeURIComponent(token));
+    });
+    return d;
+  }
+  function toggleSheet(){
+    const c = clips[cur], d = c && c.node.querySelector('details.sheet');
+    if (d) d.open = !d.open; else if (c) say('no contact sheet for this clip');
+  }
   function render(){
     const main = $('shots'); main.textContent = ''; clips = [];
     for (const s of data.shots) {
@@ -110,6 +131,7 @@
         const spec = [t.model, t.width ? t.width + '×' + t.height : '', t.duration ? t.duration.toFixed(1) + ' s' : '', t.key].filter(Boolean);
         card.append(el('div', {class: 'muted'}, spec.join(' · ')));
         card.append(el('div', {class: 'note'}));
+        if (t.sheet && t.where === 'local') card.append(sheetBox(t));
         const actions = el('div', {class: 'actions'});
         for (const [label, fn] of [['Approve (A)', () => decide('approve')], ['Retake (R)', () => decide('retake')],
                                    ['Reject (X)', () => decide('reject')], ['Note (N)', () => openNote()], ['Edit retake (E)', () => openEdit()],
@@ -299,7 +321,7 @@
     onKey(ev.key);
   });
   function handles(k){
-    return k === '?' || k === 'Escape' || /^[1-9]$/.test(k) || (k.length === 1 ? 'jklarxnue/ '.includes(k.toLowerCase())
+    return k === '?' || k === 'Escape' || /^[1-9]$/.test(k) || (k.length === 1 ? 'jklarxnues/ '.includes(k.toLowerCase())
       : ['ArrowDown', 'ArrowUp', 'ArrowLeft', 'ArrowRight'].includes(k));
   }
   function onKey(k){
@@ -312,7 +334,7 @@
       k: () => next(-1), ArrowUp: () => next(-1), ArrowLeft: () => next(-1),
       ' ': play, l: () => { loop = !loop; const v = video(); if (v) v.loop = loop; decorate(clips[cur]); say('loop ' + (loop ? 'on' : 'off')); },
       a: () => decide('approve'), r: () => decide('retake'), x: () => decide('reject'), n: openNote, u: doUndo,
-      e: openEdit,
+      e: openEdit, s: toggleSheet,
       '/': () => $('f-q').focus(),
     };
     if (keys[lower]) { keys[lower](); return; }
