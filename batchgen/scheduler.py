@@ -110,9 +110,8 @@ class Scheduler:
                 await self.ahead.release()  # armed jobs of a run that stopped submitting: none was sent
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
-            while self.checker.tasks or self.deliverer.tasks:
-                # A clip's verdict belongs in this run's summary; uploads finish even after a
-                # stop (they are short and idempotent). Verifications may start deliveries.
+            while self.checker.tasks or self.deliverer.tasks:  # a clip's verdict belongs in this run's summary;
+                # uploads finish even after a stop (short, idempotent). Verifications may start deliveries.
                 await asyncio.wait(set(self.checker.tasks) | set(self.deliverer.tasks))
             await self.checker.pictures_done()  # contact sheets: waited for a few seconds at most
         finally:
