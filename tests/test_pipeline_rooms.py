@@ -12,7 +12,7 @@ import batchgen.pipeline as pipeline
 ROOT = Path(__file__).resolve().parent.parent / "batchgen"
 PIPE = ROOT / "pipeline"
 STAGES = {"submit", "poll", "fetch", "check", "delivery"}
-SHARED = {"context", "moves", "pace"}
+SHARED = {"anchor", "context", "moves", "pace"}  # anchor: a part of pace's, in a file of its own
 
 
 def _tree(path: Path) -> ast.Module:

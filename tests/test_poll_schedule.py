@@ -411,6 +411,35 @@ def test_a_first_wave_task_keeps_seeding_after_three_peers_bounded_the_end():
     assert delay(later, NOW + 4.5, book) > 0.3 + 0.05
 
 
+def test_anchored_at_the_answer_the_known_end_is_the_smallest_from_the_answer_no_task_contradicts():
+    """When tasks start a fixed time before the create's answer, the "done by" that counts is the
+    smallest from the answer, not from the send: the smallest from the send belongs to a quick
+    create, whose end from the answer is late (the habits' first polls came ~14 ms late all night,
+    the probes unable to beat it). A bound from the answer below a point a task was seen still
+    rendering is not one (an answer read late by a busy loop): it is passed over."""
+    book = PaceBook()
+    # (create's round trip, done by from the send): the quick create's bound is the smallest
+    # from the send (0.06) yet the largest from the answer (0.06 - 0.05 = 0.01).
+    for rtt, by in ((0.05, 0.06), (0.09, 0.07), (0.08, 0.075)):
+        book.observe_poll(M, 5.0, done=False, create=(NOW, NOW + rtt), poll=(NOW + 4.9, NOW + 4.91))
+        book.observe_poll(M, 5.0, done=True, create=(NOW, NOW + rtt), poll=(NOW + 5.0 + by - 0.01, NOW + 5.0 + by))
+    p = book.pace(M)
+    assert p.exact() and 5.0 * p.known_end(5.0) == pytest.approx(5.06)
+    p.anchor.answer = True
+    # From the answer the smallest is the 0.09 s create's (0.07 - 0.09 = -0.02): a task whose create
+    # took 0.07 s is polled at its send + 5 + 0.07 - 0.02 (+ END_MARGIN_S), not + 0.06 + 0.02.
+    t = Task(estimated_time=5.0, create_sent=NOW - 0.07, submitted_at=NOW)
+    p.firsts = 1  # not a probe's turn
+    assert delay(t, NOW, book) == pytest.approx(5.0 - 0.02 + END_MARGIN_S, abs=1e-9)
+    assert p.beats(5.0, 5.065, done=True, rtt=0.09)  # done by 5.065 after a 0.09 s create: news
+    assert not p.beats(5.0, 5.065, done=True, rtt=0.07)
+    # A task seen rendering 10 ms before its estimate from the answer contradicts -0.02: the next
+    # smallest from the answer (the 0.08 s create's, -0.005) is the known end.
+    book.observe_poll(M, 5.0, done=False, create=(NOW, NOW + 0.06), poll=(NOW + 0.06 + 4.99, NOW + 0.06 + 5.0))
+    p.firsts = 1
+    assert delay(t, NOW, book) == pytest.approx(5.0 - 0.005 + END_MARGIN_S, abs=1e-9)
+
+
 # ------------------------------------------------- issue 31 part 4: a wait in `pending` (the band)
 
 

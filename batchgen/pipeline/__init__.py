@@ -8,7 +8,8 @@ own state, pool, counters and retry policy, and handing jobs on through a typed 
   state** (each move's ``Transition``, the live counts, the event record).
 * ``submit``   — ``Submitter``: intent, uploads, create, in doubt; the credit cap; create retries.
 * ``poll``     — ``Poller``: follows a task, what a poll means; a fresh URL for the fetch stage.
-* ``pace``     — ``poll_delay`` and ``PaceBook``: when to poll, learnt per model (pure: no I/O).
+* ``pace``     — ``poll_delay`` and ``PaceBook``: when to poll, learnt per model (pure: no I/O);
+  ``anchor`` — ``Anchor``: where in a create's round trip a model's tasks start (pace's part).
 * ``fetch``    — ``Fetcher``: downloads (own pool), expiry, refetch, download retries.
 * ``check``    — ``Checker``: verification and pictures (own process pool, outcome counts).
 * ``delivery`` — ``Deliverer``: uploads to ``--deliver`` (own thread pool, counts, retry policy),

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..budget import backoff
+from .anchor import Anchor, remember
 
 EARLY = 0.9  # first poll at this fraction of the estimate while nothing is known (or it scatters)
 WINDOW = 64  # bounds kept per model: recent tasks speak for the next ones
@@ -91,9 +92,6 @@ PAST_END_STEP_S = 0.05
 PAST_END_POLLS = 4  # …for at most this many polls of the task
 SEED_STEP_S = 0.02  # seeding the known end (no progress told): steps past the estimate, doubling…
 SEED_POLLS = 6  # …for at most this many polls of the task
-ANCHOR_RATE = 0.2  # how fast the anchor follows the misses (hits: AIM_HITS of it)…
-ANCHOR_SWITCH = 0.5  # …and how far it leans (in round trips' deviations) before it moves
-AIM_HITS = 0.25  # (first polls hit several times as often as they miss)
 THRIFTY_MARGIN = 1.02  # a thrifty first poll comes this much after the latest ratio seen still rendering
 # Ends that scatter past their estimates by at most this many seconds (a wait in `pending` the
 # estimate does not count, the same for short and long renders): one poll at the latest end seen
@@ -117,58 +115,6 @@ class Polled(Protocol):
     create_sent: float | None
     poll_errors: int
     retry_after: float | None
-
-
-MARKS = 1024  # create-sent moments kept per model for polls awaiting their answer
-
-
-def remember(marks: dict[float, None], sent: float) -> None:
-    """Mark the poll of the task whose create was sent at ``sent`` (its answer will be matched to
-    it), forgetting the oldest marks past ``MARKS``: polls whose answer never came."""
-    marks[sent] = None
-    while len(marks) > MARKS:
-        del marks[next(iter(marks))]
-
-
-@dataclass
-class Anchor:
-    """Where in a create's round trip this model's tasks start, judged from the first polls at the
-    known end: at its send (``answer`` False) or a fixed time before its answer (True: an API that
-    answers 50 ms after the task started, every answer up to 50 ms late). Timed from the send of
-    the task behind the known end, a task whose create took longer (it started later) was polled
-    too early (with the habits, four first polls in ten missed): misses of slow creates (and hits
-    of quick ones) move the aim to the answer; the opposite moves it back."""
-
-    answer: bool = False
-    mean: float | None = None  # the creates' round trips: running mean and mean deviation
-    dev: float = 0.0
-    misses: float = 0.0  # running means of the round trips (in deviations from their mean) of misses…
-    hits: float = 0.0  # …and of hits
-    aimed: dict[float, None] = field(default_factory=dict)  # create-sent moments of first polls at the known end
-
-    def shift(self, rtt: float, ref: float) -> float:
-        """Seconds to add to a poll placed at the known end, whose task's create took ``ref``."""
-        return rtt - ref if self.answer else 0.0
-
-    def aim(self, sent: float) -> None:
-        remember(self.aimed, sent)
-
-    def learn(self, create: tuple[float, float], done: bool) -> None:
-        """A poll's outcome: counted when it is the first, placed at the known end."""
-        if create[0] not in self.aimed:
-            return
-        del self.aimed[create[0]]
-        rtt = create[1] - create[0]
-        mean = rtt if self.mean is None else self.mean
-        z = max(-3.0, min(3.0, (rtt - mean) / max(self.dev, 0.001)))
-        self.mean, self.dev = mean + 0.05 * (rtt - mean), self.dev + 0.05 * (abs(rtt - mean) - self.dev)
-        if done:
-            self.hits += ANCHOR_RATE * AIM_HITS * (z - self.hits)
-        else:
-            self.misses += ANCHOR_RATE * (z - self.misses)
-        lean = self.misses - self.hits
-        if (lean > ANCHOR_SWITCH and not self.answer) or (lean < -ANCHOR_SWITCH and self.answer):
-            self.answer, self.misses, self.hits = not self.answer, 0.0, 0.0
 
 
 @dataclass
@@ -209,23 +155,38 @@ class Pace:
         return self.holds() and max(self.lowers, default=0.0) <= 1.0 <= min(self.uppers) \
             and len(self.upper_secs) == len(self.uppers)
 
+    def _end(self) -> int:
+        """The bound behind the known end (exact estimates): the smallest "done by" from the send;
+        anchored at the answer, the smallest from the answer that no task seen rendering contradicts."""
+        secs, rtts = self.upper_secs, self.upper_rtts
+        if self.anchor.answer and len(rtts) == len(secs) and self.lower_secs:
+            floor = max(self.lower_secs)
+            ok = [i for i in range(len(secs)) if secs[i] - rtts[i] > floor]
+            if ok:
+                return min(ok, key=lambda i: secs[i] - rtts[i])
+        return min(range(len(secs)), key=secs.__getitem__)
+
     def end_ratio(self, estimate: float | None) -> float:
         """The known end for a task of ``estimate`` seconds, as a ratio (``holds`` assumed)."""
         if estimate and estimate > 0 and self.exact():
-            return 1.0 + min(self.upper_secs) / estimate
+            return 1.0 + self.upper_secs[self._end()] / estimate
         return min(self.uppers)
 
     def end_rtt(self) -> float:
         """The create's round trip of the task behind the known end (0 when not known)."""
-        bounds = self.upper_secs if self.exact() else self.uppers
+        exact = self.exact()
+        bounds = self.upper_secs if exact else self.uppers
         if len(self.upper_rtts) != len(bounds) or not bounds:
             return 0.0
-        return self.upper_rtts[min(range(len(bounds)), key=bounds.__getitem__)]
+        return self.upper_rtts[self._end() if exact else min(range(len(bounds)), key=bounds.__getitem__)]
 
-    def beats(self, estimate: float, elapsed: float, *, done: bool) -> bool:
+    def beats(self, estimate: float, elapsed: float, *, done: bool, rtt: float = 0.0) -> bool:
         """Whether a bound is news: done before the known end, or rendering past the latest seen."""
         if self.exact():
             secs = elapsed - estimate
+            if done and self.anchor.answer and len(self.upper_rtts) == len(self.upper_secs):
+                end = self._end()
+                return secs - rtt < self.upper_secs[end] - self.upper_rtts[end]
             return secs < min(self.upper_secs) if done else secs > max(self.lower_secs, default=-1e9)
         return elapsed / estimate < min(self.uppers) if done else elapsed / estimate > max(self.lowers, default=0.0)
 
@@ -338,7 +299,7 @@ class PaceBook:
         p = self.pace(model)
         ratio = elapsed / estimate
         if p.holds():  # how often to probe: less while the known end proves tight
-            if done and p.beats(estimate, elapsed, done=True):
+            if done and p.beats(estimate, elapsed, done=True, rtt=rtt):
                 # The end was loose: probe again soon, and further before it (a known end learnt
                 # from late polls, 0.8 s late, took 16 probes at 50 ms each to come down).
                 p.explore_every = EXPLORE_EVERY
