@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from batchgen import frames, media, specs
-from batchgen.ledger import Ledger
-from conftest import KEY, run_args, run_cli
+from conftest import KEY, ledger_rows, run_args, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 T2V = "grok-imagine-text-to-video"
@@ -27,11 +26,7 @@ def manifest(path: Path, n: int = 3) -> Path:
 
 
 def rows(tmp_path: Path) -> list[dict]:
-    led = Ledger(str(tmp_path / "l.db"), create=False)
-    try:
-        return [dict(j) for j in led.iter_export()]
-    finally:
-        led.close()
+    return ledger_rows(tmp_path / "l.db")
 
 
 @pytest.mark.parametrize("knob,outcome,field", [
@@ -151,7 +146,7 @@ def test_a_verification_pool_that_cannot_start_is_said_and_the_clips_stay_unveri
     with asyncio's "Task exception was never retrieved" in the log, and the run exited 0 as if
     its clips were verified. Said once, the clips unverified (not `ok`), the run exits 1, and the
     next run checks them."""
-    def no_pool(workers: int | None = None) -> None:
+    def no_pool(workers: int | None = None, nice: int = media.WORKER_NICE) -> None:
         raise OSError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(media, "pool", no_pool)

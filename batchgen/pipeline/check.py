@@ -49,6 +49,23 @@ from .moves import Handoff, LiveJob
 PICTURES_GRACE_S = 10.0  # the longest the end of a run waits for contact sheets still to draw
 
 
+async def started_pool(workers: int | None = None, nice: int = media.WORKER_NICE, *, name: str) -> ProcessPoolExecutor:
+    """A ``media.pool`` whose first worker has started, waited for off the event loop: a no-op
+    in a thread of its own (the fork waits for the fork server; the loop's default threads may be
+    busy: the simulator encodes there). If that breaks, or the run is torn down meanwhile, the
+    pool is shut down and the error raised."""
+    pool: ProcessPoolExecutor = media.pool(workers, nice=nice)
+    starter = ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        await asyncio.shield(asyncio.wrap_future(starter.submit(lambda: pool.submit(os.getpid).result())))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        starter.shutdown(wait=False)
+    return pool
+
+
 class Checker:
     """Verifies done clips in worker processes; neither submitting nor polling waits for it."""
 
@@ -99,18 +116,7 @@ class Checker:
         async with self._starting:
             if self._pool is None and self._no_pool is None:
                 try:
-                    pool = media.pool()
-                    # A no-op starts the first worker, in a thread of its own (the fork waits for
-                    # the server; the loop's default threads may be busy: the simulator encodes there).
-                    starter = ThreadPoolExecutor(1, thread_name_prefix="verify-pool-start")
-                    try:
-                        await asyncio.shield(asyncio.wrap_future(starter.submit(lambda: pool.submit(os.getpid).result())))
-                    except BaseException:  # it broke, or the run is being torn down: so is the pool
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        raise
-                    finally:
-                        starter.shutdown(wait=False)
-                    self._pool = pool
+                    self._pool = await started_pool(name="verify-pool-start")
                 # Any reason (no process, no memory, a broken install): said once, and the run's end says it too.
                 except Exception as e:  # noqa: BLE001
                     self._no_pool = f"{type(e).__name__}: {e}"
@@ -258,19 +264,15 @@ class SheetLane:
                 worker.kill()
 
     async def _started(self) -> ProcessPoolExecutor | None:
-        """The pool, its first worker forked off the event loop (as the verification pool's)."""
+        """The pool, its first worker forked off the event loop (``started_pool``)."""
         async with self._starting:
             if self._pool is None and not self._broken:
-                pool = media.pool(self.workers, nice=media.SHEET_NICE)
                 try:
-                    await asyncio.to_thread(lambda: pool.submit(os.getpid).result())
+                    self._pool = await started_pool(self.workers, media.SHEET_NICE, name="sheet-pool-start")
                 except Exception as e:  # noqa: BLE001 - no worker: no sheets tonight, said once
-                    pool.shutdown(wait=False, cancel_futures=True)
                     self._broken = True
                     self.ctx.log(f"contact sheets could not start their workers ({type(e).__name__}: {e}); "
                                  "`batchgen verify --sheets-only` (or the next run) draws them")
-                else:
-                    self._pool = pool
         return self._pool
 
     async def _draw(self) -> None:
