@@ -303,6 +303,17 @@ def write_csv_manifest(path: Path, n: int, *, model: str = "grok-imagine-text-to
     return path
 
 
+def ledger_rows(ledger: Path) -> list[dict]:
+    """Every job of a SQLite ledger, as ``batchgen export`` reads it (one dict a job)."""
+    from batchgen.ledger import Ledger
+
+    led = Ledger(str(ledger), create=False)
+    try:
+        return [dict(j) for j in led.iter_export()]
+    finally:
+        led.close()
+
+
 def ledger_states(ledger: Path) -> dict[str, int]:
     """Jobs per state in a SQLite ledger another process is running on, read with sqlite3
     directly (read-only: reading never writes); {} while it does not exist or is locked."""

@@ -17,23 +17,11 @@ import pytest
 
 from batchgen import media, sheets
 from batchgen.ledger import Ledger
-from conftest import run_args, run_cli
-
-T2V = "grok-imagine-text-to-video"
+from conftest import ledger_rows as rows, run_args, run_cli, write_csv_manifest
 
 
 def manifest(path: Path, n: int = 3) -> Path:
-    path.write_text("name,model,prompt,duration,aspect_ratio,resolution\n"
-                    + "".join(f"v{i},{T2V},clip {i},2,16:9,480p\n" for i in range(n)))
-    return path
-
-
-def rows(ledger: Path) -> list[dict]:
-    led = Ledger(str(ledger), create=False)
-    try:
-        return [dict(j) for j in led.iter_export()]
-    finally:
-        led.close()
+    return write_csv_manifest(path, n, small=True)  # 2-second 480p clips
 
 
 def leave_sheets(ledger: Path) -> list[dict]:
